@@ -1,0 +1,523 @@
+//! Configuration: one TOML file, every key overridable by `TICKETSYNC__SECTION__KEY`,
+//! secrets from `*_file` keys or systemd's `$CREDENTIALS_DIRECTORY`.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
+pub const ENV_PREFIX: &str = "TICKETSYNC";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{key}: {message}")]
+    Key { key: String, message: String },
+    #[error("{key}: cannot read secret file {path}: {source}")]
+    SecretFile { key: String, path: String, source: std::io::Error },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.to_string(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub notes: NotesConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default, rename = "match")]
+    pub matching: MatchConfig,
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub busy_timeout_ms: u64,
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("/var/lib/ticketsync/ticketsync.db"), busy_timeout_ms: 5000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Time zone of every cron schedule (IANA name).
+    pub timezone: String,
+    /// How often the outbox is scanned for due deliveries.
+    pub delivery_interval_secs: u64,
+    /// Grace period on SIGTERM before in-flight requests are abandoned (they are retried).
+    pub shutdown_grace_secs: u64,
+}
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self { timezone: "UTC".into(), delivery_interval_secs: 5, shutdown_grace_secs: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotesConfig {
+    /// Time zone used to print start and end times in notes.
+    pub timezone: String,
+}
+impl Default for NotesConfig {
+    fn default() -> Self {
+        Self { timezone: "UTC".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    pub base_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    /// A delivery still failing after this many hours moves to `failed` (never dropped).
+    pub give_up_after_hours: u64,
+    pub request_timeout_secs: u64,
+}
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { base_backoff_secs: 10, max_backoff_secs: 3600, give_up_after_hours: 168, request_timeout_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub teamviewer: Option<TeamViewerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeamViewerAuth {
+    Script,
+    Oauth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeamViewerConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub authorize_url: String,
+    /// Standard 5-field cron expression, in `daemon.timezone`.
+    pub schedule: String,
+    /// How far back each poll re-reads to catch late and changed reports.
+    pub overlap_minutes: u64,
+    /// First poll: how far back to start.
+    pub initial_lookback_days: u64,
+    /// Running sessions are re-read until they end, or until they are this old.
+    pub open_session_max_age_hours: u64,
+    pub request_timeout_secs: u64,
+    pub auth: TeamViewerAuth,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    pub redirect_uri: String,
+    /// Service cases are created in this group (`group_id` wins when both are set).
+    pub group_name: String,
+    pub group_id: Option<String>,
+    /// Template for the service-case description; `{ticket}` is replaced.
+    pub description_template: String,
+    pub valid_hours: u64,
+}
+impl Default for TeamViewerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_url: "https://webapi.teamviewer.com".into(),
+            authorize_url: "https://login.teamviewer.com/oauth2/authorize".into(),
+            schedule: "*/5 * * * *".into(),
+            overlap_minutes: 120,
+            initial_lookback_days: 7,
+            open_session_max_age_hours: 48,
+            request_timeout_secs: 30,
+            auth: TeamViewerAuth::Script,
+            token: None,
+            token_file: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            redirect_uri: "http://127.0.0.1:8765/callback".into(),
+            group_name: "Helpdesk".into(),
+            group_id: None,
+            description_template: "Ticket #{ticket}".into(),
+            valid_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Manual,
+    CustomApi,
+    SessionCode,
+    NotesRegex,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub kind: RuleKind,
+    /// custom_api: the JSON key holding the ticket id (a plain string value is also accepted).
+    #[serde(default)]
+    pub json_key: Option<String>,
+    /// notes_regex: the first capture group is the ticket id.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// notes_regex: which session fields are searched.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default = "default_rules")]
+    pub rules: Vec<RuleConfig>,
+}
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self { rules: default_rules() }
+    }
+}
+fn default_rules() -> Vec<RuleConfig> {
+    let r = |kind| RuleConfig { kind, json_key: None, pattern: None, fields: None };
+    vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    pub redmine: Option<RedmineConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedmineConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Session notes are private notes (visible to agents only).
+    #[serde(default = "yes")]
+    pub private_notes: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_sig_header")]
+    pub signature_header: String,
+}
+fn default_sig_header() -> String {
+    "X-Ticketsync-Signature".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Load the file at `path`, apply `TICKETSYNC__…` environment overrides, validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            file: path.display().to_string(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    pub fn from_toml_with_env(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        // Parse once with the toml crate first: its errors carry the line and column.
+        if let Err(e) = toml::from_str::<toml::Table>(text) {
+            return Err(ConfigError::Invalid { file: file.into(), message: one_line(&e.to_string()) });
+        }
+        let env_map: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__"))).collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env_map)),
+            )
+            .build()
+            .map_err(|e| ConfigError::Invalid { file: file.into(), message: one_line(&e.to_string()) })?;
+        let cfg: Config = built.try_deserialize().map_err(|e| {
+            let msg = one_line(&e.to_string());
+            let line = locate_key(text, &msg).map(|n| format!(" (line {n})")).unwrap_or_default();
+            ConfigError::Invalid { file: file.into(), message: format!("{msg}{line}") }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks serde cannot do: cron expressions, time zones, regexes, URLs, required secrets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m))?;
+        parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m))?;
+        if let Some(tv) = &self.sources.teamviewer {
+            crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m))?;
+            check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m))?;
+            check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m))?;
+            if tv.auth == TeamViewerAuth::Oauth && tv.client_id.as_deref().unwrap_or("").is_empty() {
+                return Err(key_err("sources.teamviewer.client_id", "required when auth = \"oauth\""));
+            }
+            if tv.group_id.is_none() && tv.group_name.trim().is_empty() {
+                return Err(key_err("sources.teamviewer.group_name", "group_name or group_id is required"));
+            }
+        }
+        for (i, r) in self.matching.rules.iter().enumerate() {
+            let key = format!("match.rules[{i}]");
+            if r.kind == RuleKind::NotesRegex {
+                let p = r.pattern.as_deref().ok_or_else(|| key_err(&format!("{key}.pattern"), "required for kind = \"notes_regex\""))?;
+                let re = regex::Regex::new(p).map_err(|e| key_err(&format!("{key}.pattern"), one_line(&e.to_string())))?;
+                if re.captures_len() < 2 {
+                    return Err(key_err(&format!("{key}.pattern"), "needs a capture group for the ticket id, e.g. \"#(\\\\d+)\""));
+                }
+                for f in r.fields.iter().flatten() {
+                    if !crate::matcher::TEXT_FIELDS.contains(&f.as_str()) {
+                        return Err(key_err(&format!("{key}.fields"), format!("unknown field {f:?}; expected one of {:?}", crate::matcher::TEXT_FIELDS)));
+                    }
+                }
+            } else if r.pattern.is_some() || r.fields.is_some() {
+                return Err(key_err(&format!("{key}.pattern"), "only allowed for kind = \"notes_regex\""));
+            }
+            if r.json_key.is_some() && r.kind != RuleKind::CustomApi {
+                return Err(key_err(&format!("{key}.json_key"), "only allowed for kind = \"custom_api\""));
+            }
+        }
+        if let Some(r) = &self.sinks.redmine {
+            check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m))?;
+        }
+        if let Some(w) = &self.sinks.webhook {
+            check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m))?;
+            reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes())
+                .map_err(|_| key_err("sinks.webhook.signature_header", "not a valid HTTP header name"))?;
+        }
+        Ok(())
+    }
+
+    /// Resolve every secret the configured components need, so that a missing one is a
+    /// start-up error naming its key rather than a failure at the first poll.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(tv) = self.sources.teamviewer.as_ref().filter(|t| t.enabled) {
+            match tv.auth {
+                TeamViewerAuth::Script => {
+                    require(tv.token_secret()?, "sources.teamviewer.token", "teamviewer_token")?;
+                }
+                TeamViewerAuth::Oauth => {
+                    require(tv.client_secret()?, "sources.teamviewer.client_secret", "teamviewer_client_secret")?;
+                }
+            }
+        }
+        if let Some(r) = self.sinks.redmine.as_ref().filter(|r| r.enabled) {
+            require(r.api_key_secret()?, "sinks.redmine.api_key", "redmine_api_key")?;
+        }
+        if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
+            require(w.secret_value()?, "sinks.webhook.secret", "webhook_secret")?;
+        }
+        Ok(())
+    }
+
+    pub fn notes_tz(&self) -> chrono_tz::Tz {
+        parse_tz(&self.notes.timezone).unwrap_or(chrono_tz::UTC)
+    }
+    pub fn daemon_tz(&self) -> chrono_tz::Tz {
+        parse_tz(&self.daemon.timezone).unwrap_or(chrono_tz::UTC)
+    }
+}
+
+fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
+    v.ok_or_else(|| {
+        key_err(
+            key,
+            format!("missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential), or TICKETSYNC__{}", key.replace('.', "__").to_uppercase()),
+        )
+    })
+}
+
+impl TeamViewerConfig {
+    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref(), "teamviewer_token")
+    }
+    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "sources.teamviewer.client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+            "teamviewer_client_secret",
+        )
+    }
+}
+impl RedmineConfig {
+    pub fn api_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref(), "redmine_api_key")
+    }
+}
+impl WebhookConfig {
+    pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref(), "webhook_secret")
+    }
+}
+
+/// Order: the inline value (file or `TICKETSYNC__…` env), then `<key>_file`, then
+/// `$CREDENTIALS_DIRECTORY/<credential>` as systemd's `LoadCredential=` provides it.
+pub fn resolve_secret(
+    key: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+    credential: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(v) = inline.filter(|v| !v.expose_secret().is_empty()) {
+        return Ok(Some(v.clone()));
+    }
+    let read = |p: &Path, k: &str| -> Result<SecretString, ConfigError> {
+        let s = std::fs::read_to_string(p).map_err(|e| ConfigError::SecretFile {
+            key: k.to_string(),
+            path: p.display().to_string(),
+            source: e,
+        })?;
+        // Files written by `echo` end with a newline that is not part of the secret.
+        Ok(SecretString::from(s.trim_end_matches(['\n', '\r']).to_string()))
+    };
+    if let Some(p) = file {
+        return read(p, &format!("{key}_file")).map(Some);
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = Path::new(&dir).join(credential);
+        if p.exists() {
+            return read(&p, &format!("$CREDENTIALS_DIRECTORY/{credential}")).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Best effort: the line of the key an error message names (`unknown field \`x\``).
+fn locate_key(text: &str, msg: &str) -> Option<usize> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    let key = &msg[start..start + len];
+    text.lines().position(|l| {
+        let t = l.trim_start();
+        t.strip_prefix(key).map(|rest| rest.trim_start().starts_with('=')).unwrap_or(false)
+    }).map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.store.busy_timeout_ms, 5000);
+        assert_eq!(c.matching.rules.len(), 3);
+        assert!(c.sources.teamviewer.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = load("[store]\npath = \"/tmp/x.db\"\nbusy_timeot_ms = 3\n").unwrap_err().to_string();
+        assert!(err.contains("busy_timeot_ms"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_cron_names_the_key() {
+        let err = load("[sources.teamviewer]\nschedule = \"every minute\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("sources.teamviewer.schedule"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_a_key() {
+        let c = Config::from_toml_with_env(
+            "[store]\npath = \"/a.db\"\n",
+            "t.toml",
+            vec![("TICKETSYNC__STORE__PATH".to_string(), "/b.db".to_string()), ("TICKETSYNC__STORE__BUSY_TIMEOUT_MS".into(), "77".into())],
+        )
+        .unwrap();
+        assert_eq!(c.store.path, PathBuf::from("/b.db"));
+        assert_eq!(c.store.busy_timeout_ms, 77);
+    }
+
+    #[test]
+    fn regex_rule_needs_a_capture_group() {
+        let err = load("[[match.rules]]\nkind = \"notes_regex\"\npattern = \"#\\\\d+\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("match.rules[0].pattern"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_a_line() {
+        let err = load("[store\n").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed_and_missing_secret_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let c = load(&format!("[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\napi_key_file = \"{}\"\n", f.display())).unwrap();
+        assert_eq!(c.sinks.redmine.as_ref().unwrap().api_key_secret().unwrap().unwrap().expose_secret(), "s3cret");
+        let c = load("[sinks.webhook]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
+        let err = c.check_secrets().unwrap_err().to_string();
+        assert!(err.starts_with("sinks.webhook.secret"), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! `ticketsync run`: each source on its cron schedule (never overlapping itself), the
+//! matcher and the outbox continuously, systemd notify and watchdog, clean shutdown.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::Utc;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+
+/// Standard 5-field crontab syntax, no seconds, no year.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    if expr.split_whitespace().count() != 5 && !expr.trim_start().starts_with('@') {
+        return Err(format!("invalid cron expression {expr:?}: expected 5 fields (minute hour day-of-month month day-of-week)"));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Heartbeats of the long-running tasks: the watchdog only pings while all are alive.
+#[derive(Default)]
+struct Beats {
+    delivery: AtomicI64,
+}
+
+pub async fn run(app: App) -> Result<()> {
+    let app = Arc::new(app);
+    let cancel = CancellationToken::new();
+    let recovered = crate::store::outbox::recover_sending(&app.store).await?;
+    if recovered > 0 {
+        tracing::warn!(count = recovered, "deliveries were interrupted by a stop; they will scan for their marker before resending");
+    }
+    let wake = Arc::new(Notify::new());
+    let beats = Arc::new(Beats::default());
+    beats.delivery.store(now_ms(), Ordering::Relaxed);
+    let tz = app.config.daemon_tz();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    for (src, schedule) in app.sources.clone() {
+        let cron = parse_cron(&schedule).map_err(anyhow::Error::msg)?;
+        let (app, cancel, wake) = (app.clone(), cancel.clone(), wake.clone());
+        tasks.spawn(async move {
+            // Catch up once at start (a missed schedule during downtime runs once, not N times).
+            let mut first = true;
+            loop {
+                if !first {
+                    let now = Utc::now().with_timezone(&tz);
+                    let next = match cron.find_next_occurrence(&now, false) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(source = src.name(), error = %e, "no next run time; source stopped");
+                            return;
+                        }
+                    };
+                    let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+                first = false;
+                // Sequential inside this task: a source never overlaps itself.
+                match src.poll(&app.store, &cancel).await {
+                    Ok(stats) => {
+                        tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
+                            updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, complete = stats.complete, "poll finished");
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
+                        let _ = crate::store::cursors::record_error(&app.store.pool, src.name(), &msg).await;
+                    }
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+            }
+        });
+    }
+
+    {
+        let (app, cancel, wake, beats) = (app.clone(), cancel.clone(), wake.clone(), beats.clone());
+        let interval = Duration::from_secs(app.config.daemon.delivery_interval_secs.max(1));
+        tasks.spawn(async move {
+            loop {
+                beats.delivery.store(now_ms(), Ordering::Relaxed);
+                let step = async {
+                    let m = crate::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
+                    let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+                    Ok::<_, crate::store::StoreError>((m, d))
+                };
+                tokio::select! {
+                    r = step => match r {
+                        Ok((m, d)) if m.matched + d.attempted > 0 => tracing::info!(matched = m.matched, enqueued = m.enqueued,
+                            delivered = d.delivered, found_existing = d.found_existing, retrying = d.retrying, failed = d.failed, dead = d.dead, "outbox pass"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "outbox pass failed; retrying"),
+                    },
+                    // On shutdown the in-flight requests get the grace period, then are dropped:
+                    // their deliveries stay `sending` and are scanned for after restart.
+                    _ = async { cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(app.config.daemon.shutdown_grace_secs)).await } => return,
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = wake.notified() => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    if let Some(wd) = sd_notify::watchdog_enabled() {
+        let (beats, cancel) = (beats.clone(), cancel.clone());
+        let interval = app.config.daemon.delivery_interval_secs as i64 * 1000;
+        tasks.spawn(async move {
+            loop {
+                let stale = now_ms() - beats.delivery.load(Ordering::Relaxed) > (wd.as_millis() as i64).max(interval * 4);
+                if !stale {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wd / 2) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
+    tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
+
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing the current page or request");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    let grace = Duration::from_secs(app.config.daemon.shutdown_grace_secs + 1);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("tasks did not finish in time; abandoning them (their work resumes from the store)");
+        tasks.abort_all();
+    }
+    app.store.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_field_cron_with_time_zone() {
+        let c = parse_cron("30 2 * * 1-5").unwrap();
+        let tz: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+        let start = chrono::TimeZone::with_ymd_and_hms(&tz, 2026, 11, 23, 12, 0, 0).unwrap();
+        let next = c.find_next_occurrence(&start, false).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-11-24T02:30:00+01:00");
+        assert!(parse_cron("0 */5 * * * *").is_err(), "6 fields (seconds) are not crontab");
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+}

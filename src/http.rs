@@ -1,0 +1,160 @@
+//! Shared HTTP plumbing: one client builder, one retry policy, and the helpers every
+//! vendor and sink client uses to read throttling answers.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use reqwest::header::HeaderMap;
+
+/// Build the HTTP client used by every source and sink (rustls, timeouts, user agent).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("ticketsync/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout)
+        .build()
+        .expect("static reqwest configuration is valid")
+}
+
+/// The in-process retry policy shared by every HTTP client: exponential backoff with
+/// jitter and a cap. Long outages are not retried here but by the outbox and the cursor,
+/// which survive restarts.
+pub fn retry_policy(max_times: usize) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .with_factor(2.0)
+        .with_jitter()
+        .with_max_times(max_times)
+}
+
+/// Exponential backoff with full jitter for the durable outbox retry (attempt is 1-based).
+pub fn outbox_backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let capped = exp.min(cap.as_secs_f64());
+    // Jitter between 50% and 100% keeps retries spread without ever collapsing to zero.
+    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64(capped * jitter)
+}
+
+/// `Retry-After` as seconds or as an HTTP date; falls back to `X-RateLimit-Reset`
+/// (epoch seconds, or seconds from now when small).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+pub fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    if let Some(v) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(secs) = v.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(Duration::from_secs_f64(secs));
+            }
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
+    }
+    if let Some(v) = headers.get("x-ratelimit-reset").and_then(|v| v.to_str().ok()) {
+        if let Ok(n) = v.trim().parse::<u64>() {
+            let now_s = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            // Small values are a delay, large ones an epoch timestamp.
+            return Some(if n > 1_000_000_000 { Duration::from_secs(n.saturating_sub(now_s)) } else { Duration::from_secs(n) });
+        }
+    }
+    None
+}
+
+/// A vendor error body cut to a readable length for logs and error text.
+pub fn short_body(body: &str) -> String {
+    let b = body.trim();
+    let mut out: String = b.chars().take(300).collect();
+    if b.chars().count() > 300 {
+        out.push('…');
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+/// A transport error without the URL's query string (which may carry a token).
+pub fn describe_transport_error(err: &reqwest::Error) -> String {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "bad response body"
+    } else if err.is_request() {
+        "request failed"
+    } else {
+        "HTTP error"
+    };
+    let target = err
+        .url()
+        .map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or("?"), u.port().map(|p| format!(":{p}")).unwrap_or_default()))
+        .unwrap_or_default();
+    let mut source = String::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(e) = cur {
+        source = e.to_string();
+        cur = e.source();
+    }
+    match (target.is_empty(), source.is_empty()) {
+        (false, false) => format!("{what} ({target}): {source}"),
+        (false, true) => format!("{what} ({target})"),
+        (true, false) => format!("{what}: {source}"),
+        (true, true) => what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("17"));
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(17)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(42)));
+        // A date in the past means "now".
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
+        assert_eq!(retry_after_at(&h, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn ratelimit_reset_epoch_and_delta() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1700000030"));
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(30)));
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("12"));
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(12)));
+        assert_eq!(retry_after_at(&HeaderMap::new(), SystemTime::now()), None);
+    }
+
+    #[test]
+    fn outbox_backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(600);
+        let first = outbox_backoff(1, base, cap);
+        assert!(first >= Duration::from_secs(5) && first <= base);
+        let late = outbox_backoff(30, base, cap);
+        assert!(late <= cap && late >= cap / 2);
+    }
+
+    #[test]
+    fn short_body_is_cut_and_single_line() {
+        let long = "x".repeat(1000);
+        assert_eq!(short_body(&long).chars().count(), 301);
+        assert_eq!(short_body("a\nb"), "a b");
+    }
+}

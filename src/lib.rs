@@ -1,0 +1,21 @@
+//! ticketsync: remote-support sessions → SQLite audit history → helpdesk tickets.
+//!
+//! A record flows one way: source → store → matcher → outbox → sink → audit.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod http;
+pub mod launchers;
+pub mod matcher;
+pub mod note;
+pub mod oauth;
+pub mod pipeline;
+pub mod report;
+pub mod session;
+pub mod sim;
+pub mod sinks;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,186 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use ticketsync::app::App;
+use ticketsync::cli::{Cli, Command, SessionCommand};
+use ticketsync::config::Config;
+use ticketsync::store::outbox;
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
+    let json = std::env::var("TICKETSYNC_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        // journald adds its own timestamps; keep lines short and free of colour codes there.
+        let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+        builder.with_ansi(!under_systemd && std::io::stderr().is_terminal()).with_target(false).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line: the context chain, no secrets (none are ever put in errors).
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Demo { state_dir } => {
+            ticketsync::demo::run(state_dir).await?;
+        }
+        Command::Check => {
+            let cfg = load(&cli)?;
+            cfg.check_secrets()?;
+            println!("{}: OK", cli.config.display());
+            let tv = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled);
+            println!("  sources: {}", if tv.is_some() { "teamviewer" } else { "(none)" });
+            let mut sinks = vec![];
+            if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
+                sinks.push("redmine");
+            }
+            if cfg.sinks.webhook.as_ref().is_some_and(|w| w.enabled) {
+                sinks.push("webhook");
+            }
+            println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
+            println!("  database: {}", cfg.store.path.display());
+            if sinks.is_empty() {
+                println!("  warning: no sink configured: sessions are stored and matched but not delivered");
+            }
+        }
+        Command::Migrate => {
+            let cfg = load(&cli)?;
+            let store = ticketsync::app::open_store(&cfg).await?;
+            let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await?;
+            println!("database {} at schema version {}", cfg.store.path.display(), v.unwrap_or(0));
+        }
+        Command::Run => {
+            let app = App::build(load(&cli)?).await?;
+            ticketsync::daemon::run(app).await?;
+        }
+        Command::SyncOnce => {
+            let app = App::build(load(&cli)?).await?;
+            let r = app.cycle().await?;
+            for (name, s) in &r.polled {
+                println!("{name}: {} records in {} pages ({} new, {} updated, {} quarantined)", s.records, s.pages, s.inserted, s.updated, s.quarantined);
+            }
+            println!("matched {} sessions, delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
+                r.matched.matched, r.delivered.delivered, r.delivered.found_existing, r.delivered.retrying, r.delivered.failed, r.delivered.dead);
+        }
+        Command::Auth { provider, code, state } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
+        Command::Session { command: SessionCommand::Create { ticket, provider, customer_name, customer_email } } => {
+            let app = App::build(load(&cli)?).await?;
+            let c = ticketsync::launchers::create_session(&app, provider, ticket, customer_name.as_deref(), customer_email.as_deref()).await?;
+            for t in &c.truncated {
+                println!("note: {t}");
+            }
+            println!("{} session {} created for ticket {}", c.provider, c.code, c.ticket);
+            let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+            println!("links posted: {} delivered, {} retrying (the daemon will finish them)", d.delivered + d.found_existing, d.retrying);
+        }
+        Command::Link { session, ticket } => {
+            let app = App::build(load(&cli)?).await?;
+            let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
+            let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
+            println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
+        }
+        Command::Unmatched => {
+            let cfg = load(&cli)?;
+            let store = ticketsync::app::open_store(&cfg).await?;
+            let rows = ticketsync::store::sessions::unmatched_all(&store.pool).await?;
+            println!("{:<10} {:<38} {:<14} {:<20} {:<20} {}", "vendor", "external id", "code", "start", "technician", "state");
+            for s in &rows {
+                println!("{:<10} {:<38} {:<14} {:<20} {:<20} {}", s.vendor, s.external_id, s.session_code.as_deref().unwrap_or("-"),
+                    &s.started_at[..19.min(s.started_at.len())], s.technician.as_deref().unwrap_or("-"), if s.ended_at.is_some() { "ended" } else { "running" });
+            }
+            println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());
+        }
+        Command::Deliveries { state } => {
+            if let Some(s) = state {
+                if !["pending", "sending", "delivered", "failed", "dead"].contains(&s.as_str()) {
+                    bail!("--state {s:?}: expected pending, sending, delivered, failed or dead");
+                }
+            }
+            let cfg = load(&cli)?;
+            let store = ticketsync::app::open_store(&cfg).await?;
+            let rows = outbox::list(&store.pool, state.as_deref()).await?;
+            println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", "id", "sink", "ticket", "state", "kind", "attempts", "last error");
+            for d in &rows {
+                println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", d.id, d.sink, d.ticket_id, d.state, d.kind, d.attempts, d.last_error.as_deref().unwrap_or(""));
+            }
+            println!("{} deliveries", rows.len());
+        }
+        Command::Retry { id } => {
+            let cfg = load(&cli)?;
+            let store = ticketsync::app::open_store(&cfg).await?;
+            match outbox::requeue(&store, *id).await? {
+                None => bail!("delivery {id} does not exist"),
+                Some(s) if s == "pending" => println!("delivery {id} requeued"),
+                Some(s) => bail!("delivery {id} is {s}; only failed or dead deliveries can be requeued"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
+    if provider != "teamviewer" {
+        bail!("unknown provider {provider:?} (available: teamviewer)");
+    }
+    let cfg = load(cli)?;
+    let tv = cfg.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;
+    if tv.auth != ticketsync::config::TeamViewerAuth::Oauth {
+        bail!("sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
+    }
+    let store = ticketsync::app::open_store(&cfg).await?;
+    let oauth = ticketsync::sources::teamviewer::oauth_client(tv, &store, ticketsync::http::client(std::time::Duration::from_secs(30)))?;
+    let input = match code {
+        Some(c) => c.to_string(),
+        None => {
+            let (url, _) = oauth.authorize_url().await?;
+            println!("Open this URL, approve, and paste the redirect URL (or just its code):\n\n  {url}\n");
+            if !std::io::stdin().is_terminal() {
+                println!("Then run: ticketsync auth {provider} --code '<redirect URL or code>'");
+                return Ok(());
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    let (code, got_state) = match url::Url::parse(&input) {
+        Ok(u) => {
+            let get = |k: &str| u.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
+            if let Some(err) = get("error") {
+                bail!("authorization refused by {provider}: {err}");
+            }
+            (get("code").context("the redirect URL has no `code` parameter")?, get("state"))
+        }
+        Err(_) => (input.clone(), state.map(str::to_string)),
+    };
+    if let Some(s) = got_state.as_deref().or(state) {
+        if !oauth.check_state(s).await? {
+            bail!("state {s:?} was not issued by this ticketsync (possible CSRF, or an old URL): run `ticketsync auth {provider}` again");
+        }
+    }
+    let exp = oauth.exchange_code(&code).await?;
+    println!("{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}", cfg.store.path.display());
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The vendor-neutral note a sink receives, and its rendering helpers.
+//!
+//! A note is built once, when its delivery is enqueued, and stored as JSON in the
+//! outbox row so that a retry days later sends exactly what was decided then.
+
+use serde::{Deserialize, Serialize};
+
+/// Who may read the note on the ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Private / internal note, visible to agents only.
+    Internal,
+    /// Public reply, visible to the requester.
+    Public,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub label: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub label: String,
+    pub url: String,
+}
+
+/// A file to attach where the sink supports attachments (inline text otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// One line, e.g. "TeamViewer session s119-457-589 ended".
+    pub title: String,
+    pub fields: Vec<Field>,
+    pub links: Vec<Link>,
+    /// Free text shown under the fields (session notes, instructions).
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    pub visibility: Visibility,
+    /// Stable marker, e.g. `tsd:v1:teamviewer:<id>:report`; the sink writes it into the
+    /// note so a later scan can prove the note already landed.
+    pub marker: String,
+}
+
+impl Note {
+    /// The footer line carrying the marker. Every sink uses this exact text so that a scan
+    /// only has to look for [`Note::marker`] as a substring.
+    pub fn marker_line(&self) -> String {
+        format!("ticketsync-marker: {}", self.marker)
+    }
+
+    /// Plain-text rendering that reads well in Textile, Markdown and plain text alike:
+    /// one field per line, bare URLs (auto-linked by every system we target).
+    pub fn to_plain_text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&self.title);
+        out.push_str("\n\n");
+        for f in &self.fields {
+            out.push_str(&format!("{}: {}\n", f.label, f.value));
+        }
+        if !self.links.is_empty() {
+            out.push('\n');
+            for l in &self.links {
+                out.push_str(&format!("{}: {}\n", l.label, l.url));
+            }
+        }
+        if let Some(body) = self.body.as_deref().filter(|b| !b.trim().is_empty()) {
+            out.push('\n');
+            out.push_str(body.trim_end());
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.marker_line());
+        out
+    }
+}
+
+/// "1h 02m 05s" style duration used in notes.
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h {m:02}m {s:02}s")
+    } else if h > 0 {
+        format!("{h}h {m:02}m {s:02}s")
+    } else {
+        format!("{m}m {s:02}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note() -> Note {
+        Note {
+            title: "TeamViewer session s119-457-589".into(),
+            fields: vec![Field { label: "Technician".into(), value: "Jon Snow".into() }],
+            links: vec![Link { label: "Report".into(), url: "https://example.test/r/1".into() }],
+            body: Some("Printer driver reinstalled".into()),
+            attachments: vec![],
+            visibility: Visibility::Internal,
+            marker: "tsd:v1:teamviewer:abc:report".into(),
+        }
+    }
+
+    #[test]
+    fn plain_text_carries_fields_links_body_and_marker_last() {
+        let t = note().to_plain_text();
+        assert!(t.starts_with("TeamViewer session s119-457-589\n"));
+        assert!(t.contains("Technician: Jon Snow\n"));
+        assert!(t.contains("Report: https://example.test/r/1\n"));
+        assert!(t.contains("Printer driver reinstalled"));
+        assert!(t.ends_with("ticketsync-marker: tsd:v1:teamviewer:abc:report"));
+    }
+
+    #[test]
+    fn durations_are_readable() {
+        assert_eq!(human_duration(0), "0m 00s");
+        assert_eq!(human_duration(1125), "18m 45s");
+        assert_eq!(human_duration(3725), "1h 02m 05s");
+        assert_eq!(human_duration(90061), "1d 1h 01m 01s");
+        assert_eq!(human_duration(-5), "0m 00s");
+    }
+}

@@ -1,0 +1,220 @@
+//! A small OAuth2 token client (authorization code + refresh) shared by the vendors.
+//!
+//! Not the `oauth2` crate: its 5.x line depends on reqwest 0.12 (two HTTP stacks in one
+//! binary) and it cannot express the one rule that matters here: a rotated refresh token
+//! is committed to the store before the new access token is used, under a per-provider
+//! lock so two tasks never spend the same single-use refresh token.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::store::tokens::{self, TokenKey};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{provider}: not authorized yet: run `ticketsync auth {provider}`")]
+    NotAuthorized { provider: String },
+    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {provider}` again")]
+    Refused { provider: String, grant: &'static str, status: u16, error: String, desc: String },
+    #[error("{provider}: token endpoint unreachable: {source}")]
+    Transport { provider: String, #[source] source: reqwest::Error },
+    #[error("{provider}: token endpoint temporarily unavailable (HTTP {status})")]
+    Unavailable { provider: String, status: u16, retry_after: Option<Duration> },
+    #[error("{provider}: token store: {source}")]
+    Store { provider: String, #[source] source: crate::store::StoreError },
+    #[error("{provider}: malformed token response: {detail}")]
+    Malformed { provider: String, detail: String },
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+pub struct OAuthClient {
+    pub provider: String,
+    pub token_url: String,
+    pub authorize_url: String,
+    pub client_id: String,
+    client_secret: SecretString,
+    pub redirect_uri: String,
+    key: TokenKey,
+    http: reqwest::Client,
+    store: Store,
+    lock: Mutex<()>,
+    /// Refresh this long before the access token's expiry.
+    pub refresh_margin: chrono::Duration,
+}
+
+impl OAuthClient {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        provider: &str,
+        token_url: String,
+        authorize_url: String,
+        client_id: String,
+        client_secret: SecretString,
+        redirect_uri: String,
+        http: reqwest::Client,
+        store: Store,
+    ) -> Self {
+        let key = TokenKey::derive(provider, &client_secret);
+        Self {
+            provider: provider.to_string(),
+            token_url,
+            authorize_url,
+            client_id,
+            client_secret,
+            redirect_uri,
+            key,
+            http,
+            store,
+            lock: Mutex::new(()),
+            refresh_margin: chrono::Duration::minutes(5),
+        }
+    }
+
+    /// The URL the operator opens; `state` is stored and checked on exchange.
+    pub async fn authorize_url(&self) -> Result<(String, String), OAuthError> {
+        let state = uuid::Uuid::new_v4().simple().to_string();
+        tokens::save_state(&self.store, &self.provider, &state).await.map_err(|e| self.store_err(e))?;
+        let mut u = url::Url::parse(&self.authorize_url).map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })?;
+        u.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("state", &state)
+            .append_pair("display", "popup");
+        Ok((u.to_string(), state))
+    }
+
+    pub async fn check_state(&self, state: &str) -> Result<bool, OAuthError> {
+        tokens::take_state(&self.store, &self.provider, state).await.map_err(|e| self.store_err(e))
+    }
+
+    pub async fn exchange_code(&self, code: &str) -> Result<String, OAuthError> {
+        let _g = self.lock.lock().await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+        ];
+        let resp = self.call_token_endpoint(&form, "authorization_code").await?;
+        self.commit(resp, "authorization_code").await
+    }
+
+    /// A valid access token, refreshed first when it expires within the margin.
+    pub async fn access_token(&self) -> Result<(SecretString, i64), OAuthError> {
+        let t = tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?;
+        let Some(t) = t else { return Err(OAuthError::NotAuthorized { provider: self.provider.clone() }) };
+        let fresh = t
+            .access_expires_at
+            .as_deref()
+            .and_then(crate::session::parse_ts)
+            .map(|exp| exp - self.refresh_margin > Utc::now())
+            .unwrap_or(false);
+        match (t.access, fresh) {
+            (Some(a), true) => Ok((a, t.generation)),
+            _ => self.refresh(t.generation).await,
+        }
+    }
+
+    /// Refresh unless another task already did since `seen_generation` (the token that
+    /// just got a 401 is then already replaced).
+    pub async fn refresh(&self, seen_generation: i64) -> Result<(SecretString, i64), OAuthError> {
+        let _g = self.lock.lock().await;
+        let t = tokens::load(&self.store.pool, &self.provider, &self.key)
+            .await
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| OAuthError::NotAuthorized { provider: self.provider.clone() })?;
+        if t.generation != seen_generation {
+            if let Some(a) = t.access {
+                return Ok((a, t.generation));
+            }
+        }
+        let refresh = t.refresh.ok_or_else(|| OAuthError::NotAuthorized { provider: self.provider.clone() })?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.expose_secret()),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+        ];
+        let resp = self.call_token_endpoint(&form, "refresh_token").await?;
+        let access = SecretString::from(resp.access_token.clone());
+        let generation = self.commit_raw(resp, "refresh").await?;
+        tracing::info!(provider = %self.provider, generation, "access token refreshed");
+        Ok((access, generation))
+    }
+
+    async fn call_token_endpoint(&self, form: &[(&str, &str)], grant: &'static str) -> Result<TokenResponse, OAuthError> {
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(OAuthError::Unavailable { provider: self.provider.clone(), status: status.as_u16(), retry_after: crate::http::retry_after(&headers) });
+        }
+        if !status.is_success() {
+            let e: ErrorBody = serde_json::from_str(&body).unwrap_or_default();
+            return Err(OAuthError::Refused {
+                provider: self.provider.clone(),
+                grant,
+                status: status.as_u16(),
+                error: if e.error.is_empty() { "unknown_error".into() } else { e.error },
+                desc: if e.error_description.is_empty() { String::new() } else { format!(": {}", crate::http::short_body(&e.error_description)) },
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })
+    }
+
+    async fn commit(&self, resp: TokenResponse, reason: &str) -> Result<String, OAuthError> {
+        let exp = self.expiry(resp.expires_in);
+        self.commit_raw(resp, reason).await?;
+        Ok(exp)
+    }
+
+    async fn commit_raw(&self, resp: TokenResponse, reason: &str) -> Result<i64, OAuthError> {
+        let exp = self.expiry(resp.expires_in);
+        let access = SecretString::from(resp.access_token);
+        let refresh = resp.refresh_token.map(SecretString::from);
+        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, reason).await.map_err(|e| self.store_err(e))
+    }
+
+    fn expiry(&self, expires_in: Option<i64>) -> String {
+        crate::session::ts(Utc::now() + chrono::Duration::seconds(expires_in.unwrap_or(3600).clamp(60, 365 * 86400)))
+    }
+
+    fn store_err(&self, e: crate::store::StoreError) -> OAuthError {
+        OAuthError::Store { provider: self.provider.clone(), source: e }
+    }
+
+    /// When the stored access token expires (for `check` and `doctor`).
+    pub async fn expiry_info(&self) -> Result<Option<String>, OAuthError> {
+        Ok(tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?.and_then(|t| t.access_expires_at))
+    }
+}

@@ -1,0 +1,189 @@
+//! The stages after the source: match ended sessions (match + outbox rows in one
+//! transaction) and deliver due outbox rows to their sinks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::matcher::{self, LinkFact, Rule, SessionFacts};
+use crate::note::Note;
+use crate::sinks::{SinkErrorKind, TicketSink};
+use crate::store::outbox::{self, Delivery, Outcome};
+use crate::store::{links, Store, StoreError};
+
+pub type Sinks = Arc<HashMap<String, Arc<dyn TicketSink>>>;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MatchStats {
+    pub examined: u64,
+    pub matched: u64,
+    pub enqueued: u64,
+}
+
+/// Match every ended, not yet matched session that changed since it was last examined.
+/// Unmatched ones are marked examined at their revision; a new link or a vendor-side
+/// change makes them eligible again.
+pub async fn match_pending(store: &Store, rules: &[Rule], sinks: &[String], tz: chrono_tz::Tz) -> Result<MatchStats, StoreError> {
+    let mut stats = MatchStats::default();
+    loop {
+        let batch = crate::store::sessions::to_match(&store.pool, 500).await?;
+        if batch.is_empty() {
+            return Ok(stats);
+        }
+        let mut tx = store.begin().await?;
+        for s in &batch {
+            stats.examined += 1;
+            let link_rows = links::for_session(&store.pool, s.session_code_norm.as_deref(), &s.external_id).await?;
+            let facts_links: Vec<LinkFact<'_>> = link_rows
+                .iter()
+                .map(|l| LinkFact { vendor: &l.vendor, code_norm: &l.session_code_norm, ticket_id: &l.ticket_id, kind: &l.kind })
+                .collect();
+            let facts = SessionFacts {
+                vendor: &s.vendor,
+                external_id: &s.external_id,
+                session_code_norm: s.session_code_norm.as_deref(),
+                notes: s.notes.as_deref(),
+                description: s.description.as_deref(),
+                custom_api: s.custom_api.as_deref(),
+            };
+            match matcher::match_session(&facts, &facts_links, rules) {
+                Some(m) => {
+                    if links::record_match(&mut tx, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
+                        stats.matched += 1;
+                        tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
+                        let note = crate::report::session_note(s, tz);
+                        let note_json = serde_json::to_string(&note).expect("notes serialize");
+                        for sink in sinks {
+                            if outbox::enqueue(&mut tx, sink, &m.ticket_id, Some(s.id), None, "session_report", &note.marker, &note_json).await?.is_some() {
+                                stats.enqueued += 1;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    sqlx::query("UPDATE sessions SET match_checked_rev = ? WHERE id = ?").bind(s.revision).bind(s.id).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+}
+
+/// Make sessions with this code eligible for matching again (after a new link).
+pub async fn rematch_code(tx: &mut crate::store::Tx<'_>, code_norm: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?")
+        .bind(code_norm)
+        .bind(code_norm)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    pub give_up_after: chrono::Duration,
+    pub concurrency: usize,
+}
+
+impl DeliveryPolicy {
+    pub fn from_config(c: &crate::config::OutboxConfig) -> Self {
+        Self {
+            base_backoff: Duration::from_secs(c.base_backoff_secs.max(1)),
+            max_backoff: Duration::from_secs(c.max_backoff_secs.max(1)),
+            give_up_after: chrono::Duration::hours(c.give_up_after_hours as i64),
+            concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverStats {
+    pub attempted: u64,
+    pub delivered: u64,
+    pub found_existing: u64,
+    pub retrying: u64,
+    pub failed: u64,
+    pub dead: u64,
+}
+
+/// Deliver every due delivery once. Returns when nothing is due.
+pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
+    let mut stats = DeliverStats::default();
+    loop {
+        let batch = outbox::claim_due(store, (policy.concurrency * 4) as i64).await?;
+        if batch.is_empty() {
+            return Ok(stats);
+        }
+        let results: Vec<Result<Outcome, StoreError>> = futures::stream::iter(batch.into_iter())
+            .map(|d| async move {
+                let outcome = attempt(sinks, &d, policy).await;
+                outbox::finish(store, &d, &outcome).await?;
+                Ok(outcome)
+            })
+            .buffer_unordered(policy.concurrency.max(1))
+            .collect()
+            .await;
+        for r in results {
+            stats.attempted += 1;
+            match r? {
+                Outcome::Delivered { found_existing: true, .. } => stats.found_existing += 1,
+                Outcome::Delivered { .. } => stats.delivered += 1,
+                Outcome::Retry { .. } => stats.retrying += 1,
+                Outcome::Failed { .. } => stats.failed += 1,
+                Outcome::Dead { .. } => stats.dead += 1,
+            }
+        }
+    }
+}
+
+/// One attempt. A delivery that was attempted before (crash while `sending`, timeout
+/// after send, any earlier error) scans the ticket for its marker first.
+async fn attempt(sinks: &Sinks, d: &Delivery, policy: &DeliveryPolicy) -> Outcome {
+    let Some(sink) = sinks.get(&d.sink) else {
+        return Outcome::Failed { error: format!("sink {:?} is not configured any more", d.sink) };
+    };
+    let note: Note = match serde_json::from_str(&d.note_json) {
+        Ok(n) => n,
+        Err(e) => return Outcome::Dead { error: format!("stored note is unreadable: {e}") },
+    };
+    if d.attempts > 1 && sink.capabilities().marker_scan {
+        match sink.find_marker(&d.ticket_id, &d.marker).await {
+            Ok(Some(remote_ref)) => {
+                tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, "note already on ticket; not posting again");
+                return Outcome::Delivered { remote_ref, found_existing: true };
+            }
+            Ok(None) => {}
+            Err(e) => return classify(d, e, policy),
+        }
+    }
+    match sink.post_note(&d.ticket_id, &note).await {
+        Ok(remote_ref) => {
+            tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, attempt = d.attempts, "note delivered");
+            Outcome::Delivered { remote_ref, found_existing: false }
+        }
+        Err(e) => classify(d, e, policy),
+    }
+}
+
+fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -> Outcome {
+    let error = e.to_string();
+    tracing::warn!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, attempt = d.attempts, error = %error, "delivery attempt failed");
+    let (retry_after, ambiguous) = match e.kind {
+        SinkErrorKind::Retry { retry_after } => (retry_after, false),
+        SinkErrorKind::Ambiguous => (None, true),
+        SinkErrorKind::Auth => return Outcome::Failed { error: format!("{error} (fix the sink credentials, then `ticketsync retry {}`)", d.id) },
+        SinkErrorKind::Permanent => return Outcome::Dead { error },
+    };
+    let created = crate::session::parse_ts(&d.created_at).unwrap_or_else(chrono::Utc::now);
+    if chrono::Utc::now() - created > policy.give_up_after {
+        return Outcome::Failed { error: format!("{error} (still failing after {} h; requeue with `ticketsync retry {}`)", policy.give_up_after.num_hours(), d.id) };
+    }
+    // The server's Retry-After is honoured exactly (never earlier); otherwise back off.
+    let wait = retry_after.unwrap_or_else(|| crate::http::outbox_backoff(d.attempts as u32, policy.base_backoff, policy.max_backoff));
+    let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+    Outcome::Retry { next_attempt_at: crate::session::ts(next), error, ambiguous }
+}

@@ -1,0 +1,98 @@
+//! Session → note: what a helpdesk agent reads on the ticket.
+
+use chrono::TimeZone;
+
+use crate::note::{human_duration, Field, Note, Visibility};
+use crate::session::parse_ts;
+use crate::sources::{display_name, links_for};
+use crate::store::sessions::StoredSession;
+
+pub fn marker(vendor: &str, external_id: &str, kind: &str) -> String {
+    format!("tsd:v1:{vendor}:{external_id}:{kind}")
+}
+
+fn local(ts: &str, tz: chrono_tz::Tz) -> String {
+    match parse_ts(ts) {
+        Some(t) => tz.from_utc_datetime(&t.naive_utc()).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        None => ts.to_string(),
+    }
+}
+
+/// The note for a finished session.
+pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
+    let vendor = display_name(&s.vendor);
+    let code = s.session_code.as_deref().unwrap_or("-");
+    let mut fields = vec![
+        Field { label: "Vendor".into(), value: vendor.to_string() },
+        Field { label: "Session code".into(), value: code.to_string() },
+        Field { label: "Technician".into(), value: s.technician.clone().unwrap_or_else(|| "-".into()) },
+    ];
+    let device = match (&s.device, &s.device_id) {
+        (Some(n), Some(id)) => format!("{n} ({id})"),
+        (Some(n), None) => n.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => "-".into(),
+    };
+    fields.push(Field { label: "Device".into(), value: device });
+    if let Some(g) = s.group_name.as_deref().filter(|g| !g.is_empty()) {
+        fields.push(Field { label: "Group".into(), value: g.to_string() });
+    }
+    if let Some(c) = s.customer_name.as_deref().filter(|c| !c.is_empty()) {
+        fields.push(Field { label: "Customer".into(), value: c.to_string() });
+    }
+    fields.push(Field { label: "Start".into(), value: local(&s.started_at, tz) });
+    fields.push(Field { label: "End".into(), value: s.ended_at.as_deref().map(|e| local(e, tz)).unwrap_or_else(|| "running".into()) });
+    fields.push(Field { label: "Duration".into(), value: s.duration_s.map(human_duration).unwrap_or_else(|| "-".into()) });
+    let mut body = String::new();
+    if let Some(d) = s.description.as_deref().filter(|d| !d.trim().is_empty()) {
+        body.push_str(&format!("Session description: {}\n", d.trim()));
+    }
+    if let Some(n) = s.notes.as_deref().filter(|n| !n.trim().is_empty()) {
+        body.push_str(&format!("Technician notes: {}\n", n.trim()));
+    }
+    Note {
+        title: format!("{vendor} session {code} ({})", s.duration_s.map(human_duration).unwrap_or_else(|| "running".into())),
+        fields,
+        links: links_for(s),
+        body: (!body.is_empty()).then_some(body),
+        attachments: vec![],
+        visibility: Visibility::Internal,
+        marker: marker(&s.vendor, &s.external_id, "report"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_shows_fields_in_local_time() {
+        let s = StoredSession {
+            id: 1,
+            vendor: "teamviewer".into(),
+            external_id: "abc".into(),
+            session_code: Some("s119-457-589".into()),
+            session_code_norm: Some("s119457589".into()),
+            technician: Some("Jon Snow".into()),
+            device: Some("ACME-LT-042".into()),
+            device_id: Some("1234567890".into()),
+            group_name: Some("Helpdesk".into()),
+            started_at: "2024-04-16T20:45:02.000Z".into(),
+            ended_at: Some("2024-04-16T21:03:47.000Z".into()),
+            duration_s: Some(1125),
+            notes: Some("Printer driver reinstalled".into()),
+            description: None,
+            custom_api: None,
+            customer_name: None,
+            revision: 1,
+        };
+        let n = session_note(&s, chrono_tz::Europe::Paris);
+        let t = n.to_plain_text();
+        assert!(t.starts_with("TeamViewer session s119-457-589 (18m 45s)"), "{t}");
+        assert!(t.contains("Start: 2024-04-16 22:45:02 CEST"), "{t}");
+        assert!(t.contains("Device: ACME-LT-042 (1234567890)"), "{t}");
+        assert!(t.contains("https://start.teamviewer.com/1234567890"), "{t}");
+        assert!(t.contains("Technician notes: Printer driver reinstalled"), "{t}");
+        assert_eq!(n.marker, "tsd:v1:teamviewer:abc:report");
+    }
+}

@@ -1,0 +1,6 @@
+//! Vendor and ticket-system simulators on 127.0.0.1, speaking the real wire formats.
+//! Used by the integration tests, `ticketsync demo` and the benchmarks.
+
+pub mod redmine;
+pub mod teamviewer;
+pub mod webhook;

@@ -1,0 +1,116 @@
+//! A small Redmine simulator: `PUT /issues/{id}.json` (204), `GET /issues/{id}.json?include=journals`,
+//! `GET /users/current.json`, API key in `X-Redmine-API-Key`. The tests also run the same
+//! sink against a real Redmine; this one backs the demo and fault tests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    pub id: u64,
+    pub notes: String,
+    pub private_notes: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    issues: BTreeMap<u64, Vec<Journal>>,
+    next_journal: u64,
+    puts: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    key: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+pub struct RedmineSim {
+    pub base_url: String,
+    inner: Arc<Mutex<Inner>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RedmineSim {
+    pub async fn start(api_key: &str, issues: &[u64]) -> std::io::Result<RedmineSim> {
+        let inner = Arc::new(Mutex::new(Inner { next_journal: 1, ..Default::default() }));
+        for i in issues {
+            inner.lock().expect("sim lock").issues.insert(*i, Vec::new());
+        }
+        let shared = Shared { key: api_key.to_string(), inner: inner.clone() };
+        let app = Router::new()
+            .route("/issues/{file}", get(get_issue).put(put_issue))
+            .route("/users/current.json", get(current_user))
+            .with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(RedmineSim { base_url, inner, task })
+    }
+
+    pub fn journals(&self, issue: u64) -> Vec<Journal> {
+        self.inner.lock().expect("sim lock").issues.get(&issue).cloned().unwrap_or_default()
+    }
+
+    pub fn put_count(&self) -> usize {
+        self.inner.lock().expect("sim lock").puts
+    }
+
+    pub fn shutdown(self) {
+        self.task.abort();
+    }
+}
+
+fn authorized(s: &Shared, h: &HeaderMap) -> bool {
+    h.get("x-redmine-api-key").and_then(|v| v.to_str().ok()) == Some(s.key.as_str())
+}
+
+fn issue_id(file: &str) -> Option<u64> {
+    file.strip_suffix(".json")?.parse().ok()
+}
+
+async fn current_user(State(s): State<Shared>, h: HeaderMap) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(json!({"user": {"id": 1, "login": "admin"}})).into_response()
+}
+
+async fn get_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderMap) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(id) = issue_id(&file) else { return StatusCode::NOT_FOUND.into_response() };
+    let g = s.inner.lock().expect("sim lock");
+    let Some(journals) = g.issues.get(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let js: Vec<Value> = journals.iter().map(|j| json!({"id": j.id, "notes": j.notes, "private_notes": j.private_notes, "details": []})).collect();
+    Json(json!({"issue": {"id": id, "subject": format!("Issue {id}"), "journals": js}})).into_response()
+}
+
+async fn put_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(id) = issue_id(&file) else { return StatusCode::NOT_FOUND.into_response() };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": ["Invalid JSON"]}))).into_response();
+    };
+    let mut g = s.inner.lock().expect("sim lock");
+    g.puts += 1;
+    let jid = g.next_journal;
+    let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    if let Some(notes) = v["issue"]["notes"].as_str().filter(|n| !n.is_empty()) {
+        journals.push(Journal { id: jid, notes: notes.to_string(), private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false) });
+        g.next_journal += 1;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

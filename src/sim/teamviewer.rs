@@ -1,0 +1,2364 @@
+//! A vendor-faithful simulator of the TeamViewer Web API (`/api/v1`), served over real HTTP on
+//! 127.0.0.1 so that integration tests, `ticketsync demo` and benchmarks exercise the same client
+//! code paths as production. The wire format follows `shared/vendor-apis/teamviewer.md`.
+//!
+//! Records are kept as pre-serialised JSON in a `Vec` sorted by `(start_date, id)`: a page is a
+//! binary search plus a memcpy of at most `page_size` strings, which keeps 1M records cheap.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use rand::distr::Alphanumeric;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The user every issued token belongs to; sessions created via the API are assigned to them.
+pub const SIM_USERID: &str = "u11293276";
+pub const SIM_USERNAME: &str = "Jon Snow";
+
+const TECHS: [(&str, &str); 6] = [
+    (SIM_USERID, SIM_USERNAME),
+    ("u1234567", "AMS Support"),
+    ("u20481122", "Arya Stark"),
+    ("u20481123", "Samwell Tarly"),
+    ("u20481124", "Brienne Tarth"),
+    ("u20481125", "Davos Seaworth"),
+];
+// The empty group mirrors real data where a device's group is unknown (spec §1.3).
+const GROUPS: [(&str, &str); 4] = [
+    ("g272032545", "Helpdesk"),
+    ("g272032546", "Field Service"),
+    ("g272032547", "Servers"),
+    ("", ""),
+];
+const CUSTOMERS: [&str; 6] = [
+    "Peter Niedhelp",
+    "Maria Gonzalez",
+    "Kenji Watanabe",
+    "Aisha Okafor",
+    "Lars Nilsson",
+    "Chloe Martin",
+];
+const PROBLEMS: [&str; 8] = [
+    "printer offline",
+    "VPN drops every hour",
+    "Outlook keeps asking for password",
+    "laptop very slow",
+    "cannot open shared drive",
+    "second monitor not detected",
+    "Teams audio crackling",
+    "blue screen after update",
+];
+const LOG_CAP: usize = 100_000;
+const CODE_VALIDITY: Duration = Duration::from_secs(600);
+
+/// Codes are illustrative except token_expired=1, which is the only one the vendor documents.
+const E_EXPIRED: u32 = 1;
+const E_INVALID_TOKEN: u32 = 2;
+const E_INVALID_REQUEST: u32 = 3;
+const E_RATE_LIMIT: u32 = 4;
+const E_NOT_FOUND: u32 = 5;
+const E_INVALID_CLIENT: u32 = 6;
+
+#[derive(Clone)]
+pub struct SimOptions {
+    pub page_size: usize,
+    pub script_tokens: Vec<String>,
+    /// `(client_id, client_secret)`; when `None` any client credentials are accepted.
+    pub oauth_client: Option<(String, String)>,
+    pub access_token_ttl: Duration,
+    pub rotate_refresh_tokens: bool,
+    /// Company-level tokens never see `devicename` (spec §4.4).
+    pub company_token: bool,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            page_size: 1000,
+            script_tokens: Vec::new(),
+            oauth_client: None,
+            access_token_ttl: Duration::from_secs(86_400),
+            rotate_refresh_tokens: true,
+            company_token: false,
+            port: 0,
+        }
+    }
+}
+
+/// A canned answer for the next `times` requests whose path starts with `path_prefix` (matched
+/// against the full path and against the path without `/api/v1`). `status == 0` only delays.
+#[derive(Clone, Debug, Default)]
+pub struct Fault {
+    pub path_prefix: String,
+    /// 0 is treated as 1.
+    pub times: usize,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Option<Duration>,
+}
+
+impl Fault {
+    pub fn new(path_prefix: impl Into<String>, status: u16) -> Fault {
+        Fault {
+            path_prefix: path_prefix.into(),
+            times: 1,
+            status,
+            ..Fault::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum RateLimit {
+    Forbidden {
+        every_nth: usize,
+    },
+    TooMany {
+        every_nth: usize,
+        retry_after: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestLog {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// An `Authorization` header was present (valid or not).
+    pub authorized: bool,
+    /// `token_fingerprint` of the bearer token, so tests can tell tokens apart without storing them.
+    pub token: Option<String>,
+    /// 0 while the request is still being answered (or if the client hung up first).
+    pub status: u16,
+}
+
+/// Short stable digest of a token (FNV-1a, top 32 bits); not reversible to the token.
+pub fn token_fingerprint(token: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", h >> 32)
+}
+
+pub struct TeamViewerSim {
+    pub base_url: String,
+    inner: Arc<Inner>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    opts: SimOptions,
+    base_url: String,
+    state: Mutex<St>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, St> {
+        // A panicking test thread must not take the whole simulator down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+// `raw` only orders records whose start_date is missing or unparseable; those sort first so the
+// date-filter ranges stay contiguous.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    start: Option<DateTime<Utc>>,
+    raw: Box<str>,
+    id: Arc<str>,
+}
+
+#[derive(Default)]
+struct Fields {
+    username: Option<Box<str>>,
+    userid: Option<Box<str>>,
+    groupid: Option<Box<str>>,
+    devicename: Option<Box<str>>,
+    deviceid: Option<Box<str>>,
+    code: Option<Box<str>>,
+    sst: Option<i64>,
+}
+
+struct Rec {
+    key: Key,
+    json: Box<str>,
+    f: Fields,
+}
+
+impl Rec {
+    fn new(v: &Value) -> Rec {
+        let text = |k: &str| -> Option<Box<str>> {
+            match v.get(k)? {
+                Value::String(s) => Some(s.as_str().into()),
+                Value::Null => None,
+                other => Some(other.to_string().into()),
+            }
+        };
+        let id: Arc<str> = match v.get("id") {
+            Some(Value::String(s)) => s.to_lowercase().into(),
+            None | Some(Value::Null) => "".into(),
+            Some(other) => other.to_string().into(),
+        };
+        let (start, raw) = match v.get("start_date") {
+            Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+                Ok(d) => (Some(d.with_timezone(&Utc)), "".into()),
+                Err(_) => (None, s.as_str().into()),
+            },
+            None | Some(Value::Null) => (None, "".into()),
+            Some(other) => (None, other.to_string().into()),
+        };
+        let sst = match v.get("support_session_type") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let f = Fields {
+            username: text("username"),
+            userid: text("userid"),
+            groupid: text("groupid"),
+            devicename: text("devicename"),
+            deviceid: text("deviceid"),
+            code: text("session_code")
+                .map(|c| norm_code(&c).into())
+                .filter(|c: &Box<str>| !c.is_empty()),
+            sst,
+        };
+        Rec {
+            key: Key { start, raw, id },
+            json: v.to_string().into(),
+            f,
+        }
+    }
+}
+
+enum Tok {
+    Valid,
+    Expired,
+    Invalid,
+}
+
+struct AccessToken {
+    expires_at: Option<Instant>,
+    expired: bool,
+    refresh: String,
+}
+
+struct AuthCode {
+    issued: Instant,
+    redirect_uri: Option<String>,
+    client_id: Option<String>,
+}
+
+struct St {
+    recs: Vec<Rec>,
+    by_id: HashMap<Arc<str>, Key>,
+    // Cursors must survive deletion of the record they point at (reports can vanish, §4.3).
+    deleted: HashMap<Arc<str>, Key>,
+    generation: u64,
+    cache: Vec<(String, u64, Arc<Vec<u32>>)>,
+    faults: VecDeque<Fault>,
+    log: VecDeque<(u64, RequestLog)>,
+    log_seq: u64,
+    access: HashMap<String, AccessToken>,
+    refresh: HashSet<String>,
+    codes: HashMap<String, AuthCode>,
+    rate_limit: Option<RateLimit>,
+    calls: usize,
+    refresh_count: usize,
+    sessions: Vec<Map<String, Value>>,
+    groups: Vec<(String, String)>,
+}
+
+impl St {
+    fn new() -> St {
+        St {
+            recs: Vec::new(),
+            by_id: HashMap::new(),
+            deleted: HashMap::new(),
+            generation: 0,
+            cache: Vec::new(),
+            faults: VecDeque::new(),
+            log: VecDeque::new(),
+            log_seq: 0,
+            access: HashMap::new(),
+            refresh: HashSet::new(),
+            codes: HashMap::new(),
+            rate_limit: None,
+            calls: 0,
+            refresh_count: 0,
+            sessions: Vec::new(),
+            groups: GROUPS
+                .iter()
+                .filter(|(id, _)| !id.is_empty())
+                .map(|(id, name)| (id.to_string(), name.to_string()))
+                .collect(),
+        }
+    }
+
+    fn index(&mut self, key: &Key) {
+        if !key.id.is_empty() {
+            self.deleted.remove(&key.id);
+            self.by_id.insert(key.id.clone(), key.clone());
+        }
+    }
+
+    fn insert(&mut self, rec: Rec) {
+        self.index(&rec.key);
+        // Upper bound keeps records with equal keys in insertion order.
+        let pos = self.recs.partition_point(|r| r.key <= rec.key);
+        self.recs.insert(pos, rec);
+        self.generation += 1;
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        let key = self.by_id.get(id)?;
+        let pos = self.recs.partition_point(|r| r.key < *key);
+        (pos < self.recs.len() && self.recs[pos].key == *key).then_some(pos)
+    }
+
+    fn take(&mut self, id: &str) -> Option<Rec> {
+        let pos = self.position(&id.to_lowercase())?;
+        self.generation += 1;
+        let rec = self.recs.remove(pos);
+        self.by_id.remove(&rec.key.id);
+        Some(rec)
+    }
+
+    fn delete(&mut self, id: &str) -> bool {
+        match self.take(id) {
+            Some(rec) => {
+                self.deleted.insert(rec.key.id.clone(), rec.key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn update(&mut self, id: &str, patch: &Value) -> bool {
+        let Some(rec) = self.take(id) else {
+            return false;
+        };
+        let mut v: Value = serde_json::from_str(&rec.json).unwrap_or(Value::Null);
+        if let (Value::Object(m), Value::Object(p)) = (&mut v, patch) {
+            for (k, val) in p {
+                if val.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), val.clone());
+                }
+            }
+        }
+        self.insert(Rec::new(&v));
+        true
+    }
+
+    fn selection(&mut self, f: &ConnFilter) -> Sel {
+        let malformed = self.recs.partition_point(|r| r.key.start.is_none());
+        let lo = match f.from {
+            Some(t) => self.recs.partition_point(|r| r.key.start < Some(t)),
+            None => malformed,
+        };
+        let hi = match f.to {
+            Some(t) => self.recs.partition_point(|r| r.key.start < Some(t)),
+            None => self.recs.len(),
+        };
+        // Malformed start dates are always returned so the client gets to quarantine them.
+        let ranges = [0..malformed, lo..hi.max(lo)];
+        if !f.has_field_filters() {
+            return Sel::Ranges(ranges);
+        }
+        let sig = format!("{f:?}");
+        let generation = self.generation;
+        if let Some((_, _, hit)) = self
+            .cache
+            .iter()
+            .find(|(s, g, _)| *g == generation && *s == sig)
+        {
+            return Sel::Indices(hit.clone());
+        }
+        let hits: Vec<u32> = ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter(|&i| f.matches(&self.recs[i].f))
+            .map(|i| i as u32)
+            .collect();
+        let hits = Arc::new(hits);
+        self.cache.retain(|(_, g, _)| *g == generation);
+        if self.cache.len() >= 8 {
+            self.cache.remove(0);
+        }
+        self.cache.push((sig, generation, hits.clone()));
+        Sel::Indices(hits)
+    }
+
+    fn connections_page(
+        &mut self,
+        f: &ConnFilter,
+        offset: Option<&str>,
+        page: usize,
+        strip_devicename: bool,
+    ) -> Result<String, Response> {
+        let sel = self.selection(f);
+        let first = match offset {
+            None => 0,
+            Some(id) => {
+                let key = self.by_id.get(id).or_else(|| self.deleted.get(id));
+                let Some(key) = key else {
+                    return Err(bad_request("offset_id does not name a known report"));
+                };
+                sel.rank(self.recs.partition_point(|r| r.key <= *key))
+            }
+        };
+        let end = (first + page).min(sel.len());
+        let mut out = String::with_capacity(64 + (end - first.min(end)) * 600);
+        out.push_str("{\"records\":[");
+        for (n, k) in (first..end).enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let rec = &self.recs[sel.get(k)];
+            if strip_devicename && rec.f.devicename.is_some() {
+                let mut v: Value = serde_json::from_str(&rec.json).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.remove("devicename");
+                }
+                out.push_str(&v.to_string());
+            } else {
+                out.push_str(&rec.json);
+            }
+        }
+        out.push(']');
+        if end < sel.len() {
+            let last: Value =
+                serde_json::from_str(&self.recs[sel.get(end - 1)].json).unwrap_or(Value::Null);
+            // A record without an id yields "", which the client's repeated-cursor guard catches.
+            let next = match last.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            out.push_str(&format!(
+                ",\"records_remaining\":{},\"next_offset\":{}",
+                sel.len() - end,
+                Value::String(next)
+            ));
+        }
+        out.push('}');
+        Ok(out)
+    }
+
+    fn token_status(&self, opts: &SimOptions, token: &str) -> Tok {
+        if opts.script_tokens.iter().any(|t| t == token) {
+            return Tok::Valid;
+        }
+        match self.access.get(token) {
+            None => Tok::Invalid,
+            Some(a) if a.expired || a.expires_at.is_some_and(|t| Instant::now() >= t) => {
+                Tok::Expired
+            }
+            Some(_) => Tok::Valid,
+        }
+    }
+
+    fn issue_tokens(&mut self, opts: &SimOptions, refresh: Option<String>) -> Value {
+        let access = new_token();
+        let refresh = refresh.unwrap_or_else(new_token);
+        self.refresh.insert(refresh.clone());
+        let token = AccessToken {
+            expires_at: Instant::now().checked_add(opts.access_token_ttl),
+            expired: false,
+            refresh: refresh.clone(),
+        };
+        self.access.insert(access.clone(), token);
+        json!({
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": opts.access_token_ttl.as_secs(),
+            "refresh_token": refresh,
+        })
+    }
+
+    fn rate_limited(&mut self) -> Option<Response> {
+        let (every, too_many) = match &self.rate_limit {
+            None => return None,
+            Some(RateLimit::Forbidden { every_nth }) => (*every_nth, None),
+            Some(RateLimit::TooMany {
+                every_nth,
+                retry_after,
+            }) => (*every_nth, Some(retry_after.clone())),
+        };
+        self.calls += 1;
+        if every == 0 || self.calls % every != 0 {
+            return None;
+        }
+        let body = json!({
+            "error": "rate_limit_reached",
+            "error_description": "Too many calls to a single function with the same access token.",
+            "error_code": E_RATE_LIMIT,
+            "error_signature": 123456789,
+        });
+        Some(match too_many {
+            None => (StatusCode::FORBIDDEN, Json(body)).into_response(),
+            Some(retry_after) => {
+                let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+        })
+    }
+
+    fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let short = path.strip_prefix("/api/v1").unwrap_or(path);
+        let i = self.faults.iter().position(|f| {
+            path.starts_with(f.path_prefix.as_str()) || short.starts_with(f.path_prefix.as_str())
+        })?;
+        let fault = self.faults[i].clone();
+        if self.faults[i].times <= 1 {
+            self.faults.remove(i);
+        } else {
+            self.faults[i].times -= 1;
+        }
+        Some(fault)
+    }
+
+    fn group_name(&self, groupid: &str) -> String {
+        self.groups
+            .iter()
+            .find(|(id, _)| id.eq_ignore_ascii_case(groupid))
+            .map(|(_, name)| name.clone())
+            .unwrap_or_default()
+    }
+
+    fn resolve_group(&mut self, id: Option<&str>, name: Option<&str>) -> Result<String, Response> {
+        if let Some(id) = id {
+            if !is_prefixed_id(id, 'g') {
+                return Err(bad_request("groupid must look like g123"));
+            }
+        }
+        let by_name = name.and_then(|n| {
+            let found = self.groups.iter().find(|(_, g)| g.eq_ignore_ascii_case(n));
+            found.map(|(gid, _)| gid.clone())
+        });
+        match (id, name, by_name) {
+            (None, None, _) => Err(bad_request("groupid or groupname is required")),
+            (Some(id), None, _) => Ok(id.to_string()),
+            (None, Some(_), Some(gid)) => Ok(gid),
+            (Some(id), Some(_), Some(gid)) if gid.eq_ignore_ascii_case(id) => Ok(gid),
+            (Some(_), Some(_), Some(_)) => {
+                Err(bad_request("groupid and groupname name different groups"))
+            }
+            (id, Some(name), None) => {
+                // An unknown groupname creates the group (spec §2.1).
+                if id.is_some_and(|id| self.groups.iter().any(|(g, _)| g == id)) {
+                    return Err(bad_request("groupid and groupname name different groups"));
+                }
+                let gid = id.map(str::to_string).unwrap_or_else(|| {
+                    format!(
+                        "g{}",
+                        rand::rng().random_range(100_000_000..1_000_000_000u32)
+                    )
+                });
+                self.groups.push((gid.clone(), name.to_string()));
+                Ok(gid)
+            }
+        }
+    }
+
+    fn session_index(&self, code: &str) -> Option<usize> {
+        let want = norm_code(code);
+        self.sessions.iter().position(|s| {
+            s.get("code").and_then(Value::as_str).map(norm_code) == Some(want.clone())
+        })
+    }
+
+    /// Validates and applies the writable session fields shared by POST and PUT.
+    fn apply_session_fields(
+        &mut self,
+        s: &mut Map<String, Value>,
+        body: &Map<String, Value>,
+    ) -> Result<(), Response> {
+        let groupid = opt_str(body, "groupid")?;
+        let groupname = opt_str(body, "groupname")?;
+        if groupid.is_some() || groupname.is_some() {
+            let gid = self.resolve_group(groupid.as_deref(), groupname.as_deref())?;
+            s.insert("groupid".into(), json!(gid));
+        }
+        for k in ["waiting_message", "description"] {
+            if let Some(v) = opt_str(body, k)? {
+                s.insert(k.into(), json!(v));
+            }
+        }
+        if let Some(v) = opt_str(body, "custom_api")? {
+            if v.chars().count() > 4000 {
+                return Err(bad_request("custom_api must not exceed 4000 characters"));
+            }
+            s.insert("custom_api".into(), json!(v));
+        }
+        match body.get("end_customer") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(ec)) => {
+                let mut out = Map::new();
+                for (k, max) in [("name", 100), ("email", 254)] {
+                    if let Some(v) = opt_str(ec, k)? {
+                        if v.chars().count() > max {
+                            return Err(bad_request(&format!(
+                                "end_customer.{k} must not exceed {max} characters"
+                            )));
+                        }
+                        out.insert(k.into(), json!(v));
+                    }
+                }
+                s.insert("end_customer".into(), Value::Object(out));
+            }
+            Some(_) => return Err(bad_request("end_customer must be an object")),
+        }
+        if let Some(u) = opt_str(body, "assigned_userid")? {
+            if !is_prefixed_id(&u, 'u') {
+                return Err(bad_request("assigned_userid must look like u123"));
+            }
+            if u == "u0" {
+                s.remove("assigned_at");
+            } else {
+                s.insert("assigned_at".into(), json!(fmt_ts(Utc::now())));
+            }
+            s.insert("assigned_userid".into(), json!(u));
+        }
+        if let Some(v) = opt_str(body, "valid_until")? {
+            let Some(t) = parse_when(&v) else {
+                return Err(bad_request("valid_until is not a valid date"));
+            };
+            s.insert("valid_until".into(), json!(fmt_ts(t)));
+        }
+        Ok(())
+    }
+
+    fn create_session(&mut self, body: &Value) -> Result<Map<String, Value>, Response> {
+        let Some(body) = body.as_object() else {
+            return Err(bad_request("request body must be a JSON object"));
+        };
+        if opt_str(body, "groupid")?.is_none() && opt_str(body, "groupname")?.is_none() {
+            return Err(bad_request("groupid or groupname is required"));
+        }
+        let pilot = match opt_str(body, "support_session_type")?.as_deref() {
+            None => false,
+            Some(t) if t.eq_ignore_ascii_case("default") => false,
+            Some(t) if t.eq_ignore_ascii_case("pilot") => true,
+            Some(_) => return Err(bad_request("support_session_type must be Default or Pilot")),
+        };
+        let now = Utc::now();
+        let mut s = Map::new();
+        s.insert("state".into(), json!("Open"));
+        s.insert("online".into(), json!(false));
+        s.insert("assigned_userid".into(), json!(SIM_USERID));
+        s.insert("assigned_at".into(), json!(fmt_ts(now)));
+        s.insert("created_at".into(), json!(fmt_ts(now)));
+        s.insert(
+            "valid_until".into(),
+            json!(fmt_ts(now + TimeDelta::hours(24))),
+        );
+        self.apply_session_fields(&mut s, body)?;
+        let mut rng = rand::rng();
+        let code = loop {
+            let code = format!(
+                "s{:03}-{:03}-{:03}",
+                rng.random_range(100..1000),
+                rng.random_range(0..1000),
+                rng.random_range(0..1000)
+            );
+            if self.session_index(&code).is_none() {
+                break code;
+            }
+        };
+        let bare = norm_code(&code);
+        let queue = alnum(&mut rng, 12);
+        let host = if pilot { "getpilot" } else { "get" };
+        s.insert("code".into(), json!(code));
+        s.insert(
+            "end_customer_link".into(),
+            json!(format!("https://{host}.teamviewer.com/v15/{bare}")),
+        );
+        s.insert(
+            "supporter_link".into(),
+            json!(format!("https://{host}.teamviewer.com/v15/{bare}-{queue}")),
+        );
+        s.insert(
+            "webclient_supporter_link".into(),
+            json!(format!(
+                "https://login.teamviewer.com/Connect/IndexByol?sessioncode={bare}&servicequeuetoken={queue}&lang=en&displayName={}",
+                encode(SIM_USERNAME).replace("%20", "+")
+            )),
+        );
+        s.insert(
+            "support_session_type".into(),
+            json!(if pilot { "Pilot" } else { "Default" }),
+        );
+        self.sessions.push(s.clone());
+        Ok(s)
+    }
+}
+
+enum Sel {
+    Ranges([Range<usize>; 2]),
+    Indices(Arc<Vec<u32>>),
+}
+
+impl Sel {
+    fn len(&self) -> usize {
+        match self {
+            Sel::Ranges([a, b]) => a.len() + b.len(),
+            Sel::Indices(v) => v.len(),
+        }
+    }
+
+    fn get(&self, k: usize) -> usize {
+        match self {
+            Sel::Ranges([a, _]) if k < a.len() => a.start + k,
+            Sel::Ranges([a, b]) => b.start + k - a.len(),
+            Sel::Indices(v) => v[k] as usize,
+        }
+    }
+
+    /// How many selected records lie before vector position `pos`.
+    fn rank(&self, pos: usize) -> usize {
+        match self {
+            Sel::Ranges([a, b]) => {
+                pos.clamp(a.start, a.end) - a.start + pos.clamp(b.start, b.end) - b.start
+            }
+            Sel::Indices(v) => v.partition_point(|&i| (i as usize) < pos),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConnFilter {
+    username: Option<String>,
+    userid: Option<String>,
+    groupid: Option<String>,
+    devicename: Option<String>,
+    deviceid: Option<String>,
+    session_code: Option<String>,
+    has_code: Option<bool>,
+    sst: Option<i64>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+impl ConnFilter {
+    fn parse(p: &HashMap<String, String>, company_token: bool) -> Result<ConnFilter, Response> {
+        let s = |k: &str| {
+            p.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let date = |k: &str| match s(k) {
+            None => Ok(None),
+            Some(v) => parse_when(&v)
+                .map(Some)
+                .ok_or_else(|| bad_request(&format!("{k} is not a valid date"))),
+        };
+        let devicename = s("devicename");
+        if devicename.is_some() && company_token {
+            return Err(bad_request(
+                "devicename can only be used with a user access token",
+            ));
+        }
+        Ok(ConnFilter {
+            username: s("username"),
+            userid: s("userid"),
+            groupid: s("groupid"),
+            devicename,
+            deviceid: s("deviceid"),
+            session_code: s("session_code").map(|c| norm_code(&c)),
+            has_code: match s("has_code") {
+                None => None,
+                Some(v) => Some(
+                    parse_bool(&v).ok_or_else(|| bad_request("has_code must be true or false"))?,
+                ),
+            },
+            sst: match s("support_session_type") {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|_| bad_request("support_session_type must be an integer"))?,
+                ),
+            },
+            from: date("from_date")?,
+            to: date("to_date")?,
+        })
+    }
+
+    fn has_field_filters(&self) -> bool {
+        self.username.is_some()
+            || self.userid.is_some()
+            || self.groupid.is_some()
+            || self.devicename.is_some()
+            || self.deviceid.is_some()
+            || self.session_code.is_some()
+            || self.has_code.is_some()
+            || self.sst.is_some()
+    }
+
+    fn matches(&self, f: &Fields) -> bool {
+        fn eq(want: &Option<String>, have: &Option<Box<str>>) -> bool {
+            match want {
+                None => true,
+                Some(w) => have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)),
+            }
+        }
+        let devicename_ok = match self.devicename.as_deref() {
+            Some("unnamed_device") => f.devicename.as_deref().is_none_or(str::is_empty),
+            _ => eq(&self.devicename, &f.devicename),
+        };
+        eq(&self.username, &f.username)
+            && eq(&self.userid, &f.userid)
+            && eq(&self.groupid, &f.groupid)
+            && devicename_ok
+            && eq(&self.deviceid, &f.deviceid)
+            && eq(&self.session_code, &f.code)
+            && self.has_code.is_none_or(|h| h == f.code.is_some())
+            && self.sst.is_none_or(|t| f.sst == Some(t))
+    }
+}
+
+impl TeamViewerSim {
+    pub async fn start(opts: SimOptions) -> std::io::Result<TeamViewerSim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let inner = Arc::new(Inner {
+            opts,
+            base_url: base_url.clone(),
+            state: Mutex::new(St::new()),
+        });
+        let app = router(inner.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+        Ok(TeamViewerSim {
+            base_url,
+            inner,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `base_url` plus `/api/v1`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api/v1", self.base_url)
+    }
+
+    /// Stores the record exactly as given; malformed records are kept on purpose.
+    pub fn add_connection(&self, record: Value) {
+        let rec = Rec::new(&record);
+        self.inner.lock().insert(rec);
+    }
+
+    /// Shallow merge; a `null` in the patch removes the field (e.g. to make a session "running").
+    pub fn update_connection(&self, id: &str, patch: Value) {
+        self.inner.lock().update(id, &patch);
+    }
+
+    pub fn delete_connection(&self, id: &str) {
+        self.inner.lock().delete(id);
+    }
+
+    pub fn connection(&self, id: &str) -> Option<Value> {
+        let st = self.inner.lock();
+        let pos = st.position(&id.to_lowercase())?;
+        serde_json::from_str(&st.recs[pos].json).ok()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.inner.lock().recs.len()
+    }
+
+    /// Deterministic for a seed: `n` ended records starting at `first_start`, one every 5–15 s.
+    /// ~30% carry service-case fields with ticket numbers in `10000..10000+max(n,1000)`.
+    pub fn generate(&self, n: usize, seed: u64, first_start: DateTime<Utc>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let span = n.max(1000) as u64;
+        let subsec = i64::from(first_start.timestamp_subsec_nanos());
+        let mut t = first_start - TimeDelta::nanoseconds(subsec);
+        let mut recs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = t;
+            t += TimeDelta::seconds(rng.random_range(5..=15));
+            let mut bytes = [0u8; 16];
+            rng.fill(&mut bytes);
+            let id = uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string();
+            let (userid, username) = TECHS[rng.random_range(0..TECHS.len())];
+            let (groupid, groupname) = GROUPS[rng.random_range(0..GROUPS.len())];
+            let dev = rng.random_range(0..500u64);
+            let end = start + TimeDelta::seconds(rng.random_range(90..5400));
+            let billing = match rng.random_range(0..10) {
+                0 => "Billed",
+                1 => "DoNotBill",
+                _ => "Bill",
+            };
+            let mut m = Map::new();
+            m.insert("id".into(), json!(id));
+            m.insert("userid".into(), json!(userid));
+            m.insert("username".into(), json!(username));
+            m.insert(
+                "deviceid".into(),
+                json!((1_000_000_000 + dev * 104_729).to_string()),
+            );
+            m.insert(
+                "devicename".into(),
+                json!(format!(
+                    "ACME-{}-{dev:03}",
+                    ["LT", "WS", "SRV"][(dev % 3) as usize]
+                )),
+            );
+            m.insert("groupid".into(), json!(groupid));
+            m.insert("groupname".into(), json!(groupname));
+            m.insert("start_date".into(), json!(fmt_ts(start)));
+            m.insert("end_date".into(), json!(fmt_ts(end)));
+            m.insert("fee".into(), json!("0.00"));
+            let currency = if rng.random_bool(0.2) { "None" } else { "EUR" };
+            m.insert("currency".into(), json!(currency));
+            m.insert("billing_state".into(), json!(billing));
+            m.insert("support_session_type".into(), json!(1));
+            if rng.random_bool(0.3) {
+                let ticket = 10_000 + rng.random_range(0..span);
+                let problem = PROBLEMS[rng.random_range(0..PROBLEMS.len())];
+                let customer = CUSTOMERS[rng.random_range(0..CUSTOMERS.len())];
+                let created = start - TimeDelta::seconds(rng.random_range(30..1800));
+                let code = format!(
+                    "s{:03}-{:03}-{:03}",
+                    rng.random_range(100..1000),
+                    rng.random_range(0..1000),
+                    rng.random_range(0..1000)
+                );
+                m.insert("support_session_type".into(), json!(2));
+                m.insert("session_code".into(), json!(code));
+                m.insert("assigned_userid".into(), json!(userid));
+                m.insert("assigned_at".into(), json!(fmt_ts(created)));
+                m.insert("session_created_at".into(), json!(fmt_ts(created)));
+                m.insert(
+                    "valid_until".into(),
+                    json!(fmt_ts(created + TimeDelta::hours(24))),
+                );
+                m.insert(
+                    "session_note".into(),
+                    json!(format!("INC-{ticket}: {problem}")),
+                );
+                m.insert(
+                    "custom_api".into(),
+                    json!(json!({ "ticket_id": ticket.to_string() }).to_string()),
+                );
+                let email = format!("{}@example.com", customer.to_lowercase().replace(' ', "."));
+                m.insert(
+                    "end_customer".into(),
+                    json!({ "name": customer, "email": email }),
+                );
+                match rng.random_range(0..10) {
+                    0..=3 => {
+                        m.insert("feedback".into(), json!({}));
+                    }
+                    4..=6 => {
+                        let rating = rng.random_range(1..=5);
+                        let fb = json!({ "session_rating": rating, "user_comment": "Thanks" });
+                        m.insert("feedback".into(), fb);
+                    }
+                    _ => {}
+                }
+            }
+            if rng.random_bool(0.1) {
+                let other = 10_000 + rng.random_range(0..span);
+                m.insert("notes".into(), json!(format!("see #{other}")));
+            }
+            recs.push(Rec::new(&Value::Object(m)));
+        }
+        let mut st = self.inner.lock();
+        for rec in &recs {
+            st.index(&rec.key);
+        }
+        st.recs.extend(recs);
+        // Stable and run-aware, so appending an already sorted batch is close to linear.
+        st.recs.sort_by(|a, b| a.key.cmp(&b.key));
+        st.generation += 1;
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.inner.lock().faults.push_back(fault);
+    }
+
+    pub fn requests(&self) -> Vec<RequestLog> {
+        self.inner
+            .lock()
+            .log
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner.lock().log.clear();
+    }
+
+    /// A fresh single-use code, as if the user had approved the app; not bound to a redirect_uri.
+    pub fn authorization_code(&self) -> String {
+        let code = new_token();
+        let auth = AuthCode {
+            issued: Instant::now(),
+            redirect_uri: None,
+            client_id: None,
+        };
+        self.inner.lock().codes.insert(code.clone(), auth);
+        code
+    }
+
+    pub fn expire_access_tokens(&self) {
+        for t in self.inner.lock().access.values_mut() {
+            t.expired = true;
+        }
+    }
+
+    /// Also restarts the call counter.
+    pub fn set_rate_limit(&self, rl: Option<RateLimit>) {
+        let mut st = self.inner.lock();
+        st.rate_limit = rl;
+        st.calls = 0;
+    }
+
+    pub fn refresh_count(&self) -> usize {
+        self.inner.lock().refresh_count
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        let st = self.inner.lock();
+        st.sessions.iter().cloned().map(Value::Object).collect()
+    }
+
+    /// Simulates a technician connecting with a service case's code. Panics on an unknown code,
+    /// because that is a bug in the calling test, not a situation the vendor can produce.
+    pub fn connect_session(
+        &self,
+        code: &str,
+        username: &str,
+        start: DateTime<Utc>,
+        end: Option<DateTime<Utc>>,
+        notes: Option<&str>,
+    ) -> String {
+        let mut st = self.inner.lock();
+        let Some(i) = st.session_index(code) else {
+            drop(st);
+            panic!("connect_session: unknown session code {code:?}");
+        };
+        let s = st.sessions[i].clone();
+        let groupid = s.get("groupid").and_then(Value::as_str).unwrap_or("");
+        let id = uuid::Uuid::new_v4().to_string();
+        let dev = rand::rng().random_range(0..500u64);
+        let mut m = Map::new();
+        m.insert("id".into(), json!(id));
+        m.insert("userid".into(), json!(userid_for(username)));
+        m.insert("username".into(), json!(username));
+        m.insert(
+            "deviceid".into(),
+            json!((1_000_000_000 + dev * 104_729).to_string()),
+        );
+        m.insert("devicename".into(), json!(format!("CUST-PC-{dev:03}")));
+        m.insert("groupid".into(), json!(groupid));
+        m.insert("groupname".into(), json!(st.group_name(groupid)));
+        m.insert("start_date".into(), json!(fmt_ts(start)));
+        if let Some(end) = end {
+            m.insert("end_date".into(), json!(fmt_ts(end)));
+        }
+        m.insert("fee".into(), json!("0.00"));
+        m.insert("currency".into(), json!("EUR"));
+        m.insert("billing_state".into(), json!("Bill"));
+        if let Some(notes) = notes {
+            m.insert("notes".into(), json!(notes));
+        }
+        m.insert("support_session_type".into(), json!(2));
+        let copy = [
+            ("code", "session_code"),
+            ("assigned_userid", "assigned_userid"),
+            ("assigned_at", "assigned_at"),
+            ("created_at", "session_created_at"),
+            ("valid_until", "valid_until"),
+            ("description", "session_note"),
+            ("custom_api", "custom_api"),
+            ("end_customer", "end_customer"),
+        ];
+        for (from, to) in copy {
+            if let Some(v) = s.get(from) {
+                m.insert(to.into(), v.clone());
+            }
+        }
+        st.insert(Rec::new(&Value::Object(m)));
+        id
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            // Graceful shutdown waits for in-flight requests, which a delay fault can stall.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for TeamViewerSim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn router(inner: Arc<Inner>) -> Router {
+    let protected = Router::new()
+        .route("/reports/connections", get(list_connections))
+        .route(
+            "/reports/connections/{id}",
+            put(put_connection).delete(delete_connection),
+        )
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route("/sessions/{code}", get(get_session).put(put_session))
+        .route_layer(middleware::from_fn_with_state(inner.clone(), require_auth));
+    // Swagger spells the OAuth paths with a capital "OAuth2"; accept both.
+    let open = Router::new()
+        .route("/ping", get(ping))
+        .route("/oauth2/token", post(token))
+        .route("/OAuth2/token", post(token))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/OAuth2/revoke", post(revoke))
+        .route("/oauth2/authorize", get(authorize));
+    Router::new()
+        .nest("/api/v1", protected.merge(open))
+        .route("/oauth2/authorize", get(authorize))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            inner.clone(),
+            log_and_faults,
+        ))
+        .with_state(inner)
+}
+
+async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let entry = RequestLog {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        authorized: req.headers().contains_key(header::AUTHORIZATION),
+        token: bearer(req.headers()).map(token_fingerprint),
+        status: 0,
+    };
+    let (seq, fault) = {
+        let mut st = inner.lock();
+        let seq = st.log_seq;
+        st.log_seq += 1;
+        if st.log.len() >= LOG_CAP {
+            st.log.pop_front();
+        }
+        let fault = st.take_fault(&entry.path);
+        st.log.push_back((seq, entry));
+        (seq, fault)
+    };
+    let resp = match fault {
+        None => next.run(req).await,
+        Some(f) => {
+            if let Some(d) = f.delay {
+                tokio::time::sleep(d).await;
+            }
+            if f.status == 0 {
+                next.run(req).await
+            } else {
+                fault_response(&f)
+            }
+        }
+    };
+    let mut st = inner.lock();
+    let at = st.log.partition_point(|(s, _)| *s < seq);
+    if let Some((s, l)) = st.log.get_mut(at) {
+        if *s == seq {
+            l.status = resp.status().as_u16();
+        }
+    }
+    resp
+}
+
+fn fault_response(f: &Fault) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, f.body.clone()).into_response();
+    let trimmed = f.body.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    for (k, v) in &f.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+async fn require_auth(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    {
+        let mut st = inner.lock();
+        let Some(token) = bearer(req.headers()) else {
+            return invalid_token("The request requires an access token");
+        };
+        match st.token_status(&inner.opts, token) {
+            Tok::Valid => {}
+            Tok::Expired => return token_expired(),
+            Tok::Invalid => return invalid_token("The access token is invalid"),
+        }
+        if let Some(resp) = st.rate_limited() {
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such resource",
+        E_NOT_FOUND,
+    )
+}
+
+async fn ping(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let st = inner.lock();
+    let valid =
+        bearer(&headers).is_some_and(|t| matches!(st.token_status(&inner.opts, t), Tok::Valid));
+    Json(json!({ "token_valid": valid })).into_response()
+}
+
+async fn list_connections(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
+    let p = parse_pairs(q.as_deref().unwrap_or(""));
+    let filter = match ConnFilter::parse(&p, inner.opts.company_token) {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let offset = p
+        .get("offset_id")
+        .map(|o| o.trim().to_lowercase())
+        .filter(|o| !o.is_empty());
+    let page = inner.opts.page_size.max(1);
+    let body =
+        inner
+            .lock()
+            .connections_page(&filter, offset.as_deref(), page, inner.opts.company_token);
+    match body {
+        Ok(body) => json_text(body),
+        Err(resp) => resp,
+    }
+}
+
+async fn put_connection(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match parse_json_object(&body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut patch = Map::new();
+    if let Some(state) = opt_str(&body, "billing_state").unwrap_or(None) {
+        if !["Bill", "Billed", "DoNotBill"].contains(&state.as_str()) {
+            return bad_request("billing_state must be Bill, Billed or DoNotBill");
+        }
+        patch.insert("billing_state".into(), json!(state));
+    }
+    match opt_str(&body, "notes") {
+        Ok(Some(notes)) => {
+            patch.insert("notes".into(), json!(notes));
+        }
+        Ok(None) => {}
+        Err(resp) => return resp,
+    }
+    if inner.lock().update(&id, &Value::Object(patch)) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        report_not_found()
+    }
+}
+
+async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    if inner.lock().delete(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        report_not_found()
+    }
+}
+
+async fn create_session(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return bad_request("request body must be JSON"),
+    };
+    let created = inner.lock().create_session(&body);
+    match created {
+        Err(resp) => resp,
+        Ok(s) => {
+            let code = s.get("code").and_then(Value::as_str).unwrap_or_default();
+            let location = format!("{}/api/v1/sessions/{code}", inner.base_url);
+            let mut resp = Json(Value::Object(s)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+    }
+}
+
+async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
+    let p = parse_pairs(q.as_deref().unwrap_or(""));
+    let (mut open, mut closed) = (true, false);
+    if let Some(states) = p.get("state").filter(|s| !s.trim().is_empty()) {
+        open = false;
+        for part in states.split(',') {
+            match part.trim().to_ascii_lowercase().as_str() {
+                "open" => open = true,
+                "closed" => closed = true,
+                _ => return bad_request("state must be open, closed or open,closed"),
+            }
+        }
+    }
+    let full = match p.get("full_list") {
+        None => false,
+        Some(v) => match parse_bool(v) {
+            Some(b) => b,
+            None => return bad_request("full_list must be true or false"),
+        },
+    };
+    let field_is = |s: &Map<String, Value>, k: &str, want: Option<&String>| {
+        want.is_none_or(|w| {
+            s.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case(w.trim()))
+        })
+    };
+    let st = inner.lock();
+    // Vec order is creation order, so reversing yields newest first.
+    let list: Vec<&Map<String, Value>> = st
+        .sessions
+        .iter()
+        .rev()
+        .filter(|s| {
+            let is_closed = s
+                .get("state")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case("closed"));
+            (if is_closed { closed } else { open })
+                && field_is(s, "groupid", p.get("groupid"))
+                && field_is(s, "assigned_userid", p.get("assigned_userid"))
+        })
+        .collect();
+    let first = match p
+        .get("offset")
+        .map(|o| norm_code(o))
+        .filter(|o| !o.is_empty())
+    {
+        None => 0,
+        Some(o) => {
+            let code_of =
+                |s: &Map<String, Value>| s.get("code").and_then(Value::as_str).map(norm_code);
+            match list
+                .iter()
+                .position(|s| code_of(s).as_deref() == Some(o.as_str()))
+            {
+                Some(i) => i + 1,
+                None => return bad_request("offset does not name a listed session"),
+            }
+        }
+    };
+    let end = (first + inner.opts.page_size.max(1)).min(list.len());
+    let items: Vec<Value> = list[first..end]
+        .iter()
+        .map(|s| {
+            let mut item = Map::new();
+            for (k, v) in s.iter() {
+                let minimal = ["code", "state", "online", "groupid", "support_session_type"];
+                if (full && k != "webclient_supporter_link") || minimal.contains(&k.as_str()) {
+                    item.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Object(item)
+        })
+        .collect();
+    let mut body = json!({ "sessions": items });
+    if end < list.len() {
+        body["sessions_remaining"] = json!(list.len() - end);
+        body["next_offset"] = list[end - 1].get("code").cloned().unwrap_or(Value::Null);
+    }
+    Json(body).into_response()
+}
+
+async fn get_session(State(inner): State<Arc<Inner>>, Path(code): Path<String>) -> Response {
+    let st = inner.lock();
+    match st.session_index(&code) {
+        Some(i) => Json(Value::Object(st.sessions[i].clone())).into_response(),
+        None => session_not_found(),
+    }
+}
+
+async fn put_session(
+    State(inner): State<Arc<Inner>>,
+    Path(code): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match parse_json_object(&body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut st = inner.lock();
+    let Some(i) = st.session_index(&code) else {
+        return session_not_found();
+    };
+    // Work on a copy so a rejected PUT leaves the session untouched.
+    let mut s = st.sessions[i].clone();
+    if let Err(resp) = st.apply_session_fields(&mut s, &body) {
+        return resp;
+    }
+    match opt_str(&body, "state") {
+        Err(resp) => return resp,
+        Ok(None) => {}
+        Ok(Some(state)) if state.eq_ignore_ascii_case("closed") => {
+            if s.get("state").and_then(Value::as_str) != Some("Closed") {
+                s.insert("closed_at".into(), json!(fmt_ts(Utc::now())));
+            }
+            s.insert("state".into(), json!("Closed"));
+        }
+        Ok(Some(state)) if state.eq_ignore_ascii_case("open") => {
+            s.remove("closed_at");
+            s.insert("state".into(), json!("Open"));
+        }
+        Ok(Some(_)) => return bad_request("state must be open or closed"),
+    }
+    st.sessions[i] = s;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut resp = token_grant(&inner, &headers, &body);
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn token_grant(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    // The vendor takes form encoding but says JSON works too (spec §3.2).
+    let p: HashMap<String, String> = if is_json {
+        match serde_json::from_slice::<Map<String, Value>>(body) {
+            Ok(m) => m
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                .collect(),
+            Err(_) => return bad_request("request body must be JSON"),
+        }
+    } else {
+        parse_pairs(&String::from_utf8_lossy(body))
+    };
+    let param = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let Some(grant) = param("grant_type") else {
+        return bad_request("grant_type is required");
+    };
+    if let Some((id, secret)) = &inner.opts.oauth_client {
+        if param("client_id") != Some(id.as_str())
+            || param("client_secret") != Some(secret.as_str())
+        {
+            let desc = "Client authentication failed";
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                desc,
+                E_INVALID_CLIENT,
+            );
+        }
+    }
+    let mut st = inner.lock();
+    match grant {
+        "authorization_code" => {
+            let Some(code) = param("code").and_then(|c| st.codes.remove(c)) else {
+                return bad_request("The authorization code is invalid or was already used");
+            };
+            if code.issued.elapsed() > CODE_VALIDITY {
+                return bad_request("The authorization code expired");
+            }
+            if code.redirect_uri.is_some() && code.redirect_uri.as_deref() != param("redirect_uri")
+            {
+                return bad_request("redirect_uri does not match the authorization request");
+            }
+            if code.client_id.is_some() && code.client_id.as_deref() != param("client_id") {
+                return bad_request("client_id does not match the authorization request");
+            }
+            Json(st.issue_tokens(&inner.opts, None)).into_response()
+        }
+        "refresh_token" => {
+            let Some(rt) = param("refresh_token").filter(|rt| st.refresh.contains(*rt)) else {
+                return bad_request("The refresh token is invalid or was already used");
+            };
+            let keep = if inner.opts.rotate_refresh_tokens {
+                st.refresh.remove(rt);
+                None
+            } else {
+                Some(rt.to_string())
+            };
+            st.refresh_count += 1;
+            Json(st.issue_tokens(&inner.opts, keep)).into_response()
+        }
+        _ => bad_request("grant_type must be authorization_code or refresh_token"),
+    }
+}
+
+async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return invalid_token("The request requires an access token");
+    };
+    let mut st = inner.lock();
+    if let Some(a) = st.access.remove(token) {
+        st.refresh.remove(&a.refresh);
+    } else if !inner.opts.script_tokens.iter().any(|t| t == token) {
+        return invalid_token("The access token is invalid");
+    }
+    StatusCode::OK.into_response()
+}
+
+/// Auto-approves the login so a test can follow the redirect straight into the token exchange.
+async fn authorize(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
+    let p = parse_pairs(q.as_deref().unwrap_or(""));
+    if p.get("response_type").map(String::as_str) != Some("code") {
+        return bad_request("response_type must be code");
+    }
+    let Some(redirect) = p.get("redirect_uri").filter(|r| !r.is_empty()) else {
+        return bad_request("redirect_uri is required");
+    };
+    let client_id = p.get("client_id").cloned();
+    if let Some((id, _)) = &inner.opts.oauth_client {
+        if client_id.as_ref() != Some(id) {
+            return bad_request("unknown client_id");
+        }
+    }
+    let code = new_token();
+    let auth = AuthCode {
+        issued: Instant::now(),
+        redirect_uri: Some(redirect.clone()),
+        client_id,
+    };
+    inner.lock().codes.insert(code.clone(), auth);
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let mut location = format!("{redirect}{sep}code={}", encode(&code));
+    if let Some(state) = p.get("state") {
+        location.push_str(&format!("&state={}", encode(state)));
+    }
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Err(_) => bad_request("redirect_uri is not a valid URL"),
+    }
+}
+
+fn err(status: StatusCode, error: &str, desc: &str, code: u32) -> Response {
+    let body = json!({ "error": error, "error_description": desc, "error_code": code });
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(desc: &str) -> Response {
+    err(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        desc,
+        E_INVALID_REQUEST,
+    )
+}
+
+fn report_not_found() -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "The connection report does not exist",
+        E_NOT_FOUND,
+    )
+}
+
+fn session_not_found() -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "The session does not exist",
+        E_NOT_FOUND,
+    )
+}
+
+fn with_www_authenticate(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn invalid_token(desc: &str) -> Response {
+    let resp = err(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        desc,
+        E_INVALID_TOKEN,
+    );
+    with_www_authenticate(resp)
+}
+
+fn token_expired() -> Response {
+    let desc = "The access token expired";
+    let resp = err(StatusCode::UNAUTHORIZED, "token_expired", desc, E_EXPIRED);
+    with_www_authenticate(resp)
+}
+
+fn json_text(body: String) -> Response {
+    let ct = [(header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, ct, body).into_response()
+}
+
+fn parse_json_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    serde_json::from_slice(body).map_err(|_| bad_request("request body must be a JSON object"))
+}
+
+/// `null` counts as absent; any other non-string is a client error.
+fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>, Response> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad_request(&format!("{k} must be a string"))),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Accepts RFC 3339, a zone-less datetime (UTC per spec §0) or a bare date (00:00:00Z).
+fn parse_when(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        return Some(d.and_utc());
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
+fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Codes appear as `s119-457-589`, `S119457589` or `s119 457 589` depending on the source.
+fn norm_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '-' && !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn is_prefixed_id(s: &str, prefix: char) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn alnum(rng: &mut impl Rng, n: usize) -> String {
+    rng.sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+fn new_token() -> String {
+    let mut rng = rand::rng();
+    let digits = rng.random_range(10_000..100_000_000u32);
+    format!("{digits}-{}", alnum(&mut rng, 20))
+}
+
+fn userid_for(username: &str) -> String {
+    if let Some((id, _)) = TECHS.iter().find(|(_, n)| *n == username) {
+        return id.to_string();
+    }
+    let h = token_fingerprint(username);
+    format!(
+        "u{}",
+        u64::from_str_radix(&h, 16).unwrap_or(0) % 90_000_000 + 10_000_000
+    )
+}
+
+fn parse_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::RequestBuilder;
+
+    const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
+    const CLIENT: (&str, &str) = ("12333-133Ea4Hdf3e9ec0543fX", "s3cr3t");
+
+    async fn sim(opts: SimOptions) -> TeamViewerSim {
+        let opts = SimOptions {
+            script_tokens: vec![TOKEN.into()],
+            ..opts
+        };
+        TeamViewerSim::start(opts).await.expect("simulator starts")
+    }
+
+    async fn call(req: RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+
+    fn conns(sim: &TeamViewerSim, query: &[(&str, &str)]) -> RequestBuilder {
+        reqwest::Client::new()
+            .get(format!("{}/reports/connections", sim.api_url()))
+            .bearer_auth(TOKEN)
+            .query(query)
+    }
+
+    fn rec(id: &str, start: &str) -> Value {
+        json!({
+            "id": id, "userid": "u11293276", "username": "Jon Snow",
+            "deviceid": "1234567890", "devicename": "ACME-LT-042",
+            "groupid": "g272032545", "groupname": "Helpdesk",
+            "start_date": start, "end_date": start, "fee": "0.00", "currency": "EUR",
+            "billing_state": "Bill", "support_session_type": 1
+        })
+    }
+
+    fn ids(body: &Value) -> Vec<String> {
+        body["records"]
+            .as_array()
+            .expect("records array")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    async fn oauth_tokens(sim: &TeamViewerSim) -> Value {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", &sim.authorization_code()),
+            ("redirect_uri", "http://localhost/cb"),
+            ("client_id", CLIENT.0),
+            ("client_secret", CLIENT.1),
+        ];
+        let url = format!("{}/oauth2/token", sim.api_url());
+        let (status, headers, body) = call(reqwest::Client::new().post(url).form(&form)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["pragma"], "no-cache");
+        body
+    }
+
+    async fn refresh(sim: &TeamViewerSim, rt: &str, secret: &str) -> (u16, Value) {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", CLIENT.0),
+            ("client_secret", secret),
+        ];
+        let url = format!("{}/oauth2/token", sim.api_url());
+        let (status, _, body) = call(reqwest::Client::new().post(url).form(&form)).await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn pages_through_three_pages_with_exclusive_offset() {
+        let sim = sim(SimOptions {
+            page_size: 2,
+            ..SimOptions::default()
+        })
+        .await;
+        // Inserted out of order, with a start_date tie broken by id.
+        sim.add_connection(rec(
+            "cccccccc-0000-4000-8000-000000000003",
+            "2024-04-16T10:00:02Z",
+        ));
+        sim.add_connection(rec(
+            "aaaaaaaa-0000-4000-8000-000000000001",
+            "2024-04-16T10:00:00Z",
+        ));
+        sim.add_connection(rec(
+            "eeeeeeee-0000-4000-8000-000000000005",
+            "2024-04-16T10:00:04Z",
+        ));
+        sim.add_connection(rec(
+            "dddddddd-0000-4000-8000-000000000004",
+            "2024-04-16T10:00:02Z",
+        ));
+        sim.add_connection(rec(
+            "bbbbbbbb-0000-4000-8000-000000000002",
+            "2024-04-16T10:00:01Z",
+        ));
+        assert_eq!(sim.connection_count(), 5);
+
+        let (status, _, p1) = call(conns(&sim, &[])).await;
+        assert_eq!(status, 200);
+        assert_eq!(p1["records_remaining"], 3);
+        assert_eq!(p1["next_offset"], "bbbbbbbb-0000-4000-8000-000000000002");
+        // Cursor ids compare case-insensitively.
+        let cursor = p1["next_offset"].as_str().unwrap_or("").to_uppercase();
+        let (_, _, p2) = call(conns(&sim, &[("offset_id", &cursor)])).await;
+        assert_eq!(p2["records_remaining"], 1);
+        let cursor = p2["next_offset"].as_str().unwrap_or("").to_string();
+        let (_, _, p3) = call(conns(&sim, &[("offset_id", &cursor)])).await;
+        assert!(p3.get("records_remaining").is_none() && p3.get("next_offset").is_none());
+
+        let all: Vec<String> = [ids(&p1), ids(&p2), ids(&p3)].concat();
+        let prefixes: Vec<&str> = all.iter().map(|i| &i[..1]).collect();
+        assert_eq!(prefixes, ["a", "b", "c", "d", "e"]);
+
+        let (status, _, body) = call(conns(&sim, &[("offset_id", "nope")])).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn date_filters_are_inclusive_exclusive_on_start_date() {
+        let sim = sim(SimOptions::default()).await;
+        sim.add_connection(rec(
+            "00000000-0000-4000-8000-000000000001",
+            "2024-04-15T23:59:59Z",
+        ));
+        sim.add_connection(rec(
+            "00000000-0000-4000-8000-000000000002",
+            "2024-04-16T00:00:00Z",
+        ));
+        sim.add_connection(rec(
+            "00000000-0000-4000-8000-000000000003",
+            "2024-04-16T12:00:00Z",
+        ));
+        sim.add_connection(rec(
+            "00000000-0000-4000-8000-000000000004",
+            "2024-04-17T00:00:00Z",
+        ));
+
+        let day = [("from_date", "2024-04-16"), ("to_date", "2024-04-17")];
+        let (_, _, body) = call(conns(&sim, &day)).await;
+        let got: Vec<String> = ids(&body).iter().map(|i| i[35..].to_string()).collect();
+        assert_eq!(got, ["2", "3"]);
+
+        let from = [("from_date", "2024-04-16T12:00:00Z")];
+        let (_, _, body) = call(conns(&sim, &from)).await;
+        assert_eq!(ids(&body).len(), 2);
+
+        // Malformed records always come first so the client sees them and quarantines them.
+        sim.add_connection(json!({ "id": "broken-1", "username": "Jon Snow" }));
+        let (_, _, body) = call(conns(&sim, &day)).await;
+        assert_eq!(ids(&body)[0], "broken-1");
+        assert_eq!(ids(&body).len(), 3);
+
+        let (status, _, body) = call(conns(&sim, &[("from_date", "yesterday")])).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn session_code_and_has_code_filters() {
+        let sim = sim(SimOptions::default()).await;
+        let mut with_code = rec(
+            "00000000-0000-4000-8000-000000000001",
+            "2024-04-16T10:00:00Z",
+        );
+        with_code["session_code"] = json!("s119-457-589");
+        let mut other = rec(
+            "00000000-0000-4000-8000-000000000002",
+            "2024-04-16T10:01:00Z",
+        );
+        other["session_code"] = json!("s222-333-444");
+        sim.add_connection(with_code);
+        sim.add_connection(other);
+        sim.add_connection(rec(
+            "00000000-0000-4000-8000-000000000003",
+            "2024-04-16T10:02:00Z",
+        ));
+
+        for code in ["s119457589", "S119-457-589", "s119-457-589"] {
+            let (_, _, body) = call(conns(&sim, &[("session_code", code)])).await;
+            assert_eq!(
+                ids(&body),
+                ["00000000-0000-4000-8000-000000000001"],
+                "{code}"
+            );
+        }
+        let (_, _, body) = call(conns(&sim, &[("has_code", "True")])).await;
+        assert_eq!(ids(&body).len(), 2);
+        let (_, _, body) = call(conns(&sim, &[("has_code", "FALSE")])).await;
+        assert_eq!(ids(&body).len(), 1);
+        let (status, _, _) = call(conns(&sim, &[("has_code", "maybe")])).await;
+        assert_eq!(status, 400);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn missing_and_expired_tokens_get_401() {
+        let sim = sim(SimOptions::default()).await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/reports/connections", sim.api_url());
+        let (status, headers, body) = call(client.get(&url)).await;
+        assert_eq!(status, 401);
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        assert_eq!(
+            (body["error"].as_str(), body["error_code"].as_u64()),
+            (Some("invalid_token"), Some(2))
+        );
+
+        let ping = format!("{}/ping", sim.api_url());
+        let (status, _, body) = call(client.get(&ping)).await;
+        assert_eq!((status, body["token_valid"].as_bool()), (200, Some(false)));
+
+        let tokens = oauth_tokens(&sim).await;
+        let access = tokens["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (digits, rest) = access.split_once('-').unwrap_or_default();
+        assert!(digits.bytes().all(|b| b.is_ascii_digit()) && rest.len() == 20);
+        assert_eq!(tokens["expires_in"], 86_400);
+        assert_eq!(call(client.get(&url).bearer_auth(&access)).await.0, 200);
+        let (_, _, body) = call(client.get(&ping).bearer_auth(&access)).await;
+        assert_eq!(body["token_valid"], true);
+
+        sim.expire_access_tokens();
+        let (status, headers, body) = call(client.get(&url).bearer_auth(&access)).await;
+        assert_eq!(status, 401);
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        assert_eq!(body["error"], "token_expired");
+        assert_eq!(body["error_code"], 1);
+        assert_eq!(body["error_description"], "The access token expired");
+        let (_, _, body) = call(client.get(&ping).bearer_auth(&access)).await;
+        assert_eq!(body["token_valid"], false);
+        // Script tokens have no expiry.
+        assert_eq!(call(client.get(&url).bearer_auth(TOKEN)).await.0, 200);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_are_single_use() {
+        let opts = SimOptions {
+            oauth_client: Some((CLIENT.0.into(), CLIENT.1.into())),
+            ..SimOptions::default()
+        };
+        let sim = sim(opts.clone()).await;
+        let first = oauth_tokens(&sim).await;
+        let old_rt = first["refresh_token"].as_str().unwrap_or_default();
+
+        let (status, body) = refresh(&sim, old_rt, "wrong").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        let (status, second) = refresh(&sim, old_rt, CLIENT.1).await;
+        assert_eq!(status, 200);
+        let new_rt = second["refresh_token"].as_str().unwrap_or_default();
+        assert_ne!(new_rt, old_rt);
+        let (status, body) = refresh(&sim, old_rt, CLIENT.1).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert_eq!(sim.refresh_count(), 1);
+
+        // Revoking kills the access token and the refresh token issued with it.
+        let access = second["access_token"].as_str().unwrap_or_default();
+        let client = reqwest::Client::new();
+        let revoke = format!("{}/oauth2/revoke", sim.api_url());
+        assert_eq!(call(client.post(&revoke).bearer_auth(access)).await.0, 200);
+        let url = format!("{}/reports/connections", sim.api_url());
+        let (status, _, body) = call(client.get(&url).bearer_auth(access)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token"))
+        );
+        assert_eq!(refresh(&sim, new_rt, CLIENT.1).await.0, 400);
+        sim.shutdown().await;
+
+        let sim = self::sim(SimOptions {
+            rotate_refresh_tokens: false,
+            ..opts
+        })
+        .await;
+        let rt = oauth_tokens(&sim).await["refresh_token"].clone();
+        let rt = rt.as_str().unwrap_or_default();
+        for _ in 0..2 {
+            let (status, body) = refresh(&sim, rt, CLIENT.1).await;
+            assert_eq!((status, body["refresh_token"].as_str()), (200, Some(rt)));
+        }
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn authorize_redirects_with_code_and_state() {
+        let sim = sim(SimOptions::default()).await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let query = [
+            ("response_type", "code"),
+            ("client_id", CLIENT.0),
+            ("redirect_uri", "http://localhost/cb"),
+            ("state", "xyz 1"),
+        ];
+        let url = format!("{}/oauth2/authorize", sim.base_url);
+        let (status, headers, _) = call(client.get(url).query(&query)).await;
+        assert_eq!(status, 302);
+        let location = headers["location"].to_str().unwrap_or_default();
+        assert!(
+            location.starts_with("http://localhost/cb?code="),
+            "{location}"
+        );
+        assert!(location.ends_with("&state=xyz%201"), "{location}");
+        let code = decode(&location["http://localhost/cb?code=".len()..location.len() - 14]);
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://localhost/cb"),
+            ("client_id", CLIENT.0),
+            ("client_secret", CLIENT.1),
+        ];
+        let token_url = format!("{}/oauth2/token", sim.api_url());
+        let (status, _, body) = call(client.post(&token_url).form(&form)).await;
+        assert_eq!(status, 200, "{body}");
+        // Codes are single-use.
+        assert_eq!(call(client.post(&token_url).form(&form)).await.0, 400);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn rate_limit_refuses_every_nth_call() {
+        let sim = sim(SimOptions::default()).await;
+        sim.set_rate_limit(Some(RateLimit::Forbidden { every_nth: 3 }));
+        let mut statuses = Vec::new();
+        let mut refused = Value::Null;
+        for _ in 0..4 {
+            let (status, _, body) = call(conns(&sim, &[])).await;
+            statuses.push(status);
+            if status == 403 {
+                refused = body;
+            }
+        }
+        assert_eq!(statuses, [200, 200, 403, 200]);
+        assert_eq!(refused["error"], "rate_limit_reached");
+        assert_eq!(refused["error_code"], 4);
+        assert_eq!(refused["error_signature"], 123456789);
+
+        sim.set_rate_limit(Some(RateLimit::TooMany {
+            every_nth: 1,
+            retry_after: Some("7".into()),
+        }));
+        let (status, headers, _) = call(conns(&sim, &[])).await;
+        assert_eq!(
+            (status, headers["retry-after"].to_str().ok()),
+            (429, Some("7"))
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn faults_take_precedence_and_are_logged() {
+        let sim = sim(SimOptions::default()).await;
+        sim.push_fault(Fault::new("/reports", 503));
+        sim.push_fault(Fault {
+            headers: vec![("Retry-After".into(), "2".into())],
+            body: r#"{"error":"rate_limit_reached"}"#.into(),
+            ..Fault::new("/api/v1/sessions", 429)
+        });
+        // The fault fires even without a token.
+        let url = format!("{}/reports/connections", sim.api_url());
+        assert_eq!(call(reqwest::Client::new().get(&url)).await.0, 503);
+        assert_eq!(call(conns(&sim, &[("has_code", "true")])).await.0, 200);
+
+        let sessions = format!("{}/sessions", sim.api_url());
+        let req = reqwest::Client::new().get(&sessions).bearer_auth(TOKEN);
+        let (status, headers, body) = call(req).await;
+        assert_eq!(
+            (status, headers["retry-after"].to_str().ok()),
+            (429, Some("2"))
+        );
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body["error"], "rate_limit_reached");
+
+        sim.push_fault(Fault {
+            delay: Some(Duration::from_millis(200)),
+            ..Fault::new("/reports", 0)
+        });
+        let started = Instant::now();
+        assert_eq!(call(conns(&sim, &[])).await.0, 200);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        let log = sim.requests();
+        let statuses: Vec<u16> = log.iter().map(|l| l.status).collect();
+        assert_eq!(statuses, [503, 200, 429, 200]);
+        assert!(!log[0].authorized && log[0].token.is_none());
+        assert_eq!(log[1].query, "has_code=true");
+        assert_eq!(
+            log[1].token.as_deref(),
+            Some(token_fingerprint(TOKEN).as_str())
+        );
+        sim.clear_requests();
+        assert!(sim.requests().is_empty());
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn service_case_connection_carries_custom_api() {
+        let sim = sim(SimOptions::default()).await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/sessions", sim.api_url());
+        let (status, _, body) = call(client.post(&url).bearer_auth(TOKEN).json(&json!({}))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        let too_long = json!({ "groupname": "Helpdesk", "custom_api": "x".repeat(4001) });
+        let (status, _, _) = call(client.post(&url).bearer_auth(TOKEN).json(&too_long)).await;
+        assert_eq!(status, 400);
+
+        let create = json!({
+            "groupname": "Helpdesk",
+            "description": "INC-10423: printer offline",
+            "custom_api": "{\"ticket_id\":\"10423\"}",
+            "end_customer": { "name": "Peter Niedhelp", "email": "helpme@example.com" },
+        });
+        let (status, headers, s) = call(client.post(&url).bearer_auth(TOKEN).json(&create)).await;
+        assert_eq!(status, 200, "{s}");
+        let code = s["code"].as_str().unwrap_or_default().to_string();
+        let bare = norm_code(&code);
+        assert!(
+            code.len() == 12 && code.starts_with('s') && bare.len() == 10,
+            "{code}"
+        );
+        let location = headers["location"].to_str().unwrap_or_default();
+        assert_eq!(location, format!("{}/api/v1/sessions/{code}", sim.base_url));
+        assert_eq!(s["state"], "Open");
+        assert_eq!(s["groupid"], "g272032545");
+        let link = format!("https://get.teamviewer.com/v15/{bare}");
+        assert_eq!(s["end_customer_link"], link.as_str());
+        let created = parse_when(s["created_at"].as_str().unwrap_or_default());
+        let valid = parse_when(s["valid_until"].as_str().unwrap_or_default());
+        assert_eq!(
+            valid.zip(created).map(|(v, c)| v - c),
+            Some(TimeDelta::hours(24))
+        );
+
+        let start = Utc::now() - TimeDelta::minutes(20);
+        let end = Some(start + TimeDelta::minutes(12));
+        let id = sim.connect_session(&bare, "Arya Stark", start, end, Some("fixed driver"));
+        let (_, _, body) = call(conns(&sim, &[("session_code", &code)])).await;
+        let r = &body["records"][0];
+        assert_eq!(r["id"], id.as_str());
+        assert_eq!(r["custom_api"], "{\"ticket_id\":\"10423\"}");
+        assert_eq!(r["session_note"], "INC-10423: printer offline");
+        assert_eq!(r["end_customer"]["email"], "helpme@example.com");
+        assert_eq!(r["assigned_userid"], SIM_USERID);
+        assert_eq!(r["notes"], "fixed driver");
+
+        let (_, _, list) = call(client.get(&url).bearer_auth(TOKEN)).await;
+        assert_eq!(list["sessions"][0]["code"], code.as_str());
+        assert!(list["sessions"][0].get("description").is_none());
+        let one = format!("{url}/{code}");
+        let closing = json!({ "state": "closed" });
+        let (status, _, _) = call(client.put(&one).bearer_auth(TOKEN).json(&closing)).await;
+        assert_eq!(status, 204);
+        let (_, _, got) = call(client.get(&one).bearer_auth(TOKEN)).await;
+        assert_eq!(got["state"], "Closed");
+        assert!(got["closed_at"].is_string());
+        let (_, _, list) = call(client.get(&url).bearer_auth(TOKEN)).await;
+        assert_eq!(list["sessions"], json!([]));
+        let q = [("state", "open,closed"), ("full_list", "true")];
+        let (_, _, list) = call(client.get(&url).bearer_auth(TOKEN).query(&q)).await;
+        assert_eq!(
+            list["sessions"][0]["description"],
+            "INC-10423: printer offline"
+        );
+        assert_eq!(sim.sessions().len(), 1);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn put_and_delete_reports() {
+        let sim = sim(SimOptions {
+            page_size: 1,
+            company_token: true,
+            ..SimOptions::default()
+        })
+        .await;
+        let a = "00000000-0000-4000-8000-00000000000a";
+        let b = "00000000-0000-4000-8000-00000000000b";
+        sim.add_connection(rec(a, "2024-04-16T10:00:00Z"));
+        sim.add_connection(rec(b, "2024-04-16T11:00:00Z"));
+        let client = reqwest::Client::new();
+        let url = format!("{}/reports/connections", sim.api_url());
+        let patch = json!({ "notes": "Ticket #10423" });
+        let put = client
+            .put(format!("{url}/{a}"))
+            .bearer_auth(TOKEN)
+            .json(&patch);
+        assert_eq!(call(put).await.0, 204);
+        let notes = sim.connection(a).map(|r| r["notes"].clone());
+        assert_eq!(notes, Some(json!("Ticket #10423")));
+        let missing = client
+            .put(format!("{url}/nope"))
+            .bearer_auth(TOKEN)
+            .json(&patch);
+        let (status, _, body) = call(missing).await;
+        assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+
+        let (_, _, page) = call(conns(&sim, &[])).await;
+        assert!(page["records"][0].get("devicename").is_none());
+        assert_eq!(
+            call(client.delete(format!("{url}/{a}")).bearer_auth(TOKEN))
+                .await
+                .0,
+            204
+        );
+        assert_eq!(sim.connection_count(), 1);
+        // A cursor naming a deleted report still resumes after it.
+        let (_, _, page) = call(conns(&sim, &[("offset_id", a)])).await;
+        assert_eq!(ids(&page), [b]);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn generate_is_deterministic_and_realistic() {
+        let t0 = parse_when("2024-04-16T08:00:00Z").unwrap_or_default();
+        let one = sim(SimOptions::default()).await;
+        let two = sim(SimOptions::default()).await;
+        one.generate(3000, 42, t0);
+        two.generate(3000, 42, t0);
+        let (_, _, a) = call(conns(&one, &[])).await;
+        let (_, _, b) = call(conns(&two, &[])).await;
+        assert_eq!(a, b);
+        assert_eq!(a["records_remaining"], 2000);
+        let (_, _, coded) = call(conns(&one, &[("has_code", "true")])).await;
+        let n = coded["records"].as_array().map_or(0, Vec::len);
+        assert!((700..1100).contains(&n), "{n}");
+        let r = &coded["records"][0];
+        assert!(r["session_note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("INC-"));
+        assert!(r["custom_api"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ticket_id"));
+        let id = a["records"][0]["id"].as_str().unwrap_or_default();
+        assert_eq!(id, id.to_lowercase());
+        assert_eq!(a["records"][0]["start_date"], "2024-04-16T08:00:00Z");
+        one.shutdown().await;
+        two.shutdown().await;
+    }
+}

@@ -1,0 +1,99 @@
+//! Ticket systems behind one trait. A sink knows nothing of vendors: it receives a
+//! [`Note`] and a ticket id, and must be safe to call again for the same marker.
+
+pub mod redmine;
+pub mod webhook;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::note::Note;
+
+/// What the sink returned for a note that landed (journal id, comment id, "webhook:200").
+pub type RemoteRef = String;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The ticket's notes can be listed and searched for a marker.
+    pub marker_scan: bool,
+    pub private_notes: bool,
+    pub attachments: bool,
+}
+
+/// How the outbox must treat a failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// Try again later (5xx, 429, connection refused). `retry_after` is the server's word.
+    Retry { retry_after: Option<Duration> },
+    /// The request may have reached the system (timeout after send, connection reset while
+    /// waiting for the answer): scan for the marker before sending again.
+    Ambiguous,
+    /// Credentials rejected: stays `failed` until an operator fixes them and requeues.
+    Auth,
+    /// Will never succeed (ticket not found, forbidden, rejected payload): `dead`.
+    Permanent,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct SinkError {
+    pub sink: String,
+    pub kind: SinkErrorKind,
+    /// Never contains a secret: sinks build it from status codes and the system's error body.
+    pub message: String,
+}
+
+impl SinkError {
+    pub fn new(sink: &str, kind: SinkErrorKind, message: impl Into<String>) -> Self {
+        Self { sink: sink.to_string(), kind, message: message.into() }
+    }
+
+    /// Classify a transport error from reqwest. A timeout or a broken connection after the
+    /// request was written is ambiguous; a refused connection never reached the system.
+    pub fn from_transport(sink: &str, err: &reqwest::Error) -> Self {
+        let msg = crate::http::describe_transport_error(err);
+        if err.is_connect() {
+            Self::new(sink, SinkErrorKind::Retry { retry_after: None }, msg)
+        } else {
+            Self::new(sink, SinkErrorKind::Ambiguous, msg)
+        }
+    }
+
+    /// Classify an HTTP status the generic way; sinks override for their own quirks.
+    pub fn from_status(sink: &str, status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
+        let body = crate::http::short_body(body);
+        let kind = match status.as_u16() {
+            401 => SinkErrorKind::Auth,
+            408 | 425 | 429 => SinkErrorKind::Retry { retry_after: crate::http::retry_after(headers) },
+            500..=599 => SinkErrorKind::Retry { retry_after: crate::http::retry_after(headers) },
+            _ => SinkErrorKind::Permanent,
+        };
+        let what = match status.as_u16() {
+            401 => "credentials rejected (HTTP 401)".to_string(),
+            403 => "forbidden (HTTP 403): the API user lacks a permission".to_string(),
+            404 => "ticket not found (HTTP 404)".to_string(),
+            s => format!("HTTP {s}"),
+        };
+        let message = if body.is_empty() { what } else { format!("{what}: {body}") };
+        Self::new(sink, kind, message)
+    }
+}
+
+#[async_trait]
+pub trait TicketSink: Send + Sync {
+    /// The configured name of this sink (`redmine`, `webhook`), used in the outbox.
+    fn name(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Look through the ticket's own notes (direct listing, never search) for `marker`.
+    /// Sinks without `marker_scan` return `Ok(None)` and rely on their idempotency key.
+    async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError>;
+
+    /// Write the note onto the ticket.
+    async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError>;
+
+    /// A harmless call proving the sink is reachable and the credentials work.
+    async fn check(&self) -> Result<(), SinkError>;
+}

@@ -1,0 +1,97 @@
+//! Redmine: private note via `PUT /issues/{id}.json` (204), marker scan through
+//! `GET /issues/{id}.json?include=journals`.
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::note::{Note, Visibility};
+
+pub struct RedmineSink {
+    name: String,
+    base: String,
+    key: SecretString,
+    private_notes: bool,
+    http: reqwest::Client,
+}
+
+impl RedmineSink {
+    pub fn new(name: &str, base_url: &str, api_key: SecretString, private_notes: bool, http: reqwest::Client) -> Self {
+        Self { name: name.into(), base: base_url.trim_end_matches('/').to_string(), key: api_key, private_notes, http }
+    }
+
+    fn issue_url(&self, ticket: &str) -> Result<String, SinkError> {
+        // Redmine issue ids are integers; anything else cannot be a Redmine ticket.
+        let id = ticket.trim_start_matches('#');
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(SinkError::new(&self.name, SinkErrorKind::Permanent, format!("ticket {ticket:?} is not a Redmine issue id")));
+        }
+        Ok(format!("{}/issues/{id}.json", self.base))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), SinkError> {
+        let resp = req
+            .header("X-Redmine-API-Key", self.key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| SinkError::from_transport(&self.name, &e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(|e| SinkError::from_transport(&self.name, &e))?;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        let mut err = SinkError::from_status(&self.name, status, &headers, &redmine_errors(&body));
+        if status.as_u16() == 422 {
+            err.message = format!("Redmine rejected the note (HTTP 422): {}", redmine_errors(&body));
+        }
+        Err(err)
+    }
+}
+
+/// Redmine error bodies are `{"errors":["…"]}`.
+fn redmine_errors(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("errors").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")))
+        .unwrap_or_else(|| if body.trim_start().starts_with('<') { String::new() } else { body.to_string() })
+}
+
+#[async_trait]
+impl TicketSink for RedmineSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { marker_scan: true, private_notes: true, attachments: true }
+    }
+
+    async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let url = self.issue_url(ticket)?;
+        let (_, body) = self.send(self.http.get(&url).query(&[("include", "journals")])).await?;
+        let v: Value = serde_json::from_str(&body)
+            .map_err(|e| SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, format!("unreadable issue JSON: {e}")))?;
+        let found = v["issue"]["journals"].as_array().into_iter().flatten().find(|j| j["notes"].as_str().is_some_and(|n| n.contains(marker)));
+        Ok(found.map(|j| format!("issue:{}#journal-{}", ticket.trim_start_matches('#'), j["id"])))
+    }
+
+    async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
+        let url = self.issue_url(ticket)?;
+        let private = note.visibility == Visibility::Internal && self.private_notes;
+        let mut text = note.to_plain_text();
+        // Redmine has no separate attachment visibility for private notes (an upload
+        // lands in a public journal), so attachments go inline.
+        for a in &note.attachments {
+            text.push_str(&format!("\n\n{}:\n<pre>\n{}\n</pre>", a.filename, a.text.replace("</pre>", "&lt;/pre&gt;")));
+        }
+        let body = json!({"issue": {"notes": text, "private_notes": private}});
+        self.send(self.http.put(&url).json(&body)).await?;
+        Ok(format!("issue:{}", ticket.trim_start_matches('#')))
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.send(self.http.get(format!("{}/users/current.json", self.base))).await.map(|_| ())
+    }
+}

@@ -1,0 +1,117 @@
+//! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
+//! committed with its cursor in one transaction.
+
+pub mod teamviewer;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::note::Link;
+use crate::session::NewSession;
+use crate::store::sessions::{self, StoredSession, Upsert};
+use crate::store::{cursors, Store, StoreError};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    pub pages: u64,
+    pub records: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub quarantined: u64,
+    pub vanished: u64,
+    /// The walk reached the last page (false when cancelled between pages).
+    pub complete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{source_name}: {message}")]
+    Vendor { source_name: String, message: String, transient: bool },
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Vendor { transient, .. } => *transient,
+            SourceError::OAuth(crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. }) => true,
+            SourceError::OAuth(_) => false,
+            SourceError::Store(_) => true,
+        }
+    }
+}
+
+/// A record a source could not turn into a session.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub external_id: Option<String>,
+    pub reason: String,
+    pub raw: String,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    fn name(&self) -> &str;
+    /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
+    /// fires (checked between pages, so a page is never half-committed).
+    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError>;
+}
+
+/// Commit one page: sessions, quarantined records and the cursor, in one transaction.
+pub async fn commit_page(
+    store: &Store,
+    source: &str,
+    records: &[Result<NewSession, Rejected>],
+    walk_id: &str,
+    cursor_json: &str,
+    complete: Option<(&str, &str)>,
+    stats: &mut PollStats,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let mut page = PollStats::default();
+    for r in records {
+        match r {
+            Ok(s) => match sessions::upsert(&mut tx, s, Some(walk_id)).await?.1 {
+                Upsert::Inserted => page.inserted += 1,
+                Upsert::Updated => page.updated += 1,
+                Upsert::Unchanged => {}
+            },
+            Err(rej) => {
+                tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
+                sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
+                page.quarantined += 1;
+            }
+        }
+    }
+    if let Some((from, to)) = complete {
+        page.vanished = sessions::mark_vanished(&mut tx, source, from, to, walk_id).await?;
+    }
+    cursors::save(&mut tx, source, cursor_json, complete.is_some()).await?;
+    tx.commit().await?;
+    stats.pages += 1;
+    stats.records += records.len() as u64;
+    stats.inserted += page.inserted;
+    stats.updated += page.updated;
+    stats.quarantined += page.quarantined;
+    stats.vanished += page.vanished;
+    Ok(())
+}
+
+/// Human name of a vendor, for note titles.
+pub fn display_name(vendor: &str) -> &str {
+    match vendor {
+        "teamviewer" => "TeamViewer",
+        other => other,
+    }
+}
+
+/// Vendor links worth putting on a note (reconnect to the device, the vendor's report).
+pub fn links_for(s: &StoredSession) -> Vec<Link> {
+    match s.vendor.as_str() {
+        "teamviewer" => teamviewer::links_for(s),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,379 @@
+//! TeamViewer connection reports (`GET /api/v1/reports/connections`) and service cases
+//! (`POST /api/v1/sessions`). Wire details live in `wire.rs`.
+
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{commit_page, PollStats, Source, SourceError};
+use crate::config::{TeamViewerAuth, TeamViewerConfig};
+use crate::note::Link;
+use crate::oauth::OAuthClient;
+use crate::session::{parse_ts, ts};
+use crate::store::sessions::StoredSession;
+use crate::store::{cursors, sessions, Store};
+use wire::{ConnectionsPage, CreatedSession, ErrorBody, VENDOR};
+
+pub enum Auth {
+    Script(SecretString),
+    OAuth(Arc<OAuthClient>),
+}
+
+/// One HTTP call's failure, classified for the retry policy.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: Option<u16>,
+    pub error: String,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub transient: bool,
+    /// 401 `token_expired` / `invalid_token`: refresh (OAuth) and try once more.
+    pub auth_expired: bool,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "HTTP {s} {}: {}", self.error, self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+pub struct TeamViewerApi {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    max_retries: usize,
+}
+
+impl TeamViewerApi {
+    pub fn new(cfg: &TeamViewerConfig, store: &Store) -> Result<TeamViewerApi, SourceError> {
+        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+        let base = cfg.base_url.trim_end_matches('/').to_string();
+        let cfg_err = |m: crate::config::ConfigError| SourceError::Vendor { source_name: VENDOR.into(), message: m.to_string(), transient: false };
+        let auth = match cfg.auth {
+            TeamViewerAuth::Script => {
+                let tok = cfg.token_secret().map_err(cfg_err)?.ok_or_else(|| SourceError::Vendor {
+                    source_name: VENDOR.into(),
+                    message: "sources.teamviewer.token: missing (token_file or credential teamviewer_token)".into(),
+                    transient: false,
+                })?;
+                Auth::Script(tok)
+            }
+            TeamViewerAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
+        };
+        Ok(TeamViewerApi { http, base, auth, max_retries: 5 })
+    }
+
+    pub fn with_max_retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    async fn bearer(&self) -> Result<(SecretString, i64), SourceError> {
+        match &self.auth {
+            Auth::Script(t) => Ok((t.clone(), 0)),
+            Auth::OAuth(o) => Ok(o.access_token().await?),
+        }
+    }
+
+    /// One request with the shared retry policy: throttling (403 `rate_limit_reached`,
+    /// 429), 5xx and transport errors back off and retry, honouring `Retry-After`; an
+    /// expired OAuth token is refreshed once.
+    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(u16, reqwest::header::HeaderMap, String), SourceError> {
+        let url = format!("{}/api/v1{}", self.base, path);
+        let mut refreshed = false;
+        loop {
+            let (token, generation) = self.bearer().await?;
+            let attempt = || async {
+                let mut req = self.http.request(method.clone(), &url).bearer_auth(token.expose_secret()).query(query);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let resp = req.send().await.map_err(|e| ApiError {
+                    status: None,
+                    error: "transport".into(),
+                    message: crate::http::describe_transport_error(&e),
+                    retry_after: None,
+                    transient: true,
+                    auth_expired: false,
+                })?;
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.map_err(|e| ApiError {
+                    status: Some(status),
+                    error: "transport".into(),
+                    message: crate::http::describe_transport_error(&e),
+                    retry_after: None,
+                    transient: true,
+                    auth_expired: false,
+                })?;
+                if (200..300).contains(&status) {
+                    return Ok((status, headers, text));
+                }
+                Err(classify(status, &headers, &text))
+            };
+            let res = attempt
+                .retry(crate::http::retry_policy(self.max_retries))
+                .when(|e: &ApiError| e.transient)
+                .adjust(|e: &ApiError, dur| match e.retry_after {
+                    // The server's word beats our guess, but not beyond a sane cap.
+                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
+                    None => dur,
+                })
+                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying TeamViewer call"))
+                .await;
+            match res {
+                Ok(ok) => return Ok(ok),
+                Err(e) if e.auth_expired && !refreshed => {
+                    if let Auth::OAuth(o) = &self.auth {
+                        tracing::info!(source = VENDOR, "access token rejected ({}), refreshing", e.error);
+                        o.refresh(generation).await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(vendor_err(&e, path));
+                }
+                Err(e) => return Err(vendor_err(&e, path)),
+            }
+        }
+    }
+
+    pub async fn connections_page(&self, from: DateTime<Utc>, offset_id: Option<&str>) -> Result<ConnectionsPage, SourceError> {
+        let mut q = vec![("from_date", from.format("%Y-%m-%dT%H:%M:%SZ").to_string())];
+        if let Some(o) = offset_id {
+            q.push(("offset_id", o.to_string()));
+        }
+        let (_, _, body) = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
+        serde_json::from_str(&body).map_err(|e| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("GET /reports/connections: malformed page ({e})"),
+            transient: true,
+        })
+    }
+
+    /// `POST /api/v1/sessions`: a service case whose `custom_api` carries the ticket id.
+    pub async fn create_session(&self, body: &Value) -> Result<(CreatedSession, Value), SourceError> {
+        let (_, _, text) = self.call(reqwest::Method::POST, "/sessions", &[], Some(body)).await?;
+        let raw: Value = serde_json::from_str(&text).map_err(|e| SourceError::Vendor { source_name: VENDOR.into(), message: format!("POST /sessions: malformed response ({e})"), transient: false })?;
+        let created: CreatedSession = serde_json::from_value(raw.clone()).map_err(|e| SourceError::Vendor { source_name: VENDOR.into(), message: format!("POST /sessions: {e}"), transient: false })?;
+        Ok((created, raw))
+    }
+
+    pub async fn ping(&self) -> Result<bool, SourceError> {
+        let (_, _, body) = self.call(reqwest::Method::GET, "/ping", &[], None).await?;
+        Ok(serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("token_valid").and_then(Value::as_bool)).unwrap_or(false))
+    }
+
+    pub fn oauth(&self) -> Option<&Arc<OAuthClient>> {
+        match &self.auth {
+            Auth::OAuth(o) => Some(o),
+            Auth::Script(_) => None,
+        }
+    }
+}
+
+pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
+    let cfg_err = |m: String| SourceError::Vendor { source_name: VENDOR.into(), message: m, transient: false };
+    let client_id = cfg.client_id.clone().ok_or_else(|| cfg_err("sources.teamviewer.client_id: required for auth = \"oauth\"".into()))?;
+    let secret = cfg
+        .client_secret()
+        .map_err(|e| cfg_err(e.to_string()))?
+        .ok_or_else(|| cfg_err("sources.teamviewer.client_secret: missing (client_secret_file or credential teamviewer_client_secret)".into()))?;
+    Ok(OAuthClient::new(
+        VENDOR,
+        format!("{}/api/v1/oauth2/token", cfg.base_url.trim_end_matches('/')),
+        cfg.authorize_url.clone(),
+        client_id,
+        secret,
+        cfg.redirect_uri.clone(),
+        http,
+        store.clone(),
+    ))
+}
+
+fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
+    let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+    let error = if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() };
+    let rate_limited = e.error == "rate_limit_reached" || status == 429;
+    let message = if e.error_description.is_empty() { crate::http::short_body(body) } else { crate::http::short_body(&e.error_description) };
+    ApiError {
+        status: Some(status),
+        retry_after: crate::http::retry_after(headers),
+        transient: rate_limited || status >= 500 || status == 408,
+        auth_expired: status == 401 && matches!(e.error.as_str(), "token_expired" | "invalid_token"),
+        error,
+        message,
+    }
+}
+
+fn vendor_err(e: &ApiError, path: &str) -> SourceError {
+    let hint = match e.status {
+        Some(401) => " (token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`)",
+        Some(403) if e.error != "rate_limit_reached" => " (the token lacks a permission, e.g. Connections.Read or Sessions.Create)",
+        _ => "",
+    };
+    SourceError::Vendor { source_name: VENDOR.into(), message: format!("{path}: {e}{hint}"), transient: e.transient }
+}
+
+/// Where the poll stands. A walk in progress is resumed after a restart from its
+/// `offset_id`; a finished walk leaves only the high watermark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cursor {
+    /// Latest `start_date` seen.
+    pub high_watermark: Option<String>,
+    pub walk: Option<Walk>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Walk {
+    pub id: String,
+    pub from: String,
+    pub started_at: String,
+    pub offset_id: Option<String>,
+}
+
+pub struct TeamViewerSource {
+    api: TeamViewerApi,
+    overlap: chrono::Duration,
+    initial_lookback: chrono::Duration,
+    open_max_age: chrono::Duration,
+    name: String,
+}
+
+impl TeamViewerSource {
+    pub fn new(cfg: &TeamViewerConfig, store: &Store) -> Result<Self, SourceError> {
+        Ok(Self::with_api(cfg, TeamViewerApi::new(cfg, store)?))
+    }
+
+    pub fn with_api(cfg: &TeamViewerConfig, api: TeamViewerApi) -> Self {
+        Self {
+            api,
+            overlap: chrono::Duration::minutes(cfg.overlap_minutes as i64),
+            initial_lookback: chrono::Duration::days(cfg.initial_lookback_days as i64),
+            open_max_age: chrono::Duration::hours(cfg.open_session_max_age_hours as i64),
+            name: VENDOR.into(),
+        }
+    }
+
+    pub fn api(&self) -> &TeamViewerApi {
+        &self.api
+    }
+
+    /// Where a new walk starts: the watermark minus the overlap, pulled back to the oldest
+    /// still-running session (filters act on start_date only, so a running session is
+    /// only seen again if the window reaches back to its start).
+    async fn walk_from(&self, store: &Store, cur: &Cursor, now: DateTime<Utc>) -> Result<DateTime<Utc>, SourceError> {
+        let mut from = match cur.high_watermark.as_deref().and_then(parse_ts) {
+            Some(hwm) => hwm - self.overlap,
+            None => now - self.initial_lookback,
+        };
+        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age)).await?.as_deref().and_then(parse_ts) {
+            from = from.min(open);
+        }
+        Ok(from)
+    }
+}
+
+#[async_trait]
+impl Source for TeamViewerSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+        let now = Utc::now();
+        let mut cur: Cursor = match cursors::load(&store.pool, VENDOR).await? {
+            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
+            None => Cursor::default(),
+        };
+        let mut walk = match cur.walk.clone() {
+            Some(w) => {
+                tracing::info!(source = VENDOR, walk = %w.id, "resuming interrupted walk");
+                w
+            }
+            None => Walk {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                from: ts(self.walk_from(store, &cur, now).await?),
+                started_at: ts(now),
+                offset_id: None,
+            },
+        };
+        let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
+        let mut stats = PollStats::default();
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(stats);
+            }
+            let page = self.api.connections_page(from, walk.offset_id.as_deref()).await?;
+            let records: Vec<_> = page.records.iter().map(|r| wire::parse_record(r, Utc::now())).collect();
+            for s in records.iter().flatten() {
+                let st = ts(s.started_at);
+                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
+                    cur.high_watermark = Some(st);
+                }
+            }
+            let more = page.records_remaining.unwrap_or(0) > 0 && page.next_offset.is_some();
+            // A cursor that does not move would loop forever (seen in the wild): end the walk.
+            let stuck = more && page.next_offset.as_deref().map(str::to_ascii_lowercase) == walk.offset_id.as_deref().map(str::to_ascii_lowercase);
+            if stuck {
+                tracing::warn!(source = VENDOR, offset = ?walk.offset_id, "vendor repeated next_offset; ending this walk");
+            }
+            if more && !stuck {
+                walk.offset_id = page.next_offset.clone();
+                cur.walk = Some(walk.clone());
+                commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), None, &mut stats).await?;
+            } else {
+                cur.walk = None;
+                // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
+                let range = (!stuck).then_some((walk.from.as_str(), walk.started_at.as_str()));
+                commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range, &mut stats).await?;
+                stats.complete = true;
+                return Ok(stats);
+            }
+        }
+    }
+}
+
+/// Links for a TeamViewer session note: reconnect to the same device.
+pub fn links_for(s: &StoredSession) -> Vec<Link> {
+    s.device_id
+        .as_deref()
+        .filter(|d| d.chars().all(|c| c.is_ascii_digit()))
+        .map(|d| vec![Link { label: "Connect to this device".into(), url: format!("https://start.teamviewer.com/{d}") }])
+        .unwrap_or_default()
+}
+
+/// The body of `POST /sessions` for a ticket.
+pub fn session_request(cfg: &TeamViewerConfig, ticket: &str, customer_name: Option<&str>, customer_email: Option<&str>) -> Value {
+    let mut body = json!({
+        "description": cfg.description_template.replace("{ticket}", ticket).chars().take(1000).collect::<String>(),
+        "custom_api": json!({"ticket_id": ticket}).to_string(),
+        "valid_until": (Utc::now() + chrono::Duration::hours(cfg.valid_hours.max(1) as i64)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    });
+    match &cfg.group_id {
+        Some(g) => body["groupid"] = json!(g),
+        None => body["groupname"] = json!(cfg.group_name),
+    }
+    if customer_name.is_some() || customer_email.is_some() {
+        let mut c = serde_json::Map::new();
+        if let Some(n) = customer_name {
+            c.insert("name".into(), json!(n.chars().take(100).collect::<String>()));
+        }
+        if let Some(e) = customer_email {
+            c.insert("email".into(), json!(e.chars().take(254).collect::<String>()));
+        }
+        body["end_customer"] = Value::Object(c);
+    }
+    body
+}

@@ -1,0 +1,41 @@
+//! Source cursors, written in the same transaction as the page they describe.
+
+use super::{Result, Tx};
+
+pub async fn load(pool: &sqlx::SqlitePool, source: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = ?").bind(source).fetch_optional(pool).await?)
+}
+
+pub async fn save(tx: &mut Tx<'_>, source: &str, cursor_json: &str, success: bool) -> Result<()> {
+    let now = super::now();
+    sqlx::query(
+        "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(source) DO UPDATE SET cursor_json = excluded.cursor_json, last_poll_at = excluded.last_poll_at,
+           last_success_at = COALESCE(excluded.last_success_at, source_cursors.last_success_at),
+           last_error = CASE WHEN excluded.last_success_at IS NOT NULL THEN NULL ELSE source_cursors.last_error END,
+           updated_at = excluded.updated_at",
+    )
+    .bind(source)
+    .bind(cursor_json)
+    .bind(&now)
+    .bind(if success { Some(now.clone()) } else { None })
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_error(pool: &sqlx::SqlitePool, source: &str, error: &str) -> Result<()> {
+    let now = super::now();
+    sqlx::query(
+        "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_error, updated_at) VALUES (?, '{}', ?, ?, ?)
+         ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at, last_error = excluded.last_error, updated_at = excluded.updated_at",
+    )
+    .bind(source)
+    .bind(&now)
+    .bind(error)
+    .bind(&now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

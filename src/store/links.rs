@@ -1,0 +1,94 @@
+//! Ticket links (sessions created for a ticket, manual links) and matches.
+
+use serde_json::json;
+
+use super::audit::{self, Event};
+use super::{Result, Tx};
+use crate::session::normalize_code;
+
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq, Eq)]
+pub struct TicketLink {
+    pub id: i64,
+    pub vendor: String,
+    pub session_code: String,
+    pub session_code_norm: String,
+    pub ticket_id: String,
+    pub kind: String,
+    pub created_at: String,
+}
+
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    vendor: &str,
+    code: &str,
+    ticket: &str,
+    kind: &str,
+    details: Option<&serde_json::Value>,
+    created_by: Option<&str>,
+) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ticket_links (vendor, session_code, session_code_norm, ticket_id, kind, details_json, created_at, created_by)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(vendor)
+    .bind(code)
+    .bind(normalize_code(code))
+    .bind(ticket)
+    .bind(kind)
+    .bind(details.map(|d| d.to_string()))
+    .bind(super::now())
+    .bind(created_by)
+    .fetch_one(&mut **tx)
+    .await?;
+    audit::append(
+        tx,
+        Event {
+            kind: "link_created",
+            vendor: Some(vendor),
+            ticket_id: Some(ticket),
+            detail: Some(json!({"link_id": id, "kind": kind, "session_code": code})),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Links whose code equals the session's code or its external id (manual links may name either).
+pub async fn for_session(pool: &sqlx::SqlitePool, code_norm: Option<&str>, external_id: &str) -> Result<Vec<TicketLink>> {
+    Ok(sqlx::query_as(
+        "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
+         WHERE session_code_norm = ? OR session_code_norm = ? ORDER BY id",
+    )
+    .bind(code_norm.unwrap_or("\u{0}"))
+    .bind(normalize_code(external_id))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn record_match(tx: &mut Tx<'_>, session_id: i64, vendor: &str, ticket: &str, rule: &str, detail: &str) -> Result<bool> {
+    let res = sqlx::query("INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(session_id)
+        .bind(ticket)
+        .bind(rule)
+        .bind(detail)
+        .bind(super::now())
+        .execute(&mut **tx)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Ok(false);
+    }
+    audit::append(
+        tx,
+        Event {
+            kind: "session_matched",
+            vendor: Some(vendor),
+            session_id: Some(session_id),
+            ticket_id: Some(ticket),
+            detail: Some(json!({"rule": rule, "detail": detail})),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,258 @@
+//! The outbox: `pending → sending → delivered | failed | dead`, each move committed
+//! before the network call that follows it.
+
+use serde_json::json;
+
+use super::audit::{self, Event};
+use super::{Result, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    pub sink: String,
+    pub ticket_id: String,
+    pub session_id: Option<i64>,
+    pub kind: String,
+    pub marker: String,
+    pub note_json: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub remote_ref: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at";
+
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue(
+    tx: &mut Tx<'_>,
+    sink: &str,
+    ticket: &str,
+    session_id: Option<i64>,
+    link_id: Option<i64>,
+    kind: &str,
+    marker: &str,
+    note_json: &str,
+) -> Result<Option<i64>> {
+    let now = super::now();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO deliveries (sink, ticket_id, session_id, link_id, kind, marker, note_json, next_attempt_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, marker) DO NOTHING RETURNING id",
+    )
+    .bind(sink)
+    .bind(ticket)
+    .bind(session_id)
+    .bind(link_id)
+    .bind(kind)
+    .bind(marker)
+    .bind(note_json)
+    .bind(&now)
+    .bind(&now)
+    .bind(&now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = id {
+        audit::append(
+            tx,
+            Event {
+                kind: "delivery_enqueued",
+                session_id,
+                ticket_id: Some(ticket),
+                delivery_id: Some(id),
+                detail: Some(json!({"sink": sink, "kind": kind, "marker": marker})),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    Ok(id)
+}
+
+/// Deliveries found in `sending` at start-up were interrupted: back to `pending`. Their
+/// attempt count is already above zero, so the next attempt scans for the marker first.
+pub async fn recover_sending(store: &super::Store) -> Result<u64> {
+    let mut tx = store.begin().await?;
+    let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, ticket_id FROM deliveries WHERE state = 'sending'").fetch_all(&mut *tx).await?;
+    let now = super::now();
+    for (id, ticket) in &ids {
+        sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?").bind(&now).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE delivery_attempts SET finished_at = ?, outcome = 'interrupted' WHERE delivery_id = ? AND finished_at IS NULL")
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit::append(&mut tx, Event { kind: "delivery_interrupted", ticket_id: Some(ticket), delivery_id: Some(*id), ..Default::default() }).await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
+/// Claim up to `limit` due deliveries, at most one per (sink, ticket) and never one that
+/// has an older undelivered sibling, so notes land on a ticket in the order they were queued.
+pub async fn claim_due(store: &super::Store, limit: i64) -> Result<Vec<Delivery>> {
+    let mut tx = store.begin().await?;
+    let now = super::now();
+    let rows: Vec<Delivery> = sqlx::query_as(&format!(
+        "SELECT {COLS} FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+         AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.sink = d.sink AND o.ticket_id = d.ticket_id AND o.id < d.id
+                         AND o.state IN ('pending', 'sending'))
+         ORDER BY d.id LIMIT ?"
+    ))
+    .bind(&now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for mut d in rows {
+        d.attempts += 1;
+        d.state = "sending".into();
+        sqlx::query("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
+            .bind(d.attempts)
+            .bind(&now)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, started_at) VALUES (?, ?, ?)")
+            .bind(d.id)
+            .bind(d.attempts)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        audit::append(
+            &mut tx,
+            Event {
+                kind: "delivery_attempted",
+                session_id: d.session_id,
+                ticket_id: Some(&d.ticket_id),
+                delivery_id: Some(d.id),
+                detail: Some(json!({"sink": d.sink, "attempt": d.attempts})),
+                ..Default::default()
+            },
+        )
+        .await?;
+        out.push(d);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered { remote_ref: String, found_existing: bool },
+    Retry { next_attempt_at: String, error: String, ambiguous: bool },
+    Failed { error: String },
+    Dead { error: String },
+}
+
+pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Result<()> {
+    let mut tx = store.begin().await?;
+    finish_in(&mut tx, d, outcome).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<()> {
+    let now = super::now();
+    let (state, kind, attempt_outcome, detail) = match outcome {
+        Outcome::Delivered { remote_ref, found_existing } => {
+            sqlx::query("UPDATE deliveries SET state = 'delivered', remote_ref = ?, last_error = NULL, delivered_at = ?, updated_at = ? WHERE id = ?")
+                .bind(remote_ref)
+                .bind(&now)
+                .bind(&now)
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
+            let o = if *found_existing { "found_existing" } else { "delivered" };
+            ("delivered", "delivery_delivered", o, json!({"sink": d.sink, "remote_ref": remote_ref, "found_existing": found_existing}))
+        }
+        Outcome::Retry { next_attempt_at, error, ambiguous } => {
+            sqlx::query("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(&now)
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
+            let o = if *ambiguous { "ambiguous" } else { "retry" };
+            ("pending", "delivery_retry_scheduled", o, json!({"sink": d.sink, "error": error, "next_attempt_at": next_attempt_at}))
+        }
+        Outcome::Failed { error } => {
+            sqlx::query("UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
+                .bind(error)
+                .bind(&now)
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
+            ("failed", "delivery_failed", "failed", json!({"sink": d.sink, "error": error}))
+        }
+        Outcome::Dead { error } => {
+            sqlx::query("UPDATE deliveries SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?")
+                .bind(error)
+                .bind(&now)
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
+            ("dead", "delivery_dead", "dead", json!({"sink": d.sink, "error": error}))
+        }
+    };
+    let _ = state;
+    sqlx::query("UPDATE delivery_attempts SET finished_at = ?, outcome = ?, detail = ? WHERE delivery_id = ? AND attempt = ?")
+        .bind(&now)
+        .bind(attempt_outcome)
+        .bind(detail.to_string())
+        .bind(d.id)
+        .bind(d.attempts)
+        .execute(&mut **tx)
+        .await?;
+    audit::append(
+        tx,
+        Event { kind, session_id: d.session_id, ticket_id: Some(&d.ticket_id), delivery_id: Some(d.id), detail: Some(detail), ..Default::default() },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list(pool: &sqlx::SqlitePool, state: Option<&str>) -> Result<Vec<Delivery>> {
+    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id"))
+        .bind(state)
+        .bind(state)
+        .fetch_all(pool)
+        .await?)
+}
+
+pub async fn get(pool: &sqlx::SqlitePool, id: i64) -> Result<Option<Delivery>> {
+    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?")).bind(id).fetch_optional(pool).await?)
+}
+
+/// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
+/// attempt scans for the marker before posting.
+pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
+    let mut tx = store.begin().await?;
+    let row: Option<(String, String)> = sqlx::query_as("SELECT state, ticket_id FROM deliveries WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+    let Some((state, ticket)) = row else { return Ok(None) };
+    if state != "failed" && state != "dead" {
+        return Ok(Some(state));
+    }
+    let now = super::now();
+    sqlx::query("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?")
+        .bind(&now)
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::append(&mut tx, Event { kind: "delivery_requeued", ticket_id: Some(&ticket), delivery_id: Some(id), detail: Some(json!({"from": state})), ..Default::default() }).await?;
+    tx.commit().await?;
+    Ok(Some("pending".into()))
+}
+
+/// Oldest pending delivery's creation time (for health and the demo).
+pub async fn counts_by_state(pool: &sqlx::SqlitePool) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state").fetch_all(pool).await?)
+}
+
+pub async fn next_due_at(pool: &sqlx::SqlitePool) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'").fetch_one(pool).await?)
+}

@@ -1,0 +1,246 @@
+//! Sessions: upsert by (vendor, external id), quarantine, vanished detection.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::audit::{self, Event};
+use super::{Result, Tx};
+use crate::session::{normalize_code, ts, NewSession};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Inserted,
+    Updated,
+    Unchanged,
+}
+
+/// Insert or update one session; every insert or change is an audit event.
+pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> Result<(i64, Upsert)> {
+    let now = super::now();
+    let hash = hex::encode(Sha256::digest(s.raw_json.as_bytes()));
+    let existing: Option<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT id, content_hash, vanished_at FROM sessions WHERE vendor = ? AND external_id = ?")
+            .bind(&s.vendor)
+            .bind(&s.external_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let code_norm = s.session_code.as_deref().map(normalize_code);
+    match existing {
+        Some((id, old_hash, vanished)) if old_hash == hash => {
+            sqlx::query("UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL WHERE id = ?")
+                .bind(&now)
+                .bind(walk_id)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            if vanished.is_some() {
+                audit::append(tx, Event { kind: "session_reappeared", vendor: Some(&s.vendor), session_id: Some(id), ..Default::default() }).await?;
+            }
+            Ok((id, Upsert::Unchanged))
+        }
+        Some((id, _, _)) => {
+            sqlx::query(
+                "UPDATE sessions SET session_code = ?, session_code_norm = ?, technician = ?, technician_id = ?, device = ?,
+                 device_id = ?, group_name = ?, started_at = ?, ended_at = ?, duration_s = ?, notes = ?, description = ?,
+                 custom_api = ?, customer_name = ?, customer_email = ?, raw_json = ?, content_hash = ?,
+                 revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
+                 WHERE id = ?",
+            )
+            .bind(&s.session_code)
+            .bind(&code_norm)
+            .bind(&s.technician)
+            .bind(&s.technician_id)
+            .bind(&s.device)
+            .bind(&s.device_id)
+            .bind(&s.group_name)
+            .bind(ts(s.started_at))
+            .bind(s.ended_at.map(ts))
+            .bind(s.duration_s())
+            .bind(&s.notes)
+            .bind(&s.description)
+            .bind(&s.custom_api)
+            .bind(&s.customer_name)
+            .bind(&s.customer_email)
+            .bind(&s.raw_json)
+            .bind(&hash)
+            .bind(&now)
+            .bind(walk_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            audit::append(
+                tx,
+                Event {
+                    kind: "session_updated",
+                    vendor: Some(&s.vendor),
+                    session_id: Some(id),
+                    detail: Some(json!({"external_id": s.external_id, "content_hash": hash, "ended": s.ended_at.is_some()})),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            Ok((id, Upsert::Updated))
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+                 device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+                 customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&s.vendor)
+            .bind(&s.external_id)
+            .bind(&s.session_code)
+            .bind(&code_norm)
+            .bind(&s.technician)
+            .bind(&s.technician_id)
+            .bind(&s.device)
+            .bind(&s.device_id)
+            .bind(&s.group_name)
+            .bind(ts(s.started_at))
+            .bind(s.ended_at.map(ts))
+            .bind(s.duration_s())
+            .bind(&s.notes)
+            .bind(&s.description)
+            .bind(&s.custom_api)
+            .bind(&s.customer_name)
+            .bind(&s.customer_email)
+            .bind(&s.raw_json)
+            .bind(&hash)
+            .bind(&now)
+            .bind(&now)
+            .bind(walk_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            audit::append(
+                tx,
+                Event {
+                    kind: "session_seen",
+                    vendor: Some(&s.vendor),
+                    session_id: Some(id),
+                    detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            Ok((id, Upsert::Inserted))
+        }
+    }
+}
+
+pub async fn quarantine(tx: &mut Tx<'_>, source: &str, external_id: Option<&str>, reason: &str, raw: &str) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO quarantine (source, external_id, reason, raw, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(source)
+    .bind(external_id)
+    .bind(reason)
+    .bind(raw)
+    .bind(super::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    audit::append(
+        tx,
+        Event { kind: "record_quarantined", vendor: Some(source), detail: Some(json!({"quarantine_id": id, "external_id": external_id, "reason": reason})), ..Default::default() },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// After a complete walk from `from`: sessions the vendor no longer returns are marked
+/// vanished (never deleted: the audit history keeps what was seen).
+pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, walk_id: &str) -> Result<u64> {
+    let ids: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, external_id FROM sessions WHERE vendor = ? AND started_at >= ? AND started_at < ? AND vanished_at IS NULL
+         AND (last_walk_id IS NULL OR last_walk_id != ?)",
+    )
+    .bind(vendor)
+    .bind(from)
+    .bind(to)
+    .bind(walk_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let now = super::now();
+    for (id, ext) in &ids {
+        sqlx::query("UPDATE sessions SET vanished_at = ? WHERE id = ?").bind(&now).bind(id).execute(&mut **tx).await?;
+        audit::append(tx, Event { kind: "session_vanished", vendor: Some(vendor), session_id: Some(*id), detail: Some(json!({"external_id": ext})), ..Default::default() }).await?;
+    }
+    Ok(ids.len() as u64)
+}
+
+/// The earliest start of a still-running session younger than `min_start`, so the next
+/// poll window reaches back to it (TeamViewer filters on start_date only).
+pub async fn earliest_open_start(pool: &sqlx::SqlitePool, vendor: &str, min_start: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(started_at) FROM sessions WHERE vendor = ? AND ended_at IS NULL AND vanished_at IS NULL AND started_at >= ?",
+    )
+    .bind(vendor)
+    .bind(min_start)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// A stored session as the matcher and the note renderer see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredSession {
+    pub id: i64,
+    pub vendor: String,
+    pub external_id: String,
+    pub session_code: Option<String>,
+    pub session_code_norm: Option<String>,
+    pub technician: Option<String>,
+    pub device: Option<String>,
+    pub device_id: Option<String>,
+    pub group_name: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_s: Option<i64>,
+    pub notes: Option<String>,
+    pub description: Option<String>,
+    pub custom_api: Option<String>,
+    pub customer_name: Option<String>,
+    pub revision: i64,
+}
+
+const SESSION_COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_code_norm, s.technician, s.device, s.device_id,
+    s.group_name, s.started_at, s.ended_at, s.duration_s, s.notes, s.description, s.custom_api, s.customer_name, s.revision";
+
+/// Ended sessions without a match, oldest first.
+pub async fn unmatched_ended(pool: &sqlx::SqlitePool, after_id: i64, limit: i64) -> Result<Vec<StoredSession>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
+         WHERE m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL AND s.id > ?
+         ORDER BY s.id LIMIT ?"
+    ))
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every session without a match (running ones included), for `ticketsync unmatched`.
+pub async fn unmatched_all(pool: &sqlx::SqlitePool) -> Result<Vec<StoredSession>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
+         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?)
+}
+
+/// Ended, unmatched sessions the matcher has not examined at their current revision.
+pub async fn to_match(pool: &sqlx::SqlitePool, limit: i64) -> Result<Vec<StoredSession>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
+         WHERE m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL
+           AND (s.match_checked_rev IS NULL OR s.match_checked_rev < s.revision)
+         ORDER BY s.id LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
