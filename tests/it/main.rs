@@ -1,0 +1,8 @@
+//! Integration tests: one binary (one link step) with a module per area.
+
+mod cli;
+mod crash;
+mod pipeline;
+mod sinks;
+mod support;
+mod teamviewer;
