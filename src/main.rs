@@ -9,9 +9,10 @@ use ticketsync::cli::{Cli, Command, SessionCommand};
 use ticketsync::config::Config;
 use ticketsync::store::outbox;
 
-fn init_logging() {
+fn init_logging(quiet: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
+    let default = if quiet { "warn" } else { "info,sqlx=warn,hyper=warn,reqwest=warn" };
+    let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("TICKETSYNC_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
@@ -26,7 +27,8 @@ fn init_logging() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Interactive one-shot commands print their own summary; the daemon logs.
+    init_logging(!matches!(cli.command, Command::Run | Command::SyncOnce));
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -50,8 +50,14 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
     if let Some(n) = s.notes.as_deref().filter(|n| !n.trim().is_empty()) {
         body.push_str(&format!("Technician notes: {}\n", n.trim()));
     }
+    let duration = s.duration_s.map(human_duration).unwrap_or_else(|| "running".into());
+    let title = match (&s.session_code, &s.device) {
+        (Some(c), _) => format!("{vendor} session {c} ({duration})"),
+        (None, Some(d)) => format!("{vendor} connection to {d} ({duration})"),
+        (None, None) => format!("{vendor} connection ({duration})"),
+    };
     Note {
-        title: format!("{vendor} session {code} ({})", s.duration_s.map(human_duration).unwrap_or_else(|| "running".into())),
+        title,
         fields,
         links: links_for(s),
         body: (!body.is_empty()).then_some(body),

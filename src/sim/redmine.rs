@@ -24,6 +24,8 @@ struct Inner {
     issues: BTreeMap<u64, Vec<Journal>>,
     next_journal: u64,
     puts: usize,
+    /// Latency added to every answer (after the write is applied), like a slow server.
+    delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -59,6 +61,18 @@ impl RedmineSim {
 
     pub fn journals(&self, issue: u64) -> Vec<Journal> {
         self.inner.lock().expect("sim lock").issues.get(&issue).cloned().unwrap_or_default()
+    }
+
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.inner.lock().expect("sim lock").delay = d;
+    }
+
+    /// Create more issues (ticket ids) after start.
+    pub fn add_issues(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut g = self.inner.lock().expect("sim lock");
+        for i in ids {
+            g.issues.entry(i).or_default();
+        }
     }
 
     pub fn put_count(&self) -> usize {
@@ -104,13 +118,21 @@ async fn put_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderM
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": ["Invalid JSON"]}))).into_response();
     };
-    let mut g = s.inner.lock().expect("sim lock");
-    g.puts += 1;
-    let jid = g.next_journal;
-    let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
-    if let Some(notes) = v["issue"]["notes"].as_str().filter(|n| !n.is_empty()) {
-        journals.push(Journal { id: jid, notes: notes.to_string(), private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false) });
-        g.next_journal += 1;
+    let delay = {
+        let mut g = s.inner.lock().expect("sim lock");
+        g.puts += 1;
+        let jid = g.next_journal;
+        let delay = g.delay;
+        let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+        if let Some(notes) = v["issue"]["notes"].as_str().filter(|n| !n.is_empty()) {
+            journals.push(Journal { id: jid, notes: notes.to_string(), private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false) });
+            g.next_journal += 1;
+        }
+        delay
+    };
+    // The note is already applied: a client killed or timing out now is the duplicate window.
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     StatusCode::NO_CONTENT.into_response()
 }
