@@ -182,8 +182,13 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
     if chrono::Utc::now() - created > policy.give_up_after {
         return Outcome::Failed { error: format!("{error} (still failing after {} h; requeue with `ticketsync retry {}`)", policy.give_up_after.num_hours(), d.id) };
     }
-    // The server's Retry-After is honoured exactly (never earlier); otherwise back off.
-    let wait = retry_after.unwrap_or_else(|| crate::http::outbox_backoff(d.attempts as u32, policy.base_backoff, policy.max_backoff));
+    // The server's Retry-After is honoured (never earlier); otherwise back off. A Retry-After
+    // of zero (or an HTTP date already past, e.g. clock skew) still waits a little: the row
+    // would be due at once and `deliver_due` would re-claim it in a tight loop.
+    let wait = match retry_after {
+        Some(r) => r.max(policy.base_backoff.min(Duration::from_secs(1))),
+        None => crate::http::outbox_backoff(d.attempts as u32, policy.base_backoff, policy.max_backoff),
+    };
     let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
     Outcome::Retry { next_attempt_at: crate::session::ts(next), error, ambiguous }
 }

@@ -3,7 +3,7 @@
 //! code paths as production. The wire format follows `shared/vendor-apis/teamviewer.md`.
 //!
 //! Records are kept as pre-serialised JSON in a `Vec` sorted by `(start_date, id)`: a page is a
-//! binary search plus a memcpy of at most `page_size` strings, which keeps 1M records cheap.
+//! binary search plus copying at most `page_size` strings, which keeps 1M records cheap.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
@@ -44,28 +44,24 @@ const GROUPS: [(&str, &str); 4] = [
     ("g272032547", "Servers"),
     ("", ""),
 ];
-const CUSTOMERS: [&str; 6] = [
+const CUSTOMERS: [&str; 4] = [
     "Peter Niedhelp",
     "Maria Gonzalez",
     "Kenji Watanabe",
     "Aisha Okafor",
-    "Lars Nilsson",
-    "Chloe Martin",
 ];
-const PROBLEMS: [&str; 8] = [
+const PROBLEMS: [&str; 6] = [
     "printer offline",
     "VPN drops every hour",
     "Outlook keeps asking for password",
     "laptop very slow",
-    "cannot open shared drive",
     "second monitor not detected",
-    "Teams audio crackling",
     "blue screen after update",
 ];
 const LOG_CAP: usize = 100_000;
 const CODE_VALIDITY: Duration = Duration::from_secs(600);
 
-/// Codes are illustrative except token_expired=1, which is the only one the vendor documents.
+// Codes are illustrative except token_expired=1, the only one the vendor documents (§3.4).
 const E_EXPIRED: u32 = 1;
 const E_INVALID_TOKEN: u32 = 2;
 const E_INVALID_REQUEST: u32 = 3;
@@ -116,8 +112,9 @@ pub struct Fault {
 
 impl Fault {
     pub fn new(path_prefix: impl Into<String>, status: u16) -> Fault {
+        let path_prefix = path_prefix.into();
         Fault {
-            path_prefix: path_prefix.into(),
+            path_prefix,
             times: 1,
             status,
             ..Fault::default()
@@ -143,18 +140,17 @@ pub struct RequestLog {
     pub query: String,
     /// An `Authorization` header was present (valid or not).
     pub authorized: bool,
-    /// `token_fingerprint` of the bearer token, so tests can tell tokens apart without storing them.
+    /// `token_fingerprint` of the bearer token, so tests can tell tokens apart without keeping them.
     pub token: Option<String>,
     /// 0 while the request is still being answered (or if the client hung up first).
     pub status: u16,
 }
 
-/// Short stable digest of a token (FNV-1a, top 32 bits); not reversible to the token.
+/// Short stable digest of a token (FNV-1a, top 32 bits); it cannot be turned back into the token.
 pub fn token_fingerprint(token: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in token.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     format!("{:08x}", h >> 32)
 }
@@ -179,6 +175,71 @@ impl Inner {
     }
 }
 
+/// An error in the vendor's body format (spec §3.4).
+struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    desc: String,
+    code: u32,
+}
+
+type Reply = Result<Response, ApiError>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({ "error": self.error, "error_description": self.desc, "error_code": self.code });
+        let mut resp = (self.status, Json(body)).into_response();
+        // Token problems carry the Bearer challenge (§3.4); a bad OAuth client is not one.
+        if self.status == StatusCode::UNAUTHORIZED && self.error != "invalid_client" {
+            let bearer = HeaderValue::from_static("Bearer");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, bearer);
+        }
+        resp
+    }
+}
+
+fn api_err(
+    status: StatusCode,
+    error: &'static str,
+    desc: impl Into<String>,
+    code: u32,
+) -> ApiError {
+    ApiError {
+        status,
+        error,
+        desc: desc.into(),
+        code,
+    }
+}
+
+fn bad(desc: impl Into<String>) -> ApiError {
+    api_err(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        desc,
+        E_INVALID_REQUEST,
+    )
+}
+
+fn not_found(what: &str) -> ApiError {
+    api_err(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{what} does not exist"),
+        E_NOT_FOUND,
+    )
+}
+
+fn invalid_token(desc: &str) -> ApiError {
+    api_err(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        desc,
+        E_INVALID_TOKEN,
+    )
+}
+
 // `raw` only orders records whose start_date is missing or unparseable; those sort first so the
 // date-filter ranges stay contiguous.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -188,7 +249,7 @@ struct Key {
     id: Arc<str>,
 }
 
-#[derive(Default)]
+/// Filterable fields, extracted once so that filtered scans over 1M records never parse JSON.
 struct Fields {
     username: Option<Box<str>>,
     userid: Option<Box<str>>,
@@ -205,43 +266,39 @@ struct Rec {
     f: Fields,
 }
 
+fn loose_text(v: Option<&Value>) -> Option<Box<str>> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(s.as_str().into()),
+        other => Some(other.to_string().into()),
+    }
+}
+
 impl Rec {
     fn new(v: &Value) -> Rec {
-        let text = |k: &str| -> Option<Box<str>> {
-            match v.get(k)? {
-                Value::String(s) => Some(s.as_str().into()),
-                Value::Null => None,
-                other => Some(other.to_string().into()),
-            }
-        };
         let id: Arc<str> = match v.get("id") {
             Some(Value::String(s)) => s.to_lowercase().into(),
-            None | Some(Value::Null) => "".into(),
-            Some(other) => other.to_string().into(),
+            other => loose_text(other).unwrap_or_default().into(),
         };
         let (start, raw) = match v.get("start_date") {
             Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
                 Ok(d) => (Some(d.with_timezone(&Utc)), "".into()),
                 Err(_) => (None, s.as_str().into()),
             },
-            None | Some(Value::Null) => (None, "".into()),
-            Some(other) => (None, other.to_string().into()),
+            other => (None, loose_text(other).unwrap_or_default()),
         };
-        let sst = match v.get("support_session_type") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        };
+        let text = |k: &str| loose_text(v.get(k));
+        let code = text("session_code")
+            .map(|c| norm_code(&c))
+            .filter(|c| !c.is_empty());
         let f = Fields {
             username: text("username"),
             userid: text("userid"),
             groupid: text("groupid"),
             devicename: text("devicename"),
             deviceid: text("deviceid"),
-            code: text("session_code")
-                .map(|c| norm_code(&c).into())
-                .filter(|c: &Box<str>| !c.is_empty()),
-            sst,
+            code: code.map(String::into_boxed_str),
+            sst: text("support_session_type").and_then(|t| t.trim().parse().ok()),
         };
         Rec {
             key: Key { start, raw, id },
@@ -269,6 +326,7 @@ struct AuthCode {
     client_id: Option<String>,
 }
 
+#[derive(Default)]
 struct St {
     recs: Vec<Rec>,
     by_id: HashMap<Arc<str>, Key>,
@@ -290,31 +348,6 @@ struct St {
 }
 
 impl St {
-    fn new() -> St {
-        St {
-            recs: Vec::new(),
-            by_id: HashMap::new(),
-            deleted: HashMap::new(),
-            generation: 0,
-            cache: Vec::new(),
-            faults: VecDeque::new(),
-            log: VecDeque::new(),
-            log_seq: 0,
-            access: HashMap::new(),
-            refresh: HashSet::new(),
-            codes: HashMap::new(),
-            rate_limit: None,
-            calls: 0,
-            refresh_count: 0,
-            sessions: Vec::new(),
-            groups: GROUPS
-                .iter()
-                .filter(|(id, _)| !id.is_empty())
-                .map(|(id, name)| (id.to_string(), name.to_string()))
-                .collect(),
-        }
-    }
-
     fn index(&mut self, key: &Key) {
         if !key.id.is_empty() {
             self.deleted.remove(&key.id);
@@ -331,27 +364,24 @@ impl St {
     }
 
     fn position(&self, id: &str) -> Option<usize> {
-        let key = self.by_id.get(id)?;
+        let key = self.by_id.get(id.to_lowercase().as_str())?;
         let pos = self.recs.partition_point(|r| r.key < *key);
         (pos < self.recs.len() && self.recs[pos].key == *key).then_some(pos)
     }
 
     fn take(&mut self, id: &str) -> Option<Rec> {
-        let pos = self.position(&id.to_lowercase())?;
-        self.generation += 1;
-        let rec = self.recs.remove(pos);
+        let rec = self.recs.remove(self.position(id)?);
         self.by_id.remove(&rec.key.id);
+        self.generation += 1;
         Some(rec)
     }
 
     fn delete(&mut self, id: &str) -> bool {
-        match self.take(id) {
-            Some(rec) => {
-                self.deleted.insert(rec.key.id.clone(), rec.key);
-                true
-            }
-            None => false,
-        }
+        let Some(rec) = self.take(id) else {
+            return false;
+        };
+        self.deleted.insert(rec.key.id.clone(), rec.key);
+        true
     }
 
     fn update(&mut self, id: &str, patch: &Value) -> bool {
@@ -374,31 +404,27 @@ impl St {
 
     fn selection(&mut self, f: &ConnFilter) -> Sel {
         let malformed = self.recs.partition_point(|r| r.key.start.is_none());
-        let lo = match f.from {
+        let bound = |t: Option<DateTime<Utc>>, none: usize| match t {
             Some(t) => self.recs.partition_point(|r| r.key.start < Some(t)),
-            None => malformed,
+            None => none,
         };
-        let hi = match f.to {
-            Some(t) => self.recs.partition_point(|r| r.key.start < Some(t)),
-            None => self.recs.len(),
-        };
+        let lo = bound(f.from, malformed);
+        let hi = bound(f.to, self.recs.len()).max(lo);
         // Malformed start dates are always returned so the client gets to quarantine them.
-        let ranges = [0..malformed, lo..hi.max(lo)];
+        let ranges = [0..malformed, lo..hi];
         if !f.has_field_filters() {
             return Sel::Ranges(ranges);
         }
-        let sig = format!("{f:?}");
-        let generation = self.generation;
-        if let Some((_, _, hit)) = self
+        let (sig, generation) = (format!("{f:?}"), self.generation);
+        let cached = self
             .cache
             .iter()
-            .find(|(s, g, _)| *g == generation && *s == sig)
-        {
-            return Sel::Indices(hit.clone());
+            .find(|(s, g, _)| *g == generation && *s == sig);
+        if let Some((_, _, hits)) = cached {
+            return Sel::Indices(hits.clone());
         }
-        let hits: Vec<u32> = ranges
-            .iter()
-            .flat_map(|r| r.clone())
+        let hits = ranges.iter().flat_map(|r| r.clone());
+        let hits: Vec<u32> = hits
             .filter(|&i| f.matches(&self.recs[i].f))
             .map(|i| i as u32)
             .collect();
@@ -416,28 +442,26 @@ impl St {
         f: &ConnFilter,
         offset: Option<&str>,
         page: usize,
-        strip_devicename: bool,
-    ) -> Result<String, Response> {
+        strip: bool,
+    ) -> Result<String, ApiError> {
         let sel = self.selection(f);
         let first = match offset {
             None => 0,
             Some(id) => {
                 let key = self.by_id.get(id).or_else(|| self.deleted.get(id));
-                let Some(key) = key else {
-                    return Err(bad_request("offset_id does not name a known report"));
-                };
+                let key = key.ok_or_else(|| bad("offset_id does not name a known report"))?;
                 sel.rank(self.recs.partition_point(|r| r.key <= *key))
             }
         };
         let end = (first + page).min(sel.len());
-        let mut out = String::with_capacity(64 + (end - first.min(end)) * 600);
+        let mut out = String::with_capacity(64 + end.saturating_sub(first) * 600);
         out.push_str("{\"records\":[");
-        for (n, k) in (first..end).enumerate() {
-            if n > 0 {
+        for k in first..end {
+            if k > first {
                 out.push(',');
             }
             let rec = &self.recs[sel.get(k)];
-            if strip_devicename && rec.f.devicename.is_some() {
+            if strip && rec.f.devicename.is_some() {
                 let mut v: Value = serde_json::from_str(&rec.json).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut v {
                     m.remove("devicename");
@@ -450,16 +474,15 @@ impl St {
         out.push(']');
         if end < sel.len() {
             let last: Value =
-                serde_json::from_str(&self.recs[sel.get(end - 1)].json).unwrap_or(Value::Null);
+                serde_json::from_str(&self.recs[sel.get(end - 1)].json).unwrap_or_default();
             // A record without an id yields "", which the client's repeated-cursor guard catches.
             let next = match last.get("id") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+                other => loose_text(other).unwrap_or_default().into(),
             };
+            let remaining = sel.len() - end;
             out.push_str(&format!(
-                ",\"records_remaining\":{},\"next_offset\":{}",
-                sel.len() - end,
+                ",\"records_remaining\":{remaining},\"next_offset\":{}",
                 Value::String(next)
             ));
         }
@@ -484,8 +507,9 @@ impl St {
         let access = new_token();
         let refresh = refresh.unwrap_or_else(new_token);
         self.refresh.insert(refresh.clone());
+        let expires_at = Instant::now().checked_add(opts.access_token_ttl);
         let token = AccessToken {
-            expires_at: Instant::now().checked_add(opts.access_token_ttl),
+            expires_at,
             expired: false,
             refresh: refresh.clone(),
         };
@@ -499,7 +523,7 @@ impl St {
     }
 
     fn rate_limited(&mut self) -> Option<Response> {
-        let (every, too_many) = match &self.rate_limit {
+        let (every, retry_after) = match &self.rate_limit {
             None => return None,
             Some(RateLimit::Forbidden { every_nth }) => (*every_nth, None),
             Some(RateLimit::TooMany {
@@ -508,78 +532,72 @@ impl St {
             }) => (*every_nth, Some(retry_after.clone())),
         };
         self.calls += 1;
-        if every == 0 || self.calls % every != 0 {
+        if every == 0 || !self.calls.is_multiple_of(every) {
             return None;
         }
-        let body = json!({
+        let body = Json(json!({
             "error": "rate_limit_reached",
             "error_description": "Too many calls to a single function with the same access token.",
             "error_code": E_RATE_LIMIT,
             "error_signature": 123456789,
-        });
-        Some(match too_many {
-            None => (StatusCode::FORBIDDEN, Json(body)).into_response(),
-            Some(retry_after) => {
-                let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                resp
-            }
-        })
+        }));
+        let Some(retry_after) = retry_after else {
+            return Some((StatusCode::FORBIDDEN, body).into_response());
+        };
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+        if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        Some(resp)
     }
 
     fn take_fault(&mut self, path: &str) -> Option<Fault> {
         let short = path.strip_prefix("/api/v1").unwrap_or(path);
         let i = self.faults.iter().position(|f| {
-            path.starts_with(f.path_prefix.as_str()) || short.starts_with(f.path_prefix.as_str())
+            let prefix = f.path_prefix.as_str();
+            path.starts_with(prefix) || short.starts_with(prefix)
         })?;
-        let fault = self.faults[i].clone();
         if self.faults[i].times <= 1 {
-            self.faults.remove(i);
-        } else {
-            self.faults[i].times -= 1;
+            return self.faults.remove(i);
         }
-        Some(fault)
+        self.faults[i].times -= 1;
+        Some(self.faults[i].clone())
     }
 
     fn group_name(&self, groupid: &str) -> String {
-        self.groups
+        let found = self
+            .groups
             .iter()
-            .find(|(id, _)| id.eq_ignore_ascii_case(groupid))
-            .map(|(_, name)| name.clone())
-            .unwrap_or_default()
+            .find(|(id, _)| id.eq_ignore_ascii_case(groupid));
+        found.map(|(_, name)| name.clone()).unwrap_or_default()
     }
 
-    fn resolve_group(&mut self, id: Option<&str>, name: Option<&str>) -> Result<String, Response> {
-        if let Some(id) = id {
-            if !is_prefixed_id(id, 'g') {
-                return Err(bad_request("groupid must look like g123"));
-            }
+    fn resolve_group(&mut self, id: Option<&str>, name: Option<&str>) -> Result<String, ApiError> {
+        if id.is_some_and(|id| !is_prefixed_id(id, 'g')) {
+            return Err(bad("groupid must look like g123"));
         }
-        let by_name = name.and_then(|n| {
-            let found = self.groups.iter().find(|(_, g)| g.eq_ignore_ascii_case(n));
-            found.map(|(gid, _)| gid.clone())
-        });
-        match (id, name, by_name) {
-            (None, None, _) => Err(bad_request("groupid or groupname is required")),
+        let named = name.and_then(|n| self.groups.iter().find(|(_, g)| g.eq_ignore_ascii_case(n)));
+        let mismatch = || bad("groupid and groupname name different groups");
+        match (id, name, named.map(|(gid, _)| gid.clone())) {
+            (None, None, _) => Err(bad("groupid or groupname is required")),
             (Some(id), None, _) => Ok(id.to_string()),
             (None, Some(_), Some(gid)) => Ok(gid),
-            (Some(id), Some(_), Some(gid)) if gid.eq_ignore_ascii_case(id) => Ok(gid),
-            (Some(_), Some(_), Some(_)) => {
-                Err(bad_request("groupid and groupname name different groups"))
-            }
+            (Some(id), Some(_), Some(gid)) => gid
+                .eq_ignore_ascii_case(id)
+                .then_some(gid)
+                .ok_or_else(mismatch),
             (id, Some(name), None) => {
-                // An unknown groupname creates the group (spec §2.1).
                 if id.is_some_and(|id| self.groups.iter().any(|(g, _)| g == id)) {
-                    return Err(bad_request("groupid and groupname name different groups"));
+                    return Err(mismatch());
                 }
-                let gid = id.map(str::to_string).unwrap_or_else(|| {
+                // An unknown groupname creates the group (spec §2.1).
+                let random = || {
                     format!(
                         "g{}",
                         rand::rng().random_range(100_000_000..1_000_000_000u32)
                     )
-                });
+                };
+                let gid = id.map_or_else(random, str::to_string);
                 self.groups.push((gid.clone(), name.to_string()));
                 Ok(gid)
             }
@@ -588,9 +606,10 @@ impl St {
 
     fn session_index(&self, code: &str) -> Option<usize> {
         let want = norm_code(code);
-        self.sessions.iter().position(|s| {
-            s.get("code").and_then(Value::as_str).map(norm_code) == Some(want.clone())
-        })
+        let code_of = |s: &Map<String, Value>| s.get("code").and_then(Value::as_str).map(norm_code);
+        self.sessions
+            .iter()
+            .position(|s| code_of(s).as_deref() == Some(want.as_str()))
     }
 
     /// Validates and applies the writable session fields shared by POST and PUT.
@@ -598,9 +617,8 @@ impl St {
         &mut self,
         s: &mut Map<String, Value>,
         body: &Map<String, Value>,
-    ) -> Result<(), Response> {
-        let groupid = opt_str(body, "groupid")?;
-        let groupname = opt_str(body, "groupname")?;
+    ) -> Result<(), ApiError> {
+        let (groupid, groupname) = (opt_str(body, "groupid")?, opt_str(body, "groupname")?);
         if groupid.is_some() || groupname.is_some() {
             let gid = self.resolve_group(groupid.as_deref(), groupname.as_deref())?;
             s.insert("groupid".into(), json!(gid));
@@ -612,7 +630,7 @@ impl St {
         }
         if let Some(v) = opt_str(body, "custom_api")? {
             if v.chars().count() > 4000 {
-                return Err(bad_request("custom_api must not exceed 4000 characters"));
+                return Err(bad("custom_api must not exceed 4000 characters"));
             }
             s.insert("custom_api".into(), json!(v));
         }
@@ -623,7 +641,7 @@ impl St {
                 for (k, max) in [("name", 100), ("email", 254)] {
                     if let Some(v) = opt_str(ec, k)? {
                         if v.chars().count() > max {
-                            return Err(bad_request(&format!(
+                            return Err(bad(format!(
                                 "end_customer.{k} must not exceed {max} characters"
                             )));
                         }
@@ -632,11 +650,11 @@ impl St {
                 }
                 s.insert("end_customer".into(), Value::Object(out));
             }
-            Some(_) => return Err(bad_request("end_customer must be an object")),
+            Some(_) => return Err(bad("end_customer must be an object")),
         }
         if let Some(u) = opt_str(body, "assigned_userid")? {
             if !is_prefixed_id(&u, 'u') {
-                return Err(bad_request("assigned_userid must look like u123"));
+                return Err(bad("assigned_userid must look like u123"));
             }
             if u == "u0" {
                 s.remove("assigned_at");
@@ -646,54 +664,52 @@ impl St {
             s.insert("assigned_userid".into(), json!(u));
         }
         if let Some(v) = opt_str(body, "valid_until")? {
-            let Some(t) = parse_when(&v) else {
-                return Err(bad_request("valid_until is not a valid date"));
-            };
+            let t = parse_when(&v).ok_or_else(|| bad("valid_until is not a valid date"))?;
             s.insert("valid_until".into(), json!(fmt_ts(t)));
         }
         Ok(())
     }
 
-    fn create_session(&mut self, body: &Value) -> Result<Map<String, Value>, Response> {
-        let Some(body) = body.as_object() else {
-            return Err(bad_request("request body must be a JSON object"));
-        };
+    fn create_session(
+        &mut self,
+        body: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ApiError> {
         if opt_str(body, "groupid")?.is_none() && opt_str(body, "groupname")?.is_none() {
-            return Err(bad_request("groupid or groupname is required"));
+            return Err(bad("groupid or groupname is required"));
         }
-        let pilot = match opt_str(body, "support_session_type")?.as_deref() {
+        let pilot = match opt_str(body, "support_session_type")?.map(|t| t.to_ascii_lowercase()) {
             None => false,
-            Some(t) if t.eq_ignore_ascii_case("default") => false,
-            Some(t) if t.eq_ignore_ascii_case("pilot") => true,
-            Some(_) => return Err(bad_request("support_session_type must be Default or Pilot")),
+            Some(t) if t == "default" || t == "pilot" => t == "pilot",
+            Some(_) => return Err(bad("support_session_type must be Default or Pilot")),
         };
         let now = Utc::now();
-        let mut s = Map::new();
-        s.insert("state".into(), json!("Open"));
-        s.insert("online".into(), json!(false));
-        s.insert("assigned_userid".into(), json!(SIM_USERID));
-        s.insert("assigned_at".into(), json!(fmt_ts(now)));
-        s.insert("created_at".into(), json!(fmt_ts(now)));
-        s.insert(
-            "valid_until".into(),
-            json!(fmt_ts(now + TimeDelta::hours(24))),
-        );
+        let defaults = [
+            ("state", json!("Open")),
+            ("online", json!(false)),
+            ("assigned_userid", json!(SIM_USERID)),
+            ("assigned_at", json!(fmt_ts(now))),
+            ("created_at", json!(fmt_ts(now))),
+            ("valid_until", json!(fmt_ts(now + TimeDelta::hours(24)))),
+            (
+                "support_session_type",
+                json!(if pilot { "Pilot" } else { "Default" }),
+            ),
+        ];
+        let mut s: Map<String, Value> = defaults
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         self.apply_session_fields(&mut s, body)?;
         let mut rng = rand::rng();
         let code = loop {
-            let code = format!(
-                "s{:03}-{:03}-{:03}",
-                rng.random_range(100..1000),
-                rng.random_range(0..1000),
-                rng.random_range(0..1000)
-            );
+            let code = random_code(&mut rng);
             if self.session_index(&code).is_none() {
                 break code;
             }
         };
-        let bare = norm_code(&code);
-        let queue = alnum(&mut rng, 12);
+        let (bare, queue) = (norm_code(&code), alnum(&mut rng, 12));
         let host = if pilot { "getpilot" } else { "get" };
+        let display = encode(SIM_USERNAME).replace("%20", "+");
         s.insert("code".into(), json!(code));
         s.insert(
             "end_customer_link".into(),
@@ -703,17 +719,8 @@ impl St {
             "supporter_link".into(),
             json!(format!("https://{host}.teamviewer.com/v15/{bare}-{queue}")),
         );
-        s.insert(
-            "webclient_supporter_link".into(),
-            json!(format!(
-                "https://login.teamviewer.com/Connect/IndexByol?sessioncode={bare}&servicequeuetoken={queue}&lang=en&displayName={}",
-                encode(SIM_USERNAME).replace("%20", "+")
-            )),
-        );
-        s.insert(
-            "support_session_type".into(),
-            json!(if pilot { "Pilot" } else { "Default" }),
-        );
+        let web = format!("https://login.teamviewer.com/Connect/IndexByol?sessioncode={bare}&servicequeuetoken={queue}&lang=en&displayName={display}");
+        s.insert("webclient_supporter_link".into(), json!(web));
         self.sessions.push(s.clone());
         Ok(s)
     }
@@ -751,7 +758,7 @@ impl Sel {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnFilter {
     username: Option<String>,
     userid: Option<String>,
@@ -766,24 +773,27 @@ struct ConnFilter {
 }
 
 impl ConnFilter {
-    fn parse(p: &HashMap<String, String>, company_token: bool) -> Result<ConnFilter, Response> {
+    fn parse(p: &HashMap<String, String>, company_token: bool) -> Result<ConnFilter, ApiError> {
         let s = |k: &str| {
             p.get(k)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let date = |k: &str| match s(k) {
-            None => Ok(None),
-            Some(v) => parse_when(&v)
-                .map(Some)
-                .ok_or_else(|| bad_request(&format!("{k} is not a valid date"))),
+        let date = |k: &str| {
+            let parsed =
+                s(k).map(|v| parse_when(&v).ok_or_else(|| bad(format!("{k} is not a valid date"))));
+            parsed.transpose()
         };
         let devicename = s("devicename");
         if devicename.is_some() && company_token {
-            return Err(bad_request(
-                "devicename can only be used with a user access token",
-            ));
+            return Err(bad("devicename can only be used with a user access token"));
         }
+        let has_code = s("has_code")
+            .map(|v| parse_bool(&v).ok_or_else(|| bad("has_code must be true or false")));
+        let sst = s("support_session_type").map(|v| {
+            v.parse()
+                .map_err(|_| bad("support_session_type must be an integer"))
+        });
         Ok(ConnFilter {
             username: s("username"),
             userid: s("userid"),
@@ -791,50 +801,38 @@ impl ConnFilter {
             devicename,
             deviceid: s("deviceid"),
             session_code: s("session_code").map(|c| norm_code(&c)),
-            has_code: match s("has_code") {
-                None => None,
-                Some(v) => Some(
-                    parse_bool(&v).ok_or_else(|| bad_request("has_code must be true or false"))?,
-                ),
-            },
-            sst: match s("support_session_type") {
-                None => None,
-                Some(v) => Some(
-                    v.parse()
-                        .map_err(|_| bad_request("support_session_type must be an integer"))?,
-                ),
-            },
+            has_code: has_code.transpose()?,
+            sst: sst.transpose()?,
             from: date("from_date")?,
             to: date("to_date")?,
         })
     }
 
     fn has_field_filters(&self) -> bool {
-        self.username.is_some()
-            || self.userid.is_some()
-            || self.groupid.is_some()
-            || self.devicename.is_some()
-            || self.deviceid.is_some()
-            || self.session_code.is_some()
-            || self.has_code.is_some()
-            || self.sst.is_some()
+        let strings = [
+            &self.username,
+            &self.userid,
+            &self.groupid,
+            &self.devicename,
+            &self.deviceid,
+            &self.session_code,
+        ];
+        strings.iter().any(|s| s.is_some()) || self.has_code.is_some() || self.sst.is_some()
     }
 
     fn matches(&self, f: &Fields) -> bool {
         fn eq(want: &Option<String>, have: &Option<Box<str>>) -> bool {
-            match want {
-                None => true,
-                Some(w) => have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)),
-            }
+            want.as_ref()
+                .is_none_or(|w| have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
         }
         let devicename_ok = match self.devicename.as_deref() {
             Some("unnamed_device") => f.devicename.as_deref().is_none_or(str::is_empty),
             _ => eq(&self.devicename, &f.devicename),
         };
-        eq(&self.username, &f.username)
+        devicename_ok
+            && eq(&self.username, &f.username)
             && eq(&self.userid, &f.userid)
             && eq(&self.groupid, &f.groupid)
-            && devicename_ok
             && eq(&self.deviceid, &f.deviceid)
             && eq(&self.session_code, &f.code)
             && self.has_code.is_none_or(|h| h == f.code.is_some())
@@ -846,10 +844,15 @@ impl TeamViewerSim {
     pub async fn start(opts: SimOptions) -> std::io::Result<TeamViewerSim> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
+        let mut st = St::default();
+        let known = GROUPS.iter().filter(|(id, _)| !id.is_empty());
+        st.groups = known
+            .map(|(id, name)| (id.to_string(), name.to_string()))
+            .collect();
         let inner = Arc::new(Inner {
             opts,
             base_url: base_url.clone(),
-            state: Mutex::new(St::new()),
+            state: Mutex::new(st),
         });
         let app = router(inner.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -889,10 +892,10 @@ impl TeamViewerSim {
         self.inner.lock().delete(id);
     }
 
+    /// The stored record, as the API would return it to a user token.
     pub fn connection(&self, id: &str) -> Option<Value> {
         let st = self.inner.lock();
-        let pos = st.position(&id.to_lowercase())?;
-        serde_json::from_str(&st.recs[pos].json).ok()
+        serde_json::from_str(&st.recs[st.position(id)?].json).ok()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -904,100 +907,69 @@ impl TeamViewerSim {
     pub fn generate(&self, n: usize, seed: u64, first_start: DateTime<Utc>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let span = n.max(1000) as u64;
-        let subsec = i64::from(first_start.timestamp_subsec_nanos());
-        let mut t = first_start - TimeDelta::nanoseconds(subsec);
+        let mut t =
+            first_start - TimeDelta::nanoseconds(first_start.timestamp_subsec_nanos().into());
         let mut recs = Vec::with_capacity(n);
         for _ in 0..n {
             let start = t;
             t += TimeDelta::seconds(rng.random_range(5..=15));
-            let mut bytes = [0u8; 16];
-            rng.fill(&mut bytes);
-            let id = uuid::Builder::from_random_bytes(bytes)
+            let id = uuid::Builder::from_random_bytes(rng.random())
                 .into_uuid()
                 .to_string();
             let (userid, username) = TECHS[rng.random_range(0..TECHS.len())];
             let (groupid, groupname) = GROUPS[rng.random_range(0..GROUPS.len())];
             let dev = rng.random_range(0..500u64);
             let end = start + TimeDelta::seconds(rng.random_range(90..5400));
-            let billing = match rng.random_range(0..10) {
-                0 => "Billed",
-                1 => "DoNotBill",
-                _ => "Bill",
-            };
-            let mut m = Map::new();
-            m.insert("id".into(), json!(id));
-            m.insert("userid".into(), json!(userid));
-            m.insert("username".into(), json!(username));
-            m.insert(
-                "deviceid".into(),
-                json!((1_000_000_000 + dev * 104_729).to_string()),
-            );
-            m.insert(
-                "devicename".into(),
-                json!(format!(
-                    "ACME-{}-{dev:03}",
-                    ["LT", "WS", "SRV"][(dev % 3) as usize]
-                )),
-            );
-            m.insert("groupid".into(), json!(groupid));
-            m.insert("groupname".into(), json!(groupname));
-            m.insert("start_date".into(), json!(fmt_ts(start)));
-            m.insert("end_date".into(), json!(fmt_ts(end)));
-            m.insert("fee".into(), json!("0.00"));
-            let currency = if rng.random_bool(0.2) { "None" } else { "EUR" };
-            m.insert("currency".into(), json!(currency));
-            m.insert("billing_state".into(), json!(billing));
-            m.insert("support_session_type".into(), json!(1));
+            let billing = [
+                "Bill",
+                "Bill",
+                "Bill",
+                "Bill",
+                "Bill",
+                "Bill",
+                "Bill",
+                "Bill",
+                "Billed",
+                "DoNotBill",
+            ];
+            let mut r = json!({
+                "id": id, "userid": userid, "username": username,
+                "deviceid": (1_000_000_000 + dev * 104_729).to_string(),
+                "devicename": format!("ACME-{}-{dev:03}", ["LT", "WS", "SRV"][(dev % 3) as usize]),
+                "groupid": groupid, "groupname": groupname,
+                "start_date": fmt_ts(start), "end_date": fmt_ts(end),
+                "fee": "0.00", "currency": if rng.random_bool(0.2) { "None" } else { "EUR" },
+                "billing_state": billing[rng.random_range(0..billing.len())],
+                "support_session_type": 1,
+            });
             if rng.random_bool(0.3) {
                 let ticket = 10_000 + rng.random_range(0..span);
                 let problem = PROBLEMS[rng.random_range(0..PROBLEMS.len())];
                 let customer = CUSTOMERS[rng.random_range(0..CUSTOMERS.len())];
-                let created = start - TimeDelta::seconds(rng.random_range(30..1800));
-                let code = format!(
-                    "s{:03}-{:03}-{:03}",
-                    rng.random_range(100..1000),
-                    rng.random_range(0..1000),
-                    rng.random_range(0..1000)
-                );
-                m.insert("support_session_type".into(), json!(2));
-                m.insert("session_code".into(), json!(code));
-                m.insert("assigned_userid".into(), json!(userid));
-                m.insert("assigned_at".into(), json!(fmt_ts(created)));
-                m.insert("session_created_at".into(), json!(fmt_ts(created)));
-                m.insert(
-                    "valid_until".into(),
-                    json!(fmt_ts(created + TimeDelta::hours(24))),
-                );
-                m.insert(
-                    "session_note".into(),
-                    json!(format!("INC-{ticket}: {problem}")),
-                );
-                m.insert(
-                    "custom_api".into(),
-                    json!(json!({ "ticket_id": ticket.to_string() }).to_string()),
-                );
                 let email = format!("{}@example.com", customer.to_lowercase().replace(' ', "."));
-                m.insert(
-                    "end_customer".into(),
-                    json!({ "name": customer, "email": email }),
-                );
+                let created = start - TimeDelta::seconds(rng.random_range(30..1800));
+                r["support_session_type"] = json!(2);
+                r["session_code"] = json!(random_code(&mut rng));
+                r["assigned_userid"] = json!(userid);
+                r["assigned_at"] = json!(fmt_ts(created));
+                r["session_created_at"] = json!(fmt_ts(created));
+                r["valid_until"] = json!(fmt_ts(created + TimeDelta::hours(24)));
+                r["session_note"] = json!(format!("INC-{ticket}: {problem}"));
+                r["custom_api"] = json!(json!({ "ticket_id": ticket.to_string() }).to_string());
+                r["end_customer"] = json!({ "name": customer, "email": email });
+                // Feedback is an empty object when enabled but not given (§1.3).
                 match rng.random_range(0..10) {
-                    0..=3 => {
-                        m.insert("feedback".into(), json!({}));
-                    }
+                    0..=3 => r["feedback"] = json!({}),
                     4..=6 => {
-                        let rating = rng.random_range(1..=5);
-                        let fb = json!({ "session_rating": rating, "user_comment": "Thanks" });
-                        m.insert("feedback".into(), fb);
+                        r["feedback"] = json!({ "session_rating": rng.random_range(1..=5), "user_comment": "Thanks" })
                     }
                     _ => {}
                 }
             }
             if rng.random_bool(0.1) {
-                let other = 10_000 + rng.random_range(0..span);
-                m.insert("notes".into(), json!(format!("see #{other}")));
+                r["notes"] = json!(format!("see #{}", 10_000 + rng.random_range(0..span)));
             }
-            recs.push(Rec::new(&Value::Object(m)));
+            recs.push(Rec::new(&r));
         }
         let mut st = self.inner.lock();
         for rec in &recs {
@@ -1056,8 +1028,13 @@ impl TeamViewerSim {
     }
 
     pub fn sessions(&self) -> Vec<Value> {
-        let st = self.inner.lock();
-        st.sessions.iter().cloned().map(Value::Object).collect()
+        self.inner
+            .lock()
+            .sessions
+            .iter()
+            .cloned()
+            .map(Value::Object)
+            .collect()
     }
 
     /// Simulates a technician connecting with a service case's code. Panics on an unknown code,
@@ -1071,36 +1048,27 @@ impl TeamViewerSim {
         notes: Option<&str>,
     ) -> String {
         let mut st = self.inner.lock();
-        let Some(i) = st.session_index(code) else {
+        let Some(s) = st.session_index(code).map(|i| st.sessions[i].clone()) else {
             drop(st);
             panic!("connect_session: unknown session code {code:?}");
         };
-        let s = st.sessions[i].clone();
-        let groupid = s.get("groupid").and_then(Value::as_str).unwrap_or("");
+        let groupid = s.get("groupid").and_then(Value::as_str).unwrap_or_default();
         let id = uuid::Uuid::new_v4().to_string();
         let dev = rand::rng().random_range(0..500u64);
-        let mut m = Map::new();
-        m.insert("id".into(), json!(id));
-        m.insert("userid".into(), json!(userid_for(username)));
-        m.insert("username".into(), json!(username));
-        m.insert(
-            "deviceid".into(),
-            json!((1_000_000_000 + dev * 104_729).to_string()),
-        );
-        m.insert("devicename".into(), json!(format!("CUST-PC-{dev:03}")));
-        m.insert("groupid".into(), json!(groupid));
-        m.insert("groupname".into(), json!(st.group_name(groupid)));
-        m.insert("start_date".into(), json!(fmt_ts(start)));
+        let mut r = json!({
+            "id": id, "userid": userid_for(username), "username": username,
+            "deviceid": (1_000_000_000 + dev * 104_729).to_string(),
+            "devicename": format!("CUST-PC-{dev:03}"),
+            "groupid": groupid, "groupname": st.group_name(groupid),
+            "start_date": fmt_ts(start),
+            "fee": "0.00", "currency": "EUR", "billing_state": "Bill", "support_session_type": 2,
+        });
         if let Some(end) = end {
-            m.insert("end_date".into(), json!(fmt_ts(end)));
+            r["end_date"] = json!(fmt_ts(end));
         }
-        m.insert("fee".into(), json!("0.00"));
-        m.insert("currency".into(), json!("EUR"));
-        m.insert("billing_state".into(), json!("Bill"));
         if let Some(notes) = notes {
-            m.insert("notes".into(), json!(notes));
+            r["notes"] = json!(notes);
         }
-        m.insert("support_session_type".into(), json!(2));
         let copy = [
             ("code", "session_code"),
             ("assigned_userid", "assigned_userid"),
@@ -1113,10 +1081,10 @@ impl TeamViewerSim {
         ];
         for (from, to) in copy {
             if let Some(v) = s.get(from) {
-                m.insert(to.into(), v.clone());
+                r[to] = v.clone();
             }
         }
-        st.insert(Rec::new(&Value::Object(m)));
+        st.insert(Rec::new(&r));
         id
     }
 
@@ -1155,7 +1123,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/sessions", get(list_sessions).post(create_session))
         .route("/sessions/{code}", get(get_session).put(put_session))
         .route_layer(middleware::from_fn_with_state(inner.clone(), require_auth));
-    // Swagger spells the OAuth paths with a capital "OAuth2"; accept both.
+    // Swagger spells the OAuth paths "OAuth2"; the PDF says "oauth2".
     let open = Router::new()
         .route("/ping", get(ping))
         .route("/oauth2/token", post(token))
@@ -1163,10 +1131,12 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/oauth2/revoke", post(revoke))
         .route("/OAuth2/revoke", post(revoke))
         .route("/oauth2/authorize", get(authorize));
+    let unknown = || async { not_found("The resource") };
     Router::new()
         .nest("/api/v1", protected.merge(open))
+        // The login host serves the authorize page at the root (§3.2).
         .route("/oauth2/authorize", get(authorize))
-        .fallback(not_found)
+        .fallback(unknown)
         .layer(middleware::from_fn_with_state(
             inner.clone(),
             log_and_faults,
@@ -1178,11 +1148,12 @@ async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Nex
     let entry = RequestLog {
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
-        query: req.uri().query().unwrap_or("").to_string(),
+        query: req.uri().query().unwrap_or_default().to_string(),
         authorized: req.headers().contains_key(header::AUTHORIZATION),
         token: bearer(req.headers()).map(token_fingerprint),
         status: 0,
     };
+    // Logged before answering so a test can see requests that a delay fault is still holding.
     let (seq, fault) = {
         let mut st = inner.lock();
         let seq = st.log_seq;
@@ -1209,10 +1180,8 @@ async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Nex
     };
     let mut st = inner.lock();
     let at = st.log.partition_point(|(s, _)| *s < seq);
-    if let Some((s, l)) = st.log.get_mut(at) {
-        if *s == seq {
-            l.status = resp.status().as_u16();
-        }
+    if let Some((_, l)) = st.log.get_mut(at).filter(|(s, _)| *s == seq) {
+        l.status = resp.status().as_u16();
     }
     resp
 }
@@ -1220,12 +1189,9 @@ async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Nex
 fn fault_response(f: &Fault) -> Response {
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, f.body.clone()).into_response();
-    let trimmed = f.body.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+    if f.body.trim_start().starts_with(['{', '[']) {
+        let json = HeaderValue::from_static("application/json");
+        resp.headers_mut().insert(header::CONTENT_TYPE, json);
     }
     for (k, v) in &f.headers {
         if let (Ok(k), Ok(v)) = (
@@ -1242,27 +1208,26 @@ async fn require_auth(State(inner): State<Arc<Inner>>, req: Request, next: Next)
     {
         let mut st = inner.lock();
         let Some(token) = bearer(req.headers()) else {
-            return invalid_token("The request requires an access token");
+            return invalid_token("The request requires an access token").into_response();
         };
         match st.token_status(&inner.opts, token) {
             Tok::Valid => {}
-            Tok::Expired => return token_expired(),
-            Tok::Invalid => return invalid_token("The access token is invalid"),
+            Tok::Expired => {
+                let expired = api_err(
+                    StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "The access token expired",
+                    E_EXPIRED,
+                );
+                return expired.into_response();
+            }
+            Tok::Invalid => return invalid_token("The access token is invalid").into_response(),
         }
         if let Some(resp) = st.rate_limited() {
             return resp;
         }
     }
     next.run(req).await
-}
-
-async fn not_found() -> Response {
-    err(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "No such resource",
-        E_NOT_FOUND,
-    )
 }
 
 async fn ping(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
@@ -1272,87 +1237,65 @@ async fn ping(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     Json(json!({ "token_valid": valid })).into_response()
 }
 
-async fn list_connections(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
-    let p = parse_pairs(q.as_deref().unwrap_or(""));
-    let filter = match ConnFilter::parse(&p, inner.opts.company_token) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
+async fn list_connections(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Reply {
+    let p = parse_pairs(q.as_deref().unwrap_or_default());
+    let filter = ConnFilter::parse(&p, inner.opts.company_token)?;
     let offset = p
         .get("offset_id")
         .map(|o| o.trim().to_lowercase())
         .filter(|o| !o.is_empty());
     let page = inner.opts.page_size.max(1);
-    let body =
-        inner
-            .lock()
-            .connections_page(&filter, offset.as_deref(), page, inner.opts.company_token);
-    match body {
-        Ok(body) => json_text(body),
-        Err(resp) => resp,
-    }
+    let body = inner.lock().connections_page(
+        &filter,
+        offset.as_deref(),
+        page,
+        inner.opts.company_token,
+    )?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn put_connection(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let body = match parse_json_object(&body) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+) -> Reply {
+    let body = parse_json_object(&body)?;
     let mut patch = Map::new();
-    if let Some(state) = opt_str(&body, "billing_state").unwrap_or(None) {
+    if let Some(state) = opt_str(&body, "billing_state")? {
         if !["Bill", "Billed", "DoNotBill"].contains(&state.as_str()) {
-            return bad_request("billing_state must be Bill, Billed or DoNotBill");
+            return Err(bad("billing_state must be Bill, Billed or DoNotBill"));
         }
         patch.insert("billing_state".into(), json!(state));
     }
-    match opt_str(&body, "notes") {
-        Ok(Some(notes)) => {
-            patch.insert("notes".into(), json!(notes));
-        }
-        Ok(None) => {}
-        Err(resp) => return resp,
+    if let Some(notes) = opt_str(&body, "notes")? {
+        patch.insert("notes".into(), json!(notes));
     }
-    if inner.lock().update(&id, &Value::Object(patch)) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        report_not_found()
+    if !inner.lock().update(&id, &Value::Object(patch)) {
+        return Err(not_found("The connection report"));
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
-    if inner.lock().delete(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        report_not_found()
+async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Reply {
+    if !inner.lock().delete(&id) {
+        return Err(not_found("The connection report"));
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn create_session(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => return bad_request("request body must be JSON"),
-    };
-    let created = inner.lock().create_session(&body);
-    match created {
-        Err(resp) => resp,
-        Ok(s) => {
-            let code = s.get("code").and_then(Value::as_str).unwrap_or_default();
-            let location = format!("{}/api/v1/sessions/{code}", inner.base_url);
-            let mut resp = Json(Value::Object(s)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
+async fn create_session(State(inner): State<Arc<Inner>>, body: Bytes) -> Reply {
+    let s = inner.lock().create_session(&parse_json_object(&body)?)?;
+    let code = s.get("code").and_then(Value::as_str).unwrap_or_default();
+    let location = format!("{}/api/v1/sessions/{code}", inner.base_url);
+    let mut resp = Json(Value::Object(s)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
     }
+    Ok(resp)
 }
 
-async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
-    let p = parse_pairs(q.as_deref().unwrap_or(""));
+async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Reply {
+    let p = parse_pairs(q.as_deref().unwrap_or_default());
     let (mut open, mut closed) = (true, false);
     if let Some(states) = p.get("state").filter(|s| !s.trim().is_empty()) {
         open = false;
@@ -1360,39 +1303,38 @@ async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -
             match part.trim().to_ascii_lowercase().as_str() {
                 "open" => open = true,
                 "closed" => closed = true,
-                _ => return bad_request("state must be open, closed or open,closed"),
+                _ => return Err(bad("state must be open, closed or open,closed")),
             }
         }
     }
-    let full = match p.get("full_list") {
-        None => false,
-        Some(v) => match parse_bool(v) {
-            Some(b) => b,
-            None => return bad_request("full_list must be true or false"),
-        },
+    let full = p
+        .get("full_list")
+        .map(|v| parse_bool(v).ok_or_else(|| bad("full_list must be true or false")));
+    let full = full.transpose()?.unwrap_or(false);
+    let text = |s: &Map<String, Value>, k: &str| {
+        s.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
     };
-    let field_is = |s: &Map<String, Value>, k: &str, want: Option<&String>| {
-        want.is_none_or(|w| {
-            s.get(k)
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.eq_ignore_ascii_case(w.trim()))
-        })
+    let field_is = |s: &Map<String, Value>, k: &str| {
+        p.get(k)
+            .is_none_or(|w| text(s, k).eq_ignore_ascii_case(w.trim()))
     };
     let st = inner.lock();
-    // Vec order is creation order, so reversing yields newest first.
+    // Creation order reversed is newest first.
     let list: Vec<&Map<String, Value>> = st
         .sessions
         .iter()
         .rev()
         .filter(|s| {
-            let is_closed = s
-                .get("state")
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.eq_ignore_ascii_case("closed"));
-            (if is_closed { closed } else { open })
-                && field_is(s, "groupid", p.get("groupid"))
-                && field_is(s, "assigned_userid", p.get("assigned_userid"))
+            if text(s, "state").eq_ignore_ascii_case("closed") {
+                closed
+            } else {
+                open
+            }
         })
+        .filter(|s| field_is(s, "groupid") && field_is(s, "assigned_userid"))
         .collect();
     let first = match p
         .get("offset")
@@ -1401,188 +1343,176 @@ async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -
     {
         None => 0,
         Some(o) => {
-            let code_of =
-                |s: &Map<String, Value>| s.get("code").and_then(Value::as_str).map(norm_code);
-            match list
-                .iter()
-                .position(|s| code_of(s).as_deref() == Some(o.as_str()))
-            {
-                Some(i) => i + 1,
-                None => return bad_request("offset does not name a listed session"),
-            }
+            let at = list.iter().position(|s| norm_code(&text(s, "code")) == o);
+            at.ok_or_else(|| bad("offset does not name a listed session"))? + 1
         }
     };
     let end = (first + inner.opts.page_size.max(1)).min(list.len());
+    let minimal = ["code", "state", "online", "groupid", "support_session_type"];
+    let shown = |k: &str| minimal.contains(&k) || (full && k != "webclient_supporter_link");
     let items: Vec<Value> = list[first..end]
         .iter()
         .map(|s| {
-            let mut item = Map::new();
-            for (k, v) in s.iter() {
-                let minimal = ["code", "state", "online", "groupid", "support_session_type"];
-                if (full && k != "webclient_supporter_link") || minimal.contains(&k.as_str()) {
-                    item.insert(k.clone(), v.clone());
-                }
-            }
-            Value::Object(item)
+            Value::Object(
+                s.iter()
+                    .filter(|(k, _)| shown(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
         })
         .collect();
     let mut body = json!({ "sessions": items });
     if end < list.len() {
         body["sessions_remaining"] = json!(list.len() - end);
-        body["next_offset"] = list[end - 1].get("code").cloned().unwrap_or(Value::Null);
+        body["next_offset"] = json!(text(list[end - 1], "code"));
     }
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
-async fn get_session(State(inner): State<Arc<Inner>>, Path(code): Path<String>) -> Response {
+async fn get_session(State(inner): State<Arc<Inner>>, Path(code): Path<String>) -> Reply {
     let st = inner.lock();
-    match st.session_index(&code) {
-        Some(i) => Json(Value::Object(st.sessions[i].clone())).into_response(),
-        None => session_not_found(),
-    }
+    let i = st
+        .session_index(&code)
+        .ok_or_else(|| not_found("The session"))?;
+    Ok(Json(Value::Object(st.sessions[i].clone())).into_response())
 }
 
 async fn put_session(
     State(inner): State<Arc<Inner>>,
     Path(code): Path<String>,
     body: Bytes,
-) -> Response {
-    let body = match parse_json_object(&body) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+) -> Reply {
+    let body = parse_json_object(&body)?;
     let mut st = inner.lock();
-    let Some(i) = st.session_index(&code) else {
-        return session_not_found();
-    };
+    let i = st
+        .session_index(&code)
+        .ok_or_else(|| not_found("The session"))?;
     // Work on a copy so a rejected PUT leaves the session untouched.
     let mut s = st.sessions[i].clone();
-    if let Err(resp) = st.apply_session_fields(&mut s, &body) {
-        return resp;
-    }
-    match opt_str(&body, "state") {
-        Err(resp) => return resp,
-        Ok(None) => {}
-        Ok(Some(state)) if state.eq_ignore_ascii_case("closed") => {
+    st.apply_session_fields(&mut s, &body)?;
+    match opt_str(&body, "state")?
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None => {}
+        Some("closed") => {
             if s.get("state").and_then(Value::as_str) != Some("Closed") {
                 s.insert("closed_at".into(), json!(fmt_ts(Utc::now())));
             }
             s.insert("state".into(), json!("Closed"));
         }
-        Ok(Some(state)) if state.eq_ignore_ascii_case("open") => {
+        Some("open") => {
             s.remove("closed_at");
             s.insert("state".into(), json!("Open"));
         }
-        Ok(Some(_)) => return bad_request("state must be open or closed"),
+        Some(_) => return Err(bad("state must be open or closed")),
     }
     st.sessions[i] = s;
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut resp = token_grant(&inner, &headers, &body);
+    let mut resp = token_grant(&inner, &headers, &body).unwrap_or_else(IntoResponse::into_response);
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
-fn token_grant(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
-    let is_json = headers
+fn token_grant(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Reply {
+    let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+        .and_then(|v| v.to_str().ok());
     // The vendor takes form encoding but says JSON works too (spec §3.2).
-    let p: HashMap<String, String> = if is_json {
-        match serde_json::from_slice::<Map<String, Value>>(body) {
-            Ok(m) => m
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
-                .collect(),
-            Err(_) => return bad_request("request body must be JSON"),
-        }
+    let p: HashMap<String, String> = if content_type.is_some_and(|v| v.contains("json")) {
+        let m = parse_json_object(body)?;
+        m.into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+            .collect()
     } else {
         parse_pairs(&String::from_utf8_lossy(body))
     };
     let param = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let Some(grant) = param("grant_type") else {
-        return bad_request("grant_type is required");
-    };
+    let grant = param("grant_type").ok_or_else(|| bad("grant_type is required"))?;
     if let Some((id, secret)) = &inner.opts.oauth_client {
         if param("client_id") != Some(id.as_str())
             || param("client_secret") != Some(secret.as_str())
         {
             let desc = "Client authentication failed";
-            return err(
+            return Err(api_err(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 desc,
                 E_INVALID_CLIENT,
-            );
+            ));
         }
     }
     let mut st = inner.lock();
-    match grant {
+    let keep = match grant {
         "authorization_code" => {
-            let Some(code) = param("code").and_then(|c| st.codes.remove(c)) else {
-                return bad_request("The authorization code is invalid or was already used");
-            };
+            let code = param("code").and_then(|c| st.codes.remove(c));
+            let code =
+                code.ok_or_else(|| bad("The authorization code is invalid or was already used"))?;
             if code.issued.elapsed() > CODE_VALIDITY {
-                return bad_request("The authorization code expired");
+                return Err(bad("The authorization code expired"));
             }
             if code.redirect_uri.is_some() && code.redirect_uri.as_deref() != param("redirect_uri")
             {
-                return bad_request("redirect_uri does not match the authorization request");
+                return Err(bad("redirect_uri does not match the authorization request"));
             }
             if code.client_id.is_some() && code.client_id.as_deref() != param("client_id") {
-                return bad_request("client_id does not match the authorization request");
+                return Err(bad("client_id does not match the authorization request"));
             }
-            Json(st.issue_tokens(&inner.opts, None)).into_response()
+            None
         }
         "refresh_token" => {
-            let Some(rt) = param("refresh_token").filter(|rt| st.refresh.contains(*rt)) else {
-                return bad_request("The refresh token is invalid or was already used");
-            };
-            let keep = if inner.opts.rotate_refresh_tokens {
+            let rt = param("refresh_token").filter(|rt| st.refresh.contains(*rt));
+            let rt = rt.ok_or_else(|| bad("The refresh token is invalid or was already used"))?;
+            st.refresh_count += 1;
+            if inner.opts.rotate_refresh_tokens {
                 st.refresh.remove(rt);
                 None
             } else {
                 Some(rt.to_string())
-            };
-            st.refresh_count += 1;
-            Json(st.issue_tokens(&inner.opts, keep)).into_response()
+            }
         }
-        _ => bad_request("grant_type must be authorization_code or refresh_token"),
-    }
+        _ => {
+            return Err(bad(
+                "grant_type must be authorization_code or refresh_token",
+            ))
+        }
+    };
+    Ok(Json(st.issue_tokens(&inner.opts, keep)).into_response())
 }
 
-async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return invalid_token("The request requires an access token");
-    };
+async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Reply {
+    let token =
+        bearer(&headers).ok_or_else(|| invalid_token("The request requires an access token"))?;
     let mut st = inner.lock();
     if let Some(a) = st.access.remove(token) {
         st.refresh.remove(&a.refresh);
     } else if !inner.opts.script_tokens.iter().any(|t| t == token) {
-        return invalid_token("The access token is invalid");
+        return Err(invalid_token("The access token is invalid"));
     }
-    StatusCode::OK.into_response()
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Auto-approves the login so a test can follow the redirect straight into the token exchange.
-async fn authorize(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Response {
-    let p = parse_pairs(q.as_deref().unwrap_or(""));
+async fn authorize(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Reply {
+    let p = parse_pairs(q.as_deref().unwrap_or_default());
     if p.get("response_type").map(String::as_str) != Some("code") {
-        return bad_request("response_type must be code");
+        return Err(bad("response_type must be code"));
     }
-    let Some(redirect) = p.get("redirect_uri").filter(|r| !r.is_empty()) else {
-        return bad_request("redirect_uri is required");
-    };
+    let redirect = p.get("redirect_uri").filter(|r| !r.is_empty());
+    let redirect = redirect.ok_or_else(|| bad("redirect_uri is required"))?;
     let client_id = p.get("client_id").cloned();
-    if let Some((id, _)) = &inner.opts.oauth_client {
-        if client_id.as_ref() != Some(id) {
-            return bad_request("unknown client_id");
-        }
+    if inner
+        .opts
+        .oauth_client
+        .as_ref()
+        .is_some_and(|(id, _)| client_id.as_ref() != Some(id))
+    {
+        return Err(bad("unknown client_id"));
     }
     let code = new_token();
     let auth = AuthCode {
@@ -1596,85 +1526,24 @@ async fn authorize(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Re
     if let Some(state) = p.get("state") {
         location.push_str(&format!("&state={}", encode(state)));
     }
-    match HeaderValue::from_str(&location) {
-        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
-        Err(_) => bad_request("redirect_uri is not a valid URL"),
-    }
+    let location =
+        HeaderValue::from_str(&location).map_err(|_| bad("redirect_uri is not a valid URL"))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
-fn err(status: StatusCode, error: &str, desc: &str, code: u32) -> Response {
-    let body = json!({ "error": error, "error_description": desc, "error_code": code });
-    (status, Json(body)).into_response()
-}
-
-fn bad_request(desc: &str) -> Response {
-    err(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        desc,
-        E_INVALID_REQUEST,
-    )
-}
-
-fn report_not_found() -> Response {
-    err(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "The connection report does not exist",
-        E_NOT_FOUND,
-    )
-}
-
-fn session_not_found() -> Response {
-    err(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "The session does not exist",
-        E_NOT_FOUND,
-    )
-}
-
-fn with_www_authenticate(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    resp
-}
-
-fn invalid_token(desc: &str) -> Response {
-    let resp = err(
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-        desc,
-        E_INVALID_TOKEN,
-    );
-    with_www_authenticate(resp)
-}
-
-fn token_expired() -> Response {
-    let desc = "The access token expired";
-    let resp = err(StatusCode::UNAUTHORIZED, "token_expired", desc, E_EXPIRED);
-    with_www_authenticate(resp)
-}
-
-fn json_text(body: String) -> Response {
-    let ct = [(header::CONTENT_TYPE, "application/json")];
-    (StatusCode::OK, ct, body).into_response()
-}
-
-fn parse_json_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+fn parse_json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    serde_json::from_slice(body).map_err(|_| bad_request("request body must be a JSON object"))
+    serde_json::from_slice(body).map_err(|_| bad("request body must be a JSON object"))
 }
 
-/// `null` counts as absent; any other non-string is a client error.
-fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>, Response> {
+/// `null` and "" count as absent; any other non-string is a client error.
+fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>, ApiError> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(bad_request(&format!("{k} must be a string"))),
+        Some(Value::String(s)) => Ok(Some(s.clone()).filter(|s| !s.is_empty())),
+        Some(_) => Err(bad(format!("{k} must be a string"))),
     }
 }
 
@@ -1702,8 +1571,12 @@ fn parse_when(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
         return Some(d.and_utc());
     }
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    Some(d.and_hms_opt(0, 0, 0)?.and_utc())
+    Some(
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc(),
+    )
 }
 
 fn fmt_ts(t: DateTime<Utc>) -> String {
@@ -1716,6 +1589,12 @@ fn norm_code(s: &str) -> String {
         .filter(|c| *c != '-' && !c.is_whitespace())
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+fn random_code(rng: &mut impl Rng) -> String {
+    let first = rng.random_range(100..1000);
+    let mut d = || rng.random_range(0..1000);
+    format!("s{first}-{:03}-{:03}", d(), d())
 }
 
 fn is_prefixed_id(s: &str, prefix: char) -> bool {
@@ -1740,20 +1619,15 @@ fn userid_for(username: &str) -> String {
     if let Some((id, _)) = TECHS.iter().find(|(_, n)| *n == username) {
         return id.to_string();
     }
-    let h = token_fingerprint(username);
-    format!(
-        "u{}",
-        u64::from_str_radix(&h, 16).unwrap_or(0) % 90_000_000 + 10_000_000
-    )
+    let h = u64::from_str_radix(&token_fingerprint(username), 16).unwrap_or_default();
+    format!("u{}", h % 90_000_000 + 10_000_000)
 }
 
 fn parse_pairs(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode(k), decode(v))
-        })
+    let pairs = q.split('&').filter(|kv| !kv.is_empty());
+    pairs
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .map(|(k, v)| (decode(k), decode(v)))
         .collect()
 }
 
@@ -1763,16 +1637,17 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 2;
+            }
+            (c, _, _) => out.push(c),
         }
         i += 1;
     }
@@ -1780,15 +1655,16 @@ fn decode(s: &str) -> String {
 }
 
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    s.bytes()
+        .map(|b| {
+            if keep(b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,1 +1,188 @@
-//! (tests to come)
+//! Crash test: the real daemon killed with SIGKILL at random moments while it pages
+//! through TeamViewer reports and posts notes, restarted each time; at the end every
+//! session is stored once and every note is on its ticket once.
+//!
+//! `TICKETSYNC_CRASH_RUNS` sets the number of kills (default 12 here; the long fault
+//! suite runs 100+).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::{Rng, SeedableRng};
+use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::teamviewer::{Fault, SimOptions, TeamViewerSim};
+use ticketsync::sim::webhook::WebhookSim;
+
+const RECORDS: usize = 400;
+
+fn write_config(dir: &std::path::Path, tv: &str, rm: &str, wh: &str) -> std::path::PathBuf {
+    let secret = |name: &str, v: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, v).unwrap();
+        p
+    };
+    let tvf = secret("tv", "crash-token");
+    let rmf = secret("rm", "crash-key");
+    let whf = secret("wh", "crash-secret");
+    let cfg = format!(
+        r##"
+[store]
+path = "{db}"
+[daemon]
+delivery_interval_secs = 1
+shutdown_grace_secs = 2
+[outbox]
+base_backoff_secs = 1
+max_backoff_secs = 2
+request_timeout_secs = 5
+[sources.teamviewer]
+base_url = "{tv}"
+schedule = "* * * * *"
+token_file = "{tvf}"
+initial_lookback_days = 3
+[[match.rules]]
+kind = "custom_api"
+[[match.rules]]
+kind = "notes_regex"
+pattern = "#(\\d+)"
+[sinks.redmine]
+url = "{rm}"
+api_key_file = "{rmf}"
+[sinks.webhook]
+url = "{wh}"
+secret_file = "{whf}"
+"##,
+        db = dir.join("crash.db").display(),
+        tvf = tvf.display(),
+        rmf = rmf.display(),
+        whf = whf.display(),
+    );
+    let p = dir.join("ticketsync.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("TICKETSYNC_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ticketsync run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice() {
+    let runs: usize = std::env::var("TICKETSYNC_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec!["crash-token".into()], page_size: 25, ..Default::default() }).await.unwrap();
+    tv.generate(RECORDS, 7, Utc::now() - chrono::Duration::hours(30));
+    // Slow pages so kills land mid-walk.
+    tv.push_fault(Fault { path_prefix: "/api/v1/reports/connections".into(), times: 100_000, status: 0, delay: Some(Duration::from_millis(40)), ..Default::default() });
+    let redmine = RedmineSim::start("crash-key", &[]).await.unwrap();
+    redmine.add_issues(10_000..11_000);
+    // Slow answers after the note is applied: kills land in the duplicate window.
+    redmine.set_delay(Duration::from_millis(60));
+    let hook = WebhookSim::start("crash-secret", "X-Ticketsync-Signature").await.unwrap();
+    let cfg = write_config(dir.path(), &tv.base_url, &redmine.base_url, &hook.url);
+    let log = dir.path().join("daemon.log");
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut killed_with_sending = 0;
+    for _ in 0..runs {
+        let mut child = spawn(&cfg, &log);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(150..1800))).await;
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        if let Ok(store) = ticketsync::store::Store::open_read_only(&dir.path().join("crash.db")).await {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'").fetch_one(&store.pool).await.unwrap_or(0);
+            if n > 0 {
+                killed_with_sending += 1;
+            }
+            store.pool.close().await;
+        }
+    }
+
+    // Final run: let it finish everything, then stop it with SIGTERM.
+    let mut child = spawn(&cfg, &log);
+    let store = loop {
+        if let Ok(s) = ticketsync::store::Store::open_read_only(&dir.path().join("crash.db")).await {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await.unwrap_or(0);
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','sending')").fetch_one(&store.pool).await.unwrap_or(1);
+        let to_match: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions s LEFT JOIN matches m ON m.session_id = s.id WHERE m.session_id IS NULL AND s.match_checked_rev IS NULL",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap_or(1);
+        let cursor_done: Option<String> = sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'").fetch_optional(&store.pool).await.unwrap_or(None);
+        let walk_done = cursor_done.is_some_and(|c| c.contains("\"walk\":null"));
+        if sessions as usize == RECORDS && open == 0 && to_match == 0 && walk_done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not finish: sessions={sessions} open deliveries={open} to_match={to_match}\n{}", std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits within 10 s of SIGTERM").unwrap();
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+
+    // Every session stored exactly once.
+    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT external_id) FROM sessions").fetch_one(&store.pool).await.unwrap();
+    assert_eq!((n as usize, distinct as usize), (RECORDS, RECORDS));
+
+    // Every expected note on its ticket exactly once, nothing unexpected.
+    let deliveries: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries").fetch_all(&store.pool).await.unwrap();
+    let matched_with_ref: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE custom_api IS NOT NULL").fetch_one(&store.pool).await.unwrap();
+    let matched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM matches").fetch_one(&store.pool).await.unwrap();
+    assert!(matched >= matched_with_ref && matched > 50, "matched {matched} of {matched_with_ref} with custom_api");
+    assert_eq!(deliveries.len() as i64, matched * 2, "one delivery per sink per match");
+    let mut lost = 0;
+    let mut duplicates = 0;
+    let mut per_marker: HashMap<String, usize> = HashMap::new();
+    for t in 10_000..11_000u64 {
+        for j in redmine.journals(t) {
+            let m = j.notes.lines().last().unwrap_or("").trim_start_matches("ticketsync-marker: ").to_string();
+            *per_marker.entry(format!("{t}:{m}")).or_default() += 1;
+        }
+    }
+    for (sink, ticket, marker, state) in &deliveries {
+        assert_eq!(state, "delivered", "{sink} {ticket} {marker}");
+        if sink == "redmine" {
+            match per_marker.get(&format!("{ticket}:{marker}")).copied().unwrap_or(0) {
+                0 => lost += 1,
+                1 => {}
+                _ => duplicates += 1,
+            }
+        }
+    }
+    let redmine_notes: usize = per_marker.values().sum();
+    let webhook_accepted = hook.accepted().len();
+    println!(
+        "crash test: {runs} SIGKILLs ({killed_with_sending} left a delivery in 'sending'); {RECORDS} sessions stored once; \
+         {matched} matched; redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
+        hook.duplicates()
+    );
+    assert_eq!((lost, duplicates), (0, 0));
+    assert_eq!(redmine_notes as i64, matched, "no note on a ticket without a delivery");
+    assert_eq!(webhook_accepted as i64, matched);
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(ok, "ok");
+    match ticketsync::store::audit::verify(&store.pool).await.unwrap() {
+        ticketsync::store::audit::Verify::Ok { rows, .. } => assert!(rows > RECORDS as u64),
+        broken => panic!("audit chain broken: {broken:?}"),
+    }
+}

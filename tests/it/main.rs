@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod faultproxy;
 mod pipeline;
 mod sinks;
 mod support;
