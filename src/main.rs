@@ -107,7 +107,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
             let rows = ticketsync::store::sessions::unmatched_all(&store.pool).await?;
-            println!("{:<10} {:<38} {:<14} {:<20} {:<20} {}", "vendor", "external id", "code", "start", "technician", "state");
+            println!("{:<10} {:<38} {:<14} {:<20} {:<20} state", "vendor", "external id", "code", "start", "technician");
             for s in &rows {
                 println!("{:<10} {:<38} {:<14} {:<20} {:<20} {}", s.vendor, s.external_id, s.session_code.as_deref().unwrap_or("-"),
                     &s.started_at[..19.min(s.started_at.len())], s.technician.as_deref().unwrap_or("-"), if s.ended_at.is_some() { "ended" } else { "running" });
@@ -123,7 +123,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
             let rows = outbox::list(&store.pool, state.as_deref()).await?;
-            println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", "id", "sink", "ticket", "state", "kind", "attempts", "last error");
+            println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error", "id", "sink", "ticket", "state", "kind", "attempts");
             for d in &rows {
                 println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", d.id, d.sink, d.ticket_id, d.state, d.kind, d.attempts, d.last_error.as_deref().unwrap_or(""));
             }
@@ -132,6 +132,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Retry { id } => {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
+            // `requeue` answers with the row's state, and "pending" also means "was already
+            // pending, nothing requeued": refuse that case before calling it.
+            if let Some(d) = outbox::get(&store.pool, *id).await?.filter(|d| d.state != "failed" && d.state != "dead") {
+                bail!("delivery {id} is {}; only failed or dead deliveries can be requeued", d.state);
+            }
             match outbox::requeue(&store, *id).await? {
                 None => bail!("delivery {id} does not exist"),
                 Some(s) if s == "pending" => println!("delivery {id} requeued"),

@@ -158,11 +158,34 @@ impl OAuthClient {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
         ];
-        let resp = self.call_token_endpoint(&form, "refresh_token").await?;
+        let resp = match self.call_token_endpoint(&form, "refresh_token").await {
+            Ok(r) => r,
+            Err(e @ OAuthError::Refused { .. }) => return self.rotated_elsewhere(t.generation).await.ok_or(e),
+            Err(e) => return Err(e),
+        };
         let access = SecretString::from(resp.access_token.clone());
         let generation = self.commit_raw(resp, "refresh").await?;
         tracing::info!(provider = %self.provider, generation, "access token refreshed");
         Ok((access, generation))
+    }
+
+    /// The lock above only serializes this client. Another client of the same store (the
+    /// daemon and a CLI command, two processes) may have spent the single-use refresh token
+    /// a moment earlier: its rotated tokens land in the store shortly, so wait for them
+    /// briefly instead of failing.
+    async fn rotated_elsewhere(&self, spent_generation: i64) -> Option<(SecretString, i64)> {
+        for _ in 0..30 {
+            if let Ok(Some(t)) = tokens::load(&self.store.pool, &self.provider, &self.key).await {
+                if t.generation != spent_generation {
+                    if let Some(a) = t.access {
+                        tracing::info!(provider = %self.provider, generation = t.generation, "refresh token was rotated by another client; using its tokens");
+                        return Some((a, t.generation));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     async fn call_token_endpoint(&self, form: &[(&str, &str)], grant: &'static str) -> Result<TokenResponse, OAuthError> {

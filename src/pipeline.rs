@@ -118,7 +118,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
         if batch.is_empty() {
             return Ok(stats);
         }
-        let results: Vec<Result<Outcome, StoreError>> = futures::stream::iter(batch.into_iter())
+        let results: Vec<Result<Outcome, StoreError>> = futures::stream::iter(batch)
             .map(|d| async move {
                 let outcome = attempt(sinks, &d, policy).await;
                 outbox::finish(store, &d, &outcome).await?;

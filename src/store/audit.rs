@@ -88,7 +88,8 @@ pub enum Verify {
 /// Walk the chain in id order, streaming (constant memory).
 pub async fn verify(pool: &sqlx::SqlitePool) -> Result<Verify> {
     use futures::TryStreamExt;
-    let mut rows = sqlx::query_as::<_, (i64, String, String, Option<String>, Option<i64>, Option<String>, Option<i64>, String, String, String)>(
+    type Row = (i64, String, String, Option<String>, Option<i64>, Option<String>, Option<i64>, String, String, String);
+    let mut rows = sqlx::query_as::<_, Row>(
         "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash FROM audit_events ORDER BY id",
     )
     .fetch(pool);

@@ -128,7 +128,17 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
     }
 }
 
+/// Quarantine a record once: the overlap re-read meets the same bad record on every poll,
+/// and an identical (source, raw) row already says everything.
 pub async fn quarantine(tx: &mut Tx<'_>, source: &str, external_id: Option<&str>, reason: &str, raw: &str) -> Result<i64> {
+    let seen: Option<i64> = sqlx::query_scalar("SELECT id FROM quarantine WHERE source = ? AND raw = ? LIMIT 1")
+        .bind(source)
+        .bind(raw)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = seen {
+        return Ok(id);
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO quarantine (source, external_id, reason, raw, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )

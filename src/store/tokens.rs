@@ -55,7 +55,8 @@ pub struct Tokens {
 }
 
 pub async fn load(pool: &sqlx::SqlitePool, provider: &str, key: &TokenKey) -> Result<Option<Tokens>> {
-    let row: Option<(Option<String>, Option<String>, Option<String>, i64)> = sqlx::query_as(
+    type Row = (Option<String>, Option<String>, Option<String>, i64);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT access_token_enc, refresh_token_enc, access_expires_at, generation FROM oauth_tokens WHERE provider = ?",
     )
     .bind(provider)

@@ -1,1 +1,608 @@
-//! (tests to come)
+//! The sink conformance suite: one set of cases, written once against a [`Target`], run
+//! against the Redmine sink on a real Redmine, the Redmine sink on the simulator and the
+//! webhook sink on the webhook simulator. Every sink talks to its system through a
+//! [`FaultProxy`], which injects 404/401/429/5xx answers, late answers and dropped
+//! connections. Deliveries go through the real outbox and `deliver_due`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use ticketsync::note::{Field, Link, Note, Visibility};
+use ticketsync::pipeline::{deliver_due, DeliverStats, DeliveryPolicy, Sinks};
+use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::webhook::WebhookSim;
+use ticketsync::sinks::redmine::RedmineSink;
+use ticketsync::sinks::webhook::WebhookSink;
+use ticketsync::sinks::TicketSink;
+use ticketsync::store::outbox::{self, Delivery};
+use ticketsync::store::Store;
+
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::support::{self, RedmineCi};
+
+const SIM_REDMINE_KEY: &str = "sim-redmine-key-5f1c";
+const WEBHOOK_SECRET: &str = "sim-webhook-secret-9a7e";
+const WEBHOOK_HEADER: &str = "X-Ticketsync-Signature";
+const NORMAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client timeout for the "answer came too late" cases; the proxy holds the answer far longer.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+enum Backend {
+    RealRedmine { ci: RedmineCi, http: reqwest::Client },
+    SimRedmine(RedmineSim),
+    SimWebhook(WebhookSim),
+}
+
+/// A note as the ticket system shows it.
+#[derive(Debug, Clone)]
+struct Posted {
+    text: String,
+    private: bool,
+}
+
+struct Target {
+    backend: Backend,
+    proxy: FaultProxy,
+    next_ticket: AtomicU64,
+}
+
+impl Target {
+    async fn redmine_real() -> Option<Target> {
+        let ci = support::redmine_ci()?;
+        let proxy = FaultProxy::start(&ci.url).await;
+        Some(Target { backend: Backend::RealRedmine { ci, http: reqwest::Client::new() }, proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn redmine_sim() -> Option<Target> {
+        let issues: Vec<u64> = (1..=20).collect();
+        let sim = RedmineSim::start(SIM_REDMINE_KEY, &issues).await.expect("start Redmine simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimRedmine(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn webhook_sim() -> Option<Target> {
+        let sim = WebhookSim::start(WEBHOOK_SECRET, WEBHOOK_HEADER).await.expect("start webhook simulator");
+        let proxy = FaultProxy::start(&sim.url).await;
+        Some(Target { backend: Backend::SimWebhook(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    fn good_secret(&self) -> String {
+        match &self.backend {
+            Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
+            Backend::SimRedmine(_) => SIM_REDMINE_KEY.into(),
+            Backend::SimWebhook(_) => WEBHOOK_SECRET.into(),
+        }
+    }
+
+    /// Every secret the sink or the test knows, none of which may reach `last_error`.
+    fn secrets(&self) -> Vec<String> {
+        let mut s = vec![self.good_secret()];
+        if let Backend::RealRedmine { ci, .. } = &self.backend {
+            s.push(ci.customer_api_key.clone());
+        }
+        s
+    }
+
+    /// The sink, reaching its system through the fault proxy.
+    fn sink_with(&self, secret: &str, timeout: Duration) -> Arc<dyn TicketSink> {
+        let http = ticketsync::http::client(timeout);
+        let secret = SecretString::from(secret.to_string());
+        match &self.backend {
+            Backend::RealRedmine { .. } | Backend::SimRedmine(_) => Arc::new(RedmineSink::new("redmine", &self.proxy.base_url, secret, true, http)),
+            Backend::SimWebhook(_) => Arc::new(WebhookSink::new("webhook", &format!("{}/hook", self.proxy.base_url), secret, WEBHOOK_HEADER, http)),
+        }
+    }
+
+    fn sink(&self) -> Arc<dyn TicketSink> {
+        self.sink_with(&self.good_secret(), NORMAL_TIMEOUT)
+    }
+
+    /// The HTTP method that writes a note (the one faults are aimed at).
+    fn write_method(&self) -> &'static str {
+        match &self.backend {
+            Backend::SimWebhook(_) => "POST",
+            _ => "PUT",
+        }
+    }
+
+    fn writes_seen(&self) -> usize {
+        self.proxy.seen().iter().filter(|s| s.method == self.write_method()).count()
+    }
+
+    /// Outcome of the attempt that repeats a note which already landed: the Redmine sink
+    /// finds its marker; the webhook sink posts again and the receiver drops the repeat.
+    fn repeat_outcome(&self) -> &'static str {
+        match &self.backend {
+            Backend::SimWebhook(_) => "delivered",
+            _ => "found_existing",
+        }
+    }
+
+    /// A fresh ticket with no notes.
+    async fn make_ticket(&self) -> String {
+        match &self.backend {
+            Backend::RealRedmine { ci, http } => {
+                let resp = http
+                    .post(format!("{}/issues.json", ci.url))
+                    .header("X-Redmine-API-Key", &ci.api_key)
+                    .json(&json!({"issue": {"project_id": ci.project, "subject": "ticketsync sink conformance"}}))
+                    .send()
+                    .await
+                    .expect("create Redmine issue");
+                assert_eq!(resp.status().as_u16(), 201, "creating an issue on the real Redmine");
+                let v: Value = resp.json().await.expect("issue JSON");
+                v["issue"]["id"].as_u64().expect("issue id").to_string()
+            }
+            Backend::SimRedmine(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
+        }
+    }
+
+    /// A ticket the system does not have. A webhook receiver is told through the proxy to
+    /// answer 404, as a receiver that knows its tickets would.
+    async fn missing_ticket(&self) -> String {
+        match &self.backend {
+            Backend::RealRedmine { .. } => "999999999".into(),
+            Backend::SimRedmine(_) => "999999".into(),
+            Backend::SimWebhook(_) => {
+                self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
+                "WH-404".into()
+            }
+        }
+    }
+
+    /// The notes on the ticket, read directly from the system (not through the proxy).
+    async fn notes_on(&self, ticket: &str) -> Vec<Posted> {
+        match &self.backend {
+            Backend::RealRedmine { ci, http } => redmine_journals(http, &ci.url, &ci.api_key, ticket)
+                .await
+                .1
+                .iter()
+                .filter(|j| j["notes"].as_str().is_some_and(|n| !n.is_empty()))
+                .map(|j| Posted { text: j["notes"].as_str().unwrap_or_default().to_string(), private: j["private_notes"] == json!(true) })
+                .collect(),
+            Backend::SimRedmine(sim) => sim
+                .journals(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|j| Posted { text: j.notes, private: j.private_notes })
+                .collect(),
+            Backend::SimWebhook(sim) => sim
+                .accepted()
+                .into_iter()
+                .filter(|p| p["ticket_id"].as_str() == Some(ticket))
+                .map(|p| Posted { text: p["text"].as_str().unwrap_or_default().to_string(), private: p["visibility"] == json!("internal") })
+                .collect(),
+        }
+    }
+
+    /// Notes on the ticket carrying this note's marker line.
+    async fn copies_of(&self, ticket: &str, note: &Note) -> Vec<Posted> {
+        let line = note.marker_line();
+        self.notes_on(ticket).await.into_iter().filter(|p| p.text.lines().any(|l| l.trim_end() == line)).collect()
+    }
+
+    /// Repeats the webhook receiver dropped by Idempotency-Key.
+    fn receiver_duplicates(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::SimWebhook(sim) => Some(sim.duplicates()),
+            _ => None,
+        }
+    }
+}
+
+async fn redmine_journals(http: &reqwest::Client, base: &str, key: &str, ticket: &str) -> (u16, Vec<Value>) {
+    let resp = http
+        .get(format!("{base}/issues/{ticket}.json"))
+        .query(&[("include", "journals")])
+        .header("X-Redmine-API-Key", key)
+        .send()
+        .await
+        .expect("read Redmine issue");
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, v["issue"]["journals"].as_array().cloned().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// One store + one sink + the real delivery pipeline
+
+struct Run {
+    _dir: tempfile::TempDir,
+    store: Store,
+    sinks: Sinks,
+    sink: Arc<dyn TicketSink>,
+    policy: DeliveryPolicy,
+}
+
+impl Run {
+    async fn new(sink: Arc<dyn TicketSink>) -> Run {
+        Self::with_policy(sink, Duration::from_millis(100)).await
+    }
+
+    async fn with_policy(sink: Arc<dyn TicketSink>, base_backoff: Duration) -> Run {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = support::temp_store(dir.path()).await;
+        let sinks: Sinks = Arc::new(HashMap::from([(sink.name().to_string(), sink.clone())]));
+        let policy = DeliveryPolicy { base_backoff, max_backoff: Duration::from_secs(1), give_up_after: chrono::Duration::hours(1), concurrency: 2 };
+        Run { _dir: dir, store, sinks, sink, policy }
+    }
+
+    async fn enqueue(&self, ticket: &str, note: &Note) -> i64 {
+        let mut tx = self.store.begin().await.unwrap();
+        let json = serde_json::to_string(note).unwrap();
+        let id = outbox::enqueue(&mut tx, self.sink.name(), ticket, None, None, "session_report", &note.marker, &json).await.unwrap();
+        tx.commit().await.unwrap();
+        id.expect("a new delivery")
+    }
+
+    async fn deliver(&self) -> DeliverStats {
+        deliver_due(&self.store, &self.sinks, &self.policy).await.expect("deliver_due")
+    }
+
+    async fn get(&self, id: i64) -> Delivery {
+        outbox::get(&self.store.pool, id).await.unwrap().expect("delivery row")
+    }
+
+    /// (outcome, started_at, detail) per attempt, in order.
+    async fn attempts(&self, id: i64) -> Vec<(String, String, Value)> {
+        let rows: Vec<(Option<String>, String, Option<String>)> =
+            sqlx::query_as("SELECT outcome, started_at, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt")
+                .bind(id)
+                .fetch_all(&self.store.pool)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(o, s, d)| (o.unwrap_or_default(), s, d.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null)))
+            .collect()
+    }
+
+    async fn outcomes(&self, id: i64) -> Vec<String> {
+        self.attempts(id).await.into_iter().map(|a| a.0).collect()
+    }
+
+    async fn audit_kinds(&self, id: i64) -> Vec<String> {
+        sqlx::query_scalar("SELECT kind FROM audit_events WHERE delivery_id = ? ORDER BY id").bind(id).fetch_all(&self.store.pool).await.unwrap()
+    }
+
+    /// Run `deliver_due` until the delivery leaves `pending` (bounded).
+    async fn settle(&self, id: i64) -> Delivery {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            self.deliver().await;
+            let d = self.get(id).await;
+            if d.state != "pending" {
+                return d;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "delivery still pending after 15 s: {d:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn test_note() -> Note {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Note {
+        title: format!("TeamViewer session {} ended", &id[..8]),
+        fields: vec![
+            Field { label: "Technician".into(), value: "Jon Snow".into() },
+            Field { label: "Duration".into(), value: "18m 45s".into() },
+        ],
+        links: vec![Link { label: "Report".into(), url: format!("https://example.test/r/{id}") }],
+        body: Some("Printer driver reinstalled.".into()),
+        attachments: vec![],
+        visibility: Visibility::Internal,
+        marker: format!("tsd:v1:conformance:{id}:report"),
+    }
+}
+
+fn ts(s: &str) -> DateTime<Utc> {
+    ticketsync::session::parse_ts(s).unwrap_or_else(|| panic!("bad timestamp {s:?}"))
+}
+
+/// Stored timestamps are cut to milliseconds; compare at that precision.
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases
+
+/// 1. A note lands once, private, with its fields and marker line.
+async fn case_post(t: &Target) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.delivered), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 1));
+    assert!(d.remote_ref.is_some() && d.last_error.is_none() && d.delivered_at.is_some(), "{d:?}");
+    assert_eq!(run.outcomes(id).await, ["delivered"]);
+    assert_eq!(run.audit_kinds(id).await, ["delivery_enqueued", "delivery_attempted", "delivery_delivered"]);
+
+    let all = t.notes_on(&ticket).await;
+    assert_eq!(all.len(), 1, "exactly one note on a fresh ticket: {all:?}");
+    let p = &all[0];
+    assert!(p.text.lines().any(|l| l == note.marker_line()), "marker line missing: {:?}", p.text);
+    for want in [note.title.as_str(), "Technician: Jon Snow", "Duration: 18m 45s", &note.links[0].url, "Printer driver reinstalled."] {
+        assert!(p.text.contains(want), "{want:?} missing from {:?}", p.text);
+    }
+    assert!(p.private, "the note must be private/internal");
+
+    if let Backend::RealRedmine { ci, http } = &t.backend {
+        // The customer can read the issue, but not the private note.
+        let (status, journals) = redmine_journals(http, &ci.url, &ci.customer_api_key, &ticket).await;
+        assert_eq!(status, 200, "the customer user must be able to see the issue itself");
+        assert!(
+            journals.iter().all(|j| !j["notes"].as_str().unwrap_or_default().contains(&note.marker)),
+            "customer sees the private note: {journals:?}"
+        );
+    }
+
+    // Nothing left to do: a second run neither attempts nor posts.
+    assert_eq!(run.deliver().await.attempted, 0);
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+}
+
+/// 2. The note was posted, then the process died before committing: recovery repairs it
+/// without a second note.
+async fn case_duplicate_after_crash(t: &Target) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    let id = run.enqueue(&ticket, &note).await;
+
+    let claimed = outbox::claim_due(&run.store, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let stored: Note = serde_json::from_str(&claimed[0].note_json).unwrap();
+    run.sink.post_note(&claimed[0].ticket_id, &stored).await.expect("first post lands");
+    // ... and the process dies here, before `finish`.
+    drop(claimed);
+    assert_eq!(run.get(id).await.state, "sending");
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+
+    assert_eq!(outbox::recover_sending(&run.store).await.unwrap(), 1);
+    assert_eq!(run.get(id).await.state, "pending");
+    let stats = run.deliver().await;
+    assert_eq!(stats.attempted, 1, "{stats:?}");
+
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 2));
+    assert_eq!(run.outcomes(id).await, ["interrupted", t.repeat_outcome()]);
+    assert!(run.audit_kinds(id).await.contains(&"delivery_interrupted".to_string()));
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1, "exactly one note after recovery");
+    if let Some(dups) = t.receiver_duplicates() {
+        assert_eq!(dups, 1, "the receiver dropped the repeat by Idempotency-Key");
+    }
+}
+
+/// 3. Ticket not found: `dead` at once, readable reason, never retried.
+async fn case_ticket_not_found(t: &Target) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.missing_ticket().await;
+    let note = test_note();
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.dead), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("dead", 1));
+    let err = d.last_error.unwrap_or_default();
+    assert!(err.contains("ticket not found") && err.contains("404"), "unclear reason: {err:?}");
+    assert_eq!(run.outcomes(id).await, ["dead"]);
+
+    assert_eq!(run.deliver().await.attempted, 0, "a dead delivery is not retried");
+    assert_eq!(t.writes_seen(), 1);
+}
+
+/// 4. Credentials rejected: `failed` with a clear message, no secret in it, not retried.
+async fn case_bad_credentials(t: &Target) {
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let run = Run::new(t.sink_with(&wrong, NORMAL_TIMEOUT)).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.failed), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!(d.state, "failed");
+    let err = d.last_error.unwrap_or_default();
+    assert!(err.contains("credentials rejected (HTTP 401)"), "unclear error: {err:?}");
+    assert!(err.contains(&format!("ticketsync retry {id}")), "no operator hint: {err:?}");
+    for secret in t.secrets().into_iter().chain([wrong.clone()]) {
+        assert!(!err.contains(&secret), "secret leaked into last_error: {err:?}");
+    }
+    assert_eq!(run.outcomes(id).await, ["failed"]);
+    assert_eq!(run.deliver().await.attempted, 0, "a failed delivery waits for the operator");
+    assert!(t.notes_on(&ticket).await.is_empty());
+    if let Backend::SimWebhook(sim) = &t.backend {
+        assert_eq!(sim.bad_signatures(), 1);
+    }
+}
+
+/// 5. 429 with `Retry-After`: stays pending until (never before) the server's time, then
+/// lands once. `retry_after` builds the header value; it returns the header and the
+/// earliest instant the server allowed, given when the proxy answered.
+async fn case_rate_limited(t: &Target, retry_after: impl FnOnce() -> (String, Option<SystemTime>), delay_from_answer: Option<Duration>) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    let (header, absolute) = retry_after();
+    t.proxy.push_on(t.write_method(), Fault::status(429, &[("Retry-After", &header)], "slow down"));
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.retrying), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
+    assert!(d.last_error.as_deref().unwrap_or_default().contains("429"), "{d:?}");
+    let answered = t.proxy.seen().iter().find(|s| s.method == t.write_method()).and_then(|s| s.answered_at).expect("429 answered");
+    let allowed: DateTime<Utc> = match (absolute, delay_from_answer) {
+        (Some(at), _) => at.into(),
+        (None, Some(delay)) => DateTime::<Utc>::from(answered) + chrono::Duration::from_std(delay).unwrap(),
+        (None, None) => unreachable!(),
+    };
+    assert!(ms(ts(&d.next_attempt_at)) >= ms(allowed), "next attempt {} is before the server's time {allowed}", d.next_attempt_at);
+    assert!(t.copies_of(&ticket, &note).await.is_empty());
+
+    let d = run.settle(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 2));
+    let attempts = run.attempts(id).await;
+    assert_eq!(attempts.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["retry", "delivered"]);
+    assert!(ms(ts(&attempts[1].1)) >= ms(allowed), "second attempt started {} before {allowed}", attempts[1].1);
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+}
+
+async fn case_rate_limited_seconds(t: &Target) {
+    case_rate_limited(t, || ("2".into(), None), Some(Duration::from_secs(2))).await;
+}
+
+async fn case_rate_limited_http_date(t: &Target) {
+    case_rate_limited(
+        t,
+        || {
+            let header = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
+            let at = httpdate::parse_http_date(&header).unwrap();
+            (header, Some(at))
+        },
+        None,
+    )
+    .await;
+}
+
+/// 5b. `Retry-After: 0` (or a past date) must not make `deliver_due` spin against the server.
+async fn case_rate_limited_zero(t: &Target) {
+    let run = Run::with_policy(t.sink(), Duration::from_secs(1)).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    for _ in 0..3 {
+        t.proxy.push_on(t.write_method(), Fault::status(429, &[("Retry-After", "0")], "slow down"));
+    }
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.retrying), (1, 1), "one call, one attempt: {stats:?}");
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
+    assert!(ts(&d.next_attempt_at) > ts(&run.attempts(id).await[0].1), "a zero Retry-After still waits");
+
+    let d = run.settle(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 4));
+    assert_eq!(run.outcomes(id).await, ["retry", "retry", "retry", "delivered"]);
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+}
+
+/// 6. 503 twice: retried with backoff, then delivered once.
+async fn case_server_error(t: &Target) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    for _ in 0..2 {
+        t.proxy.push_on(t.write_method(), Fault::status(503, &[], "maintenance"));
+    }
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.retrying), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!(d.state, "pending");
+    assert!(d.last_error.as_deref().unwrap_or_default().contains("HTTP 503"), "{d:?}");
+
+    let d = run.settle(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 3));
+    let attempts = run.attempts(id).await;
+    assert_eq!(attempts.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["retry", "retry", "delivered"]);
+    for w in attempts.windows(2) {
+        // Each retry was scheduled later than the attempt that failed, and not run before.
+        let next = ts(w[0].2["next_attempt_at"].as_str().expect("retry detail has next_attempt_at"));
+        assert!(next > ts(&w[0].1), "no backoff after {:?}", w[0]);
+        assert!(ms(ts(&w[1].1)) >= ms(next), "attempt ran at {} before its time {next}", w[1].1);
+    }
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+    assert_eq!(t.writes_seen(), 3);
+}
+
+/// 7. The system applies the note but its answer comes too late (or the connection drops):
+/// ambiguous; the next attempt must not leave a second note.
+async fn case_lost_answer(t: &Target, fault: Fault) {
+    let run = Run::new(t.sink_with(&t.good_secret(), SHORT_TIMEOUT)).await;
+    let ticket = t.make_ticket().await;
+    let note = test_note();
+    t.proxy.push_on(t.write_method(), fault);
+    let id = run.enqueue(&ticket, &note).await;
+
+    let stats = run.deliver().await;
+    assert_eq!((stats.attempted, stats.retrying), (1, 1), "{stats:?}");
+    let d = run.get(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
+    assert_eq!(run.outcomes(id).await, ["ambiguous"]);
+    // The system did apply it (the proxy saw the upstream answer).
+    let m = t.write_method();
+    t.proxy.wait_until("the upstream answer to the first write", |s| s.iter().any(|s| s.method == m && s.upstream_status.is_some())).await;
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
+
+    let d = run.settle(id).await;
+    assert_eq!((d.state.as_str(), d.attempts), ("delivered", 2));
+    assert_eq!(run.outcomes(id).await, ["ambiguous", t.repeat_outcome()]);
+    assert_eq!(t.copies_of(&ticket, &note).await.len(), 1, "exactly one note");
+    if let Some(dups) = t.receiver_duplicates() {
+        assert_eq!(dups, 1);
+    }
+}
+
+async fn case_timeout_after_send(t: &Target) {
+    case_lost_answer(t, Fault::ForwardThenDelay(Duration::from_secs(30))).await;
+    let d = t.proxy.seen();
+    assert!(d.iter().any(|s| matches!(s.fault, Some(Fault::ForwardThenDelay(_)))));
+}
+
+async fn case_connection_dropped_after_send(t: &Target) {
+    case_lost_answer(t, Fault::ForwardThenDrop).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The matrix
+
+macro_rules! conformance {
+    ($target:ident) => {
+        mod $target {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident, $case:ident) => {
+                    #[tokio::test]
+                    async fn $name() {
+                        let Some(t) = Target::$target().await else { return };
+                        $case(&t).await;
+                    }
+                };
+            }
+
+            case!(post, case_post);
+            case!(duplicate_after_crash, case_duplicate_after_crash);
+            case!(ticket_not_found, case_ticket_not_found);
+            case!(bad_credentials, case_bad_credentials);
+            case!(rate_limited_retry_after_seconds, case_rate_limited_seconds);
+            case!(rate_limited_retry_after_http_date, case_rate_limited_http_date);
+            case!(rate_limited_retry_after_zero, case_rate_limited_zero);
+            case!(server_error_then_delivered, case_server_error);
+            case!(timeout_after_send, case_timeout_after_send);
+            case!(connection_dropped_after_send, case_connection_dropped_after_send);
+        }
+    };
+}
+
+conformance!(redmine_real);
+conformance!(redmine_sim);
+conformance!(webhook_sim);
