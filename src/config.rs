@@ -284,7 +284,13 @@ impl Config {
             let line = locate_key(text, &msg).map(|n| format!(" (line {n})")).unwrap_or_default();
             ConfigError::Invalid { file: file.into(), message: format!("{msg}{line}") }
         })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Key { key, message } => {
+                let line = locate_dotted(text, &key).map(|n| format!(" (line {n})")).unwrap_or_default();
+                ConfigError::Invalid { file: file.into(), message: format!("{key}: {message}{line}") }
+            }
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -456,6 +462,15 @@ fn locate_key(text: &str, msg: &str) -> Option<usize> {
     }).map(|i| i + 1)
 }
 
+/// The line of a dotted key's last segment (`sources.teamviewer.schedule` → `schedule = …`).
+fn locate_dotted(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?;
+    let last = last.split('[').next()?;
+    text.lines()
+        .position(|l| l.trim_start().strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +497,8 @@ mod tests {
     #[test]
     fn bad_cron_names_the_key() {
         let err = load("[sources.teamviewer]\nschedule = \"every minute\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("sources.teamviewer.schedule"), "{err}");
+        assert!(err.starts_with("t.toml: sources.teamviewer.schedule"), "{err}");
+        assert!(err.ends_with("(line 2)"), "{err}");
     }
 
     #[test]
@@ -500,7 +516,7 @@ mod tests {
     #[test]
     fn regex_rule_needs_a_capture_group() {
         let err = load("[[match.rules]]\nkind = \"notes_regex\"\npattern = \"#\\\\d+\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("match.rules[0].pattern"), "{err}");
+        assert!(err.starts_with("t.toml: match.rules[0].pattern"), "{err}");
     }
 
     #[test]

@@ -300,9 +300,14 @@ impl Rec {
             code: code.map(String::into_boxed_str),
             sst: text("support_session_type").and_then(|t| t.trim().parse().ok()),
         };
+        // `Value::to_string` goes through fmt::Write and was the hot spot of `generate`.
+        let mut json = Vec::with_capacity(1024);
+        // Serialising a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut json, v);
+        let json = String::from_utf8_lossy(&json).into();
         Rec {
             key: Key { start, raw, id },
-            json: v.to_string().into(),
+            json,
             f,
         }
     }
@@ -330,6 +335,9 @@ struct AuthCode {
 struct St {
     recs: Vec<Rec>,
     by_id: HashMap<Arc<str>, Key>,
+    // Looking a service case up by code is the usual ticket join (§2.4); a scan of 1M records
+    // per ticket would dominate benchmarks.
+    by_code: HashMap<Box<str>, Vec<Key>>,
     // Cursors must survive deletion of the record they point at (reports can vanish, §4.3).
     deleted: HashMap<Arc<str>, Key>,
     generation: u64,
@@ -348,15 +356,22 @@ struct St {
 }
 
 impl St {
-    fn index(&mut self, key: &Key) {
+    fn index(&mut self, rec: &Rec) {
+        let key = &rec.key;
         if !key.id.is_empty() {
             self.deleted.remove(&key.id);
             self.by_id.insert(key.id.clone(), key.clone());
         }
+        if let Some(code) = &rec.f.code {
+            self.by_code
+                .entry(code.clone())
+                .or_default()
+                .push(key.clone());
+        }
     }
 
     fn insert(&mut self, rec: Rec) {
-        self.index(&rec.key);
+        self.index(&rec);
         // Upper bound keeps records with equal keys in insertion order.
         let pos = self.recs.partition_point(|r| r.key <= rec.key);
         self.recs.insert(pos, rec);
@@ -372,6 +387,9 @@ impl St {
     fn take(&mut self, id: &str) -> Option<Rec> {
         let rec = self.recs.remove(self.position(id)?);
         self.by_id.remove(&rec.key.id);
+        if let Some(keys) = rec.f.code.as_ref().and_then(|c| self.by_code.get_mut(c)) {
+            keys.retain(|k| *k != rec.key);
+        }
         self.generation += 1;
         Some(rec)
     }
@@ -423,11 +441,32 @@ impl St {
         if let Some((_, _, hits)) = cached {
             return Sel::Indices(hits.clone());
         }
-        let hits = ranges.iter().flat_map(|r| r.clone());
-        let hits: Vec<u32> = hits
-            .filter(|&i| f.matches(&self.recs[i].f))
-            .map(|i| i as u32)
-            .collect();
+        let in_ranges = |i: usize| ranges.iter().any(|r| r.contains(&i));
+        let hits: Vec<u32> = match &f.session_code {
+            Some(code) => {
+                let keys = self.by_code.get(code.as_str()).map(Vec::as_slice);
+                let mut hits: Vec<u32> = Vec::new();
+                for key in keys.unwrap_or_default() {
+                    let first = self.recs.partition_point(|r| r.key < *key);
+                    let same = self.recs[first..].iter().take_while(|r| r.key == *key);
+                    hits.extend(
+                        (first..)
+                            .zip(same)
+                            .filter(|(i, r)| in_ranges(*i) && f.matches(&r.f))
+                            .map(|(i, _)| i as u32),
+                    );
+                }
+                hits.sort_unstable();
+                hits.dedup();
+                hits
+            }
+            None => {
+                let all = ranges.iter().flat_map(|r| r.clone());
+                all.filter(|&i| f.matches(&self.recs[i].f))
+                    .map(|i| i as u32)
+                    .collect()
+            }
+        };
         let hits = Arc::new(hits);
         self.cache.retain(|(_, g, _)| *g == generation);
         if self.cache.len() >= 8 {
@@ -972,8 +1011,9 @@ impl TeamViewerSim {
             recs.push(Rec::new(&r));
         }
         let mut st = self.inner.lock();
+        st.by_id.reserve(recs.len());
         for rec in &recs {
-            st.index(&rec.key);
+            st.index(rec);
         }
         st.recs.extend(recs);
         // Stable and run-aware, so appending an already sorted batch is close to linear.
@@ -1875,6 +1915,20 @@ mod tests {
         assert_eq!(ids(&body).len(), 1);
         let (status, _, _) = call(conns(&sim, &[("has_code", "maybe")])).await;
         assert_eq!(status, 400);
+
+        let later = [
+            ("session_code", "s119457589"),
+            ("from_date", "2024-04-16T10:00:01Z"),
+        ];
+        let (_, _, body) = call(conns(&sim, &later)).await;
+        assert!(ids(&body).is_empty());
+        let id = "00000000-0000-4000-8000-000000000001";
+        sim.update_connection(id, json!({ "session_code": null }));
+        let (_, _, body) = call(conns(&sim, &[("session_code", "s119457589")])).await;
+        assert!(ids(&body).is_empty());
+        sim.update_connection(id, json!({ "session_code": "S119 457 589" }));
+        let (_, _, body) = call(conns(&sim, &[("session_code", "s119-457-589")])).await;
+        assert_eq!(ids(&body), [id]);
         sim.shutdown().await;
     }
 

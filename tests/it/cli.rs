@@ -50,7 +50,9 @@ async fn ticketsync(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         cmd.env(k, v);
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output()).await.unwrap_or_else(|_| panic!("ticketsync {args:?} did not finish in 15 s"));
+    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("ticketsync {args:?} did not finish in 15 s"));
     Run::from(out.expect("spawn ticketsync"))
 }
 
@@ -61,7 +63,10 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn minimal(db: &Path, tv_extra: &str) -> String {
-    format!("[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"http://127.0.0.1:9\"\n{tv_extra}\n", db.display())
+    format!(
+        "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"http://127.0.0.1:9\"\n{tv_extra}\n",
+        db.display()
+    )
 }
 
 fn db_bytes(db: &Path) -> Vec<u8> {
@@ -92,7 +97,11 @@ async fn check_names_the_bad_key_and_line() {
     assert!(lines[0].contains("busy_timeot_ms") && lines[0].contains("line 3"), "{}", r.stderr);
     assert!(lines[0].contains("bad.toml"), "{}", r.stderr);
 
-    let cron = write(dir.path(), "cron.toml", &minimal(&db, &format!("token = \"{TOKEN}\"\nschedule = \"every five minutes\"")));
+    let cron = write(
+        dir.path(),
+        "cron.toml",
+        &minimal(&db, &format!("token = \"{TOKEN}\"\nschedule = \"every five minutes\"")),
+    );
     let r = ticketsync(&cron, &["check"], &[]).await.failed();
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("sources.teamviewer.schedule"), "{}", r.stderr);
@@ -102,7 +111,11 @@ async fn check_names_the_bad_key_and_line() {
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("sources.teamviewer.token") && r.stderr.contains("teamviewer_token"), "{}", r.stderr);
 
-    let missing_file = write(dir.path(), "nofile.toml", &minimal(&db, &format!("token_file = \"{}\"", dir.path().join("absent").display())));
+    let missing_file = write(
+        dir.path(),
+        "nofile.toml",
+        &minimal(&db, &format!("token_file = \"{}\"", dir.path().join("absent").display())),
+    );
     let r = ticketsync(&missing_file, &["check"], &[]).await.failed();
     assert!(r.stderr.contains("sources.teamviewer.token_file"), "{}", r.stderr);
 
@@ -154,7 +167,12 @@ fn oauth_config(db: &Path, sim: &TeamViewerSim, client_secret: &str) -> String {
 async fn authorize_url(cfg: &Path) -> String {
     let r = ticketsync(cfg, &["auth", "teamviewer"], &[]).await.ok();
     assert!(r.stdout.contains("--code"), "tells how to finish: {}", r.stdout);
-    r.stdout.lines().map(str::trim).find(|l| l.starts_with("http")).unwrap_or_else(|| panic!("no URL in {}", r.stdout)).to_string()
+    r.stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http"))
+        .unwrap_or_else(|| panic!("no URL in {}", r.stdout))
+        .to_string()
 }
 
 /// Approve at the simulator; returns the redirect (Location) it answers with.
@@ -172,9 +190,12 @@ fn query(url: &str, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_flow_prints_url_and_exchanges_the_redirect() {
     let secret = "cs-auth-flow-secret";
-    let sim = TeamViewerSim::start(SimOptions { oauth_client: Some(("12333-133Ea4Hdf3e9ec0543fX".into(), secret.into())), ..SimOptions::default() })
-        .await
-        .unwrap();
+    let sim = TeamViewerSim::start(SimOptions {
+        oauth_client: Some(("12333-133Ea4Hdf3e9ec0543fX".into(), secret.into())),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let cfg = write(dir.path(), "c.toml", &oauth_config(&db, &sim, secret));
@@ -205,7 +226,10 @@ async fn auth_flow_prints_url_and_exchanges_the_redirect() {
     let r = ticketsync(&cfg, &["auth", "teamviewer", "--code", &redirect], &[]).await.ok();
     assert!(r.stdout.contains("authorized"), "{}", r.stdout);
     let (generation, enc): (i64, String) =
-        sqlx::query_as("SELECT generation, access_token_enc FROM oauth_tokens WHERE provider = 'teamviewer'").fetch_one(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT generation, access_token_enc FROM oauth_tokens WHERE provider = 'teamviewer'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
     assert_eq!(generation, 1);
     assert!(enc.starts_with("v1:"));
     let posts = sim.requests().into_iter().filter(|r| r.path == "/api/v1/oauth2/token" && r.status == 200).count();
@@ -233,7 +257,8 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
     const CS_WRONG: &str = "CANARY-client-wrong-e82a4c";
     let canaries = [TV, TV_WRONG, RM, RM_WRONG, WH, WH_WRONG, CS, CS_WRONG];
 
-    let sim = TeamViewerSim::start(SimOptions { script_tokens: vec![TV.into()], ..SimOptions::default() }).await.unwrap();
+    let sim =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TV.into()], ..SimOptions::default() }).await.unwrap();
     let redmine = RedmineSim::start(RM, &[101]).await.unwrap();
     let hook = WebhookSim::start(WH, "X-Ticketsync-Signature").await.unwrap();
     let now = Utc::now();
@@ -278,7 +303,8 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
     // All good: requeue the failed ones and deliver.
     let good = write(dir.path(), "good.toml", &config(TV, RM, WH, CS));
     let store = ticketsync::store::Store::open(&db, Duration::from_secs(5)).await.unwrap();
-    let failed: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'").fetch_all(&store.pool).await.unwrap();
+    let failed: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'").fetch_all(&store.pool).await.unwrap();
     assert!(!failed.is_empty());
     for id in failed {
         runs.push(ticketsync(&good, &["retry", &id.to_string()], &trace).await.ok());
@@ -289,9 +315,12 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
     assert_eq!(hook.accepted().len(), 2);
 
     // OAuth with a canary client secret: the auth flow and a refused exchange.
-    let oauth_sim = TeamViewerSim::start(SimOptions { oauth_client: Some(("12333-133Ea4Hdf3e9ec0543fX".into(), CS.into())), ..SimOptions::default() })
-        .await
-        .unwrap();
+    let oauth_sim = TeamViewerSim::start(SimOptions {
+        oauth_client: Some(("12333-133Ea4Hdf3e9ec0543fX".into(), CS.into())),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
     let odb = dir.path().join("oauth.db");
     let ocfg = write(dir.path(), "oauth.toml", &oauth_config(&odb, &oauth_sim, CS));
     let owrong = write(dir.path(), "oauth-wrong.toml", &oauth_config(&odb, &oauth_sim, CS_WRONG));
@@ -325,7 +354,8 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_unmatched_deliveries_and_retry() {
-    let sim = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..SimOptions::default() }).await.unwrap();
+    let sim =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..SimOptions::default() }).await.unwrap();
     let redmine = RedmineSim::start("rm-key", &[77]).await.unwrap();
     let now = Utc::now();
     let d = |m: i64| (now - TimeDelta::minutes(m)).format("%Y-%m-%dT%H:%M:%SZ").to_string();

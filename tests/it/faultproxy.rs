@@ -24,7 +24,11 @@ pub enum Fault {
 
 impl Fault {
     pub fn status(status: u16, headers: &[(&str, &str)], body: &str) -> Fault {
-        Fault::Respond { status, headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body: body.into() }
+        Fault::Respond {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.into(),
+        }
     }
 }
 
@@ -62,8 +66,10 @@ impl FaultProxy {
     /// `upstream` is a base URL such as `http://127.0.0.1:3000` (a path is ignored).
     pub async fn start(upstream: &str) -> FaultProxy {
         let u = url::Url::parse(upstream).expect("upstream URL");
-        let host = format!("{}:{}", u.host_str().expect("upstream host"), u.port_or_known_default().expect("upstream port"));
-        let addr: SocketAddr = tokio::net::lookup_host(&host).await.expect("resolve upstream").next().expect("upstream address");
+        let host =
+            format!("{}:{}", u.host_str().expect("upstream host"), u.port_or_known_default().expect("upstream port"));
+        let addr: SocketAddr =
+            tokio::net::lookup_host(&host).await.expect("resolve upstream").next().expect("upstream address");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let base_url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let state = Arc::new(Mutex::new(State::default()));
@@ -101,7 +107,11 @@ impl FaultProxy {
     pub async fn wait_until(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while !pred(&self.seen()) {
-            assert!(tokio::time::Instant::now() < deadline, "fault proxy: still waiting for {what}; seen {:?}", self.seen());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fault proxy: still waiting for {what}; seen {:?}",
+                self.seen()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -132,7 +142,10 @@ async fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse::<usize>().ok())
         .unwrap_or(0);
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "fault proxy does not support chunked requests");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "fault proxy does not support chunked requests"
+    );
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < len {
         let n = conn.read(&mut chunk).await?;
@@ -178,7 +191,8 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, host: &str, st: &Mu
 
     if let Some(Fault::Respond { status, headers, body }) = &fault {
         let reason = reqwest::StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Fault");
-        let mut resp = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n", body.len());
+        let mut resp =
+            format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n", body.len());
         for (k, v) in headers {
             resp.push_str(&format!("{k}: {v}\r\n"));
         }

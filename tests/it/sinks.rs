@@ -58,7 +58,11 @@ impl Target {
     async fn redmine_real() -> Option<Target> {
         let ci = support::redmine_ci()?;
         let proxy = FaultProxy::start(&ci.url).await;
-        Some(Target { backend: Backend::RealRedmine { ci, http: reqwest::Client::new() }, proxy, next_ticket: AtomicU64::new(1) })
+        Some(Target {
+            backend: Backend::RealRedmine { ci, http: reqwest::Client::new() },
+            proxy,
+            next_ticket: AtomicU64::new(1),
+        })
     }
 
     async fn redmine_sim() -> Option<Target> {
@@ -96,8 +100,16 @@ impl Target {
         let http = ticketsync::http::client(timeout);
         let secret = SecretString::from(secret.to_string());
         match &self.backend {
-            Backend::RealRedmine { .. } | Backend::SimRedmine(_) => Arc::new(RedmineSink::new("redmine", &self.proxy.base_url, secret, true, http)),
-            Backend::SimWebhook(_) => Arc::new(WebhookSink::new("webhook", &format!("{}/hook", self.proxy.base_url), secret, WEBHOOK_HEADER, http)),
+            Backend::RealRedmine { .. } | Backend::SimRedmine(_) => {
+                Arc::new(RedmineSink::new("redmine", &self.proxy.base_url, secret, true, http))
+            }
+            Backend::SimWebhook(_) => Arc::new(WebhookSink::new(
+                "webhook",
+                &format!("{}/hook", self.proxy.base_url),
+                secret,
+                WEBHOOK_HEADER,
+                http,
+            )),
         }
     }
 
@@ -167,7 +179,10 @@ impl Target {
                 .1
                 .iter()
                 .filter(|j| j["notes"].as_str().is_some_and(|n| !n.is_empty()))
-                .map(|j| Posted { text: j["notes"].as_str().unwrap_or_default().to_string(), private: j["private_notes"] == json!(true) })
+                .map(|j| Posted {
+                    text: j["notes"].as_str().unwrap_or_default().to_string(),
+                    private: j["private_notes"] == json!(true),
+                })
                 .collect(),
             Backend::SimRedmine(sim) => sim
                 .journals(ticket.parse().expect("sim ticket id"))
@@ -178,7 +193,10 @@ impl Target {
                 .accepted()
                 .into_iter()
                 .filter(|p| p["ticket_id"].as_str() == Some(ticket))
-                .map(|p| Posted { text: p["text"].as_str().unwrap_or_default().to_string(), private: p["visibility"] == json!("internal") })
+                .map(|p| Posted {
+                    text: p["text"].as_str().unwrap_or_default().to_string(),
+                    private: p["visibility"] == json!("internal"),
+                })
                 .collect(),
         }
     }
@@ -231,14 +249,21 @@ impl Run {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = support::temp_store(dir.path()).await;
         let sinks: Sinks = Arc::new(HashMap::from([(sink.name().to_string(), sink.clone())]));
-        let policy = DeliveryPolicy { base_backoff, max_backoff: Duration::from_secs(1), give_up_after: chrono::Duration::hours(1), concurrency: 2 };
+        let policy = DeliveryPolicy {
+            base_backoff,
+            max_backoff: Duration::from_secs(1),
+            give_up_after: chrono::Duration::hours(1),
+            concurrency: 2,
+        };
         Run { _dir: dir, store, sinks, sink, policy }
     }
 
     async fn enqueue(&self, ticket: &str, note: &Note) -> i64 {
         let mut tx = self.store.begin().await.unwrap();
         let json = serde_json::to_string(note).unwrap();
-        let id = outbox::enqueue(&mut tx, self.sink.name(), ticket, None, None, "session_report", &note.marker, &json).await.unwrap();
+        let id = outbox::enqueue(&mut tx, self.sink.name(), ticket, None, None, "session_report", &note.marker, &json)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         id.expect("a new delivery")
     }
@@ -253,14 +278,17 @@ impl Run {
 
     /// (outcome, started_at, detail) per attempt, in order.
     async fn attempts(&self, id: i64) -> Vec<(String, String, Value)> {
-        let rows: Vec<(Option<String>, String, Option<String>)> =
-            sqlx::query_as("SELECT outcome, started_at, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt")
-                .bind(id)
-                .fetch_all(&self.store.pool)
-                .await
-                .unwrap();
+        let rows: Vec<(Option<String>, String, Option<String>)> = sqlx::query_as(
+            "SELECT outcome, started_at, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.store.pool)
+        .await
+        .unwrap();
         rows.into_iter()
-            .map(|(o, s, d)| (o.unwrap_or_default(), s, d.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null)))
+            .map(|(o, s, d)| {
+                (o.unwrap_or_default(), s, d.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null))
+            })
             .collect()
     }
 
@@ -269,7 +297,11 @@ impl Run {
     }
 
     async fn audit_kinds(&self, id: i64) -> Vec<String> {
-        sqlx::query_scalar("SELECT kind FROM audit_events WHERE delivery_id = ? ORDER BY id").bind(id).fetch_all(&self.store.pool).await.unwrap()
+        sqlx::query_scalar("SELECT kind FROM audit_events WHERE delivery_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.store.pool)
+            .await
+            .unwrap()
     }
 
     /// Run `deliver_due` until the delivery leaves `pending` (bounded).
@@ -315,7 +347,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
 // ---------------------------------------------------------------------------------------
 // The cases
 
-/// 1. A note lands once, private, with its fields and marker line.
+/// Case 1: A note lands once, private, with its fields and marker line.
 async fn case_post(t: &Target) {
     let run = Run::new(t.sink()).await;
     let ticket = t.make_ticket().await;
@@ -334,7 +366,13 @@ async fn case_post(t: &Target) {
     assert_eq!(all.len(), 1, "exactly one note on a fresh ticket: {all:?}");
     let p = &all[0];
     assert!(p.text.lines().any(|l| l == note.marker_line()), "marker line missing: {:?}", p.text);
-    for want in [note.title.as_str(), "Technician: Jon Snow", "Duration: 18m 45s", &note.links[0].url, "Printer driver reinstalled."] {
+    for want in [
+        note.title.as_str(),
+        "Technician: Jon Snow",
+        "Duration: 18m 45s",
+        &note.links[0].url,
+        "Printer driver reinstalled.",
+    ] {
         assert!(p.text.contains(want), "{want:?} missing from {:?}", p.text);
     }
     assert!(p.private, "the note must be private/internal");
@@ -354,7 +392,7 @@ async fn case_post(t: &Target) {
     assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
 }
 
-/// 2. The note was posted, then the process died before committing: recovery repairs it
+/// Case 2: The note was posted, then the process died before committing: recovery repairs it
 /// without a second note.
 async fn case_duplicate_after_crash(t: &Target) {
     let run = Run::new(t.sink()).await;
@@ -386,7 +424,7 @@ async fn case_duplicate_after_crash(t: &Target) {
     }
 }
 
-/// 3. Ticket not found: `dead` at once, readable reason, never retried.
+/// Case 3: Ticket not found: `dead` at once, readable reason, never retried.
 async fn case_ticket_not_found(t: &Target) {
     let run = Run::new(t.sink()).await;
     let ticket = t.missing_ticket().await;
@@ -405,7 +443,7 @@ async fn case_ticket_not_found(t: &Target) {
     assert_eq!(t.writes_seen(), 1);
 }
 
-/// 4. Credentials rejected: `failed` with a clear message, no secret in it, not retried.
+/// Case 4: Credentials rejected: `failed` with a clear message, no secret in it, not retried.
 async fn case_bad_credentials(t: &Target) {
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
     let run = Run::new(t.sink_with(&wrong, NORMAL_TIMEOUT)).await;
@@ -431,10 +469,14 @@ async fn case_bad_credentials(t: &Target) {
     }
 }
 
-/// 5. 429 with `Retry-After`: stays pending until (never before) the server's time, then
+/// Case 5: 429 with `Retry-After`: stays pending until (never before) the server's time, then
 /// lands once. `retry_after` builds the header value; it returns the header and the
 /// earliest instant the server allowed, given when the proxy answered.
-async fn case_rate_limited(t: &Target, retry_after: impl FnOnce() -> (String, Option<SystemTime>), delay_from_answer: Option<Duration>) {
+async fn case_rate_limited(
+    t: &Target,
+    retry_after: impl FnOnce() -> (String, Option<SystemTime>),
+    delay_from_answer: Option<Duration>,
+) {
     let run = Run::new(t.sink()).await;
     let ticket = t.make_ticket().await;
     let note = test_note();
@@ -447,13 +489,18 @@ async fn case_rate_limited(t: &Target, retry_after: impl FnOnce() -> (String, Op
     let d = run.get(id).await;
     assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
     assert!(d.last_error.as_deref().unwrap_or_default().contains("429"), "{d:?}");
-    let answered = t.proxy.seen().iter().find(|s| s.method == t.write_method()).and_then(|s| s.answered_at).expect("429 answered");
+    let answered =
+        t.proxy.seen().iter().find(|s| s.method == t.write_method()).and_then(|s| s.answered_at).expect("429 answered");
     let allowed: DateTime<Utc> = match (absolute, delay_from_answer) {
         (Some(at), _) => at.into(),
         (None, Some(delay)) => DateTime::<Utc>::from(answered) + chrono::Duration::from_std(delay).unwrap(),
         (None, None) => unreachable!(),
     };
-    assert!(ms(ts(&d.next_attempt_at)) >= ms(allowed), "next attempt {} is before the server's time {allowed}", d.next_attempt_at);
+    assert!(
+        ms(ts(&d.next_attempt_at)) >= ms(allowed),
+        "next attempt {} is before the server's time {allowed}",
+        d.next_attempt_at
+    );
     assert!(t.copies_of(&ticket, &note).await.is_empty());
 
     let d = run.settle(id).await;
@@ -481,7 +528,7 @@ async fn case_rate_limited_http_date(t: &Target) {
     .await;
 }
 
-/// 5b. `Retry-After: 0` (or a past date) must not make `deliver_due` spin against the server.
+/// Case 5b: `Retry-After: 0` (or a past date) must not make `deliver_due` spin against the server.
 async fn case_rate_limited_zero(t: &Target) {
     let run = Run::with_policy(t.sink(), Duration::from_secs(1)).await;
     let ticket = t.make_ticket().await;
@@ -503,7 +550,7 @@ async fn case_rate_limited_zero(t: &Target) {
     assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
 }
 
-/// 6. 503 twice: retried with backoff, then delivered once.
+/// Case 6: 503 twice: retried with backoff, then delivered once.
 async fn case_server_error(t: &Target) {
     let run = Run::new(t.sink()).await;
     let ticket = t.make_ticket().await;
@@ -533,7 +580,7 @@ async fn case_server_error(t: &Target) {
     assert_eq!(t.writes_seen(), 3);
 }
 
-/// 7. The system applies the note but its answer comes too late (or the connection drops):
+/// Case 7: The system applies the note but its answer comes too late (or the connection drops):
 /// ambiguous; the next attempt must not leave a second note.
 async fn case_lost_answer(t: &Target, fault: Fault) {
     let run = Run::new(t.sink_with(&t.good_secret(), SHORT_TIMEOUT)).await;
@@ -549,7 +596,11 @@ async fn case_lost_answer(t: &Target, fault: Fault) {
     assert_eq!(run.outcomes(id).await, ["ambiguous"]);
     // The system did apply it (the proxy saw the upstream answer).
     let m = t.write_method();
-    t.proxy.wait_until("the upstream answer to the first write", |s| s.iter().any(|s| s.method == m && s.upstream_status.is_some())).await;
+    t.proxy
+        .wait_until("the upstream answer to the first write", |s| {
+            s.iter().any(|s| s.method == m && s.upstream_status.is_some())
+        })
+        .await;
     assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
 
     let d = run.settle(id).await;

@@ -33,7 +33,9 @@ pub struct RedmineCi {
 pub fn redmine_ci() -> Option<RedmineCi> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     match (var("REDMINE_URL"), var("REDMINE_API_KEY"), var("REDMINE_PROJECT"), var("REDMINE_CUSTOMER_API_KEY")) {
-        (Some(url), Some(api_key), Some(project), Some(customer_api_key)) => Some(RedmineCi { url, api_key, project, customer_api_key }),
+        (Some(url), Some(api_key), Some(project), Some(customer_api_key)) => {
+            Some(RedmineCi { url, api_key, project, customer_api_key })
+        }
         _ => {
             let msg = "no real Redmine: REDMINE_URL, REDMINE_API_KEY, REDMINE_PROJECT and REDMINE_CUSTOMER_API_KEY must be set; \
                        start one with `bash .ci/redmine-ci.sh start` and export the variables it prints";

@@ -49,11 +49,18 @@ fn record(id: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Value {
 }
 
 async fn start_sim(opts: SimOptions) -> TeamViewerSim {
-    TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..opts }).await.expect("start TeamViewer simulator")
+    TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..opts })
+        .await
+        .expect("start TeamViewer simulator")
 }
 
 fn script_cfg(sim: &TeamViewerSim) -> TeamViewerConfig {
-    TeamViewerConfig { base_url: sim.base_url.clone(), token: Some(SecretString::from(TOKEN.to_string())), request_timeout_secs: 10, ..Default::default() }
+    TeamViewerConfig {
+        base_url: sim.base_url.clone(),
+        token: Some(SecretString::from(TOKEN.to_string())),
+        request_timeout_secs: 10,
+        ..Default::default()
+    }
 }
 
 fn oauth_cfg(sim: &TeamViewerSim) -> TeamViewerConfig {
@@ -84,7 +91,10 @@ fn param(q: &str, key: &str) -> Option<String> {
 }
 
 async fn cursor(store: &Store) -> Cursor {
-    let j: String = sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'").fetch_one(&store.pool).await.expect("cursor row");
+    let j: String = sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'")
+        .fetch_one(&store.pool)
+        .await
+        .expect("cursor row");
     serde_json::from_str(&j).expect("cursor json")
 }
 
@@ -123,7 +133,10 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     // Page 2 fails and max_retries is 0: the poll errors after page 1 committed. (A status-0
     // fault only passes the first request through, so the 500 hits the second.)
     sim.push_fault(Fault::new(CONNECTIONS, 0));
-    sim.push_fault(Fault { body: r#"{"error":"internal_error","error_description":"boom","error_code":500}"#.into(), ..Fault::new(CONNECTIONS, 500) });
+    sim.push_fault(Fault {
+        body: r#"{"error":"internal_error","error_description":"boom","error_code":500}"#.into(),
+        ..Fault::new(CONNECTIONS, 500)
+    });
     let err = src.poll(&store, &CancellationToken::new()).await.expect_err("page 2 fails");
     assert!(err.is_transient(), "{err}");
     let reqs = conn_requests(&sim);
@@ -149,7 +162,10 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     let second_offset = param(&reqs[3].query, "offset_id").expect("page 3 offset");
     assert_ne!(second_offset, first_offset);
     for r in &reqs {
-        assert_eq!(param(&r.query, "from_date").as_deref(), Some(walk.from.get(..19).map(|s| format!("{s}Z")).unwrap().as_str()));
+        assert_eq!(
+            param(&r.query, "from_date").as_deref(),
+            Some(walk.from.get(..19).map(|s| format!("{s}Z")).unwrap().as_str())
+        );
     }
     assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 2500);
     assert_eq!(count(&store, "SELECT COUNT(DISTINCT external_id) FROM sessions").await, 2500);
@@ -158,7 +174,8 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind = 'session_updated'").await, 0);
     let cur = cursor(&store).await;
     assert!(cur.walk.is_none(), "finished walk leaves only the watermark: {cur:?}");
-    let max_start: String = sqlx::query_scalar("SELECT MAX(started_at) FROM sessions").fetch_one(&store.pool).await.unwrap();
+    let max_start: String =
+        sqlx::query_scalar("SELECT MAX(started_at) FROM sessions").fetch_one(&store.pool).await.unwrap();
     assert_eq!(cur.high_watermark.as_deref(), Some(max_start.as_str()));
     assert_eq!(count(&store, "SELECT COUNT(*) FROM source_cursors WHERE last_success_at IS NOT NULL").await, 1);
 }
@@ -187,7 +204,11 @@ async fn overlap_reread_updates_changed_records_only() {
 
     let (rev_a, notes_a, ..) = session_row(&store, a).await;
     assert_eq!((rev_a, notes_a.as_deref()), (2, Some("Printer driver reinstalled, see #4711")));
-    let raw: String = sqlx::query_scalar("SELECT raw_json FROM sessions WHERE external_id = ?").bind(a).fetch_one(&store.pool).await.unwrap();
+    let raw: String = sqlx::query_scalar("SELECT raw_json FROM sessions WHERE external_id = ?")
+        .bind(a)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
     assert_eq!(serde_json::from_str::<Value>(&raw).unwrap(), sim.connection(a).unwrap());
     let (rev_b, ..) = session_row(&store, b).await;
     assert_eq!(rev_b, 1);
@@ -197,7 +218,10 @@ async fn overlap_reread_updates_changed_records_only() {
     // A third poll with nothing changed writes nothing.
     let s3 = poll(&src, &store).await;
     assert_eq!((s3.inserted, s3.updated), (0, 0));
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind IN ('session_seen', 'session_updated')").await, 3);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind IN ('session_seen', 'session_updated')").await,
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,12 +305,14 @@ async fn malformed_records_are_quarantined_with_field_and_raw_json() {
     let now = now_s();
     let t = now - TimeDelta::minutes(30);
     let good1 = record("bbbbbbbb-0000-4000-8000-000000000001", t, Some(t + TimeDelta::minutes(5)));
-    let good2 = record("bbbbbbbb-0000-4000-8000-000000000002", t + TimeDelta::minutes(6), Some(t + TimeDelta::minutes(9)));
+    let good2 =
+        record("bbbbbbbb-0000-4000-8000-000000000002", t + TimeDelta::minutes(6), Some(t + TimeDelta::minutes(9)));
     let mut no_id = record("x", t + TimeDelta::minutes(1), Some(t + TimeDelta::minutes(2)));
     no_id.as_object_mut().unwrap().remove("id");
     let mut bad_date = record("bbbbbbbb-0000-4000-8000-000000000003", t, None);
     bad_date["start_date"] = json!("20130116T194014Z");
-    let backwards = record("bbbbbbbb-0000-4000-8000-000000000004", t + TimeDelta::minutes(3), Some(t + TimeDelta::minutes(2)));
+    let backwards =
+        record("bbbbbbbb-0000-4000-8000-000000000004", t + TimeDelta::minutes(3), Some(t + TimeDelta::minutes(2)));
     let mut absurd = record("bbbbbbbb-0000-4000-8000-000000000005", t, None);
     absurd["start_date"] = json!("2999-01-01T00:00:00Z");
     for r in [&good1, &no_id, &bad_date, &backwards, &absurd, &good2] {
@@ -298,13 +324,23 @@ async fn malformed_records_are_quarantined_with_field_and_raw_json() {
 
     let s = poll(&src, &store).await;
     assert_eq!((s.pages, s.records, s.inserted, s.quarantined), (1, 6, 2, 4));
-    let stored: Vec<String> = sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY external_id").fetch_all(&store.pool).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY external_id")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, ["bbbbbbbb-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"]);
 
     let rows: Vec<(Option<String>, String, String)> =
-        sqlx::query_as("SELECT external_id, reason, raw FROM quarantine WHERE source = 'teamviewer' ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT external_id, reason, raw FROM quarantine WHERE source = 'teamviewer' ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
-    let find = |prefix: &str| rows.iter().find(|r| r.1.starts_with(prefix)).unwrap_or_else(|| panic!("no quarantine reason {prefix:?} in {rows:?}"));
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.1.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no quarantine reason {prefix:?} in {rows:?}"))
+    };
     let cases = [
         ("id: missing", &no_id, None),
         ("start_date: not an ISO 8601 date", &bad_date, Some("bbbbbbbb-0000-4000-8000-000000000003")),
@@ -337,7 +373,12 @@ async fn five_records(sim: &TeamViewerSim) -> Vec<String> {
 }
 
 async fn assert_all_stored(store: &Store, ids: &[String]) {
-    let stored: HashSet<String> = sqlx::query_scalar("SELECT external_id FROM sessions").fetch_all(&store.pool).await.unwrap().into_iter().collect();
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT external_id FROM sessions")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(stored, ids.iter().cloned().collect::<HashSet<_>>());
 }
 
@@ -385,7 +426,10 @@ async fn throttled_429_honours_retry_after_and_nothing_lost() {
 async fn server_error_once_is_retried() {
     let sim = start_sim(SimOptions { page_size: 2, ..SimOptions::default() }).await;
     let ids = five_records(&sim).await;
-    sim.push_fault(Fault { body: r#"{"error":"internal_error","error_description":"try later","error_code":9}"#.into(), ..Fault::new(CONNECTIONS, 503) });
+    sim.push_fault(Fault {
+        body: r#"{"error":"internal_error","error_description":"try later","error_code":9}"#.into(),
+        ..Fault::new(CONNECTIONS, 503)
+    });
     let dir = tempfile::tempdir().unwrap();
     let store = temp_store(dir.path()).await;
     let src = source(&script_cfg(&sim), &store, 3);
@@ -397,7 +441,10 @@ async fn server_error_once_is_retried() {
     assert_eq!(statuses, [503, 200, 200, 200]);
 
     // A permanent error (403 without rate_limit_reached) is not retried.
-    sim.push_fault(Fault { body: r#"{"error":"invalid_permission","error_description":"no Connections.Read","error_code":7}"#.into(), ..Fault::new(CONNECTIONS, 403) });
+    sim.push_fault(Fault {
+        body: r#"{"error":"invalid_permission","error_description":"no Connections.Read","error_code":7}"#.into(),
+        ..Fault::new(CONNECTIONS, 403)
+    });
     let err = src.poll(&store, &CancellationToken::new()).await.expect_err("403");
     assert!(!err.is_transient());
     let msg = err.to_string();
@@ -430,7 +477,8 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 async fn oauth_sim() -> TeamViewerSim {
-    start_sim(SimOptions { oauth_client: Some((CLIENT_ID.into(), CLIENT_SECRET.into())), ..SimOptions::default() }).await
+    start_sim(SimOptions { oauth_client: Some((CLIENT_ID.into(), CLIENT_SECRET.into())), ..SimOptions::default() })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +514,8 @@ async fn oauth_expired_token_is_refreshed_once_and_rotation_committed() {
     let (a2, r2) = (t2.access.unwrap().expose_secret().to_string(), t2.refresh.unwrap().expose_secret().to_string());
     assert_ne!(a1, a2);
     assert_ne!(r1, r2, "refresh token rotated and the new one committed");
-    let reqs: Vec<(String, u16, Option<String>)> = sim.requests().into_iter().map(|r| (r.path, r.status, r.token)).collect();
+    let reqs: Vec<(String, u16, Option<String>)> =
+        sim.requests().into_iter().map(|r| (r.path, r.status, r.token)).collect();
     assert_eq!(
         reqs,
         [
@@ -481,7 +530,12 @@ async fn oauth_expired_token_is_refreshed_once_and_rotation_committed() {
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/oauth2/token", sim.api_url()))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", r1.as_str()), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r1.as_str()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ])
         .send()
         .await
         .unwrap();
@@ -489,7 +543,10 @@ async fn oauth_expired_token_is_refreshed_once_and_rotation_committed() {
     assert_eq!(sim.refresh_count(), 1);
 
     // Tokens at rest are encrypted: none of them, nor the client secret, is in the file.
-    let enc: (String, String) = sqlx::query_as("SELECT access_token_enc, refresh_token_enc FROM oauth_tokens").fetch_one(&store.pool).await.unwrap();
+    let enc: (String, String) = sqlx::query_as("SELECT access_token_enc, refresh_token_enc FROM oauth_tokens")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
     assert!(enc.0.starts_with("v1:") && enc.1.starts_with("v1:"));
     drop(src);
     drop(oauth);
@@ -535,7 +592,12 @@ async fn concurrent_refreshes_spend_the_refresh_token_once() {
     let t = stored_tokens(&store).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/oauth2/token", sim.api_url()))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", t.refresh.unwrap().expose_secret()), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t.refresh.unwrap().expose_secret()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ])
         .send()
         .await
         .unwrap();
@@ -570,10 +632,19 @@ secret = "whsec-test"
     let store = temp_store(dir.path()).await;
     let app = ticketsync::app::App::with_store(config, store.clone()).expect("app");
 
-    let created = ticketsync::launchers::create_session(&app, "teamviewer", "4242", Some("Peter Niedhelp"), Some("helpme@example.com")).await.expect("create");
+    let created = ticketsync::launchers::create_session(
+        &app,
+        "teamviewer",
+        "4242",
+        Some("Peter Niedhelp"),
+        Some("helpme@example.com"),
+    )
+    .await
+    .expect("create");
     assert_eq!(created.ticket, "4242");
     assert_eq!(created.deliveries.len(), 2, "session links + customer link for the webhook");
-    let posts: Vec<RequestLog> = sim.requests().into_iter().filter(|r| r.method == "POST" && r.path == "/api/v1/sessions").collect();
+    let posts: Vec<RequestLog> =
+        sim.requests().into_iter().filter(|r| r.method == "POST" && r.path == "/api/v1/sessions").collect();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].status, 200);
     let sessions = sim.sessions();
@@ -586,14 +657,23 @@ secret = "whsec-test"
     assert_eq!(s["end_customer"], json!({"name": "Peter Niedhelp", "email": "helpme@example.com"}));
 
     let link: (String, String, String, Option<String>) =
-        sqlx::query_as("SELECT session_code, ticket_id, kind, details_json FROM ticket_links").fetch_one(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT session_code, ticket_id, kind, details_json FROM ticket_links")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
     assert_eq!((link.0.as_str(), link.1.as_str(), link.2.as_str()), (created.code.as_str(), "4242", "created"));
     let details: Value = serde_json::from_str(link.3.as_deref().unwrap()).unwrap();
     assert_eq!(details["end_customer_link"], s["end_customer_link"]);
 
     // The technician connects with the code; the next cycle picks the report up.
     let start = now_s() - TimeDelta::minutes(30);
-    let report_id = sim.connect_session(&created.code, "Jon Snow", start, Some(start + TimeDelta::minutes(12)), Some("Printer driver reinstalled"));
+    let report_id = sim.connect_session(
+        &created.code,
+        "Jon Snow",
+        start,
+        Some(start + TimeDelta::minutes(12)),
+        Some("Printer driver reinstalled"),
+    );
     let report = app.cycle().await.expect("cycle");
     assert_eq!(report.polled[0].1.inserted, 1);
     assert_eq!(report.matched.matched, 1);
@@ -609,7 +689,10 @@ secret = "whsec-test"
     .unwrap();
     assert_eq!((m.0.as_str(), m.1.as_str(), m.2.as_str()), ("4242", "custom_api", "Helpdesk"));
     let kinds: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT kind, ticket_id, state FROM deliveries ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT kind, ticket_id, state FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
     assert_eq!(
         kinds,
         [
