@@ -112,7 +112,7 @@ CREATE TABLE delivery_attempts (
     attempt         INTEGER NOT NULL,
     started_at      TEXT NOT NULL,
     finished_at     TEXT,
-    outcome         TEXT,                   -- delivered | found_existing | retry | ambiguous | auth | permanent
+    outcome         TEXT,                   -- delivered | found_existing | retry | ambiguous | failed | dead | interrupted
     detail          TEXT
 );
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id);

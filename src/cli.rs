@@ -62,6 +62,21 @@ pub enum Command {
     },
     /// Requeue a failed or dead delivery.
     Retry { id: i64 },
+    /// The audit history (read-only).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit_events hash chain; reports the first broken row and exits non-zero.
+    Verify {
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,8 @@ struct Beats {
 }
 
 pub async fn run(app: App) -> Result<()> {
+    // Handlers first: a SIGTERM during start-up must still mean a clean stop.
+    let shutdown = shutdown_signal()?;
     let app = Arc::new(app);
     let cancel = CancellationToken::new();
     let recovered = crate::store::outbox::recover_sending(&app.store).await?;
@@ -147,7 +149,7 @@ pub async fn run(app: App) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
     tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping: finishing the current page or request");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
@@ -161,14 +163,16 @@ pub async fn run(app: App) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 #[cfg(test)]

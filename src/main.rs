@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use ticketsync::app::App;
-use ticketsync::cli::{Cli, Command, SessionCommand};
+use ticketsync::cli::{AuditCommand, Cli, Command, SessionCommand};
 use ticketsync::config::Config;
 use ticketsync::store::outbox;
 
@@ -72,6 +72,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let store = ticketsync::app::open_store(&cfg).await?;
             let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await?;
             println!("database {} at schema version {}", cfg.store.path.display(), v.unwrap_or(0));
+            store.pool.close().await;
         }
         Command::Run => {
             let app = App::build(load(&cli)?).await?;
@@ -85,6 +86,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             println!("matched {} sessions, delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
                 r.matched.matched, r.delivered.delivered, r.delivered.found_existing, r.delivered.retrying, r.delivered.failed, r.delivered.dead);
+            app.store.pool.close().await;
         }
         Command::Auth { provider, code, state } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
         Command::Session { command: SessionCommand::Create { ticket, provider, customer_name, customer_email } } => {
@@ -96,12 +98,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{} session {} created for ticket {}", c.provider, c.code, c.ticket);
             let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
             println!("links posted: {} delivered, {} retrying (the daemon will finish them)", d.delivered + d.found_existing, d.retrying);
+            app.store.pool.close().await;
         }
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
             let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
+            app.store.pool.close().await;
         }
         Command::Unmatched => {
             let cfg = load(&cli)?;
@@ -113,6 +117,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     &s.started_at[..19.min(s.started_at.len())], s.technician.as_deref().unwrap_or("-"), if s.ended_at.is_some() { "ended" } else { "running" });
             }
             println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());
+            store.pool.close().await;
         }
         Command::Deliveries { state } => {
             if let Some(s) = state {
@@ -128,6 +133,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", d.id, d.sink, d.ticket_id, d.state, d.kind, d.attempts, d.last_error.as_deref().unwrap_or(""));
             }
             println!("{} deliveries", rows.len());
+            store.pool.close().await;
+        }
+        Command::Audit { command: AuditCommand::Verify { db } } => {
+            let path = match db {
+                Some(p) => p.clone(),
+                None => load(&cli)?.store.path,
+            };
+            let store = ticketsync::store::Store::open_read_only(&path).await?;
+            let started = std::time::Instant::now();
+            let result = ticketsync::store::audit::verify(&store.pool).await?;
+            store.pool.close().await;
+            match result {
+                ticketsync::store::audit::Verify::Ok { rows, head } => {
+                    println!("audit chain OK: {rows} rows in {:.2}s; head {head}", started.elapsed().as_secs_f64());
+                }
+                ticketsync::store::audit::Verify::Broken { row_id, reason } => {
+                    eprintln!("audit chain BROKEN at row {row_id}: {reason}");
+                    return Ok(ExitCode::from(3));
+                }
+            }
         }
         Command::Retry { id } => {
             let cfg = load(&cli)?;

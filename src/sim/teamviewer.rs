@@ -21,6 +21,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -242,7 +243,7 @@ fn invalid_token(desc: &str) -> ApiError {
 
 // `raw` only orders records whose start_date is missing or unparseable; those sort first so the
 // date-filter ranges stay contiguous.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     start: Option<DateTime<Utc>>,
     raw: Box<str>,
@@ -250,6 +251,7 @@ struct Key {
 }
 
 /// Filterable fields, extracted once so that filtered scans over 1M records never parse JSON.
+#[derive(Debug, PartialEq)]
 struct Fields {
     username: Option<Box<str>>,
     userid: Option<Box<str>>,
@@ -300,16 +302,73 @@ impl Rec {
             code: code.map(String::into_boxed_str),
             sst: text("support_session_type").and_then(|t| t.trim().parse().ok()),
         };
-        // `Value::to_string` goes through fmt::Write and was the hot spot of `generate`.
-        let mut json = Vec::with_capacity(1024);
-        // Serialising a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut json, v);
-        let json = String::from_utf8_lossy(&json).into();
+        // `Value::to_string` goes through fmt::Write and was the hot spot of `generate`;
+        // serialising a Value into memory cannot fail.
+        let json = serde_json::to_string(v).unwrap_or_default().into();
         Rec {
             key: Key { start, raw, id },
             json,
             f,
         }
+    }
+}
+
+/// `generate` output, serialised directly: building a `Value` per record made 1M records slow.
+#[derive(Serialize)]
+struct GenRecord {
+    id: String,
+    userid: &'static str,
+    username: &'static str,
+    deviceid: String,
+    devicename: String,
+    groupid: &'static str,
+    groupname: &'static str,
+    start_date: String,
+    end_date: String,
+    fee: &'static str,
+    currency: &'static str,
+    billing_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notes: Option<String>,
+    support_session_type: i64,
+    #[serde(flatten)]
+    case: Option<GenCase>,
+}
+
+#[derive(Serialize)]
+struct GenCase {
+    session_code: String,
+    assigned_userid: &'static str,
+    assigned_at: String,
+    session_created_at: String,
+    valid_until: String,
+    session_note: String,
+    custom_api: String,
+    end_customer: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Value>,
+}
+
+impl GenRecord {
+    /// Must agree with `Rec::new` on the same JSON; a test checks that.
+    fn into_rec(self, start: DateTime<Utc>) -> Rec {
+        // Serialising plain strings and Values cannot fail.
+        let json = serde_json::to_string(&self).unwrap_or_default().into();
+        let f = Fields {
+            username: Some(self.username.into()),
+            userid: Some(self.userid.into()),
+            groupid: Some(self.groupid.into()),
+            devicename: Some(self.devicename.into()),
+            deviceid: Some(self.deviceid.into()),
+            code: self.case.map(|c| norm_code(&c.session_code).into()),
+            sst: Some(self.support_session_type),
+        };
+        let key = Key {
+            start: Some(start),
+            raw: "".into(),
+            id: self.id.to_lowercase().into(),
+        };
+        Rec { key, json, f }
     }
 }
 
@@ -958,57 +1017,59 @@ impl TeamViewerSim {
             let (userid, username) = TECHS[rng.random_range(0..TECHS.len())];
             let (groupid, groupname) = GROUPS[rng.random_range(0..GROUPS.len())];
             let dev = rng.random_range(0..500u64);
+            let kind = ["LT", "WS", "SRV"][(dev % 3) as usize];
             let end = start + TimeDelta::seconds(rng.random_range(90..5400));
-            let billing = [
-                "Bill",
-                "Bill",
-                "Bill",
-                "Bill",
-                "Bill",
-                "Bill",
-                "Bill",
-                "Bill",
-                "Billed",
-                "DoNotBill",
-            ];
-            let mut r = json!({
-                "id": id, "userid": userid, "username": username,
-                "deviceid": (1_000_000_000 + dev * 104_729).to_string(),
-                "devicename": format!("ACME-{}-{dev:03}", ["LT", "WS", "SRV"][(dev % 3) as usize]),
-                "groupid": groupid, "groupname": groupname,
-                "start_date": fmt_ts(start), "end_date": fmt_ts(end),
-                "fee": "0.00", "currency": if rng.random_bool(0.2) { "None" } else { "EUR" },
-                "billing_state": billing[rng.random_range(0..billing.len())],
-                "support_session_type": 1,
-            });
-            if rng.random_bool(0.3) {
+            let case = rng.random_bool(0.3).then(|| {
                 let ticket = 10_000 + rng.random_range(0..span);
                 let problem = PROBLEMS[rng.random_range(0..PROBLEMS.len())];
-                let customer = CUSTOMERS[rng.random_range(0..CUSTOMERS.len())];
-                let email = format!("{}@example.com", customer.to_lowercase().replace(' ', "."));
+                let name = CUSTOMERS[rng.random_range(0..CUSTOMERS.len())];
+                let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
                 let created = start - TimeDelta::seconds(rng.random_range(30..1800));
-                r["support_session_type"] = json!(2);
-                r["session_code"] = json!(random_code(&mut rng));
-                r["assigned_userid"] = json!(userid);
-                r["assigned_at"] = json!(fmt_ts(created));
-                r["session_created_at"] = json!(fmt_ts(created));
-                r["valid_until"] = json!(fmt_ts(created + TimeDelta::hours(24)));
-                r["session_note"] = json!(format!("INC-{ticket}: {problem}"));
-                r["custom_api"] = json!(json!({ "ticket_id": ticket.to_string() }).to_string());
-                r["end_customer"] = json!({ "name": customer, "email": email });
                 // Feedback is an empty object when enabled but not given (§1.3).
-                match rng.random_range(0..10) {
-                    0..=3 => r["feedback"] = json!({}),
+                let feedback = match rng.random_range(0..10) {
+                    0..=3 => Some(json!({})),
                     4..=6 => {
-                        r["feedback"] = json!({ "session_rating": rng.random_range(1..=5), "user_comment": "Thanks" })
+                        let rating = rng.random_range(1..=5);
+                        Some(json!({ "session_rating": rating, "user_comment": "Thanks" }))
                     }
-                    _ => {}
+                    _ => None,
+                };
+                GenCase {
+                    session_code: random_code(&mut rng),
+                    assigned_userid: userid,
+                    assigned_at: fmt_ts(created),
+                    session_created_at: fmt_ts(created),
+                    valid_until: fmt_ts(created + TimeDelta::hours(24)),
+                    session_note: format!("INC-{ticket}: {problem}"),
+                    custom_api: json!({ "ticket_id": ticket.to_string() }).to_string(),
+                    end_customer: json!({ "name": name, "email": email }),
+                    feedback,
                 }
-            }
-            if rng.random_bool(0.1) {
-                r["notes"] = json!(format!("see #{}", 10_000 + rng.random_range(0..span)));
-            }
-            recs.push(Rec::new(&r));
+            });
+            let g = GenRecord {
+                id,
+                userid,
+                username,
+                deviceid: (1_000_000_000 + dev * 104_729).to_string(),
+                devicename: format!("ACME-{kind}-{dev:03}"),
+                groupid,
+                groupname,
+                start_date: fmt_ts(start),
+                end_date: fmt_ts(end),
+                fee: "0.00",
+                currency: if rng.random_bool(0.2) { "None" } else { "EUR" },
+                billing_state: match rng.random_range(0..10) {
+                    0 => "Billed",
+                    1 => "DoNotBill",
+                    _ => "Bill",
+                },
+                notes: rng
+                    .random_bool(0.1)
+                    .then(|| format!("see #{}", 10_000 + rng.random_range(0..span))),
+                support_session_type: if case.is_some() { 2 } else { 1 },
+                case,
+            };
+            recs.push(g.into_rec(start));
         }
         let mut st = self.inner.lock();
         st.by_id.reserve(recs.len());
@@ -2290,5 +2351,16 @@ mod tests {
         assert_eq!(a["records"][0]["start_date"], "2024-04-16T08:00:00Z");
         one.shutdown().await;
         two.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn generated_index_matches_rec_new() {
+        let sim = sim(SimOptions::default()).await;
+        sim.generate(500, 9, Utc::now());
+        let st = sim.inner.lock();
+        for rec in &st.recs {
+            let again = Rec::new(&serde_json::from_str(&rec.json).unwrap_or_default());
+            assert_eq!((&again.key, &again.f), (&rec.key, &rec.f), "{}", rec.json);
+        }
     }
 }

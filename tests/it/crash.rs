@@ -109,7 +109,13 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     }
 
     // Final run: let it finish everything, then stop it with SIGTERM.
+    let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
     let mut child = spawn(&cfg, &log);
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().get(log_len..).unwrap_or("").contains("ticketsync running") {
+        assert!(Instant::now() < ready_by, "final daemon never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let store = loop {
         if let Ok(s) = ticketsync::store::Store::open_read_only(&dir.path().join("crash.db")).await {
             break s;
@@ -150,6 +156,8 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     let matched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM matches").fetch_one(&store.pool).await.unwrap();
     assert!(matched >= matched_with_ref && matched > 50, "matched {matched} of {matched_with_ref} with custom_api");
     assert_eq!(deliveries.len() as i64, matched * 2, "one delivery per sink per match");
+    let vanished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vanished_at IS NOT NULL").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(vanished, 0, "no report was deleted upstream");
     let mut lost = 0;
     let mut duplicates = 0;
     let mut per_marker: HashMap<String, usize> = HashMap::new();
@@ -173,7 +181,7 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     let webhook_accepted = hook.accepted().len();
     println!(
         "crash test: {runs} SIGKILLs ({killed_with_sending} left a delivery in 'sending'); {RECORDS} sessions stored once; \
-         {matched} matched; redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
+         {matched} matched ({matched_with_ref} by custom_api); redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
         hook.duplicates()
     );
     assert_eq!((lost, duplicates), (0, 0));

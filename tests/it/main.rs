@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link step) with a module per area.
 
+mod audit;
 mod cli;
 mod crash;
 mod faultproxy;
