@@ -33,12 +33,21 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
     let http = crate::http::client(Duration::from_secs(cfg.outbox.request_timeout_secs.max(1)));
     let mut sinks: HashMap<String, Arc<dyn TicketSink>> = HashMap::new();
     if let Some(r) = cfg.sinks.redmine.as_ref().filter(|r| r.enabled) {
-        let key = r.api_key_secret()?.context("sinks.redmine.api_key: missing (api_key_file or credential redmine_api_key)")?;
-        sinks.insert("redmine".into(), Arc::new(RedmineSink::new("redmine", &r.url, key, r.private_notes, http.clone())));
+        let key = r
+            .api_key_secret()?
+            .context("sinks.redmine.api_key: missing (api_key_file or credential redmine_api_key)")?;
+        sinks.insert(
+            "redmine".into(),
+            Arc::new(RedmineSink::new("redmine", &r.url, key, r.private_notes, http.clone())),
+        );
     }
     if let Some(w) = cfg.sinks.webhook.as_ref().filter(|w| w.enabled) {
-        let secret = w.secret_value()?.context("sinks.webhook.secret: missing (secret_file or credential webhook_secret)")?;
-        sinks.insert("webhook".into(), Arc::new(WebhookSink::new("webhook", &w.url, secret, &w.signature_header, http.clone())));
+        let secret =
+            w.secret_value()?.context("sinks.webhook.secret: missing (secret_file or credential webhook_secret)")?;
+        sinks.insert(
+            "webhook".into(),
+            Arc::new(WebhookSink::new("webhook", &w.url, secret, &w.signature_header, http.clone())),
+        );
     }
     Ok(sinks)
 }
@@ -71,7 +80,8 @@ impl App {
             let stats = src.poll(&self.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
             report.polled.push((src.name().to_string(), stats));
         }
-        report.matched = crate::pipeline::match_pending(&self.store, &self.rules, &self.sink_names, self.config.notes_tz()).await?;
+        report.matched =
+            crate::pipeline::match_pending(&self.store, &self.rules, &self.sink_names, self.config.notes_tz()).await?;
         report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
         Ok(report)
     }

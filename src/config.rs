@@ -312,14 +312,24 @@ impl Config {
         for (i, r) in self.matching.rules.iter().enumerate() {
             let key = format!("match.rules[{i}]");
             if r.kind == RuleKind::NotesRegex {
-                let p = r.pattern.as_deref().ok_or_else(|| key_err(&format!("{key}.pattern"), "required for kind = \"notes_regex\""))?;
-                let re = regex::Regex::new(p).map_err(|e| key_err(&format!("{key}.pattern"), one_line(&e.to_string())))?;
+                let p = r
+                    .pattern
+                    .as_deref()
+                    .ok_or_else(|| key_err(&format!("{key}.pattern"), "required for kind = \"notes_regex\""))?;
+                let re =
+                    regex::Regex::new(p).map_err(|e| key_err(&format!("{key}.pattern"), one_line(&e.to_string())))?;
                 if re.captures_len() < 2 {
-                    return Err(key_err(&format!("{key}.pattern"), "needs a capture group for the ticket id, e.g. \"#(\\\\d+)\""));
+                    return Err(key_err(
+                        &format!("{key}.pattern"),
+                        "needs a capture group for the ticket id, e.g. \"#(\\\\d+)\"",
+                    ));
                 }
                 for f in r.fields.iter().flatten() {
                     if !crate::matcher::TEXT_FIELDS.contains(&f.as_str()) {
-                        return Err(key_err(&format!("{key}.fields"), format!("unknown field {f:?}; expected one of {:?}", crate::matcher::TEXT_FIELDS)));
+                        return Err(key_err(
+                            &format!("{key}.fields"),
+                            format!("unknown field {f:?}; expected one of {:?}", crate::matcher::TEXT_FIELDS),
+                        ));
                     }
                 }
             } else if r.pattern.is_some() || r.fields.is_some() {
@@ -436,7 +446,8 @@ pub fn resolve_secret(
 }
 
 pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
-    name.parse::<chrono_tz::Tz>().map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
 }
 
 fn check_url(u: &str) -> Result<(), String> {
@@ -456,10 +467,12 @@ fn locate_key(text: &str, msg: &str) -> Option<usize> {
     let start = msg.find('`')? + 1;
     let len = msg[start..].find('`')?;
     let key = &msg[start..start + len];
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        t.strip_prefix(key).map(|rest| rest.trim_start().starts_with('=')).unwrap_or(false)
-    }).map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key).map(|rest| rest.trim_start().starts_with('=')).unwrap_or(false)
+        })
+        .map(|i| i + 1)
 }
 
 /// The line of a dotted key's last segment (`sources.teamviewer.schedule` → `schedule = …`).
@@ -506,7 +519,10 @@ mod tests {
         let c = Config::from_toml_with_env(
             "[store]\npath = \"/a.db\"\n",
             "t.toml",
-            vec![("TICKETSYNC__STORE__PATH".to_string(), "/b.db".to_string()), ("TICKETSYNC__STORE__BUSY_TIMEOUT_MS".into(), "77".into())],
+            vec![
+                ("TICKETSYNC__STORE__PATH".to_string(), "/b.db".to_string()),
+                ("TICKETSYNC__STORE__BUSY_TIMEOUT_MS".into(), "77".into()),
+            ],
         )
         .unwrap();
         assert_eq!(c.store.path, PathBuf::from("/b.db"));
@@ -530,7 +546,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let c = load(&format!("[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\napi_key_file = \"{}\"\n", f.display())).unwrap();
+        let c = load(&format!("[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\napi_key_file = \"{}\"\n", f.display()))
+            .unwrap();
         assert_eq!(c.sinks.redmine.as_ref().unwrap().api_key_secret().unwrap().unwrap().expose_secret(), "s3cret");
         let c = load("[sinks.webhook]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
         let err = c.check_secrets().unwrap_err().to_string();

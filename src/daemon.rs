@@ -17,7 +17,9 @@ use crate::app::App;
 /// Standard 5-field crontab syntax, no seconds, no year.
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {
     if expr.split_whitespace().count() != 5 && !expr.trim_start().starts_with('@') {
-        return Err(format!("invalid cron expression {expr:?}: expected 5 fields (minute hour day-of-month month day-of-week)"));
+        return Err(format!(
+            "invalid cron expression {expr:?}: expected 5 fields (minute hour day-of-month month day-of-week)"
+        ));
     }
     CronParser::builder()
         .seconds(Seconds::Disallowed)
@@ -44,7 +46,10 @@ pub async fn run(app: App) -> Result<()> {
     let cancel = CancellationToken::new();
     let recovered = crate::store::outbox::recover_sending(&app.store).await?;
     if recovered > 0 {
-        tracing::warn!(count = recovered, "deliveries were interrupted by a stop; they will scan for their marker before resending");
+        tracing::warn!(
+            count = recovered,
+            "deliveries were interrupted by a stop; they will scan for their marker before resending"
+        );
     }
     let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());
@@ -134,7 +139,8 @@ pub async fn run(app: App) -> Result<()> {
         let interval = app.config.daemon.delivery_interval_secs as i64 * 1000;
         tasks.spawn(async move {
             loop {
-                let stale = now_ms() - beats.delivery.load(Ordering::Relaxed) > (wd.as_millis() as i64).max(interval * 4);
+                let stale =
+                    now_ms() - beats.delivery.load(Ordering::Relaxed) > (wd.as_millis() as i64).max(interval * 4);
                 if !stale {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -146,7 +152,8 @@ pub async fn run(app: App) -> Result<()> {
         });
     }
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
+    let _ =
+        sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
     tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
 
     shutdown.await;

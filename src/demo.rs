@@ -38,7 +38,8 @@ pub async fn run(state_dir: &Path) -> Result<()> {
     let (rm_key, rm_key_file) = write_secret("redmine_api_key")?;
     let (wh_secret, wh_secret_file) = write_secret("webhook_secret")?;
 
-    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
     let redmine = RedmineSim::start(&rm_key, TICKETS).await?;
     let hook = WebhookSim::start(&wh_secret, "X-Ticketsync-Signature").await?;
 
@@ -133,7 +134,9 @@ secret_file = "{whf}"
     println!();
 
     // 103: a service case created from the ticket; the technician then uses its code.
-    let created = crate::launchers::create_session(&app, "teamviewer", "103", Some("Peter Niedhelp"), Some("helpme@example.com")).await?;
+    let created =
+        crate::launchers::create_session(&app, "teamviewer", "103", Some("Peter Niedhelp"), Some("helpme@example.com"))
+            .await?;
     println!("created TeamViewer service case {} for ticket #103", created.code);
     tv.connect_session(&created.code, "Jon Snow", t(40), Some(t(25)), Some("Outlook profile rebuilt"));
 
@@ -146,7 +149,11 @@ secret_file = "{whf}"
     }
     println!(
         "matched {} sessions; delivered {} notes ({} retrying, {} failed, {} dead)",
-        report.matched.matched, report.delivered.delivered, report.delivered.retrying, report.delivered.failed, report.delivered.dead
+        report.matched.matched,
+        report.delivered.delivered,
+        report.delivered.retrying,
+        report.delivered.failed,
+        report.delivered.dead
     );
 
     println!();

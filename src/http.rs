@@ -62,7 +62,11 @@ pub fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option
         if let Ok(n) = v.trim().parse::<u64>() {
             let now_s = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             // Small values are a delay, large ones an epoch timestamp.
-            return Some(if n > 1_000_000_000 { Duration::from_secs(n.saturating_sub(now_s)) } else { Duration::from_secs(n) });
+            return Some(if n > 1_000_000_000 {
+                Duration::from_secs(n.saturating_sub(now_s))
+            } else {
+                Duration::from_secs(n)
+            });
         }
     }
     None
@@ -93,7 +97,14 @@ pub fn describe_transport_error(err: &reqwest::Error) -> String {
     };
     let target = err
         .url()
-        .map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or("?"), u.port().map(|p| format!(":{p}")).unwrap_or_default()))
+        .map(|u| {
+            format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            )
+        })
         .unwrap_or_default();
     let mut source = String::new();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(err);

@@ -16,7 +16,13 @@ pub struct Created {
     pub truncated: Vec<String>,
 }
 
-pub async fn create_session(app: &App, provider: &str, ticket: &str, customer_name: Option<&str>, customer_email: Option<&str>) -> Result<Created> {
+pub async fn create_session(
+    app: &App,
+    provider: &str,
+    ticket: &str,
+    customer_name: Option<&str>,
+    customer_email: Option<&str>,
+) -> Result<Created> {
     if !crate::matcher::valid_ticket_id(ticket) {
         bail!("--ticket {ticket:?}: not a valid ticket id (letters, digits, '-', '_', '.')");
     }
@@ -26,7 +32,12 @@ pub async fn create_session(app: &App, provider: &str, ticket: &str, customer_na
     }
 }
 
-async fn teamviewer_case(app: &App, ticket: &str, customer_name: Option<&str>, customer_email: Option<&str>) -> Result<Created> {
+async fn teamviewer_case(
+    app: &App,
+    ticket: &str,
+    customer_name: Option<&str>,
+    customer_email: Option<&str>,
+) -> Result<Created> {
     let cfg = app.config.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;
     let api = TeamViewerApi::new(cfg, &app.store)?;
     let mut truncated = Vec::new();
@@ -56,7 +67,10 @@ async fn teamviewer_case(app: &App, ticket: &str, customer_name: Option<&str>, c
             Field { label: "Valid until".into(), value: created.valid_until.clone().unwrap_or_else(|| "-".into()) },
         ],
         links: internal_links,
-        body: Some("Use the supporter link yourself; send the customer link to the customer (never the supporter link).".into()),
+        body: Some(
+            "Use the supporter link yourself; send the customer link to the customer (never the supporter link)."
+                .into(),
+        ),
         attachments: vec![],
         visibility: Visibility::Internal,
         marker: marker("teamviewer", &crate::session::normalize_code(&code), "session_links"),
@@ -74,14 +88,19 @@ async fn teamviewer_case(app: &App, ticket: &str, customer_name: Option<&str>, c
     // before this commit leaves a service case with no ticket link (recoverable with
     // `ticketsync link`), never a note pointing at an unrecorded session.
     let mut tx = app.store.begin().await?;
-    let link_id = crate::store::links::insert(&mut tx, "teamviewer", &code, ticket, "created", Some(&details), Some("cli")).await?;
+    let link_id =
+        crate::store::links::insert(&mut tx, "teamviewer", &code, ticket, "created", Some(&details), Some("cli"))
+            .await?;
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&code)).await?;
     let mut deliveries = Vec::new();
     for sink in &app.sink_names {
         for (kind, note) in [("session_links", Some(&internal)), ("customer_link", customer.as_ref())] {
             let Some(note) = note else { continue };
             let j = serde_json::to_string(note)?;
-            if let Some(id) = crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j).await? {
+            if let Some(id) =
+                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
+                    .await?
+            {
                 deliveries.push(id);
             }
         }

@@ -70,7 +70,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Migrate => {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
-            let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await?;
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await?;
             println!("database {} at schema version {}", cfg.store.path.display(), v.unwrap_or(0));
             store.pool.close().await;
         }
@@ -82,28 +83,50 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let app = App::build(load(&cli)?).await?;
             let r = app.cycle().await?;
             for (name, s) in &r.polled {
-                println!("{name}: {} records in {} pages ({} new, {} updated, {} quarantined)", s.records, s.pages, s.inserted, s.updated, s.quarantined);
+                println!(
+                    "{name}: {} records in {} pages ({} new, {} updated, {} quarantined)",
+                    s.records, s.pages, s.inserted, s.updated, s.quarantined
+                );
             }
-            println!("matched {} sessions, delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
-                r.matched.matched, r.delivered.delivered, r.delivered.found_existing, r.delivered.retrying, r.delivered.failed, r.delivered.dead);
+            println!(
+                "matched {} sessions, delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
+                r.matched.matched,
+                r.delivered.delivered,
+                r.delivered.found_existing,
+                r.delivered.retrying,
+                r.delivered.failed,
+                r.delivered.dead
+            );
             app.store.pool.close().await;
         }
         Command::Auth { provider, code, state } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
         Command::Session { command: SessionCommand::Create { ticket, provider, customer_name, customer_email } } => {
             let app = App::build(load(&cli)?).await?;
-            let c = ticketsync::launchers::create_session(&app, provider, ticket, customer_name.as_deref(), customer_email.as_deref()).await?;
+            let c = ticketsync::launchers::create_session(
+                &app,
+                provider,
+                ticket,
+                customer_name.as_deref(),
+                customer_email.as_deref(),
+            )
+            .await?;
             for t in &c.truncated {
                 println!("note: {t}");
             }
             println!("{} session {} created for ticket {}", c.provider, c.code, c.ticket);
             let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
-            println!("links posted: {} delivered, {} retrying (the daemon will finish them)", d.delivered + d.found_existing, d.retrying);
+            println!(
+                "links posted: {} delivered, {} retrying (the daemon will finish them)",
+                d.delivered + d.found_existing,
+                d.retrying
+            );
             app.store.pool.close().await;
         }
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
-            let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
+            let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz())
+                .await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
             app.store.pool.close().await;
         }
@@ -111,10 +134,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
             let rows = ticketsync::store::sessions::unmatched_all(&store.pool).await?;
-            println!("{:<10} {:<38} {:<14} {:<20} {:<20} state", "vendor", "external id", "code", "start", "technician");
+            println!(
+                "{:<10} {:<38} {:<14} {:<20} {:<20} state",
+                "vendor", "external id", "code", "start", "technician"
+            );
             for s in &rows {
-                println!("{:<10} {:<38} {:<14} {:<20} {:<20} {}", s.vendor, s.external_id, s.session_code.as_deref().unwrap_or("-"),
-                    &s.started_at[..19.min(s.started_at.len())], s.technician.as_deref().unwrap_or("-"), if s.ended_at.is_some() { "ended" } else { "running" });
+                println!(
+                    "{:<10} {:<38} {:<14} {:<20} {:<20} {}",
+                    s.vendor,
+                    s.external_id,
+                    s.session_code.as_deref().unwrap_or("-"),
+                    &s.started_at[..19.min(s.started_at.len())],
+                    s.technician.as_deref().unwrap_or("-"),
+                    if s.ended_at.is_some() { "ended" } else { "running" }
+                );
             }
             println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());
             store.pool.close().await;
@@ -128,9 +161,21 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
             let rows = outbox::list(&store.pool, state.as_deref()).await?;
-            println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error", "id", "sink", "ticket", "state", "kind", "attempts");
+            println!(
+                "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error",
+                "id", "sink", "ticket", "state", "kind", "attempts"
+            );
             for d in &rows {
-                println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}", d.id, d.sink, d.ticket_id, d.state, d.kind, d.attempts, d.last_error.as_deref().unwrap_or(""));
+                println!(
+                    "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}",
+                    d.id,
+                    d.sink,
+                    d.ticket_id,
+                    d.state,
+                    d.kind,
+                    d.attempts,
+                    d.last_error.as_deref().unwrap_or("")
+                );
             }
             println!("{} deliveries", rows.len());
             store.pool.close().await;
@@ -179,10 +224,16 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
     let cfg = load(cli)?;
     let tv = cfg.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;
     if tv.auth != ticketsync::config::TeamViewerAuth::Oauth {
-        bail!("sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
+        bail!(
+            "sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth"
+        );
     }
     let store = ticketsync::app::open_store(&cfg).await?;
-    let oauth = ticketsync::sources::teamviewer::oauth_client(tv, &store, ticketsync::http::client(std::time::Duration::from_secs(30)))?;
+    let oauth = ticketsync::sources::teamviewer::oauth_client(
+        tv,
+        &store,
+        ticketsync::http::client(std::time::Duration::from_secs(30)),
+    )?;
     let input = match code {
         Some(c) => c.to_string(),
         None => {
@@ -213,6 +264,9 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
         }
     }
     let exp = oauth.exchange_code(&code).await?;
-    println!("{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}", cfg.store.path.display());
+    println!(
+        "{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}",
+        cfg.store.path.display()
+    );
     Ok(())
 }

@@ -50,7 +50,9 @@ impl Rule {
     pub fn compile(cfg: &RuleConfig) -> Result<Rule, regex::Error> {
         Ok(match cfg.kind {
             RuleKind::Manual => Rule::Manual,
-            RuleKind::CustomApi => Rule::CustomApi { json_key: cfg.json_key.clone().unwrap_or_else(|| "ticket_id".into()) },
+            RuleKind::CustomApi => {
+                Rule::CustomApi { json_key: cfg.json_key.clone().unwrap_or_else(|| "ticket_id".into()) }
+            }
             RuleKind::SessionCode => Rule::SessionCode,
             RuleKind::NotesRegex => Rule::NotesRegex {
                 re: Regex::new(cfg.pattern.as_deref().unwrap_or(r"#(\d+)"))?,
@@ -67,7 +69,10 @@ pub fn compile_all(cfgs: &[RuleConfig]) -> Result<Vec<Rule>, regex::Error> {
 /// Ticket ids end up in sink URLs: only plain identifiers are accepted, so a crafted
 /// note or custom_api value can never address another path or system.
 pub fn valid_ticket_id(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && !t.starts_with('.')
+    !t.is_empty()
+        && t.len() <= 64
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !t.starts_with('.')
 }
 
 pub fn match_session(s: &SessionFacts<'_>, links: &[LinkFact<'_>], rules: &[Rule]) -> Option<Match> {
@@ -85,13 +90,19 @@ fn link_applies(l: &LinkFact<'_>, s: &SessionFacts<'_>) -> bool {
 fn apply(rule: &Rule, s: &SessionFacts<'_>, links: &[LinkFact<'_>]) -> Option<Match> {
     match rule {
         Rule::Manual | Rule::SessionCode => {
-            let (kind, name) = if matches!(rule, Rule::Manual) { ("manual", "manual") } else { ("created", "session_code") };
+            let (kind, name) =
+                if matches!(rule, Rule::Manual) { ("manual", "manual") } else { ("created", "session_code") };
             // The newest link wins: a re-link by an operator corrects an older one.
-            links.iter().rev().filter(|l| l.kind == kind && link_applies(l, s) && valid_ticket_id(l.ticket_id)).map(|l| Match {
-                ticket_id: l.ticket_id.to_string(),
-                rule: name,
-                detail: format!("code {}", l.code_norm),
-            }).next()
+            links
+                .iter()
+                .rev()
+                .filter(|l| l.kind == kind && link_applies(l, s) && valid_ticket_id(l.ticket_id))
+                .map(|l| Match {
+                    ticket_id: l.ticket_id.to_string(),
+                    rule: name,
+                    detail: format!("code {}", l.code_norm),
+                })
+                .next()
         }
         Rule::CustomApi { json_key } => {
             let raw = s.custom_api?.trim();
@@ -110,7 +121,11 @@ fn apply(rule: &Rule, s: &SessionFacts<'_>, links: &[LinkFact<'_>]) -> Option<Ma
                 // Some integrations store the bare ticket id rather than JSON.
                 Err(_) => raw.trim_start_matches('#').to_string(),
             };
-            valid_ticket_id(&ticket).then(|| Match { ticket_id: ticket, rule: "custom_api", detail: format!("custom_api.{json_key}") })
+            valid_ticket_id(&ticket).then(|| Match {
+                ticket_id: ticket,
+                rule: "custom_api",
+                detail: format!("custom_api.{json_key}"),
+            })
         }
         Rule::NotesRegex { re, fields } => fields.iter().find_map(|f| {
             let text = match f.as_str() {
@@ -121,7 +136,11 @@ fn apply(rule: &Rule, s: &SessionFacts<'_>, links: &[LinkFact<'_>]) -> Option<Ma
             }?;
             let caps = re.captures(text)?;
             let ticket = caps.get(1)?.as_str().trim().to_string();
-            valid_ticket_id(&ticket).then(|| Match { ticket_id: ticket, rule: "notes_regex", detail: format!("{f} =~ {}", re.as_str()) })
+            valid_ticket_id(&ticket).then(|| Match {
+                ticket_id: ticket,
+                rule: "notes_regex",
+                detail: format!("{f} =~ {}", re.as_str()),
+            })
         }),
     }
 }
@@ -146,7 +165,10 @@ mod tests {
         let r = rules(&[RuleKind::CustomApi]);
         let mut s = facts();
         s.custom_api = Some(r#"{"ticket_id":"10423"}"#);
-        assert_eq!(match_session(&s, &[], &r).unwrap(), Match { ticket_id: "10423".into(), rule: "custom_api", detail: "custom_api.ticket_id".into() });
+        assert_eq!(
+            match_session(&s, &[], &r).unwrap(),
+            Match { ticket_id: "10423".into(), rule: "custom_api", detail: "custom_api.ticket_id".into() }
+        );
         s.custom_api = Some(r#"{"ticket_id":535824}"#);
         assert_eq!(match_session(&s, &[], &r).unwrap().ticket_id, "535824");
         s.custom_api = Some("INC-77");
@@ -159,7 +181,12 @@ mod tests {
     fn hostile_ticket_ids_are_refused() {
         let r = rules(&[RuleKind::CustomApi]);
         let mut s = facts();
-        for bad in [r#"{"ticket_id":"../../admin"}"#, r#"{"ticket_id":"1 2"}"#, r#"{"ticket_id":"1?x=y"}"#, r#"{"ticket_id":""}"#] {
+        for bad in [
+            r#"{"ticket_id":"../../admin"}"#,
+            r#"{"ticket_id":"1 2"}"#,
+            r#"{"ticket_id":"1?x=y"}"#,
+            r#"{"ticket_id":""}"#,
+        ] {
             s.custom_api = Some(bad);
             assert_eq!(match_session(&s, &[], &r), None, "{bad}");
         }
@@ -204,7 +231,12 @@ mod tests {
 
     #[test]
     fn notes_regex_searches_configured_fields() {
-        let cfg = RuleConfig { kind: RuleKind::NotesRegex, json_key: None, pattern: Some(r"INC-(\d+)".into()), fields: Some(vec!["description".into()]) };
+        let cfg = RuleConfig {
+            kind: RuleKind::NotesRegex,
+            json_key: None,
+            pattern: Some(r"INC-(\d+)".into()),
+            fields: Some(vec!["description".into()]),
+        };
         let r = vec![Rule::compile(&cfg).unwrap()];
         let mut s = facts();
         s.notes = Some("INC-1 in notes is not searched");
@@ -215,6 +247,9 @@ mod tests {
 
     #[test]
     fn nothing_matches_without_data() {
-        assert_eq!(match_session(&facts(), &[], &rules(&[RuleKind::Manual, RuleKind::CustomApi, RuleKind::SessionCode])), None);
+        assert_eq!(
+            match_session(&facts(), &[], &rules(&[RuleKind::Manual, RuleKind::CustomApi, RuleKind::SessionCode])),
+            None
+        );
     }
 }

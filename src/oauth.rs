@@ -22,11 +22,19 @@ pub enum OAuthError {
     #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {provider}` again")]
     Refused { provider: String, grant: &'static str, status: u16, error: String, desc: String },
     #[error("{provider}: token endpoint unreachable: {source}")]
-    Transport { provider: String, #[source] source: reqwest::Error },
+    Transport {
+        provider: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{provider}: token endpoint temporarily unavailable (HTTP {status})")]
     Unavailable { provider: String, status: u16, retry_after: Option<Duration> },
     #[error("{provider}: token store: {source}")]
-    Store { provider: String, #[source] source: crate::store::StoreError },
+    Store {
+        provider: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
     #[error("{provider}: malformed token response: {detail}")]
     Malformed { provider: String, detail: String },
 }
@@ -95,7 +103,8 @@ impl OAuthClient {
     pub async fn authorize_url(&self) -> Result<(String, String), OAuthError> {
         let state = uuid::Uuid::new_v4().simple().to_string();
         tokens::save_state(&self.store, &self.provider, &state).await.map_err(|e| self.store_err(e))?;
-        let mut u = url::Url::parse(&self.authorize_url).map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })?;
+        let mut u = url::Url::parse(&self.authorize_url)
+            .map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })?;
         u.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
@@ -188,7 +197,11 @@ impl OAuthClient {
         None
     }
 
-    async fn call_token_endpoint(&self, form: &[(&str, &str)], grant: &'static str) -> Result<TokenResponse, OAuthError> {
+    async fn call_token_endpoint(
+        &self,
+        form: &[(&str, &str)],
+        grant: &'static str,
+    ) -> Result<TokenResponse, OAuthError> {
         let resp = self
             .http
             .post(&self.token_url)
@@ -198,9 +211,16 @@ impl OAuthClient {
             .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.text().await.map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(OAuthError::Unavailable { provider: self.provider.clone(), status: status.as_u16(), retry_after: crate::http::retry_after(&headers) });
+            return Err(OAuthError::Unavailable {
+                provider: self.provider.clone(),
+                status: status.as_u16(),
+                retry_after: crate::http::retry_after(&headers),
+            });
         }
         if !status.is_success() {
             let e: ErrorBody = serde_json::from_str(&body).unwrap_or_default();
@@ -209,10 +229,15 @@ impl OAuthClient {
                 grant,
                 status: status.as_u16(),
                 error: if e.error.is_empty() { "unknown_error".into() } else { e.error },
-                desc: if e.error_description.is_empty() { String::new() } else { format!(": {}", crate::http::short_body(&e.error_description)) },
+                desc: if e.error_description.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", crate::http::short_body(&e.error_description))
+                },
             });
         }
-        serde_json::from_str(&body).map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })
+        serde_json::from_str(&body)
+            .map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })
     }
 
     async fn commit(&self, resp: TokenResponse, reason: &str) -> Result<String, OAuthError> {
@@ -225,7 +250,9 @@ impl OAuthClient {
         let exp = self.expiry(resp.expires_in);
         let access = SecretString::from(resp.access_token);
         let refresh = resp.refresh_token.map(SecretString::from);
-        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, reason).await.map_err(|e| self.store_err(e))
+        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, reason)
+            .await
+            .map_err(|e| self.store_err(e))
     }
 
     fn expiry(&self, expires_in: Option<i64>) -> String {
@@ -238,6 +265,9 @@ impl OAuthClient {
 
     /// When the stored access token expires (for `check` and `doctor`).
     pub async fn expiry_info(&self) -> Result<Option<String>, OAuthError> {
-        Ok(tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?.and_then(|t| t.access_expires_at))
+        Ok(tokens::load(&self.store.pool, &self.provider, &self.key)
+            .await
+            .map_err(|e| self.store_err(e))?
+            .and_then(|t| t.access_expires_at))
     }
 }

@@ -25,7 +25,12 @@ pub struct MatchStats {
 /// Match every ended, not yet matched session that changed since it was last examined.
 /// Unmatched ones are marked examined at their revision; a new link or a vendor-side
 /// change makes them eligible again.
-pub async fn match_pending(store: &Store, rules: &[Rule], sinks: &[String], tz: chrono_tz::Tz) -> Result<MatchStats, StoreError> {
+pub async fn match_pending(
+    store: &Store,
+    rules: &[Rule],
+    sinks: &[String],
+    tz: chrono_tz::Tz,
+) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
     loop {
         let batch = crate::store::sessions::to_match(&store.pool, 500).await?;
@@ -38,7 +43,12 @@ pub async fn match_pending(store: &Store, rules: &[Rule], sinks: &[String], tz: 
             let link_rows = links::for_session(&store.pool, s.session_code_norm.as_deref(), &s.external_id).await?;
             let facts_links: Vec<LinkFact<'_>> = link_rows
                 .iter()
-                .map(|l| LinkFact { vendor: &l.vendor, code_norm: &l.session_code_norm, ticket_id: &l.ticket_id, kind: &l.kind })
+                .map(|l| LinkFact {
+                    vendor: &l.vendor,
+                    code_norm: &l.session_code_norm,
+                    ticket_id: &l.ticket_id,
+                    kind: &l.kind,
+                })
                 .collect();
             let facts = SessionFacts {
                 vendor: &s.vendor,
@@ -56,14 +66,30 @@ pub async fn match_pending(store: &Store, rules: &[Rule], sinks: &[String], tz: 
                         let note = crate::report::session_note(s, tz);
                         let note_json = serde_json::to_string(&note).expect("notes serialize");
                         for sink in sinks {
-                            if outbox::enqueue(&mut tx, sink, &m.ticket_id, Some(s.id), None, "session_report", &note.marker, &note_json).await?.is_some() {
+                            if outbox::enqueue(
+                                &mut tx,
+                                sink,
+                                &m.ticket_id,
+                                Some(s.id),
+                                None,
+                                "session_report",
+                                &note.marker,
+                                &note_json,
+                            )
+                            .await?
+                            .is_some()
+                            {
                                 stats.enqueued += 1;
                             }
                         }
                     }
                 }
                 None => {
-                    sqlx::query("UPDATE sessions SET match_checked_rev = ? WHERE id = ?").bind(s.revision).bind(s.id).execute(&mut *tx).await?;
+                    sqlx::query("UPDATE sessions SET match_checked_rev = ? WHERE id = ?")
+                        .bind(s.revision)
+                        .bind(s.id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
         }
@@ -175,12 +201,22 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
     let (retry_after, ambiguous) = match e.kind {
         SinkErrorKind::Retry { retry_after } => (retry_after, false),
         SinkErrorKind::Ambiguous => (None, true),
-        SinkErrorKind::Auth => return Outcome::Failed { error: format!("{error} (fix the sink credentials, then `ticketsync retry {}`)", d.id) },
+        SinkErrorKind::Auth => {
+            return Outcome::Failed {
+                error: format!("{error} (fix the sink credentials, then `ticketsync retry {}`)", d.id),
+            }
+        }
         SinkErrorKind::Permanent => return Outcome::Dead { error },
     };
     let created = crate::session::parse_ts(&d.created_at).unwrap_or_else(chrono::Utc::now);
     if chrono::Utc::now() - created > policy.give_up_after {
-        return Outcome::Failed { error: format!("{error} (still failing after {} h; requeue with `ticketsync retry {}`)", policy.give_up_after.num_hours(), d.id) };
+        return Outcome::Failed {
+            error: format!(
+                "{error} (still failing after {} h; requeue with `ticketsync retry {}`)",
+                policy.give_up_after.num_hours(),
+                d.id
+            ),
+        };
     }
     // The server's Retry-After is honoured (never earlier); otherwise back off. A Retry-After
     // of zero (or an HTTP date already past, e.g. clock skew) still waits a little: the row

@@ -41,8 +41,14 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
         fields.push(Field { label: "Customer".into(), value: c.to_string() });
     }
     fields.push(Field { label: "Start".into(), value: local(&s.started_at, tz) });
-    fields.push(Field { label: "End".into(), value: s.ended_at.as_deref().map(|e| local(e, tz)).unwrap_or_else(|| "running".into()) });
-    fields.push(Field { label: "Duration".into(), value: s.duration_s.map(human_duration).unwrap_or_else(|| "-".into()) });
+    fields.push(Field {
+        label: "End".into(),
+        value: s.ended_at.as_deref().map(|e| local(e, tz)).unwrap_or_else(|| "running".into()),
+    });
+    fields.push(Field {
+        label: "Duration".into(),
+        value: s.duration_s.map(human_duration).unwrap_or_else(|| "-".into()),
+    });
     let mut body = String::new();
     if let Some(d) = s.description.as_deref().filter(|d| !d.trim().is_empty()) {
         body.push_str(&format!("Session description: {}\n", d.trim()));

@@ -106,11 +106,19 @@ async fn get_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderM
     let Some(id) = issue_id(&file) else { return StatusCode::NOT_FOUND.into_response() };
     let g = s.inner.lock().expect("sim lock");
     let Some(journals) = g.issues.get(&id) else { return StatusCode::NOT_FOUND.into_response() };
-    let js: Vec<Value> = journals.iter().map(|j| json!({"id": j.id, "notes": j.notes, "private_notes": j.private_notes, "details": []})).collect();
+    let js: Vec<Value> = journals
+        .iter()
+        .map(|j| json!({"id": j.id, "notes": j.notes, "private_notes": j.private_notes, "details": []}))
+        .collect();
     Json(json!({"issue": {"id": id, "subject": format!("Issue {id}"), "journals": js}})).into_response()
 }
 
-async fn put_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn put_issue(
+    State(s): State<Shared>,
+    Path(file): Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if !authorized(&s, &h) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -125,7 +133,11 @@ async fn put_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderM
         let delay = g.delay;
         let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
         if let Some(notes) = v["issue"]["notes"].as_str().filter(|n| !n.is_empty()) {
-            journals.push(Journal { id: jid, notes: notes.to_string(), private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false) });
+            journals.push(Journal {
+                id: jid,
+                notes: notes.to_string(),
+                private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false),
+            });
             g.next_journal += 1;
         }
         delay

@@ -39,18 +39,9 @@ const TECHS: [(&str, &str); 6] = [
     ("u20481125", "Davos Seaworth"),
 ];
 // The empty group mirrors real data where a device's group is unknown (spec §1.3).
-const GROUPS: [(&str, &str); 4] = [
-    ("g272032545", "Helpdesk"),
-    ("g272032546", "Field Service"),
-    ("g272032547", "Servers"),
-    ("", ""),
-];
-const CUSTOMERS: [&str; 4] = [
-    "Peter Niedhelp",
-    "Maria Gonzalez",
-    "Kenji Watanabe",
-    "Aisha Okafor",
-];
+const GROUPS: [(&str, &str); 4] =
+    [("g272032545", "Helpdesk"), ("g272032546", "Field Service"), ("g272032547", "Servers"), ("", "")];
+const CUSTOMERS: [&str; 4] = ["Peter Niedhelp", "Maria Gonzalez", "Kenji Watanabe", "Aisha Okafor"];
 const PROBLEMS: [&str; 6] = [
     "printer offline",
     "VPN drops every hour",
@@ -114,24 +105,14 @@ pub struct Fault {
 impl Fault {
     pub fn new(path_prefix: impl Into<String>, status: u16) -> Fault {
         let path_prefix = path_prefix.into();
-        Fault {
-            path_prefix,
-            times: 1,
-            status,
-            ..Fault::default()
-        }
+        Fault { path_prefix, times: 1, status, ..Fault::default() }
     }
 }
 
 #[derive(Clone, Debug)]
 pub enum RateLimit {
-    Forbidden {
-        every_nth: usize,
-    },
-    TooMany {
-        every_nth: usize,
-        retry_after: Option<String>,
-    },
+    Forbidden { every_nth: usize },
+    TooMany { every_nth: usize, retry_after: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,8 +169,7 @@ type Reply = Result<Response, ApiError>;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({ "error": self.error, "error_description": self.desc, "error_code": self.code });
+        let body = json!({ "error": self.error, "error_description": self.desc, "error_code": self.code });
         let mut resp = (self.status, Json(body)).into_response();
         // Token problems carry the Bearer challenge (§3.4); a bad OAuth client is not one.
         if self.status == StatusCode::UNAUTHORIZED && self.error != "invalid_client" {
@@ -200,45 +180,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn api_err(
-    status: StatusCode,
-    error: &'static str,
-    desc: impl Into<String>,
-    code: u32,
-) -> ApiError {
-    ApiError {
-        status,
-        error,
-        desc: desc.into(),
-        code,
-    }
+fn api_err(status: StatusCode, error: &'static str, desc: impl Into<String>, code: u32) -> ApiError {
+    ApiError { status, error, desc: desc.into(), code }
 }
 
 fn bad(desc: impl Into<String>) -> ApiError {
-    api_err(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        desc,
-        E_INVALID_REQUEST,
-    )
+    api_err(StatusCode::BAD_REQUEST, "invalid_request", desc, E_INVALID_REQUEST)
 }
 
 fn not_found(what: &str) -> ApiError {
-    api_err(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("{what} does not exist"),
-        E_NOT_FOUND,
-    )
+    api_err(StatusCode::NOT_FOUND, "not_found", format!("{what} does not exist"), E_NOT_FOUND)
 }
 
 fn invalid_token(desc: &str) -> ApiError {
-    api_err(
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-        desc,
-        E_INVALID_TOKEN,
-    )
+    api_err(StatusCode::UNAUTHORIZED, "invalid_token", desc, E_INVALID_TOKEN)
 }
 
 // `raw` only orders records whose start_date is missing or unparseable; those sort first so the
@@ -290,9 +245,7 @@ impl Rec {
             other => (None, loose_text(other).unwrap_or_default()),
         };
         let text = |k: &str| loose_text(v.get(k));
-        let code = text("session_code")
-            .map(|c| norm_code(&c))
-            .filter(|c| !c.is_empty());
+        let code = text("session_code").map(|c| norm_code(&c)).filter(|c| !c.is_empty());
         let f = Fields {
             username: text("username"),
             userid: text("userid"),
@@ -305,11 +258,7 @@ impl Rec {
         // `Value::to_string` goes through fmt::Write and was the hot spot of `generate`;
         // serialising a Value into memory cannot fail.
         let json = serde_json::to_string(v).unwrap_or_default().into();
-        Rec {
-            key: Key { start, raw, id },
-            json,
-            f,
-        }
+        Rec { key: Key { start, raw, id }, json, f }
     }
 }
 
@@ -363,11 +312,7 @@ impl GenRecord {
             code: self.case.map(|c| norm_code(&c.session_code).into()),
             sst: Some(self.support_session_type),
         };
-        let key = Key {
-            start: Some(start),
-            raw: "".into(),
-            id: self.id.to_lowercase().into(),
-        };
+        let key = Key { start: Some(start), raw: "".into(), id: self.id.to_lowercase().into() };
         Rec { key, json, f }
     }
 }
@@ -422,10 +367,7 @@ impl St {
             self.by_id.insert(key.id.clone(), key.clone());
         }
         if let Some(code) = &rec.f.code {
-            self.by_code
-                .entry(code.clone())
-                .or_default()
-                .push(key.clone());
+            self.by_code.entry(code.clone()).or_default().push(key.clone());
         }
     }
 
@@ -493,10 +435,7 @@ impl St {
             return Sel::Ranges(ranges);
         }
         let (sig, generation) = (format!("{f:?}"), self.generation);
-        let cached = self
-            .cache
-            .iter()
-            .find(|(s, g, _)| *g == generation && *s == sig);
+        let cached = self.cache.iter().find(|(s, g, _)| *g == generation && *s == sig);
         if let Some((_, _, hits)) = cached {
             return Sel::Indices(hits.clone());
         }
@@ -509,10 +448,7 @@ impl St {
                     let first = self.recs.partition_point(|r| r.key < *key);
                     let same = self.recs[first..].iter().take_while(|r| r.key == *key);
                     hits.extend(
-                        (first..)
-                            .zip(same)
-                            .filter(|(i, r)| in_ranges(*i) && f.matches(&r.f))
-                            .map(|(i, _)| i as u32),
+                        (first..).zip(same).filter(|(i, r)| in_ranges(*i) && f.matches(&r.f)).map(|(i, _)| i as u32),
                     );
                 }
                 hits.sort_unstable();
@@ -521,9 +457,7 @@ impl St {
             }
             None => {
                 let all = ranges.iter().flat_map(|r| r.clone());
-                all.filter(|&i| f.matches(&self.recs[i].f))
-                    .map(|i| i as u32)
-                    .collect()
+                all.filter(|&i| f.matches(&self.recs[i].f)).map(|i| i as u32).collect()
             }
         };
         let hits = Arc::new(hits);
@@ -571,18 +505,14 @@ impl St {
         }
         out.push(']');
         if end < sel.len() {
-            let last: Value =
-                serde_json::from_str(&self.recs[sel.get(end - 1)].json).unwrap_or_default();
+            let last: Value = serde_json::from_str(&self.recs[sel.get(end - 1)].json).unwrap_or_default();
             // A record without an id yields "", which the client's repeated-cursor guard catches.
             let next = match last.get("id") {
                 Some(Value::String(s)) => s.clone(),
                 other => loose_text(other).unwrap_or_default().into(),
             };
             let remaining = sel.len() - end;
-            out.push_str(&format!(
-                ",\"records_remaining\":{remaining},\"next_offset\":{}",
-                Value::String(next)
-            ));
+            out.push_str(&format!(",\"records_remaining\":{remaining},\"next_offset\":{}", Value::String(next)));
         }
         out.push('}');
         Ok(out)
@@ -594,9 +524,7 @@ impl St {
         }
         match self.access.get(token) {
             None => Tok::Invalid,
-            Some(a) if a.expired || a.expires_at.is_some_and(|t| Instant::now() >= t) => {
-                Tok::Expired
-            }
+            Some(a) if a.expired || a.expires_at.is_some_and(|t| Instant::now() >= t) => Tok::Expired,
             Some(_) => Tok::Valid,
         }
     }
@@ -606,11 +534,7 @@ impl St {
         let refresh = refresh.unwrap_or_else(new_token);
         self.refresh.insert(refresh.clone());
         let expires_at = Instant::now().checked_add(opts.access_token_ttl);
-        let token = AccessToken {
-            expires_at,
-            expired: false,
-            refresh: refresh.clone(),
-        };
+        let token = AccessToken { expires_at, expired: false, refresh: refresh.clone() };
         self.access.insert(access.clone(), token);
         json!({
             "access_token": access,
@@ -624,10 +548,7 @@ impl St {
         let (every, retry_after) = match &self.rate_limit {
             None => return None,
             Some(RateLimit::Forbidden { every_nth }) => (*every_nth, None),
-            Some(RateLimit::TooMany {
-                every_nth,
-                retry_after,
-            }) => (*every_nth, Some(retry_after.clone())),
+            Some(RateLimit::TooMany { every_nth, retry_after }) => (*every_nth, Some(retry_after.clone())),
         };
         self.calls += 1;
         if every == 0 || !self.calls.is_multiple_of(every) {
@@ -663,10 +584,7 @@ impl St {
     }
 
     fn group_name(&self, groupid: &str) -> String {
-        let found = self
-            .groups
-            .iter()
-            .find(|(id, _)| id.eq_ignore_ascii_case(groupid));
+        let found = self.groups.iter().find(|(id, _)| id.eq_ignore_ascii_case(groupid));
         found.map(|(_, name)| name.clone()).unwrap_or_default()
     }
 
@@ -680,21 +598,13 @@ impl St {
             (None, None, _) => Err(bad("groupid or groupname is required")),
             (Some(id), None, _) => Ok(id.to_string()),
             (None, Some(_), Some(gid)) => Ok(gid),
-            (Some(id), Some(_), Some(gid)) => gid
-                .eq_ignore_ascii_case(id)
-                .then_some(gid)
-                .ok_or_else(mismatch),
+            (Some(id), Some(_), Some(gid)) => gid.eq_ignore_ascii_case(id).then_some(gid).ok_or_else(mismatch),
             (id, Some(name), None) => {
                 if id.is_some_and(|id| self.groups.iter().any(|(g, _)| g == id)) {
                     return Err(mismatch());
                 }
                 // An unknown groupname creates the group (spec §2.1).
-                let random = || {
-                    format!(
-                        "g{}",
-                        rand::rng().random_range(100_000_000..1_000_000_000u32)
-                    )
-                };
+                let random = || format!("g{}", rand::rng().random_range(100_000_000..1_000_000_000u32));
                 let gid = id.map_or_else(random, str::to_string);
                 self.groups.push((gid.clone(), name.to_string()));
                 Ok(gid)
@@ -705,17 +615,11 @@ impl St {
     fn session_index(&self, code: &str) -> Option<usize> {
         let want = norm_code(code);
         let code_of = |s: &Map<String, Value>| s.get("code").and_then(Value::as_str).map(norm_code);
-        self.sessions
-            .iter()
-            .position(|s| code_of(s).as_deref() == Some(want.as_str()))
+        self.sessions.iter().position(|s| code_of(s).as_deref() == Some(want.as_str()))
     }
 
     /// Validates and applies the writable session fields shared by POST and PUT.
-    fn apply_session_fields(
-        &mut self,
-        s: &mut Map<String, Value>,
-        body: &Map<String, Value>,
-    ) -> Result<(), ApiError> {
+    fn apply_session_fields(&mut self, s: &mut Map<String, Value>, body: &Map<String, Value>) -> Result<(), ApiError> {
         let (groupid, groupname) = (opt_str(body, "groupid")?, opt_str(body, "groupname")?);
         if groupid.is_some() || groupname.is_some() {
             let gid = self.resolve_group(groupid.as_deref(), groupname.as_deref())?;
@@ -739,9 +643,7 @@ impl St {
                 for (k, max) in [("name", 100), ("email", 254)] {
                     if let Some(v) = opt_str(ec, k)? {
                         if v.chars().count() > max {
-                            return Err(bad(format!(
-                                "end_customer.{k} must not exceed {max} characters"
-                            )));
+                            return Err(bad(format!("end_customer.{k} must not exceed {max} characters")));
                         }
                         out.insert(k.into(), json!(v));
                     }
@@ -768,10 +670,7 @@ impl St {
         Ok(())
     }
 
-    fn create_session(
-        &mut self,
-        body: &Map<String, Value>,
-    ) -> Result<Map<String, Value>, ApiError> {
+    fn create_session(&mut self, body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         if opt_str(body, "groupid")?.is_none() && opt_str(body, "groupname")?.is_none() {
             return Err(bad("groupid or groupname is required"));
         }
@@ -788,15 +687,9 @@ impl St {
             ("assigned_at", json!(fmt_ts(now))),
             ("created_at", json!(fmt_ts(now))),
             ("valid_until", json!(fmt_ts(now + TimeDelta::hours(24)))),
-            (
-                "support_session_type",
-                json!(if pilot { "Pilot" } else { "Default" }),
-            ),
+            ("support_session_type", json!(if pilot { "Pilot" } else { "Default" })),
         ];
-        let mut s: Map<String, Value> = defaults
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let mut s: Map<String, Value> = defaults.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         self.apply_session_fields(&mut s, body)?;
         let mut rng = rand::rng();
         let code = loop {
@@ -809,14 +702,8 @@ impl St {
         let host = if pilot { "getpilot" } else { "get" };
         let display = encode(SIM_USERNAME).replace("%20", "+");
         s.insert("code".into(), json!(code));
-        s.insert(
-            "end_customer_link".into(),
-            json!(format!("https://{host}.teamviewer.com/v15/{bare}")),
-        );
-        s.insert(
-            "supporter_link".into(),
-            json!(format!("https://{host}.teamviewer.com/v15/{bare}-{queue}")),
-        );
+        s.insert("end_customer_link".into(), json!(format!("https://{host}.teamviewer.com/v15/{bare}")));
+        s.insert("supporter_link".into(), json!(format!("https://{host}.teamviewer.com/v15/{bare}-{queue}")));
         let web = format!("https://login.teamviewer.com/Connect/IndexByol?sessioncode={bare}&servicequeuetoken={queue}&lang=en&displayName={display}");
         s.insert("webclient_supporter_link".into(), json!(web));
         self.sessions.push(s.clone());
@@ -848,9 +735,7 @@ impl Sel {
     /// How many selected records lie before vector position `pos`.
     fn rank(&self, pos: usize) -> usize {
         match self {
-            Sel::Ranges([a, b]) => {
-                pos.clamp(a.start, a.end) - a.start + pos.clamp(b.start, b.end) - b.start
-            }
+            Sel::Ranges([a, b]) => pos.clamp(a.start, a.end) - a.start + pos.clamp(b.start, b.end) - b.start,
             Sel::Indices(v) => v.partition_point(|&i| (i as usize) < pos),
         }
     }
@@ -872,26 +757,18 @@ struct ConnFilter {
 
 impl ConnFilter {
     fn parse(p: &HashMap<String, String>, company_token: bool) -> Result<ConnFilter, ApiError> {
-        let s = |k: &str| {
-            p.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let s = |k: &str| p.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let date = |k: &str| {
-            let parsed =
-                s(k).map(|v| parse_when(&v).ok_or_else(|| bad(format!("{k} is not a valid date"))));
+            let parsed = s(k).map(|v| parse_when(&v).ok_or_else(|| bad(format!("{k} is not a valid date"))));
             parsed.transpose()
         };
         let devicename = s("devicename");
         if devicename.is_some() && company_token {
             return Err(bad("devicename can only be used with a user access token"));
         }
-        let has_code = s("has_code")
-            .map(|v| parse_bool(&v).ok_or_else(|| bad("has_code must be true or false")));
-        let sst = s("support_session_type").map(|v| {
-            v.parse()
-                .map_err(|_| bad("support_session_type must be an integer"))
-        });
+        let has_code = s("has_code").map(|v| parse_bool(&v).ok_or_else(|| bad("has_code must be true or false")));
+        let sst =
+            s("support_session_type").map(|v| v.parse().map_err(|_| bad("support_session_type must be an integer")));
         Ok(ConnFilter {
             username: s("username"),
             userid: s("userid"),
@@ -907,21 +784,14 @@ impl ConnFilter {
     }
 
     fn has_field_filters(&self) -> bool {
-        let strings = [
-            &self.username,
-            &self.userid,
-            &self.groupid,
-            &self.devicename,
-            &self.deviceid,
-            &self.session_code,
-        ];
+        let strings =
+            [&self.username, &self.userid, &self.groupid, &self.devicename, &self.deviceid, &self.session_code];
         strings.iter().any(|s| s.is_some()) || self.has_code.is_some() || self.sst.is_some()
     }
 
     fn matches(&self, f: &Fields) -> bool {
         fn eq(want: &Option<String>, have: &Option<Box<str>>) -> bool {
-            want.as_ref()
-                .is_none_or(|w| have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+            want.as_ref().is_none_or(|w| have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
         }
         let devicename_ok = match self.devicename.as_deref() {
             Some("unnamed_device") => f.devicename.as_deref().is_none_or(str::is_empty),
@@ -944,30 +814,17 @@ impl TeamViewerSim {
         let base_url = format!("http://{}", listener.local_addr()?);
         let mut st = St::default();
         let known = GROUPS.iter().filter(|(id, _)| !id.is_empty());
-        st.groups = known
-            .map(|(id, name)| (id.to_string(), name.to_string()))
-            .collect();
-        let inner = Arc::new(Inner {
-            opts,
-            base_url: base_url.clone(),
-            state: Mutex::new(st),
-        });
+        st.groups = known.map(|(id, name)| (id.to_string(), name.to_string())).collect();
+        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st) });
         let app = router(inner.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await;
+            let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         });
-        Ok(TeamViewerSim {
-            base_url,
-            inner,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(TeamViewerSim { base_url, inner, stop: Some(stop), task: Some(task) })
     }
 
     /// `base_url` plus `/api/v1`.
@@ -1005,15 +862,12 @@ impl TeamViewerSim {
     pub fn generate(&self, n: usize, seed: u64, first_start: DateTime<Utc>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let span = n.max(1000) as u64;
-        let mut t =
-            first_start - TimeDelta::nanoseconds(first_start.timestamp_subsec_nanos().into());
+        let mut t = first_start - TimeDelta::nanoseconds(first_start.timestamp_subsec_nanos().into());
         let mut recs = Vec::with_capacity(n);
         for _ in 0..n {
             let start = t;
             t += TimeDelta::seconds(rng.random_range(5..=15));
-            let id = uuid::Builder::from_random_bytes(rng.random())
-                .into_uuid()
-                .to_string();
+            let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string();
             let (userid, username) = TECHS[rng.random_range(0..TECHS.len())];
             let (groupid, groupname) = GROUPS[rng.random_range(0..GROUPS.len())];
             let dev = rng.random_range(0..500u64);
@@ -1063,9 +917,7 @@ impl TeamViewerSim {
                     1 => "DoNotBill",
                     _ => "Bill",
                 },
-                notes: rng
-                    .random_bool(0.1)
-                    .then(|| format!("see #{}", 10_000 + rng.random_range(0..span))),
+                notes: rng.random_bool(0.1).then(|| format!("see #{}", 10_000 + rng.random_range(0..span))),
                 support_session_type: if case.is_some() { 2 } else { 1 },
                 case,
             };
@@ -1087,12 +939,7 @@ impl TeamViewerSim {
     }
 
     pub fn requests(&self) -> Vec<RequestLog> {
-        self.inner
-            .lock()
-            .log
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.inner.lock().log.iter().map(|(_, l)| l.clone()).collect()
     }
 
     pub fn clear_requests(&self) {
@@ -1102,11 +949,7 @@ impl TeamViewerSim {
     /// A fresh single-use code, as if the user had approved the app; not bound to a redirect_uri.
     pub fn authorization_code(&self) -> String {
         let code = new_token();
-        let auth = AuthCode {
-            issued: Instant::now(),
-            redirect_uri: None,
-            client_id: None,
-        };
+        let auth = AuthCode { issued: Instant::now(), redirect_uri: None, client_id: None };
         self.inner.lock().codes.insert(code.clone(), auth);
         code
     }
@@ -1129,13 +972,7 @@ impl TeamViewerSim {
     }
 
     pub fn sessions(&self) -> Vec<Value> {
-        self.inner
-            .lock()
-            .sessions
-            .iter()
-            .cloned()
-            .map(Value::Object)
-            .collect()
+        self.inner.lock().sessions.iter().cloned().map(Value::Object).collect()
     }
 
     /// Simulates a technician connecting with a service case's code. Panics on an unknown code,
@@ -1196,10 +1033,7 @@ impl TeamViewerSim {
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
             // Graceful shutdown waits for in-flight requests, which a delay fault can stall.
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
                 abort.abort();
             }
         }
@@ -1217,10 +1051,7 @@ impl Drop for TeamViewerSim {
 fn router(inner: Arc<Inner>) -> Router {
     let protected = Router::new()
         .route("/reports/connections", get(list_connections))
-        .route(
-            "/reports/connections/{id}",
-            put(put_connection).delete(delete_connection),
-        )
+        .route("/reports/connections/{id}", put(put_connection).delete(delete_connection))
         .route("/sessions", get(list_sessions).post(create_session))
         .route("/sessions/{code}", get(get_session).put(put_session))
         .route_layer(middleware::from_fn_with_state(inner.clone(), require_auth));
@@ -1238,10 +1069,7 @@ fn router(inner: Arc<Inner>) -> Router {
         // The login host serves the authorize page at the root (§3.2).
         .route("/oauth2/authorize", get(authorize))
         .fallback(unknown)
-        .layer(middleware::from_fn_with_state(
-            inner.clone(),
-            log_and_faults,
-        ))
+        .layer(middleware::from_fn_with_state(inner.clone(), log_and_faults))
         .with_state(inner)
 }
 
@@ -1295,10 +1123,7 @@ fn fault_response(f: &Fault) -> Response {
         resp.headers_mut().insert(header::CONTENT_TYPE, json);
     }
     for (k, v) in &f.headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
             resp.headers_mut().insert(k, v);
         }
     }
@@ -1314,12 +1139,7 @@ async fn require_auth(State(inner): State<Arc<Inner>>, req: Request, next: Next)
         match st.token_status(&inner.opts, token) {
             Tok::Valid => {}
             Tok::Expired => {
-                let expired = api_err(
-                    StatusCode::UNAUTHORIZED,
-                    "token_expired",
-                    "The access token expired",
-                    E_EXPIRED,
-                );
+                let expired = api_err(StatusCode::UNAUTHORIZED, "token_expired", "The access token expired", E_EXPIRED);
                 return expired.into_response();
             }
             Tok::Invalid => return invalid_token("The access token is invalid").into_response(),
@@ -1333,33 +1153,20 @@ async fn require_auth(State(inner): State<Arc<Inner>>, req: Request, next: Next)
 
 async fn ping(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     let st = inner.lock();
-    let valid =
-        bearer(&headers).is_some_and(|t| matches!(st.token_status(&inner.opts, t), Tok::Valid));
+    let valid = bearer(&headers).is_some_and(|t| matches!(st.token_status(&inner.opts, t), Tok::Valid));
     Json(json!({ "token_valid": valid })).into_response()
 }
 
 async fn list_connections(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Reply {
     let p = parse_pairs(q.as_deref().unwrap_or_default());
     let filter = ConnFilter::parse(&p, inner.opts.company_token)?;
-    let offset = p
-        .get("offset_id")
-        .map(|o| o.trim().to_lowercase())
-        .filter(|o| !o.is_empty());
+    let offset = p.get("offset_id").map(|o| o.trim().to_lowercase()).filter(|o| !o.is_empty());
     let page = inner.opts.page_size.max(1);
-    let body = inner.lock().connections_page(
-        &filter,
-        offset.as_deref(),
-        page,
-        inner.opts.company_token,
-    )?;
+    let body = inner.lock().connections_page(&filter, offset.as_deref(), page, inner.opts.company_token)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn put_connection(
-    State(inner): State<Arc<Inner>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Reply {
+async fn put_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Reply {
     let body = parse_json_object(&body)?;
     let mut patch = Map::new();
     if let Some(state) = opt_str(&body, "billing_state")? {
@@ -1408,40 +1215,20 @@ async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -
             }
         }
     }
-    let full = p
-        .get("full_list")
-        .map(|v| parse_bool(v).ok_or_else(|| bad("full_list must be true or false")));
+    let full = p.get("full_list").map(|v| parse_bool(v).ok_or_else(|| bad("full_list must be true or false")));
     let full = full.transpose()?.unwrap_or(false);
-    let text = |s: &Map<String, Value>, k: &str| {
-        s.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let field_is = |s: &Map<String, Value>, k: &str| {
-        p.get(k)
-            .is_none_or(|w| text(s, k).eq_ignore_ascii_case(w.trim()))
-    };
+    let text = |s: &Map<String, Value>, k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let field_is = |s: &Map<String, Value>, k: &str| p.get(k).is_none_or(|w| text(s, k).eq_ignore_ascii_case(w.trim()));
     let st = inner.lock();
     // Creation order reversed is newest first.
     let list: Vec<&Map<String, Value>> = st
         .sessions
         .iter()
         .rev()
-        .filter(|s| {
-            if text(s, "state").eq_ignore_ascii_case("closed") {
-                closed
-            } else {
-                open
-            }
-        })
+        .filter(|s| if text(s, "state").eq_ignore_ascii_case("closed") { closed } else { open })
         .filter(|s| field_is(s, "groupid") && field_is(s, "assigned_userid"))
         .collect();
-    let first = match p
-        .get("offset")
-        .map(|o| norm_code(o))
-        .filter(|o| !o.is_empty())
-    {
+    let first = match p.get("offset").map(|o| norm_code(o)).filter(|o| !o.is_empty()) {
         None => 0,
         Some(o) => {
             let at = list.iter().position(|s| norm_code(&text(s, "code")) == o);
@@ -1453,14 +1240,7 @@ async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -
     let shown = |k: &str| minimal.contains(&k) || (full && k != "webclient_supporter_link");
     let items: Vec<Value> = list[first..end]
         .iter()
-        .map(|s| {
-            Value::Object(
-                s.iter()
-                    .filter(|(k, _)| shown(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            )
-        })
+        .map(|s| Value::Object(s.iter().filter(|(k, _)| shown(k)).map(|(k, v)| (k.clone(), v.clone())).collect()))
         .collect();
     let mut body = json!({ "sessions": items });
     if end < list.len() {
@@ -1472,29 +1252,18 @@ async fn list_sessions(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -
 
 async fn get_session(State(inner): State<Arc<Inner>>, Path(code): Path<String>) -> Reply {
     let st = inner.lock();
-    let i = st
-        .session_index(&code)
-        .ok_or_else(|| not_found("The session"))?;
+    let i = st.session_index(&code).ok_or_else(|| not_found("The session"))?;
     Ok(Json(Value::Object(st.sessions[i].clone())).into_response())
 }
 
-async fn put_session(
-    State(inner): State<Arc<Inner>>,
-    Path(code): Path<String>,
-    body: Bytes,
-) -> Reply {
+async fn put_session(State(inner): State<Arc<Inner>>, Path(code): Path<String>, body: Bytes) -> Reply {
     let body = parse_json_object(&body)?;
     let mut st = inner.lock();
-    let i = st
-        .session_index(&code)
-        .ok_or_else(|| not_found("The session"))?;
+    let i = st.session_index(&code).ok_or_else(|| not_found("The session"))?;
     // Work on a copy so a rejected PUT leaves the session untouched.
     let mut s = st.sessions[i].clone();
     st.apply_session_fields(&mut s, &body)?;
-    match opt_str(&body, "state")?
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
+    match opt_str(&body, "state")?.map(|v| v.to_ascii_lowercase()).as_deref() {
         None => {}
         Some("closed") => {
             if s.get("state").and_then(Value::as_str) != Some("Closed") {
@@ -1521,44 +1290,31 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes)
 }
 
 fn token_grant(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Reply {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     // The vendor takes form encoding but says JSON works too (spec §3.2).
     let p: HashMap<String, String> = if content_type.is_some_and(|v| v.contains("json")) {
         let m = parse_json_object(body)?;
-        m.into_iter()
-            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-            .collect()
+        m.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))).collect()
     } else {
         parse_pairs(&String::from_utf8_lossy(body))
     };
     let param = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let grant = param("grant_type").ok_or_else(|| bad("grant_type is required"))?;
     if let Some((id, secret)) = &inner.opts.oauth_client {
-        if param("client_id") != Some(id.as_str())
-            || param("client_secret") != Some(secret.as_str())
-        {
+        if param("client_id") != Some(id.as_str()) || param("client_secret") != Some(secret.as_str()) {
             let desc = "Client authentication failed";
-            return Err(api_err(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                desc,
-                E_INVALID_CLIENT,
-            ));
+            return Err(api_err(StatusCode::UNAUTHORIZED, "invalid_client", desc, E_INVALID_CLIENT));
         }
     }
     let mut st = inner.lock();
     let keep = match grant {
         "authorization_code" => {
             let code = param("code").and_then(|c| st.codes.remove(c));
-            let code =
-                code.ok_or_else(|| bad("The authorization code is invalid or was already used"))?;
+            let code = code.ok_or_else(|| bad("The authorization code is invalid or was already used"))?;
             if code.issued.elapsed() > CODE_VALIDITY {
                 return Err(bad("The authorization code expired"));
             }
-            if code.redirect_uri.is_some() && code.redirect_uri.as_deref() != param("redirect_uri")
-            {
+            if code.redirect_uri.is_some() && code.redirect_uri.as_deref() != param("redirect_uri") {
                 return Err(bad("redirect_uri does not match the authorization request"));
             }
             if code.client_id.is_some() && code.client_id.as_deref() != param("client_id") {
@@ -1577,18 +1333,13 @@ fn token_grant(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Reply {
                 Some(rt.to_string())
             }
         }
-        _ => {
-            return Err(bad(
-                "grant_type must be authorization_code or refresh_token",
-            ))
-        }
+        _ => return Err(bad("grant_type must be authorization_code or refresh_token")),
     };
     Ok(Json(st.issue_tokens(&inner.opts, keep)).into_response())
 }
 
 async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Reply {
-    let token =
-        bearer(&headers).ok_or_else(|| invalid_token("The request requires an access token"))?;
+    let token = bearer(&headers).ok_or_else(|| invalid_token("The request requires an access token"))?;
     let mut st = inner.lock();
     if let Some(a) = st.access.remove(token) {
         st.refresh.remove(&a.refresh);
@@ -1607,28 +1358,18 @@ async fn authorize(State(inner): State<Arc<Inner>>, RawQuery(q): RawQuery) -> Re
     let redirect = p.get("redirect_uri").filter(|r| !r.is_empty());
     let redirect = redirect.ok_or_else(|| bad("redirect_uri is required"))?;
     let client_id = p.get("client_id").cloned();
-    if inner
-        .opts
-        .oauth_client
-        .as_ref()
-        .is_some_and(|(id, _)| client_id.as_ref() != Some(id))
-    {
+    if inner.opts.oauth_client.as_ref().is_some_and(|(id, _)| client_id.as_ref() != Some(id)) {
         return Err(bad("unknown client_id"));
     }
     let code = new_token();
-    let auth = AuthCode {
-        issued: Instant::now(),
-        redirect_uri: Some(redirect.clone()),
-        client_id,
-    };
+    let auth = AuthCode { issued: Instant::now(), redirect_uri: Some(redirect.clone()), client_id };
     inner.lock().codes.insert(code.clone(), auth);
     let sep = if redirect.contains('?') { '&' } else { '?' };
     let mut location = format!("{redirect}{sep}code={}", encode(&code));
     if let Some(state) = p.get("state") {
         location.push_str(&format!("&state={}", encode(state)));
     }
-    let location =
-        HeaderValue::from_str(&location).map_err(|_| bad("redirect_uri is not a valid URL"))?;
+    let location = HeaderValue::from_str(&location).map_err(|_| bad("redirect_uri is not a valid URL"))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
@@ -1672,12 +1413,7 @@ fn parse_when(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
         return Some(d.and_utc());
     }
-    Some(
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .ok()?
-            .and_hms_opt(0, 0, 0)?
-            .and_utc(),
-    )
+    Some(NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
 fn fmt_ts(t: DateTime<Utc>) -> String {
@@ -1686,10 +1422,7 @@ fn fmt_ts(t: DateTime<Utc>) -> String {
 
 /// Codes appear as `s119-457-589`, `S119457589` or `s119 457 589` depending on the source.
 fn norm_code(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '-' && !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
+    s.chars().filter(|c| *c != '-' && !c.is_whitespace()).flat_map(char::to_lowercase).collect()
 }
 
 fn random_code(rng: &mut impl Rng) -> String {
@@ -1699,15 +1432,11 @@ fn random_code(rng: &mut impl Rng) -> String {
 }
 
 fn is_prefixed_id(s: &str, prefix: char) -> bool {
-    s.strip_prefix(prefix)
-        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    s.strip_prefix(prefix).is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn alnum(rng: &mut impl Rng, n: usize) -> String {
-    rng.sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
+    rng.sample_iter(&Alphanumeric).take(n).map(char::from).collect()
 }
 
 fn new_token() -> String {
@@ -1726,10 +1455,7 @@ fn userid_for(username: &str) -> String {
 
 fn parse_pairs(q: &str) -> HashMap<String, String> {
     let pairs = q.split('&').filter(|kv| !kv.is_empty());
-    pairs
-        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
+    pairs.map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (decode(k), decode(v))).collect()
 }
 
 fn decode(s: &str) -> String {
@@ -1738,11 +1464,7 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
             (b'+', _, _) => out.push(b' '),
             (b'%', Some(h), Some(l)) => {
                 out.push(h * 16 + l);
@@ -1757,15 +1479,7 @@ fn decode(s: &str) -> String {
 
 fn encode(s: &str) -> String {
     let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
-    s.bytes()
-        .map(|b| {
-            if keep(b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    s.bytes().map(|b| if keep(b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 #[cfg(test)]
@@ -1777,10 +1491,7 @@ mod tests {
     const CLIENT: (&str, &str) = ("12333-133Ea4Hdf3e9ec0543fX", "s3cr3t");
 
     async fn sim(opts: SimOptions) -> TeamViewerSim {
-        let opts = SimOptions {
-            script_tokens: vec![TOKEN.into()],
-            ..opts
-        };
+        let opts = SimOptions { script_tokens: vec![TOKEN.into()], ..opts };
         TeamViewerSim::start(opts).await.expect("simulator starts")
     }
 
@@ -1794,10 +1505,7 @@ mod tests {
     }
 
     fn conns(sim: &TeamViewerSim, query: &[(&str, &str)]) -> RequestBuilder {
-        reqwest::Client::new()
-            .get(format!("{}/reports/connections", sim.api_url()))
-            .bearer_auth(TOKEN)
-            .query(query)
+        reqwest::Client::new().get(format!("{}/reports/connections", sim.api_url())).bearer_auth(TOKEN).query(query)
     }
 
     fn rec(id: &str, start: &str) -> Value {
@@ -1849,32 +1557,13 @@ mod tests {
 
     #[tokio::test]
     async fn pages_through_three_pages_with_exclusive_offset() {
-        let sim = sim(SimOptions {
-            page_size: 2,
-            ..SimOptions::default()
-        })
-        .await;
+        let sim = sim(SimOptions { page_size: 2, ..SimOptions::default() }).await;
         // Inserted out of order, with a start_date tie broken by id.
-        sim.add_connection(rec(
-            "cccccccc-0000-4000-8000-000000000003",
-            "2024-04-16T10:00:02Z",
-        ));
-        sim.add_connection(rec(
-            "aaaaaaaa-0000-4000-8000-000000000001",
-            "2024-04-16T10:00:00Z",
-        ));
-        sim.add_connection(rec(
-            "eeeeeeee-0000-4000-8000-000000000005",
-            "2024-04-16T10:00:04Z",
-        ));
-        sim.add_connection(rec(
-            "dddddddd-0000-4000-8000-000000000004",
-            "2024-04-16T10:00:02Z",
-        ));
-        sim.add_connection(rec(
-            "bbbbbbbb-0000-4000-8000-000000000002",
-            "2024-04-16T10:00:01Z",
-        ));
+        sim.add_connection(rec("cccccccc-0000-4000-8000-000000000003", "2024-04-16T10:00:02Z"));
+        sim.add_connection(rec("aaaaaaaa-0000-4000-8000-000000000001", "2024-04-16T10:00:00Z"));
+        sim.add_connection(rec("eeeeeeee-0000-4000-8000-000000000005", "2024-04-16T10:00:04Z"));
+        sim.add_connection(rec("dddddddd-0000-4000-8000-000000000004", "2024-04-16T10:00:02Z"));
+        sim.add_connection(rec("bbbbbbbb-0000-4000-8000-000000000002", "2024-04-16T10:00:01Z"));
         assert_eq!(sim.connection_count(), 5);
 
         let (status, _, p1) = call(conns(&sim, &[])).await;
@@ -1894,32 +1583,17 @@ mod tests {
         assert_eq!(prefixes, ["a", "b", "c", "d", "e"]);
 
         let (status, _, body) = call(conns(&sim, &[("offset_id", "nope")])).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
         sim.shutdown().await;
     }
 
     #[tokio::test]
     async fn date_filters_are_inclusive_exclusive_on_start_date() {
         let sim = sim(SimOptions::default()).await;
-        sim.add_connection(rec(
-            "00000000-0000-4000-8000-000000000001",
-            "2024-04-15T23:59:59Z",
-        ));
-        sim.add_connection(rec(
-            "00000000-0000-4000-8000-000000000002",
-            "2024-04-16T00:00:00Z",
-        ));
-        sim.add_connection(rec(
-            "00000000-0000-4000-8000-000000000003",
-            "2024-04-16T12:00:00Z",
-        ));
-        sim.add_connection(rec(
-            "00000000-0000-4000-8000-000000000004",
-            "2024-04-17T00:00:00Z",
-        ));
+        sim.add_connection(rec("00000000-0000-4000-8000-000000000001", "2024-04-15T23:59:59Z"));
+        sim.add_connection(rec("00000000-0000-4000-8000-000000000002", "2024-04-16T00:00:00Z"));
+        sim.add_connection(rec("00000000-0000-4000-8000-000000000003", "2024-04-16T12:00:00Z"));
+        sim.add_connection(rec("00000000-0000-4000-8000-000000000004", "2024-04-17T00:00:00Z"));
 
         let day = [("from_date", "2024-04-16"), ("to_date", "2024-04-17")];
         let (_, _, body) = call(conns(&sim, &day)).await;
@@ -1945,30 +1619,17 @@ mod tests {
     #[tokio::test]
     async fn session_code_and_has_code_filters() {
         let sim = sim(SimOptions::default()).await;
-        let mut with_code = rec(
-            "00000000-0000-4000-8000-000000000001",
-            "2024-04-16T10:00:00Z",
-        );
+        let mut with_code = rec("00000000-0000-4000-8000-000000000001", "2024-04-16T10:00:00Z");
         with_code["session_code"] = json!("s119-457-589");
-        let mut other = rec(
-            "00000000-0000-4000-8000-000000000002",
-            "2024-04-16T10:01:00Z",
-        );
+        let mut other = rec("00000000-0000-4000-8000-000000000002", "2024-04-16T10:01:00Z");
         other["session_code"] = json!("s222-333-444");
         sim.add_connection(with_code);
         sim.add_connection(other);
-        sim.add_connection(rec(
-            "00000000-0000-4000-8000-000000000003",
-            "2024-04-16T10:02:00Z",
-        ));
+        sim.add_connection(rec("00000000-0000-4000-8000-000000000003", "2024-04-16T10:02:00Z"));
 
         for code in ["s119457589", "S119-457-589", "s119-457-589"] {
             let (_, _, body) = call(conns(&sim, &[("session_code", code)])).await;
-            assert_eq!(
-                ids(&body),
-                ["00000000-0000-4000-8000-000000000001"],
-                "{code}"
-            );
+            assert_eq!(ids(&body), ["00000000-0000-4000-8000-000000000001"], "{code}");
         }
         let (_, _, body) = call(conns(&sim, &[("has_code", "True")])).await;
         assert_eq!(ids(&body).len(), 2);
@@ -1977,10 +1638,7 @@ mod tests {
         let (status, _, _) = call(conns(&sim, &[("has_code", "maybe")])).await;
         assert_eq!(status, 400);
 
-        let later = [
-            ("session_code", "s119457589"),
-            ("from_date", "2024-04-16T10:00:01Z"),
-        ];
+        let later = [("session_code", "s119457589"), ("from_date", "2024-04-16T10:00:01Z")];
         let (_, _, body) = call(conns(&sim, &later)).await;
         assert!(ids(&body).is_empty());
         let id = "00000000-0000-4000-8000-000000000001";
@@ -2001,20 +1659,14 @@ mod tests {
         let (status, headers, body) = call(client.get(&url)).await;
         assert_eq!(status, 401);
         assert_eq!(headers["www-authenticate"], "Bearer");
-        assert_eq!(
-            (body["error"].as_str(), body["error_code"].as_u64()),
-            (Some("invalid_token"), Some(2))
-        );
+        assert_eq!((body["error"].as_str(), body["error_code"].as_u64()), (Some("invalid_token"), Some(2)));
 
         let ping = format!("{}/ping", sim.api_url());
         let (status, _, body) = call(client.get(&ping)).await;
         assert_eq!((status, body["token_valid"].as_bool()), (200, Some(false)));
 
         let tokens = oauth_tokens(&sim).await;
-        let access = tokens["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let access = tokens["access_token"].as_str().unwrap_or_default().to_string();
         let (digits, rest) = access.split_once('-').unwrap_or_default();
         assert!(digits.bytes().all(|b| b.is_ascii_digit()) && rest.len() == 20);
         assert_eq!(tokens["expires_in"], 86_400);
@@ -2038,28 +1690,19 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_tokens_rotate_and_are_single_use() {
-        let opts = SimOptions {
-            oauth_client: Some((CLIENT.0.into(), CLIENT.1.into())),
-            ..SimOptions::default()
-        };
+        let opts = SimOptions { oauth_client: Some((CLIENT.0.into(), CLIENT.1.into())), ..SimOptions::default() };
         let sim = sim(opts.clone()).await;
         let first = oauth_tokens(&sim).await;
         let old_rt = first["refresh_token"].as_str().unwrap_or_default();
 
         let (status, body) = refresh(&sim, old_rt, "wrong").await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
-        );
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
         let (status, second) = refresh(&sim, old_rt, CLIENT.1).await;
         assert_eq!(status, 200);
         let new_rt = second["refresh_token"].as_str().unwrap_or_default();
         assert_ne!(new_rt, old_rt);
         let (status, body) = refresh(&sim, old_rt, CLIENT.1).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
         assert_eq!(sim.refresh_count(), 1);
 
         // Revoking kills the access token and the refresh token issued with it.
@@ -2069,18 +1712,11 @@ mod tests {
         assert_eq!(call(client.post(&revoke).bearer_auth(access)).await.0, 200);
         let url = format!("{}/reports/connections", sim.api_url());
         let (status, _, body) = call(client.get(&url).bearer_auth(access)).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_token"))
-        );
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
         assert_eq!(refresh(&sim, new_rt, CLIENT.1).await.0, 400);
         sim.shutdown().await;
 
-        let sim = self::sim(SimOptions {
-            rotate_refresh_tokens: false,
-            ..opts
-        })
-        .await;
+        let sim = self::sim(SimOptions { rotate_refresh_tokens: false, ..opts }).await;
         let rt = oauth_tokens(&sim).await["refresh_token"].clone();
         let rt = rt.as_str().unwrap_or_default();
         for _ in 0..2 {
@@ -2093,10 +1729,7 @@ mod tests {
     #[tokio::test]
     async fn authorize_redirects_with_code_and_state() {
         let sim = sim(SimOptions::default()).await;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let query = [
             ("response_type", "code"),
             ("client_id", CLIENT.0),
@@ -2107,10 +1740,7 @@ mod tests {
         let (status, headers, _) = call(client.get(url).query(&query)).await;
         assert_eq!(status, 302);
         let location = headers["location"].to_str().unwrap_or_default();
-        assert!(
-            location.starts_with("http://localhost/cb?code="),
-            "{location}"
-        );
+        assert!(location.starts_with("http://localhost/cb?code="), "{location}");
         assert!(location.ends_with("&state=xyz%201"), "{location}");
         let code = decode(&location["http://localhost/cb?code=".len()..location.len() - 14]);
         let form = [
@@ -2146,15 +1776,9 @@ mod tests {
         assert_eq!(refused["error_code"], 4);
         assert_eq!(refused["error_signature"], 123456789);
 
-        sim.set_rate_limit(Some(RateLimit::TooMany {
-            every_nth: 1,
-            retry_after: Some("7".into()),
-        }));
+        sim.set_rate_limit(Some(RateLimit::TooMany { every_nth: 1, retry_after: Some("7".into()) }));
         let (status, headers, _) = call(conns(&sim, &[])).await;
-        assert_eq!(
-            (status, headers["retry-after"].to_str().ok()),
-            (429, Some("7"))
-        );
+        assert_eq!((status, headers["retry-after"].to_str().ok()), (429, Some("7")));
         sim.shutdown().await;
     }
 
@@ -2175,17 +1799,11 @@ mod tests {
         let sessions = format!("{}/sessions", sim.api_url());
         let req = reqwest::Client::new().get(&sessions).bearer_auth(TOKEN);
         let (status, headers, body) = call(req).await;
-        assert_eq!(
-            (status, headers["retry-after"].to_str().ok()),
-            (429, Some("2"))
-        );
+        assert_eq!((status, headers["retry-after"].to_str().ok()), (429, Some("2")));
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(body["error"], "rate_limit_reached");
 
-        sim.push_fault(Fault {
-            delay: Some(Duration::from_millis(200)),
-            ..Fault::new("/reports", 0)
-        });
+        sim.push_fault(Fault { delay: Some(Duration::from_millis(200)), ..Fault::new("/reports", 0) });
         let started = Instant::now();
         assert_eq!(call(conns(&sim, &[])).await.0, 200);
         assert!(started.elapsed() >= Duration::from_millis(200));
@@ -2195,10 +1813,7 @@ mod tests {
         assert_eq!(statuses, [503, 200, 429, 200]);
         assert!(!log[0].authorized && log[0].token.is_none());
         assert_eq!(log[1].query, "has_code=true");
-        assert_eq!(
-            log[1].token.as_deref(),
-            Some(token_fingerprint(TOKEN).as_str())
-        );
+        assert_eq!(log[1].token.as_deref(), Some(token_fingerprint(TOKEN).as_str()));
         sim.clear_requests();
         assert!(sim.requests().is_empty());
         sim.shutdown().await;
@@ -2210,10 +1825,7 @@ mod tests {
         let client = reqwest::Client::new();
         let url = format!("{}/sessions", sim.api_url());
         let (status, _, body) = call(client.post(&url).bearer_auth(TOKEN).json(&json!({}))).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
         let too_long = json!({ "groupname": "Helpdesk", "custom_api": "x".repeat(4001) });
         let (status, _, _) = call(client.post(&url).bearer_auth(TOKEN).json(&too_long)).await;
         assert_eq!(status, 400);
@@ -2228,10 +1840,7 @@ mod tests {
         assert_eq!(status, 200, "{s}");
         let code = s["code"].as_str().unwrap_or_default().to_string();
         let bare = norm_code(&code);
-        assert!(
-            code.len() == 12 && code.starts_with('s') && bare.len() == 10,
-            "{code}"
-        );
+        assert!(code.len() == 12 && code.starts_with('s') && bare.len() == 10, "{code}");
         let location = headers["location"].to_str().unwrap_or_default();
         assert_eq!(location, format!("{}/api/v1/sessions/{code}", sim.base_url));
         assert_eq!(s["state"], "Open");
@@ -2240,10 +1849,7 @@ mod tests {
         assert_eq!(s["end_customer_link"], link.as_str());
         let created = parse_when(s["created_at"].as_str().unwrap_or_default());
         let valid = parse_when(s["valid_until"].as_str().unwrap_or_default());
-        assert_eq!(
-            valid.zip(created).map(|(v, c)| v - c),
-            Some(TimeDelta::hours(24))
-        );
+        assert_eq!(valid.zip(created).map(|(v, c)| v - c), Some(TimeDelta::hours(24)));
 
         let start = Utc::now() - TimeDelta::minutes(20);
         let end = Some(start + TimeDelta::minutes(12));
@@ -2271,22 +1877,14 @@ mod tests {
         assert_eq!(list["sessions"], json!([]));
         let q = [("state", "open,closed"), ("full_list", "true")];
         let (_, _, list) = call(client.get(&url).bearer_auth(TOKEN).query(&q)).await;
-        assert_eq!(
-            list["sessions"][0]["description"],
-            "INC-10423: printer offline"
-        );
+        assert_eq!(list["sessions"][0]["description"], "INC-10423: printer offline");
         assert_eq!(sim.sessions().len(), 1);
         sim.shutdown().await;
     }
 
     #[tokio::test]
     async fn put_and_delete_reports() {
-        let sim = sim(SimOptions {
-            page_size: 1,
-            company_token: true,
-            ..SimOptions::default()
-        })
-        .await;
+        let sim = sim(SimOptions { page_size: 1, company_token: true, ..SimOptions::default() }).await;
         let a = "00000000-0000-4000-8000-00000000000a";
         let b = "00000000-0000-4000-8000-00000000000b";
         sim.add_connection(rec(a, "2024-04-16T10:00:00Z"));
@@ -2294,28 +1892,17 @@ mod tests {
         let client = reqwest::Client::new();
         let url = format!("{}/reports/connections", sim.api_url());
         let patch = json!({ "notes": "Ticket #10423" });
-        let put = client
-            .put(format!("{url}/{a}"))
-            .bearer_auth(TOKEN)
-            .json(&patch);
+        let put = client.put(format!("{url}/{a}")).bearer_auth(TOKEN).json(&patch);
         assert_eq!(call(put).await.0, 204);
         let notes = sim.connection(a).map(|r| r["notes"].clone());
         assert_eq!(notes, Some(json!("Ticket #10423")));
-        let missing = client
-            .put(format!("{url}/nope"))
-            .bearer_auth(TOKEN)
-            .json(&patch);
+        let missing = client.put(format!("{url}/nope")).bearer_auth(TOKEN).json(&patch);
         let (status, _, body) = call(missing).await;
         assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 
         let (_, _, page) = call(conns(&sim, &[])).await;
         assert!(page["records"][0].get("devicename").is_none());
-        assert_eq!(
-            call(client.delete(format!("{url}/{a}")).bearer_auth(TOKEN))
-                .await
-                .0,
-            204
-        );
+        assert_eq!(call(client.delete(format!("{url}/{a}")).bearer_auth(TOKEN)).await.0, 204);
         assert_eq!(sim.connection_count(), 1);
         // A cursor naming a deleted report still resumes after it.
         let (_, _, page) = call(conns(&sim, &[("offset_id", a)])).await;
@@ -2338,14 +1925,8 @@ mod tests {
         let n = coded["records"].as_array().map_or(0, Vec::len);
         assert!((700..1100).contains(&n), "{n}");
         let r = &coded["records"][0];
-        assert!(r["session_note"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("INC-"));
-        assert!(r["custom_api"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("ticket_id"));
+        assert!(r["session_note"].as_str().unwrap_or_default().starts_with("INC-"));
+        assert!(r["custom_api"].as_str().unwrap_or_default().contains("ticket_id"));
         let id = a["records"][0]["id"].as_str().unwrap_or_default();
         assert_eq!(id, id.to_lowercase());
         assert_eq!(a["records"][0]["start_date"], "2024-04-16T08:00:00Z");

@@ -61,7 +61,12 @@ impl SinkError {
     }
 
     /// Classify an HTTP status the generic way; sinks override for their own quirks.
-    pub fn from_status(sink: &str, status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
+    pub fn from_status(
+        sink: &str,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &str,
+    ) -> Self {
         let body = crate::http::short_body(body);
         let kind = match status.as_u16() {
             401 => SinkErrorKind::Auth,

@@ -25,7 +25,11 @@ impl RedmineSink {
         // Redmine issue ids are integers; anything else cannot be a Redmine ticket.
         let id = ticket.trim_start_matches('#');
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(SinkError::new(&self.name, SinkErrorKind::Permanent, format!("ticket {ticket:?} is not a Redmine issue id")));
+            return Err(SinkError::new(
+                &self.name,
+                SinkErrorKind::Permanent,
+                format!("ticket {ticket:?} is not a Redmine issue id"),
+            ));
         }
         Ok(format!("{}/issues/{id}.json", self.base))
     }
@@ -54,7 +58,11 @@ impl RedmineSink {
 fn redmine_errors(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v.get("errors").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")))
+        .and_then(|v| {
+            v.get("errors")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        })
         .unwrap_or_else(|| if body.trim_start().starts_with('<') { String::new() } else { body.to_string() })
 }
 
@@ -71,9 +79,18 @@ impl TicketSink for RedmineSink {
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let url = self.issue_url(ticket)?;
         let (_, body) = self.send(self.http.get(&url).query(&[("include", "journals")])).await?;
-        let v: Value = serde_json::from_str(&body)
-            .map_err(|e| SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, format!("unreadable issue JSON: {e}")))?;
-        let found = v["issue"]["journals"].as_array().into_iter().flatten().find(|j| j["notes"].as_str().is_some_and(|n| n.contains(marker)));
+        let v: Value = serde_json::from_str(&body).map_err(|e| {
+            SinkError::new(
+                &self.name,
+                SinkErrorKind::Retry { retry_after: None },
+                format!("unreadable issue JSON: {e}"),
+            )
+        })?;
+        let found = v["issue"]["journals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["notes"].as_str().is_some_and(|n| n.contains(marker)));
         Ok(found.map(|j| format!("issue:{}#journal-{}", ticket.trim_start_matches('#'), j["id"])))
     }
 

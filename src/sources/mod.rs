@@ -37,7 +37,9 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::Vendor { transient, .. } => *transient,
-            SourceError::OAuth(crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. }) => true,
+            SourceError::OAuth(
+                crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. },
+            ) => true,
             SourceError::OAuth(_) => false,
             SourceError::Store(_) => true,
         }

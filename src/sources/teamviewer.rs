@@ -60,7 +60,11 @@ impl TeamViewerApi {
     pub fn new(cfg: &TeamViewerConfig, store: &Store) -> Result<TeamViewerApi, SourceError> {
         let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
         let base = cfg.base_url.trim_end_matches('/').to_string();
-        let cfg_err = |m: crate::config::ConfigError| SourceError::Vendor { source_name: VENDOR.into(), message: m.to_string(), transient: false };
+        let cfg_err = |m: crate::config::ConfigError| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: m.to_string(),
+            transient: false,
+        };
         let auth = match cfg.auth {
             TeamViewerAuth::Script => {
                 let tok = cfg.token_secret().map_err(cfg_err)?.ok_or_else(|| SourceError::Vendor {
@@ -90,7 +94,13 @@ impl TeamViewerApi {
     /// One request with the shared retry policy: throttling (403 `rate_limit_reached`,
     /// 429), 5xx and transport errors back off and retry, honouring `Retry-After`; an
     /// expired OAuth token is refreshed once.
-    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(u16, reqwest::header::HeaderMap, String), SourceError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), SourceError> {
         let url = format!("{}/api/v1{}", self.base, path);
         let mut refreshed = false;
         loop {
@@ -149,7 +159,11 @@ impl TeamViewerApi {
         }
     }
 
-    pub async fn connections_page(&self, from: DateTime<Utc>, offset_id: Option<&str>) -> Result<ConnectionsPage, SourceError> {
+    pub async fn connections_page(
+        &self,
+        from: DateTime<Utc>,
+        offset_id: Option<&str>,
+    ) -> Result<ConnectionsPage, SourceError> {
         let mut q = vec![("from_date", from.format("%Y-%m-%dT%H:%M:%SZ").to_string())];
         if let Some(o) = offset_id {
             q.push(("offset_id", o.to_string()));
@@ -165,14 +179,25 @@ impl TeamViewerApi {
     /// `POST /api/v1/sessions`: a service case whose `custom_api` carries the ticket id.
     pub async fn create_session(&self, body: &Value) -> Result<(CreatedSession, Value), SourceError> {
         let (_, _, text) = self.call(reqwest::Method::POST, "/sessions", &[], Some(body)).await?;
-        let raw: Value = serde_json::from_str(&text).map_err(|e| SourceError::Vendor { source_name: VENDOR.into(), message: format!("POST /sessions: malformed response ({e})"), transient: false })?;
-        let created: CreatedSession = serde_json::from_value(raw.clone()).map_err(|e| SourceError::Vendor { source_name: VENDOR.into(), message: format!("POST /sessions: {e}"), transient: false })?;
+        let raw: Value = serde_json::from_str(&text).map_err(|e| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("POST /sessions: malformed response ({e})"),
+            transient: false,
+        })?;
+        let created: CreatedSession = serde_json::from_value(raw.clone()).map_err(|e| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("POST /sessions: {e}"),
+            transient: false,
+        })?;
         Ok((created, raw))
     }
 
     pub async fn ping(&self) -> Result<bool, SourceError> {
         let (_, _, body) = self.call(reqwest::Method::GET, "/ping", &[], None).await?;
-        Ok(serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("token_valid").and_then(Value::as_bool)).unwrap_or(false))
+        Ok(serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("token_valid").and_then(Value::as_bool))
+            .unwrap_or(false))
     }
 
     pub fn oauth(&self) -> Option<&Arc<OAuthClient>> {
@@ -185,11 +210,16 @@ impl TeamViewerApi {
 
 pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
     let cfg_err = |m: String| SourceError::Vendor { source_name: VENDOR.into(), message: m, transient: false };
-    let client_id = cfg.client_id.clone().ok_or_else(|| cfg_err("sources.teamviewer.client_id: required for auth = \"oauth\"".into()))?;
-    let secret = cfg
-        .client_secret()
-        .map_err(|e| cfg_err(e.to_string()))?
-        .ok_or_else(|| cfg_err("sources.teamviewer.client_secret: missing (client_secret_file or credential teamviewer_client_secret)".into()))?;
+    let client_id = cfg
+        .client_id
+        .clone()
+        .ok_or_else(|| cfg_err("sources.teamviewer.client_id: required for auth = \"oauth\"".into()))?;
+    let secret = cfg.client_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
+        cfg_err(
+            "sources.teamviewer.client_secret: missing (client_secret_file or credential teamviewer_client_secret)"
+                .into(),
+        )
+    })?;
     Ok(OAuthClient::new(
         VENDOR,
         format!("{}/api/v1/oauth2/token", cfg.base_url.trim_end_matches('/')),
@@ -206,7 +236,11 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Ap
     let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
     let error = if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() };
     let rate_limited = e.error == "rate_limit_reached" || status == 429;
-    let message = if e.error_description.is_empty() { crate::http::short_body(body) } else { crate::http::short_body(&e.error_description) };
+    let message = if e.error_description.is_empty() {
+        crate::http::short_body(body)
+    } else {
+        crate::http::short_body(&e.error_description)
+    };
     ApiError {
         status: Some(status),
         retry_after: crate::http::retry_after(headers),
@@ -220,7 +254,9 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Ap
 fn vendor_err(e: &ApiError, path: &str) -> SourceError {
     let hint = match e.status {
         Some(401) => " (token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`)",
-        Some(403) if e.error != "rate_limit_reached" => " (the token lacks a permission, e.g. Connections.Read or Sessions.Create)",
+        Some(403) if e.error != "rate_limit_reached" => {
+            " (the token lacks a permission, e.g. Connections.Read or Sessions.Create)"
+        }
         _ => "",
     };
     SourceError::Vendor { source_name: VENDOR.into(), message: format!("{path}: {e}{hint}"), transient: e.transient }
@@ -278,7 +314,11 @@ impl TeamViewerSource {
             Some(hwm) => hwm - self.overlap,
             None => now - self.initial_lookback,
         };
-        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age)).await?.as_deref().and_then(parse_ts) {
+        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age))
+            .await?
+            .as_deref()
+            .and_then(parse_ts)
+        {
             from = from.min(open);
         }
         Ok(from)
@@ -325,19 +365,39 @@ impl Source for TeamViewerSource {
             }
             let more = page.records_remaining.unwrap_or(0) > 0 && page.next_offset.is_some();
             // A cursor that does not move would loop forever (seen in the wild): end the walk.
-            let stuck = more && page.next_offset.as_deref().map(str::to_ascii_lowercase) == walk.offset_id.as_deref().map(str::to_ascii_lowercase);
+            let stuck = more
+                && page.next_offset.as_deref().map(str::to_ascii_lowercase)
+                    == walk.offset_id.as_deref().map(str::to_ascii_lowercase);
             if stuck {
                 tracing::warn!(source = VENDOR, offset = ?walk.offset_id, "vendor repeated next_offset; ending this walk");
             }
             if more && !stuck {
                 walk.offset_id = page.next_offset.clone();
                 cur.walk = Some(walk.clone());
-                commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), None, &mut stats).await?;
+                commit_page(
+                    store,
+                    VENDOR,
+                    &records,
+                    &walk.id,
+                    &serde_json::to_string(&cur).unwrap_or_default(),
+                    None,
+                    &mut stats,
+                )
+                .await?;
             } else {
                 cur.walk = None;
                 // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
                 let range = (!stuck).then_some((walk.from.as_str(), walk.started_at.as_str()));
-                commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range, &mut stats).await?;
+                commit_page(
+                    store,
+                    VENDOR,
+                    &records,
+                    &walk.id,
+                    &serde_json::to_string(&cur).unwrap_or_default(),
+                    range,
+                    &mut stats,
+                )
+                .await?;
                 stats.complete = true;
                 return Ok(stats);
             }
@@ -350,12 +410,19 @@ pub fn links_for(s: &StoredSession) -> Vec<Link> {
     s.device_id
         .as_deref()
         .filter(|d| d.chars().all(|c| c.is_ascii_digit()))
-        .map(|d| vec![Link { label: "Connect to this device".into(), url: format!("https://start.teamviewer.com/{d}") }])
+        .map(|d| {
+            vec![Link { label: "Connect to this device".into(), url: format!("https://start.teamviewer.com/{d}") }]
+        })
         .unwrap_or_default()
 }
 
 /// The body of `POST /sessions` for a ticket.
-pub fn session_request(cfg: &TeamViewerConfig, ticket: &str, customer_name: Option<&str>, customer_email: Option<&str>) -> Value {
+pub fn session_request(
+    cfg: &TeamViewerConfig,
+    ticket: &str,
+    customer_name: Option<&str>,
+    customer_email: Option<&str>,
+) -> Value {
     let mut body = json!({
         "description": cfg.description_template.replace("{ticket}", ticket).chars().take(1000).collect::<String>(),
         "custom_api": json!({"ticket_id": ticket}).to_string(),

@@ -98,7 +98,10 @@ pub async fn verify(pool: &sqlx::SqlitePool) -> Result<Verify> {
     let mut n = 0u64;
     while let Some((id, at, kind, vendor, sid, tid, did, detail, prev_hash, hash)) = rows.try_next().await? {
         if id != expected_id {
-            return Ok(Verify::Broken { row_id: id, reason: format!("expected row {expected_id}: a row was deleted or renumbered") });
+            return Ok(Verify::Broken {
+                row_id: id,
+                reason: format!("expected row {expected_id}: a row was deleted or renumbered"),
+            });
         }
         if prev_hash != prev {
             return Ok(Verify::Broken { row_id: id, reason: "prev_hash does not match the previous row".into() });

@@ -3,7 +3,10 @@
 use super::{Result, Tx};
 
 pub async fn load(pool: &sqlx::SqlitePool, source: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = ?").bind(source).fetch_optional(pool).await?)
+    Ok(sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = ?")
+        .bind(source)
+        .fetch_optional(pool)
+        .await?)
 }
 
 pub async fn save(tx: &mut Tx<'_>, source: &str, cursor_json: &str, success: bool) -> Result<()> {

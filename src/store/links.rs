@@ -55,7 +55,11 @@ pub async fn insert(
 }
 
 /// Links whose code equals the session's code or its external id (manual links may name either).
-pub async fn for_session(pool: &sqlx::SqlitePool, code_norm: Option<&str>, external_id: &str) -> Result<Vec<TicketLink>> {
+pub async fn for_session(
+    pool: &sqlx::SqlitePool,
+    code_norm: Option<&str>,
+    external_id: &str,
+) -> Result<Vec<TicketLink>> {
     Ok(sqlx::query_as(
         "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
          WHERE session_code_norm = ? OR session_code_norm = ? ORDER BY id",
@@ -66,15 +70,24 @@ pub async fn for_session(pool: &sqlx::SqlitePool, code_norm: Option<&str>, exter
     .await?)
 }
 
-pub async fn record_match(tx: &mut Tx<'_>, session_id: i64, vendor: &str, ticket: &str, rule: &str, detail: &str) -> Result<bool> {
-    let res = sqlx::query("INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(session_id)
-        .bind(ticket)
-        .bind(rule)
-        .bind(detail)
-        .bind(super::now())
-        .execute(&mut **tx)
-        .await?;
+pub async fn record_match(
+    tx: &mut Tx<'_>,
+    session_id: i64,
+    vendor: &str,
+    ticket: &str,
+    rule: &str,
+    detail: &str,
+) -> Result<bool> {
+    let res = sqlx::query(
+        "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(session_id)
+    .bind(ticket)
+    .bind(rule)
+    .bind(detail)
+    .bind(super::now())
+    .execute(&mut **tx)
+    .await?;
     if res.rows_affected() == 0 {
         return Ok(false);
     }

@@ -42,7 +42,8 @@ impl Store {
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) })?;
         }
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?

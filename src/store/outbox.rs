@@ -75,16 +75,30 @@ pub async fn enqueue(
 /// attempt count is already above zero, so the next attempt scans for the marker first.
 pub async fn recover_sending(store: &super::Store) -> Result<u64> {
     let mut tx = store.begin().await?;
-    let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, ticket_id FROM deliveries WHERE state = 'sending'").fetch_all(&mut *tx).await?;
+    let ids: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, ticket_id FROM deliveries WHERE state = 'sending'").fetch_all(&mut *tx).await?;
     let now = super::now();
     for (id, ticket) in &ids {
-        sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?").bind(&now).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?")
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE delivery_attempts SET finished_at = ?, outcome = 'interrupted' WHERE delivery_id = ? AND finished_at IS NULL")
             .bind(&now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        audit::append(&mut tx, Event { kind: "delivery_interrupted", ticket_id: Some(ticket), delivery_id: Some(*id), ..Default::default() }).await?;
+        audit::append(
+            &mut tx,
+            Event {
+                kind: "delivery_interrupted",
+                ticket_id: Some(ticket),
+                delivery_id: Some(*id),
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(ids.len() as u64)
@@ -166,7 +180,12 @@ async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<(
                 .execute(&mut **tx)
                 .await?;
             let o = if *found_existing { "found_existing" } else { "delivered" };
-            ("delivered", "delivery_delivered", o, json!({"sink": d.sink, "remote_ref": remote_ref, "found_existing": found_existing}))
+            (
+                "delivered",
+                "delivery_delivered",
+                o,
+                json!({"sink": d.sink, "remote_ref": remote_ref, "found_existing": found_existing}),
+            )
         }
         Outcome::Retry { next_attempt_at, error, ambiguous } => {
             sqlx::query("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
@@ -177,7 +196,12 @@ async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<(
                 .execute(&mut **tx)
                 .await?;
             let o = if *ambiguous { "ambiguous" } else { "retry" };
-            ("pending", "delivery_retry_scheduled", o, json!({"sink": d.sink, "error": error, "next_attempt_at": next_attempt_at}))
+            (
+                "pending",
+                "delivery_retry_scheduled",
+                o,
+                json!({"sink": d.sink, "error": error, "next_attempt_at": next_attempt_at}),
+            )
         }
         Outcome::Failed { error } => {
             sqlx::query("UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
@@ -199,17 +223,26 @@ async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<(
         }
     };
     let _ = state;
-    sqlx::query("UPDATE delivery_attempts SET finished_at = ?, outcome = ?, detail = ? WHERE delivery_id = ? AND attempt = ?")
-        .bind(&now)
-        .bind(attempt_outcome)
-        .bind(detail.to_string())
-        .bind(d.id)
-        .bind(d.attempts)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE delivery_attempts SET finished_at = ?, outcome = ?, detail = ? WHERE delivery_id = ? AND attempt = ?",
+    )
+    .bind(&now)
+    .bind(attempt_outcome)
+    .bind(detail.to_string())
+    .bind(d.id)
+    .bind(d.attempts)
+    .execute(&mut **tx)
+    .await?;
     audit::append(
         tx,
-        Event { kind, session_id: d.session_id, ticket_id: Some(&d.ticket_id), delivery_id: Some(d.id), detail: Some(detail), ..Default::default() },
+        Event {
+            kind,
+            session_id: d.session_id,
+            ticket_id: Some(&d.ticket_id),
+            delivery_id: Some(d.id),
+            detail: Some(detail),
+            ..Default::default()
+        },
     )
     .await?;
     Ok(())
@@ -231,7 +264,10 @@ pub async fn get(pool: &sqlx::SqlitePool, id: i64) -> Result<Option<Delivery>> {
 /// attempt scans for the marker before posting.
 pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
     let mut tx = store.begin().await?;
-    let row: Option<(String, String)> = sqlx::query_as("SELECT state, ticket_id FROM deliveries WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+    let row: Option<(String, String)> = sqlx::query_as("SELECT state, ticket_id FROM deliveries WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some((state, ticket)) = row else { return Ok(None) };
     if state != "failed" && state != "dead" {
         return Ok(Some(state));
@@ -243,7 +279,17 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::append(&mut tx, Event { kind: "delivery_requeued", ticket_id: Some(&ticket), delivery_id: Some(id), detail: Some(json!({"from": state})), ..Default::default() }).await?;
+    audit::append(
+        &mut tx,
+        Event {
+            kind: "delivery_requeued",
+            ticket_id: Some(&ticket),
+            delivery_id: Some(id),
+            detail: Some(json!({"from": state})),
+            ..Default::default()
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some("pending".into()))
 }
@@ -254,5 +300,7 @@ pub async fn counts_by_state(pool: &sqlx::SqlitePool) -> Result<Vec<(String, i64
 }
 
 pub async fn next_due_at(pool: &sqlx::SqlitePool) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
+        .fetch_one(pool)
+        .await?)
 }

@@ -34,7 +34,16 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
                 .execute(&mut **tx)
                 .await?;
             if vanished.is_some() {
-                audit::append(tx, Event { kind: "session_reappeared", vendor: Some(&s.vendor), session_id: Some(id), ..Default::default() }).await?;
+                audit::append(
+                    tx,
+                    Event {
+                        kind: "session_reappeared",
+                        vendor: Some(&s.vendor),
+                        session_id: Some(id),
+                        ..Default::default()
+                    },
+                )
+                .await?;
             }
             Ok((id, Upsert::Unchanged))
         }
@@ -74,7 +83,9 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
                     kind: "session_updated",
                     vendor: Some(&s.vendor),
                     session_id: Some(id),
-                    detail: Some(json!({"external_id": s.external_id, "content_hash": hash, "ended": s.ended_at.is_some()})),
+                    detail: Some(
+                        json!({"external_id": s.external_id, "content_hash": hash, "ended": s.ended_at.is_some()}),
+                    ),
                     ..Default::default()
                 },
             )
@@ -130,7 +141,13 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
 
 /// Quarantine a record once: the overlap re-read meets the same bad record on every poll,
 /// and an identical (source, raw) row already says everything.
-pub async fn quarantine(tx: &mut Tx<'_>, source: &str, external_id: Option<&str>, reason: &str, raw: &str) -> Result<i64> {
+pub async fn quarantine(
+    tx: &mut Tx<'_>,
+    source: &str,
+    external_id: Option<&str>,
+    reason: &str,
+    raw: &str,
+) -> Result<i64> {
     let seen: Option<i64> = sqlx::query_scalar("SELECT id FROM quarantine WHERE source = ? AND raw = ? LIMIT 1")
         .bind(source)
         .bind(raw)
@@ -151,7 +168,12 @@ pub async fn quarantine(tx: &mut Tx<'_>, source: &str, external_id: Option<&str>
     .await?;
     audit::append(
         tx,
-        Event { kind: "record_quarantined", vendor: Some(source), detail: Some(json!({"quarantine_id": id, "external_id": external_id, "reason": reason})), ..Default::default() },
+        Event {
+            kind: "record_quarantined",
+            vendor: Some(source),
+            detail: Some(json!({"quarantine_id": id, "external_id": external_id, "reason": reason})),
+            ..Default::default()
+        },
     )
     .await?;
     Ok(id)
@@ -173,7 +195,17 @@ pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, 
     let now = super::now();
     for (id, ext) in &ids {
         sqlx::query("UPDATE sessions SET vanished_at = ? WHERE id = ?").bind(&now).bind(id).execute(&mut **tx).await?;
-        audit::append(tx, Event { kind: "session_vanished", vendor: Some(vendor), session_id: Some(*id), detail: Some(json!({"external_id": ext})), ..Default::default() }).await?;
+        audit::append(
+            tx,
+            Event {
+                kind: "session_vanished",
+                vendor: Some(vendor),
+                session_id: Some(*id),
+                detail: Some(json!({"external_id": ext})),
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     Ok(ids.len() as u64)
 }

@@ -35,7 +35,11 @@ impl TokenKey {
     }
 
     fn open(&self, sealed: &str) -> Result<SecretString> {
-        let bad = || StoreError::Invalid("stored OAuth token cannot be decrypted (client secret changed?): run `ticketsync auth` again".into());
+        let bad = || {
+            StoreError::Invalid(
+                "stored OAuth token cannot be decrypted (client secret changed?): run `ticketsync auth` again".into(),
+            )
+        };
         let b64 = sealed.strip_prefix("v1:").ok_or_else(bad)?;
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
         if raw.len() < 12 {
@@ -104,7 +108,12 @@ pub async fn save(
     .await?;
     audit::append(
         &mut tx,
-        Event { kind: "token_saved", vendor: Some(provider), detail: Some(json!({"reason": reason, "generation": generation, "access_expires_at": access_expires_at})), ..Default::default() },
+        Event {
+            kind: "token_saved",
+            vendor: Some(provider),
+            detail: Some(json!({"reason": reason, "generation": generation, "access_expires_at": access_expires_at})),
+            ..Default::default()
+        },
     )
     .await?;
     tx.commit().await?;
@@ -123,7 +132,11 @@ pub async fn save_state(store: &super::Store, provider: &str, state: &str) -> Re
 
 /// True when the state was issued for this provider; it is consumed either way.
 pub async fn take_state(store: &super::Store, provider: &str, state: &str) -> Result<bool> {
-    let n = sqlx::query("DELETE FROM oauth_states WHERE state = ? AND provider = ?").bind(state).bind(provider).execute(&store.pool).await?;
+    let n = sqlx::query("DELETE FROM oauth_states WHERE state = ? AND provider = ?")
+        .bind(state)
+        .bind(provider)
+        .execute(&store.pool)
+        .await?;
     Ok(n.rows_affected() == 1)
 }
 

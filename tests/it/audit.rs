@@ -8,9 +8,12 @@ async fn chain(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let store = crate::support::temp_store(dir).await;
     for i in 0..n {
         let mut tx = store.begin().await.unwrap();
-        audit::append(&mut tx, Event { kind: "test_event", ticket_id: Some("42"), detail: Some(json!({"i": i})), ..Default::default() })
-            .await
-            .unwrap();
+        audit::append(
+            &mut tx,
+            Event { kind: "test_event", ticket_id: Some("42"), detail: Some(json!({"i": i})), ..Default::default() },
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     }
     store.pool.close().await;
@@ -23,7 +26,10 @@ fn verify(db: &std::path::Path) -> (i32, String) {
         .arg(db)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 /// Tampering as an attacker with file access would: drop the triggers, change rows.

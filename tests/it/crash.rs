@@ -80,10 +80,22 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child 
 async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice() {
     let runs: usize = std::env::var("TICKETSYNC_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec!["crash-token".into()], page_size: 25, ..Default::default() }).await.unwrap();
+    let tv = TeamViewerSim::start(SimOptions {
+        script_tokens: vec!["crash-token".into()],
+        page_size: 25,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     tv.generate(RECORDS, 7, Utc::now() - chrono::Duration::hours(30));
     // Slow pages so kills land mid-walk.
-    tv.push_fault(Fault { path_prefix: "/api/v1/reports/connections".into(), times: 100_000, status: 0, delay: Some(Duration::from_millis(40)), ..Default::default() });
+    tv.push_fault(Fault {
+        path_prefix: "/api/v1/reports/connections".into(),
+        times: 100_000,
+        status: 0,
+        delay: Some(Duration::from_millis(40)),
+        ..Default::default()
+    });
     let redmine = RedmineSim::start("crash-key", &[]).await.unwrap();
     redmine.add_issues(10_000..11_000);
     // Slow answers after the note is applied: kills land in the duplicate window.
@@ -100,7 +112,10 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
         child.start_kill().unwrap();
         child.wait().await.unwrap();
         if let Ok(store) = ticketsync::store::Store::open_read_only(&dir.path().join("crash.db")).await {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'").fetch_one(&store.pool).await.unwrap_or(0);
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap_or(0);
             if n > 0 {
                 killed_with_sending += 1;
             }
@@ -112,7 +127,8 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
     let mut child = spawn(&cfg, &log);
     let ready_by = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().get(log_len..).unwrap_or("").contains("ticketsync running") {
+    while !std::fs::read_to_string(&log).unwrap_or_default().get(log_len..).unwrap_or("").contains("ticketsync running")
+    {
         assert!(Instant::now() < ready_by, "final daemon never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -124,39 +140,63 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await.unwrap_or(0);
-        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','sending')").fetch_one(&store.pool).await.unwrap_or(1);
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await.unwrap_or(0);
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','sending')")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(1);
         let to_match: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sessions s LEFT JOIN matches m ON m.session_id = s.id WHERE m.session_id IS NULL AND s.match_checked_rev IS NULL",
         )
         .fetch_one(&store.pool)
         .await
         .unwrap_or(1);
-        let cursor_done: Option<String> = sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'").fetch_optional(&store.pool).await.unwrap_or(None);
+        let cursor_done: Option<String> =
+            sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap_or(None);
         let walk_done = cursor_done.is_some_and(|c| c.contains("\"walk\":null"));
         if sessions as usize == RECORDS && open == 0 && to_match == 0 && walk_done {
             break;
         }
-        assert!(Instant::now() < deadline, "daemon did not finish: sessions={sessions} open deliveries={open} to_match={to_match}\n{}", std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not finish: sessions={sessions} open deliveries={open} to_match={to_match}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits within 10 s of SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s of SIGTERM")
+        .unwrap();
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
     // Every session stored exactly once.
-    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT external_id) FROM sessions").fetch_one(&store.pool).await.unwrap();
+    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT external_id) FROM sessions")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
     assert_eq!((n as usize, distinct as usize), (RECORDS, RECORDS));
 
     // Every expected note on its ticket exactly once, nothing unexpected.
     let deliveries: Vec<(String, String, String, String)> =
         sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries").fetch_all(&store.pool).await.unwrap();
-    let matched_with_ref: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE custom_api IS NOT NULL").fetch_one(&store.pool).await.unwrap();
+    let matched_with_ref: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE custom_api IS NOT NULL")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
     let matched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM matches").fetch_one(&store.pool).await.unwrap();
     assert!(matched >= matched_with_ref && matched > 50, "matched {matched} of {matched_with_ref} with custom_api");
     assert_eq!(deliveries.len() as i64, matched * 2, "one delivery per sink per match");
-    let vanished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vanished_at IS NOT NULL").fetch_one(&store.pool).await.unwrap();
+    let vanished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vanished_at IS NOT NULL")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
     assert_eq!(vanished, 0, "no report was deleted upstream");
     let mut lost = 0;
     let mut duplicates = 0;

@@ -40,7 +40,9 @@ pub fn redmine_ci() -> Option<RedmineCi> {
             let msg = "no real Redmine: REDMINE_URL, REDMINE_API_KEY, REDMINE_PROJECT and REDMINE_CUSTOMER_API_KEY must be set; \
                        start one with `bash .ci/redmine-ci.sh start` and export the variables it prints";
             // A missing Redmine is a failure, never a silent pass; skipping needs an explicit opt-out.
-            if std::env::var("TICKETSYNC_SKIP_REDMINE").as_deref() == Ok("1") && std::env::var("CI").as_deref() != Ok("true") {
+            if std::env::var("TICKETSYNC_SKIP_REDMINE").as_deref() == Ok("1")
+                && std::env::var("CI").as_deref() != Ok("true")
+            {
                 eprintln!("SKIPPED because TICKETSYNC_SKIP_REDMINE=1: {msg}");
                 return None;
             }

@@ -173,7 +173,10 @@ mod tests {
             (json!({"start_date": "2024-04-16T22:10:00Z"}), "id:"),
             (json!({"id": "a"}), "start_date: missing"),
             (json!({"id": "a", "start_date": "20130116T194014Z"}), "start_date: not an ISO 8601"),
-            (json!({"id": "a", "start_date": "2024-04-16T22:10:00Z", "end_date": "2024-04-16T22:00:00Z"}), "end_date: before"),
+            (
+                json!({"id": "a", "start_date": "2024-04-16T22:10:00Z", "end_date": "2024-04-16T22:00:00Z"}),
+                "end_date: before",
+            ),
             (json!({"id": "a", "start_date": "1970-01-01T00:00:00Z"}), "start_date: implausible"),
             (json!({"id": "a", "start_date": "2999-01-01T00:00:00Z"}), "start_date: implausible"),
             (json!({"id": "a", "start_date": 5}), "start_date: expected a date string"),
