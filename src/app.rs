@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::matcher::Rule;
 use crate::pipeline::{DeliveryPolicy, Sinks};
 use crate::sinks::{redmine::RedmineSink, webhook::WebhookSink, TicketSink};
-use crate::sources::{teamviewer::TeamViewerSource, Source};
+use crate::sources::{splashtop::SplashtopSource, teamviewer::TeamViewerSource, Source};
 use crate::store::Store;
 
 pub struct App {
@@ -38,7 +38,10 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             .context("sinks.redmine.api_key: missing (api_key_file or credential redmine_api_key)")?;
         sinks.insert(
             "redmine".into(),
-            Arc::new(RedmineSink::new("redmine", &r.url, key, r.private_notes, http.clone())),
+            Arc::new(
+                RedmineSink::new("redmine", &r.url, key, r.private_notes, http.clone())
+                    .with_inline_limit(cfg.notes.inline_attachment_max_chars),
+            ),
         );
     }
     if let Some(w) = cfg.sinks.webhook.as_ref().filter(|w| w.enabled) {
@@ -63,6 +66,9 @@ impl App {
         let mut sources: Vec<(Arc<dyn Source>, String)> = Vec::new();
         if let Some(tv) = config.sources.teamviewer.as_ref().filter(|t| t.enabled) {
             sources.push((Arc::new(TeamViewerSource::new(tv, &store)?), tv.schedule.clone()));
+        }
+        if let Some(st) = config.sources.splashtop.as_ref().filter(|t| t.enabled) {
+            sources.push((Arc::new(SplashtopSource::new(st, &store)?), st.schedule.clone()));
         }
         let sinks = build_sinks(&config)?;
         let mut sink_names: Vec<String> = sinks.keys().cloned().collect();

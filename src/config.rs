@@ -75,10 +75,13 @@ impl Default for DaemonConfig {
 pub struct NotesConfig {
     /// Time zone used to print start and end times in notes.
     pub timezone: String,
+    /// Sinks that cannot attach files (Redmine private notes) put attachments such as chat
+    /// transcripts inline, cut at this many characters; the full text stays in the database.
+    pub inline_attachment_max_chars: usize,
 }
 impl Default for NotesConfig {
     fn default() -> Self {
-        Self { timezone: "UTC".into() }
+        Self { timezone: "UTC".into(), inline_attachment_max_chars: 20_000 }
     }
 }
 
@@ -101,6 +104,142 @@ impl Default for OutboxConfig {
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
     pub teamviewer: Option<TeamViewerConfig>,
+    pub splashtop: Option<SplashtopConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplashtopAuth {
+    /// API token from the web console (Management > Settings > API).
+    Token,
+    Oauth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Us,
+    Eu,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplashtopConfig {
+    pub enabled: bool,
+    /// `us` (splashtop.com) or `eu` (splashtop.eu): picks the defaults of the URLs below.
+    pub region: Region,
+    pub base_url: Option<String>,
+    pub console_url: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub schedule: String,
+    pub overlap_minutes: u64,
+    pub initial_lookback_days: u64,
+    pub open_session_max_age_hours: u64,
+    pub page_size: u64,
+    pub request_timeout_secs: u64,
+    pub auth: SplashtopAuth,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    /// Splashtop does not say when a refresh token expires; its documented lifetime.
+    pub refresh_token_days: u64,
+    /// Warn (logs, `ticketsync check`) this many days before the refresh token expires.
+    pub refresh_warn_days: u64,
+    /// PSA team id; read from `users/basic_info` when unset.
+    pub team_id: Option<i64>,
+    /// PSA channel; the default channel of `psa/channel_list` when unset.
+    pub channel_id: Option<i64>,
+    /// `customer_issue` of created support sessions; `{ticket}` is replaced.
+    pub issue_template: String,
+}
+impl Default for SplashtopConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            region: Region::Us,
+            base_url: None,
+            console_url: None,
+            authorize_url: None,
+            token_url: None,
+            schedule: "*/5 * * * *".into(),
+            overlap_minutes: 120,
+            initial_lookback_days: 7,
+            open_session_max_age_hours: 48,
+            page_size: 100,
+            request_timeout_secs: 30,
+            auth: SplashtopAuth::Token,
+            token: None,
+            token_file: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            redirect_uri: "http://127.0.0.1:8765/callback".into(),
+            scopes: vec!["logs".into(), "psa".into(), "users".into()],
+            refresh_token_days: 30,
+            refresh_warn_days: 7,
+            team_id: None,
+            channel_id: None,
+            issue_template: "Ticket #{ticket}".into(),
+        }
+    }
+}
+
+impl SplashtopConfig {
+    fn eu(&self) -> bool {
+        self.region == Region::Eu
+    }
+    pub fn base_url(&self) -> String {
+        let d = crate::sources::splashtop::wire::default_base_url(self.eu());
+        self.base_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
+    }
+    pub fn console_url(&self) -> String {
+        let d = crate::sources::splashtop::wire::default_console_url(self.eu());
+        self.console_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
+    }
+    pub fn authorize_url(&self) -> String {
+        self.authorize_url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::AUTHORIZE_PATH))
+    }
+    pub fn token_url(&self) -> String {
+        self.token_url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::TOKEN_PATH))
+    }
+    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref(), "splashtop_token")
+    }
+    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "sources.splashtop.client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+            "splashtop_client_secret",
+        )
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m))?;
+        for (k, v) in [
+            ("base_url", self.base_url()),
+            ("console_url", self.console_url()),
+            ("authorize_url", self.authorize_url()),
+            ("token_url", self.token_url()),
+        ] {
+            check_url(&v).map_err(|m| key_err(&format!("sources.splashtop.{k}"), m))?;
+        }
+        if self.auth == SplashtopAuth::Oauth && self.client_id.as_deref().unwrap_or("").is_empty() {
+            return Err(key_err("sources.splashtop.client_id", "required when auth = \"oauth\""));
+        }
+        if !(1..=1000).contains(&self.page_size) {
+            return Err(key_err("sources.splashtop.page_size", "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -309,6 +448,9 @@ impl Config {
                 return Err(key_err("sources.teamviewer.group_name", "group_name or group_id is required"));
             }
         }
+        if let Some(st) = &self.sources.splashtop {
+            st.validate()?;
+        }
         for (i, r) in self.matching.rules.iter().enumerate() {
             let key = format!("match.rules[{i}]");
             if r.kind == RuleKind::NotesRegex {
@@ -360,6 +502,16 @@ impl Config {
                 }
                 TeamViewerAuth::Oauth => {
                     require(tv.client_secret()?, "sources.teamviewer.client_secret", "teamviewer_client_secret")?;
+                }
+            }
+        }
+        if let Some(st) = self.sources.splashtop.as_ref().filter(|t| t.enabled) {
+            match st.auth {
+                SplashtopAuth::Token => {
+                    require(st.token_secret()?, "sources.splashtop.token", "splashtop_token")?;
+                }
+                SplashtopAuth::Oauth => {
+                    require(st.client_secret()?, "sources.splashtop.client_secret", "splashtop_client_secret")?;
                 }
             }
         }
@@ -533,6 +685,18 @@ mod tests {
     fn regex_rule_needs_a_capture_group() {
         let err = load("[[match.rules]]\nkind = \"notes_regex\"\npattern = \"#\\\\d+\"\n").unwrap_err().to_string();
         assert!(err.starts_with("t.toml: match.rules[0].pattern"), "{err}");
+    }
+
+    #[test]
+    fn splashtop_region_picks_hosts() {
+        let c = load("[sources.splashtop]\nregion = \"eu\"\n").unwrap();
+        let st = c.sources.splashtop.unwrap();
+        assert_eq!(st.base_url(), "https://webapi.splashtop.eu");
+        assert_eq!(st.authorize_url(), "https://my.splashtop.eu/oauth2/authorize");
+        let c = load("[sources.splashtop]\n").unwrap();
+        assert_eq!(c.sources.splashtop.unwrap().base_url(), "https://webapi.splashtop.com");
+        let err = load("[sources.splashtop]\nauth = \"oauth\"\n").unwrap_err().to_string();
+        assert!(err.contains("sources.splashtop.client_id"), "{err}");
     }
 
     #[test]

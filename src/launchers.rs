@@ -28,7 +28,8 @@ pub async fn create_session(
     }
     match provider {
         "teamviewer" => teamviewer_case(app, ticket, customer_name, customer_email).await,
-        other => bail!("--provider {other:?}: unknown provider (available: teamviewer)"),
+        "splashtop" => splashtop_support_session(app, ticket, customer_name).await,
+        other => bail!("--provider {other:?}: unknown provider (available: teamviewer, splashtop)"),
     }
 }
 
@@ -107,6 +108,93 @@ async fn teamviewer_case(
     }
     tx.commit().await?;
     Ok(Created { provider: "teamviewer".into(), code, ticket: ticket.into(), deliveries, truncated })
+}
+
+/// The confirmed PSA flow: team id (config or `users/basic_info`), channel (config or
+/// `psa/channel_list`), `POST …/psa/support_sessions`; the code and the session id are
+/// both linked to the ticket, so the session log matches by either.
+async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Option<&str>) -> Result<Created> {
+    use crate::sources::splashtop::{self, wire, SplashtopApi};
+    let cfg = app.config.sources.splashtop.as_ref().context("[sources.splashtop] is not configured")?;
+    let api = SplashtopApi::new(cfg, &app.store)?;
+    let mut truncated = Vec::new();
+    let wanted = customer_name.map(str::to_string).unwrap_or_else(|| format!("Ticket #{ticket}"));
+    let (name, cut) = splashtop::customer_name(&wanted);
+    if cut {
+        truncated.push(format!("customer name cut to {} characters (Splashtop limit): {name:?}", wire::CUSTOMER_NAME_MAX));
+    }
+    let info = api.basic_info().await?;
+    let team = match cfg.team_id {
+        Some(t) => t,
+        None => wire::team_id(&info).context(
+            "users/basic_info has no PSA team id (token without the `psa` scope?); set sources.splashtop.team_id",
+        )?,
+    };
+    let channel = match cfg.channel_id {
+        Some(c) => c,
+        None => api.default_channel(team).await?,
+    };
+    let body = wire::create_body(channel, &name, &splashtop::customer_issue(cfg, ticket));
+    let created = api.create_support_session(team, &body).await?;
+    let account = wire::account_email(&info);
+    let end_user = wire::end_user_link(&created, &cfg.console_url());
+    let tech = wire::technician_link(&created.code, account.as_deref());
+    let details = json!({
+        "support_session_id": created.id, "end_user_link": end_user, "technician_link": tech,
+        "status": created.status, "expires_at": created.expires_at, "team_id": team, "channel_id": channel,
+    });
+    let code = created.code.clone();
+    let code_norm = crate::session::normalize_code(&code);
+    let internal = Note {
+        title: format!("Splashtop support session {code} created for this ticket"),
+        fields: vec![
+            Field { label: "Session code".into(), value: code.clone() },
+            Field { label: "Session id".into(), value: created.id.clone() },
+            Field { label: "Customer name".into(), value: name.clone() },
+            Field { label: "Expires".into(), value: created.expires_at.clone().unwrap_or_else(|| "-".into()) },
+        ],
+        links: vec![
+            Link { label: "Connect (Splashtop Business app)".into(), url: tech },
+            Link { label: "End-user link (send this to the customer)".into(), url: end_user.clone() },
+        ],
+        body: Some(format!(
+            "Technician: send the end-user link (or the code {code}) to the customer. Once the customer runs the              Splashtop SOS app the session shows as ready in your Service Desk channel; connect with the link above              and request permission. The session log is added to this ticket when the session ends."
+        )),
+        attachments: vec![],
+        visibility: Visibility::Internal,
+        marker: marker("splashtop", &code_norm, "session_links"),
+    };
+    let customer = Note {
+        title: "Remote support session".into(),
+        fields: vec![Field { label: "Session code".into(), value: code.clone() }],
+        links: vec![Link { label: "Join the remote support session".into(), url: end_user }],
+        body: Some("Open the link above, run the Splashtop SOS app, and tell our technician when it shows the code.".into()),
+        attachments: vec![],
+        visibility: Visibility::Public,
+        marker: marker("splashtop", &code_norm, "customer_link"),
+    };
+    let mut tx = app.store.begin().await?;
+    let link_id =
+        crate::store::links::insert(&mut tx, "splashtop", &code, ticket, "created", Some(&details), Some("cli")).await?;
+    crate::pipeline::rematch_code(&mut tx, &code_norm).await?;
+    if crate::session::normalize_code(&created.id) != code_norm {
+        crate::store::links::insert(&mut tx, "splashtop", &created.id, ticket, "created", None, Some("cli")).await?;
+        crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&created.id)).await?;
+    }
+    let mut deliveries = Vec::new();
+    for sink in &app.sink_names {
+        for (kind, note) in [("session_links", &internal), ("customer_link", &customer)] {
+            let j = serde_json::to_string(note)?;
+            if let Some(id) =
+                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
+                    .await?
+            {
+                deliveries.push(id);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(Created { provider: "splashtop".into(), code, ticket: ticket.into(), deliveries, truncated })
 }
 
 /// `ticketsync link --session CODE --ticket ID`: a manual link, matched on the next pass.

@@ -85,6 +85,23 @@ impl Note {
     }
 }
 
+impl Attachment {
+    /// The text for sinks that put attachments inline: cut at `max_chars` characters, with
+    /// a line saying so. The full text stays in the database (the outbox row's note and the
+    /// session's raw record), so nothing is lost by the cut.
+    pub fn inline_text(&self, max_chars: usize) -> String {
+        let total = self.text.chars().count();
+        if total <= max_chars {
+            return self.text.clone();
+        }
+        let mut out: String = self.text.chars().take(max_chars).collect();
+        out.push_str(&format!(
+            "\n[… cut at {max_chars} of {total} characters; the full text is kept in the ticketsync database]"
+        ));
+        out
+    }
+}
+
 /// "1h 02m 05s" style duration used in notes.
 pub fn human_duration(secs: i64) -> String {
     let secs = secs.max(0);
@@ -122,6 +139,14 @@ mod tests {
         assert!(t.contains("Report: https://example.test/r/1\n"));
         assert!(t.contains("Printer driver reinstalled"));
         assert!(t.ends_with("ticketsync-marker: tsd:v1:teamviewer:abc:report"));
+    }
+
+    #[test]
+    fn inline_attachments_are_cut_and_say_so() {
+        let a = Attachment { filename: "c.txt".into(), content_type: "text/plain".into(), text: "abcdef".into() };
+        assert_eq!(a.inline_text(6), "abcdef");
+        let cut = a.inline_text(4);
+        assert!(cut.starts_with("abcd\n[… cut at 4 of 6 characters"), "{cut}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum OAuthError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("{provider}: the refresh token expired at {at}: run `ticketsync auth {provider}` to authorize again")]
+    RefreshExpired { provider: String, at: String },
     #[error("{provider}: malformed token response: {detail}")]
     Malformed { provider: String, detail: String },
 }
@@ -46,6 +48,9 @@ struct TokenResponse {
     refresh_token: Option<String>,
     #[serde(default)]
     expires_in: Option<i64>,
+    /// Not every vendor says; the configured lifetime applies then.
+    #[serde(default, alias = "refresh_expires_in")]
+    refresh_token_expires_in: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,6 +74,11 @@ pub struct OAuthClient {
     lock: Mutex<()>,
     /// Refresh this long before the access token's expiry.
     pub refresh_margin: chrono::Duration,
+    /// Extra authorize-URL parameters (TeamViewer: `display=popup`; Splashtop: `scope`).
+    authorize_params: Vec<(String, String)>,
+    /// Lifetime of a refresh token when the token response does not give one, and how
+    /// long before its end a warning is logged.
+    refresh_lifetime: Option<(chrono::Duration, chrono::Duration)>,
 }
 
 impl OAuthClient {
@@ -96,7 +106,30 @@ impl OAuthClient {
             store,
             lock: Mutex::new(()),
             refresh_margin: chrono::Duration::minutes(5),
+            authorize_params: vec![("display".into(), "popup".into())],
+            refresh_lifetime: None,
         }
+    }
+
+    pub fn with_authorize_params(mut self, params: Vec<(String, String)>) -> Self {
+        self.authorize_params = params;
+        self
+    }
+
+    pub fn with_refresh_lifetime(mut self, lifetime: chrono::Duration, warn_before: chrono::Duration) -> Self {
+        self.refresh_lifetime = Some((lifetime, warn_before));
+        self
+    }
+
+    /// When the stored refresh token expires, if known, and whether that is within the
+    /// warning window.
+    pub async fn refresh_expiry(&self) -> Result<Option<(String, bool)>, OAuthError> {
+        let t = tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?;
+        let warn = self.refresh_lifetime.map(|(_, w)| w).unwrap_or_else(|| chrono::Duration::days(7));
+        Ok(t.and_then(|t| t.refresh_expires_at).map(|at| {
+            let soon = crate::session::parse_ts(&at).is_some_and(|exp| exp - warn <= Utc::now());
+            (at, soon)
+        }))
     }
 
     /// The URL the operator opens; `state` is stored and checked on exchange.
@@ -109,8 +142,10 @@ impl OAuthClient {
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
-            .append_pair("state", &state)
-            .append_pair("display", "popup");
+            .append_pair("state", &state);
+        for (k, v) in &self.authorize_params {
+            u.query_pairs_mut().append_pair(k, v);
+        }
         Ok((u.to_string(), state))
     }
 
@@ -161,6 +196,17 @@ impl OAuthClient {
             }
         }
         let refresh = t.refresh.ok_or_else(|| OAuthError::NotAuthorized { provider: self.provider.clone() })?;
+        if let Some(at) = t.refresh_expires_at.as_deref() {
+            if let Some(exp) = crate::session::parse_ts(at) {
+                if exp <= Utc::now() {
+                    return Err(OAuthError::RefreshExpired { provider: self.provider.clone(), at: at.to_string() });
+                }
+                let warn = self.refresh_lifetime.map(|(_, w)| w).unwrap_or_else(|| chrono::Duration::days(7));
+                if exp - warn <= Utc::now() {
+                    tracing::warn!(provider = %self.provider, refresh_expires_at = at, "refresh token expires soon: run `ticketsync auth {}`", self.provider);
+                }
+            }
+        }
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.expose_secret()),
@@ -248,9 +294,16 @@ impl OAuthClient {
 
     async fn commit_raw(&self, resp: TokenResponse, reason: &str) -> Result<i64, OAuthError> {
         let exp = self.expiry(resp.expires_in);
+        let refresh_exp = resp.refresh_token.as_ref().and_then(|_| {
+            let secs = resp
+                .refresh_token_expires_in
+                .map(chrono::Duration::seconds)
+                .or_else(|| self.refresh_lifetime.map(|(l, _)| l))?;
+            Some(crate::session::ts(Utc::now() + secs))
+        });
         let access = SecretString::from(resp.access_token);
         let refresh = resp.refresh_token.map(SecretString::from);
-        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, reason)
+        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, refresh_exp.as_deref(), reason)
             .await
             .map_err(|e| self.store_err(e))
     }

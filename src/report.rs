@@ -4,7 +4,7 @@ use chrono::TimeZone;
 
 use crate::note::{human_duration, Field, Note, Visibility};
 use crate::session::parse_ts;
-use crate::sources::{display_name, links_for};
+use crate::sources::{display_name, links_for, note_extras_for};
 use crate::store::sessions::StoredSession;
 
 pub fn marker(vendor: &str, external_id: &str, kind: &str) -> String {
@@ -56,6 +56,14 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
     if let Some(n) = s.notes.as_deref().filter(|n| !n.trim().is_empty()) {
         body.push_str(&format!("Technician notes: {}\n", n.trim()));
     }
+    let extras = note_extras_for(s);
+    fields.extend(extras.fields);
+    if let Some(b) = extras.body.as_deref().filter(|b| !b.trim().is_empty()) {
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(b);
+    }
     let duration = s.duration_s.map(human_duration).unwrap_or_else(|| "running".into());
     let title = match (&s.session_code, &s.device) {
         (Some(c), _) => format!("{vendor} session {c} ({duration})"),
@@ -67,7 +75,7 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
         fields,
         links: links_for(s),
         body: (!body.is_empty()).then_some(body),
-        attachments: vec![],
+        attachments: extras.attachments,
         visibility: Visibility::Internal,
         marker: marker(&s.vendor, &s.external_id, "report"),
     }
@@ -97,6 +105,7 @@ mod tests {
             custom_api: None,
             customer_name: None,
             revision: 1,
+            raw_json: "{}".into(),
         };
         let n = session_note(&s, chrono_tz::Europe::Paris);
         let t = n.to_plain_text();

@@ -1,12 +1,13 @@
 //! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
 //! committed with its cursor in one transaction.
 
+pub mod splashtop;
 pub mod teamviewer;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::note::Link;
+use crate::note::{Attachment, Field, Link};
 use crate::session::NewSession;
 use crate::store::sessions::{self, StoredSession, Upsert};
 use crate::store::{cursors, Store, StoreError};
@@ -28,6 +29,8 @@ pub enum SourceError {
     #[error("{source_name}: {message}")]
     Vendor { source_name: String, message: String, transient: bool },
     #[error(transparent)]
+    Splashtop(#[from] splashtop::ApiError),
+    #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -37,6 +40,7 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::Vendor { transient, .. } => *transient,
+            SourceError::Splashtop(e) => e.transient,
             SourceError::OAuth(
                 crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. },
             ) => true,
@@ -106,6 +110,7 @@ pub async fn commit_page(
 pub fn display_name(vendor: &str) -> &str {
     match vendor {
         "teamviewer" => "TeamViewer",
+        "splashtop" => "Splashtop",
         other => other,
     }
 }
@@ -115,5 +120,22 @@ pub fn links_for(s: &StoredSession) -> Vec<Link> {
     match s.vendor.as_str() {
         "teamviewer" => teamviewer::links_for(s),
         _ => Vec::new(),
+    }
+}
+
+/// Vendor content for a session's note beyond the normalized columns: extra fields, a
+/// body section (e.g. a file-transfer table) and attachments (e.g. a chat transcript).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NoteExtras {
+    pub fields: Vec<Field>,
+    pub body: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// The vendor's extra note content, read from the stored raw record.
+pub fn note_extras_for(s: &StoredSession) -> NoteExtras {
+    match s.vendor.as_str() {
+        "splashtop" => splashtop::note_extras(s),
+        _ => NoteExtras::default(),
     }
 }

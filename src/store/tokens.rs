@@ -55,26 +55,29 @@ pub struct Tokens {
     pub access: Option<SecretString>,
     pub refresh: Option<SecretString>,
     pub access_expires_at: Option<String>,
+    pub refresh_expires_at: Option<String>,
     pub generation: i64,
 }
 
 pub async fn load(pool: &sqlx::SqlitePool, provider: &str, key: &TokenKey) -> Result<Option<Tokens>> {
-    type Row = (Option<String>, Option<String>, Option<String>, i64);
+    type Row = (Option<String>, Option<String>, Option<String>, Option<String>, i64);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT access_token_enc, refresh_token_enc, access_expires_at, generation FROM oauth_tokens WHERE provider = ?",
+        "SELECT access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, generation FROM oauth_tokens WHERE provider = ?",
     )
     .bind(provider)
     .fetch_optional(pool)
     .await?;
-    let Some((a, r, exp, generation)) = row else { return Ok(None) };
+    let Some((a, r, exp, refresh_exp, generation)) = row else { return Ok(None) };
     Ok(Some(Tokens {
         access: a.map(|a| key.open(&a)).transpose()?,
         refresh: r.map(|r| key.open(&r)).transpose()?,
         access_expires_at: exp,
+        refresh_expires_at: refresh_exp,
         generation,
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Commit a token response. Called before the new access token is used: a rotated
 /// refresh token that was never committed would lock the account out after a crash.
 pub async fn save(
@@ -84,6 +87,7 @@ pub async fn save(
     access: &SecretString,
     refresh: Option<&SecretString>,
     access_expires_at: &str,
+    refresh_expires_at: Option<&str>,
     reason: &str,
 ) -> Result<i64> {
     let mut tx = store.begin().await?;
@@ -91,10 +95,12 @@ pub async fn save(
     let a = key.seal(access.expose_secret());
     let r = refresh.map(|r| key.seal(r.expose_secret()));
     let generation: i64 = sqlx::query_scalar(
-        "INSERT INTO oauth_tokens (provider, access_token_enc, refresh_token_enc, access_expires_at, updated_at, generation)
-         VALUES (?, ?, ?, ?, ?, 1)
+        "INSERT INTO oauth_tokens (provider, access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, updated_at, generation)
+         VALUES (?, ?, ?, ?, ?, ?, 1)
          ON CONFLICT(provider) DO UPDATE SET access_token_enc = excluded.access_token_enc,
            refresh_token_enc = COALESCE(excluded.refresh_token_enc, oauth_tokens.refresh_token_enc),
+           refresh_expires_at = CASE WHEN excluded.refresh_token_enc IS NOT NULL THEN excluded.refresh_expires_at
+                                     ELSE oauth_tokens.refresh_expires_at END,
            access_expires_at = excluded.access_expires_at, updated_at = excluded.updated_at,
            generation = oauth_tokens.generation + 1
          RETURNING generation",
@@ -103,6 +109,7 @@ pub async fn save(
     .bind(a)
     .bind(r)
     .bind(access_expires_at)
+    .bind(refresh_expires_at)
     .bind(&now)
     .fetch_one(&mut *tx)
     .await?;

@@ -1,0 +1,488 @@
+//! Splashtop Open API: session logs (polled), attended-support sessions (created for a
+//! ticket), API token or OAuth. Every path, field and code lives in `wire.rs`.
+
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
+use crate::config::{SplashtopAuth, SplashtopConfig};
+use crate::note::{Attachment, Field};
+use crate::oauth::OAuthClient;
+use crate::session::{parse_ts, ts};
+use crate::store::sessions::StoredSession;
+use crate::store::{cursors, sessions, Store};
+use wire::{ResultKind, SupportSession, VENDOR};
+
+/// A Splashtop call that failed, with the vendor's own `result` code and message kept.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("splashtop: {what}: {}{}", describe(*.kind, *.code, *.status), if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
+pub struct ApiError {
+    pub what: String,
+    pub kind: ResultKind,
+    /// The envelope's `result`, when there was one.
+    pub code: Option<i64>,
+    pub status: Option<u16>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub transient: bool,
+}
+
+fn describe(kind: ResultKind, code: Option<i64>, status: Option<u16>) -> String {
+    let c = code.map(|c| format!("result {c}")).unwrap_or_else(|| "no result code".into());
+    let s = status.map(|s| format!(", HTTP {s}")).unwrap_or_default();
+    let hint = match kind {
+        ResultKind::BadToken => "token invalid or expired (check sources.splashtop.token or run `ticketsync auth splashtop`)",
+        ResultKind::NotAllowed => "not allowed (scope `psa`/`logs`, plan, channel, region, or Owner/Super Admin role)",
+        ResultKind::SessionGone => "session not available (closed, expired) or wrong team id",
+        ResultKind::BadParams => "wrong parameters",
+        ResultKind::MalformedToken => "malformed token (quotes or a BOM around it?)",
+        ResultKind::Unknown => "error",
+    };
+    format!("{hint} ({c}{s})")
+}
+
+pub enum Auth {
+    Token(SecretString),
+    OAuth(Arc<OAuthClient>),
+}
+
+pub struct SplashtopApi {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    max_retries: usize,
+}
+
+impl SplashtopApi {
+    pub fn new(cfg: &SplashtopConfig, store: &Store) -> Result<SplashtopApi, SourceError> {
+        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+        let auth = match cfg.auth {
+            SplashtopAuth::Token => {
+                let tok = cfg.token_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
+                    cfg_err("sources.splashtop.token: missing (token_file or credential splashtop_token)".into())
+                })?;
+                Auth::Token(tok)
+            }
+            SplashtopAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
+        };
+        Ok(SplashtopApi { http, base: cfg.base_url(), auth, max_retries: 5 })
+    }
+
+    pub fn with_max_retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    pub fn oauth(&self) -> Option<&Arc<OAuthClient>> {
+        match &self.auth {
+            Auth::OAuth(o) => Some(o),
+            Auth::Token(_) => None,
+        }
+    }
+
+    async fn bearer(&self) -> Result<(SecretString, i64), SourceError> {
+        match &self.auth {
+            Auth::Token(t) => Ok((t.clone(), 0)),
+            Auth::OAuth(o) => Ok(o.access_token().await?),
+        }
+    }
+
+    /// One call with the shared retry policy: 429, 5xx, transport errors and unknown
+    /// `result` codes back off (honouring `Retry-After`); an expired OAuth access token
+    /// (40100/40101/401) is refreshed once. Returns the envelope's `data`.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, SourceError> {
+        let url = format!("{}{}", self.base, path);
+        let mut refreshed = false;
+        loop {
+            let (token, generation) = self.bearer().await?;
+            let attempt = || async {
+                let mut req = self
+                    .http
+                    .request(method.clone(), &url)
+                    .bearer_auth(token.expose_secret())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .query(query);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let transport = |e: reqwest::Error, status: Option<u16>| ApiError {
+                    what: path.to_string(),
+                    kind: ResultKind::Unknown,
+                    code: None,
+                    status,
+                    message: crate::http::describe_transport_error(&e),
+                    retry_after: None,
+                    transient: true,
+                };
+                let resp = req.send().await.map_err(|e| transport(e, None))?;
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.map_err(|e| transport(e, Some(status)))?;
+                classify(path, status, &headers, &text)
+            };
+            let res = attempt
+                .retry(crate::http::retry_policy(self.max_retries))
+                .when(|e: &ApiError| e.transient)
+                .adjust(|e: &ApiError, dur| match e.retry_after {
+                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
+                    None => dur,
+                })
+                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Splashtop call"))
+                .await;
+            match res {
+                Ok(data) => return Ok(data),
+                Err(e) if wire::is_expired_token(e.code, e.status.unwrap_or(0)) && !refreshed => {
+                    if let Auth::OAuth(o) = &self.auth {
+                        tracing::info!(source = VENDOR, code = ?e.code, "access token rejected, refreshing");
+                        o.refresh(generation).await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn basic_info(&self) -> Result<Value, SourceError> {
+        self.call(reqwest::Method::GET, &wire::basic_info_path(), &[], None).await
+    }
+
+    pub async fn team_id(&self, configured: Option<i64>) -> Result<i64, SourceError> {
+        if let Some(t) = configured {
+            return Ok(t);
+        }
+        let info = self.basic_info().await?;
+        wire::team_id(&info).ok_or_else(|| {
+            cfg_err("users/basic_info has no PSA team id (token without the `psa` scope?); set sources.splashtop.team_id".into())
+        })
+    }
+
+    pub async fn logs_page(
+        &self,
+        team: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page: u64,
+        per_page: u64,
+    ) -> Result<wire::LogsPage, SourceError> {
+        let q = [
+            (wire::Q_FROM, wire::query_time(from)),
+            (wire::Q_TO, wire::query_time(to)),
+            (wire::Q_PAGE, page.to_string()),
+            (wire::Q_PER_PAGE, per_page.to_string()),
+        ];
+        let path = wire::session_logs_path(team);
+        let data = self.call(reqwest::Method::GET, &path, &q, None).await?;
+        serde_json::from_value(data).map_err(|e| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("GET {path}: malformed page ({e})"),
+            transient: true,
+        })
+    }
+
+    pub async fn default_channel(&self, team: i64) -> Result<i64, SourceError> {
+        let (k, v) = wire::CHANNEL_LIST_QUERY;
+        let data = self.call(reqwest::Method::GET, &wire::channel_list_path(team), &[(k, v.to_string())], None).await?;
+        wire::default_channel(&data).ok_or_else(|| cfg_err("psa/channel_list returned no channel; set sources.splashtop.channel_id".into()))
+    }
+
+    pub async fn create_support_session(&self, team: i64, body: &Value) -> Result<SupportSession, SourceError> {
+        let path = wire::support_sessions_path(team);
+        let data = self.call(reqwest::Method::POST, &path, &[], Some(body)).await?;
+        wire::support_session(&data).map_err(|m| SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("POST {path}: {m}"),
+            transient: false,
+        })
+    }
+}
+
+fn cfg_err(message: String) -> SourceError {
+    SourceError::Vendor { source_name: VENDOR.into(), message, transient: false }
+}
+
+/// HTTP status and envelope → data or a typed error. The HTTP status of error results is
+/// undocumented, so both are read: a non-2xx without envelope is classified by status.
+fn classify(path: &str, status: u16, headers: &reqwest::header::HeaderMap, text: &str) -> Result<Value, ApiError> {
+    let env: Option<wire::Envelope> = serde_json::from_str(text).ok();
+    let http_transient = status == 429 || status == 408 || status >= 500;
+    match env {
+        Some(e) if (200..300).contains(&status) && e.ok() => Ok(e.data),
+        Some(e) if e.result.is_some() && !http_transient => {
+            let code = e.result.expect("checked");
+            let kind = wire::result_kind(code);
+            Err(ApiError {
+                what: path.to_string(),
+                kind,
+                code: Some(code),
+                status: Some(status),
+                message: crate::http::short_body(&e.error_message()),
+                retry_after: crate::http::retry_after(headers),
+                transient: kind == ResultKind::Unknown,
+            })
+        }
+        other => Err(ApiError {
+            what: path.to_string(),
+            kind: if status == 401 { ResultKind::BadToken } else { ResultKind::Unknown },
+            code: other.as_ref().and_then(|e| e.result),
+            status: Some(status),
+            message: other.map(|e| e.error_message()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
+                if (200..300).contains(&status) {
+                    "response without a `result` envelope".into()
+                } else {
+                    crate::http::short_body(text)
+                }
+            }),
+            retry_after: crate::http::retry_after(headers),
+            transient: http_transient || (200..300).contains(&status),
+        }),
+    }
+}
+
+pub fn oauth_client(cfg: &SplashtopConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
+    let client_id = cfg
+        .client_id
+        .clone()
+        .ok_or_else(|| cfg_err("sources.splashtop.client_id: required for auth = \"oauth\"".into()))?;
+    let secret = cfg.client_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
+        cfg_err("sources.splashtop.client_secret: missing (client_secret_file or credential splashtop_client_secret)".into())
+    })?;
+    Ok(OAuthClient::new(VENDOR, cfg.token_url(), cfg.authorize_url(), client_id, secret, cfg.redirect_uri.clone(), http, store.clone())
+        // Splashtop separates scopes with commas.
+        .with_authorize_params(vec![("scope".into(), cfg.scopes.join(","))])
+        .with_refresh_lifetime(
+            chrono::Duration::days(cfg.refresh_token_days as i64),
+            chrono::Duration::days(cfg.refresh_warn_days as i64),
+        ))
+}
+
+/// Where the poll stands: a walk over `[from, to)` resumed by page after a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cursor {
+    /// Latest `start_time` seen.
+    pub high_watermark: Option<String>,
+    pub walk: Option<Walk>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Walk {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    /// The next page to fetch (1-based).
+    pub page: u64,
+}
+
+pub struct SplashtopSource {
+    api: SplashtopApi,
+    team_id: Option<i64>,
+    per_page: u64,
+    overlap: chrono::Duration,
+    initial_lookback: chrono::Duration,
+    open_max_age: chrono::Duration,
+}
+
+impl SplashtopSource {
+    pub fn new(cfg: &SplashtopConfig, store: &Store) -> Result<Self, SourceError> {
+        Ok(Self::with_api(cfg, SplashtopApi::new(cfg, store)?))
+    }
+
+    pub fn with_api(cfg: &SplashtopConfig, api: SplashtopApi) -> Self {
+        Self {
+            api,
+            team_id: cfg.team_id,
+            per_page: cfg.page_size.clamp(1, 1000),
+            overlap: chrono::Duration::minutes(cfg.overlap_minutes as i64),
+            initial_lookback: chrono::Duration::days(cfg.initial_lookback_days as i64),
+            open_max_age: chrono::Duration::hours(cfg.open_session_max_age_hours as i64),
+        }
+    }
+
+    pub fn api(&self) -> &SplashtopApi {
+        &self.api
+    }
+
+    async fn walk_from(&self, store: &Store, cur: &Cursor, now: DateTime<Utc>) -> Result<DateTime<Utc>, SourceError> {
+        let mut from = match cur.high_watermark.as_deref().and_then(parse_ts) {
+            Some(hwm) => hwm - self.overlap,
+            None => now - self.initial_lookback,
+        };
+        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age))
+            .await?
+            .as_deref()
+            .and_then(parse_ts)
+        {
+            from = from.min(open);
+        }
+        Ok(from)
+    }
+}
+
+#[async_trait]
+impl Source for SplashtopSource {
+    fn name(&self) -> &str {
+        VENDOR
+    }
+
+    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+        let now = Utc::now();
+        let mut cur: Cursor = match cursors::load(&store.pool, VENDOR).await? {
+            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
+            None => Cursor::default(),
+        };
+        let mut walk = match cur.walk.clone() {
+            Some(w) => {
+                tracing::info!(source = VENDOR, walk = %w.id, page = w.page, "resuming interrupted walk");
+                w
+            }
+            None => Walk {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                from: ts(self.walk_from(store, &cur, now).await?),
+                // A fixed upper bound keeps page numbers stable while new sessions arrive.
+                to: ts(now),
+                page: 1,
+            },
+        };
+        let team = self.api.team_id(self.team_id).await?;
+        let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
+        let to = parse_ts(&walk.to).unwrap_or(now);
+        let mut stats = PollStats::default();
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(stats);
+            }
+            let page = self.api.logs_page(team, from, to, walk.page, self.per_page).await?;
+            let records: Vec<_> = page.logs.iter().map(|r| wire::parse_log(r, Utc::now())).collect();
+            for s in records.iter().flatten() {
+                let st = ts(s.started_at);
+                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
+                    cur.high_watermark = Some(st);
+                }
+            }
+            let seen = (walk.page - 1) * self.per_page + page.logs.len() as u64;
+            let more = !page.logs.is_empty()
+                && page.logs.len() as u64 >= self.per_page
+                && page.total.is_none_or(|t| seen < t);
+            if more {
+                walk.page += 1;
+                cur.walk = Some(walk.clone());
+            } else {
+                cur.walk = None;
+            }
+            // Page numbers can shift when the vendor inserts late records, so no vanished
+            // detection here: the overlap re-read picks such records up instead.
+            commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), None, &mut stats)
+                .await?;
+            if !more {
+                stats.complete = true;
+                return Ok(stats);
+            }
+        }
+    }
+}
+
+/// The file-transfer table and the chat transcript of a session log, for its note.
+pub fn note_extras(s: &StoredSession) -> NoteExtras {
+    let Ok(raw) = serde_json::from_str::<Value>(&s.raw_json) else { return NoteExtras::default() };
+    let mut x = NoteExtras {
+        fields: wire::connection_details(&raw).into_iter().map(|(l, v)| Field { label: l.into(), value: v }).collect(),
+        ..Default::default()
+    };
+    let transfers = wire::file_transfers(&raw);
+    if !transfers.is_empty() {
+        let mut t = format!("File transfers ({}):\n", transfers.len());
+        t.push_str("| Time | Direction | File | Size |\n|---|---|---|---|\n");
+        for f in &transfers {
+            let cell = |v: Option<&str>| v.unwrap_or("-").replace('|', "\\|").replace('\n', " ");
+            t.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                cell(f.time.as_deref()),
+                cell(f.direction.as_deref()),
+                cell(f.file_name.as_deref()),
+                f.size.map(human_size).unwrap_or_else(|| "-".into())
+            ));
+        }
+        x.body = Some(t);
+    }
+    if let Some(lines) = wire::chat_transcript(&raw) {
+        let mut text = String::new();
+        for l in &lines {
+            text.push_str(&format!(
+                "[{}] {}: {}\n",
+                l.time.as_deref().unwrap_or("-"),
+                l.from.as_deref().unwrap_or("?"),
+                l.text.as_deref().unwrap_or("")
+            ));
+        }
+        x.attachments.push(Attachment {
+            filename: format!("splashtop-chat-{}.txt", s.external_id),
+            content_type: "text/plain".into(),
+            text,
+        });
+    }
+    x
+}
+
+fn human_size(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Customer name cut to the vendor's limit; says whether it was cut.
+pub fn customer_name(name: &str) -> (String, bool) {
+    let cut: String = name.chars().take(wire::CUSTOMER_NAME_MAX).collect();
+    let was_cut = cut.chars().count() < name.chars().count();
+    (cut, was_cut)
+}
+
+pub fn customer_issue(cfg: &SplashtopConfig, ticket: &str) -> String {
+    cfg.issue_template.replace("{ticket}", ticket).chars().take(wire::CUSTOMER_ISSUE_MAX).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_to_64_characters() {
+        let long = "é".repeat(70);
+        let (n, cut) = customer_name(&long);
+        assert_eq!((n.chars().count(), cut), (64, true));
+        assert_eq!(customer_name("Jane"), ("Jane".to_string(), false));
+    }
+
+    #[test]
+    fn envelope_errors_are_typed() {
+        let h = reqwest::header::HeaderMap::new();
+        let e = classify("/x", 404, &h, r#"{"result":40404,"message":"session closed"}"#).unwrap_err();
+        assert_eq!((e.kind, e.code, e.transient), (ResultKind::SessionGone, Some(40404), false));
+        assert!(e.to_string().contains("session closed") && e.to_string().contains("40404"), "{e}");
+        let e = classify("/x", 200, &h, r#"{"result":49999}"#).unwrap_err();
+        assert!(e.transient);
+        let e = classify("/x", 503, &h, "<html>").unwrap_err();
+        assert!(e.transient);
+        assert_eq!(classify("/x", 200, &h, r#"{"result":20200,"data":{"a":1}}"#).unwrap()["a"], 1);
+    }
+}
