@@ -52,8 +52,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             cfg.check_secrets()?;
             println!("{}: OK", cli.config.display());
-            let tv = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled);
-            println!("  sources: {}", if tv.is_some() { "teamviewer" } else { "(none)" });
+            let mut sources = vec![];
+            if cfg.sources.teamviewer.as_ref().is_some_and(|t| t.enabled) {
+                sources.push("teamviewer");
+            }
+            if cfg.sources.splashtop.as_ref().is_some_and(|t| t.enabled) {
+                sources.push("splashtop");
+            }
+            println!("  sources: {}", if sources.is_empty() { "(none)".to_string() } else { sources.join(", ") });
             let mut sinks = vec![];
             if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
                 sinks.push("redmine");
@@ -66,6 +72,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if sinks.is_empty() {
                 println!("  warning: no sink configured: sessions are stored and matched but not delivered");
             }
+            check_refresh_tokens(&cfg).await?;
         }
         Command::Migrate => {
             let cfg = load(&cli)?;
@@ -217,23 +224,62 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
-    if provider != "teamviewer" {
-        bail!("unknown provider {provider:?} (available: teamviewer)");
+/// OAuth refresh tokens close to their end are a warning, expired ones an error naming the
+/// command that fixes them. Only reads an existing database; never creates one.
+async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
+    let Some(st) = cfg.sources.splashtop.as_ref().filter(|s| s.enabled && s.auth == ticketsync::config::SplashtopAuth::Oauth)
+    else {
+        return Ok(());
+    };
+    if !cfg.store.path.exists() {
+        println!("  splashtop: not authorized yet: run `ticketsync auth splashtop`");
+        return Ok(());
     }
-    let cfg = load(cli)?;
-    let tv = cfg.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;
-    if tv.auth != ticketsync::config::TeamViewerAuth::Oauth {
-        bail!(
-            "sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth"
-        );
-    }
-    let store = ticketsync::app::open_store(&cfg).await?;
-    let oauth = ticketsync::sources::teamviewer::oauth_client(
-        tv,
+    let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+    let oauth = ticketsync::sources::splashtop::oauth_client(
+        st,
         &store,
         ticketsync::http::client(std::time::Duration::from_secs(30)),
     )?;
+    let status = oauth.refresh_expiry().await;
+    store.pool.close().await;
+    match status? {
+        None => println!("  splashtop: no refresh token stored: run `ticketsync auth splashtop`"),
+        Some((at, _)) if ticketsync::session::parse_ts(&at).is_some_and(|t| t <= chrono::Utc::now()) => {
+            bail!("sources.splashtop: the OAuth refresh token expired at {at}: run `ticketsync auth splashtop`")
+        }
+        Some((at, true)) => {
+            tracing::warn!(provider = "splashtop", refresh_expires_at = %at, "refresh token expires soon");
+            println!("  warning: splashtop refresh token expires at {at}: run `ticketsync auth splashtop` before then");
+        }
+        Some((at, false)) => println!("  splashtop: refresh token valid until {at}"),
+    }
+    Ok(())
+}
+
+async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
+    let cfg = load(cli)?;
+    let http = ticketsync::http::client(std::time::Duration::from_secs(30));
+    let store;
+    let oauth = match provider {
+        "teamviewer" => {
+            let tv = cfg.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;
+            if tv.auth != ticketsync::config::TeamViewerAuth::Oauth {
+                bail!("sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
+            }
+            store = ticketsync::app::open_store(&cfg).await?;
+            ticketsync::sources::teamviewer::oauth_client(tv, &store, http)?
+        }
+        "splashtop" => {
+            let st = cfg.sources.splashtop.as_ref().context("[sources.splashtop] is not configured")?;
+            if st.auth != ticketsync::config::SplashtopAuth::Oauth {
+                bail!("sources.splashtop.auth is \"token\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
+            }
+            store = ticketsync::app::open_store(&cfg).await?;
+            ticketsync::sources::splashtop::oauth_client(st, &store, http)?
+        }
+        other => bail!("unknown provider {other:?} (available: teamviewer, splashtop)"),
+    };
     let input = match code {
         Some(c) => c.to_string(),
         None => {

@@ -2,5 +2,6 @@
 //! Used by the integration tests, `ticketsync demo` and the benchmarks.
 
 pub mod redmine;
+pub mod splashtop;
 pub mod teamviewer;
 pub mod webhook;
