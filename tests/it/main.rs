@@ -6,5 +6,6 @@ mod crash;
 mod faultproxy;
 mod pipeline;
 mod sinks;
+mod splashtop;
 mod support;
 mod teamviewer;

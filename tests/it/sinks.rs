@@ -622,6 +622,93 @@ async fn case_connection_dropped_after_send(t: &Target) {
     case_lost_answer(t, Fault::ForwardThenDrop).await;
 }
 
+/// A Splashtop session note as the matcher builds it: the file-transfer table in the note,
+/// the chat transcript as an attachment where the sink takes one (webhook) and inline in the
+/// private note otherwise (Redmine), never visible to the customer.
+async fn case_splashtop_note(t: &Target) {
+    let run = Run::new(t.sink()).await;
+    let ticket = t.make_ticket().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let raw = json!({ "session_id": id, "support_session_code": "123456789", "user_email": "tech@example.com",
+        "src_name": "TECH-LAPTOP", "src_ip": "203.0.113.5", "dst_name": "DESKTOP-1", "dst_ip": "198.51.100.7",
+        "start_time": "2025-05-01T09:00:00Z", "end_time": "2025-05-01T09:25:10Z", "connection_type": "remote",
+        "file_transfers": [
+            {"file_name": "log.zip", "size": 20480, "direction": "download", "time": "2025-05-01T09:10:00Z"},
+            {"file_name": "fix|it.reg", "size": 312, "direction": "upload", "time": "2025-05-01T09:12:00Z"}],
+        "chat_transcript": [{"time": "2025-05-01T09:01:00Z", "from": "tech@example.com", "text": "Hi, connecting now"},
+                            {"time": "2025-05-01T09:02:00Z", "from": "Jane", "text": "secret: my password is hunter2"}],
+        "note": "Reinstalled Outlook" });
+    let s = ticketsync::sources::splashtop::wire::parse_log(&raw, Utc::now()).expect("valid log");
+    let stored = ticketsync::store::sessions::StoredSession {
+        id: 1,
+        vendor: s.vendor.clone(),
+        external_id: s.external_id.clone(),
+        session_code: s.session_code.clone(),
+        session_code_norm: s.session_code.as_deref().map(ticketsync::session::normalize_code),
+        technician: s.technician.clone(),
+        device: s.device.clone(),
+        device_id: None,
+        group_name: None,
+        started_at: ticketsync::session::ts(s.started_at),
+        ended_at: s.ended_at.map(ticketsync::session::ts),
+        duration_s: s.duration_s(),
+        notes: s.notes.clone(),
+        description: None,
+        custom_api: None,
+        customer_name: None,
+        revision: 1,
+        raw_json: s.raw_json.clone(),
+    };
+    let note = ticketsync::report::session_note(&stored, chrono_tz::UTC);
+    assert_eq!(note.attachments.len(), 1, "the transcript travels as an attachment");
+    let d = run.enqueue(&ticket, &note).await;
+    assert_eq!(run.deliver().await.delivered, 1);
+    assert_eq!(run.get(d).await.state, "delivered");
+    let all = t.copies_of(&ticket, &note).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let p = &all[0];
+    assert!(p.private);
+    for want in [
+        "Splashtop session 123456789 (25m 10s)",
+        "Connection type: remote",
+        "Technician device: TECH-LAPTOP (203.0.113.5)",
+        "File transfers (2):",
+        "| 2025-05-01T09:10:00Z | download | log.zip | 20.0 KiB |",
+        "| upload | fix\\|it.reg | 312 B |",
+        "Technician notes: Reinstalled Outlook",
+    ] {
+        assert!(p.text.contains(want), "{want:?} missing from {}", p.text);
+    }
+    let transcript_line = "[2025-05-01T09:02:00Z] Jane: secret: my password is hunter2";
+    match &t.backend {
+        Backend::SimWebhook(sim) => {
+            let payload = sim.accepted().into_iter().find(|p| p["marker"] == json!(note.marker)).unwrap();
+            let a = &payload["attachments"][0];
+            assert_eq!(a["filename"], json!(format!("splashtop-chat-{id}.txt")));
+            assert!(a["text"].as_str().unwrap().contains(transcript_line), "{a}");
+        }
+        _ => assert!(p.text.contains(transcript_line), "inline transcript missing: {}", p.text),
+    }
+    if let Backend::RealRedmine { ci, http } = &t.backend {
+        let (status, journals) = redmine_journals(http, &ci.url, &ci.customer_api_key, &ticket).await;
+        assert_eq!(status, 200);
+        assert!(
+            journals.iter().all(|j| !j.to_string().contains("hunter2") && !j.to_string().contains(&note.marker)),
+            "the customer sees the transcript: {journals:?}"
+        );
+        let issue: Value = http
+            .get(format!("{}/issues/{ticket}.json?include=attachments", ci.url))
+            .header("X-Redmine-API-Key", &ci.customer_api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(issue["issue"]["attachments"], json!([]), "no file attached to the issue");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The matrix
 
@@ -650,6 +737,7 @@ macro_rules! conformance {
             case!(server_error_then_delivered, case_server_error);
             case!(timeout_after_send, case_timeout_after_send);
             case!(connection_dropped_after_send, case_connection_dropped_after_send);
+            case!(splashtop_note_with_transfers_and_transcript, case_splashtop_note);
         }
     };
 }
