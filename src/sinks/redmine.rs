@@ -111,7 +111,10 @@ impl TicketSink for RedmineSink {
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let url = self.issue_url(ticket)?;
         let private = note.visibility == Visibility::Internal && self.private_notes;
-        let mut text = note.to_plain_text();
+        let plain = note.to_plain_text();
+        let marker_line = note.marker_line();
+        // The marker line stays last, after any inlined attachment.
+        let mut text = plain.strip_suffix(&marker_line).unwrap_or(&plain).trim_end().to_string();
         // Attachments go inline, inside this (private) note. A Redmine upload sent with a
         // private note is split off into a separate journal that is PUBLIC, and attachment
         // files have no visibility of their own: a chat transcript uploaded that way would
@@ -121,6 +124,8 @@ impl TicketSink for RedmineSink {
             let inline = a.inline_text(self.inline_limit);
             text.push_str(&format!("\n\n{}:\n<pre>\n{}\n</pre>", a.filename, inline.replace("</pre>", "&lt;/pre&gt;")));
         }
+        text.push_str("\n\n");
+        text.push_str(&marker_line);
         let body = json!({"issue": {"notes": text, "private_notes": private}});
         self.send(self.http.put(&url).json(&body)).await?;
         Ok(format!("issue:{}", ticket.trim_start_matches('#')))

@@ -1,6 +1,6 @@
 //! Crash test: the real daemon killed with SIGKILL at random moments while it pages
-//! through TeamViewer reports and posts notes, restarted each time; at the end every
-//! session is stored once and every note is on its ticket once.
+//! through TeamViewer reports and Splashtop session logs and posts notes, restarted each
+//! time; at the end every session is stored once and every note is on its ticket once.
 //!
 //! `TICKETSYNC_CRASH_RUNS` sets the number of kills (default 12 here; the long fault
 //! suite runs 100+).
@@ -11,18 +11,22 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::splashtop::{SimOptions as StSimOptions, SplashtopSim};
 use ticketsync::sim::teamviewer::{Fault, SimOptions, TeamViewerSim};
 use ticketsync::sim::webhook::WebhookSim;
 
-const RECORDS: usize = 400;
+const TV_RECORDS: usize = 400;
+const ST_RECORDS: usize = 150;
+const RECORDS: usize = TV_RECORDS + ST_RECORDS;
 
-fn write_config(dir: &std::path::Path, tv: &str, rm: &str, wh: &str) -> std::path::PathBuf {
+fn write_config(dir: &std::path::Path, tv: &str, st: &str, rm: &str, wh: &str) -> std::path::PathBuf {
     let secret = |name: &str, v: &str| {
         let p = dir.join(name);
         std::fs::write(&p, v).unwrap();
         p
     };
     let tvf = secret("tv", "crash-token");
+    let stf = secret("st", "crash-st-token");
     let rmf = secret("rm", "crash-key");
     let whf = secret("wh", "crash-secret");
     let cfg = format!(
@@ -41,6 +45,13 @@ base_url = "{tv}"
 schedule = "* * * * *"
 token_file = "{tvf}"
 initial_lookback_days = 3
+[sources.splashtop]
+base_url = "{st}"
+console_url = "{st}"
+schedule = "* * * * *"
+token_file = "{stf}"
+page_size = 10
+initial_lookback_days = 3
 [[match.rules]]
 kind = "custom_api"
 [[match.rules]]
@@ -55,6 +66,7 @@ secret_file = "{whf}"
 "##,
         db = dir.join("crash.db").display(),
         tvf = tvf.display(),
+        stf = stf.display(),
         rmf = rmf.display(),
         whf = whf.display(),
     );
@@ -87,7 +99,18 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     })
     .await
     .unwrap();
-    tv.generate(RECORDS, 7, Utc::now() - chrono::Duration::hours(30));
+    tv.generate(TV_RECORDS, 7, Utc::now() - chrono::Duration::hours(30));
+    let st = SplashtopSim::start(StSimOptions { api_tokens: vec!["crash-st-token".into()], ..Default::default() })
+        .await
+        .unwrap();
+    st.generate(ST_RECORDS, 11, Utc::now() - chrono::Duration::hours(20));
+    st.push_fault(ticketsync::sim::splashtop::Fault {
+        path_prefix: "/api/open/v1/teams/123456/logs/sessions".into(),
+        times: 100_000,
+        status: 0,
+        delay: Some(Duration::from_millis(40)),
+        ..Default::default()
+    });
     // Slow pages so kills land mid-walk.
     tv.push_fault(Fault {
         path_prefix: "/api/v1/reports/connections".into(),
@@ -101,7 +124,7 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     // Slow answers after the note is applied: kills land in the duplicate window.
     redmine.set_delay(Duration::from_millis(60));
     let hook = WebhookSim::start("crash-secret", "X-Ticketsync-Signature").await.unwrap();
-    let cfg = write_config(dir.path(), &tv.base_url, &redmine.base_url, &hook.url);
+    let cfg = write_config(dir.path(), &tv.base_url, &st.base_url, &redmine.base_url, &hook.url);
     let log = dir.path().join("daemon.log");
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -152,12 +175,12 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
         .fetch_one(&store.pool)
         .await
         .unwrap_or(1);
-        let cursor_done: Option<String> =
-            sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'")
-                .fetch_optional(&store.pool)
+        let cursors: Vec<String> =
+            sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source IN ('teamviewer', 'splashtop')")
+                .fetch_all(&store.pool)
                 .await
-                .unwrap_or(None);
-        let walk_done = cursor_done.is_some_and(|c| c.contains("\"walk\":null"));
+                .unwrap_or_default();
+        let walk_done = cursors.len() == 2 && cursors.iter().all(|c| c.contains("\"walk\":null"));
         if sessions as usize == RECORDS && open == 0 && to_match == 0 && walk_done {
             break;
         }
@@ -177,11 +200,23 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
     // Every session stored exactly once.
-    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT external_id) FROM sessions")
+    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT vendor || ':' || external_id) FROM sessions")
         .fetch_one(&store.pool)
         .await
         .unwrap();
     assert_eq!((n as usize, distinct as usize), (RECORDS, RECORDS));
+    let st_sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vendor = 'splashtop'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(st_sessions as usize, ST_RECORDS);
+    let st_matched: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM matches m JOIN sessions s ON s.id = m.session_id WHERE s.vendor = 'splashtop'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(st_matched as usize, ST_RECORDS.div_ceil(3), "every Splashtop log with a ticket reference matched");
 
     // Every expected note on its ticket exactly once, nothing unexpected.
     let deliveries: Vec<(String, String, String, String)> =
@@ -220,8 +255,8 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     let redmine_notes: usize = per_marker.values().sum();
     let webhook_accepted = hook.accepted().len();
     println!(
-        "crash test: {runs} SIGKILLs ({killed_with_sending} left a delivery in 'sending'); {RECORDS} sessions stored once; \
-         {matched} matched ({matched_with_ref} by custom_api); redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
+        "crash test: {runs} SIGKILLs ({killed_with_sending} left a delivery in 'sending'); {RECORDS} sessions \
+         ({TV_RECORDS} TeamViewer, {ST_RECORDS} Splashtop) stored once; {matched} matched ({st_matched} Splashtop) ({matched_with_ref} by custom_api); redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
         hook.duplicates()
     );
     assert_eq!((lost, duplicates), (0, 0));
