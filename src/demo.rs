@@ -1,5 +1,5 @@
 //! `ticketsync demo`: the whole pipeline on one machine. Built-in simulators (TeamViewer,
-//! Redmine, a webhook receiver) on 127.0.0.1, a real config file and a real SQLite file
+//! Splashtop, Redmine, a webhook receiver) on 127.0.0.1, a real config file and a real SQLite file
 //! in the state directory, one full cycle, and a summary of what landed where.
 
 use std::path::Path;
@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::config::Config;
 use crate::sim::redmine::RedmineSim;
+use crate::sim::splashtop::{SimOptions as SplashtopSimOptions, SplashtopSim};
 use crate::sim::teamviewer::{SimOptions, TeamViewerSim};
 use crate::sim::webhook::WebhookSim;
 
@@ -35,11 +36,13 @@ pub async fn run(state_dir: &Path) -> Result<()> {
         Ok((value, p))
     };
     let (tv_token, tv_token_file) = write_secret("teamviewer_token")?;
+    let (st_token, st_token_file) = write_secret("splashtop_token")?;
     let (rm_key, rm_key_file) = write_secret("redmine_api_key")?;
     let (wh_secret, wh_secret_file) = write_secret("webhook_secret")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
+    let st = SplashtopSim::start(SplashtopSimOptions { api_tokens: vec![st_token], ..Default::default() }).await?;
     let redmine = RedmineSim::start(&rm_key, TICKETS).await?;
     let hook = WebhookSim::start(&wh_secret, "X-Ticketsync-Signature").await?;
 
@@ -94,6 +97,15 @@ auth = "script"
 token_file = "{tvf}"
 group_name = "Helpdesk"
 
+[sources.splashtop]
+region = "us"
+base_url = "{st}"
+console_url = "{st}"
+schedule = "*/5 * * * *"
+auth = "token"
+token_file = "{stf}"
+page_size = 2
+
 [[match.rules]]
 kind = "manual"
 
@@ -118,6 +130,8 @@ secret_file = "{whf}"
         db = db.display(),
         tv = tv.base_url,
         tvf = tv_token_file.display(),
+        st = st.base_url,
+        stf = st_token_file.display(),
         rm = redmine.base_url,
         rmf = rm_key_file.display(),
         wh = hook.url,
@@ -129,6 +143,7 @@ secret_file = "{whf}"
 
     println!("ticketsync demo");
     println!("  TeamViewer simulator  {}", tv.base_url);
+    println!("  Splashtop simulator   {}", st.base_url);
     println!("  Redmine simulator     {}", redmine.base_url);
     println!("  webhook receiver      {}", hook.url);
     println!();
@@ -139,6 +154,33 @@ secret_file = "{whf}"
             .await?;
     println!("created TeamViewer service case {} for ticket #103", created.code);
     tv.connect_session(&created.code, "Jon Snow", t(40), Some(t(25)), Some("Outlook profile rebuilt"));
+
+    // 104: a Splashtop support session created from the ticket; its log carries the file
+    // transfers and the chat transcript.
+    let created = crate::launchers::create_session(&app, "splashtop", "104", Some("Maria Gonzalez"), None).await?;
+    println!("created Splashtop support session {} for ticket #104", created.code);
+    st.connect_session(
+        &created.code,
+        "sam@example.com",
+        t(70),
+        Some(t(52)),
+        json!([
+            {"file_name": "eventlog.evtx", "size": 4_718_592, "direction": "download", "time": date(t(65))},
+            {"file_name": "fix-dns.ps1", "size": 2_310, "direction": "upload", "time": date(t(60))}
+        ]),
+        Some(json!([
+            {"time": date(t(69)), "from": "sam@example.com", "text": "Hello Maria, I am connected now."},
+            {"time": date(t(68)), "from": "Maria Gonzalez", "text": "Thanks! The network drive is gone again."},
+            {"time": date(t(53)), "from": "sam@example.com", "text": "Fixed: DNS suffix reset. Please reboot once."}
+        ])),
+        Some("DNS suffix list reset"),
+    );
+    // An unattended Splashtop session whose note names ticket #102.
+    st.add_log(json!({
+        "session_id": "77120931", "user_email": "arya@example.com", "src_name": "TECH-LAPTOP", "src_ip": "203.0.113.5",
+        "dst_name": "FILESRV-02", "dst_ip": "198.51.100.20", "start_time": date(t(130)), "end_time": date(t(122)),
+        "session_type": "unattended", "connection_type": "remote", "note": "Share permissions fixed for #102"
+    }));
 
     let report = app.cycle().await?;
     for (name, s) in &report.polled {
@@ -192,11 +234,19 @@ secret_file = "{whf}"
             println!("  | {l}");
         }
     }
+    if let Some(j) = redmine.journals(104).iter().find(|j| j.notes.starts_with("Splashtop session")) {
+        println!();
+        println!("The Splashtop note on ticket #104 (transcript inline: Redmine uploads are public):");
+        for l in j.notes.lines() {
+            println!("  | {l}");
+        }
+    }
     println!();
     println!("Database: {}", db.display());
     println!("Config:   {}", cfg_path.display());
     println!("Try:      sqlite3 {} 'SELECT * FROM v_deliveries'", db.display());
     tv.shutdown().await;
+    st.shutdown().await;
     redmine.shutdown();
     hook.shutdown();
     Ok(())

@@ -122,6 +122,7 @@ impl TicketSink for RedmineSink {
         // by tests/it/splashtop.rs).
         for a in &note.attachments {
             let inline = a.inline_text(self.inline_limit);
+            let inline = inline.trim_end();
             text.push_str(&format!("\n\n{}:\n<pre>\n{}\n</pre>", a.filename, inline.replace("</pre>", "&lt;/pre&gt;")));
         }
         text.push_str("\n\n");
