@@ -32,7 +32,7 @@ pub enum Command {
     },
     /// OAuth authorization for a vendor: prints the authorize URL, then exchanges the code.
     Auth {
-        /// Vendor name (teamviewer).
+        /// Vendor name (teamviewer, splashtop).
         provider: String,
         /// The `code` from the redirect (or the whole redirect URL).
         #[arg(long)]
@@ -85,6 +85,7 @@ pub enum SessionCommand {
     Create {
         #[arg(long)]
         ticket: String,
+        /// teamviewer (a service case) or splashtop (an attended-support session).
         #[arg(long, default_value = "teamviewer")]
         provider: String,
         #[arg(long)]

@@ -121,7 +121,8 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
     let wanted = customer_name.map(str::to_string).unwrap_or_else(|| format!("Ticket #{ticket}"));
     let (name, cut) = splashtop::customer_name(&wanted);
     if cut {
-        truncated.push(format!("customer name cut to {} characters (Splashtop limit): {name:?}", wire::CUSTOMER_NAME_MAX));
+        truncated
+            .push(format!("customer name cut to {} characters (Splashtop limit): {name:?}", wire::CUSTOMER_NAME_MAX));
     }
     let info = api.basic_info().await?;
     let team = match cfg.team_id {
@@ -168,14 +169,17 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
         title: "Remote support session".into(),
         fields: vec![Field { label: "Session code".into(), value: code.clone() }],
         links: vec![Link { label: "Join the remote support session".into(), url: end_user }],
-        body: Some("Open the link above, run the Splashtop SOS app, and tell our technician when it shows the code.".into()),
+        body: Some(
+            "Open the link above, run the Splashtop SOS app, and tell our technician when it shows the code.".into(),
+        ),
         attachments: vec![],
         visibility: Visibility::Public,
         marker: marker("splashtop", &code_norm, "customer_link"),
     };
     let mut tx = app.store.begin().await?;
     let link_id =
-        crate::store::links::insert(&mut tx, "splashtop", &code, ticket, "created", Some(&details), Some("cli")).await?;
+        crate::store::links::insert(&mut tx, "splashtop", &code, ticket, "created", Some(&details), Some("cli"))
+            .await?;
     crate::pipeline::rematch_code(&mut tx, &code_norm).await?;
     if crate::session::normalize_code(&created.id) != code_norm {
         crate::store::links::insert(&mut tx, "splashtop", &created.id, ticket, "created", None, Some("cli")).await?;

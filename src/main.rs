@@ -227,7 +227,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// OAuth refresh tokens close to their end are a warning, expired ones an error naming the
 /// command that fixes them. Only reads an existing database; never creates one.
 async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
-    let Some(st) = cfg.sources.splashtop.as_ref().filter(|s| s.enabled && s.auth == ticketsync::config::SplashtopAuth::Oauth)
+    let Some(st) =
+        cfg.sources.splashtop.as_ref().filter(|s| s.enabled && s.auth == ticketsync::config::SplashtopAuth::Oauth)
     else {
         return Ok(());
     };

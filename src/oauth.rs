@@ -303,9 +303,18 @@ impl OAuthClient {
         });
         let access = SecretString::from(resp.access_token);
         let refresh = resp.refresh_token.map(SecretString::from);
-        tokens::save(&self.store, &self.provider, &self.key, &access, refresh.as_ref(), &exp, refresh_exp.as_deref(), reason)
-            .await
-            .map_err(|e| self.store_err(e))
+        tokens::save(
+            &self.store,
+            &self.provider,
+            &self.key,
+            &access,
+            refresh.as_ref(),
+            &exp,
+            refresh_exp.as_deref(),
+            reason,
+        )
+        .await
+        .map_err(|e| self.store_err(e))
     }
 
     fn expiry(&self, expires_in: Option<i64>) -> String {

@@ -153,7 +153,8 @@ impl SplashtopSim {
             let start = first_start + chrono::Duration::minutes(3 * i as i64);
             let end = start + chrono::Duration::seconds(rng.random_range(60..1800));
             let note = (i % 3 == 0).then(|| format!("Fixed, see #{}", 10_000 + rng.random_range(0..1000)));
-            let mut rec = log_record(&format!("gen{seed}-{i:06}"), None, "tech@example.com", start, Some(end), note.as_deref());
+            let mut rec =
+                log_record(&format!("gen{seed}-{i:06}"), None, "tech@example.com", start, Some(end), note.as_deref());
             if i % 4 == 0 {
                 rec["file_transfers"] = json!([{"file_name": format!("log-{i}.zip"), "size": rng.random_range(1..5_000_000u64), "direction": "download", "time": start.to_rfc3339()}]);
                 rec["chat_transcript"] = json!([{"time": start.to_rfc3339(), "from": "tech@example.com", "text": "Hello, I am connecting now."}]);
@@ -309,12 +310,9 @@ async fn require_auth(State(inner): State<Arc<Inner>>, req: Request, next: Next)
     }
 }
 
-fn check_team(team: i64) -> Result<(), Response> {
-    if team == SIM_TEAM_ID {
-        Ok(())
-    } else {
-        Err(envelope_err(StatusCode::NOT_FOUND, 40404, "team not found"))
-    }
+/// The answer for a team id the token does not belong to.
+fn check_team(team: i64) -> Option<Response> {
+    (team != SIM_TEAM_ID).then(|| envelope_err(StatusCode::NOT_FOUND, 40404, "team not found"))
 }
 
 async fn basic_info() -> Response {
@@ -323,7 +321,7 @@ async fn basic_info() -> Response {
 }
 
 async fn channel_list(Path(team): Path<i64>, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Err(r) = check_team(team) {
+    if let Some(r) = check_team(team) {
         return r;
     }
     if q.get("mode").map(String::as_str) != Some("psa") {
@@ -334,7 +332,7 @@ async fn channel_list(Path(team): Path<i64>, Query(q): Query<HashMap<String, Str
 }
 
 async fn create_session(State(inner): State<Arc<Inner>>, Path(team): Path<i64>, body: axum::body::Bytes) -> Response {
-    if let Err(r) = check_team(team) {
+    if let Some(r) = check_team(team) {
         return r;
     }
     let Ok(b) = serde_json::from_slice::<Value>(&body) else {
@@ -363,7 +361,7 @@ async fn create_session(State(inner): State<Arc<Inner>>, Path(team): Path<i64>, 
 }
 
 async fn get_session(State(inner): State<Arc<Inner>>, Path((team, id)): Path<(i64, String)>) -> Response {
-    if let Err(r) = check_team(team) {
+    if let Some(r) = check_team(team) {
         return r;
     }
     match inner.lock().sessions.get(&id) {
@@ -377,7 +375,7 @@ async fn session_logs(
     Path(team): Path<i64>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_team(team) {
+    if let Some(r) = check_team(team) {
         return r;
     }
     let time = |k: &str| q.get(k).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|d| d.with_timezone(&Utc));
@@ -423,12 +421,14 @@ async fn authorize(State(inner): State<Arc<Inner>>, Query(q): Query<HashMap<Stri
 
 async fn token(State(inner): State<Arc<Inner>>, _h: HeaderMap, body: axum::body::Bytes) -> Response {
     let p: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let bad = |e: &str, d: &str| {
-        (StatusCode::BAD_REQUEST, Json(json!({"error": e, "error_description": d}))).into_response()
-    };
+    let bad =
+        |e: &str, d: &str| (StatusCode::BAD_REQUEST, Json(json!({"error": e, "error_description": d}))).into_response();
     if let Some((id, secret)) = &inner.opts.oauth_client {
         if p.get("client_id") != Some(id) || p.get("client_secret") != Some(secret) {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client", "error_description": "bad client"})))
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_client", "error_description": "bad client"})),
+            )
                 .into_response();
         }
     }
@@ -457,7 +457,8 @@ async fn token(State(inner): State<Arc<Inner>>, _h: HeaderMap, body: axum::body:
     };
     let access = rand_token("st-at-");
     st.access.insert(access.clone(), Instant::now() + inner.opts.access_token_ttl);
-    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": inner.opts.access_token_ttl.as_secs()});
+    let mut body =
+        json!({"access_token": access, "token_type": "Bearer", "expires_in": inner.opts.access_token_ttl.as_secs()});
     // Without rotation the old refresh token stays valid and none is returned.
     if !keep_refresh {
         let rt = rand_token("st-rt-");

@@ -41,7 +41,9 @@ fn describe(kind: ResultKind, code: Option<i64>, status: Option<u16>) -> String 
     let c = code.map(|c| format!("result {c}")).unwrap_or_else(|| "no result code".into());
     let s = status.map(|s| format!(", HTTP {s}")).unwrap_or_default();
     let hint = match kind {
-        ResultKind::BadToken => "token invalid or expired (check sources.splashtop.token or run `ticketsync auth splashtop`)",
+        ResultKind::BadToken => {
+            "token invalid or expired (check sources.splashtop.token or run `ticketsync auth splashtop`)"
+        }
         ResultKind::NotAllowed => "not allowed (scope `psa`/`logs`, plan, channel, region, or Owner/Super Admin role)",
         ResultKind::SessionGone => "session not available (closed, expired) or wrong team id",
         ResultKind::BadParams => "wrong parameters",
@@ -171,7 +173,10 @@ impl SplashtopApi {
         }
         let info = self.basic_info().await?;
         wire::team_id(&info).ok_or_else(|| {
-            cfg_err("users/basic_info has no PSA team id (token without the `psa` scope?); set sources.splashtop.team_id".into())
+            cfg_err(
+                "users/basic_info has no PSA team id (token without the `psa` scope?); set sources.splashtop.team_id"
+                    .into(),
+            )
         })
     }
 
@@ -201,7 +206,8 @@ impl SplashtopApi {
     pub async fn default_channel(&self, team: i64) -> Result<i64, SourceError> {
         let (k, v) = wire::CHANNEL_LIST_QUERY;
         let data = self.call(reqwest::Method::GET, &wire::channel_list_path(team), &[(k, v.to_string())], None).await?;
-        wire::default_channel(&data).ok_or_else(|| cfg_err("psa/channel_list returned no channel; set sources.splashtop.channel_id".into()))
+        wire::default_channel(&data)
+            .ok_or_else(|| cfg_err("psa/channel_list returned no channel; set sources.splashtop.channel_id".into()))
     }
 
     pub async fn create_support_session(&self, team: i64, body: &Value) -> Result<SupportSession, SourceError> {
@@ -263,15 +269,27 @@ pub fn oauth_client(cfg: &SplashtopConfig, store: &Store, http: reqwest::Client)
         .clone()
         .ok_or_else(|| cfg_err("sources.splashtop.client_id: required for auth = \"oauth\"".into()))?;
     let secret = cfg.client_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
-        cfg_err("sources.splashtop.client_secret: missing (client_secret_file or credential splashtop_client_secret)".into())
+        cfg_err(
+            "sources.splashtop.client_secret: missing (client_secret_file or credential splashtop_client_secret)"
+                .into(),
+        )
     })?;
-    Ok(OAuthClient::new(VENDOR, cfg.token_url(), cfg.authorize_url(), client_id, secret, cfg.redirect_uri.clone(), http, store.clone())
-        // Splashtop separates scopes with commas.
-        .with_authorize_params(vec![("scope".into(), cfg.scopes.join(","))])
-        .with_refresh_lifetime(
-            chrono::Duration::days(cfg.refresh_token_days as i64),
-            chrono::Duration::days(cfg.refresh_warn_days as i64),
-        ))
+    Ok(OAuthClient::new(
+        VENDOR,
+        cfg.token_url(),
+        cfg.authorize_url(),
+        client_id,
+        secret,
+        cfg.redirect_uri.clone(),
+        http,
+        store.clone(),
+    )
+    // Splashtop separates scopes with commas.
+    .with_authorize_params(vec![("scope".into(), cfg.scopes.join(","))])
+    .with_refresh_lifetime(
+        chrono::Duration::days(cfg.refresh_token_days as i64),
+        chrono::Duration::days(cfg.refresh_warn_days as i64),
+    ))
 }
 
 /// Where the poll stands: a walk over `[from, to)` resumed by page after a restart.
@@ -378,9 +396,8 @@ impl Source for SplashtopSource {
                 }
             }
             let seen = (walk.page - 1) * self.per_page + page.logs.len() as u64;
-            let more = !page.logs.is_empty()
-                && page.logs.len() as u64 >= self.per_page
-                && page.total.is_none_or(|t| seen < t);
+            let more =
+                !page.logs.is_empty() && page.logs.len() as u64 >= self.per_page && page.total.is_none_or(|t| seen < t);
             if more {
                 walk.page += 1;
                 cur.walk = Some(walk.clone());
@@ -389,8 +406,16 @@ impl Source for SplashtopSource {
             }
             // Page numbers can shift when the vendor inserts late records, so no vanished
             // detection here: the overlap re-read picks such records up instead.
-            commit_page(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), None, &mut stats)
-                .await?;
+            commit_page(
+                store,
+                VENDOR,
+                &records,
+                &walk.id,
+                &serde_json::to_string(&cur).unwrap_or_default(),
+                None,
+                &mut stats,
+            )
+            .await?;
             if !more {
                 stats.complete = true;
                 return Ok(stats);

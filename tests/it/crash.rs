@@ -200,10 +200,11 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
     // Every session stored exactly once.
-    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT vendor || ':' || external_id) FROM sessions")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let (n, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT vendor || ':' || external_id) FROM sessions")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
     assert_eq!((n as usize, distinct as usize), (RECORDS, RECORDS));
     let st_sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vendor = 'splashtop'")
         .fetch_one(&store.pool)

@@ -110,8 +110,8 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
     assert!(err.is_transient(), "{err}");
     let c = cursor(&store).await;
     assert_eq!(c.walk.as_ref().map(|w| w.page), Some(2), "{c:?}");
-    let stored_after_page1 = count(&store, "SELECT COUNT(*) FROM sessions").await
-        + count(&store, "SELECT COUNT(*) FROM quarantine").await;
+    let stored_after_page1 =
+        count(&store, "SELECT COUNT(*) FROM sessions").await + count(&store, "SELECT COUNT(*) FROM quarantine").await;
     assert_eq!(stored_after_page1, 3);
 
     let stats = poll(&source(&cfg, &store, 0), &store).await.unwrap();
@@ -197,8 +197,20 @@ async fn result_codes_are_typed_errors_and_transient_ones_retried() {
         body: r#"{"result":42900,"message":"too many requests"}"#.into(),
         ..Default::default()
     });
-    sim.push_fault(Fault { path_prefix: LOGS.into(), times: 1, status: 503, body: "<html>busy</html>".into(), ..Default::default() });
-    sim.push_fault(Fault { path_prefix: LOGS.into(), times: 1, status: 200, body: r#"{"result":50017}"#.into(), ..Default::default() });
+    sim.push_fault(Fault {
+        path_prefix: LOGS.into(),
+        times: 1,
+        status: 503,
+        body: "<html>busy</html>".into(),
+        ..Default::default()
+    });
+    sim.push_fault(Fault {
+        path_prefix: LOGS.into(),
+        times: 1,
+        status: 200,
+        body: r#"{"result":50017}"#.into(),
+        ..Default::default()
+    });
     let before = log_requests(&sim).len();
     let stats = poll(&source(&cfg, &store, 5), &store).await.unwrap();
     assert_eq!(stats.inserted, 1);
@@ -230,15 +242,18 @@ async fn authorize(sim: &SplashtopSim, store: &Store, cfg: &SplashtopConfig) -> 
 }
 
 async fn refresh_token_enc(store: &Store) -> (String, Option<String>, i64) {
-    sqlx::query_as("SELECT refresh_token_enc, refresh_expires_at, generation FROM oauth_tokens WHERE provider = 'splashtop'")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT refresh_token_enc, refresh_expires_at, generation FROM oauth_tokens WHERE provider = 'splashtop'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn oauth_code_exchange_refresh_on_40101_with_rotation() {
-    let sim = sim(SimOptions { oauth_client: Some((CLIENT_ID.into(), CLIENT_SECRET.into())), ..Default::default() }).await;
+    let sim =
+        sim(SimOptions { oauth_client: Some((CLIENT_ID.into(), CLIENT_SECRET.into())), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let store = temp_store(dir.path()).await;
     let t0 = now_s() - TimeDelta::hours(1);
@@ -303,7 +318,11 @@ async fn expired_refresh_token_is_a_clear_error_and_check_warns_before() {
         p
     };
     let check = |p: &std::path::Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync")).args(["check", "--config"]).arg(p).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+            .args(["check", "--config"])
+            .arg(p)
+            .output()
+            .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     };
     let p = write_cfg(3);
@@ -320,9 +339,15 @@ async fn expired_refresh_token_is_a_clear_error_and_check_warns_before() {
     assert!(out.contains("warning: splashtop refresh token expires at"), "{out}");
 
     // A refresh token that has run out: the next refresh and `check` name the fix.
-    sqlx::query("UPDATE oauth_tokens SET refresh_expires_at = '2020-01-01T00:00:00.000Z'").execute(&store.pool).await.unwrap();
+    sqlx::query("UPDATE oauth_tokens SET refresh_expires_at = '2020-01-01T00:00:00.000Z'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     sim.expire_access_tokens();
-    sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2020-01-01T00:00:00.000Z'").execute(&store.pool).await.unwrap();
+    sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2020-01-01T00:00:00.000Z'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     let err = poll(&source(&cfg, &store, 0), &store).await.unwrap_err().to_string();
     assert!(err.contains("refresh token expired") && err.contains("run `ticketsync auth splashtop`"), "{err}");
     let (code, out) = check(&p);
@@ -371,7 +396,8 @@ secret = "whsec"
     let app = ticketsync::app::App::with_store(config, store.clone()).expect("app");
 
     let long_name = format!("Jane Client · ACME Corporation International Holdings {}", "x".repeat(30));
-    let created = ticketsync::launchers::create_session(&app, "splashtop", "101", Some(&long_name), None).await.unwrap();
+    let created =
+        ticketsync::launchers::create_session(&app, "splashtop", "101", Some(&long_name), None).await.unwrap();
     assert_eq!(created.truncated.len(), 1, "the cut is reported");
     assert!(created.truncated[0].contains("64 characters"), "{:?}", created.truncated);
     let sessions = sim.support_sessions();
@@ -380,15 +406,29 @@ secret = "whsec"
     assert_eq!(s["name"].as_str().unwrap().chars().count(), 64);
     assert_eq!(s["channel_id"], 4673, "default channel from psa/channel_list");
     assert_eq!(s["issue"], "Ticket #101");
-    let links: Vec<(String, String)> =
-        sqlx::query_as("SELECT session_code, ticket_id FROM ticket_links ORDER BY id").fetch_all(&store.pool).await.unwrap();
+    let links: Vec<(String, String)> = sqlx::query_as("SELECT session_code, ticket_id FROM ticket_links ORDER BY id")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
     assert_eq!(links, [(created.code.clone(), "101".into()), (s["id"].as_str().unwrap().into(), "101".into())]);
     let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await.unwrap();
     assert_eq!(d.delivered, 4, "session links + customer link, for both sinks");
     let j = redmine.journals(101);
     assert_eq!(j.len(), 2);
-    assert!(j[0].private_notes && j[0].notes.contains(&format!("st-business://com.splashtop.business/?sos={}&category=40&account=owner%40example.com", created.code)), "{}", j[0].notes);
-    assert!(!j[1].private_notes && j[1].notes.contains(&format!("{}/service_desk/psa/{}", sim.base_url, created.code)), "{}", j[1].notes);
+    assert!(
+        j[0].private_notes
+            && j[0].notes.contains(&format!(
+                "st-business://com.splashtop.business/?sos={}&category=40&account=owner%40example.com",
+                created.code
+            )),
+        "{}",
+        j[0].notes
+    );
+    assert!(
+        !j[1].private_notes && j[1].notes.contains(&format!("{}/service_desk/psa/{}", sim.base_url, created.code)),
+        "{}",
+        j[1].notes
+    );
     assert!(!j[1].notes.contains("st-business://"), "the customer never gets the technician link");
 
     // The technician runs the session: file transfers and a long transcript.
@@ -432,12 +472,18 @@ secret = "whsec"
     assert!(note.contains("| download | log.zip | 20.0 KiB |"), "{note}");
     assert!(note.contains("[… cut at 200 of"), "transcript inline and cut: {note}");
     assert!(note.contains("line 0") && !note.contains("line 19"), "{note}");
-    let full: String = sqlx::query_scalar("SELECT note_json FROM deliveries WHERE sink = 'webhook' AND kind = 'session_report' AND ticket_id = '101'")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let full: String = sqlx::query_scalar(
+        "SELECT note_json FROM deliveries WHERE sink = 'webhook' AND kind = 'session_report' AND ticket_id = '101'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
     assert!(full.contains("line 19"), "the full transcript stays in the store");
-    let payload = hook.accepted().into_iter().find(|p| p["ticket_id"] == "101" && p["title"].as_str().unwrap().starts_with("Splashtop session")).unwrap();
+    let payload = hook
+        .accepted()
+        .into_iter()
+        .find(|p| p["ticket_id"] == "101" && p["title"].as_str().unwrap().starts_with("Splashtop session"))
+        .unwrap();
     let a = &payload["attachments"][0];
     assert_eq!(a["content_type"], "text/plain");
     assert!(a["text"].as_str().unwrap().contains("line 19"), "the webhook gets the whole transcript as an attachment");
@@ -495,6 +541,7 @@ async fn real_redmine_upload_with_private_note_is_public() {
         .unwrap();
     let journals = seen["issue"]["journals"].as_array().cloned().unwrap_or_default();
     assert!(journals.iter().all(|j| j["notes"] != "private note with transcript"), "the note itself is private");
-    let names: Vec<&str> = seen["issue"]["attachments"].as_array().unwrap().iter().filter_map(|a| a["filename"].as_str()).collect();
+    let names: Vec<&str> =
+        seen["issue"]["attachments"].as_array().unwrap().iter().filter_map(|a| a["filename"].as_str()).collect();
     assert_eq!(names, ["chat.txt"], "the customer sees the uploaded transcript: uploads are not private");
 }

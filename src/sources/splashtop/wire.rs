@@ -387,7 +387,10 @@ mod tests {
             (json!({"start_time": "2025-05-01T09:00:00Z"}), "session_id:"),
             (json!({"session_id": 7}), "start_time: missing"),
             (json!({"session_id": 7, "start_time": "yesterday"}), "start_time: not an ISO 8601"),
-            (json!({"session_id": 7, "start_time": "2025-05-01T09:00:00Z", "end_time": "2025-05-01T08:00:00Z"}), "end_time: before"),
+            (
+                json!({"session_id": 7, "start_time": "2025-05-01T09:00:00Z", "end_time": "2025-05-01T08:00:00Z"}),
+                "end_time: before",
+            ),
         ] {
             let e = parse_log(&rec, now()).unwrap_err();
             assert!(e.reason.starts_with(want), "{rec} → {}", e.reason);
@@ -412,7 +415,8 @@ mod tests {
     fn team_channel_and_links() {
         assert_eq!(team_id(&json!({"scopes": {"psa": {"team_id": 123456}}})), Some(123456));
         assert_eq!(team_id(&json!({"stb_team_id": "77"})), Some(77));
-        let ch = json!({"private": {"id": 0}, "channels": [{"id": 1, "default": false}, {"id": 4673, "default": true}]});
+        let ch =
+            json!({"private": {"id": 0}, "channels": [{"id": 1, "default": false}, {"id": 4673, "default": true}]});
         assert_eq!(default_channel(&ch), Some(4673));
         assert_eq!(default_channel(&json!({"private": {"id": 0}, "channels": []})), Some(0));
         let s = support_session(&json!({"support_session": {"id": "8f3c2a", "code": 123456789}})).unwrap();
