@@ -312,6 +312,8 @@ pub struct Walk {
 pub struct SplashtopSource {
     api: SplashtopApi,
     team_id: Option<i64>,
+    /// The team id read from `users/basic_info` once per process.
+    team: std::sync::OnceLock<i64>,
     per_page: u64,
     overlap: chrono::Duration,
     initial_lookback: chrono::Duration,
@@ -327,6 +329,7 @@ impl SplashtopSource {
         Self {
             api,
             team_id: cfg.team_id,
+            team: std::sync::OnceLock::new(),
             per_page: cfg.page_size.clamp(1, 1000),
             overlap: chrono::Duration::minutes(cfg.overlap_minutes as i64),
             initial_lookback: chrono::Duration::days(cfg.initial_lookback_days as i64),
@@ -379,15 +382,33 @@ impl Source for SplashtopSource {
                 page: 1,
             },
         };
-        let team = self.api.team_id(self.team_id).await?;
+        let team = match self.team.get() {
+            Some(t) => *t,
+            None => {
+                let t = self.api.team_id(self.team_id).await?;
+                *self.team.get_or_init(|| t)
+            }
+        };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         let to = parse_ts(&walk.to).unwrap_or(now);
         let mut stats = PollStats::default();
+        let mut previous_first: Option<String> = None;
         loop {
             if cancel.is_cancelled() {
                 return Ok(stats);
             }
             let page = self.api.logs_page(team, from, to, walk.page, self.per_page).await?;
+            let first = page.logs.first().map(Value::to_string);
+            // A server that ignores `page` would serve the same page forever: end the walk.
+            let stuck = first.is_some() && first == previous_first;
+            if stuck {
+                tracing::warn!(
+                    source = VENDOR,
+                    page = walk.page,
+                    "vendor repeated the previous page; ending this walk"
+                );
+            }
+            previous_first = first;
             let records: Vec<_> = page.logs.iter().map(|r| wire::parse_log(r, Utc::now())).collect();
             for s in records.iter().flatten() {
                 let st = ts(s.started_at);
@@ -396,8 +417,10 @@ impl Source for SplashtopSource {
                 }
             }
             let seen = (walk.page - 1) * self.per_page + page.logs.len() as u64;
-            let more =
-                !page.logs.is_empty() && page.logs.len() as u64 >= self.per_page && page.total.is_none_or(|t| seen < t);
+            let more = !stuck
+                && !page.logs.is_empty()
+                && page.logs.len() as u64 >= self.per_page
+                && page.total.is_none_or(|t| seen < t);
             if more {
                 walk.page += 1;
                 cur.walk = Some(walk.clone());

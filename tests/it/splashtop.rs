@@ -151,6 +151,22 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
 }
 
 #[tokio::test]
+async fn a_server_that_ignores_the_page_parameter_cannot_loop_the_walk() {
+    let sim = sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let t0 = now_s() - TimeDelta::hours(1);
+    let logs: Vec<Value> = (0..3).map(|i| log(&format!("p{i}"), t0 + TimeDelta::minutes(i), None, None)).collect();
+    let body = json!({"result": 20200, "data": {"page": 1, "logs": logs}}).to_string();
+    sim.push_fault(Fault { path_prefix: LOGS.into(), times: 50, status: 200, body, ..Default::default() });
+    let stats = poll(&source(&token_cfg(&sim), &store, 0), &store).await.unwrap();
+    assert!(stats.complete);
+    assert_eq!((stats.pages, stats.inserted), (2, 3), "{stats:?}");
+    assert_eq!(log_requests(&sim).len(), 2, "stopped at the repeated page");
+    assert_eq!(cursor(&store).await.walk, None);
+}
+
+#[tokio::test]
 async fn result_codes_are_typed_errors_and_transient_ones_retried() {
     let sim = sim(SimOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
