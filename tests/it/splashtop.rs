@@ -561,3 +561,49 @@ async fn real_redmine_upload_with_private_note_is_public() {
         seen["issue"]["attachments"].as_array().unwrap().iter().filter_map(|a| a["filename"].as_str()).collect();
     assert_eq!(names, ["chat.txt"], "the customer sees the uploaded transcript: uploads are not private");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_auth_splashtop_prints_the_url_checks_state_and_stores_tokens() {
+    let sim = sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ticketsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n[sources.splashtop]\nregion = \"eu\"\nbase_url = \"{u}\"\nconsole_url = \"{u}\"\n\
+             auth = \"oauth\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\nscopes = [\"logs\", \"psa\"]\n",
+            dir.path().join("t.db").display(),
+            u = sim.base_url
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["auth", "splashtop"]);
+    assert_eq!(code, Some(0), "{out}");
+    let url = out.split_whitespace().find(|w| w.starts_with(&format!("{}/oauth2/authorize?", sim.base_url))).unwrap();
+    assert!(url.contains("scope=logs%2Cpsa") && url.contains("state="), "{url}");
+    assert!(out.contains("ticketsync auth splashtop --code"), "{out}");
+
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let loc = http.get(url).send().await.unwrap().headers()["location"].to_str().unwrap().to_string();
+    let forged = loc.replace("state=", "state=forged");
+    let (code, out) = run(&["auth", "splashtop", "--code", &forged]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("was not issued by this ticketsync"), "{out}");
+    let (code, out) = run(&["auth", "splashtop", "--code", &loc]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("splashtop: authorized"), "{out}");
+    let (code, out) = run(&["check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sources: splashtop") && out.contains("splashtop: refresh token valid until"), "{out}");
+    assert!(!out.contains("st-rt-") && !out.contains("st-at-"), "no token in the output: {out}");
+}

@@ -96,9 +96,10 @@ pub fn result_kind(code: i64) -> ResultKind {
     }
 }
 
-/// 40100/40101 (or a bare HTTP 401): refresh the OAuth access token and try once more.
+/// 40100/40101, or any HTTP 401 but a malformed token (41406, which a refresh cannot
+/// fix): refresh the OAuth access token and try once more.
 pub fn is_expired_token(code: Option<i64>, status: u16) -> bool {
-    matches!(code, Some(40100 | 40101)) || (code.is_none() && status == 401)
+    matches!(code, Some(40100 | 40101)) || (status == 401 && code != Some(41406))
 }
 
 /// The envelope: `{"result": 20200, "data": …}`; error text may sit in `message`,
@@ -409,6 +410,10 @@ mod tests {
         assert_eq!(result_kind(41406), ResultKind::MalformedToken);
         assert_eq!(result_kind(40404), ResultKind::SessionGone);
         assert_eq!(result_kind(50000), ResultKind::Unknown);
+        assert!(
+            is_expired_token(Some(40101), 200) && is_expired_token(None, 401) && is_expired_token(Some(40300), 401)
+        );
+        assert!(!is_expired_token(Some(41406), 401) && !is_expired_token(Some(40403), 403));
     }
 
     #[test]
