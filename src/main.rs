@@ -52,8 +52,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             cfg.check_secrets()?;
             println!("{}: OK", cli.config.display());
-            let tv = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled);
-            println!("  sources: {}", if tv.is_some() { "teamviewer" } else { "(none)" });
+            let mut sources = vec![];
+            if cfg.sources.teamviewer.as_ref().is_some_and(|t| t.enabled) {
+                sources.push("teamviewer".to_string());
+            }
+            if let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) {
+                let names: Vec<_> = z.accounts.iter().map(|a| a.name.as_str()).collect();
+                sources.push(format!("zoom (accounts: {})", names.join(", ")));
+            }
+            println!("  sources: {}", if sources.is_empty() { "(none)".to_string() } else { sources.join(", ") });
+            if cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
+                println!("  rooms: visioconference");
+            }
             let mut sinks = vec![];
             if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
                 sinks.push("redmine");
@@ -99,13 +109,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             app.store.pool.close().await;
         }
-        Command::Auth { provider, code, state } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
-        Command::Session { command: SessionCommand::Create { ticket, provider, customer_name, customer_email } } => {
+        Command::Auth { provider, code, state, account, listen } if provider == "zoom" => {
+            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), *listen).await?
+        }
+        Command::Auth { provider, code, state, .. } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
+        Command::Session {
+            command: SessionCommand::Create { ticket, provider, account, customer_name, customer_email },
+        } => {
             let app = App::build(load(&cli)?).await?;
-            let c = ticketsync::launchers::create_session(
+            let c = ticketsync::launchers::create_session_on(
                 &app,
                 provider,
                 ticket,
+                account.as_deref(),
                 customer_name.as_deref(),
                 customer_email.as_deref(),
             )
@@ -219,7 +235,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
     if provider != "teamviewer" {
-        bail!("unknown provider {provider:?} (available: teamviewer)");
+        bail!("unknown provider {provider:?} (available: teamviewer, zoom)");
     }
     let cfg = load(cli)?;
     let tv = cfg.sources.teamviewer.as_ref().context("[sources.teamviewer] is not configured")?;

@@ -56,6 +56,9 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
     if let Some(n) = s.notes.as_deref().filter(|n| !n.trim().is_empty()) {
         body.push_str(&format!("Technician notes: {}\n", n.trim()));
     }
+    if let Some(extra) = crate::sources::note_body(s) {
+        body.push_str(&extra);
+    }
     let duration = s.duration_s.map(human_duration).unwrap_or_else(|| "running".into());
     let title = match (&s.session_code, &s.device) {
         (Some(c), _) => format!("{vendor} session {c} ({duration})"),
@@ -97,6 +100,7 @@ mod tests {
             custom_api: None,
             customer_name: None,
             revision: 1,
+            raw_json: String::new(),
         };
         let n = session_note(&s, chrono_tz::Europe::Paris);
         let t = n.to_plain_text();

@@ -2,6 +2,8 @@
 //! committed with its cursor in one transaction.
 
 pub mod teamviewer;
+pub mod visio;
+pub mod zoom;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -106,6 +108,8 @@ pub async fn commit_page(
 pub fn display_name(vendor: &str) -> &str {
     match vendor {
         "teamviewer" => "TeamViewer",
+        "zoom" => "Zoom",
+        "visioconference" => "visioconference.me",
         other => other,
     }
 }
@@ -114,6 +118,15 @@ pub fn display_name(vendor: &str) -> &str {
 pub fn links_for(s: &StoredSession) -> Vec<Link> {
     match s.vendor.as_str() {
         "teamviewer" => teamviewer::links_for(s),
+        "zoom" => zoom::links_for(s),
         _ => Vec::new(),
+    }
+}
+
+/// Vendor-specific text for a session note (Zoom: participants, recording status).
+pub fn note_body(s: &StoredSession) -> Option<String> {
+    match s.vendor.as_str() {
+        "zoom" => zoom::note_body(s),
+        _ => None,
     }
 }

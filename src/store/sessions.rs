@@ -242,10 +242,14 @@ pub struct StoredSession {
     pub custom_api: Option<String>,
     pub customer_name: Option<String>,
     pub revision: i64,
+    /// The vendor's record, for vendor-specific note content (`sources::note_body`).
+    #[sqlx(default)]
+    pub raw_json: String,
 }
 
 const SESSION_COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_code_norm, s.technician, s.device, s.device_id,
-    s.group_name, s.started_at, s.ended_at, s.duration_s, s.notes, s.description, s.custom_api, s.customer_name, s.revision";
+    s.group_name, s.started_at, s.ended_at, s.duration_s, s.notes, s.description, s.custom_api, s.customer_name, s.revision,
+    s.raw_json";
 
 /// Ended sessions without a match, oldest first.
 pub async fn unmatched_ended(pool: &sqlx::SqlitePool, after_id: i64, limit: i64) -> Result<Vec<StoredSession>> {
