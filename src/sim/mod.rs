@@ -3,4 +3,6 @@
 
 pub mod redmine;
 pub mod teamviewer;
+pub mod visio;
 pub mod webhook;
+pub mod zoom;
