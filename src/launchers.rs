@@ -10,6 +10,7 @@ use crate::sources::teamviewer::{self, TeamViewerApi};
 
 pub mod meetings;
 
+#[derive(Debug)]
 pub struct Created {
     pub provider: String,
     pub code: String,
