@@ -23,7 +23,10 @@ pub async fn run(cfg: &Config, account: Option<&str>, code: Option<&str>, listen
     if acct.auth == ZoomAuth::ServerToServer {
         oauth.access_token().await?;
         let exp = oauth.expiry_info().await?.unwrap_or_default();
-        println!("zoom account {}: server-to-server token obtained (valid until {exp}); no authorization step is needed", acct.name);
+        println!(
+            "zoom account {}: server-to-server token obtained (valid until {exp}); no authorization step is needed",
+            acct.name
+        );
         store.pool.close().await;
         return Ok(());
     }

@@ -381,7 +381,11 @@ impl Config {
         }
         if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
             for (i, a) in z.accounts.iter().enumerate() {
-                require(a.client_secret(i)?, &format!("sources.zoom.accounts[{i}].client_secret"), &a.credential_name())?;
+                require(
+                    a.client_secret(i)?,
+                    &format!("sources.zoom.accounts[{i}].client_secret"),
+                    &a.credential_name(),
+                )?;
             }
         }
         if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {

@@ -176,10 +176,8 @@ secret_file = "{whf}"
     println!("created Zoom meeting {} for ticket #105", meeting.code);
     let meeting_id: i64 = meeting.code.parse()?;
     let people = [("Jon Snow", "tech@example.com", 30, 18), ("Peter Niedhelp", "helpme@example.com", 29, 20)];
-    let participants = people
-        .iter()
-        .map(|(n, e, from, to)| crate::sim::zoom::participant(n, e, t(*from), t(*to)))
-        .collect();
+    let participants =
+        people.iter().map(|(n, e, from, to)| crate::sim::zoom::participant(n, e, t(*from), t(*to))).collect();
     zoom.end_meeting(meeting_id, None, t(30), t(18), participants);
     zoom.add_recording(meeting_id, false);
     // 106: a visioconference.me room (no report API: the creation is the record).
@@ -268,7 +266,12 @@ fn print_cycle(report: &crate::app::CycleReport) {
 /// What `ticketsync auth zoom` does, with the simulator's authorize page as the browser.
 async fn authorize_zoom(app: &App) -> Result<()> {
     let cfg = app.config.sources.zoom.as_ref().context("[sources.zoom]")?;
-    let oauth = crate::sources::zoom::oauth_client(cfg, 0, &app.store, crate::http::client(std::time::Duration::from_secs(10)))?;
+    let oauth = crate::sources::zoom::oauth_client(
+        cfg,
+        0,
+        &app.store,
+        crate::http::client(std::time::Duration::from_secs(10)),
+    )?;
     let (url, _) = oauth.authorize_url().await?;
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let resp = browser.get(&url).send().await?;

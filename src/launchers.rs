@@ -152,14 +152,16 @@ pub(crate) async fn record_created(
     notes: &[(&str, &Note)],
 ) -> Result<Vec<i64>> {
     let mut tx = app.store.begin().await?;
-    let link_id = crate::store::links::insert(&mut tx, vendor, code, ticket, "created", Some(details), Some("cli")).await?;
+    let link_id =
+        crate::store::links::insert(&mut tx, vendor, code, ticket, "created", Some(details), Some("cli")).await?;
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
     let mut deliveries = Vec::new();
     for sink in &app.sink_names {
         for (kind, note) in notes {
             let j = serde_json::to_string(note)?;
             if let Some(id) =
-                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j).await?
+                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
+                    .await?
             {
                 deliveries.push(id);
             }

@@ -221,7 +221,9 @@ impl OAuthClient {
     /// Server-to-Server: one shared token per account (a new one may invalidate the old),
     /// fetched again only when the stored one is older than `seen_generation` or expiring.
     async fn account_token(&self, account_id: &str, seen_generation: i64) -> Result<(SecretString, i64), OAuthError> {
-        if let Some(t) = tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))? {
+        if let Some(t) =
+            tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?
+        {
             let fresh = t
                 .access_expires_at
                 .as_deref()

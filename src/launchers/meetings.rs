@@ -47,15 +47,29 @@ pub async fn zoom_meeting(app: &App, ticket: &str, account: Option<&str>) -> Res
         visibility: Visibility::Public,
         marker: marker("zoom", &code, "customer_link"),
     };
-    super::record_created(app, "zoom", &code, ticket, &details, &[("session_links", &internal), ("customer_link", &customer)])
-        .await
-        .map(|deliveries| Created { provider: "zoom".into(), code, ticket: ticket.into(), deliveries, truncated: vec![] })
+    super::record_created(
+        app,
+        "zoom",
+        &code,
+        ticket,
+        &details,
+        &[("session_links", &internal), ("customer_link", &customer)],
+    )
+    .await
+    .map(|deliveries| Created {
+        provider: "zoom".into(),
+        code,
+        ticket: ticket.into(),
+        deliveries,
+        truncated: vec![],
+    })
 }
 
 pub async fn visio_room(app: &App, ticket: &str) -> Result<Created> {
     let cfg = app.config.rooms.visioconference.as_ref().context("[rooms.visioconference] is not configured")?;
     let room = visio::create_room(cfg, ticket).await?;
-    let details = json!({"room_url": room.url, "uniqid": room.uniqid, "moderator_link": room.moderator_token.is_some()});
+    let details =
+        json!({"room_url": room.url, "uniqid": room.uniqid, "moderator_link": room.moderator_token.is_some()});
     let mut links = Vec::new();
     let mut body = "Open the moderator link yourself; send the customer the plain room link.".to_string();
     match room.moderator_link(&cfg.agent_name) {
@@ -91,5 +105,11 @@ pub async fn visio_room(app: &App, ticket: &str) -> Result<Created> {
         &[("session_links", &internal), ("customer_link", &customer)],
     )
     .await
-    .map(|deliveries| Created { provider: visio::VENDOR.into(), code, ticket: ticket.into(), deliveries, truncated: vec![] })
+    .map(|deliveries| Created {
+        provider: visio::VENDOR.into(),
+        code,
+        ticket: ticket.into(),
+        deliveries,
+        truncated: vec![],
+    })
 }

@@ -271,7 +271,9 @@ fn authorize(inner: &Inner, q: &HashMap<String, String>) -> Response {
     if q.get("client_id") != Some(&inner.opts.client_id) || q.get("response_type").map(String::as_str) != Some("code") {
         return oauth_err(400, "invalid_request", "Invalid client_id or response_type");
     }
-    let Some(redirect) = q.get("redirect_uri") else { return oauth_err(400, "invalid_request", "redirect_uri missing") };
+    let Some(redirect) = q.get("redirect_uri") else {
+        return oauth_err(400, "invalid_request", "redirect_uri missing");
+    };
     let code = random(32);
     inner.lock().codes.insert(code.clone(), redirect.clone());
     let mut u = match url::Url::parse(redirect) {
@@ -363,7 +365,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .map(str::to_string);
     let idx = {
         let mut g = inner.lock();
-        g.log.push(ZoomRequest { method: method.clone(), path: path.clone(), query: query.clone(), status: 0, bearer: bearer.clone() });
+        g.log.push(ZoomRequest {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            status: 0,
+            bearer: bearer.clone(),
+        });
         g.log.len() - 1
     };
     let delay = inner.lock().api_delay;
@@ -381,14 +389,19 @@ fn api(inner: &Inner, method: &str, rest: &str, query: &str, bearer: Option<&str
     if !valid {
         return err(401, 124, "Invalid access token.");
     }
-    if let Some(pos) = st.faults.iter().position(|f| rest.starts_with(&f.path_prefix) || format!("/v2{rest}").starts_with(&f.path_prefix)) {
+    if let Some(pos) = st
+        .faults
+        .iter()
+        .position(|f| rest.starts_with(&f.path_prefix) || format!("/v2{rest}").starts_with(&f.path_prefix))
+    {
         let f = st.faults[pos].clone();
         if f.times <= 1 {
             st.faults.remove(pos);
         } else {
             st.faults[pos].times -= 1;
         }
-        let mut r = (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(f.body)).into_response();
+        let mut r =
+            (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(f.body)).into_response();
         for (k, v) in f.headers {
             if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), header::HeaderValue::from_str(&v)) {
                 r.headers_mut().insert(k, v);
@@ -440,7 +453,9 @@ fn find_past<'a>(st: &'a St, raw: &str) -> Result<&'a Meeting, Box<Response>> {
     let id = if once.contains('%') { pct_decode(&once) } else { once.clone() };
     let single_encoded_slashes = !once.contains('%') && (once.starts_with('/') || once.contains("//"));
     let found = st.meetings.iter().find(|m| {
-        m.past.as_ref().is_some_and(|p| p["uuid"].as_str() == Some(id.as_str()) || p["id"].as_i64().is_some_and(|n| n.to_string() == id))
+        m.past.as_ref().is_some_and(|p| {
+            p["uuid"].as_str() == Some(id.as_str()) || p["id"].as_i64().is_some_and(|n| n.to_string() == id)
+        })
     });
     match found {
         Some(m) if !single_encoded_slashes => Ok(m),
@@ -488,7 +503,9 @@ fn page(
 }
 
 fn create_meeting(inner: &Inner, st: &mut St, user: &str, body: &[u8]) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(body) else { return err(400, 300, "Request Body should be a valid JSON object.") };
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return err(400, 300, "Request Body should be a valid JSON object.");
+    };
     let topic = req["topic"].as_str().unwrap_or("Zoom Meeting").to_string();
     if topic.chars().count() > 200 {
         return json_err_fields("topic");

@@ -46,7 +46,12 @@ impl Default for VisioConfig {
 
 impl VisioConfig {
     pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("rooms.visioconference.token", self.token.as_ref(), self.token_file.as_deref(), "visioconference_token")
+        resolve_secret(
+            "rooms.visioconference.token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+            "visioconference_token",
+        )
     }
 }
 
@@ -103,10 +108,11 @@ impl CreatedRoom {
 }
 
 pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom, VisioError> {
-    let token = cfg
-        .token_secret()
-        .map_err(|e| VisioError::Config(e.to_string()))?
-        .ok_or_else(|| VisioError::Config("rooms.visioconference.token: missing (token_file or credential visioconference_token)".into()))?;
+    let token = cfg.token_secret().map_err(|e| VisioError::Config(e.to_string()))?.ok_or_else(|| {
+        VisioError::Config(
+            "rooms.visioconference.token: missing (token_file or credential visioconference_token)".into(),
+        )
+    })?;
     let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
     let name: String = cfg.name_template.replace("{ticket}", ticket).chars().take(100).collect();
     let body = json!({
@@ -126,20 +132,20 @@ pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom,
     let env: Option<Envelope> = serde_json::from_str(&text).ok();
     // The HTTP status decides; the envelope's `code` is advisory.
     if !status.is_success() {
-        let msg = env.and_then(|e| e.message).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::http::short_body(&text));
+        let msg =
+            env.and_then(|e| e.message).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::http::short_body(&text));
         let hint = if matches!(status.as_u16(), 401 | 403) { " (check rooms.visioconference.token)" } else { "" };
         return Err(VisioError::Http(format!("HTTP {}: {msg}{hint}", status.as_u16())));
     }
     let raw: Value = serde_json::from_str(&text).map_err(|e| VisioError::Http(format!("malformed response ({e})")))?;
-    let data = env
-        .and_then(|e| e.data)
-        .ok_or_else(|| VisioError::Http("response has no data.url".into()))?;
+    let data = env.and_then(|e| e.data).ok_or_else(|| VisioError::Http("response has no data.url".into()))?;
     let uniqid = data
         .uniqid
         .clone()
         .or_else(|| data.url.rsplit('/').next().map(str::to_string))
         .filter(|u| !u.is_empty())
         .ok_or_else(|| VisioError::Http("response has neither data.uniqid nor a room id in data.url".into()))?;
-    let moderator_token = data.moderator_token.or_else(|| data.room.and_then(|r| r.moderator_token)).map(SecretString::from);
+    let moderator_token =
+        data.moderator_token.or_else(|| data.room.and_then(|r| r.moderator_token)).map(SecretString::from);
     Ok(CreatedRoom { url: data.url, uniqid, moderator_token, raw })
 }

@@ -226,9 +226,11 @@ impl ZoomApi {
     pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<PastMeeting>, SourceError> {
         let path = format!("/past_meetings/{}", uuid_segment(meeting_id));
         match self.call(reqwest::Method::GET, &path, &[], None).await {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| SourceError::Vendor { source_name: VENDOR.into(), message: format!("GET {path}: {e}"), transient: true }),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| SourceError::Vendor {
+                source_name: VENDOR.into(),
+                message: format!("GET {path}: {e}"),
+                transient: true,
+            }),
             Err(e) if e.not_found() => Ok(None),
             Err(e) => Err(self.vendor_err(&e, &format!("GET {path}"))),
         }
@@ -285,7 +287,8 @@ impl ZoomApi {
 }
 
 fn oauth_api_err(e: crate::oauth::OAuthError) -> ApiError {
-    let transient = matches!(e, crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. });
+    let transient =
+        matches!(e, crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. });
     ApiError {
         status: None,
         code: None,
@@ -299,10 +302,12 @@ fn oauth_api_err(e: crate::oauth::OAuthError) -> ApiError {
 
 fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
     let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
-    let message = if e.message.is_empty() { crate::http::short_body(body) } else { crate::http::short_body(&e.message) };
+    let message =
+        if e.message.is_empty() { crate::http::short_body(body) } else { crate::http::short_body(&e.message) };
     let limit_type = headers.get("x-ratelimit-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let daily_limit =
-        status == 429 && (limit_type.eq_ignore_ascii_case("daily-limit") || message.to_ascii_lowercase().contains("daily rate limit"));
+    let daily_limit = status == 429
+        && (limit_type.eq_ignore_ascii_case("daily-limit")
+            || message.to_ascii_lowercase().contains("daily rate limit"));
     ApiError {
         status: Some(status),
         code: e.code,
@@ -377,8 +382,12 @@ impl ZoomSource {
         let walk_id = uuid::Uuid::new_v4().simple().to_string();
         let cursor_key = format!("{VENDOR}:{}", api.account.name);
         let cursor = json!({"last_poll_at": ts(now), "ended_meetings_seen": ended.len()}).to_string();
+        // A finished poll, but with an empty range: meetings are read by link, so a meeting
+        // missing from this poll has not vanished.
+        let now_s = ts(now);
+        let done = Some((now_s.as_str(), now_s.as_str()));
         if ended.is_empty() {
-            return Ok(commit_page(store, &cursor_key, &[], &walk_id, &cursor, None, stats).await?);
+            return Ok(commit_page(store, &cursor_key, &[], &walk_id, &cursor, done, stats).await?);
         }
         let mut recordings: HashMap<String, RecordingMeeting> = HashMap::new();
         if self.expect_recordings {
@@ -403,9 +412,17 @@ impl ZoomSource {
                 }
             }
             let rec = recordings.remove(&pm.uuid);
-            records.push(to_session(&api.account.name, pm, participants, rec, self.expect_recordings, self.deadline, now));
+            records.push(to_session(
+                &api.account.name,
+                pm,
+                participants,
+                rec,
+                self.expect_recordings,
+                self.deadline,
+                now,
+            ));
         }
-        commit_page(store, &cursor_key, &records, &walk_id, &cursor, None, stats).await?;
+        commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?;
         Ok(())
     }
 }
@@ -424,7 +441,8 @@ fn to_session(
         reason,
         raw: serde_json::to_string(pm).unwrap_or_default(),
     };
-    let start = parse_ts(&pm.start_time).ok_or_else(|| reject(format!("start_time: not a date ({:?})", pm.start_time), &pm))?;
+    let start =
+        parse_ts(&pm.start_time).ok_or_else(|| reject(format!("start_time: not a date ({:?})", pm.start_time), &pm))?;
     let end = parse_ts(&pm.end_time).ok_or_else(|| reject(format!("end_time: not a date ({:?})", pm.end_time), &pm))?;
     let status = match &rec {
         _ if !expect_recordings => "not_recorded",
@@ -506,7 +524,8 @@ pub fn links_for(s: &StoredSession) -> Vec<Link> {
         let kind = f.file_type.as_deref().unwrap_or("file");
         let what = f.recording_type.as_deref().map(|t| t.replace('_', " ")).unwrap_or_else(|| kind.to_string());
         match (&f.play_url, &f.download_url) {
-            (Some(p), _) => out.push(Link { label: format!("Play {kind} recording, {what} ({})", size(f.file_size)), url: p.clone() }),
+            (Some(p), _) => out
+                .push(Link { label: format!("Play {kind} recording, {what} ({})", size(f.file_size)), url: p.clone() }),
             (None, Some(d)) => out.push(Link {
                 label: format!("Download {kind} ({}, Zoom sign-in needed)", size(f.file_size)),
                 url: d.clone(),

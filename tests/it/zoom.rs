@@ -149,7 +149,12 @@ fn people(n: usize, start: DateTime<Utc>) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let join = start + chrono::Duration::minutes(i as i64);
-            participant(&format!("Person {i}"), &format!("p{i}@acme.example"), join, join + chrono::Duration::minutes(20))
+            participant(
+                &format!("Person {i}"),
+                &format!("p{i}@acme.example"),
+                join,
+                join + chrono::Duration::minutes(20),
+            )
         })
         .collect()
 }
@@ -231,7 +236,11 @@ async fn auth_zoom_receives_the_redirect_on_loopback_or_takes_the_pasted_url() {
     // The same redirect again: its state was consumed (and the code is single-use).
     let out = run_bin(&env.cfg_path, &["auth", "zoom", "--account", "helpdesk", "--code", &redirect]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("was not issued"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was not issued"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.zoom.grants(), vec!["authorization_code", "authorization_code"]);
     // Tokens are stored encrypted, never in clear.
     let raw: Vec<(Option<String>,)> =
@@ -327,7 +336,10 @@ async fn zoom_meeting_for_a_ticket_start_url_internal_join_url_public() {
     let (start_url, join_url) = (created[0]["start_url"].as_str().unwrap(), created[0]["join_url"].as_str().unwrap());
     assert!(internal["text"].as_str().unwrap().contains(start_url));
     assert!(public["text"].as_str().unwrap().contains(join_url) && join_url.contains("?pwd="));
-    assert!(public["text"].as_str().unwrap().contains(&format!("Passcode: {}", created[0]["password"].as_str().unwrap())));
+    assert!(public["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("Passcode: {}", created[0]["password"].as_str().unwrap())));
     assert!(!public["text"].as_str().unwrap().contains("zak="), "the host link never reaches the customer");
     assert_eq!(internal["ticket_id"], "4711");
     // The host's ZAK is not kept in the database.
@@ -347,7 +359,8 @@ async fn daily_meeting_create_limit_is_a_clear_error_and_not_retried() {
     let msg = format!("{err:#}");
     assert!(msg.contains("daily limit of meeting create/update requests") && msg.contains("00:00 UTC"), "{msg}");
     assert_eq!(count(&env, "/meetings", 429), 1, "not retried");
-    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ticket_links").fetch_one(&env.app.store.pool).await.unwrap();
+    let links: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ticket_links").fetch_one(&env.app.store.pool).await.unwrap();
     assert_eq!(links, 1);
 }
 
@@ -507,7 +520,8 @@ async fn visioconference_room_moderator_link_internal_room_url_public_both_shape
         assert_eq!(c.code, room["uniqid"].as_str().unwrap());
         deliver_due(&env.app.store, &env.app.sinks, &env.app.policy).await.unwrap();
         let notes: Vec<Value> = env.hook.accepted().into_iter().filter(|n| n["ticket_id"] == ticket).collect();
-        let internal = notes.iter().find(|n| n["visibility"] == "internal").unwrap()["text"].as_str().unwrap().to_string();
+        let internal =
+            notes.iter().find(|n| n["visibility"] == "internal").unwrap()["text"].as_str().unwrap().to_string();
         let public = notes.iter().find(|n| n["visibility"] == "public").unwrap()["text"].as_str().unwrap().to_string();
         let url = format!("https://visioconference.me/meet/{}", c.code);
         let moderator = format!("{url}?m={}&name=Jon+Snow", room["moderator_token"].as_str().unwrap());
@@ -515,20 +529,50 @@ async fn visioconference_room_moderator_link_internal_room_url_public_both_shape
         assert!(public.contains(&url) && !public.contains("?m="), "{public}");
     }
     // The room creation is the audit record (no report API).
-    let audit: Vec<(String, String)> =
-        sqlx::query_as("SELECT ticket_id, detail_json FROM audit_events WHERE kind = 'link_created' AND vendor = 'visioconference'")
+    let audit: Vec<(String, String)> = sqlx::query_as(
+        "SELECT ticket_id, detail_json FROM audit_events WHERE kind = 'link_created' AND vendor = 'visioconference'",
+    )
+    .fetch_all(&env.app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 2);
+    let links: Vec<(String,)> =
+        sqlx::query_as("SELECT details_json FROM ticket_links WHERE vendor = 'visioconference'")
             .fetch_all(&env.app.store.pool)
             .await
             .unwrap();
-    assert_eq!(audit.len(), 2);
-    let links: Vec<(String,)> = sqlx::query_as("SELECT details_json FROM ticket_links WHERE vendor = 'visioconference'")
-        .fetch_all(&env.app.store.pool)
-        .await
-        .unwrap();
     assert!(links.iter().all(|(d,)| d.contains("room_url") && !d.contains("moderator_token\":\"")));
     // A bad key is a clear error naming the setting.
     std::fs::write(env.dir.path().join("visio_token"), "wrong").unwrap();
     let app = App::build(Config::load(&env.cfg_path).unwrap()).await.unwrap();
     let err = format!("{:#}", create_session_on(&app, "visioconference", "902", None, None, None).await.unwrap_err());
     assert!(err.contains("HTTP 401") && err.contains("rooms.visioconference.token"), "{err}");
+}
+
+#[tokio::test]
+async fn example_config_passes_check_with_zoom_and_visio_credentials() {
+    let creds = tempfile::tempdir().unwrap();
+    for c in ["zoom_helpdesk_client_secret", "visioconference_token"] {
+        std::fs::write(creds.path().join(c), "x\n").unwrap();
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ticketsync.example.toml");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"));
+    cmd.arg("--config").arg(&example).arg("check").env_clear();
+    cmd.env("CREDENTIALS_DIRECTORY", creds.path());
+    for k in [
+        "TICKETSYNC__SOURCES__TEAMVIEWER__TOKEN",
+        "TICKETSYNC__SINKS__REDMINE__API_KEY",
+        "TICKETSYNC__SINKS__WEBHOOK__SECRET",
+    ] {
+        cmd.env(k, "x");
+    }
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("zoom (accounts: helpdesk)") && stdout.contains("rooms: visioconference"), "{stdout}");
+    // Without the Zoom credential the check names the key.
+    std::fs::remove_file(creds.path().join("zoom_helpdesk_client_secret")).unwrap();
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sources.zoom.accounts[0].client_secret"));
 }

@@ -159,7 +159,9 @@ impl ZoomConfig {
                 .enumerate()
                 .find(|(_, a)| a.name == n)
                 .ok_or_else(|| format!("no Zoom account named {n:?} in [[sources.zoom.accounts]]")),
-            None => self.accounts.first().map(|a| (0, a)).ok_or_else(|| "no [[sources.zoom.accounts]] configured".into()),
+            None => {
+                self.accounts.first().map(|a| (0, a)).ok_or_else(|| "no [[sources.zoom.accounts]] configured".into())
+            }
         }
     }
 }
