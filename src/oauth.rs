@@ -17,9 +17,9 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
-    #[error("{provider}: not authorized yet: run `ticketsync auth {provider}`")]
+    #[error("{provider}: not authorized yet: run `ticketsync auth {}`", auth_cmd(provider))]
     NotAuthorized { provider: String },
-    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {provider}` again")]
+    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {}` again", auth_cmd(provider))]
     Refused { provider: String, grant: &'static str, status: u16, error: String, desc: String },
     #[error("{provider}: token endpoint unreachable: {source}")]
     Transport {
@@ -37,6 +37,15 @@ pub enum OAuthError {
     },
     #[error("{provider}: malformed token response: {detail}")]
     Malformed { provider: String, detail: String },
+}
+
+/// The `ticketsync auth …` arguments for a token store key: `teamviewer`, or
+/// `zoom --account NAME` for the per-account key `zoom:NAME`.
+fn auth_cmd(provider: &str) -> String {
+    match provider.split_once(':') {
+        Some((vendor, account)) => format!("{vendor} --account {account}"),
+        None => provider.to_string(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -489,14 +489,24 @@ impl Source for ZoomSource {
         let since = ts(Utc::now() - self.lookback);
         let links = crate::store::links::open_created(&store.pool, VENDOR, &since).await?;
         let mut stats = PollStats::default();
+        // One account failing (revoked app, outage) does not keep the others from polling.
+        let mut first_err = None;
         for api in &self.apis {
             if cancel.is_cancelled() {
                 return Ok(stats);
             }
-            self.poll_account(api, store, &links, &mut stats).await?;
+            if let Err(e) = self.poll_account(api, store, &links, &mut stats).await {
+                tracing::warn!(source = VENDOR, account = %api.account.name, error = %e, "Zoom account poll failed");
+                first_err.get_or_insert(e);
+            }
         }
-        stats.complete = true;
-        Ok(stats)
+        match first_err {
+            Some(e) => Err(e),
+            None => {
+                stats.complete = true;
+                Ok(stats)
+            }
+        }
     }
 }
 

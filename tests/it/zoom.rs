@@ -576,3 +576,57 @@ async fn example_config_passes_check_with_zoom_and_visio_credentials() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sources.zoom.accounts[0].client_secret"));
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_never_spend_a_rotated_token_twice() {
+    let env = setup(ZoomSimOptions { access_ttl_secs: 60, ..Default::default() }, "").await;
+    authorize(&env).await;
+    // Two clients of one database (the daemon and a CLI command), three tasks each.
+    let mk = || {
+        std::sync::Arc::new(
+            ticketsync::sources::zoom::oauth_client(zoom_cfg(&env), 0, &env.app.store, reqwest::Client::new()).unwrap(),
+        )
+    };
+    let (a, b) = (mk(), mk());
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { c.access_token().await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every task gets a working token");
+    }
+    assert_eq!(env.zoom.valid_refresh_tokens(), vec![stored_refresh(&env).await]);
+    let refreshes = env.zoom.grants().iter().filter(|g| *g == "refresh_token").count();
+    assert!((1..=6).contains(&refreshes), "{refreshes}");
+}
+
+#[tokio::test]
+async fn one_failing_account_does_not_stop_the_others() {
+    // The user-managed account is never authorized; the Server-to-Server one still polls.
+    let env = setup(ZoomSimOptions::default(), "auto_recording = \"none\"").await;
+    let id = meeting_for(&env, "601", Some("s2s")).await;
+    let start = now_s() - chrono::Duration::minutes(30);
+    env.zoom.end_meeting(id, None, start, start + chrono::Duration::minutes(10), people(1, start));
+    // A link for the unauthorized account, so that it has something to poll.
+    let mut tx = env.app.store.begin().await.unwrap();
+    ticketsync::store::links::insert(
+        &mut tx,
+        "zoom",
+        "123",
+        "602",
+        "created",
+        Some(&json!({"account": "helpdesk"})),
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let err = format!("{:#}", env.app.cycle().await.unwrap_err());
+    assert!(err.contains("run `ticketsync auth zoom --account helpdesk`"), "{err}");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vendor = 'zoom' AND ended_at IS NOT NULL")
+        .fetch_one(&env.app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
