@@ -223,12 +223,12 @@ impl ZoomApi {
 
     /// `GET /past_meetings/{meetingId}`: `None` while the meeting has not ended (Zoom
     /// answers 404 code 3001 until then).
-    pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<PastMeeting>, SourceError> {
+    pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<Value>, SourceError> {
         let path = format!("/past_meetings/{}", uuid_segment(meeting_id));
         match self.call(reqwest::Method::GET, &path, &[], None).await {
             Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| SourceError::Vendor {
                 source_name: VENDOR.into(),
-                message: format!("GET {path}: {e}"),
+                message: format!("GET {path}: not JSON ({e})"),
                 transient: true,
             }),
             Err(e) if e.not_found() => Ok(None),
@@ -374,9 +374,17 @@ impl ZoomSource {
             })
             .collect();
         let mut ended: Vec<PastMeeting> = Vec::new();
+        let mut records = Vec::new();
         for l in mine {
-            if let Some(pm) = api.past_meeting(&l.session_code).await? {
-                ended.push(pm);
+            let Some(v) = api.past_meeting(&l.session_code).await? else { continue };
+            match serde_json::from_value::<PastMeeting>(v.clone()) {
+                Ok(pm) => ended.push(pm),
+                // Kept with the reason (serde names the field); the other meetings go on.
+                Err(e) => records.push(Err(Rejected {
+                    external_id: v.get("uuid").and_then(Value::as_str).map(str::to_string),
+                    reason: format!("meeting {}: {e}", l.session_code),
+                    raw: v.to_string(),
+                })),
             }
         }
         let walk_id = uuid::Uuid::new_v4().simple().to_string();
@@ -387,7 +395,7 @@ impl ZoomSource {
         let now_s = ts(now);
         let done = Some((now_s.as_str(), now_s.as_str()));
         if ended.is_empty() {
-            return Ok(commit_page(store, &cursor_key, &[], &walk_id, &cursor, done, stats).await?);
+            return Ok(commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?);
         }
         let mut recordings: HashMap<String, RecordingMeeting> = HashMap::new();
         if self.expect_recordings {
@@ -401,7 +409,6 @@ impl ZoomSource {
                 }
             }
         }
-        let mut records = Vec::new();
         for pm in ended {
             let mut participants: Vec<Participant> = Vec::new();
             for v in api.participants(&pm.uuid).await? {

@@ -630,3 +630,26 @@ async fn one_failing_account_does_not_stop_the_others() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn a_malformed_meeting_is_quarantined_with_its_field_and_the_rest_goes_on() {
+    let env = setup(ZoomSimOptions::default(), "auto_recording = \"none\"").await;
+    authorize(&env).await;
+    let bad = meeting_for(&env, "701", None).await;
+    let good = meeting_for(&env, "702", None).await;
+    let start = now_s() - chrono::Duration::minutes(30);
+    env.zoom.end_meeting(good, None, start, start + chrono::Duration::minutes(10), people(1, start));
+    env.zoom.fail_next(ZoomFault {
+        path_prefix: format!("/past_meetings/{bad}"),
+        times: 1,
+        status: 200,
+        headers: vec![],
+        body: json!({"uuid": "broken==", "id": bad, "start_time": "2025-05-01T09:00:00Z"}),
+    });
+    let r = env.app.cycle().await.unwrap();
+    assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (1, 1));
+    let (ext, reason): (Option<String>, String) =
+        sqlx::query_as("SELECT external_id, reason FROM quarantine").fetch_one(&env.app.store.pool).await.unwrap();
+    assert_eq!(ext.as_deref(), Some("broken=="));
+    assert!(reason.contains("end_time"), "{reason}");
+}
