@@ -415,7 +415,12 @@ impl ZoomSource {
                 match serde_json::from_value::<Participant>(v.clone()) {
                     Ok(p) if !participants.contains(&p) => participants.push(p),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(source = VENDOR, meeting = pm.id, "participant skipped: {e}"),
+                    // The meeting's note still goes out, without this participant.
+                    Err(e) => records.push(Err(Rejected {
+                        external_id: Some(pm.uuid.clone()),
+                        reason: format!("meeting {} participant: {e}", pm.id),
+                        raw: v.to_string(),
+                    })),
                 }
             }
             let rec = recordings.remove(&pm.uuid);

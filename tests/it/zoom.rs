@@ -638,7 +638,9 @@ async fn a_malformed_meeting_is_quarantined_with_its_field_and_the_rest_goes_on(
     let bad = meeting_for(&env, "701", None).await;
     let good = meeting_for(&env, "702", None).await;
     let start = now_s() - chrono::Duration::minutes(30);
-    env.zoom.end_meeting(good, None, start, start + chrono::Duration::minutes(10), people(1, start));
+    let mut ps = people(2, start);
+    ps[1].as_object_mut().unwrap().remove("join_time");
+    env.zoom.end_meeting(good, None, start, start + chrono::Duration::minutes(10), ps);
     env.zoom.fail_next(ZoomFault {
         path_prefix: format!("/past_meetings/{bad}"),
         times: 1,
@@ -647,9 +649,13 @@ async fn a_malformed_meeting_is_quarantined_with_its_field_and_the_rest_goes_on(
         body: json!({"uuid": "broken==", "id": bad, "start_time": "2025-05-01T09:00:00Z"}),
     });
     let r = env.app.cycle().await.unwrap();
-    assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (1, 1));
-    let (ext, reason): (Option<String>, String) =
-        sqlx::query_as("SELECT external_id, reason FROM quarantine").fetch_one(&env.app.store.pool).await.unwrap();
-    assert_eq!(ext.as_deref(), Some("broken=="));
-    assert!(reason.contains("end_time"), "{reason}");
+    assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (2, 1));
+    let q: Vec<(Option<String>, String)> = sqlx::query_as("SELECT external_id, reason FROM quarantine ORDER BY id")
+        .fetch_all(&env.app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(q[0].0.as_deref(), Some("broken=="));
+    assert!(q[0].1.contains("end_time"), "{q:?}");
+    assert!(q[1].1.contains("participant") && q[1].1.contains("join_time"), "{q:?}");
+    assert!(texts(&env.hook).iter().any(|t| t.contains("Participants (1)") && t.contains("Person 0")));
 }
