@@ -70,6 +70,9 @@ impl App {
         if let Some(st) = config.sources.splashtop.as_ref().filter(|t| t.enabled) {
             sources.push((Arc::new(SplashtopSource::new(st, &store)?), st.schedule.clone()));
         }
+        if let Some(z) = config.sources.zoom.as_ref().filter(|z| z.enabled) {
+            sources.push((Arc::new(crate::sources::zoom::ZoomSource::new(z, &store)?), z.schedule.clone()));
+        }
         let sinks = build_sinks(&config)?;
         let mut sink_names: Vec<String> = sinks.keys().cloned().collect();
         sink_names.sort();

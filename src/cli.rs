@@ -32,8 +32,15 @@ pub enum Command {
     },
     /// OAuth authorization for a vendor: prints the authorize URL, then exchanges the code.
     Auth {
-        /// Vendor name (teamviewer, splashtop).
+        /// Vendor name (teamviewer, splashtop, zoom).
         provider: String,
+        /// Zoom: which [[sources.zoom.accounts]] entry (default: default_account, else the first).
+        #[arg(long)]
+        account: Option<String>,
+        /// Zoom: receive the redirect on the loopback address of the account's redirect_uri
+        /// instead of asking for the pasted code.
+        #[arg(long)]
+        listen: bool,
         /// The `code` from the redirect (or the whole redirect URL).
         #[arg(long)]
         code: Option<String>,
@@ -85,9 +92,13 @@ pub enum SessionCommand {
     Create {
         #[arg(long)]
         ticket: String,
-        /// teamviewer (a service case) or splashtop (an attended-support session).
+        /// teamviewer (a service case), splashtop (an attended-support session), zoom (a meeting)
+        /// or visioconference (a room).
         #[arg(long, default_value = "teamviewer")]
         provider: String,
+        /// Zoom: which [[sources.zoom.accounts]] entry creates the meeting.
+        #[arg(long)]
+        account: Option<String>,
         #[arg(long)]
         customer_name: Option<String>,
         #[arg(long)]

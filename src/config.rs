@@ -19,7 +19,7 @@ pub enum ConfigError {
     SecretFile { key: String, path: String, source: std::io::Error },
 }
 
-fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key { key: key.to_string(), message: message.into() }
 }
 
@@ -40,6 +40,8 @@ pub struct Config {
     pub matching: MatchConfig,
     #[serde(default)]
     pub sinks: SinksConfig,
+    #[serde(default)]
+    pub rooms: RoomsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +107,7 @@ impl Default for OutboxConfig {
 pub struct SourcesConfig {
     pub teamviewer: Option<TeamViewerConfig>,
     pub splashtop: Option<SplashtopConfig>,
+    pub zoom: Option<crate::sources::zoom::config::ZoomConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -240,6 +243,13 @@ impl SplashtopConfig {
         }
         Ok(())
     }
+}
+
+/// Meeting rooms that are created for tickets but have no report API to poll.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub visioconference: Option<crate::sources::visio::VisioConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -451,6 +461,12 @@ impl Config {
         if let Some(st) = &self.sources.splashtop {
             st.validate()?;
         }
+        if let Some(z) = &self.sources.zoom {
+            z.validate()?;
+        }
+        if let Some(v) = &self.rooms.visioconference {
+            check_url(&v.api_url).map_err(|m| key_err("rooms.visioconference.api_url", m))?;
+        }
         for (i, r) in self.matching.rules.iter().enumerate() {
             let key = format!("match.rules[{i}]");
             if r.kind == RuleKind::NotesRegex {
@@ -515,6 +531,18 @@ impl Config {
                 }
             }
         }
+        if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
+            for (i, a) in z.accounts.iter().enumerate() {
+                require(
+                    a.client_secret(i)?,
+                    &format!("sources.zoom.accounts[{i}].client_secret"),
+                    &a.credential_name(),
+                )?;
+            }
+        }
+        if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {
+            require(v.token_secret()?, "rooms.visioconference.token", "visioconference_token")?;
+        }
         if let Some(r) = self.sinks.redmine.as_ref().filter(|r| r.enabled) {
             require(r.api_key_secret()?, "sinks.redmine.api_key", "redmine_api_key")?;
         }
@@ -532,7 +560,7 @@ impl Config {
     }
 }
 
-fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
+pub(crate) fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
     v.ok_or_else(|| {
         key_err(
             key,
@@ -602,7 +630,7 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
         .map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
 }
 
-fn check_url(u: &str) -> Result<(), String> {
+pub(crate) fn check_url(u: &str) -> Result<(), String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());

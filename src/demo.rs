@@ -1,6 +1,7 @@
 //! `ticketsync demo`: the whole pipeline on one machine. Built-in simulators (TeamViewer,
-//! Splashtop, Redmine, a webhook receiver) on 127.0.0.1, a real config file and a real SQLite file
-//! in the state directory, one full cycle, and a summary of what landed where.
+//! Splashtop, Zoom, visioconference.me, Redmine, a webhook receiver) on 127.0.0.1, a real
+//! config file and a real SQLite file in the state directory, two cycles (before and after
+//! a Zoom recording finishes), and a summary of what landed where.
 
 use std::path::Path;
 
@@ -13,9 +14,11 @@ use crate::config::Config;
 use crate::sim::redmine::RedmineSim;
 use crate::sim::splashtop::{SimOptions as SplashtopSimOptions, SplashtopSim};
 use crate::sim::teamviewer::{SimOptions, TeamViewerSim};
+use crate::sim::visio::{VisioShape, VisioSim};
 use crate::sim::webhook::WebhookSim;
+use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 
-const TICKETS: &[u64] = &[101, 102, 103, 104];
+const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
 
 pub async fn run(state_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("--state-dir {}", state_dir.display()))?;
@@ -39,12 +42,16 @@ pub async fn run(state_dir: &Path) -> Result<()> {
     let (st_token, st_token_file) = write_secret("splashtop_token")?;
     let (rm_key, rm_key_file) = write_secret("redmine_api_key")?;
     let (wh_secret, wh_secret_file) = write_secret("webhook_secret")?;
+    let (zoom_secret, zoom_secret_file) = write_secret("zoom_helpdesk_client_secret")?;
+    let (visio_token, visio_token_file) = write_secret("visioconference_token")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
     let st = SplashtopSim::start(SplashtopSimOptions { api_tokens: vec![st_token], ..Default::default() }).await?;
     let redmine = RedmineSim::start(&rm_key, TICKETS).await?;
     let hook = WebhookSim::start(&wh_secret, "X-Ticketsync-Signature").await?;
+    let zoom = ZoomSim::start(ZoomSimOptions { client_secret: zoom_secret, ..Default::default() }).await?;
+    let visio = VisioSim::start(&visio_token, VisioShape::Current).await?;
 
     let now = Utc::now();
     let t = |mins: i64| now - Duration::minutes(mins);
@@ -106,6 +113,22 @@ auth = "token"
 token_file = "{stf}"
 page_size = 2
 
+[sources.zoom]
+api_url = "{zapi}"
+oauth_url = "{zoauth}"
+schedule = "*/10 * * * *"
+
+[[sources.zoom.accounts]]
+name = "helpdesk"
+auth = "oauth"
+client_id = "zoom-client"
+client_secret_file = "{zsf}"
+
+[rooms.visioconference]
+api_url = "{visio}"
+token_file = "{vtf}"
+agent_name = "Jon Snow"
+
 [[match.rules]]
 kind = "manual"
 
@@ -136,6 +159,11 @@ secret_file = "{whf}"
         rmf = rm_key_file.display(),
         wh = hook.url,
         whf = wh_secret_file.display(),
+        zapi = zoom.api_url(),
+        zoauth = zoom.base_url,
+        zsf = zoom_secret_file.display(),
+        visio = visio.api_url,
+        vtf = visio_token_file.display(),
     );
     std::fs::write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path)?;
@@ -146,7 +174,11 @@ secret_file = "{whf}"
     println!("  Splashtop simulator   {}", st.base_url);
     println!("  Redmine simulator     {}", redmine.base_url);
     println!("  webhook receiver      {}", hook.url);
+    println!("  Zoom simulator        {}", zoom.base_url);
+    println!("  visioconference.me    {}", visio.api_url);
     println!();
+    authorize_zoom(&app).await?;
+    println!("authorized Zoom account \"helpdesk\" (OAuth; the simulator approves at once)");
 
     // 103: a service case created from the ticket; the technician then uses its code.
     let created =
@@ -182,21 +214,25 @@ secret_file = "{whf}"
         "session_type": "unattended", "connection_type": "remote", "note": "Share permissions fixed for #102"
     }));
 
+    // 105: a Zoom meeting for the ticket; it is held, its cloud recording is still processing.
+    let meeting = crate::launchers::create_session(&app, "zoom", "105", None, None).await?;
+    println!("created Zoom meeting {} for ticket #105", meeting.code);
+    let meeting_id: i64 = meeting.code.parse()?;
+    let people = [("Jon Snow", "tech@example.com", 30, 18), ("Peter Niedhelp", "helpme@example.com", 29, 20)];
+    let participants =
+        people.iter().map(|(n, e, from, to)| crate::sim::zoom::participant(n, e, t(*from), t(*to))).collect();
+    zoom.end_meeting(meeting_id, None, t(30), t(18), participants);
+    zoom.add_recording(meeting_id, false);
+    // 106: a visioconference.me room (no report API: the creation is the record).
+    let room = crate::launchers::create_session(&app, "visioconference", "106", None, None).await?;
+    println!("created visioconference.me room {} for ticket #106", room.code);
+
     let report = app.cycle().await?;
-    for (name, s) in &report.polled {
-        println!(
-            "polled {name}: {} records in {} pages — {} new, {} updated, {} quarantined",
-            s.records, s.pages, s.inserted, s.updated, s.quarantined
-        );
-    }
-    println!(
-        "matched {} sessions; delivered {} notes ({} retrying, {} failed, {} dead)",
-        report.matched.matched,
-        report.delivered.delivered,
-        report.delivered.retrying,
-        report.delivered.failed,
-        report.delivered.dead
-    );
+    print_cycle(&report);
+    zoom.publish_recording(meeting_id);
+    println!("(the Zoom cloud recording finished processing)");
+    let report = app.cycle().await?;
+    print_cycle(&report);
 
     println!();
     println!("What landed on which ticket (Redmine):");
@@ -241,6 +277,13 @@ secret_file = "{whf}"
             println!("  | {l}");
         }
     }
+    if let Some(j) = redmine.journals(105).iter().find(|j| j.notes.starts_with("Zoom session")) {
+        println!();
+        println!("The Zoom note on ticket #105:");
+        for l in j.notes.lines() {
+            println!("  | {l}");
+        }
+    }
     println!();
     println!("Database: {}", db.display());
     println!("Config:   {}", cfg_path.display());
@@ -249,6 +292,47 @@ secret_file = "{whf}"
     st.shutdown().await;
     redmine.shutdown();
     hook.shutdown();
+    zoom.shutdown();
+    visio.shutdown();
+    Ok(())
+}
+
+fn print_cycle(report: &crate::app::CycleReport) {
+    for (name, s) in &report.polled {
+        println!(
+            "polled {name}: {} records in {} pages — {} new, {} updated, {} quarantined",
+            s.records, s.pages, s.inserted, s.updated, s.quarantined
+        );
+    }
+    println!(
+        "matched {} sessions; delivered {} notes ({} retrying, {} failed, {} dead)",
+        report.matched.matched,
+        report.delivered.delivered,
+        report.delivered.retrying,
+        report.delivered.failed,
+        report.delivered.dead
+    );
+}
+
+/// What `ticketsync auth zoom` does, with the simulator's authorize page as the browser.
+async fn authorize_zoom(app: &App) -> Result<()> {
+    let cfg = app.config.sources.zoom.as_ref().context("[sources.zoom]")?;
+    let oauth = crate::sources::zoom::oauth_client(
+        cfg,
+        0,
+        &app.store,
+        crate::http::client(std::time::Duration::from_secs(10)),
+    )?;
+    let (url, _) = oauth.authorize_url().await?;
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let resp = browser.get(&url).send().await?;
+    let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).context("no redirect")?;
+    let code = url::Url::parse(location)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.to_string())
+        .context("no code in the redirect")?;
+    oauth.exchange_code(&code).await?;
     Ok(())
 }
 

@@ -57,6 +57,11 @@ pub fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option
         if let Ok(at) = httpdate::parse_http_date(v) {
             return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
         }
+        // Zoom's daily limits send an RFC 3339 timestamp (`2020-05-31T00:00:00Z`).
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(v) {
+            let at: std::time::SystemTime = at.with_timezone(&chrono::Utc).into();
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
     }
     if let Some(v) = headers.get("x-ratelimit-reset").and_then(|v| v.to_str().ok()) {
         if let Ok(n) = v.trim().parse::<u64>() {
@@ -139,6 +144,9 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
         assert_eq!(retry_after_at(&h, now), Some(Duration::ZERO));
+        let rfc3339 = chrono::DateTime::<chrono::Utc>::from(now + Duration::from_secs(30)).to_rfc3339();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&rfc3339).unwrap());
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -8,6 +8,9 @@ use crate::note::{Field, Link, Note, Visibility};
 use crate::report::marker;
 use crate::sources::teamviewer::{self, TeamViewerApi};
 
+pub mod meetings;
+
+#[derive(Debug)]
 pub struct Created {
     pub provider: String,
     pub code: String,
@@ -23,13 +26,29 @@ pub async fn create_session(
     customer_name: Option<&str>,
     customer_email: Option<&str>,
 ) -> Result<Created> {
+    create_session_on(app, provider, ticket, None, customer_name, customer_email).await
+}
+
+/// As [`create_session`], with the vendor account to use (Zoom: `--account`).
+pub async fn create_session_on(
+    app: &App,
+    provider: &str,
+    ticket: &str,
+    account: Option<&str>,
+    customer_name: Option<&str>,
+    customer_email: Option<&str>,
+) -> Result<Created> {
     if !crate::matcher::valid_ticket_id(ticket) {
         bail!("--ticket {ticket:?}: not a valid ticket id (letters, digits, '-', '_', '.')");
     }
     match provider {
         "teamviewer" => teamviewer_case(app, ticket, customer_name, customer_email).await,
         "splashtop" => splashtop_support_session(app, ticket, customer_name).await,
-        other => bail!("--provider {other:?}: unknown provider (available: teamviewer, splashtop)"),
+        "zoom" => crate::launchers::meetings::zoom_meeting(app, ticket, account).await,
+        "visioconference" => crate::launchers::meetings::visio_room(app, ticket).await,
+        other => {
+            bail!("--provider {other:?}: unknown provider (available: teamviewer, splashtop, zoom, visioconference)")
+        }
     }
 }
 
@@ -214,4 +233,34 @@ pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// The ticket link of a created session and its notes, committed together (see
+/// `teamviewer_case`): the link's audit event is the record of the creation.
+pub(crate) async fn record_created(
+    app: &App,
+    vendor: &str,
+    code: &str,
+    ticket: &str,
+    details: &serde_json::Value,
+    notes: &[(&str, &Note)],
+) -> Result<Vec<i64>> {
+    let mut tx = app.store.begin().await?;
+    let link_id =
+        crate::store::links::insert(&mut tx, vendor, code, ticket, "created", Some(details), Some("cli")).await?;
+    crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
+    let mut deliveries = Vec::new();
+    for sink in &app.sink_names {
+        for (kind, note) in notes {
+            let j = serde_json::to_string(note)?;
+            if let Some(id) =
+                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
+                    .await?
+            {
+                deliveries.push(id);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(deliveries)
 }

@@ -3,6 +3,7 @@
 //! A record flows one way: source → store → matcher → outbox → sink → audit.
 
 pub mod app;
+pub mod auth_zoom;
 pub mod cli;
 pub mod config;
 pub mod daemon;

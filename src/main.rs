@@ -54,12 +54,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}: OK", cli.config.display());
             let mut sources = vec![];
             if cfg.sources.teamviewer.as_ref().is_some_and(|t| t.enabled) {
-                sources.push("teamviewer");
+                sources.push("teamviewer".to_string());
             }
             if cfg.sources.splashtop.as_ref().is_some_and(|t| t.enabled) {
-                sources.push("splashtop");
+                sources.push("splashtop".to_string());
+            }
+            if let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) {
+                let names: Vec<_> = z.accounts.iter().map(|a| a.name.as_str()).collect();
+                sources.push(format!("zoom (accounts: {})", names.join(", ")));
             }
             println!("  sources: {}", if sources.is_empty() { "(none)".to_string() } else { sources.join(", ") });
+            if cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
+                println!("  rooms: visioconference");
+            }
             let mut sinks = vec![];
             if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
                 sinks.push("redmine");
@@ -106,13 +113,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             app.store.pool.close().await;
         }
-        Command::Auth { provider, code, state } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
-        Command::Session { command: SessionCommand::Create { ticket, provider, customer_name, customer_email } } => {
+        Command::Auth { provider, code, state, account, listen } if provider == "zoom" => {
+            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), *listen).await?
+        }
+        Command::Auth { provider, code, state, .. } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
+        Command::Session {
+            command: SessionCommand::Create { ticket, provider, account, customer_name, customer_email },
+        } => {
             let app = App::build(load(&cli)?).await?;
-            let c = ticketsync::launchers::create_session(
+            let c = ticketsync::launchers::create_session_on(
                 &app,
                 provider,
                 ticket,
+                account.as_deref(),
                 customer_name.as_deref(),
                 customer_email.as_deref(),
             )
@@ -279,7 +292,7 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
             store = ticketsync::app::open_store(&cfg).await?;
             ticketsync::sources::splashtop::oauth_client(st, &store, http)?
         }
-        other => bail!("unknown provider {other:?} (available: teamviewer, splashtop)"),
+        other => bail!("unknown provider {other:?} (available: teamviewer, splashtop, zoom)"),
     };
     let input = match code {
         Some(c) => c.to_string(),

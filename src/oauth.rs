@@ -17,9 +17,9 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
-    #[error("{provider}: not authorized yet: run `ticketsync auth {provider}`")]
+    #[error("{provider}: not authorized yet: run `ticketsync auth {}`", auth_cmd(provider))]
     NotAuthorized { provider: String },
-    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {provider}` again")]
+    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {}` again", auth_cmd(provider))]
     Refused { provider: String, grant: &'static str, status: u16, error: String, desc: String },
     #[error("{provider}: token endpoint unreachable: {source}")]
     Transport {
@@ -35,10 +35,22 @@ pub enum OAuthError {
         #[source]
         source: crate::store::StoreError,
     },
-    #[error("{provider}: the refresh token expired at {at}: run `ticketsync auth {provider}` to authorize again")]
+    #[error(
+        "{provider}: the refresh token expired at {at}: run `ticketsync auth {}` to authorize again",
+        auth_cmd(provider)
+    )]
     RefreshExpired { provider: String, at: String },
     #[error("{provider}: malformed token response: {detail}")]
     Malformed { provider: String, detail: String },
+}
+
+/// The `ticketsync auth …` arguments for a token store key: `teamviewer`, or
+/// `zoom --account NAME` for the per-account key `zoom:NAME`.
+fn auth_cmd(provider: &str) -> String {
+    match provider.split_once(':') {
+        Some((vendor, account)) => format!("{vendor} --account {account}"),
+        None => provider.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -59,6 +71,18 @@ struct ErrorBody {
     error: String,
     #[serde(default)]
     error_description: String,
+    /// Zoom's wording of the description (`{"reason": …, "error": "invalid_grant"}`).
+    #[serde(default)]
+    reason: String,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (TeamViewer).
+    Form,
+    /// `Authorization: Basic base64(client_id:client_secret)` (Zoom).
+    Basic,
 }
 
 pub struct OAuthClient {
@@ -79,6 +103,10 @@ pub struct OAuthClient {
     /// Lifetime of a refresh token when the token response does not give one, and how
     /// long before its end a warning is logged.
     refresh_lifetime: Option<(chrono::Duration, chrono::Duration)>,
+    client_auth: ClientAuth,
+    /// Server-to-Server: fetch tokens with `account_credentials` for this account id
+    /// instead of refreshing.
+    account_credentials: Option<String>,
 }
 
 impl OAuthClient {
@@ -108,6 +136,8 @@ impl OAuthClient {
             refresh_margin: chrono::Duration::minutes(5),
             authorize_params: vec![("display".into(), "popup".into())],
             refresh_lifetime: None,
+            client_auth: ClientAuth::Form,
+            account_credentials: None,
         }
     }
 
@@ -130,6 +160,27 @@ impl OAuthClient {
             let soon = crate::session::parse_ts(&at).is_some_and(|exp| exp - warn <= Utc::now());
             (at, soon)
         }))
+    }
+
+    pub fn with_client_auth(mut self, a: ClientAuth) -> Self {
+        self.client_auth = a;
+        self
+    }
+
+    /// Server-to-Server OAuth: no authorization step, no refresh token; a new token is
+    /// requested with `grant_type=account_credentials` when the stored one expires.
+    pub fn with_account_credentials(mut self, account_id: String) -> Self {
+        self.account_credentials = Some(account_id);
+        self
+    }
+
+    /// The form of a token request, with the client credentials where this vendor wants them.
+    fn grant_form<'a>(&'a self, mut form: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+        if self.client_auth == ClientAuth::Form {
+            form.push(("client_id", self.client_id.as_str()));
+            form.push(("client_secret", self.client_secret.expose_secret()));
+        }
+        form
     }
 
     /// The URL the operator opens; `state` is stored and checked on exchange.
@@ -155,13 +206,11 @@ impl OAuthClient {
 
     pub async fn exchange_code(&self, code: &str) -> Result<String, OAuthError> {
         let _g = self.lock.lock().await;
-        let form = [
+        let form = self.grant_form(vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose_secret()),
-        ];
+        ]);
         let resp = self.call_token_endpoint(&form, "authorization_code").await?;
         self.commit(resp, "authorization_code").await
     }
@@ -169,7 +218,12 @@ impl OAuthClient {
     /// A valid access token, refreshed first when it expires within the margin.
     pub async fn access_token(&self) -> Result<(SecretString, i64), OAuthError> {
         let t = tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?;
-        let Some(t) = t else { return Err(OAuthError::NotAuthorized { provider: self.provider.clone() }) };
+        let Some(t) = t else {
+            if self.account_credentials.is_some() {
+                return self.refresh(0).await;
+            }
+            return Err(OAuthError::NotAuthorized { provider: self.provider.clone() });
+        };
         let fresh = t
             .access_expires_at
             .as_deref()
@@ -186,6 +240,9 @@ impl OAuthClient {
     /// just got a 401 is then already replaced).
     pub async fn refresh(&self, seen_generation: i64) -> Result<(SecretString, i64), OAuthError> {
         let _g = self.lock.lock().await;
+        if let Some(account_id) = &self.account_credentials {
+            return self.account_token(account_id, seen_generation).await;
+        }
         let t = tokens::load(&self.store.pool, &self.provider, &self.key)
             .await
             .map_err(|e| self.store_err(e))?
@@ -203,16 +260,11 @@ impl OAuthClient {
                 }
                 let warn = self.refresh_lifetime.map(|(_, w)| w).unwrap_or_else(|| chrono::Duration::days(7));
                 if exp - warn <= Utc::now() {
-                    tracing::warn!(provider = %self.provider, refresh_expires_at = at, "refresh token expires soon: run `ticketsync auth {}`", self.provider);
+                    tracing::warn!(provider = %self.provider, refresh_expires_at = at, "refresh token expires soon: run `ticketsync auth {}`", auth_cmd(&self.provider));
                 }
             }
         }
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.expose_secret()),
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose_secret()),
-        ];
+        let form = self.grant_form(vec![("grant_type", "refresh_token"), ("refresh_token", refresh.expose_secret())]);
         let resp = match self.call_token_endpoint(&form, "refresh_token").await {
             Ok(r) => r,
             Err(e @ OAuthError::Refused { .. }) => return self.rotated_elsewhere(t.generation).await.ok_or(e),
@@ -221,6 +273,29 @@ impl OAuthClient {
         let access = SecretString::from(resp.access_token.clone());
         let generation = self.commit_raw(resp, "refresh").await?;
         tracing::info!(provider = %self.provider, generation, "access token refreshed");
+        Ok((access, generation))
+    }
+
+    /// Server-to-Server: one shared token per account (a new one may invalidate the old),
+    /// fetched again only when the stored one is older than `seen_generation` or expiring.
+    async fn account_token(&self, account_id: &str, seen_generation: i64) -> Result<(SecretString, i64), OAuthError> {
+        if let Some(t) =
+            tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?
+        {
+            let fresh = t
+                .access_expires_at
+                .as_deref()
+                .and_then(crate::session::parse_ts)
+                .is_some_and(|exp| exp - self.refresh_margin > Utc::now());
+            if let (Some(a), true) = (t.access, fresh && t.generation != seen_generation) {
+                return Ok((a, t.generation));
+            }
+        }
+        let form = vec![("grant_type", "account_credentials"), ("account_id", account_id)];
+        let resp = self.call_token_endpoint(&form, "account_credentials").await?;
+        let access = SecretString::from(resp.access_token.clone());
+        let generation = self.commit_raw(resp, "account_credentials").await?;
+        tracing::info!(provider = %self.provider, generation, "server-to-server access token fetched");
         Ok((access, generation))
     }
 
@@ -248,10 +323,16 @@ impl OAuthClient {
         form: &[(&str, &str)],
         grant: &'static str,
     ) -> Result<TokenResponse, OAuthError> {
-        let resp = self
-            .http
-            .post(&self.token_url)
-            .form(form)
+        // Server-to-Server is documented with query parameters and an empty body.
+        let mut req = if grant == "account_credentials" {
+            self.http.post(&self.token_url).query(form).header(reqwest::header::CONTENT_LENGTH, "0")
+        } else {
+            self.http.post(&self.token_url).form(form)
+        };
+        if self.client_auth == ClientAuth::Basic {
+            req = req.basic_auth(&self.client_id, Some(self.client_secret.expose_secret()));
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
@@ -275,10 +356,10 @@ impl OAuthClient {
                 grant,
                 status: status.as_u16(),
                 error: if e.error.is_empty() { "unknown_error".into() } else { e.error },
-                desc: if e.error_description.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", crate::http::short_body(&e.error_description))
+                desc: match (e.error_description.is_empty(), e.reason.is_empty()) {
+                    (false, _) => format!(": {}", crate::http::short_body(&e.error_description)),
+                    (true, false) => format!(": {}", crate::http::short_body(&e.reason)),
+                    (true, true) => String::new(),
                 },
             });
         }

@@ -4,4 +4,6 @@
 pub mod redmine;
 pub mod splashtop;
 pub mod teamviewer;
+pub mod visio;
 pub mod webhook;
+pub mod zoom;

@@ -3,6 +3,8 @@
 
 pub mod splashtop;
 pub mod teamviewer;
+pub mod visio;
+pub mod zoom;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +113,8 @@ pub fn display_name(vendor: &str) -> &str {
     match vendor {
         "teamviewer" => "TeamViewer",
         "splashtop" => "Splashtop",
+        "zoom" => "Zoom",
+        "visioconference" => "visioconference.me",
         other => other,
     }
 }
@@ -119,12 +123,14 @@ pub fn display_name(vendor: &str) -> &str {
 pub fn links_for(s: &StoredSession) -> Vec<Link> {
     match s.vendor.as_str() {
         "teamviewer" => teamviewer::links_for(s),
+        "zoom" => zoom::links_for(s),
         _ => Vec::new(),
     }
 }
 
 /// Vendor content for a session's note beyond the normalized columns: extra fields, a
-/// body section (e.g. a file-transfer table) and attachments (e.g. a chat transcript).
+/// body section (e.g. a file-transfer table, a participant list) and attachments (e.g. a
+/// chat transcript). The one hook every vendor fills in for its notes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NoteExtras {
     pub fields: Vec<Field>,
@@ -136,6 +142,7 @@ pub struct NoteExtras {
 pub fn note_extras_for(s: &StoredSession) -> NoteExtras {
     match s.vendor.as_str() {
         "splashtop" => splashtop::note_extras(s),
+        "zoom" => zoom::note_extras(s),
         _ => NoteExtras::default(),
     }
 }

@@ -105,3 +105,37 @@ pub async fn record_match(
     .await?;
     Ok(true)
 }
+
+/// A session created for a ticket whose vendor session has not ended in the store yet.
+#[derive(Debug, Clone)]
+pub struct OpenLink {
+    pub id: i64,
+    pub session_code: String,
+    pub ticket_id: String,
+    pub details: Option<serde_json::Value>,
+}
+
+/// `created` links of a vendor since `since` with no ended session of that code: what a
+/// source that polls by link (meetings) still has to look at.
+pub async fn open_created(pool: &sqlx::SqlitePool, vendor: &str, since: &str) -> Result<Vec<OpenLink>> {
+    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT l.id, l.session_code, l.ticket_id, l.details_json FROM ticket_links l
+         WHERE l.vendor = ? AND l.kind = 'created' AND l.created_at >= ?
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.vendor = l.vendor
+                           AND s.session_code_norm = l.session_code_norm AND s.ended_at IS NOT NULL)
+         ORDER BY l.id",
+    )
+    .bind(vendor)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, session_code, ticket_id, d)| OpenLink {
+            id,
+            session_code,
+            ticket_id,
+            details: d.and_then(|d| serde_json::from_str(&d).ok()),
+        })
+        .collect())
+}

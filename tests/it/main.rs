@@ -9,3 +9,4 @@ mod sinks;
 mod splashtop;
 mod support;
 mod teamviewer;
+mod zoom;

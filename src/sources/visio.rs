@@ -1,0 +1,151 @@
+//! visioconference.me rooms (`POST /api/v1/entreprise/visio`, vendor-apis part C). There is
+//! no report API: nothing is polled, and the room creation (the ticket link and its audit
+//! event) is the record.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{resolve_secret, ConfigError};
+
+pub const VENDOR: &str = "visioconference";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisioConfig {
+    pub enabled: bool,
+    /// API base; the room is created at `<api_url>/entreprise/visio`.
+    pub api_url: String,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// Room name; `{ticket}` is replaced.
+    pub name_template: String,
+    /// Display name in the moderator link (`&name=`).
+    pub agent_name: String,
+    pub duration_minutes: u32,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for VisioConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_url: "https://api.visioconference.me/api/v1".into(),
+            token: None,
+            token_file: None,
+            name_template: "Ticket-{ticket}".into(),
+            agent_name: "Helpdesk".into(),
+            duration_minutes: 60,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl VisioConfig {
+    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "rooms.visioconference.token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+            "visioconference_token",
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VisioError {
+    #[error("visioconference.me: {0}")]
+    Config(String),
+    #[error("visioconference.me: POST /entreprise/visio: {0}")]
+    Http(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Data {
+    url: String,
+    #[serde(default)]
+    uniqid: Option<String>,
+    #[serde(default)]
+    moderator_token: Option<String>,
+    /// The older response shape (2021-03-08) nested the token here.
+    #[serde(default)]
+    room: Option<Room>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Room {
+    #[serde(default)]
+    moderator_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedRoom {
+    pub url: String,
+    pub uniqid: String,
+    pub moderator_token: Option<SecretString>,
+    pub raw: Value,
+}
+
+impl CreatedRoom {
+    /// `…/meet/ID?m=TOKEN&name=AGENT`: joins with moderator rights. Agents only.
+    pub fn moderator_link(&self, agent: &str) -> Option<String> {
+        let t = self.moderator_token.as_ref()?;
+        let mut u = url::Url::parse(&self.url).ok()?;
+        u.query_pairs_mut().append_pair("m", t.expose_secret()).append_pair("name", agent);
+        Some(u.to_string())
+    }
+}
+
+pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom, VisioError> {
+    let token = cfg.token_secret().map_err(|e| VisioError::Config(e.to_string()))?.ok_or_else(|| {
+        VisioError::Config(
+            "rooms.visioconference.token: missing (token_file or credential visioconference_token)".into(),
+        )
+    })?;
+    let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+    let name: String = cfg.name_template.replace("{ticket}", ticket).chars().take(100).collect();
+    let body = json!({
+        "name": name,
+        "meeting_at": chrono::Utc::now().timestamp(),
+        "duration": cfg.duration_minutes.max(1),
+    });
+    let resp = http
+        .post(format!("{}/entreprise/visio", cfg.api_url.trim_end_matches('/')))
+        .header("X-Token", token.expose_secret())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
+    let env: Option<Envelope> = serde_json::from_str(&text).ok();
+    // The HTTP status decides; the envelope's `code` is advisory.
+    if !status.is_success() {
+        let msg =
+            env.and_then(|e| e.message).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::http::short_body(&text));
+        let hint = if matches!(status.as_u16(), 401 | 403) { " (check rooms.visioconference.token)" } else { "" };
+        return Err(VisioError::Http(format!("HTTP {}: {msg}{hint}", status.as_u16())));
+    }
+    let raw: Value = serde_json::from_str(&text).map_err(|e| VisioError::Http(format!("malformed response ({e})")))?;
+    let data = env.and_then(|e| e.data).ok_or_else(|| VisioError::Http("response has no data.url".into()))?;
+    let uniqid = data
+        .uniqid
+        .clone()
+        .or_else(|| data.url.rsplit('/').next().map(str::to_string))
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| VisioError::Http("response has neither data.uniqid nor a room id in data.url".into()))?;
+    let moderator_token =
+        data.moderator_token.or_else(|| data.room.and_then(|r| r.moderator_token)).map(SecretString::from);
+    Ok(CreatedRoom { url: data.url, uniqid, moderator_token, raw })
+}

@@ -1,0 +1,587 @@
+//! Zoom: meetings created for tickets (`POST /users/{userId}/meetings`), and a source that
+//! polls the ended ones (participants, cloud recordings) back onto their tickets. Wire
+//! details live in `wire.rs`, configuration in `config.rs`.
+
+pub mod config;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{commit_page, PollStats, Rejected, Source, SourceError};
+use crate::note::{human_duration, Link};
+use crate::oauth::{ClientAuth, OAuthClient};
+use crate::session::{parse_ts, ts, NewSession};
+use crate::store::sessions::StoredSession;
+use crate::store::Store;
+use config::{ZoomAccount, ZoomAuth, ZoomConfig};
+use wire::{
+    uuid_segment, CreatedMeeting, ErrorBody, MeetingRecord, Page, Participant, PastMeeting, RecordingMeeting, VENDOR,
+};
+
+/// How often one walk is restarted after its `next_page_token` expired before giving up
+/// for this poll (the next poll starts again; nothing is committed from a partial walk).
+const WALK_RESTARTS: usize = 3;
+
+#[derive(Debug, Clone)]
+struct ApiError {
+    status: Option<u16>,
+    code: Option<i64>,
+    message: String,
+    retry_after: Option<Duration>,
+    transient: bool,
+    auth_expired: bool,
+    daily_limit: bool,
+}
+
+impl ApiError {
+    fn page_token_expired(&self) -> bool {
+        let m = self.message.to_ascii_lowercase();
+        matches!(self.status, Some(400 | 404)) && (m.contains("next_page_token") || m.contains("next page token"))
+    }
+    fn not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, self.code) {
+            (Some(s), Some(c)) => write!(f, "HTTP {s} (code {c}): {}", self.message),
+            (Some(s), None) => write!(f, "HTTP {s}: {}", self.message),
+            _ => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// One Zoom account's API client.
+pub struct ZoomApi {
+    http: reqwest::Client,
+    api: String,
+    pub account: ZoomAccount,
+    oauth: Arc<OAuthClient>,
+    max_retries: usize,
+    page_size: u32,
+}
+
+pub fn oauth_client(
+    cfg: &ZoomConfig,
+    index: usize,
+    store: &Store,
+    http: reqwest::Client,
+) -> Result<OAuthClient, SourceError> {
+    let a = &cfg.accounts[index];
+    let secret = a.client_secret(index).map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
+        cfg_err(format!(
+            "sources.zoom.accounts[{index}].client_secret: missing (client_secret_file or credential {})",
+            a.credential_name()
+        ))
+    })?;
+    let base = cfg.oauth_url.trim_end_matches('/');
+    let client = OAuthClient::new(
+        &a.token_key(),
+        format!("{base}/oauth/token"),
+        format!("{base}/oauth/authorize"),
+        a.client_id.clone(),
+        secret,
+        a.redirect_uri.clone(),
+        http,
+        store.clone(),
+    )
+    .with_client_auth(ClientAuth::Basic);
+    Ok(match (a.auth, &a.account_id) {
+        (ZoomAuth::ServerToServer, Some(id)) => client.with_account_credentials(id.clone()),
+        _ => client,
+    })
+}
+
+fn cfg_err(message: String) -> SourceError {
+    SourceError::Vendor { source_name: VENDOR.into(), message, transient: false }
+}
+
+impl ZoomApi {
+    pub fn new(cfg: &ZoomConfig, index: usize, store: &Store) -> Result<ZoomApi, SourceError> {
+        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+        let oauth = Arc::new(oauth_client(cfg, index, store, http.clone())?);
+        Ok(ZoomApi {
+            http,
+            api: cfg.api_url.trim_end_matches('/').to_string(),
+            account: cfg.accounts[index].clone(),
+            oauth,
+            max_retries: 5,
+            page_size: cfg.page_size.clamp(1, 300),
+        })
+    }
+
+    pub fn oauth(&self) -> &Arc<OAuthClient> {
+        &self.oauth
+    }
+
+    /// One request with the shared retry policy: 429 (per-second limits), 5xx and transport
+    /// errors back off and retry, honouring `Retry-After` (seconds or a date); a rejected
+    /// access token is refreshed once. The daily meeting-create limit is not retried.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<String, ApiError> {
+        let url = format!("{}{}", self.api, path);
+        let mut refreshed = false;
+        loop {
+            let (token, generation) = self.oauth.access_token().await.map_err(oauth_api_err)?;
+            let attempt = || async {
+                let mut req = self
+                    .http
+                    .request(method.clone(), &url)
+                    .bearer_auth(token.expose_secret())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .query(query);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let transport = |e: reqwest::Error, status| ApiError {
+                    status,
+                    code: None,
+                    message: crate::http::describe_transport_error(&e),
+                    retry_after: None,
+                    transient: true,
+                    auth_expired: false,
+                    daily_limit: false,
+                };
+                let resp = req.send().await.map_err(|e| transport(e, None))?;
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.map_err(|e| transport(e, Some(status)))?;
+                if (200..300).contains(&status) {
+                    return Ok(text);
+                }
+                let e = classify(status, &headers, &text);
+                if let Some(t) = headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
+                    tracing::debug!(source = VENDOR, tracking_id = t, error = %e, "Zoom error");
+                }
+                Err(e)
+            };
+            let res = attempt
+                .retry(crate::http::retry_policy(self.max_retries))
+                .when(|e: &ApiError| e.transient)
+                .adjust(|e: &ApiError, dur| match e.retry_after {
+                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
+                    None => dur,
+                })
+                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Zoom call"))
+                .await;
+            match res {
+                Err(e) if e.auth_expired && !refreshed => {
+                    tracing::info!(source = VENDOR, account = %self.account.name, "access token rejected, refreshing");
+                    self.oauth.refresh(generation).await.map_err(oauth_api_err)?;
+                    refreshed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn vendor_err(&self, e: &ApiError, what: &str) -> SourceError {
+        let hint = match e.status {
+            _ if e.daily_limit => format!(
+                " (Zoom's daily limit of meeting create/update requests for user {:?} is reached; Zoom accepts new ones after 00:00 UTC{})",
+                self.account.user_id,
+                e.retry_after.map(|d| format!(", in {}", human_duration(d.as_secs() as i64))).unwrap_or_default()
+            ),
+            Some(401) => format!(" (token rejected: run `ticketsync auth zoom --account {}`)", self.account.name),
+            Some(403) => " (the app lacks a scope: meeting:write, meeting:read, recording:read, user:read)".into(),
+            _ => String::new(),
+        };
+        SourceError::Vendor {
+            source_name: VENDOR.into(),
+            message: format!("account {}: {what}: {e}{hint}", self.account.name),
+            transient: e.transient,
+        }
+    }
+
+    /// `POST /users/{userId}/meetings`.
+    pub async fn create_meeting(&self, body: &Value) -> Result<(CreatedMeeting, Value), SourceError> {
+        let path = format!("/users/{}/meetings", uuid_segment(&self.account.user_id));
+        let text = self
+            .call(reqwest::Method::POST, &path, &[], Some(body))
+            .await
+            .map_err(|e| self.vendor_err(&e, "creating a meeting"))?;
+        let raw: Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("POST {path}: malformed ({e})")))?;
+        let m = serde_json::from_value(raw.clone()).map_err(|e| cfg_err(format!("POST {path}: {e}")))?;
+        Ok((m, raw))
+    }
+
+    /// `GET /past_meetings/{meetingId}`: `None` while the meeting has not ended (Zoom
+    /// answers 404 code 3001 until then).
+    pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<Value>, SourceError> {
+        let path = format!("/past_meetings/{}", uuid_segment(meeting_id));
+        match self.call(reqwest::Method::GET, &path, &[], None).await {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| SourceError::Vendor {
+                source_name: VENDOR.into(),
+                message: format!("GET {path}: not JSON ({e})"),
+                transient: true,
+            }),
+            Err(e) if e.not_found() => Ok(None),
+            Err(e) => Err(self.vendor_err(&e, &format!("GET {path}"))),
+        }
+    }
+
+    /// Every item of a paged list. An expired `next_page_token` (15 min) restarts the walk
+    /// from the first page, so no page is ever skipped; callers de-duplicate.
+    async fn walk(&self, path: &str, query: &[(&str, String)], key: &str) -> Result<Vec<Value>, SourceError> {
+        let mut restarts = 0;
+        'walk: loop {
+            let mut items = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut q = query.to_vec();
+                q.push(("page_size", self.page_size.to_string()));
+                if let Some(t) = &token {
+                    q.push(("next_page_token", t.clone()));
+                }
+                let text = match self.call(reqwest::Method::GET, path, &q, None).await {
+                    Ok(t) => t,
+                    Err(e) if e.page_token_expired() && restarts < WALK_RESTARTS => {
+                        restarts += 1;
+                        tracing::warn!(source = VENDOR, path, restarts, "next_page_token expired; restarting the walk");
+                        continue 'walk;
+                    }
+                    Err(e) => return Err(self.vendor_err(&e, &format!("GET {path}"))),
+                };
+                let page: Page = serde_json::from_str(&text).map_err(|e| SourceError::Vendor {
+                    source_name: VENDOR.into(),
+                    message: format!("GET {path}: malformed page ({e})"),
+                    transient: true,
+                })?;
+                if let Some(Value::Array(a)) = page.rest.get(key) {
+                    items.extend(a.iter().cloned());
+                }
+                match page.next_page_token.filter(|t| !t.is_empty()) {
+                    Some(t) => token = Some(t),
+                    None => return Ok(items),
+                }
+            }
+        }
+    }
+
+    pub async fn participants(&self, uuid: &str) -> Result<Vec<Value>, SourceError> {
+        self.walk(&format!("/past_meetings/{}/participants", uuid_segment(uuid)), &[], "participants").await
+    }
+
+    /// The user's cloud recordings of meetings started between `from` and `to` (dates).
+    pub async fn recordings(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<Value>, SourceError> {
+        let path = format!("/users/{}/recordings", uuid_segment(&self.account.user_id));
+        let q = [("from", from.format("%Y-%m-%d").to_string()), ("to", to.format("%Y-%m-%d").to_string())];
+        self.walk(&path, &q, "meetings").await
+    }
+}
+
+fn oauth_api_err(e: crate::oauth::OAuthError) -> ApiError {
+    let transient =
+        matches!(e, crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. });
+    ApiError {
+        status: None,
+        code: None,
+        message: e.to_string(),
+        retry_after: None,
+        transient,
+        auth_expired: false,
+        daily_limit: false,
+    }
+}
+
+fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
+    let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+    let message =
+        if e.message.is_empty() { crate::http::short_body(body) } else { crate::http::short_body(&e.message) };
+    let limit_type = headers.get("x-ratelimit-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let daily_limit = status == 429
+        && (limit_type.eq_ignore_ascii_case("daily-limit")
+            || message.to_ascii_lowercase().contains("daily rate limit"));
+    ApiError {
+        status: Some(status),
+        code: e.code,
+        retry_after: crate::http::retry_after(headers),
+        transient: !daily_limit && (status == 429 || status >= 500 || status == 408),
+        auth_expired: status == 401 && matches!(e.code, Some(124) | None),
+        daily_limit,
+        message,
+    }
+}
+
+/// The body of `POST /users/{userId}/meetings` for a ticket.
+pub fn meeting_request(cfg: &ZoomConfig, ticket: &str) -> Value {
+    json!({
+        "topic": cfg.topic_template.replace("{ticket}", ticket).chars().take(200).collect::<String>(),
+        "type": 2,
+        "start_time": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "duration": cfg.duration_minutes.max(1),
+        "timezone": "UTC",
+        "agenda": format!("Helpdesk ticket {ticket}"),
+        "settings": { "join_before_host": false, "waiting_room": true, "auto_recording": cfg.auto_recording },
+    })
+}
+
+/// Polls the ended meetings that were created for tickets, for every configured account.
+pub struct ZoomSource {
+    apis: Vec<ZoomApi>,
+    deadline: chrono::Duration,
+    lookback: chrono::Duration,
+    expect_recordings: bool,
+    default_account: String,
+}
+
+impl ZoomSource {
+    pub fn new(cfg: &ZoomConfig, store: &Store) -> Result<Self, SourceError> {
+        let apis = (0..cfg.accounts.len()).map(|i| ZoomApi::new(cfg, i, store)).collect::<Result<Vec<_>, _>>()?;
+        let default_account = cfg.account(None).map(|(_, a)| a.name.clone()).unwrap_or_default();
+        Ok(ZoomSource {
+            apis,
+            deadline: chrono::Duration::minutes(cfg.recording_deadline_minutes as i64),
+            lookback: chrono::Duration::days(cfg.lookback_days.max(1) as i64),
+            expect_recordings: cfg.auto_recording == "cloud",
+            default_account,
+        })
+    }
+
+    async fn poll_account(
+        &self,
+        api: &ZoomApi,
+        store: &Store,
+        links: &[crate::store::links::OpenLink],
+        stats: &mut PollStats,
+    ) -> Result<(), SourceError> {
+        let now = Utc::now();
+        let mine: Vec<_> = links
+            .iter()
+            .filter(|l| {
+                l.details
+                    .as_ref()
+                    .and_then(|d| d.get("account"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(&self.default_account)
+                    == api.account.name
+            })
+            .collect();
+        let mut ended: Vec<PastMeeting> = Vec::new();
+        let mut records = Vec::new();
+        for l in mine {
+            let Some(v) = api.past_meeting(&l.session_code).await? else { continue };
+            match serde_json::from_value::<PastMeeting>(v.clone()) {
+                Ok(pm) => ended.push(pm),
+                // Kept with the reason (serde names the field); the other meetings go on.
+                Err(e) => records.push(Err(Rejected {
+                    external_id: v.get("uuid").and_then(Value::as_str).map(str::to_string),
+                    reason: format!("meeting {}: {e}", l.session_code),
+                    raw: v.to_string(),
+                })),
+            }
+        }
+        let walk_id = uuid::Uuid::new_v4().simple().to_string();
+        let cursor_key = format!("{VENDOR}:{}", api.account.name);
+        let cursor = json!({"last_poll_at": ts(now), "ended_meetings_seen": ended.len()}).to_string();
+        // A finished poll, but with an empty range: meetings are read by link, so a meeting
+        // missing from this poll has not vanished.
+        let now_s = ts(now);
+        let done = Some((now_s.as_str(), now_s.as_str()));
+        if ended.is_empty() {
+            return Ok(commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?);
+        }
+        let mut recordings: HashMap<String, RecordingMeeting> = HashMap::new();
+        if self.expect_recordings {
+            let earliest = ended.iter().filter_map(|m| parse_ts(&m.start_time)).min().unwrap_or(now);
+            let to = (now + chrono::Duration::days(1)).date_naive();
+            // Zoom answers at most one month per call.
+            let from = (earliest - chrono::Duration::days(1)).date_naive().max(to - chrono::Duration::days(30));
+            for v in api.recordings(from, to).await? {
+                if let Ok(r) = serde_json::from_value::<RecordingMeeting>(v) {
+                    recordings.insert(r.uuid.clone(), r);
+                }
+            }
+        }
+        for pm in ended {
+            let mut participants: Vec<Participant> = Vec::new();
+            for v in api.participants(&pm.uuid).await? {
+                match serde_json::from_value::<Participant>(v.clone()) {
+                    Ok(p) if !participants.contains(&p) => participants.push(p),
+                    Ok(_) => {}
+                    // The meeting's note still goes out, without this participant.
+                    Err(e) => records.push(Err(Rejected {
+                        external_id: Some(pm.uuid.clone()),
+                        reason: format!("meeting {} participant: {e}", pm.id),
+                        raw: v.to_string(),
+                    })),
+                }
+            }
+            let rec = recordings.remove(&pm.uuid);
+            records.push(to_session(
+                &api.account.name,
+                pm,
+                participants,
+                rec,
+                self.expect_recordings,
+                self.deadline,
+                now,
+            ));
+        }
+        commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?;
+        Ok(())
+    }
+}
+
+fn to_session(
+    account: &str,
+    pm: PastMeeting,
+    participants: Vec<Participant>,
+    rec: Option<RecordingMeeting>,
+    expect_recordings: bool,
+    deadline: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<NewSession, Rejected> {
+    let reject = |reason: String, pm: &PastMeeting| Rejected {
+        external_id: Some(pm.uuid.clone()),
+        reason,
+        raw: serde_json::to_string(pm).unwrap_or_default(),
+    };
+    let start =
+        parse_ts(&pm.start_time).ok_or_else(|| reject(format!("start_time: not a date ({:?})", pm.start_time), &pm))?;
+    let end = parse_ts(&pm.end_time).ok_or_else(|| reject(format!("end_time: not a date ({:?})", pm.end_time), &pm))?;
+    let status = match &rec {
+        _ if !expect_recordings => "not_recorded",
+        Some(r) if r.complete() => "complete",
+        _ if now > end + deadline => "deadline_passed",
+        _ => "pending",
+    };
+    let record = MeetingRecord {
+        account: account.to_string(),
+        meeting: pm.clone(),
+        participants,
+        recordings: rec,
+        recording_status: status.to_string(),
+    };
+    Ok(NewSession {
+        vendor: VENDOR.into(),
+        external_id: pm.uuid.clone(),
+        session_code: Some(pm.id.to_string()),
+        technician: pm.user_name.clone(),
+        technician_id: pm.host_id.clone(),
+        device: None,
+        device_id: None,
+        group_name: None,
+        started_at: start,
+        // Held back while recordings are still expected: the matcher only writes the note
+        // of an ended session, and that note must carry the recordings.
+        ended_at: (status != "pending").then_some(end),
+        notes: None,
+        description: pm.topic.clone(),
+        custom_api: None,
+        customer_name: None,
+        customer_email: None,
+        raw_json: serde_json::to_string(&record).unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl Source for ZoomSource {
+    fn name(&self) -> &str {
+        VENDOR
+    }
+
+    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+        let since = ts(Utc::now() - self.lookback);
+        let links = crate::store::links::open_created(&store.pool, VENDOR, &since).await?;
+        let mut stats = PollStats::default();
+        // One account failing (revoked app, outage) does not keep the others from polling.
+        let mut first_err = None;
+        for api in &self.apis {
+            if cancel.is_cancelled() {
+                return Ok(stats);
+            }
+            if let Err(e) = self.poll_account(api, store, &links, &mut stats).await {
+                tracing::warn!(source = VENDOR, account = %api.account.name, error = %e, "Zoom account poll failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => {
+                stats.complete = true;
+                Ok(stats)
+            }
+        }
+    }
+}
+
+fn record_of(s: &StoredSession) -> Option<MeetingRecord> {
+    serde_json::from_str(&s.raw_json).ok()
+}
+
+fn size(bytes: Option<i64>) -> String {
+    match bytes {
+        Some(b) if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        Some(b) if b >= 1 << 10 => format!("{:.1} KB", b as f64 / (1 << 10) as f64),
+        Some(b) => format!("{b} B"),
+        None => "size unknown".into(),
+    }
+}
+
+/// Recording links for the note: the share link, then each file.
+pub fn links_for(s: &StoredSession) -> Vec<Link> {
+    let Some(r) = record_of(s).and_then(|r| r.recordings) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(u) = &r.share_url {
+        out.push(Link { label: "Recordings (share link)".into(), url: u.clone() });
+    }
+    for f in &r.recording_files {
+        let kind = f.file_type.as_deref().unwrap_or("file");
+        let what = f.recording_type.as_deref().map(|t| t.replace('_', " ")).unwrap_or_else(|| kind.to_string());
+        match (&f.play_url, &f.download_url) {
+            (Some(p), _) => out
+                .push(Link { label: format!("Play {kind} recording, {what} ({})", size(f.file_size)), url: p.clone() }),
+            (None, Some(d)) => out.push(Link {
+                label: format!("Download {kind} ({}, Zoom sign-in needed)", size(f.file_size)),
+                url: d.clone(),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Zoom's part of a note: participants and the recording status, as body text.
+pub fn note_extras(s: &StoredSession) -> super::NoteExtras {
+    super::NoteExtras { body: note_body(s), ..Default::default() }
+}
+
+/// Participants and the recording status, as text under the note's fields.
+fn note_body(s: &StoredSession) -> Option<String> {
+    let r = record_of(s)?;
+    let hm = |t: &str| parse_ts(t).map(|t| t.format("%H:%M").to_string()).unwrap_or_else(|| t.to_string());
+    let mut out = format!("Participants ({}):\n", r.participants.len());
+    for p in &r.participants {
+        let email = p.user_email.as_deref().filter(|e| !e.is_empty()).map(|e| format!(" <{e}>")).unwrap_or_default();
+        let leave = p.leave_time.as_deref().map(hm).unwrap_or_else(|| "?".into());
+        let dur = p.duration.map(human_duration).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("- {}{email}: {}–{leave} UTC ({dur})\n", p.name, hm(&p.join_time)));
+    }
+    match r.recording_status.as_str() {
+        "deadline_passed" => out.push_str("Cloud recordings: none available by the configured deadline.\n"),
+        "complete" => out.push_str(&format!(
+            "Cloud recordings: {} file(s), {} in total (links above).\n",
+            r.recordings.as_ref().map(|x| x.recording_files.len()).unwrap_or(0),
+            size(r.recordings.as_ref().and_then(|x| x.total_size))
+        )),
+        _ => {}
+    }
+    Some(out)
+}
