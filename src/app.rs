@@ -19,6 +19,8 @@ pub struct App {
     pub sources: Vec<(Arc<dyn Source>, String)>,
     pub sinks: Sinks,
     pub sink_names: Vec<String>,
+    /// Which sinks receive which matched sessions (`tickets`, `sources` keys).
+    pub routes: Vec<crate::sinks::routing::Route>,
     pub rules: Vec<Rule>,
     pub policy: DeliveryPolicy,
 }
@@ -49,6 +51,7 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             Arc::new(WebhookSink::new("webhook", &w.url, secret, &w.signature_header, http.clone())),
         );
     }
+    cfg.sinks.extra().build(&http, &mut sinks)?;
     Ok(sinks)
 }
 
@@ -68,8 +71,15 @@ impl App {
         let mut sink_names: Vec<String> = sinks.keys().cloned().collect();
         sink_names.sort();
         let rules = crate::matcher::compile_all(&config.matching.rules).context("match.rules")?;
+        let mut routes = Vec::new();
+        for (name, tickets, srcs) in config.sinks.routes() {
+            routes.push(
+                crate::sinks::routing::Route::new(name, tickets, srcs)
+                    .with_context(|| format!("sinks.{name}.tickets"))?,
+            );
+        }
         let policy = DeliveryPolicy::from_config(&config.outbox);
-        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, rules, policy })
+        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy })
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.
@@ -81,7 +91,7 @@ impl App {
             report.polled.push((src.name().to_string(), stats));
         }
         report.matched =
-            crate::pipeline::match_pending(&self.store, &self.rules, &self.sink_names, self.config.notes_tz()).await?;
+            crate::pipeline::match_pending_routed(&self.store, &self.rules, &self.routes, self.config.notes_tz()).await?;
         report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
         Ok(report)
     }

@@ -107,7 +107,7 @@ pub async fn run(app: App) -> Result<()> {
             loop {
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
                 let step = async {
-                    let m = crate::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
+                    let m = crate::pipeline::match_pending_routed(&app.store, &app.rules, &app.routes, app.config.notes_tz()).await?;
                     let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
                     Ok::<_, crate::store::StoreError>((m, d))
                 };

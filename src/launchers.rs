@@ -93,7 +93,7 @@ async fn teamviewer_case(
             .await?;
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&code)).await?;
     let mut deliveries = Vec::new();
-    for sink in &app.sink_names {
+    for sink in app.routes.iter().filter(|r| r.accepts("teamviewer", ticket)).map(|r| &r.sink) {
         for (kind, note) in [("session_links", Some(&internal)), ("customer_link", customer.as_ref())] {
             let Some(note) = note else { continue };
             let j = serde_json::to_string(note)?;

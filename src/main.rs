@@ -54,13 +54,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}: OK", cli.config.display());
             let tv = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled);
             println!("  sources: {}", if tv.is_some() { "teamviewer" } else { "(none)" });
-            let mut sinks = vec![];
-            if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
-                sinks.push("redmine");
-            }
-            if cfg.sinks.webhook.as_ref().is_some_and(|w| w.enabled) {
-                sinks.push("webhook");
-            }
+            let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
             println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
             println!("  database: {}", cfg.store.path.display());
             if sinks.is_empty() {
@@ -125,7 +119,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
-            let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz())
+            let m = ticketsync::pipeline::match_pending_routed(&app.store, &app.rules, &app.routes, app.config.notes_tz())
                 .await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
             app.store.pool.close().await;

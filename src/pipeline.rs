@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use crate::matcher::{self, LinkFact, Rule, SessionFacts};
 use crate::note::Note;
+use crate::sinks::routing::Route;
 use crate::sinks::{SinkErrorKind, TicketSink};
 use crate::store::outbox::{self, Delivery, Outcome};
 use crate::store::{links, Store, StoreError};
@@ -29,6 +30,18 @@ pub async fn match_pending(
     store: &Store,
     rules: &[Rule],
     sinks: &[String],
+    tz: chrono_tz::Tz,
+) -> Result<MatchStats, StoreError> {
+    let routes: Vec<Route> = sinks.iter().map(|s| Route::all(s)).collect();
+    match_pending_routed(store, rules, &routes, tz).await
+}
+
+/// [`match_pending`], queueing each matched session's note only for the sinks whose route
+/// accepts its source and ticket.
+pub async fn match_pending_routed(
+    store: &Store,
+    rules: &[Rule],
+    routes: &[Route],
     tz: chrono_tz::Tz,
 ) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
@@ -65,10 +78,10 @@ pub async fn match_pending(
                         tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
                         let note = crate::report::session_note(s, tz);
                         let note_json = serde_json::to_string(&note).expect("notes serialize");
-                        for sink in sinks {
+                        for route in routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
                             if outbox::enqueue(
                                 &mut tx,
-                                sink,
+                                &route.sink,
                                 &m.ticket_id,
                                 Some(s.id),
                                 None,
@@ -140,30 +153,93 @@ pub struct DeliverStats {
 pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
     let mut stats = DeliverStats::default();
     loop {
-        let batch = outbox::claim_due(store, (policy.concurrency * 4) as i64).await?;
-        if batch.is_empty() {
+        let batching: HashMap<String, usize> =
+            sinks.iter().filter(|(_, s)| s.max_batch() > 1).map(|(n, s)| (n.clone(), s.max_batch())).collect();
+        let groups = outbox::claim_due_grouped(store, (policy.concurrency * 4) as i64, &batching).await?;
+        if groups.is_empty() {
             return Ok(stats);
         }
-        let results: Vec<Result<Outcome, StoreError>> = futures::stream::iter(batch)
-            .map(|d| async move {
-                let outcome = attempt(sinks, &d, policy).await;
-                outbox::finish(store, &d, &outcome).await?;
-                Ok(outcome)
+        let results: Vec<Result<Vec<Outcome>, StoreError>> = futures::stream::iter(groups)
+            .map(|group| async move {
+                let outcomes = if group.len() == 1 {
+                    vec![attempt(sinks, &group[0], policy).await]
+                } else {
+                    attempt_batch(sinks, &group, policy).await
+                };
+                for (d, outcome) in group.iter().zip(&outcomes) {
+                    outbox::finish(store, d, outcome).await?;
+                }
+                Ok(outcomes)
             })
             .buffer_unordered(policy.concurrency.max(1))
             .collect()
             .await;
         for r in results {
-            stats.attempted += 1;
-            match r? {
-                Outcome::Delivered { found_existing: true, .. } => stats.found_existing += 1,
-                Outcome::Delivered { .. } => stats.delivered += 1,
-                Outcome::Retry { .. } => stats.retrying += 1,
-                Outcome::Failed { .. } => stats.failed += 1,
-                Outcome::Dead { .. } => stats.dead += 1,
+            for outcome in r? {
+                stats.attempted += 1;
+                match outcome {
+                    Outcome::Delivered { found_existing: true, .. } => stats.found_existing += 1,
+                    Outcome::Delivered { .. } => stats.delivered += 1,
+                    Outcome::Retry { .. } => stats.retrying += 1,
+                    Outcome::Failed { .. } => stats.failed += 1,
+                    Outcome::Dead { .. } => stats.dead += 1,
+                }
             }
         }
     }
+}
+
+/// One attempt for several deliveries of one ticket (a batching sink): those already on
+/// the ticket are recognised by their marker, the rest go in one update and share its outcome.
+async fn attempt_batch(sinks: &Sinks, group: &[Delivery], policy: &DeliveryPolicy) -> Vec<Outcome> {
+    let Some(sink) = sinks.get(&group[0].sink) else {
+        let error = format!("sink {:?} is not configured any more", group[0].sink);
+        return group.iter().map(|_| Outcome::Failed { error: error.clone() }).collect();
+    };
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; group.len()];
+    let mut to_send: Vec<(usize, Note)> = Vec::new();
+    for (i, d) in group.iter().enumerate() {
+        let note: Note = match serde_json::from_str(&d.note_json) {
+            Ok(n) => n,
+            Err(e) => {
+                outcomes[i] = Some(Outcome::Dead { error: format!("stored note is unreadable: {e}") });
+                continue;
+            }
+        };
+        if d.attempts > 1 && sink.capabilities().marker_scan {
+            match sink.find_marker(&d.ticket_id, &d.marker).await {
+                Ok(Some(remote_ref)) => {
+                    tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, "note already on ticket; not posting again");
+                    outcomes[i] = Some(Outcome::Delivered { remote_ref, found_existing: true });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    outcomes[i] = Some(classify(d, e, policy));
+                    continue;
+                }
+            }
+        }
+        to_send.push((i, note));
+    }
+    if !to_send.is_empty() {
+        let notes: Vec<Note> = to_send.iter().map(|(_, n)| n.clone()).collect();
+        let d0 = &group[to_send[0].0];
+        match sink.post_notes(&d0.ticket_id, &notes).await {
+            Ok(remote_ref) => {
+                tracing::info!(sink = %d0.sink, ticket = %d0.ticket_id, notes = notes.len(), "notes delivered in one update");
+                for (i, _) in &to_send {
+                    outcomes[*i] = Some(Outcome::Delivered { remote_ref: remote_ref.clone(), found_existing: false });
+                }
+            }
+            Err(e) => {
+                for (i, _) in &to_send {
+                    outcomes[*i] = Some(classify(&group[*i], e.clone(), policy));
+                }
+            }
+        }
+    }
+    outcomes.into_iter().map(|o| o.expect("every delivery got an outcome")).collect()
 }
 
 /// One attempt. A delivery that was attempted before (crash while `sending`, timeout

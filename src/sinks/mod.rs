@@ -2,10 +2,12 @@
 //! [`Note`] and a ticket id, and must be safe to call again for the same marker.
 
 pub mod common;
+pub mod config;
 pub mod freshservice;
 pub mod glpi;
 pub mod jsm;
 pub mod redmine;
+pub mod routing;
 pub mod webhook;
 pub mod zendesk;
 
