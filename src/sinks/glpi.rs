@@ -162,7 +162,8 @@ impl TicketSink for GlpiSink {
                 .and_then(|h| h.rsplit('/').next())
                 .and_then(|t| t.parse::<u64>().ok())
                 .unwrap_or(0);
-            start += PAGE;
+            // GLPI may cap the range (`Accept-Range`): continue after what it returned.
+            start += items.len() as u64;
             if items.is_empty() || start >= total {
                 break;
             }

@@ -8,3 +8,4 @@ mod pipeline;
 mod sinks;
 mod support;
 mod teamviewer;
+mod ticket_systems;
