@@ -91,7 +91,8 @@ impl App {
             report.polled.push((src.name().to_string(), stats));
         }
         report.matched =
-            crate::pipeline::match_pending_routed(&self.store, &self.rules, &self.routes, self.config.notes_tz()).await?;
+            crate::pipeline::match_pending_routed(&self.store, &self.rules, &self.routes, self.config.notes_tz())
+                .await?;
         report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
         Ok(report)
     }

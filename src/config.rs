@@ -227,7 +227,7 @@ impl SinksConfig {
     }
 
     /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
-    pub fn routes(&self) -> Vec<(&'static str, Option<&str>, Option<&[String]>)> {
+    pub fn routes(&self) -> Vec<crate::sinks::routing::RouteKeys<'_>> {
         let mut out = Vec::new();
         if let Some(r) = self.redmine.as_ref().filter(|r| r.enabled) {
             out.push(("redmine", r.tickets.as_deref(), r.sources.as_deref()));

@@ -165,6 +165,9 @@ pub async fn run(app: App) -> Result<()> {
         tracing::warn!("tasks did not finish in time; abandoning them (their work resumes from the store)");
         tasks.abort_all();
     }
+    for sink in app.sinks.values() {
+        sink.close().await;
+    }
     app.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())

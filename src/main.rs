@@ -76,6 +76,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::SyncOnce => {
             let app = App::build(load(&cli)?).await?;
             let r = app.cycle().await?;
+            for sink in app.sinks.values() {
+                sink.close().await;
+            }
             for (name, s) in &r.polled {
                 println!(
                     "{name}: {} records in {} pages ({} new, {} updated, {} quarantined)",
@@ -119,8 +122,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
-            let m = ticketsync::pipeline::match_pending_routed(&app.store, &app.rules, &app.routes, app.config.notes_tz())
-                .await?;
+            let m =
+                ticketsync::pipeline::match_pending_routed(&app.store, &app.rules, &app.routes, app.config.notes_tz())
+                    .await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
             app.store.pool.close().await;
         }

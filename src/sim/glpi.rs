@@ -4,6 +4,9 @@
 //! partial; 201 `{"id":N,"message":""}`), `GET search/Ticket`. Errors are
 //! `["ERROR_CODE","message"]` arrays, as GLPI sends them.
 
+// Handlers return axum responses as their error side; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -122,11 +125,9 @@ impl GlpiSim {
 
 fn app_ok(s: &Shared, h: &HeaderMap) -> Result<(), Response> {
     match &s.app_token {
-        Some(want) if h.get("app-token").and_then(|v| v.to_str().ok()) != Some(want.as_str()) => Err(glpi_err(
-            StatusCode::BAD_REQUEST,
-            "ERROR_WRONG_APP_TOKEN_PARAMETER",
-            "parameter app_token seems wrong",
-        )),
+        Some(want) if h.get("app-token").and_then(|v| v.to_str().ok()) != Some(want.as_str()) => {
+            Err(glpi_err(StatusCode::BAD_REQUEST, "ERROR_WRONG_APP_TOKEN_PARAMETER", "parameter app_token seems wrong"))
+        }
         _ => Ok(()),
     }
 }
@@ -136,7 +137,11 @@ fn session_ok(s: &Shared, h: &HeaderMap) -> Result<(), Response> {
     app_ok(s, h)?;
     let tok = h.get("session-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if tok.is_empty() {
-        return Err(glpi_err(StatusCode::BAD_REQUEST, "ERROR_SESSION_TOKEN_MISSING", "parameter session_token is missing or empty"));
+        return Err(glpi_err(
+            StatusCode::BAD_REQUEST,
+            "ERROR_SESSION_TOKEN_MISSING",
+            "parameter session_token is missing or empty",
+        ));
     }
     if !s.inner.lock().expect("sim lock").sessions.contains(tok) {
         return Err(glpi_err(StatusCode::UNAUTHORIZED, "ERROR_SESSION_TOKEN_INVALID", "session_token seems invalid"));
@@ -197,7 +202,12 @@ struct RangeQ {
     range: Option<String>,
 }
 
-async fn list_followups(State(s): State<Shared>, Path(id): Path<String>, Query(q): Query<RangeQ>, h: HeaderMap) -> Response {
+async fn list_followups(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQ>,
+    h: HeaderMap,
+) -> Response {
     if let Err(r) = session_ok(&s, &h) {
         return r;
     }
@@ -212,7 +222,11 @@ async fn list_followups(State(s): State<Shared>, Path(id): Path<String>, Query(q
     let to = to.min(from + g.max_per_page - 1);
     let total = list.len();
     if total > 0 && from >= total {
-        return glpi_err(StatusCode::BAD_REQUEST, "ERROR_RANGE_EXCEED_TOTAL", "Provided range exceed total count of data");
+        return glpi_err(
+            StatusCode::BAD_REQUEST,
+            "ERROR_RANGE_EXCEED_TOTAL",
+            "Provided range exceed total count of data",
+        );
     }
     let items: Vec<Value> = list
         .iter()
@@ -224,7 +238,10 @@ async fn list_followups(State(s): State<Shared>, Path(id): Path<String>, Query(q
     let status = if from + items.len() < total { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
     (
         status,
-        [("Content-Range", format!("{from}-{last}/{total}")), ("Accept-Range", format!("ITILFollowup {}", g.max_per_page))],
+        [
+            ("Content-Range", format!("{from}-{last}/{total}")),
+            ("Accept-Range", format!("ITILFollowup {}", g.max_per_page)),
+        ],
         Json(Value::Array(items)),
     )
         .into_response()
@@ -235,7 +252,12 @@ fn encode(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-async fn add_followup(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn add_followup(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = session_ok(&s, &h) {
         return r;
     }
@@ -249,7 +271,11 @@ async fn add_followup(State(s): State<Shared>, Path(id): Path<String>, h: Header
     let mut g = s.inner.lock().expect("sim lock");
     let parent = id.parse::<u64>().ok();
     if parent != Some(items_id) || !g.tickets.contains_key(&items_id) {
-        return glpi_err(StatusCode::BAD_REQUEST, "ERROR_GLPI_ADD", "You don't have permission to perform this action.");
+        return glpi_err(
+            StatusCode::BAD_REQUEST,
+            "ERROR_GLPI_ADD",
+            "You don't have permission to perform this action.",
+        );
     }
     let fid = g.next_id;
     g.next_id += 1;
@@ -268,7 +294,11 @@ async fn search(
     }
     let wanted = q.get("criteria[0][value]").cloned().unwrap_or_default();
     let g = s.inner.lock().expect("sim lock");
-    let data: Vec<Value> =
-        g.session_codes.iter().filter(|(_, c)| **c == wanted).map(|(t, _)| json!({"2": t, "1": format!("Ticket {t}")})).collect();
+    let data: Vec<Value> = g
+        .session_codes
+        .iter()
+        .filter(|(_, c)| **c == wanted)
+        .map(|(t, _)| json!({"2": t, "1": format!("Ticket {t}")}))
+        .collect();
     Json(json!({"totalcount": data.len(), "count": data.len(), "data": data})).into_response()
 }

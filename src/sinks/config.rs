@@ -179,7 +179,8 @@ impl ZendeskConfig {
         check_route("sinks.zendesk", self.tickets.as_deref(), self.sources.as_deref())
     }
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
-        let v = resolve_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref(), "zendesk_token")?;
+        let v =
+            resolve_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref(), "zendesk_token")?;
         require(v, "sinks.zendesk.token", "zendesk_token")
     }
 }
@@ -233,7 +234,12 @@ impl GlpiConfig {
     }
     /// Optional: only when the GLPI API client is configured with an App-Token.
     pub fn app_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("sinks.glpi.app_token", self.app_token.as_ref(), self.app_token_file.as_deref(), "glpi_app_token")
+        resolve_secret(
+            "sinks.glpi.app_token",
+            self.app_token.as_ref(),
+            self.app_token_file.as_deref(),
+            "glpi_app_token",
+        )
     }
 }
 
@@ -280,7 +286,7 @@ impl<'a> ExtraSinks<'a> {
     }
 
     /// Names of the enabled sinks, with their routing keys.
-    pub fn routes(&self) -> Vec<(&'static str, Option<&'a str>, Option<&'a [String]>)> {
+    pub fn routes(&self) -> Vec<super::routing::RouteKeys<'a>> {
         let mut out = Vec::new();
         if let Some(c) = self.zendesk.filter(|c| c.enabled) {
             out.push(("zendesk", c.tickets.as_deref(), c.sources.as_deref()));
@@ -305,7 +311,9 @@ impl<'a> ExtraSinks<'a> {
         if let Some(c) = self.zendesk.filter(|c| c.enabled) {
             let token = c.token_secret()?;
             let auth = match c.auth {
-                ZendeskAuthKind::ApiToken => ZendeskAuth::ApiToken { email: c.email.clone().unwrap_or_default(), token },
+                ZendeskAuthKind::ApiToken => {
+                    ZendeskAuth::ApiToken { email: c.email.clone().unwrap_or_default(), token }
+                }
                 ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
             };
             sinks.insert(

@@ -74,16 +74,10 @@ fn freshservice_error(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
     };
-    let mut parts: Vec<String> = ["code", "description", "message"]
-        .iter()
-        .filter_map(|k| v[*k].as_str().map(str::to_string))
-        .collect();
+    let mut parts: Vec<String> =
+        ["code", "description", "message"].iter().filter_map(|k| v[*k].as_str().map(str::to_string)).collect();
     for e in v["errors"].as_array().into_iter().flatten() {
-        parts.push(format!(
-            "{}: {}",
-            e["field"].as_str().unwrap_or("?"),
-            e["message"].as_str().unwrap_or_default()
-        ));
+        parts.push(format!("{}: {}", e["field"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or_default()));
     }
     parts.join("; ")
 }
@@ -132,9 +126,9 @@ impl TicketSink for FreshserviceSink {
             }
             if pages < 1000 {
                 // Follow only the path and query, on our own base.
-                url = next_link(&r.headers).and_then(|n| url::Url::parse(&n).ok()).map(|n| {
-                    format!("{}{}?{}", self.base, n.path(), n.query().unwrap_or_default())
-                });
+                url = next_link(&r.headers)
+                    .and_then(|n| url::Url::parse(&n).ok())
+                    .map(|n| format!("{}{}?{}", self.base, n.path(), n.query().unwrap_or_default()));
             }
         }
         Ok(None)
@@ -154,9 +148,8 @@ impl TicketSink for FreshserviceSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(field) = &self.session_field else { return Ok(None) };
         let query = format!("\"{field}:'{}'\"", code.replace(['\'', '"'], ""));
-        let r = self
-            .call(self.http.get(format!("{}/api/v2/tickets/filter", self.base)).query(&[("query", query)]))
-            .await?;
+        let r =
+            self.call(self.http.get(format!("{}/api/v2/tickets/filter", self.base)).query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["tickets"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }

@@ -61,7 +61,8 @@ impl GlpiSink {
 
     fn error(&self, r: &Reply) -> SinkError {
         let (code, msg) = glpi_error(&r.body);
-        let detail = [code.as_str(), msg.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(": ");
+        let detail =
+            [code.as_str(), msg.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(": ");
         let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
         match code.as_str() {
             // A wrong or missing App-Token is a 400, but it is a credentials problem.
@@ -86,7 +87,11 @@ impl GlpiSink {
         }
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         let token = v["session_token"].as_str().ok_or_else(|| {
-            SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, "initSession answered without session_token")
+            SinkError::new(
+                &self.name,
+                SinkErrorKind::Retry { retry_after: None },
+                "initSession answered without session_token",
+            )
         })?;
         tracing::debug!(sink = %self.name, "GLPI session opened");
         Ok(SecretString::from(token.to_string()))
@@ -146,7 +151,11 @@ impl TicketSink for GlpiSink {
             let range = format!("{start}-{}", start + PAGE - 1);
             let r = self.call(|| self.http.get(&url).query(&[("range", range.as_str())])).await?;
             let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, format!("unreadable followups: {e}"))
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable followups: {e}"),
+                )
             })?;
             let items = v.as_array().cloned().unwrap_or_default();
             if let Some(f) =

@@ -42,7 +42,14 @@ impl JsmSink {
         session_field: Option<u64>,
         http: reqwest::Client,
     ) -> Self {
-        Self { name: name.into(), base: base_url.trim_end_matches('/').to_string(), auth, remote_links, session_field, http }
+        Self {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_string(),
+            auth,
+            remote_links,
+            session_field,
+            http,
+        }
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -125,7 +132,11 @@ impl TicketSink for JsmSink {
             );
             let r = self.call(self.http.get(&url)).await?;
             let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, format!("unreadable comments: {e}"))
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable comments: {e}"),
+                )
             })?;
             let values = v["values"].as_array().cloned().unwrap_or_default();
             if let Some(c) = values.iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker))) {
@@ -151,7 +162,8 @@ impl TicketSink for JsmSink {
                     "relationship": "remote support session",
                     "object": {"url": link.url, "title": note.title, "summary": link.label},
                 });
-                self.call(self.http.post(format!("{}/rest/api/2/issue/{key}/remotelink", self.base)).json(&body)).await?;
+                self.call(self.http.post(format!("{}/rest/api/2/issue/{key}/remotelink", self.base)).json(&body))
+                    .await?;
             }
         }
         let body = json!({"body": common::to_jira_wiki(note), "public": note.visibility == Visibility::Public});
@@ -169,11 +181,11 @@ impl TicketSink for JsmSink {
         let Some(fid) = self.session_field else { return Ok(None) };
         let jql = format!("cf[{fid}] ~ \"{}\"", code.replace(['"', '\\'], ""));
         let r = self
-            .call(
-                self.http
-                    .get(format!("{}/rest/api/2/search", self.base))
-                    .query(&[("jql", jql.as_str()), ("fields", "key"), ("maxResults", "2")]),
-            )
+            .call(self.http.get(format!("{}/rest/api/2/search", self.base)).query(&[
+                ("jql", jql.as_str()),
+                ("fields", "key"),
+                ("maxResults", "2"),
+            ]))
             .await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["issues"].as_array().and_then(|a| a.first()).and_then(|i| i["key"].as_str()).map(str::to_string))

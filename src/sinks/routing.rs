@@ -4,6 +4,9 @@
 
 use regex::Regex;
 
+/// A sink's routing keys as configured: (sink name, ticket-id regex, sources).
+pub type RouteKeys<'a> = (&'static str, Option<&'a str>, Option<&'a [String]>);
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub sink: String,
@@ -41,7 +44,9 @@ mod tests {
         let jsm = Route::new("jsm", Some(r"^INC-?\d+$"), None).unwrap();
         let rm = Route::new("redmine", Some(r"^#?\d+$"), Some(&["teamviewer".to_string()])).unwrap();
         assert!(jsm.accepts("teamviewer", "INC-42") && !jsm.accepts("teamviewer", "42"));
-        assert!(rm.accepts("TeamViewer", "#42") && !rm.accepts("splashtop", "42") && !rm.accepts("teamviewer", "INC-42"));
+        assert!(
+            rm.accepts("TeamViewer", "#42") && !rm.accepts("splashtop", "42") && !rm.accepts("teamviewer", "INC-42")
+        );
         assert!(Route::all("webhook").accepts("zoom", "anything"));
     }
 }

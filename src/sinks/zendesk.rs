@@ -33,7 +33,13 @@ pub struct ZendeskSink {
 pub const DEFAULT_MAX_BATCH: usize = 20;
 
 impl ZendeskSink {
-    pub fn new(name: &str, base_url: &str, auth: ZendeskAuth, session_field: Option<u64>, http: reqwest::Client) -> Self {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        auth: ZendeskAuth,
+        session_field: Option<u64>,
+        http: reqwest::Client,
+    ) -> Self {
         Self {
             name: name.into(),
             base: base_url.trim_end_matches('/').to_string(),
@@ -135,7 +141,11 @@ impl TicketSink for ZendeskSink {
             pages += 1;
             let r = self.call(self.http.get(&u)).await?;
             let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(&self.name, SinkErrorKind::Retry { retry_after: None }, format!("unreadable comments: {e}"))
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable comments: {e}"),
+                )
             })?;
             for c in v["comments"].as_array().into_iter().flatten() {
                 let hit = ["body", "html_body", "plain_body"]
@@ -166,7 +176,9 @@ impl TicketSink for ZendeskSink {
                 t["custom_fields"] = json!([{"id": fid, "value": code}]);
             }
         }
-        let r = self.call(self.http.put(format!("{}/api/v2/tickets/{id}.json", self.base)).json(&json!({"ticket": t}))).await?;
+        let r = self
+            .call(self.http.put(format!("{}/api/v2/tickets/{id}.json", self.base)).json(&json!({"ticket": t})))
+            .await?;
         let audit = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["audit"]["id"].as_u64());
         Ok(match audit {
             Some(a) => format!("ticket:{id}#audit-{a}"),
@@ -177,7 +189,8 @@ impl TicketSink for ZendeskSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(fid) = self.session_field else { return Ok(None) };
         let query = format!("type:ticket custom_field_{fid}:\"{}\"", code.replace('"', ""));
-        let r = self.call(self.http.get(format!("{}/api/v2/search.json", self.base)).query(&[("query", query)])).await?;
+        let r =
+            self.call(self.http.get(format!("{}/api/v2/search.json", self.base)).query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["results"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }

@@ -134,8 +134,7 @@ impl Target {
 
     async fn glpi_sim() -> Option<Target> {
         let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
-        let sim =
-            GlpiSim::start(GLPI_USER_TOKEN, Some(GLPI_APP_TOKEN), &ids).await.expect("start GLPI simulator");
+        let sim = GlpiSim::start(GLPI_USER_TOKEN, Some(GLPI_APP_TOKEN), &ids).await.expect("start GLPI simulator");
         sim.set_max_per_page(SIM_PAGE);
         let proxy = FaultProxy::start(&sim.base_url).await;
         Some(Target { backend: Backend::SimGlpi(sim), proxy, next_ticket: AtomicU64::new(1) })
@@ -647,8 +646,7 @@ async fn case_throttled(
     let d = run.get(id).await;
     assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
     assert!(d.last_error.as_deref().unwrap_or_default().contains("429"), "{d:?}");
-    let answered =
-        t.proxy.seen().iter().find(|s| t.is_write(s)).and_then(|s| s.answered_at).expect("429 answered");
+    let answered = t.proxy.seen().iter().find(|s| t.is_write(s)).and_then(|s| s.answered_at).expect("429 answered");
     let allowed: DateTime<Utc> = match (absolute, delay_from_answer) {
         (Some(at), _) => at.into(),
         (None, Some(delay)) => DateTime::<Utc>::from(answered) + chrono::Duration::from_std(delay).unwrap(),

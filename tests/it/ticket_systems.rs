@@ -180,8 +180,13 @@ async fn freshservice_does_not_retry_4xx_other_than_429_and_scans_paged_conversa
     let proxy = FaultProxy::start(&sim.base_url).await;
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
-    let fs: Arc<dyn TicketSink> =
-        Arc::new(FreshserviceSink::new("freshservice", &proxy.base_url, secret("fs-key"), Some("cf_session_code".into()), http()));
+    let fs: Arc<dyn TicketSink> = Arc::new(FreshserviceSink::new(
+        "freshservice",
+        &proxy.base_url,
+        secret("fs-key"),
+        Some("cf_session_code".into()),
+        http(),
+    ));
     let s = sinks(vec![fs.clone()]);
 
     proxy.push_on_path("POST", "/notes", Fault::status(408, &[], "{\"code\":\"timeout\"}"));
@@ -213,7 +218,14 @@ async fn jsm_remote_link_is_upserted_by_global_id_and_data_center_uses_a_pat() {
     let proxy = FaultProxy::start(&sim.base_url).await;
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
-    let jsm = Arc::new(JsmSink::new("jsm", &proxy.base_url, JsmAuth::DataCenter { pat: secret("dc-pat") }, true, Some(10050), http()));
+    let jsm = Arc::new(JsmSink::new(
+        "jsm",
+        &proxy.base_url,
+        JsmAuth::DataCenter { pat: secret("dc-pat") },
+        true,
+        Some(10050),
+        http(),
+    ));
     let s = sinks(vec![jsm.clone() as Arc<dyn TicketSink>]);
     let n = note("sj-1", Visibility::Internal);
     // The comment answer is lost twice (503 after the link was written, then a 503 again).
@@ -260,7 +272,14 @@ async fn glpi_reuses_its_session_and_reopens_it_after_expiry() {
     sim.set_max_per_page(2);
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
-    let glpi = Arc::new(GlpiSink::new("glpi", &sim.base_url, secret("glpi-user"), Some(secret("glpi-app")), Some(76665), http()));
+    let glpi = Arc::new(GlpiSink::new(
+        "glpi",
+        &sim.base_url,
+        secret("glpi-user"),
+        Some(secret("glpi-app")),
+        Some(76665),
+        http(),
+    ));
     let s = sinks(vec![glpi.clone() as Arc<dyn TicketSink>]);
     for t in ["1", "2"] {
         enqueue(&store, "glpi", t, &note(&format!("g{t}"), Visibility::Internal)).await;
