@@ -90,8 +90,9 @@ impl App {
             let stats = src.poll(&self.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
             report.polled.push((src.name().to_string(), stats));
         }
+        let hits = crate::pipeline::lookup_ticket_fields(&self.store, &self.rules, &self.sinks).await?;
         report.matched =
-            crate::pipeline::match_pending_routed(&self.store, &self.rules, &self.routes, self.config.notes_tz())
+            crate::pipeline::match_pending_with(&self.store, &self.rules, &self.routes, &hits, self.config.notes_tz())
                 .await?;
         report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
         Ok(report)

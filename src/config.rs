@@ -169,6 +169,8 @@ impl Default for TeamViewerConfig {
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     Manual,
+    /// The ticket whose custom field (configured on a sink) holds the session code.
+    TicketField,
     CustomApi,
     SessionCode,
     NotesRegex,

@@ -107,7 +107,8 @@ pub async fn run(app: App) -> Result<()> {
             loop {
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
                 let step = async {
-                    let m = crate::pipeline::match_pending_routed(&app.store, &app.rules, &app.routes, app.config.notes_tz()).await?;
+                    let hits = crate::pipeline::lookup_ticket_fields(&app.store, &app.rules, &app.sinks).await?;
+                    let m = crate::pipeline::match_pending_with(&app.store, &app.rules, &app.routes, &hits, app.config.notes_tz()).await?;
                     let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
                     Ok::<_, crate::store::StoreError>((m, d))
                 };

@@ -44,6 +44,17 @@ pub async fn match_pending_routed(
     routes: &[Route],
     tz: chrono_tz::Tz,
 ) -> Result<MatchStats, StoreError> {
+    match_pending_with(store, rules, routes, &TicketFieldHits::new(), tz).await
+}
+
+/// [`match_pending_routed`] with the tickets [`lookup_ticket_fields`] found.
+pub async fn match_pending_with(
+    store: &Store,
+    rules: &[Rule],
+    routes: &[Route],
+    hits: &TicketFieldHits,
+    tz: chrono_tz::Tz,
+) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
     loop {
         let batch = crate::store::sessions::to_match(&store.pool, 500).await?;
@@ -54,7 +65,7 @@ pub async fn match_pending_routed(
         for s in &batch {
             stats.examined += 1;
             let link_rows = links::for_session(&store.pool, s.session_code_norm.as_deref(), &s.external_id).await?;
-            let facts_links: Vec<LinkFact<'_>> = link_rows
+            let mut facts_links: Vec<LinkFact<'_>> = link_rows
                 .iter()
                 .map(|l| LinkFact {
                     vendor: &l.vendor,
@@ -63,6 +74,14 @@ pub async fn match_pending_routed(
                     kind: &l.kind,
                 })
                 .collect();
+            if let (Some((ticket, _)), Some(code)) = (hits.get(&s.id), s.session_code_norm.as_deref()) {
+                facts_links.push(LinkFact {
+                    vendor: &s.vendor,
+                    code_norm: code,
+                    ticket_id: ticket,
+                    kind: "ticket_field",
+                });
+            }
             let facts = SessionFacts {
                 vendor: &s.vendor,
                 external_id: &s.external_id,
@@ -108,6 +127,41 @@ pub async fn match_pending_routed(
         }
         tx.commit().await?;
     }
+}
+
+/// Tickets found by a sink's session-code field, by session id: (ticket, sink).
+pub type TicketFieldHits = HashMap<i64, (String, String)>;
+
+/// For the `ticket_field` rule: ask each sink that can search its tickets by a custom field
+/// holding the session code (Zendesk, Freshservice, JSM, GLPI when configured) about the
+/// sessions waiting to be matched. The hits feed [`match_pending_with`], where the rule
+/// decides and the match (with the rule and the code) is recorded and audited as usual.
+/// Network calls stay outside database transactions; a failed lookup is logged and the
+/// session is left to the other rules.
+pub async fn lookup_ticket_fields(store: &Store, rules: &[Rule], sinks: &Sinks) -> Result<TicketFieldHits, StoreError> {
+    let mut hits = TicketFieldHits::new();
+    if !rules.iter().any(|r| matches!(r, Rule::TicketField)) || sinks.is_empty() {
+        return Ok(hits);
+    }
+    let mut names: Vec<&String> = sinks.keys().collect();
+    names.sort();
+    for s in crate::store::sessions::to_match(&store.pool, 500).await? {
+        let Some(code) = s.session_code.as_deref().filter(|c| !c.trim().is_empty()) else { continue };
+        for name in &names {
+            match sinks[*name].find_ticket_by_session_code(code).await {
+                Ok(Some(ticket)) if matcher::valid_ticket_id(&ticket) => {
+                    tracing::info!(session_id = s.id, sink = %name, ticket = %ticket, "ticket found by its session-code field");
+                    hits.insert(s.id, (ticket, name.to_string()));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(session_id = s.id, sink = %name, error = %e, "ticket lookup by session code failed")
+                }
+            }
+        }
+    }
+    Ok(hits)
 }
 
 /// Make sessions with this code eligible for matching again (after a new link).

@@ -365,3 +365,52 @@ async fn routes_send_each_session_to_the_sinks_that_accept_it() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+#[tokio::test]
+async fn ticket_field_rule_matches_through_a_sink_lookup() {
+    let sim = GlpiSim::start("glpi-user", None, &[77]).await.unwrap();
+    sim.set_session_code(77, "s123-456-789");
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let glpi: Arc<dyn TicketSink> =
+        Arc::new(GlpiSink::new("glpi", &sim.base_url, secret("glpi-user"), None, Some(76665), http()));
+    let s = sinks(vec![glpi]);
+    let mut tx = store.begin().await.unwrap();
+    let session = ticketsync::session::NewSession {
+        vendor: "teamviewer".into(),
+        external_id: "r-1".into(),
+        session_code: Some("s123-456-789".into()),
+        technician: None,
+        technician_id: None,
+        device: None,
+        device_id: None,
+        group_name: None,
+        started_at: chrono::Utc::now() - chrono::Duration::minutes(5),
+        ended_at: Some(chrono::Utc::now()),
+        notes: None,
+        description: None,
+        custom_api: None,
+        customer_name: None,
+        customer_email: None,
+        raw_json: "{\"id\":\"r-1\"}".into(),
+    };
+    ticketsync::store::sessions::upsert(&mut tx, &session, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let rule = |kind: &str| -> ticketsync::config::RuleConfig {
+        toml::from_str(&format!("kind = \"{kind}\"")).expect("rule config")
+    };
+    // Without the rule nothing is asked and nothing matches.
+    let default_rules = ticketsync::matcher::compile_all(&[rule("manual")]).unwrap();
+    assert!(ticketsync::pipeline::lookup_ticket_fields(&store, &default_rules, &s).await.unwrap().is_empty());
+    let rules = ticketsync::matcher::compile_all(&[rule("ticket_field")]).unwrap();
+    let hits = ticketsync::pipeline::lookup_ticket_fields(&store, &rules, &s).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    let m = ticketsync::pipeline::match_pending_with(&store, &rules, &[Route::all("glpi")], &hits, chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!((m.matched, m.enqueued), (1, 1));
+    let d = outbox::list(&store.pool, None).await.unwrap();
+    assert_eq!((d[0].sink.as_str(), d[0].ticket_id.as_str()), ("glpi", "77"));
+    let rule_used: String = sqlx::query_scalar("SELECT rule FROM matches").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(rule_used, "ticket_field");
+}
