@@ -19,6 +19,8 @@ pub struct App {
     pub sources: Vec<(Arc<dyn Source>, String)>,
     pub sinks: Sinks,
     pub sink_names: Vec<String>,
+    /// Which sinks receive which matched sessions (`tickets`, `sources` keys).
+    pub routes: Vec<crate::sinks::routing::Route>,
     pub rules: Vec<Rule>,
     pub policy: DeliveryPolicy,
 }
@@ -52,6 +54,7 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             Arc::new(WebhookSink::new("webhook", &w.url, secret, &w.signature_header, http.clone())),
         );
     }
+    cfg.sinks.extra().build(&http, cfg.notes.inline_attachment_max_chars, &mut sinks)?;
     Ok(sinks)
 }
 
@@ -77,8 +80,30 @@ impl App {
         let mut sink_names: Vec<String> = sinks.keys().cloned().collect();
         sink_names.sort();
         let rules = crate::matcher::compile_all(&config.matching.rules).context("match.rules")?;
+        let mut routes = Vec::new();
+        for (name, tickets, srcs) in config.sinks.routes() {
+            routes.push(
+                crate::sinks::routing::Route::new(name, tickets, srcs)
+                    .with_context(|| format!("sinks.{name}.tickets"))?,
+            );
+        }
         let policy = DeliveryPolicy::from_config(&config.outbox);
-        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, rules, policy })
+        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy })
+    }
+
+    /// The sinks whose routes accept a note from this source (a vendor name, as in
+    /// `sessions.vendor`) for this ticket. Every writer of ticket notes goes through the
+    /// routes: the matcher (`match_pending_with`) and the launchers (`session create`).
+    pub fn sinks_for<'a>(&'a self, source: &'a str, ticket: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.routes.iter().filter(move |r| r.accepts(source, ticket)).map(|r| &r.sink)
+    }
+
+    /// One matching pass as every command runs it (daemon, `sync-once`, `link`, demo): the
+    /// sinks' session-code lookups for the `ticket_field` rule, then the rules, queueing each
+    /// match for the sinks its route accepts.
+    pub async fn match_pass(&self) -> Result<crate::pipeline::MatchStats, crate::store::StoreError> {
+        let hits = crate::pipeline::lookup_ticket_fields(&self.store, &self.rules, &self.sinks).await?;
+        crate::pipeline::match_pending_with(&self.store, &self.rules, &self.routes, &hits, self.config.notes_tz()).await
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.
@@ -89,8 +114,7 @@ impl App {
             let stats = src.poll(&self.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
             report.polled.push((src.name().to_string(), stats));
         }
-        report.matched =
-            crate::pipeline::match_pending(&self.store, &self.rules, &self.sink_names, self.config.notes_tz()).await?;
+        report.matched = self.match_pass().await?;
         report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
         Ok(report)
     }

@@ -318,6 +318,8 @@ impl Default for TeamViewerConfig {
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     Manual,
+    /// The ticket whose custom field (configured on a sink) holds the session code.
+    TicketField,
     CustomApi,
     SessionCode,
     NotesRegex,
@@ -359,6 +361,34 @@ fn default_rules() -> Vec<RuleConfig> {
 pub struct SinksConfig {
     pub redmine: Option<RedmineConfig>,
     pub webhook: Option<WebhookConfig>,
+    pub zendesk: Option<crate::sinks::config::ZendeskConfig>,
+    pub freshservice: Option<crate::sinks::config::FreshserviceConfig>,
+    pub jsm: Option<crate::sinks::config::JsmConfig>,
+    pub glpi: Option<crate::sinks::config::GlpiConfig>,
+}
+
+impl SinksConfig {
+    pub fn extra(&self) -> crate::sinks::config::ExtraSinks<'_> {
+        crate::sinks::config::ExtraSinks {
+            zendesk: self.zendesk.as_ref(),
+            freshservice: self.freshservice.as_ref(),
+            jsm: self.jsm.as_ref(),
+            glpi: self.glpi.as_ref(),
+        }
+    }
+
+    /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
+    pub fn routes(&self) -> Vec<crate::sinks::routing::RouteKeys<'_>> {
+        let mut out = Vec::new();
+        if let Some(r) = self.redmine.as_ref().filter(|r| r.enabled) {
+            out.push(("redmine", r.tickets.as_deref(), r.sources.as_deref()));
+        }
+        if let Some(w) = self.webhook.as_ref().filter(|w| w.enabled) {
+            out.push(("webhook", w.tickets.as_deref(), w.sources.as_deref()));
+        }
+        out.extend(self.extra().routes());
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -374,6 +404,12 @@ pub struct RedmineConfig {
     /// Session notes are private notes (visible to agents only).
     #[serde(default = "yes")]
     pub private_notes: bool,
+    /// Only tickets whose id matches this regex go to this sink.
+    #[serde(default)]
+    pub tickets: Option<String>,
+    /// Only sessions from these sources go to this sink.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -388,6 +424,10 @@ pub struct WebhookConfig {
     pub secret_file: Option<PathBuf>,
     #[serde(default = "default_sig_header")]
     pub signature_header: String,
+    #[serde(default)]
+    pub tickets: Option<String>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
 }
 fn default_sig_header() -> String {
     "X-Ticketsync-Signature".into()
@@ -499,12 +539,15 @@ impl Config {
         }
         if let Some(r) = &self.sinks.redmine {
             check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m))?;
+            crate::sinks::config::check_route("sinks.redmine", r.tickets.as_deref(), r.sources.as_deref())?;
         }
         if let Some(w) = &self.sinks.webhook {
             check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m))?;
             reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes())
                 .map_err(|_| key_err("sinks.webhook.signature_header", "not a valid HTTP header name"))?;
+            crate::sinks::config::check_route("sinks.webhook", w.tickets.as_deref(), w.sources.as_deref())?;
         }
+        self.sinks.extra().validate()?;
         Ok(())
     }
 
@@ -549,6 +592,7 @@ impl Config {
         if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
             require(w.secret_value()?, "sinks.webhook.secret", "webhook_secret")?;
         }
+        self.sinks.extra().check_secrets()?;
         Ok(())
     }
 

@@ -107,7 +107,7 @@ pub async fn run(app: App) -> Result<()> {
             loop {
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
                 let step = async {
-                    let m = crate::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz()).await?;
+                    let m = app.match_pass().await?;
                     let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
                     Ok::<_, crate::store::StoreError>((m, d))
                 };
@@ -164,6 +164,9 @@ pub async fn run(app: App) -> Result<()> {
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("tasks did not finish in time; abandoning them (their work resumes from the store)");
         tasks.abort_all();
+    }
+    for sink in app.sinks.values() {
+        sink.close().await;
     }
     app.store.pool.close().await;
     tracing::info!("stopped");

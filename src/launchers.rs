@@ -113,7 +113,7 @@ async fn teamviewer_case(
             .await?;
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&code)).await?;
     let mut deliveries = Vec::new();
-    for sink in &app.sink_names {
+    for sink in app.sinks_for("teamviewer", ticket) {
         for (kind, note) in [("session_links", Some(&internal)), ("customer_link", customer.as_ref())] {
             let Some(note) = note else { continue };
             let j = serde_json::to_string(note)?;
@@ -205,7 +205,7 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
         crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&created.id)).await?;
     }
     let mut deliveries = Vec::new();
-    for sink in &app.sink_names {
+    for sink in app.sinks_for("splashtop", ticket) {
         for (kind, note) in [("session_links", &internal), ("customer_link", &customer)] {
             let j = serde_json::to_string(note)?;
             if let Some(id) =
@@ -250,7 +250,7 @@ pub(crate) async fn record_created(
         crate::store::links::insert(&mut tx, vendor, code, ticket, "created", Some(details), Some("cli")).await?;
     crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
     let mut deliveries = Vec::new();
-    for sink in &app.sink_names {
+    for sink in app.sinks_for(vendor, ticket) {
         for (kind, note) in notes {
             let j = serde_json::to_string(note)?;
             if let Some(id) =

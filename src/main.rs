@@ -67,13 +67,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
                 println!("  rooms: visioconference");
             }
-            let mut sinks = vec![];
-            if cfg.sinks.redmine.as_ref().is_some_and(|r| r.enabled) {
-                sinks.push("redmine");
-            }
-            if cfg.sinks.webhook.as_ref().is_some_and(|w| w.enabled) {
-                sinks.push("webhook");
-            }
+            let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
             println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
             println!("  database: {}", cfg.store.path.display());
             if sinks.is_empty() {
@@ -96,6 +90,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::SyncOnce => {
             let app = App::build(load(&cli)?).await?;
             let r = app.cycle().await?;
+            for sink in app.sinks.values() {
+                sink.close().await;
+            }
             for (name, s) in &r.polled {
                 println!(
                     "{name}: {} records in {} pages ({} new, {} updated, {} quarantined)",
@@ -145,8 +142,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
-            let m = ticketsync::pipeline::match_pending(&app.store, &app.rules, &app.sink_names, app.config.notes_tz())
-                .await?;
+            let m = app.match_pass().await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
             app.store.pool.close().await;
         }

@@ -41,6 +41,7 @@ pub struct Match {
 #[derive(Debug, Clone)]
 pub enum Rule {
     Manual,
+    TicketField,
     CustomApi { json_key: String },
     SessionCode,
     NotesRegex { re: Regex, fields: Vec<String> },
@@ -50,6 +51,7 @@ impl Rule {
     pub fn compile(cfg: &RuleConfig) -> Result<Rule, regex::Error> {
         Ok(match cfg.kind {
             RuleKind::Manual => Rule::Manual,
+            RuleKind::TicketField => Rule::TicketField,
             RuleKind::CustomApi => {
                 Rule::CustomApi { json_key: cfg.json_key.clone().unwrap_or_else(|| "ticket_id".into()) }
             }
@@ -89,9 +91,12 @@ fn link_applies(l: &LinkFact<'_>, s: &SessionFacts<'_>) -> bool {
 
 fn apply(rule: &Rule, s: &SessionFacts<'_>, links: &[LinkFact<'_>]) -> Option<Match> {
     match rule {
-        Rule::Manual | Rule::SessionCode => {
-            let (kind, name) =
-                if matches!(rule, Rule::Manual) { ("manual", "manual") } else { ("created", "session_code") };
+        Rule::Manual | Rule::SessionCode | Rule::TicketField => {
+            let (kind, name) = match rule {
+                Rule::Manual => ("manual", "manual"),
+                Rule::TicketField => ("ticket_field", "ticket_field"),
+                _ => ("created", "session_code"),
+            };
             // The newest link wins: a re-link by an operator corrects an older one.
             links
                 .iter()

@@ -85,6 +85,18 @@ impl Note {
     }
 }
 
+impl Note {
+    /// This note with each attachment's text as [`Attachment::inline_text`] cuts it, for the
+    /// sinks that render attachments inline.
+    pub fn with_inline_cut(&self, max_chars: usize) -> Note {
+        let mut n = self.clone();
+        for a in &mut n.attachments {
+            a.text = a.inline_text(max_chars);
+        }
+        n
+    }
+}
+
 impl Attachment {
     /// The text for sinks that put attachments inline: cut at `max_chars` characters, with
     /// a line saying so. The full text stays in the database (the outbox row's note and the
@@ -147,6 +159,17 @@ mod tests {
         assert_eq!(a.inline_text(6), "abcdef");
         let cut = a.inline_text(4);
         assert!(cut.starts_with("abcd\n[… cut at 4 of 6 characters"), "{cut}");
+        let n = Note {
+            title: "t".into(),
+            fields: vec![],
+            links: vec![],
+            body: None,
+            attachments: vec![a],
+            visibility: Visibility::Internal,
+            marker: "m".into(),
+        };
+        assert_eq!(n.with_inline_cut(4).attachments[0].text, cut);
+        assert_eq!(n.attachments[0].text, "abcdef", "the stored note keeps the full text");
     }
 
     #[test]

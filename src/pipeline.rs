@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use crate::matcher::{self, LinkFact, Rule, SessionFacts};
 use crate::note::Note;
+use crate::sinks::routing::Route;
 use crate::sinks::{SinkErrorKind, TicketSink};
 use crate::store::outbox::{self, Delivery, Outcome};
 use crate::store::{links, Store, StoreError};
@@ -31,6 +32,29 @@ pub async fn match_pending(
     sinks: &[String],
     tz: chrono_tz::Tz,
 ) -> Result<MatchStats, StoreError> {
+    let routes: Vec<Route> = sinks.iter().map(|s| Route::all(s)).collect();
+    match_pending_routed(store, rules, &routes, tz).await
+}
+
+/// [`match_pending`], queueing each matched session's note only for the sinks whose route
+/// accepts its source and ticket.
+pub async fn match_pending_routed(
+    store: &Store,
+    rules: &[Rule],
+    routes: &[Route],
+    tz: chrono_tz::Tz,
+) -> Result<MatchStats, StoreError> {
+    match_pending_with(store, rules, routes, &TicketFieldHits::new(), tz).await
+}
+
+/// [`match_pending_routed`] with the tickets [`lookup_ticket_fields`] found.
+pub async fn match_pending_with(
+    store: &Store,
+    rules: &[Rule],
+    routes: &[Route],
+    hits: &TicketFieldHits,
+    tz: chrono_tz::Tz,
+) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
     loop {
         let batch = crate::store::sessions::to_match(&store.pool, 500).await?;
@@ -41,7 +65,7 @@ pub async fn match_pending(
         for s in &batch {
             stats.examined += 1;
             let link_rows = links::for_session(&store.pool, s.session_code_norm.as_deref(), &s.external_id).await?;
-            let facts_links: Vec<LinkFact<'_>> = link_rows
+            let mut facts_links: Vec<LinkFact<'_>> = link_rows
                 .iter()
                 .map(|l| LinkFact {
                     vendor: &l.vendor,
@@ -50,6 +74,14 @@ pub async fn match_pending(
                     kind: &l.kind,
                 })
                 .collect();
+            if let (Some((ticket, _)), Some(code)) = (hits.get(&s.id), s.session_code_norm.as_deref()) {
+                facts_links.push(LinkFact {
+                    vendor: &s.vendor,
+                    code_norm: code,
+                    ticket_id: ticket,
+                    kind: "ticket_field",
+                });
+            }
             let facts = SessionFacts {
                 vendor: &s.vendor,
                 external_id: &s.external_id,
@@ -65,10 +97,10 @@ pub async fn match_pending(
                         tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
                         let note = crate::report::session_note(s, tz);
                         let note_json = serde_json::to_string(&note).expect("notes serialize");
-                        for sink in sinks {
+                        for route in routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
                             if outbox::enqueue(
                                 &mut tx,
-                                sink,
+                                &route.sink,
                                 &m.ticket_id,
                                 Some(s.id),
                                 None,
@@ -95,6 +127,41 @@ pub async fn match_pending(
         }
         tx.commit().await?;
     }
+}
+
+/// Tickets found by a sink's session-code field, by session id: (ticket, sink).
+pub type TicketFieldHits = HashMap<i64, (String, String)>;
+
+/// For the `ticket_field` rule: ask each sink that can search its tickets by a custom field
+/// holding the session code (Zendesk, Freshservice, JSM, GLPI when configured) about the
+/// sessions waiting to be matched. The hits feed [`match_pending_with`], where the rule
+/// decides and the match (with the rule and the code) is recorded and audited as usual.
+/// Network calls stay outside database transactions; a failed lookup is logged and the
+/// session is left to the other rules.
+pub async fn lookup_ticket_fields(store: &Store, rules: &[Rule], sinks: &Sinks) -> Result<TicketFieldHits, StoreError> {
+    let mut hits = TicketFieldHits::new();
+    if !rules.iter().any(|r| matches!(r, Rule::TicketField)) || sinks.is_empty() {
+        return Ok(hits);
+    }
+    let mut names: Vec<&String> = sinks.keys().collect();
+    names.sort();
+    for s in crate::store::sessions::to_match(&store.pool, 500).await? {
+        let Some(code) = s.session_code.as_deref().filter(|c| !c.trim().is_empty()) else { continue };
+        for name in &names {
+            match sinks[*name].find_ticket_by_session_code(code).await {
+                Ok(Some(ticket)) if matcher::valid_ticket_id(&ticket) => {
+                    tracing::info!(session_id = s.id, sink = %name, ticket = %ticket, "ticket found by its session-code field");
+                    hits.insert(s.id, (ticket, name.to_string()));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(session_id = s.id, sink = %name, error = %e, "ticket lookup by session code failed")
+                }
+            }
+        }
+    }
+    Ok(hits)
 }
 
 /// Make sessions with this code eligible for matching again (after a new link).
@@ -140,30 +207,93 @@ pub struct DeliverStats {
 pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
     let mut stats = DeliverStats::default();
     loop {
-        let batch = outbox::claim_due(store, (policy.concurrency * 4) as i64).await?;
-        if batch.is_empty() {
+        let batching: HashMap<String, usize> =
+            sinks.iter().filter(|(_, s)| s.max_batch() > 1).map(|(n, s)| (n.clone(), s.max_batch())).collect();
+        let groups = outbox::claim_due_grouped(store, (policy.concurrency * 4) as i64, &batching).await?;
+        if groups.is_empty() {
             return Ok(stats);
         }
-        let results: Vec<Result<Outcome, StoreError>> = futures::stream::iter(batch)
-            .map(|d| async move {
-                let outcome = attempt(sinks, &d, policy).await;
-                outbox::finish(store, &d, &outcome).await?;
-                Ok(outcome)
+        let results: Vec<Result<Vec<Outcome>, StoreError>> = futures::stream::iter(groups)
+            .map(|group| async move {
+                let outcomes = if group.len() == 1 {
+                    vec![attempt(sinks, &group[0], policy).await]
+                } else {
+                    attempt_batch(sinks, &group, policy).await
+                };
+                for (d, outcome) in group.iter().zip(&outcomes) {
+                    outbox::finish(store, d, outcome).await?;
+                }
+                Ok(outcomes)
             })
             .buffer_unordered(policy.concurrency.max(1))
             .collect()
             .await;
         for r in results {
-            stats.attempted += 1;
-            match r? {
-                Outcome::Delivered { found_existing: true, .. } => stats.found_existing += 1,
-                Outcome::Delivered { .. } => stats.delivered += 1,
-                Outcome::Retry { .. } => stats.retrying += 1,
-                Outcome::Failed { .. } => stats.failed += 1,
-                Outcome::Dead { .. } => stats.dead += 1,
+            for outcome in r? {
+                stats.attempted += 1;
+                match outcome {
+                    Outcome::Delivered { found_existing: true, .. } => stats.found_existing += 1,
+                    Outcome::Delivered { .. } => stats.delivered += 1,
+                    Outcome::Retry { .. } => stats.retrying += 1,
+                    Outcome::Failed { .. } => stats.failed += 1,
+                    Outcome::Dead { .. } => stats.dead += 1,
+                }
             }
         }
     }
+}
+
+/// One attempt for several deliveries of one ticket (a batching sink): those already on
+/// the ticket are recognised by their marker, the rest go in one update and share its outcome.
+async fn attempt_batch(sinks: &Sinks, group: &[Delivery], policy: &DeliveryPolicy) -> Vec<Outcome> {
+    let Some(sink) = sinks.get(&group[0].sink) else {
+        let error = format!("sink {:?} is not configured any more", group[0].sink);
+        return group.iter().map(|_| Outcome::Failed { error: error.clone() }).collect();
+    };
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; group.len()];
+    let mut to_send: Vec<(usize, Note)> = Vec::new();
+    for (i, d) in group.iter().enumerate() {
+        let note: Note = match serde_json::from_str(&d.note_json) {
+            Ok(n) => n,
+            Err(e) => {
+                outcomes[i] = Some(Outcome::Dead { error: format!("stored note is unreadable: {e}") });
+                continue;
+            }
+        };
+        if d.attempts > 1 && sink.capabilities().marker_scan {
+            match sink.find_marker(&d.ticket_id, &d.marker).await {
+                Ok(Some(remote_ref)) => {
+                    tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, "note already on ticket; not posting again");
+                    outcomes[i] = Some(Outcome::Delivered { remote_ref, found_existing: true });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    outcomes[i] = Some(classify(d, e, policy));
+                    continue;
+                }
+            }
+        }
+        to_send.push((i, note));
+    }
+    if !to_send.is_empty() {
+        let notes: Vec<Note> = to_send.iter().map(|(_, n)| n.clone()).collect();
+        let d0 = &group[to_send[0].0];
+        match sink.post_notes(&d0.ticket_id, &notes).await {
+            Ok(remote_ref) => {
+                tracing::info!(sink = %d0.sink, ticket = %d0.ticket_id, notes = notes.len(), "notes delivered in one update");
+                for (i, _) in &to_send {
+                    outcomes[*i] = Some(Outcome::Delivered { remote_ref: remote_ref.clone(), found_existing: false });
+                }
+            }
+            Err(e) => {
+                for (i, _) in &to_send {
+                    outcomes[*i] = Some(classify(&group[*i], e.clone(), policy));
+                }
+            }
+        }
+    }
+    outcomes.into_iter().map(|o| o.expect("every delivery got an outcome")).collect()
 }
 
 /// One attempt. A delivery that was attempted before (crash while `sending`, timeout

@@ -1,8 +1,15 @@
 //! Ticket systems behind one trait. A sink knows nothing of vendors: it receives a
 //! [`Note`] and a ticket id, and must be safe to call again for the same marker.
 
+pub mod common;
+pub mod config;
+pub mod freshservice;
+pub mod glpi;
+pub mod jsm;
 pub mod redmine;
+pub mod routing;
 pub mod webhook;
+pub mod zendesk;
 
 use std::time::Duration;
 
@@ -101,4 +108,29 @@ pub trait TicketSink: Send + Sync {
 
     /// A harmless call proving the sink is reachable and the credentials work.
     async fn check(&self) -> Result<(), SinkError>;
+
+    /// How many due notes for one ticket this sink can write in a single update. Above 1,
+    /// the outbox hands it consecutive deliveries of one ticket together (Zendesk limits
+    /// updates per ticket).
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Write several notes onto one ticket in one update. Only called with more than one
+    /// note when [`TicketSink::max_batch`] allows it.
+    async fn post_notes(&self, ticket: &str, notes: &[Note]) -> Result<RemoteRef, SinkError> {
+        match notes {
+            [one] => self.post_note(ticket, one).await,
+            _ => Err(SinkError::new(self.name(), SinkErrorKind::Permanent, "this sink cannot batch notes")),
+        }
+    }
+
+    /// The ticket whose configured custom field holds this session code, where the system
+    /// and the configuration support it.
+    async fn find_ticket_by_session_code(&self, _code: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
+    /// Release server-side state (GLPI's session) at shutdown.
+    async fn close(&self) {}
 }

@@ -108,6 +108,11 @@ pub async fn commit_page(
     Ok(())
 }
 
+/// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
+/// stored sessions and of `session create` links. Zoom is one source over all its accounts.
+pub const ROUTING_NAMES: &[&str] =
+    &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
+
 /// Human name of a vendor, for note titles.
 pub fn display_name(vendor: &str) -> &str {
     match vendor {

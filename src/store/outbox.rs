@@ -107,9 +107,21 @@ pub async fn recover_sending(store: &super::Store) -> Result<u64> {
 /// Claim up to `limit` due deliveries, at most one per (sink, ticket) and never one that
 /// has an older undelivered sibling, so notes land on a ticket in the order they were queued.
 pub async fn claim_due(store: &super::Store, limit: i64) -> Result<Vec<Delivery>> {
+    Ok(claim_due_grouped(store, limit, &std::collections::HashMap::new()).await?.into_iter().flatten().collect())
+}
+
+/// Like [`claim_due`], but for a sink listed in `batch` (sink name → most notes per update)
+/// each claimed delivery brings along the due deliveries queued after it for the same
+/// ticket with the same visibility, in queue order, stopping at the first one that is not
+/// due yet. Each group is written in one update.
+pub async fn claim_due_grouped(
+    store: &super::Store,
+    limit: i64,
+    batch: &std::collections::HashMap<String, usize>,
+) -> Result<Vec<Vec<Delivery>>> {
     let mut tx = store.begin().await?;
     let now = super::now();
-    let rows: Vec<Delivery> = sqlx::query_as(&format!(
+    let heads: Vec<Delivery> = sqlx::query_as(&format!(
         "SELECT {COLS} FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?
          AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.sink = d.sink AND o.ticket_id = d.ticket_id AND o.id < d.id
                          AND o.state IN ('pending', 'sending'))
@@ -119,38 +131,70 @@ pub async fn claim_due(store: &super::Store, limit: i64) -> Result<Vec<Delivery>
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for mut d in rows {
-        d.attempts += 1;
-        d.state = "sending".into();
-        sqlx::query("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
-            .bind(d.attempts)
-            .bind(&now)
-            .bind(d.id)
-            .execute(&mut *tx)
+    let mut out = Vec::with_capacity(heads.len());
+    for head in heads {
+        let mut group = vec![head];
+        let max = batch.get(&group[0].sink).copied().unwrap_or(1);
+        if max > 1 {
+            let later: Vec<Delivery> = sqlx::query_as(&format!(
+                "SELECT {COLS} FROM deliveries WHERE sink = ? AND ticket_id = ? AND state = 'pending' AND id > ?
+                 ORDER BY id LIMIT ?"
+            ))
+            .bind(&group[0].sink)
+            .bind(&group[0].ticket_id)
+            .bind(group[0].id)
+            .bind((max - 1) as i64)
+            .fetch_all(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, started_at) VALUES (?, ?, ?)")
-            .bind(d.id)
-            .bind(d.attempts)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        audit::append(
-            &mut tx,
-            Event {
-                kind: "delivery_attempted",
-                session_id: d.session_id,
-                ticket_id: Some(&d.ticket_id),
-                delivery_id: Some(d.id),
-                detail: Some(json!({"sink": d.sink, "attempt": d.attempts})),
-                ..Default::default()
-            },
-        )
-        .await?;
-        out.push(d);
+            let vis = visibility(&group[0].note_json);
+            for d in later {
+                if d.next_attempt_at > now || visibility(&d.note_json) != vis {
+                    break;
+                }
+                group.push(d);
+            }
+        }
+        for d in &mut group {
+            mark_claimed(&mut tx, d, &now).await?;
+        }
+        out.push(group);
     }
     tx.commit().await?;
     Ok(out)
+}
+
+fn visibility(note_json: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(note_json).ok()?["visibility"].as_str().map(str::to_string)
+}
+
+async fn mark_claimed(tx: &mut Tx<'_>, d: &mut Delivery, now: &str) -> Result<()> {
+    d.attempts += 1;
+    d.state = "sending".into();
+    sqlx::query("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
+        .bind(d.attempts)
+        .bind(now)
+        .bind(d.id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, started_at) VALUES (?, ?, ?)")
+        .bind(d.id)
+        .bind(d.attempts)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    audit::append(
+        tx,
+        Event {
+            kind: "delivery_attempted",
+            session_id: d.session_id,
+            ticket_id: Some(&d.ticket_id),
+            delivery_id: Some(d.id),
+            detail: Some(json!({"sink": d.sink, "attempt": d.attempts})),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone)]

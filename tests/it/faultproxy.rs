@@ -46,7 +46,7 @@ pub struct Seen {
 
 #[derive(Default)]
 struct State {
-    faults: VecDeque<(Option<String>, Fault)>,
+    faults: VecDeque<(Option<String>, Option<String>, Fault)>,
     seen: Vec<Seen>,
 }
 
@@ -87,12 +87,17 @@ impl FaultProxy {
 
     /// Give `fault` to the next request of any method.
     pub fn push(&self, fault: Fault) {
-        self.state.lock().unwrap().faults.push_back((None, fault));
+        self.state.lock().unwrap().faults.push_back((None, None, fault));
     }
 
     /// Give `fault` to the next request with this method (`PUT`, `POST`); others pass.
     pub fn push_on(&self, method: &str, fault: Fault) {
-        self.state.lock().unwrap().faults.push_back((Some(method.to_ascii_uppercase()), fault));
+        self.state.lock().unwrap().faults.push_back((Some(method.to_ascii_uppercase()), None, fault));
+    }
+
+    /// Give `fault` to the next request with this method whose path contains `path_part`.
+    pub fn push_on_path(&self, method: &str, path_part: &str, fault: Fault) {
+        self.state.lock().unwrap().faults.push_back((Some(method.to_ascii_uppercase()), Some(path_part.into()), fault));
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -182,8 +187,10 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, host: &str, st: &Mu
     let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
     let (idx, fault) = {
         let mut g = st.lock().unwrap();
-        let pos = g.faults.iter().position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
-        let fault = pos.and_then(|p| g.faults.remove(p)).map(|(_, f)| f);
+        let pos = g.faults.iter().position(|(m, p, _)| {
+            m.as_deref().is_none_or(|m| m == method) && p.as_deref().is_none_or(|p| path.contains(p))
+        });
+        let fault = pos.and_then(|p| g.faults.remove(p)).map(|(_, _, f)| f);
         g.seen.push(Seen { method, path, fault: fault.clone(), upstream_status: None, answered_at: None });
         (g.seen.len() - 1, fault)
     };

@@ -9,4 +9,5 @@ mod sinks;
 mod splashtop;
 mod support;
 mod teamviewer;
+mod ticket_systems;
 mod zoom;

@@ -1,6 +1,7 @@
 //! The sink conformance suite: one set of cases, written once against a [`Target`], run
-//! against the Redmine sink on a real Redmine, the Redmine sink on the simulator and the
-//! webhook sink on the webhook simulator. Every sink talks to its system through a
+//! against the Redmine sink on a real Redmine, the Redmine sink on the simulator, the
+//! webhook sink on the webhook simulator, and the Zendesk, Freshservice, Jira Service
+//! Management and GLPI sinks on their simulators. Every sink talks to its system through a
 //! [`FaultProxy`], which injects 404/401/429/5xx answers, late answers and dropped
 //! connections. Deliveries go through the real outbox and `deliver_due`.
 
@@ -14,10 +15,18 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use ticketsync::note::{Field, Link, Note, Visibility};
 use ticketsync::pipeline::{deliver_due, DeliverStats, DeliveryPolicy, Sinks};
+use ticketsync::sim::freshservice::FreshserviceSim;
+use ticketsync::sim::glpi::GlpiSim;
+use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::webhook::WebhookSim;
+use ticketsync::sim::zendesk::ZendeskSim;
+use ticketsync::sinks::freshservice::FreshserviceSink;
+use ticketsync::sinks::glpi::GlpiSink;
+use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::webhook::WebhookSink;
+use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
 use ticketsync::sinks::TicketSink;
 use ticketsync::store::outbox::{self, Delivery};
 use ticketsync::store::Store;
@@ -28,6 +37,17 @@ use crate::support::{self, RedmineCi};
 const SIM_REDMINE_KEY: &str = "sim-redmine-key-5f1c";
 const WEBHOOK_SECRET: &str = "sim-webhook-secret-9a7e";
 const WEBHOOK_HEADER: &str = "X-Ticketsync-Signature";
+const ZENDESK_EMAIL: &str = "agent@example.test";
+const ZENDESK_TOKEN: &str = "sim-zendesk-token-77d1";
+const FRESHSERVICE_KEY: &str = "sim-freshservice-key-1b2c";
+const JSM_EMAIL: &str = "bot@example.test";
+const JSM_TOKEN: &str = "sim-jsm-token-4e8a";
+const GLPI_USER_TOKEN: &str = "sim-glpi-user-token-c3d9";
+const GLPI_APP_TOKEN: &str = "sim-glpi-app-token-0f6b";
+/// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
+const SIM_TICKETS: u64 = 40;
+/// Small pages, so every marker scan in the suite walks the simulators' paging.
+const SIM_PAGE: usize = 2;
 const NORMAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client timeout for the "answer came too late" cases; the proxy holds the answer far longer.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,6 +59,15 @@ enum Backend {
     RealRedmine { ci: RedmineCi, http: reqwest::Client },
     SimRedmine(RedmineSim),
     SimWebhook(WebhookSim),
+    SimZendesk(ZendeskSim),
+    SimFreshservice(FreshserviceSim),
+    SimJsm(JsmSim),
+    SimGlpi(GlpiSim),
+}
+
+fn jsm_basic(email: &str, token: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}")))
 }
 
 /// A note as the ticket system shows it.
@@ -78,19 +107,58 @@ impl Target {
         Some(Target { backend: Backend::SimWebhook(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn zendesk_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = ZendeskSim::start(ZENDESK_EMAIL, ZENDESK_TOKEN, &ids).await.expect("start Zendesk simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimZendesk(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn freshservice_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = FreshserviceSim::start(FRESHSERVICE_KEY, &ids).await.expect("start Freshservice simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimFreshservice(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn jsm_sim() -> Option<Target> {
+        let keys: Vec<String> = (1..=SIM_TICKETS).map(|i| format!("HELP-{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let sim = JsmSim::start(&jsm_basic(JSM_EMAIL, JSM_TOKEN), &keys).await.expect("start JSM simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimJsm(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn glpi_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = GlpiSim::start(GLPI_USER_TOKEN, Some(GLPI_APP_TOKEN), &ids).await.expect("start GLPI simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimGlpi(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
             Backend::SimRedmine(_) => SIM_REDMINE_KEY.into(),
             Backend::SimWebhook(_) => WEBHOOK_SECRET.into(),
+            Backend::SimZendesk(_) => ZENDESK_TOKEN.into(),
+            Backend::SimFreshservice(_) => FRESHSERVICE_KEY.into(),
+            Backend::SimJsm(_) => JSM_TOKEN.into(),
+            Backend::SimGlpi(_) => GLPI_USER_TOKEN.into(),
         }
     }
 
     /// Every secret the sink or the test knows, none of which may reach `last_error`.
     fn secrets(&self) -> Vec<String> {
         let mut s = vec![self.good_secret()];
-        if let Backend::RealRedmine { ci, .. } = &self.backend {
-            s.push(ci.customer_api_key.clone());
+        match &self.backend {
+            Backend::RealRedmine { ci, .. } => s.push(ci.customer_api_key.clone()),
+            Backend::SimGlpi(_) => s.push(GLPI_APP_TOKEN.into()),
+            _ => {}
         }
         s
     }
@@ -110,6 +178,32 @@ impl Target {
                 WEBHOOK_HEADER,
                 http,
             )),
+            Backend::SimZendesk(_) => Arc::new(ZendeskSink::new(
+                "zendesk",
+                &self.proxy.base_url,
+                ZendeskAuth::ApiToken { email: ZENDESK_EMAIL.into(), token: secret },
+                None,
+                http,
+            )),
+            Backend::SimFreshservice(_) => {
+                Arc::new(FreshserviceSink::new("freshservice", &self.proxy.base_url, secret, None, http))
+            }
+            Backend::SimJsm(_) => Arc::new(JsmSink::new(
+                "jsm",
+                &self.proxy.base_url,
+                JsmAuth::Cloud { email: JSM_EMAIL.into(), api_token: secret },
+                true,
+                None,
+                http,
+            )),
+            Backend::SimGlpi(_) => Arc::new(GlpiSink::new(
+                "glpi",
+                &format!("{}/apirest.php", self.proxy.base_url),
+                secret,
+                Some(SecretString::from(GLPI_APP_TOKEN.to_string())),
+                None,
+                http,
+            )),
         }
     }
 
@@ -117,16 +211,41 @@ impl Target {
         self.sink_with(&self.good_secret(), NORMAL_TIMEOUT)
     }
 
-    /// The HTTP method that writes a note (the one faults are aimed at).
-    fn write_method(&self) -> &'static str {
+    /// The HTTP method and a part of the path of the request that writes a note (the one
+    /// faults are aimed at).
+    fn write_request(&self) -> (&'static str, &'static str) {
         match &self.backend {
-            Backend::SimWebhook(_) => "POST",
-            _ => "PUT",
+            Backend::RealRedmine { .. } | Backend::SimRedmine(_) => ("PUT", "/issues/"),
+            Backend::SimWebhook(_) => ("POST", "/hook"),
+            Backend::SimZendesk(_) => ("PUT", "/api/v2/tickets/"),
+            Backend::SimFreshservice(_) => ("POST", "/notes"),
+            Backend::SimJsm(_) => ("POST", "/servicedeskapi/request/"),
+            Backend::SimGlpi(_) => ("POST", "/ITILFollowup"),
         }
     }
 
+    fn is_write(&self, s: &crate::faultproxy::Seen) -> bool {
+        let (m, p) = self.write_request();
+        s.method == m && s.path.contains(p)
+    }
+
+    /// Aim `fault` at the next note write.
+    fn fault_next_write(&self, fault: Fault) {
+        let (m, p) = self.write_request();
+        self.proxy.push_on_path(m, p, fault);
+    }
+
     fn writes_seen(&self) -> usize {
-        self.proxy.seen().iter().filter(|s| s.method == self.write_method()).count()
+        self.proxy.seen().iter().filter(|s| self.is_write(s)).count()
+    }
+
+    /// Note writes sent for a ticket the system does not have: GLPI and JSM learn that the
+    /// ticket is missing before writing (GLPI reads the ticket, JSM's remote link is refused).
+    fn writes_for_missing_ticket(&self) -> usize {
+        match &self.backend {
+            Backend::SimGlpi(_) | Backend::SimJsm(_) => 0,
+            _ => 1,
+        }
     }
 
     /// Outcome of the attempt that repeats a note which already landed: the Redmine sink
@@ -155,6 +274,10 @@ impl Target {
             }
             Backend::SimRedmine(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
+            Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
+            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
+                self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string()
+            }
         }
     }
 
@@ -163,7 +286,10 @@ impl Target {
     async fn missing_ticket(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { .. } => "999999999".into(),
-            Backend::SimRedmine(_) => "999999".into(),
+            Backend::SimRedmine(_) | Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
+                "999999".into()
+            }
+            Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimWebhook(_) => {
                 self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
                 "WH-404".into()
@@ -196,6 +322,27 @@ impl Target {
                 .map(|p| Posted {
                     text: p["text"].as_str().unwrap_or_default().to_string(),
                     private: p["visibility"] == json!("internal"),
+                })
+                .collect(),
+            Backend::SimZendesk(sim) => sim
+                .comments(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|c| Posted { text: c.plain_body, private: !c.public })
+                .collect(),
+            Backend::SimFreshservice(sim) => sim
+                .conversations(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|c| Posted { text: c.body_text, private: c.private })
+                .collect(),
+            Backend::SimJsm(sim) => {
+                sim.comments(ticket).into_iter().map(|c| Posted { text: c.body, private: !c.public }).collect()
+            }
+            Backend::SimGlpi(sim) => sim
+                .followups(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|f| Posted {
+                    text: ticketsync::sim::html::to_text(&ticketsync::sinks::common::unescape_html(&f.content)),
+                    private: f.is_private,
                 })
                 .collect(),
         }
@@ -440,7 +587,7 @@ async fn case_ticket_not_found(t: &Target) {
     assert_eq!(run.outcomes(id).await, ["dead"]);
 
     assert_eq!(run.deliver().await.attempted, 0, "a dead delivery is not retried");
-    assert_eq!(t.writes_seen(), 1);
+    assert_eq!(t.writes_seen(), t.writes_for_missing_ticket());
 }
 
 /// Case 4: Credentials rejected: `failed` with a clear message, no secret in it, not retried.
@@ -477,11 +624,21 @@ async fn case_rate_limited(
     retry_after: impl FnOnce() -> (String, Option<SystemTime>),
     delay_from_answer: Option<Duration>,
 ) {
+    case_throttled(t, "Retry-After", retry_after, delay_from_answer).await;
+}
+
+/// 429 with a throttling header (`Retry-After` or `X-RateLimit-Reset`).
+async fn case_throttled(
+    t: &Target,
+    header_name: &str,
+    retry_after: impl FnOnce() -> (String, Option<SystemTime>),
+    delay_from_answer: Option<Duration>,
+) {
     let run = Run::new(t.sink()).await;
     let ticket = t.make_ticket().await;
     let note = test_note();
     let (header, absolute) = retry_after();
-    t.proxy.push_on(t.write_method(), Fault::status(429, &[("Retry-After", &header)], "slow down"));
+    t.fault_next_write(Fault::status(429, &[(header_name, &header)], "slow down"));
     let id = run.enqueue(&ticket, &note).await;
 
     let stats = run.deliver().await;
@@ -489,8 +646,7 @@ async fn case_rate_limited(
     let d = run.get(id).await;
     assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
     assert!(d.last_error.as_deref().unwrap_or_default().contains("429"), "{d:?}");
-    let answered =
-        t.proxy.seen().iter().find(|s| s.method == t.write_method()).and_then(|s| s.answered_at).expect("429 answered");
+    let answered = t.proxy.seen().iter().find(|s| t.is_write(s)).and_then(|s| s.answered_at).expect("429 answered");
     let allowed: DateTime<Utc> = match (absolute, delay_from_answer) {
         (Some(at), _) => at.into(),
         (None, Some(delay)) => DateTime::<Utc>::from(answered) + chrono::Duration::from_std(delay).unwrap(),
@@ -528,13 +684,29 @@ async fn case_rate_limited_http_date(t: &Target) {
     .await;
 }
 
+/// `X-RateLimit-Reset` as an epoch timestamp, with no `Retry-After`.
+async fn case_rate_limited_reset_header(t: &Target) {
+    case_throttled(
+        t,
+        "X-RateLimit-Reset",
+        || {
+            let at = SystemTime::now() + Duration::from_secs(3);
+            let epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            // Whole seconds: the server's reset instant is the start of that second.
+            (epoch.to_string(), Some(std::time::UNIX_EPOCH + Duration::from_secs(epoch)))
+        },
+        None,
+    )
+    .await;
+}
+
 /// Case 5b: `Retry-After: 0` (or a past date) must not make `deliver_due` spin against the server.
 async fn case_rate_limited_zero(t: &Target) {
     let run = Run::with_policy(t.sink(), Duration::from_secs(1)).await;
     let ticket = t.make_ticket().await;
     let note = test_note();
     for _ in 0..3 {
-        t.proxy.push_on(t.write_method(), Fault::status(429, &[("Retry-After", "0")], "slow down"));
+        t.fault_next_write(Fault::status(429, &[("Retry-After", "0")], "slow down"));
     }
     let id = run.enqueue(&ticket, &note).await;
 
@@ -556,7 +728,7 @@ async fn case_server_error(t: &Target) {
     let ticket = t.make_ticket().await;
     let note = test_note();
     for _ in 0..2 {
-        t.proxy.push_on(t.write_method(), Fault::status(503, &[], "maintenance"));
+        t.fault_next_write(Fault::status(503, &[], "maintenance"));
     }
     let id = run.enqueue(&ticket, &note).await;
 
@@ -586,7 +758,7 @@ async fn case_lost_answer(t: &Target, fault: Fault) {
     let run = Run::new(t.sink_with(&t.good_secret(), SHORT_TIMEOUT)).await;
     let ticket = t.make_ticket().await;
     let note = test_note();
-    t.proxy.push_on(t.write_method(), fault);
+    t.fault_next_write(fault);
     let id = run.enqueue(&ticket, &note).await;
 
     let stats = run.deliver().await;
@@ -595,10 +767,9 @@ async fn case_lost_answer(t: &Target, fault: Fault) {
     assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
     assert_eq!(run.outcomes(id).await, ["ambiguous"]);
     // The system did apply it (the proxy saw the upstream answer).
-    let m = t.write_method();
     t.proxy
         .wait_until("the upstream answer to the first write", |s| {
-            s.iter().any(|s| s.method == m && s.upstream_status.is_some())
+            s.iter().any(|s| t.is_write(s) && s.upstream_status.is_some())
         })
         .await;
     assert_eq!(t.copies_of(&ticket, &note).await.len(), 1);
@@ -734,6 +905,7 @@ macro_rules! conformance {
             case!(rate_limited_retry_after_seconds, case_rate_limited_seconds);
             case!(rate_limited_retry_after_http_date, case_rate_limited_http_date);
             case!(rate_limited_retry_after_zero, case_rate_limited_zero);
+            case!(rate_limited_ratelimit_reset, case_rate_limited_reset_header);
             case!(server_error_then_delivered, case_server_error);
             case!(timeout_after_send, case_timeout_after_send);
             case!(connection_dropped_after_send, case_connection_dropped_after_send);
@@ -745,3 +917,7 @@ macro_rules! conformance {
 conformance!(redmine_real);
 conformance!(redmine_sim);
 conformance!(webhook_sim);
+conformance!(zendesk_sim);
+conformance!(freshservice_sim);
+conformance!(jsm_sim);
+conformance!(glpi_sim);

@@ -1,0 +1,446 @@
+//! Configuration of the Zendesk, Freshservice, Jira Service Management and GLPI sinks
+//! (`[sinks.zendesk]`, `[sinks.freshservice]`, `[sinks.jsm]`, `[sinks.glpi]`): keys,
+//! validation, secrets, and building the sinks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::freshservice::FreshserviceSink;
+use super::glpi::GlpiSink;
+use super::jsm::{JsmAuth, JsmSink};
+use super::zendesk::{ZendeskAuth, ZendeskSink};
+use super::TicketSink;
+use crate::config::{resolve_secret, ConfigError};
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ZendeskAuthKind {
+    /// `email` + API token (Basic `{email}/token:{token}`).
+    #[default]
+    ApiToken,
+    /// An OAuth access token (Bearer).
+    Oauth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZendeskConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{subdomain}.zendesk.com`
+    pub url: String,
+    #[serde(default)]
+    pub auth: ZendeskAuthKind,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Id of a custom ticket field (text) that receives the session code.
+    #[serde(default)]
+    pub session_code_field_id: Option<u64>,
+    #[serde(default)]
+    pub tickets: Option<String>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshserviceConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{domain}.freshservice.com`
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Name of a custom ticket field holding the session code (`cf_session_code`), for lookups.
+    #[serde(default)]
+    pub session_code_field: Option<String>,
+    #[serde(default)]
+    pub tickets: Option<String>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JsmDeployment {
+    /// Atlassian Cloud: `email` + API token.
+    #[default]
+    Cloud,
+    /// Data Center / Server: personal access token.
+    DataCenter,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsmConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{site}.atlassian.net` or the Data Center base URL.
+    pub url: String,
+    #[serde(default)]
+    pub deployment: JsmDeployment,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Add a remote link (upserted by a stable globalId) for the note's first link.
+    #[serde(default = "yes")]
+    pub remote_links: bool,
+    /// Numeric id of a text custom field holding the session code (JQL `cf[id]`).
+    #[serde(default)]
+    pub session_code_field_id: Option<u64>,
+    #[serde(default)]
+    pub tickets: Option<String>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlpiConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The legacy REST endpoint, ending in `/apirest.php`.
+    pub url: String,
+    #[serde(default)]
+    pub user_token: Option<SecretString>,
+    #[serde(default)]
+    pub user_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub app_token: Option<SecretString>,
+    #[serde(default)]
+    pub app_token_file: Option<PathBuf>,
+    /// searchOption id of the Ticket field holding the session code.
+    #[serde(default)]
+    pub session_code_search_option: Option<u32>,
+    #[serde(default)]
+    pub tickets: Option<String>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.into(), message: message.into() }
+}
+
+fn check_url(key: &str, u: &str) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(u).map_err(|e| key_err(key, format!("not a valid URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(key_err(key, "must be an http:// or https:// URL"));
+    }
+    Ok(())
+}
+
+/// The routing keys of one sink section.
+pub fn check_route(section: &str, tickets: Option<&str>, sources: Option<&[String]>) -> Result<(), ConfigError> {
+    if let Some(p) = tickets {
+        regex::Regex::new(p).map_err(|e| key_err(&format!("{section}.tickets"), e.to_string().replace('\n', " ")))?;
+    }
+    if sources.is_some_and(|s| s.is_empty()) {
+        return Err(key_err(&format!("{section}.sources"), "must name at least one source, or be left out"));
+    }
+    // A misspelt source would silently route nothing to this sink.
+    let known = crate::sources::ROUTING_NAMES;
+    if let Some(bad) = sources.into_iter().flatten().find(|s| !known.iter().any(|k| k.eq_ignore_ascii_case(s))) {
+        return Err(key_err(
+            &format!("{section}.sources"),
+            format!("unknown source {bad:?} (known: {})", known.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
+    v.ok_or_else(|| {
+        key_err(
+            key,
+            format!(
+                "missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential), or TICKETSYNC__{}",
+                key.replace('.', "__").to_uppercase()
+            ),
+        )
+    })
+}
+
+impl ZendeskConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("sinks.zendesk.url", &self.url)?;
+        if self.auth == ZendeskAuthKind::ApiToken && self.email.as_deref().unwrap_or("").is_empty() {
+            return Err(key_err("sinks.zendesk.email", "required when auth = \"api_token\""));
+        }
+        check_route("sinks.zendesk", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
+        let v =
+            resolve_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref(), "zendesk_token")?;
+        require(v, "sinks.zendesk.token", "zendesk_token")
+    }
+}
+
+impl FreshserviceConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("sinks.freshservice.url", &self.url)?;
+        check_route("sinks.freshservice", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub fn api_key_secret(&self) -> Result<SecretString, ConfigError> {
+        let v = resolve_secret(
+            "sinks.freshservice.api_key",
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
+            "freshservice_api_key",
+        )?;
+        require(v, "sinks.freshservice.api_key", "freshservice_api_key")
+    }
+}
+
+impl JsmConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("sinks.jsm.url", &self.url)?;
+        if self.deployment == JsmDeployment::Cloud && self.email.as_deref().unwrap_or("").is_empty() {
+            return Err(key_err("sinks.jsm.email", "required when deployment = \"cloud\""));
+        }
+        check_route("sinks.jsm", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
+        let v = resolve_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref(), "jsm_token")?;
+        require(v, "sinks.jsm.token", "jsm_token")
+    }
+}
+
+impl GlpiConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("sinks.glpi.url", &self.url)?;
+        if !self.url.trim_end_matches('/').ends_with("apirest.php") {
+            return Err(key_err("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php"));
+        }
+        check_route("sinks.glpi", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub fn user_token_secret(&self) -> Result<SecretString, ConfigError> {
+        let v = resolve_secret(
+            "sinks.glpi.user_token",
+            self.user_token.as_ref(),
+            self.user_token_file.as_deref(),
+            "glpi_user_token",
+        )?;
+        require(v, "sinks.glpi.user_token", "glpi_user_token")
+    }
+    /// Optional: only when the GLPI API client is configured with an App-Token.
+    pub fn app_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "sinks.glpi.app_token",
+            self.app_token.as_ref(),
+            self.app_token_file.as_deref(),
+            "glpi_app_token",
+        )
+    }
+}
+
+/// The four sink sections, as they sit in `[sinks]`.
+pub struct ExtraSinks<'a> {
+    pub zendesk: Option<&'a ZendeskConfig>,
+    pub freshservice: Option<&'a FreshserviceConfig>,
+    pub jsm: Option<&'a JsmConfig>,
+    pub glpi: Option<&'a GlpiConfig>,
+}
+
+impl<'a> ExtraSinks<'a> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = self.zendesk {
+            c.validate()?;
+        }
+        if let Some(c) = self.freshservice {
+            c.validate()?;
+        }
+        if let Some(c) = self.jsm {
+            c.validate()?;
+        }
+        if let Some(c) = self.glpi {
+            c.validate()?;
+        }
+        Ok(())
+    }
+
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
+            c.token_secret()?;
+        }
+        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
+            c.api_key_secret()?;
+        }
+        if let Some(c) = self.jsm.filter(|c| c.enabled) {
+            c.token_secret()?;
+        }
+        if let Some(c) = self.glpi.filter(|c| c.enabled) {
+            c.user_token_secret()?;
+            c.app_token_secret()?;
+        }
+        Ok(())
+    }
+
+    /// Names of the enabled sinks, with their routing keys.
+    pub fn routes(&self) -> Vec<super::routing::RouteKeys<'a>> {
+        let mut out = Vec::new();
+        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
+            out.push(("zendesk", c.tickets.as_deref(), c.sources.as_deref()));
+        }
+        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
+            out.push(("freshservice", c.tickets.as_deref(), c.sources.as_deref()));
+        }
+        if let Some(c) = self.jsm.filter(|c| c.enabled) {
+            out.push(("jsm", c.tickets.as_deref(), c.sources.as_deref()));
+        }
+        if let Some(c) = self.glpi.filter(|c| c.enabled) {
+            out.push(("glpi", c.tickets.as_deref(), c.sources.as_deref()));
+        }
+        out
+    }
+
+    pub fn build(
+        &self,
+        http: &reqwest::Client,
+        inline_limit: usize,
+        sinks: &mut HashMap<String, Arc<dyn TicketSink>>,
+    ) -> Result<(), ConfigError> {
+        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
+            let token = c.token_secret()?;
+            let auth = match c.auth {
+                ZendeskAuthKind::ApiToken => {
+                    ZendeskAuth::ApiToken { email: c.email.clone().unwrap_or_default(), token }
+                }
+                ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
+            };
+            sinks.insert(
+                "zendesk".into(),
+                Arc::new(
+                    ZendeskSink::new("zendesk", &c.url, auth, c.session_code_field_id, http.clone())
+                        .with_inline_limit(inline_limit),
+                ),
+            );
+        }
+        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
+            sinks.insert(
+                "freshservice".into(),
+                Arc::new(
+                    FreshserviceSink::new(
+                        "freshservice",
+                        &c.url,
+                        c.api_key_secret()?,
+                        c.session_code_field.clone(),
+                        http.clone(),
+                    )
+                    .with_inline_limit(inline_limit),
+                ),
+            );
+        }
+        if let Some(c) = self.jsm.filter(|c| c.enabled) {
+            let token = c.token_secret()?;
+            let auth = match c.deployment {
+                JsmDeployment::Cloud => JsmAuth::Cloud { email: c.email.clone().unwrap_or_default(), api_token: token },
+                JsmDeployment::DataCenter => JsmAuth::DataCenter { pat: token },
+            };
+            sinks.insert(
+                "jsm".into(),
+                Arc::new(
+                    JsmSink::new("jsm", &c.url, auth, c.remote_links, c.session_code_field_id, http.clone())
+                        .with_inline_limit(inline_limit),
+                ),
+            );
+        }
+        if let Some(c) = self.glpi.filter(|c| c.enabled) {
+            sinks.insert(
+                "glpi".into(),
+                Arc::new(
+                    GlpiSink::new(
+                        "glpi",
+                        &c.url,
+                        c.user_token_secret()?,
+                        c.app_token_secret()?,
+                        c.session_code_search_option,
+                        http.clone(),
+                    )
+                    .with_inline_limit(inline_limit),
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
+    }
+
+    #[test]
+    fn four_sinks_build_with_routes_and_secrets() {
+        let c = load(
+            r#"
+[sinks.zendesk]
+url = "https://x.zendesk.com"
+email = "a@x.test"
+token = "t"
+session_code_field_id = 360001
+tickets = '^\d+$'
+[sinks.freshservice]
+url = "https://x.freshservice.com"
+api_key = "k"
+[sinks.jsm]
+url = "https://x.atlassian.net"
+deployment = "data_center"
+token = "pat"
+tickets = '^[A-Z]+-\d+$'
+sources = ["teamviewer"]
+[sinks.glpi]
+url = "https://glpi.x.test/apirest.php"
+user_token = "u"
+"#,
+        )
+        .unwrap();
+        c.check_secrets().unwrap();
+        let routes = c.sinks.routes();
+        assert_eq!(routes.iter().map(|r| r.0).collect::<Vec<_>>(), ["zendesk", "freshservice", "jsm", "glpi"]);
+        let mut sinks = std::collections::HashMap::new();
+        c.sinks.extra().build(&reqwest::Client::new(), 20_000, &mut sinks).unwrap();
+        assert_eq!(sinks.len(), 4);
+        assert_eq!(sinks["zendesk"].max_batch(), super::super::zendesk::DEFAULT_MAX_BATCH);
+        assert_eq!(sinks["glpi"].max_batch(), 1);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let e = load("[sinks.zendesk]\nurl = \"https://x.zendesk.com\"\ntoken = \"t\"\n").unwrap_err().to_string();
+        assert!(e.contains("sinks.zendesk.email"), "{e}");
+        let e = load("[sinks.glpi]\nurl = \"https://glpi.x.test/\"\n").unwrap_err().to_string();
+        assert!(e.contains("sinks.glpi.url"), "{e}");
+        let e = load("[sinks.jsm]\nurl = \"https://x\"\nemail = \"a\"\ntickets = \"(\"\n").unwrap_err().to_string();
+        assert!(e.contains("sinks.jsm.tickets"), "{e}");
+        let e = load("[sinks.freshservice]\nurl = \"https://x\"\n").unwrap().check_secrets().unwrap_err().to_string();
+        assert!(e.starts_with("sinks.freshservice.api_key"), "{e}");
+        let e = load("[sinks.glpi]\nurl = \"https://g/apirest.php\"\nuser_tokn = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("user_tokn"), "{e}");
+        let e = load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"zoom:helpdesk\"]\n").unwrap_err().to_string();
+        assert!(e.contains("sinks.webhook.sources") && e.contains("unknown source \"zoom:helpdesk\""), "{e}");
+        let c =
+            load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"Splashtop\", \"zoom\", \"visioconference\"]\n");
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+}

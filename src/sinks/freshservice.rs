@@ -1,0 +1,175 @@
+//! Freshservice: private note via `POST /api/v2/tickets/{id}/notes` (`private: true`, HTML
+//! `body`, 201), marker scan through `GET /api/v2/tickets/{id}/conversations` (paged with
+//! `page`/`per_page` and a `Link: <…>; rel="next"` header). API key as Basic `{key}:X`.
+//! Failed calls count against Freshservice's rate limit, so no 4xx but 429 is retried.
+
+use async_trait::async_trait;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::common::{self, Reply};
+use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::note::{Note, Visibility};
+
+pub struct FreshserviceSink {
+    name: String,
+    base: String,
+    key: SecretString,
+    /// Name of a custom field (`cf_session_code`) holding the session code, for lookups.
+    session_field: Option<String>,
+    http: reqwest::Client,
+    /// Attachments go inline (no private upload), cut at this many characters.
+    inline_limit: usize,
+}
+
+impl FreshserviceSink {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        api_key: SecretString,
+        session_field: Option<String>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_string(),
+            key: api_key,
+            session_field,
+            http,
+            inline_limit: 20_000,
+        }
+    }
+
+    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
+    pub fn with_inline_limit(mut self, chars: usize) -> Self {
+        self.inline_limit = chars;
+        self
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let raw = format!("{}:X", self.key.expose_secret());
+        req.header("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+    }
+
+    /// Freshservice shows tickets as `INC-42`; the API wants `42`.
+    fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
+        let t = ticket.trim_start_matches('#');
+        let id = ["INC-", "SR-", "inc-", "sr-"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(SinkError::new(
+                &self.name,
+                SinkErrorKind::Permanent,
+                format!("ticket {ticket:?} is not a Freshservice ticket id"),
+            ));
+        }
+        Ok(id.to_string())
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
+        let r = common::send(&self.name, self.authed(req)).await?;
+        if r.status.is_success() {
+            return Ok(r);
+        }
+        let detail = freshservice_error(&r.body);
+        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
+        match r.status.as_u16() {
+            // Every failed call costs rate-limit credit: only 429 and 5xx are worth repeating.
+            408 | 425 => err.kind = SinkErrorKind::Permanent,
+            400 | 422 => err.message = format!("Freshservice rejected the note (HTTP {}): {detail}", r.status.as_u16()),
+            _ => {}
+        }
+        Err(err)
+    }
+}
+
+/// `{"description":"Validation failed","errors":[{"field":…,"message":…,"code":…}]}` or
+/// `{"code":"invalid_credentials","message":…}`.
+fn freshservice_error(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
+    };
+    let mut parts: Vec<String> =
+        ["code", "description", "message"].iter().filter_map(|k| v[*k].as_str().map(str::to_string)).collect();
+    for e in v["errors"].as_array().into_iter().flatten() {
+        parts.push(format!("{}: {}", e["field"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or_default()));
+    }
+    parts.join("; ")
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
+        let start = p.find('<')? + 1;
+        let end = p.find('>')?;
+        Some(p[start..end].to_string())
+    })
+}
+
+#[async_trait]
+impl TicketSink for FreshserviceSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { marker_scan: true, private_notes: true, attachments: false }
+    }
+
+    async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let mut url = Some(format!("{}/api/v2/tickets/{id}/conversations?page=1&per_page=100", self.base));
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            pages += 1;
+            let r = self.call(self.http.get(&u)).await?;
+            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable conversations: {e}"),
+                )
+            })?;
+            for c in v["conversations"].as_array().into_iter().flatten() {
+                let hit = ["body", "body_text"]
+                    .iter()
+                    .any(|k| c[*k].as_str().is_some_and(|t| common::unescape_html(t).contains(marker)));
+                if hit {
+                    return Ok(Some(format!("ticket:{id}#conversation-{}", c["id"])));
+                }
+            }
+            if pages < 1000 {
+                // Follow only the path and query, on our own base.
+                url = next_link(&r.headers)
+                    .and_then(|n| url::Url::parse(&n).ok())
+                    .map(|n| format!("{}{}?{}", self.base, n.path(), n.query().unwrap_or_default()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let body = json!({"body": common::to_html(&note.with_inline_cut(self.inline_limit)), "private": note.visibility == Visibility::Internal});
+        let r = self.call(self.http.post(format!("{}/api/v2/tickets/{id}/notes", self.base)).json(&body)).await?;
+        let cid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["conversation"]["id"].as_u64());
+        Ok(match cid {
+            Some(c) => format!("ticket:{id}#conversation-{c}"),
+            None => format!("ticket:{id}"),
+        })
+    }
+
+    async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
+        let Some(field) = &self.session_field else { return Ok(None) };
+        let query = format!("\"{field}:'{}'\"", code.replace(['\'', '"'], ""));
+        let r =
+            self.call(self.http.get(format!("{}/api/v2/tickets/filter", self.base)).query(&[("query", query)])).await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        Ok(v["tickets"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.call(self.http.get(format!("{}/api/v2/agents/me", self.base))).await.map(|_| ())
+    }
+}

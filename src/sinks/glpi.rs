@@ -1,0 +1,249 @@
+//! GLPI (legacy REST, `apirest.php`): `initSession` with the user token (and App-Token),
+//! a private `ITILFollowup` on the Ticket (201 `{"id":N,"message":""}`), marker scan
+//! through `GET /Ticket/{id}/ITILFollowup` (paged by `range`, 206 + `Content-Range`).
+//! The session is reused across calls, opened again when GLPI reports it invalid
+//! (`ERROR_SESSION_TOKEN_INVALID`, e.g. expired), and ended with `killSession` at close.
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::common::{self, Reply};
+use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::note::{Note, Visibility};
+
+pub struct GlpiSink {
+    name: String,
+    base: String,
+    user_token: SecretString,
+    app_token: Option<SecretString>,
+    /// searchOption id of a Ticket field holding the session code (`listSearchOptions/Ticket`).
+    session_search_option: Option<u32>,
+    session: Mutex<Option<SecretString>>,
+    http: reqwest::Client,
+    /// Attachments go inline (no private upload), cut at this many characters.
+    inline_limit: usize,
+}
+
+const PAGE: u64 = 50;
+
+impl GlpiSink {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        user_token: SecretString,
+        app_token: Option<SecretString>,
+        session_search_option: Option<u32>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_string(),
+            user_token,
+            app_token,
+            session_search_option,
+            session: Mutex::new(None),
+            http,
+            inline_limit: 20_000,
+        }
+    }
+
+    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
+    pub fn with_inline_limit(mut self, chars: usize) -> Self {
+        self.inline_limit = chars;
+        self
+    }
+
+    fn ticket_id(&self, ticket: &str) -> Result<u64, SinkError> {
+        ticket.trim_start_matches('#').parse::<u64>().map_err(|_| {
+            SinkError::new(&self.name, SinkErrorKind::Permanent, format!("ticket {ticket:?} is not a GLPI ticket id"))
+        })
+    }
+
+    fn with_app(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.app_token {
+            Some(a) => req.header("App-Token", a.expose_secret()),
+            None => req,
+        }
+    }
+
+    fn error(&self, r: &Reply) -> SinkError {
+        let (code, msg) = glpi_error(&r.body);
+        let detail =
+            [code.as_str(), msg.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(": ");
+        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
+        match code.as_str() {
+            // A wrong or missing App-Token is a 400, but it is a credentials problem.
+            "ERROR_WRONG_APP_TOKEN_PARAMETER" | "ERROR_APP_TOKEN_PARAMETERS_MISSING" => {
+                err.kind = SinkErrorKind::Auth;
+                err.message = format!("App-Token rejected (HTTP {}): {detail}", r.status.as_u16());
+            }
+            "ERROR_ITEM_NOT_FOUND" => err.message = format!("ticket not found (HTTP 404): {detail}"),
+            _ => {}
+        }
+        err
+    }
+
+    async fn open_session(&self) -> Result<SecretString, SinkError> {
+        let req = self
+            .http
+            .get(format!("{}/initSession", self.base))
+            .header("Authorization", format!("user_token {}", self.user_token.expose_secret()));
+        let r = common::send(&self.name, self.with_app(req)).await?;
+        if !r.status.is_success() {
+            return Err(self.error(&r));
+        }
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let token = v["session_token"].as_str().ok_or_else(|| {
+            SinkError::new(
+                &self.name,
+                SinkErrorKind::Retry { retry_after: None },
+                "initSession answered without session_token",
+            )
+        })?;
+        tracing::debug!(sink = %self.name, "GLPI session opened");
+        Ok(SecretString::from(token.to_string()))
+    }
+
+    /// One call with the current session; opens one first if needed, and once more if GLPI
+    /// says the session token is no longer valid.
+    async fn call(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Reply, SinkError> {
+        for fresh in [false, true] {
+            let token = {
+                let mut s = self.session.lock().await;
+                if fresh || s.is_none() {
+                    *s = Some(self.open_session().await?);
+                }
+                s.as_ref().expect("session set above").expose_secret().to_string()
+            };
+            let r = common::send(&self.name, self.with_app(build().header("Session-Token", token))).await?;
+            if r.status.is_success() {
+                return Ok(r);
+            }
+            if !fresh && r.status.as_u16() == 401 && glpi_error(&r.body).0 == "ERROR_SESSION_TOKEN_INVALID" {
+                tracing::info!(sink = %self.name, "GLPI session expired; opening a new one");
+                continue;
+            }
+            return Err(self.error(&r));
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+}
+
+/// GLPI errors are a JSON array: `["ERROR_ITEM_NOT_FOUND", "Item not found"]`.
+fn glpi_error(body: &str) -> (String, String) {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Array(a)) => (
+            a.first().and_then(Value::as_str).unwrap_or_default().to_string(),
+            a.get(1).and_then(Value::as_str).unwrap_or_default().to_string(),
+        ),
+        _ => (String::new(), if body.trim_start().starts_with('<') { String::new() } else { body.to_string() }),
+    }
+}
+
+#[async_trait]
+impl TicketSink for GlpiSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { marker_scan: true, private_notes: true, attachments: false }
+    }
+
+    async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let mut start = 0u64;
+        for _ in 0..1000 {
+            let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
+            let range = format!("{start}-{}", start + PAGE - 1);
+            let r = self.call(|| self.http.get(&url).query(&[("range", range.as_str())])).await?;
+            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable followups: {e}"),
+                )
+            })?;
+            let items = v.as_array().cloned().unwrap_or_default();
+            if let Some(f) =
+                items.iter().find(|f| f["content"].as_str().is_some_and(|c| common::unescape_html(c).contains(marker)))
+            {
+                return Ok(Some(format!("Ticket/{id}/ITILFollowup/{}", f["id"])));
+            }
+            // `Content-Range: 0-49/120`: stop when this page reached the total.
+            let total = r
+                .headers
+                .get("content-range")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.rsplit('/').next())
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            // GLPI may cap the range (`Accept-Range`): continue after what it returned.
+            start += items.len() as u64;
+            if items.is_empty() || start >= total {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        // GLPI answers 400 ERROR_GLPI_ADD for a follow-up on a missing ticket; asking for the
+        // ticket first gives the clear 404 (GLPI has no rate limit to spare calls for).
+        let ticket_url = format!("{}/Ticket/{id}", self.base);
+        self.call(|| self.http.get(&ticket_url)).await?;
+        let body = json!({"input": {
+            "itemtype": "Ticket",
+            "items_id": id,
+            "content": common::to_html(&note.with_inline_cut(self.inline_limit)),
+            "is_private": if note.visibility == Visibility::Internal { 1 } else { 0 },
+        }});
+        let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
+        let r = self.call(|| self.http.post(&url).json(&body)).await?;
+        let fid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_u64());
+        Ok(match fid {
+            Some(f) => format!("Ticket/{id}/ITILFollowup/{f}"),
+            None => format!("Ticket/{id}"),
+        })
+    }
+
+    async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
+        let Some(opt) = self.session_search_option else { return Ok(None) };
+        let url = format!("{}/search/Ticket", self.base);
+        let opt = opt.to_string();
+        let r = self
+            .call(|| {
+                self.http.get(&url).query(&[
+                    ("criteria[0][field]", opt.as_str()),
+                    ("criteria[0][searchtype]", "equals"),
+                    ("criteria[0][value]", code),
+                    ("forcedisplay[0]", "2"),
+                ])
+            })
+            .await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        Ok(v["data"].as_array().and_then(|a| a.first()).and_then(|row| match &row["2"] {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }))
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        let url = format!("{}/getFullSession", self.base);
+        self.call(|| self.http.get(&url)).await.map(|_| ())
+    }
+
+    async fn close(&self) {
+        let token = self.session.lock().await.take();
+        if let Some(t) = token {
+            let req = self.http.get(format!("{}/killSession", self.base)).header("Session-Token", t.expose_secret());
+            if let Err(e) = common::send(&self.name, self.with_app(req)).await {
+                tracing::debug!(sink = %self.name, error = %e, "killSession failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Zendesk: private comment via `PUT /api/v2/tickets/{id}.json` (`comment.public=false`,
+//! `html_body`), marker scan through `GET /api/v2/tickets/{id}/comments.json` (paged by
+//! `next_page`). Zendesk allows 30 updates per ticket per 10 minutes, so due notes for
+//! one ticket are written in one update ([`TicketSink::max_batch`]).
+
+use async_trait::async_trait;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::common::{self, Reply};
+use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::note::{Note, Visibility};
+
+pub enum ZendeskAuth {
+    /// `Authorization: Basic base64("{email}/token:{api_token}")`.
+    ApiToken { email: String, token: SecretString },
+    /// OAuth access token: `Authorization: Bearer …`.
+    OAuth { token: SecretString },
+}
+
+pub struct ZendeskSink {
+    name: String,
+    base: String,
+    auth: ZendeskAuth,
+    /// Numeric id of a custom ticket field that receives the session code.
+    session_field: Option<u64>,
+    max_batch: usize,
+    http: reqwest::Client,
+    /// Attachments go inline (no private upload), cut at this many characters.
+    inline_limit: usize,
+}
+
+/// The most notes put into one update; keeps the comment readable and the body small.
+pub const DEFAULT_MAX_BATCH: usize = 20;
+
+impl ZendeskSink {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        auth: ZendeskAuth,
+        session_field: Option<u64>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_string(),
+            auth,
+            session_field,
+            max_batch: DEFAULT_MAX_BATCH,
+            http,
+            inline_limit: 20_000,
+        }
+    }
+
+    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
+    pub fn with_inline_limit(mut self, chars: usize) -> Self {
+        self.inline_limit = chars;
+        self
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            ZendeskAuth::ApiToken { email, token } => {
+                let raw = format!("{email}/token:{}", token.expose_secret());
+                req.header("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+            }
+            ZendeskAuth::OAuth { token } => req.bearer_auth(token.expose_secret()),
+        }
+    }
+
+    fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
+        let id = ticket.trim_start_matches('#');
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(SinkError::new(
+                &self.name,
+                SinkErrorKind::Permanent,
+                format!("ticket {ticket:?} is not a Zendesk ticket id"),
+            ));
+        }
+        Ok(id.to_string())
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
+        let r = common::send(&self.name, self.authed(req)).await?;
+        if r.status.is_success() {
+            return Ok(r);
+        }
+        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &zendesk_error(&r.body));
+        if r.status.as_u16() == 422 {
+            err.message = format!("Zendesk rejected the update (HTTP 422): {}", zendesk_error(&r.body));
+        }
+        Err(err)
+    }
+
+    /// `next_page` is absolute; only its path and query are followed, on our own base, so
+    /// credentials never go to another host.
+    fn follow(&self, next: &str) -> Option<String> {
+        let u = url::Url::parse(next).ok()?;
+        Some(format!("{}{}?{}", self.base, u.path(), u.query().unwrap_or_default()))
+    }
+}
+
+/// Zendesk error bodies: `{"error":"RecordNotFound","description":"Not found"}`,
+/// `{"error":"Couldn't authenticate you"}` or `{"error":{"title":…,"message":…}}`.
+fn zendesk_error(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
+    };
+    let mut parts = Vec::new();
+    match &v["error"] {
+        Value::String(s) => parts.push(s.clone()),
+        Value::Object(o) => {
+            for k in ["title", "message"] {
+                if let Some(s) = o.get(k).and_then(Value::as_str) {
+                    parts.push(s.to_string());
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(d) = v["description"].as_str() {
+        parts.push(d.to_string());
+    }
+    if let Some(d) = v.get("details").filter(|d| !d.is_null()) {
+        parts.push(d.to_string());
+    }
+    parts.join(": ")
+}
+
+#[async_trait]
+impl TicketSink for ZendeskSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { marker_scan: true, private_notes: true, attachments: false }
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let mut url = Some(format!("{}/api/v2/tickets/{id}/comments.json?per_page=100", self.base));
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            pages += 1;
+            let r = self.call(self.http.get(&u)).await?;
+            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
+                SinkError::new(
+                    &self.name,
+                    SinkErrorKind::Retry { retry_after: None },
+                    format!("unreadable comments: {e}"),
+                )
+            })?;
+            for c in v["comments"].as_array().into_iter().flatten() {
+                let hit = ["body", "html_body", "plain_body"]
+                    .iter()
+                    .any(|k| c[*k].as_str().is_some_and(|t| common::unescape_html(t).contains(marker)));
+                if hit {
+                    return Ok(Some(format!("ticket:{id}#comment-{}", c["id"])));
+                }
+            }
+            // A runaway next_page chain must not loop forever.
+            if pages < 1000 {
+                url = v["next_page"].as_str().and_then(|n| self.follow(n));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
+        self.post_notes(ticket, std::slice::from_ref(note)).await
+    }
+
+    async fn post_notes(&self, ticket: &str, notes: &[Note]) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let public = notes.iter().all(|n| n.visibility == Visibility::Public);
+        let mut t = json!({"comment": {"html_body": common::to_html_many(&notes.iter().map(|n| n.with_inline_cut(self.inline_limit)).collect::<Vec<_>>()), "public": public}});
+        if let Some(fid) = self.session_field {
+            if let Some(code) = notes.iter().rev().find_map(|n| common::field(n, "Session code")) {
+                t["custom_fields"] = json!([{"id": fid, "value": code}]);
+            }
+        }
+        let r = self
+            .call(self.http.put(format!("{}/api/v2/tickets/{id}.json", self.base)).json(&json!({"ticket": t})))
+            .await?;
+        let audit = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["audit"]["id"].as_u64());
+        Ok(match audit {
+            Some(a) => format!("ticket:{id}#audit-{a}"),
+            None => format!("ticket:{id}"),
+        })
+    }
+
+    async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
+        let Some(fid) = self.session_field else { return Ok(None) };
+        let query = format!("type:ticket custom_field_{fid}:\"{}\"", code.replace('"', ""));
+        let r =
+            self.call(self.http.get(format!("{}/api/v2/search.json", self.base)).query(&[("query", query)])).await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        Ok(v["results"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.call(self.http.get(format!("{}/api/v2/users/me.json", self.base))).await.map(|_| ())
+    }
+}
