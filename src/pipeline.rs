@@ -203,13 +203,15 @@ pub struct DeliverStats {
     pub dead: u64,
 }
 
-/// Deliver every due delivery once. Returns when nothing is due.
+/// Deliver every delivery that was due when the pass began, once. Retries it schedules wait for a later pass.
 pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
     let mut stats = DeliverStats::default();
+    let pass_start = crate::store::now();
     loop {
         let batching: HashMap<String, usize> =
             sinks.iter().filter(|(_, s)| s.max_batch() > 1).map(|(n, s)| (n.clone(), s.max_batch())).collect();
-        let groups = outbox::claim_due_grouped(store, (policy.concurrency * 4) as i64, &batching).await?;
+        let groups =
+            outbox::claim_due_grouped_by(store, (policy.concurrency * 4) as i64, &batching, &pass_start).await?;
         if groups.is_empty() {
             return Ok(stats);
         }

@@ -110,6 +110,17 @@ pub async fn claim_due(store: &super::Store, limit: i64) -> Result<Vec<Delivery>
     Ok(claim_due_grouped(store, limit, &std::collections::HashMap::new()).await?.into_iter().flatten().collect())
 }
 
+/// [`claim_due_grouped`] with "due" fixed to `due_by` rather than now: a delivery pass
+/// takes what was due when it began, so a retry it scheduled itself waits for the next pass.
+pub async fn claim_due_grouped_by(
+    store: &super::Store,
+    limit: i64,
+    batch: &std::collections::HashMap<String, usize>,
+    due_by: &str,
+) -> Result<Vec<Vec<Delivery>>> {
+    claim_inner(store, limit, batch, Some(due_by)).await
+}
+
 /// Like [`claim_due`], but for a sink listed in `batch` (sink name → most notes per update)
 /// each claimed delivery brings along the due deliveries queued after it for the same
 /// ticket with the same visibility, in queue order, stopping at the first one that is not
@@ -119,15 +130,25 @@ pub async fn claim_due_grouped(
     limit: i64,
     batch: &std::collections::HashMap<String, usize>,
 ) -> Result<Vec<Vec<Delivery>>> {
+    claim_inner(store, limit, batch, None).await
+}
+
+async fn claim_inner(
+    store: &super::Store,
+    limit: i64,
+    batch: &std::collections::HashMap<String, usize>,
+    due_by: Option<&str>,
+) -> Result<Vec<Vec<Delivery>>> {
     let mut tx = store.begin().await?;
     let now = super::now();
+    let due = due_by.map(str::to_string).unwrap_or_else(|| now.clone());
     let heads: Vec<Delivery> = sqlx::query_as(&format!(
         "SELECT {COLS} FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?
          AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.sink = d.sink AND o.ticket_id = d.ticket_id AND o.id < d.id
                          AND o.state IN ('pending', 'sending'))
          ORDER BY d.id LIMIT ?"
     ))
-    .bind(&now)
+    .bind(&due)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
@@ -148,7 +169,7 @@ pub async fn claim_due_grouped(
             .await?;
             let vis = visibility(&group[0].note_json);
             for d in later {
-                if d.next_attempt_at > now || visibility(&d.note_json) != vis {
+                if d.next_attempt_at > due || visibility(&d.note_json) != vis {
                     break;
                 }
                 group.push(d);
