@@ -5,7 +5,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ticketsync", version, about = "Remote-support sessions → audit history → helpdesk tickets", long_about = None)]
+#[command(
+    name = "ticketsync",
+    version,
+    about = "Remote-support sessions → audit history → helpdesk tickets",
+    long_about = "ticketsync polls remote-support vendors, stores every session in SQLite with a hash-chained \
+audit history, matches sessions to helpdesk tickets and writes a note onto each ticket.",
+    after_help = "Environment: TICKETSYNC_CONFIG (config file), TICKETSYNC__SECTION__KEY (override any key), \
+TICKETSYNC_LOG (tracing filter), TICKETSYNC_LOG_FORMAT=json (JSON log lines), CREDENTIALS_DIRECTORY (systemd credentials).\n\
+Exit codes: 0 success, 1 error, 3 audit chain broken (audit verify) or a failed check (doctor).\n\
+Docs: README.md (operations, auditors), docs/schema.md (tables, views, example queries)."
+)]
 pub struct Cli {
     /// Configuration file (TOML). Every key can be overridden by TICKETSYNC__SECTION__KEY.
     #[arg(long, global = true, env = "TICKETSYNC_CONFIG", default_value = crate::config::DEFAULT_PATH)]
@@ -67,12 +77,62 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Re-read a source's history for a time range through the same pipeline (store, match,
+    /// deliver). Idempotent: a session already stored is not duplicated and a note already
+    /// delivered is not delivered again. Shows a progress bar on a terminal, progress log
+    /// lines otherwise.
+    Backfill {
+        /// Source name as in the configuration (teamviewer).
+        #[arg(long)]
+        source: String,
+        /// First day (2026-11-01) or time (RFC 3339) to re-read, inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive) or time (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Read and count what would change; write nothing, deliver nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check configuration, secrets, database, systemd credentials and every configured
+    /// vendor and sink with a harmless call; prints OK/FAIL with the fix; exits 3 on a FAIL.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the audit_events hash chain; reports the first broken row and exits non-zero.
     Verify {
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// A ticket's sessions, deliveries with every attempt, and its audit history.
+    Show {
+        #[arg(long)]
+        ticket: String,
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Stream audit events in a time range as CSV or JSON lines, with the chain head hash
+    /// (compare it with `audit verify`). Constant memory; the database is opened read-only.
+    Export {
+        /// First day (2026-11-01) or time (RFC 3339), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive) or time (exclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        /// Only events of this vendor (and of its sessions' deliveries).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         /// Database file (default: store.path from the configuration).
         #[arg(long)]
         db: Option<PathBuf>,

@@ -3,13 +3,18 @@
 //! A record flows one way: source → store → matcher → outbox → sink → audit.
 
 pub mod app;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
+pub mod export;
+pub mod health;
 pub mod http;
 pub mod launchers;
 pub mod matcher;
+pub mod metrics;
 pub mod note;
 pub mod oauth;
 pub mod pipeline;

@@ -148,6 +148,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
             .map(|d| async move {
                 let outcome = attempt(sinks, &d, policy).await;
                 outbox::finish(store, &d, &outcome).await?;
+                crate::metrics::delivery_finished(&d.sink, &outcome);
                 Ok(outcome)
             })
             .buffer_unordered(policy.concurrency.max(1))
