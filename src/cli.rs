@@ -98,6 +98,9 @@ pub enum Command {
     /// Check configuration, secrets, database, systemd credentials and every configured
     /// vendor and sink with a harmless call; prints OK/FAIL with the fix; exits 3 on a FAIL.
     Doctor,
+    /// Print the man page (roff) to standard output; the .deb ships it as ticketsync(1).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -230,6 +230,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             app.store.pool.close().await;
             r?;
         }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+        }
         Command::Doctor => {
             let ok = ticketsync::doctor::run(&cli.config, &mut std::io::stdout().lock()).await;
             if !ok {
