@@ -25,12 +25,28 @@ async fn main() -> anyhow::Result<()> {
     let mut prev = GENESIS.to_string();
     let mut tx = store.begin().await?;
     for id in 1..=n {
-        let at = format!("2026-11-{:02}T{:02}:{:02}:{:02}.000Z", 1 + (id / 86_400) % 28, (id / 3600) % 24, (id / 60) % 60, id % 60);
+        let at = format!(
+            "2026-11-{:02}T{:02}:{:02}:{:02}.000Z",
+            1 + (id / 86_400) % 28,
+            (id / 3600) % 24,
+            (id / 60) % 60,
+            id % 60
+        );
         let ticket = format!("{}", 1000 + id % 5000);
         let detail = format!(
             r#"{{"kind":"session_report","marker":"tsd:v1:teamviewer:{id:08x}-57e9-4c62-b236-280390954b6f:report","sink":"redmine"}}"#
         );
-        let hash = audit::row_hash(&prev, id, &at, "delivery_enqueued", Some("teamviewer"), None, Some(&ticket), None, &detail);
+        let hash = audit::row_hash(
+            &prev,
+            id,
+            &at,
+            "delivery_enqueued",
+            Some("teamviewer"),
+            None,
+            Some(&ticket),
+            None,
+            &detail,
+        );
         sqlx::query(
             "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash)
              VALUES (?, ?, 'delivery_enqueued', 'teamviewer', NULL, ?, NULL, ?, ?, ?)",

@@ -148,8 +148,17 @@ pub async fn run_cli(app: &App, source: &str, from: &str, to: Option<&str>, dry_
             b.set_message(msg);
         } else if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             last_log = Some(Instant::now());
-            tracing::info!(source, pages = s.pages, records = s.records, remaining = s.remaining, inserted = s.inserted,
-                updated = s.updated, unchanged = s.unchanged, quarantined = s.quarantined, "backfill progress");
+            tracing::info!(
+                source,
+                pages = s.pages,
+                records = s.records,
+                remaining = s.remaining,
+                inserted = s.inserted,
+                updated = s.updated,
+                unchanged = s.unchanged,
+                quarantined = s.quarantined,
+                "backfill progress"
+            );
         }
     };
     let stats = read_range(app, source, from, to, dry_run, &mut progress).await?;

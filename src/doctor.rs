@@ -108,7 +108,10 @@ fn credentials_dir() -> Check {
             if m.permissions().mode() & 0o077 != 0 {
                 return fail(
                     name,
-                    format!("{CREDENTIALS_SOURCE} is readable by group or others (mode {:o})", m.permissions().mode() & 0o777),
+                    format!(
+                        "{CREDENTIALS_SOURCE} is readable by group or others (mode {:o})",
+                        m.permissions().mode() & 0o777
+                    ),
                     format!("chmod 0700 {CREDENTIALS_SOURCE} && chmod 0600 {CREDENTIALS_SOURCE}/*"),
                 );
             }
@@ -123,7 +126,13 @@ fn credentials_dir() -> Check {
                 .collect();
             // Used below as systemd would provide them.
             std::env::set_var("CREDENTIALS_DIRECTORY", src);
-            ok(name, format!("{CREDENTIALS_SOURCE} holds: {}", if present.is_empty() { "(none)".into() } else { present.join(", ") }))
+            ok(
+                name,
+                format!(
+                    "{CREDENTIALS_SOURCE} holds: {}",
+                    if present.is_empty() { "(none)".into() } else { present.join(", ") }
+                ),
+            )
         }
         Err(e) => warn(
             name,
@@ -135,7 +144,10 @@ fn credentials_dir() -> Check {
 
 fn secrets(cfg: &Config) -> Vec<Check> {
     let mut out = Vec::new();
-    let mut one = |name: &str, key: &str, cred: &str, r: Result<Option<secrecy::SecretString>, crate::config::ConfigError>| {
+    let mut one = |name: &str,
+                   key: &str,
+                   cred: &str,
+                   r: Result<Option<secrecy::SecretString>, crate::config::ConfigError>| {
         out.push(match r {
             Ok(Some(_)) => ok(name, format!("{key} resolved")),
             Ok(None) => fail(
@@ -188,16 +200,21 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
     };
     let check = async {
         let quick: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&store.pool).await?;
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await.unwrap_or(None);
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
         Ok::<_, sqlx::Error>((quick, applied, rows))
     };
     let latest = crate::store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let c = match check.await {
-        Ok((quick, _, _)) if quick != "ok" => {
-            fail(name, format!("{}: integrity problem: {quick}", path.display()), "restore the last backup (see README, Upgrade)")
-        }
+        Ok((quick, _, _)) if quick != "ok" => fail(
+            name,
+            format!("{}: integrity problem: {quick}", path.display()),
+            "restore the last backup (see README, Upgrade)",
+        ),
         Ok((_, applied, rows)) if applied.unwrap_or(0) < latest => warn(
             name,
             format!("{}: schema version {} of {latest}; {rows} audit rows", path.display(), applied.unwrap_or(0)),

@@ -118,9 +118,9 @@ pub async fn export(pool: &sqlx::SqlitePool, filter: &Filter, format: Format, ou
     // Vendor: the event's own vendor, or the vendor of the session it concerns (delivery
     // events carry the session, not the vendor).
     let sql = match filter.vendor {
-        Some(_) => format!(
-            "{SELECT} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id"
-        ),
+        Some(_) => {
+            format!("{SELECT} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id")
+        }
         None => format!("{SELECT} ORDER BY id"),
     };
     let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(&filter.from).bind(&filter.to);
@@ -196,7 +196,8 @@ pub fn parse_csv_comment(line: &str) -> std::collections::HashMap<String, String
 /// `ticketsync audit show --ticket ID`: sessions, deliveries with attempts, history.
 pub async fn show_ticket(pool: &sqlx::SqlitePool, ticket: &str, out: &mut dyn Write) -> Result<bool> {
     let io = |e: std::io::Error| StoreError::Invalid(format!("writing: {e}"));
-    type S = (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
+    type S =
+        (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
     let sessions: Vec<S> = sqlx::query_as(
         "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
          FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at",

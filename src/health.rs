@@ -116,6 +116,10 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
 }
 
 /// Serve until `cancel` fires.
-pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(health)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }

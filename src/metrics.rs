@@ -33,9 +33,18 @@ fn describe() {
     describe_counter!("ticketsync_delivery_attempts_total", "Delivery attempts by sink and outcome.");
     describe_counter!("ticketsync_errors_total", "Errors by component and kind.");
     describe_gauge!("ticketsync_deliveries", "Outbox rows by sink and state.");
-    describe_gauge!("ticketsync_outbox_oldest_age_seconds", "Age of the oldest undelivered (pending or sending) row, per sink.");
-    describe_gauge!("ticketsync_last_successful_poll_timestamp_seconds", "Unix time of the last complete poll per source.");
-    describe_gauge!("ticketsync_token_expiry_timestamp_seconds", "Unix time at which a stored OAuth access token expires.");
+    describe_gauge!(
+        "ticketsync_outbox_oldest_age_seconds",
+        "Age of the oldest undelivered (pending or sending) row, per sink."
+    );
+    describe_gauge!(
+        "ticketsync_last_successful_poll_timestamp_seconds",
+        "Unix time of the last complete poll per source."
+    );
+    describe_gauge!(
+        "ticketsync_token_expiry_timestamp_seconds",
+        "Unix time at which a stored OAuth access token expires."
+    );
     describe_gauge!("ticketsync_audit_events", "Rows in the audit chain.");
     describe_gauge!("ticketsync_build_info", "Always 1; the version is a label.");
 }

@@ -87,7 +87,20 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     // JSON lines: header, one line per event, trailer.
     let out = dir.path().join("a.jsonl");
     let r = run(
-        &["audit", "export", "--db", dbs, "--from", &today, "--to", &today, "--format", "jsonl", "-o", out.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            "--db",
+            dbs,
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "jsonl",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         &[],
     )
     .await;
@@ -118,7 +131,20 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
 
     // A vendor filter keeps the vendor's events and its sessions' deliveries, each row still hashing right.
     let r = run(
-        &["audit", "export", "--db", dbs, "--from", &today, "--to", &today, "--format", "jsonl", "--vendor", "teamviewer"],
+        &[
+            "audit",
+            "export",
+            "--db",
+            dbs,
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "jsonl",
+            "--vendor",
+            "teamviewer",
+        ],
         &[],
     )
     .await;
@@ -126,11 +152,14 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     let filtered: Vec<ExportedEvent> =
         filtered[1..filtered.len() - 1].iter().map(|l| serde_json::from_value(l.clone()).unwrap()).collect();
     assert!(!filtered.is_empty() && filtered.len() < events.len());
-    assert!(filtered.iter().all(|e| e.hash_ok() && (e.vendor.as_deref() == Some("teamviewer") || e.session_id.is_some())));
+    assert!(filtered
+        .iter()
+        .all(|e| e.hash_ok() && (e.vendor.as_deref() == Some("teamviewer") || e.session_id.is_some())));
 
     // An empty range still names the chain head.
-    let r = run(&["audit", "export", "--db", dbs, "--from", "2001-01-01", "--to", "2001-01-02", "--format", "csv"], &[])
-        .await;
+    let r =
+        run(&["audit", "export", "--db", dbs, "--from", "2001-01-01", "--to", "2001-01-02", "--format", "csv"], &[])
+            .await;
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains(&head) && r.stdout.contains("export_end rows=0"), "{}", r.stdout);
 
@@ -158,8 +187,11 @@ fn check_chain(events: &[ExportedEvent], head: &str) {
     assert_eq!(prev, head);
 }
 
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// `name{labels} value` lines of the Prometheus text format.
-fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
@@ -184,7 +216,7 @@ fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     out
 }
 
-fn metric(all: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+fn metric(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     all.iter()
         .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
         .map(|m| m.2)
@@ -192,7 +224,8 @@ fn metric(all: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
-    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
     let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
     let now = Utc::now();
     tv.add_connection(connection("0755a8dd-df19-4ea7-af47-cabb6b2a97e4", "101", now - chrono::Duration::hours(2)));
@@ -251,8 +284,14 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     .await
     .expect("metrics show two delivered notes");
     assert_eq!(metric(&all, "ticketsync_polls_total", &[("source", "teamviewer"), ("outcome", "ok")]), Some(1.0));
-    assert_eq!(metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "inserted")]), Some(2.0));
-    assert_eq!(metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "quarantined")]), Some(1.0));
+    assert_eq!(
+        metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "inserted")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "quarantined")]),
+        Some(1.0)
+    );
     assert_eq!(metric(&all, "ticketsync_deliveries", &[("sink", "webhook"), ("state", "pending")]), Some(0.0));
     assert_eq!(metric(&all, "ticketsync_outbox_oldest_age_seconds", &[("sink", "webhook")]), Some(0.0));
     let last = metric(&all, "ticketsync_last_successful_poll_timestamp_seconds", &[("source", "teamviewer")]).unwrap();
@@ -330,10 +369,9 @@ async fn readiness_flips_when_a_source_misses_its_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
-    let tv =
-        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], page_size: 2, ..Default::default() })
-            .await
-            .unwrap();
+    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], page_size: 2, ..Default::default() })
+        .await
+        .unwrap();
     let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
     // 40 days ago: beyond the first poll's 7-day look-back.
     let old = Utc::now() - chrono::Duration::days(40);
@@ -352,14 +390,16 @@ async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
     let from = (old - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
     let to = (old + chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
     let count = |db: PathBuf| async move {
-        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db)).await.unwrap();
+        let pool =
+            sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db)).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&pool).await.unwrap();
         pool.close().await;
         n
     };
 
-    let r = run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to, "--dry-run"], &[])
-        .await;
+    let r =
+        run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to, "--dry-run"], &[])
+            .await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("would store 5 new"), "{}", r.stdout);
     assert_eq!(count(dir.path().join("t.db")).await, 0, "dry run stores nothing");
@@ -387,7 +427,8 @@ async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_prints_ok_and_fail_with_the_fix() {
-    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
     let redmine = RedmineSim::start("right-key", &[101]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |key: &str| {
@@ -419,6 +460,10 @@ async fn doctor_prints_ok_and_fail_with_the_fix() {
     assert_eq!(m.code, 0, "{}", m.stderr);
     let r = run(&["--config", cfg.to_str().unwrap(), "doctor"], &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.lines().any(|l| l.starts_with("database") && l.contains("OK") && l.contains("schema version")), "{}", r.stdout);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("database") && l.contains("OK") && l.contains("schema version")),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains(", 0 failed"), "{}", r.stdout);
 }
