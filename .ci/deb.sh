@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build the Debian package and check it: bash .ci/deb.sh   (from the repository root)
 #   1. cargo-deb is installed with `cargo install` when missing (a few minutes, once);
-#   2. cargo build --release, the man page from `ticketsync man`, then `cargo deb --no-build`;
+#   2. cargo build (release profile; DEB_PROFILE=dev packages the debug build instead, which
+#      .ci/run uses: the tests already built it, and a release build from scratch would take
+#      most of CI's time budget), the man page from `ticketsync man`, then `cargo deb --no-build`;
 #   3. dpkg-deb -I / -c: control fields and the files that must be in the package;
 #   4. when root with dpkg (CI: Debian bookworm): dpkg -i, check that the files landed, the
-#      binary runs, the installed unit passes systemd-analyze verify, then dpkg --purge.
+#      unit is enabled, the binary runs, an edited config survives a reinstall, the installed
+#      unit passes systemd-analyze verify, then dpkg --purge.
 #      Starting the service needs systemd as PID 1, which CI does not have.
 # Prints the path of the .deb on success.
 set -euo pipefail
@@ -19,11 +22,17 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install --locked cargo-deb --version 3.8.0
 fi
 
-cargo build --release --locked
+PROFILE=${DEB_PROFILE:-release}
+case $PROFILE in
+  release) BIN=target/release/ticketsync; cargo build --release --locked; FAST= ;;
+  dev) BIN=target/debug/ticketsync; cargo build --locked; FAST=--fast ;;
+  *) die "DEB_PROFILE must be release or dev" ;;
+esac
 mkdir -p target/man
-target/release/ticketsync man >target/man/ticketsync.1
+"$BIN" man >target/man/ticketsync.1
 gzip -9nf target/man/ticketsync.1
-cargo deb --no-build --locked -o target/debian/ >/dev/null
+rm -f target/debian/ticketsync_*.deb
+cargo deb --no-build --locked --profile "$PROFILE" $FAST -o target/debian/ >/dev/null
 DEB=$(ls -t target/debian/ticketsync_*.deb | head -n 1)
 echo "deb: built $DEB ($(du -h "$DEB" | cut -f1))"
 
@@ -31,15 +40,15 @@ info=$(dpkg-deb -I "$DEB")
 contents=$(dpkg-deb -c "$DEB")
 echo "$info" | grep -E '^ (Package|Version|Architecture|Depends|Section):'
 for field in 'Package: ticketsync' 'Architecture: amd64' 'Depends: .*libc6'; do
-  echo "$info" | grep -Eq "^ $field" || die "control field missing: $field"
+  grep -Eq "^ $field" <<<"$info" || die "control field missing: $field"
 done
 for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz \
          ./usr/share/doc/ticketsync/README.md ./usr/share/doc/ticketsync/schema.md \
          ./usr/share/doc/ticketsync/examples/ticketsync.toml; do
-  echo "$contents" | grep -q " $f\$" || die "$f is not in the package"
+  grep -q " $f\$" <<<"$contents" || die "$f is not in the package"
 done
-echo "$contents" | grep -Eq ' \./(usr/)?lib/systemd/system/ticketsync\.service$' || die "the systemd unit is not in the package"
-echo "$contents" | grep -E ' \./usr/bin/ticketsync$' | grep -q '^-rwxr-xr-x' || die "/usr/bin/ticketsync is not mode 0755"
+grep -Eq ' \./(usr/)?lib/systemd/system/ticketsync\.service$' <<<"$contents" || die "the systemd unit is not in the package"
+grep -E ' \./usr/bin/ticketsync$' <<<"$contents" | grep -q '^-rwxr-xr-x' || die "/usr/bin/ticketsync is not mode 0755"
 dpkg-deb -e "$DEB" target/debian/control
 grep -qx /etc/ticketsync/ticketsync.toml target/debian/control/conffiles || die "the config is not a conffile"
 grep -q 'deb-systemd-helper' target/debian/control/postinst || die "postinst does not enable the unit"
@@ -60,6 +69,10 @@ if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1 && [ "${TICKETSYNC_DEB_
   /usr/bin/ticketsync --version
   TICKETSYNC__SOURCES__TEAMVIEWER__TOKEN=x TICKETSYNC__SINKS__REDMINE__API_KEY=x TICKETSYNC__SINKS__WEBHOOK__SECRET=x \
     /usr/bin/ticketsync check --config /etc/ticketsync/ticketsync.toml
+  # Upgrade path: an edited conffile survives a reinstall of the package.
+  echo '# edited by .ci/deb.sh' >>/etc/ticketsync/ticketsync.toml
+  dpkg -i --force-confold "$DEB" >/dev/null
+  grep -q '^# edited by .ci/deb.sh' /etc/ticketsync/ticketsync.toml || die "the edited config was replaced on upgrade"
   if command -v systemd-analyze >/dev/null 2>&1; then
     systemd-analyze verify --man=no "$unit" || die "systemd-analyze verify failed on the installed unit"
   fi
