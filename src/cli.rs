@@ -77,10 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Re-read a source's history for a time range through the same pipeline (store, match,
-    /// deliver). Idempotent: a session already stored is not duplicated and a note already
-    /// delivered is not delivered again. Shows a progress bar on a terminal, progress log
-    /// lines otherwise.
+    /// Re-read a source's history for a time range through the same pipeline.
+    ///
+    /// Store, match and deliver as a poll does. Idempotent: a session already stored is not
+    /// duplicated and a note already queued or delivered is not sent again. Shows a progress
+    /// bar on a terminal, a progress log line every 10 s otherwise.
     Backfill {
         /// Source name as in the configuration (teamviewer).
         #[arg(long)]
@@ -95,8 +96,11 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check configuration, secrets, database, systemd credentials and every configured
-    /// vendor and sink with a harmless call; prints OK/FAIL with the fix; exits 3 on a FAIL.
+    /// Check the installation; prints OK/WARN/FAIL with the fix for each failure.
+    ///
+    /// Configuration, secrets, database, the systemd credentials directory, and a harmless
+    /// call to every configured vendor and sink (TeamViewer ping, Redmine current user),
+    /// OAuth token expiry. Exits 3 when a check failed.
     Doctor,
     /// Print the man page (roff) to standard output; the .deb ships it as ticketsync(1).
     #[command(hide = true)]
@@ -119,8 +123,10 @@ pub enum AuditCommand {
         #[arg(long)]
         db: Option<PathBuf>,
     },
-    /// Stream audit events in a time range as CSV or JSON lines, with the chain head hash
-    /// (compare it with `audit verify`). Constant memory; the database is opened read-only.
+    /// Stream audit events in a time range as CSV or JSON lines.
+    ///
+    /// The header carries the chain head hash (compare it with `audit verify`), every row its
+    /// prev_hash and hash. Constant memory; the database is opened read-only.
     Export {
         /// First day (2026-11-01) or time (RFC 3339), inclusive.
         #[arg(long)]
