@@ -430,16 +430,19 @@ async fn doctor_prints_ok_and_fail_with_the_fix() {
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
     let redmine = RedmineSim::start("right-key", &[101]).await.unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |key: &str| {
         let p = dir.path().join("d.toml");
         std::fs::write(
             &p,
             format!(
-                "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"{key}\"\n",
+                "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"{key}\"\n\n\
+                 [sinks.webhook]\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\n",
                 dir.path().join("t.db").display(),
                 tv.base_url,
-                redmine.base_url
+                redmine.base_url,
+                hook.url
             ),
         )
         .unwrap();
@@ -466,4 +469,12 @@ async fn doctor_prints_ok_and_fail_with_the_fix() {
         r.stdout
     );
     assert!(r.stdout.contains(", 0 failed"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("sink webhook") && l.contains("OK") && l.contains("accepts connections")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(hook.requests(), 0, "doctor sends no note");
 }
