@@ -5,7 +5,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ticketsync", version, about = "Remote-support sessions → audit history → helpdesk tickets", long_about = None)]
+#[command(
+    name = "ticketsync",
+    version,
+    about = "Remote-support sessions → audit history → helpdesk tickets",
+    long_about = "ticketsync polls remote-support vendors, stores every session in SQLite with a hash-chained \
+audit history, matches sessions to helpdesk tickets and writes a note onto each ticket.",
+    after_help = "Environment: TICKETSYNC_CONFIG (config file), TICKETSYNC__SECTION__KEY (override any key), \
+TICKETSYNC_LOG (tracing filter), TICKETSYNC_LOG_FORMAT=json (JSON log lines), CREDENTIALS_DIRECTORY (systemd credentials).\n\
+Exit codes: 0 success, 1 error, 3 audit chain broken (audit verify) or a failed check (doctor).\n\
+Docs: README.md (operations, auditors), docs/schema.md (tables, views, example queries)."
+)]
 pub struct Cli {
     /// Configuration file (TOML). Every key can be overridden by TICKETSYNC__SECTION__KEY.
     #[arg(long, global = true, env = "TICKETSYNC_CONFIG", default_value = crate::config::DEFAULT_PATH)]
@@ -74,12 +84,72 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Re-read a source's history for a time range through the same pipeline.
+    ///
+    /// Store, match and deliver as a poll does. Idempotent: a session already stored is not
+    /// duplicated and a note already queued or delivered is not sent again. Shows a progress
+    /// bar on a terminal, a progress log line every 10 s otherwise.
+    Backfill {
+        /// Source name as in the configuration (teamviewer, splashtop).
+        #[arg(long)]
+        source: String,
+        /// First day (2026-11-01) or time (RFC 3339) to re-read, inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive) or time (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Read and count what would change; write nothing, deliver nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the installation; prints OK/WARN/FAIL with the fix for each failure.
+    ///
+    /// Configuration, secrets, database, the systemd credentials directory, and a harmless
+    /// call to every configured vendor and sink (TeamViewer ping, Splashtop basic_info, each
+    /// sink's current-user call; Zoom and visioconference.me are reported "not checked"),
+    /// OAuth token expiry. Exits 3 when a check failed.
+    Doctor,
+    /// Print the man page (roff) to standard output; the .deb ships it as ticketsync(1).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the audit_events hash chain; reports the first broken row and exits non-zero.
     Verify {
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// A ticket's sessions, deliveries with every attempt, and its audit history.
+    Show {
+        #[arg(long)]
+        ticket: String,
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Stream audit events in a time range as CSV or JSON lines.
+    ///
+    /// The header carries the chain head hash (compare it with `audit verify`), every row its
+    /// prev_hash and hash. Constant memory; the database is opened read-only.
+    Export {
+        /// First day (2026-11-01) or time (RFC 3339), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive) or time (exclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        /// Only events of this vendor (and of its sessions' deliveries).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         /// Database file (default: store.path from the configuration).
         #[arg(long)]
         db: Option<PathBuf>,

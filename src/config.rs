@@ -42,6 +42,25 @@ pub struct Config {
     pub sinks: SinksConfig,
     #[serde(default)]
     pub rooms: RoomsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The optional HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Address and port; loopback by default (port 0 picks a free port, logged at start).
+    pub listen: String,
+    /// /readyz fails when a source's last successful poll is older than its previous
+    /// scheduled run by more than this many seconds.
+    pub readiness_grace_secs: u64,
+}
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { enabled: false, listen: "127.0.0.1:9187".into(), readiness_grace_secs: 120 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -485,6 +504,10 @@ impl Config {
 
     /// Checks serde cannot do: cron expressions, time zones, regexes, URLs, required secrets.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| key_err("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\""))?;
         parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m))?;
         parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m))?;
         if let Some(tv) = &self.sources.teamviewer {

@@ -51,6 +51,21 @@ pub async fn run(app: App) -> Result<()> {
             "deliveries were interrupted by a stop; they will scan for their marker before resending"
         );
     }
+    crate::metrics::install();
+    if app.config.http.enabled {
+        let addr = &app.config.http.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("http.listen = {addr}: cannot listen: {e}"))?;
+        let health = Arc::new(crate::health::Health::from_app(&app, Utc::now())?);
+        tracing::info!(address = %listener.local_addr()?, "http listener: /healthz /readyz /metrics");
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::health::serve(listener, health, cancel).await {
+                tracing::error!(error = %e, "http listener stopped");
+            }
+        });
+    }
     let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());
     beats.delivery.store(now_ms(), Ordering::Relaxed);
@@ -81,7 +96,9 @@ pub async fn run(app: App) -> Result<()> {
                 }
                 first = false;
                 // Sequential inside this task: a source never overlaps itself.
-                match src.poll(&app.store, &cancel).await {
+                let result = src.poll(&app.store, &cancel).await;
+                crate::metrics::poll_finished(src.name(), &result);
+                match result {
                     Ok(stats) => {
                         tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
                             updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, complete = stats.complete, "poll finished");

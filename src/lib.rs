@@ -4,13 +4,18 @@
 
 pub mod app;
 pub mod auth_zoom;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
+pub mod export;
+pub mod health;
 pub mod http;
 pub mod launchers;
 pub mod matcher;
+pub mod metrics;
 pub mod note;
 pub mod oauth;
 pub mod pipeline;

@@ -28,7 +28,7 @@ fn init_logging(quiet: bool) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Interactive one-shot commands print their own summary; the daemon logs.
-    init_logging(!matches!(cli.command, Command::Run | Command::SyncOnce));
+    init_logging(!matches!(cli.command, Command::Run | Command::SyncOnce | Command::Backfill { .. }));
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -197,11 +197,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             store.pool.close().await;
         }
         Command::Audit { command: AuditCommand::Verify { db } } => {
-            let path = match db {
-                Some(p) => p.clone(),
-                None => load(&cli)?.store.path,
-            };
-            let store = ticketsync::store::Store::open_read_only(&path).await?;
+            let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
             let started = std::time::Instant::now();
             let result = ticketsync::store::audit::verify(&store.pool).await?;
             store.pool.close().await;
@@ -213,6 +209,51 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     eprintln!("audit chain BROKEN at row {row_id}: {reason}");
                     return Ok(ExitCode::from(3));
                 }
+            }
+        }
+        Command::Audit { command: AuditCommand::Show { ticket, db } } => {
+            let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
+            let found = ticketsync::export::show_ticket(&store.pool, ticket, &mut std::io::stdout().lock()).await?;
+            store.pool.close().await;
+            if !found {
+                eprintln!("nothing recorded for ticket {ticket}");
+            }
+        }
+        Command::Audit { command: AuditCommand::Export { from, to, format, vendor, output, db } } => {
+            let filter = ticketsync::export::Filter {
+                from: ticketsync::export::parse_bound(from, false).map_err(|e| anyhow::anyhow!("--from {e}"))?,
+                to: ticketsync::export::parse_bound(to, true).map_err(|e| anyhow::anyhow!("--to {e}"))?,
+                vendor: vendor.clone(),
+            };
+            let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
+            let mut out: Box<dyn std::io::Write> = match output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).with_context(|| format!("--output {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let s = ticketsync::export::export(&store.pool, &filter, *format, &mut out).await?;
+            drop(out);
+            store.pool.close().await;
+            eprintln!(
+                "exported {} events; chain head: {} rows, hash {}",
+                s.rows, s.header.chain_rows, s.header.chain_head_hash
+            );
+        }
+        Command::Backfill { source, from, to, dry_run } => {
+            let app = App::build(load(&cli)?).await?;
+            let r = ticketsync::backfill::run_cli(&app, source, from, to.as_deref(), *dry_run).await;
+            app.store.pool.close().await;
+            r?;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+        }
+        Command::Doctor => {
+            let ok = ticketsync::doctor::run(&cli.config, &mut std::io::stdout().lock()).await;
+            if !ok {
+                return Ok(ExitCode::from(3));
             }
         }
         Command::Retry { id } => {
@@ -231,6 +272,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--db FILE`, else `store.path` of the configuration (with its environment override).
+fn audit_db(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    Ok(match db {
+        Some(p) => p.clone(),
+        None => load(cli)?.store.path,
+    })
 }
 
 /// OAuth refresh tokens close to their end are a warning, expired ones an error naming the

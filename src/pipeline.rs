@@ -224,6 +224,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
                 };
                 for (d, outcome) in group.iter().zip(&outcomes) {
                     outbox::finish(store, d, outcome).await?;
+                    crate::metrics::delivery_finished(&d.sink, outcome);
                 }
                 Ok(outcomes)
             })

@@ -60,12 +60,43 @@ pub struct Rejected {
     pub raw: String,
 }
 
+/// One page of a time-range read (`ticketsync backfill`).
+#[derive(Debug, Default)]
+pub struct RangePage {
+    pub records: Vec<Result<NewSession, Rejected>>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+    /// Records after this page, when the vendor says (for a progress bar).
+    pub remaining: Option<u64>,
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     fn name(&self) -> &str;
+    /// The `source_cursors` rows this source keeps, one per account it polls separately
+    /// (readiness and metrics judge each).
+    fn cursor_keys(&self) -> Vec<String> {
+        vec![self.name().to_string()]
+    }
     /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
     /// fires (checked between pages, so a page is never half-committed).
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError>;
+
+    /// One page of the records that started in `[from, to)`, from `page` (`None`: the
+    /// first). Used by backfill; it reads only, and the incremental cursor is not touched.
+    /// Sources that cannot read a time range keep this default.
+    async fn fetch_range(
+        &self,
+        _from: chrono::DateTime<chrono::Utc>,
+        _to: chrono::DateTime<chrono::Utc>,
+        _page: Option<&str>,
+    ) -> Result<RangePage, SourceError> {
+        Err(SourceError::Vendor {
+            source_name: self.name().to_string(),
+            message: "this source cannot re-read a time range (backfill is not supported)".into(),
+            transient: false,
+        })
+    }
 }
 
 /// Commit one page: sessions, quarantined records and the cursor, in one transaction.

@@ -341,6 +341,16 @@ impl SplashtopSource {
         &self.api
     }
 
+    async fn team(&self) -> Result<i64, SourceError> {
+        match self.team.get() {
+            Some(t) => Ok(*t),
+            None => {
+                let t = self.api.team_id(self.team_id).await?;
+                Ok(*self.team.get_or_init(|| t))
+            }
+        }
+    }
+
     async fn walk_from(&self, store: &Store, cur: &Cursor, now: DateTime<Utc>) -> Result<DateTime<Utc>, SourceError> {
         let mut from = match cur.high_watermark.as_deref().and_then(parse_ts) {
             Some(hwm) => hwm - self.overlap,
@@ -363,6 +373,44 @@ impl Source for SplashtopSource {
         VENDOR
     }
 
+    /// The session-log API is time-ranged and paged by number. The page token is
+    /// `<number>:<digest of the previous page's first log>`, so that a server ignoring `page`
+    /// (serving the same page again) ends the read, as in a poll.
+    async fn fetch_range(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page: Option<&str>,
+    ) -> Result<super::RangePage, SourceError> {
+        let (n, previous_first) = match page {
+            None => (1, None),
+            Some(p) => {
+                let (n, prev) = p.split_once(':').unwrap_or((p, ""));
+                let n = n.parse::<u64>().map_err(|_| cfg_err(format!("backfill: bad page token {p:?}")))?;
+                (n, Some(prev.to_string()))
+            }
+        };
+        let team = self.team().await?;
+        let p = self.api.logs_page(team, from, to, n, self.per_page).await?;
+        let first = p.logs.first().map(|v| {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(v.to_string().as_bytes())[..8])
+        });
+        let stuck = first.is_some() && first == previous_first;
+        if stuck {
+            tracing::warn!(source = VENDOR, page = n, "vendor repeated the previous page; ending this backfill");
+        }
+        let records: Vec<_> = p.logs.iter().map(|r| wire::parse_log(r, Utc::now())).collect();
+        let seen = (n - 1) * self.per_page + p.logs.len() as u64;
+        let more =
+            !stuck && !p.logs.is_empty() && p.logs.len() as u64 >= self.per_page && p.total.is_none_or(|t| seen < t);
+        Ok(super::RangePage {
+            records,
+            next: more.then(|| format!("{}:{}", n + 1, first.unwrap_or_default())),
+            remaining: p.total.map(|t| t.saturating_sub(seen)),
+        })
+    }
+
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let now = Utc::now();
         let mut cur: Cursor = match cursors::load(&store.pool, VENDOR).await? {
@@ -382,13 +430,7 @@ impl Source for SplashtopSource {
                 page: 1,
             },
         };
-        let team = match self.team.get() {
-            Some(t) => *t,
-            None => {
-                let t = self.api.team_id(self.team_id).await?;
-                *self.team.get_or_init(|| t)
-            }
-        };
+        let team = self.team().await?;
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         let to = parse_ts(&walk.to).unwrap_or(now);
         let mut stats = PollStats::default();

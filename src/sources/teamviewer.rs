@@ -164,7 +164,20 @@ impl TeamViewerApi {
         from: DateTime<Utc>,
         offset_id: Option<&str>,
     ) -> Result<ConnectionsPage, SourceError> {
+        self.connections_range(from, None, offset_id).await
+    }
+
+    /// `to` is exclusive (`to_date`).
+    pub async fn connections_range(
+        &self,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+        offset_id: Option<&str>,
+    ) -> Result<ConnectionsPage, SourceError> {
         let mut q = vec![("from_date", from.format("%Y-%m-%dT%H:%M:%SZ").to_string())];
+        if let Some(t) = to {
+            q.push(("to_date", t.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+        }
         if let Some(o) = offset_id {
             q.push(("offset_id", o.to_string()));
         }
@@ -329,6 +342,20 @@ impl TeamViewerSource {
 impl Source for TeamViewerSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn fetch_range(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page: Option<&str>,
+    ) -> Result<super::RangePage, SourceError> {
+        let p = self.api.connections_range(from, Some(to), page).await?;
+        let records = p.records.iter().map(|r| wire::parse_record(r, Utc::now())).collect();
+        let more = p.records_remaining.unwrap_or(0) > 0 && p.next_offset.is_some();
+        // A repeated offset would loop forever: treat it as the last page.
+        let next = p.next_offset.filter(|n| more && Some(n.to_ascii_lowercase()) != page.map(str::to_ascii_lowercase));
+        Ok(super::RangePage { records, next, remaining: p.records_remaining })
     }
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {

@@ -497,6 +497,10 @@ impl Source for ZoomSource {
         VENDOR
     }
 
+    fn cursor_keys(&self) -> Vec<String> {
+        self.apis.iter().map(|a| format!("{VENDOR}:{}", a.account.name)).collect()
+    }
+
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let since = ts(Utc::now() - self.lookback);
         let links = crate::store::links::open_created(&store.pool, VENDOR, &since).await?;

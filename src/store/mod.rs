@@ -67,7 +67,10 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Invalid(format!("database {} does not exist", path.display())));
         }
-        let opts = SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(5));
+        // No slow-statement warnings: an export streams millions of rows through one statement.
+        let opts = sqlx::ConnectOptions::disable_statement_logging(
+            SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(5)),
+        );
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)

@@ -91,3 +91,15 @@ fn verify_passes_an_intact_chain_and_finds_edit_delete_swap() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("row 2"), "{out}");
 }
+
+#[test]
+fn verify_reports_a_column_whose_type_was_changed() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = rt.block_on(chain(dir.path(), 4));
+    // SQLite's flexible typing lets a tamperer store a blob in a text column.
+    tamper(&db, "UPDATE audit_events SET ticket_id = X'3432' WHERE id = 2");
+    let (code, out) = verify(&db);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("row 2") && out.contains("unreadable column"), "{out}");
+}

@@ -607,3 +607,44 @@ async fn cli_auth_splashtop_prints_the_url_checks_state_and_stores_tokens() {
     assert!(out.contains("sources: splashtop") && out.contains("splashtop: refresh token valid until"), "{out}");
     assert!(!out.contains("st-rt-") && !out.contains("st-at-"), "no token in the output: {out}");
 }
+
+#[tokio::test]
+async fn fetch_range_reads_one_time_range_page_by_page_without_touching_the_cursor() {
+    let sim = sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let old = now_s() - TimeDelta::days(40);
+    for i in 0..7 {
+        let start = old + TimeDelta::minutes(10 * i);
+        sim.add_log(log(&format!("old{i}"), start, Some(start + TimeDelta::minutes(5)), None));
+    }
+    // Outside the range: not read.
+    sim.add_log(log("before", old - TimeDelta::days(3), Some(old - TimeDelta::days(3) + TimeDelta::minutes(5)), None));
+    sim.add_log(log("after", old + TimeDelta::days(3), Some(old + TimeDelta::days(3) + TimeDelta::minutes(5)), None));
+    let src = source(&token_cfg(&sim), &store, 0);
+
+    let (from, to) = (old - TimeDelta::hours(1), old + TimeDelta::days(1));
+    let mut ids = Vec::new();
+    let mut page: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let p = src.fetch_range(from, to, page.as_deref()).await.unwrap();
+        pages += 1;
+        ids.extend(p.records.iter().map(|r| r.as_ref().unwrap().external_id.clone()));
+        match p.next {
+            Some(n) => page = Some(n),
+            None => {
+                assert_eq!(p.remaining, Some(0));
+                break;
+            }
+        }
+        assert!(pages < 10, "runaway paging");
+    }
+    ids.sort();
+    assert_eq!(ids, (0..7).map(|i| format!("old{i}")).collect::<Vec<_>>());
+    assert_eq!(pages, 3, "7 logs at 3 per page");
+    let reqs = log_requests(&sim);
+    assert_eq!(reqs.iter().filter_map(|q| param(q, "page")).collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_eq!(param(&reqs[0], "from").as_deref(), Some(vdate(from).as_str()));
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM source_cursors").await, 0, "a read-only range read");
+}

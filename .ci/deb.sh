@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the Debian package and check it: bash .ci/deb.sh   (from the repository root)
+#   1. cargo-deb is installed with `cargo install` when missing (a few minutes, once);
+#   2. cargo build (release profile; DEB_PROFILE=dev packages the debug build instead, which
+#      .ci/run uses: the tests already built it, and a release build from scratch would take
+#      most of CI's time budget), the man page from `ticketsync man`, then `cargo deb --no-build`;
+#   3. dpkg-deb -I / -c: control fields and the files that must be in the package;
+#   4. when root with dpkg (CI: Debian bookworm): dpkg -i, check that the files landed, the
+#      unit is enabled, the binary runs, an edited config survives a reinstall, the installed
+#      unit passes systemd-analyze verify, then dpkg --purge.
+#      Starting the service needs systemd as PID 1, which CI does not have.
+# Prints the path of the .deb on success.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+die() { printf 'deb: FAIL: %s\n' "$*" >&2; exit 1; }
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "deb: installing cargo-deb (once)"
+  cargo install --locked cargo-deb --version 3.8.0
+fi
+
+PROFILE=${DEB_PROFILE:-release}
+case $PROFILE in
+  release) BIN=target/release/ticketsync; cargo build --release --locked; FAST= ;;
+  dev) BIN=target/debug/ticketsync; cargo build --locked; FAST=--fast ;;
+  *) die "DEB_PROFILE must be release or dev" ;;
+esac
+mkdir -p target/man
+"$BIN" man >target/man/ticketsync.1
+gzip -9nf target/man/ticketsync.1
+rm -f target/debian/ticketsync_*.deb
+cargo deb --no-build --locked --profile "$PROFILE" $FAST -o target/debian/ >/dev/null
+DEB=$(ls -t target/debian/ticketsync_*.deb | head -n 1)
+echo "deb: built $DEB ($(du -h "$DEB" | cut -f1))"
+
+info=$(dpkg-deb -I "$DEB")
+contents=$(dpkg-deb -c "$DEB")
+echo "$info" | grep -E '^ (Package|Version|Architecture|Depends|Section):'
+for field in 'Package: ticketsync' 'Architecture: amd64' 'Depends: .*libc6'; do
+  grep -Eq "^ $field" <<<"$info" || die "control field missing: $field"
+done
+for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz \
+         ./usr/share/doc/ticketsync/README.md ./usr/share/doc/ticketsync/schema.md \
+         ./usr/share/doc/ticketsync/examples/ticketsync.toml; do
+  grep -q " $f\$" <<<"$contents" || die "$f is not in the package"
+done
+grep -Eq ' \./(usr/)?lib/systemd/system/ticketsync\.service$' <<<"$contents" || die "the systemd unit is not in the package"
+grep -E ' \./usr/bin/ticketsync$' <<<"$contents" | grep -q '^-rwxr-xr-x' || die "/usr/bin/ticketsync is not mode 0755"
+dpkg-deb -e "$DEB" target/debian/control
+grep -qx /etc/ticketsync/ticketsync.toml target/debian/control/conffiles || die "the config is not a conffile"
+grep -q 'deb-systemd-helper' target/debian/control/postinst || die "postinst does not enable the unit"
+echo "deb: contents and control OK"
+
+if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1 && [ "${TICKETSYNC_DEB_INSTALL:-1}" = 1 ]; then
+  if dpkg -s ticketsync >/dev/null 2>&1; then
+    die "a ticketsync package is already installed here; not touching it (TICKETSYNC_DEB_INSTALL=0 skips this step)"
+  fi
+  trap 'dpkg --purge ticketsync >/dev/null 2>&1 || true' EXIT
+  dpkg -i "$DEB"
+  test -x /usr/bin/ticketsync || die "/usr/bin/ticketsync missing after install"
+  unit=$( [ -f /lib/systemd/system/ticketsync.service ] && echo /lib/systemd/system/ticketsync.service || echo /usr/lib/systemd/system/ticketsync.service)
+  test -f "$unit" || die "unit missing after install"
+  test -f /etc/ticketsync/ticketsync.toml || die "config missing after install"
+  [ "$(stat -c %a /etc/ticketsync/credentials)" = 700 ] || die "/etc/ticketsync/credentials is not mode 0700"
+  [ -L /etc/systemd/system/multi-user.target.wants/ticketsync.service ] || die "the unit is not enabled"
+  /usr/bin/ticketsync --version
+  # The example config enables every source and two sinks: give each its secret (the Zoom
+  # account's and visioconference.me's are only read from credentials, as in the README).
+  creds=$(mktemp -d)
+  printf x >"$creds/zoom_helpdesk_client_secret"
+  printf x >"$creds/visioconference_token"
+  CREDENTIALS_DIRECTORY=$creds TICKETSYNC__SOURCES__TEAMVIEWER__TOKEN=x TICKETSYNC__SOURCES__SPLASHTOP__TOKEN=x \
+    TICKETSYNC__SINKS__REDMINE__API_KEY=x TICKETSYNC__SINKS__WEBHOOK__SECRET=x \
+    /usr/bin/ticketsync check --config /etc/ticketsync/ticketsync.toml
+  rm -rf "$creds"
+  # Upgrade path: an edited conffile survives a reinstall of the package.
+  echo '# edited by .ci/deb.sh' >>/etc/ticketsync/ticketsync.toml
+  dpkg -i --force-confold "$DEB" >/dev/null
+  grep -q '^# edited by .ci/deb.sh' /etc/ticketsync/ticketsync.toml || die "the edited config was replaced on upgrade"
+  if command -v systemd-analyze >/dev/null 2>&1; then
+    systemd-analyze verify --man=no "$unit" || die "systemd-analyze verify failed on the installed unit"
+  fi
+  dpkg --purge ticketsync
+  trap - EXIT
+  test ! -e /usr/bin/ticketsync || die "/usr/bin/ticketsync left after purge"
+  echo "deb: installed, checked and purged"
+else
+  echo "deb: not root or no dpkg: install step skipped"
+fi
+echo "$DEB"

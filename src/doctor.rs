@@ -1,0 +1,569 @@
+//! `ticketsync doctor`: every check an operator would otherwise do by hand, each with a
+//! harmless call, printed as a table of OK/FAIL with the fix for each failure.
+//!
+//! Run as root outside the service, the secrets that systemd would hand over with
+//! `LoadCredential=` are read from the same files (`/etc/ticketsync/credentials/<name>`),
+//! so the vendor and sink calls use the credentials the service will get.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{Config, SplashtopAuth, TeamViewerAuth};
+use crate::store::Store;
+
+/// Where the shipped unit's `LoadCredential=` lines read the secrets from.
+pub const CREDENTIALS_SOURCE: &str = "/etc/ticketsync/credentials";
+/// The credential names the shipped unit knows (`zoom_<account>_client_secret` too).
+const CREDENTIALS: [&str; 13] = [
+    "teamviewer_token",
+    "teamviewer_client_secret",
+    "splashtop_token",
+    "splashtop_client_secret",
+    "visioconference_token",
+    "redmine_api_key",
+    "webhook_secret",
+    "zendesk_token",
+    "freshservice_api_key",
+    "jsm_token",
+    "glpi_user_token",
+    "glpi_app_token",
+    "zoom_client_secret",
+];
+
+fn known_credential(name: &str) -> bool {
+    CREDENTIALS.contains(&name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn ok(name: &str, detail: impl Into<String>) -> Check {
+    Check { name: name.into(), status: Status::Ok, detail: detail.into(), fix: None }
+}
+fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name: name.into(), status: Status::Warn, detail: detail.into(), fix: Some(fix.into()) }
+}
+fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name: name.into(), status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+/// Run every check and print the table; true when nothing failed.
+pub async fn run(config_path: &Path, out: &mut dyn Write) -> bool {
+    let checks = checks(config_path).await;
+    print_table(&checks, out);
+    !checks.iter().any(|c| c.status == Status::Fail)
+}
+
+pub async fn checks(config_path: &Path) -> Vec<Check> {
+    let mut checks = vec![credentials_dir()];
+    let cfg = match Config::load(config_path) {
+        Ok(c) => {
+            checks.push(ok("configuration", format!("{} loaded and valid", config_path.display())));
+            c
+        }
+        Err(e) => {
+            checks.push(fail(
+                "configuration",
+                e.to_string(),
+                format!("fix the named key; `ticketsync check --config {}` repeats this check", config_path.display()),
+            ));
+            return checks;
+        }
+    };
+    checks.extend(secrets(&cfg));
+    let (db_check, store) = database(&cfg).await;
+    checks.push(db_check);
+    // Token-authenticated vendors can be pinged before the first start: through a
+    // throwaway database (OAuth vendors need the real one, which holds their tokens).
+    let scratch = match &store {
+        Some(_) => None,
+        None => match tempfile_dir() {
+            Ok(d) => match Store::open(&d.join("doctor.db"), Duration::from_secs(1)).await {
+                Ok(s) => Some((d, s)),
+                Err(e) => {
+                    checks.push(fail("scratch database", e.to_string(), "check the temporary directory"));
+                    let _ = std::fs::remove_dir_all(&d);
+                    None
+                }
+            },
+            Err(e) => {
+                checks.push(fail("scratch database", e, "check the temporary directory"));
+                None
+            }
+        },
+    };
+    let vendor_store = store.as_ref().map(|s| (s, true)).or(scratch.as_ref().map(|(_, s)| (s, false)));
+    checks.extend(teamviewer(&cfg, vendor_store).await);
+    checks.extend(splashtop(&cfg, vendor_store).await);
+    checks.extend(zoom(&cfg, store.as_ref()).await);
+    checks.extend(visio(&cfg));
+    checks.extend(sinks(&cfg).await);
+    if let Some((dir, s)) = scratch {
+        s.pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let Some(s) = store {
+        s.pool.close().await;
+    }
+    checks
+}
+
+fn credentials_dir() -> Check {
+    let name = "systemd credentials";
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let dir = Path::new(&dir);
+        return match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut names: Vec<String> =
+                    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                names.sort();
+                ok(name, format!("$CREDENTIALS_DIRECTORY={} holds: {}", dir.display(), names.join(", ")))
+            }
+            Err(e) => fail(
+                name,
+                format!("$CREDENTIALS_DIRECTORY={} is not readable: {e}", dir.display()),
+                "run doctor as the service user, or unset CREDENTIALS_DIRECTORY",
+            ),
+        };
+    }
+    let src = Path::new(CREDENTIALS_SOURCE);
+    if !src.is_dir() {
+        return warn(
+            name,
+            format!("{CREDENTIALS_SOURCE} does not exist (the unit's LoadCredential= lines read from it)"),
+            format!("install -d -m 0700 {CREDENTIALS_SOURCE}; put each secret in a file named after its credential"),
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(src) {
+            if m.permissions().mode() & 0o077 != 0 {
+                return fail(
+                    name,
+                    format!(
+                        "{CREDENTIALS_SOURCE} is readable by group or others (mode {:o})",
+                        m.permissions().mode() & 0o777
+                    ),
+                    format!("chmod 0700 {CREDENTIALS_SOURCE} && chmod 0600 {CREDENTIALS_SOURCE}/*"),
+                );
+            }
+        }
+    }
+    match std::fs::read_dir(src) {
+        Ok(entries) => {
+            let present: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| known_credential(n))
+                .collect();
+            // Used below as systemd would provide them.
+            std::env::set_var("CREDENTIALS_DIRECTORY", src);
+            ok(
+                name,
+                format!(
+                    "{CREDENTIALS_SOURCE} holds: {}",
+                    if present.is_empty() { "(none)".into() } else { present.join(", ") }
+                ),
+            )
+        }
+        Err(e) => warn(
+            name,
+            format!("{CREDENTIALS_SOURCE} is not readable ({e}); secrets from it are not checked"),
+            "run `sudo ticketsync doctor`",
+        ),
+    }
+}
+
+fn secrets(cfg: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut one = |name: &str,
+                   key: &str,
+                   cred: &str,
+                   r: Result<Option<secrecy::SecretString>, crate::config::ConfigError>| {
+        out.push(match r {
+            Ok(Some(_)) => ok(name, format!("{key} resolved")),
+            Ok(None) => fail(
+                name,
+                format!("{key} is missing"),
+                format!("put it in {CREDENTIALS_SOURCE}/{cred} (mode 0600) for the unit's LoadCredential=, or set {key}_file"),
+            ),
+            Err(e) => fail(name, e.to_string(), "make the file readable, or fix the path"),
+        })
+    };
+    if let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) {
+        match tv.auth {
+            TeamViewerAuth::Script => {
+                one("secret teamviewer_token", "sources.teamviewer.token", "teamviewer_token", tv.token_secret())
+            }
+            TeamViewerAuth::Oauth => one(
+                "secret teamviewer_client_secret",
+                "sources.teamviewer.client_secret",
+                "teamviewer_client_secret",
+                tv.client_secret(),
+            ),
+        }
+    }
+    if let Some(st) = cfg.sources.splashtop.as_ref().filter(|t| t.enabled) {
+        match st.auth {
+            SplashtopAuth::Token => {
+                one("secret splashtop_token", "sources.splashtop.token", "splashtop_token", st.token_secret())
+            }
+            SplashtopAuth::Oauth => one(
+                "secret splashtop_client_secret",
+                "sources.splashtop.client_secret",
+                "splashtop_client_secret",
+                st.client_secret(),
+            ),
+        }
+    }
+    if let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) {
+        for (i, a) in z.accounts.iter().enumerate() {
+            let cred = a.credential_name();
+            one(
+                &format!("secret {cred}"),
+                &format!("sources.zoom.accounts[{i}].client_secret"),
+                &cred,
+                a.client_secret(i),
+            );
+        }
+    }
+    if let Some(v) = cfg.rooms.visioconference.as_ref().filter(|v| v.enabled) {
+        one("secret visioconference_token", "rooms.visioconference.token", "visioconference_token", v.token_secret());
+    }
+    if let Some(r) = cfg.sinks.redmine.as_ref().filter(|r| r.enabled) {
+        one("secret redmine_api_key", "sinks.redmine.api_key", "redmine_api_key", r.api_key_secret());
+    }
+    if let Some(w) = cfg.sinks.webhook.as_ref().filter(|w| w.enabled) {
+        one("secret webhook_secret", "sinks.webhook.secret", "webhook_secret", w.secret_value());
+    }
+    // These sinks' accessors report a missing secret as an error naming the key.
+    let extra = cfg.sinks.extra();
+    if let Some(c) = extra.zendesk.filter(|c| c.enabled) {
+        one("secret zendesk_token", "sinks.zendesk.token", "zendesk_token", c.token_secret().map(Some));
+    }
+    if let Some(c) = extra.freshservice.filter(|c| c.enabled) {
+        one(
+            "secret freshservice_api_key",
+            "sinks.freshservice.api_key",
+            "freshservice_api_key",
+            c.api_key_secret().map(Some),
+        );
+    }
+    if let Some(c) = extra.jsm.filter(|c| c.enabled) {
+        one("secret jsm_token", "sinks.jsm.token", "jsm_token", c.token_secret().map(Some));
+    }
+    if let Some(c) = extra.glpi.filter(|c| c.enabled) {
+        one("secret glpi_user_token", "sinks.glpi.user_token", "glpi_user_token", c.user_token_secret().map(Some));
+        if let r @ (Ok(Some(_)) | Err(_)) = c.app_token_secret() {
+            one("secret glpi_app_token", "sinks.glpi.app_token", "glpi_app_token", r);
+        }
+    }
+    out
+}
+
+async fn database(cfg: &Config) -> (Check, Option<Store>) {
+    let name = "database";
+    let path = &cfg.store.path;
+    if !path.exists() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        return (
+            warn(
+                name,
+                format!("{} does not exist yet (created at the first start)", path.display()),
+                format!("check that {} is writable by the service, or run `ticketsync migrate`", parent.display()),
+            ),
+            None,
+        );
+    }
+    let store = match Store::open_read_only(path).await {
+        Ok(s) => s,
+        Err(e) => return (fail(name, e.to_string(), "check the file's owner and mode"), None),
+    };
+    let check = async {
+        let quick: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&store.pool).await?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(None);
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
+        Ok::<_, sqlx::Error>((quick, applied, rows))
+    };
+    let latest = crate::store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let c = match check.await {
+        Ok((quick, _, _)) if quick != "ok" => fail(
+            name,
+            format!("{}: integrity problem: {quick}", path.display()),
+            "restore the last backup (see README, Upgrade)",
+        ),
+        Ok((_, applied, rows)) if applied.unwrap_or(0) < latest => warn(
+            name,
+            format!("{}: schema version {} of {latest}; {rows} audit rows", path.display(), applied.unwrap_or(0)),
+            "the daemon upgrades it at start; or run `ticketsync migrate` now",
+        ),
+        Ok((_, applied, rows)) => ok(
+            name,
+            format!("{}: integrity ok, schema version {}, {rows} audit rows", path.display(), applied.unwrap_or(0)),
+        ),
+        Err(e) => fail(name, format!("{}: {e}", path.display()), "is it a ticketsync database? check store.path"),
+    };
+    (c, Some(store))
+}
+
+/// `store`: the database and whether it is the real one (else a scratch one).
+async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
+    let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) else { return vec![] };
+    let name = "source teamviewer";
+    let Some((store, real)) = store else { return vec![] };
+    if tv.auth != TeamViewerAuth::Oauth {
+        return vec![ping(tv, store).await];
+    }
+    if !real {
+        return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth teamviewer`")];
+    }
+    let mut out = Vec::new();
+    let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer").await;
+    let callable = token.1;
+    // Only with a valid access token: a refresh through this read-only database could not
+    // store the new refresh token.
+    out.push(if callable { ping(tv, store).await } else { not_called(name, &token.0) });
+    out.push(token.0);
+    out
+}
+
+/// The stored OAuth tokens of `provider`, and whether the access token is still valid
+/// for a call that must not refresh it.
+async fn oauth_token(store: &Store, provider: &str, fix: &str) -> (Check, bool) {
+    let name = format!("token {provider}");
+    let row: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT access_expires_at, refresh_expires_at FROM oauth_tokens WHERE provider = ?")
+            .bind(provider)
+            .fetch_optional(&store.pool)
+            .await
+            .ok()
+            .flatten();
+    let now = chrono::Utc::now();
+    let parse = |t: &Option<String>| t.as_deref().and_then(crate::session::parse_ts);
+    match row {
+        None => (fail(&name, "no OAuth tokens stored", format!("run `{fix}`")), false),
+        Some((access, refresh)) => {
+            let access_ok = parse(&access).is_some_and(|t| t > now + chrono::Duration::minutes(1));
+            let access_txt = access.as_deref().unwrap_or("unknown");
+            let c = match parse(&refresh) {
+                Some(r) if r <= now => fail(
+                    &name,
+                    format!("the refresh token expired at {}", refresh.as_deref().unwrap_or_default()),
+                    format!("run `{fix}`"),
+                ),
+                Some(r) if r - chrono::Duration::days(7) <= now => warn(
+                    &name,
+                    format!("the refresh token expires at {}", refresh.as_deref().unwrap_or_default()),
+                    format!("run `{fix}` before then"),
+                ),
+                Some(_) => ok(
+                    &name,
+                    format!(
+                        "access token expires {access_txt} (refreshed automatically); refresh token valid until {}",
+                        refresh.as_deref().unwrap_or_default()
+                    ),
+                ),
+                None => ok(&name, format!("OAuth access token expires {access_txt} (refreshed automatically)")),
+            };
+            (c, access_ok)
+        }
+    }
+}
+
+fn not_called(name: &str, token: &Check) -> Check {
+    if token.status == Status::Fail {
+        return warn(name, "not checked: no usable OAuth tokens (see below)", "fix the token first");
+    }
+    warn(
+        name,
+        "not checked: the stored access token has expired, and a refresh from here could not be saved",
+        "the daemon refreshes it at its next poll; run doctor again after that",
+    )
+}
+
+async fn splashtop(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
+    let Some(st) = cfg.sources.splashtop.as_ref().filter(|t| t.enabled) else { return vec![] };
+    let name = "source splashtop";
+    let Some((store, real)) = store else { return vec![] };
+    if st.auth != SplashtopAuth::Oauth {
+        return vec![whoami(st, store).await];
+    }
+    if !real {
+        return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth splashtop`")];
+    }
+    let token = oauth_token(store, "splashtop", "ticketsync auth splashtop").await;
+    let call = if token.1 { whoami(st, store).await } else { not_called(name, &token.0) };
+    vec![call, token.0]
+}
+
+async fn whoami(st: &crate::config::SplashtopConfig, store: &Store) -> Check {
+    let name = "source splashtop";
+    let api = match crate::sources::splashtop::SplashtopApi::new(st, store) {
+        Ok(a) => a.with_max_retries(1),
+        Err(e) => return fail(name, e.to_string(), "fix the named key"),
+    };
+    match api.basic_info().await {
+        Ok(_) => ok(
+            name,
+            format!("GET {}{}: token accepted", st.base_url(), crate::sources::splashtop::wire::basic_info_path()),
+        ),
+        Err(e) => fail(name, e.to_string(), "check sources.splashtop.base_url (or region), the network and the token"),
+    }
+}
+
+/// Zoom has no harmless read call in this client: each account's tokens are checked, its
+/// API is not.
+async fn zoom(cfg: &Config, store: Option<&Store>) -> Vec<Check> {
+    let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) else { return vec![] };
+    let mut out = Vec::new();
+    for a in &z.accounts {
+        let key = a.token_key();
+        out.push(warn(
+            &format!("source {key}"),
+            "not checked (no harmless API call)",
+            "watch the first poll: `journalctl -u ticketsync` or /readyz",
+        ));
+        let fix = format!("ticketsync auth zoom --account {}", a.name);
+        match (a.auth, store) {
+            (crate::sources::zoom::config::ZoomAuth::ServerToServer, _) => {
+                out.push(ok(&format!("token {key}"), "server-to-server app: tokens are requested when needed"))
+            }
+            (_, None) => {
+                out.push(fail(&format!("token {key}"), "no database, so no OAuth tokens", format!("run `{fix}`")))
+            }
+            (_, Some(s)) => out.push(oauth_token(s, &key, &fix).await.0),
+        }
+    }
+    out
+}
+
+/// visioconference.me has only the room-creating call: nothing harmless to try.
+fn visio(cfg: &Config) -> Vec<Check> {
+    if !cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
+        return vec![];
+    }
+    vec![warn(
+        "rooms visioconference",
+        "not checked (its API only creates rooms)",
+        "create one room: `ticketsync session create --provider visioconference --ticket ID`",
+    )]
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let d = std::env::temp_dir().join(format!("ticketsync-doctor-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    Ok(d)
+}
+
+async fn ping(tv: &crate::config::TeamViewerConfig, store: &Store) -> Check {
+    let name = "source teamviewer";
+    let api = match crate::sources::teamviewer::TeamViewerApi::new(tv, store) {
+        Ok(a) => a.with_max_retries(1),
+        Err(e) => return fail(name, e.to_string(), "fix the named key"),
+    };
+    match api.ping().await {
+        Ok(true) => ok(name, format!("GET {}/api/v1/ping: token valid", tv.base_url.trim_end_matches('/'))),
+        Ok(false) => fail(
+            name,
+            "GET /api/v1/ping: token_valid = false",
+            "create a new script token (Connections.Read, Sessions.Create) or run `ticketsync auth teamviewer`",
+        ),
+        Err(e) => fail(name, e.to_string(), "check sources.teamviewer.base_url, the network and the token"),
+    }
+}
+
+async fn sinks(cfg: &Config) -> Vec<Check> {
+    let built = match crate::app::build_sinks(cfg) {
+        Ok(s) => s,
+        Err(e) => return vec![fail("sinks", format!("{e:#}"), "see the secret checks above")],
+    };
+    let mut names: Vec<&String> = built.keys().collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        let name = format!("sink {n}");
+        let sink = &built[n];
+        // A sink without a read API (webhook) has no harmless authenticated call: prove at
+        // least that its address accepts connections.
+        if !sink.capabilities().marker_scan {
+            let url = match n.as_str() {
+                "webhook" => cfg.sinks.webhook.as_ref().map(|w| w.url.clone()),
+                "redmine" => cfg.sinks.redmine.as_ref().map(|r| r.url.clone()),
+                _ => None,
+            };
+            out.push(match url.as_deref().map(tcp_connect) {
+                Some(fut) => match fut.await {
+                    Ok(addr) => {
+                        ok(&name, format!("{addr} accepts connections; the secret is only checked by a real delivery"))
+                    }
+                    Err(e) => fail(&name, e, "check the URL, DNS, firewall and that the receiver is up"),
+                },
+                None => warn(&name, "not checked (no harmless call)", "watch its first deliveries"),
+            });
+            continue;
+        }
+        let r = sink.check().await;
+        out.push(match r {
+            Ok(()) => ok(&name, "reachable, credentials accepted"),
+            Err(e) => {
+                let fix = match e.kind {
+                    crate::sinks::SinkErrorKind::Auth => "replace the API key / secret of this sink",
+                    crate::sinks::SinkErrorKind::Retry { .. } | crate::sinks::SinkErrorKind::Ambiguous => {
+                        "check the URL, DNS, firewall and that the system is up"
+                    }
+                    crate::sinks::SinkErrorKind::Permanent => "check the URL and the API user's permissions",
+                };
+                fail(&name, e.to_string(), fix)
+            }
+        });
+    }
+    out
+}
+
+async fn tcp_connect(url: &str) -> Result<String, String> {
+    let u = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = u.host_str().ok_or_else(|| format!("{url}: no host"))?.to_string();
+    let port = u.port_or_known_default().unwrap_or(443);
+    let target = format!("{host}:{port}");
+    match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&target)).await {
+        Ok(Ok(_)) => Ok(target),
+        Ok(Err(e)) => Err(format!("{target}: {e}")),
+        Err(_) => Err(format!("{target}: no answer within 10 s")),
+    }
+}
+
+pub fn print_table(checks: &[Check], out: &mut dyn Write) {
+    let w = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "{:<w$}  {:<6}DETAIL", "CHECK", "STATUS");
+    for c in checks {
+        let st = match c.status {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, st, c.detail);
+        if let Some(f) = &c.fix {
+            let _ = writeln!(out, "{:<w$}  {:<6}fix: {f}", "", "");
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let _ = writeln!(out, "\n{} checks, {failed} failed", checks.len());
+}

@@ -1,0 +1,570 @@
+//! Auditor and operator features over the real binary: audit export round trips, the
+//! metrics endpoint scraped over HTTP, readiness, backfill and doctor.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+
+use ticketsync::export::{parse_csv_comment, ExportedEvent, Header};
+use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::teamviewer::{SimOptions, TeamViewerSim};
+use ticketsync::sim::webhook::WebhookSim;
+
+const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
+const HOOK_SECRET: &str = "hook-secret-ops";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"));
+    cmd.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let o = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("ticketsync {args:?} did not finish in 15 s"))
+        .expect("spawn ticketsync");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn date(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn connection(id: &str, ticket: &str, start: chrono::DateTime<Utc>) -> Value {
+    json!({
+        "id": id, "userid": "u11293276", "username": "Jon Snow", "deviceid": "1234567890",
+        "start_date": date(start), "end_date": date(start + chrono::Duration::minutes(15)),
+        "support_session_type": 1, "custom_api": format!("{{\"ticket_id\":\"{ticket}\"}}")
+    })
+}
+
+fn config(dir: &Path, tv: &TeamViewerSim, hook: &WebhookSim, extra: &str) -> PathBuf {
+    let p = dir.join("ticketsync.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[store]\npath = \"{db}\"\n\n[daemon]\ndelivery_interval_secs = 1\n\n[sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\n\n\
+             [sinks.webhook]\nurl = \"{hook}\"\nsecret = \"{HOOK_SECRET}\"\n{extra}",
+            db = dir.join("t.db").display(),
+            tv = tv.base_url,
+            hook = hook.url,
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
+    let dir = tempfile::tempdir().unwrap();
+    ticketsync::demo::run(dir.path()).await.unwrap();
+    let db = dir.path().join("ticketsync.db");
+    let dbs = db.to_str().unwrap();
+
+    let v = run(&["audit", "verify", "--db", dbs], &[]).await;
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let head = v.stdout.split("head ").nth(1).unwrap().trim().to_string();
+    let rows: i64 = v.stdout.split("OK: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(head.len(), 64);
+
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    // JSON lines: header, one line per event, trailer.
+    let out = dir.path().join("a.jsonl");
+    let r = run(
+        &[
+            "audit",
+            "export",
+            "--db",
+            dbs,
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "jsonl",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let header: Header = serde_json::from_value(lines[0].clone()).unwrap();
+    assert_eq!(header.chain_head_hash, head, "export head = verify head");
+    assert_eq!(header.chain_rows, rows);
+    let events: Vec<ExportedEvent> =
+        lines[1..lines.len() - 1].iter().map(|l| serde_json::from_value(l.clone()).unwrap()).collect();
+    assert_eq!(lines.last().unwrap()["type"], "export_end");
+    assert_eq!(lines.last().unwrap()["rows"], events.len());
+    assert_eq!(events.len() as i64, rows, "the whole day = the whole chain");
+    check_chain(&events, &head);
+
+    // CSV: comment header, column row, rows, comment trailer; the same rows.
+    let r = run(&["audit", "export", "--db", dbs, "--from", &today, "--to", &today, "--format", "csv"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = r.stdout.lines().next().unwrap();
+    let kv = parse_csv_comment(first);
+    assert_eq!(kv["chain_head_hash"], head);
+    assert_eq!(kv["chain_rows"], rows.to_string());
+    let mut rd = csv::ReaderBuilder::new().comment(Some(b'#')).from_reader(r.stdout.as_bytes());
+    let csv_events: Vec<ExportedEvent> = rd.deserialize().map(|r| r.unwrap()).collect();
+    assert_eq!(csv_events, events, "CSV and JSON lines carry the same rows");
+    assert!(r.stdout.trim_end().ends_with(&format!("# export_end rows={rows}")));
+
+    // A vendor filter keeps the vendor's events and its sessions' deliveries, each row still hashing right.
+    let r = run(
+        &[
+            "audit",
+            "export",
+            "--db",
+            dbs,
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "jsonl",
+            "--vendor",
+            "teamviewer",
+        ],
+        &[],
+    )
+    .await;
+    let filtered: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let filtered: Vec<ExportedEvent> =
+        filtered[1..filtered.len() - 1].iter().map(|l| serde_json::from_value(l.clone()).unwrap()).collect();
+    assert!(!filtered.is_empty() && filtered.len() < events.len());
+    assert!(filtered
+        .iter()
+        .all(|e| e.hash_ok() && (e.vendor.as_deref() == Some("teamviewer") || e.session_id.is_some())));
+
+    // An empty range still names the chain head.
+    let r =
+        run(&["audit", "export", "--db", dbs, "--from", "2001-01-01", "--to", "2001-01-02", "--format", "csv"], &[])
+            .await;
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains(&head) && r.stdout.contains("export_end rows=0"), "{}", r.stdout);
+
+    // A copy whose row was edited after export no longer hashes.
+    let mut bad = events[3].clone();
+    bad.detail_json = "{}".into();
+    assert!(!bad.hash_ok());
+
+    // `audit show` reads the same database read-only.
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
+    assert!(r.stdout.contains("attempt 1:") && r.stdout.contains("delivered"), "{}", r.stdout);
+}
+
+/// Every row re-hashes, links to the one before, and the last is the head.
+fn check_chain(events: &[ExportedEvent], head: &str) {
+    let mut prev = ticketsync::store::audit::GENESIS.to_string();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.id, i as i64 + 1);
+        assert_eq!(e.prev_hash, prev, "row {}", e.id);
+        assert!(e.hash_ok(), "row {} re-hashes", e.id);
+        prev = e.hash.clone();
+    }
+    assert_eq!(prev, head);
+}
+
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// `name{labels} value` lines of the Prometheus text format.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').unwrap();
+                let labels = body
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap();
+                        (k.to_string(), v.trim_matches('"').to_string())
+                    })
+                    .collect();
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), vec![]),
+        };
+        out.push((name, labels, value));
+    }
+    out
+}
+
+fn metric(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    all.iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .map(|m| m.2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
+    let now = Utc::now();
+    tv.add_connection(connection("0755a8dd-df19-4ea7-af47-cabb6b2a97e4", "101", now - chrono::Duration::hours(2)));
+    tv.add_connection(connection("5ae6d2a9-57e9-4c62-b236-280390954b6f", "102", now - chrono::Duration::hours(1)));
+    tv.add_connection(json!({"userid": "u1", "start_date": date(now - chrono::Duration::minutes(30))}));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tv, &hook, "\n[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TICKETSYNC_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // JSON log lines: the listener logs its address.
+    let addr = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"));
+            if let Some(a) = v["address"].as_str() {
+                return a.to_string();
+            }
+        }
+        panic!("daemon exited without a listener address");
+    })
+    .await
+    .expect("listener address logged");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status().as_u16(), 200);
+    // Wait (bounded) until the first poll and both deliveries are done, as the metrics say.
+    let all = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let resp = http.get(format!("{base}/metrics")).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+            let all = parse_prometheus(&resp.text().await.unwrap());
+            if metric(&all, "ticketsync_deliveries", &[("sink", "webhook"), ("state", "delivered")]) == Some(2.0)
+                && metric(&all, "ticketsync_delivery_attempts_total", &[("sink", "webhook"), ("outcome", "delivered")])
+                    == Some(2.0)
+            {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("metrics show two delivered notes");
+    assert_eq!(metric(&all, "ticketsync_polls_total", &[("source", "teamviewer"), ("outcome", "ok")]), Some(1.0));
+    assert_eq!(
+        metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "inserted")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&all, "ticketsync_records_total", &[("source", "teamviewer"), ("result", "quarantined")]),
+        Some(1.0)
+    );
+    assert_eq!(metric(&all, "ticketsync_deliveries", &[("sink", "webhook"), ("state", "pending")]), Some(0.0));
+    assert_eq!(metric(&all, "ticketsync_outbox_oldest_age_seconds", &[("sink", "webhook")]), Some(0.0));
+    let last = metric(&all, "ticketsync_last_successful_poll_timestamp_seconds", &[("source", "teamviewer")]).unwrap();
+    assert!((last - now.timestamp() as f64).abs() < 600.0, "{last}");
+    assert!(metric(&all, "ticketsync_audit_events", &[]).unwrap() > 5.0);
+    assert_eq!(metric(&all, "ticketsync_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_flips_when_a_source_misses_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::support::temp_store(dir.path()).await;
+    let started = Utc::now() - chrono::Duration::hours(3);
+    let health = Arc::new(ticketsync::health::Health {
+        store: store.clone(),
+        sources: vec![("teamviewer".into(), ticketsync::daemon::parse_cron("*/5 * * * *").unwrap())],
+        tz: chrono_tz::UTC,
+        started_at: started,
+        grace: chrono::Duration::seconds(120),
+        sinks: vec![],
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(ticketsync::health::serve(listener, health, cancel.clone()));
+    let http = reqwest::Client::new();
+    let set_last_success = |at: chrono::DateTime<Utc>| {
+        let pool = store.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES ('teamviewer', '{}', ?1, ?1, ?1)
+                 ON CONFLICT(source) DO UPDATE SET last_success_at = ?1",
+            )
+            .bind(ticketsync::session::ts(at))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let ready = || async {
+        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+
+    // Started three hours ago and never polled: late.
+    let (code, body) = ready().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body["checks"][1]["detail"].as_str().unwrap().contains("missed its schedule"), "{body}");
+    assert_eq!(body["checks"][0]["ok"], true, "the store answers");
+
+    set_last_success(Utc::now()).await;
+    let (code, body) = ready().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ready"], true);
+
+    // The last success is an hour old: a */5 schedule was missed.
+    set_last_success(Utc::now() - chrono::Duration::hours(1)).await;
+    let (code, body) = ready().await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["checks"][1]["name"], "source:teamviewer");
+
+    // Liveness does not depend on the sources.
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status().as_u16(), 200);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
+    let tv = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], page_size: 2, ..Default::default() })
+        .await
+        .unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
+    // 40 days ago: beyond the first poll's 7-day look-back.
+    let old = Utc::now() - chrono::Duration::days(40);
+    for i in 0..5 {
+        tv.add_connection(connection(
+            &format!("0755a8dd-df19-4ea7-af47-cabb6b2a97e{i}"),
+            &format!("{}", 200 + i),
+            old + chrono::Duration::hours(i),
+        ));
+    }
+    // Outside the backfill range: must not be read.
+    tv.add_connection(connection("9c1b7e52-3f0a-4a8e-9d61-2f4b8a7c5e10", "300", old - chrono::Duration::days(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tv, &hook, "");
+    let cfgs = cfg.to_str().unwrap();
+    let from = (old - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let to = (old + chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let count = |db: PathBuf| async move {
+        let pool =
+            sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db)).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    };
+
+    let r =
+        run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to, "--dry-run"], &[])
+            .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("would store 5 new"), "{}", r.stdout);
+    assert_eq!(count(dir.path().join("t.db")).await, 0, "dry run stores nothing");
+    assert_eq!(hook.requests(), 0);
+
+    let r = run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to], &[]).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("5 records in 3 pages — 5 new"), "{}", r.stdout);
+    assert!(r.stderr.contains("backfill progress"), "progress log line without a terminal: {}", r.stderr);
+    assert_eq!(hook.accepted().len(), 5);
+    assert_eq!(count(dir.path().join("t.db")).await, 5);
+
+    // Again: nothing new, nothing delivered twice.
+    let r = run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to], &[]).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("0 new, 0 updated, 5 unchanged"), "{}", r.stdout);
+    assert_eq!(hook.requests(), 5, "no note sent again");
+    let v = run(&["audit", "verify", "--db", dir.path().join("t.db").to_str().unwrap()], &[]).await;
+    assert_eq!(v.code, 0, "{}", v.stderr);
+
+    let r = run(&["--config", cfgs, "backfill", "--source", "zoom", "--from", &from], &[]).await;
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--source \"zoom\""), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_prints_ok_and_fail_with_the_fix() {
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let redmine = RedmineSim::start("right-key", &[101]).await.unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |key: &str| {
+        let p = dir.path().join("d.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"{key}\"\n\n\
+                 [sinks.webhook]\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\n",
+                dir.path().join("t.db").display(),
+                tv.base_url,
+                redmine.base_url,
+                hook.url
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let cfg = write("wrong-key");
+    let r = run(&["--config", cfg.to_str().unwrap(), "doctor"], &[]).await;
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let row = r.stdout.lines().find(|l| l.starts_with("sink redmine")).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(row.contains("FAIL") && row.contains("401"), "{}", r.stdout);
+    assert!(r.stdout.contains("fix: replace the API key"), "{}", r.stdout);
+    assert!(r.stdout.lines().any(|l| l.starts_with("source teamviewer") && l.contains("OK")), "{}", r.stdout);
+    assert!(!r.stdout.contains("wrong-key") && !r.stdout.contains(TOKEN), "no secrets in the table");
+
+    // Fixed, and with a database: every check passes.
+    let cfg = write("right-key");
+    let m = run(&["--config", cfg.to_str().unwrap(), "migrate"], &[]).await;
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let r = run(&["--config", cfg.to_str().unwrap(), "doctor"], &[]).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("database") && l.contains("OK") && l.contains("schema version")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(", 0 failed"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("sink webhook") && l.contains("OK") && l.contains("accepts connections")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(hook.requests(), 0, "doctor sends no note");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_splashtop_and_reports_zoom_and_visio_unchecked() {
+    use ticketsync::sim::splashtop::{SimOptions as StOptions, SplashtopSim};
+    let st = SplashtopSim::start(StOptions { api_tokens: vec!["st-doctor-token".into()], ..Default::default() })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |token: &str| {
+        let p = dir.path().join("d.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[store]\npath = \"{}\"\n\n[sources.splashtop]\nbase_url = \"{}\"\nconsole_url = \"{}\"\ntoken = \"{token}\"\n\n\
+                 [sources.zoom]\napi_url = \"http://127.0.0.1:9/v2\"\noauth_url = \"http://127.0.0.1:9\"\n\n\
+                 [[sources.zoom.accounts]]\nname = \"helpdesk\"\nauth = \"oauth\"\nclient_id = \"zc\"\nclient_secret = \"zoom-secret-doctor\"\n\n\
+                 [rooms.visioconference]\napi_url = \"http://127.0.0.1:9/api/v1\"\ntoken = \"visio-token-doctor\"\n",
+                dir.path().join("t.db").display(),
+                st.base_url,
+                st.base_url
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let cfg = write("st-doctor-token");
+    let m = run(&["--config", cfg.to_str().unwrap(), "migrate"], &[]).await;
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let r = run(&["--config", cfg.to_str().unwrap(), "doctor"], &[]).await;
+    let row = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row: {}", r.stdout))
+            .to_string()
+    };
+    assert!(row("source splashtop").contains("OK") && row("source splashtop").contains("basic_info"), "{}", r.stdout);
+    assert!(row("secret splashtop_token").contains("OK"), "{}", r.stdout);
+    assert!(row("secret zoom_helpdesk_client_secret").contains("OK"), "{}", r.stdout);
+    assert!(row("source zoom:helpdesk").contains("WARN") && row("source zoom:helpdesk").contains("not checked"));
+    assert!(row("rooms visioconference").contains("WARN") && row("rooms visioconference").contains("not checked"));
+    // Not authorized yet: the one failure, with the command that fixes it.
+    assert!(row("token zoom:helpdesk").contains("FAIL"), "{}", r.stdout);
+    assert!(r.stdout.contains("fix: run `ticketsync auth zoom --account helpdesk`"), "{}", r.stdout);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    assert!(r.stdout.contains(", 1 failed"), "{}", r.stdout);
+    for secret in ["st-doctor-token", "zoom-secret-doctor", "visio-token-doctor"] {
+        assert!(!r.stdout.contains(secret), "no secrets in the table");
+    }
+
+    let cfg = write("wrong-token");
+    let r = run(&["--config", cfg.to_str().unwrap(), "doctor"], &[]).await;
+    let row = r.stdout.lines().find(|l| l.starts_with("source splashtop")).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(row.contains("FAIL"), "{}", r.stdout);
+    assert!(r.stdout.contains(", 2 failed"), "{}", r.stdout);
+}
+
+#[tokio::test]
+async fn readiness_judges_each_zoom_account_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("z.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[store]\npath = \"{}\"\n\n[sources.zoom]\nschedule = \"*/5 * * * *\"\napi_url = \"http://127.0.0.1:9/v2\"\noauth_url = \"http://127.0.0.1:9\"\n\n\
+             [[sources.zoom.accounts]]\nname = \"helpdesk\"\nauth = \"oauth\"\nclient_id = \"a\"\nclient_secret = \"s1\"\n\n\
+             [[sources.zoom.accounts]]\nname = \"support\"\nauth = \"oauth\"\nclient_id = \"b\"\nclient_secret = \"s2\"\n",
+            dir.path().join("t.db").display()
+        ),
+    )
+    .unwrap();
+    let app = ticketsync::app::App::build(ticketsync::config::Config::load(&p).unwrap()).await.unwrap();
+    let health = ticketsync::health::Health::from_app(&app, Utc::now() - chrono::Duration::hours(1)).unwrap();
+    let names: Vec<&str> = health.sources.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["zoom:helpdesk", "zoom:support"]);
+    // One account polled just now, the other never: only the other is late.
+    sqlx::query(
+        "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES ('zoom:helpdesk', '{}', ?1, ?1, ?1)",
+    )
+    .bind(ticketsync::session::ts(Utc::now()))
+    .execute(&app.store.pool)
+    .await
+    .unwrap();
+    let checks = health.readiness(Utc::now()).await;
+    let ok = |n: &str| checks.iter().find(|c| c.0 == n).unwrap_or_else(|| panic!("{checks:?}")).1;
+    assert!(ok("source:zoom:helpdesk"), "{checks:?}");
+    assert!(!ok("source:zoom:support"), "{checks:?}");
+    app.store.pool.close().await;
+}
