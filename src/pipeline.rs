@@ -56,11 +56,13 @@ pub async fn match_pending_with(
     tz: chrono_tz::Tz,
 ) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
+    let mut after = 0;
     loop {
-        let batch = crate::store::sessions::to_match(&store.pool, 500).await?;
-        if batch.is_empty() {
+        let batch = crate::store::sessions::to_match(&store.pool, after, 500).await?;
+        let Some(last) = batch.last() else {
             return Ok(stats);
-        }
+        };
+        after = last.id;
         let mut tx = store.begin().await?;
         for s in &batch {
             stats.examined += 1;
@@ -145,7 +147,7 @@ pub async fn lookup_ticket_fields(store: &Store, rules: &[Rule], sinks: &Sinks) 
     }
     let mut names: Vec<&String> = sinks.keys().collect();
     names.sort();
-    for s in crate::store::sessions::to_match(&store.pool, 500).await? {
+    for s in crate::store::sessions::to_match(&store.pool, 0, 500).await? {
         let Some(code) = s.session_code.as_deref().filter(|c| !c.trim().is_empty()) else { continue };
         for name in &names {
             match sinks[*name].find_ticket_by_session_code(code).await {

@@ -277,13 +277,17 @@ pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
 }
 
 /// Ended, unmatched sessions the matcher has not examined at their current revision.
-pub async fn to_match(pool: &sqlx::SqlitePool, limit: i64) -> Result<Vec<StoredSession>> {
+/// Sessions waiting for the matcher with an id above `after`, in id order. A pass walks
+/// them with `after` = the last id it saw, so each batch starts where the last one ended
+/// instead of re-scanning every row already examined (linear, not quadratic, in the table).
+pub async fn to_match(pool: &sqlx::SqlitePool, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
-         WHERE m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL
+         WHERE s.id > ? AND m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL
            AND (s.match_checked_rev IS NULL OR s.match_checked_rev < s.revision)
          ORDER BY s.id LIMIT ?"
     ))
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?)

@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod crash;
 mod faultproxy;
+mod faults;
 mod ops;
 mod pipeline;
 mod sinks;

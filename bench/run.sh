@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The benchmark, one command: bash bench/run.sh [--quick]
+#   full:    ingest 10k, 100k and 1M TeamViewer records, the physical limit for each, delivery
+#            of ~10k notes, 60 s idle, start-up to READY=1 on the 1M-record database.
+#   --quick: 10k only, 10 s idle (CI); same table.
+# Needs curl, sqlite3 (>= 3.38, its CLI's readfile()), python3 and GNU time (/usr/bin/time).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+QUICK=0
+[[ ${1:-} == --quick ]] && QUICK=1
+if ((QUICK)); then SIZES=(10000); IDLE=10; DELIVER_RECORDS=10000; else SIZES=(10000 100000 1000000); IDLE=60; DELIVER_RECORDS=28000; fi
+# BENCH_SIZES="10000 100000" picks the ingest sizes (the largest also gets the start-up probe).
+if [[ -n ${BENCH_SIZES:-} ]]; then read -r -a SIZES <<<"$BENCH_SIZES"; fi
+LATENCY_MS=${BENCH_SINK_LATENCY_MS:-20}
+
+cargo build -q --release --locked --bin ticketsync --example bench
+BIN=$PWD/target/release/ticketsync
+DRV=$PWD/target/release/examples/bench
+W=$(mktemp -d "$PWD/target/bench.XXXXXX")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+TOKEN="bench-$(date +%s%N)"
+printf '%s' "$TOKEN" >"$W/tv_token"
+printf 'bench-webhook-secret' >"$W/webhook_secret"
+chmod 600 "$W/tv_token" "$W/webhook_secret"
+
+# start_bg <outfile> <cmd...>: a simulator in the background; waits for its address line.
+start_bg() {
+  local out=$1; shift
+  "$@" >"$out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 600); do [[ -s $out ]] && return 0; sleep 0.1; done
+  echo "simulator did not start: $*" >&2; cat "$out" >&2; return 1
+}
+calc() { local e; e=$(cat); awk "BEGIN { printf \"%.6f\", $e }"; }
+field() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p"; }
+
+start_bg "$W/sink.addr" "$DRV" sink-sim --latency-ms "$LATENCY_MS"
+SINK_URL=$(field "$W/sink.addr" url)
+SINK_ADMIN=$(field "$W/sink.addr" admin)
+
+write_config() { # <file> <db> <tv api url>
+  cat >"$1" <<TOML
+[store]
+path = "$2"
+[outbox]
+base_backoff_secs = 1
+[sources.teamviewer]
+base_url = "${3%/api/v1}"
+schedule = "* * * * *"
+auth = "script"
+token_file = "$W/tv_token"
+initial_lookback_days = 36500
+[sinks.webhook]
+url = "$SINK_URL"
+secret_file = "$W/webhook_secret"
+TOML
+}
+
+# The physical limit: curl walks the same pages (same query, same token), then the sqlite3
+# CLI inserts the same records into a WAL database in one transaction.
+limit() { # <n> <api url>
+  local dir=$W/pages.$1 from off="" i=0 next
+  mkdir -p "$dir"
+  from=$(date -u -d "-36500 days" +%Y-%m-%dT%H:%M:%SZ)
+  local t0; t0=$(date +%s.%N)
+  while :; do
+    i=$((i + 1))
+    curl -sf -H "Authorization: Bearer $TOKEN" -o "$dir/$i.json" \
+      "$2/reports/connections?from_date=$from${off:+&offset_id=$off}"
+    next=$(tail -c 200 "$dir/$i.json" | grep -o '"next_offset":"[^"]*"' | cut -d'"' -f4 || true)
+    [[ -z $next ]] && break
+    off=$next
+  done
+  local t1; t1=$(date +%s.%N)
+  {
+    echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+    echo "CREATE TABLE c(id TEXT PRIMARY KEY, userid TEXT, devicename TEXT, start_date TEXT, end_date TEXT, raw TEXT NOT NULL);"
+    echo "BEGIN;"
+    for f in "$dir"/*.json; do
+      echo "INSERT INTO c SELECT json_extract(value,'\$.id'), json_extract(value,'\$.userid'), json_extract(value,'\$.devicename'), json_extract(value,'\$.start_date'), json_extract(value,'\$.end_date'), value FROM json_each(readfile('$f'), '\$.records');"
+    done
+    echo "COMMIT;"
+  } >"$W/limit.$1.sql"
+  rm -f "$W/limit.$1.db"
+  local t2; t2=$(date +%s.%N)
+  sqlite3 "$W/limit.$1.db" <"$W/limit.$1.sql" >/dev/null
+  local t3; t3=$(date +%s.%N)
+  local rows; rows=$(sqlite3 "$W/limit.$1.db" 'SELECT count(*) FROM c')
+  echo "curl_s=$(echo "$t1 - $t0" | calc) sqlite_s=$(echo "$t3 - $t2" | calc) pages=$i rows=$rows"
+}
+
+declare -A R
+for N in "${SIZES[@]}"; do
+  start_bg "$W/tv.$N.addr" "$DRV" tv-sim --n "$N" --token "$TOKEN"
+  SIM_PID=${PIDS[-1]}
+  API=$(field "$W/tv.$N.addr" api)
+  write_config "$W/ingest.$N.toml" "$W/ingest.$N.db" "$API"
+  /usr/bin/time -f '%e %U %S %M' -o "$W/time.$N" "$DRV" ingest --config "$W/ingest.$N.toml" >"$W/ingest.$N.out"
+  limit "$N" "$API" >"$W/limit.$N.out"
+  read -r wall user sys rss_kb <"$W/time.$N"
+  R[$N]="$wall $user $sys $rss_kb $(field "$W/ingest.$N.out" records) $(field "$W/ingest.$N.out" enqueued) $(field "$W/limit.$N.out" curl_s) $(field "$W/limit.$N.out" sqlite_s)"
+  LAST_N=$N LAST_API=$API
+  if [[ $N != "${SIZES[-1]}" ]]; then kill "$SIM_PID"; fi
+done
+
+# Start-up: exec → READY=1 on the largest database (its simulator is still up).
+python3 bench/probe.py --log "$W/startup.log" -- "$BIN" --config "$W/ingest.$LAST_N.toml" run >"$W/startup.out"
+kill "$SIM_PID"
+
+# Delivery: a fresh database whose outbox holds the notes of DELIVER_RECORDS records.
+start_bg "$W/tv.d.addr" "$DRV" tv-sim --n "$DELIVER_RECORDS" --token "$TOKEN"
+DAPI=$(field "$W/tv.d.addr" api)
+DADMIN=$(field "$W/tv.d.addr" admin)
+write_config "$W/deliver.toml" "$W/deliver.db" "$DAPI"
+"$DRV" ingest --config "$W/deliver.toml" >"$W/deliver-ingest.out"
+# The start-up probe's daemon posted to the same receiver: count from here.
+read -r sink_base _ < <(curl -sf "$SINK_ADMIN/count"; echo)
+/usr/bin/time -f '%e %U %S %M' -o "$W/time.deliver" "$DRV" deliver --config "$W/deliver.toml" >"$W/deliver.out"
+read -r d_wall d_user d_sys d_rss <"$W/time.deliver"
+read -r sink_requests _ < <(curl -sf "$SINK_ADMIN/count"; echo)
+sink_requests=$((sink_requests - sink_base))
+
+# Idle: the daemon on that database, nothing new upstream and nothing due.
+req0=$(curl -sf "$DADMIN/requests")
+python3 bench/probe.py --idle "$IDLE" --log "$W/idle.log" -- "$BIN" --config "$W/deliver.toml" run >"$W/idle.out"
+req1=$(curl -sf "$DADMIN/requests")
+polls=$(grep -c 'poll finished' "$W/idle.log" || true)
+
+# ---- the table ----
+{
+echo "ticketsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, sqlite3 $(sqlite3 --version | cut -d' ' -f1), $(if ((QUICK)); then echo quick; else echo full; fi)"
+echo
+echo "Ingest (TeamViewer simulator on loopback → poll → store → match → outbox), release build:"
+printf '| %9s | %9s | %10s | %8s | %8s | %13s | %9s | %9s | %10s | %12s | %12s |\n' \
+  records "wall s" "records/s" "CPU s" "peak RSS" "outbox rows" "curl s" "sqlite3 s" "limit rec/s" "ratio" "time/N vs 10k"
+printf '|%s|\n' "-----------|-----------|------------|----------|----------|---------------|-----------|-----------|------------|--------------|--------------"
+base=""
+for N in "${SIZES[@]}"; do
+  read -r wall user sys rss_kb recs enq curl_s sqlite_s <<<"${R[$N]}"
+  lim=$(echo "$curl_s + $sqlite_s" | calc)
+  per=$(echo "$wall / $N" | calc)
+  [[ -z $base ]] && base=$per
+  printf '| %9s | %9.2f | %10.0f | %8.2f | %5.1f MB | %13s | %9.2f | %9.2f | %10.0f | %11.2f× | %11.2f× |\n' \
+    "$recs" "$wall" "$(echo "$recs / $wall" | calc)" "$(echo "$user + $sys" | calc)" "$(echo "$rss_kb / 1024" | calc)" \
+    "$enq" "$curl_s" "$sqlite_s" "$(echo "$recs / $lim" | calc)" "$(echo "$wall / $lim" | calc)" "$(echo "$per / $base" | calc)"
+done
+echo
+echo "ratio = ticketsync wall time / (curl walking the same pages + sqlite3 inserting the same rows in one transaction)."
+echo
+ndel=$(field "$W/deliver.out" delivered)
+printf 'Delivery: %s notes to a webhook receiver with %s ms latency, concurrency %s: %.2f s, %.0f notes/s, %.3f requests per note (%s requests), CPU %.2f s, peak RSS %.1f MB, not delivered: %s\n' \
+  "$ndel" "$LATENCY_MS" "$(field "$W/deliver.out" concurrency)" "$d_wall" "$(echo "$ndel / $d_wall" | calc)" \
+  "$(echo "$sink_requests / $ndel" | calc)" "$sink_requests" "$(echo "$d_user + $d_sys" | calc)" \
+  "$(echo "$d_rss / 1024" | calc)" "$(field "$W/deliver.out" not_delivered)"
+printf 'Idle: ticketsync run for %s s, nothing new: RSS %s MB (peak %s MB), CPU %s s, %s polls, %s TeamViewer requests (%s per poll)\n' \
+  "$(field "$W/idle.out" idle_wall_s)" "$(field "$W/idle.out" idle_rss_mb)" "$(field "$W/idle.out" peak_rss_mb)" \
+  "$(field "$W/idle.out" idle_cpu_s)" "$polls" "$((req1 - req0))" "$(if ((polls > 0)); then echo "($req1 - $req0) / $polls" | calc; else echo n/a; fi)"
+printf 'Start-up: exec → READY=1 with the %s-record database: %s s\n' "$LAST_N" "$(field "$W/startup.out" ready_s)"
+} | tee "$W/table.md"
+echo "(work files in $W)"

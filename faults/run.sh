@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The fault suite, one command: bash faults/run.sh [--full]
+#   default (CI): every fault test, the SIGKILL loop with 12 kills.
+#   --full:       the SIGKILL loop with 100 kills (TICKETSYNC_CRASH_RUNS, override freely).
+# Each area lists the tests that prove it (they live next to the code they exercise, in
+# tests/it/); the summary prints the counts the tests report (lost/duplicates, attempts...).
+# Needs the Redmine env for the sink conformance suite (see .ci/test).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+RUNS=12
+[[ ${1:-} == --full ]] && RUNS=${TICKETSYNC_CRASH_RUNS:-100}
+export TICKETSYNC_CRASH_RUNS=$RUNS
+
+NAMES=(
+  "1 kill -9 loop"
+  "2 sink outage"
+  "3 rate limits (Retry-After seconds / HTTP date / none)"
+  "4 auth: expiry mid-paging, rotation across a crash"
+  "5 bad data quarantined"
+  "6 disk and database"
+  "7 canary secrets"
+)
+FILTERS=(
+  "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
+  "faults::long_sink_outage"
+  "throttled_429 throttled_403 throttling_429 zendesk_per_ticket_limit"
+  "oauth_expired_token rotating_refresh_token sigkill_between_refresh oauth_code_exchange expired_page_token concurrent_refreshes server_to_server_token glpi_reuses"
+  "malformed"
+  "faults::an_auditors"
+  "canary_secrets"
+)
+LOG=target/faults.log
+mkdir -p target
+: >"$LOG"
+fail=0
+for i in "${!NAMES[@]}"; do
+  printf '\n#### %s\n' "${NAMES[$i]}" | tee -a "$LOG"
+  out=$(mktemp)
+  # shellcheck disable=SC2086
+  cargo test -q --locked --test it -- --nocapture ${FILTERS[$i]} >"$out" 2>&1 || fail=1
+  cat "$out" >>"$LOG"
+  grep -E '^test result|lost [0-9]+|^sink outage|^auditor|^disk full|^bad data|^canary' "$out" || true
+  grep -q 'test result: ok' "$out" || fail=1
+  rm -f "$out"
+done
+printf '\n#### summary (SIGKILL runs: %s)\n' "$RUNS"
+grep -E 'lost [0-9]+|duplicates [0-9]+' "$LOG" || true
+if ((fail)); then echo "fault suite: FAILED (see $LOG)"; exit 1; fi
+echo "fault suite: passed"
