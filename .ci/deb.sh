@@ -8,7 +8,8 @@
 #   4. when root with dpkg (CI: Debian bookworm): dpkg -i, check that the files landed, the
 #      unit is enabled, the binary runs, an edited config survives a reinstall, the installed
 #      unit passes systemd-analyze verify, then dpkg --purge.
-#      Starting the service needs systemd as PID 1, which CI does not have.
+#      Then the unit's ExecStart is started as systemd would (READY=1 on a notify socket,
+#      /healthz, SIGTERM → exit 0) with a loopback-only config; systemd itself is not PID 1 in CI.
 # Prints the path of the .deb on success.
 set -euo pipefail
 
@@ -76,6 +77,35 @@ if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1 && [ "${TICKETSYNC_DEB_
     TICKETSYNC__SINKS__REDMINE__API_KEY=x TICKETSYNC__SINKS__WEBHOOK__SECRET=x \
     /usr/bin/ticketsync check --config /etc/ticketsync/ticketsync.toml
   rm -rf "$creds"
+  # Start the installed service command the way systemd would (systemd is not PID 1 here):
+  # the unit's ExecStart with a loopback-only config (no vendor hosts), a notify socket that
+  # must receive READY=1, /healthz over HTTP, then SIGTERM and a clean exit 0.
+  smoke=$(mktemp -d)
+  printf '[store]\npath = "%s/state/ticketsync.db"\n[http]\nenabled = true\nlisten = "127.0.0.1:19187"\n' "$smoke" >"$smoke/ticketsync.toml"
+  exec_start=$(sed -n 's/^ExecStart=//p' "$unit" | head -n1)
+  [ -n "$exec_start" ] || die "no ExecStart in the installed unit"
+  read -r -a cmd <<<"${exec_start/\/etc\/ticketsync\/ticketsync.toml/$smoke/ticketsync.toml}"
+  python3 - "$smoke/notify" >"$smoke/ready" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(30)
+while True:
+    if "READY=1" in s.recv(4096).decode().split("\n"):
+        print("READY=1")
+        break
+PY
+  listener=$!
+  for _ in $(seq 50); do [ -S "$smoke/notify" ] && break; sleep 0.1; done
+  NOTIFY_SOCKET=$smoke/notify "${cmd[@]}" 2>"$smoke/log" &
+  daemon=$!
+  wait "$listener" || { cat "$smoke/log" >&2; die "the installed service never sent READY=1"; }
+  grep -q READY=1 "$smoke/ready" || die "no READY=1"
+  curl -fsS http://127.0.0.1:19187/healthz >/dev/null || { cat "$smoke/log" >&2; die "/healthz did not answer"; }
+  kill -TERM "$daemon"
+  wait "$daemon" || { cat "$smoke/log" >&2; die "the service did not exit 0 on SIGTERM"; }
+  echo "deb: the installed service started (READY=1, /healthz OK) and stopped cleanly on SIGTERM"
+  rm -rf "$smoke"
   # Upgrade path: an edited conffile survives a reinstall of the package.
   echo '# edited by .ci/deb.sh' >>/etc/ticketsync/ticketsync.toml
   dpkg -i --force-confold "$DEB" >/dev/null
