@@ -28,6 +28,16 @@ pub fn retry_policy(max_times: usize) -> ExponentialBuilder {
         .with_max_times(max_times)
 }
 
+/// For backon's `adjust`: a server's `Retry-After` replaces the computed delay (never
+/// earlier than the server asked), capped so one answer cannot stall a poll for hours;
+/// without one, the policy's own delay (or its give-up) stands.
+pub fn honour_retry_after(retry_after: Option<Duration>, computed: Option<Duration>) -> Option<Duration> {
+    match retry_after {
+        Some(ra) => Some(ra.min(Duration::from_secs(900))),
+        None => computed,
+    }
+}
+
 /// Exponential backoff with full jitter for the durable outbox retry (attempt is 1-based).
 pub fn outbox_backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);

@@ -143,6 +143,18 @@ pub fn unescape_html(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#039;", "'").replace("&amp;", "&")
 }
 
+/// A listing the marker scan reads. An unreadable one is retried: a proxy's error page or
+/// a cut-off body says nothing about whether the note is there.
+pub fn parse_listing(sink: &str, body: &str, what: &str) -> Result<serde_json::Value, super::SinkError> {
+    serde_json::from_str(body).map_err(|e| {
+        super::SinkError::new(
+            sink,
+            super::SinkErrorKind::Retry { retry_after: None },
+            format!("unreadable {what}: {e}"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

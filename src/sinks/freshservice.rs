@@ -4,7 +4,6 @@
 //! Failed calls count against Freshservice's rate limit, so no 4xx but 429 is retried.
 
 use async_trait::async_trait;
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
@@ -48,8 +47,8 @@ impl FreshserviceSink {
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let raw = format!("{}:X", self.key.expose_secret());
-        req.header("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+        // Freshworks: the API key is the user name, any password.
+        req.basic_auth(self.key.expose_secret(), Some("X"))
     }
 
     /// Freshservice shows tickets as `INC-42`; the API wants `42`.
@@ -124,13 +123,7 @@ impl TicketSink for FreshserviceSink {
         while let Some(u) = url.take() {
             pages += 1;
             let r = self.call(self.http.get(&u)).await?;
-            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(
-                    &self.name,
-                    SinkErrorKind::Retry { retry_after: None },
-                    format!("unreadable conversations: {e}"),
-                )
-            })?;
+            let v = common::parse_listing(&self.name, &r.body, "conversations")?;
             for c in v["conversations"].as_array().into_iter().flatten() {
                 let hit = ["body", "body_text"]
                     .iter()

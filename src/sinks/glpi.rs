@@ -159,13 +159,7 @@ impl TicketSink for GlpiSink {
             let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
             let range = format!("{start}-{}", start + PAGE - 1);
             let r = self.call(|| self.http.get(&url).query(&[("range", range.as_str())])).await?;
-            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(
-                    &self.name,
-                    SinkErrorKind::Retry { retry_after: None },
-                    format!("unreadable followups: {e}"),
-                )
-            })?;
+            let v = common::parse_listing(&self.name, &r.body, "followups")?;
             let items = v.as_array().cloned().unwrap_or_default();
             if let Some(f) =
                 items.iter().find(|f| f["content"].as_str().is_some_and(|c| common::unescape_html(c).contains(marker)))

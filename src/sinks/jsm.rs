@@ -5,7 +5,6 @@
 //! Cloud: Basic `email:api_token`; Data Center: a personal access token as Bearer.
 
 use async_trait::async_trait;
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
@@ -63,10 +62,7 @@ impl JsmSink {
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
-            JsmAuth::Cloud { email, api_token } => {
-                let raw = format!("{email}:{}", api_token.expose_secret());
-                req.header("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
-            }
+            JsmAuth::Cloud { email, api_token } => req.basic_auth(email, Some(api_token.expose_secret())),
             JsmAuth::DataCenter { pat } => req.bearer_auth(pat.expose_secret()),
         }
     }
@@ -140,13 +136,7 @@ impl TicketSink for JsmSink {
                 self.base
             );
             let r = self.call(self.http.get(&url)).await?;
-            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(
-                    &self.name,
-                    SinkErrorKind::Retry { retry_after: None },
-                    format!("unreadable comments: {e}"),
-                )
-            })?;
+            let v = common::parse_listing(&self.name, &r.body, "comments")?;
             let values = v["values"].as_array().cloned().unwrap_or_default();
             if let Some(c) = values.iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker))) {
                 return Ok(Some(format!("{key}#comment-{}", c["id"].as_str().unwrap_or_default())));

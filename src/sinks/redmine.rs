@@ -93,13 +93,7 @@ impl TicketSink for RedmineSink {
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let url = self.issue_url(ticket)?;
         let (_, body) = self.send(self.http.get(&url).query(&[("include", "journals")])).await?;
-        let v: Value = serde_json::from_str(&body).map_err(|e| {
-            SinkError::new(
-                &self.name,
-                SinkErrorKind::Retry { retry_after: None },
-                format!("unreadable issue JSON: {e}"),
-            )
-        })?;
+        let v = super::common::parse_listing(&self.name, &body, "issue JSON")?;
         let found = v["issue"]["journals"]
             .as_array()
             .into_iter()

@@ -4,7 +4,6 @@
 //! one ticket are written in one update ([`TicketSink::max_batch`]).
 
 use async_trait::async_trait;
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
@@ -62,8 +61,7 @@ impl ZendeskSink {
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
             ZendeskAuth::ApiToken { email, token } => {
-                let raw = format!("{email}/token:{}", token.expose_secret());
-                req.header("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                req.basic_auth(format!("{email}/token"), Some(token.expose_secret()))
             }
             ZendeskAuth::OAuth { token } => req.bearer_auth(token.expose_secret()),
         }
@@ -149,13 +147,7 @@ impl TicketSink for ZendeskSink {
         while let Some(u) = url.take() {
             pages += 1;
             let r = self.call(self.http.get(&u)).await?;
-            let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-                SinkError::new(
-                    &self.name,
-                    SinkErrorKind::Retry { retry_after: None },
-                    format!("unreadable comments: {e}"),
-                )
-            })?;
+            let v = common::parse_listing(&self.name, &r.body, "comments")?;
             for c in v["comments"].as_array().into_iter().flatten() {
                 let hit = ["body", "html_body", "plain_body"]
                     .iter()

@@ -182,3 +182,29 @@ pub fn note_extras_for(s: &StoredSession) -> NoteExtras {
         _ => NoteExtras::default(),
     }
 }
+
+/// Where a new poll walk starts: the high watermark minus the overlap (or the initial
+/// lookback on a first poll), pulled back to the oldest still-running session younger than
+/// `open_max_age`. Vendors filter on start time only, so a running session is only seen
+/// again if the window reaches back to its start.
+pub async fn walk_start(
+    store: &Store,
+    vendor: &str,
+    high_watermark: Option<&str>,
+    windows: (chrono::Duration, chrono::Duration, chrono::Duration),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    let (overlap, initial_lookback, open_max_age) = windows;
+    let mut from = match high_watermark.and_then(crate::session::parse_ts) {
+        Some(hwm) => hwm - overlap,
+        None => now - initial_lookback,
+    };
+    if let Some(open) = sessions::earliest_open_start(&store.pool, vendor, &crate::session::ts(now - open_max_age))
+        .await?
+        .as_deref()
+        .and_then(crate::session::parse_ts)
+    {
+        from = from.min(open);
+    }
+    Ok(from)
+}

@@ -20,7 +20,7 @@ use crate::note::{Attachment, Field};
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
 use crate::store::sessions::StoredSession;
-use crate::store::{cursors, sessions, Store};
+use crate::store::{cursors, Store};
 use wire::{ResultKind, SupportSession, VENDOR};
 
 /// A Splashtop call that failed, with the vendor's own `result` code and message kept.
@@ -141,10 +141,7 @@ impl SplashtopApi {
             let res = attempt
                 .retry(crate::http::retry_policy(self.max_retries))
                 .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| match e.retry_after {
-                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
-                    None => dur,
-                })
+                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
                 .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Splashtop call"))
                 .await;
             match res {
@@ -352,18 +349,8 @@ impl SplashtopSource {
     }
 
     async fn walk_from(&self, store: &Store, cur: &Cursor, now: DateTime<Utc>) -> Result<DateTime<Utc>, SourceError> {
-        let mut from = match cur.high_watermark.as_deref().and_then(parse_ts) {
-            Some(hwm) => hwm - self.overlap,
-            None => now - self.initial_lookback,
-        };
-        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age))
-            .await?
-            .as_deref()
-            .and_then(parse_ts)
-        {
-            from = from.min(open);
-        }
-        Ok(from)
+        let windows = (self.overlap, self.initial_lookback, self.open_max_age);
+        Ok(super::walk_start(store, VENDOR, cur.high_watermark.as_deref(), windows, now).await?)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::note::Link;
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
 use crate::store::sessions::StoredSession;
-use crate::store::{cursors, sessions, Store};
+use crate::store::{cursors, Store};
 use wire::{ConnectionsPage, CreatedSession, ErrorBody, VENDOR};
 
 pub enum Auth {
@@ -136,11 +136,7 @@ impl TeamViewerApi {
             let res = attempt
                 .retry(crate::http::retry_policy(self.max_retries))
                 .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| match e.retry_after {
-                    // The server's word beats our guess, but not beyond a sane cap.
-                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
-                    None => dur,
-                })
+                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
                 .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying TeamViewer call"))
                 .await;
             match res {
@@ -323,18 +319,8 @@ impl TeamViewerSource {
     /// still-running session (filters act on start_date only, so a running session is
     /// only seen again if the window reaches back to its start).
     async fn walk_from(&self, store: &Store, cur: &Cursor, now: DateTime<Utc>) -> Result<DateTime<Utc>, SourceError> {
-        let mut from = match cur.high_watermark.as_deref().and_then(parse_ts) {
-            Some(hwm) => hwm - self.overlap,
-            None => now - self.initial_lookback,
-        };
-        if let Some(open) = sessions::earliest_open_start(&store.pool, VENDOR, &ts(now - self.open_max_age))
-            .await?
-            .as_deref()
-            .and_then(parse_ts)
-        {
-            from = from.min(open);
-        }
-        Ok(from)
+        let windows = (self.overlap, self.initial_lookback, self.open_max_age);
+        Ok(super::walk_start(store, VENDOR, cur.high_watermark.as_deref(), windows, now).await?)
     }
 }
 

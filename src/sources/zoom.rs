@@ -174,10 +174,7 @@ impl ZoomApi {
             let res = attempt
                 .retry(crate::http::retry_policy(self.max_retries))
                 .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| match e.retry_after {
-                    Some(ra) => Some(ra.min(Duration::from_secs(900))),
-                    None => dur,
-                })
+                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
                 .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Zoom call"))
                 .await;
             match res {
