@@ -71,19 +71,18 @@ async fn commit(
     stats: &mut BackfillStats,
 ) -> Result<()> {
     let mut tx = app.store.begin().await?;
-    for r in records {
-        match r {
-            Ok(s) => match sessions::upsert(&mut tx, s, None).await?.1 {
-                Upsert::Inserted => stats.inserted += 1,
-                Upsert::Updated => stats.updated += 1,
-                Upsert::Unchanged => stats.unchanged += 1,
-            },
-            Err(rej) => {
-                tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
-                sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
-                stats.quarantined += 1;
-            }
+    let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
+    for (_, outcome) in sessions::upsert_many(&mut tx, &good, None).await? {
+        match outcome {
+            Upsert::Inserted => stats.inserted += 1,
+            Upsert::Updated => stats.updated += 1,
+            Upsert::Unchanged => stats.unchanged += 1,
         }
+    }
+    for rej in records.iter().filter_map(|r| r.as_ref().err()) {
+        tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
+        sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
+        stats.quarantined += 1;
     }
     tx.commit().await?;
     Ok(())

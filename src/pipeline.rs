@@ -12,7 +12,7 @@ use crate::note::Note;
 use crate::sinks::routing::Route;
 use crate::sinks::{SinkErrorKind, TicketSink};
 use crate::store::outbox::{self, Delivery, Outcome};
-use crate::store::{links, Store, StoreError};
+use crate::store::{audit, links, Store, StoreError};
 
 pub type Sinks = Arc<HashMap<String, Arc<dyn TicketSink>>>;
 
@@ -58,15 +58,31 @@ pub async fn match_pending_with(
     let mut stats = MatchStats::default();
     let mut after = 0;
     loop {
-        let batch = crate::store::sessions::to_match(&store.pool, after, 500).await?;
+        // The batch is read inside the write transaction: a poll cannot change a session
+        // between the matcher's read and its "examined at this revision" mark.
+        let mut tx = store.begin().await?;
+        let batch = crate::store::sessions::to_match(&mut *tx, after, 500).await?;
         let Some(last) = batch.last() else {
+            tx.rollback().await?;
             return Ok(stats);
         };
         after = last.id;
-        let mut tx = store.begin().await?;
-        for s in &batch {
+        let ext_norms: Vec<String> = batch.iter().map(|s| crate::session::normalize_code(&s.external_id)).collect();
+        let mut codes: Vec<&str> = batch.iter().filter_map(|s| s.session_code_norm.as_deref()).collect();
+        codes.extend(ext_norms.iter().map(String::as_str));
+        let links_by_code = links::for_codes(&mut tx, &codes).await?;
+        let mut chain = audit::Chain::load(&mut tx).await?;
+        let mut unmatched = Vec::new();
+        for (s, ext_norm) in batch.iter().zip(&ext_norms) {
             stats.examined += 1;
-            let link_rows = links::for_session(&store.pool, s.session_code_norm.as_deref(), &s.external_id).await?;
+            let mut link_rows: Vec<&links::TicketLink> = [s.session_code_norm.as_deref(), Some(ext_norm.as_str())]
+                .into_iter()
+                .flatten()
+                .filter_map(|c| links_by_code.get(c))
+                .flatten()
+                .collect();
+            link_rows.sort_by_key(|l| l.id);
+            link_rows.dedup_by_key(|l| l.id);
             let mut facts_links: Vec<LinkFact<'_>> = link_rows
                 .iter()
                 .map(|l| LinkFact {
@@ -92,41 +108,37 @@ pub async fn match_pending_with(
                 description: s.description.as_deref(),
                 custom_api: s.custom_api.as_deref(),
             };
-            match matcher::match_session(&facts, &facts_links, rules) {
-                Some(m) => {
-                    if links::record_match(&mut tx, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
-                        stats.matched += 1;
-                        tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
-                        let note = crate::report::session_note(s, tz);
-                        let note_json = serde_json::to_string(&note).expect("notes serialize");
-                        for route in routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
-                            if outbox::enqueue(
-                                &mut tx,
-                                &route.sink,
-                                &m.ticket_id,
-                                Some(s.id),
-                                None,
-                                "session_report",
-                                &note.marker,
-                                &note_json,
-                            )
-                            .await?
-                            .is_some()
-                            {
-                                stats.enqueued += 1;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    sqlx::query("UPDATE sessions SET match_checked_rev = ? WHERE id = ?")
-                        .bind(s.revision)
-                        .bind(s.id)
-                        .execute(&mut *tx)
-                        .await?;
+            let Some(m) = matcher::match_session(&facts, &facts_links, rules) else {
+                unmatched.push(s.id);
+                continue;
+            };
+            if !links::record_match_in(&mut tx, &mut chain, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
+                continue;
+            }
+            stats.matched += 1;
+            tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
+            let note = crate::report::session_note(s, tz);
+            let note_json = serde_json::to_string(&note).expect("notes serialize");
+            for route in routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
+                let queued = outbox::enqueue_in(
+                    &mut tx,
+                    &mut chain,
+                    &route.sink,
+                    &m.ticket_id,
+                    Some(s.id),
+                    None,
+                    "session_report",
+                    &note.marker,
+                    &note_json,
+                )
+                .await?;
+                if queued.is_some() {
+                    stats.enqueued += 1;
                 }
             }
         }
+        crate::store::sessions::mark_match_checked(&mut tx, &unmatched).await?;
+        chain.flush(&mut tx).await?;
         tx.commit().await?;
     }
 }

@@ -111,19 +111,18 @@ pub async fn commit_page(
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     let mut page = PollStats::default();
-    for r in records {
-        match r {
-            Ok(s) => match sessions::upsert(&mut tx, s, Some(walk_id)).await?.1 {
-                Upsert::Inserted => page.inserted += 1,
-                Upsert::Updated => page.updated += 1,
-                Upsert::Unchanged => {}
-            },
-            Err(rej) => {
-                tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
-                sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
-                page.quarantined += 1;
-            }
+    let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
+    for (_, outcome) in sessions::upsert_many(&mut tx, &good, Some(walk_id)).await? {
+        match outcome {
+            Upsert::Inserted => page.inserted += 1,
+            Upsert::Updated => page.updated += 1,
+            Upsert::Unchanged => {}
         }
+    }
+    for rej in records.iter().filter_map(|r| r.as_ref().err()) {
+        tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
+        sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
+        page.quarantined += 1;
     }
     if let Some((from, to)) = complete {
         page.vanished = sessions::mark_vanished(&mut tx, source, from, to, walk_id).await?;

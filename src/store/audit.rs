@@ -78,32 +78,112 @@ fn row_hash_hex(
 /// Append one event inside the caller's transaction (which holds the write lock, so the
 /// chain cannot fork).
 pub async fn append(tx: &mut Tx<'_>, ev: Event<'_>) -> Result<i64> {
-    let prev: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetch_optional(&mut **tx).await?;
-    let (id, prev_hash) = match prev {
-        Some((id, h)) => (id + 1, h),
-        None => (1, GENESIS.to_string()),
-    };
-    let at = super::now();
-    let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
-    let hash = row_hash(&prev_hash, id, &at, ev.kind, ev.vendor, ev.session_id, ev.ticket_id, ev.delivery_id, &detail);
-    sqlx::query(
-        "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(&at)
-    .bind(ev.kind)
-    .bind(ev.vendor)
-    .bind(ev.session_id)
-    .bind(ev.ticket_id)
-    .bind(ev.delivery_id)
-    .bind(&detail)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
+    let mut chain = Chain::load(tx).await?;
+    let id = chain.push(ev);
+    chain.flush(tx).await?;
     Ok(id)
+}
+
+/// The chain's tail held in memory for the length of one write transaction, so a writer that
+/// records many events (a page of sessions, a batch of matches) reads the tail once and
+/// inserts its rows in a few multi-row statements instead of two round trips per event.
+///
+/// Rows are hashed as they are pushed and written by [`Chain::flush`], which must run before
+/// the transaction commits (and before anything else in it appends: a second writer would
+/// reuse the same ids and fail on the primary key rather than fork the chain).
+#[derive(Debug)]
+pub struct Chain {
+    next_id: i64,
+    prev_hash: String,
+    pending: Vec<PendingRow>,
+}
+
+#[derive(Debug)]
+struct PendingRow {
+    id: i64,
+    at: String,
+    kind: String,
+    vendor: Option<String>,
+    session_id: Option<i64>,
+    ticket_id: Option<String>,
+    delivery_id: Option<i64>,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Rows per INSERT: 10 parameters each, well under SQLite's 32 766 bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+impl Chain {
+    /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`).
+    pub async fn load(tx: &mut Tx<'_>) -> Result<Chain> {
+        let tail: Option<(i64, String)> = sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+        let (next_id, prev_hash) = match tail {
+            Some((id, h)) => (id + 1, h),
+            None => (1, GENESIS.to_string()),
+        };
+        Ok(Chain { next_id, prev_hash, pending: Vec::new() })
+    }
+
+    /// Hash the event onto the chain; returns the id its row will have.
+    pub fn push(&mut self, ev: Event<'_>) -> i64 {
+        let id = self.next_id;
+        let at = super::now();
+        let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
+        let hash = row_hash(
+            &self.prev_hash,
+            id,
+            &at,
+            ev.kind,
+            ev.vendor,
+            ev.session_id,
+            ev.ticket_id,
+            ev.delivery_id,
+            &detail,
+        );
+        let prev_hash = std::mem::replace(&mut self.prev_hash, hash.clone());
+        self.pending.push(PendingRow {
+            id,
+            at,
+            kind: ev.kind.to_string(),
+            vendor: ev.vendor.map(str::to_string),
+            session_id: ev.session_id,
+            ticket_id: ev.ticket_id.map(str::to_string),
+            delivery_id: ev.delivery_id,
+            detail,
+            prev_hash,
+            hash,
+        });
+        self.next_id += 1;
+        id
+    }
+
+    /// Write the pushed rows.
+    pub async fn flush(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for chunk in self.pending.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind(&r.at)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.vendor)
+                    .push_bind(r.session_id)
+                    .push_bind(&r.ticket_id)
+                    .push_bind(r.delivery_id)
+                    .push_bind(&r.detail)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

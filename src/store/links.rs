@@ -1,5 +1,7 @@
 //! Ticket links (sessions created for a ticket, manual links) and matches.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use super::audit::{self, Event};
@@ -70,8 +72,41 @@ pub async fn for_session(
     .await?)
 }
 
+/// Links for a batch of sessions: by normalized code, each list in id order (see
+/// [`for_session`]; one query for the batch instead of one per session).
+pub async fn for_codes(tx: &mut Tx<'_>, codes: &[&str]) -> Result<HashMap<String, Vec<TicketLink>>> {
+    let rows: Vec<TicketLink> = sqlx::query_as(
+        "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
+         WHERE session_code_norm IN (SELECT value FROM json_each(?)) ORDER BY id",
+    )
+    .bind(serde_json::to_string(codes).expect("codes serialize"))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut by_code: HashMap<String, Vec<TicketLink>> = HashMap::new();
+    for l in rows {
+        by_code.entry(l.session_code_norm.clone()).or_default().push(l);
+    }
+    Ok(by_code)
+}
+
 pub async fn record_match(
     tx: &mut Tx<'_>,
+    session_id: i64,
+    vendor: &str,
+    ticket: &str,
+    rule: &str,
+    detail: &str,
+) -> Result<bool> {
+    let mut chain = audit::Chain::load(tx).await?;
+    let recorded = record_match_in(tx, &mut chain, session_id, vendor, ticket, rule, detail).await?;
+    chain.flush(tx).await?;
+    Ok(recorded)
+}
+
+/// [`record_match`] with the audit row pushed onto the caller's chain (flushed by the caller).
+pub async fn record_match_in(
+    tx: &mut Tx<'_>,
+    chain: &mut audit::Chain,
     session_id: i64,
     vendor: &str,
     ticket: &str,
@@ -91,18 +126,14 @@ pub async fn record_match(
     if res.rows_affected() == 0 {
         return Ok(false);
     }
-    audit::append(
-        tx,
-        Event {
-            kind: "session_matched",
-            vendor: Some(vendor),
-            session_id: Some(session_id),
-            ticket_id: Some(ticket),
-            detail: Some(json!({"rule": rule, "detail": detail})),
-            ..Default::default()
-        },
-    )
-    .await?;
+    chain.push(Event {
+        kind: "session_matched",
+        vendor: Some(vendor),
+        session_id: Some(session_id),
+        ticket_id: Some(ticket),
+        detail: Some(json!({"rule": rule, "detail": detail})),
+        ..Default::default()
+    });
     Ok(true)
 }
 

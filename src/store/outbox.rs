@@ -37,6 +37,25 @@ pub async fn enqueue(
     marker: &str,
     note_json: &str,
 ) -> Result<Option<i64>> {
+    let mut chain = audit::Chain::load(tx).await?;
+    let id = enqueue_in(tx, &mut chain, sink, ticket, session_id, link_id, kind, marker, note_json).await?;
+    chain.flush(tx).await?;
+    Ok(id)
+}
+
+/// [`enqueue`] with the audit row pushed onto the caller's chain (flushed by the caller).
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue_in(
+    tx: &mut Tx<'_>,
+    chain: &mut audit::Chain,
+    sink: &str,
+    ticket: &str,
+    session_id: Option<i64>,
+    link_id: Option<i64>,
+    kind: &str,
+    marker: &str,
+    note_json: &str,
+) -> Result<Option<i64>> {
     let now = super::now();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO deliveries (sink, ticket_id, session_id, link_id, kind, marker, note_json, next_attempt_at, created_at, updated_at)
@@ -55,18 +74,14 @@ pub async fn enqueue(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(id) = id {
-        audit::append(
-            tx,
-            Event {
-                kind: "delivery_enqueued",
-                session_id,
-                ticket_id: Some(ticket),
-                delivery_id: Some(id),
-                detail: Some(json!({"sink": sink, "kind": kind, "marker": marker})),
-                ..Default::default()
-            },
-        )
-        .await?;
+        chain.push(Event {
+            kind: "delivery_enqueued",
+            session_id,
+            ticket_id: Some(ticket),
+            delivery_id: Some(id),
+            detail: Some(json!({"sink": sink, "kind": kind, "marker": marker})),
+            ..Default::default()
+        });
     }
     Ok(id)
 }

@@ -1,5 +1,7 @@
 //! Sessions: upsert by (vendor, external id), quarantine, vanished detection.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -16,127 +18,215 @@ pub enum Upsert {
 
 /// Insert or update one session; every insert or change is an audit event.
 pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> Result<(i64, Upsert)> {
+    let mut out = upsert_many(tx, &[s], walk_id).await?;
+    Ok(out.pop().expect("one result per session"))
+}
+
+/// Sessions per multi-row INSERT: 22 parameters each, under SQLite's 32 766 bound parameters.
+const SESSIONS_PER_INSERT: usize = 400;
+
+/// Insert or update a page of sessions, one result per session in order; every insert or
+/// change is an audit event, as with [`upsert`].
+///
+/// A page costs a handful of statements rather than four per record (the round trip to
+/// SQLite's worker thread, not SQLite itself, dominated ingest): one lookup of the page's
+/// known ids, multi-row inserts of the new sessions, one touch of the unchanged ones, the
+/// audit rows in multi-row inserts. Changed, reappearing or repeated records (rare) take
+/// the row-by-row path.
+pub async fn upsert_many(
+    tx: &mut Tx<'_>,
+    records: &[&NewSession],
+    walk_id: Option<&str>,
+) -> Result<Vec<(i64, Upsert)>> {
     let now = super::now();
-    let hash = hex::encode(Sha256::digest(s.raw_json.as_bytes()));
-    let existing: Option<(i64, String, Option<String>)> =
-        sqlx::query_as("SELECT id, content_hash, vanished_at FROM sessions WHERE vendor = ? AND external_id = ?")
-            .bind(&s.vendor)
-            .bind(&s.external_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    let code_norm = s.session_code.as_deref().map(normalize_code);
-    match existing {
-        Some((id, old_hash, vanished)) if old_hash == hash => {
+    let hashes: Vec<String> = records.iter().map(|s| hex::encode(Sha256::digest(s.raw_json.as_bytes()))).collect();
+    let mut known = known_in_page(tx, records).await?;
+    let mut chain = audit::Chain::load(tx).await?;
+    let mut out: Vec<Option<(i64, Upsert)>> = vec![None; records.len()];
+
+    // First sightings go in together; a record already stored, or repeated later in the same
+    // page, is compared with what is stored once the new ones are in.
+    let mut fresh = Vec::new();
+    let mut again = Vec::new();
+    let mut in_page = HashSet::new();
+    for (i, s) in records.iter().enumerate() {
+        let key = (s.vendor.as_str(), s.external_id.as_str());
+        if known.contains_key(&(key.0.to_string(), key.1.to_string())) || !in_page.insert(key) {
+            again.push(i);
+        } else {
+            fresh.push(i);
+        }
+    }
+    for chunk in fresh.chunks(SESSIONS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+             device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+             customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id) ",
+        );
+        q.push_values(chunk, |mut b, &i| {
+            let s = records[i];
+            b.push_bind(&s.vendor)
+                .push_bind(&s.external_id)
+                .push_bind(&s.session_code)
+                .push_bind(s.session_code.as_deref().map(normalize_code))
+                .push_bind(&s.technician)
+                .push_bind(&s.technician_id)
+                .push_bind(&s.device)
+                .push_bind(&s.device_id)
+                .push_bind(&s.group_name)
+                .push_bind(ts(s.started_at))
+                .push_bind(s.ended_at.map(ts))
+                .push_bind(s.duration_s())
+                .push_bind(&s.notes)
+                .push_bind(&s.description)
+                .push_bind(&s.custom_api)
+                .push_bind(&s.customer_name)
+                .push_bind(&s.customer_email)
+                .push_bind(&s.raw_json)
+                .push_bind(&hashes[i])
+                .push_bind(&now)
+                .push_bind(&now)
+                .push_bind(walk_id);
+        });
+        q.push(" RETURNING id, vendor, external_id");
+        // RETURNING order is unspecified: map the ids back by key.
+        let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
+        for &i in chunk {
+            let s = records[i];
+            let key = (s.vendor.clone(), s.external_id.clone());
+            let id = *ids.get(&key).ok_or_else(|| {
+                super::StoreError::Invalid(format!("insert of {} {} returned no id", s.vendor, s.external_id))
+            })?;
+            chain.push(Event {
+                kind: "session_seen",
+                vendor: Some(&s.vendor),
+                session_id: Some(id),
+                detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
+                ..Default::default()
+            });
+            out[i] = Some((id, Upsert::Inserted));
+            known.insert(key, (id, hashes[i].clone(), None));
+        }
+    }
+
+    let mut touched = Vec::new();
+    for i in again {
+        let s = records[i];
+        let key = (s.vendor.clone(), s.external_id.clone());
+        let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
+        if old_hash == hashes[i] && vanished.is_none() {
+            touched.push(id);
+            out[i] = Some((id, Upsert::Unchanged));
+            continue;
+        }
+        if old_hash == hashes[i] {
             sqlx::query("UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL WHERE id = ?")
                 .bind(&now)
                 .bind(walk_id)
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
-            if vanished.is_some() {
-                audit::append(
-                    tx,
-                    Event {
-                        kind: "session_reappeared",
-                        vendor: Some(&s.vendor),
-                        session_id: Some(id),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            }
-            Ok((id, Upsert::Unchanged))
+            chain.push(Event {
+                kind: "session_reappeared",
+                vendor: Some(&s.vendor),
+                session_id: Some(id),
+                ..Default::default()
+            });
+            out[i] = Some((id, Upsert::Unchanged));
+        } else {
+            update_changed(tx, id, s, &hashes[i], &now, walk_id).await?;
+            chain.push(Event {
+                kind: "session_updated",
+                vendor: Some(&s.vendor),
+                session_id: Some(id),
+                detail: Some(
+                    json!({"external_id": s.external_id, "content_hash": hashes[i], "ended": s.ended_at.is_some()}),
+                ),
+                ..Default::default()
+            });
+            out[i] = Some((id, Upsert::Updated));
         }
-        Some((id, _, _)) => {
-            sqlx::query(
-                "UPDATE sessions SET session_code = ?, session_code_norm = ?, technician = ?, technician_id = ?, device = ?,
-                 device_id = ?, group_name = ?, started_at = ?, ended_at = ?, duration_s = ?, notes = ?, description = ?,
-                 custom_api = ?, customer_name = ?, customer_email = ?, raw_json = ?, content_hash = ?,
-                 revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
-                 WHERE id = ?",
-            )
-            .bind(&s.session_code)
-            .bind(&code_norm)
-            .bind(&s.technician)
-            .bind(&s.technician_id)
-            .bind(&s.device)
-            .bind(&s.device_id)
-            .bind(&s.group_name)
-            .bind(ts(s.started_at))
-            .bind(s.ended_at.map(ts))
-            .bind(s.duration_s())
-            .bind(&s.notes)
-            .bind(&s.description)
-            .bind(&s.custom_api)
-            .bind(&s.customer_name)
-            .bind(&s.customer_email)
-            .bind(&s.raw_json)
-            .bind(&hash)
-            .bind(&now)
-            .bind(walk_id)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            audit::append(
-                tx,
-                Event {
-                    kind: "session_updated",
-                    vendor: Some(&s.vendor),
-                    session_id: Some(id),
-                    detail: Some(
-                        json!({"external_id": s.external_id, "content_hash": hash, "ended": s.ended_at.is_some()}),
-                    ),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            Ok((id, Upsert::Updated))
-        }
-        None => {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
-                 device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
-                 customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&s.vendor)
-            .bind(&s.external_id)
-            .bind(&s.session_code)
-            .bind(&code_norm)
-            .bind(&s.technician)
-            .bind(&s.technician_id)
-            .bind(&s.device)
-            .bind(&s.device_id)
-            .bind(&s.group_name)
-            .bind(ts(s.started_at))
-            .bind(s.ended_at.map(ts))
-            .bind(s.duration_s())
-            .bind(&s.notes)
-            .bind(&s.description)
-            .bind(&s.custom_api)
-            .bind(&s.customer_name)
-            .bind(&s.customer_email)
-            .bind(&s.raw_json)
-            .bind(&hash)
-            .bind(&now)
-            .bind(&now)
-            .bind(walk_id)
-            .fetch_one(&mut **tx)
-            .await?;
-            audit::append(
-                tx,
-                Event {
-                    kind: "session_seen",
-                    vendor: Some(&s.vendor),
-                    session_id: Some(id),
-                    detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            Ok((id, Upsert::Inserted))
+        known.insert(key, (id, hashes[i].clone(), None));
+    }
+    if !touched.is_empty() {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id)
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&now)
+        .bind(walk_id)
+        .bind(serde_json::to_string(&touched).expect("ids serialize"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    chain.flush(tx).await?;
+    Ok(out.into_iter().map(|r| r.expect("every record handled")).collect())
+}
+
+type Known = HashMap<(String, String), (i64, String, Option<String>)>;
+
+/// The stored (id, content hash, vanished_at) of the page's records that are already known.
+async fn known_in_page(tx: &mut Tx<'_>, records: &[&NewSession]) -> Result<Known> {
+    let mut by_vendor: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in records {
+        by_vendor.entry(s.vendor.as_str()).or_default().push(s.external_id.as_str());
+    }
+    let mut known = Known::new();
+    for (vendor, ids) in by_vendor {
+        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, external_id, content_hash, vanished_at FROM sessions
+             WHERE vendor = ? AND external_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(vendor)
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
+        .fetch_all(&mut **tx)
+        .await?;
+        for (id, ext, hash, vanished) in rows {
+            known.insert((vendor.to_string(), ext), (id, hash, vanished));
         }
     }
+    Ok(known)
+}
+
+async fn update_changed(
+    tx: &mut Tx<'_>,
+    id: i64,
+    s: &NewSession,
+    hash: &str,
+    now: &str,
+    walk_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE sessions SET session_code = ?, session_code_norm = ?, technician = ?, technician_id = ?, device = ?,
+         device_id = ?, group_name = ?, started_at = ?, ended_at = ?, duration_s = ?, notes = ?, description = ?,
+         custom_api = ?, customer_name = ?, customer_email = ?, raw_json = ?, content_hash = ?,
+         revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
+         WHERE id = ?",
+    )
+    .bind(&s.session_code)
+    .bind(s.session_code.as_deref().map(normalize_code))
+    .bind(&s.technician)
+    .bind(&s.technician_id)
+    .bind(&s.device)
+    .bind(&s.device_id)
+    .bind(&s.group_name)
+    .bind(ts(s.started_at))
+    .bind(s.ended_at.map(ts))
+    .bind(s.duration_s())
+    .bind(&s.notes)
+    .bind(&s.description)
+    .bind(&s.custom_api)
+    .bind(&s.customer_name)
+    .bind(&s.customer_email)
+    .bind(&s.raw_json)
+    .bind(hash)
+    .bind(now)
+    .bind(walk_id)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Quarantine a record once: the overlap re-read meets the same bad record on every poll,
@@ -280,7 +370,7 @@ pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
 /// Sessions waiting for the matcher with an id above `after`, in id order. A pass walks
 /// them with `after` = the last id it saw, so each batch starts where the last one ended
 /// instead of re-scanning every row already examined (linear, not quadratic, in the table).
-pub async fn to_match(pool: &sqlx::SqlitePool, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE s.id > ? AND m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL
@@ -289,6 +379,19 @@ pub async fn to_match(pool: &sqlx::SqlitePool, after: i64, limit: i64) -> Result
     ))
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(ex)
     .await?)
+}
+
+/// Mark sessions the matcher examined without a match as checked at their current revision
+/// (inside the transaction that read them, so a concurrent update cannot be skipped).
+pub async fn mark_match_checked(tx: &mut Tx<'_>, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE sessions SET match_checked_rev = revision WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(serde_json::to_string(ids).expect("ids serialize"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

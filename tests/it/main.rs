@@ -9,6 +9,7 @@ mod ops;
 mod pipeline;
 mod sinks;
 mod splashtop;
+mod store_batch;
 mod support;
 mod teamviewer;
 mod ticket_systems;

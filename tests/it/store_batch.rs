@@ -1,0 +1,123 @@
+//! The page-at-a-time store paths: `sessions::upsert_many` (one lookup, multi-row inserts,
+//! audit rows chained in memory) and the batched matcher must record exactly what the
+//! row-by-row paths did: one session per (vendor, id), one audit row per state change, an
+//! intact chain.
+
+use chrono::{Duration, Utc};
+use ticketsync::session::NewSession;
+use ticketsync::store::audit::{self, Verify};
+use ticketsync::store::sessions::{self, Upsert};
+
+use crate::support::temp_store;
+
+fn session(ext: &str, notes: &str) -> NewSession {
+    let start = Utc::now() - Duration::hours(2);
+    NewSession {
+        vendor: "teamviewer".into(),
+        external_id: ext.into(),
+        session_code: Some(format!("s{ext}")),
+        technician: Some("Ana".into()),
+        technician_id: None,
+        device: Some("PC".into()),
+        device_id: None,
+        group_name: None,
+        started_at: start,
+        ended_at: Some(start + Duration::minutes(30)),
+        notes: Some(notes.into()),
+        description: None,
+        custom_api: None,
+        customer_name: None,
+        customer_email: None,
+        raw_json: format!("{{\"id\":\"{ext}\",\"notes\":\"{notes}\"}}"),
+    }
+}
+
+async fn audit_kinds(pool: &sqlx::SqlitePool) -> Vec<(String, Option<i64>)> {
+    sqlx::query_as("SELECT kind, session_id FROM audit_events ORDER BY id").fetch_all(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+
+    // First page: two new sessions, the second one repeated later in the page with new content.
+    let (a, b, b2) = (session("1", "x"), session("2", "y"), session("2", "y changed"));
+    let mut tx = store.begin().await.unwrap();
+    let out = sessions::upsert_many(&mut tx, &[&a, &b, &b2], Some("w1")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(out.iter().map(|o| o.1).collect::<Vec<_>>(), [Upsert::Inserted, Upsert::Inserted, Upsert::Updated]);
+    assert_eq!(out[1].0, out[2].0, "a repeat in the page updates the row it inserted");
+    assert_ne!(out[0].0, out[1].0);
+
+    // The vendor stops returning #1; it is marked vanished, then comes back unchanged.
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query("UPDATE sessions SET vanished_at = '2026-01-01T00:00:00.000Z' WHERE external_id = '1'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Second page: #1 reappears unchanged, #2 unchanged, #3 new.
+    let c = session("3", "z");
+    let mut tx = store.begin().await.unwrap();
+    let out2 = sessions::upsert_many(&mut tx, &[&a, &b2, &c], Some("w2")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(out2.iter().map(|o| o.1).collect::<Vec<_>>(), [Upsert::Unchanged, Upsert::Unchanged, Upsert::Inserted]);
+    assert_eq!((out2[0].0, out2[1].0), (out[0].0, out[1].0));
+
+    let rows: Vec<(String, String, i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT external_id, notes, revision, vanished_at, last_walk_id FROM sessions ORDER BY external_id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("1".into(), "x".into(), 1, None, "w2".into()),
+            ("2".into(), "y changed".into(), 2, None, "w2".into()),
+            ("3".into(), "z".into(), 1, None, "w2".into()),
+        ]
+    );
+    let (id1, id2, id3) = (out[0].0, out[1].0, out2[2].0);
+    assert_eq!(
+        audit_kinds(&store.pool).await,
+        [
+            ("session_seen".to_string(), Some(id1)),
+            ("session_seen".to_string(), Some(id2)),
+            ("session_updated".to_string(), Some(id2)),
+            ("session_seen".to_string(), Some(id3)),
+            ("session_reappeared".to_string(), Some(id1)),
+        ]
+    );
+    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 5, .. }));
+}
+
+#[tokio::test]
+async fn a_page_larger_than_one_insert_statement_stores_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    // 1 234 records: several multi-row INSERTs for the sessions and for their audit rows.
+    let page: Vec<NewSession> = (0..1234).map(|i| session(&i.to_string(), "n")).collect();
+    let refs: Vec<&NewSession> = page.iter().collect();
+    let mut tx = store.begin().await.unwrap();
+    let out = sessions::upsert_many(&mut tx, &refs, None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(out.iter().all(|o| o.1 == Upsert::Inserted));
+    let ids: std::collections::HashSet<i64> = out.iter().map(|o| o.0).collect();
+    assert_eq!(ids.len(), 1234);
+    // Each result's id is the row of that record, whatever order RETURNING gave them in.
+    for (s, (id, _)) in page.iter().zip(&out) {
+        let ext: String = sqlx::query_scalar("SELECT external_id FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(ext, s.external_id);
+    }
+    let kinds = audit_kinds(&store.pool).await;
+    assert_eq!(kinds.len(), 1234);
+    assert!(kinds.iter().zip(&out).all(|((k, sid), (id, _))| k == "session_seen" && *sid == Some(*id)));
+    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 1234, .. }));
+}
