@@ -90,7 +90,9 @@ pub async fn upsert_many(
         });
         q.push(" RETURNING id, vendor, external_id");
         // RETURNING order is unspecified: map the ids back by key.
-        let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        // Only the full-size statement stays prepared (see `audit::Chain::flush`).
+        let rows: Vec<(i64, String, String)> =
+            q.build_query_as().persistent(chunk.len() == SESSIONS_PER_INSERT).fetch_all(&mut **tx).await?;
         let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
         for &i in chunk {
             let s = records[i];
