@@ -816,7 +816,8 @@ impl TeamViewerSim {
         let mut st = St::default();
         let known = GROUPS.iter().filter(|(id, _)| !id.is_empty());
         st.groups = known.map(|(id, name)| (id.to_string(), name.to_string())).collect();
-        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st), mis: Default::default() });
+        let inner =
+            Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st), mis: Default::default() });
         let app = router(inner.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
