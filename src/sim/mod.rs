@@ -23,7 +23,10 @@ use axum::response::Response;
 /// the JSON escape `\ud83d` alone). The rest of the answer, and the wire format, stay as
 /// the vendor's.
 #[derive(Clone, Default)]
-pub struct MisEncoding(Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>);
+pub struct MisEncoding(Arc<Mutex<Vec<Substitution>>>);
+
+/// Text (as UTF-8) and the bytes sent in its place.
+type Substitution = (Vec<u8>, Vec<u8>);
 
 impl MisEncoding {
     pub fn add(&self, text: &str, bytes: &[u8]) {

@@ -4,6 +4,7 @@ mod audit;
 mod bad_data;
 mod cli;
 mod crash;
+mod disk_full;
 mod faultproxy;
 mod faults;
 mod ops;
