@@ -120,11 +120,6 @@ impl Store {
         })
     }
 
-    /// Wrap a pool opened elsewhere (tests, tools).
-    pub fn from_pool(pool: SqlitePool, path: &str) -> Store {
-        Store { pool, writes: std::sync::Arc::new(WriteHealth { path: path.to_string(), ..Default::default() }) }
-    }
-
     /// Note how a unit of work that writes went. A write the disk refused (full, I/O error)
     /// is logged once naming the database, counted, and reported by `/readyz` and the
     /// `ticketsync_store_writes_failing` gauge until a write succeeds again. Nothing half
