@@ -26,8 +26,8 @@ FILTERS=(
   "faults::long_sink_outage"
   "throttled_429 throttled_403 throttling_429 zendesk_per_ticket_limit"
   "oauth_expired_token rotating_refresh_token sigkill_between_refresh oauth_code_exchange expired_page_token concurrent_refreshes server_to_server_token glpi_reuses"
-  "malformed"
-  "faults::an_auditors"
+  "malformed bad_data"
+  "faults::an_auditors disk_full"
   "canary_secrets"
 )
 LOG=target/faults.log

@@ -111,12 +111,30 @@ impl App {
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut report = CycleReport::default();
         for (src, _) in &self.sources {
-            let stats = src.poll(&self.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
+            let polled = src.poll(&self.store, &cancel).await;
+            match &polled {
+                Ok(_) => self.store.note_write::<crate::store::StoreError>(Ok(())),
+                Err(crate::sources::SourceError::Store(e)) => self.store.note_write(Err(e)),
+                Err(_) => {}
+            }
+            let stats = polled.with_context(|| format!("polling {}", src.name()))?;
             report.polled.push((src.name().to_string(), stats));
         }
-        report.matched = self.match_pass().await?;
-        report.delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
-        Ok(report)
+        let passes = async {
+            let matched = self.match_pass().await?;
+            let delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
+            Ok::<_, crate::store::StoreError>((matched, delivered))
+        };
+        match passes.await {
+            Ok((m, d)) => {
+                (report.matched, report.delivered) = (m, d);
+                Ok(report)
+            }
+            Err(e) => {
+                self.store.note_write(Err(&e));
+                Err(e.into())
+            }
+        }
     }
 }
 

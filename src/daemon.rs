@@ -98,6 +98,11 @@ pub async fn run(app: App) -> Result<()> {
                 // Sequential inside this task: a source never overlaps itself.
                 let result = src.poll(&app.store, &cancel).await;
                 crate::metrics::poll_finished(src.name(), &result);
+                match &result {
+                    Ok(_) => app.store.note_write::<crate::store::StoreError>(Ok(())),
+                    Err(crate::sources::SourceError::Store(e)) => app.store.note_write(Err(e)),
+                    Err(_) => {}
+                }
                 match result {
                     Ok(stats) => {
                         tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
@@ -121,8 +126,24 @@ pub async fn run(app: App) -> Result<()> {
         let (app, cancel, wake, beats) = (app.clone(), cancel.clone(), wake.clone(), beats.clone());
         let interval = Duration::from_secs(app.config.daemon.delivery_interval_secs.max(1));
         tasks.spawn(async move {
+            let mut failed = false;
             loop {
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
+                if failed {
+                    // A pass that failed on the store (e.g. a full disk) may have posted a note
+                    // and then failed to record it: its delivery is still `sending`. This task
+                    // is the only one delivering, so every such row is ours: back to pending,
+                    // and the next attempt scans the ticket for the marker before posting.
+                    match crate::store::outbox::recover_sending(&app.store).await {
+                        Ok(n) => {
+                            failed = false;
+                            if n > 0 {
+                                tracing::warn!(deliveries = n, "deliveries of a failed outbox pass back to pending; they scan for their marker first");
+                            }
+                        }
+                        Err(e) => app.store.note_write(Err(&e)),
+                    }
+                }
                 let step = async {
                     let m = app.match_pass().await?;
                     let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
@@ -130,10 +151,17 @@ pub async fn run(app: App) -> Result<()> {
                 };
                 tokio::select! {
                     r = step => match r {
-                        Ok((m, d)) if m.matched + d.attempted > 0 => tracing::info!(matched = m.matched, enqueued = m.enqueued,
-                            delivered = d.delivered, found_existing = d.found_existing, retrying = d.retrying, failed = d.failed, dead = d.dead, "outbox pass"),
+                        Ok((m, d)) if m.matched + d.attempted > 0 => {
+                            app.store.note_write::<crate::store::StoreError>(Ok(()));
+                            tracing::info!(matched = m.matched, enqueued = m.enqueued, delivered = d.delivered,
+                                found_existing = d.found_existing, retrying = d.retrying, failed = d.failed, dead = d.dead, "outbox pass")
+                        }
                         Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "outbox pass failed; retrying"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox pass failed; retrying");
+                            app.store.note_write(Err(&e));
+                            failed = true;
+                        }
                     },
                     // On shutdown the in-flight requests get the grace period, then are dropped:
                     // their deliveries stay `sending` and are scanned for after restart.

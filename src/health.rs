@@ -56,7 +56,14 @@ impl Health {
             sqlx::query_as("SELECT source, last_success_at FROM source_cursors").fetch_all(&self.store.pool).await;
         let cursors = match cursors {
             Ok(c) => {
-                checks.push(("store".to_string(), true, "database answers".to_string()));
+                match self.store.write_failure() {
+                    Some((since, error)) => checks.push((
+                        "store".to_string(),
+                        false,
+                        format!("database {}: writes refused since {since}: {error}", self.store.path()),
+                    )),
+                    None => checks.push(("store".to_string(), true, "database answers".to_string())),
+                }
                 c
             }
             Err(e) => {

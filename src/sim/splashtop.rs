@@ -67,6 +67,7 @@ struct Inner {
     opts: SimOptions,
     base_url: String,
     state: Mutex<St>,
+    mis: super::MisEncoding,
 }
 
 impl Inner {
@@ -99,7 +100,8 @@ impl SplashtopSim {
     pub async fn start(opts: SimOptions) -> std::io::Result<SplashtopSim> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(St::default()) });
+        let state = Mutex::new(St::default());
+        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state, mis: Default::default() });
         let app = router(inner.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -110,6 +112,11 @@ impl SplashtopSim {
                 .await;
         });
         Ok(SplashtopSim { base_url, inner, stop: Some(stop), task: Some(task) })
+    }
+
+    /// From now on `text` goes out as `bytes` in every answer (see [`super::MisEncoding`]).
+    pub fn mis_encode(&self, text: &str, bytes: &[u8]) {
+        self.inner.mis.add(text, bytes);
     }
 
     /// Stores a session-log record exactly as given (malformed ones too).
@@ -265,7 +272,7 @@ async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Nex
             None => None,
         }
     };
-    let Some(f) = fault else { return next.run(req).await };
+    let Some(f) = fault else { return inner.mis.apply(next.run(req).await).await };
     if let Some(d) = f.delay {
         tokio::time::sleep(d).await;
     }

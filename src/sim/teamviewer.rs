@@ -148,6 +148,7 @@ struct Inner {
     opts: SimOptions,
     base_url: String,
     state: Mutex<St>,
+    mis: super::MisEncoding,
 }
 
 impl Inner {
@@ -815,7 +816,8 @@ impl TeamViewerSim {
         let mut st = St::default();
         let known = GROUPS.iter().filter(|(id, _)| !id.is_empty());
         st.groups = known.map(|(id, name)| (id.to_string(), name.to_string())).collect();
-        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st) });
+        let inner =
+            Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st), mis: Default::default() });
         let app = router(inner.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -830,6 +832,11 @@ impl TeamViewerSim {
     /// `base_url` plus `/api/v1`.
     pub fn api_url(&self) -> String {
         format!("{}/api/v1", self.base_url)
+    }
+
+    /// From now on `text` goes out as `bytes` in every answer (see [`super::MisEncoding`]).
+    pub fn mis_encode(&self, text: &str, bytes: &[u8]) {
+        self.inner.mis.add(text, bytes);
     }
 
     /// Stores the record exactly as given; malformed records are kept on purpose.
@@ -1095,7 +1102,7 @@ async fn log_and_faults(State(inner): State<Arc<Inner>>, req: Request, next: Nex
         (seq, fault)
     };
     let resp = match fault {
-        None => next.run(req).await,
+        None => inner.mis.apply(next.run(req).await).await,
         Some(f) => {
             if let Some(d) = f.delay {
                 tokio::time::sleep(d).await;

@@ -95,6 +95,7 @@ struct Inner {
     opts: ZoomSimOptions,
     base_url: String,
     st: Mutex<St>,
+    mis: super::MisEncoding,
 }
 
 impl Inner {
@@ -152,12 +153,17 @@ impl ZoomSim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let st = St { next_id: 85_746_065_432, ..St::default() };
-        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), st: Mutex::new(st) });
+        let inner = Arc::new(Inner { opts, base_url: base_url.clone(), st: Mutex::new(st), mis: Default::default() });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok(ZoomSim { base_url, inner, task })
+    }
+
+    /// From now on `text` goes out as `bytes` in every API answer (see [`super::MisEncoding`]).
+    pub fn mis_encode(&self, text: &str, bytes: &[u8]) {
+        self.inner.mis.add(text, bytes);
     }
 
     /// REST base (`api_url` in the configuration).
@@ -380,7 +386,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let resp = api(&inner, &method, rest, &query, bearer.as_deref(), &body);
     inner.lock().log[idx].status = resp.status().as_u16();
-    resp
+    inner.mis.apply(resp).await
 }
 
 fn api(inner: &Inner, method: &str, rest: &str, query: &str, bearer: Option<&str>, body: &[u8]) -> Response {

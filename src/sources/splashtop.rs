@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::screen::Decoded;
 use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
 use crate::config::{SplashtopAuth, SplashtopConfig};
 use crate::note::{Attachment, Field};
@@ -109,6 +110,17 @@ impl SplashtopApi {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, SourceError> {
+        Ok(self.call_decoded(method, path, query, body).await?.value)
+    }
+
+    /// [`Self::call`], saying what decoding the body repaired (bad UTF-8, lone surrogates).
+    pub async fn call_decoded(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Decoded<Value>, SourceError> {
         let url = format!("{}{}", self.base, path);
         let mut refreshed = false;
         loop {
@@ -135,8 +147,8 @@ impl SplashtopApi {
                 let resp = req.send().await.map_err(|e| transport(e, None))?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let text = resp.text().await.map_err(|e| transport(e, Some(status)))?;
-                classify(path, status, &headers, &text)
+                let body = resp.bytes().await.map_err(|e| transport(e, Some(status)))?;
+                classify(path, status, &headers, &body)
             };
             let res = attempt
                 .retry(crate::http::retry_policy(self.max_retries))
@@ -192,12 +204,13 @@ impl SplashtopApi {
             (wire::Q_PER_PAGE, per_page.to_string()),
         ];
         let path = wire::session_logs_path(team);
-        let data = self.call(reqwest::Method::GET, &path, &q, None).await?;
-        serde_json::from_value(data).map_err(|e| SourceError::Vendor {
+        let data = self.call_decoded(reqwest::Method::GET, &path, &q, None).await?;
+        let page: wire::LogsPage = serde_json::from_value(data.value).map_err(|e| SourceError::Vendor {
             source_name: VENDOR.into(),
             message: format!("GET {path}: malformed page ({e})"),
             transient: true,
-        })
+        })?;
+        Ok(wire::LogsPage { repairs: data.repairs, ..page })
     }
 
     pub async fn default_channel(&self, team: i64) -> Result<i64, SourceError> {
@@ -224,11 +237,21 @@ fn cfg_err(message: String) -> SourceError {
 
 /// HTTP status and envelope → data or a typed error. The HTTP status of error results is
 /// undocumented, so both are read: a non-2xx without envelope is classified by status.
-fn classify(path: &str, status: u16, headers: &reqwest::header::HeaderMap, text: &str) -> Result<Value, ApiError> {
-    let env: Option<wire::Envelope> = serde_json::from_str(text).ok();
+fn classify(
+    path: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Result<Decoded<Value>, ApiError> {
+    let (env, repairs) = match super::screen::json_body::<wire::Envelope>(body) {
+        Ok(d) => (Some(d.value), d.repairs),
+        Err(_) => (None, Default::default()),
+    };
+    let text = String::from_utf8_lossy(body);
+    let text = text.as_ref();
     let http_transient = status == 429 || status == 408 || status >= 500;
     match env {
-        Some(e) if (200..300).contains(&status) && e.ok() => Ok(e.data),
+        Some(e) if (200..300).contains(&status) && e.ok() => Ok(Decoded { value: e.data, repairs }),
         Some(e) if e.result.is_some() && !http_transient => {
             let code = e.result.expect("checked");
             let kind = wire::result_kind(code);
@@ -387,7 +410,7 @@ impl Source for SplashtopSource {
         if stuck {
             tracing::warn!(source = VENDOR, page = n, "vendor repeated the previous page; ending this backfill");
         }
-        let records: Vec<_> = p.logs.iter().map(|r| wire::parse_log(r, Utc::now())).collect();
+        let records = p.sessions(Utc::now());
         let seen = (n - 1) * self.per_page + p.logs.len() as u64;
         let more =
             !stuck && !p.logs.is_empty() && p.logs.len() as u64 >= self.per_page && p.total.is_none_or(|t| seen < t);
@@ -438,7 +461,7 @@ impl Source for SplashtopSource {
                 );
             }
             previous_first = first;
-            let records: Vec<_> = page.logs.iter().map(|r| wire::parse_log(r, Utc::now())).collect();
+            let records = page.sessions(Utc::now());
             for s in records.iter().flatten() {
                 let st = ts(s.started_at);
                 if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
@@ -553,13 +576,13 @@ mod tests {
     #[test]
     fn envelope_errors_are_typed() {
         let h = reqwest::header::HeaderMap::new();
-        let e = classify("/x", 404, &h, r#"{"result":40404,"message":"session closed"}"#).unwrap_err();
+        let e = classify("/x", 404, &h, br#"{"result":40404,"message":"session closed"}"#).unwrap_err();
         assert_eq!((e.kind, e.code, e.transient), (ResultKind::SessionGone, Some(40404), false));
         assert!(e.to_string().contains("session closed") && e.to_string().contains("40404"), "{e}");
-        let e = classify("/x", 200, &h, r#"{"result":49999}"#).unwrap_err();
+        let e = classify("/x", 200, &h, br#"{"result":49999}"#).unwrap_err();
         assert!(e.transient);
-        let e = classify("/x", 503, &h, "<html>").unwrap_err();
+        let e = classify("/x", 503, &h, b"<html>").unwrap_err();
         assert!(e.transient);
-        assert_eq!(classify("/x", 200, &h, r#"{"result":20200,"data":{"a":1}}"#).unwrap()["a"], 1);
+        assert_eq!(classify("/x", 200, &h, br#"{"result":20200,"data":{"a":1}}"#).unwrap().value["a"], 1);
     }
 }

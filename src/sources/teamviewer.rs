@@ -100,7 +100,7 @@ impl TeamViewerApi {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, String), SourceError> {
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), SourceError> {
         let url = format!("{}/api/v1{}", self.base, path);
         let mut refreshed = false;
         loop {
@@ -120,7 +120,9 @@ impl TeamViewerApi {
                 })?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let text = resp.text().await.map_err(|e| ApiError {
+                // Bytes, not `text()`: reqwest would replace bad UTF-8 silently; the page
+                // decoder replaces it too, but says so, and the records it touched are quarantined.
+                let body = resp.bytes().await.map(|b| b.to_vec()).map_err(|e| ApiError {
                     status: Some(status),
                     error: "transport".into(),
                     message: crate::http::describe_transport_error(&e),
@@ -129,9 +131,9 @@ impl TeamViewerApi {
                     auth_expired: false,
                 })?;
                 if (200..300).contains(&status) {
-                    return Ok((status, headers, text));
+                    return Ok((status, headers, body));
                 }
-                Err(classify(status, &headers, &text))
+                Err(classify(status, &headers, &String::from_utf8_lossy(&body)))
             };
             let res = attempt
                 .retry(crate::http::retry_policy(self.max_retries))
@@ -178,17 +180,18 @@ impl TeamViewerApi {
             q.push(("offset_id", o.to_string()));
         }
         let (_, _, body) = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
-        serde_json::from_str(&body).map_err(|e| SourceError::Vendor {
+        let d = super::screen::json_body::<ConnectionsPage>(&body).map_err(|e| SourceError::Vendor {
             source_name: VENDOR.into(),
             message: format!("GET /reports/connections: malformed page ({e})"),
             transient: true,
-        })
+        })?;
+        Ok(ConnectionsPage { repairs: d.repairs, ..d.value })
     }
 
     /// `POST /api/v1/sessions`: a service case whose `custom_api` carries the ticket id.
     pub async fn create_session(&self, body: &Value) -> Result<(CreatedSession, Value), SourceError> {
         let (_, _, text) = self.call(reqwest::Method::POST, "/sessions", &[], Some(body)).await?;
-        let raw: Value = serde_json::from_str(&text).map_err(|e| SourceError::Vendor {
+        let raw: Value = serde_json::from_slice(&text).map_err(|e| SourceError::Vendor {
             source_name: VENDOR.into(),
             message: format!("POST /sessions: malformed response ({e})"),
             transient: false,
@@ -203,7 +206,7 @@ impl TeamViewerApi {
 
     pub async fn ping(&self) -> Result<bool, SourceError> {
         let (_, _, body) = self.call(reqwest::Method::GET, "/ping", &[], None).await?;
-        Ok(serde_json::from_str::<Value>(&body)
+        Ok(serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("token_valid").and_then(Value::as_bool))
             .unwrap_or(false))
@@ -337,7 +340,7 @@ impl Source for TeamViewerSource {
         page: Option<&str>,
     ) -> Result<super::RangePage, SourceError> {
         let p = self.api.connections_range(from, Some(to), page).await?;
-        let records = p.records.iter().map(|r| wire::parse_record(r, Utc::now())).collect();
+        let records = p.sessions(Utc::now());
         let more = p.records_remaining.unwrap_or(0) > 0 && p.next_offset.is_some();
         // A repeated offset would loop forever: treat it as the last page.
         let next = p.next_offset.filter(|n| more && Some(n.to_ascii_lowercase()) != page.map(str::to_ascii_lowercase));
@@ -369,7 +372,7 @@ impl Source for TeamViewerSource {
                 return Ok(stats);
             }
             let page = self.api.connections_page(from, walk.offset_id.as_deref()).await?;
-            let records: Vec<_> = page.records.iter().map(|r| wire::parse_record(r, Utc::now())).collect();
+            let records = page.sessions(Utc::now());
             for s in records.iter().flatten() {
                 let st = ts(s.started_at);
                 if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {

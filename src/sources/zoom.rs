@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::screen::{self, json_body, Decoded, Repairs};
 use super::{commit_page, PollStats, Rejected, Source, SourceError};
 use crate::note::{human_duration, Link};
 use crate::oauth::{ClientAuth, OAuthClient};
@@ -134,7 +135,7 @@ impl ZoomApi {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{}", self.api, path);
         let mut refreshed = false;
         loop {
@@ -161,11 +162,12 @@ impl ZoomApi {
                 let resp = req.send().await.map_err(|e| transport(e, None))?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let text = resp.text().await.map_err(|e| transport(e, Some(status)))?;
+                // Bytes: the page decoder reports bad UTF-8 instead of replacing it silently.
+                let body = resp.bytes().await.map_err(|e| transport(e, Some(status)))?.to_vec();
                 if (200..300).contains(&status) {
-                    return Ok(text);
+                    return Ok(body);
                 }
-                let e = classify(status, &headers, &text);
+                let e = classify(status, &headers, &String::from_utf8_lossy(&body));
                 if let Some(t) = headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
                     tracing::debug!(source = VENDOR, tracking_id = t, error = %e, "Zoom error");
                 }
@@ -213,17 +215,17 @@ impl ZoomApi {
             .call(reqwest::Method::POST, &path, &[], Some(body))
             .await
             .map_err(|e| self.vendor_err(&e, "creating a meeting"))?;
-        let raw: Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("POST {path}: malformed ({e})")))?;
+        let raw: Value = serde_json::from_slice(&text).map_err(|e| cfg_err(format!("POST {path}: malformed ({e})")))?;
         let m = serde_json::from_value(raw.clone()).map_err(|e| cfg_err(format!("POST {path}: {e}")))?;
         Ok((m, raw))
     }
 
     /// `GET /past_meetings/{meetingId}`: `None` while the meeting has not ended (Zoom
     /// answers 404 code 3001 until then).
-    pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<Value>, SourceError> {
+    pub async fn past_meeting(&self, meeting_id: &str) -> Result<Option<Decoded<Value>>, SourceError> {
         let path = format!("/past_meetings/{}", uuid_segment(meeting_id));
         match self.call(reqwest::Method::GET, &path, &[], None).await {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| SourceError::Vendor {
+            Ok(body) => json_body(&body).map(Some).map_err(|e| SourceError::Vendor {
                 source_name: VENDOR.into(),
                 message: format!("GET {path}: not JSON ({e})"),
                 transient: true,
@@ -235,10 +237,11 @@ impl ZoomApi {
 
     /// Every item of a paged list. An expired `next_page_token` (15 min) restarts the walk
     /// from the first page, so no page is ever skipped; callers de-duplicate.
-    async fn walk(&self, path: &str, query: &[(&str, String)], key: &str) -> Result<Vec<Value>, SourceError> {
+    async fn walk(&self, path: &str, query: &[(&str, String)], key: &str) -> Result<Decoded<Vec<Value>>, SourceError> {
         let mut restarts = 0;
         'walk: loop {
             let mut items = Vec::new();
+            let mut repairs = Repairs::default();
             let mut token: Option<String> = None;
             loop {
                 let mut q = query.to_vec();
@@ -255,28 +258,34 @@ impl ZoomApi {
                     }
                     Err(e) => return Err(self.vendor_err(&e, &format!("GET {path}"))),
                 };
-                let page: Page = serde_json::from_str(&text).map_err(|e| SourceError::Vendor {
+                let page = json_body::<Page>(&text).map_err(|e| SourceError::Vendor {
                     source_name: VENDOR.into(),
                     message: format!("GET {path}: malformed page ({e})"),
                     transient: true,
                 })?;
+                repairs.merge(page.repairs);
+                let page = page.value;
                 if let Some(Value::Array(a)) = page.rest.get(key) {
                     items.extend(a.iter().cloned());
                 }
                 match page.next_page_token.filter(|t| !t.is_empty()) {
                     Some(t) => token = Some(t),
-                    None => return Ok(items),
+                    None => return Ok(Decoded { value: items, repairs }),
                 }
             }
         }
     }
 
-    pub async fn participants(&self, uuid: &str) -> Result<Vec<Value>, SourceError> {
+    pub async fn participants(&self, uuid: &str) -> Result<Decoded<Vec<Value>>, SourceError> {
         self.walk(&format!("/past_meetings/{}/participants", uuid_segment(uuid)), &[], "participants").await
     }
 
     /// The user's cloud recordings of meetings started between `from` and `to` (dates).
-    pub async fn recordings(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<Value>, SourceError> {
+    pub async fn recordings(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Decoded<Vec<Value>>, SourceError> {
         let path = format!("/users/{}/recordings", uuid_segment(&self.account.user_id));
         let q = [("from", from.format("%Y-%m-%d").to_string()), ("to", to.format("%Y-%m-%d").to_string())];
         self.walk(&path, &q, "meetings").await
@@ -373,7 +382,15 @@ impl ZoomSource {
         let mut ended: Vec<PastMeeting> = Vec::new();
         let mut records = Vec::new();
         for l in mine {
-            let Some(v) = api.past_meeting(&l.session_code).await? else { continue };
+            let Some(Decoded { value: v, repairs }) = api.past_meeting(&l.session_code).await? else { continue };
+            if let Some(reason) = screen::problem(&v, repairs) {
+                records.push(Err(Rejected {
+                    external_id: v.get("uuid").and_then(Value::as_str).map(str::to_string),
+                    reason: format!("meeting {}: {reason}", l.session_code),
+                    raw: screen::cut_raw(&v).to_string(),
+                }));
+                continue;
+            }
             match serde_json::from_value::<PastMeeting>(v.clone()) {
                 Ok(pm) => ended.push(pm),
                 // Kept with the reason (serde names the field); the other meetings go on.
@@ -400,7 +417,7 @@ impl ZoomSource {
             let to = (now + chrono::Duration::days(1)).date_naive();
             // Zoom answers at most one month per call.
             let from = (earliest - chrono::Duration::days(1)).date_naive().max(to - chrono::Duration::days(30));
-            for v in api.recordings(from, to).await? {
+            for v in api.recordings(from, to).await?.value {
                 if let Ok(r) = serde_json::from_value::<RecordingMeeting>(v) {
                     recordings.insert(r.uuid.clone(), r);
                 }
@@ -408,7 +425,17 @@ impl ZoomSource {
         }
         for pm in ended {
             let mut participants: Vec<Participant> = Vec::new();
-            for v in api.participants(&pm.uuid).await? {
+            let Decoded { value: people, repairs } = api.participants(&pm.uuid).await?;
+            for v in people {
+                if let Some(reason) = screen::problem(&v, repairs) {
+                    // The meeting's note still goes out, without this participant.
+                    records.push(Err(Rejected {
+                        external_id: Some(pm.uuid.clone()),
+                        reason: format!("meeting {} participant: {reason}", pm.id),
+                        raw: screen::cut_raw(&v).to_string(),
+                    }));
+                    continue;
+                }
                 match serde_json::from_value::<Participant>(v.clone()) {
                     Ok(p) if !participants.contains(&p) => participants.push(p),
                     Ok(_) => {}

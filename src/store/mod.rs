@@ -29,12 +29,34 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// A write the disk refused: full (SQLITE_FULL, which SQLite reports for ENOSPC) or an
+    /// I/O error. Unlike a busy lock, it will not pass by itself.
+    pub fn is_write_failure(&self) -> bool {
+        let StoreError::Sql(sqlx::Error::Database(e)) = self else {
+            return matches!(self, StoreError::Sql(sqlx::Error::Io(_)));
+        };
+        let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+        // Extended codes carry the primary one in the low byte (SQLITE_IOERR_WRITE = 778).
+        matches!(code & 0xff, 10 | 13)
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 pub type Tx<'a> = Transaction<'a, Sqlite>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: SqlitePool,
+    /// The last write the disk refused, until a write succeeds again (`/readyz`, metrics).
+    writes: std::sync::Arc<WriteHealth>,
+}
+
+#[derive(Debug, Default)]
+struct WriteHealth {
+    path: String,
+    /// (since, error) of the first refused write of the current run of failures.
+    failing: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Store {
@@ -55,11 +77,27 @@ impl Store {
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::{Connection, Database, TransactionManager};
+                    // SQLite rolls a transaction back by itself when a write hits a full disk
+                    // or an I/O error; sqlx's own ROLLBACK then fails and its transaction depth
+                    // stays at 1, so every later `BEGIN IMMEDIATE` on this connection would fail
+                    // with "non-zero transaction depth", even once space is back. Such a
+                    // connection is closed instead of pooled. The ping first lets a rollback
+                    // queued by a dropped transaction run.
+                    conn.ping().await?;
+                    Ok(<Sqlite as Database>::TransactionManager::get_transaction_depth(conn) == 0)
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
+        })
     }
 
     /// Read-only open for auditors' commands: never migrates, never writes.
@@ -76,7 +114,47 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
+        })
+    }
+
+    /// Note how a unit of work that writes went. A write the disk refused (full, I/O error)
+    /// is logged once naming the database, counted, and reported by `/readyz` and the
+    /// `ticketsync_store_writes_failing` gauge until a write succeeds again. Nothing half
+    /// written stays behind: each page, match batch and delivery step is one transaction.
+    pub fn note_write<E: std::borrow::Borrow<StoreError>>(&self, result: std::result::Result<(), E>) {
+        let mut failing = self.writes.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if let Some((since, _)) = failing.take() {
+                    tracing::warn!(database = %self.writes.path, failing_since = %since, "database writes succeed again; resuming");
+                    metrics::gauge!("ticketsync_store_writes_failing").set(0.0);
+                }
+            }
+            Err(e) if e.borrow().is_write_failure() => {
+                let e = e.borrow();
+                let kind = if e.to_string().contains("full") { "disk_full" } else { "io" };
+                metrics::counter!("ticketsync_errors_total", "component" => "store", "kind" => kind).increment(1);
+                if failing.is_none() {
+                    tracing::error!(database = %self.writes.path, error = %e,
+                        "database write refused ({kind}): polling and delivery stop writing and retry; free space on the state directory's volume");
+                    metrics::gauge!("ticketsync_store_writes_failing").set(1.0);
+                    *failing = Some((now(), e.to_string()));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// `(since, error)` while writes are refused.
+    pub fn write_failure(&self) -> Option<(String, String)> {
+        self.writes.failing.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn path(&self) -> &str {
+        &self.writes.path
     }
 
     /// A write transaction that takes the write lock up front, so two writers never

@@ -1,8 +1,10 @@
 //! Integration tests: one binary (one link step) with a module per area.
 
 mod audit;
+mod bad_data;
 mod cli;
 mod crash;
+mod disk_full;
 mod faultproxy;
 mod faults;
 mod ops;

@@ -664,3 +664,46 @@ async fn a_malformed_meeting_is_quarantined_with_its_field_and_the_rest_goes_on(
     assert!(q[1].1.contains("participant") && q[1].1.contains("join_time"), "{q:?}");
     assert!(texts(&env.hook).iter().any(|t| t.contains("Participants (1)") && t.contains("Person 0")));
 }
+
+/// Fault suite, bad data: a topic cut in the middle of a surrogate pair (`\ud83d` alone,
+/// which serde_json refuses) and a participant name in Latin-1 bytes. Each page still
+/// decodes; the meeting and the participant are quarantined naming the field; the other
+/// meeting's note goes out with its other participants.
+#[tokio::test]
+async fn bad_data_lone_surrogate_topic_and_latin1_participant_are_quarantined() {
+    let env = setup(ZoomSimOptions::default(), "auto_recording = \"none\"").await;
+    authorize(&env).await;
+    let broken = meeting_for(&env, "811", None).await;
+    let good = meeting_for(&env, "812", None).await;
+    let start = now_s() - chrono::Duration::minutes(30);
+    let end = start + chrono::Duration::minutes(10);
+    env.zoom.end_meeting(broken, Some("topic-broken=="), start, end, people(1, start));
+    env.zoom.end_meeting(good, Some("topic-good=="), start, end, people(3, start));
+    env.zoom.mis_encode("Ticket #811", b"Ticket #811 \\ud83d");
+    env.zoom.mis_encode("Person 1", b"Ren\xe9 1");
+
+    let r = env.app.cycle().await.expect("the bad text does not fail the poll");
+    assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (2, 1), "{r:?}");
+    let q: Vec<(Option<String>, String)> = sqlx::query_as("SELECT external_id, reason FROM quarantine ORDER BY id")
+        .fetch_all(&env.app.store.pool)
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = q.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(q[0].0.as_deref(), Some("topic-broken=="));
+    assert_eq!(q[0].1, format!("meeting {broken}: a lone surrogate escape in topic"));
+    let participant = format!("meeting {good} participant: invalid UTF-8 in name");
+    assert_eq!(q[1].1, participant);
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT external_id FROM sessions").fetch_all(&env.app.store.pool).await.unwrap();
+    assert_eq!(stored, ["topic-good=="]);
+    let notes: Vec<String> = texts(&env.hook).into_iter().filter(|t| t.contains("Participants")).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("Participants (2)") && notes[0].contains("Person 0") && notes[0].contains("Person 2"));
+    assert!(!notes[0].contains('\u{FFFD}'), "no replacement character reaches a ticket");
+    println!("bad data (zoom): {} quarantined: {reasons:?}; 1 meeting stored and its note delivered", q.len());
+
+    // The next poll meets the same records: nothing is quarantined twice.
+    env.app.cycle().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(&env.app.store.pool).await.unwrap();
+    assert_eq!(n as usize, q.len());
+}

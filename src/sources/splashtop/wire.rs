@@ -223,6 +223,16 @@ pub struct LogsPage {
     pub total: Option<u64>,
     #[serde(default)]
     pub logs: Vec<Value>,
+    /// What decoding the body repaired (set by the client, not on the wire).
+    #[serde(skip)]
+    pub repairs: crate::sources::screen::Repairs,
+}
+
+impl LogsPage {
+    /// Each log as a session, or quarantined with the field that is wrong.
+    pub fn sessions(&self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
+        self.logs.iter().map(|r| crate::sources::screen::screen(r, self.repairs, parse_log(r, now))).collect()
+    }
 }
 
 /// [R] one file transfer inside a session log.

@@ -19,6 +19,16 @@ pub struct ConnectionsPage {
     pub records_remaining: Option<u64>,
     #[serde(default)]
     pub next_offset: Option<String>,
+    /// What decoding the body repaired (set by the client, not on the wire).
+    #[serde(skip)]
+    pub repairs: crate::sources::screen::Repairs,
+}
+
+impl ConnectionsPage {
+    /// Each record as a session, or quarantined with the field that is wrong.
+    pub fn sessions(&self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
+        self.records.iter().map(|r| crate::sources::screen::screen(r, self.repairs, parse_record(r, now))).collect()
+    }
 }
 
 /// `{"error","error_description","error_code","error_signature"}`; numbers may come as strings.
