@@ -84,10 +84,17 @@ impl Store {
                     // or an I/O error; sqlx's own ROLLBACK then fails and its transaction depth
                     // stays at 1, so every later `BEGIN IMMEDIATE` on this connection would fail
                     // with "non-zero transaction depth", even once space is back. Such a
-                    // connection is closed instead of pooled. The ping first lets a rollback
-                    // queued by a dropped transaction run.
+                    // connection is closed instead of pooled. A dropped transaction's rollback
+                    // may still be queued: the ping lets it run before the depth is judged
+                    // (only then: a ping on every release is a round trip per query).
+                    let depth = |c: &mut sqlx::SqliteConnection| {
+                        <Sqlite as Database>::TransactionManager::get_transaction_depth(c)
+                    };
+                    if depth(conn) == 0 {
+                        return Ok(true);
+                    }
                     conn.ping().await?;
-                    Ok(<Sqlite as Database>::TransactionManager::get_transaction_depth(conn) == 0)
+                    Ok(depth(conn) == 0)
                 })
             })
             .connect_with(opts)
