@@ -10,7 +10,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 QUICK=0
 [[ ${1:-} == --quick ]] && QUICK=1
-if ((QUICK)); then SIZES=(10000); IDLE=10; DELIVER_RECORDS=10000; else SIZES=(10000 100000 1000000); IDLE=60; DELIVER_RECORDS=28000; fi
+if ((QUICK)); then SIZES=(10000); IDLE=10; DELIVER_RECORDS=10000; else SIZES=(10000 100000 1000000); IDLE=60; DELIVER_RECORDS=33600; fi
 # BENCH_SIZES="10000 100000" picks the ingest sizes (the largest also gets the start-up probe).
 if [[ -n ${BENCH_SIZES:-} ]]; then read -r -a SIZES <<<"$BENCH_SIZES"; fi
 LATENCY_MS=${BENCH_SINK_LATENCY_MS:-20}
