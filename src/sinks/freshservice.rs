@@ -84,7 +84,7 @@ impl FreshserviceSink {
 
 /// `{"description":"Validation failed","errors":[{"field":…,"message":…,"code":…}]}` or
 /// `{"code":"invalid_credentials","message":…}`.
-fn freshservice_error(body: &str) -> String {
+pub fn freshservice_error(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
     };
@@ -97,7 +97,7 @@ fn freshservice_error(body: &str) -> String {
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+pub fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
     link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
         let start = p.find('<')? + 1;

@@ -224,7 +224,7 @@ fn cfg_err(message: String) -> SourceError {
 
 /// HTTP status and envelope → data or a typed error. The HTTP status of error results is
 /// undocumented, so both are read: a non-2xx without envelope is classified by status.
-fn classify(path: &str, status: u16, headers: &reqwest::header::HeaderMap, text: &str) -> Result<Value, ApiError> {
+pub fn classify(path: &str, status: u16, headers: &reqwest::header::HeaderMap, text: &str) -> Result<Value, ApiError> {
     let env: Option<wire::Envelope> = serde_json::from_str(text).ok();
     let http_transient = status == 429 || status == 408 || status >= 500;
     match env {
