@@ -446,8 +446,9 @@ mod tests {
         "2025-06-01T00:00:00Z".parse().unwrap()
     }
 
-    /// Regression (fuzz target `oauth_token`): `refresh_token_expires_in` near i64::MAX
-    /// panicked in `chrono::Duration::seconds`; 1e15 s overflowed the date.
+    /// Regression (seen while writing the fuzz target `oauth_token`, which now guards it):
+    /// `refresh_token_expires_in` near i64::MAX panicked in `chrono::Duration::seconds`;
+    /// 1e15 s overflowed the date.
     #[test]
     fn absurd_refresh_lifetime_is_capped_not_a_panic() {
         let cap = crate::session::ts(now() + chrono::Duration::seconds(MAX_REFRESH_LIFETIME_S));

@@ -37,6 +37,8 @@ fn starts(cfg: &Config) {
     assert!((d.delivery_interval_secs as i64).checked_mul(1000).is_some(), "daemon.delivery_interval_secs overflows");
     fits("http.readiness_grace_secs", Duration::try_seconds(cfg.http.readiness_grace_secs as i64));
     fits("outbox.give_up_after_hours", Duration::try_hours(cfg.outbox.give_up_after_hours as i64));
+    fits("outbox.max_backoff_secs", Duration::try_seconds(cfg.outbox.max_backoff_secs as i64));
+    fits("outbox.base_backoff_secs", Duration::try_seconds(cfg.outbox.base_backoff_secs as i64));
     if let Some(tv) = &cfg.sources.teamviewer {
         fits("teamviewer.overlap_minutes", Duration::try_minutes(tv.overlap_minutes as i64));
         fits("teamviewer.initial_lookback_days", Duration::try_days(tv.initial_lookback_days as i64));
