@@ -5,7 +5,7 @@
 #   bash fuzz/run.sh 60 zoom    # one target
 # Fails (exit 1) if any target crashed, panicked, timed out or ran out of memory, naming
 # the target and the input libFuzzer saved (fuzz/artifacts/<target>/…). Reproduce one
-# with: RUSTC_BOOTSTRAP=1 cargo fuzz run -s none <target> <artifact>
+# with: RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --dev <target> <artifact>
 # New inputs go to fuzz/corpus/<target>/ (not in git); fuzz/seeds/<target>/ is read only.
 set -euo pipefail
 
@@ -25,7 +25,8 @@ export RUSTC_BOOTSTRAP=1
 # No sanitizer: the code under test is safe Rust, and ASan would double the build and halve
 # the exec rate (FUZZ_SANITIZER=address to use it anyway). cargo-fuzz keeps overflow checks
 # and debug assertions on by default, so arithmetic overflow is a crash.
-flags=(-s "${FUZZ_SANITIZER:-none}")
+# --dev: see [profile.dev] in fuzz/Cargo.toml (build time against exec rate).
+flags=(-s "${FUZZ_SANITIZER:-none}" --dev)
 
 t0=$SECONDS
 cargo fuzz build "${flags[@]}"
@@ -39,9 +40,11 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="fuzz/logs/$t.log"
   echo "== $t: ${secs}s"
+  extra=()
+  [ -f "fuzz/dicts/$t.dict" ] && extra+=(-dict="fuzz/dicts/$t.dict")
   rc=0
   cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || rc=$?
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1 || rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
   if [ "$rc" -eq 0 ]; then
