@@ -260,6 +260,11 @@ impl SplashtopConfig {
         if !(1..=1000).contains(&self.page_size) {
             return Err(key_err("sources.splashtop.page_size", "must be between 1 and 1000"));
         }
+        check_span("sources.splashtop.overlap_minutes", self.overlap_minutes, 60)?;
+        check_span("sources.splashtop.initial_lookback_days", self.initial_lookback_days, 86_400)?;
+        check_span("sources.splashtop.open_session_max_age_hours", self.open_session_max_age_hours, 3600)?;
+        check_span("sources.splashtop.refresh_token_days", self.refresh_token_days, 86_400)?;
+        check_span("sources.splashtop.refresh_warn_days", self.refresh_warn_days, 86_400)?;
         Ok(())
     }
 }
@@ -504,6 +509,12 @@ impl Config {
 
     /// Checks serde cannot do: cron expressions, time zones, regexes, URLs, required secrets.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1)?;
+        check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1)?;
+        check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1)?;
+        check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1)?;
+        check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1)?;
+        check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600)?;
         self.http
             .listen
             .parse::<std::net::SocketAddr>()
@@ -514,6 +525,10 @@ impl Config {
             crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m))?;
             check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m))?;
             check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m))?;
+            check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60)?;
+            check_span("sources.teamviewer.initial_lookback_days", tv.initial_lookback_days, 86_400)?;
+            check_span("sources.teamviewer.open_session_max_age_hours", tv.open_session_max_age_hours, 3600)?;
+            check_span("sources.teamviewer.valid_hours", tv.valid_hours, 3600)?;
             if tv.auth == TeamViewerAuth::Oauth && tv.client_id.as_deref().unwrap_or("").is_empty() {
                 return Err(key_err("sources.teamviewer.client_id", "required when auth = \"oauth\""));
             }
@@ -692,6 +707,20 @@ pub fn resolve_secret(
     Ok(None)
 }
 
+/// Ten years: the longest window, lifetime, grace or backoff a key may give. The
+/// components turn these numbers into chrono durations and dates at start-up, which
+/// panic far beyond this (`initial_lookback_days = 1e12`), so larger values are errors here.
+const MAX_SPAN_SECS: u64 = 10 * 365 * 86_400;
+
+/// `value` in units of `unit_secs` seconds must not exceed [`MAX_SPAN_SECS`].
+pub(crate) fn check_span(key: &str, value: u64, unit_secs: u64) -> Result<(), ConfigError> {
+    let max = MAX_SPAN_SECS / unit_secs;
+    if value > max {
+        return Err(key_err(key, format!("at most {max} (ten years)")));
+    }
+    Ok(())
+}
+
 pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
     name.parse::<chrono_tz::Tz>()
         .map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
@@ -792,6 +821,37 @@ mod tests {
         assert_eq!(c.sources.splashtop.unwrap().base_url(), "https://webapi.splashtop.com");
         let err = load("[sources.splashtop]\nauth = \"oauth\"\n").unwrap_err().to_string();
         assert!(err.contains("sources.splashtop.client_id"), "{err}");
+    }
+
+    /// Regression (seen while writing the fuzz target `config`, whose start-up check now
+    /// guards it; input in fuzz/seeds/config/regress_spans.toml): these passed validation and
+    /// then panicked at start-up (`TimeDelta::days out of bounds`, date overflow,
+    /// `shutdown_grace_secs + 1`).
+    #[test]
+    fn absurd_spans_are_errors_not_start_up_panics() {
+        for (section, key) in [
+            ("daemon", "shutdown_grace_secs"),
+            ("daemon", "delivery_interval_secs"),
+            ("http", "readiness_grace_secs"),
+            ("outbox", "max_backoff_secs"),
+            ("outbox", "give_up_after_hours"),
+            ("sources.teamviewer", "initial_lookback_days"),
+            ("sources.teamviewer", "valid_hours"),
+            ("sources.splashtop", "overlap_minutes"),
+            ("sources.splashtop", "refresh_token_days"),
+        ] {
+            let err = load(&format!("[{section}]\n{key} = 9223372036854775807\n")).unwrap_err().to_string();
+            assert!(err.contains(&format!("{section}.{key}: at most")) && err.ends_with("(line 2)"), "{err}");
+        }
+        let err = load(
+            "[sources.zoom]\nlookback_days = 1000000000000\n[[sources.zoom.accounts]]\nname = \"a\"\n\
+             auth = \"server_to_server\"\nclient_id = \"c\"\naccount_id = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sources.zoom.lookback_days: at most 3650"), "{err}");
+        let c = load("[sources.teamviewer]\ninitial_lookback_days = 3650\n").unwrap();
+        assert_eq!(c.sources.teamviewer.unwrap().initial_lookback_days, 3650);
     }
 
     #[test]

@@ -54,6 +54,14 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 pub fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    parse_retry_after(headers, now).map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// No server means more than a day; a larger value (or `1e300`) would overflow the outbox's
+/// date arithmetic.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
     if let Some(v) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if let Ok(secs) = v.parse::<u64>() {
@@ -61,7 +69,7 @@ pub fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option
         }
         if let Ok(secs) = v.parse::<f64>() {
             if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
+                return Some(Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER));
             }
         }
         if let Ok(at) = httpdate::parse_http_date(v) {
@@ -168,6 +176,24 @@ mod tests {
         h.insert("x-ratelimit-reset", HeaderValue::from_static("12"));
         assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(12)));
         assert_eq!(retry_after_at(&HeaderMap::new(), SystemTime::now()), None);
+    }
+
+    /// Regression (seen while writing the fuzz target `http_headers`, which now guards it):
+    /// `1e20` made `Duration::from_secs_f64` panic, and a huge delay overflowed the outbox's
+    /// `now + wait`.
+    #[test]
+    fn absurd_retry_after_is_capped_not_a_panic() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        for v in ["1e20", "18446744073709551615", "100000000000000.5", "9999-12-31T23:59:59Z"] {
+            h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+            assert_eq!(retry_after_at(&h, now), Some(MAX_RETRY_AFTER), "{v}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("18446744073709551615"));
+        assert_eq!(retry_after_at(&h, now), Some(MAX_RETRY_AFTER));
+        let wait = chrono::Duration::from_std(MAX_RETRY_AFTER).unwrap();
+        assert!(chrono::Utc::now().checked_add_signed(wait).is_some());
     }
 
     #[test]

@@ -53,16 +53,48 @@ fn auth_cmd(provider: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
+/// The token endpoint's answer to a granted request.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
     #[serde(default)]
-    refresh_token: Option<String>,
+    pub refresh_token: Option<String>,
     #[serde(default)]
-    expires_in: Option<i64>,
+    pub expires_in: Option<i64>,
     /// Not every vendor says; the configured lifetime applies then.
     #[serde(default, alias = "refresh_expires_in")]
-    refresh_token_expires_in: Option<i64>,
+    pub refresh_token_expires_in: Option<i64>,
+}
+
+/// A vendor's refresh-token lifetime is believed up to this long; beyond, the date would
+/// leave chrono's range (a panic) and no vendor means it anyway.
+const MAX_REFRESH_LIFETIME_S: i64 = 10 * 365 * 86400;
+
+impl TokenResponse {
+    /// The body of a 2xx answer. Pure, so fuzz/ can feed it arbitrary bytes.
+    pub fn parse(body: &str) -> Result<TokenResponse, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    /// When the access token expires (`expires_in` kept between a minute and a year).
+    pub fn access_expires_at(&self, now: chrono::DateTime<Utc>) -> String {
+        crate::session::ts(now + chrono::Duration::seconds(self.expires_in.unwrap_or(3600).clamp(60, 365 * 86400)))
+    }
+
+    /// When the refresh token expires: the vendor's word, else the configured lifetime;
+    /// `None` without a refresh token or a lifetime.
+    pub fn refresh_expires_at(
+        &self,
+        configured: Option<chrono::Duration>,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<String> {
+        self.refresh_token.as_ref()?;
+        let lifetime = self
+            .refresh_token_expires_in
+            .map(|s| chrono::Duration::seconds(s.clamp(0, MAX_REFRESH_LIFETIME_S)))
+            .or(configured)?;
+        Some(crate::session::ts(now + lifetime))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -363,25 +395,20 @@ impl OAuthClient {
                 },
             });
         }
-        serde_json::from_str(&body)
+        TokenResponse::parse(&body)
             .map_err(|e| OAuthError::Malformed { provider: self.provider.clone(), detail: e.to_string() })
     }
 
     async fn commit(&self, resp: TokenResponse, reason: &str) -> Result<String, OAuthError> {
-        let exp = self.expiry(resp.expires_in);
+        let exp = resp.access_expires_at(Utc::now());
         self.commit_raw(resp, reason).await?;
         Ok(exp)
     }
 
     async fn commit_raw(&self, resp: TokenResponse, reason: &str) -> Result<i64, OAuthError> {
-        let exp = self.expiry(resp.expires_in);
-        let refresh_exp = resp.refresh_token.as_ref().and_then(|_| {
-            let secs = resp
-                .refresh_token_expires_in
-                .map(chrono::Duration::seconds)
-                .or_else(|| self.refresh_lifetime.map(|(l, _)| l))?;
-            Some(crate::session::ts(Utc::now() + secs))
-        });
+        let now = Utc::now();
+        let exp = resp.access_expires_at(now);
+        let refresh_exp = resp.refresh_expires_at(self.refresh_lifetime.map(|(l, _)| l), now);
         let access = SecretString::from(resp.access_token);
         let refresh = resp.refresh_token.map(SecretString::from);
         tokens::save(
@@ -398,10 +425,6 @@ impl OAuthClient {
         .map_err(|e| self.store_err(e))
     }
 
-    fn expiry(&self, expires_in: Option<i64>) -> String {
-        crate::session::ts(Utc::now() + chrono::Duration::seconds(expires_in.unwrap_or(3600).clamp(60, 365 * 86400)))
-    }
-
     fn store_err(&self, e: crate::store::StoreError) -> OAuthError {
         OAuthError::Store { provider: self.provider.clone(), source: e }
     }
@@ -412,5 +435,44 @@ impl OAuthClient {
             .await
             .map_err(|e| self.store_err(e))?
             .and_then(|t| t.access_expires_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> chrono::DateTime<Utc> {
+        "2025-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    /// Regression (seen while writing the fuzz target `oauth_token`, which now guards it):
+    /// `refresh_token_expires_in` near i64::MAX panicked in `chrono::Duration::seconds`;
+    /// 1e15 s overflowed the date.
+    #[test]
+    fn absurd_refresh_lifetime_is_capped_not_a_panic() {
+        let cap = crate::session::ts(now() + chrono::Duration::seconds(MAX_REFRESH_LIFETIME_S));
+        for secs in ["9223372036854775807", "1000000000000000"] {
+            let body = format!(r#"{{"access_token":"a","refresh_token":"r","refresh_token_expires_in":{secs}}}"#);
+            let t = TokenResponse::parse(&body).unwrap();
+            assert_eq!(t.refresh_expires_at(None, now()).as_deref(), Some(cap.as_str()), "{secs}");
+        }
+        let t = TokenResponse::parse(r#"{"access_token":"a","refresh_token":"r","refresh_expires_in":-5}"#).unwrap();
+        assert_eq!(t.refresh_expires_at(None, now()), Some(crate::session::ts(now())));
+        let t = TokenResponse::parse(r#"{"access_token":"a","expires_in":-9223372036854775808}"#).unwrap();
+        assert_eq!(t.access_expires_at(now()), crate::session::ts(now() + chrono::Duration::seconds(60)));
+        assert_eq!(t.refresh_expires_at(Some(chrono::Duration::days(30)), now()), None);
+    }
+
+    #[test]
+    fn refresh_expiry_is_the_vendors_word_else_the_configured_lifetime() {
+        let t = TokenResponse::parse(r#"{"access_token":"a","refresh_token":"r","expires_in":3600}"#).unwrap();
+        let days = chrono::Duration::days(30);
+        assert_eq!(t.refresh_expires_at(Some(days), now()), Some(crate::session::ts(now() + days)));
+        assert_eq!(t.refresh_expires_at(None, now()), None);
+        let t = TokenResponse::parse(r#"{"access_token":"a","refresh_token":"r","refresh_token_expires_in":60}"#)
+            .unwrap();
+        let minute = crate::session::ts(now() + chrono::Duration::seconds(60));
+        assert_eq!(t.refresh_expires_at(Some(days), now()), Some(minute));
     }
 }

@@ -84,7 +84,7 @@ impl FreshserviceSink {
 
 /// `{"description":"Validation failed","errors":[{"field":…,"message":…,"code":…}]}` or
 /// `{"code":"invalid_credentials","message":…}`.
-fn freshservice_error(body: &str) -> String {
+pub fn freshservice_error(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
     };
@@ -97,11 +97,12 @@ fn freshservice_error(body: &str) -> String {
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+pub fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
     link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
         let start = p.find('<')? + 1;
-        let end = p.find('>')?;
+        // The `>` after the `<`: a stray `>` before it must not make the range run backwards.
+        let end = start + p[start..].find('>')?;
         Some(p[start..end].to_string())
     })
 }
@@ -164,5 +165,37 @@ impl TicketSink for FreshserviceSink {
 
     async fn check(&self) -> Result<(), SinkError> {
         self.call(self.http.get(format!("{}/api/v2/agents/me", self.base))).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, LINK};
+
+    fn link(v: &'static str) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert(LINK, HeaderValue::from_static(v));
+        next_link(&h)
+    }
+
+    #[test]
+    fn next_link_is_the_rel_next_target() {
+        assert_eq!(
+            link(r#"<https://x.test/c?page=2>; rel="next", <https://x.test/c?page=1>; rel="prev""#).as_deref(),
+            Some("https://x.test/c?page=2")
+        );
+        assert_eq!(link(r#"<https://x.test/c?page=1>; rel="prev""#), None);
+    }
+
+    /// Regression (fuzz target `http_headers`, fuzz/artifacts crash-bf471f26…): a `>` before
+    /// the `<` in the `rel="next"` part panicked with "begin > end" when slicing.
+    #[test]
+    fn stray_angle_bracket_is_no_panic() {
+        assert_eq!(
+            link(r#" https://x.test/c?page=1>; r2l="next<rel="next" "#),
+            None,
+        );
+        assert_eq!(link(r#"x> <https://x.test/c?page=3>; rel="next""#).as_deref(), Some("https://x.test/c?page=3"));
     }
 }

@@ -132,7 +132,7 @@ impl GlpiSink {
 }
 
 /// GLPI errors are a JSON array: `["ERROR_ITEM_NOT_FOUND", "Item not found"]`.
-fn glpi_error(body: &str) -> (String, String) {
+pub fn glpi_error(body: &str) -> (String, String) {
     match serde_json::from_str::<Value>(body) {
         Ok(Value::Array(a)) => (
             a.first().and_then(Value::as_str).unwrap_or_default().to_string(),

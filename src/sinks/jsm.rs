@@ -102,7 +102,7 @@ impl JsmSink {
 }
 
 /// JSM: `{"errorMessage":…,"i18nErrorMessage":{…}}`; platform: `{"errorMessages":[…],"errors":{…}}`.
-fn jira_error(body: &str) -> String {
+pub fn jira_error(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
     };

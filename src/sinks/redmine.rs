@@ -69,7 +69,7 @@ impl RedmineSink {
 }
 
 /// Redmine error bodies are `{"errors":["…"]}`.
-fn redmine_errors(body: &str) -> String {
+pub fn redmine_errors(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| {

@@ -101,7 +101,7 @@ impl ZendeskSink {
 
 /// Zendesk error bodies: `{"error":"RecordNotFound","description":"Not found"}`,
 /// `{"error":"Couldn't authenticate you"}` or `{"error":{"title":…,"message":…}}`.
-fn zendesk_error(body: &str) -> String {
+pub fn zendesk_error(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return if body.trim_start().starts_with('<') { String::new() } else { body.to_string() };
     };

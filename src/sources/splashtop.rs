@@ -237,7 +237,7 @@ fn cfg_err(message: String) -> SourceError {
 
 /// HTTP status and envelope → data or a typed error. The HTTP status of error results is
 /// undocumented, so both are read: a non-2xx without envelope is classified by status.
-fn classify(
+pub fn classify(
     path: &str,
     status: u16,
     headers: &reqwest::header::HeaderMap,

@@ -244,7 +244,7 @@ pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client
     ))
 }
 
-fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
+pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
     let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
     let error = if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() };
     let rate_limited = e.error == "rate_limit_reached" || status == 429;

@@ -127,17 +127,23 @@ pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom,
         .send()
         .await
         .map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
-    let status = resp.status();
+    let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
-    let env: Option<Envelope> = serde_json::from_str(&text).ok();
+    parse_created_room(status, &text)
+}
+
+/// The answer to `POST /entreprise/visio`: the room, or why not. Pure, so fuzz/ can feed
+/// it arbitrary bytes.
+pub fn parse_created_room(status: u16, text: &str) -> Result<CreatedRoom, VisioError> {
+    let env: Option<Envelope> = serde_json::from_str(text).ok();
     // The HTTP status decides; the envelope's `code` is advisory.
-    if !status.is_success() {
+    if !(200..300).contains(&status) {
         let msg =
-            env.and_then(|e| e.message).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::http::short_body(&text));
-        let hint = if matches!(status.as_u16(), 401 | 403) { " (check rooms.visioconference.token)" } else { "" };
-        return Err(VisioError::Http(format!("HTTP {}: {msg}{hint}", status.as_u16())));
+            env.and_then(|e| e.message).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::http::short_body(text));
+        let hint = if matches!(status, 401 | 403) { " (check rooms.visioconference.token)" } else { "" };
+        return Err(VisioError::Http(format!("HTTP {status}: {msg}{hint}")));
     }
-    let raw: Value = serde_json::from_str(&text).map_err(|e| VisioError::Http(format!("malformed response ({e})")))?;
+    let raw: Value = serde_json::from_str(text).map_err(|e| VisioError::Http(format!("malformed response ({e})")))?;
     let data = env.and_then(|e| e.data).ok_or_else(|| VisioError::Http("response has no data.url".into()))?;
     let uniqid = data
         .uniqid

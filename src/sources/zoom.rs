@@ -463,7 +463,7 @@ impl ZoomSource {
     }
 }
 
-fn to_session(
+pub fn to_session(
     account: &str,
     pm: PastMeeting,
     participants: Vec<Participant>,

@@ -116,6 +116,8 @@ impl ZoomConfig {
         if !(1..=300).contains(&self.page_size) {
             return Err(key_err("sources.zoom.page_size", "must be between 1 and 300 (Zoom's maximum)"));
         }
+        crate::config::check_span("sources.zoom.recording_deadline_minutes", self.recording_deadline_minutes, 60)?;
+        crate::config::check_span("sources.zoom.lookback_days", self.lookback_days, 86_400)?;
         if !["none", "local", "cloud"].contains(&self.auto_recording.as_str()) {
             return Err(key_err("sources.zoom.auto_recording", "expected \"none\", \"local\" or \"cloud\""));
         }
