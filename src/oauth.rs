@@ -470,8 +470,8 @@ mod tests {
         let days = chrono::Duration::days(30);
         assert_eq!(t.refresh_expires_at(Some(days), now()), Some(crate::session::ts(now() + days)));
         assert_eq!(t.refresh_expires_at(None, now()), None);
-        let t = TokenResponse::parse(r#"{"access_token":"a","refresh_token":"r","refresh_token_expires_in":60}"#)
-            .unwrap();
+        let t =
+            TokenResponse::parse(r#"{"access_token":"a","refresh_token":"r","refresh_token_expires_in":60}"#).unwrap();
         let minute = crate::session::ts(now() + chrono::Duration::seconds(60));
         assert_eq!(t.refresh_expires_at(Some(days), now()), Some(minute));
     }

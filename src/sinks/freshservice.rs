@@ -192,10 +192,7 @@ mod tests {
     /// the `<` in the `rel="next"` part panicked with "begin > end" when slicing.
     #[test]
     fn stray_angle_bracket_is_no_panic() {
-        assert_eq!(
-            link(r#" https://x.test/c?page=1>; r2l="next<rel="next" "#),
-            None,
-        );
+        assert_eq!(link(r#" https://x.test/c?page=1>; r2l="next<rel="next" "#), None,);
         assert_eq!(link(r#"x> <https://x.test/c?page=3>; rel="next""#).as_deref(), Some("https://x.test/c?page=3"));
     }
 }
