@@ -56,24 +56,9 @@ pub async fn insert(
     Ok(id)
 }
 
-/// Links whose code equals the session's code or its external id (manual links may name either).
-pub async fn for_session(
-    pool: &sqlx::SqlitePool,
-    code_norm: Option<&str>,
-    external_id: &str,
-) -> Result<Vec<TicketLink>> {
-    Ok(sqlx::query_as(
-        "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
-         WHERE session_code_norm = ? OR session_code_norm = ? ORDER BY id",
-    )
-    .bind(code_norm.unwrap_or("\u{0}"))
-    .bind(normalize_code(external_id))
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Links for a batch of sessions: by normalized code, each list in id order (see
-/// [`for_session`]; one query for the batch instead of one per session).
+/// Links for a batch of sessions, by normalized code, each list in id order: the matcher
+/// looks a session up by its code and by its external id (manual links may name either),
+/// one query for the whole batch.
 pub async fn for_codes(tx: &mut Tx<'_>, codes: &[&str]) -> Result<HashMap<String, Vec<TicketLink>>> {
     let rows: Vec<TicketLink> = sqlx::query_as(
         "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
