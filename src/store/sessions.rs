@@ -117,24 +117,18 @@ pub async fn upsert_many(
         let s = records[i];
         let key = (s.vendor.clone(), s.external_id.clone());
         let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
-        if old_hash == hashes[i] && vanished.is_none() {
-            touched.push(id);
-            out[i] = Some((id, Upsert::Unchanged));
-            continue;
-        }
         if old_hash == hashes[i] {
-            sqlx::query("UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL WHERE id = ?")
-                .bind(&now)
-                .bind(walk_id)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            chain.push(Event {
-                kind: "session_reappeared",
-                vendor: Some(&s.vendor),
-                session_id: Some(id),
-                ..Default::default()
-            });
+            // Seen again unchanged: one update for all of them below; a session the vendor
+            // had stopped returning is back, and that is an audit event.
+            touched.push(id);
+            if vanished.is_some() {
+                chain.push(Event {
+                    kind: "session_reappeared",
+                    vendor: Some(&s.vendor),
+                    session_id: Some(id),
+                    ..Default::default()
+                });
+            }
             out[i] = Some((id, Upsert::Unchanged));
         } else {
             update_changed(tx, id, s, &hashes[i], &now, walk_id).await?;
@@ -153,7 +147,7 @@ pub async fn upsert_many(
     }
     if !touched.is_empty() {
         sqlx::query(
-            "UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id)
+            "UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
              WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(&now)
@@ -368,10 +362,10 @@ pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?)
 }
 
-/// Ended, unmatched sessions the matcher has not examined at their current revision.
-/// Sessions waiting for the matcher with an id above `after`, in id order. A pass walks
-/// them with `after` = the last id it saw, so each batch starts where the last one ended
-/// instead of re-scanning every row already examined (linear, not quadratic, in the table).
+/// Ended, unmatched sessions the matcher has not examined at their current revision, with
+/// an id above `after`, in id order. A pass walks them with `after` = the last id it saw,
+/// so each batch starts where the last one ended instead of re-scanning every row already
+/// examined (linear, not quadratic, in the table).
 pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
