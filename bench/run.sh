@@ -54,7 +54,7 @@ base_url = "${3%/api/v1}"
 schedule = "* * * * *"
 auth = "script"
 token_file = "$W/tv_token"
-initial_lookback_days = 36500
+initial_lookback_days = 3650
 [sinks.webhook]
 url = "$SINK_URL"
 secret_file = "$W/webhook_secret"
@@ -66,7 +66,7 @@ TOML
 limit() { # <n> <api url>
   local dir=$W/pages.$1 from off="" i=0 next
   mkdir -p "$dir"
-  from=$(date -u -d "-36500 days" +%Y-%m-%dT%H:%M:%SZ)
+  from=$(date -u -d "-3650 days" +%Y-%m-%dT%H:%M:%SZ)
   local t0; t0=$(date +%s.%N)
   while :; do
     i=$((i + 1))

@@ -123,14 +123,18 @@ async fn ingest(config: PathBuf) -> Result<()> {
     let t = Instant::now();
     let cancel = tokio_util::sync::CancellationToken::new();
     let (mut pages, mut records, mut inserted, mut quarantined) = (0, 0, 0, 0);
+    // Ended sessions are matched in their page's transaction (the store's page hook, as in
+    // the daemon); the pass then finds only what that left.
+    let mut m = ticketsync::pipeline::MatchStats::default();
     for (src, _) in &app.sources {
         let s = src.poll(&app.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
         anyhow::ensure!(s.complete, "{}: poll stopped before the last page", src.name());
         (pages, records, inserted, quarantined) =
             (pages + s.pages, records + s.records, inserted + s.inserted, quarantined + s.quarantined);
+        (m.matched, m.enqueued) = (m.matched + s.matched, m.enqueued + s.enqueued);
     }
     let polled = t.elapsed();
-    let m = app.match_pass().await?;
+    m.add(app.match_pass().await?);
     println!(
         "pages={pages} records={records} inserted={inserted} quarantined={quarantined} matched={} enqueued={} \
          poll_s={:.3} total_s={:.3}",

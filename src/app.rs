@@ -88,6 +88,10 @@ impl App {
             );
         }
         let policy = DeliveryPolicy::from_config(&config.outbox);
+        let store = match crate::pipeline::InlineMatch::for_rules(&rules, &routes, config.notes_tz()) {
+            Some(m) => store.with_page_hook(Arc::new(m)),
+            None => store,
+        };
         Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy })
     }
 
@@ -118,6 +122,8 @@ impl App {
                 Err(_) => {}
             }
             let stats = polled.with_context(|| format!("polling {}", src.name()))?;
+            report.matched.matched += stats.matched;
+            report.matched.enqueued += stats.enqueued;
             report.polled.push((src.name().to_string(), stats));
         }
         let passes = async {
@@ -127,7 +133,8 @@ impl App {
         };
         match passes.await {
             Ok((m, d)) => {
-                (report.matched, report.delivered) = (m, d);
+                report.matched.add(m);
+                report.delivered = d;
                 Ok(report)
             }
             Err(e) => {

@@ -106,7 +106,8 @@ pub async fn run(app: App) -> Result<()> {
                 match result {
                     Ok(stats) => {
                         tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
-                            updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, complete = stats.complete, "poll finished");
+                            updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, matched = stats.matched,
+                            enqueued = stats.enqueued, complete = stats.complete, "poll finished");
                         wake.notify_one();
                     }
                     Err(e) => {

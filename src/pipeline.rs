@@ -12,6 +12,7 @@ use crate::note::Note;
 use crate::sinks::routing::Route;
 use crate::sinks::{SinkErrorKind, TicketSink};
 use crate::store::outbox::{self, Delivery, Outcome};
+use crate::store::sessions::StoredSession;
 use crate::store::{audit, links, Store, StoreError};
 
 pub type Sinks = Arc<HashMap<String, Arc<dyn TicketSink>>>;
@@ -21,6 +22,14 @@ pub struct MatchStats {
     pub examined: u64,
     pub matched: u64,
     pub enqueued: u64,
+}
+
+impl MatchStats {
+    pub fn add(&mut self, o: MatchStats) {
+        self.examined += o.examined;
+        self.matched += o.matched;
+        self.enqueued += o.enqueued;
+    }
 }
 
 /// Match every ended, not yet matched session that changed since it was last examined.
@@ -67,12 +76,37 @@ pub async fn match_pending_with(
             return Ok(stats);
         };
         after = last.id;
+        let ctx = MatchContext { rules, routes, hits, tz };
+        let batch: Vec<&StoredSession> = batch.iter().collect();
+        stats.add(ctx.match_batch(&mut tx, &batch).await?);
+        tx.commit().await?;
+    }
+}
+
+/// What a matching pass decides with: the rules, the routes to the sinks, the tickets the
+/// sinks found by their session-code field, the notes' time zone.
+struct MatchContext<'a> {
+    rules: &'a [Rule],
+    routes: &'a [Route],
+    hits: &'a TicketFieldHits,
+    tz: chrono_tz::Tz,
+}
+
+impl MatchContext<'_> {
+    /// Match a batch of ended, unmatched sessions in `tx`: each match is recorded and its
+    /// note queued for the sinks whose route accepts it; every session of the batch is then
+    /// marked examined at its revision (a new link or a vendor-side change clears the mark).
+    async fn match_batch(
+        &self,
+        tx: &mut crate::store::Tx<'_>,
+        batch: &[&StoredSession],
+    ) -> Result<MatchStats, StoreError> {
+        let mut stats = MatchStats::default();
         let ext_norms: Vec<String> = batch.iter().map(|s| crate::session::normalize_code(&s.external_id)).collect();
         let mut codes: Vec<&str> = batch.iter().filter_map(|s| s.session_code_norm.as_deref()).collect();
         codes.extend(ext_norms.iter().map(String::as_str));
-        let links_by_code = links::for_codes(&mut tx, &codes).await?;
-        let mut chain = audit::Chain::load(&mut tx).await?;
-        let mut unmatched = Vec::new();
+        let links_by_code = links::for_codes(tx, &codes).await?;
+        let mut chain = audit::Chain::load(tx).await?;
         for (s, ext_norm) in batch.iter().zip(&ext_norms) {
             stats.examined += 1;
             let mut link_rows: Vec<&links::TicketLink> = [s.session_code_norm.as_deref(), Some(ext_norm.as_str())]
@@ -92,7 +126,7 @@ pub async fn match_pending_with(
                     kind: &l.kind,
                 })
                 .collect();
-            if let (Some((ticket, _)), Some(code)) = (hits.get(&s.id), s.session_code_norm.as_deref()) {
+            if let (Some((ticket, _)), Some(code)) = (self.hits.get(&s.id), s.session_code_norm.as_deref()) {
                 facts_links.push(LinkFact {
                     vendor: &s.vendor,
                     code_norm: code,
@@ -108,20 +142,19 @@ pub async fn match_pending_with(
                 description: s.description.as_deref(),
                 custom_api: s.custom_api.as_deref(),
             };
-            let Some(m) = matcher::match_session(&facts, &facts_links, rules) else {
-                unmatched.push(s.id);
+            let Some(m) = matcher::match_session(&facts, &facts_links, self.rules) else {
                 continue;
             };
-            if !links::record_match_in(&mut tx, &mut chain, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
+            if !links::record_match_in(tx, &mut chain, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
                 continue;
             }
             stats.matched += 1;
             tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
-            let note = crate::report::session_note(s, tz);
+            let note = crate::report::session_note(s, self.tz);
             let note_json = serde_json::to_string(&note).expect("notes serialize");
-            for route in routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
+            for route in self.routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
                 let queued = outbox::enqueue_in(
-                    &mut tx,
+                    tx,
                     &mut chain,
                     &route.sink,
                     &m.ticket_id,
@@ -137,9 +170,51 @@ pub async fn match_pending_with(
                 }
             }
         }
-        crate::store::sessions::mark_match_checked(&mut tx, &unmatched).await?;
-        chain.flush(&mut tx).await?;
-        tx.commit().await?;
+        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+        crate::store::sessions::mark_match_checked(tx, &ids).await?;
+        chain.flush(tx).await?;
+        Ok(stats)
+    }
+}
+
+/// The matcher in the transaction of each page of new sessions (`Store::with_page_hook`):
+/// the ended ones are matched there and then, exactly as a matching pass would, so that
+/// ingest does not read every new session back and mark it with a second write. Running
+/// sessions and changed ones are left to the pass. Not used with the `ticket_field` rule:
+/// its lookups ask the sinks over the network, which never happens inside a transaction.
+#[derive(Debug)]
+pub struct InlineMatch {
+    pub rules: Vec<Rule>,
+    pub routes: Vec<Route>,
+    pub tz: chrono_tz::Tz,
+}
+
+impl InlineMatch {
+    /// `None` when the rules need the sinks' session-code lookups (see above).
+    pub fn for_rules(rules: &[Rule], routes: &[Route], tz: chrono_tz::Tz) -> Option<InlineMatch> {
+        (!rules.iter().any(|r| matches!(r, Rule::TicketField))).then(|| InlineMatch {
+            rules: rules.to_vec(),
+            routes: routes.to_vec(),
+            tz,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::PageHook for InlineMatch {
+    async fn fresh_sessions(
+        &self,
+        tx: &mut crate::store::Tx<'_>,
+        fresh: &[(i64, &crate::session::NewSession)],
+    ) -> Result<MatchStats, StoreError> {
+        let ended: Vec<StoredSession> =
+            fresh.iter().filter(|(_, s)| s.ended_at.is_some()).map(|(id, s)| StoredSession::from_new(*id, s)).collect();
+        if ended.is_empty() {
+            return Ok(MatchStats::default());
+        }
+        let hits = TicketFieldHits::new();
+        let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz };
+        ctx.match_batch(tx, &ended.iter().collect::<Vec<_>>()).await
     }
 }
 

@@ -23,8 +23,26 @@ pub struct PollStats {
     pub updated: u64,
     pub quarantined: u64,
     pub vanished: u64,
+    /// New sessions matched to a ticket in their page's transaction (the store's page hook).
+    pub matched: u64,
+    /// Notes queued for those matches.
+    pub enqueued: u64,
     /// The walk reached the last page (false when cancelled between pages).
     pub complete: bool,
+}
+
+impl PollStats {
+    /// Add the counts of `o` (a page, or another walk); `complete` is left as it is.
+    pub fn add(&mut self, o: &PollStats) {
+        self.pages += o.pages;
+        self.records += o.records;
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.quarantined += o.quarantined;
+        self.vanished += o.vanished;
+        self.matched += o.matched;
+        self.enqueued += o.enqueued;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +131,20 @@ pub async fn commit_page(
     let mut tx = store.begin().await?;
     let mut page = PollStats::default();
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
-    for (_, outcome) in sessions::upsert_many(&mut tx, &good, Some(walk_id)).await? {
+    let mut fresh = Vec::new();
+    for ((id, outcome), s) in sessions::upsert_many(&mut tx, &good, Some(walk_id)).await?.into_iter().zip(&good) {
         match outcome {
-            Upsert::Inserted => page.inserted += 1,
+            Upsert::Inserted => {
+                page.inserted += 1;
+                fresh.push((id, *s));
+            }
             Upsert::Updated => page.updated += 1,
             Upsert::Unchanged => {}
         }
+    }
+    if let Some(hook) = store.page_hook().filter(|_| !fresh.is_empty()) {
+        let m = hook.fresh_sessions(&mut tx, &fresh).await?;
+        (page.matched, page.enqueued) = (m.matched, m.enqueued);
     }
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {
         tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
@@ -130,12 +156,8 @@ pub async fn commit_page(
     }
     cursors::save(&mut tx, source, cursor_json, complete.is_some()).await?;
     tx.commit().await?;
-    stats.pages += 1;
-    stats.records += records.len() as u64;
-    stats.inserted += page.inserted;
-    stats.updated += page.updated;
-    stats.quarantined += page.quarantined;
-    stats.vanished += page.vanished;
+    (page.pages, page.records) = (1, records.len() as u64);
+    stats.add(&page);
     Ok(())
 }
 

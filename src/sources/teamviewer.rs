@@ -367,12 +367,24 @@ impl Source for TeamViewerSource {
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         let mut stats = PollStats::default();
+        // While a page commits (on its own task: SQLite's work is on sqlx's worker thread,
+        // and it needs this task only between statements) the next page is fetched and
+        // decoded here. Pages still commit one after the other, each with its cursor; a
+        // prefetched page whose predecessor failed to commit is dropped with the error.
+        let fetch = |offset: Option<String>| async move {
+            let page = self.api.connections_page(from, offset.as_deref()).await?;
+            let records = page.sessions(Utc::now());
+            Ok::<_, SourceError>((page, records))
+        };
+        let mut prefetched = None;
         loop {
             if cancel.is_cancelled() {
                 return Ok(stats);
             }
-            let page = self.api.connections_page(from, walk.offset_id.as_deref()).await?;
-            let records = page.sessions(Utc::now());
+            let (page, records) = match prefetched.take() {
+                Some(p) => p?,
+                None => fetch(walk.offset_id.clone()).await?,
+            };
             for s in records.iter().flatten() {
                 let st = ts(s.started_at);
                 if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
@@ -390,16 +402,15 @@ impl Source for TeamViewerSource {
             if more && !stuck {
                 walk.offset_id = page.next_offset.clone();
                 cur.walk = Some(walk.clone());
-                commit_page(
-                    store,
-                    VENDOR,
-                    &records,
-                    &walk.id,
-                    &serde_json::to_string(&cur).unwrap_or_default(),
-                    None,
-                    &mut stats,
-                )
-                .await?;
+                let (store, walk_id, cursor) =
+                    (store.clone(), walk.id.clone(), serde_json::to_string(&cur).unwrap_or_default());
+                let commit = tokio::spawn(async move {
+                    let mut page_stats = PollStats::default();
+                    commit_page(&store, VENDOR, &records, &walk_id, &cursor, None, &mut page_stats).await?;
+                    Ok::<_, SourceError>(page_stats)
+                });
+                prefetched = Some(fetch(walk.offset_id.clone()).await);
+                stats.add(&commit.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?);
             } else {
                 cur.walk = None;
                 // Vanished detection only for a clean walk: a stuck cursor may have skipped records.

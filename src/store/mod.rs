@@ -50,6 +50,23 @@ pub struct Store {
     pub pool: SqlitePool,
     /// The last write the disk refused, until a write succeeds again (`/readyz`, metrics).
     writes: std::sync::Arc<WriteHealth>,
+    /// Work done in the transaction of each page of new sessions (see [`PageHook`]).
+    page_hook: Option<std::sync::Arc<dyn PageHook>>,
+}
+
+/// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
+/// the matcher here, so that a page is matched and its notes queued in the transaction that
+/// stores it: the matcher does not read each new session back, nor mark it examined with an
+/// update of its own, and a crash can still only lose the whole page (which is re-fetched
+/// from the saved cursor). Sessions it leaves unexamined go to the matching pass as before.
+#[async_trait::async_trait]
+pub trait PageHook: Send + Sync + std::fmt::Debug {
+    /// `fresh`: the sessions this page inserted, with their new ids.
+    async fn fresh_sessions(
+        &self,
+        tx: &mut Tx<'_>,
+        fresh: &[(i64, &crate::session::NewSession)],
+    ) -> Result<crate::pipeline::MatchStats>;
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +121,7 @@ impl Store {
         Ok(Store {
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
+            page_hook: None,
         })
     }
 
@@ -124,6 +142,7 @@ impl Store {
         Ok(Store {
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
+            page_hook: None,
         })
     }
 
@@ -158,6 +177,16 @@ impl Store {
     /// `(since, error)` while writes are refused.
     pub fn write_failure(&self) -> Option<(String, String)> {
         self.writes.failing.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This store with `hook` run in the transaction of every page of new sessions.
+    pub fn with_page_hook(mut self, hook: std::sync::Arc<dyn PageHook>) -> Store {
+        self.page_hook = Some(hook);
+        self
+    }
+
+    pub fn page_hook(&self) -> Option<&dyn PageHook> {
+        self.page_hook.as_deref()
     }
 
     pub fn path(&self) -> &str {

@@ -197,7 +197,8 @@ async fn update_changed(
         "UPDATE sessions SET session_code = ?, session_code_norm = ?, technician = ?, technician_id = ?, device = ?,
          device_id = ?, group_name = ?, started_at = ?, ended_at = ?, duration_s = ?, notes = ?, description = ?,
          custom_api = ?, customer_name = ?, customer_email = ?, raw_json = ?, content_hash = ?,
-         revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
+         revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL,
+         match_checked_rev = NULL
          WHERE id = ?",
     )
     .bind(&s.session_code)
@@ -362,15 +363,16 @@ pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?)
 }
 
-/// Ended, unmatched sessions the matcher has not examined at their current revision, with
-/// an id above `after`, in id order. A pass walks them with `after` = the last id it saw,
-/// so each batch starts where the last one ended instead of re-scanning every row already
-/// examined (linear, not quadratic, in the table).
+/// Ended, unmatched sessions the matcher has not examined since they last changed, with an
+/// id above `after`, in id order. A pass walks them with `after` = the last id it saw, so
+/// each batch starts where the last one ended. The conditions are those of the partial
+/// index `sessions_to_match`: a pass reads only the sessions waiting for it, not the table
+/// (a change or a new link clears `match_checked_rev`; see `update_changed`).
 pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
-         WHERE s.id > ? AND m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL
-           AND (s.match_checked_rev IS NULL OR s.match_checked_rev < s.revision)
+         WHERE s.id > ? AND s.ended_at IS NOT NULL AND s.match_checked_rev IS NULL AND m.session_id IS NULL
+           AND s.vanished_at IS NULL
          ORDER BY s.id LIMIT ?"
     ))
     .bind(after)
@@ -379,7 +381,7 @@ pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit:
     .await?)
 }
 
-/// Mark sessions the matcher examined without a match as checked at their current revision
+/// Mark sessions the matcher examined, matched or not, as checked at their current revision
 /// (inside the transaction that read them, so a concurrent update cannot be skipped).
 pub async fn mark_match_checked(tx: &mut Tx<'_>, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
@@ -390,4 +392,30 @@ pub async fn mark_match_checked(tx: &mut Tx<'_>, ids: &[i64]) -> Result<()> {
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+impl StoredSession {
+    /// The row `upsert_many` inserts for `s` with this id, as the matcher reads it back.
+    pub fn from_new(id: i64, s: &NewSession) -> StoredSession {
+        StoredSession {
+            id,
+            vendor: s.vendor.clone(),
+            external_id: s.external_id.clone(),
+            session_code: s.session_code.clone(),
+            session_code_norm: s.session_code.as_deref().map(normalize_code),
+            technician: s.technician.clone(),
+            device: s.device.clone(),
+            device_id: s.device_id.clone(),
+            group_name: s.group_name.clone(),
+            started_at: ts(s.started_at),
+            ended_at: s.ended_at.map(ts),
+            duration_s: s.duration_s(),
+            notes: s.notes.clone(),
+            description: s.description.clone(),
+            custom_api: s.custom_api.clone(),
+            customer_name: s.customer_name.clone(),
+            revision: 1,
+            raw_json: s.raw_json.clone(),
+        }
+    }
 }

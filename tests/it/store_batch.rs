@@ -121,3 +121,84 @@ async fn a_page_larger_than_one_insert_statement_stores_every_record() {
     assert!(kinds.iter().zip(&out).all(|((k, sid), (id, _))| k == "session_seen" && *sid == Some(*id)));
     assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 1234, .. }));
 }
+
+/// The matcher in the page's transaction (`InlineMatch`, the store's page hook): new ended
+/// sessions are matched and their notes queued as the page commits, each is marked examined,
+/// and the matching pass afterwards has nothing to read; a running session, and a session
+/// the vendor changes later, are left to the pass.
+#[tokio::test]
+async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_waits() {
+    use std::sync::Arc;
+    use ticketsync::pipeline::{match_pending_routed, InlineMatch};
+    use ticketsync::sinks::routing::Route;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = ticketsync::matcher::compile_all(&ticketsync::config::MatchConfig::default().rules).unwrap();
+    let routes = vec![Route::all("webhook")];
+    let hook = InlineMatch::for_rules(&rules, &routes, chrono_tz::UTC).expect("default rules match inline");
+    let store = temp_store(dir.path()).await.with_page_hook(Arc::new(hook));
+
+    let mut with_ticket = session("1", "done");
+    with_ticket.custom_api = Some(r#"{"ticket_id":"4711"}"#.into());
+    let without = session("2", "nothing to go by");
+    let mut running = session("3", "still on");
+    running.custom_api = Some(r#"{"ticket_id":"4712"}"#.into());
+    running.ended_at = None;
+    let page: Vec<Result<NewSession, ticketsync::sources::Rejected>> =
+        vec![Ok(with_ticket), Ok(without.clone()), Ok(running.clone())];
+    let mut stats = ticketsync::sources::PollStats::default();
+    ticketsync::sources::commit_page(&store, "teamviewer", &page, "w1", "{}", None, &mut stats).await.unwrap();
+    assert_eq!((stats.inserted, stats.matched, stats.enqueued), (3, 1, 1), "{stats:?}");
+
+    let rows: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT s.external_id, s.match_checked_rev, m.ticket_id FROM sessions s
+         LEFT JOIN matches m ON m.session_id = s.id ORDER BY s.external_id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [("1".into(), Some(1), Some("4711".into())), ("2".into(), Some(1), None), ("3".into(), None, None)],
+        "ended sessions examined in the page; the running one waits"
+    );
+    let queued: Vec<(String, String)> =
+        sqlx::query_as("SELECT sink, ticket_id FROM deliveries").fetch_all(&store.pool).await.unwrap();
+    assert_eq!(queued, [("webhook".into(), "4711".into())]);
+    let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
+    assert_eq!(m.examined, 0, "nothing left for the pass: {m:?}");
+
+    // The running session ends and the vendor rewrites the unmatched one's notes: both are
+    // changes, which the pass examines (and matches the one with a ticket) once.
+    let mut ended = running;
+    ended.ended_at = Some(ended.started_at + Duration::minutes(50));
+    ended.raw_json = r#"{"id":"3","ended":true}"#.into();
+    let mut changed = without;
+    changed.notes = Some("ticket unknown".into());
+    changed.raw_json = r#"{"id":"2","notes":"ticket unknown"}"#.into();
+    let page = vec![Ok(ended), Ok(changed)];
+    ticketsync::sources::commit_page(&store, "teamviewer", &page, "w2", "{}", None, &mut stats).await.unwrap();
+    let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
+    assert_eq!((m.examined, m.matched, m.enqueued), (2, 1, 1), "{m:?}");
+    let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
+    assert_eq!(m.examined, 0, "examined once: {m:?}");
+    let tickets: Vec<String> =
+        sqlx::query_scalar("SELECT ticket_id FROM deliveries ORDER BY id").fetch_all(&store.pool).await.unwrap();
+    assert_eq!(tickets, ["4711", "4712"]);
+    let kinds = audit_kinds(&store.pool).await;
+    assert_eq!(kinds.len(), 9, "3 seen, 1 matched + 1 queued, 2 updated, 1 matched + 1 queued: {kinds:?}");
+    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 9, .. }));
+}
+
+#[test]
+fn the_ticket_field_rule_keeps_matching_out_of_the_page_transaction() {
+    use ticketsync::config::{RuleConfig, RuleKind};
+    let cfg = [RuleKind::TicketField, RuleKind::CustomApi].map(|kind| RuleConfig {
+        kind,
+        json_key: None,
+        pattern: None,
+        fields: None,
+    });
+    let rules = ticketsync::matcher::compile_all(&cfg).unwrap();
+    assert!(ticketsync::pipeline::InlineMatch::for_rules(&rules, &[], chrono_tz::UTC).is_none());
+}
