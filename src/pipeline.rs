@@ -107,6 +107,7 @@ impl MatchContext<'_> {
         codes.extend(ext_norms.iter().map(String::as_str));
         let links_by_code = links::for_codes(tx, &codes).await?;
         let mut chain = audit::Chain::load(tx).await?;
+        let mut decided = Vec::new();
         for (s, ext_norm) in batch.iter().zip(&ext_norms) {
             stats.examined += 1;
             let mut link_rows: Vec<&links::TicketLink> = [s.session_code_norm.as_deref(), Some(ext_norm.as_str())]
@@ -142,34 +143,44 @@ impl MatchContext<'_> {
                 description: s.description.as_deref(),
                 custom_api: s.custom_api.as_deref(),
             };
-            let Some(m) = matcher::match_session(&facts, &facts_links, self.rules) else {
-                continue;
-            };
-            if !links::record_match_in(tx, &mut chain, s.id, &s.vendor, &m.ticket_id, m.rule, &m.detail).await? {
-                continue;
+            if let Some(m) = matcher::match_session(&facts, &facts_links, self.rules) {
+                decided.push((s, m));
             }
+        }
+        // The batch's matches in one statement, then its notes in one more.
+        let new_matches: Vec<links::NewMatch<'_>> = decided
+            .iter()
+            .map(|(s, m)| links::NewMatch {
+                session_id: s.id,
+                vendor: &s.vendor,
+                ticket_id: &m.ticket_id,
+                rule: m.rule,
+                detail: &m.detail,
+            })
+            .collect();
+        let recorded = links::record_matches_in(tx, &mut chain, &new_matches).await?;
+        let mut notes = Vec::new();
+        for (s, m) in decided.iter().filter(|(s, _)| recorded.contains(&s.id)) {
             stats.matched += 1;
             tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
             let note = crate::report::session_note(s, self.tz);
-            let note_json = serde_json::to_string(&note).expect("notes serialize");
-            for route in self.routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)) {
-                let queued = outbox::enqueue_in(
-                    tx,
-                    &mut chain,
-                    &route.sink,
-                    &m.ticket_id,
-                    Some(s.id),
-                    None,
-                    "session_report",
-                    &note.marker,
-                    &note_json,
-                )
-                .await?;
-                if queued.is_some() {
-                    stats.enqueued += 1;
-                }
-            }
+            let json = serde_json::to_string(&note).expect("notes serialize");
+            notes.push((s, m, note.marker, json));
         }
+        let rows: Vec<outbox::NewDelivery<'_>> = notes
+            .iter()
+            .flat_map(|(s, m, marker, json)| {
+                self.routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)).map(|r| outbox::NewDelivery {
+                    sink: &r.sink,
+                    ticket_id: &m.ticket_id,
+                    session_id: s.id,
+                    kind: "session_report",
+                    marker,
+                    note_json: json,
+                })
+            })
+            .collect();
+        stats.enqueued += outbox::enqueue_many_in(tx, &mut chain, &rows).await?.iter().flatten().count() as u64;
         let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
         crate::store::sessions::mark_match_checked(tx, &ids).await?;
         chain.flush(tx).await?;

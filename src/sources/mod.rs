@@ -130,9 +130,74 @@ pub async fn commit_page(
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     let mut page = PollStats::default();
+    write_page(&mut tx, store, source, records, walk_id, cursor_json, complete, &mut page).await?;
+    tx.commit().await?;
+    stats.add(&page);
+    Ok(())
+}
+
+/// A page transaction a poll keeps open for the pages that follow, while they arrive faster
+/// than they are written (see `TeamViewerSource::poll`). Bounded so that other writers (the
+/// outbox, the matcher) wait at most about a second for the write lock, and a crash re-reads
+/// at most a few pages.
+pub struct OpenTx {
+    tx: crate::store::Tx<'static>,
+    since: std::time::Instant,
+    /// Counts of the pages written and not yet committed.
+    pending: PollStats,
+}
+
+impl OpenTx {
+    /// At most this many records, or this long, per transaction.
+    const MAX_RECORDS: u64 = 5_000;
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub async fn begin(store: &Store) -> Result<OpenTx, StoreError> {
+        Ok(OpenTx { tx: store.begin().await?, since: std::time::Instant::now(), pending: PollStats::default() })
+    }
+
+    pub async fn write(
+        &mut self,
+        store: &Store,
+        source: &str,
+        records: &[Result<NewSession, Rejected>],
+        walk_id: &str,
+        cursor_json: &str,
+        complete: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        write_page(&mut self.tx, store, source, records, walk_id, cursor_json, complete, &mut self.pending).await
+    }
+
+    /// Time to commit: the transaction holds enough records, or has held the lock long enough.
+    pub fn full(&self) -> bool {
+        self.pending.records >= Self::MAX_RECORDS || self.since.elapsed() >= Self::MAX_AGE
+    }
+
+    /// Commit; the counts of the pages it held.
+    pub async fn commit(self) -> Result<PollStats, StoreError> {
+        self.tx.commit().await?;
+        Ok(self.pending)
+    }
+}
+
+/// Write one page (sessions, quarantined records, the cursor) into `tx` and add its counts
+/// to `stats`; the caller commits. Several pages may share a transaction: each writes its
+/// own cursor, so a commit always leaves the cursor of the last page it holds.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_page(
+    tx: &mut crate::store::Tx<'_>,
+    store: &Store,
+    source: &str,
+    records: &[Result<NewSession, Rejected>],
+    walk_id: &str,
+    cursor_json: &str,
+    complete: Option<(&str, &str)>,
+    stats: &mut PollStats,
+) -> Result<(), StoreError> {
+    let mut page = PollStats::default();
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
     let mut fresh = Vec::new();
-    for ((id, outcome), s) in sessions::upsert_many(&mut tx, &good, Some(walk_id)).await?.into_iter().zip(&good) {
+    for ((id, outcome), s) in sessions::upsert_many(tx, &good, Some(walk_id)).await?.into_iter().zip(&good) {
         match outcome {
             Upsert::Inserted => {
                 page.inserted += 1;
@@ -143,19 +208,18 @@ pub async fn commit_page(
         }
     }
     if let Some(hook) = store.page_hook().filter(|_| !fresh.is_empty()) {
-        let m = hook.fresh_sessions(&mut tx, &fresh).await?;
+        let m = hook.fresh_sessions(tx, &fresh).await?;
         (page.matched, page.enqueued) = (m.matched, m.enqueued);
     }
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {
         tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
-        sessions::quarantine(&mut tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
+        sessions::quarantine(tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
         page.quarantined += 1;
     }
     if let Some((from, to)) = complete {
-        page.vanished = sessions::mark_vanished(&mut tx, source, from, to, walk_id).await?;
+        page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
     }
-    cursors::save(&mut tx, source, cursor_json, complete.is_some()).await?;
-    tx.commit().await?;
+    cursors::save(tx, source, cursor_json, complete.is_some()).await?;
     (page.pages, page.records) = (1, records.len() as u64);
     stats.add(&page);
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{commit_page, PollStats, Source, SourceError};
+use super::{PollStats, Source, SourceError};
 use crate::config::{TeamViewerAuth, TeamViewerConfig};
 use crate::note::Link;
 use crate::oauth::OAuthClient;
@@ -367,22 +368,34 @@ impl Source for TeamViewerSource {
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         let mut stats = PollStats::default();
-        // While a page commits (on its own task: SQLite's work is on sqlx's worker thread,
+        // While a page is written (on its own task: SQLite's work is on sqlx's worker thread,
         // and it needs this task only between statements) the next page is fetched and
-        // decoded here. Pages still commit one after the other, each with its cursor; a
-        // prefetched page whose predecessor failed to commit is dropped with the error.
+        // decoded here. Pages are written one after the other, each with its cursor, and a
+        // transaction takes further pages while the next one is already fetched, up to
+        // `open_tx`'s bounds: on a backlog, fewer commits rewrite the same index pages less
+        // often. A crash loses only uncommitted pages, which the committed cursor re-reads.
         let fetch = |offset: Option<String>| async move {
             let page = self.api.connections_page(from, offset.as_deref()).await?;
             let records = page.sessions(Utc::now());
             Ok::<_, SourceError>((page, records))
         };
         let mut prefetched = None;
+        let mut open: Option<super::OpenTx> = None;
         loop {
             if cancel.is_cancelled() {
+                if let Some(t) = open.take() {
+                    stats.add(&t.commit().await?);
+                }
                 return Ok(stats);
             }
             let (page, records) = match prefetched.take() {
-                Some(p) => p?,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    if let Some(t) = open.take() {
+                        stats.add(&t.commit().await?);
+                    }
+                    return Err(e);
+                }
                 None => fetch(walk.offset_id.clone()).await?,
             };
             for s in records.iter().flatten() {
@@ -402,29 +415,40 @@ impl Source for TeamViewerSource {
             if more && !stuck {
                 walk.offset_id = page.next_offset.clone();
                 cur.walk = Some(walk.clone());
+                let mut t = match open.take() {
+                    Some(t) => t,
+                    None => super::OpenTx::begin(store).await?,
+                };
                 let (store, walk_id, cursor) =
                     (store.clone(), walk.id.clone(), serde_json::to_string(&cur).unwrap_or_default());
-                let commit = tokio::spawn(async move {
-                    let mut page_stats = PollStats::default();
-                    commit_page(&store, VENDOR, &records, &walk_id, &cursor, None, &mut page_stats).await?;
-                    Ok::<_, SourceError>(page_stats)
+                let next_ready = Arc::new(AtomicBool::new(false));
+                let ready = next_ready.clone();
+                let write = tokio::spawn(async move {
+                    t.write(&store, VENDOR, &records, &walk_id, &cursor, None).await?;
+                    // The transaction stays open only if the next page is already here: the
+                    // write lock is never held while waiting on the vendor.
+                    if t.full() || !ready.load(Ordering::Acquire) {
+                        return Ok::<_, SourceError>(Err(t.commit().await?));
+                    }
+                    Ok(Ok(t))
                 });
                 prefetched = Some(fetch(walk.offset_id.clone()).await);
-                stats.add(&commit.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?);
+                next_ready.store(true, Ordering::Release);
+                match write.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))? {
+                    Ok(t) => open = Some(t),
+                    Err(committed) => stats.add(&committed),
+                }
             } else {
                 cur.walk = None;
                 // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
                 let range = (!stuck).then_some((walk.from.as_str(), walk.started_at.as_str()));
-                commit_page(
-                    store,
-                    VENDOR,
-                    &records,
-                    &walk.id,
-                    &serde_json::to_string(&cur).unwrap_or_default(),
-                    range,
-                    &mut stats,
-                )
-                .await?;
+                let mut t = match open.take() {
+                    Some(t) => t,
+                    None => super::OpenTx::begin(store).await?,
+                };
+                t.write(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range)
+                    .await?;
+                stats.add(&t.commit().await?);
                 stats.complete = true;
                 return Ok(stats);
             }

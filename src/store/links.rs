@@ -122,6 +122,50 @@ pub async fn record_match_in(
     Ok(true)
 }
 
+/// A match the matcher decided: session, ticket, rule, what decided.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMatch<'a> {
+    pub session_id: i64,
+    pub vendor: &'a str,
+    pub ticket_id: &'a str,
+    pub rule: &'a str,
+    pub detail: &'a str,
+}
+
+/// [`record_match_in`] for a batch in one statement: the session ids whose match this
+/// recorded (a session matched meanwhile keeps its match and is left out), each audited.
+pub async fn record_matches_in(
+    tx: &mut Tx<'_>,
+    chain: &mut audit::Chain,
+    matches: &[NewMatch<'_>],
+) -> Result<std::collections::HashSet<i64>> {
+    let mut recorded = std::collections::HashSet::new();
+    let now = super::now();
+    // 5 parameters a row, far under SQLite's bound for any batch the matcher takes.
+    for chunk in matches.chunks(1000) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
+        );
+        q.push_values(chunk, |mut b, m| {
+            b.push_bind(m.session_id).push_bind(m.ticket_id).push_bind(m.rule).push_bind(m.detail).push_bind(&now);
+        });
+        q.push(" RETURNING session_id");
+        let ids: Vec<i64> = q.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
+        recorded.extend(ids);
+    }
+    for m in matches.iter().filter(|m| recorded.contains(&m.session_id)) {
+        chain.push(Event {
+            kind: "session_matched",
+            vendor: Some(m.vendor),
+            session_id: Some(m.session_id),
+            ticket_id: Some(m.ticket_id),
+            detail: Some(json!({"rule": m.rule, "detail": m.detail})),
+            ..Default::default()
+        });
+    }
+    Ok(recorded)
+}
+
 /// A session created for a ticket whose vendor session has not ended in the store yet.
 #[derive(Debug, Clone)]
 pub struct OpenLink {

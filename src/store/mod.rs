@@ -92,6 +92,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
+        let opts = match std::env::var("TICKETSYNC_EXP_CACHE_KIB") {
+            Ok(k) => opts.pragma("cache_size", format!("-{k}")),
+            Err(_) => opts,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_release(|conn, _| {

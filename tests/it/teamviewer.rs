@@ -121,6 +121,36 @@ async fn audit_kinds_for(store: &Store, ext: &str) -> Vec<String> {
     .expect("audit")
 }
 
+/// A poll keeps a page transaction open for the next page only while that page is already
+/// fetched: while the vendor is slow to answer, what was read is committed (and the write
+/// lock free for the outbox), never held for the vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_are_committed_while_the_vendor_is_slow_with_the_next() {
+    let sim = start_sim(SimOptions::default()).await;
+    sim.generate(2500, 7, Utc::now() - TimeDelta::hours(12));
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let src = std::sync::Arc::new(source(&script_cfg(&sim), &store, 0));
+    // Page 1 passes; page 2 is answered after 6 s.
+    sim.push_fault(Fault::new(CONNECTIONS, 0));
+    sim.push_fault(Fault { delay: Some(Duration::from_secs(6)), ..Fault::new(CONNECTIONS, 0) });
+    let polling = {
+        let (src, store) = (src.clone(), store.clone());
+        tokio::spawn(async move { src.poll(&store, &CancellationToken::new()).await })
+    };
+    let t = Instant::now();
+    while count(&store, "SELECT COUNT(*) FROM sessions").await < 1000 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 1000, "page 1 committed while page 2 is awaited");
+    assert!(!polling.is_finished(), "page 2 is still on its way");
+    let tx = store.begin().await.expect("the write lock is free");
+    tx.rollback().await.unwrap();
+    let stats = polling.await.unwrap().unwrap();
+    assert!(stats.complete);
+    assert_eq!((stats.pages, stats.inserted), (3, 2500));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     let sim = start_sim(SimOptions::default()).await;
