@@ -47,7 +47,10 @@ pub type Tx<'a> = Transaction<'a, Sqlite>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads, and single statements.
     pub pool: SqlitePool,
+    /// The one connection of the write transactions ([`Store::begin`]).
+    writer: SqlitePool,
     /// The last write the disk refused, until a write succeeds again (`/readyz`, metrics).
     writes: std::sync::Arc<WriteHealth>,
     /// Work done in the transaction of each page of new sessions (see [`PageHook`]).
@@ -76,6 +79,31 @@ struct WriteHealth {
     failing: std::sync::Mutex<Option<(String, String)>>,
 }
 
+/// The page cache of the writer connection, KiB (SQLite's default is 2 MiB per connection).
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
+
+fn pool_options(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new().max_connections(max).after_release(|conn, _| {
+        Box::pin(async move {
+            use sqlx::{Connection, Database, TransactionManager};
+            // SQLite rolls a transaction back by itself when a write hits a full disk
+            // or an I/O error; sqlx's own ROLLBACK then fails and its transaction depth
+            // stays at 1, so every later `BEGIN IMMEDIATE` on this connection would fail
+            // with "non-zero transaction depth", even once space is back. Such a
+            // connection is closed instead of pooled. A dropped transaction's rollback
+            // may still be queued: the ping lets it run before the depth is judged
+            // (only then: a ping on every release is a round trip per query).
+            let depth =
+                |c: &mut sqlx::SqliteConnection| <Sqlite as Database>::TransactionManager::get_transaction_depth(c);
+            if depth(conn) == 0 {
+                return Ok(true);
+            }
+            conn.ping().await?;
+            Ok(depth(conn) == 0)
+        })
+    })
+}
+
 impl Store {
     /// Open (creating if missing) and migrate. WAL, foreign keys, busy timeout, and
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
@@ -92,38 +120,23 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
-        let opts = match std::env::var("TICKETSYNC_EXP_CACHE_KIB") {
-            Ok(k) => opts.pragma("cache_size", format!("-{k}")),
-            Err(_) => opts,
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::{Connection, Database, TransactionManager};
-                    // SQLite rolls a transaction back by itself when a write hits a full disk
-                    // or an I/O error; sqlx's own ROLLBACK then fails and its transaction depth
-                    // stays at 1, so every later `BEGIN IMMEDIATE` on this connection would fail
-                    // with "non-zero transaction depth", even once space is back. Such a
-                    // connection is closed instead of pooled. A dropped transaction's rollback
-                    // may still be queued: the ping lets it run before the depth is judged
-                    // (only then: a ping on every release is a round trip per query).
-                    let depth = |c: &mut sqlx::SqliteConnection| {
-                        <Sqlite as Database>::TransactionManager::get_transaction_depth(c)
-                    };
-                    if depth(conn) == 0 {
-                        return Ok(true);
-                    }
-                    conn.ping().await?;
-                    Ok(depth(conn) == 0)
-                })
-            })
-            .connect_with(opts)
+        let open_err = |e| StoreError::Open { path: path.display().to_string(), source: e };
+        // Every write transaction goes through one connection (`begin`), so writers queue in
+        // the pool rather than spin on SQLite's lock, and only that connection carries the
+        // larger page cache a page of new sessions needs (random keys into the unique and
+        // code indexes: with SQLite's default 2 MiB, a 1 000-record page spilled and re-read
+        // its index pages many times over). Reads, and the odd single-statement write, use
+        // the other pool.
+        let writer = pool_options(1)
+            .acquire_timeout(busy_timeout.max(Duration::from_secs(1)))
+            .connect_with(opts.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
             .await
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
-        MIGRATOR.run(&pool).await?;
+            .map_err(open_err)?;
+        let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;
+        MIGRATOR.run(&writer).await?;
         Ok(Store {
             pool,
+            writer,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
         })
@@ -144,6 +157,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
         Ok(Store {
+            writer: pool.clone(),
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
@@ -200,7 +214,7 @@ impl Store {
     /// A write transaction that takes the write lock up front, so two writers never
     /// deadlock on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn integrity_check(&self) -> Result<String> {
