@@ -176,6 +176,7 @@ impl OpenTx {
     /// Commit; the counts of the pages it held.
     pub async fn commit(self) -> Result<PollStats, StoreError> {
         self.tx.commit().await?;
+        tracing::debug!(pages = self.pending.pages, records = self.pending.records, "page transaction committed");
         Ok(self.pending)
     }
 }

@@ -80,7 +80,7 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child 
     tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
         .args(["run", "--config"])
         .arg(cfg)
-        .env("TICKETSYNC_LOG", "info")
+        .env("TICKETSYNC_LOG", "info,ticketsync::sources=debug")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -111,14 +111,18 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
         delay: Some(Duration::from_millis(40)),
         ..Default::default()
     });
-    // Slow pages so kills land mid-walk.
-    tv.push_fault(Fault {
-        path_prefix: "/api/v1/reports/connections".into(),
-        times: 100_000,
-        status: 0,
-        delay: Some(Duration::from_millis(40)),
-        ..Default::default()
-    });
+    // Slow pages so kills land mid-walk; every other page answers at once, so it is often
+    // fetched before its predecessor is written and the two share a transaction: kills land
+    // inside multi-page transactions too.
+    for i in 0..4000 {
+        tv.push_fault(Fault {
+            path_prefix: "/api/v1/reports/connections".into(),
+            times: 1,
+            status: 0,
+            delay: Some(Duration::from_millis(if i % 2 == 0 { 80 } else { 0 })),
+            ..Default::default()
+        });
+    }
     let redmine = RedmineSim::start("crash-key", &[]).await.unwrap();
     redmine.add_issues(10_000..11_000);
     // Slow answers after the note is applied: kills land in the duplicate window.
@@ -255,6 +259,15 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     }
     let redmine_notes: usize = per_marker.values().sum();
     let webhook_accepted = hook.accepted().len();
+    // TeamViewer pages that shared a transaction (the walks the kills interrupted included).
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let commits: Vec<&str> = log_text.lines().filter(|l| l.contains("page transaction committed")).collect();
+    let multi = commits.iter().filter(|l| !l.contains("pages=1 ")).count();
+    assert!(multi > 0, "no two TeamViewer pages ever shared a transaction: {:?}", &commits[..commits.len().min(5)]);
+    println!(
+        "crash test: TeamViewer page transactions: {} committed, {multi} of them with several pages",
+        commits.len()
+    );
     println!(
         "crash test: {runs} SIGKILLs ({killed_with_sending} left a delivery in 'sending'); {RECORDS} sessions \
          ({TV_RECORDS} TeamViewer, {ST_RECORDS} Splashtop) stored once; {matched} matched ({st_matched} Splashtop) ({matched_with_ref} by custom_api); redmine notes {redmine_notes}, lost {lost}, duplicates {duplicates}; webhook accepted {webhook_accepted} (receiver dropped {} repeats)",
