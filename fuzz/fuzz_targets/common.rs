@@ -80,24 +80,5 @@ fn chrono_tz_paris() -> chrono_tz::Tz {
 }
 
 pub fn stored(s: &NewSession) -> StoredSession {
-    StoredSession {
-        id: 1,
-        vendor: s.vendor.clone(),
-        external_id: s.external_id.clone(),
-        session_code: s.session_code.clone(),
-        session_code_norm: s.session_code.as_deref().map(ticketsync::session::normalize_code),
-        technician: s.technician.clone(),
-        device: s.device.clone(),
-        device_id: s.device_id.clone(),
-        group_name: s.group_name.clone(),
-        started_at: ticketsync::session::ts(s.started_at),
-        ended_at: s.ended_at.map(ticketsync::session::ts),
-        duration_s: s.duration_s(),
-        notes: s.notes.clone(),
-        description: s.description.clone(),
-        custom_api: s.custom_api.clone(),
-        customer_name: s.customer_name.clone(),
-        revision: 1,
-        raw_json: s.raw_json.clone(),
-    }
+    StoredSession::from_new(1, s)
 }
