@@ -202,3 +202,71 @@ fn the_ticket_field_rule_keeps_matching_out_of_the_page_transaction() {
     let rules = ticketsync::matcher::compile_all(&cfg).unwrap();
     assert!(ticketsync::pipeline::InlineMatch::for_rules(&rules, &[], chrono_tz::UTC).is_none());
 }
+
+/// Migration 0003 on a database written before it: a session changed after the matcher
+/// examined it waits for the matcher again, a matched one is marked examined, the others
+/// keep their marks; nothing else changes.
+#[tokio::test]
+async fn migration_0003_brings_the_match_marks_of_an_older_database_in_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    for f in ["0001_core.sql", "0002_auditor_views.sql"] {
+        std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(f), old.join(f))
+            .unwrap();
+    }
+    let path = dir.path().join("old.db");
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        // (external id, revision, match_checked_rev, matched)
+        for (ext, rev, checked, matched) in [
+            ("same", 1, Some(1), false),
+            ("changed", 2, Some(1), false),
+            ("new", 1, None, false),
+            ("matched", 3, None, true),
+        ] {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO sessions (vendor, external_id, started_at, ended_at, raw_json, content_hash, revision,
+                 first_seen_at, last_seen_at, match_checked_rev)
+                 VALUES ('teamviewer', ?, '2026-01-01T00:00:00.000Z', '2026-01-01T01:00:00.000Z', '{}', 'h', ?,
+                 '2026-01-01T02:00:00.000Z', '2026-01-01T02:00:00.000Z', ?) RETURNING id",
+            )
+            .bind(ext)
+            .bind(rev)
+            .bind(checked)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if matched {
+                sqlx::query(
+                    "INSERT INTO matches (session_id, ticket_id, rule, matched_at) VALUES (?, '7', 'manual', 'x')",
+                )
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        pool.close().await;
+    }
+    let store = ticketsync::store::Store::open(&path, std::time::Duration::from_secs(5)).await.unwrap();
+    let marks: Vec<(String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT external_id, revision, match_checked_rev FROM sessions ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        marks,
+        [
+            ("same".into(), 1, Some(1)),
+            ("changed".into(), 2, None),
+            ("new".into(), 1, None),
+            ("matched".into(), 3, Some(3)),
+        ]
+    );
+    let waiting: Vec<String> =
+        sessions::to_match(&store.pool, 0, 10).await.unwrap().into_iter().map(|s| s.external_id).collect();
+    assert_eq!(waiting, ["changed", "new"]);
+}
