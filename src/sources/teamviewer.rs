@@ -372,7 +372,7 @@ impl Source for TeamViewerSource {
         // and it needs this task only between statements) the next page is fetched and
         // decoded here. Pages are written one after the other, each with its cursor, and a
         // transaction takes further pages while the next one is already fetched, up to
-        // `open_tx`'s bounds: on a backlog, fewer commits rewrite the same index pages less
+        // `OpenTx`'s bounds: on a backlog, fewer commits rewrite the same index pages less
         // often. A crash loses only uncommitted pages, which the committed cursor re-reads.
         let fetch = |offset: Option<String>| async move {
             let page = self.api.connections_page(from, offset.as_deref()).await?;
@@ -428,15 +428,15 @@ impl Source for TeamViewerSource {
                     // The transaction stays open only if the next page is already here: the
                     // write lock is never held while waiting on the vendor.
                     if t.full() || !ready.load(Ordering::Acquire) {
-                        return Ok::<_, SourceError>(Err(t.commit().await?));
+                        return Ok::<_, SourceError>(Written::Committed(t.commit().await?));
                     }
-                    Ok(Ok(t))
+                    Ok(Written::Open(t))
                 });
                 prefetched = Some(fetch(walk.offset_id.clone()).await);
                 next_ready.store(true, Ordering::Release);
                 match write.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))? {
-                    Ok(t) => open = Some(t),
-                    Err(committed) => stats.add(&committed),
+                    Written::Open(t) => open = Some(t),
+                    Written::Committed(page_stats) => stats.add(&page_stats),
                 }
             } else {
                 cur.walk = None;
@@ -454,6 +454,12 @@ impl Source for TeamViewerSource {
             }
         }
     }
+}
+
+/// How a page write ended: its transaction left open for the next page, or committed.
+enum Written {
+    Open(super::OpenTx),
+    Committed(PollStats),
 }
 
 /// Links for a TeamViewer session note: reconnect to the same device.
