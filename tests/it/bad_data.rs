@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::support::{tv_connection, vdate};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use ticketsync::app::App;
@@ -18,20 +19,10 @@ const SECRET: &str = "bad-data-secret";
 const HEADER: &str = "X-Ticketsync-Signature";
 const MB: usize = 1 << 20;
 
-fn vdate(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// An ended TeamViewer connection for `ticket`, `i` minutes after `t0`.
 fn connection(ticket: u64, i: i64, t0: DateTime<Utc>) -> Value {
-    let start = t0 + TimeDelta::minutes(i * 10);
-    json!({
-        "id": format!("dddddddd-0000-4000-8000-{ticket:012}"), "userid": "u1", "username": "Jon Snow",
-        "deviceid": "1234567890", "devicename": "ACME-LT-042", "groupid": "g1", "groupname": "Helpdesk",
-        "start_date": vdate(start), "end_date": vdate(start + TimeDelta::minutes(3)), "billing_state": "Bill",
-        "support_session_type": 2, "session_code": format!("s{ticket}-000-001"),
-        "custom_api": json!({"ticket_id": ticket.to_string()}).to_string()
-    })
+    let id = format!("dddddddd-0000-4000-8000-{ticket:012}");
+    tv_connection(&id, &format!("s{ticket}-000-001"), &ticket.to_string(), t0 + TimeDelta::minutes(i * 10))
 }
 
 /// A daemon configuration with the given `[sources.*]` text and the webhook sink.

@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::support::tv_connection;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use ticketsync::app::App;
@@ -106,20 +107,19 @@ async fn set_max_pages(app: &App, pages: Option<i64>) {
     }
 }
 
-fn vdate(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 fn record(i: u64, t0: DateTime<Utc>) -> Value {
-    let start = t0 + TimeDelta::seconds(i as i64 * 20);
-    json!({
-        "id": format!("eeeeeeee-0000-4000-8000-{i:012}"), "userid": "u1", "username": "Jon Snow",
-        "deviceid": "1234567890", "devicename": "ACME-LT-042", "groupid": "g1", "groupname": "Helpdesk",
-        "start_date": vdate(start), "end_date": vdate(start + TimeDelta::minutes(3)), "billing_state": "Bill",
-        "support_session_type": 2, "session_code": format!("s{i:03}-000-001"),
-        "notes": format!("Replaced the docking station, updated firmware, checked the printer queue. {}", "Details. ".repeat(60)),
-        "custom_api": json!({"ticket_id": (5000 + i).to_string()}).to_string()
-    })
+    let id = format!("eeeeeeee-0000-4000-8000-{i:012}");
+    let mut r = tv_connection(
+        &id,
+        &format!("s{i:03}-000-001"),
+        &(5000 + i).to_string(),
+        t0 + TimeDelta::seconds(i as i64 * 20),
+    );
+    r["notes"] = json!(format!(
+        "Replaced the docking station, updated firmware, checked the printer queue. {}",
+        "Details. ".repeat(60)
+    ));
+    r
 }
 
 fn config(dir: &Path, db: &Path, tv: &str, hook: &str) -> Config {
@@ -240,14 +240,7 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
     let duplicates = accepted.len() + hook.duplicates() - markers.len();
     assert_eq!(expected.len() as i64, total, "one note per session");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'").await, 0);
-    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&app.store.pool).await.unwrap();
-    assert_eq!(ok, "ok");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .args(["audit", "verify", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
+    crate::support::assert_db_sound(&app.store.pool, &db).await;
     println!(
         "disk full: {refused} cycles refused while full ({stored_while_full} of {total} sessions stored then), reported as {reported:?}; \
          after the space came back: {n} sessions stored once, {} notes, lost {lost}, duplicates {duplicates}; integrity ok, audit chain ok",

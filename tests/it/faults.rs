@@ -10,32 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use ticketsync::app::{build_sinks, App};
 use ticketsync::config::Config;
 use ticketsync::sim::teamviewer::{SimOptions, TeamViewerSim};
 use ticketsync::sim::webhook::WebhookSim;
 
 use crate::faultproxy::{Fault, FaultProxy};
+use crate::support::tv_connection;
 
 const SECRET: &str = "faults-webhook-secret";
 const HEADER: &str = "X-Ticketsync-Signature";
 const TICKETS: [u64; 3] = [501, 502, 503];
 const PER_TICKET: usize = 4;
 
-fn vdate(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// Session `i` (0-based, in start order) for ticket `ticket`, ended.
 fn record(ticket: u64, i: usize, start: DateTime<Utc>) -> Value {
-    json!({
-        "id": format!("cccccccc-{ticket:04}-4000-8000-{i:012}"), "userid": "u1", "username": "Jon Snow",
-        "deviceid": "1234567890", "devicename": "ACME-LT-042", "groupid": "g1", "groupname": "Helpdesk",
-        "start_date": vdate(start), "end_date": vdate(start + TimeDelta::minutes(3)), "billing_state": "Bill",
-        "support_session_type": 2, "session_code": format!("s{ticket}-{i:03}-001"),
-        "custom_api": json!({"ticket_id": ticket.to_string()}).to_string()
-    })
+    let id = format!("cccccccc-{ticket:04}-4000-8000-{i:012}");
+    tv_connection(&id, &format!("s{ticket}-{i:03}-001"), &ticket.to_string(), start)
 }
 
 fn config(dir: &std::path::Path, tv: &str, hook_url: &str) -> Config {
@@ -231,14 +223,7 @@ async fn an_auditors_long_read_transaction_does_not_stop_polling_or_delivery() {
     assert_eq!(r.delivered.delivered as usize, PER_TICKET * 2);
     drop(auditor);
 
-    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&app.store.pool).await.unwrap();
-    assert_eq!(ok, "ok");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .args(["audit", "verify", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
+    crate::support::assert_db_sound(&app.store.pool, &db).await;
     println!(
         "auditor read transaction: {} sessions stored and {} notes delivered meanwhile",
         PER_TICKET * 2,

@@ -20,7 +20,7 @@ use ticketsync::sources::splashtop::{ApiError, Cursor, SplashtopApi, SplashtopSo
 use ticketsync::sources::{PollStats, Source, SourceError};
 use ticketsync::store::Store;
 
-use crate::support::temp_store;
+use crate::support::{temp_store, vdate};
 
 const TOKEN: &str = "st-api-token-7Qx2";
 const CLIENT_ID: &str = "st-client-1";
@@ -29,10 +29,6 @@ const LOGS: &str = "/api/open/v1/teams/123456/logs/sessions";
 
 fn now_s() -> DateTime<Utc> {
     DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()
-}
-
-fn vdate(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn log(id: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>, note: Option<&str>) -> Value {

@@ -50,3 +50,33 @@ pub fn redmine_ci() -> Option<RedmineCi> {
         }
     }
 }
+
+/// A timestamp as the vendors write it (`2024-04-16T20:45:02Z`).
+pub fn vdate(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// An ended TeamViewer connection record (3 minutes from `start`) whose `custom_api` names
+/// `ticket`, as the vendor sends it.
+pub fn tv_connection(id: &str, code: &str, ticket: &str, start: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "userid": "u1", "username": "Jon Snow",
+        "deviceid": "1234567890", "devicename": "ACME-LT-042", "groupid": "g1", "groupname": "Helpdesk",
+        "start_date": vdate(start), "end_date": vdate(start + chrono::TimeDelta::minutes(3)), "billing_state": "Bill",
+        "support_session_type": 2, "session_code": code,
+        "custom_api": serde_json::json!({"ticket_id": ticket}).to_string()
+    })
+}
+
+/// The database at `db` (open in `pool`) passes `PRAGMA integrity_check` and
+/// `ticketsync audit verify`.
+pub async fn assert_db_sound(pool: &sqlx::SqlitePool, db: &Path) {
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(pool).await.unwrap();
+    assert_eq!(ok, "ok");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+        .args(["audit", "verify", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
+}

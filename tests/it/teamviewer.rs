@@ -18,7 +18,7 @@ use ticketsync::sources::{PollStats, Source};
 use ticketsync::store::tokens::{self, TokenKey};
 use ticketsync::store::Store;
 
-use crate::support::temp_store;
+use crate::support::{temp_store, vdate};
 
 const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
 const CLIENT_ID: &str = "12333-133Ea4Hdf3e9ec0543fX";
@@ -29,10 +29,6 @@ const CONNECTIONS: &str = "/api/v1/reports/connections";
 fn now_s() -> DateTime<Utc> {
     let n = Utc::now();
     DateTime::from_timestamp(n.timestamp(), 0).expect("valid timestamp")
-}
-
-fn vdate(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// A connection record as the vendor sends it.
