@@ -66,6 +66,7 @@ pub async fn match_pending_with(
 ) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
     let mut after = 0;
+    let ctx = MatchContext { rules, routes, hits, tz };
     loop {
         // The batch is read inside the write transaction: a poll cannot change a session
         // between the matcher's read and its "examined at this revision" mark.
@@ -76,8 +77,6 @@ pub async fn match_pending_with(
             return Ok(stats);
         };
         after = last.id;
-        let ctx = MatchContext { rules, routes, hits, tz };
-        let batch: Vec<&StoredSession> = batch.iter().collect();
         stats.add(ctx.match_batch(&mut tx, &batch).await?);
         tx.commit().await?;
     }
@@ -99,7 +98,7 @@ impl MatchContext<'_> {
     async fn match_batch(
         &self,
         tx: &mut crate::store::Tx<'_>,
-        batch: &[&StoredSession],
+        batch: &[StoredSession],
     ) -> Result<MatchStats, StoreError> {
         let mut stats = MatchStats::default();
         let ext_norms: Vec<String> = batch.iter().map(|s| crate::session::normalize_code(&s.external_id)).collect();
@@ -225,7 +224,7 @@ impl crate::store::PageHook for InlineMatch {
         }
         let hits = TicketFieldHits::new();
         let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz };
-        ctx.match_batch(tx, &ended.iter().collect::<Vec<_>>()).await
+        ctx.match_batch(tx, &ended).await
     }
 }
 

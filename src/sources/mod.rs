@@ -128,11 +128,9 @@ pub async fn commit_page(
     complete: Option<(&str, &str)>,
     stats: &mut PollStats,
 ) -> Result<(), StoreError> {
-    let mut tx = store.begin().await?;
-    let mut page = PollStats::default();
-    write_page(&mut tx, store, source, records, walk_id, cursor_json, complete, &mut page).await?;
-    tx.commit().await?;
-    stats.add(&page);
+    let mut t = OpenTx::begin(store).await?;
+    t.write(store, source, records, walk_id, cursor_json, complete).await?;
+    stats.add(&t.commit().await?);
     Ok(())
 }
 
@@ -185,7 +183,7 @@ impl OpenTx {
 /// to `stats`; the caller commits. Several pages may share a transaction: each writes its
 /// own cursor, so a commit always leaves the cursor of the last page it holds.
 #[allow(clippy::too_many_arguments)]
-pub async fn write_page(
+async fn write_page(
     tx: &mut crate::store::Tx<'_>,
     store: &Store,
     source: &str,

@@ -412,13 +412,13 @@ impl Source for TeamViewerSource {
             if stuck {
                 tracing::warn!(source = VENDOR, offset = ?walk.offset_id, "vendor repeated next_offset; ending this walk");
             }
+            let mut t = match open.take() {
+                Some(t) => t,
+                None => super::OpenTx::begin(store).await?,
+            };
             if more && !stuck {
                 walk.offset_id = page.next_offset.clone();
                 cur.walk = Some(walk.clone());
-                let mut t = match open.take() {
-                    Some(t) => t,
-                    None => super::OpenTx::begin(store).await?,
-                };
                 let (store, walk_id, cursor) =
                     (store.clone(), walk.id.clone(), serde_json::to_string(&cur).unwrap_or_default());
                 let next_ready = Arc::new(AtomicBool::new(false));
@@ -442,10 +442,6 @@ impl Source for TeamViewerSource {
                 cur.walk = None;
                 // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
                 let range = (!stuck).then_some((walk.from.as_str(), walk.started_at.as_str()));
-                let mut t = match open.take() {
-                    Some(t) => t,
-                    None => super::OpenTx::begin(store).await?,
-                };
                 t.write(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range)
                     .await?;
                 stats.add(&t.commit().await?);
