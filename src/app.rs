@@ -116,11 +116,7 @@ impl App {
         let mut report = CycleReport::default();
         for (src, _) in &self.sources {
             let polled = src.poll(&self.store, &cancel).await;
-            match &polled {
-                Ok(_) => self.store.note_write::<crate::store::StoreError>(Ok(())),
-                Err(crate::sources::SourceError::Store(e)) => self.store.note_write(Err(e)),
-                Err(_) => {}
-            }
+            crate::sources::note_poll(&self.store, &polled);
             let stats = polled.with_context(|| format!("polling {}", src.name()))?;
             report.matched.matched += stats.matched;
             report.matched.enqueued += stats.enqueued;

@@ -98,11 +98,7 @@ pub async fn run(app: App) -> Result<()> {
                 // Sequential inside this task: a source never overlaps itself.
                 let result = src.poll(&app.store, &cancel).await;
                 crate::metrics::poll_finished(src.name(), &result);
-                match &result {
-                    Ok(_) => app.store.note_write::<crate::store::StoreError>(Ok(())),
-                    Err(crate::sources::SourceError::Store(e)) => app.store.note_write(Err(e)),
-                    Err(_) => {}
-                }
+                crate::sources::note_poll(&app.store, &result);
                 match result {
                     Ok(stats) => {
                         tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
@@ -153,7 +149,7 @@ pub async fn run(app: App) -> Result<()> {
                 tokio::select! {
                     r = step => match r {
                         Ok((m, d)) if m.matched + d.attempted > 0 => {
-                            app.store.note_write::<crate::store::StoreError>(Ok(()));
+                            app.store.note_write(Ok(()));
                             tracing::info!(matched = m.matched, enqueued = m.enqueued, delivered = d.delivered,
                                 found_existing = d.found_existing, retrying = d.retrying, failed = d.failed, dead = d.dead, "outbox pass")
                         }

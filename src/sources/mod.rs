@@ -118,6 +118,16 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Tell the store how a poll's writes went ([`Store::note_write`]); a vendor error says
+/// nothing about the disk.
+pub fn note_poll(store: &Store, result: &Result<PollStats, SourceError>) {
+    match result {
+        Ok(_) => store.note_write(Ok(())),
+        Err(SourceError::Store(e)) => store.note_write(Err(e)),
+        Err(_) => {}
+    }
+}
+
 /// Commit one page: sessions, quarantined records and the cursor, in one transaction.
 pub async fn commit_page(
     store: &Store,

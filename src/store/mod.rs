@@ -168,7 +168,7 @@ impl Store {
     /// is logged once naming the database, counted, and reported by `/readyz` and the
     /// `ticketsync_store_writes_failing` gauge until a write succeeds again. Nothing half
     /// written stays behind: each page, match batch and delivery step is one transaction.
-    pub fn note_write<E: std::borrow::Borrow<StoreError>>(&self, result: std::result::Result<(), E>) {
+    pub fn note_write(&self, result: std::result::Result<(), &StoreError>) {
         let mut failing = self.writes.failing.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
@@ -177,8 +177,7 @@ impl Store {
                     metrics::gauge!("ticketsync_store_writes_failing").set(0.0);
                 }
             }
-            Err(e) if e.borrow().is_write_failure() => {
-                let e = e.borrow();
+            Err(e) if e.is_write_failure() => {
                 let kind = if e.to_string().contains("full") { "disk_full" } else { "io" };
                 metrics::counter!("ticketsync_errors_total", "component" => "store", "kind" => kind).increment(1);
                 if failing.is_none() {
