@@ -72,7 +72,7 @@ async fn commit(
 ) -> Result<()> {
     let mut tx = app.store.begin().await?;
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
-    for (_, outcome) in sessions::upsert_many(&mut tx, &good, None).await? {
+    for (_, outcome) in sessions::upsert_many(&mut tx, &good, None, false).await? {
         match outcome {
             Upsert::Inserted => stats.inserted += 1,
             Upsert::Updated => stats.updated += 1,

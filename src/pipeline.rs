@@ -77,7 +77,7 @@ pub async fn match_pending_with(
             return Ok(stats);
         };
         after = last.id;
-        stats.add(ctx.match_batch(&mut tx, &batch).await?);
+        stats.add(ctx.match_batch(&mut tx, &batch, true).await?);
         tx.commit().await?;
     }
 }
@@ -94,11 +94,13 @@ struct MatchContext<'a> {
 impl MatchContext<'_> {
     /// Match a batch of ended, unmatched sessions in `tx`: each match is recorded and its
     /// note queued for the sinks whose route accepts it; every session of the batch is then
-    /// marked examined at its revision (a new link or a vendor-side change clears the mark).
+    /// marked examined at its revision (a new link or a vendor-side change clears the mark),
+    /// unless `mark` is false: the page hook's sessions were inserted marked.
     async fn match_batch(
         &self,
         tx: &mut crate::store::Tx<'_>,
         batch: &[StoredSession],
+        mark: bool,
     ) -> Result<MatchStats, StoreError> {
         let mut stats = MatchStats::default();
         let ext_norms: Vec<String> = batch.iter().map(|s| crate::session::normalize_code(&s.external_id)).collect();
@@ -180,8 +182,10 @@ impl MatchContext<'_> {
             })
             .collect();
         stats.enqueued += outbox::enqueue_many_in(tx, &mut chain, &rows).await?.iter().flatten().count() as u64;
-        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
-        crate::store::sessions::mark_match_checked(tx, &ids).await?;
+        if mark {
+            let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+            crate::store::sessions::mark_match_checked(tx, &ids).await?;
+        }
         chain.flush(tx).await?;
         Ok(stats)
     }
@@ -224,7 +228,8 @@ impl crate::store::PageHook for InlineMatch {
         }
         let hits = TicketFieldHits::new();
         let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz };
-        ctx.match_batch(tx, &ended).await
+        // `upsert_many(.., matched_here)` inserted them marked examined.
+        ctx.match_batch(tx, &ended, false).await
     }
 }
 

@@ -206,7 +206,9 @@ async fn write_page(
     let mut page = PollStats::default();
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
     let mut fresh = Vec::new();
-    for ((id, outcome), s) in sessions::upsert_many(tx, &good, Some(walk_id)).await?.into_iter().zip(&good) {
+    for ((id, outcome), s) in
+        sessions::upsert_many(tx, &good, Some(walk_id), store.page_hook().is_some()).await?.into_iter().zip(&good)
+    {
         match outcome {
             Upsert::Inserted => {
                 page.inserted += 1;

@@ -79,9 +79,6 @@ struct WriteHealth {
     failing: std::sync::Mutex<Option<(String, String)>>,
 }
 
-/// The page cache of the writer connection, KiB (SQLite's default is 2 MiB per connection).
-const WRITER_CACHE_KIB: u32 = 8 * 1024;
-
 fn pool_options(max: u32) -> SqlitePoolOptions {
     SqlitePoolOptions::new().max_connections(max).after_release(|conn, _| {
         Box::pin(async move {
@@ -122,14 +119,13 @@ impl Store {
             .busy_timeout(busy_timeout);
         let open_err = |e| StoreError::Open { path: path.display().to_string(), source: e };
         // Every write transaction goes through one connection (`begin`), so writers queue in
-        // the pool rather than spin on SQLite's lock, and only that connection carries the
-        // larger page cache a page of new sessions needs (random keys into the unique and
-        // code indexes: with SQLite's default 2 MiB, a 1 000-record page spilled and re-read
-        // its index pages many times over). Reads, and the odd single-statement write, use
-        // the other pool.
+        // the pool rather than spin on SQLite's lock. It keeps SQLite's default 2 MiB page
+        // cache: 8 MiB bought nothing measurable at 100k or 1M records once new sessions
+        // were inserted already marked examined (BENCHMARKS.md), and cost 6 MB of RSS.
+        // Reads, and the odd single-statement write, use the other pool.
         let writer = pool_options(1)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(1)))
-            .connect_with(opts.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
+            .connect_with(opts.clone())
             .await
             .map_err(open_err)?;
         let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;

@@ -18,11 +18,11 @@ pub enum Upsert {
 
 /// Insert or update one session; every insert or change is an audit event.
 pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> Result<(i64, Upsert)> {
-    let mut out = upsert_many(tx, &[s], walk_id).await?;
+    let mut out = upsert_many(tx, &[s], walk_id, false).await?;
     Ok(out.pop().expect("one result per session"))
 }
 
-/// Sessions per multi-row INSERT: 22 parameters each, under SQLite's 32 766 bound parameters.
+/// Sessions per multi-row INSERT: 23 parameters each, under SQLite's 32 766 bound parameters.
 const SESSIONS_PER_INSERT: usize = 400;
 
 /// Insert or update a page of sessions, one result per session in order; every insert or
@@ -33,10 +33,15 @@ const SESSIONS_PER_INSERT: usize = 400;
 /// known ids, multi-row inserts of the new sessions, one touch of the unchanged ones, the
 /// audit rows in multi-row inserts. Changed, reappearing or repeated records (rare) take
 /// the row-by-row path.
+///
+/// `matched_here`: the caller matches the first-seen ended sessions in this same transaction
+/// (the store's page hook), so they are inserted already marked examined at revision 1,
+/// rather than inserted into the matching pass's index and marked with an update after.
 pub async fn upsert_many(
     tx: &mut Tx<'_>,
     records: &[&NewSession],
     walk_id: Option<&str>,
+    matched_here: bool,
 ) -> Result<Vec<(i64, Upsert)>> {
     let now = super::now();
     let hashes: Vec<String> = records.iter().map(|s| hex::encode(Sha256::digest(s.raw_json.as_bytes()))).collect();
@@ -61,7 +66,7 @@ pub async fn upsert_many(
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
              device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
-             customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id) ",
+             customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev) ",
         );
         q.push_values(chunk, |mut b, &i| {
             let s = records[i];
@@ -86,7 +91,8 @@ pub async fn upsert_many(
                 .push_bind(&hashes[i])
                 .push_bind(&now)
                 .push_bind(&now)
-                .push_bind(walk_id);
+                .push_bind(walk_id)
+                .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64));
         });
         q.push(" RETURNING id, vendor, external_id");
         // RETURNING order is unspecified: map the ids back by key.

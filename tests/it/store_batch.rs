@@ -44,7 +44,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
     // First page: two new sessions, the second one repeated later in the page with new content.
     let (a, b, b2) = (session("1", "x"), session("2", "y"), session("2", "y changed"));
     let mut tx = store.begin().await.unwrap();
-    let out = sessions::upsert_many(&mut tx, &[&a, &b, &b2], Some("w1")).await.unwrap();
+    let out = sessions::upsert_many(&mut tx, &[&a, &b, &b2], Some("w1"), false).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(out.iter().map(|o| o.1).collect::<Vec<_>>(), [Upsert::Inserted, Upsert::Inserted, Upsert::Updated]);
     assert_eq!(out[1].0, out[2].0, "a repeat in the page updates the row it inserted");
@@ -61,7 +61,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
     // Second page: #1 reappears unchanged, #2 unchanged, #3 new.
     let c = session("3", "z");
     let mut tx = store.begin().await.unwrap();
-    let out2 = sessions::upsert_many(&mut tx, &[&a, &b2, &c], Some("w2")).await.unwrap();
+    let out2 = sessions::upsert_many(&mut tx, &[&a, &b2, &c], Some("w2"), false).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(out2.iter().map(|o| o.1).collect::<Vec<_>>(), [Upsert::Unchanged, Upsert::Unchanged, Upsert::Inserted]);
     assert_eq!((out2[0].0, out2[1].0), (out[0].0, out[1].0));
@@ -102,7 +102,7 @@ async fn a_page_larger_than_one_insert_statement_stores_every_record() {
     let page: Vec<NewSession> = (0..1234).map(|i| session(&i.to_string(), "n")).collect();
     let refs: Vec<&NewSession> = page.iter().collect();
     let mut tx = store.begin().await.unwrap();
-    let out = sessions::upsert_many(&mut tx, &refs, None).await.unwrap();
+    let out = sessions::upsert_many(&mut tx, &refs, None, false).await.unwrap();
     tx.commit().await.unwrap();
     assert!(out.iter().all(|o| o.1 == Upsert::Inserted));
     let ids: std::collections::HashSet<i64> = out.iter().map(|o| o.0).collect();
