@@ -14,11 +14,13 @@ fuzz_target!(|data: &[u8]| {
     let body = common::body(data);
     // connections_page: the body decoded as the client does (bad UTF-8 and lone surrogates
     // repaired and remembered), then every record parsed and screened.
-    if let Ok(d) = screen::json_body::<wire::ConnectionsPage>(data) {
-        for rec in &d.value.records {
-            match screen::screen(rec, d.repairs, wire::parse_record(rec, common::now())) {
+    if let Ok(mut d) = screen::json_body::<wire::ConnectionsPage>(data) {
+        d.value.repairs = d.repairs;
+        for rec in d.value.take_sessions(common::now()) {
+            match rec {
                 Ok(s) => {
                     assert!(!s.external_id.is_empty() && s.external_id.len() <= 128);
+                    assert!(serde_json::from_str::<Value>(&s.raw_json).is_ok(), "raw_json is the record's JSON text");
                     assert!(s.ended_at.is_none_or(|e| e >= s.started_at), "end before start accepted");
                     common::after_parse(&s);
                 }

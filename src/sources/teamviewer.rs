@@ -340,8 +340,8 @@ impl Source for TeamViewerSource {
         to: DateTime<Utc>,
         page: Option<&str>,
     ) -> Result<super::RangePage, SourceError> {
-        let p = self.api.connections_range(from, Some(to), page).await?;
-        let records = p.sessions(Utc::now());
+        let mut p = self.api.connections_range(from, Some(to), page).await?;
+        let records = p.take_sessions(Utc::now());
         let more = p.records_remaining.unwrap_or(0) > 0 && p.next_offset.is_some();
         // A repeated offset would loop forever: treat it as the last page.
         let next = p.next_offset.filter(|n| more && Some(n.to_ascii_lowercase()) != page.map(str::to_ascii_lowercase));
@@ -375,8 +375,8 @@ impl Source for TeamViewerSource {
         // `OpenTx`'s bounds: on a backlog, fewer commits rewrite the same index pages less
         // often. A crash loses only uncommitted pages, which the committed cursor re-reads.
         let fetch = |offset: Option<String>| async move {
-            let page = self.api.connections_page(from, offset.as_deref()).await?;
-            let records = page.sessions(Utc::now());
+            let mut page = self.api.connections_page(from, offset.as_deref()).await?;
+            let records = page.take_sessions(Utc::now());
             Ok::<_, SourceError>((page, records))
         };
         let mut prefetched = None;

@@ -123,7 +123,7 @@ pub async fn upsert_many(
         let s = records[i];
         let key = (s.vendor.clone(), s.external_id.clone());
         let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
-        if old_hash == hashes[i] {
+        if old_hash == hashes[i] || same_content(tx, id, &s.raw_json).await? {
             // Seen again unchanged: one update for all of them below; a session the vendor
             // had stopped returning is back, and that is an audit event.
             touched.push(id);
@@ -164,6 +164,17 @@ pub async fn upsert_many(
     }
     chain.flush(tx).await?;
     Ok(out.into_iter().map(|r| r.expect("every record handled")).collect())
+}
+
+/// A different hash with the same JSON content is the same record in another serialization,
+/// not a vendor-side change: the stored text stays as it is (never rewritten) and no revision
+/// is added. Databases written before TeamViewer records were kept as the vendor's text hold
+/// them re-serialized with sorted keys; their next overlap read must not mark them changed.
+async fn same_content(tx: &mut Tx<'_>, id: i64, raw: &str) -> Result<bool> {
+    let stored: String =
+        sqlx::query_scalar("SELECT raw_json FROM sessions WHERE id = ?").bind(id).fetch_one(&mut **tx).await?;
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+    Ok(matches!((parse(&stored), parse(raw)), (Some(a), Some(b)) if a == b))
 }
 
 type Known = HashMap<(String, String), (i64, String, Option<String>)>;

@@ -250,6 +250,65 @@ async fn overlap_reread_updates_changed_records_only() {
     );
 }
 
+/// A session keeps its record's text exactly as the vendor sent it, not the record parsed and
+/// serialized again (here the vendor escapes a letter, as .NET serializers do with accents).
+/// A database written before that holds records re-serialized: the next overlap read finds
+/// the same content, so it is no change, and the stored text is never rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_json_is_the_vendors_text_and_a_reserialized_record_is_no_change() {
+    use sha2::Digest;
+    let sim = start_sim(SimOptions::default()).await;
+    sim.mis_encode("\"AMS Support\"", b"\"AMS Supp\\u006frt\"");
+    let now = now_s();
+    let a = "0755a8dd-df19-4ea7-af47-cabb6b2a97e4";
+    sim.add_connection(record(a, now - TimeDelta::minutes(50), Some(now - TimeDelta::minutes(40))));
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let src = source(&script_cfg(&sim), &store, 2);
+    assert_eq!(poll(&src, &store).await.inserted, 1);
+
+    let stored = || async {
+        sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT raw_json, content_hash, revision FROM sessions WHERE external_id = ?",
+        )
+        .bind(a)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+    };
+    let (raw, hash, _) = stored().await;
+    assert!(raw.contains(r#""username":"AMS Supp\u006frt""#), "the vendor's text: {raw}");
+    assert_eq!(hash, hex::encode(sha2::Sha256::digest(raw.as_bytes())));
+    let tech: String = sqlx::query_scalar("SELECT technician FROM sessions WHERE external_id = ?")
+        .bind(a)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(tech, "AMS Support");
+
+    // As an older version stored it: the same record, serialized again.
+    let old = serde_json::from_str::<Value>(&raw).unwrap().to_string();
+    assert_ne!(old, raw);
+    let old_hash = hex::encode(sha2::Sha256::digest(old.as_bytes()));
+    sqlx::query("UPDATE sessions SET raw_json = ?, content_hash = ? WHERE external_id = ?")
+        .bind(&old)
+        .bind(&old_hash)
+        .bind(a)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let s2 = poll(&src, &store).await;
+    assert_eq!((s2.records, s2.updated), (1, 0), "{s2:?}");
+    assert_eq!(stored().await, (old, old_hash, 1), "kept as stored");
+    assert_eq!(audit_kinds_for(&store, a).await, ["session_seen"]);
+
+    // A real change is still one.
+    sim.update_connection(a, json!({"notes": "Printer driver reinstalled"}));
+    assert_eq!(poll(&src, &store).await.updated, 1);
+    assert_eq!(stored().await.2, 2);
+    assert_eq!(audit_kinds_for(&store, a).await, ["session_seen", "session_updated"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_session_is_revisited_until_it_ends() {
     let sim = start_sim(SimOptions::default()).await;

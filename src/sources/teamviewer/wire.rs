@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::session::NewSession;
@@ -9,12 +10,12 @@ use crate::sources::Rejected;
 
 pub const VENDOR: &str = "teamviewer";
 
-/// `GET /reports/connections` envelope. Records stay raw JSON so one bad record cannot
-/// fail the page.
+/// `GET /reports/connections` envelope. Records stay the vendor's text, so one bad record
+/// cannot fail the page, and a session keeps its record exactly as it was sent.
 #[derive(Debug, Deserialize)]
 pub struct ConnectionsPage {
     #[serde(default)]
-    pub records: Vec<Value>,
+    pub records: Vec<Box<RawValue>>,
     #[serde(default)]
     pub records_remaining: Option<u64>,
     #[serde(default)]
@@ -25,9 +26,25 @@ pub struct ConnectionsPage {
 }
 
 impl ConnectionsPage {
-    /// Each record as a session, or quarantined with the field that is wrong.
-    pub fn sessions(&self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
-        self.records.iter().map(|r| crate::sources::screen::screen(r, self.repairs, parse_record(r, now))).collect()
+    /// Each record as a session, or quarantined with the field that is wrong. The records are
+    /// taken from the page: each session keeps its record's text as `raw_json`, and only one
+    /// record at a time is held as a JSON tree.
+    pub fn take_sessions(&mut self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
+        let repairs = self.repairs;
+        std::mem::take(&mut self.records)
+            .into_iter()
+            .map(|raw| {
+                let raw = String::from(Box::<str>::from(raw));
+                // The page parsed, so the text is JSON; a tree can still refuse what the
+                // syntax allows (a number out of range).
+                match serde_json::from_str::<Value>(&raw) {
+                    Ok(rec) => crate::sources::screen::screen(&rec, repairs, parse_record_text(&rec, raw, now)),
+                    Err(e) => {
+                        Err(Rejected { external_id: None, reason: format!("record: unreadable JSON ({e})"), raw })
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -91,9 +108,14 @@ fn plausible(t: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     t.timestamp() >= 946_684_800 && t <= now + chrono::Duration::days(2)
 }
 
-/// Map one connection record to a session, or say precisely why not.
+/// Map one connection record to a session, or say precisely why not (`raw_json`: the
+/// record serialized again; a page keeps the vendor's text, see [`ConnectionsPage::take_sessions`]).
 pub fn parse_record(rec: &Value, now: DateTime<Utc>) -> Result<NewSession, Rejected> {
-    let raw = rec.to_string();
+    parse_record_text(rec, rec.to_string(), now)
+}
+
+/// [`parse_record`] with the record's text as the vendor sent it.
+pub fn parse_record_text(rec: &Value, raw: String, now: DateTime<Utc>) -> Result<NewSession, Rejected> {
     let id = rec.get("id").and_then(Value::as_str).map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
     let reject = |reason: String| Rejected { external_id: id.clone(), reason, raw: raw.clone() };
     if !rec.is_object() {
@@ -175,6 +197,22 @@ mod tests {
         assert_eq!(s.device_id.as_deref(), Some("987654321"));
         assert_eq!(s.ended_at, None);
         assert_eq!(s.duration_s(), None);
+    }
+
+    #[test]
+    fn a_page_keeps_each_records_text_and_quarantines_what_a_tree_refuses() {
+        let body = br#"{"records":[ {"id":"a", "start_date":"2024-04-16T22:10:00Z","x":1e400},
+            {"id" : "B","start_date":"2024-04-16T22:10:00Z","username":"Jos\u00e9"} ],"records_remaining":0}"#;
+        let d = crate::sources::screen::json_body::<ConnectionsPage>(body).unwrap();
+        let mut page = ConnectionsPage { repairs: d.repairs, ..d.value };
+        let out = page.take_sessions(now());
+        assert!(page.records.is_empty(), "taken");
+        let bad = out[0].as_ref().unwrap_err();
+        assert!(bad.reason.starts_with("record: unreadable JSON"), "{}", bad.reason);
+        assert_eq!(bad.raw, r#"{"id":"a", "start_date":"2024-04-16T22:10:00Z","x":1e400}"#);
+        let s = out[1].as_ref().unwrap();
+        assert_eq!((s.external_id.as_str(), s.technician.as_deref()), ("b", Some("José")));
+        assert_eq!(s.raw_json, r#"{"id" : "B","start_date":"2024-04-16T22:10:00Z","username":"Jos\u00e9"}"#);
     }
 
     #[test]
