@@ -94,6 +94,54 @@ limit() { # <n> <api url>
   echo "curl_s=$(echo "$t1 - $t0" | calc) sqlite_s=$(echo "$t3 - $t2" | calc) pages=$i rows=$rows"
 }
 
+# The schema floor: the same records into ticketsync's own schema (migrations/*.sql), by the
+# sqlite3 CLI in one transaction, with what ticketsync writes for them: every column of the
+# session, one audit row per session, and for the sessions with a ticket in custom_api the
+# match, an outbox row with a note as long as the ones ticketsync rendered, and two more
+# audit rows. Hashes are sha3 (the CLI has no sha256), same length. Whole-table passes after
+# the sessions, no chaining, one commit: a lower bound of what the schema costs SQLite, not a
+# copy of ticketsync's work.
+schema_floor() { # <n>
+  local dir=$W/pages.$1 db=$W/floor.$1.db note_len now
+  rm -f "$db"
+  cat migrations/*.sql | sqlite3 "$db" >/dev/null
+  note_len=$(sqlite3 "$W/ingest.$1.db" 'SELECT CAST(coalesce(avg(length(note_json)), 700) AS INTEGER) FROM deliveries')
+  now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+  {
+    echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+    echo "BEGIN;"
+    for f in "$dir"/*.json; do
+      echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev)
+        SELECT 'teamviewer', lower(json_extract(value,'\$.id')), json_extract(value,'\$.session_code'), replace(lower(json_extract(value,'\$.session_code')),'-',''),
+          json_extract(value,'\$.username'), json_extract(value,'\$.userid'), json_extract(value,'\$.devicename'), json_extract(value,'\$.deviceid'), json_extract(value,'\$.groupname'),
+          strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.start_date')), strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.end_date')),
+          CAST((julianday(json_extract(value,'\$.end_date')) - julianday(json_extract(value,'\$.start_date'))) * 86400 AS INTEGER),
+          json_extract(value,'\$.notes'), json_extract(value,'\$.session_note'), json_extract(value,'\$.custom_api'),
+          json_extract(value,'\$.end_customer.name'), json_extract(value,'\$.end_customer.email'), value, lower(hex(sha3(value, 256))),
+          '$now', '$now', '00000000-0000-4000-8000-000000000000', 1
+        FROM json_each(readfile('$f'), '\$.records');"
+    done
+    echo "INSERT INTO audit_events (at, kind, vendor, session_id, detail_json, prev_hash, hash)
+      SELECT '$now', 'session_seen', vendor, id, json_object('external_id', external_id, 'session_code', session_code, 'ended', json('true')),
+        lower(hex(sha3(external_id, 256))), lower(hex(sha3(raw_json, 256))) FROM sessions ORDER BY id;"
+    echo "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at)
+      SELECT id, json_extract(custom_api, '\$.ticket_id'), 'custom_api', 'ticket_id', '$now' FROM sessions
+      WHERE json_valid(custom_api) AND json_extract(custom_api, '\$.ticket_id') IS NOT NULL ORDER BY id;"
+    echo "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at)
+      SELECT 'webhook', m.ticket_id, m.session_id, 'session_report', 'tsd:v1:teamviewer:' || s.external_id || ':report',
+        printf('%.*c', $note_len, 'x'), '$now', '$now', '$now' FROM matches m JOIN sessions s ON s.id = m.session_id ORDER BY m.session_id;"
+    echo "INSERT INTO audit_events (at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash)
+      SELECT '$now', k.kind, 'teamviewer', d.session_id, d.ticket_id, CASE k.kind WHEN 'delivery_enqueued' THEN d.id END,
+        json_object('rule', 'custom_api', 'sink', d.sink, 'marker', d.marker), lower(hex(sha3(d.marker || k.kind, 256))), lower(hex(sha3(k.kind || d.marker, 256)))
+      FROM deliveries d, (SELECT 'session_matched' AS kind UNION ALL SELECT 'delivery_enqueued') k ORDER BY d.id, k.kind DESC;"
+    echo "COMMIT;"
+  } >"$W/floor.$1.sql"
+  local t0; t0=$(date +%s.%N)
+  sqlite3 "$db" <"$W/floor.$1.sql" >/dev/null
+  local t1; t1=$(date +%s.%N)
+  echo "floor_s=$(echo "$t1 - $t0" | calc) floor_sessions=$(sqlite3 "$db" 'SELECT count(*) FROM sessions') floor_outbox=$(sqlite3 "$db" 'SELECT count(*) FROM deliveries')"
+}
+
 declare -A R
 for N in "${SIZES[@]}"; do
   start_bg "$W/tv.$N.addr" "$DRV" tv-sim --n "$N" --token "$TOKEN"
@@ -102,8 +150,9 @@ for N in "${SIZES[@]}"; do
   write_config "$W/ingest.$N.toml" "$W/ingest.$N.db" "$API"
   /usr/bin/time -f '%e %U %S %M' -o "$W/time.$N" "$DRV" ingest --config "$W/ingest.$N.toml" >"$W/ingest.$N.out"
   limit "$N" "$API" >"$W/limit.$N.out"
+  schema_floor "$N" >"$W/floor.$N.out"
   read -r wall user sys rss_kb <"$W/time.$N"
-  R[$N]="$wall $user $sys $rss_kb $(field "$W/ingest.$N.out" records) $(field "$W/ingest.$N.out" enqueued) $(field "$W/limit.$N.out" curl_s) $(field "$W/limit.$N.out" sqlite_s)"
+  R[$N]="$wall $user $sys $rss_kb $(field "$W/ingest.$N.out" records) $(field "$W/ingest.$N.out" enqueued) $(field "$W/limit.$N.out" curl_s) $(field "$W/limit.$N.out" sqlite_s) $(field "$W/floor.$N.out" floor_s)"
   LAST_N=$N LAST_API=$API
   if [[ $N != "${SIZES[-1]}" ]]; then kill "$SIM_PID"; fi
 done
@@ -136,21 +185,23 @@ polls=$(grep -c 'poll finished' "$W/idle.log" || true)
 echo "ticketsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, sqlite3 $(sqlite3 --version | cut -d' ' -f1), $(if ((QUICK)); then echo quick; else echo full; fi)"
 echo
 echo "Ingest (TeamViewer simulator on loopback → poll → store → match → outbox), release build:"
-printf '| %9s | %9s | %10s | %8s | %8s | %13s | %9s | %9s | %10s | %12s | %12s |\n' \
-  records "wall s" "records/s" "CPU s" "peak RSS" "outbox rows" "curl s" "sqlite3 s" "limit rec/s" "ratio" "time/N vs 10k"
-printf '|%s|\n' "-----------|-----------|------------|----------|----------|---------------|-----------|-----------|------------|--------------|--------------"
+printf '| %9s | %9s | %10s | %8s | %8s | %13s | %9s | %9s | %10s | %12s | %12s | %9s | %12s |\n' \
+  records "wall s" "records/s" "CPU s" "peak RSS" "outbox rows" "curl s" "sqlite3 s" "limit rec/s" "ratio" "time/N vs 10k" "schema s" "vs schema"
+printf '|%s|\n' "-----------|-----------|------------|----------|----------|---------------|-----------|-----------|------------|--------------|--------------|-----------|--------------"
 base=""
 for N in "${SIZES[@]}"; do
-  read -r wall user sys rss_kb recs enq curl_s sqlite_s <<<"${R[$N]}"
+  read -r wall user sys rss_kb recs enq curl_s sqlite_s floor_s <<<"${R[$N]}"
   lim=$(echo "$curl_s + $sqlite_s" | calc)
   per=$(echo "$wall / $N" | calc)
   [[ -z $base ]] && base=$per
-  printf '| %9s | %9.2f | %10.0f | %8.2f | %5.1f MB | %13s | %9.2f | %9.2f | %10.0f | %11.2f× | %11.2f× |\n' \
+  printf '| %9s | %9.2f | %10.0f | %8.2f | %5.1f MB | %13s | %9.2f | %9.2f | %10.0f | %11.2f× | %11.2f× | %9.2f | %11.2f× |\n' \
     "$recs" "$wall" "$(echo "$recs / $wall" | calc)" "$(echo "$user + $sys" | calc)" "$(echo "$rss_kb / 1024" | calc)" \
-    "$enq" "$curl_s" "$sqlite_s" "$(echo "$recs / $lim" | calc)" "$(echo "$wall / $lim" | calc)" "$(echo "$per / $base" | calc)"
+    "$enq" "$curl_s" "$sqlite_s" "$(echo "$recs / $lim" | calc)" "$(echo "$wall / $lim" | calc)" "$(echo "$per / $base" | calc)" \
+    "$floor_s" "$(echo "$wall / ($curl_s + $floor_s)" | calc)"
 done
 echo
 echo "ratio = ticketsync wall time / (curl walking the same pages + sqlite3 inserting the same rows in one transaction)."
+echo "schema s = sqlite3 writing the same records into ticketsync's own schema in one transaction (session, audit rows, match and outbox row with a note of the same length); vs schema = wall / (curl + schema s)."
 echo
 ndel=$(field "$W/deliver.out" delivered)
 printf 'Delivery: %s notes to a webhook receiver with %s ms latency, concurrency %s: %.2f s, %.0f notes/s, %.3f requests per note (%s requests), CPU %.2f s, peak RSS %.1f MB, not delivered: %s\n' \

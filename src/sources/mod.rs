@@ -145,23 +145,30 @@ pub async fn commit_page(
 }
 
 /// A page transaction a poll keeps open for the pages that follow, while they arrive faster
-/// than they are written (see `TeamViewerSource::poll`). Bounded so that other writers (the
-/// outbox, the matcher) wait at most about a second for the write lock, and a crash re-reads
-/// at most a few pages.
+/// than they are written (see `TeamViewerSource::poll`). On a backlog, fewer and larger
+/// commits rewrite the random-key index pages less often (1M records: 172 s with 1 s
+/// transactions, 130–137 s with 2–4 s; BENCHMARKS.md). Bounded so that another writer (the
+/// outbox, the matcher) waits at most about half its busy timeout for the write lock (2.5 s
+/// by default) and never fails for it, and a crash re-reads at most a few seconds of pages.
 pub struct OpenTx {
     tx: crate::store::Tx<'static>,
     since: std::time::Instant,
+    max_age: std::time::Duration,
     /// Counts of the pages written and not yet committed.
     pending: PollStats,
 }
 
 impl OpenTx {
-    /// At most this many records, or this long, per transaction.
-    const MAX_RECORDS: u64 = 5_000;
-    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+    /// At most this many records per transaction, and half the store's busy timeout.
+    const MAX_RECORDS: u64 = 20_000;
 
     pub async fn begin(store: &Store) -> Result<OpenTx, StoreError> {
-        Ok(OpenTx { tx: store.begin().await?, since: std::time::Instant::now(), pending: PollStats::default() })
+        Ok(OpenTx {
+            tx: store.begin().await?,
+            since: std::time::Instant::now(),
+            max_age: store.busy_timeout() / 2,
+            pending: PollStats::default(),
+        })
     }
 
     pub async fn write(
@@ -178,7 +185,7 @@ impl OpenTx {
 
     /// Time to commit: the transaction holds enough records, or has held the lock long enough.
     pub fn full(&self) -> bool {
-        self.pending.records >= Self::MAX_RECORDS || self.since.elapsed() >= Self::MAX_AGE
+        self.pending.records >= Self::MAX_RECORDS || self.since.elapsed() >= self.max_age
     }
 
     /// Commit; the counts of the pages it held.

@@ -55,6 +55,8 @@ pub struct Store {
     writes: std::sync::Arc<WriteHealth>,
     /// Work done in the transaction of each page of new sessions (see [`PageHook`]).
     page_hook: Option<std::sync::Arc<dyn PageHook>>,
+    /// How long a writer waits for the write lock before its work fails (and is retried).
+    busy_timeout: Duration,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -135,6 +137,7 @@ impl Store {
             writer,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
+            busy_timeout,
         })
     }
 
@@ -157,7 +160,13 @@ impl Store {
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
+            busy_timeout: Duration::from_secs(5),
         })
+    }
+
+    /// How long a writer waits for the write lock (`[store] busy_timeout_ms`).
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
     }
 
     /// Note how a unit of work that writes went. A write the disk refused (full, I/O error)
