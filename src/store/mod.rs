@@ -63,7 +63,12 @@ pub struct Store {
 /// the matcher here, so that a page is matched and its notes queued in the transaction that
 /// stores it: the matcher does not read each new session back, nor mark it examined with an
 /// update of its own, and a crash can still only lose the whole page (which is re-fetched
-/// from the saved cursor). Sessions it leaves unexamined go to the matching pass as before.
+/// from the saved cursor).
+///
+/// The contract: a hook examines every fresh session that has ended. When a store has a
+/// hook, `sources::write_page` inserts those sessions already marked examined
+/// (`sessions::upsert_many(.., matched_here)`), so one the hook skipped would never reach the
+/// matching pass. Running sessions, and sessions the vendor changes later, go to the pass.
 #[async_trait::async_trait]
 pub trait PageHook: Send + Sync + std::fmt::Debug {
     /// `fresh`: the sessions this page inserted, with their new ids.
