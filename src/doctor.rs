@@ -90,30 +90,22 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
     // throwaway database (OAuth vendors need the real one, which holds their tokens).
     let scratch = match &store {
         Some(_) => None,
-        None => match tempfile_dir() {
-            Ok(d) => match Store::open(&d.join("doctor.db"), Duration::from_secs(1)).await {
-                Ok(s) => Some((d, s)),
-                Err(e) => {
-                    checks.push(fail("scratch database", e.to_string(), "check the temporary directory"));
-                    let _ = std::fs::remove_dir_all(&d);
-                    None
-                }
-            },
+        None => match Scratch::open().await {
+            Ok(s) => Some(s),
             Err(e) => {
                 checks.push(fail("scratch database", e, "check the temporary directory"));
                 None
             }
         },
     };
-    let vendor_store = store.as_ref().map(|s| (s, true)).or(scratch.as_ref().map(|(_, s)| (s, false)));
+    let vendor_store = store.as_ref().map(|s| (s, true)).or(scratch.as_ref().map(|s| (&s.store, false)));
     checks.extend(teamviewer(&cfg, vendor_store).await);
     checks.extend(splashtop(&cfg, vendor_store).await);
     checks.extend(zoom(&cfg, store.as_ref()).await);
     checks.extend(visio(&cfg));
     checks.extend(sinks(&cfg).await);
-    if let Some((dir, s)) = scratch {
-        s.pool.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
+    if let Some(s) = scratch {
+        s.close().await;
     }
     if let Some(s) = store {
         s.pool.close().await;
@@ -429,30 +421,72 @@ async fn whoami(st: &crate::config::SplashtopConfig, store: &Store) -> Check {
     }
 }
 
-/// Zoom has no harmless read call in this client: each account's tokens are checked, its
-/// API is not.
+/// Each Zoom account: one harmless read (today's recordings, one item), and for a
+/// user-managed app its stored tokens. A server-to-server app gets its token with its own
+/// credentials: the stored one while it is valid, else a new one through a scratch database
+/// (this one is read-only, and the daemon fetches a new one anyway once the old expires).
 async fn zoom(cfg: &Config, store: Option<&Store>) -> Vec<Check> {
     let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) else { return vec![] };
     let mut out = Vec::new();
-    for a in &z.accounts {
+    for (i, a) in z.accounts.iter().enumerate() {
         let key = a.token_key();
-        out.push(warn(
-            &format!("source {key}"),
-            "not checked (no harmless API call)",
-            "watch the first poll: `journalctl -u ticketsync` or /readyz",
-        ));
+        let name = format!("source {key}");
         let fix = format!("ticketsync auth zoom --account {}", a.name);
         match (a.auth, store) {
             (crate::sources::zoom::config::ZoomAuth::ServerToServer, _) => {
-                out.push(ok(&format!("token {key}"), "server-to-server app: tokens are requested when needed"))
+                let stored = match store {
+                    Some(s) => oauth_token(s, &key, &fix).await.1,
+                    None => false,
+                };
+                let call = match (stored, store) {
+                    (true, Some(s)) => zoom_call(z, i, s).await,
+                    _ => match Scratch::open().await {
+                        Ok(scratch) => {
+                            let c = zoom_call(z, i, &scratch.store).await;
+                            scratch.close().await;
+                            c
+                        }
+                        Err(e) => fail(&name, e, "check the temporary directory"),
+                    },
+                };
+                out.push(call);
+                out.push(ok(&format!("token {key}"), "server-to-server app: a token is requested when needed"));
             }
             (_, None) => {
-                out.push(fail(&format!("token {key}"), "no database, so no OAuth tokens", format!("run `{fix}`")))
+                let token = fail(&format!("token {key}"), "no database, so no OAuth tokens", format!("run `{fix}`"));
+                out.push(not_called(&name, &token));
+                out.push(token);
             }
-            (_, Some(s)) => out.push(oauth_token(s, &key, &fix).await.0),
+            (_, Some(s)) => {
+                let (token, callable) = oauth_token(s, &key, &fix).await;
+                // Only with a valid access token: a refresh through this read-only database
+                // could not store the rotated refresh token.
+                out.push(if callable { zoom_call(z, i, s).await } else { not_called(&name, &token) });
+                out.push(token);
+            }
         }
     }
     out
+}
+
+async fn zoom_call(z: &crate::sources::zoom::config::ZoomConfig, index: usize, store: &Store) -> Check {
+    let a = &z.accounts[index];
+    let name = format!("source {}", a.token_key());
+    let api = match crate::sources::zoom::ZoomApi::new(z, index, store) {
+        Ok(api) => api.with_max_retries(1),
+        Err(e) => return fail(&name, e.to_string(), "fix the named key"),
+    };
+    match api.check().await {
+        Ok(what) => ok(&name, format!("{what}: token and recording:read scope accepted")),
+        Err(e) => fail(
+            &name,
+            e.to_string(),
+            format!(
+                "check sources.zoom.api_url / oauth_url, the network, accounts[{index}] (client_id, client_secret{}, user_id) and the app's scopes",
+                if a.auth == crate::sources::zoom::config::ZoomAuth::ServerToServer { ", account_id" } else { "" }
+            ),
+        ),
+    }
 }
 
 /// visioconference.me has only the room-creating call: nothing harmless to try.
@@ -467,10 +501,29 @@ fn visio(cfg: &Config) -> Vec<Check> {
     )]
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
-    let d = std::env::temp_dir().join(format!("ticketsync-doctor-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-    Ok(d)
+/// A throwaway database in the temporary directory, removed by [`Scratch::close`].
+struct Scratch {
+    dir: std::path::PathBuf,
+    store: Store,
+}
+
+impl Scratch {
+    async fn open() -> Result<Scratch, String> {
+        let dir = std::env::temp_dir().join(format!("ticketsync-doctor-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        match Store::open(&dir.join("doctor.db"), Duration::from_secs(1)).await {
+            Ok(store) => Ok(Scratch { dir, store }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn close(self) {
+        self.store.pool.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 async fn ping(tv: &crate::config::TeamViewerConfig, store: &Store) -> Check {

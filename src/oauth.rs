@@ -19,7 +19,10 @@ use crate::store::Store;
 pub enum OAuthError {
     #[error("{provider}: not authorized yet: run `ticketsync auth {}`", auth_cmd(provider))]
     NotAuthorized { provider: String },
-    #[error("{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); run `ticketsync auth {}` again", auth_cmd(provider))]
+    #[error(
+        "{provider}: token endpoint refused the {grant} grant ({status}: {error}{desc}); {}",
+        refused_fix(provider, grant)
+    )]
     Refused { provider: String, grant: &'static str, status: u16, error: String, desc: String },
     #[error("{provider}: token endpoint unreachable: {source}")]
     Transport {
@@ -50,6 +53,15 @@ fn auth_cmd(provider: &str) -> String {
     match provider.split_once(':') {
         Some((vendor, account)) => format!("{vendor} --account {account}"),
         None => provider.to_string(),
+    }
+}
+
+/// A refused server-to-server grant is the app's credentials, which `auth` cannot fix.
+fn refused_fix(provider: &str, grant: &str) -> String {
+    if grant == "account_credentials" {
+        "check the app's client_id, client_secret and account_id".into()
+    } else {
+        format!("run `ticketsync auth {}` again", auth_cmd(provider))
     }
 }
 

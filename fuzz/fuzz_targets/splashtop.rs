@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let body = common::body(data);
     for status in [200, 401, 403, 404, 429, 500] {
         match splashtop::classify("/fuzz", status, &HeaderMap::new(), data) {
-            Ok(d) => on_data(&d.value, d.repairs),
+            Ok(d) => on_data(d.value.get(), d.repairs),
             Err(e) => {
                 let _ = e.to_string();
             }
@@ -32,13 +32,24 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn on_data(data: &Value, repairs: screen::Repairs) {
-    // logs_page
-    if let Ok(page) = serde_json::from_value::<wire::LogsPage>(data.clone()) {
-        for rec in &page.logs {
-            on_log(rec, repairs);
+fn on_data(text: &str, repairs: screen::Repairs) {
+    // logs_page: each record's text is kept as sent.
+    if let Ok(mut page) = serde_json::from_str::<wire::LogsPage>(text) {
+        let texts: Vec<String> = page.logs.iter().map(|r| r.get().to_string()).collect();
+        page.repairs = repairs;
+        for (s, text) in page.take_sessions(common::now()).iter().zip(&texts) {
+            if let Ok(s) = s {
+                assert_eq!(&s.raw_json, text, "raw_json is the record's text");
+            }
+        }
+        for text in &texts {
+            if let Ok(rec) = serde_json::from_str::<Value>(text) {
+                on_log(&rec, repairs);
+            }
         }
     }
+    let Ok(data) = serde_json::from_str::<Value>(text) else { return };
+    let data = &data;
     // team_id / default_channel / create_support_session
     let _ = (wire::team_id(data), wire::account_email(data), wire::default_channel(data));
     if let Ok(s) = wire::support_session(data) {

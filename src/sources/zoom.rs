@@ -122,6 +122,11 @@ impl ZoomApi {
         })
     }
 
+    pub fn with_max_retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
+        self
+    }
+
     pub fn oauth(&self) -> &Arc<OAuthClient> {
         &self.oauth
     }
@@ -278,6 +283,20 @@ impl ZoomApi {
 
     pub async fn participants(&self, uuid: &str) -> Result<Decoded<Vec<Value>>, SourceError> {
         self.walk(&format!("/past_meetings/{}/participants", uuid_segment(uuid)), &[], "participants").await
+    }
+
+    /// A harmless read for `doctor`: one item of the user's recordings of today. It proves
+    /// the credentials, the token and the `recording:read` scope; returns what was called.
+    pub async fn check(&self) -> Result<String, SourceError> {
+        let path = format!("/users/{}/recordings", uuid_segment(&self.account.user_id));
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let q = [("from", today.clone()), ("to", today), ("page_size", "1".to_string())];
+        let text = self
+            .call(reqwest::Method::GET, &path, &q, None)
+            .await
+            .map_err(|e| self.vendor_err(&e, &format!("GET {path}")))?;
+        json_body::<Page>(&text).map_err(|e| cfg_err(format!("GET {path}: malformed page ({e})")))?;
+        Ok(format!("GET {}{path}", self.api))
     }
 
     /// The user's cloud recordings of meetings started between `from` and `to` (dates).

@@ -146,6 +146,38 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
     assert_eq!(from, vdate(want), "overlap re-read from the watermark minus overlap_minutes");
 }
 
+/// `raw_json` is the log record as the vendor wrote it (escapes, key order, spacing), not
+/// a re-serialization; a record a JSON tree refuses is quarantined with its text while the
+/// rest of the page is stored.
+#[tokio::test]
+async fn raw_json_is_the_vendors_text_and_an_unreadable_record_is_quarantined() {
+    use sha2::Digest;
+    let sim = sim(SimOptions::default()).await;
+    sim.mis_encode("\"tech@example.com\"", b"\"tech@ex\\u0061mple.com\"");
+    let t0 = now_s() - TimeDelta::hours(2);
+    sim.add_log(log("s1", t0, Some(t0 + TimeDelta::minutes(5)), Some("ok")));
+    sim.add_log(log("s2", t0 + TimeDelta::minutes(10), Some(t0 + TimeDelta::minutes(15)), None));
+    sim.mis_encode("\"session_id\":\"s2\"", b"\"session_id\":\"s2\",\"duration\":1e400");
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let stats = poll(&source(&token_cfg(&sim), &store, 0), &store).await.unwrap();
+    assert_eq!((stats.inserted, stats.quarantined), (1, 1), "{stats:?}");
+
+    let (raw, hash, tech): (String, String, String) =
+        sqlx::query_as("SELECT raw_json, content_hash, technician FROM sessions WHERE external_id = 's1'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert!(raw.contains(r#""user_email":"tech@ex\u0061mple.com""#), "the vendor's text: {raw}");
+    assert_eq!(hash, hex::encode(sha2::Sha256::digest(raw.as_bytes())));
+    assert_eq!(tech, "tech@example.com");
+
+    let (reason, qraw): (String, String) =
+        sqlx::query_as("SELECT reason, raw FROM quarantine").fetch_one(&store.pool).await.unwrap();
+    assert!(reason.starts_with("record: unreadable JSON"), "{reason}");
+    assert!(qraw.contains(r#""session_id":"s2","duration":1e400"#), "kept as sent: {qraw}");
+}
+
 #[tokio::test]
 async fn a_server_that_ignores_the_page_parameter_cannot_loop_the_walk() {
     let sim = sim(SimOptions::default()).await;

@@ -307,6 +307,50 @@ async fn sigkill_between_refresh_commit_and_token_use_does_not_lock_the_account_
     assert_eq!(env.zoom.valid_refresh_tokens(), vec![stored_refresh(&env).await]);
 }
 
+/// `doctor` calls each Zoom account harmlessly (one recording of today): the
+/// server-to-server one with a token of its own, the user-managed one only while its stored
+/// access token is valid. A wrong secret is a FAIL with the fix, and never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_each_zoom_account_once_and_creates_nothing() {
+    let env = setup(ZoomSimOptions::default(), "").await;
+    let doctor = || async {
+        let out = run_bin(&env.cfg_path, &["doctor"]).await;
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let row = |out: &str, name: &str| {
+        out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} row: {out}")).to_string()
+    };
+    let reads =
+        || env.zoom.log().iter().filter(|r| r.path.ends_with("/recordings") && r.query.contains("page_size=1")).count();
+
+    let (_, out) = doctor().await;
+    let s2s = row(&out, "source zoom:s2s");
+    assert!(s2s.contains("OK") && s2s.contains("/users/tech%40example.com/recordings"), "{out}");
+    let oauth = row(&out, "source zoom:helpdesk");
+    assert!(oauth.contains("WARN") && oauth.contains("not checked"), "{out}");
+    assert!(row(&out, "token zoom:helpdesk").contains("FAIL"), "{out}");
+    assert_eq!(reads(), 1, "one read for the server-to-server account");
+
+    authorize(&env).await;
+    let (code, out) = doctor().await;
+    assert!(row(&out, "source zoom:helpdesk").contains("OK"), "{out}");
+    assert!(row(&out, "token zoom:helpdesk").contains("OK"), "{out}");
+    assert_eq!(reads(), 3);
+    assert!(env.zoom.log().iter().all(|r| r.method == "GET" || r.path.contains("oauth")), "doctor creates nothing");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
+
+    // A wrong client secret: the server-to-server token is refused.
+    std::fs::write(env.dir.path().join("zoom_secret"), "not-the-zoom-secret").unwrap();
+    let (code, out) = doctor().await;
+    let s2s = row(&out, "source zoom:s2s");
+    assert!(s2s.contains("FAIL") && s2s.contains("check the app's client_id, client_secret and account_id"), "{out}");
+    assert!(!s2s.contains("ticketsync auth"), "no authorization fixes a server-to-server app: {out}");
+    assert!(out.contains("client_secret, account_id, user_id"), "the fix names the keys: {out}");
+    assert!(!out.contains("not-the-zoom-secret") && !out.contains(SECRET), "no secret in the table: {out}");
+    assert_eq!(code, Some(3), "{out}");
+}
+
 #[tokio::test]
 async fn server_to_server_token_is_fetched_once_and_again_after_a_401() {
     let env = setup(ZoomSimOptions::default(), "").await;

@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::session::NewSession;
@@ -104,12 +105,13 @@ pub fn is_expired_token(code: Option<i64>, status: u16) -> bool {
 
 /// The envelope: `{"result": 20200, "data": …}`; error text may sit in `message`,
 /// `messages[]` (strings or `{message}`), `error` or `data.message` [V: all read by Akab].
+/// `data` stays text, so a page keeps each record as the vendor wrote it.
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
     #[serde(default)]
     pub result: Option<i64>,
     #[serde(default)]
-    pub data: Value,
+    pub data: Option<Box<RawValue>>,
     #[serde(default)]
     pub message: Option<Value>,
     #[serde(default)]
@@ -135,8 +137,16 @@ impl Envelope {
             .and_then(s)
             .or_else(|| self.messages.as_ref().and_then(|m| m.iter().find_map(s)))
             .or_else(|| self.error.as_ref().and_then(s))
-            .or_else(|| self.data.get("message").and_then(s))
+            .or_else(|| {
+                let data = serde_json::from_str::<Value>(self.data.as_deref()?.get()).ok()?;
+                data.get("message").and_then(s)
+            })
             .unwrap_or_default()
+    }
+
+    /// `data` as sent (`null` when absent).
+    pub fn take_data(&mut self) -> Box<RawValue> {
+        self.data.take().unwrap_or_else(|| RawValue::NULL.to_owned())
     }
 }
 
@@ -216,22 +226,38 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
 }
 
 /// [R] `data` of a session-log page: `{total, page, per_page, logs: [...]}`. Records stay
-/// raw so one bad record cannot fail the page.
+/// text, as the vendor wrote them, so one bad record cannot fail the page.
 #[derive(Debug, Deserialize)]
 pub struct LogsPage {
     #[serde(default)]
     pub total: Option<u64>,
     #[serde(default)]
-    pub logs: Vec<Value>,
+    pub logs: Vec<Box<RawValue>>,
     /// What decoding the body repaired (set by the client, not on the wire).
     #[serde(skip)]
     pub repairs: crate::sources::screen::Repairs,
 }
 
 impl LogsPage {
-    /// Each log as a session, or quarantined with the field that is wrong.
-    pub fn sessions(&self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
-        self.logs.iter().map(|r| crate::sources::screen::screen(r, self.repairs, parse_log(r, now))).collect()
+    /// Each log as a session, or quarantined with the field that is wrong. The logs are taken
+    /// from the page: each session keeps its record's text as `raw_json`, and only one record
+    /// at a time is held as a JSON tree.
+    pub fn take_sessions(&mut self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
+        let repairs = self.repairs;
+        std::mem::take(&mut self.logs)
+            .into_iter()
+            .map(|raw| {
+                let raw = String::from(Box::<str>::from(raw));
+                // The page parsed, so the text is JSON; a tree can still refuse what the
+                // syntax allows (a number out of range).
+                match serde_json::from_str::<Value>(&raw) {
+                    Ok(rec) => crate::sources::screen::screen(&rec, repairs, parse_log_text(&rec, raw, now)),
+                    Err(e) => {
+                        Err(Rejected { external_id: None, reason: format!("record: unreadable JSON ({e})"), raw })
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -315,9 +341,14 @@ fn text(rec: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// Map one session-log record [R field names] to the normalized session.
+/// Map one session-log record [R field names] to the normalized session (`raw_json`: the
+/// record serialized again; a page keeps the vendor's text, see [`LogsPage::take_sessions`]).
 pub fn parse_log(rec: &Value, now: DateTime<Utc>) -> Result<NewSession, Rejected> {
-    let raw = rec.to_string();
+    parse_log_text(rec, rec.to_string(), now)
+}
+
+/// [`parse_log`] with the record's text as the vendor sent it.
+pub fn parse_log_text(rec: &Value, raw: String, now: DateTime<Utc>) -> Result<NewSession, Rejected> {
     let id = text(rec, "session_id").map(|s| s.trim().to_string());
     let reject = |reason: String| Rejected { external_id: id.clone(), reason, raw: raw.clone() };
     if !rec.is_object() {
