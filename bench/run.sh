@@ -142,6 +142,67 @@ schema_floor() { # <n>
   echo "floor_s=$(echo "$t1 - $t0" | calc) floor_sessions=$(sqlite3 "$db" 'SELECT count(*) FROM sessions') floor_outbox=$(sqlite3 "$db" 'SELECT count(*) FROM deliveries')"
 }
 
+# The write cost alone: the same two writes (limit and schema) with every value extracted,
+# hashed and rendered beforehand into a temporary table, untimed; only the INSERTs and the
+# COMMIT are timed (the CLI's .timer). This is what SQLite's write path costs for each
+# schema, without the JSON work both sqlite3 runs above do in SQL.
+write_cost() { # <n>
+  local dir=$W/pages.$1 now
+  now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+  local stage="CREATE TEMP TABLE sp(f TEXT);"
+  for f in "$dir"/*.json; do stage+="INSERT INTO sp VALUES ('$f');"; done
+  stage+="CREATE TEMP TABLE st AS SELECT value AS raw, json_extract(value,'\$.id') AS id, lower(json_extract(value,'\$.id')) AS external_id,
+      json_extract(value,'\$.session_code') AS session_code, replace(lower(json_extract(value,'\$.session_code')),'-','') AS session_code_norm,
+      json_extract(value,'\$.username') AS technician, json_extract(value,'\$.userid') AS userid, json_extract(value,'\$.devicename') AS devicename,
+      json_extract(value,'\$.deviceid') AS device_id, json_extract(value,'\$.groupname') AS group_name,
+      json_extract(value,'\$.start_date') AS start_date, json_extract(value,'\$.end_date') AS end_date,
+      strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.start_date')) AS started_at, strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.end_date')) AS ended_at,
+      CAST((julianday(json_extract(value,'\$.end_date')) - julianday(json_extract(value,'\$.start_date'))) * 86400 AS INTEGER) AS duration_s,
+      json_extract(value,'\$.notes') AS notes, json_extract(value,'\$.session_note') AS description, json_extract(value,'\$.custom_api') AS custom_api,
+      json_extract(value,'\$.end_customer.name') AS customer_name, json_extract(value,'\$.end_customer.email') AS customer_email,
+      lower(hex(sha3(value, 256))) AS content_hash, lower(hex(sha3(value || 'prev', 256))) AS prev_hash,
+      json_object('external_id', lower(json_extract(value,'\$.id')), 'session_code', json_extract(value,'\$.session_code'), 'ended', json('true')) AS detail
+    FROM sp, json_each(readfile(sp.f), '\$.records');"
+  {
+    echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+    echo "CREATE TABLE c(id TEXT PRIMARY KEY, userid TEXT, devicename TEXT, start_date TEXT, end_date TEXT, raw TEXT NOT NULL);"
+    echo "$stage"
+    echo ".timer on"
+    echo "BEGIN; INSERT INTO c SELECT id, userid, devicename, start_date, end_date, raw FROM st; COMMIT;"
+  } >"$W/limitw.$1.sql"
+  local note_len
+  note_len=$(sqlite3 "$W/ingest.$1.db" 'SELECT CAST(coalesce(avg(length(note_json)), 700) AS INTEGER) FROM deliveries')
+  {
+    echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+    echo "$stage"
+    # Sessions go into an empty table in st's order, so sessions.id = st.rowid (and likewise
+    # deliveries.id = sm.rowid): the audit rows are staged with their ids.
+    echo "CREATE TEMP TABLE sm AS SELECT rowid AS session_id, json_extract(custom_api, '\$.ticket_id') AS ticket_id,
+        'tsd:v1:teamviewer:' || external_id || ':report' AS marker, printf('%.*c', $note_len, 'x') AS note
+      FROM st WHERE json_valid(custom_api) AND json_extract(custom_api, '\$.ticket_id') IS NOT NULL ORDER BY rowid;"
+    echo "CREATE TEMP TABLE sa AS SELECT m.session_id, m.ticket_id, CASE k.kind WHEN 'delivery_enqueued' THEN m.rowid END AS delivery_id, k.kind,
+        json_object('rule', 'custom_api', 'sink', 'webhook', 'marker', m.marker) AS detail,
+        lower(hex(sha3(m.marker || k.kind, 256))) AS prev_hash, lower(hex(sha3(k.kind || m.marker, 256))) AS hash
+      FROM sm m, (SELECT 'session_matched' AS kind UNION ALL SELECT 'delivery_enqueued') k ORDER BY m.rowid, k.kind DESC;"
+    echo ".timer on"
+    echo "BEGIN;"
+    echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev)
+      SELECT 'teamviewer', external_id, session_code, session_code_norm, technician, userid, devicename, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw, content_hash, '$now', '$now', '00000000-0000-4000-8000-000000000000', 1 FROM st ORDER BY rowid;"
+    echo "INSERT INTO audit_events (at, kind, vendor, session_id, detail_json, prev_hash, hash) SELECT '$now', 'session_seen', 'teamviewer', rowid, detail, prev_hash, content_hash FROM st ORDER BY rowid;"
+    echo "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) SELECT session_id, ticket_id, 'custom_api', 'ticket_id', '$now' FROM sm ORDER BY rowid;"
+    echo "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at) SELECT 'webhook', ticket_id, session_id, 'session_report', marker, note, '$now', '$now', '$now' FROM sm ORDER BY rowid;"
+    echo "INSERT INTO audit_events (at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash) SELECT '$now', kind, 'teamviewer', session_id, ticket_id, delivery_id, detail, prev_hash, hash FROM sa ORDER BY rowid;"
+    echo "COMMIT;"
+  } >"$W/floorw.$1.sql"
+  local timed='/^Run Time:/ { s += $4 } END { printf "%.3f", s }'
+  rm -f "$W/limitw.$1.db" "$W/floorw.$1.db"
+  local lw fw
+  lw=$(sqlite3 "$W/limitw.$1.db" <"$W/limitw.$1.sql" 2>&1 | awk "$timed")
+  cat migrations/*.sql | sqlite3 "$W/floorw.$1.db" >/dev/null
+  fw=$(sqlite3 "$W/floorw.$1.db" <"$W/floorw.$1.sql" 2>&1 | awk "$timed")
+  echo "limit_w_s=$lw floor_w_s=$fw floorw_sessions=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM sessions') floorw_outbox=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM deliveries') floorw_audit=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM audit_events')"
+}
+
 declare -A R
 for N in "${SIZES[@]}"; do
   start_bg "$W/tv.$N.addr" "$DRV" tv-sim --n "$N" --token "$TOKEN"
@@ -151,8 +212,9 @@ for N in "${SIZES[@]}"; do
   /usr/bin/time -f '%e %U %S %M' -o "$W/time.$N" "$DRV" ingest --config "$W/ingest.$N.toml" >"$W/ingest.$N.out"
   limit "$N" "$API" >"$W/limit.$N.out"
   schema_floor "$N" >"$W/floor.$N.out"
+  write_cost "$N" >"$W/wcost.$N.out"
   read -r wall user sys rss_kb <"$W/time.$N"
-  R[$N]="$wall $user $sys $rss_kb $(field "$W/ingest.$N.out" records) $(field "$W/ingest.$N.out" enqueued) $(field "$W/limit.$N.out" curl_s) $(field "$W/limit.$N.out" sqlite_s) $(field "$W/floor.$N.out" floor_s)"
+  R[$N]="$wall $user $sys $rss_kb $(field "$W/ingest.$N.out" records) $(field "$W/ingest.$N.out" enqueued) $(field "$W/limit.$N.out" curl_s) $(field "$W/limit.$N.out" sqlite_s) $(field "$W/floor.$N.out" floor_s) $(field "$W/wcost.$N.out" limit_w_s) $(field "$W/wcost.$N.out" floor_w_s)"
   LAST_N=$N LAST_API=$API
   if [[ $N != "${SIZES[-1]}" ]]; then kill "$SIM_PID"; fi
 done
@@ -190,7 +252,7 @@ printf '| %9s | %9s | %10s | %8s | %8s | %13s | %9s | %9s | %10s | %12s | %12s |
 printf '|%s|\n' "-----------|-----------|------------|----------|----------|---------------|-----------|-----------|------------|--------------|--------------|-----------|--------------"
 base=""
 for N in "${SIZES[@]}"; do
-  read -r wall user sys rss_kb recs enq curl_s sqlite_s floor_s <<<"${R[$N]}"
+  read -r wall user sys rss_kb recs enq curl_s sqlite_s floor_s _ _ <<<"${R[$N]}"
   lim=$(echo "$curl_s + $sqlite_s" | calc)
   per=$(echo "$wall / $N" | calc)
   [[ -z $base ]] && base=$per
@@ -202,6 +264,17 @@ done
 echo
 echo "ratio = ticketsync wall time / (curl walking the same pages + sqlite3 inserting the same rows in one transaction)."
 echo "schema s = sqlite3 writing the same records into ticketsync's own schema in one transaction (session, audit rows, match and outbox row with a note of the same length); vs schema = wall / (curl + schema s)."
+echo
+echo "Write cost alone (every value extracted, hashed and rendered beforehand, untimed; only the INSERTs and the COMMIT timed):"
+printf '| %9s | %14s | %15s | %14s | %24s |\n' records "limit writes s" "schema writes s" "schema ÷ limit" "ratio bound (writes only)"
+printf '|%s|\n' "-----------|----------------|-----------------|----------------|---------------------------"
+for N in "${SIZES[@]}"; do
+  read -r _ _ _ _ recs _ curl_s sqlite_s _ limw_s floorw_s <<<"${R[$N]}"
+  printf '| %9s | %14.2f | %15.2f | %13.2f× | %23.2f× |\n' "$recs" "$limw_s" "$floorw_s" \
+    "$(echo "$floorw_s / $limw_s" | calc)" "$(echo "($curl_s + $floorw_s) / ($curl_s + $sqlite_s)" | calc)"
+done
+echo
+echo "ratio bound = (curl + schema writes) / (curl + sqlite3 s): the ratio of a program that fetched as fast as curl, parsed nothing and wrote ticketsync's rows at the CLI's bulk speed."
 echo
 ndel=$(field "$W/deliver.out" delivered)
 printf 'Delivery: %s notes to a webhook receiver with %s ms latency, concurrency %s: %.2f s, %.0f notes/s, %.3f requests per note (%s requests), CPU %.2f s, peak RSS %.1f MB, not delivered: %s\n' \
