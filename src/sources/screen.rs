@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::Rejected;
@@ -127,6 +129,29 @@ fn replace_lone_surrogates(text: &str) -> Option<String> {
         o.push_str(&text[copied..]);
         o
     })
+}
+
+/// Map each record of a page, given as the vendor's text, to a session (which keeps that
+/// text as `raw_json`) or a quarantined record; only one record at a time is held as a JSON
+/// tree. Each mapped record is then [`screen`]ed.
+pub fn take_records(
+    records: Vec<Box<RawValue>>,
+    repairs: Repairs,
+    now: DateTime<Utc>,
+    parse: impl Fn(&Value, String, DateTime<Utc>) -> Result<NewSession, Rejected>,
+) -> Vec<Result<NewSession, Rejected>> {
+    records
+        .into_iter()
+        .map(|raw| {
+            let raw = String::from(Box::<str>::from(raw));
+            // The page parsed, so the text is JSON; a tree can still refuse what the syntax
+            // allows (a number out of range).
+            match serde_json::from_str::<Value>(&raw) {
+                Ok(rec) => screen(&rec, repairs, parse(&rec, raw, now)),
+                Err(e) => Err(Rejected { external_id: None, reason: format!("record: unreadable JSON ({e})"), raw }),
+            }
+        })
+        .collect()
 }
 
 /// Screen one vendor record before it is stored: quarantine it, naming the field, when its

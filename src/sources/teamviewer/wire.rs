@@ -30,21 +30,7 @@ impl ConnectionsPage {
     /// taken from the page: each session keeps its record's text as `raw_json`, and only one
     /// record at a time is held as a JSON tree.
     pub fn take_sessions(&mut self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
-        let repairs = self.repairs;
-        std::mem::take(&mut self.records)
-            .into_iter()
-            .map(|raw| {
-                let raw = String::from(Box::<str>::from(raw));
-                // The page parsed, so the text is JSON; a tree can still refuse what the
-                // syntax allows (a number out of range).
-                match serde_json::from_str::<Value>(&raw) {
-                    Ok(rec) => crate::sources::screen::screen(&rec, repairs, parse_record_text(&rec, raw, now)),
-                    Err(e) => {
-                        Err(Rejected { external_id: None, reason: format!("record: unreadable JSON ({e})"), raw })
-                    }
-                }
-            })
-            .collect()
+        crate::sources::screen::take_records(std::mem::take(&mut self.records), self.repairs, now, parse_record_text)
     }
 }
 
