@@ -328,7 +328,8 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth teamviewer`")];
     }
     let mut out = Vec::new();
-    let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer").await;
+    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http());
+    let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer", client).await;
     let callable = token.1;
     // Only with a valid access token: a refresh through this read-only database could not
     // store the new refresh token.
@@ -337,9 +338,28 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     out
 }
 
+fn token_http() -> reqwest::Client {
+    crate::http::client(Duration::from_secs(10))
+}
+
+fn zoom_client(
+    z: &crate::sources::zoom::config::ZoomConfig,
+    index: usize,
+    store: &Store,
+) -> Result<crate::oauth::OAuthClient, crate::sources::SourceError> {
+    crate::sources::zoom::oauth_client(z, index, store, token_http())
+}
+
 /// The stored OAuth tokens of `provider`, and whether the access token is still valid
-/// for a call that must not refresh it.
-async fn oauth_token(store: &Store, provider: &str, fix: &str) -> (Check, bool) {
+/// for a call that must not refresh it. `client` (the vendor's OAuth client, when its
+/// configuration is complete) proves the tokens can be decrypted: their expiry dates are
+/// stored in clear, the tokens are not.
+async fn oauth_token(
+    store: &Store,
+    provider: &str,
+    fix: &str,
+    client: Result<crate::oauth::OAuthClient, crate::sources::SourceError>,
+) -> (Check, bool) {
     let name = format!("token {provider}");
     let row: Option<(Option<String>, Option<String>)> =
         sqlx::query_as("SELECT access_expires_at, refresh_expires_at FROM oauth_tokens WHERE provider = ?")
@@ -353,6 +373,13 @@ async fn oauth_token(store: &Store, provider: &str, fix: &str) -> (Check, bool) 
     match row {
         None => (fail(&name, "no OAuth tokens stored", format!("run `{fix}`")), false),
         Some((access, refresh)) => {
+            // A client secret changed since `auth` leaves the tokens unreadable; no refresh
+            // can mend that.
+            if let Ok(c) = &client {
+                if let Err(e) = c.expiry_info().await {
+                    return (fail(&name, e.to_string(), format!("run `{fix}`")), false);
+                }
+            }
             let access_ok = parse(&access).is_some_and(|t| t > now + chrono::Duration::minutes(1));
             let access_txt = access.as_deref().unwrap_or("unknown");
             let c = match parse(&refresh) {
@@ -401,7 +428,8 @@ async fn splashtop(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     if !real {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth splashtop`")];
     }
-    let token = oauth_token(store, "splashtop", "ticketsync auth splashtop").await;
+    let client = crate::sources::splashtop::oauth_client(st, store, token_http());
+    let token = oauth_token(store, "splashtop", "ticketsync auth splashtop", client).await;
     let call = if token.1 { whoami(st, store).await } else { not_called(name, &token.0) };
     vec![call, token.0]
 }
@@ -435,7 +463,7 @@ async fn zoom(cfg: &Config, store: Option<&Store>) -> Vec<Check> {
         match (a.auth, store) {
             (crate::sources::zoom::config::ZoomAuth::ServerToServer, _) => {
                 let stored = match store {
-                    Some(s) => oauth_token(s, &key, &fix).await.1,
+                    Some(s) => oauth_token(s, &key, &fix, zoom_client(z, i, s)).await.1,
                     None => false,
                 };
                 let call = match (stored, store) {
@@ -458,7 +486,7 @@ async fn zoom(cfg: &Config, store: Option<&Store>) -> Vec<Check> {
                 out.push(token);
             }
             (_, Some(s)) => {
-                let (token, callable) = oauth_token(s, &key, &fix).await;
+                let (token, callable) = oauth_token(s, &key, &fix, zoom_client(z, i, s)).await;
                 // Only with a valid access token: a refresh through this read-only database
                 // could not store the rotated refresh token.
                 out.push(if callable { zoom_call(z, i, s).await } else { not_called(&name, &token) });

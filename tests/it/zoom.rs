@@ -309,7 +309,8 @@ async fn sigkill_between_refresh_commit_and_token_use_does_not_lock_the_account_
 
 /// `doctor` calls each Zoom account harmlessly (one recording of today): the
 /// server-to-server one with a token of its own, the user-managed one only while its stored
-/// access token is valid. A wrong secret is a FAIL with the fix, and never printed.
+/// access token is valid. A wrong secret is a FAIL with the fix, and never printed; tokens
+/// stored under another secret are reported unreadable, not OK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_reads_each_zoom_account_once_and_creates_nothing() {
     let env = setup(ZoomSimOptions::default(), "").await;
@@ -346,6 +347,11 @@ async fn doctor_reads_each_zoom_account_once_and_creates_nothing() {
     let s2s = row(&out, "source zoom:s2s");
     assert!(s2s.contains("FAIL") && s2s.contains("check the app's client_id, client_secret and account_id"), "{out}");
     assert!(!s2s.contains("ticketsync auth"), "no authorization fixes a server-to-server app: {out}");
+    // The user-managed account's tokens were sealed with the old secret: unreadable, so no call.
+    let token = row(&out, "token zoom:helpdesk");
+    assert!(token.contains("FAIL") && token.contains("cannot be decrypted"), "{out}");
+    assert!(out.contains("fix: run `ticketsync auth zoom --account helpdesk`"), "{out}");
+    assert!(row(&out, "source zoom:helpdesk").contains("not checked"), "{out}");
     assert!(out.contains("client_secret, account_id, user_id"), "the fix names the keys: {out}");
     assert!(!out.contains("not-the-zoom-secret") && !out.contains(SECRET), "no secret in the table: {out}");
     assert_eq!(code, Some(3), "{out}");
