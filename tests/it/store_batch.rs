@@ -270,3 +270,33 @@ async fn migration_0003_brings_the_match_marks_of_an_older_database_in_line() {
         sessions::to_match(&store.pool, 0, 10).await.unwrap().into_iter().map(|s| s.external_id).collect();
     assert_eq!(waiting, ["changed", "new"]);
 }
+
+/// A new database gets 16 KiB pages; one created before (4 KiB, already in WAL mode) keeps
+/// its size, is migrated and takes writes as before.
+#[tokio::test]
+async fn new_databases_get_16_kib_pages_and_existing_ones_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |p: std::path::PathBuf| {
+        rusqlite::Connection::open(p).unwrap().query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+
+    let store = temp_store(dir.path()).await;
+    store.pool.close().await;
+    assert_eq!(page_size(dir.path().join("t.db")), i64::from(ticketsync::store::PAGE_SIZE));
+    assert_eq!(ticketsync::store::PAGE_SIZE, 16384);
+
+    let old = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&old).unwrap();
+        c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE before_upgrade (x);")
+            .unwrap();
+    }
+    let store = ticketsync::store::Store::open(&old, std::time::Duration::from_secs(5)).await.unwrap();
+    let a = session("1", "x");
+    let mut tx = store.begin().await.unwrap();
+    sessions::upsert_many(&mut tx, &[&a], None, false).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 1, .. }));
+    store.pool.close().await;
+    assert_eq!(page_size(old), 4096, "an existing database keeps its page size");
+}
