@@ -288,7 +288,7 @@ impl ZoomApi {
     /// A harmless read for `doctor`: one item of the user's recordings of today. It proves
     /// the credentials, the token and the `recording:read` scope; returns what was called.
     pub async fn check(&self) -> Result<String, SourceError> {
-        let path = format!("/users/{}/recordings", uuid_segment(&self.account.user_id));
+        let path = self.recordings_path();
         let today = Utc::now().format("%Y-%m-%d").to_string();
         let q = [("from", today.clone()), ("to", today), ("page_size", "1".to_string())];
         let text = self
@@ -299,13 +299,17 @@ impl ZoomApi {
         Ok(format!("GET {}{path}", self.api))
     }
 
+    fn recordings_path(&self) -> String {
+        format!("/users/{}/recordings", uuid_segment(&self.account.user_id))
+    }
+
     /// The user's cloud recordings of meetings started between `from` and `to` (dates).
     pub async fn recordings(
         &self,
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
     ) -> Result<Decoded<Vec<Value>>, SourceError> {
-        let path = format!("/users/{}/recordings", uuid_segment(&self.account.user_id));
+        let path = self.recordings_path();
         let q = [("from", from.format("%Y-%m-%d").to_string()), ("to", to.format("%Y-%m-%d").to_string())];
         self.walk(&path, &q, "meetings").await
     }

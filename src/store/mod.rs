@@ -158,9 +158,10 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Invalid(format!("database {} does not exist", path.display())));
         }
+        let busy_timeout = Duration::from_secs(5);
         // No slow-statement warnings: an export streams millions of rows through one statement.
         let opts = sqlx::ConnectOptions::disable_statement_logging(
-            SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(5)),
+            SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(busy_timeout),
         );
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -172,7 +173,7 @@ impl Store {
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout,
         })
     }
 
