@@ -43,6 +43,19 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
     },
+    /// Redmine simulator holding issues `first..first+count` (the tickets `tv-sim` generates:
+    /// 10000 onwards), answering every request after `latency-ms`; prints `url=<url>
+    /// admin=<url>`. `GET <admin>/count` answers the number of PUTs (notes) so far.
+    RedmineSim {
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 10_000)]
+        first: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
     /// Poll every configured source to the end, then one matching pass (fills the outbox).
     Ingest {
         #[arg(long)]
@@ -60,6 +73,7 @@ async fn main() -> Result<()> {
     match Args::parse().cmd {
         Cmd::TvSim { n, token, page_size } => tv_sim(n, token, page_size).await,
         Cmd::SinkSim { latency_ms } => sink_sim(latency_ms).await,
+        Cmd::RedmineSim { api_key, first, count, latency_ms } => redmine_sim(api_key, first, count, latency_ms).await,
         Cmd::Ingest { config } => ingest(config).await,
         Cmd::Deliver { config } => deliver(config).await,
     }
@@ -104,6 +118,20 @@ async fn sink_sim(latency_ms: u64) -> Result<()> {
     println!("url={hook}/hook admin={admin}");
     std::future::pending::<()>().await;
     Ok(())
+}
+
+async fn redmine_sim(api_key: String, first: u64, count: u64, latency_ms: u64) -> Result<()> {
+    let ids: Vec<u64> = (first..first + count).collect();
+    let sim = Arc::new(ticketsync::sim::redmine::RedmineSim::start(&api_key, &ids).await?);
+    sim.set_delay(Duration::from_millis(latency_ms));
+    let admin = serve(Router::new().route("/count", get(redmine_count)).with_state(sim.clone())).await?;
+    println!("url={} admin={admin}", sim.base_url);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn redmine_count(State(sim): State<Arc<ticketsync::sim::redmine::RedmineSim>>) -> String {
+    sim.put_count().to_string()
 }
 
 async fn sink_receive(State(c): State<Arc<SinkCounts>>, h: HeaderMap) -> StatusCode {
