@@ -178,6 +178,12 @@ pub struct SplashtopConfig {
     pub channel_id: Option<i64>,
     /// `customer_issue` of created support sessions; `{ticket}` is replaced.
     pub issue_template: String,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 impl Default for SplashtopConfig {
     fn default() -> Self {
@@ -207,6 +213,9 @@ impl Default for SplashtopConfig {
             team_id: None,
             channel_id: None,
             issue_template: "Ticket #{ticket}".into(),
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
         }
     }
 }
@@ -311,6 +320,12 @@ pub struct TeamViewerConfig {
     /// Template for the service-case description; `{ticket}` is replaced.
     pub description_template: String,
     pub valid_hours: u64,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 impl Default for TeamViewerConfig {
     fn default() -> Self {
@@ -334,6 +349,9 @@ impl Default for TeamViewerConfig {
             group_id: None,
             description_template: "Ticket #{ticket}".into(),
             valid_hours: 24,
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
         }
     }
 }
@@ -434,6 +452,15 @@ pub struct RedmineConfig {
     /// Only sessions from these sources go to this sink.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -452,7 +479,65 @@ pub struct WebhookConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
+
+impl TeamViewerConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sources.teamviewer",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl SplashtopConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sources.splashtop",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl RedmineConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.redmine",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.webhook",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
 fn default_sig_header() -> String {
     "X-Ticketsync-Signature".into()
 }
@@ -586,7 +671,77 @@ impl Config {
             crate::sinks::config::check_route("sinks.webhook", w.tickets.as_deref(), w.sources.as_deref())?;
         }
         self.sinks.extra().validate()?;
+        for (o, urls) in self.outbound_components() {
+            o.validate()?;
+            for (key, url) in &urls {
+                o.check_url(key, url)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Every configured component that calls out over HTTP, with its outbound keys and the
+    /// URLs (key, value) it calls. The https rule and the `ca_file` check run over these.
+    pub fn outbound_components(&self) -> Vec<(crate::http::Outbound<'_>, Vec<(String, String)>)> {
+        let mut out = Vec::new();
+        let keyed = |section: &str, pairs: Vec<(&str, String)>| {
+            pairs.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)).collect::<Vec<_>>()
+        };
+        if let Some(tv) = &self.sources.teamviewer {
+            let urls = vec![("base_url", tv.base_url.clone()), ("authorize_url", tv.authorize_url.clone())];
+            out.push((tv.outbound(), keyed("sources.teamviewer", urls)));
+        }
+        if let Some(st) = &self.sources.splashtop {
+            let urls = vec![
+                ("base_url", st.base_url()),
+                ("console_url", st.console_url()),
+                ("authorize_url", st.authorize_url()),
+                ("token_url", st.token_url()),
+            ];
+            out.push((st.outbound(), keyed("sources.splashtop", urls)));
+        }
+        if let Some(z) = &self.sources.zoom {
+            let urls = vec![("api_url", z.api_url.clone()), ("oauth_url", z.oauth_url.clone())];
+            out.push((z.outbound(), keyed("sources.zoom", urls)));
+        }
+        if let Some(v) = &self.rooms.visioconference {
+            out.push((v.outbound(), keyed("rooms.visioconference", vec![("api_url", v.api_url.clone())])));
+        }
+        if let Some(r) = &self.sinks.redmine {
+            out.push((r.outbound(), keyed("sinks.redmine", vec![("url", r.url.clone())])));
+        }
+        if let Some(w) = &self.sinks.webhook {
+            out.push((w.outbound(), keyed("sinks.webhook", vec![("url", w.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.zendesk {
+            out.push((c.outbound(), keyed("sinks.zendesk", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.freshservice {
+            out.push((c.outbound(), keyed("sinks.freshservice", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.jsm {
+            out.push((c.outbound(), keyed("sinks.jsm", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.glpi {
+            out.push((c.outbound(), keyed("sinks.glpi", vec![("url", c.url.clone())])));
+        }
+        out
+    }
+
+    /// One line per URL sent over plain http to a host that is not loopback (allowed by
+    /// `allow_insecure_http = true`): logged at start-up and printed by `check`.
+    pub fn insecure_http_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (o, urls) in self.outbound_components() {
+            for (key, url) in o.insecure(&urls) {
+                out.push(format!(
+                    "{key} = {url}: plain http to a host that is not loopback ({}.allow_insecure_http = true): \
+                     credentials and notes travel in clear text",
+                    o.section
+                ));
+            }
+        }
+        out
     }
 
     /// Resolve every secret the configured components need, so that a missing one is a

@@ -328,7 +328,7 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth teamviewer`")];
     }
     let mut out = Vec::new();
-    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http());
+    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http(tv.outbound()));
     let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer", client).await;
     let callable = token.1;
     // Only with a valid access token: a refresh through this read-only database could not
@@ -338,8 +338,10 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     out
 }
 
-fn token_http() -> reqwest::Client {
-    crate::http::client(Duration::from_secs(10))
+/// The component's client (its `ca_file`); the config was validated, so a `ca_file`
+/// that became unreadable since falls back to the platform roots and the call says why.
+fn token_http(o: crate::http::Outbound<'_>) -> reqwest::Client {
+    o.client(Duration::from_secs(10)).unwrap_or_else(|_| crate::http::client(Duration::from_secs(10)))
 }
 
 fn zoom_client(
@@ -347,7 +349,7 @@ fn zoom_client(
     index: usize,
     store: &Store,
 ) -> Result<crate::oauth::OAuthClient, crate::sources::SourceError> {
-    crate::sources::zoom::oauth_client(z, index, store, token_http())
+    crate::sources::zoom::oauth_client(z, index, store, token_http(z.outbound()))
 }
 
 /// The stored OAuth tokens of `provider`, and whether the access token is still valid
@@ -428,7 +430,7 @@ async fn splashtop(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     if !real {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth splashtop`")];
     }
-    let client = crate::sources::splashtop::oauth_client(st, store, token_http());
+    let client = crate::sources::splashtop::oauth_client(st, store, token_http(st.outbound()));
     let token = oauth_token(store, "splashtop", "ticketsync auth splashtop", client).await;
     let call = if token.1 { whoami(st, store).await } else { not_called(name, &token.0) };
     vec![call, token.0]

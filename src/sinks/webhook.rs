@@ -17,6 +17,8 @@ pub struct WebhookSink {
     secret: SecretString,
     header: String,
     http: reqwest::Client,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 /// `sha256=<hex>` of the exact body bytes.
@@ -28,7 +30,20 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 impl WebhookSink {
     pub fn new(name: &str, url: &str, secret: SecretString, header: &str, http: reqwest::Client) -> Self {
-        Self { name: name.into(), url: url.into(), secret, header: header.into(), http }
+        Self {
+            name: name.into(),
+            url: url.into(),
+            secret,
+            header: header.into(),
+            http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
+        self
     }
 
     pub fn payload(ticket: &str, note: &Note) -> serde_json::Value {
@@ -76,7 +91,7 @@ impl TicketSink for WebhookSink {
             .map_err(|e| SinkError::from_transport(&self.name, &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
+        let text = crate::http::read_text(resp, self.max_response).await.unwrap_or_default();
         if status.is_success() {
             return Ok(format!("webhook:{}", status.as_u16()));
         }
