@@ -55,6 +55,7 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             "webhook".into(),
             Arc::new(
                 WebhookSink::new("webhook", &w.url, secret, &w.signature_header, w.outbound().client(timeout)?)
+                    .with_scheme(w.signature)
                     .with_max_response_bytes(w.outbound().limit()),
             ),
         );

@@ -56,10 +56,44 @@ pub struct HttpConfig {
     /// /readyz fails when a source's last successful poll is older than its previous
     /// scheduled run by more than this many seconds.
     pub readiness_grace_secs: u64,
+    /// A connection that has not sent a complete request head within this many seconds
+    /// (a fresh one, a slow one, or an idle keep-alive one) is closed.
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most; at the limit a new connection replaces the oldest one
+    /// that is not being answered, so idle or slow clients cannot starve `/readyz`.
+    /// Keep it well below the process's open-file limit (systemd's default soft limit is 1024).
+    pub max_connections: usize,
+    /// Largest request body accepted (no endpoint takes one); larger requests get 413.
+    pub max_request_bytes: u64,
+    /// Bearer token required for `/metrics` and every path but `/healthz` and `/readyz`.
+    /// Prefer `metrics_token_file` or the credential `metrics_token`.
+    pub metrics_token: Option<SecretString>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { enabled: false, listen: "127.0.0.1:9187".into(), readiness_grace_secs: 120 }
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:9187".into(),
+            readiness_grace_secs: 120,
+            header_read_timeout_secs: 10,
+            max_connections: 256,
+            max_request_bytes: 16 * 1024,
+            metrics_token: None,
+            metrics_token_file: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's bearer token, if one is configured (inline, file or credential).
+    pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "http.metrics_token",
+            self.metrics_token.as_ref(),
+            self.metrics_token_file.as_deref(),
+            "metrics_token",
+        )
     }
 }
 
@@ -475,6 +509,10 @@ pub struct WebhookConfig {
     pub secret_file: Option<PathBuf>,
     #[serde(default = "default_sig_header")]
     pub signature_header: String,
+    /// `standard` (Standard Webhooks headers), `legacy` (`signature_header` only) or
+    /// `both` (the default, so receivers of the legacy header keep working).
+    #[serde(default)]
+    pub signature: crate::sinks::webhook::SignatureScheme,
     #[serde(default)]
     pub tickets: Option<String>,
     #[serde(default)]
@@ -597,6 +635,13 @@ impl Config {
         check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1)?;
         check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1)?;
         check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1)?;
+        check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1)?;
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(key_err("http.header_read_timeout_secs", "at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(key_err("http.max_connections", "at least 1"));
+        }
         check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1)?;
         check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1)?;
         check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600)?;
@@ -785,6 +830,9 @@ impl Config {
         if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
             require(w.secret_value()?, "sinks.webhook.secret", "webhook_secret")?;
         }
+        // Optional, but a configured file that cannot be read is an error now, not an
+        // open /metrics later.
+        self.http.metrics_token_secret()?;
         self.sinks.extra().check_secrets()?;
         Ok(())
     }
