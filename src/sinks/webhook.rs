@@ -213,11 +213,12 @@ impl TicketSink for WebhookSink {
         }
         let resp = req.body(body).send().await.map_err(|e| SinkError::from_transport(&self.name, &e))?;
         let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = crate::http::read_text(resp, self.max_response).await.unwrap_or_default();
+        // A 2xx is the receiver's whole answer: its body is not read at all.
         if status.is_success() {
             return Ok(format!("webhook:{}", status.as_u16()));
         }
+        let headers = resp.headers().clone();
+        let text = crate::http::read_text(resp, self.max_response).await.unwrap_or_default();
         let mut err = SinkError::from_status(&self.name, status, &headers, &text);
         // A receiver that rejects the signature answers 401 or 403: a credentials problem.
         if status.as_u16() == 403 {
