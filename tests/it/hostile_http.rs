@@ -360,19 +360,76 @@ fn a_ca_file_is_checked_at_load_and_named_when_wrong() {
     }
 }
 
-/// A self-signed CA certificate (EC P-256), only parsed here.
-const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBkTCCATegAwIBAgIUZrjc2EfJ6TLFsoDJ81TxdZHMH8gwCgYIKoZIzj0EAwIw
-HTEbMBkGA1UEAwwSdGlja2V0c3luYyB0ZXN0IENBMCAXDTI2MTIwNTA4MTU1MFoY
-DzIxMjYxMTExMDgxNTUwWjAdMRswGQYDVQQDDBJ0aWNrZXRzeW5jIHRlc3QgQ0Ew
-WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARiBjeRdamruag6EBMRiSfRyM5mBlzF
-P5yw7jPk4jgUVKCL17k+X5pAZ6uHramM/99/POYlq8YMtigSH8FNihBGo1MwUTAd
-BgNVHQ4EFgQUml9jhkDQWNYe7SJZqDU/RbaHhgIwHwYDVR0jBBgwFoAUml9jhkDQ
-WNYe7SJZqDU/RbaHhgIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
-AiA60snh9xJ1iyR25w2SRcLIIddHgjMSKgM2Cj9JwcWIywIhAKqbwhAAhivktG0E
-s9Gx13cwo2wvQVeBdfSCo+YGRxF4
------END CERTIFICATE-----
-";
+/// Test-only TLS material (tests/fixtures/tls): a CA, and a leaf for 127.0.0.1 signed by it.
+const TEST_CA: &str = include_str!("../fixtures/tls/ca.pem");
+const TEST_LEAF: &str = include_str!("../fixtures/tls/leaf.pem");
+const TEST_LEAF_KEY: &str = include_str!("../fixtures/tls/leaf.key");
+
+/// An https server on 127.0.0.1 with a certificate from the test CA, answering every
+/// request like Redmine's `/users/current.json`; counts failed handshakes.
+async fn internal_ca_server(handshake_failures: Arc<AtomicUsize>) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(TEST_LEAF.as_bytes()).collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(TEST_LEAF_KEY.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, failures) = (acceptor.clone(), handshake_failures.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(r#"{"user":{"id":1}}"#.to_string()))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (base, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_trusts_an_internal_ca_for_its_section_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca, TEST_CA).unwrap();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let (base, task) = internal_ca_server(failures.clone()).await;
+    let redmine = |extra: String| {
+        load(&format!(
+            "[store]\npath = \"{}\"\n[sinks.redmine]\nurl = \"{base}\"\napi_key = \"k\"\n{extra}\n",
+            dir.path().join("t.db").display()
+        ))
+    };
+    // Without ca_file: the platform roots do not know the internal CA.
+    let sinks = ticketsync::app::build_sinks(&redmine(String::new())).unwrap();
+    let e = sinks["redmine"].check().await.unwrap_err().to_string();
+    println!("ca_file: without it: {e}");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert_eq!(failures.load(Ordering::SeqCst), 1);
+    // With it: the same server is trusted.
+    let sinks = ticketsync::app::build_sinks(&redmine(format!("ca_file = \"{}\"", ca.display()))).unwrap();
+    sinks["redmine"].check().await.expect("the internal CA is trusted through ca_file");
+    println!("ca_file: with it: redmine check OK over https with the internal CA");
+    assert_eq!(failures.load(Ordering::SeqCst), 1);
+    task.abort();
+}
 
 async fn listener(
     opts: ticketsync::health::ListenerOptions,
