@@ -327,3 +327,24 @@ async fn guard(State(g): State<Arc<Guard>>, req: axum::extract::Request, next: a
     }
     next.run(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_limit_the_oldest_idle_connection_makes_room_never_a_busy_one() {
+        let mut c = Connections::default();
+        let (_, busy, busy_close) = c.admit(2).unwrap();
+        busy.fetch_add(1, Ordering::AcqRel);
+        let (_, _, idle_close) = c.admit(2).unwrap();
+        // Full: the idle one (not the older, busy one) is closed for the newcomer.
+        let (_, newest, _) = c.admit(2).unwrap();
+        assert!(idle_close.is_cancelled() && !busy_close.is_cancelled());
+        assert_eq!(c.open.len(), 2);
+        // Every slot answering a request: the newcomer is refused.
+        newest.fetch_add(1, Ordering::AcqRel);
+        assert!(c.admit(2).is_none());
+        assert_eq!(c.open.len(), 2);
+    }
+}

@@ -415,6 +415,37 @@ mod tests {
     }
 
     #[test]
+    fn https_is_required_except_for_loopback_or_an_explicit_opt_in() {
+        let o =
+            Outbound { section: "sinks.redmine", allow_insecure_http: false, ca_file: None, max_response_bytes: None };
+        for ok in
+            ["https://r.example", "http://127.0.0.1:3300", "http://127.9.9.9", "http://[::1]:80", "http://LOCALHOST/x"]
+        {
+            assert!(o.check_url("sinks.redmine.url", ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://r.example", "http://10.0.0.1", "http://[::2]", "http://localhost.evil.example"] {
+            let e = o.check_url("sinks.redmine.url", bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("sinks.redmine.url: ") && e.contains("sinks.redmine.allow_insecure_http = true"),
+                "{e}"
+            );
+        }
+        let open = Outbound { allow_insecure_http: true, ..o };
+        assert!(open.check_url("sinks.redmine.url", "http://r.example").is_ok());
+        let urls = vec![("k".to_string(), "http://r.example".to_string()), ("l".into(), "http://127.0.0.1".into())];
+        assert_eq!(open.insecure(&urls).len(), 1);
+        assert_eq!(o.limit(), DEFAULT_MAX_RESPONSE_BYTES);
+        let tiny = Outbound { max_response_bytes: Some(10), ..o };
+        assert!(tiny.validate().unwrap_err().to_string().starts_with("sinks.redmine.max_response_bytes"));
+    }
+
+    #[test]
+    fn endpoints_never_show_a_query_or_user_info() {
+        let u = url::Url::parse("https://user:pw@h.example:8443/a/b?token=s3cret#frag").unwrap();
+        assert_eq!(endpoint(&u), "https://h.example:8443/a/b");
+    }
+
+    #[test]
     fn short_body_is_cut_and_single_line() {
         let long = "x".repeat(1000);
         assert_eq!(short_body(&long).chars().count(), 301);

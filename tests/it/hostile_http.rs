@@ -491,6 +491,39 @@ async fn readyz_answers_with_1000_idle_connections_and_a_slowloris() {
     cancel.cancel();
 }
 
+/// The header-read timeout closes a silent connection and a slowloris that keeps sending
+/// head bytes (the deadline is not reset per byte). No timing is asserted: each is simply
+/// closed by the server before a generous 30 s client deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slowloris_connections_are_closed_by_the_header_read_timeout() {
+    let opts =
+        ticketsync::health::ListenerOptions { header_read_timeout: Duration::from_secs(1), ..Default::default() };
+    let (addr, _dir, cancel) = listener(opts).await;
+    let wait_closed = |mut s: tokio::net::TcpStream, drip: bool| async move {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        loop {
+            if drip && s.write_all(b"X").await.is_err() {
+                return true; // reset by the server
+            }
+            match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => return true, // an error answer (408), then the close
+                Err(_) if tokio::time::Instant::now() > deadline => return false,
+                Err(_) => {}
+            }
+        }
+    };
+    let idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nX-Slow: ").await.unwrap();
+    let (idle_closed, slow_closed) = tokio::join!(wait_closed(idle, false), wait_closed(slow, true));
+    println!("listener: header_read_timeout 1 s: idle connection closed {idle_closed}, slowloris closed {slow_closed}");
+    assert!(idle_closed && slow_closed);
+    cancel.cancel();
+}
+
 #[tokio::test]
 async fn metrics_need_the_bearer_token_and_bodies_are_limited() {
     let opts = ticketsync::health::ListenerOptions {
