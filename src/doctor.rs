@@ -84,6 +84,14 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         }
     };
     checks.extend(secrets(&cfg));
+    // Plain http to a remote host, allowed by `allow_insecure_http = true`.
+    for w in cfg.insecure_http_warnings() {
+        checks.push(warn(
+            "outbound http",
+            w,
+            "use https:// (with ca_file for an internal CA), then remove allow_insecure_http",
+        ));
+    }
     let (db_check, store) = database(&cfg).await;
     checks.push(db_check);
     // Token-authenticated vendors can be pinged before the first start: through a
