@@ -93,7 +93,7 @@ pub async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(too_large(&resp));
     }
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
         if buf.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large(&resp));
