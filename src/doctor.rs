@@ -15,7 +15,7 @@ use crate::store::Store;
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
 pub const CREDENTIALS_SOURCE: &str = "/etc/ticketsync/credentials";
 /// The credential names the shipped unit knows (`zoom_<account>_client_secret` too).
-const CREDENTIALS: [&str; 13] = [
+const CREDENTIALS: [&str; 14] = [
     "teamviewer_token",
     "teamviewer_client_secret",
     "splashtop_token",
@@ -29,6 +29,7 @@ const CREDENTIALS: [&str; 13] = [
     "glpi_user_token",
     "glpi_app_token",
     "zoom_client_secret",
+    "metrics_token",
 ];
 
 fn known_credential(name: &str) -> bool {
