@@ -197,11 +197,21 @@ impl Outbound<'_> {
     /// platform's roots.
     pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, ConfigError> {
         let roots = self.extra_roots()?;
-        if roots.is_empty() {
-            return Ok(client(timeout));
-        }
-        builder(timeout).tls_certs_merge(roots).build().map_err(|e| {
-            crate::config::key_err(&format!("{}.ca_file", self.section), format!("cannot use the certificates: {e}"))
+        let (key, b) = if roots.is_empty() {
+            (self.section.to_string(), builder(timeout))
+        } else {
+            (format!("{}.ca_file", self.section), builder(timeout).tls_certs_merge(roots))
+        };
+        // The platform's roots are loaded here; a failure is an error naming the
+        // component, not a panic.
+        b.build().map_err(|e| {
+            let mut msg = format!("cannot build the HTTP client: {e}");
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg = format!("{msg}: {c}");
+                cur = c.source();
+            }
+            crate::config::key_err(&key, format!("{msg} (check SSL_CERT_FILE / SSL_CERT_DIR and ca_file)"))
         })
     }
 }
