@@ -20,6 +20,7 @@ NAMES=(
   "5 bad data quarantined"
   "6 disk and database"
   "7 canary secrets"
+  "8 hostile HTTP: redirects, endless bodies, plain http, listener floods, webhook replay"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -29,6 +30,7 @@ FILTERS=(
   "malformed bad_data"
   "faults::an_auditors disk_full"
   "canary_secrets"
+  "hostile_http::"
 )
 LOG=target/faults.log
 mkdir -p target
@@ -40,7 +42,7 @@ for i in "${!NAMES[@]}"; do
   # shellcheck disable=SC2086
   cargo test -q --locked --test it -- --nocapture ${FILTERS[$i]} >"$out" 2>&1 || fail=1
   cat "$out" >>"$LOG"
-  grep -E '^test result|lost [0-9]+|page transactions|^sink outage|^auditor|^disk full|^bad data|^canary' "$out" || true
+  grep -E '^test result|lost [0-9]+|page transactions|^sink outage|^auditor|^disk full|^bad data|^canary|redirects: [0-9]|endless body: 10|listener: (1000|header_read)|webhook: 3 schemes|http refused: |ca_file: with' "$out" || true
   grep -q 'test result: ok' "$out" || fail=1
   rm -f "$out"
 done

@@ -32,7 +32,8 @@ pub async fn open_store(cfg: &Config) -> Result<Store> {
 }
 
 pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>> {
-    let http = crate::http::client(Duration::from_secs(cfg.outbox.request_timeout_secs.max(1)));
+    // One client per sink: each has its own outbound keys (`ca_file`, `max_response_bytes`).
+    let timeout = Duration::from_secs(cfg.outbox.request_timeout_secs.max(1));
     let mut sinks: HashMap<String, Arc<dyn TicketSink>> = HashMap::new();
     if let Some(r) = cfg.sinks.redmine.as_ref().filter(|r| r.enabled) {
         let key = r
@@ -41,8 +42,9 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
         sinks.insert(
             "redmine".into(),
             Arc::new(
-                RedmineSink::new("redmine", &r.url, key, r.private_notes, http.clone())
-                    .with_inline_limit(cfg.notes.inline_attachment_max_chars),
+                RedmineSink::new("redmine", &r.url, key, r.private_notes, r.outbound().client(timeout)?)
+                    .with_inline_limit(cfg.notes.inline_attachment_max_chars)
+                    .with_max_response_bytes(r.outbound().limit()),
             ),
         );
     }
@@ -51,16 +53,23 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             w.secret_value()?.context("sinks.webhook.secret: missing (secret_file or credential webhook_secret)")?;
         sinks.insert(
             "webhook".into(),
-            Arc::new(WebhookSink::new("webhook", &w.url, secret, &w.signature_header, http.clone())),
+            Arc::new(
+                WebhookSink::new("webhook", &w.url, secret, &w.signature_header, w.outbound().client(timeout)?)
+                    .with_scheme(w.signature)
+                    .with_max_response_bytes(w.outbound().limit()),
+            ),
         );
     }
-    cfg.sinks.extra().build(&http, cfg.notes.inline_attachment_max_chars, &mut sinks)?;
+    cfg.sinks.extra().build(timeout, cfg.notes.inline_attachment_max_chars, &mut sinks)?;
     Ok(sinks)
 }
 
 impl App {
     pub async fn build(config: Config) -> Result<App> {
         config.check_secrets()?;
+        for w in config.insecure_http_warnings() {
+            tracing::warn!(warning = %w, "insecure outbound http allowed");
+        }
         let store = open_store(&config).await?;
         Self::with_store(config, store)
     }

@@ -19,7 +19,7 @@ pub async fn run(cfg: &Config, account: Option<&str>, code: Option<&str>, listen
     let z = cfg.sources.zoom.as_ref().context("[sources.zoom] is not configured")?;
     let (index, acct) = z.account(account).map_err(anyhow::Error::msg).context("--account")?;
     let store = crate::app::open_store(cfg).await?;
-    let oauth = crate::sources::zoom::oauth_client(z, index, &store, crate::http::client(Duration::from_secs(30)))?;
+    let oauth = crate::sources::zoom::oauth_client(z, index, &store, z.outbound().client(Duration::from_secs(30))?)?;
     if acct.auth == ZoomAuth::ServerToServer {
         oauth.access_token().await?;
         let exp = oauth.expiry_info().await?.unwrap_or_default();

@@ -56,10 +56,44 @@ pub struct HttpConfig {
     /// /readyz fails when a source's last successful poll is older than its previous
     /// scheduled run by more than this many seconds.
     pub readiness_grace_secs: u64,
+    /// A connection that has not sent a complete request head within this many seconds
+    /// (a fresh one, a slow one, or an idle keep-alive one) is closed.
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most; at the limit a new connection replaces the oldest one
+    /// that is not being answered, so idle or slow clients cannot starve `/readyz`.
+    /// Keep it well below the process's open-file limit (systemd's default soft limit is 1024).
+    pub max_connections: usize,
+    /// Largest request body accepted (no endpoint takes one); larger requests get 413.
+    pub max_request_bytes: u64,
+    /// Bearer token required for `/metrics` and every path but `/healthz` and `/readyz`.
+    /// Prefer `metrics_token_file` or the credential `metrics_token`.
+    pub metrics_token: Option<SecretString>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { enabled: false, listen: "127.0.0.1:9187".into(), readiness_grace_secs: 120 }
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:9187".into(),
+            readiness_grace_secs: 120,
+            header_read_timeout_secs: 10,
+            max_connections: 256,
+            max_request_bytes: 16 * 1024,
+            metrics_token: None,
+            metrics_token_file: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's bearer token, if one is configured (inline, file or credential).
+    pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "http.metrics_token",
+            self.metrics_token.as_ref(),
+            self.metrics_token_file.as_deref(),
+            "metrics_token",
+        )
     }
 }
 
@@ -178,6 +212,12 @@ pub struct SplashtopConfig {
     pub channel_id: Option<i64>,
     /// `customer_issue` of created support sessions; `{ticket}` is replaced.
     pub issue_template: String,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 impl Default for SplashtopConfig {
     fn default() -> Self {
@@ -207,6 +247,9 @@ impl Default for SplashtopConfig {
             team_id: None,
             channel_id: None,
             issue_template: "Ticket #{ticket}".into(),
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
         }
     }
 }
@@ -311,6 +354,12 @@ pub struct TeamViewerConfig {
     /// Template for the service-case description; `{ticket}` is replaced.
     pub description_template: String,
     pub valid_hours: u64,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 impl Default for TeamViewerConfig {
     fn default() -> Self {
@@ -334,6 +383,9 @@ impl Default for TeamViewerConfig {
             group_id: None,
             description_template: "Ticket #{ticket}".into(),
             valid_hours: 24,
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
         }
     }
 }
@@ -434,6 +486,15 @@ pub struct RedmineConfig {
     /// Only sessions from these sources go to this sink.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -448,11 +509,73 @@ pub struct WebhookConfig {
     pub secret_file: Option<PathBuf>,
     #[serde(default = "default_sig_header")]
     pub signature_header: String,
+    /// `standard` (Standard Webhooks headers), `legacy` (`signature_header` only) or
+    /// `both` (the default, so receivers of the legacy header keep working).
+    #[serde(default)]
+    pub signature: crate::sinks::webhook::SignatureScheme,
     #[serde(default)]
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
+
+impl TeamViewerConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sources.teamviewer",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl SplashtopConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sources.splashtop",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl RedmineConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.redmine",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.webhook",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
 fn default_sig_header() -> String {
     "X-Ticketsync-Signature".into()
 }
@@ -512,6 +635,13 @@ impl Config {
         check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1)?;
         check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1)?;
         check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1)?;
+        check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1)?;
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(key_err("http.header_read_timeout_secs", "at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(key_err("http.max_connections", "at least 1"));
+        }
         check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1)?;
         check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1)?;
         check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600)?;
@@ -586,7 +716,77 @@ impl Config {
             crate::sinks::config::check_route("sinks.webhook", w.tickets.as_deref(), w.sources.as_deref())?;
         }
         self.sinks.extra().validate()?;
+        for (o, urls) in self.outbound_components() {
+            o.validate()?;
+            for (key, url) in &urls {
+                o.check_url(key, url)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Every configured component that calls out over HTTP, with its outbound keys and the
+    /// URLs (key, value) it calls. The https rule and the `ca_file` check run over these.
+    pub fn outbound_components(&self) -> Vec<(crate::http::Outbound<'_>, Vec<(String, String)>)> {
+        let mut out = Vec::new();
+        let keyed = |section: &str, pairs: Vec<(&str, String)>| {
+            pairs.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)).collect::<Vec<_>>()
+        };
+        if let Some(tv) = &self.sources.teamviewer {
+            let urls = vec![("base_url", tv.base_url.clone()), ("authorize_url", tv.authorize_url.clone())];
+            out.push((tv.outbound(), keyed("sources.teamviewer", urls)));
+        }
+        if let Some(st) = &self.sources.splashtop {
+            let urls = vec![
+                ("base_url", st.base_url()),
+                ("console_url", st.console_url()),
+                ("authorize_url", st.authorize_url()),
+                ("token_url", st.token_url()),
+            ];
+            out.push((st.outbound(), keyed("sources.splashtop", urls)));
+        }
+        if let Some(z) = &self.sources.zoom {
+            let urls = vec![("api_url", z.api_url.clone()), ("oauth_url", z.oauth_url.clone())];
+            out.push((z.outbound(), keyed("sources.zoom", urls)));
+        }
+        if let Some(v) = &self.rooms.visioconference {
+            out.push((v.outbound(), keyed("rooms.visioconference", vec![("api_url", v.api_url.clone())])));
+        }
+        if let Some(r) = &self.sinks.redmine {
+            out.push((r.outbound(), keyed("sinks.redmine", vec![("url", r.url.clone())])));
+        }
+        if let Some(w) = &self.sinks.webhook {
+            out.push((w.outbound(), keyed("sinks.webhook", vec![("url", w.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.zendesk {
+            out.push((c.outbound(), keyed("sinks.zendesk", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.freshservice {
+            out.push((c.outbound(), keyed("sinks.freshservice", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.jsm {
+            out.push((c.outbound(), keyed("sinks.jsm", vec![("url", c.url.clone())])));
+        }
+        if let Some(c) = &self.sinks.glpi {
+            out.push((c.outbound(), keyed("sinks.glpi", vec![("url", c.url.clone())])));
+        }
+        out
+    }
+
+    /// One line per URL sent over plain http to a host that is not loopback (allowed by
+    /// `allow_insecure_http = true`): logged at start-up and printed by `check`.
+    pub fn insecure_http_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (o, urls) in self.outbound_components() {
+            for (key, url) in o.insecure(&urls) {
+                out.push(format!(
+                    "{key} = {url}: plain http to a host that is not loopback ({}.allow_insecure_http = true): \
+                     credentials and notes travel in clear text",
+                    o.section
+                ));
+            }
+        }
+        out
     }
 
     /// Resolve every secret the configured components need, so that a missing one is a
@@ -630,6 +830,9 @@ impl Config {
         if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
             require(w.secret_value()?, "sinks.webhook.secret", "webhook_secret")?;
         }
+        // Optional, but a configured file that cannot be read is an error now, not an
+        // open /metrics later.
+        self.http.metrics_token_secret()?;
         self.sinks.extra().check_secrets()?;
         Ok(())
     }

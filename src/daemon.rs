@@ -59,9 +59,13 @@ pub async fn run(app: App) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("http.listen = {addr}: cannot listen: {e}"))?;
         let health = Arc::new(crate::health::Health::from_app(&app, Utc::now())?);
         tracing::info!(address = %listener.local_addr()?, "http listener: /healthz /readyz /metrics");
+        let opts = crate::health::ListenerOptions::from_config(&app.config.http)?;
+        if opts.token.is_none() {
+            tracing::info!("http listener: no metrics_token; /metrics is open to whoever reaches http.listen");
+        }
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve(listener, health, cancel).await {
+            if let Err(e) = crate::health::serve_with(listener, health, opts, cancel).await {
                 tracing::error!(error = %e, "http listener stopped");
             }
         });

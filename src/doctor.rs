@@ -15,7 +15,7 @@ use crate::store::Store;
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
 pub const CREDENTIALS_SOURCE: &str = "/etc/ticketsync/credentials";
 /// The credential names the shipped unit knows (`zoom_<account>_client_secret` too).
-const CREDENTIALS: [&str; 13] = [
+const CREDENTIALS: [&str; 14] = [
     "teamviewer_token",
     "teamviewer_client_secret",
     "splashtop_token",
@@ -29,6 +29,7 @@ const CREDENTIALS: [&str; 13] = [
     "glpi_user_token",
     "glpi_app_token",
     "zoom_client_secret",
+    "metrics_token",
 ];
 
 fn known_credential(name: &str) -> bool {
@@ -84,6 +85,14 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         }
     };
     checks.extend(secrets(&cfg));
+    // Plain http to a remote host, allowed by `allow_insecure_http = true`.
+    for w in cfg.insecure_http_warnings() {
+        checks.push(warn(
+            "outbound http",
+            w,
+            "use https:// (with ca_file for an internal CA), then remove allow_insecure_http",
+        ));
+    }
     let (db_check, store) = database(&cfg).await;
     checks.push(db_check);
     // Token-authenticated vendors can be pinged before the first start: through a
@@ -328,7 +337,7 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth teamviewer`")];
     }
     let mut out = Vec::new();
-    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http());
+    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http(tv.outbound()));
     let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer", client).await;
     let callable = token.1;
     // Only with a valid access token: a refresh through this read-only database could not
@@ -338,8 +347,10 @@ async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     out
 }
 
-fn token_http() -> reqwest::Client {
-    crate::http::client(Duration::from_secs(10))
+/// The component's client (its `ca_file`); the config was validated, so a `ca_file`
+/// that became unreadable since falls back to the platform roots and the call says why.
+fn token_http(o: crate::http::Outbound<'_>) -> reqwest::Client {
+    o.client(Duration::from_secs(10)).unwrap_or_else(|_| crate::http::client(Duration::from_secs(10)))
 }
 
 fn zoom_client(
@@ -347,7 +358,7 @@ fn zoom_client(
     index: usize,
     store: &Store,
 ) -> Result<crate::oauth::OAuthClient, crate::sources::SourceError> {
-    crate::sources::zoom::oauth_client(z, index, store, token_http())
+    crate::sources::zoom::oauth_client(z, index, store, token_http(z.outbound()))
 }
 
 /// The stored OAuth tokens of `provider`, and whether the access token is still valid
@@ -428,7 +439,7 @@ async fn splashtop(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
     if !real {
         return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth splashtop`")];
     }
-    let client = crate::sources::splashtop::oauth_client(st, store, token_http());
+    let client = crate::sources::splashtop::oauth_client(st, store, token_http(st.outbound()));
     let token = oauth_token(store, "splashtop", "ticketsync auth splashtop", client).await;
     let call = if token.1 { whoami(st, store).await } else { not_called(name, &token.0) };
     vec![call, token.0]

@@ -2,7 +2,10 @@
 //! answers), `/readyz` (the store answers and every source polled successfully within its
 //! schedule), `/metrics` (Prometheus text format).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use croner::Cron;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -129,11 +133,218 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }
 
-/// Serve until `cancel` fires.
+/// Serve until `cancel` fires, with the default [`ListenerOptions`] (no token).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    serve_with(listener, health, ListenerOptions::default(), cancel).await
+}
+
+/// The listener's defences (`[http]` keys).
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// A connection must send a complete request head within this long after it opens or
+    /// after its previous answer (hyper's `header_read_timeout`, which covers idle
+    /// keep-alive connections too); otherwise it is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at most (see [`Connections::admit`]).
+    pub max_connections: usize,
+    /// Largest request body; no endpoint takes one.
+    pub max_request_bytes: u64,
+    /// Bearer token for everything but `/healthz` and `/readyz`.
+    pub token: Option<SecretString>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        let c = crate::config::HttpConfig::default();
+        Self {
+            header_read_timeout: Duration::from_secs(c.header_read_timeout_secs),
+            max_connections: c.max_connections,
+            max_request_bytes: c.max_request_bytes,
+            token: None,
+        }
+    }
+}
+
+impl ListenerOptions {
+    pub fn from_config(c: &crate::config::HttpConfig) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            header_read_timeout: Duration::from_secs(c.header_read_timeout_secs.max(1)),
+            max_connections: c.max_connections.max(1),
+            max_request_bytes: c.max_request_bytes,
+            token: c.metrics_token_secret()?,
+        })
+    }
+}
+
+/// Request heads larger than this are refused by hyper (431/closed): our paths are short
+/// and we read no header but `Authorization`.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The open connections, oldest first, and whether each is answering a request now.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Slot>,
+}
+
+struct Slot {
+    in_flight: Arc<AtomicUsize>,
+    close: CancellationToken,
+}
+
+impl Connections {
+    /// Room for a new connection. At the limit, the oldest connection that is not
+    /// answering a request (idle, or still sending its head: a slowloris) is closed to make
+    /// room, so a flood of idle or slow connections delays nobody: a fresh `/readyz` always
+    /// gets a slot. Only when every slot is answering a request is the newcomer refused.
+    fn admit(&mut self, max: usize) -> Option<(u64, Arc<AtomicUsize>, CancellationToken)> {
+        if self.open.len() >= max {
+            let victim = self.open.iter().find(|(_, s)| s.in_flight.load(Ordering::Acquire) == 0).map(|(id, _)| *id)?;
+            if let Some(s) = self.open.remove(&victim) {
+                s.close.cancel();
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = Slot { in_flight: Arc::new(AtomicUsize::new(0)), close: CancellationToken::new() };
+        let handles = (id, slot.in_flight.clone(), slot.close.clone());
+        self.open.insert(id, slot);
+        Some(handles)
+    }
+}
+
+/// Serve until `cancel` fires: hyper's HTTP/1 server with a header-read (and idle)
+/// timeout, a head-size limit, the connection limit of [`Connections::admit`], a body
+/// limit and the optional bearer token.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    opts: ListenerOptions,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(health).layer(axum::middleware::from_fn_with_state(Arc::new(Guard::new(&opts)), guard));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "http listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        let admitted = conns.lock().unwrap_or_else(|e| e.into_inner()).admit(opts.max_connections);
+        let Some((id, in_flight, close)) = admitted else {
+            tracing::debug!("http listener: every connection is answering a request; new connection refused");
+            continue;
+        };
+        let app = app.clone();
+        let counter = in_flight.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            let counter = counter.clone();
+            counter.fetch_add(1, Ordering::AcqRel);
+            async move {
+                let resp = tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await;
+                counter.fetch_sub(1, Ordering::AcqRel);
+                resp
+            }
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let (conns, cancel) = (conns.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // Evicted to make room: dropping the connection closes the socket.
+                _ = close.cancelled() => {}
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+            conns.lock().unwrap_or_else(|e| e.into_inner()).open.remove(&id);
+        });
+    }
+}
+
+/// The token as a SHA-256 digest: comparing digests in constant time compares the tokens
+/// without leaking their length or a matching prefix through timing.
+struct Guard {
+    token: Option<[u8; 32]>,
+    max_body: u64,
+}
+
+impl Guard {
+    fn new(o: &ListenerOptions) -> Self {
+        Self { token: o.token.as_ref().map(|t| digest(t.expose_secret().as_bytes())), max_body: o.max_request_bytes }
+    }
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+/// Body limit for every path; the bearer token for every path but the two probes.
+async fn guard(State(g): State<Arc<Guard>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // A chunked body has no declared length: nothing here reads one, so refuse it too.
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if chunked || declared.is_some_and(|n| n > g.max_body) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+    }
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    if let Some(want) = &g.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| digest(t.trim().as_bytes()));
+        let ok = given.is_some_and(|d| bool::from(subtle::ConstantTimeEq::ct_eq(&d[..], &want[..])));
+        if !ok {
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "bearer token required\n")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_limit_the_oldest_idle_connection_makes_room_never_a_busy_one() {
+        let mut c = Connections::default();
+        let (_, busy, busy_close) = c.admit(2).unwrap();
+        busy.fetch_add(1, Ordering::AcqRel);
+        let (_, _, idle_close) = c.admit(2).unwrap();
+        // Full: the idle one (not the older, busy one) is closed for the newcomer.
+        let (_, newest, _) = c.admit(2).unwrap();
+        assert!(idle_close.is_cancelled() && !busy_close.is_cancelled());
+        assert_eq!(c.open.len(), 2);
+        // Every slot answering a request: the newcomer is refused.
+        newest.fetch_add(1, Ordering::AcqRel);
+        assert!(c.admit(2).is_none());
+        assert_eq!(c.open.len(), 2);
+    }
 }

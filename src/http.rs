@@ -1,19 +1,219 @@
-//! Shared HTTP plumbing: one client builder, one retry policy, and the helpers every
-//! vendor and sink client uses to read throttling answers.
+//! Shared HTTP plumbing: one client policy, one retry policy, and the helpers every
+//! vendor and sink client uses to read answers (bounded) and throttling headers.
+//!
+//! The outbound policy (docs/security/http.md): redirects are never followed (a redirect
+//! is an error naming the URL to configure), `http://` is accepted only for loopback hosts
+//! or with the component's `allow_insecure_http = true`, every body is read through
+//! [`read_body`] under the component's `max_response_bytes`, and a component may add its
+//! own `ca_file` to the platform's roots.
 
+use std::path::Path;
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use reqwest::header::HeaderMap;
 
-/// Build the HTTP client used by every source and sink (rustls, timeouts, user agent).
+use crate::config::ConfigError;
+
+/// The default cap on one response body: far above any page a vendor or ticket system
+/// sends (TeamViewer's 1,000-record pages are ~1 MiB), far below what hurts the host.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Build the HTTP client used by every source and sink (rustls, timeouts, user agent, no
+/// redirects), with the platform's CA roots only.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    builder(timeout).build().expect("static reqwest configuration is valid")
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("ticketsync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
-        .build()
-        .expect("static reqwest configuration is valid")
+        .redirect(redirect_policy())
+}
+
+/// Every redirect is refused, same-origin ones included. reqwest strips `Authorization`
+/// on a cross-host hop but not our other credential headers (`X-Redmine-API-Key`,
+/// `X-Token`, GLPI's `App-Token` and `Session-Token`, the webhook signature), and a 307/308
+/// re-sends the body: an OAuth form with `client_secret` and the refresh token, or a note.
+/// A same-origin redirect is not safe either: one origin often fronts several applications
+/// (a reverse proxy by path), and a POST re-sent to another path hands the form to
+/// whichever of them answers. None of the APIs we call redirect in normal operation, so a
+/// redirect means the configured URL is not the final one: the error names both URLs and
+/// the operator configures the final one.
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let refused = RedirectRefused {
+            from: attempt.previous().last().map(endpoint).unwrap_or_default(),
+            status: attempt.status().as_u16(),
+            to: endpoint(attempt.url()),
+        };
+        attempt.error(refused)
+    })
+}
+
+/// A redirect answer, refused (see [`redirect_policy`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{from} answered {status} to {to}; configure the final URL (redirects are not followed)")]
+pub struct RedirectRefused {
+    pub from: String,
+    pub status: u16,
+    pub to: String,
+}
+
+/// A URL as errors show it: scheme, host, port and path; never the query (which may carry
+/// a token), the fragment or user info.
+pub fn endpoint(u: &url::Url) -> String {
+    format!(
+        "{}://{}{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or("?"),
+        u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        u.path()
+    )
+}
+
+/// Reading an answer's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body exceeded the component's `max_response_bytes`: reading stopped there.
+    #[error("{endpoint}: response body larger than the limit of {limit} bytes (max_response_bytes); not read further")]
+    TooLarge { endpoint: String, limit: u64 },
+    #[error("{}", describe_transport_error(.0))]
+    Transport(reqwest::Error),
+}
+
+/// The whole body, read chunk by chunk and abandoned as soon as it passes `limit` bytes,
+/// so an endless or oversized answer costs at most `limit` bytes of memory. Every client
+/// reads bodies through here (or [`read_text`]).
+pub async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let too_large = |resp: &reqwest::Response| BodyError::TooLarge { endpoint: endpoint(resp.url()), limit };
+    // A declared length over the limit is refused before a byte is read.
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large(&resp));
+    }
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large(&resp));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// [`read_body`] as text (invalid UTF-8 replaced: every API we call answers UTF-8 JSON).
+pub async fn read_text(resp: reqwest::Response, limit: u64) -> Result<String, BodyError> {
+    let bytes = read_body(resp, limit).await?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// A component's outbound keys (`allow_insecure_http`, `ca_file`, `max_response_bytes`),
+/// as every source, room provider and sink section carries them.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    /// The config section, e.g. `sinks.redmine`, for error messages.
+    pub section: &'a str,
+    pub allow_insecure_http: bool,
+    pub ca_file: Option<&'a Path>,
+    pub max_response_bytes: Option<u64>,
+}
+
+/// Loopback hosts (127.0.0.0/8, ::1, `localhost`): plain http never leaves the machine.
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+impl Outbound<'_> {
+    /// The body cap of this component's answers.
+    pub fn limit(&self) -> u64 {
+        self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    /// `key` (a URL this component calls) is https, or http to a loopback host, or http
+    /// with `allow_insecure_http = true`.
+    pub fn check_url(&self, key: &str, url: &str) -> Result<(), ConfigError> {
+        let Ok(u) = url::Url::parse(url) else {
+            return Ok(()); // the component's own validation names a malformed URL
+        };
+        if u.scheme() != "http" || is_loopback(&u) || self.allow_insecure_http {
+            return Ok(());
+        }
+        Err(crate::config::key_err(
+            key,
+            format!(
+                "http:// to a host that is not loopback sends credentials and notes in clear text: \
+                 use https://, or set {}.allow_insecure_http = true",
+                self.section
+            ),
+        ))
+    }
+
+    /// `ca_file` parses as PEM with at least one certificate, `max_response_bytes` is sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(n) = self.max_response_bytes {
+            if n < 1024 {
+                return Err(crate::config::key_err(
+                    &format!("{}.max_response_bytes", self.section),
+                    "at least 1024 (the default is 33554432, 32 MiB)",
+                ));
+            }
+        }
+        self.extra_roots().map(|_| ())
+    }
+
+    /// This component's `http://` URLs to hosts that are not loopback (only possible with
+    /// `allow_insecure_http = true`), for the start-up warning.
+    pub fn insecure<'u>(&self, urls: &'u [(String, String)]) -> Vec<&'u (String, String)> {
+        urls.iter()
+            .filter(|(_, u)| url::Url::parse(u).is_ok_and(|u| u.scheme() == "http" && !is_loopback(&u)))
+            .collect()
+    }
+
+    fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = self.ca_file else { return Ok(Vec::new()) };
+        let key = format!("{}.ca_file", self.section);
+        let pem = std::fs::read(path)
+            .map_err(|e| crate::config::key_err(&key, format!("cannot read {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            crate::config::key_err(&key, format!("{}: not a PEM certificate bundle ({e})", path.display()))
+        })?;
+        if certs.is_empty() {
+            return Err(crate::config::key_err(&key, format!("{}: no PEM certificate in the file", path.display())));
+        }
+        Ok(certs)
+    }
+
+    /// The component's client: the shared policy, plus its `ca_file` added to the
+    /// platform's roots.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+        let roots = self.extra_roots()?;
+        let (key, b) = if roots.is_empty() {
+            (self.section.to_string(), builder(timeout))
+        } else {
+            (format!("{}.ca_file", self.section), builder(timeout).tls_certs_merge(roots))
+        };
+        // The platform's roots are loaded here; a failure is an error naming the
+        // component, not a panic.
+        b.build().map_err(|e| {
+            let mut msg = format!("cannot build the HTTP client: {e}");
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg = format!("{msg}: {c}");
+                cur = c.source();
+            }
+            crate::config::key_err(&key, format!("{msg} (check SSL_CERT_FILE / SSL_CERT_DIR and ca_file)"))
+        })
+    }
 }
 
 /// The in-process retry policy shared by every HTTP client: exponential backoff with
@@ -107,6 +307,12 @@ pub fn short_body(body: &str) -> String {
 
 /// A transport error without the URL's query string (which may carry a token).
 pub fn describe_transport_error(err: &reqwest::Error) -> String {
+    // A refused redirect says everything itself (both URLs, what to configure).
+    if err.is_redirect() {
+        if let Some(r) = find_source::<RedirectRefused>(err) {
+            return format!("redirect refused: {r}");
+        }
+    }
     let what = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -141,6 +347,18 @@ pub fn describe_transport_error(err: &reqwest::Error) -> String {
         (true, false) => format!("{what}: {source}"),
         (true, true) => what.to_string(),
     }
+}
+
+/// The first error of type `E` in `err`'s source chain.
+pub fn find_source<'e, E: std::error::Error + 'static>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e E> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -204,6 +422,37 @@ mod tests {
         assert!(first >= Duration::from_secs(5) && first <= base);
         let late = outbox_backoff(30, base, cap);
         assert!(late <= cap && late >= cap / 2);
+    }
+
+    #[test]
+    fn https_is_required_except_for_loopback_or_an_explicit_opt_in() {
+        let o =
+            Outbound { section: "sinks.redmine", allow_insecure_http: false, ca_file: None, max_response_bytes: None };
+        for ok in
+            ["https://r.example", "http://127.0.0.1:3300", "http://127.9.9.9", "http://[::1]:80", "http://LOCALHOST/x"]
+        {
+            assert!(o.check_url("sinks.redmine.url", ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://r.example", "http://10.0.0.1", "http://[::2]", "http://localhost.evil.example"] {
+            let e = o.check_url("sinks.redmine.url", bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("sinks.redmine.url: ") && e.contains("sinks.redmine.allow_insecure_http = true"),
+                "{e}"
+            );
+        }
+        let open = Outbound { allow_insecure_http: true, ..o };
+        assert!(open.check_url("sinks.redmine.url", "http://r.example").is_ok());
+        let urls = vec![("k".to_string(), "http://r.example".to_string()), ("l".into(), "http://127.0.0.1".into())];
+        assert_eq!(open.insecure(&urls).len(), 1);
+        assert_eq!(o.limit(), DEFAULT_MAX_RESPONSE_BYTES);
+        let tiny = Outbound { max_response_bytes: Some(10), ..o };
+        assert!(tiny.validate().unwrap_err().to_string().starts_with("sinks.redmine.max_response_bytes"));
+    }
+
+    #[test]
+    fn endpoints_never_show_a_query_or_user_info() {
+        let u = url::Url::parse("https://user:pw@h.example:8443/a/b?token=s3cret#frag").unwrap();
+        assert_eq!(endpoint(&u), "https://h.example:8443/a/b");
     }
 
     #[test]

@@ -52,6 +52,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&cli)?;
             cfg.check_secrets()?;
             println!("{}: OK", cli.config.display());
+            for w in cfg.insecure_http_warnings() {
+                println!("  warning: {w}");
+            }
             let mut sources = vec![];
             if cfg.sources.teamviewer.as_ref().is_some_and(|t| t.enabled) {
                 sources.push("teamviewer".to_string());
@@ -298,7 +301,7 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
     let oauth = ticketsync::sources::splashtop::oauth_client(
         st,
         &store,
-        ticketsync::http::client(std::time::Duration::from_secs(30)),
+        st.outbound().client(std::time::Duration::from_secs(30))?,
     )?;
     let status = oauth.refresh_expiry().await;
     store.pool.close().await;
@@ -318,7 +321,7 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
 
 async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
     let cfg = load(cli)?;
-    let http = ticketsync::http::client(std::time::Duration::from_secs(30));
+    let timeout = std::time::Duration::from_secs(30);
     let store;
     let oauth = match provider {
         "teamviewer" => {
@@ -327,7 +330,7 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
                 bail!("sources.teamviewer.auth is \"script\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
             }
             store = ticketsync::app::open_store(&cfg).await?;
-            ticketsync::sources::teamviewer::oauth_client(tv, &store, http)?
+            ticketsync::sources::teamviewer::oauth_client(tv, &store, tv.outbound().client(timeout)?)?
         }
         "splashtop" => {
             let st = cfg.sources.splashtop.as_ref().context("[sources.splashtop] is not configured")?;
@@ -335,7 +338,7 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
                 bail!("sources.splashtop.auth is \"token\": set auth = \"oauth\" with client_id and client_secret to use OAuth");
             }
             store = ticketsync::app::open_store(&cfg).await?;
-            ticketsync::sources::splashtop::oauth_client(st, &store, http)?
+            ticketsync::sources::splashtop::oauth_client(st, &store, st.outbound().client(timeout)?)?
         }
         other => bail!("unknown provider {other:?} (available: teamviewer, splashtop, zoom)"),
     };

@@ -45,6 +45,11 @@ pub enum OAuthError {
     RefreshExpired { provider: String, at: String },
     #[error("{provider}: malformed token response: {detail}")]
     Malformed { provider: String, detail: String },
+    /// The token endpoint redirected (never followed: a 307 would re-post the client secret
+    /// and the refresh token) or answered more than `max_response_bytes`. A configuration
+    /// or endpoint problem, not retried in a loop.
+    #[error("{provider}: token endpoint: {message}")]
+    Refusal { provider: String, message: String },
 }
 
 /// The `ticketsync auth …` arguments for a token store key: `teamviewer`, or
@@ -151,6 +156,8 @@ pub struct OAuthClient {
     /// Server-to-Server: fetch tokens with `account_credentials` for this account id
     /// instead of refreshing.
     account_credentials: Option<String>,
+    /// Cap on the token endpoint's answer (`max_response_bytes` of the source).
+    max_response: u64,
 }
 
 impl OAuthClient {
@@ -182,7 +189,14 @@ impl OAuthClient {
             refresh_lifetime: None,
             client_auth: ClientAuth::Form,
             account_credentials: None,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// The source's `max_response_bytes`: token answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
+        self
     }
 
     pub fn with_authorize_params(mut self, params: Vec<(String, String)>) -> Self {
@@ -376,16 +390,24 @@ impl OAuthClient {
         if self.client_auth == ClientAuth::Basic {
             req = req.basic_auth(&self.client_id, Some(self.client_secret.expose_secret()));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_redirect() {
+                OAuthError::Refusal {
+                    provider: self.provider.clone(),
+                    message: crate::http::describe_transport_error(&e),
+                }
+            } else {
+                OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() }
+            }
+        })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() })?;
+        let body = crate::http::read_text(resp, self.max_response).await.map_err(|e| match e {
+            crate::http::BodyError::Transport(e) => {
+                OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() }
+            }
+            too_large => OAuthError::Refusal { provider: self.provider.clone(), message: too_large.to_string() },
+        })?;
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(OAuthError::Unavailable {
                 provider: self.provider.clone(),

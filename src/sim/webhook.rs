@@ -1,5 +1,7 @@
-//! A webhook receiver that checks the HMAC signature and drops repeats by
-//! `Idempotency-Key`, as the webhook sink's contract asks receivers to.
+//! A webhook receiver that checks the signatures and drops repeats by `Idempotency-Key`,
+//! as the webhook sink's contract asks receivers to: the Standard Webhooks headers when
+//! present (signature compared in constant time, timestamp within five minutes of its
+//! clock), the legacy header when present, and at least one of them.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +17,10 @@ struct Inner {
     requests: usize,
     duplicates: usize,
     bad_signatures: usize,
+    /// Requests with a valid standard signature but a timestamp outside the window.
+    stale: usize,
+    /// Requests that carried the Standard Webhooks headers (and passed them).
+    standard_signed: usize,
 }
 
 #[derive(Clone)]
@@ -56,6 +62,12 @@ impl WebhookSim {
     pub fn bad_signatures(&self) -> usize {
         self.inner.lock().expect("sim lock").bad_signatures
     }
+    pub fn stale(&self) -> usize {
+        self.inner.lock().expect("sim lock").stale
+    }
+    pub fn standard_signed(&self) -> usize {
+        self.inner.lock().expect("sim lock").standard_signed
+    }
     pub fn shutdown(self) {
         self.task.abort();
     }
@@ -64,10 +76,41 @@ impl WebhookSim {
 async fn receive(State(s): State<Shared>, h: HeaderMap, body: axum::body::Bytes) -> StatusCode {
     let mut g = s.inner.lock().expect("sim lock");
     g.requests += 1;
-    let sig = h.get(s.header.as_str()).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if sig != crate::sinks::webhook::signature(s.secret.as_bytes(), &body) {
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let legacy = header(s.header.as_str());
+    let standard = header("webhook-signature");
+    if legacy.is_none() && standard.is_none() {
         g.bad_signatures += 1;
         return StatusCode::UNAUTHORIZED;
+    }
+    if let Some(sig) = legacy {
+        let want = crate::sinks::webhook::signature(s.secret.as_bytes(), &body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(sig.as_bytes(), want.as_bytes())) {
+            g.bad_signatures += 1;
+            return StatusCode::UNAUTHORIZED;
+        }
+    }
+    if let Some(sig) = standard {
+        let key = crate::sinks::webhook::standard_key(&s.secret);
+        let checked = crate::sinks::webhook::verify_standard(
+            &key,
+            &header("webhook-id").unwrap_or_default(),
+            &header("webhook-timestamp").unwrap_or_default(),
+            &sig,
+            &body,
+            chrono::Utc::now().timestamp(),
+        );
+        match checked {
+            Ok(()) => g.standard_signed += 1,
+            Err(crate::sinks::webhook::VerifyError::Stale(_)) => {
+                g.stale += 1;
+                return StatusCode::UNAUTHORIZED;
+            }
+            Err(_) => {
+                g.bad_signatures += 1;
+                return StatusCode::UNAUTHORIZED;
+            }
+        }
     }
     let key = h.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if g.accepted.iter().any(|p| p["marker"].as_str() == Some(key.as_str())) {

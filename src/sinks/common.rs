@@ -14,12 +14,13 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Send and read the whole answer; only transport problems are errors here.
-pub async fn send(sink: &str, req: RequestBuilder) -> Result<Reply, SinkError> {
+/// Send and read the whole answer (at most `max_response` bytes); only transport problems
+/// (a refused redirect, an oversized body included) are errors here.
+pub async fn send(sink: &str, max_response: u64, req: RequestBuilder) -> Result<Reply, SinkError> {
     let resp = req.send().await.map_err(|e| SinkError::from_transport(sink, &e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.text().await.map_err(|e| SinkError::from_transport(sink, &e))?;
+    let body = crate::http::read_text(resp, max_response).await.map_err(|e| SinkError::from_body(sink, e))?;
     Ok(Reply { status, headers, body })
 }
 

@@ -52,6 +52,15 @@ pub struct ZendeskConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +81,15 @@ pub struct FreshserviceConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -109,6 +127,15 @@ pub struct JsmConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +160,63 @@ pub struct GlpiConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
+}
+
+impl ZendeskConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.zendesk",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl FreshserviceConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.freshservice",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl JsmConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.jsm",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl GlpiConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sinks.glpi",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -313,7 +397,7 @@ impl<'a> ExtraSinks<'a> {
 
     pub fn build(
         &self,
-        http: &reqwest::Client,
+        timeout: std::time::Duration,
         inline_limit: usize,
         sinks: &mut HashMap<String, Arc<dyn TicketSink>>,
     ) -> Result<(), ConfigError> {
@@ -328,8 +412,9 @@ impl<'a> ExtraSinks<'a> {
             sinks.insert(
                 "zendesk".into(),
                 Arc::new(
-                    ZendeskSink::new("zendesk", &c.url, auth, c.session_code_field_id, http.clone())
-                        .with_inline_limit(inline_limit),
+                    ZendeskSink::new("zendesk", &c.url, auth, c.session_code_field_id, c.outbound().client(timeout)?)
+                        .with_inline_limit(inline_limit)
+                        .with_max_response_bytes(c.outbound().limit()),
                 ),
             );
         }
@@ -342,9 +427,10 @@ impl<'a> ExtraSinks<'a> {
                         &c.url,
                         c.api_key_secret()?,
                         c.session_code_field.clone(),
-                        http.clone(),
+                        c.outbound().client(timeout)?,
                     )
-                    .with_inline_limit(inline_limit),
+                    .with_inline_limit(inline_limit)
+                    .with_max_response_bytes(c.outbound().limit()),
                 ),
             );
         }
@@ -357,8 +443,16 @@ impl<'a> ExtraSinks<'a> {
             sinks.insert(
                 "jsm".into(),
                 Arc::new(
-                    JsmSink::new("jsm", &c.url, auth, c.remote_links, c.session_code_field_id, http.clone())
-                        .with_inline_limit(inline_limit),
+                    JsmSink::new(
+                        "jsm",
+                        &c.url,
+                        auth,
+                        c.remote_links,
+                        c.session_code_field_id,
+                        c.outbound().client(timeout)?,
+                    )
+                    .with_inline_limit(inline_limit)
+                    .with_max_response_bytes(c.outbound().limit()),
                 ),
             );
         }
@@ -372,9 +466,10 @@ impl<'a> ExtraSinks<'a> {
                         c.user_token_secret()?,
                         c.app_token_secret()?,
                         c.session_code_search_option,
-                        http.clone(),
+                        c.outbound().client(timeout)?,
                     )
-                    .with_inline_limit(inline_limit),
+                    .with_inline_limit(inline_limit)
+                    .with_max_response_bytes(c.outbound().limit()),
                 ),
             );
         }
@@ -419,7 +514,7 @@ user_token = "u"
         let routes = c.sinks.routes();
         assert_eq!(routes.iter().map(|r| r.0).collect::<Vec<_>>(), ["zendesk", "freshservice", "jsm", "glpi"]);
         let mut sinks = std::collections::HashMap::new();
-        c.sinks.extra().build(&reqwest::Client::new(), 20_000, &mut sinks).unwrap();
+        c.sinks.extra().build(std::time::Duration::from_secs(5), 20_000, &mut sinks).unwrap();
         assert_eq!(sinks.len(), 4);
         assert_eq!(sinks["zendesk"].max_batch(), super::super::zendesk::DEFAULT_MAX_BATCH);
         assert_eq!(sinks["glpi"].max_batch(), 1);

@@ -20,6 +20,8 @@ pub struct FreshserviceSink {
     http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 impl FreshserviceSink {
@@ -36,6 +38,7 @@ impl FreshserviceSink {
             key: api_key,
             session_field,
             http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
         }
     }
@@ -43,6 +46,12 @@ impl FreshserviceSink {
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
     pub fn with_inline_limit(mut self, chars: usize) -> Self {
         self.inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
         self
     }
 
@@ -66,7 +75,7 @@ impl FreshserviceSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r = common::send(&self.name, self.authed(req)).await?;
+        let r = common::send(&self.name, self.max_response, self.authed(req)).await?;
         if r.status.is_success() {
             return Ok(r);
         }

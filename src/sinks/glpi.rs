@@ -24,6 +24,8 @@ pub struct GlpiSink {
     http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 const PAGE: u64 = 50;
@@ -45,6 +47,7 @@ impl GlpiSink {
             session_search_option,
             session: Mutex::new(None),
             http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
         }
     }
@@ -52,6 +55,12 @@ impl GlpiSink {
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
     pub fn with_inline_limit(mut self, chars: usize) -> Self {
         self.inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
         self
     }
 
@@ -90,7 +99,7 @@ impl GlpiSink {
             .http
             .get(format!("{}/initSession", self.base))
             .header("Authorization", format!("user_token {}", self.user_token.expose_secret()));
-        let r = common::send(&self.name, self.with_app(req)).await?;
+        let r = common::send(&self.name, self.max_response, self.with_app(req)).await?;
         if !r.status.is_success() {
             return Err(self.error(&r));
         }
@@ -117,7 +126,8 @@ impl GlpiSink {
                 }
                 s.as_ref().expect("session set above").expose_secret().to_string()
             };
-            let r = common::send(&self.name, self.with_app(build().header("Session-Token", token))).await?;
+            let r = common::send(&self.name, self.max_response, self.with_app(build().header("Session-Token", token)))
+                .await?;
             if r.status.is_success() {
                 return Ok(r);
             }
@@ -235,7 +245,7 @@ impl TicketSink for GlpiSink {
         let token = self.session.lock().await.take();
         if let Some(t) = token {
             let req = self.http.get(format!("{}/killSession", self.base)).header("Session-Token", t.expose_secret());
-            if let Err(e) = common::send(&self.name, self.with_app(req)).await {
+            if let Err(e) = common::send(&self.name, self.max_response, self.with_app(req)).await {
                 tracing::debug!(sink = %self.name, error = %e, "killSession failed");
             }
         }

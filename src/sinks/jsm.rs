@@ -27,6 +27,8 @@ pub struct JsmSink {
     http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 /// The remote link's `globalId` for a note: the same on every attempt.
@@ -50,6 +52,7 @@ impl JsmSink {
             remote_links,
             session_field,
             http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
         }
     }
@@ -57,6 +60,12 @@ impl JsmSink {
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
     pub fn with_inline_limit(mut self, chars: usize) -> Self {
         self.inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
         self
     }
 
@@ -88,7 +97,8 @@ impl JsmSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r = common::send(&self.name, self.authed(req.header("Accept", "application/json"))).await?;
+        let r =
+            common::send(&self.name, self.max_response, self.authed(req.header("Accept", "application/json"))).await?;
         if r.status.is_success() {
             return Ok(r);
         }

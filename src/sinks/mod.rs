@@ -60,10 +60,21 @@ impl SinkError {
     /// request was written is ambiguous; a refused connection never reached the system.
     pub fn from_transport(sink: &str, err: &reqwest::Error) -> Self {
         let msg = crate::http::describe_transport_error(err);
-        if err.is_connect() {
+        // A refused redirect was answered before any body was accepted: nothing landed,
+        // and the next attempt (after the operator configured the final URL) may succeed.
+        if err.is_connect() || err.is_redirect() {
             Self::new(sink, SinkErrorKind::Retry { retry_after: None }, msg)
         } else {
             Self::new(sink, SinkErrorKind::Ambiguous, msg)
+        }
+    }
+
+    /// Reading the answer failed: the request was sent, so whether it took effect is
+    /// unknown (an oversized answer included).
+    pub fn from_body(sink: &str, err: crate::http::BodyError) -> Self {
+        match err {
+            crate::http::BodyError::Transport(e) => Self::from_transport(sink, &e),
+            too_large => Self::new(sink, SinkErrorKind::Ambiguous, too_large.to_string()),
         }
     }
 

@@ -15,6 +15,8 @@ pub struct RedmineSink {
     private_notes: bool,
     http: reqwest::Client,
     inline_limit: usize,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 impl RedmineSink {
@@ -25,6 +27,7 @@ impl RedmineSink {
             key: api_key,
             private_notes,
             http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
         }
     }
@@ -32,6 +35,12 @@ impl RedmineSink {
     /// Attachments are inlined (see `post_note`), cut at this many characters.
     pub fn with_inline_limit(mut self, chars: usize) -> Self {
         self.inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
         self
     }
 
@@ -56,7 +65,8 @@ impl RedmineSink {
             .map_err(|e| SinkError::from_transport(&self.name, &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.text().await.map_err(|e| SinkError::from_transport(&self.name, &e))?;
+        let body =
+            crate::http::read_text(resp, self.max_response).await.map_err(|e| SinkError::from_body(&self.name, e))?;
         if status.is_success() {
             return Ok((status, body));
         }

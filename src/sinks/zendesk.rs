@@ -28,6 +28,8 @@ pub struct ZendeskSink {
     http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
+    /// Cap on one answer's body (`max_response_bytes`).
+    max_response: u64,
 }
 
 /// The most notes put into one update; keeps the comment readable and the body small.
@@ -48,6 +50,7 @@ impl ZendeskSink {
             session_field,
             max_batch: DEFAULT_MAX_BATCH,
             http,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
         }
     }
@@ -55,6 +58,12 @@ impl ZendeskSink {
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
     pub fn with_inline_limit(mut self, chars: usize) -> Self {
         self.inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
         self
     }
 
@@ -80,7 +89,7 @@ impl ZendeskSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r = common::send(&self.name, self.authed(req)).await?;
+        let r = common::send(&self.name, self.max_response, self.authed(req)).await?;
         if r.status.is_success() {
             return Ok(r);
         }

@@ -65,11 +65,16 @@ pub struct SplashtopApi {
     base: String,
     auth: Auth,
     max_retries: usize,
+    /// `max_response_bytes`: answers are read up to this many bytes.
+    max_response: u64,
 }
 
 impl SplashtopApi {
     pub fn new(cfg: &SplashtopConfig, store: &Store) -> Result<SplashtopApi, SourceError> {
-        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+        let http = cfg
+            .outbound()
+            .client(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+            .map_err(|e| cfg_err(e.to_string()))?;
         let auth = match cfg.auth {
             SplashtopAuth::Token => {
                 let tok = cfg.token_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
@@ -79,7 +84,7 @@ impl SplashtopApi {
             }
             SplashtopAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
         };
-        Ok(SplashtopApi { http, base: cfg.base_url(), auth, max_retries: 5 })
+        Ok(SplashtopApi { http, base: cfg.base_url(), auth, max_retries: 5, max_response: cfg.outbound().limit() })
     }
 
     pub fn with_max_retries(mut self, n: usize) -> Self {
@@ -149,12 +154,24 @@ impl SplashtopApi {
                     status,
                     message: crate::http::describe_transport_error(&e),
                     retry_after: None,
-                    transient: true,
+                    // A refused redirect is the configuration's: retrying cannot help.
+                    transient: !e.is_redirect(),
                 };
                 let resp = req.send().await.map_err(|e| transport(e, None))?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let body = resp.bytes().await.map_err(|e| transport(e, Some(status)))?;
+                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| match e {
+                    crate::http::BodyError::Transport(e) => transport(e, Some(status)),
+                    too_large => ApiError {
+                        what: path.to_string(),
+                        kind: ResultKind::Unknown,
+                        code: None,
+                        status: Some(status),
+                        message: too_large.to_string(),
+                        retry_after: None,
+                        transient: false,
+                    },
+                })?;
                 classify(path, status, &headers, &body)
             };
             let res = attempt
@@ -316,7 +333,8 @@ pub fn oauth_client(cfg: &SplashtopConfig, store: &Store, http: reqwest::Client)
     .with_refresh_lifetime(
         chrono::Duration::days(cfg.refresh_token_days as i64),
         chrono::Duration::days(cfg.refresh_warn_days as i64),
-    ))
+    )
+    .with_max_response_bytes(cfg.outbound().limit()))
 }
 
 /// Where the poll stands: a walk over `[from, to)` resumed by page after a restart.

@@ -55,17 +55,19 @@ pub struct TeamViewerApi {
     base: String,
     auth: Auth,
     max_retries: usize,
+    /// `max_response_bytes`: answers are read up to this many bytes.
+    max_response: u64,
 }
 
 impl TeamViewerApi {
     pub fn new(cfg: &TeamViewerConfig, store: &Store) -> Result<TeamViewerApi, SourceError> {
-        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
         let base = cfg.base_url.trim_end_matches('/').to_string();
         let cfg_err = |m: crate::config::ConfigError| SourceError::Vendor {
             source_name: VENDOR.into(),
             message: m.to_string(),
             transient: false,
         };
+        let http = cfg.outbound().client(Duration::from_secs(cfg.request_timeout_secs.max(1))).map_err(cfg_err)?;
         let auth = match cfg.auth {
             TeamViewerAuth::Script => {
                 let tok = cfg.token_secret().map_err(cfg_err)?.ok_or_else(|| SourceError::Vendor {
@@ -77,7 +79,7 @@ impl TeamViewerApi {
             }
             TeamViewerAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
         };
-        Ok(TeamViewerApi { http, base, auth, max_retries: 5 })
+        Ok(TeamViewerApi { http, base, auth, max_retries: 5, max_response: cfg.outbound().limit() })
     }
 
     pub fn with_max_retries(mut self, n: usize) -> Self {
@@ -116,19 +118,20 @@ impl TeamViewerApi {
                     error: "transport".into(),
                     message: crate::http::describe_transport_error(&e),
                     retry_after: None,
-                    transient: true,
+                    // A refused redirect is the configuration's: retrying cannot help.
+                    transient: !e.is_redirect(),
                     auth_expired: false,
                 })?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 // Bytes, not `text()`: reqwest would replace bad UTF-8 silently; the page
                 // decoder replaces it too, but says so, and the records it touched are quarantined.
-                let body = resp.bytes().await.map(|b| b.to_vec()).map_err(|e| ApiError {
+                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| ApiError {
                     status: Some(status),
                     error: "transport".into(),
-                    message: crate::http::describe_transport_error(&e),
+                    transient: matches!(e, crate::http::BodyError::Transport(_)),
+                    message: e.to_string(),
                     retry_after: None,
-                    transient: true,
                     auth_expired: false,
                 })?;
                 if (200..300).contains(&status) {
@@ -242,7 +245,8 @@ pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client
         cfg.redirect_uri.clone(),
         http,
         store.clone(),
-    ))
+    )
+    .with_max_response_bytes(cfg.outbound().limit()))
 }
 
 pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {

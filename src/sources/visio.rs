@@ -27,6 +27,12 @@ pub struct VisioConfig {
     pub agent_name: String,
     pub duration_minutes: u32,
     pub request_timeout_secs: u64,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 
 impl Default for VisioConfig {
@@ -40,6 +46,21 @@ impl Default for VisioConfig {
             agent_name: "Helpdesk".into(),
             duration_minutes: 60,
             request_timeout_secs: 30,
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
+        }
+    }
+}
+
+impl VisioConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "rooms.visioconference",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }
@@ -113,7 +134,10 @@ pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom,
             "rooms.visioconference.token: missing (token_file or credential visioconference_token)".into(),
         )
     })?;
-    let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+    let http = cfg
+        .outbound()
+        .client(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+        .map_err(|e| VisioError::Config(e.to_string()))?;
     let name: String = cfg.name_template.replace("{ticket}", ticket).chars().take(100).collect();
     let body = json!({
         "name": name,
@@ -128,7 +152,8 @@ pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom,
         .await
         .map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
+    let text =
+        crate::http::read_text(resp, cfg.outbound().limit()).await.map_err(|e| VisioError::Http(e.to_string()))?;
     parse_created_room(status, &text)
 }
 

@@ -71,6 +71,8 @@ pub struct ZoomApi {
     oauth: Arc<OAuthClient>,
     max_retries: usize,
     page_size: u32,
+    /// `max_response_bytes`: answers are read up to this many bytes.
+    max_response: u64,
 }
 
 pub fn oauth_client(
@@ -97,7 +99,8 @@ pub fn oauth_client(
         http,
         store.clone(),
     )
-    .with_client_auth(ClientAuth::Basic);
+    .with_client_auth(ClientAuth::Basic)
+    .with_max_response_bytes(cfg.outbound().limit());
     Ok(match (a.auth, &a.account_id) {
         (ZoomAuth::ServerToServer, Some(id)) => client.with_account_credentials(id.clone()),
         _ => client,
@@ -110,7 +113,10 @@ fn cfg_err(message: String) -> SourceError {
 
 impl ZoomApi {
     pub fn new(cfg: &ZoomConfig, index: usize, store: &Store) -> Result<ZoomApi, SourceError> {
-        let http = crate::http::client(Duration::from_secs(cfg.request_timeout_secs.max(1)));
+        let http = cfg
+            .outbound()
+            .client(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+            .map_err(|e| cfg_err(e.to_string()))?;
         let oauth = Arc::new(oauth_client(cfg, index, store, http.clone())?);
         Ok(ZoomApi {
             http,
@@ -119,6 +125,7 @@ impl ZoomApi {
             oauth,
             max_retries: 5,
             page_size: cfg.page_size.clamp(1, 300),
+            max_response: cfg.outbound().limit(),
         })
     }
 
@@ -160,7 +167,8 @@ impl ZoomApi {
                     code: None,
                     message: crate::http::describe_transport_error(&e),
                     retry_after: None,
-                    transient: true,
+                    // A refused redirect is the configuration's: retrying cannot help.
+                    transient: !e.is_redirect(),
                     auth_expired: false,
                     daily_limit: false,
                 };
@@ -168,7 +176,18 @@ impl ZoomApi {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 // Bytes: the page decoder reports bad UTF-8 instead of replacing it silently.
-                let body = resp.bytes().await.map_err(|e| transport(e, Some(status)))?.to_vec();
+                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| match e {
+                    crate::http::BodyError::Transport(e) => transport(e, Some(status)),
+                    too_large => ApiError {
+                        status: Some(status),
+                        code: None,
+                        message: too_large.to_string(),
+                        retry_after: None,
+                        transient: false,
+                        auth_expired: false,
+                        daily_limit: false,
+                    },
+                })?;
                 if (200..300).contains(&status) {
                     return Ok(body);
                 }

@@ -40,6 +40,12 @@ pub struct ZoomConfig {
     /// The account `session create --provider zoom` uses without `--account`.
     pub default_account: Option<String>,
     pub accounts: Vec<ZoomAccount>,
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 
 impl Default for ZoomConfig {
@@ -58,6 +64,21 @@ impl Default for ZoomConfig {
             auto_recording: "cloud".into(),
             default_account: None,
             accounts: Vec::new(),
+            allow_insecure_http: false,
+            ca_file: None,
+            max_response_bytes: None,
+        }
+    }
+}
+
+impl ZoomConfig {
+    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+    pub fn outbound(&self) -> crate::http::Outbound<'_> {
+        crate::http::Outbound {
+            section: "sources.zoom",
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }
