@@ -32,7 +32,9 @@ const CREDENTIALS: [&str; 13] = [
 ];
 
 fn known_credential(name: &str) -> bool {
-    CREDENTIALS.contains(&name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+    CREDENTIALS.contains(&name)
+        || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+        || name == crate::store::audit::CREDENTIAL
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,7 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         }
     };
     checks.extend(secrets(&cfg));
+    checks.push(audit_key(&cfg));
     let (db_check, store) = database(&cfg).await;
     checks.push(db_check);
     // Token-authenticated vendors can be pinged before the first start: through a
@@ -265,6 +268,21 @@ fn secrets(cfg: &Config) -> Vec<Check> {
         }
     }
     out
+}
+
+/// The audit chain's key: optional, but without it the chain only detects edits by someone
+/// who does not know to recompute it (docs/security/audit.md).
+fn audit_key(cfg: &Config) -> Check {
+    let name = "audit key";
+    match crate::app::audit_key(cfg) {
+        Ok(Some(_)) => ok(name, "store.audit_key resolved: the audit chain is keyed (HMAC-SHA256)"),
+        Ok(None) => warn(
+            name,
+            "no store.audit_key: the audit chain is unkeyed SHA-256; whoever can write the database file can edit it and recompute the chain",
+            format!("create one (`head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key`, mode 0600) for LoadCredential=, or set store.audit_key_file; keep a copy with the other credentials"),
+        ),
+        Err(e) => fail(name, format!("{e:#}"), "fix store.audit_key_file, or the key's length"),
+    }
 }
 
 async fn database(cfg: &Config) -> (Check, Option<Store>) {
