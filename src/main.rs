@@ -324,19 +324,17 @@ async fn audit_verify(
             let scheme = match keyed_from {
                 Some(1) => "keyed (HMAC-SHA256)".to_string(),
                 Some(k) => format!("rows 1-{} unkeyed SHA-256, keyed (HMAC-SHA256) from row {k}", k - 1),
-                None => "unkeyed SHA-256: configure store.audit_key (docs/security/audit.md)".to_string(),
+                None => "unkeyed SHA-256 (configure store.audit_key, see docs/security/audit.md)".to_string(),
             };
+            let uncovered = if uncovered > 0 {
+                format!(" ({uncovered} recorded before audit evidence existed: their content is not covered)")
+            } else {
+                String::new()
+            };
+            // One line, the head last: scripts take the hash after "head ".
             println!(
-                "audit chain OK: {rows} rows in {:.2}s; head {rows}:{head}; {scheme}",
+                "audit chain OK: {rows} rows in {:.2}s; {scheme}; {checked_sessions} sessions and {checked_deliveries} deliveries match their latest audit event{uncovered}; head {head}",
                 started.elapsed().as_secs_f64()
-            );
-            println!(
-                "records OK: {checked_sessions} sessions and {checked_deliveries} deliveries match their latest audit event{}",
-                if uncovered > 0 {
-                    format!("; {uncovered} recorded before audit evidence existed (their content is not covered)")
-                } else {
-                    String::new()
-                }
             );
             Ok(ExitCode::SUCCESS)
         }
