@@ -12,5 +12,6 @@
 -- triggers stay, and no existing row changes.
 ALTER TABLE audit_events ADD COLUMN chain_version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE audit_events ADD COLUMN subject_sha256 TEXT;
--- verify finds each delivery's recorded note through this (one entry per delivery).
-CREATE INDEX audit_events_delivery_subject ON audit_events (delivery_id) WHERE subject_sha256 IS NOT NULL;
+-- verify finds each delivery's events through this (sessions have audit_events_session).
+-- Partial: the events about no delivery (most of them) cost no index entry at ingest.
+CREATE INDEX audit_events_delivery ON audit_events (delivery_id) WHERE delivery_id IS NOT NULL;

@@ -128,10 +128,11 @@ pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyS
     let tail_keyed = tail.as_ref().is_some_and(|t| t.chain_version == ChainVersion::Keyed as i64);
     match (&key, &tail) {
         (None, Some(t)) if tail_keyed => return Err(StoreError::Invalid(KeyUseError::Missing(t.id).to_string())),
-        (Some(k), Some(t)) if tail_keyed => {
-            if hash_row(ChainVersion::Keyed, Some(k), &t.fields()).as_deref() != Some(t.hash.as_str()) {
-                return Err(StoreError::Invalid(KeyUseError::Wrong(t.id).to_string()));
-            }
+        (Some(k), Some(t))
+            if tail_keyed
+                && hash_row(ChainVersion::Keyed, Some(k), &t.fields()).as_deref() != Some(t.hash.as_str()) =>
+        {
+            return Err(StoreError::Invalid(KeyUseError::Wrong(t.id).to_string()));
         }
         _ => {}
     }
@@ -785,7 +786,8 @@ fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOpti
 fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT s.id, a.id, a.subject_sha256,
-                EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id), {cols}
+                -- Only asked when nothing recorded the content (rare: rows from before 0005).
+                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END, {cols}
          FROM sessions s
          LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
               WHERE e.session_id = s.id AND e.delivery_id IS NULL AND e.subject_sha256 IS NOT NULL)
@@ -798,7 +800,7 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
         let subject = format!("sessions row {sid}");
         let event: Option<i64> = row.get(1)?;
         let recorded: Option<String> = row.get(2)?;
-        let any_event: bool = row.get(3)?;
+        let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
         let Some(recorded) = recorded else {
             if !any_event {
                 return Ok(Some(Verify::Evidence {
@@ -851,7 +853,7 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
 fn check_deliveries(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT d.id, a.id, a.subject_sha256,
-                EXISTS (SELECT 1 FROM audit_events e WHERE e.delivery_id = d.id), {cols}
+                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.delivery_id = d.id) END, {cols}
          FROM deliveries d
          LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
               WHERE e.delivery_id = d.id AND e.subject_sha256 IS NOT NULL)
@@ -864,7 +866,7 @@ fn check_deliveries(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) ->
         let subject = format!("deliveries row {did}");
         let event: Option<i64> = row.get(1)?;
         let recorded: Option<String> = row.get(2)?;
-        let any_event: bool = row.get(3)?;
+        let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
         let Some(recorded) = recorded else {
             if !any_event {
                 return Ok(Some(Verify::Evidence {

@@ -88,7 +88,8 @@ async fn populate(dir: &Path, key: Option<&str>) -> PathBuf {
     let (_, up) = sessions::upsert(&mut tx, &b2, Some("w2")).await.unwrap();
     assert_eq!(up, sessions::Upsert::Updated);
     for (i, (id, _)) in ids.iter().take(2).enumerate() {
-        let note = serde_json::json!({"title": format!("Remote session {i}"), "body": "12 minutes, Jon Snow"}).to_string();
+        let note =
+            serde_json::json!({"title": format!("Remote session {i}"), "body": "12 minutes, Jon Snow"}).to_string();
         outbox::enqueue(&mut tx, "redmine", "101", Some(*id), None, "session_report", &format!("m{i}"), &note)
             .await
             .unwrap();
@@ -105,12 +106,10 @@ async fn pool(db: &Path) -> sqlx::SqlitePool {
 /// Plain SQL on the file, the append-only triggers dropped first.
 async fn tamper(db: &Path, sql: &str) {
     let p = pool(db).await;
-    sqlx::raw_sql(
-        "DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete;",
-    )
-    .execute(&p)
-    .await
-    .unwrap();
+    sqlx::raw_sql("DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete;")
+        .execute(&p)
+        .await
+        .unwrap();
     sqlx::raw_sql(sql).execute(&p).await.unwrap();
     p.close().await;
 }
@@ -204,7 +203,11 @@ fn audit_evidence_edits_of_sessions_and_notes_are_reported() {
         ("technician", "UPDATE sessions SET technician = 'Mallory' WHERE id = 1", "sessions row 1"),
         ("raw record", "UPDATE sessions SET raw_json = '{\"id\":\"b-2\"}' WHERE id = 2", "sessions row 2"),
         ("normalized column", "UPDATE sessions SET duration_s = 5 WHERE id = 3", "sessions row 3"),
-        ("note text", "UPDATE deliveries SET note_json = '{\"title\":\"nothing happened\"}' WHERE id = 1", "deliveries row 1"),
+        (
+            "note text",
+            "UPDATE deliveries SET note_json = '{\"title\":\"nothing happened\"}' WHERE id = 1",
+            "deliveries row 1",
+        ),
         ("note's ticket", "UPDATE deliveries SET ticket_id = '999' WHERE id = 2", "deliveries row 2"),
     ];
     for (what, sql, names) in cases {
@@ -220,8 +223,9 @@ fn audit_evidence_edits_of_sessions_and_notes_are_reported() {
     rt.block_on(tamper(&db, "UPDATE sessions SET technician = 'Jon Snow' WHERE id = 2"));
     let v = verify(&db, &[]);
     let p = rt.block_on(pool(&db));
-    let updated: i64 =
-        rt.block_on(sqlx::query_scalar("SELECT id FROM audit_events WHERE kind = 'session_updated'").fetch_one(&p)).unwrap();
+    let updated: i64 = rt
+        .block_on(sqlx::query_scalar("SELECT id FROM audit_events WHERE kind = 'session_updated'").fetch_one(&p))
+        .unwrap();
     rt.block_on(p.close());
     assert_eq!(v.code, 3, "{}", v.text);
     assert!(v.text.contains(&format!("sessions row 2 (recorded by audit row {updated})")), "{}", v.text);
@@ -439,7 +443,9 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
     let keyed_from = status.started_keyed_at.expect("a row marks the switch");
     let mut tx = store.begin().await.unwrap();
     let (sid, _) = sessions::upsert(&mut tx, &session("new-2", "Arya", 6), Some("w")).await.unwrap();
-    outbox::enqueue(&mut tx, "redmine", "7", Some(sid), None, "session_report", "m", "{\"title\":\"t\"}").await.unwrap();
+    outbox::enqueue(&mut tx, "redmine", "7", Some(sid), None, "session_report", "m", "{\"title\":\"t\"}")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let kinds: Vec<(i64, i64)> =
         sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id").fetch_all(&store.pool).await.unwrap();
@@ -451,7 +457,8 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
     let v = verify(&db, &["--key-file", kf.to_str().unwrap()]);
     assert_eq!(v.code, 0, "{}", v.text);
     assert!(
-        v.text.contains(&format!("rows 1-{} unkeyed SHA-256, keyed (HMAC-SHA256) from row {keyed_from}", keyed_from - 1)),
+        v.text
+            .contains(&format!("rows 1-{} unkeyed SHA-256, keyed (HMAC-SHA256) from row {keyed_from}", keyed_from - 1)),
         "{}",
         v.text
     );
@@ -470,7 +477,7 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     let append = |store: Store, n: usize, tag: &'static str| async move {
         for i in 0..n {
             let mut tx = store.begin().await.unwrap();
-            let s = session(&format!("{tag}-{i}"), "Jon Snow", (i % 60) as u32);
+            let s = session(&format!("{tag}-{i}-{}", uuid::Uuid::new_v4()), "Jon Snow", (i % 60) as u32);
             sessions::upsert(&mut tx, &s, Some(tag)).await.unwrap();
             tx.commit().await.unwrap();
         }
@@ -488,8 +495,19 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
         .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
         .unwrap_or(0);
 
-    // The backup runs while another connection keeps writing.
-    let writer = tokio::spawn(append(store.clone(), 40, "during"));
+    // The backup runs while another connection keeps writing (until the backup is done).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 5 {
+                append(store.clone(), 1, "during").await;
+                n += 1;
+            }
+            n
+        }
+    });
     let copy = dir.path().join("backup").join("copy.db");
     std::fs::create_dir(copy.parent().unwrap()).unwrap();
     let out = tokio::task::spawn_blocking({
@@ -498,7 +516,8 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     })
     .await
     .unwrap();
-    writer.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writer.await.unwrap();
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.contains("integrity ok"), "{}", out.text);
 
@@ -511,6 +530,7 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     drop(c);
     assert!(copied >= before, "the copy has the WAL's rows: {copied} < {before}");
+    assert!(copied <= before + during, "one snapshot: {copied} > {before} + {during}");
     assert_eq!(mode, "delete", "a backup is one self-contained file");
     let v = verify(&copy, &[]);
     assert_eq!(v.code, 0, "{}", v.text);
@@ -519,7 +539,7 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     assert_eq!(again.code, 1, "{}", again.text);
     store.pool.close().await;
     println!(
-        "auditor evidence: backup during writes holds {copied} sessions ({before} committed before it began; a plain cp of the file held {plain_rows}); integrity ok, audit verify ok, mode 0600"
+        "auditor evidence: backup during {during} concurrent commits holds {copied} sessions ({before} committed before it began; a plain cp of the file held {plain_rows}); integrity ok, audit verify ok, mode 0600"
     );
 }
 
