@@ -457,17 +457,23 @@ impl Chain {
     /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`). The same
     /// statement names the database file, which selects the audit key ([`use_key`]).
     pub async fn load(tx: &mut Tx<'_>) -> Result<Chain> {
-        let (file, id, hash): (Option<String>, Option<i64>, Option<String>) = sqlx::query_as(&format!(
-            "SELECT {MAIN_FILE}, t.id, t.hash FROM (SELECT 1) LEFT JOIN
-             (SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1) t"
-        ))
-        .fetch_one(&mut **tx)
-        .await?;
+        let (file, id, hash, version): (Option<String>, Option<i64>, Option<String>, Option<i64>) =
+            sqlx::query_as(&format!(
+                "SELECT {MAIN_FILE}, t.id, t.hash, t.chain_version FROM (SELECT 1) LEFT JOIN
+                 (SELECT id, hash, chain_version FROM audit_events ORDER BY id DESC LIMIT 1) t"
+            ))
+            .fetch_one(&mut **tx)
+            .await?;
         let (next_id, prev_hash) = match (id, hash) {
             (Some(id), Some(h)) => (id + 1, h),
             _ => (1, GENESIS.to_string()),
         };
         let key = file.as_deref().and_then(registered);
+        // Never an unkeyed row after a keyed one (another process keyed the chain after this
+        // one started without the key): the write fails instead of weakening the chain.
+        if key.is_none() && version == Some(ChainVersion::Keyed as i64) {
+            return Err(StoreError::Invalid(KeyUseError::Missing(next_id - 1).to_string()));
+        }
         Ok(Chain { next_id, prev_hash, key, pending: Vec::new() })
     }
 

@@ -599,3 +599,24 @@ async fn audit_evidence_the_daemon_logs_the_head_and_checkpoints_at_stop() {
     assert_eq!(v["busy"], 0, "{checkpoint}");
     assert_eq!(verify(&db, &[]).code, 0);
 }
+
+#[tokio::test]
+async fn audit_evidence_a_writer_without_the_key_cannot_append_after_a_keyed_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = populate(dir.path(), None).await;
+    // Another process keys the chain while this one has the store open without the key.
+    let store = Store::open(&db, Duration::from_secs(5)).await.unwrap();
+    let kf = key_file(dir.path(), KEY);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[store]\npath = \"{}\"\naudit_key_file = \"{}\"\n", db.display(), kf.display()))
+        .unwrap();
+    let r = tokio::task::spawn_blocking(move || bin(&["--config", cfg.to_str().unwrap(), "migrate"])).await.unwrap();
+    assert_eq!(r.code, 0, "{}", r.text);
+    let mut tx = store.begin().await.unwrap();
+    let e = audit::append(&mut tx, audit::Event { kind: "test_event", ..Default::default() }).await.unwrap_err();
+    drop(tx);
+    assert!(e.to_string().contains("keyed"), "{e}");
+    store.pool.close().await;
+    let v = verify(&db, &["--key-file", kf.to_str().unwrap()]);
+    assert_eq!(v.code, 0, "{}", v.text);
+}
