@@ -89,6 +89,9 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
     checks.push(audit_key(&cfg));
     let (db_check, store) = database(&cfg).await;
     checks.push(db_check);
+    if let Some(s) = &store {
+        checks.extend(audit_chain_key(&cfg, s).await);
+    }
     // Token-authenticated vendors can be pinged before the first start: through a
     // throwaway database (OAuth vendors need the real one, which holds their tokens).
     let scratch = match &store {
@@ -283,6 +286,22 @@ fn audit_key(cfg: &Config) -> Check {
         ),
         Err(e) => fail(name, format!("{e:#}"), "fix store.audit_key_file, or the key's length"),
     }
+}
+
+/// Whether the configured key (or its absence) can continue the database's chain: the
+/// daemon refuses to start otherwise, so say it before.
+async fn audit_chain_key(cfg: &Config, store: &Store) -> Option<Check> {
+    let name = "audit chain key";
+    let key = crate::app::audit_key(cfg).ok()?;
+    Some(match crate::store::audit::key_fits(&store.pool, key.as_ref()).await {
+        Ok(Ok(Some(row))) => ok(name, format!("the configured key produces the HMAC of the last audit row ({row})")),
+        Ok(Ok(None)) if key.is_some() => ok(name, "the chain is not keyed yet: it is keyed from the next start on"),
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            fail(name, e.to_string(), "configure the audit key that keyed this database (see docs/security/audit.md)")
+        }
+        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.path"),
+    })
 }
 
 async fn database(cfg: &Config) -> (Check, Option<Store>) {

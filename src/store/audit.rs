@@ -111,6 +111,37 @@ pub enum KeyUseError {
     Wrong(i64),
 }
 
+/// Whether `key` (or no key) can append to the chain of the database behind `pool`:
+/// `Ok(last keyed row)` when it can (`None`: the chain is not keyed yet, or predates audit
+/// evidence), the reason when it cannot. Read-only (`ticketsync doctor` asks it too).
+pub async fn key_fits(
+    pool: &sqlx::SqlitePool,
+    key: Option<&AuditKey>,
+) -> Result<std::result::Result<Option<i64>, KeyUseError>> {
+    let evidence: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'chain_version')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !evidence {
+        return Ok(Ok(None));
+    }
+    let tail: Option<TailRow> = sqlx::query_as(
+        "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
+         subject_sha256 FROM audit_events ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(t) = tail.filter(|t| t.chain_version == ChainVersion::Keyed as i64) else { return Ok(Ok(None)) };
+    Ok(match key {
+        None => Err(KeyUseError::Missing(t.id)),
+        Some(k) if hash_row(ChainVersion::Keyed, Some(k), &t.fields()).as_deref() != Some(t.hash.as_str()) => {
+            Err(KeyUseError::Wrong(t.id))
+        }
+        Some(_) => Ok(Some(t.id)),
+    })
+}
+
 /// Make this process append to the chain of `store` under `key` (scheme 3), or unkeyed
 /// (scheme 2) without one. With a key, a chain not yet keyed gets an `audit_key_enabled`
 /// row now, so that a keyed database always has a keyed row: `verify` with the key then
@@ -119,23 +150,8 @@ pub enum KeyUseError {
 pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyStatus> {
     // Read first, without the write lock: read-only commands open the store this way too.
     let file: String = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(&store.pool).await?;
-    let tail: Option<TailRow> = sqlx::query_as(
-        "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
-         subject_sha256 FROM audit_events ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(&store.pool)
-    .await?;
-    let tail_keyed = tail.as_ref().is_some_and(|t| t.chain_version == ChainVersion::Keyed as i64);
-    match (&key, &tail) {
-        (None, Some(t)) if tail_keyed => return Err(StoreError::Invalid(KeyUseError::Missing(t.id).to_string())),
-        (Some(k), Some(t))
-            if tail_keyed
-                && hash_row(ChainVersion::Keyed, Some(k), &t.fields()).as_deref() != Some(t.hash.as_str()) =>
-        {
-            return Err(StoreError::Invalid(KeyUseError::Wrong(t.id).to_string()));
-        }
-        _ => {}
-    }
+    let tail_keyed =
+        key_fits(&store.pool, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
     {
         let mut keys = KEYS.write().unwrap_or_else(|e| e.into_inner());
         match &key {
@@ -144,7 +160,7 @@ pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyS
         };
     }
     let mut started_keyed_at = None;
-    let mut head = tail.map(|t| (t.id, t.hash)).unwrap_or((0, GENESIS.to_string()));
+    let mut head = head_in(&mut *store.pool.acquire().await?).await?.unwrap_or((0, GENESIS.to_string()));
     if key.is_some() && !tail_keyed {
         let mut tx = store.begin().await?;
         let previous = head.0;

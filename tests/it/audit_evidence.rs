@@ -385,6 +385,15 @@ fn audit_evidence_the_daemon_keeps_a_keyed_chain_keyed() {
     assert!(r.text.contains("audit chain: keyed"), "{}", r.text);
     let r = bin(&["--config", no_key.to_str().unwrap(), "check"]);
     assert!(r.text.contains("warning: no store.audit_key"), "{}", r.text);
+    // doctor says before a restart what the daemon would refuse.
+    let r = bin(&["--config", no_key.to_str().unwrap(), "doctor"]);
+    assert_eq!(r.code, 3, "{}", r.text);
+    assert!(r.text.contains("audit chain key") && r.text.contains("no store.audit_key is configured"), "{}", r.text);
+    let r = bin(&["--config", wrong_cfg.to_str().unwrap(), "doctor"]);
+    assert_eq!(r.code, 3, "{}", r.text);
+    assert!(r.text.contains("not the key that wrote the chain"), "{}", r.text);
+    let r = bin(&["--config", ok_cfg.to_str().unwrap(), "doctor"]);
+    assert!(r.text.contains("produces the HMAC of the last audit row"), "{}", r.text);
 }
 
 #[tokio::test]
