@@ -15,3 +15,10 @@ ALTER TABLE audit_events ADD COLUMN subject_sha256 TEXT;
 -- verify finds each delivery's events through this (sessions have audit_events_session).
 -- Partial: the events about no delivery (most of them) cost no index entry at ingest.
 CREATE INDEX audit_events_delivery ON audit_events (delivery_id) WHERE delivery_id IS NOT NULL;
+-- The view for re-checking a copy gains the two columns the hash of rows 2 and 3 covers
+-- (appended: the existing columns keep their names and order).
+DROP VIEW v_audit_chain;
+CREATE VIEW v_audit_chain AS
+SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
+       chain_version, subject_sha256
+FROM audit_events;
