@@ -21,6 +21,7 @@ NAMES=(
   "6 disk and database"
   "7 canary secrets"
   "8 hostile HTTP: redirects, endless bodies, plain http, listener floods, webhook replay"
+  "9 audit evidence"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -31,6 +32,7 @@ FILTERS=(
   "faults::an_auditors disk_full"
   "canary_secrets"
   "hostile_http::"
+  "audit_evidence"
 )
 LOG=target/faults.log
 mkdir -p target

@@ -26,9 +26,24 @@ pub struct App {
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
-    Store::open(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms))
+    let store = Store::open(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms))
         .await
-        .with_context(|| format!("store.path = {}", cfg.store.path.display()))
+        .with_context(|| format!("store.path = {}", cfg.store.path.display()))?;
+    // Every writer of this process appends to the audit chain under the configured key.
+    let status = crate::store::audit::use_key(&store, audit_key(cfg)?).await?;
+    if let Some(id) = status.started_keyed_at {
+        tracing::warn!(row = id, "audit chain keyed (HMAC-SHA256 under store.audit_key) from this row on");
+    }
+    Ok(store)
+}
+
+/// The audit chain's HMAC key from the credentials (`store.audit_key`), if configured.
+pub fn audit_key(cfg: &Config) -> Result<Option<crate::store::audit::AuditKey>> {
+    use secrecy::ExposeSecret;
+    match cfg.store.audit_key_secret()? {
+        Some(s) => Ok(Some(crate::store::audit::AuditKey::new(s.expose_secret().as_bytes())?)),
+        None => Ok(None),
+    }
 }
 
 pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>> {

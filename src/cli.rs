@@ -110,6 +110,16 @@ pub enum Command {
     /// sink's current-user call; Zoom and visioconference.me are reported "not checked"),
     /// OAuth token expiry. Exits 3 when a check failed.
     Doctor,
+    /// Copy the database consistently while the daemon runs (SQLite online backup, the
+    /// WAL's transactions included) into a new file of mode 0600.
+    Backup {
+        /// The copy to write; must not exist.
+        #[arg(long)]
+        to: PathBuf,
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Print the man page (roff) to standard output; the .deb ships it as ticketsync(1).
     #[command(hide = true)]
     Man,
@@ -118,7 +128,26 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the audit_events hash chain; reports the first broken row and exits non-zero.
+    ///
+    /// Also compares every session and delivery with the latest audit event that recorded
+    /// it (an edited technician, raw record or note is reported), and, with --expect-head,
+    /// finds rows deleted from the end. A keyed chain needs the audit key: store.audit_key
+    /// of the configuration, or --key-file.
     Verify {
+        /// Database file (default: store.path from the configuration).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// A head recorded earlier (`ticketsync audit head`, or the daemon's log): that row
+        /// must still exist with that hash.
+        #[arg(long, value_name = "ID:HASH")]
+        expect_head: Option<String>,
+        /// The audit key file (default: store.audit_key of the configuration, if readable).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Print the chain head as ID:HASH, to keep outside the host (an external anchor for
+    /// `audit verify --expect-head`).
+    Head {
         /// Database file (default: store.path from the configuration).
         #[arg(long)]
         db: Option<PathBuf>,

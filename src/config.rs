@@ -102,10 +102,30 @@ impl HttpConfig {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub busy_timeout_ms: u64,
+    /// HMAC key of the audit chain (at least 32 bytes), kept with the credentials and never
+    /// in the database (docs/security/audit.md). Without one the chain is unkeyed SHA-256.
+    pub audit_key: Option<SecretString>,
+    pub audit_key_file: Option<PathBuf>,
 }
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("/var/lib/ticketsync/ticketsync.db"), busy_timeout_ms: 5000 }
+        Self {
+            path: PathBuf::from("/var/lib/ticketsync/ticketsync.db"),
+            busy_timeout_ms: 5000,
+            audit_key: None,
+            audit_key_file: None,
+        }
+    }
+}
+impl StoreConfig {
+    /// `store.audit_key`, `store.audit_key_file`, or the systemd credential `audit_key`.
+    pub fn audit_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            "store.audit_key",
+            self.audit_key.as_ref(),
+            self.audit_key_file.as_deref(),
+            crate::store::audit::CREDENTIAL,
+        )
     }
 }
 

@@ -52,6 +52,7 @@ pub async fn run(app: App) -> Result<()> {
         );
     }
     crate::metrics::install();
+    log_audit_head(&app.store, "start").await;
     if app.config.http.enabled {
         let addr = &app.config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -180,6 +181,20 @@ pub async fn run(app: App) -> Result<()> {
         });
     }
 
+    {
+        // The head in the journal every hour: a copy outside the database to compare with
+        // `audit verify --expect-head` (the journal may be shipped off the host).
+        let (app, cancel) = (app.clone(), cancel.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(AUDIT_HEAD_EVERY) => log_audit_head(&app.store, "hourly").await,
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
     if let Some(wd) = sd_notify::watchdog_enabled() {
         let (beats, cancel) = (beats.clone(), cancel.clone());
         let interval = app.config.daemon.delivery_interval_secs as i64 * 1000;
@@ -214,9 +229,27 @@ pub async fn run(app: App) -> Result<()> {
     for sink in app.sinks.values() {
         sink.close().await;
     }
+    log_audit_head(&app.store, "stop").await;
+    // Everything committed into the database file itself: a copy of the file alone (or a
+    // backup tool that skips the -wal) then misses nothing.
+    match crate::store::backup::checkpoint(&app.store).await {
+        Ok((busy, frames, done)) => tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed"),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint at stop failed; the next start replays the WAL"),
+    }
     app.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);
+
+/// Log the audit chain head as `ID:HASH` (`audit_head` field), the form
+/// `ticketsync audit verify --expect-head` takes.
+async fn log_audit_head(store: &crate::store::Store, at: &'static str) {
+    match crate::store::audit::head(&store.pool).await {
+        Ok(head) => tracing::info!(audit_head = %head, at, "audit chain head"),
+        Err(e) => tracing::warn!(error = %e, at, "cannot read the audit chain head"),
+    }
 }
 
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {

@@ -33,7 +33,9 @@ const CREDENTIALS: [&str; 14] = [
 ];
 
 fn known_credential(name: &str) -> bool {
-    CREDENTIALS.contains(&name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+    CREDENTIALS.contains(&name)
+        || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+        || name == crate::store::audit::CREDENTIAL
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +95,12 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
             "use https:// (with ca_file for an internal CA), then remove allow_insecure_http",
         ));
     }
+    checks.push(audit_key(&cfg));
     let (db_check, store) = database(&cfg).await;
     checks.push(db_check);
+    if let Some(s) = &store {
+        checks.extend(audit_chain_key(&cfg, s).await);
+    }
     // Token-authenticated vendors can be pinged before the first start: through a
     // throwaway database (OAuth vendors need the real one, which holds their tokens).
     let scratch = match &store {
@@ -274,6 +280,37 @@ fn secrets(cfg: &Config) -> Vec<Check> {
         }
     }
     out
+}
+
+/// The audit chain's key: optional, but without it the chain only detects edits by someone
+/// who does not know to recompute it (docs/security/audit.md).
+fn audit_key(cfg: &Config) -> Check {
+    let name = "audit key";
+    match crate::app::audit_key(cfg) {
+        Ok(Some(_)) => ok(name, "store.audit_key resolved: the audit chain is keyed (HMAC-SHA256)"),
+        Ok(None) => warn(
+            name,
+            "no store.audit_key: the audit chain is unkeyed SHA-256; whoever can write the database file can edit it and recompute the chain",
+            format!("create one (`head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key`, mode 0600) for LoadCredential=, or set store.audit_key_file; keep a copy with the other credentials"),
+        ),
+        Err(e) => fail(name, format!("{e:#}"), "fix store.audit_key_file, or the key's length"),
+    }
+}
+
+/// Whether the configured key (or its absence) can continue the database's chain: the
+/// daemon refuses to start otherwise, so say it before.
+async fn audit_chain_key(cfg: &Config, store: &Store) -> Option<Check> {
+    let name = "audit chain key";
+    let key = crate::app::audit_key(cfg).ok()?;
+    Some(match crate::store::audit::key_fits(&store.pool, key.as_ref()).await {
+        Ok(Ok(Some(row))) => ok(name, format!("the configured key produces the HMAC of the last audit row ({row})")),
+        Ok(Ok(None)) if key.is_some() => ok(name, "the chain is not keyed yet: it is keyed from the next start on"),
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            fail(name, e.to_string(), "configure the audit key that keyed this database (see docs/security/audit.md)")
+        }
+        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.path"),
+    })
 }
 
 async fn database(cfg: &Config) -> (Check, Option<Store>) {

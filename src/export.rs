@@ -41,22 +41,42 @@ pub struct ExportedEvent {
     pub detail_json: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The row's hashing scheme (1 before audit evidence, 2 unkeyed, 3 keyed).
+    #[serde(default = "legacy_version")]
+    pub chain_version: i64,
+    /// The hash of the session or note the event recorded (schemes 2 and 3).
+    #[serde(default)]
+    pub subject_sha256: Option<String>,
+}
+
+fn legacy_version() -> i64 {
+    1
 }
 
 impl ExportedEvent {
-    /// True when the row's content still produces its hash.
+    /// True when the row's content still produces its hash (a keyed row: never, without
+    /// the key; see [`ExportedEvent::hash_ok_with`]).
     pub fn hash_ok(&self) -> bool {
-        crate::store::audit::row_hash(
-            &self.prev_hash,
-            self.id,
-            &self.at,
-            &self.kind,
-            self.vendor.as_deref(),
-            self.session_id,
-            self.ticket_id.as_deref(),
-            self.delivery_id,
-            &self.detail_json,
-        ) == self.hash
+        self.hash_ok_with(None)
+    }
+
+    /// True when the row's content still produces its hash, under `key` for a keyed row.
+    pub fn hash_ok_with(&self, key: Option<&crate::store::audit::AuditKey>) -> bool {
+        use crate::store::audit::{hash_row, ChainVersion, RowFields};
+        let Some(version) = ChainVersion::from_i64(self.chain_version) else { return false };
+        let f = RowFields {
+            prev: &self.prev_hash,
+            id: self.id,
+            at: &self.at,
+            kind: &self.kind,
+            vendor: self.vendor.as_deref(),
+            session_id: self.session_id,
+            ticket_id: self.ticket_id.as_deref(),
+            delivery_id: self.delivery_id,
+            detail: &self.detail_json,
+            subject: self.subject_sha256.as_deref(),
+        };
+        hash_row(version, key, &f).as_deref() == Some(self.hash.as_str())
     }
 }
 
@@ -96,8 +116,8 @@ pub fn parse_bound(s: &str, is_end: bool) -> std::result::Result<String, String>
         .map_err(|_| format!("{s:?}: expected a date (2026-11-01) or an RFC 3339 time (2026-11-01T08:00:00Z)"))
 }
 
-const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash
-    FROM audit_events WHERE at >= ? AND at < ?";
+const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
+    chain_version, subject_sha256 FROM audit_events WHERE at >= ? AND at < ?";
 
 /// Stream the matching rows to `out`. One read transaction: the header's chain head and the
 /// rows come from the same snapshot even while the daemon appends. Memory stays constant.
@@ -106,7 +126,7 @@ pub async fn export(pool: &sqlx::SqlitePool, filter: &Filter, format: Format, ou
     let head = crate::store::audit::head_in(&mut tx).await?;
     let header = Header {
         kind: "export_header".into(),
-        format_version: 1,
+        format_version: 2, // 2: rows carry chain_version and subject_sha256
         exported_at: crate::store::now(),
         from: filter.from.clone(),
         to: filter.to.clone(),
@@ -169,8 +189,20 @@ pub async fn export(pool: &sqlx::SqlitePool, filter: &Filter, format: Format, ou
     Ok(Summary { rows: n, header })
 }
 
-pub const CSV_COLUMNS: [&str; 10] =
-    ["id", "at", "kind", "vendor", "session_id", "ticket_id", "delivery_id", "detail_json", "prev_hash", "hash"];
+pub const CSV_COLUMNS: [&str; 12] = [
+    "id",
+    "at",
+    "kind",
+    "vendor",
+    "session_id",
+    "ticket_id",
+    "delivery_id",
+    "detail_json",
+    "prev_hash",
+    "hash",
+    "chain_version",
+    "subject_sha256",
+];
 
 fn csv_comment(h: &Header) -> String {
     format!(

@@ -73,6 +73,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
             println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
             println!("  database: {}", cfg.store.path.display());
+            match ticketsync::app::audit_key(&cfg)? {
+                Some(_) => println!("  audit chain: keyed (HMAC-SHA256 under store.audit_key)"),
+                None => println!(
+                    "  warning: no store.audit_key: the audit chain is unkeyed SHA-256, which anyone able to write the database can recompute after an edit (docs/security/audit.md)"
+                ),
+            }
             if sinks.is_empty() {
                 println!("  warning: no sink configured: sessions are stored and matched but not delivered");
             }
@@ -199,20 +205,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{} deliveries", rows.len());
             store.pool.close().await;
         }
-        Command::Audit { command: AuditCommand::Verify { db } } => {
+        Command::Audit { command: AuditCommand::Verify { db, expect_head, key_file } } => {
+            return audit_verify(&cli, db, expect_head.as_deref(), key_file.as_deref()).await;
+        }
+        Command::Audit { command: AuditCommand::Head { db } } => {
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
-            let started = std::time::Instant::now();
-            let result = ticketsync::store::audit::verify(&store.pool).await?;
+            let head = ticketsync::store::audit::head(&store.pool).await?;
             store.pool.close().await;
-            match result {
-                ticketsync::store::audit::Verify::Ok { rows, head } => {
-                    println!("audit chain OK: {rows} rows in {:.2}s; head {head}", started.elapsed().as_secs_f64());
-                }
-                ticketsync::store::audit::Verify::Broken { row_id, reason } => {
-                    eprintln!("audit chain BROKEN at row {row_id}: {reason}");
-                    return Ok(ExitCode::from(3));
-                }
-            }
+            println!("{head}");
+        }
+        Command::Backup { to, db } => {
+            let src = audit_db(&cli, db)?;
+            let r = ticketsync::store::backup::backup(&src, to).await?;
+            let head = r.head.map(|(id, h)| format!("{id}:{h}")).unwrap_or_else(|| "empty".into());
+            println!(
+                "backup of {} written to {} (mode 0600): {} pages, integrity {}, audit head {head}",
+                src.display(),
+                r.path.display(),
+                r.pages,
+                r.integrity
+            );
         }
         Command::Audit { command: AuditCommand::Show { ticket, db } } => {
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
@@ -275,6 +287,72 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ticketsync audit verify`: exit 0 intact, 3 broken (the row or record named), 1 when it
+/// cannot be checked (no key for a keyed chain, unreadable database).
+async fn audit_verify(
+    cli: &Cli,
+    db: &Option<std::path::PathBuf>,
+    expect_head: Option<&str>,
+    key_file: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    use ticketsync::store::audit::{self, Verify, VerifyOptions};
+    let expect_head =
+        expect_head.map(audit::parse_head).transpose().map_err(|e| anyhow::anyhow!("--expect-head {e}"))?;
+    let key = match key_file {
+        Some(p) => {
+            let k = std::fs::read(p).with_context(|| format!("--key-file {}", p.display()))?;
+            // As for secret files: a trailing newline is not part of the key.
+            let end = k.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |i| i + 1);
+            Some(audit::AuditKey::new(&k[..end])?)
+        }
+        // The configuration's key, when there is a readable configuration: an auditor may
+        // verify a copy with --db on a machine without one.
+        None => match load(cli) {
+            Ok(cfg) => ticketsync::app::audit_key(&cfg)?,
+            Err(e) if db.is_some() => {
+                tracing::debug!(error = %e, "no configuration: verifying without an audit key");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let path = audit_db(cli, db)?;
+    let store = ticketsync::store::Store::open_read_only(&path).await?;
+    store.pool.close().await;
+    let started = std::time::Instant::now();
+    match audit::verify_path(&path, VerifyOptions { key, expect_head }).await? {
+        Verify::Ok { rows, head, keyed_from, checked_sessions, checked_deliveries, uncovered } => {
+            let scheme = match keyed_from {
+                Some(1) => "keyed (HMAC-SHA256)".to_string(),
+                Some(k) => format!("rows 1-{} unkeyed SHA-256, keyed (HMAC-SHA256) from row {k}", k - 1),
+                None => "unkeyed SHA-256 (configure store.audit_key, see docs/security/audit.md)".to_string(),
+            };
+            let uncovered = if uncovered > 0 {
+                format!(" ({uncovered} recorded before audit evidence existed: their content is not covered)")
+            } else {
+                String::new()
+            };
+            // One line, the head last: scripts take the hash after "head ".
+            println!(
+                "audit chain OK: {rows} rows in {:.2}s; {scheme}; {checked_sessions} sessions and {checked_deliveries} deliveries match their latest audit event{uncovered}; head {head}",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Verify::Broken { row_id, reason } => {
+            eprintln!("audit chain BROKEN at row {row_id}: {reason}");
+            Ok(ExitCode::from(3))
+        }
+        Verify::Evidence { subject, row_id, reason } => {
+            match row_id {
+                Some(r) => eprintln!("audit evidence BROKEN: {subject} (recorded by audit row {r}): {reason}"),
+                None => eprintln!("audit evidence BROKEN: {subject}: {reason}"),
+            }
+            Ok(ExitCode::from(3))
+        }
+    }
 }
 
 /// `--db FILE`, else `store.path` of the configuration (with its environment override).

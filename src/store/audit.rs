@@ -1,12 +1,217 @@
-//! The append-only audit history, hash-chained (SHA-256 over the previous hash and the
-//! row's content) so that an edited, deleted or reordered row is detectable.
+//! The append-only audit history, hash-chained so that an edited, deleted or reordered row
+//! is detectable, and carrying the hash of the record each event is about, so that an edit
+//! of `sessions` or of a delivery's note is detectable too (see docs/security/audit.md).
+//!
+//! Three row schemes (`audit_events.chain_version`), in the order a chain may use them:
+//! 1. SHA-256 over the row: rows written before the audit evidence migration.
+//! 2. SHA-256 over the row and its `subject_sha256`: no audit key configured.
+//! 3. HMAC-SHA256 under `store.audit_key` over the same bytes: anyone without the key can
+//!    no longer recompute the chain after an edit.
+//!
+//! A chain never goes back to an earlier scheme: `verify` reports an unkeyed row after a
+//! keyed one as tampering (a rewrite by someone who lacks the key).
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 
 use super::{Result, StoreError, Tx};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hashing scheme of one row (`audit_events.chain_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChainVersion {
+    /// SHA-256 over the row, before subjects existed.
+    Legacy = 1,
+    /// SHA-256 over the row and its subject hash (no audit key configured).
+    Unkeyed = 2,
+    /// HMAC-SHA256 under the audit key over the row and its subject hash.
+    Keyed = 3,
+}
+
+impl ChainVersion {
+    pub fn from_i64(v: i64) -> Option<ChainVersion> {
+        match v {
+            1 => Some(ChainVersion::Legacy),
+            2 => Some(ChainVersion::Unkeyed),
+            3 => Some(ChainVersion::Keyed),
+            _ => None,
+        }
+    }
+}
+
+/// The HMAC key of the chain (`store.audit_key`). Kept with the other credentials and never
+/// in the database: whoever can write the database file could otherwise read the key and
+/// recompute the chain after an edit.
+#[derive(Clone)]
+pub struct AuditKey {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// The systemd credential name of the key (`store.audit_key`).
+pub const CREDENTIAL: &str = "audit_key";
+
+/// Fewer bytes than a SHA-256 block's worth of entropy make the HMAC guessable offline.
+pub const MIN_KEY_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditKeyError {
+    #[error(
+        "store.audit_key: {0} bytes; at least {MIN_KEY_BYTES} are needed (e.g. `head -c 32 /dev/urandom | base64`)"
+    )]
+    TooShort(usize),
+}
+
+impl AuditKey {
+    /// The key is the secret's bytes as configured (a line of base64 or hex is fine).
+    pub fn new(secret: &[u8]) -> std::result::Result<AuditKey, AuditKeyError> {
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(AuditKeyError::TooShort(secret.len()));
+        }
+        Ok(AuditKey { mac: <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length") })
+    }
+}
+
+/// Audit keys by database file (as SQLite names it), for the writers: events are appended
+/// from deep inside write transactions that only hold the connection, and threading the key
+/// through every one of them would touch every writer for a value fixed at start-up.
+static KEYS: LazyLock<RwLock<HashMap<String, Arc<AuditKey>>>> = LazyLock::new(Default::default);
+
+const MAIN_FILE: &str = "(SELECT file FROM pragma_database_list WHERE name = 'main')";
+
+fn registered(file: &str) -> Option<Arc<AuditKey>> {
+    KEYS.read().unwrap_or_else(|e| e.into_inner()).get(file).cloned()
+}
+
+/// What [`use_key`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The chain's head after the call: (id, hash), `(0, GENESIS)` for an empty chain.
+    pub head: (i64, String),
+    /// The row this call appended to mark the start of the keyed chain.
+    pub started_keyed_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyUseError {
+    #[error("the audit chain is keyed (HMAC) up to row {0}, and no store.audit_key is configured: configure the same key (store.audit_key_file or the credential \"audit_key\"); rows written without it would break the chain")]
+    Missing(i64),
+    #[error("store.audit_key does not produce the HMAC of audit row {0}, the last one: it is not the key that wrote the chain (or the row was edited); configure the original key and run `ticketsync audit verify`")]
+    Wrong(i64),
+}
+
+/// Whether `key` (or no key) can append to the chain of the database behind `pool`:
+/// `Ok(last keyed row)` when it can (`None`: the chain is not keyed yet, or predates audit
+/// evidence), the reason when it cannot. Read-only (`ticketsync doctor` asks it too).
+pub async fn key_fits(
+    pool: &sqlx::SqlitePool,
+    key: Option<&AuditKey>,
+) -> Result<std::result::Result<Option<i64>, KeyUseError>> {
+    let evidence: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'chain_version')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !evidence {
+        return Ok(Ok(None));
+    }
+    let tail: Option<TailRow> = sqlx::query_as(
+        "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
+         subject_sha256 FROM audit_events ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(t) = tail.filter(|t| t.chain_version == ChainVersion::Keyed as i64) else { return Ok(Ok(None)) };
+    Ok(match key {
+        None => Err(KeyUseError::Missing(t.id)),
+        Some(k) if hash_row(ChainVersion::Keyed, Some(k), &t.fields()).as_deref() != Some(t.hash.as_str()) => {
+            Err(KeyUseError::Wrong(t.id))
+        }
+        Some(_) => Ok(Some(t.id)),
+    })
+}
+
+/// Make this process append to the chain of `store` under `key` (scheme 3), or unkeyed
+/// (scheme 2) without one. With a key, a chain not yet keyed gets an `audit_key_enabled`
+/// row now, so that a keyed database always has a keyed row: `verify` with the key then
+/// reports a chain rewritten wholly without it. Refused: no key for a keyed chain, or a key
+/// that does not match the chain's last row (appending would break the chain).
+pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyStatus> {
+    // Read first, without the write lock: read-only commands open the store this way too.
+    let file: String = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(&store.pool).await?;
+    let tail_keyed =
+        key_fits(&store.pool, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
+    {
+        let mut keys = KEYS.write().unwrap_or_else(|e| e.into_inner());
+        match &key {
+            Some(k) => keys.insert(file, Arc::new(k.clone())),
+            None => keys.remove(&file),
+        };
+    }
+    let mut started_keyed_at = None;
+    let mut head = head_in(&mut *store.pool.acquire().await?).await?.unwrap_or((0, GENESIS.to_string()));
+    if key.is_some() && !tail_keyed {
+        let mut tx = store.begin().await?;
+        let previous = head.0;
+        let id = append(
+            &mut tx,
+            Event {
+                kind: "audit_key_enabled",
+                detail: Some(serde_json::json!({"previous_rows": previous})),
+                ..Default::default()
+            },
+        )
+        .await?;
+        head = head_in(&mut tx).await?.unwrap_or(head);
+        tx.commit().await?;
+        started_keyed_at = Some(id);
+    }
+    Ok(KeyStatus { head, started_keyed_at })
+}
+
+#[derive(sqlx::FromRow)]
+struct TailRow {
+    id: i64,
+    at: String,
+    kind: String,
+    vendor: Option<String>,
+    session_id: Option<i64>,
+    ticket_id: Option<String>,
+    delivery_id: Option<i64>,
+    detail_json: String,
+    prev_hash: String,
+    hash: String,
+    chain_version: i64,
+    subject_sha256: Option<String>,
+}
+
+impl TailRow {
+    fn fields(&self) -> RowFields<'_> {
+        RowFields {
+            prev: &self.prev_hash,
+            id: self.id,
+            at: &self.at,
+            kind: &self.kind,
+            vendor: self.vendor.as_deref(),
+            session_id: self.session_id,
+            ticket_id: self.ticket_id.as_deref(),
+            delivery_id: self.delivery_id,
+            detail: &self.detail_json,
+            subject: self.subject_sha256.as_deref(),
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Event<'a> {
@@ -16,8 +221,135 @@ pub struct Event<'a> {
     pub ticket_id: Option<&'a str>,
     pub delivery_id: Option<i64>,
     pub detail: Option<Value>,
+    /// The hash of the record this event fixes ([`session_subject`], [`delivery_subject`]):
+    /// `verify` compares it with the record as it is now.
+    pub subject: Option<Subject>,
 }
 
+/// SHA-256 of a record's canonical bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject(pub [u8; 32]);
+
+impl Subject {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// One column of a subject record.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+/// Length-prefixed fields, each tagged with its type and presence: no two different
+/// records give the same byte stream.
+fn subject_of(domain: &str, fields: &[Field<'_>]) -> Subject {
+    let mut h = Sha256::new();
+    Digest::update(&mut h, (domain.len() as u64).to_be_bytes());
+    Digest::update(&mut h, domain.as_bytes());
+    let mut num = itoa::Buffer::new();
+    for f in fields {
+        let (tag, bytes): (u8, &[u8]) = match f {
+            Field::Text(Some(s)) => (1, s.as_bytes()),
+            Field::Int(Some(v)) => (2, num.format(*v).as_bytes()),
+            Field::Text(None) | Field::Int(None) => (0, b""),
+        };
+        Digest::update(&mut h, [tag]);
+        Digest::update(&mut h, (bytes.len() as u64).to_be_bytes());
+        Digest::update(&mut h, bytes);
+    }
+    Subject(h.finalize().into())
+}
+
+/// The `sessions` columns a session's subject covers, in order: what the vendor said (the
+/// raw record, through its SHA-256) and every column derived from it. Bookkeeping columns
+/// (`last_seen_at`, `last_walk_id`, `vanished_at`, `match_checked_rev`, `revision`) change
+/// without the record changing and are not covered; `vanished_at` has its own events.
+pub const SESSION_SUBJECT_COLS: &str =
+    "vendor, external_id, session_code, session_code_norm, technician, technician_id,
+    device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+    customer_email, raw_json";
+
+/// The subject of a sessions row: its columns in [`SESSION_SUBJECT_COLS`] order, with
+/// `raw_json` given as the lower-case hex SHA-256 of the text (ingest computes it anyway
+/// for `content_hash`, so the raw record is hashed once, not twice).
+pub fn session_subject(cols: &[Field<'_>; 18]) -> Subject {
+    subject_of("ticketsync-session-v1", cols)
+}
+
+/// The subject of a stored session written from `s` (what `sessions::upsert_many` binds).
+pub fn session_subject_of(s: &crate::session::NewSession, raw_sha256_hex: &str) -> Subject {
+    let norm = s.session_code.as_deref().map(crate::session::normalize_code);
+    let started = crate::session::ts(s.started_at);
+    let ended = s.ended_at.map(crate::session::ts);
+    session_subject(&[
+        Field::Text(Some(&s.vendor)),
+        Field::Text(Some(&s.external_id)),
+        Field::Text(s.session_code.as_deref()),
+        Field::Text(norm.as_deref()),
+        Field::Text(s.technician.as_deref()),
+        Field::Text(s.technician_id.as_deref()),
+        Field::Text(s.device.as_deref()),
+        Field::Text(s.device_id.as_deref()),
+        Field::Text(s.group_name.as_deref()),
+        Field::Text(Some(&started)),
+        Field::Text(ended.as_deref()),
+        Field::Int(s.duration_s()),
+        Field::Text(s.notes.as_deref()),
+        Field::Text(s.description.as_deref()),
+        Field::Text(s.custom_api.as_deref()),
+        Field::Text(s.customer_name.as_deref()),
+        Field::Text(s.customer_email.as_deref()),
+        Field::Text(Some(raw_sha256_hex)),
+    ])
+}
+
+/// The `deliveries` columns a delivery's subject covers: all fixed at enqueue time.
+pub const DELIVERY_SUBJECT_COLS: &str = "sink, ticket_id, session_id, link_id, kind, marker, note_json";
+
+/// The subject of a deliveries row: the exact note text and where it goes.
+pub fn delivery_subject(
+    sink: &str,
+    ticket_id: &str,
+    session_id: Option<i64>,
+    link_id: Option<i64>,
+    kind: &str,
+    marker: &str,
+    note_json: &str,
+) -> Subject {
+    subject_of(
+        "ticketsync-delivery-v1",
+        &[
+            Field::Text(Some(sink)),
+            Field::Text(Some(ticket_id)),
+            Field::Int(session_id),
+            Field::Int(link_id),
+            Field::Text(Some(kind)),
+            Field::Text(Some(marker)),
+            Field::Text(Some(note_json)),
+        ],
+    )
+}
+
+/// The hashed content of one row.
+#[derive(Debug, Clone, Copy)]
+pub struct RowFields<'a> {
+    pub prev: &'a str,
+    pub id: i64,
+    pub at: &'a str,
+    pub kind: &'a str,
+    pub vendor: Option<&'a str>,
+    pub session_id: Option<i64>,
+    pub ticket_id: Option<&'a str>,
+    pub delivery_id: Option<i64>,
+    pub detail: &'a str,
+    /// `subject_sha256` (schemes 2 and 3 only).
+    pub subject: Option<&'a str>,
+}
+
+/// The scheme-1 row hash (rows written before the audit evidence migration).
 #[allow(clippy::too_many_arguments)]
 pub fn row_hash(
     prev: &str,
@@ -30,49 +362,68 @@ pub fn row_hash(
     delivery_id: Option<i64>,
     detail: &str,
 ) -> String {
+    let f = RowFields { prev, id, at, kind, vendor, session_id, ticket_id, delivery_id, detail, subject: None };
+    hash_row(ChainVersion::Legacy, None, &f).expect("scheme 1 needs no key")
+}
+
+/// The row hash under `version` as lower-case hex; `None` for a keyed row without a key.
+pub fn hash_row(version: ChainVersion, key: Option<&AuditKey>, f: &RowFields<'_>) -> Option<String> {
     let mut out = [0u8; 64];
-    row_hash_hex(&mut out, prev, id, at, kind, vendor, session_id, ticket_id, delivery_id, detail);
-    String::from_utf8_lossy(&out).into_owned()
+    hash_row_hex(&mut out, version, key, f).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Feed the row's fields, length-prefixed: no two different rows give the same stream.
+fn feed<D: Update>(d: &mut D, version: ChainVersion, f: &RowFields<'_>) {
+    let mut put = |s: &[u8]| {
+        d.update(&(s.len() as u64).to_be_bytes());
+        d.update(s);
+    };
+    let mut num = itoa::Buffer::new();
+    // Schemes 2 and 3 start with their name, so a row cannot be re-labelled as another
+    // scheme and keep its hash.
+    match version {
+        ChainVersion::Legacy => {}
+        ChainVersion::Unkeyed => put(b"ticketsync-audit-v2"),
+        ChainVersion::Keyed => put(b"ticketsync-audit-v3"),
+    }
+    put(f.prev.as_bytes());
+    put(num.format(f.id).as_bytes());
+    put(f.at.as_bytes());
+    put(f.kind.as_bytes());
+    put(f.vendor.unwrap_or("\u{0}").as_bytes());
+    match f.session_id {
+        Some(v) => put(num.format(v).as_bytes()),
+        None => put(b"\0"),
+    }
+    put(f.ticket_id.unwrap_or("\u{0}").as_bytes());
+    match f.delivery_id {
+        Some(v) => put(num.format(v).as_bytes()),
+        None => put(b"\0"),
+    }
+    put(f.detail.as_bytes());
+    if version != ChainVersion::Legacy {
+        put(f.subject.unwrap_or("\u{0}").as_bytes());
+    }
 }
 
 /// The row hash as lower-case hex into `out`, without allocating (the verify walk runs it
-/// a million times).
-#[allow(clippy::too_many_arguments)]
-fn row_hash_hex(
-    out: &mut [u8; 64],
-    prev: &str,
-    id: i64,
-    at: &str,
-    kind: &str,
-    vendor: Option<&str>,
-    session_id: Option<i64>,
-    ticket_id: Option<&str>,
-    delivery_id: Option<i64>,
-    detail: &str,
-) {
-    let mut h = Sha256::new();
-    // Length-prefixed fields: no two different rows can produce the same byte stream.
-    let mut put = |s: &[u8]| {
-        h.update((s.len() as u64).to_be_bytes());
-        h.update(s);
+/// a million times). False: a keyed row and no key.
+fn hash_row_hex(out: &mut [u8; 64], version: ChainVersion, key: Option<&AuditKey>, f: &RowFields<'_>) -> bool {
+    let digest: [u8; 32] = match version {
+        ChainVersion::Legacy | ChainVersion::Unkeyed => {
+            let mut h = Sha256::new();
+            feed(&mut h, version, f);
+            h.finalize().into()
+        }
+        ChainVersion::Keyed => {
+            let Some(key) = key else { return false };
+            let mut m = key.mac.clone();
+            feed(&mut m, version, f);
+            m.finalize().into_bytes().into()
+        }
     };
-    let mut num = itoa::Buffer::new();
-    put(prev.as_bytes());
-    put(num.format(id).as_bytes());
-    put(at.as_bytes());
-    put(kind.as_bytes());
-    put(vendor.unwrap_or("\u{0}").as_bytes());
-    match session_id {
-        Some(v) => put(num.format(v).as_bytes()),
-        None => put(b"\0"),
-    }
-    put(ticket_id.unwrap_or("\u{0}").as_bytes());
-    match delivery_id {
-        Some(v) => put(num.format(v).as_bytes()),
-        None => put(b"\0"),
-    }
-    put(detail.as_bytes());
-    hex::encode_to_slice(h.finalize(), out).expect("64 hex digits for 32 bytes");
+    hex::encode_to_slice(digest, out).expect("64 hex digits for 32 bytes");
+    true
 }
 
 /// Append one event inside the caller's transaction (which holds the write lock, so the
@@ -95,6 +446,7 @@ pub async fn append(tx: &mut Tx<'_>, ev: Event<'_>) -> Result<i64> {
 pub struct Chain {
     next_id: i64,
     prev_hash: String,
+    key: Option<Arc<AuditKey>>,
     pending: Vec<PendingRow>,
 }
 
@@ -110,22 +462,35 @@ struct PendingRow {
     detail: String,
     prev_hash: String,
     hash: String,
+    version: i64,
+    subject: Option<String>,
 }
 
-/// Rows per INSERT: 10 parameters each, well under SQLite's 32 766 bound parameters.
+/// Rows per INSERT: 12 parameters each, well under SQLite's 32 766 bound parameters.
 const ROWS_PER_INSERT: usize = 500;
 
 impl Chain {
-    /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`).
+    /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`). The same
+    /// statement names the database file, which selects the audit key ([`use_key`]).
     pub async fn load(tx: &mut Tx<'_>) -> Result<Chain> {
-        let tail: Option<(i64, String)> = sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
+        let (file, id, hash, version): (Option<String>, Option<i64>, Option<String>, Option<i64>) =
+            sqlx::query_as(&format!(
+                "SELECT {MAIN_FILE}, t.id, t.hash, t.chain_version FROM (SELECT 1) LEFT JOIN
+                 (SELECT id, hash, chain_version FROM audit_events ORDER BY id DESC LIMIT 1) t"
+            ))
+            .fetch_one(&mut **tx)
             .await?;
-        let (next_id, prev_hash) = match tail {
-            Some((id, h)) => (id + 1, h),
-            None => (1, GENESIS.to_string()),
+        let (next_id, prev_hash) = match (id, hash) {
+            (Some(id), Some(h)) => (id + 1, h),
+            _ => (1, GENESIS.to_string()),
         };
-        Ok(Chain { next_id, prev_hash, pending: Vec::new() })
+        let key = file.as_deref().and_then(registered);
+        // Never an unkeyed row after a keyed one (another process keyed the chain after this
+        // one started without the key): the write fails instead of weakening the chain.
+        if key.is_none() && version == Some(ChainVersion::Keyed as i64) {
+            return Err(StoreError::Invalid(KeyUseError::Missing(next_id - 1).to_string()));
+        }
+        Ok(Chain { next_id, prev_hash, key, pending: Vec::new() })
     }
 
     /// Hash the event onto the chain; returns the id its row will have.
@@ -133,17 +498,21 @@ impl Chain {
         let id = self.next_id;
         let at = super::now();
         let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
-        let hash = row_hash(
-            &self.prev_hash,
+        let subject = ev.subject.map(|s| s.hex());
+        let version = if self.key.is_some() { ChainVersion::Keyed } else { ChainVersion::Unkeyed };
+        let fields = RowFields {
+            prev: &self.prev_hash,
             id,
-            &at,
-            ev.kind,
-            ev.vendor,
-            ev.session_id,
-            ev.ticket_id,
-            ev.delivery_id,
-            &detail,
-        );
+            at: &at,
+            kind: ev.kind,
+            vendor: ev.vendor,
+            session_id: ev.session_id,
+            ticket_id: ev.ticket_id,
+            delivery_id: ev.delivery_id,
+            detail: &detail,
+            subject: subject.as_deref(),
+        };
+        let hash = hash_row(version, self.key.as_deref(), &fields).expect("the key is present for scheme 3");
         let prev_hash = std::mem::replace(&mut self.prev_hash, hash.clone());
         self.pending.push(PendingRow {
             id,
@@ -156,6 +525,8 @@ impl Chain {
             detail,
             prev_hash,
             hash,
+            version: version as i64,
+            subject,
         });
         self.next_id += 1;
         id
@@ -165,7 +536,8 @@ impl Chain {
     pub async fn flush(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for chunk in self.pending.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash) ",
+                "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
+                 chain_version, subject_sha256) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.id)
@@ -177,7 +549,9 @@ impl Chain {
                     .push_bind(r.delivery_id)
                     .push_bind(&r.detail)
                     .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
+                    .push_bind(&r.hash)
+                    .push_bind(r.version)
+                    .push_bind(&r.subject);
             });
             // Only the full-size statement is kept prepared: every other row count would be
             // another cached statement, and a cache of multi-row statements grew the RSS by
@@ -191,50 +565,151 @@ impl Chain {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verify {
-    Ok { rows: u64, head: String },
+    Ok {
+        rows: u64,
+        head: String,
+        /// The first keyed row (scheme 3), if the chain is keyed.
+        keyed_from: Option<i64>,
+        /// Sessions and deliveries whose current row matched the latest event about it.
+        checked_sessions: u64,
+        checked_deliveries: u64,
+        /// Sessions and deliveries recorded only before the audit evidence migration: their
+        /// content is not covered (their events are).
+        uncovered: u64,
+    },
+    /// A chain row is wrong (edited, deleted, re-ordered, re-labelled) or missing.
     Broken { row_id: i64, reason: String },
+    /// A session or delivery no longer matches what the chain recorded about it, or was
+    /// never recorded. `row_id`: the audit row that recorded it.
+    Evidence { subject: String, row_id: Option<i64>, reason: String },
 }
 
-/// Walk the chain of the database behind `pool` (see [`verify_path`]).
+/// What `verify` checks beyond the chain's own consistency.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Needed for keyed rows; with a key, a chain without any keyed row is a rewrite.
+    pub key: Option<AuditKey>,
+    /// `(id, hash)` recorded earlier (`ticketsync audit head`): row `id` must exist and
+    /// have this hash, which finds rows deleted from the end.
+    pub expect_head: Option<(i64, String)>,
+}
+
+/// Parse `ID:HASH` as `audit head` prints it.
+pub fn parse_head(s: &str) -> std::result::Result<(i64, String), String> {
+    let (id, hash) =
+        s.split_once(':').ok_or_else(|| format!("{s:?}: expected ID:HASH (as `ticketsync audit head` prints)"))?;
+    let id: i64 = id.trim().parse().map_err(|_| format!("{s:?}: the ID before ':' is not a number"))?;
+    let hash = hash.trim().to_ascii_lowercase();
+    if id < 0 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{s:?}: expected a row id and 64 hex digits"));
+    }
+    Ok((id, hash))
+}
+
+/// Walk the chain of the database behind `pool` (see [`verify_path`]), with the audit key
+/// this process writes that database with, if any.
 pub async fn verify(pool: &sqlx::SqlitePool) -> Result<Verify> {
     let path = pool.connect_options().get_filename().to_path_buf();
-    verify_path(&path).await
+    let file: Option<String> = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(pool).await?;
+    let key = file.as_deref().and_then(registered).map(|k| (*k).clone());
+    verify_path(&path, VerifyOptions { key, expect_head: None }).await
 }
 
 /// Walk the chain in id order, read-only, in constant memory: ids without gaps, each
-/// `prev_hash` equal to the previous row's `hash`, each `hash` recomputed from the content.
-/// The first broken row is reported.
+/// `prev_hash` equal to the previous row's `hash`, each `hash` recomputed from the content
+/// under the row's scheme, schemes never going back. Then every session and delivery is
+/// compared with the latest event that recorded it. All in one read snapshot. The first
+/// problem is reported.
 ///
 /// This walk reads through rusqlite rather than sqlx: sqlx hands every row from its worker
 /// thread to the caller as owned values (several microseconds a row), while rusqlite lets
 /// the hash read the column bytes in place, which makes a million rows take about a second.
-pub async fn verify_path(path: &std::path::Path) -> Result<Verify> {
+pub async fn verify_path(path: &std::path::Path, opts: VerifyOptions) -> Result<Verify> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || verify_blocking(&path))
+    tokio::task::spawn_blocking(move || verify_blocking(&path, &opts))
         .await
         .map_err(|e| StoreError::Invalid(format!("audit verify task: {e}")))?
 }
 
-fn verify_blocking(path: &std::path::Path) -> Result<Verify> {
+fn verify_blocking(path: &std::path::Path, opts: &VerifyOptions) -> Result<Verify> {
     use rusqlite::{Connection, OpenFlags};
     let db_err = |e: rusqlite::Error| StoreError::Invalid(format!("database {}: {e}", path.display()));
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash
-             FROM audit_events ORDER BY id",
-        )
+    // One snapshot for the walk and the subject checks, while the daemon appends.
+    conn.execute_batch("BEGIN").map_err(db_err)?;
+    let has_evidence = conn
+        .prepare("SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'subject_sha256'")
+        .and_then(|mut s| s.exists([]))
         .map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
+    let walk = walk_chain(&conn, has_evidence, opts).map_err(db_err)?;
+    let (rows, head, keyed_from) = match walk {
+        Walk::Done { rows, head, keyed_from } => (rows, head, keyed_from),
+        Walk::Broken(v) => return Ok(v),
+        Walk::NeedsKey(id) => {
+            return Err(StoreError::Invalid(format!(
+                "the audit chain is keyed (HMAC) from row {id}: verifying it needs the audit key \
+                 (store.audit_key_file in the configuration, or --key-file)"
+            )))
+        }
+    };
+    if opts.key.is_some() && keyed_from.is_none() && rows > 0 {
+        return Ok(Verify::Broken {
+            row_id: rows as i64,
+            reason: "no row is keyed although an audit key was given: the chain was rewritten without the key, \
+                     or this database was never written with it (start ticketsync once with the key)"
+                .into(),
+        });
+    }
+    if !has_evidence {
+        return Ok(Verify::Ok { rows, head, keyed_from, checked_sessions: 0, checked_deliveries: 0, uncovered: 0 });
+    }
+    let mut stats = (0u64, 0u64, 0u64);
+    if let Some(v) = check_sessions(&conn, &mut stats).map_err(db_err)? {
+        return Ok(v);
+    }
+    if let Some(v) = check_deliveries(&conn, &mut stats).map_err(db_err)? {
+        return Ok(v);
+    }
+    Ok(Verify::Ok {
+        rows,
+        head,
+        keyed_from,
+        checked_sessions: stats.0,
+        checked_deliveries: stats.1,
+        uncovered: stats.2,
+    })
+}
+
+enum Walk {
+    Done {
+        rows: u64,
+        head: String,
+        keyed_from: Option<i64>,
+    },
+    Broken(Verify),
+    /// The chain is keyed from this row and no key was given.
+    NeedsKey(i64),
+}
+
+fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOptions) -> rusqlite::Result<Walk> {
+    let extra = if has_evidence { "chain_version, subject_sha256" } else { "1, NULL" };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, {extra}
+         FROM audit_events ORDER BY id"
+    ))?;
+    let mut rows = stmt.query([])?;
     let mut prev = [0u8; 64];
     prev.copy_from_slice(GENESIS.as_bytes());
     let mut buf = [0u8; 64];
     let mut expected_id = 1i64;
-    while let Some(row) = rows.next().map_err(db_err)? {
-        let id: i64 = row.get(0).map_err(db_err)?;
-        let broken = |reason: String| Ok(Verify::Broken { row_id: id, reason });
+    let mut scheme = ChainVersion::Legacy;
+    let mut keyed_from = None;
+    let mut expected_seen = false;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let broken = |reason: String| Ok(Walk::Broken(Verify::Broken { row_id: id, reason }));
         if id != expected_id {
             return broken(format!("expected row {expected_id}: a row was deleted or renumbered"));
         }
@@ -250,28 +725,264 @@ fn verify_blocking(path: &std::path::Path) -> Result<Verify> {
                 row.get_ref(7)?.as_str()?,
                 row.get_ref(8)?.as_str()?,
                 row.get_ref(9)?.as_str()?,
+                row.get::<_, i64>(10)?,
+                row.get_ref(11)?.as_str_or_null()?,
             ))
         })();
-        let (at, kind, vendor, sid, tid, did, detail, prev_hash, hash) = match fields {
+        let (at, kind, vendor, sid, tid, did, detail, prev_hash, hash, version, subject) = match fields {
             Ok(f) => f,
             Err(e) => return broken(format!("unreadable column ({e})")),
         };
+        let Some(version) = ChainVersion::from_i64(version) else {
+            return broken(format!("unknown chain_version {version}"));
+        };
+        if version < scheme {
+            return broken(format!(
+                "chain_version {} after rows of version {}: the chain never goes back to a weaker scheme (rewritten by someone without the audit key)",
+                version as i64, scheme as i64
+            ));
+        }
+        if version == ChainVersion::Legacy && subject.is_some() {
+            return broken("a version 1 row carries a subject hash (re-labelled)".into());
+        }
+        scheme = version;
+        if version == ChainVersion::Keyed {
+            if opts.key.is_none() {
+                // Not proof of tampering, but nothing from here on can be vouched for.
+                return Ok(Walk::NeedsKey(id));
+            }
+            keyed_from.get_or_insert(id);
+        }
         if prev_hash.as_bytes() != prev {
             return broken("prev_hash does not match the previous row".into());
         }
-        let prev_str = std::str::from_utf8(&prev).expect("hex is ASCII");
-        row_hash_hex(&mut buf, prev_str, id, at, kind, vendor, sid, tid, did, detail);
+        let f = RowFields {
+            prev: std::str::from_utf8(&prev).expect("hex is ASCII"),
+            id,
+            at,
+            kind,
+            vendor,
+            session_id: sid,
+            ticket_id: tid,
+            delivery_id: did,
+            detail,
+            subject,
+        };
+        hash_row_hex(&mut buf, version, opts.key.as_ref(), &f);
         if buf != hash.as_bytes() {
-            return broken("content does not match its hash (row edited)".into());
+            let why = if version == ChainVersion::Keyed {
+                "content does not match its HMAC (row edited, or not the audit key that wrote it)"
+            } else {
+                "content does not match its hash (row edited)"
+            };
+            return broken(why.into());
+        }
+        if let Some((eid, ehash)) = &opts.expect_head {
+            if *eid == id {
+                if ehash.as_bytes() != buf {
+                    return broken(format!("hash {} differs from the expected head {eid}:{ehash}", hash));
+                }
+                expected_seen = true;
+            }
         }
         prev = buf;
         expected_id += 1;
     }
+    let last = expected_id - 1;
     let head = std::str::from_utf8(&prev).expect("hex is ASCII").to_string();
-    Ok(Verify::Ok { rows: (expected_id - 1) as u64, head })
+    if let Some((eid, ehash)) = &opts.expect_head {
+        let genesis_ok = *eid == 0 && ehash == GENESIS;
+        if !expected_seen && !genesis_ok {
+            return Ok(Walk::Broken(Verify::Broken {
+                row_id: *eid,
+                reason: format!(
+                    "the expected head row {eid} is missing: the chain ends at row {last} (rows were deleted from the end)"
+                ),
+            }));
+        }
+    }
+    Ok(Walk::Done { rows: last as u64, head, keyed_from })
+}
+
+/// Each session against the latest event that recorded its content.
+fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT s.id, a.id, a.subject_sha256,
+                -- Only asked when nothing recorded the content (rare: rows from before 0005).
+                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END, {cols}
+         FROM sessions s
+         LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
+              WHERE e.session_id = s.id AND e.delivery_id IS NULL AND e.subject_sha256 IS NOT NULL)
+         ORDER BY s.id",
+        cols = SESSION_SUBJECT_COLS.split(',').map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let sid: i64 = row.get(0)?;
+        let subject = format!("sessions row {sid}");
+        let event: Option<i64> = row.get(1)?;
+        let recorded: Option<String> = row.get(2)?;
+        let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
+        let Some(recorded) = recorded else {
+            if !any_event {
+                return Ok(Some(Verify::Evidence {
+                    subject,
+                    row_id: None,
+                    reason: "no audit event records this session: inserted outside ticketsync".into(),
+                }));
+            }
+            stats.2 += 1;
+            continue;
+        };
+        let current = (|| -> rusqlite::Result<Subject> {
+            let t = |i: usize| row.get_ref(i).and_then(|v| v.as_str_or_null().map_err(Into::into));
+            let raw = t(21)?.unwrap_or("");
+            let raw_hex = hex::encode(Sha256::digest(raw.as_bytes()));
+            Ok(session_subject(&[
+                Field::Text(t(4)?),
+                Field::Text(t(5)?),
+                Field::Text(t(6)?),
+                Field::Text(t(7)?),
+                Field::Text(t(8)?),
+                Field::Text(t(9)?),
+                Field::Text(t(10)?),
+                Field::Text(t(11)?),
+                Field::Text(t(12)?),
+                Field::Text(t(13)?),
+                Field::Text(t(14)?),
+                Field::Int(row.get(15)?),
+                Field::Text(t(16)?),
+                Field::Text(t(17)?),
+                Field::Text(t(18)?),
+                Field::Text(t(19)?),
+                Field::Text(t(20)?),
+                Field::Text(Some(&raw_hex)),
+            ]))
+        })();
+        let mismatch = match current {
+            Ok(c) => (c.hex() != recorded).then_some("its content (technician, raw record or another column) differs from what the audit chain recorded: edited after the fact".to_string()),
+            Err(e) => Some(format!("unreadable column ({e})")),
+        };
+        if let Some(reason) = mismatch {
+            return Ok(Some(Verify::Evidence { subject, row_id: event, reason }));
+        }
+        stats.0 += 1;
+    }
+    Ok(None)
+}
+
+/// Each delivery against the `delivery_enqueued` event that recorded its note.
+fn check_deliveries(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT d.id, a.id, a.subject_sha256,
+                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.delivery_id = d.id) END, {cols}
+         FROM deliveries d
+         LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
+              WHERE e.delivery_id = d.id AND e.subject_sha256 IS NOT NULL)
+         ORDER BY d.id",
+        cols = DELIVERY_SUBJECT_COLS.split(',').map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let did: i64 = row.get(0)?;
+        let subject = format!("deliveries row {did}");
+        let event: Option<i64> = row.get(1)?;
+        let recorded: Option<String> = row.get(2)?;
+        let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
+        let Some(recorded) = recorded else {
+            if !any_event {
+                return Ok(Some(Verify::Evidence {
+                    subject,
+                    row_id: None,
+                    reason: "no audit event records this delivery: inserted outside ticketsync".into(),
+                }));
+            }
+            stats.2 += 1;
+            continue;
+        };
+        let current = (|| -> rusqlite::Result<Subject> {
+            let t = |i: usize| row.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+            Ok(delivery_subject(t(4)?, t(5)?, row.get(6)?, row.get(7)?, t(8)?, t(9)?, t(10)?))
+        })();
+        let mismatch = match current {
+            Ok(c) => (c.hex() != recorded).then_some(
+                "its note (note_json) or destination differs from what the audit chain recorded: edited after the fact"
+                    .to_string(),
+            ),
+            Err(e) => Some(format!("unreadable column ({e})")),
+        };
+        if let Some(reason) = mismatch {
+            return Ok(Some(Verify::Evidence { subject, row_id: event, reason }));
+        }
+        stats.1 += 1;
+    }
+    Ok(None)
 }
 
 /// Id and hash of the last row: the chain head an export records.
 pub async fn head_in(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>> {
     Ok(sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetch_optional(conn).await?)
+}
+
+/// The head as `ID:HASH` (`0:<GENESIS>` for an empty chain), for an external anchor.
+pub async fn head(pool: &sqlx::SqlitePool) -> Result<String> {
+    let mut conn = pool.acquire().await?;
+    let (id, hash) = head_in(&mut conn).await?.unwrap_or((0, GENESIS.to_string()));
+    Ok(format!("{id}:{hash}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f<'a>(subject: Option<&'a str>) -> RowFields<'a> {
+        RowFields {
+            prev: GENESIS,
+            id: 1,
+            at: "2026-01-01T00:00:00.000Z",
+            kind: "k",
+            vendor: None,
+            session_id: Some(3),
+            ticket_id: Some("42"),
+            delivery_id: None,
+            detail: "{}",
+            subject,
+        }
+    }
+
+    #[test]
+    fn schemes_differ_and_the_key_matters() {
+        let k1 = AuditKey::new(&[1u8; 32]).unwrap();
+        let k2 = AuditKey::new(&[2u8; 32]).unwrap();
+        let v1 = hash_row(ChainVersion::Legacy, None, &f(None)).unwrap();
+        let v2 = hash_row(ChainVersion::Unkeyed, None, &f(None)).unwrap();
+        let v3a = hash_row(ChainVersion::Keyed, Some(&k1), &f(None)).unwrap();
+        let v3b = hash_row(ChainVersion::Keyed, Some(&k2), &f(None)).unwrap();
+        assert!(v1 != v2 && v2 != v3a && v3a != v3b && v1 != v3a);
+        assert_eq!(hash_row(ChainVersion::Keyed, None, &f(None)), None);
+        // The subject is part of schemes 2 and 3.
+        assert_ne!(hash_row(ChainVersion::Unkeyed, None, &f(Some("ab"))).unwrap(), v2);
+        assert_ne!(hash_row(ChainVersion::Keyed, Some(&k1), &f(Some("ab"))).unwrap(), v3a);
+        // Scheme 1 is the hash the rows before the migration carry.
+        assert_eq!(v1, row_hash(GENESIS, 1, "2026-01-01T00:00:00.000Z", "k", None, Some(3), Some("42"), None, "{}"));
+        assert!(AuditKey::new(b"short").is_err());
+    }
+
+    #[test]
+    fn subjects_separate_absent_empty_and_shifted_fields() {
+        let a = delivery_subject("r", "1", None, None, "k", "m", "{}");
+        assert_ne!(a, delivery_subject("r", "1", Some(0), None, "k", "m", "{}"));
+        assert_ne!(a, delivery_subject("r", "1", None, None, "k", "m", "{} "));
+        assert_ne!(
+            delivery_subject("ab", "c", None, None, "", "", ""),
+            delivery_subject("a", "bc", None, None, "", "", "")
+        );
+    }
+
+    #[test]
+    fn head_parses_as_printed() {
+        let h = format!("12:{}", "A".repeat(64));
+        assert_eq!(parse_head(&h).unwrap(), (12, "a".repeat(64)));
+        assert!(parse_head("12").is_err() && parse_head("x:00").is_err() && parse_head("1:abc").is_err());
+    }
 }

@@ -2,6 +2,7 @@
 //! no database; `migrations/` is embedded and applied at open.
 
 pub mod audit;
+pub mod backup;
 pub mod cursors;
 pub mod links;
 pub mod outbox;

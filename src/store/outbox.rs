@@ -80,6 +80,8 @@ pub async fn enqueue_in(
             ticket_id: Some(ticket),
             delivery_id: Some(id),
             detail: Some(json!({"sink": sink, "kind": kind, "marker": marker})),
+            // The note as queued (fixed from here on), so an edit of it is found by `audit verify`.
+            subject: Some(audit::delivery_subject(sink, ticket, session_id, link_id, kind, marker, note_json)),
             ..Default::default()
         });
     }
@@ -138,6 +140,15 @@ pub async fn enqueue_many_in(
                 ticket_id: Some(d.ticket_id),
                 delivery_id: Some(id),
                 detail: Some(json!({"sink": d.sink, "kind": d.kind, "marker": d.marker})),
+                subject: Some(audit::delivery_subject(
+                    d.sink,
+                    d.ticket_id,
+                    Some(d.session_id),
+                    None,
+                    d.kind,
+                    d.marker,
+                    d.note_json,
+                )),
                 ..Default::default()
             });
         }

@@ -111,6 +111,8 @@ pub async fn upsert_many(
                 vendor: Some(&s.vendor),
                 session_id: Some(id),
                 detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
+                // The row as inserted, so an edit of it later is found by `audit verify`.
+                subject: Some(audit::session_subject_of(s, &hashes[i])),
                 ..Default::default()
             });
             out[i] = Some((id, Upsert::Inserted));
@@ -145,6 +147,8 @@ pub async fn upsert_many(
                 detail: Some(
                     json!({"external_id": s.external_id, "content_hash": hashes[i], "ended": s.ended_at.is_some()}),
                 ),
+                // The row as updated: `audit verify` compares the session with its latest record.
+                subject: Some(audit::session_subject_of(s, &hashes[i])),
                 ..Default::default()
             });
             out[i] = Some((id, Upsert::Updated));
