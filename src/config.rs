@@ -413,6 +413,18 @@ impl SinksConfig {
         out.extend(self.extra().routes());
         out
     }
+
+    /// The `concurrency` key of each enabled sink that sets it, by sink name.
+    pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
+        let mut out = self.extra().concurrency();
+        if let Some(c) = self.redmine.as_ref().filter(|r| r.enabled).and_then(|r| r.concurrency) {
+            out.insert("redmine".into(), c);
+        }
+        if let Some(c) = self.webhook.as_ref().filter(|w| w.enabled).and_then(|w| w.concurrency) {
+            out.insert("webhook".into(), c);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +446,9 @@ pub struct RedmineConfig {
     /// Only sessions from these sources go to this sink.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -452,6 +467,9 @@ pub struct WebhookConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this receiver (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 fn default_sig_header() -> String {
     "X-Ticketsync-Signature".into()

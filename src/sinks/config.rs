@@ -52,6 +52,9 @@ pub struct ZendeskConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +75,9 @@ pub struct FreshserviceConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -109,6 +115,9 @@ pub struct JsmConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +142,9 @@ pub struct GlpiConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default: the outbox's, 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -291,6 +303,23 @@ impl<'a> ExtraSinks<'a> {
             c.app_token_secret()?;
         }
         Ok(())
+    }
+
+    /// The `concurrency` key of each enabled sink that sets it, by sink name.
+    pub fn concurrency(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        let keys = [
+            ("zendesk", self.zendesk.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("freshservice", self.freshservice.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("jsm", self.jsm.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("glpi", self.glpi.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+        ];
+        for (name, c) in keys {
+            if let Some(c) = c {
+                out.insert(name.to_string(), c);
+            }
+        }
+        out
     }
 
     /// Names of the enabled sinks, with their routing keys.

@@ -64,16 +64,14 @@ impl TicketSink for WebhookSink {
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let body = serde_json::to_vec(&Self::payload(ticket, note)).expect("payload serializes");
         let sig = signature(self.secret.expose_secret().as_bytes(), &body);
-        let resp = self
+        let req = self
             .http
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(self.header.as_str(), sig)
             .header("Idempotency-Key", &note.marker)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SinkError::from_transport(&self.name, &e))?;
+            .body(body);
+        let resp = super::common::send_held(&self.name, req).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
@@ -91,6 +89,10 @@ impl TicketSink for WebhookSink {
 
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        Some(self.http.post(&self.url))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link step) with a module per area.
 
 mod audit;
+mod backlog;
 mod bad_data;
 mod cli;
 mod crash;
