@@ -446,7 +446,7 @@ pub struct RedmineConfig {
     /// Only sessions from these sources go to this sink.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default: the outbox's, 8).
+    /// Notes in flight at once to this system (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }
@@ -467,7 +467,7 @@ pub struct WebhookConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this receiver (default: the outbox's, 8).
+    /// Notes in flight at once to this receiver (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }

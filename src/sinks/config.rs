@@ -52,7 +52,7 @@ pub struct ZendeskConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default: the outbox's, 8).
+    /// Notes in flight at once to this system (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }
@@ -75,7 +75,7 @@ pub struct FreshserviceConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default: the outbox's, 8).
+    /// Notes in flight at once to this system (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }
@@ -115,7 +115,7 @@ pub struct JsmConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default: the outbox's, 8).
+    /// Notes in flight at once to this system (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }
@@ -142,7 +142,7 @@ pub struct GlpiConfig {
     pub tickets: Option<String>,
     #[serde(default)]
     pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default: the outbox's, 8).
+    /// Notes in flight at once to this system (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
 }

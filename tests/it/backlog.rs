@@ -259,6 +259,9 @@ async fn backlog_delivery_rate_is_printed_by_tenths() {
     let store = temp_store(dir.path()).await;
     seed(&store, "redmine", n, n / 2, tickets).await;
     let sinks = redmine_sinks(&sim);
+    // TICKETSYNC_BACKLOG_CONCURRENCY: compare settings (how the default was chosen).
+    let conc = std::env::var("TICKETSYNC_BACKLOG_CONCURRENCY").ok().and_then(|v| v.parse().ok());
+    let policy = |_: Option<usize>| self::policy(conc);
     let t = Instant::now();
     let stats = deliver_due(&store, &sinks, &policy(None)).await.unwrap();
     let wall = t.elapsed();
