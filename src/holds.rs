@@ -59,10 +59,8 @@ pub fn hold_signal(status: StatusCode, headers: &HeaderMap) -> Option<Duration> 
     match status.as_u16() {
         429 | 503 => wait,
         403 => {
-            let exhausted = headers
-                .get("x-ratelimit-remaining")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() == "0");
+            let exhausted =
+                headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "0");
             let asked = headers.contains_key(reqwest::header::RETRY_AFTER);
             // A 403 without either is a permission problem, not a rate limit.
             (exhausted || asked).then(|| wait.unwrap_or(FALLBACK_403_HOLD))
@@ -110,7 +108,6 @@ impl Holds {
         }
         Some(until - now)
     }
-
 }
 
 /// What [`send`] did with a request.

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::matcher::{self, LinkFact, Rule, SessionFacts};
 use crate::note::Note;
 use crate::sinks::routing::Route;
@@ -452,10 +451,16 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
                     // next attempt scans for the marker first.
                     let group = groups_by_task.remove(&e.id()).unwrap_or_default();
                     tracing::error!(error = %e, deliveries = group.len(), "delivery attempt task failed");
-                    let next = crate::session::ts(chrono::Utc::now() + chrono::Duration::seconds(policy.base_backoff.as_secs() as i64));
+                    let next = crate::session::ts(
+                        chrono::Utc::now() + chrono::Duration::seconds(policy.base_backoff.as_secs() as i64),
+                    );
                     let outcomes = group
                         .iter()
-                        .map(|_| Outcome::Retry { next_attempt_at: next.clone(), error: e.to_string(), ambiguous: true })
+                        .map(|_| Outcome::Retry {
+                            next_attempt_at: next.clone(),
+                            error: e.to_string(),
+                            ambiguous: true,
+                        })
                         .collect();
                     (group, outcomes)
                 }

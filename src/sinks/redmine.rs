@@ -49,7 +49,8 @@ impl RedmineSink {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), SinkError> {
-        let resp = super::common::send_held(&self.name, req.header("X-Redmine-API-Key", self.key.expose_secret())).await?;
+        let resp =
+            super::common::send_held(&self.name, req.header("X-Redmine-API-Key", self.key.expose_secret())).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(|e| SinkError::from_transport(&self.name, &e))?;

@@ -274,12 +274,8 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
     if want.groups == 0 {
         return Ok(Vec::new());
     }
-    let heads: Vec<Delivery> = sqlx::query_as(CLAIM_SQL)
-        .bind(want.sink)
-        .bind(due)
-        .bind(want.groups as i64)
-        .fetch_all(&mut **tx)
-        .await?;
+    let heads: Vec<Delivery> =
+        sqlx::query_as(CLAIM_SQL).bind(want.sink).bind(due).bind(want.groups as i64).fetch_all(&mut **tx).await?;
     let mut out = Vec::with_capacity(heads.len());
     let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
