@@ -53,17 +53,16 @@ api_key = "$KEY"
 ${CONCURRENCY:+concurrency = $CONCURRENCY}
 TOML
   sleep 0.3
-  before=$(tail -1 "$W/progress" | cut -d' ' -f2)
   t0=$(date +%s.%N)
   "$BIN" --config "$W/c.toml" sync-once >"$W/sync.$N.out" 2>"$W/sync.$N.log"
   t1=$(date +%s.%N)
-  sleep 0.3
+  sleep 0.3  # a last progress sample after the last note
   kill "$SIM"; wait "$SIM" 2>/dev/null || true; SIM=""
   left=$(sqlite3 "$DB" "SELECT count(*) FROM deliveries WHERE state != 'delivered'")
   # Tenths from the simulator's progress log: time at which each tenth of the notes had landed.
   # The time each tenth of the notes had landed, interpolated between 50 ms samples of the
   # simulator's count; t0 is the last sample before the first note.
-  tenths=$(awk -v n="$N" -v b="$before" '
+  tenths=$(awk -v n="$N" -v b=0 '
     { t[NR] = $1; c[NR] = $2 - b }
     END {
       s = 1; while (s < NR && c[s + 1] <= 0) s++

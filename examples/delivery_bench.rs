@@ -88,6 +88,9 @@ async fn redmine_sim(key: String, tickets: u64, latency_ms: u64, progress: PathB
         tokio::time::sleep(Duration::from_millis(50)).await;
         let applied = sim.put_count();
         out.push_str(&format!("{} {applied}\n", start.elapsed().as_millis()));
-        std::fs::write(&progress, &out)?;
+        // Whole lines only for a reader: write aside, then rename.
+        let tmp = progress.with_extension("tmp");
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, &progress)?;
     }
 }
