@@ -134,6 +134,24 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<Sent, reqwest::Error> 
     Ok(Sent::Answered(resp))
 }
 
+/// For clients that retry in process (the sources' vendor calls): wait out a hold on the
+/// request's system (at most `cap`; a longer one is left to the caller's next poll, which
+/// gets [`Sent::Held`]), then send as [`send`] does. Holds are shared, so a `Retry-After`
+/// seen by one call (or one task) holds every other call to that vendor account too.
+pub async fn send_waiting(req: reqwest::RequestBuilder, cap: Duration) -> Result<Sent, reqwest::Error> {
+    let (client, built) = req.build_split();
+    let built = built?;
+    let key = HoldKey::of(&built);
+    if let Some(left) = Holds::global().remaining(&key) {
+        if left > cap {
+            return Ok(Sent::Held { left, origin: key.origin });
+        }
+        tracing::info!(system = %key.origin, wait_ms = left.as_millis() as u64, "waiting out a rate-limit hold");
+        tokio::time::sleep(left).await;
+    }
+    send(reqwest::RequestBuilder::from_parts(client, built)).await
+}
+
 /// How long the system a probe request (built, never sent) would reach is still held.
 pub fn held(probe: reqwest::RequestBuilder) -> Option<Duration> {
     let req = probe.build().ok()?;

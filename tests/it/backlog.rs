@@ -350,3 +350,41 @@ async fn queue_heads_follow_fail_deliver_and_requeue() {
     outbox::finish(&store, &d1[0], &outbox::Outcome::Dead { error: "x".into() }).await.unwrap();
     assert_eq!(heads(&store).await, [("redmine".into(), 3, "pending".into()), ("webhook".into(), 4, "sending".into())]);
 }
+
+/// The in-process path (for vendor calls that retry in process): after a 429 with
+/// `Retry-After: 1` on one issue, a call to another issue of the same system waits the hold
+/// out: the simulator sees nothing until the hold is over. Another API key is another
+/// party and is not held.
+#[tokio::test]
+async fn in_process_calls_wait_out_a_hold_on_their_system() {
+    use ticketsync::holds::{send_waiting, Sent};
+    let sim = RedmineSim::start(KEY, &[1, 2]).await.unwrap();
+    sim.throttle_issue(1, 1, 1);
+    let http = reqwest::Client::new();
+    let put = |issue: u64, key: &str| {
+        http.put(format!("{}/issues/{issue}.json", sim.base_url))
+            .header("X-Redmine-API-Key", key)
+            .json(&serde_json::json!({"issue": {"notes": "n"}}))
+    };
+    let cap = Duration::from_secs(5);
+    match send_waiting(put(1, KEY), cap).await.unwrap() {
+        Sent::Answered(r) => assert_eq!(r.status().as_u16(), 429),
+        Sent::Held { .. } => panic!("nothing was held yet"),
+    }
+    // Another key on the same host: not held (answers 401 at once: the sim knows one key).
+    match send_waiting(put(2, "another-key"), cap).await.unwrap() {
+        Sent::Answered(r) => assert_eq!(r.status().as_u16(), 401),
+        Sent::Held { .. } => panic!("another party was held"),
+    }
+    // A cap below the hold: not sent, the caller is told how long is left.
+    assert!(matches!(send_waiting(put(2, KEY), Duration::ZERO).await.unwrap(), Sent::Held { .. }));
+    match send_waiting(put(2, KEY), cap).await.unwrap() {
+        Sent::Answered(r) => assert_eq!(r.status().as_u16(), 204),
+        Sent::Held { .. } => panic!("the hold is shorter than the cap"),
+    }
+    let log = sim.requests();
+    let t429 = log.iter().find(|r| r.status == 429).expect("the 429").at;
+    let put2 = log.iter().find(|r| r.status == 204).expect("the later PUT").at;
+    assert!(put2 >= t429 + Duration::from_secs(1), "issue 2 was written during the hold");
+    assert_eq!(log.len(), 2, "the request of another key does not reach the issue handler log: {log:?}");
+}
