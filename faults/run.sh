@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The fault suite, one command: bash faults/run.sh [--full]
 #   default (CI): every fault test, the SIGKILL loop with 12 kills.
-#   --full:       the SIGKILL loop with 100 kills (TICKETSYNC_CRASH_RUNS, override freely).
+#   --full:       the SIGKILL loop with 100 kills (TICKETSYNC_CRASH_RUNS, override freely),
+#                 and the backlog under a Retry-After storm at 100 000 pending
+#                 (TICKETSYNC_BACKLOG_N; CI: 5 000).
 # Each area lists the tests that prove it (they live next to the code they exercise, in
 # tests/it/); the summary prints the counts the tests report (lost/duplicates, attempts...).
 # Needs the Redmine env for the sink conformance suite (see .ci/test).
@@ -11,6 +13,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 RUNS=12
 [[ ${1:-} == --full ]] && RUNS=${TICKETSYNC_CRASH_RUNS:-100}
 export TICKETSYNC_CRASH_RUNS=$RUNS
+BACKLOG=5000
+[[ ${1:-} == --full ]] && BACKLOG=100000
+export TICKETSYNC_BACKLOG_N=${TICKETSYNC_BACKLOG_N:-$BACKLOG}
 
 NAMES=(
   "1 kill -9 loop"
@@ -22,6 +27,7 @@ NAMES=(
   "7 canary secrets"
   "8 hostile HTTP: redirects, endless bodies, plain http, listener floods, webhook replay"
   "9 audit evidence"
+  "10 backlog under a Retry-After storm (holds per system)"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -33,6 +39,7 @@ FILTERS=(
   "canary_secrets"
   "hostile_http::"
   "audit_evidence"
+  "backlog::redmine_retry_after_holds backlog::backlog_under_retry_after_storm"
 )
 LOG=target/faults.log
 mkdir -p target

@@ -111,7 +111,7 @@ impl App {
                     .with_context(|| format!("sinks.{name}.tickets"))?,
             );
         }
-        let policy = DeliveryPolicy::from_config(&config.outbox);
+        let policy = DeliveryPolicy::from_config(&config.outbox).with_sink_concurrency(config.sinks.concurrency());
         let store = match crate::pipeline::InlineMatch::for_rules(&rules, &routes, config.notes_tz()) {
             Some(m) => store.with_page_hook(Arc::new(m)),
             None => store,

@@ -485,6 +485,18 @@ impl SinksConfig {
         out.extend(self.extra().routes());
         out
     }
+
+    /// The `concurrency` key of each enabled sink that sets it, by sink name.
+    pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
+        let mut out = self.extra().concurrency();
+        if let Some(c) = self.redmine.as_ref().filter(|r| r.enabled).and_then(|r| r.concurrency) {
+            out.insert("redmine".into(), c);
+        }
+        if let Some(c) = self.webhook.as_ref().filter(|w| w.enabled).and_then(|w| w.concurrency) {
+            out.insert("webhook".into(), c);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -515,6 +527,9 @@ pub struct RedmineConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this system (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -546,6 +561,9 @@ pub struct WebhookConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this receiver (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 impl TeamViewerConfig {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod doctor;
 pub mod export;
 pub mod health;
+pub mod holds;
 pub mod http;
 pub mod launchers;
 pub mod matcher;

@@ -19,11 +19,28 @@ pub struct Journal {
     pub private_notes: bool,
 }
 
+/// One request the simulator received, for tests that check who was sent what and when
+/// (e.g. nothing during a `Retry-After` hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRequest {
+    pub at: std::time::Instant,
+    pub method: &'static str,
+    pub issue: Option<u64>,
+    pub status: u16,
+    /// The `Retry-After` seconds of a 429 answer.
+    pub retry_after: Option<u64>,
+}
+
 #[derive(Default)]
 struct Inner {
     issues: BTreeMap<u64, Vec<Journal>>,
     next_journal: u64,
     puts: usize,
+    log: Vec<SimRequest>,
+    /// Issue → (Retry-After seconds, how many more PUTs on it answer 429).
+    throttled: BTreeMap<u64, (u64, usize)>,
+    /// Every n-th PUT (counting all issues) answers 429 with this Retry-After: a storm.
+    throttle_every: Option<(usize, u64)>,
     /// Latency added to every answer (after the write is applied), like a slow server.
     delay: std::time::Duration,
 }
@@ -75,6 +92,22 @@ impl RedmineSim {
         }
     }
 
+    /// The next `times` PUTs on `issue` answer 429 with `Retry-After: secs`, as Redmine
+    /// behind a rate-limiting proxy does.
+    pub fn throttle_issue(&self, issue: u64, secs: u64, times: usize) {
+        self.inner.lock().expect("sim lock").throttled.insert(issue, (secs, times));
+    }
+
+    /// Every `n`-th PUT (whatever the issue) answers 429 with `Retry-After: secs`.
+    pub fn throttle_every_nth_put(&self, n: usize, secs: u64) {
+        self.inner.lock().expect("sim lock").throttle_every = Some((n.max(1), secs));
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<SimRequest> {
+        self.inner.lock().expect("sim lock").log.clone()
+    }
+
     pub fn put_count(&self) -> usize {
         self.inner.lock().expect("sim lock").puts
     }
@@ -104,7 +137,10 @@ async fn get_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderM
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let Some(id) = issue_id(&file) else { return StatusCode::NOT_FOUND.into_response() };
-    let g = s.inner.lock().expect("sim lock");
+    let mut g = s.inner.lock().expect("sim lock");
+    let at = std::time::Instant::now();
+    let status = if g.issues.contains_key(&id) { 200 } else { 404 };
+    g.log.push(SimRequest { at, method: "GET", issue: Some(id), status, retry_after: None });
     let Some(journals) = g.issues.get(&id) else { return StatusCode::NOT_FOUND.into_response() };
     let js: Vec<Value> = journals
         .iter()
@@ -129,6 +165,22 @@ async fn put_issue(
     let delay = {
         let mut g = s.inner.lock().expect("sim lock");
         g.puts += 1;
+        let at = std::time::Instant::now();
+        let mut throttle = None;
+        if let Some((secs, left)) = g.throttled.get_mut(&id).filter(|(_, left)| *left > 0) {
+            *left -= 1;
+            throttle = Some(*secs);
+        }
+        if let Some((n, secs)) = g.throttle_every.filter(|(n, _)| g.puts % n == 0) {
+            let _ = n;
+            throttle = Some(secs);
+        }
+        if let Some(secs) = throttle {
+            g.log.push(SimRequest { at, method: "PUT", issue: Some(id), status: 429, retry_after: Some(secs) });
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())]).into_response();
+        }
+        let status = if g.issues.contains_key(&id) { 204 } else { 404 };
+        g.log.push(SimRequest { at, method: "PUT", issue: Some(id), status, retry_after: None });
         let jid = g.next_journal;
         let delay = g.delay;
         let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };

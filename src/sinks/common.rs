@@ -14,14 +14,31 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Send and read the whole answer (at most `max_response` bytes); only transport problems
-/// (a refused redirect, an oversized body included) are errors here.
+/// Send through the hold registry ([`send_held`]) and read the whole answer (at most
+/// `max_response` bytes); only transport problems (a refused redirect, an oversized body,
+/// a rate-limit hold on the system) are errors here.
 pub async fn send(sink: &str, max_response: u64, req: RequestBuilder) -> Result<Reply, SinkError> {
-    let resp = req.send().await.map_err(|e| SinkError::from_transport(sink, &e))?;
+    let resp = send_held(sink, req).await?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = crate::http::read_text(resp, max_response).await.map_err(|e| SinkError::from_body(sink, e))?;
     Ok(Reply { status, headers, body })
+}
+
+/// Send through the hold registry ([`crate::holds`]): nothing goes to a system that asked
+/// to be left alone (429/503 with `Retry-After`, a rate-limit 403) until its time is up, on
+/// any ticket; the caller gets a retry at the hold's end instead. A hold an answer asks for
+/// is registered before the answer is returned.
+pub async fn send_held(sink: &str, req: RequestBuilder) -> Result<reqwest::Response, SinkError> {
+    match crate::holds::send(req).await {
+        Ok(crate::holds::Sent::Answered(resp)) => Ok(resp),
+        Ok(crate::holds::Sent::Held { left, origin }) => Err(SinkError::new(
+            sink,
+            super::SinkErrorKind::Retry { retry_after: Some(left) },
+            format!("not sent: {origin} asked us to wait (rate limit), {} ms left", left.as_millis()),
+        )),
+        Err(e) => Err(SinkError::from_transport(sink, &e)),
+    }
 }
 
 /// The value of the note's field with this label (e.g. "Session code").

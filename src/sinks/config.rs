@@ -61,6 +61,9 @@ pub struct ZendeskConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this system (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +93,9 @@ pub struct FreshserviceConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this system (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -136,6 +142,9 @@ pub struct JsmConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this system (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +178,9 @@ pub struct GlpiConfig {
     /// Cap on one response body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Notes in flight at once to this system (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 impl ZendeskConfig {
@@ -377,6 +389,23 @@ impl<'a> ExtraSinks<'a> {
         Ok(())
     }
 
+    /// The `concurrency` key of each enabled sink that sets it, by sink name.
+    pub fn concurrency(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        let keys = [
+            ("zendesk", self.zendesk.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("freshservice", self.freshservice.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("jsm", self.jsm.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+            ("glpi", self.glpi.filter(|c| c.enabled).and_then(|c| c.concurrency)),
+        ];
+        for (name, c) in keys {
+            if let Some(c) = c {
+                out.insert(name.to_string(), c);
+            }
+        }
+        out
+    }
+
     /// Names of the enabled sinks, with their routing keys.
     pub fn routes(&self) -> Vec<super::routing::RouteKeys<'a>> {
         let mut out = Vec::new();
@@ -518,6 +547,22 @@ user_token = "u"
         assert_eq!(sinks.len(), 4);
         assert_eq!(sinks["zendesk"].max_batch(), super::super::zendesk::DEFAULT_MAX_BATCH);
         assert_eq!(sinks["glpi"].max_batch(), 1);
+    }
+
+    #[test]
+    fn concurrency_is_per_sink_and_optional() {
+        let c = load(
+            "[sinks.redmine]\nurl = \"https://r\"\nconcurrency = 4\n[sinks.webhook]\nurl = \"https://h\"\n\
+             [sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\nconcurrency = 2\n",
+        )
+        .unwrap();
+        let m = c.sinks.concurrency();
+        assert_eq!(m, std::collections::HashMap::from([("redmine".into(), 4), ("zendesk".into(), 2)]));
+        let p = crate::pipeline::DeliveryPolicy::from_config(&c.outbox).with_sink_concurrency(m);
+        assert_eq!(
+            (p.concurrency_for("redmine"), p.concurrency_for("webhook")),
+            (4, crate::pipeline::DEFAULT_CONCURRENCY)
+        );
     }
 
     #[test]

@@ -158,6 +158,10 @@ impl TicketSink for GlpiSink {
         &self.name
     }
 
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        Some(self.with_app(self.http.get(&self.base)))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { marker_scan: true, private_notes: true, attachments: false }
     }

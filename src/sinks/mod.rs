@@ -87,6 +87,10 @@ impl SinkError {
     ) -> Self {
         let body = crate::http::short_body(body);
         let kind = match status.as_u16() {
+            // A rate limit (a 403 can be one) waits for the time the system gave.
+            _ if crate::holds::hold_signal(status, headers).is_some() => {
+                SinkErrorKind::Retry { retry_after: crate::holds::hold_signal(status, headers) }
+            }
             401 => SinkErrorKind::Auth,
             408 | 425 | 429 => SinkErrorKind::Retry { retry_after: crate::http::retry_after(headers) },
             500..=599 => SinkErrorKind::Retry { retry_after: crate::http::retry_after(headers) },
@@ -144,4 +148,16 @@ pub trait TicketSink: Send + Sync {
 
     /// Release server-side state (GLPI's session) at shutdown.
     async fn close(&self) {}
+
+    /// A request (built, never sent) carrying this sink's origin and credentials: the key of
+    /// its system in the rate-limit hold registry ([`crate::holds`]).
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        None
+    }
+
+    /// How long this sink's system is still held after a rate-limit answer: the delivery
+    /// loop dispatches nothing to it meanwhile.
+    fn held(&self) -> Option<Duration> {
+        crate::holds::held(self.hold_probe()?)
+    }
 }

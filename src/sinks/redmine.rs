@@ -58,11 +58,8 @@ impl RedmineSink {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), SinkError> {
-        let resp = req
-            .header("X-Redmine-API-Key", self.key.expose_secret())
-            .send()
-            .await
-            .map_err(|e| SinkError::from_transport(&self.name, &e))?;
+        let resp =
+            super::common::send_held(&self.name, req.header("X-Redmine-API-Key", self.key.expose_secret())).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body =
@@ -138,5 +135,9 @@ impl TicketSink for RedmineSink {
 
     async fn check(&self) -> Result<(), SinkError> {
         self.send(self.http.get(format!("{}/users/current.json", self.base))).await.map(|_| ())
+    }
+
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        Some(self.http.get(&self.base).header("X-Redmine-API-Key", self.key.expose_secret()))
     }
 }

@@ -211,7 +211,7 @@ impl TicketSink for WebhookSink {
                 .header("webhook-timestamp", ts.to_string())
                 .header("webhook-signature", standard_signature(&key, &note.marker, ts, &body));
         }
-        let resp = req.body(body).send().await.map_err(|e| SinkError::from_transport(&self.name, &e))?;
+        let resp = super::common::send_held(&self.name, req.body(body)).await?;
         let status = resp.status();
         // A 2xx is the receiver's whole answer: its body is not read at all.
         if status.is_success() {
@@ -230,6 +230,10 @@ impl TicketSink for WebhookSink {
 
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        Some(self.http.post(&self.url))
     }
 }
 

@@ -141,6 +141,10 @@ impl TicketSink for ZendeskSink {
         &self.name
     }
 
+    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+        Some(self.authed(self.http.get(&self.base)))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { marker_scan: true, private_notes: true, attachments: false }
     }

@@ -225,46 +225,124 @@ async fn claim_inner(
     batch: &std::collections::HashMap<String, usize>,
     due_by: Option<&str>,
 ) -> Result<Vec<Vec<Delivery>>> {
-    let mut tx = store.begin().await?;
     let now = super::now();
     let due = due_by.map(str::to_string).unwrap_or_else(|| now.clone());
-    let heads: Vec<Delivery> = sqlx::query_as(&format!(
-        "SELECT {COLS} FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?
-         AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.sink = d.sink AND o.ticket_id = d.ticket_id AND o.id < d.id
-                         AND o.state IN ('pending', 'sending'))
-         ORDER BY d.id LIMIT ?"
-    ))
-    .bind(&due)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut tx = store.begin().await?;
+    let mut out = Vec::new();
+    for sink in sinks_with_heads(&mut tx).await? {
+        let room = limit - out.len() as i64;
+        if room <= 0 {
+            break;
+        }
+        let want = SinkClaim { sink: &sink, groups: room as usize, max_batch: batch.get(&sink).copied().unwrap_or(1) };
+        out.extend(claim_sink_in(&mut tx, &want, &due, &now).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The claim query: due heads of one sink's queues, in due order, read from the partial
+/// index `deliveries_heads` (migration 0006) and nothing else. `INDEXED BY` makes SQLite
+/// refuse the statement rather than silently fall back to a scan.
+pub const CLAIM_SQL: &str = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at
+     FROM deliveries INDEXED BY deliveries_heads
+     WHERE sink = ? AND state = 'pending' AND is_head = 1 AND next_attempt_at <= ?
+     ORDER BY next_attempt_at, id LIMIT ?";
+
+/// The sinks that have a pending head, by a skip-scan of `deliveries_heads` (one index
+/// seek per sink): a pass also drains the queues of a sink that is no longer configured.
+pub async fn sinks_with_heads(conn: &mut sqlx::SqliteConnection) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT sink FROM deliveries INDEXED BY deliveries_heads
+             WHERE state = 'pending' AND is_head = 1 AND sink > ? ORDER BY sink LIMIT 1",
+        )
+        .bind(out.last().map(String::as_str).unwrap_or(""))
+        .fetch_optional(&mut *conn)
+        .await?;
+        match next {
+            Some(s) => out.push(s),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What a delivery pass asks of one sink: up to `groups` due queue heads, each with up to
+/// `max_batch - 1` due followers of the same ticket and visibility (batching sinks).
+#[derive(Debug, Clone, Copy)]
+pub struct SinkClaim<'a> {
+    pub sink: &'a str,
+    pub groups: usize,
+    pub max_batch: usize,
+}
+
+/// Claim in the caller's transaction: heads from `deliveries_heads`, followers from
+/// `deliveries_queue` (both hold only undelivered rows), every claimed row moved to
+/// `sending` with its attempt row and audit event. A head stays the head while `sending`,
+/// so the next note of its ticket is not claimable until this one is delivered.
+async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &str) -> Result<Vec<Vec<Delivery>>> {
+    if want.groups == 0 {
+        return Ok(Vec::new());
+    }
+    let heads: Vec<Delivery> =
+        sqlx::query_as(CLAIM_SQL).bind(want.sink).bind(due).bind(want.groups as i64).fetch_all(&mut **tx).await?;
     let mut out = Vec::with_capacity(heads.len());
+    let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
         let mut group = vec![head];
-        let max = batch.get(&group[0].sink).copied().unwrap_or(1);
-        if max > 1 {
+        if want.max_batch > 1 {
             let later: Vec<Delivery> = sqlx::query_as(&format!(
-                "SELECT {COLS} FROM deliveries WHERE sink = ? AND ticket_id = ? AND state = 'pending' AND id > ?
+                "SELECT {COLS} FROM deliveries INDEXED BY deliveries_queue
+                 WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ?
                  ORDER BY id LIMIT ?"
             ))
             .bind(&group[0].sink)
             .bind(&group[0].ticket_id)
             .bind(group[0].id)
-            .bind((max - 1) as i64)
-            .fetch_all(&mut *tx)
+            .bind((want.max_batch - 1) as i64)
+            .fetch_all(&mut **tx)
             .await?;
             let vis = visibility(&group[0].note_json);
             for d in later {
-                if d.next_attempt_at > due || visibility(&d.note_json) != vis {
+                if d.state != "pending" || d.next_attempt_at.as_str() > due || visibility(&d.note_json) != vis {
                     break;
                 }
                 group.push(d);
             }
         }
         for d in &mut group {
-            mark_claimed(&mut tx, d, &now).await?;
+            mark_claimed(tx, &mut chain, d, now).await?;
         }
         out.push(group);
+    }
+    chain.flush(tx).await?;
+    Ok(out)
+}
+
+/// One write transaction for a delivery loop step: record the outcomes of the attempts that
+/// finished (each note's result committed after its network call), then claim for the
+/// sinks that have free slots (each claimed note committed `sending` before its call).
+/// One fsync instead of one per note each way; a kill -9 at any point leaves every note
+/// `pending`, `sending` (scanned for its marker after restart) or finished, never lost.
+pub async fn finish_and_claim(
+    store: &super::Store,
+    finished: &[(Delivery, Outcome)],
+    claims: &[SinkClaim<'_>],
+    due_by: &str,
+) -> Result<Vec<Vec<Vec<Delivery>>>> {
+    let now = super::now();
+    let mut tx = store.begin().await?;
+    if !finished.is_empty() {
+        let mut chain = audit::Chain::load(&mut tx).await?;
+        for (d, outcome) in finished {
+            finish_in(&mut tx, &mut chain, d, outcome).await?;
+        }
+        chain.flush(&mut tx).await?;
+    }
+    let mut out = Vec::with_capacity(claims.len());
+    for c in claims {
+        out.push(claim_sink_in(&mut tx, c, due_by, &now).await?);
     }
     tx.commit().await?;
     Ok(out)
@@ -274,7 +352,7 @@ fn visibility(note_json: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(note_json).ok()?["visibility"].as_str().map(str::to_string)
 }
 
-async fn mark_claimed(tx: &mut Tx<'_>, d: &mut Delivery, now: &str) -> Result<()> {
+async fn mark_claimed(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &mut Delivery, now: &str) -> Result<()> {
     d.attempts += 1;
     d.state = "sending".into();
     sqlx::query("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
@@ -289,18 +367,14 @@ async fn mark_claimed(tx: &mut Tx<'_>, d: &mut Delivery, now: &str) -> Result<()
         .bind(now)
         .execute(&mut **tx)
         .await?;
-    audit::append(
-        tx,
-        Event {
-            kind: "delivery_attempted",
-            session_id: d.session_id,
-            ticket_id: Some(&d.ticket_id),
-            delivery_id: Some(d.id),
-            detail: Some(json!({"sink": d.sink, "attempt": d.attempts})),
-            ..Default::default()
-        },
-    )
-    .await?;
+    chain.push(Event {
+        kind: "delivery_attempted",
+        session_id: d.session_id,
+        ticket_id: Some(&d.ticket_id),
+        delivery_id: Some(d.id),
+        detail: Some(json!({"sink": d.sink, "attempt": d.attempts})),
+        ..Default::default()
+    });
     Ok(())
 }
 
@@ -314,12 +388,14 @@ pub enum Outcome {
 
 pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Result<()> {
     let mut tx = store.begin().await?;
-    finish_in(&mut tx, d, outcome).await?;
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    finish_in(&mut tx, &mut chain, d, outcome).await?;
+    chain.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<()> {
+async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outcome: &Outcome) -> Result<()> {
     let now = super::now();
     let (state, kind, attempt_outcome, detail) = match outcome {
         Outcome::Delivered { remote_ref, found_existing } => {
@@ -384,18 +460,14 @@ async fn finish_in(tx: &mut Tx<'_>, d: &Delivery, outcome: &Outcome) -> Result<(
     .bind(d.attempts)
     .execute(&mut **tx)
     .await?;
-    audit::append(
-        tx,
-        Event {
-            kind,
-            session_id: d.session_id,
-            ticket_id: Some(&d.ticket_id),
-            delivery_id: Some(d.id),
-            detail: Some(detail),
-            ..Default::default()
-        },
-    )
-    .await?;
+    chain.push(Event {
+        kind,
+        session_id: d.session_id,
+        ticket_id: Some(&d.ticket_id),
+        delivery_id: Some(d.id),
+        detail: Some(detail),
+        ..Default::default()
+    });
     Ok(())
 }
 

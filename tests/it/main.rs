@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_evidence;
+mod backlog;
 mod bad_data;
 mod cli;
 mod crash;

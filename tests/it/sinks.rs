@@ -401,6 +401,7 @@ impl Run {
             max_backoff: Duration::from_secs(1),
             give_up_after: chrono::Duration::hours(1),
             concurrency: 2,
+            sink_concurrency: Default::default(),
         };
         Run { _dir: dir, store, sinks, sink, policy }
     }

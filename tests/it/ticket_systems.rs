@@ -53,6 +53,7 @@ fn policy() -> DeliveryPolicy {
         max_backoff: Duration::from_secs(1),
         give_up_after: chrono::Duration::hours(1),
         concurrency: 2,
+        sink_concurrency: Default::default(),
     }
 }
 
