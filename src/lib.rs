@@ -14,6 +14,7 @@ pub mod export;
 pub mod health;
 pub mod http;
 pub mod launchers;
+pub mod marker;
 pub mod matcher;
 pub mod metrics;
 pub mod note;
