@@ -46,8 +46,8 @@ fn is_special(c: char) -> bool {
 }
 
 /// Escape vendor text for a Redmine note, whatever the text formatting: every markup
-/// character (see [`is_special`]) as a numeric entity, the dot of the first word of each
-/// line (Textile `h1.`, `bq.`, `pre.`, `bc.`, `notextile.`, `fn1.`; Markdown `1.`) and of
+/// character (see [`is_special`]) as a numeric entity, a dot that ends the first word of a
+/// line (Textile `h1.`, `bq.`, `pre.`, `bc..`, `notextile.`, `fn1.`; Markdown `1.`) and that of
 /// `www.` (auto-links), a `-` that starts a line (lists, rules), and a `:` followed by
 /// anything but a space or a digit after a digit (so no `https://`, `mailto:` or Redmine
 /// `attachment:`/`source:` link can form, while "Start: 22:45:02" stays readable); `@` and
@@ -77,7 +77,9 @@ pub fn escape(s: &str) -> String {
                 && !next.is_none_or(char::is_whitespace)
                 && !(j > 0 && chars[j - 1].is_ascii_digit() && next.is_some_and(|n| n.is_ascii_digit()));
             seen_text = true;
-            if is_special(c) || (c == '.' && (first_word || www)) || lead_dash || colon {
+            // A block signature's dot ends its word (`h1. `, `bc.. `, `1. `); a file name's doesn't.
+            let block_dot = c == '.' && first_word && next.is_none_or(|n| n.is_whitespace() || n == '.');
+            if is_special(c) || block_dot || www || lead_dash || colon {
                 out.push_str(&format!("&#{};", c as u32));
             } else {
                 out.push(c);
@@ -314,14 +316,14 @@ mod tests {
             assert_eq!(t.matches("ticketsync-marker").count(), 1, "{t}");
             // Outside the inlined attachment, no markup character from vendor text is raw.
             let (head, _) = t.split_once("chat&#33;.txt:").expect("attachment header");
-            for bad in ["!", "\"", "<", "[[", "{{", "@", "#1", "www.", "`", "*b*", "_i_", "%{", "=="] {
+            for bad in ["!", "\"", "<", "[[", "{{", "@", " #1", "www.", "`", "*b*", "_i_", "%{", "=="] {
                 assert!(!head.contains(bad), "{fmt:?}: {bad:?} in {head}");
             }
             assert!(!head.contains("https://evil") && !head.contains("https://attacker"), "{head}");
             assert!(head.contains("https://report.example/r?a=1&b=%222%22%21x%21"), "{head}");
             assert!(!head.contains("javascript"), "{head}");
             assert!(head.starts_with("h1&#46; Session"), "{head}");
-            assert!(head.contains("\n1&#46; item\n&#45; item\nh2&#46; x\n[quoted] ticketsync marker&#58;"), "{head}");
+            assert!(head.contains("\n1&#46; item\n&#45; item\nh2&#46; x\n&#91;quoted&#93; ticketsync marker: tsd v1&#58;"), "{head}");
         }
         let textile = render(&hostile(), TextFormatting::Textile, 20_000);
         let pre = textile.split_once("<pre>\n").unwrap().1;
