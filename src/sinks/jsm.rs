@@ -179,12 +179,14 @@ impl TicketSink for JsmSink {
         // The link first: it is an upsert by globalId, so a retry after a lost answer (when
         // the marker scan then finds the comment) still leaves exactly one link.
         if self.remote_links {
-            if let Some(link) = note.links.first() {
+            // Only an http(s) target becomes a link (`Note::sanitized`).
+            let safe = note.sanitized();
+            if let Some(link) = safe.links.first() {
                 let body = json!({
                     "globalId": global_id(&note.marker),
                     "application": {"type": "org.ticketsync", "name": "ticketsync"},
                     "relationship": "remote support session",
-                    "object": {"url": link.url, "title": note.title, "summary": link.label},
+                    "object": {"url": link.url, "title": safe.title, "summary": link.label},
                 });
                 self.call(self.http.post(format!("{}/rest/api/2/issue/{key}/remotelink", self.base)).json(&body))
                     .await?;
