@@ -114,11 +114,18 @@ impl Default for NotesConfig {
 impl NotesConfig {
     /// The configured marker key, if any (see [`NotesConfig::marker_key`]).
     pub fn marker_key_value(&self) -> Result<Option<crate::marker::MarkerKey>, ConfigError> {
-        let Some(s) = resolve_secret("notes.marker_key", self.marker_key.as_ref(), self.marker_key_file.as_deref(), "marker_key")?
+        let Some(s) = resolve_secret(
+            "notes.marker_key",
+            self.marker_key.as_ref(),
+            self.marker_key_file.as_deref(),
+            "marker_key",
+        )?
         else {
             return Ok(None);
         };
-        crate::marker::MarkerKey::new(s.expose_secret().as_bytes()).map(Some).map_err(|e| key_err("notes.marker_key", e.to_string()))
+        crate::marker::MarkerKey::new(s.expose_secret().as_bytes())
+            .map(Some)
+            .map_err(|e| key_err("notes.marker_key", e.to_string()))
     }
 }
 

@@ -102,10 +102,11 @@ pub fn v1(source: &str, id: &str, kind: &str) -> String {
     format!("tsd:v1:{source}:{id}:{kind}")
 }
 
-/// Percent-encode what could split the marker or its line (`:`, `%`, whitespace, control
-/// characters and anything outside a small ASCII set): an external id comes from a vendor.
+/// Percent-encode everything but ASCII letters, digits and `-`: an external id comes from a
+/// vendor, and the marker line is written unescaped, so nothing in it may split the marker
+/// (`:`), the line, or form markup or an auto-link (`.` of `www.`, `@` of an address).
 fn encode_part(s: &str) -> Cow<'_, str> {
-    let ok = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=@".contains(&b);
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
     if s.bytes().all(ok) {
         return Cow::Borrowed(s);
     }
@@ -214,7 +215,9 @@ pub fn neutralise(text: &str) -> Cow<'_, str> {
 /// with `tsd v`, so that neither the line prefix nor a marker survives as a substring.
 fn break_tokens(line: &str) -> String {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| regex::Regex::new(r"(?i)(ticketsync)\s*[-‐‑‒–—_]\s*(marker)|(tsd)\s*:\s*(v)").expect("valid regex"));
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"(?i)(ticketsync)\s*[-‐‑‒–—_]\s*(marker)|(tsd)\s*:\s*(v)").expect("valid regex")
+    });
     re.replace_all(line, |c: &regex::Captures<'_>| match (c.get(1), c.get(2), c.get(3), c.get(4)) {
         (Some(a), Some(b), _, _) => format!("{} {}", a.as_str(), b.as_str()),
         (_, _, Some(a), Some(b)) => format!("{} {}", a.as_str(), b.as_str()),
@@ -229,7 +232,8 @@ pub fn is_safe_url(url: &str) -> bool {
     if url.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible(c)) {
         return false;
     }
-    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+    url::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 #[cfg(test)]
@@ -258,8 +262,8 @@ mod tests {
 
     #[test]
     fn hostile_ids_cannot_split_the_marker() {
-        let m = key().marker("zoom", "a:b\nticketsync-marker: x %", "report");
-        assert!(!m.contains('\n') && !m.contains(' '), "{m}");
+        let m = key().marker("zoom", "a:b\nticketsync-marker: x %@www.evil.example", "report");
+        assert!(!m.contains('\n') && !m.contains(' ') && !m.contains('@') && !m.contains('.'), "{m}");
         assert_eq!(m.split(':').count(), 6, "{m}");
         assert!(key().verify(&m));
     }
@@ -301,7 +305,16 @@ mod tests {
     fn only_http_links_are_safe() {
         assert!(is_safe_url("https://start.teamviewer.com/123"));
         assert!(is_safe_url("http://127.0.0.1:8080/x?a=1"));
-        for bad in ["javascript:alert(1)", "data:text/html,x", "JaVaScRiPt:alert(1)", "file:///etc/passwd", "/relative", "https://x y", "vbscript:x", "https://"] {
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "JaVaScRiPt:alert(1)",
+            "file:///etc/passwd",
+            "/relative",
+            "https://x y",
+            "vbscript:x",
+            "https://",
+        ] {
             assert!(!is_safe_url(bad), "{bad}");
         }
     }

@@ -64,7 +64,7 @@ impl Note {
     /// that mentions the marker prefix neutralised ([`crate::marker::neutralise`]), and only
     /// the links whose target is an absolute http(s) URL kept. The marker is ours and stays.
     pub fn sanitized(&self) -> Note {
-        use crate::marker::{is_safe_url, neutralise};
+        use crate::marker::{is_safe_url, mentions_marker, neutralise};
         let n = |s: &str| neutralise(s).into_owned();
         Note {
             title: n(&self.title),
@@ -72,14 +72,19 @@ impl Note {
             links: self
                 .links
                 .iter()
-                .filter(|l| is_safe_url(l.url.trim()))
+                // A target that spells the marker prefix is no session link: dropped with the rest.
+                .filter(|l| is_safe_url(l.url.trim()) && !mentions_marker(&l.url))
                 .map(|l| Link { label: n(&l.label), url: l.url.trim().to_string() })
                 .collect(),
             body: self.body.as_deref().map(n),
             attachments: self
                 .attachments
                 .iter()
-                .map(|a| Attachment { filename: n(&a.filename), content_type: a.content_type.clone(), text: n(&a.text) })
+                .map(|a| Attachment {
+                    filename: n(&a.filename),
+                    content_type: a.content_type.clone(),
+                    text: n(&a.text),
+                })
                 .collect(),
             visibility: self.visibility,
             marker: self.marker.clone(),

@@ -240,7 +240,7 @@ impl crate::store::PageHook for InlineMatch {
         let hits = TicketFieldHits::new();
         let key = match &self.marker_key {
             Some(k) => k.clone(),
-            None => crate::store::secrets::marker_key(&mut **tx).await?,
+            None => crate::store::secrets::marker_key(tx).await?,
         };
         let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz, marker_key: &key };
         // `upsert_many(.., matched_here)` inserted them marked examined.

@@ -297,7 +297,12 @@ async fn add_followup(
     let fid = g.next_id;
     g.next_id += 1;
     let is_private = input["is_private"].as_i64() == Some(1) || input["is_private"].as_bool() == Some(true);
-    g.tickets.get_mut(&items_id).expect("checked").push(Followup { id: fid, content: encode(content), is_private, users_id: 2 });
+    g.tickets.get_mut(&items_id).expect("checked").push(Followup {
+        id: fid,
+        content: encode(content),
+        is_private,
+        users_id: 2,
+    });
     (StatusCode::CREATED, Json(json!({"id": fid, "message": ""}))).into_response()
 }
 

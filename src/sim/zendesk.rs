@@ -214,7 +214,13 @@ async fn put_ticket(
     g.next_id += 2;
     let public = c["public"].as_bool().unwrap_or(true);
     let plain = super::html::to_text(&html);
-    g.tickets.get_mut(&id).expect("checked").push(Comment { id: cid, html_body: html, plain_body: plain, public, author_id: 1 });
+    g.tickets.get_mut(&id).expect("checked").push(Comment {
+        id: cid,
+        html_body: html,
+        plain_body: plain,
+        public,
+        author_id: 1,
+    });
     for f in v["ticket"]["custom_fields"].as_array().into_iter().flatten() {
         if let Some(fid) = f["id"].as_u64() {
             g.fields.entry(id).or_default().insert(fid, f["value"].clone());

@@ -43,8 +43,7 @@ pub fn to_html(note: &Note) -> String {
     let lines = |s: &str| s.trim_end().lines().map(escape_html).collect::<Vec<_>>().join("<br>\n");
     let mut out = format!("<p><strong>{}</strong></p>\n", lines(&note.title));
     if !note.fields.is_empty() {
-        let ls: Vec<String> =
-            note.fields.iter().map(|f| format!("{}: {}", lines(&f.label), lines(&f.value))).collect();
+        let ls: Vec<String> = note.fields.iter().map(|f| format!("{}: {}", lines(&f.label), lines(&f.value))).collect();
         out.push_str(&format!("<p>{}</p>\n", ls.join("<br>\n")));
     }
     if !note.links.is_empty() {
@@ -122,7 +121,9 @@ fn wiki_text(s: &str) -> String {
     for c in s.chars() {
         match c {
             '\n' | '\r' => out.push(' '),
-            c if c.is_ascii_punctuation() && !matches!(c, '.' | ',' | '/' | '\'' | '"' | ';' | '=' | '%' | '&' | '$') => {
+            c if c.is_ascii_punctuation()
+                && !matches!(c, '.' | ',' | '/' | '\'' | '"' | ';' | '=' | '%' | '&' | '$') =>
+            {
                 out.push('\\');
                 out.push(c);
             }
@@ -304,7 +305,11 @@ mod tests {
                 Link { label: "data".into(), url: "data:text/html,<script>x</script>".into() },
             ],
             body: Some(format!("Technician notes: {evil}\nticketsync-marker: tsd:v1:teamviewer:B:report\n")),
-            attachments: vec![Attachment { filename: "chat.txt".into(), content_type: "text/plain".into(), text: format!("{evil}\n</pre><pre>\nticketsync-marker: tsd:v1:x:y:report") }],
+            attachments: vec![Attachment {
+                filename: "chat.txt".into(),
+                content_type: "text/plain".into(),
+                text: format!("{evil}\n</pre><pre>\nticketsync-marker: tsd:v1:x:y:report"),
+            }],
             visibility: Visibility::Internal,
             marker: "tsd:v2:t:1:report:00112233445566778899aabbccddeeff".into(),
         }

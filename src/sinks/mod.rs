@@ -7,6 +7,7 @@ pub mod freshservice;
 pub mod glpi;
 pub mod jsm;
 pub mod redmine;
+pub mod render_check;
 pub mod routing;
 pub mod webhook;
 pub mod zendesk;

@@ -40,8 +40,26 @@ pub enum TextFormatting {
 fn is_special(c: char) -> bool {
     matches!(
         c,
-        '&' | '<' | '>' | '"' | '!' | '[' | ']' | '{' | '}' | '|' | '*' | '_' | '+' | '^' | '~' | '@' | '#' | '\\' | '`'
-            | '%' | '='
+        '&' | '<'
+            | '>'
+            | '"'
+            | '!'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '|'
+            | '*'
+            | '_'
+            | '+'
+            | '^'
+            | '~'
+            | '@'
+            | '#'
+            | '\\'
+            | '`'
+            | '%'
+            | '='
     )
 }
 
@@ -295,7 +313,9 @@ mod tests {
                 Link { label: "Report".into(), url: "https://report.example/r?a=1&b=\"2\"!x!".into() },
                 Link { label: "bad".into(), url: "javascript:alert(1)".into() },
             ],
-            body: Some(format!("Technician notes: {evil}\n1. item\n- item\nh2. x\nticketsync-marker: tsd:v1:teamviewer:B:report")),
+            body: Some(format!(
+                "Technician notes: {evil}\n1. item\n- item\nh2. x\nticketsync-marker: tsd:v1:teamviewer:B:report"
+            )),
             attachments: vec![Attachment {
                 filename: "chat!.txt".into(),
                 content_type: "text/plain".into(),
@@ -323,7 +343,10 @@ mod tests {
             assert!(head.contains("https://report.example/r?a=1&b=%222%22%21x%21"), "{head}");
             assert!(!head.contains("javascript"), "{head}");
             assert!(head.starts_with("h1&#46; Session"), "{head}");
-            assert!(head.contains("\n1&#46; item\n&#45; item\nh2&#46; x\n&#91;quoted&#93; ticketsync marker: tsd v1&#58;"), "{head}");
+            assert!(
+                head.contains("\n1&#46; item\n&#45; item\nh2&#46; x\n&#91;quoted&#93; ticketsync marker: tsd v1&#58;"),
+                "{head}"
+            );
         }
         let textile = render(&hostile(), TextFormatting::Textile, 20_000);
         let pre = textile.split_once("<pre>\n").unwrap().1;

@@ -314,7 +314,10 @@ impl Target {
             Backend::SimRedmine(sim) => sim
                 .journals(ticket.parse().expect("sim ticket id"))
                 .into_iter()
-                .map(|j| Posted { text: ticketsync::sinks::common::decode_entities(&j.notes), private: j.private_notes })
+                .map(|j| Posted {
+                    text: ticketsync::sinks::common::decode_entities(&j.notes),
+                    private: j.private_notes,
+                })
                 .collect(),
             Backend::SimWebhook(sim) => sim
                 .accepted()
