@@ -20,6 +20,7 @@ NAMES=(
   "5 bad data quarantined"
   "6 disk and database"
   "7 canary secrets"
+  "8 forged markers and markup"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -29,6 +30,7 @@ FILTERS=(
   "malformed bad_data"
   "faults::an_auditors disk_full"
   "canary_secrets"
+  "markers::"
 )
 LOG=target/faults.log
 mkdir -p target

@@ -226,14 +226,21 @@ fn break_tokens(line: &str) -> String {
     .into_owned()
 }
 
-/// Whether a link target may appear in a note: absolute http(s) only, so no `javascript:`,
-/// `data:`, `file:` or relative link ever reaches a ticket.
+/// Link schemes besides http(s) that a note may carry: the Splashtop Business app link
+/// (`st-business://com.splashtop.business/?sos=…`) that ticketsync builds itself for the
+/// technician's session-links note, and that only opens the Splashtop app.
+pub const APP_SCHEMES: &[&str] = &["st-business"];
+
+/// Whether a link target may appear in a note: absolute http(s) (or an [`APP_SCHEMES`] app
+/// link) with a host, so no `javascript:`, `data:`, `file:` or relative link reaches a ticket.
 pub fn is_safe_url(url: &str) -> bool {
     if url.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible(c)) {
         return false;
     }
-    url::Url::parse(url)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+    url::Url::parse(url).is_ok_and(|u| {
+        (matches!(u.scheme(), "http" | "https") || APP_SCHEMES.contains(&u.scheme()))
+            && u.host_str().is_some_and(|h| !h.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -305,6 +312,7 @@ mod tests {
     fn only_http_links_are_safe() {
         assert!(is_safe_url("https://start.teamviewer.com/123"));
         assert!(is_safe_url("http://127.0.0.1:8080/x?a=1"));
+        assert!(is_safe_url("st-business://com.splashtop.business/?sos=123&category=40"));
         for bad in [
             "javascript:alert(1)",
             "data:text/html,x",

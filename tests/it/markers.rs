@@ -357,7 +357,8 @@ async fn forged_markers(kind: &str) {
     let e_copies = sys.texts(&ticket).await.iter().filter(|t| t.contains(&e.marker)).count();
     assert_eq!(e_copies, 2, "the person's quote and E's own note on {kind}");
     println!(
-        "forged markers on {kind}: B copies {b_copies}, C copies {c_copies}, v1 copies {v1_copies}, E notes {e_copies}"
+        "forged markers on {kind}: B landed {b_copies} (duplicates {}), C {c_copies}, v1 {v1_copies}, E notes {e_copies} (the person's quote and E's own)",
+        b_copies + c_copies + v1_copies - 3
     );
 }
 
