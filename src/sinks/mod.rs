@@ -100,7 +100,9 @@ pub trait TicketSink: Send + Sync {
 
     fn capabilities(&self) -> Capabilities;
 
-    /// Look through the ticket's own notes (direct listing, never search) for `marker`.
+    /// Look through the ticket's own notes (direct listing, never search) for a note whose
+    /// last line is `marker`'s line and, where the system names authors, that the API user
+    /// wrote (issue 14: a marker quoted anywhere else proves nothing).
     /// Sinks without `marker_scan` return `Ok(None)` and rely on their idempotency key.
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError>;
 
