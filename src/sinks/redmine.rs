@@ -107,6 +107,58 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// The note's free text, [`escape`]d line by line, except that a Markdown-style table
+/// (`| a | b |` rows, e.g. Splashtop's file transfers) stays a table: its pipes are kept and
+/// every cell escaped; the header row (one followed by a `|---|` line) becomes Textile's
+/// `|_. ` header, or keeps its separator for Markdown and CommonMark. A vendor line shaped
+/// like a row becomes a table row too; its cells are escaped like any text.
+fn escape_body(body: &str, fmt: TextFormatting) -> String {
+    let body = body.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<&str> = body.split('\n').collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(cells) = table_row(lines[i]) else {
+            out.push(escape(lines[i]));
+            i += 1;
+            continue;
+        };
+        let header = lines.get(i + 1).and_then(|l| table_row(l)).is_some_and(|r| is_separator(&r));
+        let cells: Vec<String> = cells.iter().map(|c| escape(&c.replace("\\|", "|"))).collect();
+        match (fmt, header) {
+            (TextFormatting::Textile, true) => out.push(format!("|_. {} |", cells.join(" |_. "))),
+            (_, true) => {
+                out.push(format!("| {} |", cells.join(" | ")));
+                out.push(format!("|{}|", vec!["---"; cells.len()].join("|")));
+            }
+            (_, false) => out.push(format!("| {} |", cells.join(" | "))),
+        }
+        i += if header { 2 } else { 1 };
+    }
+    out.join("\n")
+}
+
+/// The cells of a `| a | b |` line; a `\\|` inside a cell is a literal pipe (kept escaped).
+fn table_row(line: &str) -> Option<Vec<String>> {
+    let t = line.trim();
+    let inner = t.strip_prefix('|')?.strip_suffix('|').filter(|_| t.len() >= 2 && !t.ends_with("\\|"))?;
+    let mut cells = vec![String::new()];
+    let mut prev = ' ';
+    for c in inner.chars() {
+        if c == '|' && prev != '\\' {
+            cells.push(String::new());
+        } else {
+            cells.last_mut().expect("one cell at least").push(c);
+        }
+        prev = c;
+    }
+    Some(cells.into_iter().map(|c| c.trim().to_string()).collect())
+}
+
+fn is_separator(cells: &[String]) -> bool {
+    cells.iter().all(|c| !c.is_empty() && c.trim_matches(':').chars().all(|ch| ch == '-') && c.contains('-'))
+}
+
 /// An http(s) link target as Redmine auto-links it: characters that could end the URL
 /// early or start markup around it percent-encoded.
 fn link_target(u: &str) -> String {
@@ -161,7 +213,7 @@ pub fn render(note: &Note, fmt: TextFormatting, inline_limit: usize) -> String {
     }
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
         out.push('\n');
-        out.push_str(&escape(body.trim_end()));
+        out.push_str(&escape_body(body.trim_end(), fmt));
         out.push('\n');
     }
     let mut text = out.trim_end().to_string();
@@ -354,6 +406,18 @@ mod tests {
         assert!(!pre.to_ascii_lowercase().contains("<pre") && !pre.to_ascii_lowercase().contains("</pre"), "{pre}");
         let md = render(&hostile(), TextFormatting::CommonMark, 20_000);
         assert!(md.contains("\n~~~~\n"), "a fence longer than the ~~~ inside: {md}");
+    }
+
+    #[test]
+    fn body_tables_stay_tables_with_escaped_cells() {
+        let body = "Files:\n| Time | File |\n|---|---|\n| 09:10 | fix\\|it [1]!x!.reg |\n| a | b";
+        let t = escape_body(body, TextFormatting::Textile);
+        assert_eq!(
+            t,
+            "Files:\n|_. Time |_. File |\n| 09:10 | fix&#124;it &#91;1&#93;&#33;x&#33;.reg |\n&#124; a &#124; b"
+        );
+        let m = escape_body(body, TextFormatting::CommonMark);
+        assert!(m.starts_with("Files:\n| Time | File |\n|---|---|\n| 09:10 | fix&#124;it"), "{m}");
     }
 
     #[test]

@@ -91,7 +91,23 @@ fn redmine(note: &Note, fmt: TextFormatting) {
     static ENTITY: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let entity = ENTITY.get_or_init(|| regex::Regex::new("&#[0-9]+;").expect("valid regex"));
     let stripped = entity.replace_all(head, "\u{fffd}");
-    let head = stripped.as_ref();
+    // A table row's structure is ours (pipes, Textile's `|_. ` header, a `|---|` separator);
+    // its cells must be as clean as any text.
+    let structure: Vec<String> = stripped
+        .lines()
+        .map(|l| {
+            let t = l.trim();
+            if t.len() >= 2 && t.starts_with('|') && t.ends_with('|') {
+                if t.chars().all(|c| matches!(c, '|' | '-')) {
+                    return String::new();
+                }
+                return t.replace("|_. ", " ").replace('|', " ");
+            }
+            l.to_string()
+        })
+        .collect();
+    let joined = structure.join("\n");
+    let head = joined.as_str();
     for c in ['!', '"', '<', '>', '[', ']', '{', '}', '|', '*', '_', '+', '^', '~', '@', '#', '\\', '`', '%', '='] {
         assert!(!head.contains(c), "{fmt:?}: raw {c:?} in {head:?}");
     }

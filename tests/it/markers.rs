@@ -434,7 +434,9 @@ async fn hostile_note_renders_as_text_on_real_redmine() {
             ticketsync::note::Link { label: "Report".into(), url: "https://report.example.com/r/1".into() },
             ticketsync::note::Link { label: "Evil".into(), url: "javascript:alert(1)".into() },
         ],
-        body: Some(format!("Technician notes: {evil}\nbq. quoted\n* list\n| a | b |")),
+        body: Some(format!(
+            "Technician notes: {evil}\nbq. quoted\n* list\n| a | b |\n\nFile transfers (1):\n| Time | File |\n|---|---|\n| !https://attacker.example/t.png! | \"x\":https://evil.example {{{{toc}}}} |"
+        )),
         attachments: vec![ticketsync::note::Attachment {
             filename: "chat.txt".into(),
             content_type: "text/plain".into(),
@@ -464,6 +466,7 @@ async fn hostile_note_renders_as_text_on_real_redmine() {
     assert_eq!(hrefs, vec!["https://report.example.com/r/1"], "only the note's own link: {html}");
     assert!(!html.contains("<b>") && !html.contains("<h1") && !html.contains("<blockquote"), "{html}");
     assert!(html.contains("Reset password"), "the text is still there: {html}");
+    assert!(html.contains("<table") && html.contains("<th"), "the file-transfer table stays a table: {html}");
     // The scan still finds the note (final line, API user).
     assert!(sink.find_marker(&ticket, &note.marker).await.unwrap().is_some());
 }

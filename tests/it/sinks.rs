@@ -852,7 +852,10 @@ async fn case_splashtop_note(t: &Target) {
         "| upload | fix\\|it.reg | 312 B |",
         "Technician notes: Reinstalled Outlook",
     ] {
-        assert!(p.text.contains(want), "{want:?} missing from {}", p.text);
+        // Redmine writes a pipe inside a table cell as an entity, which reads as a plain `|`.
+        let redmine = matches!(t.backend, Backend::RealRedmine { .. } | Backend::SimRedmine(_));
+        let want = if redmine { want.replace("\\|", "|") } else { want.to_string() };
+        assert!(p.text.contains(&want), "{want:?} missing from {}", p.text);
     }
     let transcript_line = "[2025-05-01T09:02:00Z] Jane: secret: my password is hunter2";
     match &t.backend {
