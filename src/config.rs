@@ -901,4 +901,17 @@ mod tests {
         let err = c.check_secrets().unwrap_err().to_string();
         assert!(err.starts_with("sinks.webhook.secret"), "{err}");
     }
+
+    #[test]
+    fn marker_key_is_optional_and_at_least_16_bytes() {
+        assert!(load("").unwrap().notes.marker_key_value().unwrap().is_none());
+        let c = load("[notes]\nmarker_key = \"0123456789abcdef-shared\"\n").unwrap();
+        let k = c.notes.marker_key_value().unwrap().expect("configured");
+        assert_eq!(k.bytes(), b"0123456789abcdef-shared");
+        let c = load("[notes]\nmarker_key = \"short\"\n").unwrap();
+        let err = c.check_secrets().unwrap_err().to_string();
+        assert!(err.starts_with("notes.marker_key") && err.contains("16 bytes"), "{err}");
+        let c = load("[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\ntext_formatting = \"common_mark\"\n").unwrap();
+        assert_eq!(c.sinks.redmine.unwrap().text_formatting, crate::sinks::redmine::TextFormatting::CommonMark);
+    }
 }
