@@ -201,8 +201,11 @@ pub fn neutralise(text: &str) -> Cow<'_, str> {
             out.push('\n');
         }
         if mentions_marker(line) {
-            out.push_str("[quoted] ");
             let visible: String = line.chars().filter(|c| !is_invisible(*c)).collect();
+            // Idempotent: a line neutralised before keeps its one prefix.
+            if !visible.starts_with("[quoted] ") {
+                out.push_str("[quoted] ");
+            }
             out.push_str(&break_tokens(&visible));
         } else {
             out.push_str(line);
@@ -305,6 +308,8 @@ mod tests {
             assert!(parse_line(&n).is_none());
         }
         assert_eq!(neutralise("plain\ntext"), "plain\ntext");
+        let once = neutralise("x\nticket\u{200b}sync-marker: tsd:v2:a\ny").into_owned();
+        assert_eq!(neutralise(&once), once, "idempotent");
         assert_eq!(neutralise("a\nticketsync-marker: y\nb"), "a\n[quoted] ticketsync marker: y\nb");
     }
 
