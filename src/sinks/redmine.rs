@@ -38,29 +38,8 @@ pub enum TextFormatting {
 /// reference in Textile, Redmine's Markdown or CommonMark. Written as numeric entities,
 /// which all three render as the plain character (checked on a real Redmine).
 fn is_special(c: char) -> bool {
-    matches!(
-        c,
-        '&' | '<'
-            | '>'
-            | '"'
-            | '!'
-            | '['
-            | ']'
-            | '{'
-            | '}'
-            | '|'
-            | '*'
-            | '_'
-            | '+'
-            | '^'
-            | '~'
-            | '@'
-            | '#'
-            | '\\'
-            | '`'
-            | '%'
-            | '='
-    )
+    const SPECIAL: &str = "&<>\"![]{}|*_+^~@#\\`%=";
+    SPECIAL.contains(c)
 }
 
 /// Escape vendor text for a Redmine note, whatever the text formatting: every markup
