@@ -28,6 +28,7 @@ NAMES=(
   "8 hostile HTTP: redirects, endless bodies, plain http, listener floods, webhook replay"
   "9 audit evidence"
   "10 backlog under a Retry-After storm (holds per system)"
+  "11 forged markers and markup"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -40,6 +41,7 @@ FILTERS=(
   "hostile_http::"
   "audit_evidence"
   "backlog::redmine_retry_after_holds backlog::backlog_under_retry_after_storm"
+  "markers::"
 )
 LOG=target/faults.log
 mkdir -p target

@@ -59,7 +59,8 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>>
             Arc::new(
                 RedmineSink::new("redmine", &r.url, key, r.private_notes, r.outbound().client(timeout)?)
                     .with_inline_limit(cfg.notes.inline_attachment_max_chars)
-                    .with_max_response_bytes(r.outbound().limit()),
+                    .with_max_response_bytes(r.outbound().limit())
+                    .with_text_formatting(r.text_formatting),
             ),
         );
     }
@@ -90,6 +91,11 @@ impl App {
     }
 
     pub fn with_store(config: Config, store: Store) -> Result<App> {
+        // A configured marker key replaces the store's own for every note queued from here.
+        let store = match config.notes.marker_key_value()? {
+            Some(k) => store.with_marker_key(k),
+            None => store,
+        };
         let mut sources: Vec<(Arc<dyn Source>, String)> = Vec::new();
         if let Some(tv) = config.sources.teamviewer.as_ref().filter(|t| t.enabled) {
             sources.push((Arc::new(TeamViewerSource::new(tv, &store)?), tv.schedule.clone()));
@@ -113,7 +119,10 @@ impl App {
         }
         let policy = DeliveryPolicy::from_config(&config.outbox).with_sink_concurrency(config.sinks.concurrency());
         let store = match crate::pipeline::InlineMatch::for_rules(&rules, &routes, config.notes_tz()) {
-            Some(m) => store.with_page_hook(Arc::new(m)),
+            Some(m) => {
+                let m = m.with_marker_key(store.marker_key().clone());
+                store.with_page_hook(Arc::new(m))
+            }
             None => store,
         };
         Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy })

@@ -153,10 +153,33 @@ pub struct NotesConfig {
     /// Sinks that cannot attach files (Redmine private notes) put attachments such as chat
     /// transcripts inline, cut at this many characters; the full text stays in the database.
     pub inline_attachment_max_chars: usize,
+    /// The key of the notes' marker MAC (at least 16 bytes of text). Unset: the key kept in
+    /// the store (`store_secrets`), generated at first start. Set it (here, `marker_key_file`,
+    /// the systemd credential `marker_key` or `TICKETSYNC__NOTES__MARKER_KEY`) only to share a
+    /// key between stores; changing it does not affect notes already queued.
+    pub marker_key: Option<SecretString>,
+    pub marker_key_file: Option<PathBuf>,
 }
 impl Default for NotesConfig {
     fn default() -> Self {
-        Self { timezone: "UTC".into(), inline_attachment_max_chars: 20_000 }
+        Self { timezone: "UTC".into(), inline_attachment_max_chars: 20_000, marker_key: None, marker_key_file: None }
+    }
+}
+impl NotesConfig {
+    /// The configured marker key, if any (see [`NotesConfig::marker_key`]).
+    pub fn marker_key_value(&self) -> Result<Option<crate::marker::MarkerKey>, ConfigError> {
+        let Some(s) = resolve_secret(
+            "notes.marker_key",
+            self.marker_key.as_ref(),
+            self.marker_key_file.as_deref(),
+            "marker_key",
+        )?
+        else {
+            return Ok(None);
+        };
+        crate::marker::MarkerKey::new(s.expose_secret().as_bytes())
+            .map(Some)
+            .map_err(|e| key_err("notes.marker_key", e.to_string()))
     }
 }
 
@@ -512,6 +535,11 @@ pub struct RedmineConfig {
     /// Session notes are private notes (visible to agents only).
     #[serde(default = "yes")]
     pub private_notes: bool,
+    /// Redmine's text formatting (Administration > Settings > General): `textile` (default),
+    /// `markdown` or `common_mark`. Vendor text is escaped for all three; this picks how
+    /// inlined attachments are fenced (`<pre>` or a code fence).
+    #[serde(default)]
+    pub text_formatting: crate::sinks::redmine::TextFormatting,
     /// Only tickets whose id matches this regex go to this sink.
     #[serde(default)]
     pub tickets: Option<String>,
@@ -871,6 +899,7 @@ impl Config {
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
         self.http.metrics_token_secret()?;
+        self.notes.marker_key_value()?;
         self.sinks.extra().check_secrets()?;
         Ok(())
     }
@@ -1112,5 +1141,18 @@ mod tests {
         let c = load("[sinks.webhook]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
         let err = c.check_secrets().unwrap_err().to_string();
         assert!(err.starts_with("sinks.webhook.secret"), "{err}");
+    }
+
+    #[test]
+    fn marker_key_is_optional_and_at_least_16_bytes() {
+        assert!(load("").unwrap().notes.marker_key_value().unwrap().is_none());
+        let c = load("[notes]\nmarker_key = \"0123456789abcdef-shared\"\n").unwrap();
+        let k = c.notes.marker_key_value().unwrap().expect("configured");
+        assert_eq!(k.bytes(), b"0123456789abcdef-shared");
+        let c = load("[notes]\nmarker_key = \"short\"\n").unwrap();
+        let err = c.check_secrets().unwrap_err().to_string();
+        assert!(err.starts_with("notes.marker_key") && err.contains("16 bytes"), "{err}");
+        let c = load("[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\ntext_formatting = \"common_mark\"\n").unwrap();
+        assert_eq!(c.sinks.redmine.unwrap().text_formatting, crate::sinks::redmine::TextFormatting::CommonMark);
     }
 }

@@ -242,7 +242,9 @@ secret_file = "{whf}"
             println!("  #{id}: (nothing)");
         }
         for j in js {
-            let first = j.notes.lines().next().unwrap_or("");
+            // As the agent reads it: vendor text is entity-escaped for Textile/Markdown.
+            let notes = crate::sinks::common::decode_entities(&j.notes);
+            let first = notes.lines().next().unwrap_or("");
             println!("  #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
         }
     }
@@ -266,21 +268,21 @@ secret_file = "{whf}"
     if let Some(j) = redmine.journals(101).first() {
         println!();
         println!("The note on ticket #101:");
-        for l in j.notes.lines() {
+        for l in crate::sinks::common::decode_entities(&j.notes).lines() {
             println!("  | {l}");
         }
     }
     if let Some(j) = redmine.journals(104).iter().find(|j| j.notes.starts_with("Splashtop session")) {
         println!();
         println!("The Splashtop note on ticket #104 (transcript inline: Redmine uploads are public):");
-        for l in j.notes.lines() {
+        for l in crate::sinks::common::decode_entities(&j.notes).lines() {
             println!("  | {l}");
         }
     }
     if let Some(j) = redmine.journals(105).iter().find(|j| j.notes.starts_with("Zoom session")) {
         println!();
         println!("The Zoom note on ticket #105:");
-        for l in j.notes.lines() {
+        for l in crate::sinks::common::decode_entities(&j.notes).lines() {
             println!("  | {l}");
         }
     }

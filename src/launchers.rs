@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::note::{Field, Link, Note, Visibility};
-use crate::report::marker;
 use crate::sources::teamviewer::{self, TeamViewerApi};
 
 pub mod meetings;
@@ -93,7 +92,7 @@ async fn teamviewer_case(
         ),
         attachments: vec![],
         visibility: Visibility::Internal,
-        marker: marker("teamviewer", &crate::session::normalize_code(&code), "session_links"),
+        marker: app.store.marker_key().marker("teamviewer", &crate::session::normalize_code(&code), "session_links"),
     };
     let customer = created.end_customer_link.as_ref().map(|l| Note {
         title: "Remote support session".into(),
@@ -102,7 +101,7 @@ async fn teamviewer_case(
         body: Some("Open the link above to let our technician connect to your computer.".into()),
         attachments: vec![],
         visibility: Visibility::Public,
-        marker: marker("teamviewer", &crate::session::normalize_code(&code), "customer_link"),
+        marker: app.store.marker_key().marker("teamviewer", &crate::session::normalize_code(&code), "customer_link"),
     });
     // The link and the notes are committed together: a crash after the vendor call but
     // before this commit leaves a service case with no ticket link (recoverable with
@@ -182,7 +181,7 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
         )),
         attachments: vec![],
         visibility: Visibility::Internal,
-        marker: marker("splashtop", &code_norm, "session_links"),
+        marker: app.store.marker_key().marker("splashtop", &code_norm, "session_links"),
     };
     let customer = Note {
         title: "Remote support session".into(),
@@ -193,7 +192,7 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
         ),
         attachments: vec![],
         visibility: Visibility::Public,
-        marker: marker("splashtop", &code_norm, "customer_link"),
+        marker: app.store.marker_key().marker("splashtop", &code_norm, "customer_link"),
     };
     let mut tx = app.store.begin().await?;
     let link_id =

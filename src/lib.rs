@@ -15,6 +15,7 @@ pub mod health;
 pub mod holds;
 pub mod http;
 pub mod launchers;
+pub mod marker;
 pub mod matcher;
 pub mod metrics;
 pub mod note;

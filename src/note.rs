@@ -47,40 +47,75 @@ pub struct Note {
     #[serde(default)]
     pub attachments: Vec<Attachment>,
     pub visibility: Visibility,
-    /// Stable marker, e.g. `tsd:v1:teamviewer:<id>:report`; the sink writes it into the
-    /// note so a later scan can prove the note already landed.
+    /// Stable marker, `tsd:v2:teamviewer:<id>:report:<mac>` (v1 without the MAC for notes
+    /// queued before issue 14); the sink writes it as the note's last line so a later scan
+    /// can prove the note already landed.
     pub marker: String,
 }
 
 impl Note {
-    /// The footer line carrying the marker. Every sink uses this exact text so that a scan
-    /// only has to look for [`Note::marker`] as a substring.
+    /// The footer line carrying the marker: the note's last line in every sink, where a
+    /// scan accepts it ([`crate::marker::ends_with_marker`]).
     pub fn marker_line(&self) -> String {
-        format!("ticketsync-marker: {}", self.marker)
+        format!("{}{}", crate::marker::LINE_PREFIX, self.marker)
     }
 
-    /// Plain-text rendering that reads well in Textile, Markdown and plain text alike:
-    /// one field per line, bare URLs (auto-linked by every system we target).
+    /// This note as every sink must render it (issue 14): each line of vendor-supplied text
+    /// that mentions the marker prefix neutralised ([`crate::marker::neutralise`]), and only
+    /// the links whose target is an absolute http(s) URL kept. The marker is ours and stays.
+    pub fn sanitized(&self) -> Note {
+        use crate::marker::{is_safe_url, mentions_marker, neutralise};
+        let n = |s: &str| neutralise(s).into_owned();
+        Note {
+            title: n(&self.title),
+            fields: self.fields.iter().map(|f| Field { label: n(&f.label), value: n(&f.value) }).collect(),
+            links: self
+                .links
+                .iter()
+                // A target that spells the marker prefix is no session link: dropped with the rest.
+                .filter(|l| is_safe_url(l.url.trim()) && !mentions_marker(&l.url))
+                .map(|l| Link { label: n(&l.label), url: l.url.trim().to_string() })
+                .collect(),
+            body: self.body.as_deref().map(n),
+            attachments: self
+                .attachments
+                .iter()
+                .map(|a| Attachment {
+                    filename: n(&a.filename),
+                    content_type: a.content_type.clone(),
+                    text: n(&a.text),
+                })
+                .collect(),
+            visibility: self.visibility,
+            marker: self.marker.clone(),
+        }
+    }
+
+    /// Plain-text rendering (the webhook's `text`): one field per line, bare URLs, vendor
+    /// text [`Note::sanitized`], the marker line last. Not markup-escaped: sinks that render
+    /// markup have their own renderer.
     pub fn to_plain_text(&self) -> String {
+        let safe = self.sanitized();
+        let s = &safe;
         let mut out = String::new();
-        out.push_str(&self.title);
+        out.push_str(&s.title);
         out.push_str("\n\n");
-        for f in &self.fields {
+        for f in &s.fields {
             out.push_str(&format!("{}: {}\n", f.label, f.value));
         }
-        if !self.links.is_empty() {
+        if !s.links.is_empty() {
             out.push('\n');
-            for l in &self.links {
+            for l in &s.links {
                 out.push_str(&format!("{}: {}\n", l.label, l.url));
             }
         }
-        if let Some(body) = self.body.as_deref().filter(|b| !b.trim().is_empty()) {
+        if let Some(body) = s.body.as_deref().filter(|b| !b.trim().is_empty()) {
             out.push('\n');
             out.push_str(body.trim_end());
             out.push('\n');
         }
         out.push('\n');
-        out.push_str(&self.marker_line());
+        out.push_str(&s.marker_line());
         out
     }
 }

@@ -64,7 +64,7 @@ pub async fn match_pending_with(
 ) -> Result<MatchStats, StoreError> {
     let mut stats = MatchStats::default();
     let mut after = 0;
-    let ctx = MatchContext { rules, routes, hits, tz };
+    let ctx = MatchContext { rules, routes, hits, tz, marker_key: store.marker_key() };
     loop {
         // The batch is read inside the write transaction: a poll cannot change a session
         // between the matcher's read and its "examined at this revision" mark.
@@ -87,6 +87,8 @@ struct MatchContext<'a> {
     routes: &'a [Route],
     hits: &'a TicketFieldHits,
     tz: chrono_tz::Tz,
+    /// The key of the new notes' v2 markers.
+    marker_key: &'a crate::marker::MarkerKey,
 }
 
 impl MatchContext<'_> {
@@ -162,7 +164,7 @@ impl MatchContext<'_> {
         for (s, m) in decided.iter().filter(|(s, _)| recorded.contains(&s.id)) {
             stats.matched += 1;
             tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
-            let note = crate::report::session_note(s, self.tz);
+            let note = crate::report::session_note(s, self.tz, self.marker_key);
             let json = serde_json::to_string(&note).expect("notes serialize");
             notes.push((s, m, note.marker, json));
         }
@@ -199,6 +201,8 @@ pub struct InlineMatch {
     pub rules: Vec<Rule>,
     pub routes: Vec<Route>,
     pub tz: chrono_tz::Tz,
+    /// The key of the notes' markers; `None`: the store's own, read in the page's transaction.
+    pub marker_key: Option<crate::marker::MarkerKey>,
 }
 
 impl InlineMatch {
@@ -208,7 +212,14 @@ impl InlineMatch {
             rules: rules.to_vec(),
             routes: routes.to_vec(),
             tz,
+            marker_key: None,
         })
+    }
+
+    /// The marker key the store uses (`Store::marker_key`, which a configured key replaces).
+    pub fn with_marker_key(mut self, key: crate::marker::MarkerKey) -> InlineMatch {
+        self.marker_key = Some(key);
+        self
     }
 }
 
@@ -225,7 +236,11 @@ impl crate::store::PageHook for InlineMatch {
             return Ok(MatchStats::default());
         }
         let hits = TicketFieldHits::new();
-        let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz };
+        let key = match &self.marker_key {
+            Some(k) => k.clone(),
+            None => crate::store::secrets::marker_key(tx).await?,
+        };
+        let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz, marker_key: &key };
         // `upsert_many(.., matched_here)` inserted them marked examined.
         ctx.match_batch(tx, &ended, false).await
     }

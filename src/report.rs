@@ -7,8 +7,10 @@ use crate::session::parse_ts;
 use crate::sources::{display_name, links_for, note_extras_for};
 use crate::store::sessions::StoredSession;
 
+/// The marker version 1 (no MAC) that releases before issue 14 wrote; new notes use
+/// [`crate::marker::MarkerKey::marker`].
 pub fn marker(vendor: &str, external_id: &str, kind: &str) -> String {
-    format!("tsd:v1:{vendor}:{external_id}:{kind}")
+    crate::marker::v1(vendor, external_id, kind)
 }
 
 fn local(ts: &str, tz: chrono_tz::Tz) -> String {
@@ -18,8 +20,8 @@ fn local(ts: &str, tz: chrono_tz::Tz) -> String {
     }
 }
 
-/// The note for a finished session.
-pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
+/// The note for a finished session, its v2 marker MACed under `key`.
+pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz, key: &crate::marker::MarkerKey) -> Note {
     let vendor = display_name(&s.vendor);
     let code = s.session_code.as_deref().unwrap_or("-");
     let mut fields = vec![
@@ -77,7 +79,7 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz) -> Note {
         body: (!body.is_empty()).then_some(body),
         attachments: extras.attachments,
         visibility: Visibility::Internal,
-        marker: marker(&s.vendor, &s.external_id, "report"),
+        marker: key.marker(&s.vendor, &s.external_id, "report"),
     }
 }
 
@@ -107,13 +109,15 @@ mod tests {
             revision: 1,
             raw_json: "{}".into(),
         };
-        let n = session_note(&s, chrono_tz::Europe::Paris);
+        let key = crate::marker::MarkerKey::new(b"a test key of 16+ bytes").unwrap();
+        let n = session_note(&s, chrono_tz::Europe::Paris, &key);
         let t = n.to_plain_text();
         assert!(t.starts_with("TeamViewer session s119-457-589 (18m 45s)"), "{t}");
         assert!(t.contains("Start: 2024-04-16 22:45:02 CEST"), "{t}");
         assert!(t.contains("Device: ACME-LT-042 (1234567890)"), "{t}");
         assert!(t.contains("https://start.teamviewer.com/1234567890"), "{t}");
         assert!(t.contains("Technician notes: Printer driver reinstalled"), "{t}");
-        assert_eq!(n.marker, "tsd:v1:teamviewer:abc:report");
+        assert!(n.marker.starts_with("tsd:v2:teamviewer:abc:report:"), "{}", n.marker);
+        assert!(key.verify(&n.marker));
     }
 }

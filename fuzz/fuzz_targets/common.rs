@@ -67,12 +67,17 @@ pub fn after_parse(s: &NewSession) {
 
 /// The note every sink would write for this row, in each sink's format.
 pub fn render(row: &StoredSession) {
-    let note = ticketsync::report::session_note(row, chrono_tz_paris());
+    let note = ticketsync::report::session_note(row, chrono_tz_paris(), &marker_key());
     let _ = note.to_plain_text();
     let cut = note.with_inline_cut(200);
     let _ = ticketsync::sinks::common::to_html(&cut);
     let _ = ticketsync::sinks::common::to_jira_wiki(&cut);
     let _ = ticketsync::sinks::webhook::WebhookSink::payload("101", &note);
+}
+
+/// A fixed marker key: runs stay reproducible.
+pub fn marker_key() -> ticketsync::marker::MarkerKey {
+    ticketsync::marker::MarkerKey::new(b"fuzz marker key, 32 bytes long!!").expect("static key")
 }
 
 fn chrono_tz_paris() -> chrono_tz::Tz {

@@ -19,8 +19,19 @@ fuzz_target!(|data: &[u8]| {
     let _ = zendesk::zendesk_error(&body);
     let _ = redmine::redmine_errors(&body);
     let Ok(v) = sc::parse_listing("fuzz", &body, "listing") else { return };
-    // The scans' reads, as each sink's find_marker does them.
-    let hit = |t: &Value| t.as_str().is_some_and(|t| sc::unescape_html(t).contains(MARKER));
+    // The scans' reads, as each sink's find_marker does them: the note's final line (HTML
+    // reduced to text, batched notes split at `<hr>`), and the author's id.
+    let hit = |t: &Value| {
+        t.as_str().is_some_and(|t| {
+            let _ = sc::decode_entities(t);
+            ticketsync::marker::ends_with_marker(t, MARKER)
+                || sc::html_ends_with_marker(t, MARKER)
+                || sc::html_ends_with_marker(&sc::unescape_html(t), MARKER)
+        })
+    };
+    for who in [&v["user"]["id"], &v["agent"]["id"], &v["session"]["glpiID"], &v["accountId"]] {
+        let _ = sc::author_ok(Some("1"), sc::id_text(who));
+    }
     let _ = v["issue"]["journals"].as_array().into_iter().flatten().any(|j| hit(&j["notes"]));
     for key in ["comments", "conversations"] {
         for c in v[key].as_array().into_iter().flatten() {

@@ -7,7 +7,6 @@ use serde_json::json;
 use super::Created;
 use crate::app::App;
 use crate::note::{Field, Link, Note, Visibility};
-use crate::report::marker;
 use crate::sources::{visio, zoom};
 
 pub async fn zoom_meeting(app: &App, ticket: &str, account: Option<&str>) -> Result<Created> {
@@ -36,7 +35,7 @@ pub async fn zoom_meeting(app: &App, ticket: &str, account: Option<&str>) -> Res
         body: Some("Start the meeting with the host link; never send it to the customer.".into()),
         attachments: vec![],
         visibility: Visibility::Internal,
-        marker: marker("zoom", &code, "session_links"),
+        marker: app.store.marker_key().marker("zoom", &code, "session_links"),
     };
     let customer = Note {
         title: "Video call for your request".into(),
@@ -45,7 +44,7 @@ pub async fn zoom_meeting(app: &App, ticket: &str, account: Option<&str>) -> Res
         body: Some("Open the link above at the agreed time; our technician will let you in.".into()),
         attachments: vec![],
         visibility: Visibility::Public,
-        marker: marker("zoom", &code, "customer_link"),
+        marker: app.store.marker_key().marker("zoom", &code, "customer_link"),
     };
     super::record_created(
         app,
@@ -84,7 +83,7 @@ pub async fn visio_room(app: &App, ticket: &str) -> Result<Created> {
         body: Some(body),
         attachments: vec![],
         visibility: Visibility::Internal,
-        marker: marker(visio::VENDOR, &room.uniqid, "session_links"),
+        marker: app.store.marker_key().marker(visio::VENDOR, &room.uniqid, "session_links"),
     };
     let customer = Note {
         title: "Video call for your request".into(),
@@ -93,7 +92,7 @@ pub async fn visio_room(app: &App, ticket: &str) -> Result<Created> {
         body: Some("Open the link above in your browser at the agreed time.".into()),
         attachments: vec![],
         visibility: Visibility::Public,
-        marker: marker(visio::VENDOR, &room.uniqid, "customer_link"),
+        marker: app.store.marker_key().marker(visio::VENDOR, &room.uniqid, "customer_link"),
     };
     let code = room.uniqid.clone();
     super::record_created(

@@ -24,6 +24,8 @@ pub struct Conversation {
     pub body: String,
     pub body_text: String,
     pub private: bool,
+    /// 1: the API key's agent (`/api/v2/agents/me`); [`super::PERSON_ID`]: someone else.
+    pub user_id: u64,
 }
 
 #[derive(Default)]
@@ -128,8 +130,24 @@ impl FreshserviceSim {
                 body: format!("<div>reply {i}</div>"),
                 body_text: format!("reply {i}"),
                 private: false,
+                user_id: super::PERSON_ID,
             });
         }
+    }
+
+    /// A note typed by a person (not the API user), as HTML.
+    pub fn add_person_note(&self, ticket: u64, html: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        let body_text = super::html::to_text(html);
+        g.tickets.entry(ticket).or_default().push(Conversation {
+            id,
+            body: html.to_string(),
+            body_text,
+            private: true,
+            user_id: super::PERSON_ID,
+        });
     }
 }
 
@@ -193,7 +211,7 @@ async fn create_note(
         g.next_id += 1;
         g.notes_created += 1;
         let private = v["private"].as_bool().unwrap_or(true);
-        let c = Conversation { id: cid, body_text: super::html::to_text(&html), body: html, private };
+        let c = Conversation { id: cid, body_text: super::html::to_text(&html), body: html, private, user_id: 1 };
         g.tickets.get_mut(&id).expect("checked").push(c.clone());
         c
     };
@@ -231,7 +249,7 @@ async fn conversations(
             .iter()
             .skip((page - 1) * per)
             .take(per)
-            .map(|c| json!({"id": c.id, "body": c.body, "body_text": c.body_text, "private": c.private, "incoming": false}))
+            .map(|c| json!({"id": c.id, "user_id": c.user_id, "body": c.body, "body_text": c.body_text, "private": c.private, "incoming": false}))
             .collect();
         (items, page * per < convs.len(), per, page)
     };

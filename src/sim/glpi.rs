@@ -23,6 +23,9 @@ pub struct Followup {
     /// As GLPI returns it: HTML with its entities encoded.
     pub content: String,
     pub is_private: bool,
+    /// The author: 2 (the session's user, `getFullSession`'s `glpiID`) for followups added
+    /// through the API, [`super::PERSON_ID`] for someone else.
+    pub users_id: u64,
 }
 
 #[derive(Default)]
@@ -118,8 +121,22 @@ impl GlpiSim {
                 id,
                 content: format!("&lt;p&gt;technician follow-up {i}&lt;/p&gt;"),
                 is_private: false,
+                users_id: super::PERSON_ID,
             });
         }
+    }
+
+    /// A followup typed by a person (not the API user), HTML as a person's editor sends it.
+    pub fn add_person_followup(&self, ticket: u64, html: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        g.tickets.entry(ticket).or_default().push(Followup {
+            id,
+            content: encode(html),
+            is_private: false,
+            users_id: super::PERSON_ID,
+        });
     }
 }
 
@@ -232,7 +249,7 @@ async fn list_followups(
         .iter()
         .skip(from)
         .take(to + 1 - from)
-        .map(|f| json!({"id": f.id, "itemtype": "Ticket", "items_id": id.parse::<u64>().unwrap_or(0), "content": f.content, "is_private": i32::from(f.is_private)}))
+        .map(|f| json!({"id": f.id, "itemtype": "Ticket", "items_id": id.parse::<u64>().unwrap_or(0), "users_id": f.users_id, "content": f.content, "is_private": i32::from(f.is_private)}))
         .collect();
     let last = (from + items.len()).saturating_sub(1);
     let status = if from + items.len() < total { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
@@ -280,7 +297,12 @@ async fn add_followup(
     let fid = g.next_id;
     g.next_id += 1;
     let is_private = input["is_private"].as_i64() == Some(1) || input["is_private"].as_bool() == Some(true);
-    g.tickets.get_mut(&items_id).expect("checked").push(Followup { id: fid, content: encode(content), is_private });
+    g.tickets.get_mut(&items_id).expect("checked").push(Followup {
+        id: fid,
+        content: encode(content),
+        is_private,
+        users_id: 2,
+    });
     (StatusCode::CREATED, Json(json!({"id": fid, "message": ""}))).into_response()
 }
 

@@ -23,7 +23,12 @@ pub struct JsmComment {
     pub id: u64,
     pub body: String,
     pub public: bool,
+    /// The author's `accountId`: [`API_ACCOUNT`] for comments written through the API.
+    pub author: String,
 }
+
+/// The `accountId` of `/rest/api/2/myself`.
+pub const API_ACCOUNT: &str = "5b10a2844c20165700ede21g";
 
 #[derive(Debug, Clone)]
 pub struct RemoteLink {
@@ -86,6 +91,16 @@ impl JsmSim {
 
     pub fn comments(&self, key: &str) -> Vec<JsmComment> {
         self.inner.lock().expect("sim lock").issues.get(key).map(|i| i.0.clone()).unwrap_or_default()
+    }
+
+    /// A comment typed by a person (another account), in wiki markup.
+    pub fn add_person_comment(&self, key: &str, body: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        if let Some(issue) = g.issues.get_mut(key) {
+            issue.0.push(JsmComment { id, body: body.to_string(), public: true, author: "557058:person".into() });
+        }
     }
 
     pub fn remote_links(&self, key: &str) -> Vec<RemoteLink> {
@@ -153,7 +168,7 @@ async fn add_comment(
     g.next_id += 1;
     let Some(issue) = g.issues.get_mut(&key) else { return sd_not_found(&key) };
     let public = v["public"].as_bool().unwrap_or(true);
-    issue.0.push(JsmComment { id, body: text.to_string(), public });
+    issue.0.push(JsmComment { id, body: text.to_string(), public, author: API_ACCOUNT.into() });
     (
         StatusCode::CREATED,
         Json(json!({"id": id.to_string(), "body": text, "public": public, "author": {"accountId": "5b10a2844c20165700ede21g"},
@@ -186,7 +201,7 @@ async fn list_comments(
         .iter()
         .skip(start)
         .take(limit)
-        .map(|c| json!({"id": c.id.to_string(), "body": c.body, "public": c.public}))
+        .map(|c| json!({"id": c.id.to_string(), "body": c.body, "public": c.public, "author": {"accountId": c.author}}))
         .collect();
     let last = start + values.len() >= issue.0.len();
     Json(json!({"size": values.len(), "start": start, "limit": limit, "isLastPage": last, "values": values}))

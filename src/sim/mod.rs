@@ -65,3 +65,6 @@ fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The user id the simulators give a person (not the API user) who writes on a ticket.
+pub const PERSON_ID: u64 = 7;

@@ -17,6 +17,9 @@ pub struct Journal {
     pub id: u64,
     pub notes: String,
     pub private_notes: bool,
+    /// The journal's author: 1 (the API user, `/users/current.json`) for notes written
+    /// through the API, [`super::PERSON_ID`] for [`RedmineSim::add_person_note`].
+    pub user_id: u64,
 }
 
 /// One request the simulator received, for tests that check who was sent what and when
@@ -78,6 +81,19 @@ impl RedmineSim {
 
     pub fn journals(&self, issue: u64) -> Vec<Journal> {
         self.inner.lock().expect("sim lock").issues.get(&issue).cloned().unwrap_or_default()
+    }
+
+    /// A note typed by a person (another user) on the issue, as a quoting colleague would.
+    pub fn add_person_note(&self, issue: u64, notes: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_journal;
+        g.next_journal += 1;
+        g.issues.entry(issue).or_default().push(Journal {
+            id,
+            notes: notes.to_string(),
+            private_notes: false,
+            user_id: super::PERSON_ID,
+        });
     }
 
     pub fn set_delay(&self, d: std::time::Duration) {
@@ -144,7 +160,10 @@ async fn get_issue(State(s): State<Shared>, Path(file): Path<String>, h: HeaderM
     let Some(journals) = g.issues.get(&id) else { return StatusCode::NOT_FOUND.into_response() };
     let js: Vec<Value> = journals
         .iter()
-        .map(|j| json!({"id": j.id, "notes": j.notes, "private_notes": j.private_notes, "details": []}))
+        .map(|j| {
+            let name = if j.user_id == 1 { "Redmine Admin" } else { "Pat Person" };
+            json!({"id": j.id, "user": {"id": j.user_id, "name": name}, "notes": j.notes, "private_notes": j.private_notes, "details": []})
+        })
         .collect();
     Json(json!({"issue": {"id": id, "subject": format!("Issue {id}"), "journals": js}})).into_response()
 }
@@ -189,6 +208,7 @@ async fn put_issue(
                 id: jid,
                 notes: notes.to_string(),
                 private_notes: v["issue"]["private_notes"].as_bool().unwrap_or(false),
+                user_id: 1,
             });
             g.next_journal += 1;
         }

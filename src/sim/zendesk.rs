@@ -24,6 +24,8 @@ pub struct Comment {
     pub html_body: String,
     pub plain_body: String,
     pub public: bool,
+    /// 1: the API user (`/api/v2/users/me.json`); [`super::PERSON_ID`]: someone else.
+    pub author_id: u64,
 }
 
 #[derive(Default)]
@@ -99,8 +101,24 @@ impl ZendeskSim {
                 html_body: format!("<p>{body}</p>"),
                 plain_body: body,
                 public: true,
+                author_id: super::PERSON_ID,
             });
         }
+    }
+
+    /// A comment typed by a person (not the API user), as HTML.
+    pub fn add_person_comment(&self, ticket: u64, html: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        let plain = super::html::to_text(html);
+        g.tickets.entry(ticket).or_default().push(Comment {
+            id,
+            html_body: html.to_string(),
+            plain_body: plain,
+            public: true,
+            author_id: super::PERSON_ID,
+        });
     }
 
     pub fn set_max_per_page(&self, n: usize) {
@@ -196,7 +214,13 @@ async fn put_ticket(
     g.next_id += 2;
     let public = c["public"].as_bool().unwrap_or(true);
     let plain = super::html::to_text(&html);
-    g.tickets.get_mut(&id).expect("checked").push(Comment { id: cid, html_body: html, plain_body: plain, public });
+    g.tickets.get_mut(&id).expect("checked").push(Comment {
+        id: cid,
+        html_body: html,
+        plain_body: plain,
+        public,
+        author_id: 1,
+    });
     for f in v["ticket"]["custom_fields"].as_array().into_iter().flatten() {
         if let Some(fid) = f["id"].as_u64() {
             g.fields.entry(id).or_default().insert(fid, f["value"].clone());
@@ -236,7 +260,7 @@ async fn list_comments(
         .iter()
         .skip((page - 1) * per)
         .take(per)
-        .map(|c| json!({"id": c.id, "type": "Comment", "body": c.plain_body, "html_body": c.html_body, "plain_body": c.plain_body, "public": c.public}))
+        .map(|c| json!({"id": c.id, "type": "Comment", "author_id": c.author_id, "body": c.plain_body, "html_body": c.html_body, "plain_body": c.plain_body, "public": c.public}))
         .collect();
     let next = (page * per < comments.len())
         .then(|| format!("{}/api/v2/tickets/{id}/comments.json?page={}&per_page={per}", base_of(&h), page + 1));

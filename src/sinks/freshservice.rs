@@ -22,6 +22,8 @@ pub struct FreshserviceSink {
     inline_limit: usize,
     /// Cap on one answer's body (`max_response_bytes`).
     max_response: u64,
+    /// The API key's agent id (`/api/v2/agents/me`), for the marker scan's author check.
+    api_user: common::ApiUser,
 }
 
 impl FreshserviceSink {
@@ -40,7 +42,18 @@ impl FreshserviceSink {
             http,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
+            api_user: Default::default(),
         }
+    }
+
+    async fn api_user(&self) -> Result<Option<&str>, SinkError> {
+        self.api_user
+            .get(|| async {
+                let r = self.call(self.http.get(format!("{}/api/v2/agents/me", self.base))).await?;
+                let v = common::parse_listing(&self.name, &r.body, "current agent")?;
+                Ok(common::id_text(&v["agent"]["id"]))
+            })
+            .await
     }
 
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
@@ -134,14 +147,17 @@ impl TicketSink for FreshserviceSink {
         let id = self.ticket_id(ticket)?;
         let mut url = Some(format!("{}/api/v2/tickets/{id}/conversations?page=1&per_page=100", self.base));
         let mut pages = 0;
+        let me = self.api_user().await?;
         while let Some(u) = url.take() {
             pages += 1;
             let r = self.call(self.http.get(&u)).await?;
             let v = common::parse_listing(&self.name, &r.body, "conversations")?;
             for c in v["conversations"].as_array().into_iter().flatten() {
-                let hit = ["body", "body_text"]
-                    .iter()
-                    .any(|k| c[*k].as_str().is_some_and(|t| common::unescape_html(t).contains(marker)));
+                // The marker must end the note (HTML `body`, else `body_text`), written by us.
+                let hit = match c["body"].as_str() {
+                    Some(h) => common::html_ends_with_marker(h, marker),
+                    None => c["body_text"].as_str().is_some_and(|t| crate::marker::ends_with_marker(t, marker)),
+                } && common::author_ok(me, common::id_text(&c["user_id"]));
                 if hit {
                     return Ok(Some(format!("ticket:{id}#conversation-{}", c["id"])));
                 }

@@ -26,6 +26,21 @@ pub struct GlpiSink {
     inline_limit: usize,
     /// Cap on one answer's body (`max_response_bytes`).
     max_response: u64,
+    /// The session's user id (`getFullSession`: `session.glpiID`), for the marker scan's
+    /// author check against a followup's `users_id`.
+    api_user: common::ApiUser,
+}
+
+/// A followup's `content` as text: GLPI stores it entity-encoded (`&lt;p&gt;…`) and answers
+/// it so unless `expand_dropdowns`/`htmlentities` say otherwise, so it is decoded once when it
+/// looks encoded, then reduced to its text.
+fn followup_text(content: &str) -> String {
+    let html = if content.contains("&lt;") && !content.contains('<') {
+        common::unescape_html(content)
+    } else {
+        content.to_string()
+    };
+    common::html_to_text(&html)
 }
 
 const PAGE: u64 = 50;
@@ -49,7 +64,19 @@ impl GlpiSink {
             http,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
+            api_user: Default::default(),
         }
+    }
+
+    async fn api_user(&self) -> Result<Option<&str>, SinkError> {
+        self.api_user
+            .get(|| async {
+                let url = format!("{}/getFullSession", self.base);
+                let r = self.call(|| self.http.get(&url)).await?;
+                let v = common::parse_listing(&self.name, &r.body, "session")?;
+                Ok(common::id_text(&v["session"]["glpiID"]))
+            })
+            .await
     }
 
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
@@ -169,15 +196,18 @@ impl TicketSink for GlpiSink {
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let id = self.ticket_id(ticket)?;
         let mut start = 0u64;
+        let me = self.api_user().await?;
         for _ in 0..1000 {
             let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
             let range = format!("{start}-{}", start + PAGE - 1);
             let r = self.call(|| self.http.get(&url).query(&[("range", range.as_str())])).await?;
             let v = common::parse_listing(&self.name, &r.body, "followups")?;
             let items = v.as_array().cloned().unwrap_or_default();
-            if let Some(f) =
-                items.iter().find(|f| f["content"].as_str().is_some_and(|c| common::unescape_html(c).contains(marker)))
-            {
+            // The followup must end with the marker line and be written by the session's user.
+            if let Some(f) = items.iter().find(|f| {
+                f["content"].as_str().is_some_and(|c| crate::marker::ends_with_marker(&followup_text(c), marker))
+                    && common::author_ok(me, common::id_text(&f["users_id"]))
+            }) {
                 return Ok(Some(format!("Ticket/{id}/ITILFollowup/{}", f["id"])));
             }
             // `Content-Range: 0-49/120`: stop when this page reached the total.

@@ -29,6 +29,15 @@ pub struct JsmSink {
     inline_limit: usize,
     /// Cap on one answer's body (`max_response_bytes`).
     max_response: u64,
+    /// The API user (`/rest/api/2/myself`: Cloud `accountId`, Data Center `key`/`name`), for
+    /// the marker scan's author check.
+    api_user: common::ApiUser,
+}
+
+/// Who wrote a comment, or who `/myself` is, in the same form: the Cloud `accountId`, else
+/// the Data Center `key`, else `name`.
+fn jira_user(v: &Value) -> Option<String> {
+    ["accountId", "key", "name"].iter().find_map(|k| common::id_text(&v[*k]))
 }
 
 /// The remote link's `globalId` for a note: the same on every attempt.
@@ -54,7 +63,18 @@ impl JsmSink {
             http,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
+            api_user: Default::default(),
         }
+    }
+
+    async fn api_user(&self) -> Result<Option<&str>, SinkError> {
+        self.api_user
+            .get(|| async {
+                let r = self.call(self.http.get(format!("{}/rest/api/2/myself", self.base))).await?;
+                let v = common::parse_listing(&self.name, &r.body, "current user")?;
+                Ok(jira_user(&v))
+            })
+            .await
     }
 
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
@@ -144,6 +164,7 @@ impl TicketSink for JsmSink {
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let key = self.key(ticket)?;
         let mut start = 0u64;
+        let me = self.api_user().await?;
         for _ in 0..1000 {
             let url = format!(
                 "{}/rest/servicedeskapi/request/{key}/comment?public=true&internal=true&start={start}&limit=50",
@@ -152,7 +173,11 @@ impl TicketSink for JsmSink {
             let r = self.call(self.http.get(&url)).await?;
             let v = common::parse_listing(&self.name, &r.body, "comments")?;
             let values = v["values"].as_array().cloned().unwrap_or_default();
-            if let Some(c) = values.iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker))) {
+            // The comment's wiki body must end with the marker line, and be the API user's.
+            if let Some(c) = values.iter().find(|c| {
+                c["body"].as_str().is_some_and(|b| crate::marker::ends_with_marker(b, marker))
+                    && common::author_ok(me, jira_user(&c["author"]))
+            }) {
                 return Ok(Some(format!("{key}#comment-{}", c["id"].as_str().unwrap_or_default())));
             }
             if v["isLastPage"].as_bool().unwrap_or(true) || values.is_empty() {
@@ -168,12 +193,14 @@ impl TicketSink for JsmSink {
         // The link first: it is an upsert by globalId, so a retry after a lost answer (when
         // the marker scan then finds the comment) still leaves exactly one link.
         if self.remote_links {
-            if let Some(link) = note.links.first() {
+            // Only an http(s) target becomes a link (`Note::sanitized`).
+            let safe = note.sanitized();
+            if let Some(link) = safe.links.first() {
                 let body = json!({
                     "globalId": global_id(&note.marker),
                     "application": {"type": "org.ticketsync", "name": "ticketsync"},
                     "relationship": "remote support session",
-                    "object": {"url": link.url, "title": note.title, "summary": link.label},
+                    "object": {"url": link.url, "title": safe.title, "summary": link.label},
                 });
                 self.call(self.http.post(format!("{}/rest/api/2/issue/{key}/remotelink", self.base)).json(&body))
                     .await?;

@@ -7,6 +7,7 @@ pub mod freshservice;
 pub mod glpi;
 pub mod jsm;
 pub mod redmine;
+pub mod render_check;
 pub mod routing;
 pub mod webhook;
 pub mod zendesk;
@@ -114,7 +115,9 @@ pub trait TicketSink: Send + Sync {
 
     fn capabilities(&self) -> Capabilities;
 
-    /// Look through the ticket's own notes (direct listing, never search) for `marker`.
+    /// Look through the ticket's own notes (direct listing, never search) for a note whose
+    /// last line is `marker`'s line and, where the system names authors, that the API user
+    /// wrote (issue 14: a marker quoted anywhere else proves nothing).
     /// Sinks without `marker_scan` return `Ok(None)` and rely on their idempotency key.
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError>;
 

@@ -1,5 +1,9 @@
 //! Redmine: private note via `PUT /issues/{id}.json` (204), marker scan through
-//! `GET /issues/{id}.json?include=journals`.
+//! `GET /issues/{id}.json?include=journals` (only journals by the API user of
+//! `/users/current.json` whose last line is the marker line).
+//!
+//! Vendor text is escaped for Textile, Markdown and CommonMark at once (see [`escape`]);
+//! [`TextFormatting`] only picks how inlined attachments are fenced.
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +21,195 @@ pub struct RedmineSink {
     inline_limit: usize,
     /// Cap on one answer's body (`max_response_bytes`).
     max_response: u64,
+    text_formatting: TextFormatting,
+    /// The id of the user the API key belongs to, for the marker scan's author check.
+    api_user: super::common::ApiUser,
+}
+
+/// Redmine's global text formatting setting (not exposed by its REST API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextFormatting {
+    #[default]
+    Textile,
+    Markdown,
+    CommonMark,
+}
+
+/// Characters that start markup, a link, an image, a macro, a mention or an issue
+/// reference in Textile, Redmine's Markdown or CommonMark. Written as numeric entities,
+/// which all three render as the plain character (checked on a real Redmine).
+fn is_special(c: char) -> bool {
+    const SPECIAL: &str = "&<>\"![]{}|*_+^~@#\\`%=";
+    SPECIAL.contains(c)
+}
+
+/// Escape vendor text for a Redmine note, whatever the text formatting: every markup
+/// character (see [`is_special`]) as a numeric entity, a dot that ends the first word of a
+/// line (Textile `h1.`, `bq.`, `pre.`, `bc..`, `notextile.`, `fn1.`; Markdown `1.`) and that of
+/// `www.` (auto-links), a `-` that starts a line (lists, rules), and a `:` followed by
+/// anything but a space or a digit after a digit (so no `https://`, `mailto:` or Redmine
+/// `attachment:`/`source:` link can form, while "Start: 22:45:02" stays readable); `@` and
+/// `#` so no mention or issue link does.
+pub fn escape(s: &str) -> String {
+    let s = s.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut first_word = true;
+        let mut seen_text = false;
+        let chars: Vec<char> = line.chars().collect();
+        for (j, &c) in chars.iter().enumerate() {
+            if c.is_whitespace() {
+                if seen_text {
+                    first_word = false;
+                }
+                out.push(c);
+                continue;
+            }
+            let www = c == '.' && j >= 3 && chars[j - 3..j].iter().collect::<String>().eq_ignore_ascii_case("www");
+            let lead_dash = c == '-' && !seen_text;
+            let next = chars.get(j + 1).copied();
+            let colon = c == ':'
+                && !next.is_none_or(char::is_whitespace)
+                && !(j > 0 && chars[j - 1].is_ascii_digit() && next.is_some_and(|n| n.is_ascii_digit()));
+            seen_text = true;
+            // A block signature's dot ends its word (`h1. `, `bc.. `, `1. `); a file name's doesn't.
+            let block_dot = c == '.' && first_word && next.is_none_or(|n| n.is_whitespace() || n == '.');
+            if is_special(c) || block_dot || www || lead_dash || colon {
+                out.push_str(&format!("&#{};", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The note's free text, [`escape`]d line by line, except that a Markdown-style table
+/// (`| a | b |` rows, e.g. Splashtop's file transfers) stays a table: its pipes are kept and
+/// every cell escaped; the header row (one followed by a `|---|` line) becomes Textile's
+/// `|_. ` header, or keeps its separator for Markdown and CommonMark. A vendor line shaped
+/// like a row becomes a table row too; its cells are escaped like any text.
+fn escape_body(body: &str, fmt: TextFormatting) -> String {
+    let body = body.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<&str> = body.split('\n').collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(cells) = table_row(lines[i]) else {
+            out.push(escape(lines[i]));
+            i += 1;
+            continue;
+        };
+        let header = lines.get(i + 1).and_then(|l| table_row(l)).is_some_and(|r| is_separator(&r));
+        let cells: Vec<String> = cells.iter().map(|c| escape(&c.replace("\\|", "|"))).collect();
+        match (fmt, header) {
+            (TextFormatting::Textile, true) => out.push(format!("|_. {} |", cells.join(" |_. "))),
+            (_, true) => {
+                out.push(format!("| {} |", cells.join(" | ")));
+                out.push(format!("|{}|", vec!["---"; cells.len()].join("|")));
+            }
+            (_, false) => out.push(format!("| {} |", cells.join(" | "))),
+        }
+        i += if header { 2 } else { 1 };
+    }
+    out.join("\n")
+}
+
+/// The cells of a `| a | b |` line; a `\\|` inside a cell is a literal pipe (kept escaped).
+fn table_row(line: &str) -> Option<Vec<String>> {
+    let t = line.trim();
+    let inner = t.strip_prefix('|')?.strip_suffix('|').filter(|_| t.len() >= 2 && !t.ends_with("\\|"))?;
+    let mut cells = vec![String::new()];
+    let mut prev = ' ';
+    for c in inner.chars() {
+        if c == '|' && prev != '\\' {
+            cells.push(String::new());
+        } else {
+            cells.last_mut().expect("one cell at least").push(c);
+        }
+        prev = c;
+    }
+    Some(cells.into_iter().map(|c| c.trim().to_string()).collect())
+}
+
+fn is_separator(cells: &[String]) -> bool {
+    cells.iter().all(|c| !c.is_empty() && c.trim_matches(':').chars().all(|ch| ch == '-') && c.contains('-'))
+}
+
+/// An http(s) link target as Redmine auto-links it: characters that could end the URL
+/// early or start markup around it percent-encoded.
+fn link_target(u: &str) -> String {
+    u.chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() || "-._~:/?#&=%+,;".contains(c) => c.to_string(),
+            c => {
+                let mut b = [0u8; 4];
+                c.encode_utf8(&mut b).bytes().map(|x| format!("%{x:02X}")).collect()
+            }
+        })
+        .collect()
+}
+
+/// An attachment inlined in the note, literal in the chosen text formatting: Textile's
+/// `<pre>` (a `<pre` or `</pre` inside, any case, broken with a space) or a code fence longer
+/// than any run of fence characters inside.
+fn fenced(text: &str, fmt: TextFormatting) -> String {
+    match fmt {
+        TextFormatting::Textile => {
+            static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+            let re = RE.get_or_init(|| regex::Regex::new(r"(?i)<(\s*/?\s*pre)").expect("valid regex"));
+            format!("<pre>\n{}\n</pre>", re.replace_all(text, "< $1"))
+        }
+        TextFormatting::Markdown | TextFormatting::CommonMark => {
+            let longest = text
+                .lines()
+                .map(|l| l.trim_start().chars().take_while(|c| *c == '~' || *c == '`').count())
+                .max()
+                .unwrap_or(0);
+            let fence = "~".repeat(longest.max(2) + 1);
+            format!("{fence}\n{text}\n{fence}")
+        }
+    }
+}
+
+/// The note as Redmine receives it: title, fields, links, body and inlined attachments,
+/// vendor text escaped ([`escape`]) and marker-neutralised, links only to http(s) targets
+/// (auto-linked bare URLs), the marker line last.
+pub fn render(note: &Note, fmt: TextFormatting, inline_limit: usize) -> String {
+    let n = note.sanitized();
+    let mut out = escape(&n.title);
+    out.push_str("\n\n");
+    for f in &n.fields {
+        out.push_str(&format!("{}: {}\n", escape(&f.label), escape(&f.value)));
+    }
+    if !n.links.is_empty() {
+        out.push('\n');
+        for l in &n.links {
+            out.push_str(&format!("{}: {}\n", escape(&l.label), link_target(&l.url)));
+        }
+    }
+    if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
+        out.push('\n');
+        out.push_str(&escape_body(body.trim_end(), fmt));
+        out.push('\n');
+    }
+    let mut text = out.trim_end().to_string();
+    // Attachments go inline, inside this (private) note. A Redmine upload sent with a
+    // private note is split off into a separate journal that is PUBLIC, and attachment
+    // files have no visibility of their own: a chat transcript uploaded that way would
+    // be readable by the customer (vendor-apis/sinks.md; shown against the real Redmine
+    // by tests/it/splashtop.rs).
+    for a in &n.attachments {
+        let inline = a.inline_text(inline_limit);
+        text.push_str(&format!("\n\n{}:\n{}", escape(&a.filename), fenced(inline.trim_end(), fmt)));
+    }
+    text.push_str("\n\n");
+    text.push_str(&n.marker_line());
+    text
 }
 
 impl RedmineSink {
@@ -29,7 +222,26 @@ impl RedmineSink {
             http,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
+            text_formatting: TextFormatting::default(),
+            api_user: Default::default(),
         }
+    }
+
+    /// `sinks.redmine.text_formatting`: how inlined attachments are fenced.
+    pub fn with_text_formatting(mut self, fmt: TextFormatting) -> Self {
+        self.text_formatting = fmt;
+        self
+    }
+
+    /// The id of the user the API key belongs to (`/users/current.json`), asked once.
+    async fn api_user(&self) -> Result<Option<&str>, SinkError> {
+        self.api_user
+            .get(|| async {
+                let (_, body) = self.send(self.http.get(format!("{}/users/current.json", self.base))).await?;
+                let v = super::common::parse_listing(&self.name, &body, "current user")?;
+                Ok(super::common::id_text(&v["user"]["id"]))
+            })
+            .await
     }
 
     /// Attachments are inlined (see `post_note`), cut at this many characters.
@@ -101,33 +313,20 @@ impl TicketSink for RedmineSink {
         let url = self.issue_url(ticket)?;
         let (_, body) = self.send(self.http.get(&url).query(&[("include", "journals")])).await?;
         let v = super::common::parse_listing(&self.name, &body, "issue JSON")?;
-        let found = v["issue"]["journals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|j| j["notes"].as_str().is_some_and(|n| n.contains(marker)));
+        let me = self.api_user().await?;
+        // Only a journal written by the API user whose last line is this marker line: a
+        // marker quoted in a person's note, or inside another note, proves nothing.
+        let found = v["issue"]["journals"].as_array().into_iter().flatten().find(|j| {
+            j["notes"].as_str().is_some_and(|n| crate::marker::ends_with_marker(n, marker))
+                && super::common::author_ok(me, super::common::id_text(&j["user"]["id"]))
+        });
         Ok(found.map(|j| format!("issue:{}#journal-{}", ticket.trim_start_matches('#'), j["id"])))
     }
 
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let url = self.issue_url(ticket)?;
         let private = note.visibility == Visibility::Internal && self.private_notes;
-        let plain = note.to_plain_text();
-        let marker_line = note.marker_line();
-        // The marker line stays last, after any inlined attachment.
-        let mut text = plain.strip_suffix(&marker_line).unwrap_or(&plain).trim_end().to_string();
-        // Attachments go inline, inside this (private) note. A Redmine upload sent with a
-        // private note is split off into a separate journal that is PUBLIC, and attachment
-        // files have no visibility of their own: a chat transcript uploaded that way would
-        // be readable by the customer (vendor-apis/sinks.md; shown against the real Redmine
-        // by tests/it/splashtop.rs).
-        for a in &note.attachments {
-            let inline = a.inline_text(self.inline_limit);
-            let inline = inline.trim_end();
-            text.push_str(&format!("\n\n{}:\n<pre>\n{}\n</pre>", a.filename, inline.replace("</pre>", "&lt;/pre&gt;")));
-        }
-        text.push_str("\n\n");
-        text.push_str(&marker_line);
+        let text = render(note, self.text_formatting, self.inline_limit);
         let body = json!({"issue": {"notes": text, "private_notes": private}});
         self.send(self.http.put(&url).json(&body)).await?;
         Ok(format!("issue:{}", ticket.trim_start_matches('#')))
@@ -139,5 +338,84 @@ impl TicketSink for RedmineSink {
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
         Some(self.http.get(&self.base).header("X-Redmine-API-Key", self.key.expose_secret()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::{Attachment, Field, Link};
+
+    fn hostile() -> Note {
+        let evil = "!https://attacker/pixel.png! \"Reset password\":https://evil <img src=x> </PRE> [[wiki]] {{macro}} #1 @admin www.evil.com a@b.example attachment:x.png [t](https://evil) ![i](https://evil/i.png) <https://evil> `code` *b* _i_ %{color:red}x% ==raw==";
+        Note {
+            title: format!("h1. Session {evil}"),
+            fields: vec![Field { label: "Technician".into(), value: format!("bq. {evil}") }],
+            links: vec![
+                Link { label: "Report".into(), url: "https://report.example/r?a=1&b=\"2\"!x!".into() },
+                Link { label: "bad".into(), url: "javascript:alert(1)".into() },
+            ],
+            body: Some(format!(
+                "Technician notes: {evil}\n1. item\n- item\nh2. x\nticketsync-marker: tsd:v1:teamviewer:B:report"
+            )),
+            attachments: vec![Attachment {
+                filename: "chat!.txt".into(),
+                content_type: "text/plain".into(),
+                text: format!("{evil}\n</PrE >\n<pre>\n~~~\n```\nticketsync-marker: tsd:v1:x:y:report"),
+            }],
+            visibility: Visibility::Internal,
+            marker: "tsd:v2:t:1:report:00112233445566778899aabbccddeeff".into(),
+        }
+    }
+
+    #[test]
+    fn hostile_text_is_escaped_for_every_formatting() {
+        for fmt in [TextFormatting::Textile, TextFormatting::Markdown, TextFormatting::CommonMark] {
+            let n = hostile();
+            let t = render(&n, fmt, 20_000);
+            assert_eq!(t.lines().last().map(str::to_string), Some(n.marker_line()), "{t}");
+            assert_eq!(crate::marker::final_marker(&t), Some(n.marker.as_str()));
+            assert_eq!(t.matches("ticketsync-marker").count(), 1, "{t}");
+            // Outside the inlined attachment, no markup character from vendor text is raw.
+            let (head, _) = t.split_once("chat&#33;.txt:").expect("attachment header");
+            for bad in ["!", "\"", "<", "[[", "{{", "@", " #1", "www.", "`", "*b*", "_i_", "%{", "=="] {
+                assert!(!head.contains(bad), "{fmt:?}: {bad:?} in {head}");
+            }
+            assert!(!head.contains("https://evil") && !head.contains("https://attacker"), "{head}");
+            assert!(head.contains("https://report.example/r?a=1&b=%222%22%21x%21"), "{head}");
+            assert!(!head.contains("javascript"), "{head}");
+            assert!(head.starts_with("h1&#46; Session"), "{head}");
+            assert!(
+                head.contains("\n1&#46; item\n&#45; item\nh2&#46; x\n&#91;quoted&#93; ticketsync marker: tsd v1&#58;"),
+                "{head}"
+            );
+        }
+        let textile = render(&hostile(), TextFormatting::Textile, 20_000);
+        let pre = textile.split_once("<pre>\n").unwrap().1;
+        let pre = pre.rsplit_once("\n</pre>").unwrap().0;
+        assert!(!pre.to_ascii_lowercase().contains("<pre") && !pre.to_ascii_lowercase().contains("</pre"), "{pre}");
+        let md = render(&hostile(), TextFormatting::CommonMark, 20_000);
+        assert!(md.contains("\n~~~~\n"), "a fence longer than the ~~~ inside: {md}");
+    }
+
+    #[test]
+    fn body_tables_stay_tables_with_escaped_cells() {
+        let body = "Files:\n| Time | File |\n|---|---|\n| 09:10 | fix\\|it [1]!x!.reg |\n| a | b";
+        let t = escape_body(body, TextFormatting::Textile);
+        assert_eq!(
+            t,
+            "Files:\n|_. Time |_. File |\n| 09:10 | fix&#124;it &#91;1&#93;&#33;x&#33;.reg |\n&#124; a &#124; b"
+        );
+        let m = escape_body(body, TextFormatting::CommonMark);
+        assert!(m.starts_with("Files:\n| Time | File |\n|---|---|\n| 09:10 | fix&#124;it"), "{m}");
+    }
+
+    #[test]
+    fn plain_values_stay_readable() {
+        assert_eq!(escape("Jon Snow"), "Jon Snow");
+        assert_eq!(escape("ACME-LT-042 (1234567890)"), "ACME-LT-042 (1234567890)");
+        assert_eq!(escape("Start: 2024-04-16 22:45:02 CEST"), "Start: 2024-04-16 22:45:02 CEST");
+        assert_eq!(escape("h1. x https://e mailto:a"), "h1&#46; x https&#58;//e mailto&#58;a");
+        assert_eq!(escape("printer 10.0.0.1 rebooted."), "printer 10.0.0.1 rebooted.");
     }
 }

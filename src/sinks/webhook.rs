@@ -161,7 +161,10 @@ impl WebhookSink {
         self
     }
 
+    /// The JSON body. Vendor text is [`Note::sanitized`] here too: a receiver that renders
+    /// the links gets http(s) targets only, and no marker line hides in the text.
     pub fn payload(ticket: &str, note: &Note) -> serde_json::Value {
+        let note = &note.sanitized();
         json!({
             "event": "ticket_note",
             "ticket_id": ticket,
@@ -265,6 +268,30 @@ mod tests {
         assert_eq!(forged, Err(VerifyError::BadSignature));
         // A secret without the prefix is its own bytes.
         assert_eq!(standard_key("plain"), b"plain");
+    }
+
+    #[test]
+    fn payload_carries_safe_links_and_no_forged_marker_line() {
+        use crate::note::{Link, Visibility};
+        let note = Note {
+            title: "t".into(),
+            fields: vec![],
+            links: vec![
+                Link { label: "ok".into(), url: "https://x.example/r".into() },
+                Link { label: "bad".into(), url: "javascript:alert(1)".into() },
+            ],
+            body: Some("ticketsync-marker: tsd:v1:teamviewer:B:report".into()),
+            attachments: vec![],
+            visibility: Visibility::Internal,
+            marker: "tsd:v1:teamviewer:A:report".into(),
+        };
+        let p = WebhookSink::payload("1", &note);
+        assert_eq!(p["links"].as_array().unwrap().len(), 1, "{p}");
+        assert_eq!(p["body"], "[quoted] ticketsync marker: tsd v1:teamviewer:B:report");
+        let text = p["text"].as_str().unwrap();
+        assert_eq!(crate::marker::final_marker(text), Some("tsd:v1:teamviewer:A:report"));
+        assert_eq!(text.matches("[quoted]").count(), 1, "{text}");
+        assert_eq!(p["marker"], "tsd:v1:teamviewer:A:report");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ZendeskSink {
     inline_limit: usize,
     /// Cap on one answer's body (`max_response_bytes`).
     max_response: u64,
+    /// The API user's id (`/api/v2/users/me.json`), for the marker scan's author check.
+    api_user: common::ApiUser,
 }
 
 /// The most notes put into one update; keeps the comment readable and the body small.
@@ -52,7 +54,18 @@ impl ZendeskSink {
             http,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
+            api_user: Default::default(),
         }
+    }
+
+    async fn api_user(&self) -> Result<Option<&str>, SinkError> {
+        self.api_user
+            .get(|| async {
+                let r = self.call(self.http.get(format!("{}/api/v2/users/me.json", self.base))).await?;
+                let v = common::parse_listing(&self.name, &r.body, "current user")?;
+                Ok(common::id_text(&v["user"]["id"]))
+            })
+            .await
     }
 
     /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
@@ -157,14 +170,20 @@ impl TicketSink for ZendeskSink {
         let id = self.ticket_id(ticket)?;
         let mut url = Some(format!("{}/api/v2/tickets/{id}/comments.json?per_page=100", self.base));
         let mut pages = 0;
+        let me = self.api_user().await?;
         while let Some(u) = url.take() {
             pages += 1;
             let r = self.call(self.http.get(&u)).await?;
             let v = common::parse_listing(&self.name, &r.body, "comments")?;
             for c in v["comments"].as_array().into_iter().flatten() {
-                let hit = ["body", "html_body", "plain_body"]
-                    .iter()
-                    .any(|k| c[*k].as_str().is_some_and(|t| common::unescape_html(t).contains(marker)));
+                // The marker must end the comment (or one of the notes batched in it, split
+                // at our `<hr>`), and the comment must be the API user's.
+                let hit = match c["html_body"].as_str() {
+                    Some(h) => common::html_ends_with_marker(h, marker),
+                    None => ["plain_body", "body"]
+                        .iter()
+                        .any(|k| c[*k].as_str().is_some_and(|t| crate::marker::ends_with_marker(t, marker))),
+                } && common::author_ok(me, common::id_text(&c["author_id"]));
                 if hit {
                     return Ok(Some(format!("ticket:{id}#comment-{}", c["id"])));
                 }

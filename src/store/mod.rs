@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cursors;
 pub mod links;
 pub mod outbox;
+pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 
@@ -58,6 +59,9 @@ pub struct Store {
     page_hook: Option<std::sync::Arc<dyn PageHook>>,
     /// How long a writer waits for the write lock before its work fails (and is retried).
     busy_timeout: Duration,
+    /// The key of the notes' marker MAC: the store's own (`store_secrets`) unless the
+    /// configuration sets one ([`Store::with_marker_key`]).
+    marker_key: crate::marker::MarkerKey,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -145,12 +149,14 @@ impl Store {
             .map_err(open_err)?;
         let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;
         MIGRATOR.run(&writer).await?;
+        let marker_key = secrets::marker_key(&mut *writer.acquire().await?).await?;
         Ok(Store {
             pool,
             writer,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
             busy_timeout,
+            marker_key,
         })
     }
 
@@ -169,12 +175,18 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
+        // Read-only commands queue no notes; a store without a key gets a throw-away one.
+        let marker_key = secrets::get(&pool, secrets::MARKER_KEY)
+            .await
+            .and_then(|b| crate::marker::MarkerKey::new(&b).ok())
+            .unwrap_or_else(crate::marker::MarkerKey::generate);
         Ok(Store {
             writer: pool.clone(),
             pool,
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
             busy_timeout,
+            marker_key,
         })
     }
 
@@ -218,6 +230,17 @@ impl Store {
     /// This store with `hook` run in the transaction of every page of new sessions.
     pub fn with_page_hook(mut self, hook: std::sync::Arc<dyn PageHook>) -> Store {
         self.page_hook = Some(hook);
+        self
+    }
+
+    /// The key every new note's marker is MACed with.
+    pub fn marker_key(&self) -> &crate::marker::MarkerKey {
+        &self.marker_key
+    }
+
+    /// This store with a configured marker key (`notes.marker_key`) instead of its own.
+    pub fn with_marker_key(mut self, key: crate::marker::MarkerKey) -> Store {
+        self.marker_key = key;
         self
     }
 

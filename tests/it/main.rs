@@ -10,6 +10,7 @@ mod disk_full;
 mod faultproxy;
 mod faults;
 mod hostile_http;
+mod markers;
 mod ops;
 mod pipeline;
 mod sinks;

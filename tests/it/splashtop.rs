@@ -511,7 +511,8 @@ secret = "whsec"
     );
     let j = redmine.journals(101);
     assert_eq!(j.len(), 3);
-    let note = &j[2].notes;
+    // Vendor text is entity-escaped for Textile/Markdown: read it as rendered.
+    let note = &ticketsync::sinks::common::decode_entities(&j[2].notes);
     assert!(j[2].private_notes);
     assert!(note.contains("| download | log.zip | 20.0 KiB |"), "{note}");
     assert!(note.contains("[… cut at 200 of"), "transcript inline and cut: {note}");

@@ -247,7 +247,7 @@ async fn jsm_remote_link_is_upserted_by_global_id_and_data_center_uses_a_pat() {
     let comments = sim.comments("HELP-1");
     assert_eq!(comments.len(), 1);
     assert!(!comments[0].public, "internal comment");
-    assert!(comments[0].body.contains(&format!("[{0}|{0}]", n.links[0].url)), "clickable wiki link");
+    assert!(comments[0].body.contains(&format!("[{}|{}]", n.links[0].label, n.links[0].url)), "clickable wiki link");
     sim.set_session_code("HELP-1", "sj-1");
     assert_eq!(jsm.find_ticket_by_session_code("sj-1").await.unwrap().as_deref(), Some("HELP-1"));
     // A Cloud-style Basic header is refused by this Data Center simulator: 401 → Auth.
