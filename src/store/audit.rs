@@ -133,6 +133,12 @@ impl Chain {
         let id = self.next_id;
         let at = super::now();
         let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
+        // Vendor text (an error body) may echo a secret; scrubbed before it is hashed.
+        let scrubbed = match crate::redact::scrub(&detail) {
+            std::borrow::Cow::Owned(s) => Some(s),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let detail = scrubbed.unwrap_or(detail);
         let hash = row_hash(
             &self.prev_hash,
             id,
