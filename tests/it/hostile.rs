@@ -93,10 +93,16 @@ struct Run {
 async fn ticketsync(config: &Path, args: &[&str], env: &[(String, String)]) -> Run {
     let mut cmd = command(config, args, env);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = std::time::Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("ticketsync {args:?} did not finish in 120 s"))
         .expect("spawn ticketsync");
+    let secs = started.elapsed().as_secs_f64();
+    if secs > 5.0 {
+        // Not an assertion: retries and refresh waits against a hostile endpoint take time.
+        println!("slow: ticketsync {} took {secs:.1}s", args.join(" "));
+    }
     Run {
         what: format!("{} {}", config.file_name().unwrap().to_string_lossy(), args.join(" ")),
         code: out.status.code().unwrap_or(-1),
@@ -358,10 +364,8 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     runs.push(r);
     let (live_access, live_refresh) = {
         let store = ticketsync::store::Store::open_read_only(&l_db).await.unwrap();
-        let key = ticketsync::store::tokens::TokenKey::derive(
-            "teamviewer",
-            &secrecy::SecretString::from(tv_cs.clone()),
-        );
+        let key =
+            ticketsync::store::tokens::TokenKey::derive("teamviewer", &secrecy::SecretString::from(tv_cs.clone()));
         let t = ticketsync::store::tokens::load(&store.pool, "teamviewer", &key).await.unwrap().unwrap();
         store.pool.close().await;
         use secrecy::ExposeSecret;
@@ -427,10 +431,8 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     let r_cfg = write(
         d,
         "run.toml",
-        &hostile(&m_db, &format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n")).replace(
-            "[outbox]\n",
-            "[daemon]\ndelivery_interval_secs = 1\n\n[outbox]\n",
-        ),
+        &hostile(&m_db, &format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"))
+            .replace("[outbox]\n", "[daemon]\ndelivery_interval_secs = 1\n\n[outbox]\n"),
     );
     // Files, not pipes: at trace level the daemon writes faster than a pipe nobody reads
     // drains, and would block on its log writes.
@@ -446,19 +448,21 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
         let probe = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         if let Ok(resp) = probe.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
             metrics = resp.text().await.unwrap_or_default();
-            let failed = |s: &str| {
+            let polled = |s: &str, outcome: &str| {
                 metrics.lines().any(|l| {
                     l.starts_with("ticketsync_polls_total")
-                        && l.contains(&format!("source=\"{s}"))
-                        && l.contains("outcome=\"error\"")
+                        && l.contains(&format!("source=\"{s}\""))
+                        && l.contains(&format!("outcome=\"{outcome}"))
                 })
             };
-            if failed("teamviewer") && failed("splashtop") && failed("zoom") {
+            // Zoom's poll succeeds as a whole while each account fails (recorded per account).
+            if polled("teamviewer", "error") && polled("splashtop", "error") && polled("zoom", "") {
                 break;
             }
         }
     }
     assert!(metrics.contains("outcome=\"error\""), "the daemon polled and failed: {metrics}");
+
     // Let the delivery loop meet the sinks once more.
     let attempts_before: i64 = {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
@@ -468,8 +472,7 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     };
     for _ in 0..100 {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(&store.pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(&store.pool).await.unwrap();
         store.pool.close().await;
         if n > attempts_before {
             break;
