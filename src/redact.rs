@@ -231,7 +231,21 @@ pub fn scrubbed(text: &str) -> String {
 
 /// Register secrets with the process-wide redactor (a no-op for ones already known).
 pub fn register_all<'a>(secrets: impl IntoIterator<Item = &'a str>) {
-    update(|r| secrets.into_iter().fold(false, |changed, s| r.add_secret(s) | changed));
+    let lock = registry();
+    // Fast path, taken on every token load: nothing new, only the read lock, no copy.
+    let new: Vec<&str> = {
+        let r = lock.read().unwrap_or_else(|e| e.into_inner());
+        secrets.into_iter().filter(|s| s.chars().count() >= MIN_SECRET_LEN && !r.secrets.contains(*s)).collect()
+    };
+    if new.is_empty() {
+        return;
+    }
+    let mut w = lock.write().unwrap_or_else(|e| e.into_inner());
+    let mut next = (**w).clone();
+    if new.iter().fold(false, |changed, s| next.add_secret(s) | changed) {
+        next.rebuild();
+        *w = Arc::new(next);
+    }
 }
 
 /// Register one secret, e.g. a token just obtained from or loaded for a vendor.
@@ -241,23 +255,16 @@ pub fn register(secret: &str) {
 
 /// Register the `user:password` of an HTTP Basic header.
 pub fn register_basic(user: &str, password: &str) {
-    update(|r| r.add_basic_pair(user, password));
+    register_pairs(&[(user.to_string(), password.to_string())]);
 }
 
-fn update(f: impl FnOnce(&mut Redactor) -> bool) {
-    let lock = registry();
-    // Fast path: nothing new (a token loaded again) takes only the read lock.
-    let mut next = (**lock.read().unwrap_or_else(|e| e.into_inner())).clone();
-    if !f(&mut next) {
-        return;
+fn register_pairs(pairs: &[(String, String)]) {
+    let mut w = registry().write().unwrap_or_else(|e| e.into_inner());
+    let mut next = (**w).clone();
+    if pairs.iter().fold(false, |changed, (u, p)| next.add_basic_pair(u, p) | changed) {
+        next.rebuild();
+        *w = Arc::new(next);
     }
-    let mut w = lock.write().unwrap_or_else(|e| e.into_inner());
-    // Merge with whatever another thread registered meanwhile.
-    let mut merged = (**w).clone();
-    merged.secrets.extend(next.secrets);
-    merged.pairs.extend(next.pairs);
-    merged.rebuild();
-    *w = Arc::new(merged);
 }
 
 /// Config keys whose value is a secret: `token`, `secret`, `password`, `api_key`, and any
@@ -369,7 +376,7 @@ pub fn register_config(cfg: &crate::config::Config, text: &str) {
             }
         }
     }
-    update(|r| pairs.iter().fold(false, |changed, (u, p)| r.add_basic_pair(u, p) | changed));
+    register_pairs(&pairs);
 }
 
 /// `tracing_subscriber`'s writer, scrubbed: every formatted log line (text or JSON, any
@@ -386,7 +393,8 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 }
 
 /// A writer that scrubs whole lines: text is held until its newline (or a flush, or the
-/// writer's end), so a secret split across two writes is still found.
+/// writer's end), so a secret split across two writes is still found. Everything is passed
+/// on by `flush` and when the writer is dropped (the log writer: after each event).
 pub struct ScrubWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
@@ -403,11 +411,17 @@ impl<W: Write> ScrubWriter<W> {
     }
 }
 
+/// Whole lines are passed on in batches of about this size (an export is millions of lines:
+/// one scan per batch, not per line).
+const BATCH: usize = 16 * 1024;
+
 impl<W: Write> Write for ScrubWriter<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        if let Some(nl) = self.buf.iter().rposition(|&b| b == b'\n') {
-            self.emit(nl + 1)?;
+        if self.buf.len() >= BATCH {
+            if let Some(nl) = self.buf.iter().rposition(|&b| b == b'\n') {
+                self.emit(nl + 1)?;
+            }
         }
         Ok(data.len())
     }
