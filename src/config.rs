@@ -656,7 +656,14 @@ impl Config {
             file: path.display().to_string(),
             message: format!("cannot read config file: {e}"),
         })?;
-        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+        // The secrets are registered with the redactor before validation, so that no error
+        // below, nor any log line or vendor answer after, can show one.
+        crate::redact::register_all(
+            crate::redact::secrets_in_config(&text, std::env::vars()).iter().map(String::as_str),
+        );
+        let cfg = Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())?;
+        crate::redact::register_config(&cfg, &text);
+        Ok(cfg)
     }
 
     pub fn from_toml_with_env(
@@ -666,7 +673,10 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // Parse once with the toml crate first: its errors carry the line and column.
         if let Err(e) = toml::from_str::<toml::Table>(text) {
-            return Err(ConfigError::Invalid { file: file.into(), message: one_line(&e.to_string()) });
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                message: one_line(&mask_toml_error(&e.to_string())),
+            });
         }
         let env_map: std::collections::HashMap<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__"))).collect();
@@ -676,7 +686,10 @@ impl Config {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true)
+                    // No type guessing: `…__API_KEY=007700` stays the string "007700" (parsed,
+                    // it was the integer 7700); serde converts numbers and booleans by the
+                    // field's own type.
+                    .try_parsing(false)
                     .source(Some(env_map)),
             )
             .build()
@@ -1004,6 +1017,32 @@ pub(crate) fn check_url(u: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A TOML syntax error quotes the offending line(s) (`12 | api_key = "…`), which may hold a
+/// secret: keep the line number, the key and the table headers, mask every value.
+fn mask_toml_error(msg: &str) -> String {
+    msg.lines()
+        .map(|l| {
+            let Some((gutter, content)) = l.split_once(" | ") else { return l.to_string() };
+            if !gutter.trim().chars().all(|c| c.is_ascii_digit()) || gutter.trim().is_empty() {
+                return l.to_string();
+            }
+            let c = content.trim_start();
+            if c.starts_with('[') && !c.contains('=') {
+                return l.to_string();
+            }
+            let masked = match content.split_once('=') {
+                Some((key, _)) => format!("{key}= ***"),
+                None if c.is_empty() => String::new(),
+                None => "***".to_string(),
+            };
+            format!("{gutter} | {masked}")
+        })
+        // The caret line points into the text that is no longer shown.
+        .filter(|l| !l.trim_start().starts_with('|') || !l.contains('^'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
@@ -1122,6 +1161,40 @@ mod tests {
         assert!(err.contains("sources.zoom.lookback_days: at most 3650"), "{err}");
         let c = load("[sources.teamviewer]\ninitial_lookback_days = 3650\n").unwrap();
         assert_eq!(c.sources.teamviewer.unwrap().initial_lookback_days, 3650);
+    }
+
+    #[test]
+    fn secret_env_overrides_stay_strings() {
+        let c = Config::from_toml_with_env(
+            "[sinks.redmine]\nurl = \"http://127.0.0.1:1\"\n[sources.splashtop]\n",
+            "t.toml",
+            vec![
+                ("TICKETSYNC__SINKS__REDMINE__API_KEY".to_string(), "007700".to_string()),
+                ("TICKETSYNC__SINKS__REDMINE__ENABLED".into(), "false".into()),
+                ("TICKETSYNC__SOURCES__SPLASHTOP__TEAM_ID".into(), "0042".into()),
+                ("TICKETSYNC__SOURCES__SPLASHTOP__CLIENT_ID".into(), "00123".into()),
+                ("TICKETSYNC__SOURCES__SPLASHTOP__CLIENT_SECRET".into(), "1e5".into()),
+            ],
+        )
+        .unwrap();
+        let rm = c.sinks.redmine.as_ref().unwrap();
+        assert_eq!(rm.api_key_secret().unwrap().unwrap().expose_secret(), "007700");
+        assert!(!rm.enabled);
+        let st = c.sources.splashtop.as_ref().unwrap();
+        assert_eq!(st.team_id, Some(42));
+        assert_eq!(st.client_id.as_deref(), Some("00123"));
+        assert_eq!(st.client_secret().unwrap().unwrap().expose_secret(), "1e5");
+    }
+
+    #[test]
+    fn toml_syntax_error_masks_values_keeps_key_and_line() {
+        let text = "[sinks.redmine]\nurl = \"http://x\"\napi_key = \"CANARY-in-syntax-error\nenabled = true\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(!err.contains("CANARY"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("api_key = ***"), "{err}");
+        let err = load("[sources.teamviewer]\ntoken = 'CANARY-x' 'y'\n").unwrap_err().to_string();
+        assert!(!err.contains("CANARY") && err.contains("token = ***") && err.contains("line 2"), "{err}");
     }
 
     #[test]

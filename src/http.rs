@@ -297,7 +297,9 @@ fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<
 
 /// A vendor error body cut to a readable length for logs and error text.
 pub fn short_body(body: &str) -> String {
-    let b = body.trim();
+    // Scrubbed before it is cut, so that no prefix of a secret survives at the cut.
+    let b = crate::redact::scrub(body.trim());
+    let b = b.as_ref();
     let mut out: String = b.chars().take(300).collect();
     if b.chars().count() > 300 {
         out.push('…');

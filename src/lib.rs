@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod note;
 pub mod oauth;
 pub mod pipeline;
+pub mod redact;
 pub mod report;
 pub mod session;
 pub mod sim;

@@ -14,7 +14,10 @@ fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info,sqlx=warn,hyper=warn,reqwest=warn" };
     let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("TICKETSYNC_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Every formatted line passes the redactor: vendor text in any field, at any level.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(ticketsync::redact::ScrubbingMakeWriter(std::io::stderr));
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -32,8 +35,8 @@ async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            // One clear line: the context chain, no secrets (none are ever put in errors).
-            eprintln!("error: {e:#}");
+            // One clear line: the context chain, scrubbed (a vendor's answer may echo a secret).
+            eprintln!("error: {}", ticketsync::redact::scrub(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -199,7 +202,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     d.state,
                     d.kind,
                     d.attempts,
-                    d.last_error.as_deref().unwrap_or("")
+                    // Rows written before redaction existed, or before a token was known.
+                    ticketsync::redact::scrub(d.last_error.as_deref().unwrap_or(""))
                 );
             }
             println!("{} deliveries", rows.len());
@@ -228,7 +232,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit { command: AuditCommand::Show { ticket, db } } => {
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
-            let found = ticketsync::export::show_ticket(&store.pool, ticket, &mut std::io::stdout().lock()).await?;
+            let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());
+            let found = ticketsync::export::show_ticket(&store.pool, ticket, &mut out).await?;
+            drop(out);
             store.pool.close().await;
             if !found {
                 eprintln!("nothing recorded for ticket {ticket}");
@@ -241,11 +247,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 vendor: vendor.clone(),
             };
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
+            // Scrubbed: rows stored before redaction existed may hold a vendor's echo.
             let mut out: Box<dyn std::io::Write> = match output {
-                Some(p) => Box::new(std::io::BufWriter::new(
+                Some(p) => Box::new(ticketsync::redact::ScrubWriter::new(std::io::BufWriter::new(
                     std::fs::File::create(p).with_context(|| format!("--output {}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                ))),
+                None => {
+                    Box::new(ticketsync::redact::ScrubWriter::new(std::io::BufWriter::new(std::io::stdout().lock())))
+                }
             };
             let s = ticketsync::export::export(&store.pool, &filter, *format, &mut out).await?;
             drop(out);
@@ -266,7 +275,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
         }
         Command::Doctor => {
-            let ok = ticketsync::doctor::run(&cli.config, &mut std::io::stdout().lock()).await;
+            let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());
+            let ok = ticketsync::doctor::run(&cli.config, &mut out).await;
+            drop(out);
             if !ok {
                 return Ok(ExitCode::from(3));
             }

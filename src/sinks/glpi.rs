@@ -138,6 +138,7 @@ impl GlpiSink {
                 "initSession answered without session_token",
             )
         })?;
+        crate::redact::register(token);
         tracing::debug!(sink = %self.name, "GLPI session opened");
         Ok(SecretString::from(token.to_string()))
     }

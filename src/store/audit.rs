@@ -498,6 +498,11 @@ impl Chain {
         let id = self.next_id;
         let at = super::now();
         let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
+        // Vendor text (an error body) may echo a secret; scrubbed before it is hashed.
+        let detail = match crate::redact::scrub(&detail) {
+            std::borrow::Cow::Owned(s) => s,
+            std::borrow::Cow::Borrowed(_) => detail,
+        };
         let subject = ev.subject.map(|s| s.hex());
         let version = if self.key.is_some() { ChainVersion::Keyed } else { ChainVersion::Unkeyed };
         let fields = RowFields {

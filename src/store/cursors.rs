@@ -36,7 +36,7 @@ pub async fn record_error(pool: &sqlx::SqlitePool, source: &str, error: &str) ->
     )
     .bind(source)
     .bind(&now)
-    .bind(error)
+    .bind(crate::redact::scrubbed(error))
     .bind(&now)
     .execute(pool)
     .await?;

@@ -123,10 +123,11 @@ impl Store {
     /// Open (creating if missing) and migrate. WAL, foreign keys, busy timeout, and
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Store> {
+        let io_err = |e| StoreError::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) })?;
+            private_files::create_dir(dir).map_err(io_err)?;
         }
+        private_files::create_file(path).map_err(io_err)?;
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?
             .filename(path)
@@ -149,6 +150,9 @@ impl Store {
             .map_err(open_err)?;
         let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;
         MIGRATOR.run(&writer).await?;
+        // SQLite made the -wal and -shm files at the first write, with the database's mode
+        // (0600 above); an existing database from an older version may have 0644 ones.
+        private_files::restrict(path).map_err(io_err)?;
         let marker_key = secrets::marker_key(&mut *writer.acquire().await?).await?;
         Ok(Store {
             pool,
@@ -261,6 +265,70 @@ impl Store {
     pub async fn integrity_check(&self) -> Result<String> {
         let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&self.pool).await?;
         Ok(s)
+    }
+}
+
+/// The database holds sessions, customers' names and e-mails, and (encrypted) OAuth tokens:
+/// readable by the service's user only, whatever the umask, also outside systemd (whose
+/// `StateDirectoryMode=` and `UMask=` cover only the packaged unit).
+mod private_files {
+    use std::path::{Path, PathBuf};
+
+    /// A state directory this process creates is 0700 (every level it creates). An existing
+    /// one is left as it is: it may be shared (`/tmp`, the working directory).
+    pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+        if dir.exists() {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        }
+        #[cfg(not(unix))]
+        std::fs::create_dir_all(dir)
+    }
+
+    /// Create the database file 0600 before SQLite does (it would use 0644 minus the umask);
+    /// SQLite then gives the -wal and -shm files the database file's mode.
+    pub fn create_file(path: &Path) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            if !path.exists() {
+                std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+            }
+        }
+        restrict(path)
+    }
+
+    /// chmod 0600 the database, its -wal and -shm (those that exist).
+    pub fn restrict(path: &Path) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let p = PathBuf::from(p);
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() && m.permissions().mode() & 0o077 != 0 => {
+                        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                            // Another user's database (an operator reading the service's):
+                            // not ours to change; say so rather than refuse to open it.
+                            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                                tracing::warn!(file = %p.display(), "database file readable by others and not ours to chmod 0600")
+                            }
+                            r => r?,
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 }
 

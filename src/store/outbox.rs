@@ -386,6 +386,21 @@ pub enum Outcome {
     Dead { error: String },
 }
 
+impl Outcome {
+    /// The sink's error text, scrubbed: it lands in `last_error`, the attempt and the audit.
+    pub fn redacted(&self) -> Outcome {
+        let r = |e: &String| crate::redact::scrubbed(e);
+        match self {
+            Outcome::Retry { next_attempt_at, error, ambiguous } => {
+                Outcome::Retry { next_attempt_at: next_attempt_at.clone(), error: r(error), ambiguous: *ambiguous }
+            }
+            Outcome::Failed { error } => Outcome::Failed { error: r(error) },
+            Outcome::Dead { error } => Outcome::Dead { error: r(error) },
+            other => other.clone(),
+        }
+    }
+}
+
 pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Result<()> {
     let mut tx = store.begin().await?;
     let mut chain = audit::Chain::load(&mut tx).await?;
@@ -396,6 +411,7 @@ pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Re
 }
 
 async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outcome: &Outcome) -> Result<()> {
+    let outcome = &outcome.redacted();
     let now = super::now();
     let (state, kind, attempt_outcome, detail) = match outcome {
         Outcome::Delivered { remote_ref, found_existing } => {

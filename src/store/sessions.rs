@@ -269,7 +269,7 @@ pub async fn quarantine(
     )
     .bind(source)
     .bind(external_id)
-    .bind(reason)
+    .bind(crate::redact::scrubbed(reason))
     .bind(raw)
     .bind(super::now())
     .fetch_one(&mut **tx)

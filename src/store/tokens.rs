@@ -47,7 +47,9 @@ impl TokenKey {
         }
         let (nonce, ct) = raw.split_at(12);
         let plain = ChaCha20Poly1305::new(&self.0).decrypt(Nonce::from_slice(nonce), ct).map_err(|_| bad())?;
-        Ok(SecretString::from(String::from_utf8(plain).map_err(|_| bad())?))
+        let plain = String::from_utf8(plain).map_err(|_| bad())?;
+        crate::redact::register(&plain);
+        Ok(SecretString::from(plain))
     }
 }
 
@@ -92,6 +94,7 @@ pub async fn save(
 ) -> Result<i64> {
     let mut tx = store.begin().await?;
     let now = super::now();
+    crate::redact::register_all([Some(access), refresh].into_iter().flatten().map(|s| s.expose_secret()));
     let a = key.seal(access.expose_secret());
     let r = refresh.map(|r| key.seal(r.expose_secret()));
     let generation: i64 = sqlx::query_scalar(

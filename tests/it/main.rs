@@ -9,6 +9,7 @@ mod crash;
 mod disk_full;
 mod faultproxy;
 mod faults;
+mod hostile;
 mod hostile_http;
 mod markers;
 mod ops;
