@@ -97,7 +97,9 @@ pub fn oauth_client(
         http,
         store.clone(),
     )
-    .with_client_auth(ClientAuth::Basic);
+    .with_client_auth(ClientAuth::Basic)
+    // Zoom documents PKCE (S256) for user authorization (docs/security/oauth.md).
+    .with_pkce();
     Ok(match (a.auth, &a.account_id) {
         (ZoomAuth::ServerToServer, Some(id)) => client.with_account_credentials(id.clone()),
         _ => client,

@@ -124,10 +124,10 @@ async fn approve(authorize_url: &str) -> String {
 /// Authorize the user-managed account in-process (the CLI paths are tested separately).
 async fn authorize(env: &Env) {
     let o = ticketsync::sources::zoom::oauth_client(zoom_cfg(env), 0, &env.app.store, reqwest::Client::new()).unwrap();
-    let (url, _) = o.authorize_url().await.unwrap();
+    let (url, state) = o.authorize_url().await.unwrap();
     let redirect = approve(&url).await;
-    let code = url::Url::parse(&redirect).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
-    o.exchange_code(&code).await.unwrap();
+    let cb = ticketsync::oauth::parse_callback(&redirect, Some(&state)).unwrap();
+    o.complete_authorization(&cb.code, &state).await.unwrap();
 }
 
 async fn stored_refresh(env: &Env) -> String {
