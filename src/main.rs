@@ -74,6 +74,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("  warning: no sink configured: sessions are stored and matched but not delivered");
             }
             check_refresh_tokens(&cfg).await?;
+            check_lookback(&cfg).await?;
         }
         Command::Migrate => {
             let cfg = load(&cli)?;
@@ -349,6 +350,32 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
     println!(
         "{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}",
         cfg.store.path.display()
+    );
+    Ok(())
+}
+
+/// Before the first poll of TeamViewer: warn when `initial_lookback_days` reads less than the
+/// vendor keeps, and say how to read the rest. Read only; nothing once the source has polled.
+async fn check_lookback(cfg: &Config) -> Result<()> {
+    let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) else { return Ok(()) };
+    let retention = ticketsync::sources::teamviewer::REPORT_RETENTION_DAYS;
+    if tv.initial_lookback_days >= retention {
+        return Ok(());
+    }
+    if cfg.store.path.exists() {
+        let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+        let polled = ticketsync::store::cursors::load(&store.pool, "teamviewer").await;
+        store.pool.close().await;
+        if polled?.is_some() {
+            return Ok(());
+        }
+    }
+    let from = (chrono::Utc::now() - chrono::Duration::days(tv.initial_lookback_days as i64)).format("%Y-%m-%d");
+    println!(
+        "  warning: sources.teamviewer.initial_lookback_days = {}: the first poll reads connection reports from {from} on, \
+         but TeamViewer keeps about {retention} days of them (assumed; see docs/security/oauth.md); \
+         to read the older ones run `ticketsync backfill --source teamviewer --from <first day> --to {from}` after it",
+        tv.initial_lookback_days
     );
     Ok(())
 }
