@@ -91,6 +91,9 @@ struct St {
     faults: VecDeque<ZoomFault>,
     log: Vec<ZoomRequest>,
     api_delay: Option<Duration>,
+    /// Held before the token endpoint answers (a slow vendor, or a test lining a refresh up
+    /// with another source's page transaction).
+    token_delay: Option<Duration>,
     next_id: i64,
 }
 
@@ -251,6 +254,10 @@ impl ZoomSim {
         self.inner.lock().api_delay = d;
     }
 
+    pub fn set_token_delay(&self, d: Option<Duration>) {
+        self.inner.lock().token_delay = d;
+    }
+
     /// Grant types of the token requests answered with 200, in order.
     pub fn grants(&self) -> Vec<String> {
         self.inner.lock().grants.clone()
@@ -390,6 +397,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         return authorize(&inner, &query_map(&query));
     }
     if path == "/oauth/token" && method == "POST" {
+        let delay = inner.lock().token_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         return token(&inner, &headers, &query, &body);
     }
     let Some(rest) = path.strip_prefix("/v2") else { return err(404, 404, "Not found") };
