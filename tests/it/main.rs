@@ -7,6 +7,7 @@ mod crash;
 mod disk_full;
 mod faultproxy;
 mod faults;
+mod first_run;
 mod oauth;
 mod ops;
 mod pipeline;
