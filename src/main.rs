@@ -112,7 +112,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             app.store.pool.close().await;
         }
         Command::Auth { provider, code, state, account, listen } if provider == "zoom" => {
-            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), state.as_deref(), *listen).await?
+            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), state.as_deref(), *listen)
+                .await?
         }
         Command::Auth { provider, code, state, listen, .. } => {
             auth(&cli, provider, code.as_deref(), state.as_deref(), *listen).await?

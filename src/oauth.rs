@@ -148,7 +148,9 @@ pub enum CallbackError {
     NoCode,
     #[error("the redirect has no `state`: it cannot be told apart from a forged one (paste the whole redirect URL, not only its code)")]
     NoState,
-    #[error("the redirect's `state` does not match the request this ticketsync issued (possible CSRF, or an older URL)")]
+    #[error(
+        "the redirect's `state` does not match the request this ticketsync issued (possible CSRF, or an older URL)"
+    )]
     WrongState,
 }
 
@@ -309,9 +311,14 @@ impl OAuthClient {
                 tracing::warn!(provider = %self.provider, generation,
                     "stored OAuth tokens cannot be decrypted with the configured client secret (rotated?): discarding them; {}",
                     if s2s { "fetching a fresh server-to-server token".to_string() } else { format!("run `ticketsync auth {}`", auth_cmd(&self.provider)) });
-                tokens::discard(&self.store, &self.provider, generation, "undecryptable with the configured client secret")
-                    .await
-                    .map_err(|e| self.store_err(e))?;
+                tokens::discard(
+                    &self.store,
+                    &self.provider,
+                    generation,
+                    "undecryptable with the configured client secret",
+                )
+                .await
+                .map_err(|e| self.store_err(e))?;
                 if s2s {
                     Ok(None)
                 } else {
@@ -450,7 +457,8 @@ impl OAuthClient {
     async fn exchange(&self, code: &str, verifier: Option<&str>) -> Result<String, OAuthError> {
         let _g = self.lock.lock().await;
         self.recovered.get_or_init(|| self.replay_journal()).await;
-        let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", self.redirect_uri.as_str())];
+        let mut form =
+            vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", self.redirect_uri.as_str())];
         if let Some(v) = verifier {
             form.push(("code_verifier", v));
         }
@@ -667,7 +675,8 @@ impl OAuthClient {
         if journaled {
             tokens::journal_remove(&db, &self.provider);
         }
-        let timing = CommitTiming { journal: if journaled { journal } else { Duration::ZERO }, database: answered.elapsed() };
+        let timing =
+            CommitTiming { journal: if journaled { journal } else { Duration::ZERO }, database: answered.elapsed() };
         *self.last_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(timing);
         tracing::debug!(provider = %self.provider, journal_us = timing.journal.as_micros() as u64, commit_us = timing.database.as_micros() as u64, "token response committed");
         Ok(generation)
@@ -710,6 +719,27 @@ mod tests {
         let t = TokenResponse::parse(r#"{"access_token":"a","expires_in":-9223372036854775808}"#).unwrap();
         assert_eq!(t.access_expires_at(now()), crate::session::ts(now()));
         assert_eq!(t.refresh_expires_at(Some(chrono::Duration::days(30)), now()), None);
+    }
+
+    /// Regression (issue 15): `expires_in` was raised to at least 60 s, so a 20-second token
+    /// was used for a minute (a 401 before every refresh). Now the vendor's word stands, and
+    /// the refresh comes shortly before it.
+    #[test]
+    fn short_tokens_are_refreshed_before_the_vendors_expiry() {
+        let t = TokenResponse::parse(r#"{"access_token":"a","expires_in":20}"#).unwrap();
+        assert_eq!(t.access_expires_at(now()), crate::session::ts(now() + chrono::Duration::seconds(20)));
+        let at = |life: i64| refresh_due_at(now(), now() + chrono::Duration::seconds(life)) - now();
+        // min(expiry - 30 s, 90 %), never before half the lifetime.
+        assert_eq!(at(86_400), chrono::Duration::seconds(77_760));
+        assert_eq!(at(3_600), chrono::Duration::seconds(3_240));
+        assert_eq!(at(300), chrono::Duration::seconds(270));
+        assert_eq!(at(60), chrono::Duration::seconds(30));
+        assert_eq!(at(20), chrono::Duration::seconds(10));
+        assert_eq!(at(0), chrono::Duration::zero());
+        assert_eq!(at(-5), chrono::Duration::zero(), "an expiry in the past: refresh now");
+        for life in [1, 20, 59, 60, 61, 3_599, 86_400] {
+            assert!(at(life) < chrono::Duration::seconds(life), "{life}: before the vendor's expiry");
+        }
     }
 
     #[test]

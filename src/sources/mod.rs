@@ -131,7 +131,12 @@ pub enum PageError<E> {
 /// up to `max_retries` times, the same way for every vendor. Only then does the poll fail, as
 /// a transient error that the next poll retries from the saved cursor. `fetch` answers
 /// `Ok(Err(detail))` for an unparsable page.
-pub async fn fetch_parsed<T, E, F, Fut>(source: &str, what: &str, max_retries: usize, mut fetch: F) -> Result<T, PageError<E>>
+pub async fn fetch_parsed<T, E, F, Fut>(
+    source: &str,
+    what: &str,
+    max_retries: usize,
+    mut fetch: F,
+) -> Result<T, PageError<E>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Result<T, String>, E>>,

@@ -258,11 +258,12 @@ impl ZoomApi {
                 }
                 let what = format!("GET {path}");
                 // A page that does not parse is asked for again, as for every vendor.
-                let fetched: Result<_, super::PageError<ApiError>> = super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
-                    let text = self.call(reqwest::Method::GET, path, &q, None).await?;
-                    Ok(json_body::<Page>(&text).map_err(|e| e.to_string()))
-                })
-                .await;
+                let fetched: Result<_, super::PageError<ApiError>> =
+                    super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
+                        let text = self.call(reqwest::Method::GET, path, &q, None).await?;
+                        Ok(json_body::<Page>(&text).map_err(|e| e.to_string()))
+                    })
+                    .await;
                 let page = match fetched {
                     Ok(p) => p,
                     Err(super::PageError::Call(e)) if e.page_token_expired() && restarts < WALK_RESTARTS => {
@@ -274,7 +275,10 @@ impl ZoomApi {
                     Err(super::PageError::Unparsable { attempts, detail }) => {
                         return Err(SourceError::Vendor {
                             source_name: VENDOR.into(),
-                            message: format!("account {}: {what}: malformed page ({detail}), {attempts} attempt(s)", self.account.name),
+                            message: format!(
+                                "account {}: {what}: malformed page ({detail}), {attempts} attempt(s)",
+                                self.account.name
+                            ),
                             transient: true,
                         })
                     }

@@ -48,6 +48,11 @@ impl TokenKey {
     pub fn decrypt(&self, sealed: &str) -> std::result::Result<SecretString, Undecryptable> {
         let b64 = sealed.strip_prefix("v1:").ok_or(Undecryptable)?;
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| Undecryptable)?;
+        self.decrypt_raw(&raw)
+    }
+
+    /// The AEAD step of [`Self::decrypt`]: `nonce (12 bytes) || ciphertext || tag`, as any bytes.
+    pub fn decrypt_raw(&self, raw: &[u8]) -> std::result::Result<SecretString, Undecryptable> {
         if raw.len() < 12 {
             return Err(Undecryptable);
         }
@@ -67,7 +72,8 @@ impl TokenKey {
     /// redirect, without a schema change, and nobody without the client secret can compute it.
     pub fn pkce_verifier(&self, state: &str) -> String {
         use hmac::Mac;
-        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice()).expect("HMAC takes any key length");
+        let mut mac =
+            <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice()).expect("HMAC takes any key length");
         mac.update(b"ticketsync-pkce-verifier-v1\0");
         mac.update(state.as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -100,7 +106,9 @@ pub enum Loaded {
     Missing,
     Tokens(Tokens),
     /// The row exists but the configured client secret does not open it.
-    Undecryptable { generation: i64 },
+    Undecryptable {
+        generation: i64,
+    },
 }
 
 /// Like [`load`], but a row the key does not open is reported, not an error, so that the
@@ -317,7 +325,12 @@ pub fn journal_write(db_path: &str, t: &Sealed) -> std::io::Result<()> {
 /// An unreadable file is `None`: it can only be one whose rename never happened.
 pub fn journal_read(db_path: &str, provider: &str) -> Option<Sealed> {
     let body = std::fs::read(journal_path(db_path, provider)).ok()?;
-    serde_json::from_slice::<Sealed>(&body).ok().filter(|t| t.provider == provider)
+    parse_journal(&body).filter(|t| t.provider == provider)
+}
+
+/// A journal entry from its file's bytes; `None` for anything else (fuzz target `token_decrypt`).
+pub fn parse_journal(body: &[u8]) -> Option<Sealed> {
+    serde_json::from_slice::<Sealed>(body).ok()
 }
 
 pub fn journal_remove(db_path: &str, provider: &str) {
@@ -360,6 +373,49 @@ pub async fn take_fresh_state(store: &super::Store, provider: &str, state: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 7636 appendix B: the S256 challenge of its example verifier.
+    #[test]
+    fn pkce_challenge_is_rfc_7636_s256() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let k = TokenKey::derive("zoom:a", &SecretString::from("s".to_string()));
+        let v = k.pkce_verifier("state-1");
+        assert_eq!(v.len(), 43);
+        assert!(v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(v, k.pkce_verifier("state-2"));
+        let other = TokenKey::derive("zoom:a", &SecretString::from("t".to_string()));
+        assert_ne!(v, other.pkce_verifier("state-1"), "only the client secret's holder computes it");
+    }
+
+    /// What the fuzz target `token_decrypt` checks, on a fixed sample: tampered, truncated,
+    /// foreign and arbitrary input is `Undecryptable`, never a panic.
+    #[test]
+    fn decrypt_refuses_tampered_and_arbitrary_input() {
+        let k = TokenKey::derive("teamviewer", &SecretString::from("cs-1".to_string()));
+        let sealed = k.encrypt("54213-2YotnFZFEjr1zCsicMWp");
+        let raw = base64::engine::general_purpose::STANDARD.decode(&sealed[3..]).unwrap();
+        for i in 0..raw.len() {
+            let mut t = raw.clone();
+            t[i] ^= 0x01;
+            assert!(k.decrypt_raw(&t).is_err(), "bit flip at {i}");
+            assert!(k.decrypt_raw(&raw[..i]).is_err(), "truncated to {i}");
+        }
+        for s in [
+            "",
+            "v1:",
+            "v1:====",
+            "v2:AAAA",
+            "v1:\u{0}\u{ffff}",
+            &sealed[..sealed.len() - 2],
+            "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(k.decrypt(s).is_err(), "{s:?}");
+        }
+        assert!(parse_journal(b"{\"provider\":1}").is_none());
+    }
 
     #[test]
     fn seal_open_round_trip_and_wrong_key_fails() {

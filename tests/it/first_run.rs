@@ -25,9 +25,8 @@ const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
 const CONNECTIONS: &str = "/api/v1/reports/connections";
 
 async fn tv_sim(n: usize) -> TeamViewerSim {
-    let sim = TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..SimOptions::default() })
-        .await
-        .unwrap();
+    let sim =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..SimOptions::default() }).await.unwrap();
     sim.generate(n, 3, Utc::now() - TimeDelta::hours(6));
     sim
 }
@@ -57,7 +56,10 @@ async fn first_poll_says_what_it_reads_and_how_to_backfill() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
-        &format!("[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\ninitial_lookback_days = 60\n", sim.base_url),
+        &format!(
+            "[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\ninitial_lookback_days = 60\n",
+            sim.base_url
+        ),
     );
     let out = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
@@ -71,7 +73,10 @@ async fn first_poll_says_what_it_reads_and_how_to_backfill() {
     let line = stderr.lines().find(|l| l.contains("first poll of teamviewer")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("INFO") && line.contains("initial_lookback_days = 60"), "{line}");
     assert!(line.contains(&from) && line.contains("to now"), "the range read: {line}");
-    assert!(line.contains(&format!("ticketsync backfill --source teamviewer --from <first day> --to {from}")), "{line}");
+    assert!(
+        line.contains(&format!("ticketsync backfill --source teamviewer --from <first day> --to {from}")),
+        "{line}"
+    );
     let again = tokio::task::spawn_blocking(move || bin(&cfg, &["sync-once"])).await.unwrap();
     assert!(!String::from_utf8_lossy(&again.stderr).contains("first poll"), "said once");
     println!("first poll notice: {line}");
@@ -99,7 +104,10 @@ async fn check_warns_when_the_initial_lookback_is_shorter_than_retention() {
     let cfg = write_config(dir.path(), &tv(7));
     let (ok, out) = run(cfg.clone(), &["check"]).await.unwrap();
     assert!(ok, "a warning, not an error: {out}");
-    let warn = out.lines().find(|l| l.contains("warning: sources.teamviewer.initial_lookback_days = 7")).unwrap_or_else(|| panic!("{out}"));
+    let warn = out
+        .lines()
+        .find(|l| l.contains("warning: sources.teamviewer.initial_lookback_days = 7"))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(warn.contains("365 days") && warn.contains("ticketsync backfill --source teamviewer"), "{warn}");
 
     let (_, out) = run(write_config(dir.path(), &tv(400)), &["check"]).await.unwrap();
@@ -124,7 +132,11 @@ async fn unparsable_page_is_refetched_teamviewer() {
         request_timeout_secs: 10,
         ..Default::default()
     };
-    sim.push_fault(Fault { times: 2, body: "<html>502 from a proxy</html>".into(), ..Fault::new("/reports/connections", 200) });
+    sim.push_fault(Fault {
+        times: 2,
+        body: "<html>502 from a proxy</html>".into(),
+        ..Fault::new("/reports/connections", 200)
+    });
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(3));
     let s = src.poll(&store, &CancellationToken::new()).await.expect("the page is re-read");
     assert_eq!((s.inserted, s.complete), (5, true));
@@ -135,15 +147,17 @@ async fn unparsable_page_is_refetched_teamviewer() {
     sim.push_fault(Fault { times: 10, body: "not json".into(), ..Fault::new("/reports/connections", 200) });
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1));
     let err = src.poll(&store, &CancellationToken::new()).await.unwrap_err();
-    assert!(err.is_transient() && err.to_string().contains("malformed page") && err.to_string().contains("2 attempt"), "{err}");
+    assert!(
+        err.is_transient() && err.to_string().contains("malformed page") && err.to_string().contains("2 attempt"),
+        "{err}"
+    );
 }
 
 /// Splashtop: a `data` that is not a page of logs is asked for again, as for TeamViewer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_page_is_refetched_splashtop() {
-    let sim = SplashtopSim::start(StSimOptions { api_tokens: vec![TOKEN.into()], ..StSimOptions::default() })
-        .await
-        .unwrap();
+    let sim =
+        SplashtopSim::start(StSimOptions { api_tokens: vec![TOKEN.into()], ..StSimOptions::default() }).await.unwrap();
     sim.generate(4, 5, Utc::now() - TimeDelta::hours(6));
     let dir = tempfile::tempdir().unwrap();
     let store = temp_store(dir.path()).await;
@@ -156,7 +170,11 @@ async fn unparsable_page_is_refetched_splashtop() {
         ..Default::default()
     };
     let logs = ticketsync::sources::splashtop::wire::session_logs_path(SIM_TEAM_ID);
-    sim.push_fault(Fault { times: 2, body: r#"{"result":20200,"data":{"logs":"not a list"}}"#.into(), ..Fault::new(logs.clone(), 200) });
+    sim.push_fault(Fault {
+        times: 2,
+        body: r#"{"result":20200,"data":{"logs":"not a list"}}"#.into(),
+        ..Fault::new(logs.clone(), 200)
+    });
     let src = SplashtopSource::with_api(&cfg, SplashtopApi::new(&cfg, &store).unwrap().with_max_retries(3));
     let s = src.poll(&store, &CancellationToken::new()).await.expect("the page is re-read");
     assert_eq!((s.inserted, s.complete), (4, true));
@@ -199,7 +217,13 @@ user_id = "tech@example.com"
     let people = vec![participant("Ann", "ann@acme.example", start, start + TimeDelta::minutes(20))];
     zoom.end_meeting(id, Some("plainuuid0001"), start, start + TimeDelta::minutes(25), people);
     let path = "/past_meetings/plainuuid0001/participants";
-    zoom.fail_next(ZoomFault { path_prefix: path.into(), times: 2, status: 200, headers: vec![], body: json!("garbage") });
+    zoom.fail_next(ZoomFault {
+        path_prefix: path.into(),
+        times: 2,
+        status: 200,
+        headers: vec![],
+        body: json!("garbage"),
+    });
     let r = tokio::time::timeout(Duration::from_secs(60), app.cycle()).await.unwrap().expect("the page is re-read");
     assert_eq!(r.polled[0].1.inserted, 1);
     let reads = zoom.log().iter().filter(|l| l.path.ends_with(path)).count();

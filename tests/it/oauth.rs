@@ -256,7 +256,8 @@ async fn oauth_pkce_binds_the_code_to_this_request() {
     assert!(matches!(err, OAuthError::StateRejected { .. }), "{err}");
 
     let tv = tv_oauth_sim().await;
-    let tvo = ticketsync::sources::teamviewer::oauth_client(&tv_oauth_cfg(&tv), &store, reqwest::Client::new()).unwrap();
+    let tvo =
+        ticketsync::sources::teamviewer::oauth_client(&tv_oauth_cfg(&tv), &store, reqwest::Client::new()).unwrap();
     let (tv_url, _) = tvo.authorize_url().await.unwrap();
     assert!(!tvo.uses_pkce() && query(&tv_url, "code_challenge").is_none(), "{tv_url}");
 }
@@ -555,7 +556,10 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
 }
 
 fn tv_load_toml(sim: &TeamViewerSim) -> String {
-    format!("[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TV_SCRIPT}\"\nrequest_timeout_secs = 10\n", sim.base_url)
+    format!(
+        "[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TV_SCRIPT}\"\nrequest_timeout_secs = 10\n",
+        sim.base_url
+    )
 }
 
 /// Pages of 1,000 connection reports for the TeamViewer source to write.
@@ -567,8 +571,9 @@ async fn page_load(opts: SimOptions) -> TeamViewerSim {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_kills_teamviewer_never_lose_the_refresh_token() {
-    let sim = page_load(SimOptions { oauth_client: Some((TV_CLIENT_ID.into(), TV_SECRET.into())), ..Default::default() })
-        .await;
+    let sim =
+        page_load(SimOptions { oauth_client: Some((TV_CLIENT_ID.into(), TV_SECRET.into())), ..Default::default() })
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let toml = format!(
@@ -657,8 +662,12 @@ async fn refresh_kills_splashtop_never_lose_the_refresh_token() {
     let cfg = write(dir.path(), "c.toml", &toml);
     let store = Store::open(&db, Duration::from_secs(5)).await.unwrap();
     let c = config(&toml);
-    let o = ticketsync::sources::splashtop::oauth_client(c.sources.splashtop.as_ref().unwrap(), &store, reqwest::Client::new())
-        .unwrap();
+    let o = ticketsync::sources::splashtop::oauth_client(
+        c.sources.splashtop.as_ref().unwrap(),
+        &store,
+        reqwest::Client::new(),
+    )
+    .unwrap();
     let (url, state) = o.authorize_url().await.unwrap();
     let code = parse_callback(&approve(&url).await, Some(&state)).unwrap().code;
     o.complete_authorization(&code, &state).await.unwrap();

@@ -336,7 +336,10 @@ async fn oauth_without_rotation_keeps_the_refresh_token_and_refreshes_before_exp
     let (rt1, exp1, _) = refresh_token_enc(&store).await;
     // The stored access token is past its refresh point (shortly before the vendor's expiry):
     // the first call refreshes first, no 401 needed; the page read uses the new token.
-    sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2000-01-01T00:00:00Z'").execute(&store.pool).await.unwrap();
+    sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2000-01-01T00:00:00Z'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     poll(&source(&cfg, &store, 0), &store).await.unwrap();
     assert_eq!(sim.refresh_count(), 1, "refreshed ahead of expiry");
     let (rt2, exp2, _) = refresh_token_enc(&store).await;
