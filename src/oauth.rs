@@ -191,8 +191,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// How long the last token commit took, from the vendor's answer (for the fault suite's figures).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommitTiming {
-    /// Until the journal entry was fsynced (zero when there was no refresh token to protect).
+    /// Until the journal entry was in place, safe from a killed process (zero when there was
+    /// no refresh token to protect).
     pub journal: Duration,
+    /// Until it was fsynced, safe from a power loss.
+    pub journal_synced: Duration,
     /// Until the database commit returned.
     pub database: Duration,
 }
@@ -656,18 +659,29 @@ impl OAuthClient {
             reason,
         );
         let db = self.store.path().to_string();
-        let journaled = refresh.is_some();
-        if journaled {
-            let (db2, entry) = (db.clone(), sealed.clone());
-            let written = tokio::task::spawn_blocking(move || tokens::journal_write(&db2, &entry))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            if let Err(e) = written {
+        let mut journal = Duration::ZERO;
+        let mut synced = Duration::ZERO;
+        // Staged on this thread (a small write and a rename, no waiting): a kill from here on
+        // loses nothing. The fsyncs for power loss follow on the blocking pool.
+        let journaled = match refresh.is_some().then(|| tokens::journal_stage(&db, &sealed)) {
+            None => false,
+            Some(Ok(path)) => {
+                journal = answered.elapsed();
+                let synced_ok = tokio::task::spawn_blocking(move || tokens::journal_sync(&path))
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                if let Err(e) = synced_ok {
+                    tracing::warn!(provider = %self.provider, error = %e, "token journal not fsynced; committing to the database");
+                }
+                synced = answered.elapsed();
+                true
+            }
+            Some(Err(e)) => {
                 // The database commit below still protects the token, as before the journal.
                 tracing::warn!(provider = %self.provider, error = %e, "token journal not written; committing to the database only");
+                false
             }
-        }
-        let journal = answered.elapsed();
+        };
         let generation = tokens::save_sealed(&self.store, &sealed, None)
             .await
             .map_err(|e| self.store_err(e))?
@@ -675,10 +689,11 @@ impl OAuthClient {
         if journaled {
             tokens::journal_remove(&db, &self.provider);
         }
-        let timing =
-            CommitTiming { journal: if journaled { journal } else { Duration::ZERO }, database: answered.elapsed() };
+        let timing = CommitTiming { journal, journal_synced: synced, database: answered.elapsed() };
         *self.last_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(timing);
-        tracing::debug!(provider = %self.provider, journal_us = timing.journal.as_micros() as u64, commit_us = timing.database.as_micros() as u64, "token response committed");
+        tracing::debug!(provider = %self.provider, journal_us = timing.journal.as_micros() as u64,
+            journal_synced_us = timing.journal_synced.as_micros() as u64, commit_us = timing.database.as_micros() as u64,
+            "token response committed");
         Ok(generation)
     }
 

@@ -303,8 +303,15 @@ pub fn journal_path(db_path: &str, provider: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{db_path}.oauth-{hex}"))
 }
 
-/// Write and fsync the journal entry (then the directory, so the rename survives power loss).
+/// Write and fsync the journal entry ([`journal_stage`], then [`journal_sync`]).
 pub fn journal_write(db_path: &str, t: &Sealed) -> std::io::Result<()> {
+    journal_sync(&journal_stage(db_path, t)?)
+}
+
+/// Put the entry in place: written to `.tmp` and renamed, so that it is whole or absent.
+/// From here on a killed process loses nothing (the page cache outlives it); surviving a power
+/// loss takes [`journal_sync`] too. Microseconds, so it runs on the caller's thread.
+pub fn journal_stage(db_path: &str, t: &Sealed) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = journal_path(db_path, &t.provider);
@@ -312,9 +319,16 @@ pub fn journal_write(db_path: &str, t: &Sealed) -> std::io::Result<()> {
     let body = serde_json::to_vec(t).map_err(std::io::Error::other)?;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(&body)?;
-    f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// fsync the entry and its directory (the new name), so that it survives a power loss. An
+/// entry cut short by a power loss before this is unreadable and ignored, which loses no more
+/// than the database commit that had not happened either.
+pub fn journal_sync(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
