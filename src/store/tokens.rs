@@ -315,7 +315,8 @@ pub fn journal_stage(db_path: &str, t: &Sealed) -> std::io::Result<std::path::Pa
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = journal_path(db_path, &t.provider);
-    let tmp = path.with_extension("tmp");
+    // Beside the entry, per provider (`with_extension` would give every provider one name).
+    let tmp = std::path::PathBuf::from(format!("{}.tmp", path.display()));
     let body = serde_json::to_vec(t).map_err(std::io::Error::other)?;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(&body)?;
