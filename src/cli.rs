@@ -47,8 +47,9 @@ pub enum Command {
         /// Zoom: which [[sources.zoom.accounts]] entry (default: default_account, else the first).
         #[arg(long)]
         account: Option<String>,
-        /// Zoom: receive the redirect on the loopback address of the account's redirect_uri
-        /// instead of asking for the pasted code.
+        /// Receive the redirect on the loopback address of the redirect_uri (Zoom: the
+        /// account's) instead of asking for the pasted URL; callbacks without the state this
+        /// command issued are refused and the wait goes on.
         #[arg(long)]
         listen: bool,
         /// The `code` from the redirect (or the whole redirect URL).

@@ -325,16 +325,12 @@ async fn authorize_zoom(app: &App) -> Result<()> {
         &app.store,
         crate::http::client(std::time::Duration::from_secs(10)),
     )?;
-    let (url, _) = oauth.authorize_url().await?;
+    let (url, state) = oauth.authorize_url().await?;
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let resp = browser.get(&url).send().await?;
     let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).context("no redirect")?;
-    let code = url::Url::parse(location)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.to_string())
-        .context("no code in the redirect")?;
-    oauth.exchange_code(&code).await?;
+    let cb = crate::oauth::parse_callback(location, Some(&state))?;
+    oauth.complete_authorization(&cb.code, &state).await?;
     Ok(())
 }
 

@@ -86,6 +86,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("  warning: no sink configured: sessions are stored and matched but not delivered");
             }
             check_refresh_tokens(&cfg).await?;
+            check_lookback(&cfg).await?;
         }
         Command::Migrate => {
             let cfg = load(&cli)?;
@@ -123,9 +124,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             app.store.pool.close().await;
         }
         Command::Auth { provider, code, state, account, listen } if provider == "zoom" => {
-            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), *listen).await?
+            ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), state.as_deref(), *listen)
+                .await?
         }
-        Command::Auth { provider, code, state, .. } => auth(&cli, provider, code.as_deref(), state.as_deref()).await?,
+        Command::Auth { provider, code, state, listen, .. } => {
+            auth(&cli, provider, code.as_deref(), state.as_deref(), *listen).await?
+        }
         Command::Session {
             command: SessionCommand::Create { ticket, provider, account, customer_name, customer_email },
         } => {
@@ -408,7 +412,7 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>) -> Result<()> {
+async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>, listen: bool) -> Result<()> {
     let cfg = load(cli)?;
     let timeout = std::time::Duration::from_secs(30);
     let store;
@@ -431,39 +435,40 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
         }
         other => bail!("unknown provider {other:?} (available: teamviewer, splashtop, zoom)"),
     };
-    let input = match code {
-        Some(c) => c.to_string(),
-        None => {
-            let (url, _) = oauth.authorize_url().await?;
-            println!("Open this URL, approve, and paste the redirect URL (or just its code):\n\n  {url}\n");
-            if !std::io::stdin().is_terminal() {
-                println!("Then run: ticketsync auth {provider} --code '<redirect URL or code>'");
-                return Ok(());
-            }
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim().to_string()
-        }
+    // `state` is mandatory whenever this process printed the authorize URL (auth_zoom::authorize).
+    let listen_on = listen.then_some(oauth.redirect_uri.clone());
+    let Some(exp) = ticketsync::auth_zoom::authorize(&oauth, provider, code, state, listen_on.as_deref()).await? else {
+        return Ok(());
     };
-    let (code, got_state) = match url::Url::parse(&input) {
-        Ok(u) => {
-            let get = |k: &str| u.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
-            if let Some(err) = get("error") {
-                bail!("authorization refused by {provider}: {err}");
-            }
-            (get("code").context("the redirect URL has no `code` parameter")?, get("state"))
-        }
-        Err(_) => (input.clone(), state.map(str::to_string)),
-    };
-    if let Some(s) = got_state.as_deref().or(state) {
-        if !oauth.check_state(s).await? {
-            bail!("state {s:?} was not issued by this ticketsync (possible CSRF, or an old URL): run `ticketsync auth {provider}` again");
-        }
-    }
-    let exp = oauth.exchange_code(&code).await?;
     println!(
         "{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}",
         cfg.store.path.display()
+    );
+    Ok(())
+}
+
+/// Before the first poll of TeamViewer: warn when `initial_lookback_days` reads less than the
+/// vendor keeps, and say how to read the rest. Read only; nothing once the source has polled.
+async fn check_lookback(cfg: &Config) -> Result<()> {
+    let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) else { return Ok(()) };
+    let retention = ticketsync::sources::teamviewer::REPORT_RETENTION_DAYS;
+    if tv.initial_lookback_days >= retention {
+        return Ok(());
+    }
+    if cfg.store.path.exists() {
+        let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+        let polled = ticketsync::store::cursors::load(&store.pool, "teamviewer").await;
+        store.pool.close().await;
+        if polled?.is_some() {
+            return Ok(());
+        }
+    }
+    let from = (chrono::Utc::now() - chrono::Duration::days(tv.initial_lookback_days as i64)).format("%Y-%m-%d");
+    println!(
+        "  warning: sources.teamviewer.initial_lookback_days = {}: the first poll reads connection reports from {from} on, \
+         but TeamViewer keeps about {retention} days of them (assumed; see docs/security/oauth.md); \
+         to read the older ones run `ticketsync backfill --source teamviewer --from <first day> --to {from}` after it",
+        tv.initial_lookback_days
     );
     Ok(())
 }

@@ -189,6 +189,12 @@ impl SplashtopSim {
         self.inner.lock().refresh.len()
     }
 
+    /// Refresh tokens the token endpoint would still accept, to check a stored one without
+    /// spending it.
+    pub fn valid_refresh_tokens(&self) -> Vec<String> {
+        self.inner.lock().refresh.iter().cloned().collect()
+    }
+
     /// Requests seen: (method, path, query).
     pub fn requests(&self) -> Vec<(String, String, String)> {
         self.inner.lock().requests.clone()

@@ -978,6 +978,12 @@ impl TeamViewerSim {
         self.inner.lock().refresh_count
     }
 
+    /// Refresh tokens the token endpoint would still accept (with rotation: the latest of
+    /// each chain), to check a stored one without spending it.
+    pub fn valid_refresh_tokens(&self) -> Vec<String> {
+        self.inner.lock().refresh.iter().cloned().collect()
+    }
+
     pub fn sessions(&self) -> Vec<Value> {
         self.inner.lock().sessions.iter().cloned().map(Value::Object).collect()
     }

@@ -78,6 +78,9 @@ struct Meeting {
 #[derive(Default)]
 struct St {
     codes: HashMap<String, String>,
+    /// PKCE: the `code_challenge` (S256) an authorization request carried, by code.
+    challenges: HashMap<String, String>,
+    pkce_refused: usize,
     access: HashMap<String, DateTime<Utc>>,
     refresh: HashSet<String>,
     grants: Vec<String>,
@@ -88,6 +91,9 @@ struct St {
     faults: VecDeque<ZoomFault>,
     log: Vec<ZoomRequest>,
     api_delay: Option<Duration>,
+    /// Held before the token endpoint answers (a slow vendor, or a test lining a refresh up
+    /// with another source's page transaction).
+    token_delay: Option<Duration>,
     next_id: i64,
 }
 
@@ -248,9 +254,18 @@ impl ZoomSim {
         self.inner.lock().api_delay = d;
     }
 
+    pub fn set_token_delay(&self, d: Option<Duration>) {
+        self.inner.lock().token_delay = d;
+    }
+
     /// Grant types of the token requests answered with 200, in order.
     pub fn grants(&self) -> Vec<String> {
         self.inner.lock().grants.clone()
+    }
+
+    /// Code exchanges refused for a missing or wrong PKCE `code_verifier`.
+    pub fn pkce_refused(&self) -> usize {
+        self.inner.lock().pkce_refused
     }
 
     /// Refresh tokens that still work (the latest of each chain).
@@ -280,8 +295,18 @@ fn authorize(inner: &Inner, q: &HashMap<String, String>) -> Response {
     let Some(redirect) = q.get("redirect_uri") else {
         return oauth_err(400, "invalid_request", "redirect_uri missing");
     };
+    // PKCE (RFC 7636): only S256 is taken; `plain` is refused as Zoom discourages it.
+    let challenge = q.get("code_challenge").cloned();
+    if challenge.is_some() && q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return oauth_err(400, "invalid_request", "Unsupported code_challenge_method");
+    }
     let code = random(32);
-    inner.lock().codes.insert(code.clone(), redirect.clone());
+    let mut st = inner.lock();
+    st.codes.insert(code.clone(), redirect.clone());
+    if let Some(c) = challenge {
+        st.challenges.insert(code.clone(), c);
+    }
+    drop(st);
     let mut u = match url::Url::parse(redirect) {
         Ok(u) => u,
         Err(_) => return oauth_err(400, "invalid_request", "Invalid redirect_uri"),
@@ -325,6 +350,17 @@ fn token(inner: &Inner, headers: &HeaderMap, query: &str, body: &[u8]) -> Respon
     let resp = match grant.as_str() {
         "authorization_code" => {
             let code = p.get("code").cloned().unwrap_or_default();
+            // A code issued with a challenge is only exchanged with the verifier that hashes to it.
+            if let Some(challenge) = st.challenges.remove(&code) {
+                let verifier = p.get("code_verifier").map(String::as_str).unwrap_or("");
+                let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+                if verifier.is_empty() || hashed != challenge {
+                    st.codes.remove(&code);
+                    st.pkce_refused += 1;
+                    return oauth_err(400, "invalid_grant", "Invalid code_verifier");
+                }
+            }
             match st.codes.remove(&code) {
                 Some(r) if Some(&r) == p.get("redirect_uri") => issue(inner, &mut st, true),
                 Some(_) => return oauth_err(400, "invalid_request", "Redirect URI mismatch."),
@@ -361,6 +397,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         return authorize(&inner, &query_map(&query));
     }
     if path == "/oauth/token" && method == "POST" {
+        let delay = inner.lock().token_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         return token(&inner, &headers, &query, &body);
     }
     let Some(rest) = path.strip_prefix("/v2") else { return err(404, 404, "Not found") };

@@ -118,6 +118,86 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Why [`fetch_parsed`] gave up on a page: the vendor's answer never parsed, or the call
+/// itself failed (already retried by the vendor client's own policy).
+#[derive(Debug)]
+pub enum PageError<E> {
+    Unparsable { attempts: usize, detail: String },
+    Call(E),
+}
+
+/// Fetch a page and parse it; a page that does not parse (truncated by a proxy, an HTML error
+/// page with status 200, a half-written body) is asked for again with the shared backoff,
+/// up to `max_retries` times, the same way for every vendor. Only then does the poll fail, as
+/// a transient error that the next poll retries from the saved cursor. `fetch` answers
+/// `Ok(Err(detail))` for an unparsable page.
+pub async fn fetch_parsed<T, E, F, Fut>(
+    source: &str,
+    what: &str,
+    max_retries: usize,
+    mut fetch: F,
+) -> Result<T, PageError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, String>, E>>,
+{
+    use backon::Retryable;
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let once = || {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let f = fetch();
+        async move {
+            match f.await {
+                Ok(Ok(page)) => Ok(page),
+                Ok(Err(detail)) => Err(PageError::Unparsable { attempts: 0, detail }),
+                Err(e) => Err(PageError::Call(e)),
+            }
+        }
+    };
+    let res = once
+        .retry(crate::http::retry_policy(max_retries))
+        .when(|e: &PageError<E>| matches!(e, PageError::Unparsable { .. }))
+        .notify(|e: &PageError<E>, dur| {
+            if let PageError::Unparsable { detail, .. } = e {
+                tracing::warn!(source, what, error = %detail, retry_in_ms = dur.as_millis() as u64, "page does not parse; asking for it again");
+            }
+        })
+        .await;
+    res.map_err(|e| match e {
+        PageError::Unparsable { detail, .. } => {
+            PageError::Unparsable { attempts: attempts.load(std::sync::atomic::Ordering::Relaxed), detail }
+        }
+        other => other,
+    })
+}
+
+impl PageError<SourceError> {
+    /// The poll's error: the call's own, or a transient "malformed page" naming the attempts.
+    pub fn into_source_error(self, source: &str, what: &str) -> SourceError {
+        match self {
+            PageError::Call(e) => e,
+            PageError::Unparsable { attempts, detail } => SourceError::Vendor {
+                source_name: source.to_string(),
+                message: format!("{what}: malformed page ({detail}), {attempts} attempt(s)"),
+                transient: true,
+            },
+        }
+    }
+}
+
+/// Where the first poll of a source starts, said once at INFO (`sync-once` shows it on
+/// stderr): the range read, and how to read what is older (`ticketsync backfill`).
+pub fn first_poll_notice(source: &str, from: chrono::DateTime<chrono::Utc>, lookback_days: u64) {
+    tracing::info!(
+        source,
+        from = %crate::session::ts(from),
+        initial_lookback_days = lookback_days,
+        "first poll of {source}: reading sessions that started from {} to now (initial_lookback_days = {lookback_days}); anything older is not read: run `ticketsync backfill --source {source} --from <first day> --to {}` to read it",
+        crate::session::ts(from),
+        from.format("%Y-%m-%d"),
+    );
+}
+
 /// Tell the store how a poll's writes went ([`Store::note_write`]); a vendor error says
 /// nothing about the disk.
 pub fn note_poll(store: &Store, result: &Result<PollStats, SourceError>) {

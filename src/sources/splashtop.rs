@@ -228,13 +228,17 @@ impl SplashtopApi {
             (wire::Q_PER_PAGE, per_page.to_string()),
         ];
         let path = wire::session_logs_path(team);
-        let data = self.call_decoded(reqwest::Method::GET, &path, &q, None).await?;
-        let page: wire::LogsPage = serde_json::from_str(data.value.get()).map_err(|e| SourceError::Vendor {
-            source_name: VENDOR.into(),
-            message: format!("GET {path}: malformed page ({e})"),
-            transient: true,
-        })?;
-        Ok(wire::LogsPage { repairs: data.repairs, ..page })
+        let what = format!("GET {path}");
+        // A body without the `result` envelope is retried inside the call already; one whose
+        // `data` is not a page of logs is asked for again here, as for every vendor.
+        super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
+            let data = self.call_decoded(reqwest::Method::GET, &path, &q, None).await?;
+            Ok(serde_json::from_str::<wire::LogsPage>(data.value.get())
+                .map(|page| wire::LogsPage { repairs: data.repairs, ..page })
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| e.into_source_error(VENDOR, &what))
     }
 
     pub async fn default_channel(&self, team: i64) -> Result<i64, SourceError> {
@@ -448,7 +452,9 @@ impl Source for SplashtopSource {
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let now = Utc::now();
-        let mut cur: Cursor = match cursors::load(&store.pool, VENDOR).await? {
+        let saved = cursors::load(&store.pool, VENDOR).await?;
+        let first_poll = saved.is_none();
+        let mut cur: Cursor = match saved {
             Some(j) => serde_json::from_str(&j).unwrap_or_default(),
             None => Cursor::default(),
         };
@@ -468,6 +474,9 @@ impl Source for SplashtopSource {
         let team = self.team().await?;
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         let to = parse_ts(&walk.to).unwrap_or(now);
+        if first_poll {
+            super::first_poll_notice(VENDOR, from, self.initial_lookback.num_days().max(0) as u64);
+        }
         let mut stats = PollStats::default();
         let mut previous_first: Option<String> = None;
         loop {

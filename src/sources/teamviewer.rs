@@ -183,12 +183,13 @@ impl TeamViewerApi {
         if let Some(o) = offset_id {
             q.push(("offset_id", o.to_string()));
         }
-        let (_, _, body) = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
-        let d = super::screen::json_body::<ConnectionsPage>(&body).map_err(|e| SourceError::Vendor {
-            source_name: VENDOR.into(),
-            message: format!("GET /reports/connections: malformed page ({e})"),
-            transient: true,
-        })?;
+        let what = "GET /reports/connections";
+        let d = super::fetch_parsed(VENDOR, what, self.max_retries, || async {
+            let (_, _, body) = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
+            Ok(super::screen::json_body::<ConnectionsPage>(&body).map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| e.into_source_error(VENDOR, what))?;
         Ok(ConnectionsPage { repairs: d.repairs, ..d.value })
     }
 
@@ -223,6 +224,12 @@ impl TeamViewerApi {
         }
     }
 }
+
+/// How far back TeamViewer keeps connection reports, as far as we know: no retention is
+/// documented for `/reports/connections`; the vendor's other audit record (the event log,
+/// DOC21 §4.2) keeps the last 12 months, and this is assumed for connection reports too.
+/// `check` warns when `initial_lookback_days` reads less than this on a first start.
+pub const REPORT_RETENTION_DAYS: u64 = 365;
 
 pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
     let cfg_err = |m: String| SourceError::Vendor { source_name: VENDOR.into(), message: m, transient: false };
@@ -354,7 +361,9 @@ impl Source for TeamViewerSource {
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let now = Utc::now();
-        let mut cur: Cursor = match cursors::load(&store.pool, VENDOR).await? {
+        let saved = cursors::load(&store.pool, VENDOR).await?;
+        let first_poll = saved.is_none();
+        let mut cur: Cursor = match saved {
             Some(j) => serde_json::from_str(&j).unwrap_or_default(),
             None => Cursor::default(),
         };
@@ -371,6 +380,9 @@ impl Source for TeamViewerSource {
             },
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
+        if first_poll {
+            super::first_poll_notice(VENDOR, from, self.initial_lookback.num_days().max(0) as u64);
+        }
         let mut stats = PollStats::default();
         // While a page is written (on its own task: SQLite's work is on sqlx's worker thread,
         // and it needs this task only between statements) the next page is fetched and

@@ -100,7 +100,9 @@ pub fn oauth_client(
         store.clone(),
     )
     .with_client_auth(ClientAuth::Basic)
-    .with_max_response_bytes(cfg.outbound().limit());
+    .with_max_response_bytes(cfg.outbound().limit())
+    // Zoom documents PKCE (S256) for user authorization (docs/security/oauth.md).
+    .with_pkce();
     Ok(match (a.auth, &a.account_id) {
         (ZoomAuth::ServerToServer, Some(id)) => client.with_account_credentials(id.clone()),
         _ => client,
@@ -273,20 +275,33 @@ impl ZoomApi {
                 if let Some(t) = &token {
                     q.push(("next_page_token", t.clone()));
                 }
-                let text = match self.call(reqwest::Method::GET, path, &q, None).await {
-                    Ok(t) => t,
-                    Err(e) if e.page_token_expired() && restarts < WALK_RESTARTS => {
+                let what = format!("GET {path}");
+                // A page that does not parse is asked for again, as for every vendor.
+                let fetched: Result<_, super::PageError<ApiError>> =
+                    super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
+                        let text = self.call(reqwest::Method::GET, path, &q, None).await?;
+                        Ok(json_body::<Page>(&text).map_err(|e| e.to_string()))
+                    })
+                    .await;
+                let page = match fetched {
+                    Ok(p) => p,
+                    Err(super::PageError::Call(e)) if e.page_token_expired() && restarts < WALK_RESTARTS => {
                         restarts += 1;
                         tracing::warn!(source = VENDOR, path, restarts, "next_page_token expired; restarting the walk");
                         continue 'walk;
                     }
-                    Err(e) => return Err(self.vendor_err(&e, &format!("GET {path}"))),
+                    Err(super::PageError::Call(e)) => return Err(self.vendor_err(&e, &what)),
+                    Err(super::PageError::Unparsable { attempts, detail }) => {
+                        return Err(SourceError::Vendor {
+                            source_name: VENDOR.into(),
+                            message: format!(
+                                "account {}: {what}: malformed page ({detail}), {attempts} attempt(s)",
+                                self.account.name
+                            ),
+                            transient: true,
+                        })
+                    }
                 };
-                let page = json_body::<Page>(&text).map_err(|e| SourceError::Vendor {
-                    source_name: VENDOR.into(),
-                    message: format!("GET {path}: malformed page ({e})"),
-                    transient: true,
-                })?;
                 repairs.merge(page.repairs);
                 let page = page.value;
                 if let Some(Value::Array(a)) = page.rest.get(key) {

@@ -124,10 +124,19 @@ async fn approve(authorize_url: &str) -> String {
 /// Authorize the user-managed account in-process (the CLI paths are tested separately).
 async fn authorize(env: &Env) {
     let o = ticketsync::sources::zoom::oauth_client(zoom_cfg(env), 0, &env.app.store, reqwest::Client::new()).unwrap();
-    let (url, _) = o.authorize_url().await.unwrap();
+    let (url, state) = o.authorize_url().await.unwrap();
     let redirect = approve(&url).await;
-    let code = url::Url::parse(&redirect).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
-    o.exchange_code(&code).await.unwrap();
+    let cb = ticketsync::oauth::parse_callback(&redirect, Some(&state)).unwrap();
+    o.complete_authorization(&cb.code, &state).await.unwrap();
+}
+
+/// The stored access token is due for a refresh (as once its refresh point has passed; the
+/// client refreshes shortly before the vendor's own expiry, see `oauth::refresh_due_at`).
+async fn expire_stored(env: &Env) {
+    sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2000-01-01T00:00:00Z' WHERE provider = 'zoom:helpdesk'")
+        .execute(&env.app.store.pool)
+        .await
+        .unwrap();
 }
 
 async fn stored_refresh(env: &Env) -> String {
@@ -254,14 +263,16 @@ async fn auth_zoom_receives_the_redirect_on_loopback_or_takes_the_pasted_url() {
 
 #[tokio::test]
 async fn rotating_refresh_token_is_committed_and_the_old_one_is_dead() {
-    // Access tokens shorter than the refresh margin: every call refreshes first.
+    // Each call finds the stored access token due: it refreshes first.
     let env = setup(ZoomSimOptions { access_ttl_secs: 60, ..Default::default() }, "").await;
     authorize(&env).await;
     let first = stored_refresh(&env).await;
+    expire_stored(&env).await;
     meeting_for(&env, "100", None).await;
     let second = stored_refresh(&env).await;
     assert_ne!(first, second);
     assert_eq!(env.zoom.valid_refresh_tokens(), vec![second.clone()], "the store holds the only working refresh token");
+    expire_stored(&env).await;
     meeting_for(&env, "101", None).await;
     assert_eq!(env.zoom.valid_refresh_tokens(), vec![stored_refresh(&env).await]);
     assert_eq!(env.zoom.grants(), vec!["authorization_code", "refresh_token", "refresh_token"]);
@@ -272,6 +283,7 @@ async fn sigkill_between_refresh_commit_and_token_use_does_not_lock_the_account_
     let env = setup(ZoomSimOptions { access_ttl_secs: 60, ..Default::default() }, "").await;
     authorize(&env).await;
     meeting_for(&env, "200", None).await;
+    expire_stored(&env).await;
     let grants_before = env.zoom.grants().len();
     // The API holds its answers: the daemon refreshes, then hangs on the first call.
     env.zoom.set_api_delay(Some(Duration::from_secs(30)));
@@ -636,6 +648,7 @@ async fn example_config_passes_check_with_zoom_and_visio_credentials() {
 async fn concurrent_refreshes_never_spend_a_rotated_token_twice() {
     let env = setup(ZoomSimOptions { access_ttl_secs: 60, ..Default::default() }, "").await;
     authorize(&env).await;
+    expire_stored(&env).await;
     // Two clients of one database (the daemon and a CLI command), three tasks each.
     let mk = || {
         std::sync::Arc::new(
