@@ -345,6 +345,11 @@ impl OAuthClient {
     async fn replay_journal(&self) {
         let db = self.store.path().to_string();
         let Some(entry) = tokens::journal_read(&db, &self.provider) else { return };
+        // A save still under way in a live process (this one included: another client of the
+        // same provider) is that process's to commit; replaying it too would commit it twice.
+        if tokens::writer_alive(entry.writer) {
+            return;
+        }
         // Entries sealed under another secret are of no use (and are not ours to judge here).
         if entry.refresh_token_enc.as_deref().is_some_and(|r| self.key.decrypt(r).is_err()) {
             return;

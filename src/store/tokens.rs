@@ -193,6 +193,28 @@ pub struct Sealed {
     pub access_expires_at: String,
     pub refresh_expires_at: Option<String>,
     pub reason: String,
+    /// The process that staged this journal entry (pid and its start time in clock ticks,
+    /// from /proc), so that a reader can tell a save still under way in a live process (it
+    /// will commit it) from one a crash interrupted (to replay). Absent in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<(u32, u64)>,
+}
+
+/// This process as a journal writer: its pid and start time (field 22 of /proc/self/stat).
+pub fn this_process() -> Option<(u32, u64)> {
+    process_start(std::process::id()).map(|t| (std::process::id(), t))
+}
+
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that staged a journal entry is still running (same pid, same start
+/// time: a pid reused after a crash or reboot is another process).
+pub fn writer_alive(writer: Option<(u32, u64)>) -> bool {
+    writer.is_some_and(|(pid, start)| process_start(pid) == Some(start))
 }
 
 impl Sealed {
@@ -215,6 +237,7 @@ impl Sealed {
             access_expires_at: access_expires_at.to_string(),
             refresh_expires_at: refresh_expires_at.map(str::to_string),
             reason: reason.to_string(),
+            writer: this_process(),
         }
     }
 }

@@ -352,7 +352,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
         .unwrap();
     let (a2, r2) = (answer["access_token"].as_str().unwrap(), answer["refresh_token"].as_str().unwrap());
     let exp = ticketsync::session::ts(Utc::now() + TimeDelta::hours(1));
-    let entry = tokens::Sealed::new(
+    let mut entry = tokens::Sealed::new(
         "teamviewer",
         &key,
         &SecretString::from(a2.to_string()),
@@ -361,6 +361,10 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
         None,
         "refresh",
     );
+    // Written by a process that is gone (this test process is alive: its own entries are
+    // left to it, see `writer_alive`).
+    entry.writer = Some((u32::MAX, 0));
+    assert!(!tokens::writer_alive(entry.writer) && tokens::writer_alive(tokens::this_process()));
     tokens::journal_write(store.path(), &entry).unwrap();
     assert_eq!(sim.valid_refresh_tokens(), [r2.to_string()]);
 
