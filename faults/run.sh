@@ -38,7 +38,7 @@ NAMES=(
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
   "faults::long_sink_outage"
-  "throttled_429 throttled_403 throttling_429 zendesk_per_ticket_limit"
+  "throttled_429 throttled_403 throttling_429 zendesk_per_ticket_limit teamviewer::throttled_429_holds_every_call"
   "oauth_expired_token rotating_refresh_token sigkill_between_refresh oauth_code_exchange expired_page_token concurrent_refreshes server_to_server_token glpi_reuses oauth:: token_journal token_commit refresh_kills unparsable_page first_poll_says lookback"
   "malformed bad_data"
   "faults::an_auditors disk_full"

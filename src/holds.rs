@@ -134,6 +134,11 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<Sent, reqwest::Error> 
     Ok(Sent::Answered(resp))
 }
 
+/// The longest hold a source's in-process retry waits out before giving the poll up to the
+/// next schedule: the same cap as for a `Retry-After` its own call received
+/// ([`crate::http::honour_retry_after`]).
+pub const SOURCE_WAIT_CAP: Duration = Duration::from_secs(900);
+
 /// For clients that retry in process (the sources' vendor calls): wait out a hold on the
 /// request's system (at most `cap`; a longer one is left to the caller's next poll, which
 /// gets [`Sent::Held`]), then send as [`send`] does. Holds are shared, so a `Retry-After`

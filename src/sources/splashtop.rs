@@ -157,7 +157,25 @@ impl SplashtopApi {
                     // A refused redirect is the configuration's: retrying cannot help.
                     transient: !e.is_redirect(),
                 };
-                let resp = req.send().await.map_err(|e| transport(e, None))?;
+                // Through the hold registry: a Retry-After one call saw holds every call to
+                // this account, not just its own.
+                let resp = match crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP)
+                    .await
+                    .map_err(|e| transport(e, None))?
+                {
+                    crate::holds::Sent::Answered(resp) => resp,
+                    crate::holds::Sent::Held { left, origin } => {
+                        return Err(ApiError {
+                            what: path.to_string(),
+                            kind: ResultKind::Unknown,
+                            code: None,
+                            status: None,
+                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
+                            retry_after: Some(left),
+                            transient: true,
+                        })
+                    }
+                };
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| match e {

@@ -113,15 +113,31 @@ impl TeamViewerApi {
                 if let Some(b) = body {
                     req = req.json(b);
                 }
-                let resp = req.send().await.map_err(|e| ApiError {
-                    status: None,
-                    error: "transport".into(),
-                    message: crate::http::describe_transport_error(&e),
-                    retry_after: None,
-                    // A refused redirect is the configuration's: retrying cannot help.
-                    transient: !e.is_redirect(),
-                    auth_expired: false,
-                })?;
+                // Through the hold registry: a Retry-After one call saw holds every call to
+                // this account (another source task, `doctor`, a launcher), not just its own.
+                let sent =
+                    crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP).await.map_err(|e| ApiError {
+                        status: None,
+                        error: "transport".into(),
+                        message: crate::http::describe_transport_error(&e),
+                        retry_after: None,
+                        // A refused redirect is the configuration's: retrying cannot help.
+                        transient: !e.is_redirect(),
+                        auth_expired: false,
+                    })?;
+                let resp = match sent {
+                    crate::holds::Sent::Answered(resp) => resp,
+                    crate::holds::Sent::Held { left, origin } => {
+                        return Err(ApiError {
+                            status: None,
+                            error: "rate_limit_hold".into(),
+                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
+                            retry_after: Some(left),
+                            transient: true,
+                            auth_expired: false,
+                        })
+                    }
+                };
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 // Bytes, not `text()`: reqwest would replace bad UTF-8 silently; the page

@@ -174,7 +174,25 @@ impl ZoomApi {
                     auth_expired: false,
                     daily_limit: false,
                 };
-                let resp = req.send().await.map_err(|e| transport(e, None))?;
+                // Through the hold registry: a Retry-After one call saw holds every call to
+                // this account, not just its own.
+                let resp = match crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP)
+                    .await
+                    .map_err(|e| transport(e, None))?
+                {
+                    crate::holds::Sent::Answered(resp) => resp,
+                    crate::holds::Sent::Held { left, origin } => {
+                        return Err(ApiError {
+                            status: None,
+                            code: None,
+                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
+                            retry_after: Some(left),
+                            transient: true,
+                            auth_expired: false,
+                            daily_limit: false,
+                        })
+                    }
+                };
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 // Bytes: the page decoder reports bad UTF-8 instead of replacing it silently.

@@ -793,3 +793,35 @@ secret = "whsec-test"
     let text = accepted[2]["text"].as_str().unwrap();
     assert!(text.contains("Printer driver reinstalled") && text.contains("12m"), "{text}");
 }
+
+/// A 429 with `Retry-After` holds the whole account, not the one call that got it: a second
+/// client of the same account (another task, `doctor`, a launcher) sends nothing until the
+/// hold ends, then both go on (issue 15: "a 429 on one path was honoured for that path only").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_429_holds_every_call_to_the_account() {
+    let sim = start_sim(SimOptions { page_size: 2, ..SimOptions::default() }).await;
+    five_records(&sim).await;
+    sim.push_fault(Fault {
+        headers: vec![("Retry-After".into(), "2".into())],
+        body: r#"{"error":"rate_limit_reached","error_description":"slow down","error_code":7}"#.into(),
+        ..Fault::new(CONNECTIONS, 429)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let cfg = script_cfg(&sim);
+    let from = Utc::now() - TimeDelta::hours(2);
+    let a = TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1);
+    let b = TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1);
+    let first = tokio::spawn(async move { a.connections_page(from, None).await.map(|p| p.records.len()) });
+    // Once the 429 is answered, the other client asks for the same account's data.
+    while !conn_requests(&sim).iter().any(|r| r.status == 429) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::spawn(async move { b.connections_page(from, None).await.map(|p| p.records.len()) });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(conn_requests(&sim).len(), 1, "a request reached TeamViewer during the account's hold");
+    assert_eq!(first.await.unwrap().expect("first client after the hold"), 2);
+    assert_eq!(second.await.unwrap().expect("second client after the hold"), 2);
+    let statuses: Vec<u16> = conn_requests(&sim).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200, 200]);
+}
