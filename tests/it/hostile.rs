@@ -255,6 +255,10 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     let (zoom_s2s, zoom_user, visio) = (c("zoom-s2s"), c("zoom-user"), c("visio"));
     let (redmine, zendesk, fresh, jsm) = (c("redmine"), c("zendesk"), c("freshservice"), c("jsm"));
     let (glpi_user, glpi_app, webhook) = (c("glpi-user"), c("glpi-app"), c("webhook"));
+    // Keys that never leave the process (the audit chain's HMAC key, at least 32 bytes; the
+    // marker MAC key) and the listener's bearer token, which the /metrics probe below sends.
+    let (audit_key, marker_key, metrics_token) =
+        (c("audit-key-long-enough-for-hmac"), c("marker-key"), c("metrics-token"));
     // Through the two other ways a secret arrives: a `*_file` and an environment override.
     let redmine_file = write(d, "redmine.secret", &format!("{redmine}\n"));
     let glpi_env = vec![("TICKETSYNC__SINKS__GLPI__APP_TOKEN".to_string(), glpi_app.clone())];
@@ -287,7 +291,7 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     // Every vendor with its token auth, every sink: all hostile.
     let hostile = |db: &Path, extra: &str| {
         format!(
-            "[store]\npath = \"{}\"\n{extra}\n\
+            "[store]\npath = \"{}\"\naudit_key = \"{audit_key}\"\n\n[notes]\nmarker_key = \"{marker_key}\"\n{extra}\n\
              [sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{tv_token}\"\n\n\
              [sources.splashtop]\nbase_url = \"{}\"\nconsole_url = \"{}\"\ntoken = \"{st_token}\"\n\n{zoom}\n{visio_cfg}\n{sinks}",
             db.display(),
@@ -431,8 +435,11 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     let r_cfg = write(
         d,
         "run.toml",
-        &hostile(&m_db, &format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"))
-            .replace("[outbox]\n", "[daemon]\ndelivery_interval_secs = 1\n\n[outbox]\n"),
+        &hostile(
+            &m_db,
+            &format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nmetrics_token = \"{metrics_token}\"\n"),
+        )
+        .replace("[outbox]\n", "[daemon]\ndelivery_interval_secs = 1\n\n[outbox]\n"),
     );
     // Files, not pipes: at trace level the daemon writes faster than a pipe nobody reads
     // drains, and would block on its log writes.
@@ -446,7 +453,8 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let probe = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        if let Ok(resp) = probe.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+        if let Ok(resp) = probe.get(format!("http://127.0.0.1:{port}/metrics")).bearer_auth(&metrics_token).send().await
+        {
             metrics = resp.text().await.unwrap_or_default();
             let polled = |s: &str, outcome: &str| {
                 metrics.lines().any(|l| {
@@ -509,6 +517,9 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
         ("glpi user token", glpi_user),
         ("glpi app token (env)", glpi_app),
         ("webhook secret", webhook),
+        ("audit key", audit_key),
+        ("marker key", marker_key),
+        ("metrics bearer token", metrics_token),
     ];
     let users = [format!("{EMAIL}/token"), EMAIL.to_string(), ZOOM_S2S_ID.into(), ZOOM_USER_ID.into()];
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -519,7 +530,11 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     let seen = e.seen();
     let echoed = canaries.found(seen.as_bytes());
     let not_echoed: Vec<&str> = canaries.names.iter().map(String::as_str).filter(|n| !echoed.contains(n)).collect();
-    assert_eq!(not_echoed, ["webhook secret"], "every secret that is sent was echoed back");
+    assert_eq!(
+        not_echoed,
+        ["webhook secret", "audit key", "marker key", "metrics bearer token"],
+        "every secret that is sent to a vendor or sink was echoed back"
+    );
     assert!(runs.iter().any(|r| r.stderr.contains("TRACE")), "trace logging was on");
 
     let mut places: Vec<(String, Vec<u8>)> = Vec::new();
@@ -543,6 +558,11 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     for db in [&h_db, &o_db, &l_db, &m_db] {
         let name = db.file_name().unwrap().to_string_lossy().into_owned();
         assert!(places.iter().any(|(n, _)| *n == name), "{name} was written");
+    }
+    if std::env::var_os("CANARY_LIST_PLACES").is_some() {
+        for (n, b) in &places {
+            eprintln!("place {n} ({} bytes)", b.len());
+        }
     }
     let mut found = Vec::new();
     for (place, bytes) in &places {
