@@ -499,7 +499,8 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
     use rand::Rng;
     let db = PathBuf::from(store.path());
     let n = kills();
-    let (mut lost, mut open_tx, mut replayed) = (0, 0, 0);
+    let (mut lost, mut open_tx, mut replayed, mut starved) = (0, 0, 0, 0);
+    let mut late = 0;
     let mut delays = Vec::new();
     for i in 0..n {
         // The TeamViewer source re-reads its pages: page transactions to overlap with.
@@ -541,6 +542,28 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
         }
         let delay = rand::rng().random_range(20..=190u64);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        // On a loaded machine (CI on 2 cores beside a compiler) the daemon may not have read
+        // the vendor's answer yet; a kill then loses the rotated token whatever any client
+        // does (the vendor spent the old one when it answered). Kill only once the answer
+        // reached the client: its token journal or its database holds the live token. This
+        // waits only when starved: the kill still lands before the database commit.
+        let received = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut first = true;
+            loop {
+                let held = recoverable_refresh(store, v.provider, &v.key).await;
+                if held.is_some_and(|r| (v.valid)().contains(&r)) {
+                    return first;
+                }
+                first = false;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        match received {
+            Ok(true) => {}
+            Ok(false) => late += 1,
+            Err(_) => starved += 1,
+        }
         if write_locked(&db).await {
             open_tx += 1;
         }
@@ -564,7 +587,7 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
         }
     }
     println!(
-        "refresh kills ({}): {n}, lost {lost}; a page transaction was open at {open_tx} of them; killed {}-{} ms after the vendor answered; {replayed} landed before the database commit (the rotated token was only in the token journal, replayed at the next start)",
+        "refresh kills ({}): {n}, lost {lost}; a page transaction was open at {open_tx} of them; killed {}-{} ms after the vendor answered; {replayed} landed before the database commit (the rotated token was only in the token journal, replayed at the next start); {late} waited for the daemon to read the answer, {starved} killed with no answer read after 10 s",
         v.name,
         delays.iter().min().unwrap_or(&0),
         delays.iter().max().unwrap_or(&0)
