@@ -813,10 +813,14 @@ async fn throttled_429_holds_every_call_to_the_account() {
     let a = TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1);
     let b = TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1);
     let first = tokio::spawn(async move { a.connections_page(from, None).await.map(|p| p.records.len()) });
-    // Once the 429 is answered, the other client asks for the same account's data.
-    while !conn_requests(&sim).iter().any(|r| r.status == 429) {
+    // Once the first client has read the 429 (the hold is in place: the simulator logs the
+    // answer before the client reads it, and a request sent before that cannot be held by
+    // anyone), the other client asks for the same account's data.
+    let probe = || reqwest::Client::new().get(&sim.base_url).bearer_auth(TOKEN);
+    while ticketsync::holds::held(probe()).is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert!(conn_requests(&sim).iter().any(|r| r.status == 429), "the hold comes from the vendor's 429");
     let second = tokio::spawn(async move { b.connections_page(from, None).await.map(|p| p.records.len()) });
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(conn_requests(&sim).len(), 1, "a request reached TeamViewer during the account's hold");
