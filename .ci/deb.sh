@@ -29,9 +29,9 @@ case $PROFILE in
   dev) BIN=target/debug/ticketsync; cargo build --locked; FAST=--fast ;;
   *) die "DEB_PROFILE must be release or dev" ;;
 esac
-mkdir -p target/man
-"$BIN" man >target/man/ticketsync.1
-gzip -9nf target/man/ticketsync.1
+rm -rf target/man && mkdir -p target/man
+"$BIN" man --dir target/man
+gzip -9nf target/man/*.1
 rm -f target/debian/ticketsync_*.deb
 cargo deb --no-build --locked --profile "$PROFILE" $FAST -o target/debian/ >/dev/null
 DEB=$(ls -t target/debian/ticketsync_*.deb | head -n 1)
@@ -43,16 +43,16 @@ echo "$info" | grep -E '^ (Package|Version|Architecture|Depends|Section):'
 for field in 'Package: ticketsync' 'Architecture: amd64' 'Depends: .*libc6'; do
   grep -Eq "^ $field" <<<"$info" || die "control field missing: $field"
 done
-for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz \
+for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz ./usr/share/man/man1/ticketsync-run.1.gz \
          ./usr/share/doc/ticketsync/README.md ./usr/share/doc/ticketsync/schema.md \
-         ./usr/share/doc/ticketsync/examples/ticketsync.toml; do
+         ./usr/share/doc/ticketsync/examples/ticketsync.example.toml; do
   grep -q " $f\$" <<<"$contents" || die "$f is not in the package"
 done
 grep -Eq ' \./(usr/)?lib/systemd/system/ticketsync\.service$' <<<"$contents" || die "the systemd unit is not in the package"
 grep -E ' \./usr/bin/ticketsync$' <<<"$contents" | grep -q '^-rwxr-xr-x' || die "/usr/bin/ticketsync is not mode 0755"
 dpkg-deb -e "$DEB" target/debian/control
 grep -qx /etc/ticketsync/ticketsync.toml target/debian/control/conffiles || die "the config is not a conffile"
-grep -q 'deb-systemd-helper' target/debian/control/postinst || die "postinst does not enable the unit"
+! grep -q 'deb-systemd-helper enable' target/debian/control/postinst || die "postinst enables the unit (it must wait for the operator)"
 echo "deb: contents and control OK"
 
 if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1 && [ "${TICKETSYNC_DEB_INSTALL:-1}" = 1 ]; then
@@ -66,17 +66,11 @@ if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1 && [ "${TICKETSYNC_DEB_
   test -f "$unit" || die "unit missing after install"
   test -f /etc/ticketsync/ticketsync.toml || die "config missing after install"
   [ "$(stat -c %a /etc/ticketsync/credentials)" = 700 ] || die "/etc/ticketsync/credentials is not mode 0700"
-  [ -L /etc/systemd/system/multi-user.target.wants/ticketsync.service ] || die "the unit is not enabled"
+  [ ! -e /etc/systemd/system/multi-user.target.wants/ticketsync.service ] || die "the unit was enabled at install (it must wait for the operator)"
   /usr/bin/ticketsync --version
-  # The example config enables every source and two sinks: give each its secret (the Zoom
-  # account's and visioconference.me's are only read from credentials, as in the README).
-  creds=$(mktemp -d)
-  printf x >"$creds/zoom_helpdesk_client_secret"
-  printf x >"$creds/visioconference_token"
-  CREDENTIALS_DIRECTORY=$creds TICKETSYNC__SOURCES__TEAMVIEWER__TOKEN=x TICKETSYNC__SOURCES__SPLASHTOP__TOKEN=x \
-    TICKETSYNC__SINKS__REDMINE__API_KEY=x TICKETSYNC__SINKS__WEBHOOK__SECRET=x \
-    /usr/bin/ticketsync check --config /etc/ticketsync/ticketsync.toml
-  rm -rf "$creds"
+  # The shipped config enables nothing: it passes `check` as installed, with no secret.
+  env -u CREDENTIALS_DIRECTORY /usr/bin/ticketsync check --config /etc/ticketsync/ticketsync.toml \
+    || die "the installed config does not pass check"
   # Start the installed service command the way systemd would (systemd is not PID 1 here):
   # the unit's ExecStart with a loopback-only config (no vendor hosts), a notify socket that
   # must receive READY=1, /healthz over HTTP, then SIGTERM and a clean exit 0.

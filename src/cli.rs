@@ -121,9 +121,14 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
-    /// Print the man page (roff) to standard output; the .deb ships it as ticketsync(1).
+    /// Print the man page (roff) to standard output; with --dir, write ticketsync(1) and one
+    /// page per subcommand (ticketsync-run(1), …) into that directory, as the .deb ships them.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Directory to write every page into (ticketsync.1, ticketsync-<command>.1, …).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -274,9 +274,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             app.store.pool.close().await;
             r?;
         }
-        Command::Man => {
+        Command::Man { dir } => {
             use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+            match dir {
+                // ticketsync(1) names ticketsync-run(1) and the others under SUBCOMMANDS.
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir)?,
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?,
+            }
         }
         Command::Doctor => {
             let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());

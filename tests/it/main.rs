@@ -15,6 +15,7 @@ mod hostile_http;
 mod markers;
 mod oauth;
 mod ops;
+mod package;
 mod pipeline;
 mod sinks;
 mod splashtop;
