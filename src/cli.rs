@@ -30,6 +30,43 @@ pub enum Command {
     Run,
     /// Validate the configuration and the secrets it needs; names the bad key.
     Check,
+    /// Write a configuration for the vendors and ticket systems chosen, their secrets as
+    /// credentials (mode 0600) and the unit's LoadCredential= drop-in, then run check and
+    /// doctor. Asks on a terminal; otherwise from the flags. Secrets never go on the command
+    /// line: --secret NAME=@FILE, NAME=env:VARIABLE or NAME=- (a line of stdin).
+    Init {
+        /// A source to enable (teamviewer, splashtop, zoom, visioconference); repeatable.
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// A ticket system to enable (redmine, zendesk, freshservice, jsm, glpi, webhook); repeatable.
+        #[arg(long = "sink")]
+        sinks: Vec<String>,
+        /// A value: COMPONENT.KEY=VALUE (redmine.url=https://…) or SECTION.KEY=VALUE of the config.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// A secret: NAME=@FILE, NAME=env:VARIABLE or NAME=- (NAME: the credential, e.g. redmine_api_key).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// Where the secrets go (created mode 0700).
+        #[arg(long, default_value = "/etc/ticketsync/credentials")]
+        credentials_dir: PathBuf,
+        /// The unit drop-in to write (default: /etc/systemd/system/ticketsync.service.d/credentials.conf
+        /// when /etc/systemd/system exists).
+        #[arg(long)]
+        unit_dropin: Option<PathBuf>,
+        /// Do not write a unit drop-in.
+        #[arg(long, conflicts_with = "unit_dropin")]
+        no_unit_dropin: bool,
+        /// Replace a configuration other than the one the package installed (kept as .bak).
+        #[arg(long)]
+        force: bool,
+        /// Never ask, even on a terminal.
+        #[arg(long)]
+        no_input: bool,
+        /// Skip doctor (it calls the vendors and ticket systems).
+        #[arg(long)]
+        no_doctor: bool,
+    },
     /// Create or upgrade the database schema and exit.
     Migrate,
     /// Run one full cycle (poll every source, match, deliver) and exit.

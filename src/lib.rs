@@ -14,6 +14,7 @@ pub mod export;
 pub mod health;
 pub mod holds;
 pub mod http;
+pub mod init;
 pub mod launchers;
 pub mod marker;
 pub mod matcher;

@@ -12,6 +12,7 @@ mod faults;
 mod first_run;
 mod hostile;
 mod hostile_http;
+mod init;
 mod markers;
 mod oauth;
 mod ops;

@@ -81,8 +81,18 @@ fn every_commented_component_of_the_shipped_config_is_valid_once_uncommented() {
     std::fs::write(&cfg, localize(&lines.join("\n"), dir.path())).unwrap();
     let (ok, out) = check(&cfg, Some(&creds));
     assert!(ok, "every block uncommented (credentials {credentials:?}):\n{out}");
-    for part in ["teamviewer", "splashtop", "zoom", "visioconference", "redmine", "zendesk", "freshservice", "jsm", "glpi", "webhook"]
-    {
+    for part in [
+        "teamviewer",
+        "splashtop",
+        "zoom",
+        "visioconference",
+        "redmine",
+        "zendesk",
+        "freshservice",
+        "jsm",
+        "glpi",
+        "webhook",
+    ] {
         assert!(out.contains(part), "{part} enabled:\n{out}");
     }
     assert!(!out.contains("canary-"), "no secret in check's output:\n{out}");
