@@ -46,6 +46,7 @@ done
 for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz ./usr/share/man/man1/ticketsync-run.1.gz \
          ./usr/share/doc/ticketsync/README.md ./usr/share/doc/ticketsync/schema.md \
          ./usr/share/doc/ticketsync/operations.md ./usr/share/doc/ticketsync/configuration.md ./usr/share/doc/ticketsync/auditors.md \
+         ./usr/share/doc/ticketsync/vendors/teamviewer.md ./usr/share/doc/ticketsync/vendors/redmine.md ./usr/share/doc/ticketsync/security/audit.md \
          ./usr/share/doc/ticketsync/examples/ticketsync.example.toml; do
   grep -q " $f\$" <<<"$contents" || die "$f is not in the package"
 done
