@@ -6,7 +6,7 @@
 #      most of CI's time budget), the man page from `ticketsync man`, then `cargo deb --no-build`;
 #   3. dpkg-deb -I / -c: control fields and the files that must be in the package;
 #   4. when root with dpkg (CI: Debian bookworm): dpkg -i, check that the files landed, the
-#      unit is enabled, the binary runs, an edited config survives a reinstall, the installed
+#      unit is not enabled, the binary runs, an edited config survives a reinstall, the installed
 #      unit passes systemd-analyze verify, then dpkg --purge.
 #      Then the unit's ExecStart is started as systemd would (READY=1 on a notify socket,
 #      /healthz, SIGTERM → exit 0) with a loopback-only config; systemd itself is not PID 1 in CI.
@@ -45,6 +45,8 @@ for field in 'Package: ticketsync' 'Architecture: amd64' 'Depends: .*libc6'; do
 done
 for f in ./usr/bin/ticketsync ./etc/ticketsync/ticketsync.toml ./usr/share/man/man1/ticketsync.1.gz ./usr/share/man/man1/ticketsync-run.1.gz \
          ./usr/share/doc/ticketsync/README.md ./usr/share/doc/ticketsync/schema.md \
+         ./usr/share/doc/ticketsync/operations.md ./usr/share/doc/ticketsync/configuration.md ./usr/share/doc/ticketsync/auditors.md \
+         ./usr/share/doc/ticketsync/vendors/teamviewer.md ./usr/share/doc/ticketsync/vendors/redmine.md ./usr/share/doc/ticketsync/security/audit.md \
          ./usr/share/doc/ticketsync/examples/ticketsync.example.toml; do
   grep -q " $f\$" <<<"$contents" || die "$f is not in the package"
 done

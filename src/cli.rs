@@ -14,7 +14,8 @@ audit history, matches sessions to helpdesk tickets and writes a note onto each 
     after_help = "Environment: TICKETSYNC_CONFIG (config file), TICKETSYNC__SECTION__KEY (override any key), \
 TICKETSYNC_LOG (tracing filter), TICKETSYNC_LOG_FORMAT=json (JSON log lines), CREDENTIALS_DIRECTORY (systemd credentials).\n\
 Exit codes: 0 success, 1 error, 3 audit chain broken (audit verify) or a failed check (doctor).\n\
-Docs: README.md (operations, auditors), docs/schema.md (tables, views, example queries)."
+Docs (/usr/share/doc/ticketsync/, docs/ in the source): operations.md (install, run, watch, upgrade), \
+configuration.md (every key), auditors.md, schema.md (tables, views, example queries)."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Every key can be overridden by TICKETSYNC__SECTION__KEY.

@@ -346,7 +346,7 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
         Ok((quick, _, _)) if quick != "ok" => fail(
             name,
             format!("{}: integrity problem: {quick}", path.display()),
-            "restore the last backup (see README, Upgrade)",
+            "restore the last backup (see docs/operations.md, Upgrade)",
         ),
         Ok((_, applied, rows)) if applied.unwrap_or(0) < latest => warn(
             name,
