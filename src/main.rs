@@ -52,9 +52,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ticketsync::demo::run(state_dir).await?;
         }
         Command::Check => {
+            // Run by hand (by root), check reads the secrets where the unit's LoadCredential=
+            // lines take them from, as doctor does: the same answer as the service will get.
+            let mut from_source = false;
+            if std::env::var_os("CREDENTIALS_DIRECTORY").is_none()
+                && std::fs::read_dir(ticketsync::doctor::CREDENTIALS_SOURCE).is_ok()
+            {
+                std::env::set_var("CREDENTIALS_DIRECTORY", ticketsync::doctor::CREDENTIALS_SOURCE);
+                from_source = true;
+            }
             let cfg = load(&cli)?;
             cfg.check_secrets()?;
             println!("{}: OK", cli.config.display());
+            if from_source {
+                println!(
+                    "  secrets: read from {} (as the unit's LoadCredential= lines provide them)",
+                    ticketsync::doctor::CREDENTIALS_SOURCE
+                );
+            }
             for w in cfg.insecure_http_warnings() {
                 println!("  warning: {w}");
             }
