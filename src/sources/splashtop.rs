@@ -530,14 +530,17 @@ impl Source for SplashtopSource {
                 cur.walk = None;
             }
             // Page numbers can shift when the vendor inserts late records, so no vanished
-            // detection here: the overlap re-read picks such records up instead.
+            // detection here: the overlap re-read picks such records up instead. The last page
+            // still ends the walk, which is what marks the poll successful (readiness, the
+            // staleness metric): it is committed as complete over an empty range, as Zoom's.
+            let now_s = ts(Utc::now());
             commit_page(
                 store,
                 VENDOR,
                 &records,
                 &walk.id,
                 &serde_json::to_string(&cur).unwrap_or_default(),
-                None,
+                (!more).then_some((now_s.as_str(), now_s.as_str())),
                 &mut stats,
             )
             .await?;

@@ -473,7 +473,10 @@ impl Source for TeamViewerSource {
             } else {
                 cur.walk = None;
                 // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
-                let range = (!stuck).then_some((walk.from.as_str(), walk.started_at.as_str()));
+                // Either way the walk ended, which marks the poll successful (readiness): a stuck
+                // one is committed as complete over an empty range.
+                let from = if stuck { walk.started_at.as_str() } else { walk.from.as_str() };
+                let range = Some((from, walk.started_at.as_str()));
                 t.write(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range)
                     .await?;
                 stats.add(&t.commit().await?);

@@ -681,3 +681,42 @@ async fn fetch_range_reads_one_time_range_page_by_page_without_touching_the_curs
     assert_eq!(param(&reqs[0], "from").as_deref(), Some(vdate(from).as_str()));
     assert_eq!(count(&store, "SELECT COUNT(*) FROM source_cursors").await, 0, "a read-only range read");
 }
+
+/// A working Splashtop source counts as polled: `v_source_health.last_success_at` is set by a
+/// finished walk and `/readyz`'s check for it passes (issue 18: it stayed empty for good, so
+/// readiness turned 503 after the first schedule and the staleness alert could never fire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_poll_counts_as_a_successful_one_for_readiness() {
+    let sim = sim(SimOptions::default()).await;
+    for i in 0..5 {
+        let start = now_s() - TimeDelta::minutes(60 - i);
+        sim.add_log(log(&format!("r{i}"), start, Some(start + TimeDelta::minutes(3)), None));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = \"{db}\"\n[sources.splashtop]\nbase_url = \"{st}\"\nconsole_url = \"{st}\"\ntoken = \"{TOKEN}\"\npage_size = 2\nschedule = \"*/5 * * * *\"\n",
+        db = dir.path().join("t.db").display(),
+        st = sim.base_url,
+    );
+    let config = Config::from_toml_with_env(&toml, "test.toml", Vec::<(String, String)>::new()).expect("config");
+    let store = temp_store(dir.path()).await;
+    let app = ticketsync::app::App::with_store(config, store.clone()).expect("app");
+    // Started an hour ago: without a successful poll since, the source is late.
+    let health = ticketsync::health::Health::from_app(&app, Utc::now() - TimeDelta::hours(1)).unwrap();
+    let check = |checks: &[(String, bool, String)]| {
+        checks.iter().find(|c| c.0 == "source:splashtop").cloned().unwrap_or_else(|| panic!("{checks:?}"))
+    };
+    assert!(!check(&health.readiness(Utc::now()).await).1, "late before any poll");
+
+    let report = app.cycle().await.unwrap();
+    assert_eq!(report.polled[0].1.inserted, 5, "three pages");
+    let last: Option<String> =
+        sqlx::query_scalar("SELECT last_success_at FROM v_source_health WHERE source = 'splashtop'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert!(last.is_some(), "the finished walk is a successful poll");
+    let c = check(&health.readiness(Utc::now()).await);
+    assert!(c.1, "ready after the poll: {c:?}");
+    assert!(c.2.contains("last successful poll 20"), "{c:?}");
+}

@@ -469,6 +469,12 @@ async fn participants_and_late_recordings_land_on_the_ticket() {
     let before = env.zoom.log().len();
     env.app.cycle().await.unwrap();
     assert_eq!(env.zoom.log().len(), before);
+    // Each poll counted as a successful one for the account: readiness and the staleness
+    // metric see it (issue 18).
+    let health = ticketsync::health::Health::from_app(&env.app, Utc::now() - chrono::Duration::hours(1)).unwrap();
+    let checks = health.readiness(Utc::now()).await;
+    let c = checks.iter().find(|c| c.0 == "source:zoom:helpdesk").unwrap_or_else(|| panic!("{checks:?}"));
+    assert!(c.1 && c.2.contains("last successful poll 20"), "{c:?}");
 }
 
 #[tokio::test]
