@@ -52,6 +52,11 @@ pub async fn run(app: App) -> Result<()> {
         );
     }
     crate::metrics::install();
+    let source_names: Vec<String> = app.sources.iter().map(|(s, _)| s.name().to_string()).collect();
+    crate::metrics::register(&source_names, &app.sink_names);
+    if app.store.write_failure().is_none() {
+        metrics::gauge!("ticketsync_store_writes_failing").set(0.0);
+    }
     log_audit_head(&app.store, "start").await;
     if app.config.http.enabled {
         let addr = &app.config.http.listen;
@@ -101,7 +106,9 @@ pub async fn run(app: App) -> Result<()> {
                 }
                 first = false;
                 // Sequential inside this task: a source never overlaps itself.
+                let started = std::time::Instant::now();
                 let result = src.poll(&app.store, &cancel).await;
+                crate::metrics::poll_duration(src.name(), started.elapsed());
                 crate::metrics::poll_finished(src.name(), &result);
                 crate::sources::note_poll(&app.store, &result);
                 match result {

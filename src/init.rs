@@ -418,10 +418,11 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
                 None => missing.push(format!("{}.{} ({}): --set {}.{}=…", c.name, k.name, k.prompt, c.name, k.name)),
             }
         }
-        if c.name == "zoom" && values.get("auth").map(String::as_str) == Some("server_to_server") {
-            if values.get("account_id").is_none_or(|v| v.is_empty()) {
-                missing.push("zoom.account_id (Server-to-Server apps): --set zoom.account_id=…".into());
-            }
+        if c.name == "zoom"
+            && values.get("auth").map(String::as_str) == Some("server_to_server")
+            && values.get("account_id").is_none_or(|v| v.is_empty())
+        {
+            missing.push("zoom.account_id (Server-to-Server apps): --set zoom.account_id=…".into());
         }
         let mut secrets = Vec::new();
         for cred in c.credentials {

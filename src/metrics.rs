@@ -2,29 +2,108 @@
 //! happen (polls, delivery attempts); gauges that describe stored state (deliveries by
 //! state, outbox age, last successful poll, token expiry) are read from the database at
 //! each scrape, so they are right after a restart too.
+//!
+//! As the best exporters do: durations are `_seconds` histograms, every series of a configured
+//! source or sink exists from the start at zero (a `rate()` or an `absent()` alert works
+//! before the first event), and the `process_*` metrics of the Prometheus client libraries
+//! (CPU, memory, open files, start time) come from /proc at each scrape (`metrics-process`).
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::sources::{PollStats, SourceError};
 use crate::store::outbox::Outcome;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// Buckets of the duration histograms, in seconds: a vendor or sink request takes tens of
+/// milliseconds to tens of seconds (the request timeout is 30 s by default); a poll of a
+/// backlog can take minutes.
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// The histograms (their names end in `_seconds`, as Prometheus' conventions ask).
+pub const POLL_SECONDS: &str = "ticketsync_poll_duration_seconds";
+pub const PAGE_SECONDS: &str = "ticketsync_page_fetch_duration_seconds";
+pub const DELIVERY_SECONDS: &str = "ticketsync_delivery_duration_seconds";
 
 /// Install the Prometheus recorder once per process and return its handle.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .expect("non-empty buckets")
+            .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder is already global; ours then renders nothing recorded.
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics shows only database gauges");
         }
         describe();
+        PROCESS.get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        });
+        gauge!("ticketsync_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
+}
+
+/// Every series of the configured sources and sinks, at zero until their first event.
+pub fn register(sources: &[String], sinks: &[String]) {
+    install();
+    for source in sources {
+        for outcome in ["ok", "error"] {
+            counter!("ticketsync_polls_total", "source" => source.clone(), "outcome" => outcome).absolute(0);
+        }
+        for what in ["read", "inserted", "updated", "quarantined", "vanished"] {
+            counter!("ticketsync_records_total", "source" => source.clone(), "result" => what).absolute(0);
+        }
+        for kind in ["transient", "permanent"] {
+            counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind).absolute(0);
+        }
+        let _ = histogram!(POLL_SECONDS, "source" => source.clone());
+        let _ = histogram!(PAGE_SECONDS, "source" => source.clone());
+    }
+    for sink in sinks {
+        for outcome in ["delivered", "found_existing", "retry", "failed", "dead"] {
+            counter!("ticketsync_delivery_attempts_total", "sink" => sink.clone(), "outcome" => outcome).absolute(0);
+        }
+        for kind in ["ambiguous", "retry", "failed", "permanent"] {
+            counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind).absolute(0);
+        }
+        let _ = histogram!(DELIVERY_SECONDS, "sink" => sink.clone());
+    }
+    for kind in ["disk_full", "io"] {
+        counter!("ticketsync_errors_total", "component" => "store", "kind" => kind).absolute(0);
+    }
+}
+
+/// How long one poll of a source took, whatever its outcome.
+pub fn poll_duration(source: &str, took: Duration) {
+    histogram!(POLL_SECONDS, "source" => source.to_string()).record(took.as_secs_f64());
+}
+
+/// How long one page (one vendor request of a poll, retries included) took to fetch.
+pub fn page_fetch_duration(source: &str, took: Duration) {
+    histogram!(PAGE_SECONDS, "source" => source.to_string()).record(took.as_secs_f64());
+}
+
+/// How long one delivery attempt (one request to the sink, or one batch) took.
+pub fn delivery_duration(sink: &str, took: Duration) {
+    histogram!(DELIVERY_SECONDS, "sink" => sink.to_string()).record(took.as_secs_f64());
+}
+
+/// The process metrics, read from /proc now (called at each scrape).
+pub fn collect_process() {
+    if let Some(c) = PROCESS.get() {
+        c.collect();
+    }
 }
 
 fn describe() {
@@ -47,6 +126,21 @@ fn describe() {
     );
     describe_gauge!("ticketsync_audit_events", "Rows in the audit chain.");
     describe_gauge!("ticketsync_build_info", "Always 1; the version is a label.");
+    describe_gauge!(
+        "ticketsync_store_writes_failing",
+        "1 while the database refuses writes (disk full, I/O error), else 0."
+    );
+    describe_histogram!(POLL_SECONDS, Unit::Seconds, "Duration of a source poll (all its pages), by source.");
+    describe_histogram!(
+        PAGE_SECONDS,
+        Unit::Seconds,
+        "Duration of fetching one page from a vendor (retries and rate-limit waits included), by source."
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Duration of one delivery attempt to a sink (marker scan and post), by sink."
+    );
 }
 
 pub fn poll_finished(source: &str, result: &Result<PollStats, SourceError>) {
@@ -98,7 +192,7 @@ pub async fn refresh_from_store(
     pool: &sqlx::SqlitePool,
     configured: &[String],
 ) -> Result<(), crate::store::StoreError> {
-    gauge!("ticketsync_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    collect_process();
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT sink, state, COUNT(*) FROM deliveries GROUP BY sink, state").fetch_all(pool).await?;
     let mut sinks: Vec<&str> = rows.iter().map(|r| r.0.as_str()).chain(configured.iter().map(String::as_str)).collect();

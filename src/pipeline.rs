@@ -435,11 +435,15 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
                 for group in got {
                     let (sinks, policy, g) = (sinks.clone(), policy.clone(), group.clone());
                     let handle = inflight.spawn(async move {
+                        let started = std::time::Instant::now();
                         let outcomes = if g.len() == 1 {
                             vec![attempt(&sinks, &g[0], &policy).await]
                         } else {
                             attempt_batch(&sinks, &g, &policy).await
                         };
+                        if let Some(d) = g.first() {
+                            crate::metrics::delivery_duration(&d.sink, started.elapsed());
+                        }
                         (g, outcomes)
                     });
                     groups_by_task.insert(handle.id(), group);

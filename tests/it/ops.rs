@@ -298,6 +298,42 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     assert!((last - now.timestamp() as f64).abs() < 600.0, "{last}");
     assert!(metric(&all, "ticketsync_audit_events", &[]).unwrap() > 5.0);
     assert_eq!(metric(&all, "ticketsync_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    // Durations as histograms (issue 18): every attempt and poll observed.
+    assert!(metric(&all, "ticketsync_delivery_duration_seconds_count", &[("sink", "webhook")]).unwrap() >= 2.0);
+    assert!(
+        metric(&all, "ticketsync_delivery_duration_seconds_bucket", &[("sink", "webhook"), ("le", "+Inf")]).unwrap()
+            >= 2.0
+    );
+    assert!(metric(&all, "ticketsync_poll_duration_seconds_count", &[("source", "teamviewer")]).unwrap() >= 1.0);
+    // Series that had no event yet exist at zero, so rate() and absent() alerts work at once.
+    assert_eq!(metric(&all, "ticketsync_polls_total", &[("source", "teamviewer"), ("outcome", "error")]), Some(0.0));
+    assert_eq!(
+        metric(&all, "ticketsync_delivery_attempts_total", &[("sink", "webhook"), ("outcome", "dead")]),
+        Some(0.0)
+    );
+    assert_eq!(metric(&all, "ticketsync_errors_total", &[("component", "store"), ("kind", "disk_full")]), Some(0.0));
+    assert_eq!(metric(&all, "ticketsync_store_writes_failing", &[]), Some(0.0));
+    // Every metric the shipped alert rules and dashboard name is on /metrics.
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|m| m.0.as_str()).collect();
+    let metric_name = regex::Regex::new(r"\b(?:ticketsync|process)_[a-z_]+").unwrap();
+    for doc in ["docs/monitoring/alerts.yml", "docs/monitoring/grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+        let mut found = 0;
+        for m in metric_name.find_iter(&text) {
+            found += 1;
+            // One series per stored OAuth token; this daemon uses a script token. The Zoom
+            // tests check it (zoom::rotating_refresh_token_is_committed_and_the_old_one_is_dead).
+            if m.as_str() == "ticketsync_token_expiry_timestamp_seconds" {
+                continue;
+            }
+            assert!(names.contains(m.as_str()), "{doc} names {}, which /metrics does not have", m.as_str());
+        }
+        assert!(found >= 8, "{doc}: {found} metric names");
+    }
+    // The process metrics of the Prometheus client libraries.
+    assert!(metric(&all, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(metric(&all, "process_start_time_seconds", &[]).unwrap() > 1.7e9);
+    assert!(metric(&all, "process_open_fds", &[]).unwrap() > 3.0);
 
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);

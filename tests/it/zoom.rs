@@ -276,6 +276,16 @@ async fn rotating_refresh_token_is_committed_and_the_old_one_is_dead() {
     meeting_for(&env, "101", None).await;
     assert_eq!(env.zoom.valid_refresh_tokens(), vec![stored_refresh(&env).await]);
     assert_eq!(env.zoom.grants(), vec!["authorization_code", "refresh_token", "refresh_token"]);
+    // The stored token's expiry is on /metrics (docs/monitoring/alerts.yml alerts on it).
+    let handle = ticketsync::metrics::install();
+    ticketsync::metrics::refresh_from_store(&env.app.store.pool, &[]).await.unwrap();
+    let text = handle.render();
+    assert!(
+        text.lines().any(|l| l.starts_with("ticketsync_token_expiry_timestamp_seconds{")
+            && l.contains("provider=\"zoom:helpdesk\"")
+            && l.contains("token=\"access\"")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
