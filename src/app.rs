@@ -90,6 +90,41 @@ impl App {
         Self::with_store(config, store)
     }
 
+    /// The app of a new configuration on the same database, for `SIGHUP` (see
+    /// `daemon::run_reloadable`): sources, schedules, sinks, routes, rules and the delivery
+    /// policy are rebuilt; the store settings (`[store]`, `notes.marker_key`) and the HTTP
+    /// listener need a restart, so a change there is reported in `needs_restart` and the
+    /// running values are kept.
+    pub fn reload(&self, config: Config) -> Result<(App, Vec<&'static str>)> {
+        use secrecy::ExposeSecret;
+        config.check_secrets()?;
+        for w in config.insecure_http_warnings() {
+            tracing::warn!(warning = %w, "insecure outbound http allowed");
+        }
+        let mut needs_restart = Vec::new();
+        let (old, new) = (&self.config, &config);
+        let secret = |s: Option<secrecy::SecretString>| s.map(|s| s.expose_secret().to_string());
+        if old.store.path != new.store.path
+            || old.store.busy_timeout_ms != new.store.busy_timeout_ms
+            || secret(old.store.audit_key_secret()?) != secret(new.store.audit_key_secret()?)
+        {
+            needs_restart.push("[store]");
+        }
+        let marker = |c: &Config| c.notes.marker_key_value().map(|k| k.map(|k| k.bytes().to_vec()));
+        if marker(old)? != marker(new)? {
+            needs_restart.push("notes.marker_key");
+        }
+        if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
+            needs_restart.push("[http]");
+        }
+        let mut config = config;
+        config.store = self.config.store.clone();
+        config.http = self.config.http.clone();
+        config.notes.marker_key = self.config.notes.marker_key.clone();
+        config.notes.marker_key_file = self.config.notes.marker_key_file.clone();
+        Ok((Self::with_store(config, self.store.clone())?, needs_restart))
+    }
+
     pub fn with_store(config: Config, store: Store) -> Result<App> {
         // A configured marker key replaces the store's own for every note queued from here.
         let store = match config.notes.marker_key_value()? {

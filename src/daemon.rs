@@ -40,8 +40,20 @@ struct Beats {
 }
 
 pub async fn run(app: App) -> Result<()> {
+    run_reloadable(app, None).await
+}
+
+/// [`run`], re-reading `config_path` on `SIGHUP` (systemd's `ExecReload=`): sources,
+/// schedules, sinks, routes and rules change without a restart. Nothing in flight is dropped:
+/// each source finishes the page it is on (its cursor is committed with it) before its new
+/// task starts, a delivery pass under way finishes with the sinks it started with, and the
+/// next pass takes the new ones. A configuration that does not load or check is refused and
+/// the running one stays; `[store]`, `notes.marker_key` and `[http]` need a restart.
+pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -> Result<()> {
     // Handlers first: a SIGTERM during start-up must still mean a clean stop.
     let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let app = Arc::new(app);
     let cancel = CancellationToken::new();
     let recovered = crate::store::outbox::recover_sending(&app.store).await?;
@@ -52,18 +64,20 @@ pub async fn run(app: App) -> Result<()> {
         );
     }
     crate::metrics::install();
-    let source_names: Vec<String> = app.sources.iter().map(|(s, _)| s.name().to_string()).collect();
-    crate::metrics::register(&source_names, &app.sink_names);
+    register_metrics(&app);
     if app.store.write_failure().is_none() {
         metrics::gauge!("ticketsync_store_writes_failing").set(0.0);
     }
     log_audit_head(&app.store, "start").await;
+    let (app_tx, app_rx) = tokio::sync::watch::channel(app.clone());
+    let mut health_tx: Option<tokio::sync::watch::Sender<Arc<crate::health::Health>>> = None;
     if app.config.http.enabled {
         let addr = &app.config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("http.listen = {addr}: cannot listen: {e}"))?;
-        let health = Arc::new(crate::health::Health::from_app(&app, Utc::now())?);
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(crate::health::Health::from_app(&app, Utc::now())?));
+        health_tx = Some(tx);
         tracing::info!(address = %listener.local_addr()?, "http listener: /healthz /readyz /metrics");
         let opts = crate::health::ListenerOptions::from_config(&app.config.http)?;
         if opts.token.is_none() {
@@ -71,7 +85,7 @@ pub async fn run(app: App) -> Result<()> {
         }
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve_with(listener, health, opts, cancel).await {
+            if let Err(e) = crate::health::serve_cell(listener, rx, opts, cancel).await {
                 tracing::error!(error = %e, "http listener stopped");
             }
         });
@@ -79,64 +93,22 @@ pub async fn run(app: App) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());
     beats.delivery.store(now_ms(), Ordering::Relaxed);
-    let tz = app.config.daemon_tz();
     let mut tasks = tokio::task::JoinSet::new();
 
-    for (src, schedule) in app.sources.clone() {
-        let cron = parse_cron(&schedule).map_err(anyhow::Error::msg)?;
-        let (app, cancel, wake) = (app.clone(), cancel.clone(), wake.clone());
-        tasks.spawn(async move {
-            // Catch up once at start (a missed schedule during downtime runs once, not N times).
-            let mut first = true;
-            loop {
-                if !first {
-                    let now = Utc::now().with_timezone(&tz);
-                    let next = match cron.find_next_occurrence(&now, false) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::error!(source = src.name(), error = %e, "no next run time; source stopped");
-                            return;
-                        }
-                    };
-                    let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                }
-                first = false;
-                // Sequential inside this task: a source never overlaps itself.
-                let started = std::time::Instant::now();
-                let result = src.poll(&app.store, &cancel).await;
-                crate::metrics::poll_duration(src.name(), started.elapsed());
-                crate::metrics::poll_finished(src.name(), &result);
-                crate::sources::note_poll(&app.store, &result);
-                match result {
-                    Ok(stats) => {
-                        tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
-                            updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, matched = stats.matched,
-                            enqueued = stats.enqueued, complete = stats.complete, "poll finished");
-                        wake.notify_one();
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
-                        let _ = crate::store::cursors::record_error(&app.store.pool, src.name(), &msg).await;
-                    }
-                }
-                if cancel.is_cancelled() {
-                    return;
-                }
-            }
-        });
-    }
+    // The sources of one configuration; a reload stops them (after their current page) and
+    // starts the next configuration's.
+    let mut generation = cancel.child_token();
+    // Catch up once at start (a missed schedule during downtime runs once, not N times).
+    let mut polls = spawn_sources(&app, &generation, &wake, |_| true)?;
 
     {
-        let (app, cancel, wake, beats) = (app.clone(), cancel.clone(), wake.clone(), beats.clone());
-        let interval = Duration::from_secs(app.config.daemon.delivery_interval_secs.max(1));
+        let (app_rx, cancel, wake, beats) = (app_rx.clone(), cancel.clone(), wake.clone(), beats.clone());
         tasks.spawn(async move {
             let mut failed = false;
             loop {
+                // Each pass runs with the configuration current when it starts.
+                let app = app_rx.borrow().clone();
+                let interval = Duration::from_secs(app.config.daemon.delivery_interval_secs.max(1));
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
                 if failed {
                     // A pass that failed on the store (e.g. a full disk) may have posted a note
@@ -203,10 +175,10 @@ pub async fn run(app: App) -> Result<()> {
     }
 
     if let Some(wd) = sd_notify::watchdog_enabled() {
-        let (beats, cancel) = (beats.clone(), cancel.clone());
-        let interval = app.config.daemon.delivery_interval_secs as i64 * 1000;
+        let (beats, cancel, app_rx) = (beats.clone(), cancel.clone(), app_rx.clone());
         tasks.spawn(async move {
             loop {
+                let interval = app_rx.borrow().config.daemon.delivery_interval_secs as i64 * 1000;
                 let stale =
                     now_ms() - beats.delivery.load(Ordering::Relaxed) > (wd.as_millis() as i64).max(interval * 4);
                 if !stale {
@@ -224,14 +196,63 @@ pub async fn run(app: App) -> Result<()> {
         sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
     tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
 
-    shutdown.await;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                let Some(path) = config_path.as_deref() else {
+                    tracing::warn!("SIGHUP: this daemon was started without a configuration file to re-read");
+                    continue;
+                };
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                let current = app_rx.borrow().clone();
+                let loaded = crate::config::Config::load(path).map_err(anyhow::Error::from).and_then(|c| current.reload(c));
+                match loaded {
+                    Err(e) => {
+                        tracing::error!(config = %path.display(), error = %crate::redact::scrub(&format!("{e:#}")),
+                            "configuration reload refused; the running configuration stays");
+                    }
+                    Ok((next, needs_restart)) => {
+                        for what in needs_restart {
+                            tracing::warn!(section = what, "changed in the configuration: takes effect at the next restart; the running value is kept");
+                        }
+                        let next = Arc::new(next);
+                        // The old sources finish their current page, then the new ones start:
+                        // a source never polls twice at once.
+                        generation.cancel();
+                        while polls.join_next().await.is_some() {}
+                        generation = cancel.child_token();
+                        let old: Vec<String> = current.sources.iter().map(|(s, schedule)| format!("{} {schedule}", s.name())).collect();
+                        // A new source (or one on a new schedule) polls at once; the others at
+                        // their next scheduled time, as if nothing happened.
+                        polls = spawn_sources(&next, &generation, &wake, |key| !old.iter().any(|o| o == key))?;
+                        if let Some(tx) = &health_tx {
+                            let h = tx.borrow().reloaded(&next, Utc::now())?;
+                            let _ = tx.send(Arc::new(h));
+                        }
+                        register_metrics(&next);
+                        let _ = app_tx.send(next.clone());
+                        wake.notify_one();
+                        tracing::info!(config = %path.display(), sources = next.sources.len(), sinks = ?next.sink_names, "configuration reloaded");
+                    }
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
     tracing::info!("stopping: finishing the current page or request");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
+    let app = app_rx.borrow().clone();
     let grace = Duration::from_secs(app.config.daemon.shutdown_grace_secs + 1);
-    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+    let all_done = async {
+        while tasks.join_next().await.is_some() {}
+        while polls.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
         tracing::warn!("tasks did not finish in time; abandoning them (their work resumes from the store)");
         tasks.abort_all();
+        polls.abort_all();
     }
     for sink in app.sinks.values() {
         sink.close().await;
@@ -246,6 +267,72 @@ pub async fn run(app: App) -> Result<()> {
     app.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn register_metrics(app: &App) {
+    let sources: Vec<String> = app.sources.iter().map(|(s, _)| s.name().to_string()).collect();
+    crate::metrics::register(&sources, &app.sink_names);
+}
+
+/// One task per source of `app`, each on its schedule, never overlapping itself, stopped by
+/// `cancel` between pages. `at_once(&"<name> <schedule>")`: whether it polls at once or
+/// waits for its first scheduled time.
+fn spawn_sources(
+    app: &Arc<App>,
+    cancel: &CancellationToken,
+    wake: &Arc<Notify>,
+    at_once: impl Fn(&str) -> bool,
+) -> Result<tokio::task::JoinSet<()>> {
+    let tz = app.config.daemon_tz();
+    let mut polls = tokio::task::JoinSet::new();
+    for (src, schedule) in app.sources.clone() {
+        let cron = parse_cron(&schedule).map_err(anyhow::Error::msg)?;
+        let mut first = at_once(&format!("{} {schedule}", src.name()));
+        let (app, cancel, wake) = (app.clone(), cancel.clone(), wake.clone());
+        polls.spawn(async move {
+            loop {
+                if !first {
+                    let now = Utc::now().with_timezone(&tz);
+                    let next = match cron.find_next_occurrence(&now, false) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(source = src.name(), error = %e, "no next run time; source stopped");
+                            return;
+                        }
+                    };
+                    let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+                first = false;
+                // Sequential inside this task: a source never overlaps itself.
+                let started = std::time::Instant::now();
+                let result = src.poll(&app.store, &cancel).await;
+                crate::metrics::poll_duration(src.name(), started.elapsed());
+                crate::metrics::poll_finished(src.name(), &result);
+                crate::sources::note_poll(&app.store, &result);
+                match result {
+                    Ok(stats) => {
+                        tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,
+                            updated = stats.updated, quarantined = stats.quarantined, vanished = stats.vanished, matched = stats.matched,
+                            enqueued = stats.enqueued, complete = stats.complete, "poll finished");
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
+                        let _ = crate::store::cursors::record_error(&app.store.pool, src.name(), &msg).await;
+                    }
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(polls)
 }
 
 const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);

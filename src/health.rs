@@ -22,6 +22,8 @@ use crate::store::Store;
 
 pub struct Health {
     pub store: Store,
+    /// Sources added by a reload (`SIGHUP`), judged from the reload rather than the start.
+    pub added_at: std::collections::HashMap<String, DateTime<Utc>>,
     /// Cursor key (the source name, or `zoom:<account>`) and its source's parsed schedule.
     pub sources: Vec<(String, Cron)>,
     pub tz: chrono_tz::Tz,
@@ -45,12 +47,26 @@ impl Health {
         }
         Ok(Health {
             store: app.store.clone(),
+            added_at: Default::default(),
             sources,
             tz: app.config.daemon_tz(),
             started_at,
             grace: chrono::Duration::seconds(app.config.http.readiness_grace_secs as i64),
             sinks: app.sink_names.clone(),
         })
+    }
+
+    /// The health of a reloaded app: the same start, and each source the previous
+    /// configuration did not have judged from `now`.
+    pub fn reloaded(&self, app: &crate::app::App, now: DateTime<Utc>) -> anyhow::Result<Health> {
+        let mut h = Health::from_app(app, self.started_at)?;
+        h.added_at = self.added_at.clone();
+        for (name, _) in &h.sources {
+            if !self.sources.iter().any(|(n, _)| n == name) {
+                h.added_at.insert(name.clone(), now);
+            }
+        }
+        Ok(h)
     }
 
     /// Every readiness check with its result, at `now`.
@@ -81,7 +97,8 @@ impl Health {
                 .find(|(s, _)| s == name)
                 .and_then(|(_, t)| t.as_deref())
                 .and_then(crate::session::parse_ts);
-            let reference = last.map_or(self.started_at, |l| l.max(self.started_at));
+            let since = self.added_at.get(name).copied().unwrap_or(self.started_at);
+            let reference = last.map_or(since, |l| l.max(since));
             let check = format!("source:{name}");
             let last_txt = last.map(crate::session::ts).unwrap_or_else(|| "never".into());
             match cron.find_next_occurrence(&reference.with_timezone(&self.tz), false) {
@@ -106,7 +123,14 @@ impl Health {
     }
 }
 
+/// What the handlers read: the current [`Health`], replaced on a reload.
+pub type HealthCell = tokio::sync::watch::Receiver<Arc<Health>>;
+
 pub fn router(health: Arc<Health>) -> Router {
+    router_cell(tokio::sync::watch::channel(health).1)
+}
+
+pub fn router_cell(health: HealthCell) -> Router {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
@@ -114,7 +138,8 @@ pub fn router(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> Response {
+async fn readyz(State(h): State<HealthCell>) -> Response {
+    let h = h.borrow().clone();
     let checks = h.readiness(Utc::now()).await;
     let ready = checks.iter().all(|c| c.1);
     let body = json!({
@@ -125,7 +150,8 @@ async fn readyz(State(h): State<Arc<Health>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(h): State<Arc<Health>>) -> Response {
+async fn metrics(State(h): State<HealthCell>) -> Response {
+    let h = h.borrow().clone();
     let handle = crate::metrics::install();
     if let Err(e) = crate::metrics::refresh_from_store(&h.store.pool, &h.sinks).await {
         tracing::warn!(error = %e, "metrics: database gauges not refreshed");
@@ -226,7 +252,17 @@ pub async fn serve_with(
     opts: ListenerOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(health).layer(axum::middleware::from_fn_with_state(Arc::new(Guard::new(&opts)), guard));
+    serve_cell(listener, tokio::sync::watch::channel(health).1, opts, cancel).await
+}
+
+/// [`serve_with`] over a [`HealthCell`], whose sender replaces the health on a reload.
+pub async fn serve_cell(
+    listener: tokio::net::TcpListener,
+    health: HealthCell,
+    opts: ListenerOptions,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router_cell(health).layer(axum::middleware::from_fn_with_state(Arc::new(Guard::new(&opts)), guard));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)

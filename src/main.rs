@@ -187,7 +187,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run => {
             let app = App::build(load(&cli)?).await?;
-            ticketsync::daemon::run(app).await?;
+            ticketsync::daemon::run_reloadable(app, Some(cli.config.clone())).await?;
         }
         Command::SyncOnce => {
             let app = App::build(load(&cli)?).await?;

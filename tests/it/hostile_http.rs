@@ -445,6 +445,7 @@ async fn listener(
         started_at: Utc::now(),
         grace: chrono::Duration::seconds(120),
         sinks: vec![],
+        added_at: Default::default(),
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();

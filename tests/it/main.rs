@@ -18,6 +18,7 @@ mod oauth;
 mod ops;
 mod package;
 mod pipeline;
+mod reload;
 mod sinks;
 mod splashtop;
 mod store_batch;
