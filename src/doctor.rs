@@ -331,8 +331,8 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
         Ok(s) => s,
         Err(e) => return (fail(name, e.to_string(), "check the file's owner and mode"), None),
     };
-    let check = crate::store::reads::database_health(&store).await
-        .map(|h| (h.quick_check, h.schema_version, h.audit_rows));
+    let check =
+        crate::store::reads::database_health(&store).await.map(|h| (h.quick_check, h.schema_version, h.audit_rows));
     let latest = crate::store::latest_schema_version();
     let c = match check {
         Ok((quick, _, _)) if quick != "ok" => fail(
@@ -349,7 +349,9 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
             name,
             format!("{}: integrity ok, schema version {}, {rows} audit rows", path.display(), applied.unwrap_or(0)),
         ),
-        Err(e) => fail(name, format!("{}: {}", path.display(), e.cause()), "is it a ticketsync database? check store.path"),
+        Err(e) => {
+            fail(name, format!("{}: {}", path.display(), e.cause()), "is it a ticketsync database? check store.path")
+        }
     };
     (c, Some(store))
 }

@@ -150,8 +150,7 @@ pub async fn key_fits(
 pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyStatus> {
     // Read first, without the write lock: read-only commands open the store this way too.
     let file: String = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(&store.pool).await?;
-    let tail_keyed =
-        key_fits(store, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
+    let tail_keyed = key_fits(store, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
     {
         let mut keys = KEYS.write().unwrap_or_else(|e| e.into_inner());
         match &key {

@@ -500,7 +500,10 @@ pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Deliv
 }
 
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?")).bind(id).fetch_optional(&store.pool).await?)
+    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?)
 }
 
 /// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
@@ -539,7 +542,9 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
 
 /// Oldest pending delivery's creation time (for health and the demo).
 pub async fn counts_by_state(store: &super::Store) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state").fetch_all(&store.pool).await?)
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+        .fetch_all(&store.pool)
+        .await?)
 }
 
 pub async fn next_due_at(store: &super::Store) -> Result<Option<String>> {

@@ -14,7 +14,9 @@ pub struct SinkStateCount {
 
 pub async fn deliveries_by_sink_state(store: &Store) -> Result<Vec<SinkStateCount>> {
     let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT sink, state, COUNT(*) FROM deliveries GROUP BY sink, state").fetch_all(&store.pool).await?;
+        sqlx::query_as("SELECT sink, state, COUNT(*) FROM deliveries GROUP BY sink, state")
+            .fetch_all(&store.pool)
+            .await?;
     Ok(rows.into_iter().map(|(sink, state, count)| SinkStateCount { sink, state, count }).collect())
 }
 
@@ -140,7 +142,6 @@ pub struct DatabaseHealth {
 pub async fn database_health(store: &Store) -> Result<DatabaseHealth> {
     let quick_check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&store.pool).await?;
     let schema_version = store.schema_version().await.unwrap_or(None);
-    let audit_rows =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
+    let audit_rows = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
     Ok(DatabaseHealth { quick_check, schema_version, audit_rows })
 }

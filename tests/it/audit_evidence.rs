@@ -456,8 +456,10 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let kinds: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id").fetch_all(store.sqlite_pool()).await.unwrap();
+    let kinds: Vec<(i64, i64)> = sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
     store.close().await;
     assert_eq!(&kinds[..3], &[(1, 1), (2, 1), (3, 1)]);
     assert!(kinds.iter().any(|k| k.1 == 2) && kinds.last().unwrap().1 == 3, "{kinds:?}");

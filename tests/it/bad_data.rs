@@ -60,7 +60,10 @@ async fn quarantine(app: &App) -> Vec<(Option<String>, String, String)> {
 }
 
 async fn stored(app: &App) -> Vec<String> {
-    sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY started_at").fetch_all(app.store.sqlite_pool()).await.unwrap()
+    sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY started_at")
+        .fetch_all(app.store.sqlite_pool())
+        .await
+        .unwrap()
 }
 
 fn tickets(hook: &WebhookSim) -> Vec<String> {

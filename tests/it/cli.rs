@@ -303,8 +303,10 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
     // All good: requeue the failed ones and deliver.
     let good = write(dir.path(), "good.toml", &config(TV, RM, WH, CS));
     let store = ticketsync::store::Store::open(&db, Duration::from_secs(5)).await.unwrap();
-    let failed: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'").fetch_all(store.sqlite_pool()).await.unwrap();
+    let failed: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
     assert!(!failed.is_empty());
     for id in failed {
         runs.push(ticketsync(&good, &["retry", &id.to_string()], &trace).await.ok());

@@ -225,7 +225,10 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
 
     // Every expected note on its ticket exactly once, nothing unexpected.
     let deliveries: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries").fetch_all(store.sqlite_pool()).await.unwrap();
+        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .unwrap();
     let matched_with_ref: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE custom_api IS NOT NULL")
         .fetch_one(store.sqlite_pool())
         .await

@@ -234,8 +234,10 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
     let mut markers: Vec<String> = accepted.iter().map(|p| p["marker"].as_str().unwrap().to_string()).collect();
     markers.sort();
     markers.dedup();
-    let expected: Vec<String> =
-        sqlx::query_scalar("SELECT marker FROM deliveries ORDER BY marker").fetch_all(app.store.sqlite_pool()).await.unwrap();
+    let expected: Vec<String> = sqlx::query_scalar("SELECT marker FROM deliveries ORDER BY marker")
+        .fetch_all(app.store.sqlite_pool())
+        .await
+        .unwrap();
     let lost = expected.iter().filter(|m| markers.binary_search(m).is_err()).count();
     let duplicates = accepted.len() + hook.duplicates() - markers.len();
     assert_eq!(expected.len() as i64, total, "one note per session");

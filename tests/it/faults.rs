@@ -114,7 +114,8 @@ async fn long_sink_outage_then_everything_delivered_in_order_with_capped_backoff
         refused_attempts += r.delivered.retrying;
         make_all_due(&app).await;
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(app.store.sqlite_pool()).await.unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(app.store.sqlite_pool()).await.unwrap();
     assert_eq!(stored as usize, TICKETS.len() * PER_TICKET, "polls went on during the outage");
 
     // The ticket system answers again, but with 503 for a while.

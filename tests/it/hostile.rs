@@ -474,13 +474,15 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     // Let the delivery loop meet the sinks once more.
     let attempts_before: i64 = {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
-        let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
+        let n =
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
         store.close().await;
         n
     };
     for _ in 0..100 {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
         store.close().await;
         if n > attempts_before {
             break;

@@ -19,6 +19,7 @@ mod pipeline;
 mod sinks;
 mod splashtop;
 mod store_batch;
+mod store_conformance;
 mod support;
 mod teamviewer;
 mod ticket_systems;

@@ -504,7 +504,10 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
     let mut delays = Vec::new();
     for i in 0..n {
         // The TeamViewer source re-reads its pages: page transactions to overlap with.
-        sqlx::query("DELETE FROM source_cursors WHERE source = 'teamviewer'").execute(store.sqlite_pool()).await.unwrap();
+        sqlx::query("DELETE FROM source_cursors WHERE source = 'teamviewer'")
+            .execute(store.sqlite_pool())
+            .await
+            .unwrap();
         (v.arm)();
         let answers = (v.answered)();
         let log = db.with_extension(format!("run-{i}.log"));

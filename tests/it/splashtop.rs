@@ -114,7 +114,8 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
     assert!(stats.complete);
     assert_eq!((stats.inserted, stats.quarantined), (5, 0), "{stats:?}");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions WHERE vendor = 'splashtop'").await, 7);
-    let reason: String = sqlx::query_scalar("SELECT reason FROM quarantine").fetch_one(store.sqlite_pool()).await.unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM quarantine").fetch_one(store.sqlite_pool()).await.unwrap();
     assert!(reason.starts_with("start_time: not an ISO 8601"), "{reason}");
     let qs = log_requests(&sim);
     let pages: Vec<String> = qs.iter().map(|q| param(q, "page").unwrap()).collect();

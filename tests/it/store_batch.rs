@@ -182,8 +182,10 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
     assert_eq!((m.examined, m.matched, m.enqueued), (2, 1, 1), "{m:?}");
     let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
     assert_eq!(m.examined, 0, "examined once: {m:?}");
-    let tickets: Vec<String> =
-        sqlx::query_scalar("SELECT ticket_id FROM deliveries ORDER BY id").fetch_all(store.sqlite_pool()).await.unwrap();
+    let tickets: Vec<String> = sqlx::query_scalar("SELECT ticket_id FROM deliveries ORDER BY id")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
     assert_eq!(tickets, ["4711", "4712"]);
     let kinds = audit_kinds(store.sqlite_pool()).await;
     assert_eq!(kinds.len(), 9, "3 seen, 1 matched + 1 queued, 2 updated, 1 matched + 1 queued: {kinds:?}");

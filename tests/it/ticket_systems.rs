@@ -412,6 +412,7 @@ async fn ticket_field_rule_matches_through_a_sink_lookup() {
     assert_eq!((m.matched, m.enqueued), (1, 1));
     let d = outbox::list(&store, None).await.unwrap();
     assert_eq!((d[0].sink.as_str(), d[0].ticket_id.as_str()), ("glpi", "77"));
-    let rule_used: String = sqlx::query_scalar("SELECT rule FROM matches").fetch_one(store.sqlite_pool()).await.unwrap();
+    let rule_used: String =
+        sqlx::query_scalar("SELECT rule FROM matches").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(rule_used, "ticket_field");
 }

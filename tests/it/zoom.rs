@@ -767,6 +767,7 @@ async fn bad_data_lone_surrogate_topic_and_latin1_participant_are_quarantined() 
 
     // The next poll meets the same records: nothing is quarantined twice.
     env.app.cycle().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(env.app.store.sqlite_pool()).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(env.app.store.sqlite_pool()).await.unwrap();
     assert_eq!(n as usize, q.len());
 }
