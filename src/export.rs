@@ -109,7 +109,7 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
         Jsonl(&'w mut dyn Write),
         /// Until the header comment line is written: then [`Out::Csv`].
         CsvHeader(Option<&'w mut dyn Write>),
-        Csv(csv::Writer<&'w mut dyn Write>),
+        Csv(Box<csv::Writer<&'w mut dyn Write>>),
     }
     let mut sink = match format {
         Format::Jsonl => Out::Jsonl(out),
@@ -139,19 +139,19 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
                     Out::CsvHeader(out) => {
                         let out = out.take().expect("one chain head per export");
                         writeln!(out, "# {}", csv_comment(&h)).map_err(io)?;
-                        *sink = Out::Csv(csv::Writer::from_writer(out));
+                        *sink = Out::Csv(Box::new(csv::Writer::from_writer(out)));
                     }
                     Out::Csv(_) => unreachable!("one chain head per export"),
                 }
                 header = Some(h);
             }
             (ExportItem::Event(ev), Out::Jsonl(out)) => {
-                serde_json::to_writer(&mut **out, &Line { kind: "event", ev: &ev }).map_err(|e| io(e.into()))?;
+                serde_json::to_writer(&mut **out, &Line { kind: "event", ev }).map_err(|e| io(e.into()))?;
                 out.write_all(b"\n").map_err(io)?;
                 n += 1;
             }
             (ExportItem::Event(ev), Out::Csv(w)) => {
-                w.serialize(&ev).map_err(|e| io(e.into()))?;
+                w.serialize(ev).map_err(|e| io(e.into()))?;
                 n += 1;
             }
             (ExportItem::Event(_), Out::CsvHeader(_)) => unreachable!("the chain head comes first"),
@@ -172,7 +172,7 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
                 w.write_record(CSV_COLUMNS).map_err(|e| io(e.into()))?;
             }
             w.flush().map_err(io)?;
-            let out = w.into_inner().map_err(|e| io(e.into_error()))?;
+            let out = (*w).into_inner().map_err(|e| io(e.into_error()))?;
             writeln!(out, "# export_end rows={n}").map_err(io)?;
             out
         }

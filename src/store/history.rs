@@ -45,10 +45,10 @@ pub struct EventRange<'a> {
 /// What [`export_events`] hands its caller, in this order: the chain head once, then the
 /// events.
 #[derive(Debug)]
-pub enum ExportItem {
+pub enum ExportItem<'a> {
     /// Id and hash of the last row of the whole chain (`None`: empty).
     Head(Option<(i64, String)>),
-    Event(ExportedEvent),
+    Event(&'a ExportedEvent),
 }
 
 const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
@@ -60,7 +60,7 @@ const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delive
 pub async fn export_events(
     store: &Store,
     range: EventRange<'_>,
-    mut each: impl FnMut(ExportItem) -> Result<()>,
+    mut each: impl FnMut(ExportItem<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut tx = store.pool.begin().await?;
     each(ExportItem::Head(super::audit::head_in(&mut tx).await?))?;
@@ -76,7 +76,7 @@ pub async fn export_events(
     }
     let mut rows = q.fetch(&mut *tx);
     while let Some(ev) = rows.try_next().await? {
-        each(ExportItem::Event(ev))?;
+        each(ExportItem::Event(&ev))?;
     }
     drop(rows);
     tx.rollback().await?;

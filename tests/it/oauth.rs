@@ -475,7 +475,7 @@ async fn recoverable_refresh(store: &Store, provider: &str, key: &TokenKey) -> O
             return Some(r.expose_secret().to_string());
         }
     }
-    stored_refresh_of(tokens::load(&store, provider, key).await.ok().flatten())
+    stored_refresh_of(tokens::load(store, provider, key).await.ok().flatten())
 }
 
 /// One vendor's side of the loop.

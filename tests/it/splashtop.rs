@@ -70,7 +70,7 @@ async fn poll(src: &SplashtopSource, store: &Store) -> Result<PollStats, SourceE
 }
 
 async fn cursor(store: &Store) -> Cursor {
-    let j = ticketsync::store::cursors::load(&store, "splashtop").await.unwrap().expect("cursor");
+    let j = ticketsync::store::cursors::load(store, "splashtop").await.unwrap().expect("cursor");
     serde_json::from_str(&j).unwrap()
 }
 

@@ -497,7 +497,7 @@ async fn audit_append_head_verify_export_and_key() {
     history::export_events(&store, range, |item| {
         match item {
             ExportItem::Head(h) => got_head = Some(h),
-            ExportItem::Event(e) => events.push(e),
+            ExportItem::Event(e) => events.push(e.clone()),
         }
         Ok(())
     })
@@ -513,7 +513,7 @@ async fn audit_append_head_verify_export_and_key() {
     let by_vendor = EventRange { vendor: Some("teamviewer"), ..range };
     history::export_events(&store, by_vendor, |item| {
         if let ExportItem::Event(e) = item {
-            kinds.push(e.kind);
+            kinds.push(e.kind.clone());
         }
         Ok(())
     })

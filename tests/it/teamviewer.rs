@@ -539,7 +539,7 @@ async fn server_error_once_is_retried() {
 
 async fn stored_tokens(store: &Store) -> tokens::Tokens {
     let key = TokenKey::derive("teamviewer", &SecretString::from(CLIENT_SECRET.to_string()));
-    tokens::load(&store, "teamviewer", &key).await.expect("load tokens").expect("tokens stored")
+    tokens::load(store, "teamviewer", &key).await.expect("load tokens").expect("tokens stored")
 }
 
 async fn generation(store: &Store) -> i64 {

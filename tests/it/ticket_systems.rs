@@ -74,7 +74,7 @@ fn sinks(list: Vec<Arc<dyn TicketSink>>) -> Sinks {
 }
 
 async fn state(store: &Store, id: i64) -> String {
-    outbox::get(&store, id).await.unwrap().unwrap().state
+    outbox::get(store, id).await.unwrap().unwrap().state
 }
 
 // ---------------------------------------------------------------------------------------
