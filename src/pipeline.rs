@@ -69,7 +69,7 @@ pub async fn match_pending_with(
         // The batch is read inside the write transaction: a poll cannot change a session
         // between the matcher's read and its "examined at this revision" mark.
         let mut tx = store.begin().await?;
-        let batch = crate::store::sessions::to_match(&mut *tx, after, 500).await?;
+        let batch = crate::store::sessions::to_match(&mut tx, after, 500).await?;
         let Some(last) = batch.last() else {
             tx.rollback().await?;
             return Ok(stats);

@@ -389,7 +389,11 @@ pub async fn count(store: &super::Store) -> Result<i64> {
 /// each batch starts where the last one ended. The conditions are those of the partial
 /// index `sessions_to_match`: a pass reads only the sessions waiting for it, not the table
 /// (a change or a new link clears `match_checked_rev`; see `update_changed`).
-pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+pub async fn to_match(tx: &mut Tx<'_>, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+    to_match_on(&mut **tx, after, limit).await
+}
+
+async fn to_match_on<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE s.id > ? AND s.ended_at IS NOT NULL AND s.match_checked_rev IS NULL AND m.session_id IS NULL
@@ -405,7 +409,7 @@ pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit:
 /// [`to_match`] outside a write transaction: for work that must not hold one (the
 /// ticket-field lookup calls sinks over HTTP).
 pub async fn to_match_read(store: &super::Store, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
-    to_match(&store.pool, after, limit).await
+    to_match_on(&store.pool, after, limit).await
 }
 
 /// Mark sessions the matcher examined, matched or not, as checked at their current revision

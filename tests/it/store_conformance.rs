@@ -567,3 +567,30 @@ async fn schema_doctor_and_metrics_reads() {
     assert_eq!(ro.marker_key().bytes(), key, "notes keep one marker key across opens");
     ro.close().await;
 }
+
+/// Every statement lives in `src/store/` (issue 16, point 5): a `sqlx::` path anywhere else
+/// in `src/` means SQL, a row type or a pool outside the store, which a second backend
+/// would not see.
+#[test]
+fn no_sqlx_outside_the_store() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("src/store") {
+                    walk(&path, found);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains("sqlx::") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+    assert!(found.is_empty(), "sqlx outside src/store/:\n{}", found.join("\n"));
+}
