@@ -1,5 +1,12 @@
 //! All SQL lives here. SQLite through sqlx with runtime queries only, so the build needs
 //! no database; `migrations/` is embedded and applied at open.
+//!
+//! The API the rest of the code uses is the public functions of these modules: they take
+//! `&Store` (a statement of its own) or `&mut Tx` (part of the caller's unit of work) and
+//! return typed rows; the pool is private to this module tree. `tests/it/store_conformance.rs`
+//! exercises every one of them through that API only, so a second backend (PostgreSQL,
+//! issue 17) is the same functions dispatching on the store's dialect, run against the same
+//! suite.
 
 pub mod audit;
 pub mod backup;
