@@ -594,3 +594,104 @@ fn no_sqlx_outside_the_store() {
     walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
     assert!(found.is_empty(), "sqlx outside src/store/:\n{}", found.join("\n"));
 }
+
+/// The matcher's batch, as `pipeline` runs it: read the waiting sessions and their links,
+/// record the matches and queue their notes with the audit rows chained in memory, mark the
+/// batch examined, all in one transaction.
+#[tokio::test]
+async fn matcher_batch_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let records: Vec<Result<NewSession, Rejected>> =
+        (1..=3).map(|i| Ok(session("teamviewer", &format!("e{i}"), &format!("s{i}00"), true))).collect();
+    page(&store, &records, "w1", "{}", None).await;
+    let mut tx = store.begin().await.unwrap();
+    links::insert(&mut tx, "teamviewer", "s100", "11", "created", None, Some("cli")).await.unwrap();
+    links::insert(&mut tx, "teamviewer", "s200", "12", "created", None, Some("cli")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let batch = sessions::to_match(&mut tx, 0, 500).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let codes: Vec<String> = batch.iter().filter_map(|s| s.session_code_norm.clone()).collect();
+    let code_refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let by_code = links::for_codes(&mut tx, &code_refs).await.unwrap();
+    let mut chain = audit::Chain::load(&mut tx).await.unwrap();
+    let found: Vec<(i64, String)> = batch
+        .iter()
+        .filter_map(|s| {
+            let l = by_code.get(s.session_code_norm.as_deref()?)?.first()?;
+            Some((s.id, l.ticket_id.clone()))
+        })
+        .collect();
+    let matches: Vec<links::NewMatch> = found
+        .iter()
+        .map(|(id, t)| links::NewMatch {
+            session_id: *id,
+            vendor: "teamviewer",
+            ticket_id: t,
+            rule: "link",
+            detail: "created",
+        })
+        .collect();
+    let recorded = links::record_matches_in(&mut tx, &mut chain, &matches).await.unwrap();
+    assert_eq!(recorded.len(), 2);
+    let markers: Vec<String> = found.iter().map(|(id, _)| format!("mk-{id}")).collect();
+    let rows: Vec<outbox::NewDelivery> = found
+        .iter()
+        .zip(&markers)
+        .map(|((id, t), m)| outbox::NewDelivery {
+            sink: "redmine",
+            ticket_id: t,
+            session_id: *id,
+            kind: "session_report",
+            marker: m,
+            note_json: "{}",
+        })
+        .collect();
+    let queued = outbox::enqueue_many_in(&mut tx, &mut chain, &rows).await.unwrap();
+    assert!(queued.iter().all(Option::is_some));
+    let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+    sessions::mark_match_checked(&mut tx, &ids).await.unwrap();
+    chain.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(sessions::to_match_read(&store, 0, 500).await.unwrap().is_empty(), "the batch was examined");
+    assert_eq!(sessions::unmatched_all(&store).await.unwrap().len(), 1);
+    let mut tickets: Vec<String> =
+        outbox::list(&store, Some("pending")).await.unwrap().into_iter().map(|d| d.ticket_id).collect();
+    tickets.sort();
+    assert_eq!(tickets, ["11", "12"]);
+    // The same batch again queues nothing twice.
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = audit::Chain::load(&mut tx).await.unwrap();
+    assert!(links::record_matches_in(&mut tx, &mut chain, &matches).await.unwrap().is_empty());
+    assert!(outbox::enqueue_many_in(&mut tx, &mut chain, &rows).await.unwrap().iter().all(Option::is_none));
+    chain.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(outbox::list(&store, None).await.unwrap().len(), 2);
+    assert_chain_ok(audit::verify(&store).await.unwrap());
+}
+
+/// An audit key keys the chain from the next row on; the store then refuses no key.
+#[tokio::test]
+async fn audit_key_keys_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    enqueue(&store, "redmine", "1", "before-key").await.unwrap();
+    let key = audit::AuditKey::new(&[7u8; 32]).unwrap();
+    let status = audit::use_key(&store, Some(key.clone())).await.unwrap();
+    let keyed_at = status.started_keyed_at.expect("a keying row");
+    assert_eq!(status.head.0, keyed_at);
+    assert_eq!(audit::key_fits(&store, Some(&key)).await.unwrap().unwrap(), Some(keyed_at));
+    assert!(audit::key_fits(&store, None).await.unwrap().is_err(), "a keyed chain needs its key");
+    let other = audit::AuditKey::new(&[8u8; 32]).unwrap();
+    assert!(audit::key_fits(&store, Some(&other)).await.unwrap().is_err(), "another key cannot continue it");
+    enqueue(&store, "redmine", "1", "after-key").await.unwrap();
+    match audit::verify(&store).await.unwrap() {
+        Verify::Ok { keyed_from, rows, .. } => assert_eq!((keyed_from, rows), (Some(keyed_at), keyed_at as u64 + 1)),
+        other => panic!("audit chain not intact: {other:?}"),
+    }
+    // The same key again appends nothing.
+    assert_eq!(audit::use_key(&store, Some(key)).await.unwrap().started_keyed_at, None);
+}
