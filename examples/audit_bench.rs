@@ -21,9 +21,9 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("AUDIT_BENCH_REUSE").is_some() && path.exists() {
         let ro = Store::open_read_only(&path).await?;
         let t = Instant::now();
-        let r = audit::verify(&ro.pool).await?;
+        let r = audit::verify(&ro).await?;
         println!("verify: {r:?} in {:.2}s", t.elapsed().as_secs_f64());
-        println!("reading the rows alone (no hashing): {:.2}s", stream_only(&ro.pool).await?);
+        println!("reading the rows alone (no hashing): {:.2}s", stream_only(ro.sqlite_pool()).await?);
         return Ok(());
     }
     for suffix in ["", "-wal", "-shm"] {
@@ -76,14 +76,14 @@ async fn main() -> anyhow::Result<()> {
     }
     tx.commit().await?;
     println!("built {n} audit rows in {:.1}s ({})", t.elapsed().as_secs_f64(), path.display());
-    store.pool.close().await;
+    store.close().await;
 
     let ro = Store::open_read_only(&path).await?;
     let t = Instant::now();
-    let r = audit::verify(&ro.pool).await?;
+    let r = audit::verify(&ro).await?;
     let secs = t.elapsed().as_secs_f64();
     println!("verify: {r:?} in {secs:.2}s ({:.0} rows/s)", n as f64 / secs);
-    println!("reading the rows alone (no hashing): {:.2}s", stream_only(&ro.pool).await?);
+    println!("reading the rows alone (no hashing): {:.2}s", stream_only(ro.sqlite_pool()).await?);
     Ok(())
 }
 

@@ -71,9 +71,9 @@ async fn seed(db: PathBuf, n: usize, tickets: usize, delivered: usize) -> Result
     .bind(tickets.max(1) as i64)
     .bind(delivered as i64)
     .bind(&now)
-    .execute(&store.pool)
+    .execute(store.sqlite_pool())
     .await?;
-    store.pool.close().await;
+    store.close().await;
     println!("seeded={n} delivered={delivered} tickets={tickets}");
     Ok(())
 }

@@ -37,7 +37,7 @@ pub async fn run(
             "zoom account {}: server-to-server token obtained (valid until {exp}); no authorization step is needed",
             acct.name
         );
-        store.pool.close().await;
+        store.close().await;
         return Ok(());
     }
     let cmd = format!("zoom --account {}", acct.name);
@@ -49,7 +49,7 @@ pub async fn run(
             cfg.store.path.display()
         );
     }
-    store.pool.close().await;
+    store.close().await;
     Ok(())
 }
 

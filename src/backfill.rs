@@ -92,12 +92,7 @@ async fn count_changes(app: &App, records: &[Result<NewSession, Rejected>], stat
     for r in records {
         match r {
             Ok(s) => {
-                let stored: Option<String> =
-                    sqlx::query_scalar("SELECT content_hash FROM sessions WHERE vendor = ? AND external_id = ?")
-                        .bind(&s.vendor)
-                        .bind(&s.external_id)
-                        .fetch_optional(&app.store.pool)
-                        .await?;
+                let stored = crate::store::reads::content_hash(&app.store, &s.vendor, &s.external_id).await?;
                 match stored {
                     None => stats.inserted += 1,
                     Some(h) if h == hex::encode(Sha256::digest(s.raw_json.as_bytes())) => stats.unchanged += 1,

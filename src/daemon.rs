@@ -264,7 +264,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
         Ok((busy, frames, done)) => tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed"),
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint at stop failed; the next start replays the WAL"),
     }
-    app.store.pool.close().await;
+    app.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -323,7 +323,7 @@ fn spawn_sources(
                     Err(e) => {
                         let msg = e.to_string();
                         tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
-                        let _ = crate::store::cursors::record_error(&app.store.pool, src.name(), &msg).await;
+                        let _ = crate::store::cursors::record_error(&app.store, src.name(), &msg).await;
                     }
                 }
                 if cancel.is_cancelled() {
@@ -340,7 +340,7 @@ const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);
 /// Log the audit chain head as `ID:HASH` (`audit_head` field), the form
 /// `ticketsync audit verify --expect-head` takes.
 async fn log_audit_head(store: &crate::store::Store, at: &'static str) {
-    match crate::store::audit::head(&store.pool).await {
+    match crate::store::audit::head(store).await {
         Ok(head) => tracing::info!(audit_head = %head, at, "audit chain head"),
         Err(e) => tracing::warn!(error = %e, at, "cannot read the audit chain head"),
     }

@@ -250,19 +250,15 @@ secret_file = "{whf}"
     }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
 
-    let rows: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT ticket_id, vendor, COALESCE(session_code, external_id), rule FROM v_sessions_by_ticket ORDER BY ticket_id")
-            .fetch_all(&app.store.pool)
-            .await?;
+    let rows = crate::store::reads::matches_by_ticket(&app.store).await?;
     println!();
     println!("Matches (view v_sessions_by_ticket):");
-    for (ticket, vendor, code, rule) in rows {
-        println!("  ticket {ticket:<5} ← {vendor} {code} (rule: {rule})");
+    for m in rows {
+        println!("  ticket {:<5} ← {} {} (rule: {})", m.ticket_id, m.vendor, m.code, m.rule);
     }
-    let unmatched = crate::store::sessions::unmatched_all(&app.store.pool).await?;
+    let unmatched = crate::store::sessions::unmatched_all(&app.store).await?;
     println!("Unmatched: {} ({} running)", unmatched.len(), unmatched.iter().filter(|s| s.ended_at.is_none()).count());
-    let q: Vec<(String,)> = sqlx::query_as("SELECT reason FROM quarantine").fetch_all(&app.store.pool).await?;
-    for (reason,) in q {
+    for reason in crate::store::reads::quarantine_reasons(&app.store).await? {
         println!("Quarantined: {reason}");
     }
     if let Some(j) = redmine.journals(101).first() {

@@ -123,7 +123,7 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         s.close().await;
     }
     if let Some(s) = store {
-        s.pool.close().await;
+        s.close().await;
     }
     checks
 }
@@ -302,7 +302,7 @@ fn audit_key(cfg: &Config) -> Check {
 async fn audit_chain_key(cfg: &Config, store: &Store) -> Option<Check> {
     let name = "audit chain key";
     let key = crate::app::audit_key(cfg).ok()?;
-    Some(match crate::store::audit::key_fits(&store.pool, key.as_ref()).await {
+    Some(match crate::store::audit::key_fits(store, key.as_ref()).await {
         Ok(Ok(Some(row))) => ok(name, format!("the configured key produces the HMAC of the last audit row ({row})")),
         Ok(Ok(None)) if key.is_some() => ok(name, "the chain is not keyed yet: it is keyed from the next start on"),
         Ok(Ok(None)) => return None,
@@ -331,18 +331,10 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
         Ok(s) => s,
         Err(e) => return (fail(name, e.to_string(), "check the file's owner and mode"), None),
     };
-    let check = async {
-        let quick: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&store.pool).await?;
-        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap_or(None);
-        let rows: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&store.pool).await.unwrap_or(0);
-        Ok::<_, sqlx::Error>((quick, applied, rows))
-    };
-    let latest = crate::store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let c = match check.await {
+    let check =
+        crate::store::reads::database_health(&store).await.map(|h| (h.quick_check, h.schema_version, h.audit_rows));
+    let latest = crate::store::latest_schema_version();
+    let c = match check {
         Ok((quick, _, _)) if quick != "ok" => fail(
             name,
             format!("{}: integrity problem: {quick}", path.display()),
@@ -357,7 +349,9 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
             name,
             format!("{}: integrity ok, schema version {}, {rows} audit rows", path.display(), applied.unwrap_or(0)),
         ),
-        Err(e) => fail(name, format!("{}: {e}", path.display()), "is it a ticketsync database? check store.path"),
+        Err(e) => {
+            fail(name, format!("{}: {}", path.display(), e.cause()), "is it a ticketsync database? check store.path")
+        }
     };
     (c, Some(store))
 }
@@ -409,13 +403,11 @@ async fn oauth_token(
     client: Result<crate::oauth::OAuthClient, crate::sources::SourceError>,
 ) -> (Check, bool) {
     let name = format!("token {provider}");
-    let row: Option<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT access_expires_at, refresh_expires_at FROM oauth_tokens WHERE provider = ?")
-            .bind(provider)
-            .fetch_optional(&store.pool)
-            .await
-            .ok()
-            .flatten();
+    let row = crate::store::reads::token_expiry(store, provider)
+        .await
+        .ok()
+        .flatten()
+        .map(|t| (t.access_expires_at, t.refresh_expires_at));
     let now = chrono::Utc::now();
     let parse = |t: &Option<String>| t.as_deref().and_then(crate::session::parse_ts);
     match row {
@@ -597,7 +589,7 @@ impl Scratch {
     }
 
     async fn close(self) {
-        self.store.pool.close().await;
+        self.store.close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -8,10 +8,10 @@
 
 use std::io::Write;
 
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Result, StoreError};
+use crate::store::history::{EventRange, ExportItem};
+use crate::store::{Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -28,30 +28,8 @@ pub struct Filter {
     pub vendor: Option<String>,
 }
 
-/// One exported `audit_events` row, exactly as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct ExportedEvent {
-    pub id: i64,
-    pub at: String,
-    pub kind: String,
-    pub vendor: Option<String>,
-    pub session_id: Option<i64>,
-    pub ticket_id: Option<String>,
-    pub delivery_id: Option<i64>,
-    pub detail_json: String,
-    pub prev_hash: String,
-    pub hash: String,
-    /// The row's hashing scheme (1 before audit evidence, 2 unkeyed, 3 keyed).
-    #[serde(default = "legacy_version")]
-    pub chain_version: i64,
-    /// The hash of the session or note the event recorded (schemes 2 and 3).
-    #[serde(default)]
-    pub subject_sha256: Option<String>,
-}
-
-fn legacy_version() -> i64 {
-    1
-}
+/// One exported `audit_events` row, exactly as stored (read by the store).
+pub use crate::store::history::ExportedEvent;
 
 impl ExportedEvent {
     /// True when the row's content still produces its hash (a keyed row: never, without
@@ -116,76 +94,90 @@ pub fn parse_bound(s: &str, is_end: bool) -> std::result::Result<String, String>
         .map_err(|_| format!("{s:?}: expected a date (2026-11-01) or an RFC 3339 time (2026-11-01T08:00:00Z)"))
 }
 
-const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
-    chain_version, subject_sha256 FROM audit_events WHERE at >= ? AND at < ?";
-
 /// Stream the matching rows to `out`. One read transaction: the header's chain head and the
 /// rows come from the same snapshot even while the daemon appends. Memory stays constant.
-pub async fn export(pool: &sqlx::SqlitePool, filter: &Filter, format: Format, out: &mut dyn Write) -> Result<Summary> {
-    let mut tx = pool.begin().await?;
-    let head = crate::store::audit::head_in(&mut tx).await?;
-    let header = Header {
-        kind: "export_header".into(),
-        format_version: 2, // 2: rows carry chain_version and subject_sha256
-        exported_at: crate::store::now(),
-        from: filter.from.clone(),
-        to: filter.to.clone(),
-        vendor: filter.vendor.clone(),
-        chain_rows: head.as_ref().map(|h| h.0).unwrap_or(0),
-        chain_head_hash: head.map(|h| h.1).unwrap_or_else(|| crate::store::audit::GENESIS.to_string()),
-    };
+pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dyn Write) -> Result<Summary> {
     let io = |e: std::io::Error| StoreError::Invalid(format!("writing the export: {e}"));
-    // Vendor: the event's own vendor, or the vendor of the session it concerns (delivery
-    // events carry the session, not the vendor).
-    let sql = match filter.vendor {
-        Some(_) => {
-            format!("{SELECT} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id")
-        }
-        None => format!("{SELECT} ORDER BY id"),
-    };
-    let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(&filter.from).bind(&filter.to);
-    if let Some(v) = &filter.vendor {
-        q = q.bind(v).bind(v);
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        ev: &'a ExportedEvent,
     }
-    let mut rows = q.fetch(&mut *tx);
+    enum Out<'w> {
+        Jsonl(&'w mut dyn Write),
+        /// Until the header comment line is written: then [`Out::Csv`].
+        CsvHeader(Option<&'w mut dyn Write>),
+        Csv(Box<csv::Writer<&'w mut dyn Write>>),
+    }
+    let mut sink = match format {
+        Format::Jsonl => Out::Jsonl(out),
+        Format::Csv => Out::CsvHeader(Some(out)),
+    };
+    let mut header = None;
     let mut n = 0u64;
-    match format {
-        Format::Jsonl => {
-            serde_json::to_writer(&mut *out, &header).map_err(|e| io(e.into()))?;
-            out.write_all(b"\n").map_err(io)?;
-            #[derive(Serialize)]
-            struct Line<'a> {
-                #[serde(rename = "type")]
-                kind: &'static str,
-                #[serde(flatten)]
-                ev: &'a ExportedEvent,
+    let range = EventRange { from: &filter.from, to: &filter.to, vendor: filter.vendor.as_deref() };
+    crate::store::history::export_events(store, range, |item| {
+        match (item, &mut sink) {
+            (ExportItem::Head(head), sink) => {
+                let h = Header {
+                    kind: "export_header".into(),
+                    format_version: 2, // 2: rows carry chain_version and subject_sha256
+                    exported_at: crate::store::now(),
+                    from: filter.from.clone(),
+                    to: filter.to.clone(),
+                    vendor: filter.vendor.clone(),
+                    chain_rows: head.as_ref().map(|h| h.0).unwrap_or(0),
+                    chain_head_hash: head.map(|h| h.1).unwrap_or_else(|| crate::store::audit::GENESIS.to_string()),
+                };
+                match sink {
+                    Out::Jsonl(out) => {
+                        serde_json::to_writer(&mut **out, &h).map_err(|e| io(e.into()))?;
+                        out.write_all(b"\n").map_err(io)?;
+                    }
+                    Out::CsvHeader(out) => {
+                        let out = out.take().expect("one chain head per export");
+                        writeln!(out, "# {}", csv_comment(&h)).map_err(io)?;
+                        *sink = Out::Csv(Box::new(csv::Writer::from_writer(out)));
+                    }
+                    Out::Csv(_) => unreachable!("one chain head per export"),
+                }
+                header = Some(h);
             }
-            while let Some(ev) = rows.try_next().await? {
-                serde_json::to_writer(&mut *out, &Line { kind: "event", ev: &ev }).map_err(|e| io(e.into()))?;
+            (ExportItem::Event(ev), Out::Jsonl(out)) => {
+                serde_json::to_writer(&mut **out, &Line { kind: "event", ev }).map_err(|e| io(e.into()))?;
                 out.write_all(b"\n").map_err(io)?;
                 n += 1;
             }
-            writeln!(out, "{}", serde_json::json!({"type": "export_end", "rows": n})).map_err(io)?;
-        }
-        Format::Csv => {
-            writeln!(out, "# {}", csv_comment(&header)).map_err(io)?;
-            let mut w = csv::Writer::from_writer(&mut *out);
-            while let Some(ev) = rows.try_next().await? {
-                w.serialize(&ev).map_err(|e| io(e.into()))?;
+            (ExportItem::Event(ev), Out::Csv(w)) => {
+                w.serialize(ev).map_err(|e| io(e.into()))?;
                 n += 1;
             }
+            (ExportItem::Event(_), Out::CsvHeader(_)) => unreachable!("the chain head comes first"),
+        }
+        Ok(())
+    })
+    .await?;
+    let header = header.ok_or_else(|| StoreError::Invalid("the export read no chain head".into()))?;
+    let out = match sink {
+        Out::Jsonl(out) => {
+            writeln!(out, "{}", serde_json::json!({"type": "export_end", "rows": n})).map_err(io)?;
+            out
+        }
+        Out::CsvHeader(_) => unreachable!("export_events always reports the chain head"),
+        Out::Csv(mut w) => {
             if n == 0 {
                 // serde writes the header row with the first record; an empty export still has it.
                 w.write_record(CSV_COLUMNS).map_err(|e| io(e.into()))?;
             }
             w.flush().map_err(io)?;
-            drop(w);
+            let out = (*w).into_inner().map_err(|e| io(e.into_error()))?;
             writeln!(out, "# export_end rows={n}").map_err(io)?;
+            out
         }
-    }
+    };
     out.flush().map_err(io)?;
-    drop(rows);
-    tx.rollback().await?;
     Ok(Summary { rows: n, header })
 }
 
@@ -226,77 +218,62 @@ pub fn parse_csv_comment(line: &str) -> std::collections::HashMap<String, String
 }
 
 /// `ticketsync audit show --ticket ID`: sessions, deliveries with attempts, history.
-pub async fn show_ticket(pool: &sqlx::SqlitePool, ticket: &str, out: &mut dyn Write) -> Result<bool> {
+pub async fn show_ticket(store: &Store, ticket: &str, out: &mut dyn Write) -> Result<bool> {
     let io = |e: std::io::Error| StoreError::Invalid(format!("writing: {e}"));
-    type S =
-        (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
-    let sessions: Vec<S> = sqlx::query_as(
-        "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
-         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await?;
-    type D = (i64, String, String, String, i64, Option<String>, Option<String>);
-    let deliveries: Vec<D> = sqlx::query_as(
-        "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ? ORDER BY delivery_id",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await?;
-    type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
-    let attempts: Vec<A> = sqlx::query_as(
-        "SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts WHERE ticket_id = ?
-         ORDER BY delivery_id, attempt",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await?;
-    type H = (i64, String, String, Option<i64>, Option<i64>, String);
-    let history: Vec<H> = sqlx::query_as(
-        "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ? ORDER BY event_id",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await?;
+    let r = crate::store::history::ticket_record(store, ticket).await?;
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     writeln!(out, "Ticket {ticket}").map_err(io)?;
-    writeln!(out, "\nSessions ({}):", sessions.len()).map_err(io)?;
-    for (vendor, ext, code, tech, device, start, end, dur, rule) in &sessions {
+    writeln!(out, "\nSessions ({}):", r.sessions.len()).map_err(io)?;
+    for s in &r.sessions {
         writeln!(
             out,
-            "  {vendor} {} technician={} device={} start={start} end={} duration={} rule={rule}",
-            code.clone().unwrap_or_else(|| ext.clone()),
-            dash(tech),
-            dash(device),
-            dash(end),
-            dur.map(|d| format!("{d}s")).unwrap_or_else(|| "-".into()),
+            "  {} {} technician={} device={} start={} end={} duration={} rule={}",
+            s.vendor,
+            s.session_code.clone().unwrap_or_else(|| s.external_id.clone()),
+            dash(&s.technician),
+            dash(&s.device),
+            s.started_at,
+            dash(&s.ended_at),
+            s.duration_s.map(|d| format!("{d}s")).unwrap_or_else(|| "-".into()),
+            s.rule,
         )
         .map_err(io)?;
     }
-    writeln!(out, "\nDeliveries ({}):", deliveries.len()).map_err(io)?;
-    for (id, sink, kind, state, n, remote, err) in &deliveries {
-        writeln!(out, "  #{id} {sink} {kind}: {state} after {n} attempt(s) remote={} {}", dash(remote), dash(err))
-            .map_err(io)?;
-        for (_, attempt, started, finished, outcome, detail) in attempts.iter().filter(|a| a.0 == *id) {
+    writeln!(out, "\nDeliveries ({}):", r.deliveries.len()).map_err(io)?;
+    for d in &r.deliveries {
+        writeln!(
+            out,
+            "  #{} {} {}: {} after {} attempt(s) remote={} {}",
+            d.delivery_id,
+            d.sink,
+            d.kind,
+            d.state,
+            d.attempts,
+            dash(&d.remote_ref),
+            dash(&d.last_error)
+        )
+        .map_err(io)?;
+        for a in r.attempts.iter().filter(|a| a.delivery_id == d.delivery_id) {
             writeln!(
                 out,
-                "      attempt {attempt}: {started} → {} {} {}",
-                dash(finished),
-                dash(outcome),
-                detail.clone().unwrap_or_default()
+                "      attempt {}: {} → {} {} {}",
+                a.attempt,
+                a.started_at,
+                dash(&a.finished_at),
+                dash(&a.outcome),
+                a.detail.clone().unwrap_or_default()
             )
             .map_err(io)?;
         }
     }
-    writeln!(out, "\nHistory ({} events):", history.len()).map_err(io)?;
-    for (id, at, kind, sid, did, detail) in &history {
-        let s = sid.map(|v| format!(" session={v}")).unwrap_or_default();
-        let d = did.map(|v| format!(" delivery={v}")).unwrap_or_default();
-        writeln!(out, "  {id:>6} {at} {kind}{s}{d} {detail}").map_err(io)?;
+    writeln!(out, "\nHistory ({} events):", r.history.len()).map_err(io)?;
+    for h in &r.history {
+        let s = h.session_id.map(|v| format!(" session={v}")).unwrap_or_default();
+        let d = h.delivery_id.map(|v| format!(" delivery={v}")).unwrap_or_default();
+        writeln!(out, "  {:>6} {} {}{s}{d} {}", h.event_id, h.at, h.kind, h.detail_json).map_err(io)?;
     }
     out.flush().map_err(io)?;
-    Ok(!(sessions.is_empty() && deliveries.is_empty() && history.is_empty()))
+    Ok(!r.is_empty())
 }
 
 #[cfg(test)]

@@ -72,8 +72,7 @@ impl Health {
     /// Every readiness check with its result, at `now`.
     pub async fn readiness(&self, now: DateTime<Utc>) -> Vec<(String, bool, String)> {
         let mut checks = Vec::new();
-        let cursors: Result<Vec<(String, Option<String>)>, _> =
-            sqlx::query_as("SELECT source, last_success_at FROM source_cursors").fetch_all(&self.store.pool).await;
+        let cursors = crate::store::reads::source_polls(&self.store).await;
         let cursors = match cursors {
             Ok(c) => {
                 match self.store.write_failure() {
@@ -87,15 +86,15 @@ impl Health {
                 c
             }
             Err(e) => {
-                checks.push(("store".to_string(), false, format!("database error: {e}")));
+                checks.push(("store".to_string(), false, format!("database error: {}", e.cause())));
                 return checks;
             }
         };
         for (name, cron) in &self.sources {
             let last = cursors
                 .iter()
-                .find(|(s, _)| s == name)
-                .and_then(|(_, t)| t.as_deref())
+                .find(|p| p.source == *name)
+                .and_then(|p| p.last_success_at.as_deref())
                 .and_then(crate::session::parse_ts);
             let since = self.added_at.get(name).copied().unwrap_or(self.started_at);
             let reference = last.map_or(since, |l| l.max(since));
@@ -153,7 +152,7 @@ async fn readyz(State(h): State<HealthCell>) -> Response {
 async fn metrics(State(h): State<HealthCell>) -> Response {
     let h = h.borrow().clone();
     let handle = crate::metrics::install();
-    if let Err(e) = crate::metrics::refresh_from_store(&h.store.pool, &h.sinks).await {
+    if let Err(e) = crate::metrics::refresh_from_store(&h.store, &h.sinks).await {
         tracing::warn!(error = %e, "metrics: database gauges not refreshed");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()

@@ -180,10 +180,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Migrate => {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
-            let v: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&store.pool).await?;
+            let v = store.schema_version().await?;
             println!("database {} at schema version {}", cfg.store.path.display(), v.unwrap_or(0));
-            store.pool.close().await;
+            store.close().await;
         }
         Command::Run => {
             let app = App::build(load(&cli)?).await?;
@@ -210,7 +209,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 r.delivered.failed,
                 r.delivered.dead
             );
-            app.store.pool.close().await;
+            app.store.close().await;
         }
         Command::Auth { provider, code, state, account, listen } if provider == "zoom" => {
             ticketsync::auth_zoom::run(&load(&cli)?, account.as_deref(), code.as_deref(), state.as_deref(), *listen)
@@ -242,19 +241,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 d.delivered + d.found_existing,
                 d.retrying
             );
-            app.store.pool.close().await;
+            app.store.close().await;
         }
         Command::Link { session, ticket } => {
             let app = App::build(load(&cli)?).await?;
             let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
             let m = app.match_pass().await?;
             println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
-            app.store.pool.close().await;
+            app.store.close().await;
         }
         Command::Unmatched => {
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
-            let rows = ticketsync::store::sessions::unmatched_all(&store.pool).await?;
+            let rows = ticketsync::store::sessions::unmatched_all(&store).await?;
             println!(
                 "{:<10} {:<38} {:<14} {:<20} {:<20} state",
                 "vendor", "external id", "code", "start", "technician"
@@ -271,7 +270,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());
-            store.pool.close().await;
+            store.close().await;
         }
         Command::Deliveries { state } => {
             if let Some(s) = state {
@@ -281,7 +280,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             let cfg = load(&cli)?;
             let store = ticketsync::app::open_store(&cfg).await?;
-            let rows = outbox::list(&store.pool, state.as_deref()).await?;
+            let rows = outbox::list(&store, state.as_deref()).await?;
             println!(
                 "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error",
                 "id", "sink", "ticket", "state", "kind", "attempts"
@@ -300,15 +299,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             println!("{} deliveries", rows.len());
-            store.pool.close().await;
+            store.close().await;
         }
         Command::Audit { command: AuditCommand::Verify { db, expect_head, key_file } } => {
             return audit_verify(&cli, db, expect_head.as_deref(), key_file.as_deref()).await;
         }
         Command::Audit { command: AuditCommand::Head { db } } => {
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
-            let head = ticketsync::store::audit::head(&store.pool).await?;
-            store.pool.close().await;
+            let head = ticketsync::store::audit::head(&store).await?;
+            store.close().await;
             println!("{head}");
         }
         Command::Backup { to, db } => {
@@ -326,9 +325,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Audit { command: AuditCommand::Show { ticket, db } } => {
             let store = ticketsync::store::Store::open_read_only(&audit_db(&cli, db)?).await?;
             let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());
-            let found = ticketsync::export::show_ticket(&store.pool, ticket, &mut out).await?;
+            let found = ticketsync::export::show_ticket(&store, ticket, &mut out).await?;
             drop(out);
-            store.pool.close().await;
+            store.close().await;
             if !found {
                 eprintln!("nothing recorded for ticket {ticket}");
             }
@@ -349,9 +348,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     Box::new(ticketsync::redact::ScrubWriter::new(std::io::BufWriter::new(std::io::stdout().lock())))
                 }
             };
-            let s = ticketsync::export::export(&store.pool, &filter, *format, &mut out).await?;
+            let s = ticketsync::export::export(&store, &filter, *format, &mut out).await?;
             drop(out);
-            store.pool.close().await;
+            store.close().await;
             eprintln!(
                 "exported {} events; chain head: {} rows, hash {}",
                 s.rows, s.header.chain_rows, s.header.chain_head_hash
@@ -360,7 +359,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Backfill { source, from, to, dry_run } => {
             let app = App::build(load(&cli)?).await?;
             let r = ticketsync::backfill::run_cli(&app, source, from, to.as_deref(), *dry_run).await;
-            app.store.pool.close().await;
+            app.store.close().await;
             r?;
         }
         Command::Man { dir } => {
@@ -384,7 +383,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let store = ticketsync::app::open_store(&cfg).await?;
             // `requeue` answers with the row's state, and "pending" also means "was already
             // pending, nothing requeued": refuse that case before calling it.
-            if let Some(d) = outbox::get(&store.pool, *id).await?.filter(|d| d.state != "failed" && d.state != "dead") {
+            if let Some(d) = outbox::get(&store, *id).await?.filter(|d| d.state != "failed" && d.state != "dead") {
                 bail!("delivery {id} is {}; only failed or dead deliveries can be requeued", d.state);
             }
             match outbox::requeue(&store, *id).await? {
@@ -428,7 +427,7 @@ async fn audit_verify(
     };
     let path = audit_db(cli, db)?;
     let store = ticketsync::store::Store::open_read_only(&path).await?;
-    store.pool.close().await;
+    store.close().await;
     let started = std::time::Instant::now();
     match audit::verify_path(&path, VerifyOptions { key, expect_head }).await? {
         Verify::Ok { rows, head, keyed_from, checked_sessions, checked_deliveries, uncovered } => {
@@ -490,7 +489,7 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
         st.outbound().client(std::time::Duration::from_secs(30))?,
     )?;
     let status = oauth.refresh_expiry().await;
-    store.pool.close().await;
+    store.close().await;
     match status? {
         None => println!("  splashtop: no refresh token stored: run `ticketsync auth splashtop`"),
         Some((at, _)) if ticketsync::session::parse_ts(&at).is_some_and(|t| t <= chrono::Utc::now()) => {
@@ -550,8 +549,8 @@ async fn check_lookback(cfg: &Config) -> Result<()> {
     }
     if cfg.store.path.exists() {
         let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
-        let polled = ticketsync::store::cursors::load(&store.pool, "teamviewer").await;
-        store.pool.close().await;
+        let polled = ticketsync::store::cursors::load(&store, "teamviewer").await;
+        store.close().await;
         if polled?.is_some() {
             return Ok(());
         }

@@ -189,27 +189,25 @@ const STATES: [&str; 5] = ["pending", "sending", "delivered", "failed", "dead"];
 /// Set the database-backed gauges from the store (called at each scrape).
 /// `configured`: the sinks of the configuration, shown with zeros before their first row.
 pub async fn refresh_from_store(
-    pool: &sqlx::SqlitePool,
+    store: &crate::store::Store,
     configured: &[String],
 ) -> Result<(), crate::store::StoreError> {
+    use crate::store::reads;
     collect_process();
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT sink, state, COUNT(*) FROM deliveries GROUP BY sink, state").fetch_all(pool).await?;
-    let mut sinks: Vec<&str> = rows.iter().map(|r| r.0.as_str()).chain(configured.iter().map(String::as_str)).collect();
+    let rows = reads::deliveries_by_sink_state(store).await?;
+    let mut sinks: Vec<&str> =
+        rows.iter().map(|r| r.sink.as_str()).chain(configured.iter().map(String::as_str)).collect();
     sinks.sort();
     sinks.dedup();
     for sink in &sinks {
         for state in STATES {
-            let n = rows.iter().find(|r| r.0 == *sink && r.1 == state).map(|r| r.2).unwrap_or(0);
+            let n = rows.iter().find(|r| r.sink == *sink && r.state == state).map(|r| r.count).unwrap_or(0);
             gauge!("ticketsync_deliveries", "sink" => sink.to_string(), "state" => state).set(n as f64);
         }
     }
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-    let mut oldest: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT sink, MIN(CASE WHEN state IN ('pending', 'sending') THEN created_at END) FROM deliveries GROUP BY sink",
-    )
-    .fetch_all(pool)
-    .await?;
+    let mut oldest: Vec<(String, Option<String>)> =
+        reads::oldest_waiting_by_sink(store).await?.into_iter().map(|b| (b.sink, b.oldest_waiting_at)).collect();
     for sink in configured {
         if !oldest.iter().any(|(s, _)| s == sink) {
             oldest.push((sink.clone(), None));
@@ -219,27 +217,21 @@ pub async fn refresh_from_store(
         let age = at.as_deref().and_then(epoch).map(|t| (now - t).max(0.0)).unwrap_or(0.0);
         gauge!("ticketsync_outbox_oldest_age_seconds", "sink" => sink).set(age);
     }
-    let polls: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT source, last_success_at FROM source_cursors").fetch_all(pool).await?;
-    for (source, at) in polls {
-        if let Some(t) = at.as_deref().and_then(epoch) {
-            gauge!("ticketsync_last_successful_poll_timestamp_seconds", "source" => source).set(t);
+    for poll in reads::source_polls(store).await? {
+        if let Some(t) = poll.last_success_at.as_deref().and_then(epoch) {
+            gauge!("ticketsync_last_successful_poll_timestamp_seconds", "source" => poll.source).set(t);
         }
     }
     // Every stored provider: teamviewer, splashtop, zoom:<account>.
-    let tokens: Vec<(String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT provider, access_expires_at, refresh_expires_at FROM oauth_tokens")
-            .fetch_all(pool)
-            .await?;
-    for (provider, access, refresh) in tokens {
-        for (token, at) in [("access", access), ("refresh", refresh)] {
-            if let Some(t) = at.as_deref().and_then(epoch) {
-                gauge!("ticketsync_token_expiry_timestamp_seconds", "provider" => provider.clone(), "token" => token)
-                    .set(t);
+    for t in reads::token_expiries(store).await? {
+        for (token, at) in [("access", t.access_expires_at), ("refresh", t.refresh_expires_at)] {
+            if let Some(ts) = at.as_deref().and_then(epoch) {
+                gauge!("ticketsync_token_expiry_timestamp_seconds", "provider" => t.provider.clone(), "token" => token)
+                    .set(ts);
             }
         }
     }
-    let audit: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events").fetch_one(pool).await?;
+    let audit = reads::audit_rows(store).await?;
     gauge!("ticketsync_audit_events").set(audit as f64);
     Ok(())
 }

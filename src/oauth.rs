@@ -314,7 +314,7 @@ impl OAuthClient {
     /// Either way nothing retries the unreadable row.
     async fn load(&self) -> Result<Option<tokens::Tokens>, OAuthError> {
         self.recovered.get_or_init(|| self.replay_journal()).await;
-        match tokens::load_checked(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))? {
+        match tokens::load_checked(&self.store, &self.provider, &self.key).await.map_err(|e| self.store_err(e))? {
             tokens::Loaded::Missing => Ok(None),
             tokens::Loaded::Tokens(t) => Ok(Some(t)),
             tokens::Loaded::Undecryptable { generation } => {
@@ -354,7 +354,7 @@ impl OAuthClient {
         if entry.refresh_token_enc.as_deref().is_some_and(|r| self.key.decrypt(r).is_err()) {
             return;
         }
-        let current = match tokens::stored_refresh_enc(&self.store.pool, &self.provider).await {
+        let current = match tokens::stored_refresh_enc(&self.store, &self.provider).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(provider = %self.provider, error = %e, "token journal not replayed (database unreadable)");
@@ -398,7 +398,7 @@ impl OAuthClient {
     /// warning window.
     pub async fn refresh_expiry(&self) -> Result<Option<(String, bool)>, OAuthError> {
         // Read only (`check` opens the database read-only): no replay, no discard.
-        let t = tokens::load(&self.store.pool, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?;
+        let t = tokens::load(&self.store, &self.provider, &self.key).await.map_err(|e| self.store_err(e))?;
         let warn = self.refresh_lifetime.map(|(_, w)| w).unwrap_or_else(|| chrono::Duration::days(7));
         Ok(t.and_then(|t| t.refresh_expires_at).map(|at| {
             let soon = crate::session::parse_ts(&at).is_some_and(|exp| exp - warn <= Utc::now());
@@ -489,7 +489,7 @@ impl OAuthClient {
         // Tokens the configured secret cannot open would keep a refresh token nobody can
         // read (the save keeps the old one when the answer carries none): drop them first.
         if let Ok(tokens::Loaded::Undecryptable { generation }) =
-            tokens::load_checked(&self.store.pool, &self.provider, &self.key).await
+            tokens::load_checked(&self.store, &self.provider, &self.key).await
         {
             tokens::discard(&self.store, &self.provider, generation, "replaced by a new authorization")
                 .await
@@ -589,7 +589,7 @@ impl OAuthClient {
             // The other client may have died after its vendor answered: its journal entry
             // holds the rotated tokens then.
             self.replay_journal().await;
-            if let Ok(Some(t)) = tokens::load(&self.store.pool, &self.provider, &self.key).await {
+            if let Ok(Some(t)) = tokens::load(&self.store, &self.provider, &self.key).await {
                 if t.generation != spent_generation {
                     if let Some(a) = t.access {
                         tracing::info!(provider = %self.provider, generation = t.generation, "refresh token was rotated by another client; using its tokens");
@@ -730,7 +730,7 @@ impl OAuthClient {
 
     /// When the stored access token expires (for `check` and `doctor`).
     pub async fn expiry_info(&self) -> Result<Option<String>, OAuthError> {
-        Ok(tokens::load(&self.store.pool, &self.provider, &self.key)
+        Ok(tokens::load(&self.store, &self.provider, &self.key)
             .await
             .map_err(|e| self.store_err(e))?
             .and_then(|t| t.access_expires_at))

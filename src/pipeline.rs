@@ -69,7 +69,7 @@ pub async fn match_pending_with(
         // The batch is read inside the write transaction: a poll cannot change a session
         // between the matcher's read and its "examined at this revision" mark.
         let mut tx = store.begin().await?;
-        let batch = crate::store::sessions::to_match(&mut *tx, after, 500).await?;
+        let batch = crate::store::sessions::to_match(&mut tx, after, 500).await?;
         let Some(last) = batch.last() else {
             tx.rollback().await?;
             return Ok(stats);
@@ -262,7 +262,7 @@ pub async fn lookup_ticket_fields(store: &Store, rules: &[Rule], sinks: &Sinks) 
     }
     let mut names: Vec<&String> = sinks.keys().collect();
     names.sort();
-    for s in crate::store::sessions::to_match(&store.pool, 0, 500).await? {
+    for s in crate::store::sessions::to_match_read(store, 0, 500).await? {
         let Some(code) = s.session_code.as_deref().filter(|c| !c.trim().is_empty()) else { continue };
         for name in &names {
             match sinks[*name].find_ticket_by_session_code(code).await {
@@ -283,12 +283,7 @@ pub async fn lookup_ticket_fields(store: &Store, rules: &[Rule], sinks: &Sinks) 
 
 /// Make sessions with this code eligible for matching again (after a new link).
 pub async fn rematch_code(tx: &mut crate::store::Tx<'_>, code_norm: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?")
-        .bind(code_norm)
-        .bind(code_norm)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    links::rematch_code(tx, code_norm).await
 }
 
 #[derive(Debug, Clone)]
@@ -381,10 +376,7 @@ struct Lane {
 pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
     let mut stats = DeliverStats::default();
     let pass_start = crate::store::now();
-    let names = {
-        let mut conn = store.pool.acquire().await?;
-        outbox::sinks_with_heads(&mut conn).await?
-    };
+    let names = outbox::sinks_with_heads(store).await?;
     // Sinks no longer configured keep a lane too: their notes are failed with a clear
     // error (as before), not left pending unseen.
     let mut lanes: std::collections::BTreeMap<String, Lane> = names

@@ -383,7 +383,7 @@ pub async fn walk_start(
         Some(hwm) => hwm - overlap,
         None => now - initial_lookback,
     };
-    if let Some(open) = sessions::earliest_open_start(&store.pool, vendor, &crate::session::ts(now - open_max_age))
+    if let Some(open) = sessions::earliest_open_start(store, vendor, &crate::session::ts(now - open_max_age))
         .await?
         .as_deref()
         .and_then(crate::session::parse_ts)

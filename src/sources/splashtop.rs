@@ -470,7 +470,7 @@ impl Source for SplashtopSource {
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let now = Utc::now();
-        let saved = cursors::load(&store.pool, VENDOR).await?;
+        let saved = cursors::load(store, VENDOR).await?;
         let first_poll = saved.is_none();
         let mut cur: Cursor = match saved {
             Some(j) => serde_json::from_str(&j).unwrap_or_default(),

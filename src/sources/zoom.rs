@@ -602,7 +602,7 @@ impl Source for ZoomSource {
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
         let since = ts(Utc::now() - self.lookback);
-        let links = crate::store::links::open_created(&store.pool, VENDOR, &since).await?;
+        let links = crate::store::links::open_created(store, VENDOR, &since).await?;
         let mut stats = PollStats::default();
         // One account failing (revoked app, outage) does not keep the others from polling.
         let mut first_err = None;

@@ -111,17 +111,17 @@ pub enum KeyUseError {
     Wrong(i64),
 }
 
-/// Whether `key` (or no key) can append to the chain of the database behind `pool`:
+/// Whether `key` (or no key) can append to the chain of the database of `store`:
 /// `Ok(last keyed row)` when it can (`None`: the chain is not keyed yet, or predates audit
 /// evidence), the reason when it cannot. Read-only (`ticketsync doctor` asks it too).
 pub async fn key_fits(
-    pool: &sqlx::SqlitePool,
+    store: &super::Store,
     key: Option<&AuditKey>,
 ) -> Result<std::result::Result<Option<i64>, KeyUseError>> {
     let evidence: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'chain_version')",
     )
-    .fetch_one(pool)
+    .fetch_one(&store.pool)
     .await?;
     if !evidence {
         return Ok(Ok(None));
@@ -130,7 +130,7 @@ pub async fn key_fits(
         "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
          subject_sha256 FROM audit_events ORDER BY id DESC LIMIT 1",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&store.pool)
     .await?;
     let Some(t) = tail.filter(|t| t.chain_version == ChainVersion::Keyed as i64) else { return Ok(Ok(None)) };
     Ok(match key {
@@ -150,8 +150,7 @@ pub async fn key_fits(
 pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyStatus> {
     // Read first, without the write lock: read-only commands open the store this way too.
     let file: String = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(&store.pool).await?;
-    let tail_keyed =
-        key_fits(&store.pool, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
+    let tail_keyed = key_fits(store, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
     {
         let mut keys = KEYS.write().unwrap_or_else(|e| e.into_inner());
         match &key {
@@ -611,9 +610,10 @@ pub fn parse_head(s: &str) -> std::result::Result<(i64, String), String> {
     Ok((id, hash))
 }
 
-/// Walk the chain of the database behind `pool` (see [`verify_path`]), with the audit key
+/// Walk the chain of the database of `store` (see [`verify_path`]), with the audit key
 /// this process writes that database with, if any.
-pub async fn verify(pool: &sqlx::SqlitePool) -> Result<Verify> {
+pub async fn verify(store: &super::Store) -> Result<Verify> {
+    let pool = &store.pool;
     let path = pool.connect_options().get_filename().to_path_buf();
     let file: Option<String> = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(pool).await?;
     let key = file.as_deref().and_then(registered).map(|k| (*k).clone());
@@ -930,8 +930,8 @@ pub async fn head_in(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, S
 }
 
 /// The head as `ID:HASH` (`0:<GENESIS>` for an empty chain), for an external anchor.
-pub async fn head(pool: &sqlx::SqlitePool) -> Result<String> {
-    let mut conn = pool.acquire().await?;
+pub async fn head(store: &super::Store) -> Result<String> {
+    let mut conn = store.pool.acquire().await?;
     let (id, hash) = head_in(&mut conn).await?.unwrap_or((0, GENESIS.to_string()));
     Ok(format!("{id}:{hash}"))
 }

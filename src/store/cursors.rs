@@ -2,10 +2,10 @@
 
 use super::{Result, Tx};
 
-pub async fn load(pool: &sqlx::SqlitePool, source: &str) -> Result<Option<String>> {
+pub async fn load(store: &super::Store, source: &str) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = ?")
         .bind(source)
-        .fetch_optional(pool)
+        .fetch_optional(&store.pool)
         .await?)
 }
 
@@ -28,7 +28,7 @@ pub async fn save(tx: &mut Tx<'_>, source: &str, cursor_json: &str, success: boo
     Ok(())
 }
 
-pub async fn record_error(pool: &sqlx::SqlitePool, source: &str, error: &str) -> Result<()> {
+pub async fn record_error(store: &super::Store, source: &str, error: &str) -> Result<()> {
     let now = super::now();
     sqlx::query(
         "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_error, updated_at) VALUES (?, '{}', ?, ?, ?)
@@ -38,7 +38,7 @@ pub async fn record_error(pool: &sqlx::SqlitePool, source: &str, error: &str) ->
     .bind(&now)
     .bind(crate::redact::scrubbed(error))
     .bind(&now)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }

@@ -177,7 +177,7 @@ pub struct OpenLink {
 
 /// `created` links of a vendor since `since` with no ended session of that code: what a
 /// source that polls by link (meetings) still has to look at.
-pub async fn open_created(pool: &sqlx::SqlitePool, vendor: &str, since: &str) -> Result<Vec<OpenLink>> {
+pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Result<Vec<OpenLink>> {
     let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
         "SELECT l.id, l.session_code, l.ticket_id, l.details_json FROM ticket_links l
          WHERE l.vendor = ? AND l.kind = 'created' AND l.created_at >= ?
@@ -187,7 +187,7 @@ pub async fn open_created(pool: &sqlx::SqlitePool, vendor: &str, since: &str) ->
     )
     .bind(vendor)
     .bind(since)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -198,4 +198,15 @@ pub async fn open_created(pool: &sqlx::SqlitePool, vendor: &str, since: &str) ->
             details: d.and_then(|d| serde_json::from_str(&d).ok()),
         })
         .collect())
+}
+
+/// Make sessions with this code eligible for matching again (after a new link): in the
+/// link's transaction, so the next pass cannot miss a session the link now matches.
+pub async fn rematch_code(tx: &mut Tx<'_>, code_norm: &str) -> Result<()> {
+    sqlx::query("UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?")
+        .bind(code_norm)
+        .bind(code_norm)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

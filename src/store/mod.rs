@@ -1,11 +1,20 @@
 //! All SQL lives here. SQLite through sqlx with runtime queries only, so the build needs
 //! no database; `migrations/` is embedded and applied at open.
+//!
+//! The API the rest of the code uses is the public functions of these modules: they take
+//! `&Store` (a statement of its own) or `&mut Tx` (part of the caller's unit of work) and
+//! return typed rows; the pool is private to this module tree. `tests/it/store_conformance.rs`
+//! exercises every one of them through that API only, so a second backend (PostgreSQL,
+//! issue 17) is the same functions dispatching on the store's dialect, run against the same
+//! suite.
 
 pub mod audit;
 pub mod backup;
 pub mod cursors;
+pub mod history;
 pub mod links;
 pub mod outbox;
+pub mod reads;
 pub mod secrets;
 pub mod sessions;
 pub mod tokens;
@@ -42,6 +51,15 @@ impl StoreError {
         // Extended codes carry the primary one in the low byte (SQLITE_IOERR_WRITE = 778).
         matches!(code & 0xff, 10 | 13)
     }
+
+    /// The message without this type's "database error: " prefix, for a message that
+    /// says "database error" itself (readiness, `doctor`).
+    pub fn cause(&self) -> String {
+        match self {
+            StoreError::Sql(e) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -49,8 +67,9 @@ pub type Tx<'a> = Transaction<'a, Sqlite>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Reads, and single statements.
-    pub pool: SqlitePool,
+    /// Reads, and single statements. Private to the store: every statement lives in this
+    /// module tree, so a second backend has one place to implement (issue 16, point 5).
+    pool: SqlitePool,
     /// The one connection of the write transactions ([`Store::begin`]).
     writer: SqlitePool,
     /// The last write the disk refused, until a write succeeds again (`/readyz`, metrics).
@@ -266,6 +285,32 @@ impl Store {
         let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&self.pool).await?;
         Ok(s)
     }
+
+    /// Close the read pool, waiting for its connections to finish (the writer is left to
+    /// drop with the store, as before: its last commit is already durable).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The schema version the database is at (`None`: never migrated).
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&self.pool).await?)
+    }
+
+    /// The read pool itself, for the integration tests' own SQL (seeding, tampering,
+    /// assertions on raw rows) and their fault injection. Only with the `test-support`
+    /// feature, which only the tests enable (the dev-dependency on this crate): product
+    /// code that reached for it would not build.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn sqlite_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// The newest schema version this build knows (the migrations it embeds).
+pub fn latest_schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// The database holds sessions, customers' names and e-mails, and (encrypted) OAuth tokens:

@@ -229,7 +229,7 @@ async fn claim_inner(
     let due = due_by.map(str::to_string).unwrap_or_else(|| now.clone());
     let mut tx = store.begin().await?;
     let mut out = Vec::new();
-    for sink in sinks_with_heads(&mut tx).await? {
+    for sink in sinks_with_heads_in(&mut tx).await? {
         let room = limit - out.len() as i64;
         if room <= 0 {
             break;
@@ -251,7 +251,11 @@ pub const CLAIM_SQL: &str = "SELECT id, sink, ticket_id, session_id, kind, marke
 
 /// The sinks that have a pending head, by a skip-scan of `deliveries_heads` (one index
 /// seek per sink): a pass also drains the queues of a sink that is no longer configured.
-pub async fn sinks_with_heads(conn: &mut sqlx::SqliteConnection) -> Result<Vec<String>> {
+pub async fn sinks_with_heads(store: &super::Store) -> Result<Vec<String>> {
+    sinks_with_heads_in(&mut *store.pool.acquire().await?).await
+}
+
+async fn sinks_with_heads_in(conn: &mut sqlx::SqliteConnection) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     loop {
         let next: Option<String> = sqlx::query_scalar(
@@ -487,16 +491,19 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
     Ok(())
 }
 
-pub async fn list(pool: &sqlx::SqlitePool, state: Option<&str>) -> Result<Vec<Delivery>> {
+pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
     Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id"))
         .bind(state)
         .bind(state)
-        .fetch_all(pool)
+        .fetch_all(&store.pool)
         .await?)
 }
 
-pub async fn get(pool: &sqlx::SqlitePool, id: i64) -> Result<Option<Delivery>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?")).bind(id).fetch_optional(pool).await?)
+pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
+    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?)
 }
 
 /// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
@@ -534,12 +541,14 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
 }
 
 /// Oldest pending delivery's creation time (for health and the demo).
-pub async fn counts_by_state(pool: &sqlx::SqlitePool) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state").fetch_all(pool).await?)
+pub async fn counts_by_state(store: &super::Store) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+        .fetch_all(&store.pool)
+        .await?)
 }
 
-pub async fn next_due_at(pool: &sqlx::SqlitePool) -> Result<Option<String>> {
+pub async fn next_due_at(store: &super::Store) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
-        .fetch_one(pool)
+        .fetch_one(&store.pool)
         .await?)
 }

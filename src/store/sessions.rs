@@ -320,13 +320,13 @@ pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, 
 
 /// The earliest start of a still-running session younger than `min_start`, so the next
 /// poll window reaches back to it (TeamViewer filters on start_date only).
-pub async fn earliest_open_start(pool: &sqlx::SqlitePool, vendor: &str, min_start: &str) -> Result<Option<String>> {
+pub async fn earliest_open_start(store: &super::Store, vendor: &str, min_start: &str) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         "SELECT MIN(started_at) FROM sessions WHERE vendor = ? AND ended_at IS NULL AND vanished_at IS NULL AND started_at >= ?",
     )
     .bind(vendor)
     .bind(min_start)
-    .fetch_one(pool)
+    .fetch_one(&store.pool)
     .await?)
 }
 
@@ -358,7 +358,7 @@ const SESSION_COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.ses
     s.group_name, s.started_at, s.ended_at, s.duration_s, s.notes, s.description, s.custom_api, s.customer_name, s.revision, s.raw_json";
 
 /// Ended sessions without a match, oldest first.
-pub async fn unmatched_ended(pool: &sqlx::SqlitePool, after_id: i64, limit: i64) -> Result<Vec<StoredSession>> {
+pub async fn unmatched_ended(store: &super::Store, after_id: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL AND s.id > ?
@@ -366,22 +366,22 @@ pub async fn unmatched_ended(pool: &sqlx::SqlitePool, after_id: i64, limit: i64)
     ))
     .bind(after_id)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
 /// Every session without a match (running ones included), for `ticketsync unmatched`.
-pub async fn unmatched_all(pool: &sqlx::SqlitePool) -> Result<Vec<StoredSession>> {
+pub async fn unmatched_all(store: &super::Store) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at"
     ))
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
-pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?)
+pub async fn count(store: &super::Store) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await?)
 }
 
 /// Ended, unmatched sessions the matcher has not examined since they last changed, with an
@@ -389,7 +389,11 @@ pub async fn count(pool: &sqlx::SqlitePool) -> Result<i64> {
 /// each batch starts where the last one ended. The conditions are those of the partial
 /// index `sessions_to_match`: a pass reads only the sessions waiting for it, not the table
 /// (a change or a new link clears `match_checked_rev`; see `update_changed`).
-pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+pub async fn to_match(tx: &mut Tx<'_>, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+    to_match_on(&mut **tx, after, limit).await
+}
+
+async fn to_match_on<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE s.id > ? AND s.ended_at IS NOT NULL AND s.match_checked_rev IS NULL AND m.session_id IS NULL
@@ -400,6 +404,12 @@ pub async fn to_match<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit:
     .bind(limit)
     .fetch_all(ex)
     .await?)
+}
+
+/// [`to_match`] outside a write transaction: for work that must not hold one (the
+/// ticket-field lookup calls sinks over HTTP).
+pub async fn to_match_read(store: &super::Store, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
+    to_match_on(&store.pool, after, limit).await
 }
 
 /// Mark sessions the matcher examined, matched or not, as checked at their current revision

@@ -115,13 +115,13 @@ pub enum Loaded {
 
 /// Like [`load`], but a row the key does not open is reported, not an error, so that the
 /// caller can discard it (see `OAuthClient`).
-pub async fn load_checked(pool: &sqlx::SqlitePool, provider: &str, key: &TokenKey) -> Result<Loaded> {
+pub async fn load_checked(store: &super::Store, provider: &str, key: &TokenKey) -> Result<Loaded> {
     type Row = (Option<String>, Option<String>, Option<String>, Option<String>, i64, String);
     let row: Option<Row> = sqlx::query_as(
         "SELECT access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, generation, updated_at FROM oauth_tokens WHERE provider = ?",
     )
     .bind(provider)
-    .fetch_optional(pool)
+    .fetch_optional(&store.pool)
     .await?;
     let Some((a, r, exp, refresh_exp, generation, updated_at)) = row else { return Ok(Loaded::Missing) };
     let open = |v: Option<String>| v.map(|v| key.decrypt(&v)).transpose();
@@ -164,13 +164,13 @@ pub async fn discard(store: &super::Store, provider: &str, generation: i64, why:
     Ok(n == 1)
 }
 
-pub async fn load(pool: &sqlx::SqlitePool, provider: &str, key: &TokenKey) -> Result<Option<Tokens>> {
+pub async fn load(store: &super::Store, provider: &str, key: &TokenKey) -> Result<Option<Tokens>> {
     type Row = (Option<String>, Option<String>, Option<String>, Option<String>, i64);
     let row: Option<Row> = sqlx::query_as(
         "SELECT access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, generation FROM oauth_tokens WHERE provider = ?",
     )
     .bind(provider)
-    .fetch_optional(pool)
+    .fetch_optional(&store.pool)
     .await?;
     let Some((a, r, exp, refresh_exp, generation)) = row else { return Ok(None) };
     Ok(Some(Tokens {
@@ -310,10 +310,10 @@ pub async fn save_sealed(store: &super::Store, t: &Sealed, expect_generation: Op
 }
 
 /// The refresh token of a provider as stored (sealed), to compare with a journal entry.
-pub async fn stored_refresh_enc(pool: &sqlx::SqlitePool, provider: &str) -> Result<Option<(i64, Option<String>)>> {
+pub async fn stored_refresh_enc(store: &super::Store, provider: &str) -> Result<Option<(i64, Option<String>)>> {
     Ok(sqlx::query_as("SELECT generation, refresh_token_enc FROM oauth_tokens WHERE provider = ?")
         .bind(provider)
-        .fetch_optional(pool)
+        .fetch_optional(&store.pool)
         .await?)
 }
 

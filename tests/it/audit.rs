@@ -16,7 +16,7 @@ async fn chain(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
         .unwrap();
         tx.commit().await.unwrap();
     }
-    store.pool.close().await;
+    store.close().await;
     dir.join("t.db")
 }
 

@@ -95,7 +95,7 @@ async fn populate(dir: &Path, key: Option<&str>) -> PathBuf {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    store.pool.close().await;
+    store.close().await;
     db
 }
 
@@ -257,7 +257,7 @@ fn audit_evidence_truncation_is_found_with_the_expected_head() {
             audit::append(&mut tx, audit::Event { kind, ticket_id: Some("101"), ..Default::default() }).await.unwrap();
             tx.commit().await.unwrap();
         }
-        store.pool.close().await;
+        store.close().await;
     });
     let h = bin(&["audit", "head", "--db", db.to_str().unwrap()]);
     assert_eq!(h.code, 0, "{}", h.text);
@@ -456,9 +456,11 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let kinds: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id").fetch_all(&store.pool).await.unwrap();
-    store.pool.close().await;
+    let kinds: Vec<(i64, i64)> = sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
+    store.close().await;
     assert_eq!(&kinds[..3], &[(1, 1), (2, 1), (3, 1)]);
     assert!(kinds.iter().any(|k| k.1 == 2) && kinds.last().unwrap().1 == 3, "{kinds:?}");
 
@@ -494,7 +496,7 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     append(store.clone(), 60, "before").await;
     let wal = std::fs::metadata(dir.path().join("live.db-wal")).map(|m| m.len()).unwrap_or(0);
     assert!(wal > 0, "the rows are in the WAL");
-    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(store.sqlite_pool()).await.unwrap();
 
     // A plain copy of the database file misses what only the WAL holds.
     let plain = dir.path().join("plain.db");
@@ -546,7 +548,7 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
     // Refuses to overwrite.
     let again = bin(&["backup", "--db", db.to_str().unwrap(), "--to", copy.to_str().unwrap()]);
     assert_eq!(again.code, 1, "{}", again.text);
-    store.pool.close().await;
+    store.close().await;
     println!(
         "auditor evidence: backup during {during} concurrent commits holds {copied} sessions ({before} committed before it began; a plain cp of the file held {plain_rows}); integrity ok, audit verify ok, mode 0600"
     );
@@ -625,7 +627,7 @@ async fn audit_evidence_a_writer_without_the_key_cannot_append_after_a_keyed_row
     let e = audit::append(&mut tx, audit::Event { kind: "test_event", ..Default::default() }).await.unwrap_err();
     drop(tx);
     assert!(e.to_string().contains("keyed"), "{e}");
-    store.pool.close().await;
+    store.close().await;
     let v = verify(&db, &["--key-file", kf.to_str().unwrap()]);
     assert_eq!(v.code, 0, "{}", v.text);
 }

@@ -34,7 +34,7 @@ pub async fn seed(store: &Store, sink: &str, pending: usize, delivered: usize, t
     .bind(tickets as i64)
     .bind(delivered as i64)
     .bind(&now)
-    .execute(&store.pool)
+    .execute(store.sqlite_pool())
     .await
     .unwrap();
 }
@@ -66,7 +66,7 @@ async fn backlog_claim_cost_and_order() {
             .bind(&d.sink)
             .bind(&d.ticket_id)
             .bind(d.id)
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
             assert_eq!(older, 0, "delivery {} claimed before an older note on ticket {}", d.id, d.ticket_id);
@@ -115,7 +115,7 @@ fn policy(concurrency: Option<usize>) -> DeliveryPolicy {
 
 async fn open_count(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap()
 }
@@ -299,7 +299,7 @@ async fn claim_plan_uses_the_heads_index_without_a_sort() {
         .bind("redmine")
         .bind("9999")
         .bind(16)
-        .fetch_all(&store.pool)
+        .fetch_all(store.sqlite_pool())
         .await
         .unwrap();
     let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
@@ -321,7 +321,7 @@ async fn queue_heads_follow_fail_deliver_and_requeue() {
     seed(&store, "redmine", 3, 0, 1).await;
     seed(&store, "webhook", 1, 0, 1).await;
     let heads = |store: &Store| {
-        let pool = store.pool.clone();
+        let pool = store.sqlite_pool().clone();
         async move {
             sqlx::query_as::<_, (String, i64, String)>(
                 "SELECT sink, id, state FROM deliveries WHERE is_head = 1 ORDER BY sink, id",
@@ -340,7 +340,7 @@ async fn queue_heads_follow_fail_deliver_and_requeue() {
     // The failed note is requeued while note 2 is in flight: it is older, so it heads again.
     outbox::requeue(&store, 1).await.unwrap();
     assert_eq!(heads(&store).await[0], ("redmine".into(), 1, "pending".into()));
-    let d2 = outbox::get(&store.pool, 2).await.unwrap().unwrap();
+    let d2 = outbox::get(&store, 2).await.unwrap().unwrap();
     outbox::finish(&store, &d2, &outbox::Outcome::Delivered { remote_ref: "r".into(), found_existing: false })
         .await
         .unwrap();

@@ -54,13 +54,16 @@ signature_header = "{HEADER}"
 
 async fn quarantine(app: &App) -> Vec<(Option<String>, String, String)> {
     sqlx::query_as("SELECT external_id, reason, raw FROM quarantine ORDER BY id")
-        .fetch_all(&app.store.pool)
+        .fetch_all(app.store.sqlite_pool())
         .await
         .unwrap()
 }
 
 async fn stored(app: &App) -> Vec<String> {
-    sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY started_at").fetch_all(&app.store.pool).await.unwrap()
+    sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY started_at")
+        .fetch_all(app.store.sqlite_pool())
+        .await
+        .unwrap()
 }
 
 fn tickets(hook: &WebhookSim) -> Vec<String> {

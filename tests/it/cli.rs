@@ -215,7 +215,7 @@ async fn auth_flow_prints_url_and_exchanges_the_redirect() {
     assert!(r.stderr.contains("state") && r.stderr.contains("not issued"), "{}", r.stderr);
     assert_eq!(sim.refresh_count(), 0);
     let store = ticketsync::store::Store::open(&db, Duration::from_secs(5)).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens").fetch_one(&store.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(n, 0);
 
     // The whole redirect URL, as the browser shows it.
@@ -227,7 +227,7 @@ async fn auth_flow_prints_url_and_exchanges_the_redirect() {
     assert!(r.stdout.contains("authorized"), "{}", r.stdout);
     let (generation, enc): (i64, String) =
         sqlx::query_as("SELECT generation, access_token_enc FROM oauth_tokens WHERE provider = 'teamviewer'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!(generation, 1);
@@ -303,8 +303,10 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
     // All good: requeue the failed ones and deliver.
     let good = write(dir.path(), "good.toml", &config(TV, RM, WH, CS));
     let store = ticketsync::store::Store::open(&db, Duration::from_secs(5)).await.unwrap();
-    let failed: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'").fetch_all(&store.pool).await.unwrap();
+    let failed: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE state = 'failed'")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
     assert!(!failed.is_empty());
     for id in failed {
         runs.push(ticketsync(&good, &["retry", &id.to_string()], &trace).await.ok());
@@ -343,7 +345,7 @@ async fn canary_secrets_never_reach_logs_or_the_database() {
             assert!(!r.stderr.contains(c), "run {i}: {c} in stderr");
         }
     }
-    store.pool.close().await;
+    store.close().await;
     for path in [&db, &odb] {
         let bytes = db_bytes(path);
         for c in canaries {

@@ -140,13 +140,13 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
         child.wait().await.unwrap();
         if let Ok(store) = ticketsync::store::Store::open_read_only(&dir.path().join("crash.db")).await {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'")
-                .fetch_one(&store.pool)
+                .fetch_one(store.sqlite_pool())
                 .await
                 .unwrap_or(0);
             if n > 0 {
                 killed_with_sending += 1;
             }
-            store.pool.close().await;
+            store.close().await;
         }
     }
 
@@ -168,20 +168,20 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let sessions: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await.unwrap_or(0);
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(store.sqlite_pool()).await.unwrap_or(0);
         let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','sending')")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap_or(1);
         let to_match: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sessions s LEFT JOIN matches m ON m.session_id = s.id WHERE m.session_id IS NULL AND s.match_checked_rev IS NULL",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap_or(1);
         let cursors: Vec<String> =
             sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source IN ('teamviewer', 'splashtop')")
-                .fetch_all(&store.pool)
+                .fetch_all(store.sqlite_pool())
                 .await
                 .unwrap_or_default();
         let walk_done = cursors.len() == 2 && cursors.iter().all(|c| c.contains("\"walk\":null"));
@@ -206,35 +206,38 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     // Every session stored exactly once.
     let (n, distinct): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT vendor || ':' || external_id) FROM sessions")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!((n as usize, distinct as usize), (RECORDS, RECORDS));
     let st_sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vendor = 'splashtop'")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(st_sessions as usize, ST_RECORDS);
     let st_matched: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM matches m JOIN sessions s ON s.id = m.session_id WHERE s.vendor = 'splashtop'",
     )
-    .fetch_one(&store.pool)
+    .fetch_one(store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!(st_matched as usize, ST_RECORDS.div_ceil(3), "every Splashtop log with a ticket reference matched");
 
     // Every expected note on its ticket exactly once, nothing unexpected.
     let deliveries: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries").fetch_all(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .unwrap();
     let matched_with_ref: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE custom_api IS NOT NULL")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
-    let matched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM matches").fetch_one(&store.pool).await.unwrap();
+    let matched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM matches").fetch_one(store.sqlite_pool()).await.unwrap();
     assert!(matched >= matched_with_ref && matched > 50, "matched {matched} of {matched_with_ref} with custom_api");
     assert_eq!(deliveries.len() as i64, matched * 2, "one delivery per sink per match");
     let vanished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vanished_at IS NOT NULL")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(vanished, 0, "no report was deleted upstream");
@@ -276,9 +279,9 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     assert_eq!((lost, duplicates), (0, 0));
     assert_eq!(redmine_notes as i64, matched, "no note on a ticket without a delivery");
     assert_eq!(webhook_accepted as i64, matched);
-    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&store.pool).await.unwrap();
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(ok, "ok");
-    match ticketsync::store::audit::verify(&store.pool).await.unwrap() {
+    match ticketsync::store::audit::verify(&store).await.unwrap() {
         ticketsync::store::audit::Verify::Ok { rows, .. } => assert!(rows > RECORDS as u64),
         broken => panic!("audit chain broken: {broken:?}"),
     }

@@ -93,7 +93,7 @@ impl Full {
 
 /// `PRAGMA max_page_count` on every pool connection: `None` caps at the current size.
 async fn set_max_pages(app: &App, pages: Option<i64>) {
-    let pool = &app.store.pool;
+    let pool = app.store.sqlite_pool();
     let mut held = Vec::new();
     for _ in 0..pool.options().get_max_connections() {
         held.push(pool.acquire().await.unwrap());
@@ -139,7 +139,7 @@ fn config(dir: &Path, db: &Path, tv: &str, hook: &str) -> Config {
 }
 
 async fn count(app: &App, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&app.store.pool).await.unwrap()
+    sqlx::query_scalar(sql).fetch_one(app.store.sqlite_pool()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +205,7 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
     // Nothing half-written: the pages that failed left no session behind.
     let stored_while_full = count(&app, "SELECT COUNT(*) FROM sessions").await;
     assert!(stored_while_full < (BEFORE + DURING) as i64, "the disk was not full: {stored_while_full} stored");
-    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&app.store.pool).await.unwrap();
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(app.store.sqlite_pool()).await.unwrap();
     assert_eq!(ok, "ok", "integrity while full");
 
     // Space is back: the same process resumes.
@@ -217,7 +217,7 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
         }
         sqlx::query("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending'")
             .bind(ticketsync::store::now())
-            .execute(&app.store.pool)
+            .execute(app.store.sqlite_pool())
             .await
             .unwrap();
     }
@@ -226,7 +226,7 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
 
     let total = (BEFORE + DURING) as i64;
     let (n, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT external_id) FROM sessions")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!((n, distinct), (total, total), "every session stored exactly once");
@@ -234,20 +234,22 @@ async fn disk_full_on_the_state_directory_stops_writes_cleanly_and_resumes() {
     let mut markers: Vec<String> = accepted.iter().map(|p| p["marker"].as_str().unwrap().to_string()).collect();
     markers.sort();
     markers.dedup();
-    let expected: Vec<String> =
-        sqlx::query_scalar("SELECT marker FROM deliveries ORDER BY marker").fetch_all(&app.store.pool).await.unwrap();
+    let expected: Vec<String> = sqlx::query_scalar("SELECT marker FROM deliveries ORDER BY marker")
+        .fetch_all(app.store.sqlite_pool())
+        .await
+        .unwrap();
     let lost = expected.iter().filter(|m| markers.binary_search(m).is_err()).count();
     let duplicates = accepted.len() + hook.duplicates() - markers.len();
     assert_eq!(expected.len() as i64, total, "one note per session");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'").await, 0);
-    crate::support::assert_db_sound(&app.store.pool, &db).await;
+    crate::support::assert_db_sound(app.store.sqlite_pool(), &db).await;
     println!(
         "disk full: {refused} cycles refused while full ({stored_while_full} of {total} sessions stored then), reported as {reported:?}; \
          after the space came back: {n} sessions stored once, {} notes, lost {lost}, duplicates {duplicates}; integrity ok, audit chain ok",
         markers.len()
     );
     assert_eq!((lost, duplicates), (0, 0));
-    app.store.pool.close().await;
+    app.store.close().await;
     tv.shutdown().await;
     drop(mount);
 }

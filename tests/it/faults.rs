@@ -65,7 +65,7 @@ signature_header = "{HEADER}"
 async fn make_all_due(app: &App) {
     sqlx::query("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending'")
         .bind(ticketsync::store::now())
-        .execute(&app.store.pool)
+        .execute(app.store.sqlite_pool())
         .await
         .unwrap();
 }
@@ -114,7 +114,8 @@ async fn long_sink_outage_then_everything_delivered_in_order_with_capped_backoff
         refused_attempts += r.delivered.retrying;
         make_all_due(&app).await;
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&app.store.pool).await.unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(app.store.sqlite_pool()).await.unwrap();
     assert_eq!(stored as usize, TICKETS.len() * PER_TICKET, "polls went on during the outage");
 
     // The ticket system answers again, but with 503 for a while.
@@ -151,7 +152,7 @@ async fn long_sink_outage_then_everything_delivered_in_order_with_capped_backoff
     let expected: Vec<(String, String)> = sqlx::query_as(
         "SELECT d.ticket_id, d.marker FROM deliveries d JOIN sessions s ON s.id = d.session_id ORDER BY s.started_at",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.sqlite_pool())
     .await
     .unwrap();
     let mut want: HashMap<String, Vec<String>> = HashMap::new();
@@ -165,7 +166,7 @@ async fn long_sink_outage_then_everything_delivered_in_order_with_capped_backoff
     // Backoff: no retry scheduled further out than max_backoff_secs (30) after its attempt.
     let retries: Vec<(String, String)> =
         sqlx::query_as("SELECT at, detail_json FROM audit_events WHERE kind = 'delivery_retry_scheduled'")
-            .fetch_all(&app.store.pool)
+            .fetch_all(app.store.sqlite_pool())
             .await
             .unwrap();
     let mut longest = Duration::ZERO;
@@ -223,7 +224,7 @@ async fn an_auditors_long_read_transaction_does_not_stop_polling_or_delivery() {
     assert_eq!(r.delivered.delivered as usize, PER_TICKET * 2);
     drop(auditor);
 
-    crate::support::assert_db_sound(&app.store.pool, &db).await;
+    crate::support::assert_db_sound(app.store.sqlite_pool(), &db).await;
     println!(
         "auditor read transaction: {} sessions stored and {} notes delivered meanwhile",
         PER_TICKET * 2,

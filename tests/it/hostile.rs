@@ -370,8 +370,8 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
         let store = ticketsync::store::Store::open_read_only(&l_db).await.unwrap();
         let key =
             ticketsync::store::tokens::TokenKey::derive("teamviewer", &secrecy::SecretString::from(tv_cs.clone()));
-        let t = ticketsync::store::tokens::load(&store.pool, "teamviewer", &key).await.unwrap().unwrap();
-        store.pool.close().await;
+        let t = ticketsync::store::tokens::load(&store, "teamviewer", &key).await.unwrap().unwrap();
+        store.close().await;
         use secrecy::ExposeSecret;
         (t.access.unwrap().expose_secret().to_string(), t.refresh.unwrap().expose_secret().to_string())
     };
@@ -474,14 +474,16 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
     // Let the delivery loop meet the sinks once more.
     let attempts_before: i64 = {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
-        let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(&store.pool).await.unwrap();
-        store.pool.close().await;
+        let n =
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
+        store.close().await;
         n
     };
     for _ in 0..100 {
         let store = ticketsync::store::Store::open_read_only(&m_db).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(&store.pool).await.unwrap();
-        store.pool.close().await;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(store.sqlite_pool()).await.unwrap();
+        store.close().await;
         if n > attempts_before {
             break;
         }
@@ -614,6 +616,6 @@ async fn canary_secrets_database_files_are_private_whatever_the_umask() {
             let p = PathBuf::from(format!("{}{suffix}", db.display()));
             assert_eq!(mode(&p), 0o600, "{} after reopening", p.display());
         }
-        store.pool.close().await;
+        store.close().await;
     }
 }

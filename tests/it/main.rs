@@ -22,6 +22,7 @@ mod reload;
 mod sinks;
 mod splashtop;
 mod store_batch;
+mod store_conformance;
 mod support;
 mod teamviewer;
 mod ticket_systems;

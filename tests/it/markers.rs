@@ -280,7 +280,7 @@ async fn enqueue(store: &Store, ticket: &str, n: &Note) -> i64 {
 async fn deliver(store: &Store, sinks: &Sinks, id: i64) -> outbox::Delivery {
     for _ in 0..200 {
         deliver_due(store, sinks, &policy()).await.unwrap();
-        let d = outbox::get(&store.pool, id).await.unwrap().unwrap();
+        let d = outbox::get(store, id).await.unwrap().unwrap();
         if d.state == "delivered" || d.state == "dead" || d.state == "failed" {
             return d;
         }

@@ -89,7 +89,7 @@ fn query(url: &str, key: &str) -> Option<String> {
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&store.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sql).fetch_one(store.sqlite_pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn tv_oauth_cfg(sim: &TeamViewerSim) -> TeamViewerConfig {
@@ -334,7 +334,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
         let api = TeamViewerApi::new(&cfg, &store).unwrap();
         api.oauth().unwrap().exchange_code(&sim.authorization_code()).await.unwrap();
     }
-    let r1 = stored_refresh_of(tokens::load(&store.pool, "teamviewer", &key).await.unwrap()).unwrap();
+    let r1 = stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap()).unwrap();
     // The vendor answers a refresh (r1 is spent there), the process dies before its commit.
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/oauth2/token", sim.api_url()))
@@ -372,7 +372,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(0));
     assert_eq!(src.poll(&store, &CancellationToken::new()).await.unwrap().inserted, 3);
     assert_eq!(sim.refresh_count(), 1, "only the one the crashed process made");
-    assert_eq!(stored_refresh_of(tokens::load(&store.pool, "teamviewer", &key).await.unwrap()).as_deref(), Some(r2));
+    assert_eq!(stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap()).as_deref(), Some(r2));
     assert!(!tokens::journal_path(store.path(), "teamviewer").exists(), "the entry is removed once committed");
     let replayed = count(
         &store,
@@ -408,7 +408,7 @@ async fn token_commit_never_waits_behind_a_page_transaction() {
     let mut synced_ms = Vec::new();
     let mut commit_ms = Vec::new();
     for _ in 0..5 {
-        let before = stored_refresh_of(tokens::load(&store.pool, "teamviewer", &key).await.unwrap());
+        let before = stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap());
         // A page transaction holds the write lock.
         let page_tx = store.begin().await.unwrap();
         let held = Instant::now();
@@ -423,7 +423,7 @@ async fn token_commit_never_waits_behind_a_page_transaction() {
         .await
         .expect("the refresh answer became durable while the page transaction held the lock");
         assert!(!refresh.is_finished(), "the database commit waits for the page transaction");
-        assert_eq!(stored_refresh_of(tokens::load(&store.pool, "teamviewer", &key).await.unwrap()), before);
+        assert_eq!(stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap()), before);
         tokio::time::sleep(Duration::from_millis(150)).await;
         page_tx.commit().await.unwrap();
         let page_ms = held.elapsed().as_millis();
@@ -475,7 +475,7 @@ async fn recoverable_refresh(store: &Store, provider: &str, key: &TokenKey) -> O
             return Some(r.expose_secret().to_string());
         }
     }
-    stored_refresh_of(tokens::load(&store.pool, provider, key).await.ok().flatten())
+    stored_refresh_of(tokens::load(store, provider, key).await.ok().flatten())
 }
 
 /// One vendor's side of the loop.
@@ -504,7 +504,10 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
     let mut delays = Vec::new();
     for i in 0..n {
         // The TeamViewer source re-reads its pages: page transactions to overlap with.
-        sqlx::query("DELETE FROM source_cursors WHERE source = 'teamviewer'").execute(&store.pool).await.unwrap();
+        sqlx::query("DELETE FROM source_cursors WHERE source = 'teamviewer'")
+            .execute(store.sqlite_pool())
+            .await
+            .unwrap();
         (v.arm)();
         let answers = (v.answered)();
         let log = db.with_extension(format!("run-{i}.log"));

@@ -366,7 +366,7 @@ async fn readiness_flips_when_a_source_misses_its_schedule() {
     tokio::spawn(ticketsync::health::serve(listener, health, cancel.clone()));
     let http = reqwest::Client::new();
     let set_last_success = |at: chrono::DateTime<Utc>| {
-        let pool = store.pool.clone();
+        let pool = store.sqlite_pool().clone();
         async move {
             sqlx::query(
                 "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES ('teamviewer', '{}', ?1, ?1, ?1)
@@ -596,12 +596,12 @@ async fn readiness_judges_each_zoom_account_on_its_own() {
         "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES ('zoom:helpdesk', '{}', ?1, ?1, ?1)",
     )
     .bind(ticketsync::session::ts(Utc::now()))
-    .execute(&app.store.pool)
+    .execute(app.store.sqlite_pool())
     .await
     .unwrap();
     let checks = health.readiness(Utc::now()).await;
     let ok = |n: &str| checks.iter().find(|c| c.0 == n).unwrap_or_else(|| panic!("{checks:?}")).1;
     assert!(ok("source:zoom:helpdesk"), "{checks:?}");
     assert!(!ok("source:zoom:support"), "{checks:?}");
-    app.store.pool.close().await;
+    app.store.close().await;
 }

@@ -425,7 +425,7 @@ impl Run {
     }
 
     async fn get(&self, id: i64) -> Delivery {
-        outbox::get(&self.store.pool, id).await.unwrap().expect("delivery row")
+        outbox::get(&self.store, id).await.unwrap().expect("delivery row")
     }
 
     /// (outcome, started_at, detail) per attempt, in order.
@@ -434,7 +434,7 @@ impl Run {
             "SELECT outcome, started_at, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
         )
         .bind(id)
-        .fetch_all(&self.store.pool)
+        .fetch_all(self.store.sqlite_pool())
         .await
         .unwrap();
         rows.into_iter()
@@ -451,7 +451,7 @@ impl Run {
     async fn audit_kinds(&self, id: i64) -> Vec<String> {
         sqlx::query_scalar("SELECT kind FROM audit_events WHERE delivery_id = ? ORDER BY id")
             .bind(id)
-            .fetch_all(&self.store.pool)
+            .fetch_all(self.store.sqlite_pool())
             .await
             .unwrap()
     }

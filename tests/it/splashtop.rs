@@ -70,12 +70,12 @@ async fn poll(src: &SplashtopSource, store: &Store) -> Result<PollStats, SourceE
 }
 
 async fn cursor(store: &Store) -> Cursor {
-    let j = ticketsync::store::cursors::load(&store.pool, "splashtop").await.unwrap().expect("cursor");
+    let j = ticketsync::store::cursors::load(store, "splashtop").await.unwrap().expect("cursor");
     serde_json::from_str(&j).unwrap()
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&store.pool).await.unwrap()
+    sqlx::query_scalar(sql).fetch_one(store.sqlite_pool()).await.unwrap()
 }
 
 fn log_requests(sim: &SplashtopSim) -> Vec<String> {
@@ -114,7 +114,8 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
     assert!(stats.complete);
     assert_eq!((stats.inserted, stats.quarantined), (5, 0), "{stats:?}");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions WHERE vendor = 'splashtop'").await, 7);
-    let reason: String = sqlx::query_scalar("SELECT reason FROM quarantine").fetch_one(&store.pool).await.unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM quarantine").fetch_one(store.sqlite_pool()).await.unwrap();
     assert!(reason.starts_with("start_time: not an ISO 8601"), "{reason}");
     let qs = log_requests(&sim);
     let pages: Vec<String> = qs.iter().map(|q| param(q, "page").unwrap()).collect();
@@ -128,7 +129,7 @@ async fn logs_are_paged_resumed_after_a_failure_and_overlap_reread() {
     let hwm = c.high_watermark.clone().unwrap();
     assert_eq!(hwm, ticketsync::session::ts(t0 + TimeDelta::minutes(60)));
     let raw: String = sqlx::query_scalar("SELECT raw_json FROM sessions WHERE external_id = 's3'")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(serde_json::from_str::<Value>(&raw).unwrap()["dst_ip"], "198.51.100.7", "raw JSON kept");
@@ -165,7 +166,7 @@ async fn raw_json_is_the_vendors_text_and_an_unreadable_record_is_quarantined() 
 
     let (raw, hash, tech): (String, String, String) =
         sqlx::query_as("SELECT raw_json, content_hash, technician FROM sessions WHERE external_id = 's1'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert!(raw.contains(r#""user_email":"tech@ex\u0061mple.com""#), "the vendor's text: {raw}");
@@ -173,7 +174,7 @@ async fn raw_json_is_the_vendors_text_and_an_unreadable_record_is_quarantined() 
     assert_eq!(tech, "tech@example.com");
 
     let (reason, qraw): (String, String) =
-        sqlx::query_as("SELECT reason, raw FROM quarantine").fetch_one(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT reason, raw FROM quarantine").fetch_one(store.sqlite_pool()).await.unwrap();
     assert!(reason.starts_with("record: unreadable JSON"), "{reason}");
     assert!(qraw.contains(r#""session_id":"s2","duration":1e400"#), "kept as sent: {qraw}");
 }
@@ -289,7 +290,7 @@ async fn refresh_token_enc(store: &Store) -> (String, Option<String>, i64) {
     sqlx::query_as(
         "SELECT refresh_token_enc, refresh_expires_at, generation FROM oauth_tokens WHERE provider = 'splashtop'",
     )
-    .fetch_one(&store.pool)
+    .fetch_one(store.sqlite_pool())
     .await
     .unwrap()
 }
@@ -337,7 +338,7 @@ async fn oauth_without_rotation_keeps_the_refresh_token_and_refreshes_before_exp
     // The stored access token is past its refresh point (shortly before the vendor's expiry):
     // the first call refreshes first, no 401 needed; the page read uses the new token.
     sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2000-01-01T00:00:00Z'")
-        .execute(&store.pool)
+        .execute(store.sqlite_pool())
         .await
         .unwrap();
     poll(&source(&cfg, &store, 0), &store).await.unwrap();
@@ -388,12 +389,12 @@ async fn expired_refresh_token_is_a_clear_error_and_check_warns_before() {
 
     // A refresh token that has run out: the next refresh and `check` name the fix.
     sqlx::query("UPDATE oauth_tokens SET refresh_expires_at = '2020-01-01T00:00:00.000Z'")
-        .execute(&store.pool)
+        .execute(store.sqlite_pool())
         .await
         .unwrap();
     sim.expire_access_tokens();
     sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2020-01-01T00:00:00.000Z'")
-        .execute(&store.pool)
+        .execute(store.sqlite_pool())
         .await
         .unwrap();
     let err = poll(&source(&cfg, &store, 0), &store).await.unwrap_err().to_string();
@@ -401,7 +402,7 @@ async fn expired_refresh_token_is_a_clear_error_and_check_warns_before() {
     let (code, out) = check(&p);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("refresh token expired at 2020-01-01") && out.contains("ticketsync auth splashtop"), "{out}");
-    store.pool.close().await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,7 +456,7 @@ secret = "whsec"
     assert_eq!(s["channel_id"], 4673, "default channel from psa/channel_list");
     assert_eq!(s["issue"], "Ticket #101");
     let links: Vec<(String, String)> = sqlx::query_as("SELECT session_code, ticket_id FROM ticket_links ORDER BY id")
-        .fetch_all(&store.pool)
+        .fetch_all(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(links, [(created.code.clone(), "101".into()), (s["id"].as_str().unwrap().into(), "101".into())]);
@@ -502,7 +503,7 @@ secret = "whsec"
     let rules: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT s.external_id, m.ticket_id, m.rule FROM matches m JOIN sessions s ON s.id = m.session_id ORDER BY m.ticket_id",
     )
-    .fetch_all(&store.pool)
+    .fetch_all(store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!(
@@ -524,7 +525,7 @@ secret = "whsec"
     let full: String = sqlx::query_scalar(
         "SELECT note_json FROM deliveries WHERE sink = 'webhook' AND kind = 'session_report' AND ticket_id = '101'",
     )
-    .fetch_one(&store.pool)
+    .fetch_one(store.sqlite_pool())
     .await
     .unwrap();
     assert!(full.contains("line 19"), "the full transcript stays in the store");
@@ -712,7 +713,7 @@ async fn a_finished_poll_counts_as_a_successful_one_for_readiness() {
     assert_eq!(report.polled[0].1.inserted, 5, "three pages");
     let last: Option<String> =
         sqlx::query_scalar("SELECT last_success_at FROM v_source_health WHERE source = 'splashtop'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert!(last.is_some(), "the finished walk is a successful poll");

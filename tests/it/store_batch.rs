@@ -69,7 +69,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
     let rows: Vec<(String, String, i64, Option<String>, String)> = sqlx::query_as(
         "SELECT external_id, notes, revision, vanished_at, last_walk_id FROM sessions ORDER BY external_id",
     )
-    .fetch_all(&store.pool)
+    .fetch_all(store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!(
@@ -82,7 +82,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
     );
     let (id1, id2, id3) = (out[0].0, out[1].0, out2[2].0);
     assert_eq!(
-        audit_kinds(&store.pool).await,
+        audit_kinds(store.sqlite_pool()).await,
         [
             ("session_seen".to_string(), Some(id1)),
             ("session_seen".to_string(), Some(id2)),
@@ -91,7 +91,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
             ("session_reappeared".to_string(), Some(id1)),
         ]
     );
-    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 5, .. }));
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 5, .. }));
 }
 
 #[tokio::test]
@@ -111,15 +111,15 @@ async fn a_page_larger_than_one_insert_statement_stores_every_record() {
     for (s, (id, _)) in page.iter().zip(&out) {
         let ext: String = sqlx::query_scalar("SELECT external_id FROM sessions WHERE id = ?")
             .bind(id)
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
         assert_eq!(ext, s.external_id);
     }
-    let kinds = audit_kinds(&store.pool).await;
+    let kinds = audit_kinds(store.sqlite_pool()).await;
     assert_eq!(kinds.len(), 1234);
     assert!(kinds.iter().zip(&out).all(|((k, sid), (id, _))| k == "session_seen" && *sid == Some(*id)));
-    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 1234, .. }));
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 1234, .. }));
 }
 
 /// The matcher in the page's transaction (`InlineMatch`, the store's page hook): new ended
@@ -154,7 +154,7 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
         "SELECT s.external_id, s.match_checked_rev, m.ticket_id FROM sessions s
          LEFT JOIN matches m ON m.session_id = s.id ORDER BY s.external_id",
     )
-    .fetch_all(&store.pool)
+    .fetch_all(store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!(
@@ -163,7 +163,7 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
         "ended sessions examined in the page; the running one waits"
     );
     let queued: Vec<(String, String)> =
-        sqlx::query_as("SELECT sink, ticket_id FROM deliveries").fetch_all(&store.pool).await.unwrap();
+        sqlx::query_as("SELECT sink, ticket_id FROM deliveries").fetch_all(store.sqlite_pool()).await.unwrap();
     assert_eq!(queued, [("webhook".into(), "4711".into())]);
     let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
     assert_eq!(m.examined, 0, "nothing left for the pass: {m:?}");
@@ -182,12 +182,14 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
     assert_eq!((m.examined, m.matched, m.enqueued), (2, 1, 1), "{m:?}");
     let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
     assert_eq!(m.examined, 0, "examined once: {m:?}");
-    let tickets: Vec<String> =
-        sqlx::query_scalar("SELECT ticket_id FROM deliveries ORDER BY id").fetch_all(&store.pool).await.unwrap();
+    let tickets: Vec<String> = sqlx::query_scalar("SELECT ticket_id FROM deliveries ORDER BY id")
+        .fetch_all(store.sqlite_pool())
+        .await
+        .unwrap();
     assert_eq!(tickets, ["4711", "4712"]);
-    let kinds = audit_kinds(&store.pool).await;
+    let kinds = audit_kinds(store.sqlite_pool()).await;
     assert_eq!(kinds.len(), 9, "3 seen, 1 matched + 1 queued, 2 updated, 1 matched + 1 queued: {kinds:?}");
-    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 9, .. }));
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 9, .. }));
 }
 
 #[test]
@@ -254,7 +256,7 @@ async fn migration_0003_brings_the_match_marks_of_an_older_database_in_line() {
     let store = ticketsync::store::Store::open(&path, std::time::Duration::from_secs(5)).await.unwrap();
     let marks: Vec<(String, i64, Option<i64>)> =
         sqlx::query_as("SELECT external_id, revision, match_checked_rev FROM sessions ORDER BY id")
-            .fetch_all(&store.pool)
+            .fetch_all(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!(
@@ -267,7 +269,7 @@ async fn migration_0003_brings_the_match_marks_of_an_older_database_in_line() {
         ]
     );
     let waiting: Vec<String> =
-        sessions::to_match(&store.pool, 0, 10).await.unwrap().into_iter().map(|s| s.external_id).collect();
+        sessions::to_match_read(&store, 0, 10).await.unwrap().into_iter().map(|s| s.external_id).collect();
     assert_eq!(waiting, ["changed", "new"]);
 }
 
@@ -281,7 +283,7 @@ async fn new_databases_get_16_kib_pages_and_existing_ones_keep_theirs() {
     };
 
     let store = temp_store(dir.path()).await;
-    store.pool.close().await;
+    store.close().await;
     assert_eq!(page_size(dir.path().join("t.db")), i64::from(ticketsync::store::PAGE_SIZE));
     assert_eq!(ticketsync::store::PAGE_SIZE, 16384);
 
@@ -296,7 +298,7 @@ async fn new_databases_get_16_kib_pages_and_existing_ones_keep_theirs() {
     let mut tx = store.begin().await.unwrap();
     sessions::upsert_many(&mut tx, &[&a], None, false).await.unwrap();
     tx.commit().await.unwrap();
-    assert!(matches!(audit::verify(&store.pool).await.unwrap(), Verify::Ok { rows: 1, .. }));
-    store.pool.close().await;
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 1, .. }));
+    store.close().await;
     assert_eq!(page_size(old), 4096, "an existing database keeps its page size");
 }

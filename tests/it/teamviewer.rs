@@ -88,21 +88,21 @@ fn param(q: &str, key: &str) -> Option<String> {
 
 async fn cursor(store: &Store) -> Cursor {
     let j: String = sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = 'teamviewer'")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .expect("cursor row");
     serde_json::from_str(&j).expect("cursor json")
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&store.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sql).fetch_one(store.sqlite_pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// (revision, notes, ended_at, duration_s, vanished_at) of one session.
 async fn session_row(store: &Store, ext: &str) -> (i64, Option<String>, Option<String>, Option<i64>, Option<String>) {
     sqlx::query_as("SELECT revision, notes, ended_at, duration_s, vanished_at FROM sessions WHERE vendor = 'teamviewer' AND external_id = ?")
         .bind(ext)
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap_or_else(|e| panic!("session {ext}: {e}"))
 }
@@ -112,7 +112,7 @@ async fn audit_kinds_for(store: &Store, ext: &str) -> Vec<String> {
         "SELECT a.kind FROM audit_events a JOIN sessions s ON s.id = a.session_id WHERE s.external_id = ? ORDER BY a.id",
     )
     .bind(ext)
-    .fetch_all(&store.pool)
+    .fetch_all(store.sqlite_pool())
     .await
     .expect("audit")
 }
@@ -201,7 +201,7 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     let cur = cursor(&store).await;
     assert!(cur.walk.is_none(), "finished walk leaves only the watermark: {cur:?}");
     let max_start: String =
-        sqlx::query_scalar("SELECT MAX(started_at) FROM sessions").fetch_one(&store.pool).await.unwrap();
+        sqlx::query_scalar("SELECT MAX(started_at) FROM sessions").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(cur.high_watermark.as_deref(), Some(max_start.as_str()));
     assert_eq!(count(&store, "SELECT COUNT(*) FROM source_cursors WHERE last_success_at IS NOT NULL").await, 1);
 }
@@ -232,7 +232,7 @@ async fn overlap_reread_updates_changed_records_only() {
     assert_eq!((rev_a, notes_a.as_deref()), (2, Some("Printer driver reinstalled, see #4711")));
     let raw: String = sqlx::query_scalar("SELECT raw_json FROM sessions WHERE external_id = ?")
         .bind(a)
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(serde_json::from_str::<Value>(&raw).unwrap(), sim.connection(a).unwrap());
@@ -272,7 +272,7 @@ async fn raw_json_is_the_vendors_text_and_a_reserialized_record_is_no_change() {
             "SELECT raw_json, content_hash, revision FROM sessions WHERE external_id = ?",
         )
         .bind(a)
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap()
     };
@@ -281,7 +281,7 @@ async fn raw_json_is_the_vendors_text_and_a_reserialized_record_is_no_change() {
     assert_eq!(hash, hex::encode(sha2::Sha256::digest(raw.as_bytes())));
     let tech: String = sqlx::query_scalar("SELECT technician FROM sessions WHERE external_id = ?")
         .bind(a)
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(tech, "AMS Support");
@@ -294,7 +294,7 @@ async fn raw_json_is_the_vendors_text_and_a_reserialized_record_is_no_change() {
         .bind(&old)
         .bind(&old_hash)
         .bind(a)
-        .execute(&store.pool)
+        .execute(store.sqlite_pool())
         .await
         .unwrap();
     let s2 = poll(&src, &store).await;
@@ -410,14 +410,14 @@ async fn malformed_records_are_quarantined_with_field_and_raw_json() {
     let s = poll(&src, &store).await;
     assert_eq!((s.pages, s.records, s.inserted, s.quarantined), (1, 6, 2, 4));
     let stored: Vec<String> = sqlx::query_scalar("SELECT external_id FROM sessions ORDER BY external_id")
-        .fetch_all(&store.pool)
+        .fetch_all(store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(stored, ["bbbbbbbb-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"]);
 
     let rows: Vec<(Option<String>, String, String)> =
         sqlx::query_as("SELECT external_id, reason, raw FROM quarantine WHERE source = 'teamviewer' ORDER BY id")
-            .fetch_all(&store.pool)
+            .fetch_all(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
@@ -459,7 +459,7 @@ async fn five_records(sim: &TeamViewerSim) -> Vec<String> {
 
 async fn assert_all_stored(store: &Store, ids: &[String]) {
     let stored: HashSet<String> = sqlx::query_scalar("SELECT external_id FROM sessions")
-        .fetch_all(&store.pool)
+        .fetch_all(store.sqlite_pool())
         .await
         .unwrap()
         .into_iter()
@@ -539,7 +539,7 @@ async fn server_error_once_is_retried() {
 
 async fn stored_tokens(store: &Store) -> tokens::Tokens {
     let key = TokenKey::derive("teamviewer", &SecretString::from(CLIENT_SECRET.to_string()));
-    tokens::load(&store.pool, "teamviewer", &key).await.expect("load tokens").expect("tokens stored")
+    tokens::load(store, "teamviewer", &key).await.expect("load tokens").expect("tokens stored")
 }
 
 async fn generation(store: &Store) -> i64 {
@@ -629,13 +629,13 @@ async fn oauth_expired_token_is_refreshed_once_and_rotation_committed() {
 
     // Tokens at rest are encrypted: none of them, nor the client secret, is in the file.
     let enc: (String, String) = sqlx::query_as("SELECT access_token_enc, refresh_token_enc FROM oauth_tokens")
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite_pool())
         .await
         .unwrap();
     assert!(enc.0.starts_with("v1:") && enc.1.starts_with("v1:"));
     drop(src);
     drop(oauth);
-    store.pool.close().await;
+    store.close().await;
     let bytes = db_bytes(dir.path());
     for secret in [&a1, &r1, &a2, &r2, &CLIENT_SECRET.to_string()] {
         assert!(!contains(&bytes, secret), "a token or the client secret is in the database in clear");
@@ -743,7 +743,7 @@ secret = "whsec-test"
 
     let link: (String, String, String, Option<String>) =
         sqlx::query_as("SELECT session_code, ticket_id, kind, details_json FROM ticket_links")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!((link.0.as_str(), link.1.as_str(), link.2.as_str()), (created.code.as_str(), "4242", "created"));
@@ -769,13 +769,13 @@ secret = "whsec-test"
         "SELECT m.ticket_id, m.rule, s.group_name FROM matches m JOIN sessions s ON s.id = m.session_id WHERE s.external_id = ?",
     )
     .bind(report_id.to_lowercase())
-    .fetch_one(&store.pool)
+    .fetch_one(store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!((m.0.as_str(), m.1.as_str(), m.2.as_str()), ("4242", "custom_api", "Helpdesk"));
     let kinds: Vec<(String, String, String)> =
         sqlx::query_as("SELECT kind, ticket_id, state FROM deliveries ORDER BY id")
-            .fetch_all(&store.pool)
+            .fetch_all(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!(

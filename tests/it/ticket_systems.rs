@@ -74,7 +74,7 @@ fn sinks(list: Vec<Arc<dyn TicketSink>>) -> Sinks {
 }
 
 async fn state(store: &Store, id: i64) -> String {
-    outbox::get(&store.pool, id).await.unwrap().unwrap().state
+    outbox::get(store, id).await.unwrap().unwrap().state
 }
 
 // ---------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ async fn zendesk_per_ticket_limit_without_retry_after_backs_off() {
     let id = enqueue(&store, "zendesk", "8", &note("s8", Visibility::Internal)).await;
     let stats = deliver_due(&store, &s, &policy()).await.unwrap();
     assert_eq!(stats.retrying, 1, "{stats:?}");
-    let d = outbox::get(&store.pool, id).await.unwrap().unwrap();
+    let d = outbox::get(&store, id).await.unwrap().unwrap();
     assert_eq!(d.state, "pending");
     assert!(d.last_error.as_deref().unwrap_or_default().contains("HTTP 429"), "{d:?}");
     assert!(d.next_attempt_at > d.created_at, "backoff applies without Retry-After");
@@ -358,7 +358,7 @@ async fn routes_send_each_session_to_the_sinks_that_accept_it() {
     let m = ticketsync::pipeline::match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
     assert_eq!((m.matched, m.enqueued), (2, 4), "{m:?}");
     let mut got: Vec<(String, String)> =
-        outbox::list(&store.pool, None).await.unwrap().into_iter().map(|d| (d.sink, d.ticket_id)).collect();
+        outbox::list(&store, None).await.unwrap().into_iter().map(|d| (d.sink, d.ticket_id)).collect();
     got.sort();
     assert_eq!(
         got,
@@ -410,8 +410,9 @@ async fn ticket_field_rule_matches_through_a_sink_lookup() {
         .await
         .unwrap();
     assert_eq!((m.matched, m.enqueued), (1, 1));
-    let d = outbox::list(&store.pool, None).await.unwrap();
+    let d = outbox::list(&store, None).await.unwrap();
     assert_eq!((d[0].sink.as_str(), d[0].ticket_id.as_str()), ("glpi", "77"));
-    let rule_used: String = sqlx::query_scalar("SELECT rule FROM matches").fetch_one(&store.pool).await.unwrap();
+    let rule_used: String =
+        sqlx::query_scalar("SELECT rule FROM matches").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(rule_used, "ticket_field");
 }

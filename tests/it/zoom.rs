@@ -134,14 +134,14 @@ async fn authorize(env: &Env) {
 /// client refreshes shortly before the vendor's own expiry, see `oauth::refresh_due_at`).
 async fn expire_stored(env: &Env) {
     sqlx::query("UPDATE oauth_tokens SET access_expires_at = '2000-01-01T00:00:00Z' WHERE provider = 'zoom:helpdesk'")
-        .execute(&env.app.store.pool)
+        .execute(env.app.store.sqlite_pool())
         .await
         .unwrap();
 }
 
 async fn stored_refresh(env: &Env) -> String {
     let key = TokenKey::derive("zoom:helpdesk", &SecretString::from(SECRET.to_string()));
-    let t = tokens::load(&env.app.store.pool, "zoom:helpdesk", &key).await.unwrap().unwrap();
+    let t = tokens::load(&env.app.store, "zoom:helpdesk", &key).await.unwrap().unwrap();
     t.refresh.unwrap().expose_secret().to_string()
 }
 
@@ -254,7 +254,7 @@ async fn auth_zoom_receives_the_redirect_on_loopback_or_takes_the_pasted_url() {
     // Tokens are stored encrypted, never in clear.
     let raw: Vec<(Option<String>,)> =
         sqlx::query_as("SELECT refresh_token_enc FROM oauth_tokens WHERE provider = 'zoom:helpdesk'")
-            .fetch_all(&env.app.store.pool)
+            .fetch_all(env.app.store.sqlite_pool())
             .await
             .unwrap();
     let valid = env.zoom.valid_refresh_tokens();
@@ -278,7 +278,7 @@ async fn rotating_refresh_token_is_committed_and_the_old_one_is_dead() {
     assert_eq!(env.zoom.grants(), vec!["authorization_code", "refresh_token", "refresh_token"]);
     // The stored token's expiry is on /metrics (docs/monitoring/alerts.yml alerts on it).
     let handle = ticketsync::metrics::install();
-    ticketsync::metrics::refresh_from_store(&env.app.store.pool, &[]).await.unwrap();
+    ticketsync::metrics::refresh_from_store(&env.app.store, &[]).await.unwrap();
     let text = handle.render();
     assert!(
         text.lines().any(|l| l.starts_with("ticketsync_token_expiry_timestamp_seconds{")
@@ -416,7 +416,7 @@ async fn zoom_meeting_for_a_ticket_start_url_internal_join_url_public() {
     assert_eq!(internal["ticket_id"], "4711");
     // The host's ZAK is not kept in the database.
     let details: String = sqlx::query_scalar("SELECT details_json FROM ticket_links WHERE vendor = 'zoom'")
-        .fetch_one(&env.app.store.pool)
+        .fetch_one(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert!(!details.contains("zak") && details.contains("\"account\":\"helpdesk\""), "{details}");
@@ -432,7 +432,7 @@ async fn daily_meeting_create_limit_is_a_clear_error_and_not_retried() {
     assert!(msg.contains("daily limit of meeting create/update requests") && msg.contains("00:00 UTC"), "{msg}");
     assert_eq!(count(&env, "/meetings", 429), 1, "not retried");
     let links: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM ticket_links").fetch_one(&env.app.store.pool).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM ticket_links").fetch_one(env.app.store.sqlite_pool()).await.unwrap();
     assert_eq!(links, 1);
 }
 
@@ -451,7 +451,7 @@ async fn participants_and_late_recordings_land_on_the_ticket() {
     assert_eq!(r.polled[0].1.inserted, 1);
     assert_eq!(r.matched.matched, 0, "held back until the recordings are in");
     let ended: Option<String> = sqlx::query_scalar("SELECT ended_at FROM sessions WHERE vendor = 'zoom'")
-        .fetch_one(&env.app.store.pool)
+        .fetch_one(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert!(ended.is_none());
@@ -460,7 +460,7 @@ async fn participants_and_late_recordings_land_on_the_ticket() {
     assert_eq!(r.matched.matched, 1);
     let (ticket, rule): (String, String) =
         sqlx::query_as("SELECT ticket_id, rule FROM v_sessions_by_ticket WHERE vendor = 'zoom'")
-            .fetch_one(&env.app.store.pool)
+            .fetch_one(env.app.store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!((ticket.as_str(), rule.as_str()), ("4711", "session_code"));
@@ -499,7 +499,7 @@ async fn expired_page_token_restarts_the_walk_and_loses_nothing() {
     assert_eq!(r.matched.matched, 1);
     assert_eq!(count(&env, "/participants", 400), 1, "the expired token was seen");
     let raw: String = sqlx::query_scalar("SELECT raw_json FROM sessions WHERE vendor = 'zoom'")
-        .fetch_one(&env.app.store.pool)
+        .fetch_one(env.app.store.sqlite_pool())
         .await
         .unwrap();
     let v: Value = serde_json::from_str(&raw).unwrap();
@@ -518,7 +518,7 @@ async fn uuids_with_slashes_are_double_encoded() {
     assert_eq!(r.matched.matched, 1);
     assert!(env.zoom.log().iter().any(|r| r.path.contains("%252Fab%252F%252FcdEF%252Bgh") && r.status == 200));
     let ext: String = sqlx::query_scalar("SELECT external_id FROM sessions WHERE vendor = 'zoom'")
-        .fetch_one(&env.app.store.pool)
+        .fetch_one(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(ext, "/ab//cdEF+gh==");
@@ -575,13 +575,13 @@ async fn several_accounts_are_polled_each_with_its_own_tokens() {
     assert_eq!(r.matched.matched, 2);
     let mut rows: Vec<(String, String)> =
         sqlx::query_as("SELECT ticket_id, session_code FROM v_sessions_by_ticket ORDER BY ticket_id")
-            .fetch_all(&env.app.store.pool)
+            .fetch_all(env.app.store.sqlite_pool())
             .await
             .unwrap();
     rows.sort();
     assert_eq!(rows, vec![("501".into(), a.to_string()), ("502".into(), b.to_string())]);
     let providers: Vec<(String,)> = sqlx::query_as("SELECT provider FROM oauth_tokens ORDER BY provider")
-        .fetch_all(&env.app.store.pool)
+        .fetch_all(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(providers, vec![("zoom:helpdesk".to_string(),), ("zoom:s2s".to_string(),)]);
@@ -610,13 +610,13 @@ async fn visioconference_room_moderator_link_internal_room_url_public_both_shape
     let audit: Vec<(String, String)> = sqlx::query_as(
         "SELECT ticket_id, detail_json FROM audit_events WHERE kind = 'link_created' AND vendor = 'visioconference'",
     )
-    .fetch_all(&env.app.store.pool)
+    .fetch_all(env.app.store.sqlite_pool())
     .await
     .unwrap();
     assert_eq!(audit.len(), 2);
     let links: Vec<(String,)> =
         sqlx::query_as("SELECT details_json FROM ticket_links WHERE vendor = 'visioconference'")
-            .fetch_all(&env.app.store.pool)
+            .fetch_all(env.app.store.sqlite_pool())
             .await
             .unwrap();
     assert!(links.iter().all(|(d,)| d.contains("room_url") && !d.contains("moderator_token\":\"")));
@@ -709,7 +709,7 @@ async fn one_failing_account_does_not_stop_the_others() {
     let err = format!("{:#}", env.app.cycle().await.unwrap_err());
     assert!(err.contains("run `ticketsync auth zoom --account helpdesk`"), "{err}");
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE vendor = 'zoom' AND ended_at IS NOT NULL")
-        .fetch_one(&env.app.store.pool)
+        .fetch_one(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -735,7 +735,7 @@ async fn a_malformed_meeting_is_quarantined_with_its_field_and_the_rest_goes_on(
     let r = env.app.cycle().await.unwrap();
     assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (2, 1));
     let q: Vec<(Option<String>, String)> = sqlx::query_as("SELECT external_id, reason FROM quarantine ORDER BY id")
-        .fetch_all(&env.app.store.pool)
+        .fetch_all(env.app.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(q[0].0.as_deref(), Some("broken=="));
@@ -764,7 +764,7 @@ async fn bad_data_lone_surrogate_topic_and_latin1_participant_are_quarantined() 
     let r = env.app.cycle().await.expect("the bad text does not fail the poll");
     assert_eq!((r.polled[0].1.quarantined, r.matched.matched), (2, 1), "{r:?}");
     let q: Vec<(Option<String>, String)> = sqlx::query_as("SELECT external_id, reason FROM quarantine ORDER BY id")
-        .fetch_all(&env.app.store.pool)
+        .fetch_all(env.app.store.sqlite_pool())
         .await
         .unwrap();
     let reasons: Vec<&str> = q.iter().map(|r| r.1.as_str()).collect();
@@ -773,7 +773,7 @@ async fn bad_data_lone_surrogate_topic_and_latin1_participant_are_quarantined() 
     let participant = format!("meeting {good} participant: invalid UTF-8 in name");
     assert_eq!(q[1].1, participant);
     let stored: Vec<String> =
-        sqlx::query_scalar("SELECT external_id FROM sessions").fetch_all(&env.app.store.pool).await.unwrap();
+        sqlx::query_scalar("SELECT external_id FROM sessions").fetch_all(env.app.store.sqlite_pool()).await.unwrap();
     assert_eq!(stored, ["topic-good=="]);
     let notes: Vec<String> = texts(&env.hook).into_iter().filter(|t| t.contains("Participants")).collect();
     assert_eq!(notes.len(), 1, "{notes:?}");
@@ -783,6 +783,7 @@ async fn bad_data_lone_surrogate_topic_and_latin1_participant_are_quarantined() 
 
     // The next poll meets the same records: nothing is quarantined twice.
     env.app.cycle().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(&env.app.store.pool).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(env.app.store.sqlite_pool()).await.unwrap();
     assert_eq!(n as usize, q.len());
 }

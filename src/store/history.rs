@@ -1,0 +1,234 @@
+//! The auditors' reads of the history: the audit events of an export, streamed in one
+//! snapshot with the chain head, and everything recorded about one ticket. The rendering
+//! (CSV, JSON lines, text) is `crate::export`'s.
+
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store};
+
+/// One exported `audit_events` row, exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ExportedEvent {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub vendor: Option<String>,
+    pub session_id: Option<i64>,
+    pub ticket_id: Option<String>,
+    pub delivery_id: Option<i64>,
+    pub detail_json: String,
+    pub prev_hash: String,
+    pub hash: String,
+    /// The row's hashing scheme (1 before audit evidence, 2 unkeyed, 3 keyed).
+    #[serde(default = "legacy_version")]
+    pub chain_version: i64,
+    /// The hash of the session or note the event recorded (schemes 2 and 3).
+    #[serde(default)]
+    pub subject_sha256: Option<String>,
+}
+
+fn legacy_version() -> i64 {
+    1
+}
+
+/// The events an export takes: `at` in [`from`, `to`) (stored timestamp format), and with a
+/// vendor, the events of that vendor or of its sessions (delivery events carry the
+/// session, not the vendor).
+#[derive(Debug, Clone, Copy)]
+pub struct EventRange<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub vendor: Option<&'a str>,
+}
+
+/// What [`export_events`] hands its caller, in this order: the chain head once, then the
+/// events.
+#[derive(Debug)]
+pub enum ExportItem<'a> {
+    /// Id and hash of the last row of the whole chain (`None`: empty).
+    Head(Option<(i64, String)>),
+    Event(&'a ExportedEvent),
+}
+
+const SELECT: &str = "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
+    chain_version, subject_sha256 FROM audit_events WHERE at >= ? AND at < ?";
+
+/// Stream the events of `range` in id order to `each`, after the chain head. One read
+/// transaction: the head and the rows come from the same snapshot even while the daemon
+/// appends. Memory stays constant. An error from `each` ends the stream and is returned.
+pub async fn export_events(
+    store: &Store,
+    range: EventRange<'_>,
+    mut each: impl FnMut(ExportItem<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut tx = store.pool.begin().await?;
+    each(ExportItem::Head(super::audit::head_in(&mut tx).await?))?;
+    let sql = match range.vendor {
+        Some(_) => {
+            format!("{SELECT} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id")
+        }
+        None => format!("{SELECT} ORDER BY id"),
+    };
+    let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
+    if let Some(v) = range.vendor {
+        q = q.bind(v).bind(v);
+    }
+    let mut rows = q.fetch(&mut *tx);
+    while let Some(ev) = rows.try_next().await? {
+        each(ExportItem::Event(&ev))?;
+    }
+    drop(rows);
+    tx.rollback().await?;
+    Ok(())
+}
+
+/// A session matched to the ticket (view `v_sessions_by_ticket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketSession {
+    pub vendor: String,
+    pub external_id: String,
+    pub session_code: Option<String>,
+    pub technician: Option<String>,
+    pub device: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_s: Option<i64>,
+    pub rule: String,
+}
+
+/// A note for the ticket (view `v_deliveries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketDelivery {
+    pub delivery_id: i64,
+    pub sink: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub remote_ref: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// One attempt at delivering a note (view `v_delivery_attempts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketAttempt {
+    pub delivery_id: i64,
+    pub attempt: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// An audit event about the ticket (view `v_ticket_history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketEvent {
+    pub event_id: i64,
+    pub at: String,
+    pub kind: String,
+    pub session_id: Option<i64>,
+    pub delivery_id: Option<i64>,
+    pub detail_json: String,
+}
+
+/// Everything recorded about one ticket, each part in the order `audit show` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub sessions: Vec<TicketSession>,
+    pub deliveries: Vec<TicketDelivery>,
+    pub attempts: Vec<TicketAttempt>,
+    pub history: Vec<TicketEvent>,
+}
+
+impl TicketRecord {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.deliveries.is_empty() && self.history.is_empty()
+    }
+}
+
+pub async fn ticket_record(store: &Store, ticket: &str) -> Result<TicketRecord> {
+    let pool = &store.pool;
+    type S =
+        (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
+    let sessions: Vec<S> = sqlx::query_as(
+        "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
+         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    type D = (i64, String, String, String, i64, Option<String>, Option<String>);
+    let deliveries: Vec<D> = sqlx::query_as(
+        "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ? ORDER BY delivery_id",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
+    let attempts: Vec<A> = sqlx::query_as(
+        "SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts WHERE ticket_id = ?
+         ORDER BY delivery_id, attempt",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    type H = (i64, String, String, Option<i64>, Option<i64>, String);
+    let history: Vec<H> = sqlx::query_as(
+        "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ? ORDER BY event_id",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    Ok(TicketRecord {
+        sessions: sessions
+            .into_iter()
+            .map(|(vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule)| {
+                TicketSession {
+                    vendor,
+                    external_id,
+                    session_code,
+                    technician,
+                    device,
+                    started_at,
+                    ended_at,
+                    duration_s,
+                    rule,
+                }
+            })
+            .collect(),
+        deliveries: deliveries
+            .into_iter()
+            .map(|(delivery_id, sink, kind, state, attempts, remote_ref, last_error)| TicketDelivery {
+                delivery_id,
+                sink,
+                kind,
+                state,
+                attempts,
+                remote_ref,
+                last_error,
+            })
+            .collect(),
+        attempts: attempts
+            .into_iter()
+            .map(|(delivery_id, attempt, started_at, finished_at, outcome, detail)| TicketAttempt {
+                delivery_id,
+                attempt,
+                started_at,
+                finished_at,
+                outcome,
+                detail,
+            })
+            .collect(),
+        history: history
+            .into_iter()
+            .map(|(event_id, at, kind, session_id, delivery_id, detail_json)| TicketEvent {
+                event_id,
+                at,
+                kind,
+                session_id,
+                delivery_id,
+                detail_json,
+            })
+            .collect(),
+    })
+}
