@@ -1,0 +1,55 @@
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+use super::load;
+use ticketsync::cli::{Cli, Command};
+use ticketsync::store::outbox;
+
+/// `ticketsync deliveries`: the outbox.
+pub async fn list(cli: &Cli) -> Result<ExitCode> {
+    let Command::Deliveries { state } = &cli.command else { unreachable!("dispatched on Command::Deliveries") };
+    if let Some(s) = state {
+        if !["pending", "sending", "delivered", "failed", "dead"].contains(&s.as_str()) {
+            bail!("--state {s:?}: expected pending, sending, delivered, failed or dead");
+        }
+    }
+    let cfg = load(cli)?;
+    let store = ticketsync::app::open_store(&cfg).await?;
+    let rows = outbox::list(&store, state.as_deref()).await?;
+    println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error", "id", "sink", "ticket", "state", "kind", "attempts");
+    for d in &rows {
+        println!(
+            "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}",
+            d.id,
+            d.sink,
+            d.ticket_id,
+            d.state,
+            d.kind,
+            d.attempts,
+            // Rows written before redaction existed, or before a token was known.
+            ticketsync::redact::scrub(d.last_error.as_deref().unwrap_or(""))
+        );
+    }
+    println!("{} deliveries", rows.len());
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ticketsync retry ID`: a failed or dead delivery back to pending.
+pub async fn retry(cli: &Cli) -> Result<ExitCode> {
+    let Command::Retry { id } = &cli.command else { unreachable!("dispatched on Command::Retry") };
+    let cfg = load(cli)?;
+    let store = ticketsync::app::open_store(&cfg).await?;
+    // `requeue` answers with the row's state, and "pending" also means "was already
+    // pending, nothing requeued": refuse that case before calling it.
+    if let Some(d) = outbox::get(&store, *id).await?.filter(|d| d.state != "failed" && d.state != "dead") {
+        bail!("delivery {id} is {}; only failed or dead deliveries can be requeued", d.state);
+    }
+    match outbox::requeue(&store, *id).await? {
+        None => bail!("delivery {id} does not exist"),
+        Some(s) if s == "pending" => println!("delivery {id} requeued"),
+        Some(s) => bail!("delivery {id} is {s}; only failed or dead deliveries can be requeued"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

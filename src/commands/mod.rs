@@ -1,0 +1,62 @@
+//! One file per command of the `ticketsync` binary; `dispatch` is the one list of them.
+
+mod audit;
+mod auth;
+mod backfill;
+mod backup;
+mod check;
+mod deliveries;
+mod demo;
+mod doctor;
+mod init;
+mod link;
+mod man;
+mod migrate;
+mod run;
+mod session;
+mod unmatched;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use ticketsync::cli::{AuditCommand, Cli, Command};
+use ticketsync::config::Config;
+
+pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Demo { .. } => demo::run(cli).await,
+        Command::Check => check::run(cli).await,
+        Command::Init { .. } => init::run(cli).await,
+        Command::Migrate => migrate::run(cli).await,
+        Command::Run => run::daemon(cli).await,
+        Command::SyncOnce => run::sync_once(cli).await,
+        Command::Auth { .. } => auth::run(cli).await,
+        Command::Session { .. } => session::create(cli).await,
+        Command::Link { .. } => link::run(cli).await,
+        Command::Unmatched => unmatched::run(cli).await,
+        Command::Deliveries { .. } => deliveries::list(cli).await,
+        Command::Retry { .. } => deliveries::retry(cli).await,
+        Command::Audit { command: AuditCommand::Verify { .. } } => audit::verify(cli).await,
+        Command::Audit { command: AuditCommand::Head { .. } } => audit::head(cli).await,
+        Command::Audit { command: AuditCommand::Show { .. } } => audit::show(cli).await,
+        Command::Audit { command: AuditCommand::Export { .. } } => audit::export(cli).await,
+        Command::Backup { .. } => backup::run(cli).await,
+        Command::Backfill { .. } => backfill::run(cli).await,
+        Command::Man { .. } => man::run(cli).await,
+        Command::Doctor => doctor::run(cli).await,
+    }
+}
+
+/// The configuration of `--config` (with its environment overrides).
+fn load(cli: &Cli) -> Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+/// `--db FILE`, else `store.path` of the configuration (with its environment override).
+fn audit_db(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    Ok(match db {
+        Some(p) => p.clone(),
+        None => load(cli)?.store.path,
+    })
+}
