@@ -5,6 +5,11 @@
 //! same snapshot as the rows, so a copy can later be compared with `ticketsync audit verify`
 //! on the database, and every exported row keeps `prev_hash` and `hash`, so each row's
 //! content can be re-hashed on its own.
+//!
+//! JSON lines carry the head in a first `export_header` line and the row count in a last
+//! `export_end` line. CSV is pure RFC 4180 (a column row, then the rows: any CSV reader
+//! takes it as it is); its head, row count and SHA-256 go into a sidecar [`Meta`]
+//! (`<file>.meta.json`, or standard error when the CSV goes to standard output).
 
 use std::io::Write;
 
@@ -81,6 +86,54 @@ pub struct Summary {
     pub header: Header,
 }
 
+/// What a CSV export's sidecar holds (`"type": "export_meta"`): the header's fields, the row
+/// count and the SHA-256 of the CSV file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(flatten)]
+    pub header: Header,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+impl Summary {
+    /// The sidecar of a CSV export whose bytes hash to `sha256` (hex).
+    pub fn meta(&self, sha256: String) -> Meta {
+        Meta { header: Header { kind: "export_meta".into(), ..self.header.clone() }, rows: self.rows, sha256 }
+    }
+}
+
+/// A writer that hashes (SHA-256) what it passes on, for the sidecar of a CSV export: put it
+/// under any rewriting writer (the redactor), so the hash is that of the bytes stored.
+pub struct HashingWriter<W> {
+    inner: W,
+    digest: std::sync::Arc<std::sync::Mutex<sha2::Sha256>>,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// The writer, and the handle to read the digest from once the writer is flushed and dropped.
+    pub fn new(inner: W) -> (Self, std::sync::Arc<std::sync::Mutex<sha2::Sha256>>) {
+        let digest = std::sync::Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
+        (HashingWriter { inner, digest: digest.clone() }, digest)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut *self.digest.lock().unwrap_or_else(|e| e.into_inner()), &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The hex SHA-256 of everything a [`HashingWriter`] passed on.
+pub fn hex_digest(d: &std::sync::Mutex<sha2::Sha256>) -> String {
+    hex::encode(sha2::Digest::finalize(d.lock().unwrap_or_else(|e| e.into_inner()).clone()))
+}
+
 /// `2026-11-01` (a whole day: as `--from` its start, as `--to` the start of the next day)
 /// or an RFC 3339 time; returned in the stored format, so text comparison is time order.
 pub fn parse_bound(s: &str, is_end: bool) -> std::result::Result<String, String> {
@@ -98,6 +151,12 @@ pub fn parse_bound(s: &str, is_end: bool) -> std::result::Result<String, String>
 /// rows come from the same snapshot even while the daemon appends. Memory stays constant.
 pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dyn Write) -> Result<Summary> {
     let io = |e: std::io::Error| StoreError::Invalid(format!("writing the export: {e}"));
+    if filter.from >= filter.to {
+        return Err(StoreError::Invalid(format!(
+            "the range is empty: --from {} is not before --to {} (--to is exclusive; a date as --to means the end of that day)",
+            filter.from, filter.to
+        )));
+    }
     #[derive(Serialize)]
     struct Line<'a> {
         #[serde(rename = "type")]
@@ -123,7 +182,9 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
             (ExportItem::Head(head), sink) => {
                 let h = Header {
                     kind: "export_header".into(),
-                    format_version: 2, // 2: rows carry chain_version and subject_sha256
+                    // 2: rows carry chain_version and subject_sha256; 3: CSV without comment
+                    // lines, its head in the sidecar.
+                    format_version: 3,
                     exported_at: crate::store::now(),
                     from: filter.from.clone(),
                     to: filter.to.clone(),
@@ -138,7 +199,6 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
                     }
                     Out::CsvHeader(out) => {
                         let out = out.take().expect("one chain head per export");
-                        writeln!(out, "# {}", csv_comment(&h)).map_err(io)?;
                         *sink = Out::Csv(Box::new(csv::Writer::from_writer(out)));
                     }
                     Out::Csv(_) => unreachable!("one chain head per export"),
@@ -172,9 +232,7 @@ pub async fn export(store: &Store, filter: &Filter, format: Format, out: &mut dy
                 w.write_record(CSV_COLUMNS).map_err(|e| io(e.into()))?;
             }
             w.flush().map_err(io)?;
-            let out = (*w).into_inner().map_err(|e| io(e.into_error()))?;
-            writeln!(out, "# export_end rows={n}").map_err(io)?;
-            out
+            (*w).into_inner().map_err(|e| io(e.into_error()))?
         }
     };
     out.flush().map_err(io)?;
@@ -195,27 +253,6 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "chain_version",
     "subject_sha256",
 ];
-
-fn csv_comment(h: &Header) -> String {
-    format!(
-        "ticketsync audit export format_version={} exported_at={} from={} to={} vendor={} chain_rows={} chain_head_hash={}",
-        h.format_version,
-        h.exported_at,
-        h.from,
-        h.to,
-        h.vendor.as_deref().unwrap_or("*"),
-        h.chain_rows,
-        h.chain_head_hash
-    )
-}
-
-/// The `key=value` pairs of a CSV export's leading comment line.
-pub fn parse_csv_comment(line: &str) -> std::collections::HashMap<String, String> {
-    line.trim_start_matches('#')
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
 
 /// `ticketsync audit show --ticket ID`: sessions, deliveries with attempts, history.
 pub async fn show_ticket(store: &Store, ticket: &str, out: &mut dyn Write) -> Result<bool> {

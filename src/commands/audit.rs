@@ -52,20 +52,40 @@ pub async fn export(cli: &Cli) -> Result<ExitCode> {
         vendor: vendor.clone(),
     };
     let store = ticketsync::store::Store::open_read_only(&audit_db(cli, db)?).await?;
-    // Scrubbed: rows stored before redaction existed may hold a vendor's echo.
-    let mut out: Box<dyn std::io::Write> = match output {
-        Some(p) => Box::new(ticketsync::redact::ScrubWriter::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("--output {}", p.display()))?,
-        ))),
-        None => Box::new(ticketsync::redact::ScrubWriter::new(std::io::BufWriter::new(std::io::stdout().lock()))),
+    // Scrubbed: rows stored before redaction existed may hold a vendor's echo. The digest is
+    // taken under the redactor: it is that of the bytes written.
+    let (sink, digest): (Box<dyn std::io::Write>, _) = match output {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("--output {}", p.display()))?;
+            let (w, d) = ticketsync::export::HashingWriter::new(std::io::BufWriter::new(f));
+            (Box::new(w), d)
+        }
+        None => {
+            let (w, d) = ticketsync::export::HashingWriter::new(std::io::BufWriter::new(std::io::stdout().lock()));
+            (Box::new(w), d)
+        }
     };
+    let mut out = ticketsync::redact::ScrubWriter::new(sink);
     let s = ticketsync::export::export(&store, &filter, *format, &mut out).await?;
+    std::io::Write::flush(&mut out)?;
     drop(out);
     store.close().await;
     eprintln!(
         "exported {} events; chain head: {} rows, hash {}",
         s.rows, s.header.chain_rows, s.header.chain_head_hash
     );
+    if *format == ticketsync::export::Format::Csv {
+        // RFC 4180 CSV holds rows only: the head, the count and the file's SHA-256 beside it.
+        let meta = serde_json::to_string(&s.meta(ticketsync::export::hex_digest(&digest)))?;
+        match output {
+            Some(p) => {
+                let side = std::path::PathBuf::from(format!("{}.meta.json", p.display()));
+                std::fs::write(&side, format!("{meta}\n")).with_context(|| format!("{}", side.display()))?;
+                eprintln!("chain head, row count and SHA-256 of the CSV: {}", side.display());
+            }
+            None => eprintln!("{meta}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

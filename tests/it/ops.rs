@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
-use ticketsync::export::{parse_csv_comment, ExportedEvent, Header};
+use ticketsync::export::{ExportedEvent, Header};
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::teamviewer::{SimOptions, TeamViewerSim};
 use ticketsync::sim::webhook::WebhookSim;
@@ -117,17 +117,53 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert_eq!(events.len() as i64, rows, "the whole day = the whole chain");
     check_chain(&events, &head);
 
-    // CSV: comment header, column row, rows, comment trailer; the same rows.
-    let r = run(&["audit", "export", "--db", dbs, "--from", &today, "--to", &today, "--format", "csv"], &[]).await;
+    // CSV: pure RFC 4180 (a column row, the rows; no comment lines), the chain head, row
+    // count and SHA-256 in the sidecar; the same rows as JSON lines.
+    let csv_out = dir.path().join("export.csv");
+    let r = run(
+        &[
+            "audit",
+            "export",
+            "--db",
+            dbs,
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "csv",
+            "-o",
+            csv_out.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let first = r.stdout.lines().next().unwrap();
-    let kv = parse_csv_comment(first);
-    assert_eq!(kv["chain_head_hash"], head);
-    assert_eq!(kv["chain_rows"], rows.to_string());
-    let mut rd = csv::ReaderBuilder::new().comment(Some(b'#')).from_reader(r.stdout.as_bytes());
+    let csv_text = std::fs::read(&csv_out).unwrap();
+    assert!(!csv_text.starts_with(b"#") && !String::from_utf8_lossy(&csv_text).lines().any(|l| l.starts_with('#')));
+    let mut rd = csv::ReaderBuilder::new().from_reader(csv_text.as_slice());
     let csv_events: Vec<ExportedEvent> = rd.deserialize().map(|r| r.unwrap()).collect();
     assert_eq!(csv_events, events, "CSV and JSON lines carry the same rows");
-    assert!(r.stdout.trim_end().ends_with(&format!("# export_end rows={rows}")));
+    let meta: ticketsync::export::Meta =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("export.csv.meta.json")).unwrap()).unwrap();
+    assert_eq!(meta.header.kind, "export_meta");
+    assert_eq!(meta.header.chain_head_hash, head);
+    assert_eq!(meta.header.chain_rows, rows);
+    assert_eq!(meta.rows, rows as u64);
+    use sha2::Digest;
+    assert_eq!(meta.sha256, hex::encode(sha2::Sha256::digest(&csv_text)), "the sidecar's hash is the file's");
+    // To standard output: the CSV there, the sidecar's JSON on standard error.
+    let r = run(&["audit", "export", "--db", dbs, "--from", &today, "--to", &today, "--format", "csv"], &[]).await;
+    assert_eq!(r.stdout.as_bytes(), csv_text.as_slice());
+    let meta_line = r.stderr.lines().find(|l| l.starts_with('{')).expect("meta on stderr");
+    let m: ticketsync::export::Meta = serde_json::from_str(meta_line).unwrap();
+    assert_eq!(m.sha256, meta.sha256);
+    // --from after --to is an error, not an empty export.
+    let r =
+        run(&["audit", "export", "--db", dbs, "--from", "2026-12-02", "--to", "2026-12-01", "--format", "csv"], &[])
+            .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--from") && r.stderr.contains("not before"), "{}", r.stderr);
 
     // A vendor filter keeps the vendor's events and its sessions' deliveries, each row still hashing right.
     let r = run(
@@ -161,7 +197,7 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
         run(&["audit", "export", "--db", dbs, "--from", "2001-01-01", "--to", "2001-01-02", "--format", "csv"], &[])
             .await;
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains(&head) && r.stdout.contains("export_end rows=0"), "{}", r.stdout);
+    assert!(r.stderr.contains(&head) && r.stderr.contains("\"rows\":0"), "{}", r.stderr);
 
     // A copy whose row was edited after export no longer hashes.
     let mut bad = events[3].clone();
