@@ -7,6 +7,10 @@
 //! [`read_body`] under the component's `max_response_bytes`, and a component may add its
 //! own `ca_file` to the platform's roots.
 
+pub mod auth;
+pub mod client;
+pub mod error;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +18,10 @@ use backon::ExponentialBuilder;
 use reqwest::header::HeaderMap;
 
 use crate::config::ConfigError;
+
+pub use auth::{Auth, OAuthApp};
+pub use client::{send, Answer, SendError, VendorClient};
+pub use error::{ApiError, CallError, ErrorKind};
 
 /// The default cap on one response body: far above any page a vendor or ticket system
 /// sends (TeamViewer's 1,000-record pages are ~1 MiB), far below what hurts the host.

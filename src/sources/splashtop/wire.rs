@@ -69,23 +69,14 @@ pub fn query_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// What a `result` code means, per the public clients [V].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultKind {
-    /// 40100, 40101, 40300: token invalid or expired.
-    BadToken,
-    /// 40403: missing scope, plan, channel, region, or role.
-    NotAllowed,
-    /// 40404: session closed/expired, or wrong team id.
-    SessionGone,
-    /// 40422: wrong parameters (e.g. customer_name > 64 characters).
-    BadParams,
-    /// 41406: malformed (quoted, BOM) token.
-    MalformedToken,
-    /// Anything else: retried with the shared policy.
-    Unknown,
-}
+/// What a `result` code means, per the public clients [V], as the vendor client's error
+/// kinds: 40100, 40101, 40300 `BadToken`; 40403 `NotAllowed` (missing scope, plan, channel,
+/// region, or role); 40404 `SessionGone` (session closed/expired, or wrong team id); 40422
+/// `BadParams` (e.g. customer_name > 64 characters); 41406 `MalformedToken` (quoted, BOM);
+/// anything else `Unknown`, retried with the shared policy.
+pub use crate::http::ErrorKind as ResultKind;
 
+/// The kind of a `result` code.
 pub fn result_kind(code: i64) -> ResultKind {
     match code {
         40100 | 40101 | 40300 => ResultKind::BadToken,
