@@ -1,6 +1,7 @@
 //! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
 //! committed with its cursor in one transaction.
 
+pub mod common;
 pub mod screen;
 pub mod splashtop;
 pub mod teamviewer;

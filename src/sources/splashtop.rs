@@ -246,17 +246,13 @@ pub fn oauth_client(cfg: &SplashtopConfig, store: &Store, http: reqwest::Client)
 }
 
 /// Where the poll stands: a walk over `[from, to)` resumed by page after a restart.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Cursor {
-    /// Latest `start_time` seen.
-    pub high_watermark: Option<String>,
-    pub walk: Option<Walk>,
-}
+pub type Cursor = super::common::Cursor<WalkAt>;
+pub type Walk = super::common::Walk<WalkAt>;
 
+/// How far a Splashtop walk got.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Walk {
-    pub id: String,
-    pub from: String,
+pub struct WalkAt {
+    /// The window's end, fixed for the walk.
     pub to: String,
     /// The next page to fetch (1-based).
     pub page: u64,
@@ -371,8 +367,7 @@ impl Source for SplashtopSource {
                 id: uuid::Uuid::new_v4().simple().to_string(),
                 from: ts(self.walk_from(store, &cur, now).await?),
                 // A fixed upper bound keeps page numbers stable while new sessions arrive.
-                to: ts(now),
-                page: 1,
+                at: WalkAt { to: ts(now), page: 1 },
             },
         };
         let team = self.team().await?;

@@ -199,19 +199,13 @@ fn with_hint(mut e: ApiError) -> ApiError {
     e
 }
 
-/// Where the poll stands. A walk in progress is resumed after a restart from its
-/// `offset_id`; a finished walk leaves only the high watermark.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Cursor {
-    /// Latest `start_date` seen.
-    pub high_watermark: Option<String>,
-    pub walk: Option<Walk>,
-}
+/// Where the poll stands: a walk in progress is resumed after a restart from its `offset_id`.
+pub type Cursor = super::common::Cursor<WalkAt>;
+pub type Walk = super::common::Walk<WalkAt>;
 
+/// How far a TeamViewer walk got: the report to continue after.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Walk {
-    pub id: String,
-    pub from: String,
+pub struct WalkAt {
     pub started_at: String,
     pub offset_id: Option<String>,
 }
@@ -288,8 +282,7 @@ impl Source for TeamViewerSource {
             None => Walk {
                 id: uuid::Uuid::new_v4().simple().to_string(),
                 from: ts(self.walk_from(store, &cur, now).await?),
-                started_at: ts(now),
-                offset_id: None,
+                at: WalkAt { started_at: ts(now), offset_id: None },
             },
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);

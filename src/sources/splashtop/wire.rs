@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::session::NewSession;
+use crate::sources::common::{parse_date, text};
 use crate::sources::Rejected;
 
 pub const VENDOR: &str = "splashtop";
@@ -297,25 +298,6 @@ pub fn connection_details(raw: &Value) -> Vec<(&'static str, String)> {
         out.push(("Remote IP", ip));
     }
     out
-}
-
-fn parse_date(v: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|d| Some(d.with_timezone(&Utc)))
-            .map_err(|_| format!("{field}: not an ISO 8601 date: {:?}", crate::http::short_body(s))),
-        _ => Err(format!("{field}: expected a date string")),
-    }
-}
-
-fn text(rec: &Value, key: &str) -> Option<String> {
-    match rec.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Map one session-log record [R field names] to the normalized session (`raw_json`: the
