@@ -6,6 +6,11 @@
 //! or with the component's `allow_insecure_http = true`, every body is read through
 //! [`read_body`] under the component's `max_response_bytes`, and a component may add its
 //! own `ca_file` to the platform's roots.
+//!
+//! On top of the policy, the one vendor client every source and sink uses: [`send`] (the
+//! hold registry, the body under the cap), [`VendorClient::call`] (one retry-and-refresh
+//! loop), [`Auth`] (how credentials are presented) and [`ApiError`] (the vendor's status and
+//! code, typed).
 
 pub mod auth;
 pub mod client;

@@ -104,10 +104,7 @@ impl OAuthApp<'_> {
         let client_id =
             self.client_id.ok_or_else(|| format!("{}.client_id: required for auth = \"oauth\"", self.section))?;
         let secret = self.client_secret.map_err(|e| e.to_string())?.ok_or_else(|| {
-            format!(
-                "{}.client_secret: missing (client_secret_file or credential {})",
-                self.section, self.credential
-            )
+            format!("{}.client_secret: missing (client_secret_file or credential {})", self.section, self.credential)
         })?;
         Ok(OAuthClient::new(
             self.provider,

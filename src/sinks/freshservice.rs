@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use crate::http::Auth;
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub struct FreshserviceSink {
@@ -179,8 +179,7 @@ impl TicketSink for FreshserviceSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(field) = &self.session_field else { return Ok(None) };
         let query = format!("\"{field}:'{}'\"", code.replace(['\'', '"'], ""));
-        let r =
-            self.call(self.api.get("/api/v2/tickets/filter").query(&[("query", query)])).await?;
+        let r = self.call(self.api.get("/api/v2/tickets/filter").query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["tickets"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }

@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use crate::http::Auth;
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub enum JsmAuth {
@@ -197,14 +197,11 @@ impl TicketSink for JsmSink {
                     "relationship": "remote support session",
                     "object": {"url": link.url, "title": safe.title, "summary": link.label},
                 });
-                self.call(self.api.post(&format!("/rest/api/2/issue/{key}/remotelink")).json(&body))
-                    .await?;
+                self.call(self.api.post(&format!("/rest/api/2/issue/{key}/remotelink")).json(&body)).await?;
             }
         }
         let body = json!({"body": common::to_jira_wiki(&note.with_inline_cut(self.inline_limit)), "public": note.visibility == Visibility::Public});
-        let r = self
-            .call(self.api.post(&format!("/rest/servicedeskapi/request/{key}/comment")).json(&body))
-            .await?;
+        let r = self.call(self.api.post(&format!("/rest/servicedeskapi/request/{key}/comment")).json(&body)).await?;
         let id = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
         Ok(match id {
             Some(c) => format!("{key}#comment-{c}"),

@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use crate::http::Auth;
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub enum ZendeskAuth {
@@ -203,9 +203,7 @@ impl TicketSink for ZendeskSink {
                 t["custom_fields"] = json!([{"id": fid, "value": code}]);
             }
         }
-        let r = self
-            .call(self.api.put(&format!("/api/v2/tickets/{id}.json")).json(&json!({"ticket": t})))
-            .await?;
+        let r = self.call(self.api.put(&format!("/api/v2/tickets/{id}.json")).json(&json!({"ticket": t}))).await?;
         let audit = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["audit"]["id"].as_u64());
         Ok(match audit {
             Some(a) => format!("ticket:{id}#audit-{a}"),
@@ -216,8 +214,7 @@ impl TicketSink for ZendeskSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(fid) = self.session_field else { return Ok(None) };
         let query = format!("type:ticket custom_field_{fid}:\"{}\"", code.replace('"', ""));
-        let r =
-            self.call(self.api.get("/api/v2/search.json").query(&[("query", query)])).await?;
+        let r = self.call(self.api.get("/api/v2/search.json").query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["results"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }

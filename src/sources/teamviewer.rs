@@ -158,7 +158,11 @@ pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client
         redirect_uri: cfg.redirect_uri.clone(),
         max_response: cfg.outbound().limit(),
     };
-    app.build(http, store).map_err(|message| SourceError::Vendor { source_name: VENDOR.into(), message, transient: false })
+    app.build(http, store).map_err(|message| SourceError::Vendor {
+        source_name: VENDOR.into(),
+        message,
+        transient: false,
+    })
 }
 
 /// An answer that is not 2xx, with TeamViewer's `error` kept as the error code.
@@ -191,7 +195,9 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
 /// What the operator can do about a rejected token or a missing permission.
 fn with_hint(mut e: ApiError) -> ApiError {
     e.hint = match e.kind {
-        ErrorKind::BadToken => Some("token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`"),
+        ErrorKind::BadToken => {
+            Some("token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`")
+        }
         ErrorKind::NotAllowed => Some("the token lacks a permission, e.g. Connections.Read or Sessions.Create"),
         _ => None,
     }
@@ -418,4 +424,31 @@ pub fn session_request(
         body["end_customer"] = Value::Object(c);
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_error_codes_are_kept_typed() {
+        let h = reqwest::header::HeaderMap::new();
+        let e = classify(403, &h, r#"{"error":"invalid_permission","error_description":"no Connections.Read"}"#);
+        assert_eq!(
+            (e.kind, e.error.as_deref(), e.status, e.transient),
+            (ErrorKind::NotAllowed, Some("invalid_permission"), Some(403), false)
+        );
+        let e = with_hint(ApiError { what: "/reports/connections".into(), ..e });
+        assert_eq!(
+            e.to_string(),
+            "teamviewer: /reports/connections: HTTP 403 invalid_permission: no Connections.Read \
+             (the token lacks a permission, e.g. Connections.Read or Sessions.Create)"
+        );
+        let e = classify(403, &h, r#"{"error":"rate_limit_reached"}"#);
+        assert_eq!((e.kind, e.transient, e.hint.is_none()), (ErrorKind::RateLimited, true, true));
+        let e = classify(401, &h, r#"{"error":"token_expired"}"#);
+        assert_eq!((e.kind, e.auth_expired), (ErrorKind::BadToken, true));
+        let e = classify(502, &h, "<html>bad gateway</html>");
+        assert_eq!((e.error.as_deref(), e.transient), (Some("http_502"), true));
+    }
 }

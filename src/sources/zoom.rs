@@ -89,16 +89,9 @@ impl ZoomApi {
             .map_err(|e| cfg_err(e.to_string()))?;
         let oauth = Arc::new(oauth_client(cfg, index, store, http.clone())?);
         let base = cfg.api_url.trim_end_matches('/').to_string();
-        let api =
-            VendorClient::new(VENDOR, http, base.clone(), Auth::OAuth(oauth.clone()), cfg.outbound().limit())
-                .accept_json();
-        Ok(ZoomApi {
-            api,
-            base,
-            account: cfg.accounts[index].clone(),
-            oauth,
-            page_size: cfg.page_size.clamp(1, 300),
-        })
+        let api = VendorClient::new(VENDOR, http, base.clone(), Auth::OAuth(oauth.clone()), cfg.outbound().limit())
+            .accept_json();
+        Ok(ZoomApi { api, base, account: cfg.accounts[index].clone(), oauth, page_size: cfg.page_size.clamp(1, 300) })
     }
 
     pub fn with_max_retries(self, n: usize) -> Self {
@@ -588,4 +581,27 @@ fn note_body(s: &StoredSession) -> Option<String> {
         _ => {}
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn vendor_error_codes_are_kept_typed() {
+        let h = HeaderMap::new();
+        let e = classify(401, &h, r#"{"code":124,"message":"Invalid access token."}"#);
+        assert_eq!((e.kind, e.code, e.auth_expired, e.transient), (ErrorKind::BadToken, Some(124), true, false));
+        let e = classify(404, &h, r#"{"code":3001,"message":"Meeting does not exist."}"#);
+        assert_eq!((e.kind, e.code), (ErrorKind::SessionGone, Some(3001)));
+        let mut daily = HeaderMap::new();
+        daily.insert("x-ratelimit-type", HeaderValue::from_static("Daily-limit"));
+        let e = classify(429, &daily, r#"{"code":429,"message":"You have reached the maximum."}"#);
+        assert_eq!((e.kind, e.transient), (ErrorKind::DailyLimit, false));
+        let e = classify(429, &h, r#"{"code":429,"message":"Too many requests."}"#);
+        assert_eq!((e.kind, e.transient), (ErrorKind::RateLimited, true));
+        let e = classify(400, &h, r#"{"code":300,"message":"The next page token is invalid or expired."}"#);
+        assert!(page_token_expired(&e));
+    }
 }
