@@ -26,7 +26,7 @@ use crate::config::ConfigError;
 
 pub use auth::{Auth, OAuthApp};
 pub use client::{send, Answer, SendError, VendorClient};
-pub use error::{ApiError, CallError, ErrorKind};
+pub use error::{ApiError, CallError, ErrorKind, Failure};
 
 /// The default cap on one response body: far above any page a vendor or ticket system
 /// sends (TeamViewer's 1,000-record pages are ~1 MiB), far below what hurts the host.

@@ -34,9 +34,14 @@ pub enum ErrorKind {
     Unknown,
 }
 
-/// One vendor call that failed, classified for the retry policy.
+/// One vendor call that failed, classified for the retry policy. Boxed, so that every
+/// `Result` carrying it stays small; its fields ([`Failure`]) read and write through it.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Failure>);
+
+/// What an [`ApiError`] says.
+#[derive(Debug, Clone)]
+pub struct Failure {
     /// The source (`teamviewer`, `splashtop`, `zoom`).
     pub vendor: &'static str,
     /// What was called (`/reports/connections`, `account helpdesk: GET /users/me/recordings`).
@@ -55,6 +60,25 @@ pub struct ApiError {
     pub auth_expired: bool,
     /// What the operator can do about it, when the vendor's classifier knows.
     pub hint: Option<String>,
+}
+
+impl std::ops::Deref for ApiError {
+    type Target = Failure;
+    fn deref(&self) -> &Failure {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut Failure {
+        &mut self.0
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> ApiError {
+        ApiError(Box::new(f))
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -80,11 +104,11 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl ApiError {
-    /// An answer from the vendor, not yet classified further: the caller's classifier fills
+impl Failure {
+    /// An answer from the vendor, not yet classified further: the vendor's classifier fills
     /// in the kind, codes and retry rule.
-    pub fn answered(vendor: &'static str, what: &str, status: u16, message: String) -> ApiError {
-        ApiError {
+    pub fn answered(vendor: &'static str, what: &str, status: u16, message: String) -> Failure {
+        Failure {
             vendor,
             what: what.to_string(),
             kind: ErrorKind::Unknown,
@@ -98,37 +122,41 @@ impl ApiError {
             hint: None,
         }
     }
+}
 
+impl ApiError {
     /// No answer (or no whole answer): `status` when the headers arrived.
     pub fn transport(vendor: &'static str, what: &str, e: &reqwest::Error, status: Option<u16>) -> ApiError {
-        ApiError {
+        Failure {
             kind: ErrorKind::Transport,
             status,
             // A refused redirect is the configuration's: retrying cannot help.
             transient: !e.is_redirect(),
-            ..ApiError::answered(vendor, what, 0, crate::http::describe_transport_error(e))
+            ..Failure::answered(vendor, what, 0, crate::http::describe_transport_error(e))
         }
+        .into()
     }
 
     /// Not sent: `origin` asked us to wait `left` more.
     pub fn held(vendor: &'static str, what: &str, left: Duration, origin: &str) -> ApiError {
-        ApiError {
+        Failure {
             kind: ErrorKind::Held,
             status: None,
             retry_after: Some(left),
             transient: true,
-            ..ApiError::answered(vendor, what, 0, format!("not sent: {origin} asked us to wait (rate limit)"))
+            ..Failure::answered(vendor, what, 0, format!("not sent: {origin} asked us to wait (rate limit)"))
         }
+        .into()
     }
 
     /// The body could not be read whole: too large (not retried) or cut off (retried).
     pub fn body(vendor: &'static str, what: &str, e: crate::http::BodyError, status: u16) -> ApiError {
         match e {
             crate::http::BodyError::Transport(e) => ApiError::transport(vendor, what, &e, Some(status)),
-            too_large => ApiError {
-                kind: ErrorKind::TooLarge,
-                ..ApiError::answered(vendor, what, status, too_large.to_string())
-            },
+            too_large => {
+                Failure { kind: ErrorKind::TooLarge, ..Failure::answered(vendor, what, status, too_large.to_string()) }
+                    .into()
+            }
         }
     }
 }
@@ -148,18 +176,21 @@ mod tests {
 
     #[test]
     fn display_keeps_the_vendors_codes() {
-        let mut e = ApiError::answered("teamviewer", "/reports/connections", 403, "no Connections.Read".into());
+        let mut e: ApiError =
+            Failure::answered("teamviewer", "/reports/connections", 403, "no Connections.Read".into()).into();
         e.error = Some("invalid_permission".into());
         e.hint = Some("the token lacks a permission".into());
         assert_eq!(
             e.to_string(),
             "teamviewer: /reports/connections: HTTP 403 invalid_permission: no Connections.Read (the token lacks a permission)"
         );
-        let mut e = ApiError::answered("zoom", "GET /x", 401, "Invalid access token.".into());
+        let mut e: ApiError = Failure::answered("zoom", "GET /x", 401, "Invalid access token.".into()).into();
         e.code = Some(124);
         assert_eq!(e.to_string(), "zoom: GET /x: HTTP 401 (code 124): Invalid access token.");
         let e = ApiError::held("zoom", "GET /x", Duration::from_secs(3), "https://api.zoom.us");
         assert_eq!(e.to_string(), "zoom: GET /x: not sent: https://api.zoom.us asked us to wait (rate limit)");
         assert!(e.transient && e.retry_after == Some(Duration::from_secs(3)));
+        // Small enough to travel in every `Result` (clippy::result_large_err).
+        assert_eq!(std::mem::size_of::<ApiError>(), std::mem::size_of::<usize>());
     }
 }

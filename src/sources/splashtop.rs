@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::screen::Decoded;
 use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
 use crate::config::{SplashtopAuth, SplashtopConfig};
-use crate::http::{Auth, CallError, OAuthApp, VendorClient};
+use crate::http::{Auth, CallError, Failure, OAuthApp, VendorClient};
 use crate::note::{Attachment, Field};
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
@@ -192,13 +192,16 @@ pub fn classify(
     let text = String::from_utf8_lossy(body);
     let text = text.as_ref();
     let http_transient = status == 429 || status == 408 || status >= 500;
-    let answered = |kind: ResultKind, code: Option<i64>, message: String, transient: bool| ApiError {
-        kind,
-        code,
-        retry_after: crate::http::retry_after(headers),
-        transient,
-        auth_expired: wire::is_expired_token(code, status),
-        ..ApiError::answered(VENDOR, path, status, message)
+    let answered = |kind: ResultKind, code: Option<i64>, message: String, transient: bool| -> ApiError {
+        Failure {
+            kind,
+            code,
+            retry_after: crate::http::retry_after(headers),
+            transient,
+            auth_expired: wire::is_expired_token(code, status),
+            ..Failure::answered(VENDOR, path, status, message)
+        }
+        .into()
     };
     match env {
         Some(mut e) if (200..300).contains(&status) && e.ok() => Ok(Decoded { value: e.take_data(), repairs }),

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PollStats, Source, SourceError};
 use crate::config::{TeamViewerAuth, TeamViewerConfig};
-use crate::http::{ApiError, Auth, CallError, ErrorKind, OAuthApp, VendorClient};
+use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::Link;
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
@@ -71,7 +71,9 @@ impl TeamViewerApi {
             if a.is_success() {
                 return Ok(a.body);
             }
-            Err(ApiError { what: path.to_string(), ..classify(a.status, &a.headers, &a.text()) })
+            let mut e = classify(a.status, &a.headers, &a.text());
+            e.what = path.to_string();
+            Err(e)
         };
         self.api.call(method, path, query, body, decode).await.map_err(|e| match e {
             CallError::Api(e) => SourceError::Api(with_hint(e)),
@@ -182,14 +184,15 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
         400 | 422 => ErrorKind::BadParams,
         _ => ErrorKind::Unknown,
     };
-    ApiError {
+    Failure {
         kind,
         error: Some(if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() }),
         retry_after: crate::http::retry_after(headers),
         transient: rate_limited || status >= 500 || status == 408,
         auth_expired: status == 401 && matches!(e.error.as_str(), "token_expired" | "invalid_token"),
-        ..ApiError::answered(VENDOR, "", status, message)
+        ..Failure::answered(VENDOR, "", status, message)
     }
+    .into()
 }
 
 /// What the operator can do about a rejected token or a missing permission.
@@ -438,7 +441,9 @@ mod tests {
             (e.kind, e.error.as_deref(), e.status, e.transient),
             (ErrorKind::NotAllowed, Some("invalid_permission"), Some(403), false)
         );
-        let e = with_hint(ApiError { what: "/reports/connections".into(), ..e });
+        let mut e = e;
+        e.what = "/reports/connections".into();
+        let e = with_hint(e);
         assert_eq!(
             e.to_string(),
             "teamviewer: /reports/connections: HTTP 403 invalid_permission: no Connections.Read \

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::screen::{self, json_body, Decoded, Repairs};
 use super::{commit_page, PollStats, Rejected, Source, SourceError};
-use crate::http::{ApiError, Auth, CallError, ErrorKind, OAuthApp, VendorClient};
+use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::{human_duration, Link};
 use crate::oauth::{ClientAuth, OAuthClient};
 use crate::session::{parse_ts, ts, NewSession};
@@ -117,7 +117,8 @@ impl ZoomApi {
             if a.is_success() {
                 return Ok(a.body);
             }
-            let e = ApiError { what: path.to_string(), ..classify(a.status, &a.headers, &a.text()) };
+            let mut e = classify(a.status, &a.headers, &a.text());
+            e.what = path.to_string();
             if let Some(t) = a.headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
                 tracing::debug!(source = VENDOR, tracking_id = t, error = %e, "Zoom error");
             }
@@ -284,14 +285,15 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Ap
         400 => ErrorKind::BadParams,
         _ => ErrorKind::Unknown,
     };
-    ApiError {
+    Failure {
         kind,
         code: e.code,
         retry_after: crate::http::retry_after(headers),
         transient: !daily_limit && (status == 429 || status >= 500 || status == 408),
         auth_expired: status == 401 && matches!(e.code, Some(124) | None),
-        ..ApiError::answered(VENDOR, "", status, message)
+        ..Failure::answered(VENDOR, "", status, message)
     }
+    .into()
 }
 
 /// The body of `POST /users/{userId}/meetings` for a ticket.
