@@ -111,6 +111,32 @@ impl VendorClient {
         &self.http
     }
 
+    /// [`Self::call`] for APIs whose 2xx body is the answer: any other status is the
+    /// vendor's error as its `classify` reads it (status, headers, body text).
+    pub async fn call_body<C>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        classify: C,
+    ) -> Result<Vec<u8>, CallError>
+    where
+        C: Fn(u16, &HeaderMap, &str) -> ApiError,
+    {
+        let decode = |a: Answer| {
+            // Bytes, not text: a page decoder reports bad UTF-8 instead of having it replaced
+            // silently, and quarantines the records it touched.
+            if a.is_success() {
+                return Ok(a.body);
+            }
+            let mut e = classify(a.status, &a.headers, &a.text());
+            e.what = path.to_string();
+            Err(e)
+        };
+        self.call(method, path, query, body, decode).await
+    }
+
     /// One call with the shared retry policy: whatever `decode` (the vendor's classifier,
     /// given every answer) calls transient, and transport errors, back off and retry,
     /// honouring `Retry-After` through the hold registry; an access token `decode` says is

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Rejected;
+use crate::session::{ts, NewSession};
+
 /// A record's date: `null` or blank is none; real payloads use `YYYY-MM-DDTHH:MM:SSZ`, parsed
 /// as RFC 3339 ourselves, as UTC. The error names the field, for the quarantine reason.
 pub fn parse_date(v: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
@@ -58,6 +61,30 @@ impl<P> Default for Cursor<P> {
     }
 }
 
+impl<P: serde::de::DeserializeOwned + Clone + std::fmt::Debug> Cursor<P> {
+    /// The saved cursor (`None` on the first poll); an unreadable one starts afresh.
+    pub fn from_saved(saved: Option<&str>) -> Self {
+        saved.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default()
+    }
+
+    /// The interrupted walk to resume, if there is one.
+    pub fn resume(&self, source: &str) -> Option<Walk<P>> {
+        let w = self.walk.clone()?;
+        tracing::info!(source, walk = %w.id, at = ?w.at, "resuming interrupted walk");
+        Some(w)
+    }
+
+    /// Raise the high watermark to the latest start among a page's sessions.
+    pub fn observe(&mut self, records: &[Result<NewSession, Rejected>]) {
+        for s in records.iter().flatten() {
+            let st = ts(s.started_at);
+            if self.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
+                self.high_watermark = Some(st);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Walk<P> {
     pub id: String,
@@ -66,6 +93,13 @@ pub struct Walk<P> {
     /// The vendor's own part: how far the walk got.
     #[serde(flatten)]
     pub at: P,
+}
+
+impl<P> Walk<P> {
+    /// A new walk, with a fresh id, over the window starting at `from`.
+    pub fn start(from: String, at: P) -> Walk<P> {
+        Walk { id: uuid::Uuid::new_v4().simple().to_string(), from, at }
+    }
 }
 
 /// `walk.offset_id`, `walk.page`: the position's fields read as the walk's own.

@@ -357,21 +357,11 @@ impl Source for SplashtopSource {
         let now = Utc::now();
         let saved = cursors::load(&store.pool, VENDOR).await?;
         let first_poll = saved.is_none();
-        let mut cur: Cursor = match saved {
-            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
-            None => Cursor::default(),
-        };
-        let mut walk = match cur.walk.clone() {
-            Some(w) => {
-                tracing::info!(source = VENDOR, walk = %w.id, page = w.page, "resuming interrupted walk");
-                w
-            }
-            None => Walk {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                from: ts(self.walk_from(store, &cur, now).await?),
-                // A fixed upper bound keeps page numbers stable while new sessions arrive.
-                at: WalkAt { to: ts(now), page: 1 },
-            },
+        let mut cur = Cursor::from_saved(saved.as_deref());
+        let mut walk = match cur.resume(VENDOR) {
+            Some(w) => w,
+            // A fixed upper bound keeps page numbers stable while new sessions arrive.
+            None => Walk::start(ts(self.walk_from(store, &cur, now).await?), WalkAt { to: ts(now), page: 1 }),
         };
         let team = self.team().await?;
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
@@ -399,12 +389,7 @@ impl Source for SplashtopSource {
             previous_first = first;
             let count = page.logs.len() as u64;
             let records = page.take_sessions(Utc::now());
-            for s in records.iter().flatten() {
-                let st = ts(s.started_at);
-                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
-                    cur.high_watermark = Some(st);
-                }
-            }
+            cur.observe(&records);
             let seen = (walk.page - 1) * self.per_page + count;
             let more = !stuck && count > 0 && count >= self.per_page && page.total.is_none_or(|t| seen < t);
             if more {

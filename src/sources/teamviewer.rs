@@ -65,17 +65,7 @@ impl TeamViewerApi {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Vec<u8>, SourceError> {
-        let decode = |a: crate::http::Answer| {
-            // Bytes, not `text()`: reqwest would replace bad UTF-8 silently; the page
-            // decoder replaces it too, but says so, and the records it touched are quarantined.
-            if a.is_success() {
-                return Ok(a.body);
-            }
-            let mut e = classify(a.status, &a.headers, &a.text());
-            e.what = path.to_string();
-            Err(e)
-        };
-        self.api.call(method, path, query, body, decode).await.map_err(|e| match e {
+        self.api.call_body(method, path, query, body, classify).await.map_err(|e| match e {
             CallError::Api(e) => SourceError::Api(with_hint(e)),
             CallError::OAuth(e) => SourceError::OAuth(e),
         })
@@ -279,20 +269,13 @@ impl Source for TeamViewerSource {
         let now = Utc::now();
         let saved = cursors::load(&store.pool, VENDOR).await?;
         let first_poll = saved.is_none();
-        let mut cur: Cursor = match saved {
-            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
-            None => Cursor::default(),
-        };
-        let mut walk = match cur.walk.clone() {
-            Some(w) => {
-                tracing::info!(source = VENDOR, walk = %w.id, "resuming interrupted walk");
-                w
-            }
-            None => Walk {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                from: ts(self.walk_from(store, &cur, now).await?),
-                at: WalkAt { started_at: ts(now), offset_id: None },
-            },
+        let mut cur = Cursor::from_saved(saved.as_deref());
+        let mut walk = match cur.resume(VENDOR) {
+            Some(w) => w,
+            None => Walk::start(
+                ts(self.walk_from(store, &cur, now).await?),
+                WalkAt { started_at: ts(now), offset_id: None },
+            ),
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         if first_poll {
@@ -329,12 +312,7 @@ impl Source for TeamViewerSource {
                 }
                 None => fetch(walk.offset_id.clone()).await?,
             };
-            for s in records.iter().flatten() {
-                let st = ts(s.started_at);
-                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
-                    cur.high_watermark = Some(st);
-                }
-            }
+            cur.observe(&records);
             let more = page.records_remaining.unwrap_or(0) > 0 && page.next_offset.is_some();
             // A cursor that does not move would loop forever (seen in the wild): end the walk.
             let stuck = more

@@ -112,19 +112,7 @@ impl ZoomApi {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Vec<u8>, CallError> {
-        let decode = |a: crate::http::Answer| {
-            // Bytes: the page decoder reports bad UTF-8 instead of replacing it silently.
-            if a.is_success() {
-                return Ok(a.body);
-            }
-            let mut e = classify(a.status, &a.headers, &a.text());
-            e.what = path.to_string();
-            if let Some(t) = a.headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
-                tracing::debug!(source = VENDOR, tracking_id = t, error = %e, "Zoom error");
-            }
-            Err(e)
-        };
-        self.api.call(method, path, query, body, decode).await
+        self.api.call_body(method, path, query, body, classify).await
     }
 
     /// The source's error for a failed call: the account and what was called, the vendor's
@@ -285,6 +273,9 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Ap
         400 => ErrorKind::BadParams,
         _ => ErrorKind::Unknown,
     };
+    if let Some(t) = headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
+        tracing::debug!(source = VENDOR, tracking_id = t, status, code = ?e.code, "Zoom error");
+    }
     Failure {
         kind,
         code: e.code,
