@@ -12,6 +12,9 @@ use crate::oauth::{OAuthClient, OAuthError};
 use crate::store::Store;
 
 pub enum Auth {
+    /// No credential on every request (GLPI without an App-Token: its session token is
+    /// added per call).
+    None,
     /// A credential header sent as is (`X-Redmine-API-Key`).
     Header { name: HeaderName, value: SecretString },
     /// `Authorization: Bearer` with a token that never changes (TeamViewer script token,
@@ -47,6 +50,7 @@ impl Auth {
     /// `presented`.
     pub fn apply(&self, req: RequestBuilder, presented: &Presented) -> RequestBuilder {
         match self {
+            Auth::None => req,
             Auth::Header { name, value } => match HeaderValue::from_str(value.expose_secret()) {
                 Ok(mut v) => {
                     v.set_sensitive(true);

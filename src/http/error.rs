@@ -92,7 +92,9 @@ impl std::fmt::Display for ApiError {
             if let Some(c) = self.code {
                 write!(f, " (code {c})")?;
             }
-            f.write_str(": ")?;
+            if !self.message.is_empty() {
+                f.write_str(": ")?;
+            }
         }
         f.write_str(&self.message)?;
         if let Some(h) = &self.hint {
@@ -187,6 +189,9 @@ mod tests {
         let mut e: ApiError = Failure::answered("zoom", "GET /x", 401, "Invalid access token.".into()).into();
         e.code = Some(124);
         assert_eq!(e.to_string(), "zoom: GET /x: HTTP 401 (code 124): Invalid access token.");
+        e.message.clear();
+        e.hint = Some("token rejected".into());
+        assert_eq!(e.to_string(), "zoom: GET /x: HTTP 401 (code 124) (token rejected)");
         let e = ApiError::held("zoom", "GET /x", Duration::from_secs(3), "https://api.zoom.us");
         assert_eq!(e.to_string(), "zoom: GET /x: not sent: https://api.zoom.us asked us to wait (rate limit)");
         assert!(e.transient && e.retry_after == Some(Duration::from_secs(3)));
