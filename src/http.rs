@@ -6,6 +6,15 @@
 //! or with the component's `allow_insecure_http = true`, every body is read through
 //! [`read_body`] under the component's `max_response_bytes`, and a component may add its
 //! own `ca_file` to the platform's roots.
+//!
+//! On top of the policy, the one vendor client every source and sink uses: [`send`] (the
+//! hold registry, the body under the cap), [`VendorClient::call`] (one retry-and-refresh
+//! loop), [`Auth`] (how credentials are presented) and [`ApiError`] (the vendor's status and
+//! code, typed).
+
+pub mod auth;
+pub mod client;
+pub mod error;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +23,10 @@ use backon::ExponentialBuilder;
 use reqwest::header::HeaderMap;
 
 use crate::config::ConfigError;
+
+pub use auth::{Auth, OAuthApp};
+pub use client::{send, Answer, SendError, VendorClient};
+pub use error::{ApiError, CallError, ErrorKind, Failure};
 
 /// The default cap on one response body: far above any page a vendor or ticket system
 /// sends (TeamViewer's 1,000-record pages are ~1 MiB), far below what hurts the host.

@@ -6,6 +6,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
 
 use super::SinkError;
+use crate::http::SendError;
 use crate::note::Note;
 
 pub struct Reply {
@@ -14,30 +15,92 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Send through the hold registry ([`send_held`]) and read the whole answer (at most
-/// `max_response` bytes); only transport problems (a refused redirect, an oversized body,
-/// a rate-limit hold on the system) are errors here.
+/// Send through the vendor client's one send ([`crate::http::send`]: the hold registry,
+/// the body read under `max_response` bytes) without waiting out a hold: the outbox retries
+/// at the hold's end. Only transport problems (a refused redirect, an oversized body, a
+/// rate-limit hold on the system) are errors here.
 pub async fn send(sink: &str, max_response: u64, req: RequestBuilder) -> Result<Reply, SinkError> {
-    let resp = send_held(sink, req).await?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = crate::http::read_text(resp, max_response).await.map_err(|e| SinkError::from_body(sink, e))?;
-    Ok(Reply { status, headers, body })
+    let a = crate::http::send(req, max_response, None).await.map_err(|e| send_error(sink, e))?;
+    let status = StatusCode::from_u16(a.status).expect("reqwest answered a valid status");
+    Ok(Reply { status, body: a.text(), headers: a.headers })
 }
 
-/// Send through the hold registry ([`crate::holds`]): nothing goes to a system that asked
-/// to be left alone (429/503 with `Retry-After`, a rate-limit 403) until its time is up, on
-/// any ticket; the caller gets a retry at the hold's end instead. A hold an answer asks for
-/// is registered before the answer is returned.
+/// Send through the hold registry ([`crate::holds`]), leaving the body to the caller (a
+/// webhook's 2xx is its whole answer): nothing goes to a system that asked to be left alone
+/// (429/503 with `Retry-After`, a rate-limit 403) until its time is up, on any ticket; the
+/// caller gets a retry at the hold's end instead. A hold an answer asks for is registered
+/// before the answer is returned.
 pub async fn send_held(sink: &str, req: RequestBuilder) -> Result<reqwest::Response, SinkError> {
     match crate::holds::send(req).await {
         Ok(crate::holds::Sent::Answered(resp)) => Ok(resp),
-        Ok(crate::holds::Sent::Held { left, origin }) => Err(SinkError::new(
+        Ok(crate::holds::Sent::Held { left, origin }) => Err(send_error(sink, SendError::Held { left, origin })),
+        Err(e) => Err(send_error(sink, SendError::Transport(e))),
+    }
+}
+
+/// A send that got no answer, as the sink's error.
+fn send_error(sink: &str, e: SendError) -> SinkError {
+    match e {
+        SendError::Held { left, origin } => SinkError::new(
             sink,
             super::SinkErrorKind::Retry { retry_after: Some(left) },
             format!("not sent: {origin} asked us to wait (rate limit), {} ms left", left.as_millis()),
-        )),
-        Err(e) => Err(SinkError::from_transport(sink, &e)),
+        ),
+        SendError::Transport(e) => SinkError::from_transport(sink, &e),
+        SendError::Body { error, .. } => SinkError::from_body(sink, error),
+    }
+}
+
+/// What every HTTP sink holds to reach its system: the client, the base URL, the
+/// credentials and the body cap.
+pub struct SinkHttp {
+    pub name: String,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub auth: crate::http::Auth,
+    /// Cap on one answer's body (`max_response_bytes`).
+    pub max_response: u64,
+}
+
+impl SinkHttp {
+    pub fn new(name: &str, base_url: &str, auth: crate::http::Auth, http: reqwest::Client) -> Self {
+        SinkHttp {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_string(),
+            http,
+            auth,
+            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// `GET {base}{path}`, not yet authenticated.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
+    /// `POST {base}{path}`, not yet authenticated.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.http.post(format!("{}{path}", self.base))
+    }
+
+    /// `req` with the sink's credentials.
+    pub fn authed(&self, req: RequestBuilder) -> RequestBuilder {
+        self.auth.apply_static(req)
+    }
+
+    /// `PUT {base}{path}`, not yet authenticated.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.http.put(format!("{}{path}", self.base))
+    }
+
+    /// [`send`] with the sink's credentials.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Reply, SinkError> {
+        send(&self.name, self.max_response, self.authed(req)).await
+    }
+
+    /// A request to the system's base URL, built only to find its hold.
+    pub fn hold_probe(&self) -> RequestBuilder {
+        self.authed(self.http.get(&self.base))
     }
 }
 

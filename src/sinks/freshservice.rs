@@ -4,24 +4,20 @@
 //! Failed calls count against Freshservice's rate limit, so no 4xx but 429 is retried.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub struct FreshserviceSink {
-    name: String,
-    base: String,
-    key: SecretString,
+    api: common::SinkHttp,
     /// Name of a custom field (`cf_session_code`) holding the session code, for lookups.
     session_field: Option<String>,
-    http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
-    /// Cap on one answer's body (`max_response_bytes`).
-    max_response: u64,
     /// The API key's agent id (`/api/v2/agents/me`), for the marker scan's author check.
     api_user: common::ApiUser,
 }
@@ -35,12 +31,14 @@ impl FreshserviceSink {
         http: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.into(),
-            base: base_url.trim_end_matches('/').to_string(),
-            key: api_key,
+            // Freshworks: the API key is the user name, any password.
+            api: common::SinkHttp::new(
+                name,
+                base_url,
+                Auth::Basic { user: api_key, password: Some(SecretString::from("X")) },
+                http,
+            ),
             session_field,
-            http,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
             api_user: Default::default(),
         }
@@ -49,8 +47,8 @@ impl FreshserviceSink {
     async fn api_user(&self) -> Result<Option<&str>, SinkError> {
         self.api_user
             .get(|| async {
-                let r = self.call(self.http.get(format!("{}/api/v2/agents/me", self.base))).await?;
-                let v = common::parse_listing(&self.name, &r.body, "current agent")?;
+                let r = self.call(self.api.get("/api/v2/agents/me")).await?;
+                let v = common::parse_listing(&self.api.name, &r.body, "current agent")?;
                 Ok(common::id_text(&v["agent"]["id"]))
             })
             .await
@@ -64,13 +62,8 @@ impl FreshserviceSink {
 
     /// The component's `max_response_bytes`: answers are read up to this many bytes.
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response = bytes;
+        self.api.max_response = bytes;
         self
-    }
-
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        // Freshworks: the API key is the user name, any password.
-        req.basic_auth(self.key.expose_secret(), Some("X"))
     }
 
     /// Freshservice shows tickets as `INC-42`; the API wants `42`.
@@ -79,7 +72,7 @@ impl FreshserviceSink {
         let id = ["INC-", "SR-", "inc-", "sr-"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             return Err(SinkError::new(
-                &self.name,
+                &self.api.name,
                 SinkErrorKind::Permanent,
                 format!("ticket {ticket:?} is not a Freshservice ticket id"),
             ));
@@ -88,12 +81,12 @@ impl FreshserviceSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r = common::send(&self.name, self.max_response, self.authed(req)).await?;
+        let r = self.api.send(req).await?;
         if r.status.is_success() {
             return Ok(r);
         }
         let detail = freshservice_error(&r.body);
-        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
+        let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &detail);
         match r.status.as_u16() {
             // Every failed call costs rate-limit credit: only 429 and 5xx are worth repeating.
             408 | 425 => err.kind = SinkErrorKind::Permanent,
@@ -132,11 +125,11 @@ pub fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
 #[async_trait]
 impl TicketSink for FreshserviceSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.api.name
     }
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.authed(self.http.get(&self.base)))
+        Some(self.api.hold_probe())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -145,13 +138,13 @@ impl TicketSink for FreshserviceSink {
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let id = self.ticket_id(ticket)?;
-        let mut url = Some(format!("{}/api/v2/tickets/{id}/conversations?page=1&per_page=100", self.base));
+        let mut url = Some(format!("{}/api/v2/tickets/{id}/conversations?page=1&per_page=100", self.api.base));
         let mut pages = 0;
         let me = self.api_user().await?;
         while let Some(u) = url.take() {
             pages += 1;
-            let r = self.call(self.http.get(&u)).await?;
-            let v = common::parse_listing(&self.name, &r.body, "conversations")?;
+            let r = self.call(self.api.http.get(&u)).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "conversations")?;
             for c in v["conversations"].as_array().into_iter().flatten() {
                 // The marker must end the note (HTML `body`, else `body_text`), written by us.
                 let hit = match c["body"].as_str() {
@@ -166,7 +159,7 @@ impl TicketSink for FreshserviceSink {
                 // Follow only the path and query, on our own base.
                 url = next_link(&r.headers)
                     .and_then(|n| url::Url::parse(&n).ok())
-                    .map(|n| format!("{}{}?{}", self.base, n.path(), n.query().unwrap_or_default()));
+                    .map(|n| format!("{}{}?{}", self.api.base, n.path(), n.query().unwrap_or_default()));
             }
         }
         Ok(None)
@@ -175,7 +168,7 @@ impl TicketSink for FreshserviceSink {
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let id = self.ticket_id(ticket)?;
         let body = json!({"body": common::to_html(&note.with_inline_cut(self.inline_limit)), "private": note.visibility == Visibility::Internal});
-        let r = self.call(self.http.post(format!("{}/api/v2/tickets/{id}/notes", self.base)).json(&body)).await?;
+        let r = self.call(self.api.post(&format!("/api/v2/tickets/{id}/notes")).json(&body)).await?;
         let cid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["conversation"]["id"].as_u64());
         Ok(match cid {
             Some(c) => format!("ticket:{id}#conversation-{c}"),
@@ -186,14 +179,13 @@ impl TicketSink for FreshserviceSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(field) = &self.session_field else { return Ok(None) };
         let query = format!("\"{field}:'{}'\"", code.replace(['\'', '"'], ""));
-        let r =
-            self.call(self.http.get(format!("{}/api/v2/tickets/filter", self.base)).query(&[("query", query)])).await?;
+        let r = self.call(self.api.get("/api/v2/tickets/filter").query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["tickets"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        self.call(self.http.get(format!("{}/api/v2/agents/me", self.base))).await.map(|_| ())
+        self.call(self.api.get("/api/v2/agents/me")).await.map(|_| ())
     }
 }
 

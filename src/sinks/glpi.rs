@@ -5,27 +5,25 @@
 //! (`ERROR_SESSION_TOKEN_INVALID`, e.g. expired), and ended with `killSession` at close.
 
 use async_trait::async_trait;
+use reqwest::header::HeaderName;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::common::{self, Reply};
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub struct GlpiSink {
-    name: String,
-    base: String,
+    /// Its credentials are the App-Token, when there is one; the session token is per call.
+    api: common::SinkHttp,
     user_token: SecretString,
-    app_token: Option<SecretString>,
     /// searchOption id of a Ticket field holding the session code (`listSearchOptions/Ticket`).
     session_search_option: Option<u32>,
     session: Mutex<Option<SecretString>>,
-    http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
-    /// Cap on one answer's body (`max_response_bytes`).
-    max_response: u64,
     /// The session's user id (`getFullSession`: `session.glpiID`), for the marker scan's
     /// author check against a followup's `users_id`.
     api_user: common::ApiUser,
@@ -55,14 +53,18 @@ impl GlpiSink {
         http: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.into(),
-            base: base_url.trim_end_matches('/').to_string(),
+            api: common::SinkHttp::new(
+                name,
+                base_url,
+                match app_token {
+                    Some(value) => Auth::Header { name: HeaderName::from_static("app-token"), value },
+                    None => Auth::None,
+                },
+                http,
+            ),
             user_token,
-            app_token,
             session_search_option,
             session: Mutex::new(None),
-            http,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
             api_user: Default::default(),
         }
@@ -71,9 +73,9 @@ impl GlpiSink {
     async fn api_user(&self) -> Result<Option<&str>, SinkError> {
         self.api_user
             .get(|| async {
-                let url = format!("{}/getFullSession", self.base);
-                let r = self.call(|| self.http.get(&url)).await?;
-                let v = common::parse_listing(&self.name, &r.body, "session")?;
+                let url = format!("{}/getFullSession", self.api.base);
+                let r = self.call(|| self.api.http.get(&url)).await?;
+                let v = common::parse_listing(&self.api.name, &r.body, "session")?;
                 Ok(common::id_text(&v["session"]["glpiID"]))
             })
             .await
@@ -87,28 +89,25 @@ impl GlpiSink {
 
     /// The component's `max_response_bytes`: answers are read up to this many bytes.
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response = bytes;
+        self.api.max_response = bytes;
         self
     }
 
     fn ticket_id(&self, ticket: &str) -> Result<u64, SinkError> {
         ticket.trim_start_matches('#').parse::<u64>().map_err(|_| {
-            SinkError::new(&self.name, SinkErrorKind::Permanent, format!("ticket {ticket:?} is not a GLPI ticket id"))
+            SinkError::new(
+                &self.api.name,
+                SinkErrorKind::Permanent,
+                format!("ticket {ticket:?} is not a GLPI ticket id"),
+            )
         })
-    }
-
-    fn with_app(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.app_token {
-            Some(a) => req.header("App-Token", a.expose_secret()),
-            None => req,
-        }
     }
 
     fn error(&self, r: &Reply) -> SinkError {
         let (code, msg) = glpi_error(&r.body);
         let detail =
             [code.as_str(), msg.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(": ");
-        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
+        let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &detail);
         match code.as_str() {
             // A wrong or missing App-Token is a 400, but it is a credentials problem.
             "ERROR_WRONG_APP_TOKEN_PARAMETER" | "ERROR_APP_TOKEN_PARAMETERS_MISSING" => {
@@ -123,23 +122,23 @@ impl GlpiSink {
 
     async fn open_session(&self) -> Result<SecretString, SinkError> {
         let req = self
-            .http
-            .get(format!("{}/initSession", self.base))
+            .api
+            .get("/initSession")
             .header("Authorization", format!("user_token {}", self.user_token.expose_secret()));
-        let r = common::send(&self.name, self.max_response, self.with_app(req)).await?;
+        let r = self.api.send(req).await?;
         if !r.status.is_success() {
             return Err(self.error(&r));
         }
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         let token = v["session_token"].as_str().ok_or_else(|| {
             SinkError::new(
-                &self.name,
+                &self.api.name,
                 SinkErrorKind::Retry { retry_after: None },
                 "initSession answered without session_token",
             )
         })?;
         crate::redact::register(token);
-        tracing::debug!(sink = %self.name, "GLPI session opened");
+        tracing::debug!(sink = %self.api.name, "GLPI session opened");
         Ok(SecretString::from(token.to_string()))
     }
 
@@ -154,13 +153,12 @@ impl GlpiSink {
                 }
                 s.as_ref().expect("session set above").expose_secret().to_string()
             };
-            let r = common::send(&self.name, self.max_response, self.with_app(build().header("Session-Token", token)))
-                .await?;
+            let r = self.api.send(build().header("Session-Token", token)).await?;
             if r.status.is_success() {
                 return Ok(r);
             }
             if !fresh && r.status.as_u16() == 401 && glpi_error(&r.body).0 == "ERROR_SESSION_TOKEN_INVALID" {
-                tracing::info!(sink = %self.name, "GLPI session expired; opening a new one");
+                tracing::info!(sink = %self.api.name, "GLPI session expired; opening a new one");
                 continue;
             }
             return Err(self.error(&r));
@@ -183,11 +181,11 @@ pub fn glpi_error(body: &str) -> (String, String) {
 #[async_trait]
 impl TicketSink for GlpiSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.api.name
     }
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.with_app(self.http.get(&self.base)))
+        Some(self.api.hold_probe())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -199,10 +197,10 @@ impl TicketSink for GlpiSink {
         let mut start = 0u64;
         let me = self.api_user().await?;
         for _ in 0..1000 {
-            let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
+            let url = format!("{}/Ticket/{id}/ITILFollowup", self.api.base);
             let range = format!("{start}-{}", start + PAGE - 1);
-            let r = self.call(|| self.http.get(&url).query(&[("range", range.as_str())])).await?;
-            let v = common::parse_listing(&self.name, &r.body, "followups")?;
+            let r = self.call(|| self.api.http.get(&url).query(&[("range", range.as_str())])).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "followups")?;
             let items = v.as_array().cloned().unwrap_or_default();
             // The followup must end with the marker line and be written by the session's user.
             if let Some(f) = items.iter().find(|f| {
@@ -232,16 +230,16 @@ impl TicketSink for GlpiSink {
         let id = self.ticket_id(ticket)?;
         // GLPI answers 400 ERROR_GLPI_ADD for a follow-up on a missing ticket; asking for the
         // ticket first gives the clear 404 (GLPI has no rate limit to spare calls for).
-        let ticket_url = format!("{}/Ticket/{id}", self.base);
-        self.call(|| self.http.get(&ticket_url)).await?;
+        let ticket_url = format!("{}/Ticket/{id}", self.api.base);
+        self.call(|| self.api.http.get(&ticket_url)).await?;
         let body = json!({"input": {
             "itemtype": "Ticket",
             "items_id": id,
             "content": common::to_html(&note.with_inline_cut(self.inline_limit)),
             "is_private": if note.visibility == Visibility::Internal { 1 } else { 0 },
         }});
-        let url = format!("{}/Ticket/{id}/ITILFollowup", self.base);
-        let r = self.call(|| self.http.post(&url).json(&body)).await?;
+        let url = format!("{}/Ticket/{id}/ITILFollowup", self.api.base);
+        let r = self.call(|| self.api.http.post(&url).json(&body)).await?;
         let fid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_u64());
         Ok(match fid {
             Some(f) => format!("Ticket/{id}/ITILFollowup/{f}"),
@@ -251,11 +249,11 @@ impl TicketSink for GlpiSink {
 
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(opt) = self.session_search_option else { return Ok(None) };
-        let url = format!("{}/search/Ticket", self.base);
+        let url = format!("{}/search/Ticket", self.api.base);
         let opt = opt.to_string();
         let r = self
             .call(|| {
-                self.http.get(&url).query(&[
+                self.api.http.get(&url).query(&[
                     ("criteria[0][field]", opt.as_str()),
                     ("criteria[0][searchtype]", "equals"),
                     ("criteria[0][value]", code),
@@ -272,16 +270,16 @@ impl TicketSink for GlpiSink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        let url = format!("{}/getFullSession", self.base);
-        self.call(|| self.http.get(&url)).await.map(|_| ())
+        let url = format!("{}/getFullSession", self.api.base);
+        self.call(|| self.api.http.get(&url)).await.map(|_| ())
     }
 
     async fn close(&self) {
         let token = self.session.lock().await.take();
         if let Some(t) = token {
-            let req = self.http.get(format!("{}/killSession", self.base)).header("Session-Token", t.expose_secret());
-            if let Err(e) = common::send(&self.name, self.max_response, self.with_app(req)).await {
-                tracing::debug!(sink = %self.name, error = %e, "killSession failed");
+            let req = self.api.get("/killSession").header("Session-Token", t.expose_secret());
+            if let Err(e) = self.api.send(req).await {
+                tracing::debug!(sink = %self.api.name, error = %e, "killSession failed");
             }
         }
     }

@@ -5,11 +5,12 @@
 //! Cloud: Basic `email:api_token`; Data Center: a personal access token as Bearer.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub enum JsmAuth {
@@ -17,18 +18,24 @@ pub enum JsmAuth {
     DataCenter { pat: SecretString },
 }
 
+impl From<JsmAuth> for Auth {
+    fn from(a: JsmAuth) -> Auth {
+        match a {
+            JsmAuth::Cloud { email, api_token } => {
+                Auth::Basic { user: SecretString::from(email), password: Some(api_token) }
+            }
+            JsmAuth::DataCenter { pat } => Auth::Bearer(pat),
+        }
+    }
+}
+
 pub struct JsmSink {
-    name: String,
-    base: String,
-    auth: JsmAuth,
+    api: common::SinkHttp,
     remote_links: bool,
     /// Numeric id of a text custom field holding the session code (JQL `cf[id] ~ "…"`).
     session_field: Option<u64>,
-    http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
-    /// Cap on one answer's body (`max_response_bytes`).
-    max_response: u64,
     /// The API user (`/rest/api/2/myself`: Cloud `accountId`, Data Center `key`/`name`), for
     /// the marker scan's author check.
     api_user: common::ApiUser,
@@ -55,13 +62,9 @@ impl JsmSink {
         http: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.into(),
-            base: base_url.trim_end_matches('/').to_string(),
-            auth,
+            api: common::SinkHttp::new(name, base_url, auth.into(), http),
             remote_links,
             session_field,
-            http,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
             api_user: Default::default(),
         }
@@ -70,8 +73,8 @@ impl JsmSink {
     async fn api_user(&self) -> Result<Option<&str>, SinkError> {
         self.api_user
             .get(|| async {
-                let r = self.call(self.http.get(format!("{}/rest/api/2/myself", self.base))).await?;
-                let v = common::parse_listing(&self.name, &r.body, "current user")?;
+                let r = self.call(self.api.get("/rest/api/2/myself")).await?;
+                let v = common::parse_listing(&self.api.name, &r.body, "current user")?;
                 Ok(jira_user(&v))
             })
             .await
@@ -85,15 +88,8 @@ impl JsmSink {
 
     /// The component's `max_response_bytes`: answers are read up to this many bytes.
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response = bytes;
+        self.api.max_response = bytes;
         self
-    }
-
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            JsmAuth::Cloud { email, api_token } => req.basic_auth(email, Some(api_token.expose_secret())),
-            JsmAuth::DataCenter { pat } => req.bearer_auth(pat.expose_secret()),
-        }
     }
 
     /// An issue key (`HELP-42`) or a numeric issue id.
@@ -108,7 +104,7 @@ impl JsmSink {
             });
         if !ok {
             return Err(SinkError::new(
-                &self.name,
+                &self.api.name,
                 SinkErrorKind::Permanent,
                 format!("ticket {ticket:?} is not a Jira issue key"),
             ));
@@ -117,13 +113,12 @@ impl JsmSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r =
-            common::send(&self.name, self.max_response, self.authed(req.header("Accept", "application/json"))).await?;
+        let r = self.api.send(req.header("Accept", "application/json")).await?;
         if r.status.is_success() {
             return Ok(r);
         }
         let detail = jira_error(&r.body);
-        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &detail);
+        let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &detail);
         if r.status.as_u16() == 400 {
             err.message = format!("Jira rejected the request (HTTP 400): {detail}");
         }
@@ -150,11 +145,11 @@ pub fn jira_error(body: &str) -> String {
 #[async_trait]
 impl TicketSink for JsmSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.api.name
     }
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.authed(self.http.get(&self.base)))
+        Some(self.api.hold_probe())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -168,10 +163,10 @@ impl TicketSink for JsmSink {
         for _ in 0..1000 {
             let url = format!(
                 "{}/rest/servicedeskapi/request/{key}/comment?public=true&internal=true&start={start}&limit=50",
-                self.base
+                self.api.base
             );
-            let r = self.call(self.http.get(&url)).await?;
-            let v = common::parse_listing(&self.name, &r.body, "comments")?;
+            let r = self.call(self.api.http.get(&url)).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "comments")?;
             let values = v["values"].as_array().cloned().unwrap_or_default();
             // The comment's wiki body must end with the marker line, and be the API user's.
             if let Some(c) = values.iter().find(|c| {
@@ -202,14 +197,11 @@ impl TicketSink for JsmSink {
                     "relationship": "remote support session",
                     "object": {"url": link.url, "title": safe.title, "summary": link.label},
                 });
-                self.call(self.http.post(format!("{}/rest/api/2/issue/{key}/remotelink", self.base)).json(&body))
-                    .await?;
+                self.call(self.api.post(&format!("/rest/api/2/issue/{key}/remotelink")).json(&body)).await?;
             }
         }
         let body = json!({"body": common::to_jira_wiki(&note.with_inline_cut(self.inline_limit)), "public": note.visibility == Visibility::Public});
-        let r = self
-            .call(self.http.post(format!("{}/rest/servicedeskapi/request/{key}/comment", self.base)).json(&body))
-            .await?;
+        let r = self.call(self.api.post(&format!("/rest/servicedeskapi/request/{key}/comment")).json(&body)).await?;
         let id = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
         Ok(match id {
             Some(c) => format!("{key}#comment-{c}"),
@@ -221,7 +213,7 @@ impl TicketSink for JsmSink {
         let Some(fid) = self.session_field else { return Ok(None) };
         let jql = format!("cf[{fid}] ~ \"{}\"", code.replace(['"', '\\'], ""));
         let r = self
-            .call(self.http.get(format!("{}/rest/api/2/search", self.base)).query(&[
+            .call(self.api.get("/rest/api/2/search").query(&[
                 ("jql", jql.as_str()),
                 ("fields", "key"),
                 ("maxResults", "2"),
@@ -232,6 +224,6 @@ impl TicketSink for JsmSink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        self.call(self.http.get(format!("{}/rest/api/2/myself", self.base))).await.map(|_| ())
+        self.call(self.api.get("/rest/api/2/myself")).await.map(|_| ())
     }
 }

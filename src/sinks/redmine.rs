@@ -6,21 +6,18 @@
 //! [`TextFormatting`] only picks how inlined attachments are fenced.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::HeaderName;
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub struct RedmineSink {
-    name: String,
-    base: String,
-    key: SecretString,
+    api: super::common::SinkHttp,
     private_notes: bool,
-    http: reqwest::Client,
     inline_limit: usize,
-    /// Cap on one answer's body (`max_response_bytes`).
-    max_response: u64,
     text_formatting: TextFormatting,
     /// The id of the user the API key belongs to, for the marker scan's author check.
     api_user: super::common::ApiUser,
@@ -215,12 +212,13 @@ pub fn render(note: &Note, fmt: TextFormatting, inline_limit: usize) -> String {
 impl RedmineSink {
     pub fn new(name: &str, base_url: &str, api_key: SecretString, private_notes: bool, http: reqwest::Client) -> Self {
         Self {
-            name: name.into(),
-            base: base_url.trim_end_matches('/').to_string(),
-            key: api_key,
+            api: super::common::SinkHttp::new(
+                name,
+                base_url,
+                Auth::Header { name: HeaderName::from_static("x-redmine-api-key"), value: api_key },
+                http,
+            ),
             private_notes,
-            http,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
             text_formatting: TextFormatting::default(),
             api_user: Default::default(),
@@ -237,8 +235,8 @@ impl RedmineSink {
     async fn api_user(&self) -> Result<Option<&str>, SinkError> {
         self.api_user
             .get(|| async {
-                let (_, body) = self.send(self.http.get(format!("{}/users/current.json", self.base))).await?;
-                let v = super::common::parse_listing(&self.name, &body, "current user")?;
+                let (_, body) = self.send(self.api.get("/users/current.json")).await?;
+                let v = super::common::parse_listing(&self.api.name, &body, "current user")?;
                 Ok(super::common::id_text(&v["user"]["id"]))
             })
             .await
@@ -252,7 +250,7 @@ impl RedmineSink {
 
     /// The component's `max_response_bytes`: answers are read up to this many bytes.
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response = bytes;
+        self.api.max_response = bytes;
         self
     }
 
@@ -261,25 +259,20 @@ impl RedmineSink {
         let id = ticket.trim_start_matches('#');
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             return Err(SinkError::new(
-                &self.name,
+                &self.api.name,
                 SinkErrorKind::Permanent,
                 format!("ticket {ticket:?} is not a Redmine issue id"),
             ));
         }
-        Ok(format!("{}/issues/{id}.json", self.base))
+        Ok(format!("{}/issues/{id}.json", self.api.base))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), SinkError> {
-        let resp =
-            super::common::send_held(&self.name, req.header("X-Redmine-API-Key", self.key.expose_secret())).await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body =
-            crate::http::read_text(resp, self.max_response).await.map_err(|e| SinkError::from_body(&self.name, e))?;
+        let super::common::Reply { status, headers, body } = self.api.send(req).await?;
         if status.is_success() {
             return Ok((status, body));
         }
-        let mut err = SinkError::from_status(&self.name, status, &headers, &redmine_errors(&body));
+        let mut err = SinkError::from_status(&self.api.name, status, &headers, &redmine_errors(&body));
         if status.as_u16() == 422 {
             err.message = format!("Redmine rejected the note (HTTP 422): {}", redmine_errors(&body));
         }
@@ -302,7 +295,7 @@ pub fn redmine_errors(body: &str) -> String {
 #[async_trait]
 impl TicketSink for RedmineSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.api.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -311,8 +304,8 @@ impl TicketSink for RedmineSink {
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let url = self.issue_url(ticket)?;
-        let (_, body) = self.send(self.http.get(&url).query(&[("include", "journals")])).await?;
-        let v = super::common::parse_listing(&self.name, &body, "issue JSON")?;
+        let (_, body) = self.send(self.api.http.get(&url).query(&[("include", "journals")])).await?;
+        let v = super::common::parse_listing(&self.api.name, &body, "issue JSON")?;
         let me = self.api_user().await?;
         // Only a journal written by the API user whose last line is this marker line: a
         // marker quoted in a person's note, or inside another note, proves nothing.
@@ -328,16 +321,16 @@ impl TicketSink for RedmineSink {
         let private = note.visibility == Visibility::Internal && self.private_notes;
         let text = render(note, self.text_formatting, self.inline_limit);
         let body = json!({"issue": {"notes": text, "private_notes": private}});
-        self.send(self.http.put(&url).json(&body)).await?;
+        self.send(self.api.http.put(&url).json(&body)).await?;
         Ok(format!("issue:{}", ticket.trim_start_matches('#')))
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        self.send(self.http.get(format!("{}/users/current.json", self.base))).await.map(|_| ())
+        self.send(self.api.get("/users/current.json")).await.map(|_| ())
     }
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.http.get(&self.base).header("X-Redmine-API-Key", self.key.expose_secret()))
+        Some(self.api.hold_probe())
     }
 }
 

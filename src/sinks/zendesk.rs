@@ -4,11 +4,12 @@
 //! one ticket are written in one update ([`TicketSink::max_batch`]).
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub enum ZendeskAuth {
@@ -18,18 +19,24 @@ pub enum ZendeskAuth {
     OAuth { token: SecretString },
 }
 
+impl From<ZendeskAuth> for Auth {
+    fn from(a: ZendeskAuth) -> Auth {
+        match a {
+            ZendeskAuth::ApiToken { email, token } => {
+                Auth::Basic { user: SecretString::from(format!("{email}/token")), password: Some(token) }
+            }
+            ZendeskAuth::OAuth { token } => Auth::Bearer(token),
+        }
+    }
+}
+
 pub struct ZendeskSink {
-    name: String,
-    base: String,
-    auth: ZendeskAuth,
+    api: common::SinkHttp,
     /// Numeric id of a custom ticket field that receives the session code.
     session_field: Option<u64>,
     max_batch: usize,
-    http: reqwest::Client,
     /// Attachments go inline (no private upload), cut at this many characters.
     inline_limit: usize,
-    /// Cap on one answer's body (`max_response_bytes`).
-    max_response: u64,
     /// The API user's id (`/api/v2/users/me.json`), for the marker scan's author check.
     api_user: common::ApiUser,
 }
@@ -46,13 +53,9 @@ impl ZendeskSink {
         http: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.into(),
-            base: base_url.trim_end_matches('/').to_string(),
-            auth,
+            api: common::SinkHttp::new(name, base_url, auth.into(), http),
             session_field,
             max_batch: DEFAULT_MAX_BATCH,
-            http,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
             inline_limit: 20_000,
             api_user: Default::default(),
         }
@@ -61,8 +64,8 @@ impl ZendeskSink {
     async fn api_user(&self) -> Result<Option<&str>, SinkError> {
         self.api_user
             .get(|| async {
-                let r = self.call(self.http.get(format!("{}/api/v2/users/me.json", self.base))).await?;
-                let v = common::parse_listing(&self.name, &r.body, "current user")?;
+                let r = self.call(self.api.get("/api/v2/users/me.json")).await?;
+                let v = common::parse_listing(&self.api.name, &r.body, "current user")?;
                 Ok(common::id_text(&v["user"]["id"]))
             })
             .await
@@ -76,24 +79,15 @@ impl ZendeskSink {
 
     /// The component's `max_response_bytes`: answers are read up to this many bytes.
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response = bytes;
+        self.api.max_response = bytes;
         self
-    }
-
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            ZendeskAuth::ApiToken { email, token } => {
-                req.basic_auth(format!("{email}/token"), Some(token.expose_secret()))
-            }
-            ZendeskAuth::OAuth { token } => req.bearer_auth(token.expose_secret()),
-        }
     }
 
     fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
         let id = ticket.trim_start_matches('#');
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             return Err(SinkError::new(
-                &self.name,
+                &self.api.name,
                 SinkErrorKind::Permanent,
                 format!("ticket {ticket:?} is not a Zendesk ticket id"),
             ));
@@ -102,11 +96,11 @@ impl ZendeskSink {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
-        let r = common::send(&self.name, self.max_response, self.authed(req)).await?;
+        let r = self.api.send(req).await?;
         if r.status.is_success() {
             return Ok(r);
         }
-        let mut err = SinkError::from_status(&self.name, r.status, &r.headers, &zendesk_error(&r.body));
+        let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &zendesk_error(&r.body));
         if r.status.as_u16() == 422 {
             err.message = format!("Zendesk rejected the update (HTTP 422): {}", zendesk_error(&r.body));
         }
@@ -117,7 +111,7 @@ impl ZendeskSink {
     /// credentials never go to another host.
     fn follow(&self, next: &str) -> Option<String> {
         let u = url::Url::parse(next).ok()?;
-        Some(format!("{}{}?{}", self.base, u.path(), u.query().unwrap_or_default()))
+        Some(format!("{}{}?{}", self.api.base, u.path(), u.query().unwrap_or_default()))
     }
 }
 
@@ -151,11 +145,11 @@ pub fn zendesk_error(body: &str) -> String {
 #[async_trait]
 impl TicketSink for ZendeskSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.api.name
     }
 
     fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.authed(self.http.get(&self.base)))
+        Some(self.api.hold_probe())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -168,13 +162,13 @@ impl TicketSink for ZendeskSink {
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let id = self.ticket_id(ticket)?;
-        let mut url = Some(format!("{}/api/v2/tickets/{id}/comments.json?per_page=100", self.base));
+        let mut url = Some(format!("{}/api/v2/tickets/{id}/comments.json?per_page=100", self.api.base));
         let mut pages = 0;
         let me = self.api_user().await?;
         while let Some(u) = url.take() {
             pages += 1;
-            let r = self.call(self.http.get(&u)).await?;
-            let v = common::parse_listing(&self.name, &r.body, "comments")?;
+            let r = self.call(self.api.http.get(&u)).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "comments")?;
             for c in v["comments"].as_array().into_iter().flatten() {
                 // The marker must end the comment (or one of the notes batched in it, split
                 // at our `<hr>`), and the comment must be the API user's.
@@ -209,9 +203,7 @@ impl TicketSink for ZendeskSink {
                 t["custom_fields"] = json!([{"id": fid, "value": code}]);
             }
         }
-        let r = self
-            .call(self.http.put(format!("{}/api/v2/tickets/{id}.json", self.base)).json(&json!({"ticket": t})))
-            .await?;
+        let r = self.call(self.api.put(&format!("/api/v2/tickets/{id}.json")).json(&json!({"ticket": t}))).await?;
         let audit = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["audit"]["id"].as_u64());
         Ok(match audit {
             Some(a) => format!("ticket:{id}#audit-{a}"),
@@ -222,13 +214,12 @@ impl TicketSink for ZendeskSink {
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(fid) = self.session_field else { return Ok(None) };
         let query = format!("type:ticket custom_field_{fid}:\"{}\"", code.replace('"', ""));
-        let r =
-            self.call(self.http.get(format!("{}/api/v2/search.json", self.base)).query(&[("query", query)])).await?;
+        let r = self.call(self.api.get("/api/v2/search.json").query(&[("query", query)])).await?;
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         Ok(v["results"].as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_u64()).map(|i| i.to_string()))
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        self.call(self.http.get(format!("{}/api/v2/users/me.json", self.base))).await.map(|_| ())
+        self.call(self.api.get("/api/v2/users/me.json")).await.map(|_| ())
     }
 }

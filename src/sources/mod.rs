@@ -1,6 +1,7 @@
 //! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
 //! committed with its cursor in one transaction.
 
+pub mod common;
 pub mod screen;
 pub mod splashtop;
 pub mod teamviewer;
@@ -49,8 +50,12 @@ impl PollStats {
 pub enum SourceError {
     #[error("{source_name}: {message}")]
     Vendor { source_name: String, message: String, transient: bool },
+    /// A vendor's answer, its status and error code kept (TeamViewer, Zoom).
     #[error(transparent)]
-    Splashtop(#[from] splashtop::ApiError),
+    Api(crate::http::ApiError),
+    /// The same for Splashtop, a variant of its own because callers match it by name.
+    #[error(transparent)]
+    Splashtop(crate::http::ApiError),
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
     #[error(transparent)]
@@ -61,7 +66,7 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::Vendor { transient, .. } => *transient,
-            SourceError::Splashtop(e) => e.transient,
+            SourceError::Api(e) | SourceError::Splashtop(e) => e.transient,
             SourceError::OAuth(
                 crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. },
             ) => true,

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::Retryable;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -18,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::screen::Decoded;
 use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
 use crate::config::{SplashtopAuth, SplashtopConfig};
+use crate::http::{Auth, CallError, Failure, OAuthApp, VendorClient};
 use crate::note::{Attachment, Field};
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
@@ -26,23 +25,11 @@ use crate::store::{cursors, Store};
 use wire::{ResultKind, SupportSession, VENDOR};
 
 /// A Splashtop call that failed, with the vendor's own `result` code and message kept.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("splashtop: {what}: {}{}", describe(*.kind, *.code, *.status), if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
-pub struct ApiError {
-    pub what: String,
-    pub kind: ResultKind,
-    /// The envelope's `result`, when there was one.
-    pub code: Option<i64>,
-    pub status: Option<u16>,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-    pub transient: bool,
-}
+pub use crate::http::ApiError;
 
-fn describe(kind: ResultKind, code: Option<i64>, status: Option<u16>) -> String {
-    let c = code.map(|c| format!("result {c}")).unwrap_or_else(|| "no result code".into());
-    let s = status.map(|s| format!(", HTTP {s}")).unwrap_or_default();
-    let hint = match kind {
+/// What the operator can do about a `result` code.
+fn hint(kind: ResultKind) -> Option<String> {
+    let h = match kind {
         ResultKind::BadToken => {
             "token invalid or expired (check sources.splashtop.token or run `ticketsync auth splashtop`)"
         }
@@ -50,23 +37,13 @@ fn describe(kind: ResultKind, code: Option<i64>, status: Option<u16>) -> String 
         ResultKind::SessionGone => "session not available (closed, expired) or wrong team id",
         ResultKind::BadParams => "wrong parameters",
         ResultKind::MalformedToken => "malformed token (quotes or a BOM around it?)",
-        ResultKind::Unknown => "error",
+        _ => return None,
     };
-    format!("{hint} ({c}{s})")
-}
-
-pub enum Auth {
-    Token(SecretString),
-    OAuth(Arc<OAuthClient>),
+    Some(h.to_string())
 }
 
 pub struct SplashtopApi {
-    http: reqwest::Client,
-    base: String,
-    auth: Auth,
-    max_retries: usize,
-    /// `max_response_bytes`: answers are read up to this many bytes.
-    max_response: u64,
+    api: VendorClient,
 }
 
 impl SplashtopApi {
@@ -80,33 +57,23 @@ impl SplashtopApi {
                 let tok = cfg.token_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
                     cfg_err("sources.splashtop.token: missing (token_file or credential splashtop_token)".into())
                 })?;
-                Auth::Token(tok)
+                Auth::Bearer(tok)
             }
             SplashtopAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
         };
-        Ok(SplashtopApi { http, base: cfg.base_url(), auth, max_retries: 5, max_response: cfg.outbound().limit() })
+        let api = VendorClient::new(VENDOR, http, cfg.base_url(), auth, cfg.outbound().limit()).accept_json();
+        Ok(SplashtopApi { api })
     }
 
-    pub fn with_max_retries(mut self, n: usize) -> Self {
-        self.max_retries = n;
-        self
+    pub fn with_max_retries(self, n: usize) -> Self {
+        SplashtopApi { api: self.api.with_max_retries(n) }
     }
 
     pub fn oauth(&self) -> Option<&Arc<OAuthClient>> {
-        match &self.auth {
-            Auth::OAuth(o) => Some(o),
-            Auth::Token(_) => None,
-        }
+        self.api.auth().oauth()
     }
 
-    async fn bearer(&self) -> Result<(SecretString, i64), SourceError> {
-        match &self.auth {
-            Auth::Token(t) => Ok((t.clone(), 0)),
-            Auth::OAuth(o) => Ok(o.access_token().await?),
-        }
-    }
-
-    /// One call with the shared retry policy: 429, 5xx, transport errors and unknown
+    /// One call through the vendor client: 429, 5xx, transport errors and unknown
     /// `result` codes back off (honouring `Retry-After`); an expired OAuth access token
     /// (40100/40101/401) is refreshed once. Returns the envelope's `data`.
     pub async fn call(
@@ -133,85 +100,14 @@ impl SplashtopApi {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Decoded<Box<RawValue>>, SourceError> {
-        let url = format!("{}{}", self.base, path);
-        let mut refreshed = false;
-        loop {
-            let (token, generation) = self.bearer().await?;
-            let attempt = || async {
-                let mut req = self
-                    .http
-                    .request(method.clone(), &url)
-                    .bearer_auth(token.expose_secret())
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .query(query);
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                let transport = |e: reqwest::Error, status: Option<u16>| ApiError {
-                    what: path.to_string(),
-                    kind: ResultKind::Unknown,
-                    code: None,
-                    status,
-                    message: crate::http::describe_transport_error(&e),
-                    retry_after: None,
-                    // A refused redirect is the configuration's: retrying cannot help.
-                    transient: !e.is_redirect(),
-                };
-                // Through the hold registry: a Retry-After one call saw holds every call to
-                // this account, not just its own.
-                let resp = match crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP)
-                    .await
-                    .map_err(|e| transport(e, None))?
-                {
-                    crate::holds::Sent::Answered(resp) => resp,
-                    crate::holds::Sent::Held { left, origin } => {
-                        return Err(ApiError {
-                            what: path.to_string(),
-                            kind: ResultKind::Unknown,
-                            code: None,
-                            status: None,
-                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
-                            retry_after: Some(left),
-                            transient: true,
-                        })
-                    }
-                };
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| match e {
-                    crate::http::BodyError::Transport(e) => transport(e, Some(status)),
-                    too_large => ApiError {
-                        what: path.to_string(),
-                        kind: ResultKind::Unknown,
-                        code: None,
-                        status: Some(status),
-                        message: too_large.to_string(),
-                        retry_after: None,
-                        transient: false,
-                    },
-                })?;
-                classify(path, status, &headers, &body)
-            };
-            let res = attempt
-                .retry(crate::http::retry_policy(self.max_retries))
-                .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
-                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Splashtop call"))
-                .await;
-            match res {
-                Ok(data) => return Ok(data),
-                Err(e) if wire::is_expired_token(e.code, e.status.unwrap_or(0)) && !refreshed => {
-                    if let Auth::OAuth(o) = &self.auth {
-                        tracing::info!(source = VENDOR, code = ?e.code, "access token rejected, refreshing");
-                        o.refresh(generation).await?;
-                        refreshed = true;
-                        continue;
-                    }
-                    return Err(e.into());
-                }
-                Err(e) => return Err(e.into()),
+        let decode = |a: crate::http::Answer| classify(path, a.status, &a.headers, &a.body);
+        self.api.call(method, path, query, body, decode).await.map_err(|e| match e {
+            CallError::Api(mut e) => {
+                e.hint = hint(e.kind);
+                SourceError::Splashtop(e)
             }
-        }
+            CallError::OAuth(e) => SourceError::OAuth(e),
+        })
     }
 
     pub async fn basic_info(&self) -> Result<Value, SourceError> {
@@ -249,7 +145,7 @@ impl SplashtopApi {
         let what = format!("GET {path}");
         // A body without the `result` envelope is retried inside the call already; one whose
         // `data` is not a page of logs is asked for again here, as for every vendor.
-        super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
+        super::fetch_parsed(VENDOR, &what, self.api.max_retries(), || async {
             let data = self.call_decoded(reqwest::Method::GET, &path, &q, None).await?;
             Ok(serde_json::from_str::<wire::LogsPage>(data.value.get())
                 .map(|page| wire::LogsPage { repairs: data.repairs, ..page })
@@ -296,81 +192,70 @@ pub fn classify(
     let text = String::from_utf8_lossy(body);
     let text = text.as_ref();
     let http_transient = status == 429 || status == 408 || status >= 500;
+    let answered = |kind: ResultKind, code: Option<i64>, message: String, transient: bool| -> ApiError {
+        Failure {
+            kind,
+            code,
+            retry_after: crate::http::retry_after(headers),
+            transient,
+            auth_expired: wire::is_expired_token(code, status),
+            ..Failure::answered(VENDOR, path, status, message)
+        }
+        .into()
+    };
     match env {
         Some(mut e) if (200..300).contains(&status) && e.ok() => Ok(Decoded { value: e.take_data(), repairs }),
         Some(e) if e.result.is_some() && !http_transient => {
             let code = e.result.expect("checked");
             let kind = wire::result_kind(code);
-            Err(ApiError {
-                what: path.to_string(),
-                kind,
-                code: Some(code),
-                status: Some(status),
-                message: crate::http::short_body(&e.error_message()),
-                retry_after: crate::http::retry_after(headers),
-                transient: kind == ResultKind::Unknown,
-            })
+            Err(answered(kind, Some(code), crate::http::short_body(&e.error_message()), kind == ResultKind::Unknown))
         }
-        other => Err(ApiError {
-            what: path.to_string(),
-            kind: if status == 401 { ResultKind::BadToken } else { ResultKind::Unknown },
-            code: other.as_ref().and_then(|e| e.result),
-            status: Some(status),
-            message: other.map(|e| e.error_message()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
+        other => Err(answered(
+            if status == 401 { ResultKind::BadToken } else { ResultKind::Unknown },
+            other.as_ref().and_then(|e| e.result),
+            other.map(|e| e.error_message()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
                 if (200..300).contains(&status) {
                     "response without a `result` envelope".into()
                 } else {
                     crate::http::short_body(text)
                 }
             }),
-            retry_after: crate::http::retry_after(headers),
-            transient: http_transient || (200..300).contains(&status),
-        }),
+            http_transient || (200..300).contains(&status),
+        )),
     }
 }
 
 pub fn oauth_client(cfg: &SplashtopConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
-    let client_id = cfg
-        .client_id
-        .clone()
-        .ok_or_else(|| cfg_err("sources.splashtop.client_id: required for auth = \"oauth\"".into()))?;
-    let secret = cfg.client_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
-        cfg_err(
-            "sources.splashtop.client_secret: missing (client_secret_file or credential splashtop_client_secret)"
-                .into(),
-        )
-    })?;
-    Ok(OAuthClient::new(
-        VENDOR,
-        cfg.token_url(),
-        cfg.authorize_url(),
-        client_id,
-        secret,
-        cfg.redirect_uri.clone(),
-        http,
-        store.clone(),
-    )
-    // Splashtop separates scopes with commas.
-    .with_authorize_params(vec![("scope".into(), cfg.scopes.join(","))])
-    .with_refresh_lifetime(
-        chrono::Duration::days(cfg.refresh_token_days as i64),
-        chrono::Duration::days(cfg.refresh_warn_days as i64),
-    )
-    .with_max_response_bytes(cfg.outbound().limit()))
+    let app = OAuthApp {
+        provider: VENDOR,
+        section: "sources.splashtop",
+        credential: "splashtop_client_secret",
+        client_id: cfg.client_id.clone(),
+        client_secret: cfg.client_secret(),
+        token_url: cfg.token_url(),
+        authorize_url: cfg.authorize_url(),
+        redirect_uri: cfg.redirect_uri.clone(),
+        max_response: cfg.outbound().limit(),
+    };
+    Ok(app
+        .build(http, store)
+        .map_err(cfg_err)?
+        // Splashtop separates scopes with commas.
+        .with_authorize_params(vec![("scope".into(), cfg.scopes.join(","))])
+        .with_refresh_lifetime(
+            chrono::Duration::days(cfg.refresh_token_days as i64),
+            chrono::Duration::days(cfg.refresh_warn_days as i64),
+        ))
 }
 
 /// Where the poll stands: a walk over `[from, to)` resumed by page after a restart.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Cursor {
-    /// Latest `start_time` seen.
-    pub high_watermark: Option<String>,
-    pub walk: Option<Walk>,
-}
+pub type Cursor = super::common::Cursor<WalkAt>;
+pub type Walk = super::common::Walk<WalkAt>;
 
+/// How far a Splashtop walk got.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Walk {
-    pub id: String,
-    pub from: String,
+pub struct WalkAt {
+    /// The window's end, fixed for the walk.
     pub to: String,
     /// The next page to fetch (1-based).
     pub page: u64,
@@ -472,22 +357,11 @@ impl Source for SplashtopSource {
         let now = Utc::now();
         let saved = cursors::load(store, VENDOR).await?;
         let first_poll = saved.is_none();
-        let mut cur: Cursor = match saved {
-            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
-            None => Cursor::default(),
-        };
-        let mut walk = match cur.walk.clone() {
-            Some(w) => {
-                tracing::info!(source = VENDOR, walk = %w.id, page = w.page, "resuming interrupted walk");
-                w
-            }
-            None => Walk {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                from: ts(self.walk_from(store, &cur, now).await?),
-                // A fixed upper bound keeps page numbers stable while new sessions arrive.
-                to: ts(now),
-                page: 1,
-            },
+        let mut cur = Cursor::from_saved(saved.as_deref());
+        let mut walk = match cur.resume(VENDOR) {
+            Some(w) => w,
+            // A fixed upper bound keeps page numbers stable while new sessions arrive.
+            None => Walk::start(ts(self.walk_from(store, &cur, now).await?), WalkAt { to: ts(now), page: 1 }),
         };
         let team = self.team().await?;
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
@@ -515,12 +389,7 @@ impl Source for SplashtopSource {
             previous_first = first;
             let count = page.logs.len() as u64;
             let records = page.take_sessions(Utc::now());
-            for s in records.iter().flatten() {
-                let st = ts(s.started_at);
-                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
-                    cur.high_watermark = Some(st);
-                }
-            }
+            cur.observe(&records);
             let seen = (walk.page - 1) * self.per_page + count;
             let more = !stuck && count > 0 && count >= self.per_page && page.total.is_none_or(|t| seen < t);
             if more {

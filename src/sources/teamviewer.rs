@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::Retryable;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{PollStats, Source, SourceError};
 use crate::config::{TeamViewerAuth, TeamViewerConfig};
+use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::Link;
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
@@ -24,39 +23,8 @@ use crate::store::sessions::StoredSession;
 use crate::store::{cursors, Store};
 use wire::{ConnectionsPage, CreatedSession, ErrorBody, VENDOR};
 
-pub enum Auth {
-    Script(SecretString),
-    OAuth(Arc<OAuthClient>),
-}
-
-/// One HTTP call's failure, classified for the retry policy.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: Option<u16>,
-    pub error: String,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-    pub transient: bool,
-    /// 401 `token_expired` / `invalid_token`: refresh (OAuth) and try once more.
-    pub auth_expired: bool,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.status {
-            Some(s) => write!(f, "HTTP {s} {}: {}", self.error, self.message),
-            None => write!(f, "{}", self.message),
-        }
-    }
-}
-
 pub struct TeamViewerApi {
-    http: reqwest::Client,
-    base: String,
-    auth: Auth,
-    max_retries: usize,
-    /// `max_response_bytes`: answers are read up to this many bytes.
-    max_response: u64,
+    api: VendorClient,
 }
 
 impl TeamViewerApi {
@@ -75,106 +43,32 @@ impl TeamViewerApi {
                     message: "sources.teamviewer.token: missing (token_file or credential teamviewer_token)".into(),
                     transient: false,
                 })?;
-                Auth::Script(tok)
+                Auth::Bearer(tok)
             }
             TeamViewerAuth::Oauth => Auth::OAuth(Arc::new(oauth_client(cfg, store, http.clone())?)),
         };
-        Ok(TeamViewerApi { http, base, auth, max_retries: 5, max_response: cfg.outbound().limit() })
+        let api = VendorClient::new(VENDOR, http, format!("{base}/api/v1"), auth, cfg.outbound().limit());
+        Ok(TeamViewerApi { api })
     }
 
-    pub fn with_max_retries(mut self, n: usize) -> Self {
-        self.max_retries = n;
-        self
+    pub fn with_max_retries(self, n: usize) -> Self {
+        TeamViewerApi { api: self.api.with_max_retries(n) }
     }
 
-    async fn bearer(&self) -> Result<(SecretString, i64), SourceError> {
-        match &self.auth {
-            Auth::Script(t) => Ok((t.clone(), 0)),
-            Auth::OAuth(o) => Ok(o.access_token().await?),
-        }
-    }
-
-    /// One request with the shared retry policy: throttling (403 `rate_limit_reached`,
-    /// 429), 5xx and transport errors back off and retry, honouring `Retry-After`; an
-    /// expired OAuth token is refreshed once.
+    /// One request through the vendor client: throttling (403 `rate_limit_reached`, 429),
+    /// 5xx and transport errors back off and retry, honouring `Retry-After`; an expired
+    /// OAuth token (401 `token_expired` / `invalid_token`) is refreshed once.
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), SourceError> {
-        let url = format!("{}/api/v1{}", self.base, path);
-        let mut refreshed = false;
-        loop {
-            let (token, generation) = self.bearer().await?;
-            let attempt = || async {
-                let mut req = self.http.request(method.clone(), &url).bearer_auth(token.expose_secret()).query(query);
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                // Through the hold registry: a Retry-After one call saw holds every call to
-                // this account (another source task, `doctor`, a launcher), not just its own.
-                let sent =
-                    crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP).await.map_err(|e| ApiError {
-                        status: None,
-                        error: "transport".into(),
-                        message: crate::http::describe_transport_error(&e),
-                        retry_after: None,
-                        // A refused redirect is the configuration's: retrying cannot help.
-                        transient: !e.is_redirect(),
-                        auth_expired: false,
-                    })?;
-                let resp = match sent {
-                    crate::holds::Sent::Answered(resp) => resp,
-                    crate::holds::Sent::Held { left, origin } => {
-                        return Err(ApiError {
-                            status: None,
-                            error: "rate_limit_hold".into(),
-                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
-                            retry_after: Some(left),
-                            transient: true,
-                            auth_expired: false,
-                        })
-                    }
-                };
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                // Bytes, not `text()`: reqwest would replace bad UTF-8 silently; the page
-                // decoder replaces it too, but says so, and the records it touched are quarantined.
-                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| ApiError {
-                    status: Some(status),
-                    error: "transport".into(),
-                    transient: matches!(e, crate::http::BodyError::Transport(_)),
-                    message: e.to_string(),
-                    retry_after: None,
-                    auth_expired: false,
-                })?;
-                if (200..300).contains(&status) {
-                    return Ok((status, headers, body));
-                }
-                Err(classify(status, &headers, &String::from_utf8_lossy(&body)))
-            };
-            let res = attempt
-                .retry(crate::http::retry_policy(self.max_retries))
-                .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
-                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying TeamViewer call"))
-                .await;
-            match res {
-                Ok(ok) => return Ok(ok),
-                Err(e) if e.auth_expired && !refreshed => {
-                    if let Auth::OAuth(o) = &self.auth {
-                        tracing::info!(source = VENDOR, "access token rejected ({}), refreshing", e.error);
-                        o.refresh(generation).await?;
-                        refreshed = true;
-                        continue;
-                    }
-                    return Err(vendor_err(&e, path));
-                }
-                Err(e) => return Err(vendor_err(&e, path)),
-            }
-        }
+    ) -> Result<Vec<u8>, SourceError> {
+        self.api.call_body(method, path, query, body, classify).await.map_err(|e| match e {
+            CallError::Api(e) => SourceError::Api(with_hint(e)),
+            CallError::OAuth(e) => SourceError::OAuth(e),
+        })
     }
 
     pub async fn connections_page(
@@ -200,8 +94,8 @@ impl TeamViewerApi {
             q.push(("offset_id", o.to_string()));
         }
         let what = "GET /reports/connections";
-        let d = super::fetch_parsed(VENDOR, what, self.max_retries, || async {
-            let (_, _, body) = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
+        let d = super::fetch_parsed(VENDOR, what, self.api.max_retries(), || async {
+            let body = self.call(reqwest::Method::GET, "/reports/connections", &q, None).await?;
             Ok(super::screen::json_body::<ConnectionsPage>(&body).map_err(|e| e.to_string()))
         })
         .await
@@ -211,7 +105,7 @@ impl TeamViewerApi {
 
     /// `POST /api/v1/sessions`: a service case whose `custom_api` carries the ticket id.
     pub async fn create_session(&self, body: &Value) -> Result<(CreatedSession, Value), SourceError> {
-        let (_, _, text) = self.call(reqwest::Method::POST, "/sessions", &[], Some(body)).await?;
+        let text = self.call(reqwest::Method::POST, "/sessions", &[], Some(body)).await?;
         let raw: Value = serde_json::from_slice(&text).map_err(|e| SourceError::Vendor {
             source_name: VENDOR.into(),
             message: format!("POST /sessions: malformed response ({e})"),
@@ -226,7 +120,7 @@ impl TeamViewerApi {
     }
 
     pub async fn ping(&self) -> Result<bool, SourceError> {
-        let (_, _, body) = self.call(reqwest::Method::GET, "/ping", &[], None).await?;
+        let body = self.call(reqwest::Method::GET, "/ping", &[], None).await?;
         Ok(serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("token_valid").and_then(Value::as_bool))
@@ -234,10 +128,7 @@ impl TeamViewerApi {
     }
 
     pub fn oauth(&self) -> Option<&Arc<OAuthClient>> {
-        match &self.auth {
-            Auth::OAuth(o) => Some(o),
-            Auth::Script(_) => None,
-        }
+        self.api.auth().oauth()
     }
 }
 
@@ -248,73 +139,72 @@ impl TeamViewerApi {
 pub const REPORT_RETENTION_DAYS: u64 = 365;
 
 pub fn oauth_client(cfg: &TeamViewerConfig, store: &Store, http: reqwest::Client) -> Result<OAuthClient, SourceError> {
-    let cfg_err = |m: String| SourceError::Vendor { source_name: VENDOR.into(), message: m, transient: false };
-    let client_id = cfg
-        .client_id
-        .clone()
-        .ok_or_else(|| cfg_err("sources.teamviewer.client_id: required for auth = \"oauth\"".into()))?;
-    let secret = cfg.client_secret().map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
-        cfg_err(
-            "sources.teamviewer.client_secret: missing (client_secret_file or credential teamviewer_client_secret)"
-                .into(),
-        )
-    })?;
-    Ok(OAuthClient::new(
-        VENDOR,
-        format!("{}/api/v1/oauth2/token", cfg.base_url.trim_end_matches('/')),
-        cfg.authorize_url.clone(),
-        client_id,
-        secret,
-        cfg.redirect_uri.clone(),
-        http,
-        store.clone(),
-    )
-    .with_max_response_bytes(cfg.outbound().limit()))
+    let app = OAuthApp {
+        provider: VENDOR,
+        section: "sources.teamviewer",
+        credential: "teamviewer_client_secret",
+        client_id: cfg.client_id.clone(),
+        client_secret: cfg.client_secret(),
+        token_url: format!("{}/api/v1/oauth2/token", cfg.base_url.trim_end_matches('/')),
+        authorize_url: cfg.authorize_url.clone(),
+        redirect_uri: cfg.redirect_uri.clone(),
+        max_response: cfg.outbound().limit(),
+    };
+    app.build(http, store).map_err(|message| SourceError::Vendor {
+        source_name: VENDOR.into(),
+        message,
+        transient: false,
+    })
 }
 
+/// An answer that is not 2xx, with TeamViewer's `error` kept as the error code.
 pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
     let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
-    let error = if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() };
     let rate_limited = e.error == "rate_limit_reached" || status == 429;
     let message = if e.error_description.is_empty() {
         crate::http::short_body(body)
     } else {
         crate::http::short_body(&e.error_description)
     };
-    ApiError {
-        status: Some(status),
+    let kind = match status {
+        _ if rate_limited => ErrorKind::RateLimited,
+        401 => ErrorKind::BadToken,
+        403 => ErrorKind::NotAllowed,
+        404 => ErrorKind::SessionGone,
+        400 | 422 => ErrorKind::BadParams,
+        _ => ErrorKind::Unknown,
+    };
+    Failure {
+        kind,
+        error: Some(if e.error.is_empty() { format!("http_{status}") } else { e.error.clone() }),
         retry_after: crate::http::retry_after(headers),
         transient: rate_limited || status >= 500 || status == 408,
         auth_expired: status == 401 && matches!(e.error.as_str(), "token_expired" | "invalid_token"),
-        error,
-        message,
+        ..Failure::answered(VENDOR, "", status, message)
     }
+    .into()
 }
 
-fn vendor_err(e: &ApiError, path: &str) -> SourceError {
-    let hint = match e.status {
-        Some(401) => " (token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`)",
-        Some(403) if e.error != "rate_limit_reached" => {
-            " (the token lacks a permission, e.g. Connections.Read or Sessions.Create)"
+/// What the operator can do about a rejected token or a missing permission.
+fn with_hint(mut e: ApiError) -> ApiError {
+    e.hint = match e.kind {
+        ErrorKind::BadToken => {
+            Some("token rejected: check sources.teamviewer.token or run `ticketsync auth teamviewer`")
         }
-        _ => "",
-    };
-    SourceError::Vendor { source_name: VENDOR.into(), message: format!("{path}: {e}{hint}"), transient: e.transient }
+        ErrorKind::NotAllowed => Some("the token lacks a permission, e.g. Connections.Read or Sessions.Create"),
+        _ => None,
+    }
+    .map(str::to_string);
+    e
 }
 
-/// Where the poll stands. A walk in progress is resumed after a restart from its
-/// `offset_id`; a finished walk leaves only the high watermark.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Cursor {
-    /// Latest `start_date` seen.
-    pub high_watermark: Option<String>,
-    pub walk: Option<Walk>,
-}
+/// Where the poll stands: a walk in progress is resumed after a restart from its `offset_id`.
+pub type Cursor = super::common::Cursor<WalkAt>;
+pub type Walk = super::common::Walk<WalkAt>;
 
+/// How far a TeamViewer walk got: the report to continue after.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Walk {
-    pub id: String,
-    pub from: String,
+pub struct WalkAt {
     pub started_at: String,
     pub offset_id: Option<String>,
 }
@@ -379,21 +269,13 @@ impl Source for TeamViewerSource {
         let now = Utc::now();
         let saved = cursors::load(store, VENDOR).await?;
         let first_poll = saved.is_none();
-        let mut cur: Cursor = match saved {
-            Some(j) => serde_json::from_str(&j).unwrap_or_default(),
-            None => Cursor::default(),
-        };
-        let mut walk = match cur.walk.clone() {
-            Some(w) => {
-                tracing::info!(source = VENDOR, walk = %w.id, "resuming interrupted walk");
-                w
-            }
-            None => Walk {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                from: ts(self.walk_from(store, &cur, now).await?),
-                started_at: ts(now),
-                offset_id: None,
-            },
+        let mut cur = Cursor::from_saved(saved.as_deref());
+        let mut walk = match cur.resume(VENDOR) {
+            Some(w) => w,
+            None => Walk::start(
+                ts(self.walk_from(store, &cur, now).await?),
+                WalkAt { started_at: ts(now), offset_id: None },
+            ),
         };
         let from = parse_ts(&walk.from).unwrap_or(now - self.initial_lookback);
         if first_poll {
@@ -430,12 +312,7 @@ impl Source for TeamViewerSource {
                 }
                 None => fetch(walk.offset_id.clone()).await?,
             };
-            for s in records.iter().flatten() {
-                let st = ts(s.started_at);
-                if cur.high_watermark.as_deref().is_none_or(|h| st.as_str() > h) {
-                    cur.high_watermark = Some(st);
-                }
-            }
+            cur.observe(&records);
             let more = page.records_remaining.unwrap_or(0) > 0 && page.next_offset.is_some();
             // A cursor that does not move would loop forever (seen in the wild): end the walk.
             let stuck = more
@@ -531,4 +408,33 @@ pub fn session_request(
         body["end_customer"] = Value::Object(c);
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_error_codes_are_kept_typed() {
+        let h = reqwest::header::HeaderMap::new();
+        let e = classify(403, &h, r#"{"error":"invalid_permission","error_description":"no Connections.Read"}"#);
+        assert_eq!(
+            (e.kind, e.error.as_deref(), e.status, e.transient),
+            (ErrorKind::NotAllowed, Some("invalid_permission"), Some(403), false)
+        );
+        let mut e = e;
+        e.what = "/reports/connections".into();
+        let e = with_hint(e);
+        assert_eq!(
+            e.to_string(),
+            "teamviewer: /reports/connections: HTTP 403 invalid_permission: no Connections.Read \
+             (the token lacks a permission, e.g. Connections.Read or Sessions.Create)"
+        );
+        let e = classify(403, &h, r#"{"error":"rate_limit_reached"}"#);
+        assert_eq!((e.kind, e.transient, e.hint.is_none()), (ErrorKind::RateLimited, true, true));
+        let e = classify(401, &h, r#"{"error":"token_expired"}"#);
+        assert_eq!((e.kind, e.auth_expired), (ErrorKind::BadToken, true));
+        let e = classify(502, &h, "<html>bad gateway</html>");
+        assert_eq!((e.error.as_deref(), e.transient), (Some("http_502"), true));
+    }
 }

@@ -144,16 +144,17 @@ pub async fn create_room(cfg: &VisioConfig, ticket: &str) -> Result<CreatedRoom,
         "meeting_at": chrono::Utc::now().timestamp(),
         "duration": cfg.duration_minutes.max(1),
     });
-    let resp = http
-        .post(format!("{}/entreprise/visio", cfg.api_url.trim_end_matches('/')))
-        .header("X-Token", token.expose_secret())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| VisioError::Http(crate::http::describe_transport_error(&e)))?;
-    let status = resp.status().as_u16();
-    let text =
-        crate::http::read_text(resp, cfg.outbound().limit()).await.map_err(|e| VisioError::Http(e.to_string()))?;
+    let auth = crate::http::Auth::Header { name: reqwest::header::HeaderName::from_static("x-token"), value: token };
+    let req = auth.apply_static(http.post(format!("{}/entreprise/visio", cfg.api_url.trim_end_matches('/'))));
+    // The vendor client's one send: a Retry-After this API sent holds the next call too.
+    let answer = crate::http::send(req.json(&body), cfg.outbound().limit(), None).await.map_err(|e| {
+        VisioError::Http(match e {
+            crate::http::SendError::Held { origin, .. } => format!("not sent: {origin} asked us to wait (rate limit)"),
+            crate::http::SendError::Transport(e) => crate::http::describe_transport_error(&e),
+            crate::http::SendError::Body { error, .. } => error.to_string(),
+        })
+    })?;
+    let (status, text) = (answer.status, answer.text());
     parse_created_room(status, &text)
 }
 

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::Retryable;
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::screen::{self, json_body, Decoded, Repairs};
 use super::{commit_page, PollStats, Rejected, Source, SourceError};
+use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::{human_duration, Link};
 use crate::oauth::{ClientAuth, OAuthClient};
 use crate::session::{parse_ts, ts, NewSession};
@@ -32,47 +31,19 @@ use wire::{
 /// for this poll (the next poll starts again; nothing is committed from a partial walk).
 const WALK_RESTARTS: usize = 3;
 
-#[derive(Debug, Clone)]
-struct ApiError {
-    status: Option<u16>,
-    code: Option<i64>,
-    message: String,
-    retry_after: Option<Duration>,
-    transient: bool,
-    auth_expired: bool,
-    daily_limit: bool,
-}
-
-impl ApiError {
-    fn page_token_expired(&self) -> bool {
-        let m = self.message.to_ascii_lowercase();
-        matches!(self.status, Some(400 | 404)) && (m.contains("next_page_token") || m.contains("next page token"))
-    }
-    fn not_found(&self) -> bool {
-        self.status == Some(404)
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.status, self.code) {
-            (Some(s), Some(c)) => write!(f, "HTTP {s} (code {c}): {}", self.message),
-            (Some(s), None) => write!(f, "HTTP {s}: {}", self.message),
-            _ => write!(f, "{}", self.message),
-        }
-    }
+/// Zoom answers 400 or 404 naming the token when a `next_page_token` expired (15 min).
+fn page_token_expired(e: &ApiError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    matches!(e.status, Some(400 | 404)) && (m.contains("next_page_token") || m.contains("next page token"))
 }
 
 /// One Zoom account's API client.
 pub struct ZoomApi {
-    http: reqwest::Client,
-    api: String,
+    api: VendorClient,
+    base: String,
     pub account: ZoomAccount,
     oauth: Arc<OAuthClient>,
-    max_retries: usize,
     page_size: u32,
-    /// `max_response_bytes`: answers are read up to this many bytes.
-    max_response: u64,
 }
 
 pub fn oauth_client(
@@ -82,27 +53,24 @@ pub fn oauth_client(
     http: reqwest::Client,
 ) -> Result<OAuthClient, SourceError> {
     let a = &cfg.accounts[index];
-    let secret = a.client_secret(index).map_err(|e| cfg_err(e.to_string()))?.ok_or_else(|| {
-        cfg_err(format!(
-            "sources.zoom.accounts[{index}].client_secret: missing (client_secret_file or credential {})",
-            a.credential_name()
-        ))
-    })?;
     let base = cfg.oauth_url.trim_end_matches('/');
-    let client = OAuthClient::new(
-        &a.token_key(),
-        format!("{base}/oauth/token"),
-        format!("{base}/oauth/authorize"),
-        a.client_id.clone(),
-        secret,
-        a.redirect_uri.clone(),
-        http,
-        store.clone(),
-    )
-    .with_client_auth(ClientAuth::Basic)
-    .with_max_response_bytes(cfg.outbound().limit())
-    // Zoom documents PKCE (S256) for user authorization (docs/security/oauth.md).
-    .with_pkce();
+    let app = OAuthApp {
+        provider: &a.token_key(),
+        section: &format!("sources.zoom.accounts[{index}]"),
+        credential: &a.credential_name(),
+        client_id: Some(a.client_id.clone()),
+        client_secret: a.client_secret(index),
+        token_url: format!("{base}/oauth/token"),
+        authorize_url: format!("{base}/oauth/authorize"),
+        redirect_uri: a.redirect_uri.clone(),
+        max_response: cfg.outbound().limit(),
+    };
+    let client = app
+        .build(http, store)
+        .map_err(cfg_err)?
+        .with_client_auth(ClientAuth::Basic)
+        // Zoom documents PKCE (S256) for user authorization (docs/security/oauth.md).
+        .with_pkce();
     Ok(match (a.auth, &a.account_id) {
         (ZoomAuth::ServerToServer, Some(id)) => client.with_account_credentials(id.clone()),
         _ => client,
@@ -120,27 +88,21 @@ impl ZoomApi {
             .client(Duration::from_secs(cfg.request_timeout_secs.max(1)))
             .map_err(|e| cfg_err(e.to_string()))?;
         let oauth = Arc::new(oauth_client(cfg, index, store, http.clone())?);
-        Ok(ZoomApi {
-            http,
-            api: cfg.api_url.trim_end_matches('/').to_string(),
-            account: cfg.accounts[index].clone(),
-            oauth,
-            max_retries: 5,
-            page_size: cfg.page_size.clamp(1, 300),
-            max_response: cfg.outbound().limit(),
-        })
+        let base = cfg.api_url.trim_end_matches('/').to_string();
+        let api = VendorClient::new(VENDOR, http, base.clone(), Auth::OAuth(oauth.clone()), cfg.outbound().limit())
+            .accept_json();
+        Ok(ZoomApi { api, base, account: cfg.accounts[index].clone(), oauth, page_size: cfg.page_size.clamp(1, 300) })
     }
 
-    pub fn with_max_retries(mut self, n: usize) -> Self {
-        self.max_retries = n;
-        self
+    pub fn with_max_retries(self, n: usize) -> Self {
+        ZoomApi { api: self.api.with_max_retries(n), ..self }
     }
 
     pub fn oauth(&self) -> &Arc<OAuthClient> {
         &self.oauth
     }
 
-    /// One request with the shared retry policy: 429 (per-second limits), 5xx and transport
+    /// One request through the vendor client: 429 (per-second limits), 5xx and transport
     /// errors back off and retry, honouring `Retry-After` (seconds or a date); a rejected
     /// access token is refreshed once. The daily meeting-create limit is not retried.
     async fn call(
@@ -149,107 +111,31 @@ impl ZoomApi {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<Vec<u8>, ApiError> {
-        let url = format!("{}{}", self.api, path);
-        let mut refreshed = false;
-        loop {
-            let (token, generation) = self.oauth.access_token().await.map_err(oauth_api_err)?;
-            let attempt = || async {
-                let mut req = self
-                    .http
-                    .request(method.clone(), &url)
-                    .bearer_auth(token.expose_secret())
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .query(query);
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                let transport = |e: reqwest::Error, status| ApiError {
-                    status,
-                    code: None,
-                    message: crate::http::describe_transport_error(&e),
-                    retry_after: None,
-                    // A refused redirect is the configuration's: retrying cannot help.
-                    transient: !e.is_redirect(),
-                    auth_expired: false,
-                    daily_limit: false,
-                };
-                // Through the hold registry: a Retry-After one call saw holds every call to
-                // this account, not just its own.
-                let resp = match crate::holds::send_waiting(req, crate::holds::SOURCE_WAIT_CAP)
-                    .await
-                    .map_err(|e| transport(e, None))?
-                {
-                    crate::holds::Sent::Answered(resp) => resp,
-                    crate::holds::Sent::Held { left, origin } => {
-                        return Err(ApiError {
-                            status: None,
-                            code: None,
-                            message: format!("not sent: {origin} asked us to wait (rate limit)"),
-                            retry_after: Some(left),
-                            transient: true,
-                            auth_expired: false,
-                            daily_limit: false,
-                        })
-                    }
-                };
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                // Bytes: the page decoder reports bad UTF-8 instead of replacing it silently.
-                let body = crate::http::read_body(resp, self.max_response).await.map_err(|e| match e {
-                    crate::http::BodyError::Transport(e) => transport(e, Some(status)),
-                    too_large => ApiError {
-                        status: Some(status),
-                        code: None,
-                        message: too_large.to_string(),
-                        retry_after: None,
-                        transient: false,
-                        auth_expired: false,
-                        daily_limit: false,
-                    },
-                })?;
-                if (200..300).contains(&status) {
-                    return Ok(body);
-                }
-                let e = classify(status, &headers, &String::from_utf8_lossy(&body));
-                if let Some(t) = headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
-                    tracing::debug!(source = VENDOR, tracking_id = t, error = %e, "Zoom error");
-                }
-                Err(e)
-            };
-            let res = attempt
-                .retry(crate::http::retry_policy(self.max_retries))
-                .when(|e: &ApiError| e.transient)
-                .adjust(|e: &ApiError, dur| crate::http::honour_retry_after(e.retry_after, dur))
-                .notify(|e: &ApiError, dur| tracing::warn!(source = VENDOR, error = %e, retry_in_ms = dur.as_millis() as u64, "retrying Zoom call"))
-                .await;
-            match res {
-                Err(e) if e.auth_expired && !refreshed => {
-                    tracing::info!(source = VENDOR, account = %self.account.name, "access token rejected, refreshing");
-                    self.oauth.refresh(generation).await.map_err(oauth_api_err)?;
-                    refreshed = true;
-                }
-                other => return other,
-            }
-        }
+    ) -> Result<Vec<u8>, CallError> {
+        self.api.call_body(method, path, query, body, classify).await
     }
 
-    fn vendor_err(&self, e: &ApiError, what: &str) -> SourceError {
-        let hint = match e.status {
-            _ if e.daily_limit => format!(
-                " (Zoom's daily limit of meeting create/update requests for user {:?} is reached; Zoom accepts new ones after 00:00 UTC{})",
+    /// The source's error for a failed call: the account and what was called, the vendor's
+    /// status and code kept, and what the operator can do.
+    fn vendor_err(&self, e: CallError, what: &str) -> SourceError {
+        let mut e = match e {
+            CallError::Api(e) => e,
+            CallError::OAuth(e) => return SourceError::OAuth(e),
+        };
+        e.hint = match e.kind {
+            ErrorKind::DailyLimit => Some(format!(
+                "Zoom's daily limit of meeting create/update requests for user {:?} is reached; Zoom accepts new ones after 00:00 UTC{}",
                 self.account.user_id,
                 e.retry_after.map(|d| format!(", in {}", human_duration(d.as_secs() as i64))).unwrap_or_default()
-            ),
-            Some(401) => format!(" (token rejected: run `ticketsync auth zoom --account {}`)", self.account.name),
-            Some(403) => " (the app lacks a scope: meeting:write, meeting:read, recording:read, user:read)".into(),
-            _ => String::new(),
+            )),
+            ErrorKind::BadToken => Some(format!("token rejected: run `ticketsync auth zoom --account {}`", self.account.name)),
+            ErrorKind::NotAllowed => {
+                Some("the app lacks a scope: meeting:write, meeting:read, recording:read, user:read".into())
+            }
+            _ => None,
         };
-        SourceError::Vendor {
-            source_name: VENDOR.into(),
-            message: format!("account {}: {what}: {e}{hint}", self.account.name),
-            transient: e.transient,
-        }
+        e.what = format!("account {}: {what}", self.account.name);
+        SourceError::Api(e)
     }
 
     /// `POST /users/{userId}/meetings`.
@@ -258,7 +144,7 @@ impl ZoomApi {
         let text = self
             .call(reqwest::Method::POST, &path, &[], Some(body))
             .await
-            .map_err(|e| self.vendor_err(&e, "creating a meeting"))?;
+            .map_err(|e| self.vendor_err(e, "creating a meeting"))?;
         let raw: Value = serde_json::from_slice(&text).map_err(|e| cfg_err(format!("POST {path}: malformed ({e})")))?;
         let m = serde_json::from_value(raw.clone()).map_err(|e| cfg_err(format!("POST {path}: {e}")))?;
         Ok((m, raw))
@@ -274,8 +160,8 @@ impl ZoomApi {
                 message: format!("GET {path}: not JSON ({e})"),
                 transient: true,
             }),
-            Err(e) if e.not_found() => Ok(None),
-            Err(e) => Err(self.vendor_err(&e, &format!("GET {path}"))),
+            Err(CallError::Api(e)) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(self.vendor_err(e, &format!("GET {path}"))),
         }
     }
 
@@ -295,20 +181,22 @@ impl ZoomApi {
                 }
                 let what = format!("GET {path}");
                 // A page that does not parse is asked for again, as for every vendor.
-                let fetched: Result<_, super::PageError<ApiError>> =
-                    super::fetch_parsed(VENDOR, &what, self.max_retries, || async {
+                let fetched: Result<_, super::PageError<CallError>> =
+                    super::fetch_parsed(VENDOR, &what, self.api.max_retries(), || async {
                         let text = self.call(reqwest::Method::GET, path, &q, None).await?;
                         Ok(json_body::<Page>(&text).map_err(|e| e.to_string()))
                     })
                     .await;
                 let page = match fetched {
                     Ok(p) => p,
-                    Err(super::PageError::Call(e)) if e.page_token_expired() && restarts < WALK_RESTARTS => {
+                    Err(super::PageError::Call(CallError::Api(e)))
+                        if page_token_expired(&e) && restarts < WALK_RESTARTS =>
+                    {
                         restarts += 1;
                         tracing::warn!(source = VENDOR, path, restarts, "next_page_token expired; restarting the walk");
                         continue 'walk;
                     }
-                    Err(super::PageError::Call(e)) => return Err(self.vendor_err(&e, &what)),
+                    Err(super::PageError::Call(e)) => return Err(self.vendor_err(e, &what)),
                     Err(super::PageError::Unparsable { attempts, detail }) => {
                         return Err(SourceError::Vendor {
                             source_name: VENDOR.into(),
@@ -346,9 +234,9 @@ impl ZoomApi {
         let text = self
             .call(reqwest::Method::GET, &path, &q, None)
             .await
-            .map_err(|e| self.vendor_err(&e, &format!("GET {path}")))?;
+            .map_err(|e| self.vendor_err(e, &format!("GET {path}")))?;
         json_body::<Page>(&text).map_err(|e| cfg_err(format!("GET {path}: malformed page ({e})")))?;
-        Ok(format!("GET {}{path}", self.api))
+        Ok(format!("GET {}{path}", self.base))
     }
 
     fn recordings_path(&self) -> String {
@@ -367,20 +255,7 @@ impl ZoomApi {
     }
 }
 
-fn oauth_api_err(e: crate::oauth::OAuthError) -> ApiError {
-    let transient =
-        matches!(e, crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. });
-    ApiError {
-        status: None,
-        code: None,
-        message: e.to_string(),
-        retry_after: None,
-        transient,
-        auth_expired: false,
-        daily_limit: false,
-    }
-}
-
+/// An answer that is not 2xx, with Zoom's `code` kept.
 fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ApiError {
     let e: ErrorBody = serde_json::from_str(body).unwrap_or_default();
     let message =
@@ -389,15 +264,27 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Ap
     let daily_limit = status == 429
         && (limit_type.eq_ignore_ascii_case("daily-limit")
             || message.to_ascii_lowercase().contains("daily rate limit"));
-    ApiError {
-        status: Some(status),
+    let kind = match status {
+        _ if daily_limit => ErrorKind::DailyLimit,
+        429 => ErrorKind::RateLimited,
+        401 => ErrorKind::BadToken,
+        403 => ErrorKind::NotAllowed,
+        404 => ErrorKind::SessionGone,
+        400 => ErrorKind::BadParams,
+        _ => ErrorKind::Unknown,
+    };
+    if let Some(t) = headers.get("x-zm-trackingid").and_then(|v| v.to_str().ok()) {
+        tracing::debug!(source = VENDOR, tracking_id = t, status, code = ?e.code, "Zoom error");
+    }
+    Failure {
+        kind,
         code: e.code,
         retry_after: crate::http::retry_after(headers),
         transient: !daily_limit && (status == 429 || status >= 500 || status == 408),
         auth_expired: status == 401 && matches!(e.code, Some(124) | None),
-        daily_limit,
-        message,
+        ..Failure::answered(VENDOR, "", status, message)
     }
+    .into()
 }
 
 /// The body of `POST /users/{userId}/meetings` for a ticket.
@@ -687,4 +574,27 @@ fn note_body(s: &StoredSession) -> Option<String> {
         _ => {}
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn vendor_error_codes_are_kept_typed() {
+        let h = HeaderMap::new();
+        let e = classify(401, &h, r#"{"code":124,"message":"Invalid access token."}"#);
+        assert_eq!((e.kind, e.code, e.auth_expired, e.transient), (ErrorKind::BadToken, Some(124), true, false));
+        let e = classify(404, &h, r#"{"code":3001,"message":"Meeting does not exist."}"#);
+        assert_eq!((e.kind, e.code), (ErrorKind::SessionGone, Some(3001)));
+        let mut daily = HeaderMap::new();
+        daily.insert("x-ratelimit-type", HeaderValue::from_static("Daily-limit"));
+        let e = classify(429, &daily, r#"{"code":429,"message":"You have reached the maximum."}"#);
+        assert_eq!((e.kind, e.transient), (ErrorKind::DailyLimit, false));
+        let e = classify(429, &h, r#"{"code":429,"message":"Too many requests."}"#);
+        assert_eq!((e.kind, e.transient), (ErrorKind::RateLimited, true));
+        let e = classify(400, &h, r#"{"code":300,"message":"The next page token is invalid or expired."}"#);
+        assert!(page_token_expired(&e));
+    }
 }

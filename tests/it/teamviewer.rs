@@ -829,3 +829,23 @@ async fn throttled_429_holds_every_call_to_the_account() {
     let statuses: Vec<u16> = conn_requests(&sim).iter().map(|r| r.status).collect();
     assert_eq!(statuses, [429, 200, 200]);
 }
+
+/// Issue 16: TeamViewer's own error code reaches the caller typed (it used to be flattened
+/// into the message), with the status and the error kind the vendor client classified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_error_code_is_kept_typed() {
+    let sim = start_sim(SimOptions::default()).await;
+    sim.push_fault(Fault {
+        body: r#"{"error":"invalid_permission","error_description":"no Connections.Read","error_code":7}"#.into(),
+        ..Fault::new(CONNECTIONS, 403)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(dir.path()).await;
+    let err = source(&script_cfg(&sim), &store, 0).poll(&store, &CancellationToken::new()).await.expect_err("403");
+    let ticketsync::sources::SourceError::Api(e) = err else { panic!("expected a typed vendor error, got {err:?}") };
+    assert_eq!(
+        (e.kind, e.status, e.error.as_deref(), e.transient),
+        (ticketsync::http::ErrorKind::NotAllowed, Some(403), Some("invalid_permission"), false)
+    );
+    assert_eq!(e.message, "no Connections.Read");
+}

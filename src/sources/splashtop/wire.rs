@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::session::NewSession;
+use crate::sources::common::{parse_date, text};
 use crate::sources::Rejected;
 
 pub const VENDOR: &str = "splashtop";
@@ -69,23 +70,14 @@ pub fn query_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// What a `result` code means, per the public clients [V].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultKind {
-    /// 40100, 40101, 40300: token invalid or expired.
-    BadToken,
-    /// 40403: missing scope, plan, channel, region, or role.
-    NotAllowed,
-    /// 40404: session closed/expired, or wrong team id.
-    SessionGone,
-    /// 40422: wrong parameters (e.g. customer_name > 64 characters).
-    BadParams,
-    /// 41406: malformed (quoted, BOM) token.
-    MalformedToken,
-    /// Anything else: retried with the shared policy.
-    Unknown,
-}
+/// What a `result` code means, per the public clients [V], as the vendor client's error
+/// kinds: 40100, 40101, 40300 `BadToken`; 40403 `NotAllowed` (missing scope, plan, channel,
+/// region, or role); 40404 `SessionGone` (session closed/expired, or wrong team id); 40422
+/// `BadParams` (e.g. customer_name > 64 characters); 41406 `MalformedToken` (quoted, BOM);
+/// anything else `Unknown`, retried with the shared policy.
+pub use crate::http::ErrorKind as ResultKind;
 
+/// The kind of a `result` code.
 pub fn result_kind(code: i64) -> ResultKind {
     match code {
         40100 | 40101 | 40300 => ResultKind::BadToken,
@@ -306,25 +298,6 @@ pub fn connection_details(raw: &Value) -> Vec<(&'static str, String)> {
         out.push(("Remote IP", ip));
     }
     out
-}
-
-fn parse_date(v: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|d| Some(d.with_timezone(&Utc)))
-            .map_err(|_| format!("{field}: not an ISO 8601 date: {:?}", crate::http::short_body(s))),
-        _ => Err(format!("{field}: expected a date string")),
-    }
-}
-
-fn text(rec: &Value, key: &str) -> Option<String> {
-    match rec.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Map one session-log record [R field names] to the normalized session (`raw_json`: the

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::session::NewSession;
+use crate::sources::common::{parse_date, text, type_name};
 use crate::sources::Rejected;
 
 pub const VENDOR: &str = "teamviewer";
@@ -56,37 +57,6 @@ pub struct CreatedSession {
     pub webclient_supporter_link: Option<String>,
     #[serde(default)]
     pub valid_until: Option<String>,
-}
-
-/// Real payloads use `YYYY-MM-DDTHH:MM:SSZ`; parse RFC 3339 ourselves, as UTC.
-fn parse_date(v: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|d| Some(d.with_timezone(&Utc)))
-            .map_err(|_| format!("{field}: not an ISO 8601 date: {:?}", crate::http::short_body(s))),
-        other => Err(format!("{field}: expected a date string, got {}", type_name(other))),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn text(rec: &Value, key: &str) -> Option<String> {
-    match rec.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Dates outside this range are vendor or clock errors, not sessions.
