@@ -26,6 +26,14 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// One line per error, with the column where the file has one (`ticketsync check`).
+    pub fn report_lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Many { file, errors } => errors.iter().map(|d| format!("{file}: {}", d.detailed())).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+
     /// The key this error is about, when it names one.
     fn key(&self) -> Option<&str> {
         match self {
@@ -688,6 +696,7 @@ impl Config {
         if let Some(cfg) = &parsed.config {
             errors.extend(cfg.validation_errors().into_iter().map(|e| cfg.diagnostic(e)));
         }
+        parse::sort(&mut errors);
         Ok((parsed.config, errors))
     }
 
@@ -705,7 +714,11 @@ impl Config {
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {
             crate::redact::register_config(cfg, &text);
-            errors.extend(cfg.secret_errors().into_iter().map(|e| cfg.diagnostic(e)));
+            // A secret key already reported (`token = 5`) was taken out: not "missing" too.
+            let reported: std::collections::HashSet<String> = errors.iter().map(|d| d.key.clone()).collect();
+            let secrets = cfg.secret_errors().into_iter().map(|e| cfg.diagnostic(e));
+            errors.extend(secrets.filter(|d| !reported.contains(&d.key)).collect::<Vec<_>>());
+            parse::sort(&mut errors);
         }
         match cfg {
             Some(cfg) if errors.is_empty() => Ok(cfg),
@@ -911,6 +924,8 @@ impl Config {
                 SplashtopAuth::Oauth => add("sources.splashtop.client_secret", true, st.client_secret()),
             }
         }
+        let zoom_at = usize::from(self.sources.teamviewer.as_ref().is_some_and(|t| t.enabled))
+            + usize::from(self.sources.splashtop.as_ref().is_some_and(|t| t.enabled));
         if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {
             add("rooms.visioconference.token", true, v.token_secret());
         }
@@ -920,6 +935,10 @@ impl Config {
         if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
             add("sinks.webhook.secret", true, w.secret_value());
         }
+        // Optional, but a configured file that cannot be read is an error now, not an
+        // open /metrics later.
+        add("http.metrics_token", false, self.http.metrics_token_secret());
+        add("notes.marker_key", false, self.notes.secret());
         let extra = self.sinks.extra();
         if let Some(c) = extra.zendesk.filter(|c| c.enabled) {
             add("sinks.zendesk.token", true, c.token_value());
@@ -934,20 +953,15 @@ impl Config {
             add("sinks.glpi.user_token", true, c.user_token_value());
             add("sinks.glpi.app_token", false, c.app_token_secret());
         }
-        // Optional, but a configured file that cannot be read is an error now, not an
-        // open /metrics later.
-        add("http.metrics_token", false, self.http.metrics_token_secret());
-        add("notes.marker_key", false, self.notes.secret());
-        // Zoom's credential names carry the account name.
+        // Zoom's credential names carry the account name (after Splashtop, as listed before).
         if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
-            for (i, a) in z.accounts.iter().enumerate() {
-                out.push(SecretUse {
-                    key: format!("sources.zoom.accounts[{i}].client_secret"),
-                    credential: a.credential_name(),
-                    required: true,
-                    value: a.client_secret(i),
-                });
-            }
+            let accounts = z.accounts.iter().enumerate().map(|(i, a)| SecretUse {
+                key: format!("sources.zoom.accounts[{i}].client_secret"),
+                credential: a.credential_name(),
+                required: true,
+                value: a.client_secret(i),
+            });
+            out.splice(zoom_at..zoom_at, accounts.collect::<Vec<_>>());
         }
         out
     }

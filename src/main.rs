@@ -52,8 +52,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ticketsync::demo::run(state_dir).await?;
         }
         Command::Check => {
-            let cfg = load(&cli)?;
-            cfg.check_secrets()?;
+            // Every error of the file at once, one line each, like `vector validate`.
+            let cfg = match Config::check(&cli.config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    for line in e.report_lines() {
+                        eprintln!("error: {}", ticketsync::redact::scrub(&line));
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            };
             println!("{}: OK", cli.config.display());
             for w in cfg.insecure_http_warnings() {
                 println!("  warning: {w}");

@@ -102,6 +102,15 @@ impl Origins {
     }
 }
 
+/// File order (line, column), then the environment's errors, then the rest.
+pub fn sort(errors: &mut [Diagnostic]) {
+    errors.sort_by_key(|d| match &d.origin {
+        Origin::File { line, column } => (0, *line, *column),
+        Origin::Env(_) => (1, 0, 0),
+        Origin::Unset => (2, 0, 0),
+    });
+}
+
 /// `a.b[2]` → `a.b`, `a.b` → `a`, `a` → none.
 fn parent(key: &str) -> Option<&str> {
     if key.ends_with(']') {
