@@ -90,6 +90,11 @@ impl Origins {
             if let Some(&offset) = self.keys.get(k) {
                 return self.position(offset);
             }
+            // A section that only the environment wrote.
+            let inside = format!("{k}.");
+            if let Some(var) = self.env.iter().filter(|(p, _)| p.starts_with(&inside)).map(|(_, v)| v).min() {
+                return Origin::Env(var.clone());
+            }
             match parent(k) {
                 Some(p) => k = p,
                 None => return Origin::Unset,
