@@ -1049,13 +1049,12 @@ pub(crate) fn declared_secret(
 }
 
 pub(crate) fn missing_secret(key: &str, cred: &str) -> ConfigError {
-    key_err(
-        key,
-        format!(
-            "missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential), or TICKETSYNC__{}",
-            key.replace('.', "__").to_uppercase()
-        ),
-    )
+    // Keys inside arrays (`sources.zoom.accounts[0]…`) have no environment variable.
+    let env = match key.contains('[') {
+        true => String::new(),
+        false => format!(", or {ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase()),
+    };
+    key_err(key, format!("missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential){env}"))
 }
 
 /// A required secret: present, or an error naming the key and where it can come from.
