@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 mod parse;
-pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS};
+pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
 pub const ENV_PREFIX: &str = "TICKETSYNC";
@@ -550,30 +550,46 @@ impl SinksConfig {
         }
     }
 
+    /// Every configured sink: its name, whether it is enabled, its routing keys.
+    pub fn sections(&self) -> Vec<(&'static str, bool, &RouteConfig)> {
+        let all: [(&'static str, Option<(bool, &RouteConfig)>); 6] = [
+            ("redmine", self.redmine.as_ref().map(|c| (c.enabled, &c.route))),
+            ("webhook", self.webhook.as_ref().map(|c| (c.enabled, &c.route))),
+            ("zendesk", self.zendesk.as_ref().map(|c| (c.enabled, &c.route))),
+            ("freshservice", self.freshservice.as_ref().map(|c| (c.enabled, &c.route))),
+            ("jsm", self.jsm.as_ref().map(|c| (c.enabled, &c.route))),
+            ("glpi", self.glpi.as_ref().map(|c| (c.enabled, &c.route))),
+        ];
+        all.into_iter().filter_map(|(name, c)| c.map(|(enabled, route)| (name, enabled, route))).collect()
+    }
+
     /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
     pub fn routes(&self) -> Vec<crate::sinks::routing::RouteKeys<'_>> {
-        let mut out = Vec::new();
-        if let Some(r) = self.redmine.as_ref().filter(|r| r.enabled) {
-            out.push(("redmine", r.tickets.as_deref(), r.sources.as_deref()));
-        }
-        if let Some(w) = self.webhook.as_ref().filter(|w| w.enabled) {
-            out.push(("webhook", w.tickets.as_deref(), w.sources.as_deref()));
-        }
-        out.extend(self.extra().routes());
-        out
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.map(|(name, _, r)| (name, r.tickets.as_deref(), r.sources.as_deref())).collect()
     }
 
     /// The `concurrency` key of each enabled sink that sets it, by sink name.
     pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
-        let mut out = self.extra().concurrency();
-        if let Some(c) = self.redmine.as_ref().filter(|r| r.enabled).and_then(|r| r.concurrency) {
-            out.insert("redmine".into(), c);
-        }
-        if let Some(c) = self.webhook.as_ref().filter(|w| w.enabled).and_then(|w| w.concurrency) {
-            out.insert("webhook".into(), c);
-        }
-        out
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.filter_map(|(name, _, r)| Some((name.to_string(), r.concurrency?))).collect()
     }
+}
+
+/// The routing keys every sink section has.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Only tickets whose id matches this regex go to this sink.
+    pub tickets: Option<String>,
+    /// Only sessions from these sources go to this sink.
+    pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default 16).
+    pub concurrency: Option<usize>,
+}
+
+impl RouteConfig {
+    pub const KEYS: [&'static str; 3] = ["tickets", "sources", "concurrency"];
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -594,18 +610,12 @@ pub struct RedmineConfig {
     /// inlined attachments are fenced (`<pre>` or a code fence).
     #[serde(default)]
     pub text_formatting: crate::sinks::redmine::TextFormatting,
-    /// Only tickets whose id matches this regex go to this sink.
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    /// Only sessions from these sources go to this sink.
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -624,16 +634,12 @@ pub struct WebhookConfig {
     /// `both` (the default, so receivers of the legacy header keep working).
     #[serde(default)]
     pub signature: crate::sinks::webhook::SignatureScheme,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this receiver (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 crate::config::outbound_section!(TeamViewerConfig, "sources.teamviewer");
@@ -822,16 +828,18 @@ impl Config {
         }
         if let Some(r) = &self.sinks.redmine {
             e.add(check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m)));
-            crate::sinks::config::check_route_into(&mut e, "sinks.redmine", r.tickets.as_deref(), r.sources.as_deref());
         }
         if let Some(w) = &self.sinks.webhook {
             e.add(check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m)));
             if reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
                 e.key("sinks.webhook.signature_header", "not a valid HTTP header name");
             }
-            crate::sinks::config::check_route_into(&mut e, "sinks.webhook", w.tickets.as_deref(), w.sources.as_deref());
         }
         self.sinks.extra().validate_into(&mut e);
+        for (name, _, r) in self.sinks.sections() {
+            let section = format!("sinks.{name}");
+            crate::sinks::config::check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
+        }
         for (o, urls) in self.outbound_components() {
             e.add(o.validate());
             for (key, url) in &urls {

@@ -146,7 +146,16 @@ pub const OUTBOUND_SECTIONS: [&str; 10] = [
     "sinks.jsm",
     "sinks.glpi",
 ];
-const NESTED: &str = "outbound";
+/// The sink sections, whose routing keys [`super::RouteConfig`] holds as `route`.
+pub const SINK_SECTIONS: [&str; 6] =
+    ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
+
+/// Keys written in a section but held by a struct shared between sections: the field of
+/// the section's struct, the keys it holds, the sections that have it.
+const GROUPS: [(&str, &[&str], &[&str]); 2] = [
+    ("outbound", &super::OutboundConfig::KEYS, &OUTBOUND_SECTIONS),
+    ("route", &super::RouteConfig::KEYS, &SINK_SECTIONS),
+];
 
 pub struct Parsed {
     /// `None` only when no configuration could be built at all.
@@ -165,7 +174,7 @@ pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Res
     let mut errors = Vec::new();
     let mut root = table(doc.get_ref(), "", &mut origins, &mut errors);
     apply_env(&mut root, env, &mut origins, &mut errors);
-    nest_outbound(&mut root, &origins, &mut errors);
+    nest_groups(&mut root, &origins, &mut errors);
     let config = deserialize_all(root, &origins, &mut errors).map(|mut c| {
         c.origins = std::sync::Arc::new(origins);
         c
@@ -262,28 +271,31 @@ fn table_at_mut<'a>(root: &'a mut Table, path: &str) -> Option<&'a mut Table> {
     Some(t)
 }
 
-fn nest_outbound(root: &mut Table, origins: &Origins, errors: &mut Vec<Diagnostic>) {
-    for section in OUTBOUND_SECTIONS {
-        let Some(t) = table_at_mut(root, section) else { continue };
-        if t.remove(NESTED).is_some() {
-            errors.push(origins.diagnostic(&join(section, NESTED), unknown_key_message(NESTED, &section_keys())));
-        }
-        let mut nested = Table::new();
-        for k in super::OutboundConfig::KEYS {
-            if let Some(v) = t.remove(k) {
-                nested.insert(k.to_string(), v);
+fn nest_groups(root: &mut Table, origins: &Origins, errors: &mut Vec<Diagnostic>) {
+    for (field, keys, sections) in GROUPS {
+        for section in sections {
+            let Some(t) = table_at_mut(root, section) else { continue };
+            // The field is not a key of the file: `outbound = { … }` is unknown.
+            if t.remove(field).is_some() {
+                errors.push(origins.diagnostic(&join(section, field), unknown_key_message(field, &[])));
             }
-        }
-        if !nested.is_empty() {
-            t.insert(NESTED.to_string(), Value::Table(nested));
+            let nested: Table = keys.iter().filter_map(|k| Some((k.to_string(), t.remove(*k)?))).collect();
+            if !nested.is_empty() {
+                t.insert(field.to_string(), Value::Table(nested));
+            }
         }
     }
 }
 
-/// Stand-in for the keys of a section that holds `outbound`, for the "did you mean" of a
-/// literal `outbound` key (the section's own keys are not known here).
-fn section_keys() -> Vec<String> {
-    super::OutboundConfig::KEYS.iter().map(|k| k.to_string()).collect()
+/// A section's valid keys as the file writes them: a group's field stands for its keys.
+fn file_keys(mut valid: Vec<String>) -> Vec<String> {
+    for (field, keys, _) in GROUPS {
+        if let Some(i) = valid.iter().position(|v| v == field) {
+            valid.remove(i);
+            valid.extend(keys.iter().map(|k| k.to_string()));
+        }
+    }
+    valid
 }
 
 /// The user's name of a deserializer path: `sinks.redmine.outbound.ca_file` → `sinks.redmine.ca_file`.
@@ -292,7 +304,7 @@ fn user_path(segs: &[Seg]) -> String {
     for s in segs {
         match s {
             Seg::Key(k) => {
-                if k == NESTED && OUTBOUND_SECTIONS.contains(&out.as_str()) {
+                if GROUPS.iter().any(|(field, _, sections)| field == k && sections.contains(&out.as_str())) {
                     continue;
                 }
                 if !out.is_empty() {
@@ -452,12 +464,7 @@ pub(crate) fn unknown_key_message(key: &str, valid: &[String]) -> String {
 fn explain(msg: &str) -> String {
     if msg.starts_with("unknown field") {
         let key = backticked(msg).unwrap_or_default();
-        let mut valid = expected_names(msg);
-        if let Some(i) = valid.iter().position(|v| v == NESTED) {
-            valid.remove(i);
-            valid.extend(section_keys());
-        }
-        return unknown_key_message(&key, &valid);
+        return unknown_key_message(&key, &file_keys(expected_names(msg)));
     }
     if msg.starts_with("unknown variant") {
         let got = backticked(msg).unwrap_or_default();

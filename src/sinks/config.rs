@@ -48,16 +48,12 @@ pub struct ZendeskConfig {
     /// Id of a custom ticket field (text) that receives the session code.
     #[serde(default)]
     pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,16 +70,12 @@ pub struct FreshserviceConfig {
     /// Name of a custom ticket field holding the session code (`cf_session_code`), for lookups.
     #[serde(default)]
     pub session_code_field: Option<String>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -117,16 +109,12 @@ pub struct JsmConfig {
     /// Numeric id of a text custom field holding the session code (JQL `cf[id]`).
     #[serde(default)]
     pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,16 +135,12 @@ pub struct GlpiConfig {
     /// searchOption id of the Ticket field holding the session code.
     #[serde(default)]
     pub session_code_search_option: Option<u32>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
+    pub route: crate::config::RouteConfig,
     /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
     pub outbound: crate::config::OutboundConfig,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
 }
 
 crate::config::outbound_section!(ZendeskConfig, "sinks.zendesk");
@@ -205,7 +189,6 @@ impl ZendeskConfig {
         if self.auth == ZendeskAuthKind::ApiToken && self.email.as_deref().unwrap_or("").is_empty() {
             e.key("sinks.zendesk.email", "required when auth = \"api_token\"");
         }
-        check_route_into(e, "sinks.zendesk", self.tickets.as_deref(), self.sources.as_deref());
     }
     pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref())
@@ -218,7 +201,6 @@ impl ZendeskConfig {
 impl FreshserviceConfig {
     fn validate_into(&self, e: &mut Errors) {
         check_url(e, "sinks.freshservice.url", &self.url);
-        check_route_into(e, "sinks.freshservice", self.tickets.as_deref(), self.sources.as_deref());
     }
     pub(crate) fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.freshservice.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
@@ -234,7 +216,6 @@ impl JsmConfig {
         if self.deployment == JsmDeployment::Cloud && self.email.as_deref().unwrap_or("").is_empty() {
             e.key("sinks.jsm.email", "required when deployment = \"cloud\"");
         }
-        check_route_into(e, "sinks.jsm", self.tickets.as_deref(), self.sources.as_deref());
     }
     pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref())
@@ -250,7 +231,6 @@ impl GlpiConfig {
         if !self.url.trim_end_matches('/').ends_with("apirest.php") {
             e.key("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php");
         }
-        check_route_into(e, "sinks.glpi", self.tickets.as_deref(), self.sources.as_deref());
     }
     pub(crate) fn user_token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.glpi.user_token", self.user_token.as_ref(), self.user_token_file.as_deref())
@@ -286,41 +266,6 @@ impl<'a> ExtraSinks<'a> {
         if let Some(c) = self.glpi {
             c.validate_into(e);
         }
-    }
-
-    /// The `concurrency` key of each enabled sink that sets it, by sink name.
-    pub fn concurrency(&self) -> HashMap<String, usize> {
-        let mut out = HashMap::new();
-        let keys = [
-            ("zendesk", self.zendesk.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("freshservice", self.freshservice.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("jsm", self.jsm.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("glpi", self.glpi.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-        ];
-        for (name, c) in keys {
-            if let Some(c) = c {
-                out.insert(name.to_string(), c);
-            }
-        }
-        out
-    }
-
-    /// Names of the enabled sinks, with their routing keys.
-    pub fn routes(&self) -> Vec<super::routing::RouteKeys<'a>> {
-        let mut out = Vec::new();
-        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
-            out.push(("zendesk", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
-            out.push(("freshservice", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.jsm.filter(|c| c.enabled) {
-            out.push(("jsm", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.glpi.filter(|c| c.enabled) {
-            out.push(("glpi", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        out
     }
 
     pub fn build(

@@ -2,7 +2,7 @@
 //! every error at once, each naming its key and its line (or the environment variable that
 //! set it), valid values listed, strict booleans, secrets never in the text.
 
-use ticketsync::config::{Config, ConfigError, Diagnostic, Origin, OUTBOUND_SECTIONS};
+use ticketsync::config::{Config, ConfigError, Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 
 use super::cli::{ticketsync, write};
 
@@ -174,8 +174,11 @@ fn missing_secret_file_names_key_line_and_path_never_content() {
     assert!(e.iter().all(|d| !d.to_string().contains(CANARY)));
 }
 
+/// `allow_insecure_http`, `ca_file`, `max_response_bytes` (held by the shared
+/// `OutboundConfig`) and the sinks' `tickets`, `sources`, `concurrency` (`RouteConfig`) are
+/// written where they always were.
 #[test]
-fn outbound_keys_keep_their_names_in_every_section() {
+fn shared_keys_keep_their_names_in_every_section() {
     let sections = [
         ("sources.teamviewer", ""),
         ("sources.splashtop", ""),
@@ -191,8 +194,12 @@ fn outbound_keys_keep_their_names_in_every_section() {
     let mut text = String::new();
     for (i, (section, required)) in sections.iter().enumerate() {
         // The section's own keys first: `[[…accounts]]` ends the section.
+        let route = match section.starts_with("sinks.") {
+            true => format!("tickets = '^\\d+$'\nsources = [\"zoom\"]\nconcurrency = {}\n", i + 1),
+            false => String::new(),
+        };
         text.push_str(&format!(
-            "[{section}]\nallow_insecure_http = true\nmax_response_bytes = {}\n{required}\n",
+            "[{section}]\nallow_insecure_http = true\nmax_response_bytes = {}\n{route}{required}\n",
             2048 + i
         ));
     }
@@ -205,9 +212,25 @@ fn outbound_keys_keep_their_names_in_every_section() {
     listed.sort_unstable();
     built.sort_unstable();
     assert_eq!(listed, built, "OUTBOUND_SECTIONS lists exactly the sections with outbound()");
+    let routes = c.sinks.routes();
+    assert_eq!(routes.iter().map(|r| format!("sinks.{}", r.0)).collect::<Vec<_>>(), SINK_SECTIONS);
+    assert!(routes.iter().all(|r| r.1 == Some("^\\d+$") && r.2 == Some(&["zoom".to_string()][..])), "{routes:?}");
+    let concurrency = c.sinks.concurrency();
+    for (i, s) in SINK_SECTIONS.iter().enumerate() {
+        assert_eq!(concurrency[s.trim_start_matches("sinks.")], i + 5, "{concurrency:?}");
+    }
     // The shared struct is not a key of its own.
-    let e = errors("[sinks.redmine]\nurl = \"https://r.example\"\noutbound = { ca_file = \"/x\" }\n");
+    let e = errors(
+        "[sinks.redmine]\nurl = \"https://r.example\"\noutbound = { ca_file = \"/x\" }\nroute = 1\nconcurency = 2\n",
+    );
     assert_eq!(line(at(&e, "sinks.redmine.outbound")), 3);
+    assert_eq!(line(at(&e, "sinks.redmine.route")), 4);
+    let d = at(&e, "sinks.redmine.concurency");
+    assert!(d.message.contains("did you mean `concurrency`"), "{d}");
+    // A shared key of the wrong type is named as written.
+    let e = errors("[sinks.webhook]\nurl = \"https://h.example\"\nconcurrency = \"4\"\nca_file = 7\n");
+    assert_eq!(line(at(&e, "sinks.webhook.concurrency")), 3);
+    assert_eq!(line(at(&e, "sinks.webhook.ca_file")), 4);
 }
 
 #[test]
