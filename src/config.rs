@@ -388,7 +388,11 @@ impl SplashtopConfig {
         declared_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.splashtop.client_secret", self.client_secret.as_ref(), self.client_secret_file.as_deref())
+        declared_secret(
+            "sources.splashtop.client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )
     }
     fn validate_into(&self, e: &mut Errors) {
         e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
@@ -1075,7 +1079,11 @@ impl TeamViewerConfig {
         declared_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.teamviewer.client_secret", self.client_secret.as_ref(), self.client_secret_file.as_deref())
+        declared_secret(
+            "sources.teamviewer.client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )
     }
 }
 impl RedmineConfig {
