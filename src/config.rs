@@ -704,7 +704,7 @@ impl Config {
         })?;
         let mut errors = parsed.errors;
         if let Some(cfg) = &parsed.config {
-            errors.extend(cfg.validation_errors().into_iter().map(|e| cfg.diagnostic(e)));
+            errors.extend(cfg.follow_ups_dropped(cfg.validation_errors()));
         }
         parse::sort(&mut errors);
         Ok((parsed.config, errors))
@@ -724,16 +724,20 @@ impl Config {
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {
             crate::redact::register_config(cfg, &text);
-            // A secret key already reported (`token = 5`) was taken out: not "missing" too.
-            let reported: std::collections::HashSet<String> = errors.iter().map(|d| d.key.clone()).collect();
-            let secrets = cfg.secret_errors().into_iter().map(|e| cfg.diagnostic(e));
-            errors.extend(secrets.filter(|d| !reported.contains(&d.key)).collect::<Vec<_>>());
+            errors.extend(cfg.follow_ups_dropped(cfg.secret_errors()));
             parse::sort(&mut errors);
         }
         match cfg {
             Some(cfg) if errors.is_empty() => Ok(cfg),
             _ => Err(ConfigError::Many { file, errors }),
         }
+    }
+
+    /// `errs` located, without those about keys already reported and taken out (`token = 5`
+    /// is not "missing" too, nor is a Zoom account taken out for a missing `client_id`).
+    fn follow_ups_dropped(&self, errs: Vec<ConfigError>) -> Vec<Diagnostic> {
+        let located = errs.into_iter().map(|e| self.diagnostic(e));
+        located.filter(|d| !self.origins.was_removed(&d.key)).collect()
     }
 
     /// `e` with the line of its key in the file, or the variable that set it.

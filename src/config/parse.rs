@@ -66,12 +66,14 @@ pub struct Origins {
     line_starts: Vec<usize>,
     keys: HashMap<String, usize>,
     env: HashMap<String, String>,
+    /// Keys taken out after an error: what later checks say about them follows from it.
+    removed: Vec<String>,
 }
 
 impl Origins {
     fn new(text: &str) -> Self {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { line_starts, keys: HashMap::new(), env: HashMap::new() }
+        Self { line_starts, keys: HashMap::new(), env: HashMap::new(), removed: Vec::new() }
     }
 
     fn position(&self, offset: usize) -> Origin {
@@ -100,6 +102,13 @@ impl Origins {
                 None => return Origin::Unset,
             }
         }
+    }
+
+    /// Whether `key` is, or lies inside, a key already reported and taken out.
+    pub fn was_removed(&self, key: &str) -> bool {
+        self.removed
+            .iter()
+            .any(|r| key.strip_prefix(r.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])))
     }
 
     pub fn diagnostic(&self, key: &str, message: impl Into<String>) -> Diagnostic {
@@ -175,7 +184,9 @@ pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Res
     let mut root = table(doc.get_ref(), "", &mut origins, &mut errors);
     apply_env(&mut root, env, &mut origins, &mut errors);
     nest_groups(&mut root, &origins, &mut errors);
-    let config = deserialize_all(root, &origins, &mut errors).map(|mut c| {
+    let (config, removed) = deserialize_all(root, &origins, &mut errors);
+    origins.removed = removed;
+    let config = config.map(|mut c| {
         c.origins = std::sync::Arc::new(origins);
         c
     });
@@ -336,16 +347,17 @@ fn segments(p: &serde_path_to_error::Path) -> Vec<Seg> {
 
 /// Remove the value at `segs`; an array element takes its whole array with it, so that the
 /// elements after it keep their numbers in later messages. False when nothing was removed.
-fn remove(root: &mut Table, segs: &[Seg]) -> bool {
-    let Some(end) = segs.iter().rposition(|s| matches!(s, Seg::Key(_))) else { return false };
-    let Seg::Key(last) = &segs[end] else { return false };
-    if end == 0 {
-        return root.remove(last).is_some();
-    }
-    match get_mut(root, &segs[..end]) {
-        Some(Value::Table(t)) => t.remove(last).is_some(),
-        _ => false,
-    }
+fn remove(root: &mut Table, segs: &[Seg]) -> Option<String> {
+    let end = segs.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+    let Seg::Key(last) = &segs[end] else { return None };
+    let gone = match end {
+        0 => root.remove(last).is_some(),
+        _ => match get_mut(root, &segs[..end]) {
+            Some(Value::Table(t)) => t.remove(last).is_some(),
+            _ => false,
+        },
+    };
+    gone.then(|| user_path(&segs[..=end]))
 }
 
 fn get_mut<'a>(root: &'a mut Table, segs: &[Seg]) -> Option<&'a mut Value> {
@@ -363,13 +375,13 @@ fn get_mut<'a>(root: &'a mut Table, segs: &[Seg]) -> Option<&'a mut Value> {
 
 /// Deserialize, and on each error record it, take the offending key out and try again, so
 /// that one run names every bad key (a section missing a required key is taken out whole).
-fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnostic>) -> Option<Config> {
-    let mut removed: HashSet<String> = HashSet::new();
+fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnostic>) -> (Option<Config>, Vec<String>) {
+    let mut removed: Vec<String> = Vec::new();
     let mut coerced: HashSet<String> = HashSet::new();
     // Each round removes or converts one value, so the number of values bounds the rounds.
     for _ in 0..10_000 {
         let err = match serde_path_to_error::deserialize::<_, Config>(Value::Table(root.clone())) {
-            Ok(c) => return Some(c),
+            Ok(c) => return (Some(c), removed),
             Err(e) => e,
         };
         let mut segs = segments(err.path());
@@ -383,10 +395,10 @@ fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnost
                     origin: origins.locate(&user_path(&segs)),
                 });
             }
-            if segs.is_empty() || !remove(&mut root, &segs) {
-                return None;
+            match remove(&mut root, &segs) {
+                Some(gone) => removed.push(gone),
+                None => return (None, removed),
             }
-            removed.insert(user_path(&segs));
             continue;
         }
         if msg.starts_with("unknown field") && segs.is_empty() {
@@ -407,13 +419,13 @@ fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnost
                 }
             }
         }
-        errors.push(Diagnostic { key: key.clone(), message: explain(&msg), origin });
-        if !remove(&mut root, &segs) {
-            return None;
+        errors.push(Diagnostic { key, message: explain(&msg), origin });
+        match remove(&mut root, &segs) {
+            Some(gone) => removed.push(gone),
+            None => return (None, removed),
         }
-        removed.insert(key);
     }
-    None
+    (None, removed)
 }
 
 /// An override's string as the type the key expects (serde names it after "expected").

@@ -69,6 +69,19 @@ fn unknown_keys_anywhere_get_a_did_you_mean() {
     assert_eq!(e.len(), 4, "{e:#?}");
 }
 
+/// The section (or array element) is taken out to go on: what follows from that is not
+/// reported again.
+#[test]
+fn a_missing_required_key_is_one_error_at_its_section() {
+    let e = errors(
+        "[sinks.zendesk]\nemail = \"a@x.example\"\n\n[sources.zoom]\n[[sources.zoom.accounts]]\nname = \"a\"\n\
+         auth = \"oauth\"\n",
+    );
+    assert_eq!(line(at(&e, "sinks.zendesk.url")), 1);
+    assert_eq!(line(at(&e, "sources.zoom.accounts[0].client_id")), 5);
+    assert_eq!(e.len(), 2, "{e:#?}");
+}
+
 #[test]
 fn enum_values_list_the_valid_ones() {
     let e = errors(
