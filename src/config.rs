@@ -706,6 +706,14 @@ impl Config {
         if let Some(cfg) = &parsed.config {
             errors.extend(cfg.follow_ups_dropped(cfg.validation_errors()));
         }
+        if parsed.config.is_none() && errors.is_empty() {
+            // Not expected (every way to fail records why), but never an empty error.
+            errors.push(Diagnostic {
+                key: "(file)".into(),
+                message: "cannot be read as a configuration".into(),
+                origin: Origin::Unset,
+            });
+        }
         parse::sort(&mut errors);
         Ok((parsed.config, errors))
     }

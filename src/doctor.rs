@@ -56,7 +56,8 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         Err(e) => {
             checks.push(fail(
                 "configuration",
-                e.to_string(),
+                // Every error, on the table's one line.
+                e.report_lines().join("; "),
                 format!("fix the named key; `ticketsync check --config {}` repeats this check", config_path.display()),
             ));
             return checks;

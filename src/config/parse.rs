@@ -215,7 +215,13 @@ fn value(v: &DeValue<'_>, path: &str, origins: &mut Origins, errors: &mut Vec<Di
                 return None;
             }
         },
-        DeValue::Float(f) => Value::Float(f.as_str().parse().ok()?),
+        DeValue::Float(f) => match f.as_str().parse() {
+            Ok(x) => Value::Float(x),
+            Err(_) => {
+                errors.push(origins.diagnostic(path, "not a number"));
+                return None;
+            }
+        },
         DeValue::Boolean(b) => Value::Boolean(*b),
         DeValue::Datetime(d) => Value::Datetime(*d),
         DeValue::Array(a) => Value::Array(

@@ -160,12 +160,6 @@ fn check_url(e: &mut Errors, key: &str, u: &str) {
 }
 
 /// The routing keys of one sink section.
-pub fn check_route(section: &str, tickets: Option<&str>, sources: Option<&[String]>) -> Result<(), ConfigError> {
-    let mut e = Errors::default();
-    check_route_into(&mut e, section, tickets, sources);
-    e.0.into_iter().next().map_or(Ok(()), Err)
-}
-
 pub(crate) fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, sources: Option<&[String]>) {
     if let Some(p) = tickets {
         e.add(

@@ -115,13 +115,6 @@ impl ZoomAccount {
 }
 
 impl ZoomConfig {
-    /// The first error of [`ZoomConfig::validate_into`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut e = Errors::default();
-        self.validate_into(&mut e);
-        e.0.into_iter().next().map_or(Ok(()), Err)
-    }
-
     pub(crate) fn validate_into(&self, e: &mut Errors) {
         e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m)));
         e.add(check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m)));
