@@ -698,9 +698,18 @@ impl Config {
         file: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Option<Config>, Vec<Diagnostic>), ConfigError> {
-        let parsed = parse::parse(text, env).map_err(|e| ConfigError::Invalid {
-            file: file.into(),
-            message: one_line(&mask_toml_error(&e.to_string())),
+        let parsed = parse::parse(text, env).map_err(|errs| {
+            let mut masked = errs.iter().map(|e| one_line(&mask_toml_error(&e.to_string())));
+            match errs.len() {
+                1 => ConfigError::Invalid { file: file.into(), message: masked.next().unwrap_or_default() },
+                // Every syntax error of the file; what they leave cannot be read reliably.
+                _ => ConfigError::Many {
+                    file: file.into(),
+                    errors: masked
+                        .map(|message| Diagnostic { key: "TOML syntax".into(), message, origin: Origin::Unset })
+                        .collect(),
+                },
+            }
         })?;
         let mut errors = parsed.errors;
         if let Some(cfg) = &parsed.config {

@@ -172,13 +172,18 @@ pub struct Parsed {
     pub errors: Vec<Diagnostic>,
 }
 
-/// Parse `text`, merge the overrides, deserialize; a TOML syntax error is returned as is
-/// (its message quotes the file: the caller masks it).
-pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Parsed, toml::de::Error> {
-    let doc = DeTable::parse(text).map_err(|mut e| {
-        e.set_input(Some(text));
-        e
-    })?;
+/// Parse `text`, merge the overrides, deserialize; TOML syntax errors (at most ten, in file
+/// order) are returned as they are (their messages quote the file: the caller masks them).
+pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Parsed, Vec<toml::de::Error>> {
+    let (doc, mut syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        syntax.sort_by_key(|e| e.span().map(|s| s.start));
+        syntax.truncate(10);
+        for e in &mut syntax {
+            e.set_input(Some(text));
+        }
+        return Err(syntax);
+    }
     let mut origins = Origins::new(text);
     let mut errors = Vec::new();
     let mut root = table(doc.get_ref(), "", &mut origins, &mut errors);

@@ -291,8 +291,12 @@ async fn check_prints_every_error_with_its_line_and_exits_1() {
     }
     assert!(!r.stderr.contains(CANARY) && !r.stdout.contains(CANARY), "{}", r.stderr);
 
-    // A syntax error stops the parse; its quoted line is masked.
-    let cfg = write(dir.path(), "syntax.toml", &format!("[sinks.redmine]\napi_key = \"{CANARY}\n"));
+    // Syntax errors stop the parse, all of them reported; their quoted lines are masked.
+    let cfg = write(dir.path(), "syntax.toml", &format!("[sinks.redmine]\napi_key = \"{CANARY}\n[store\n"));
     let r = ticketsync(&cfg, &["check"], &[]).await.failed();
-    assert!(r.stderr.contains("line 2") && !r.stderr.contains(CANARY), "{}", r.stderr);
+    let lines = r.error_lines();
+    assert_eq!(lines.len(), 2, "{}", r.stderr);
+    assert!(lines[0].contains("line 2") && lines[0].contains("api_key = ***"), "{}", r.stderr);
+    assert!(lines[1].contains("line 3"), "{}", r.stderr);
+    assert!(!r.stderr.contains(CANARY), "{}", r.stderr);
 }
