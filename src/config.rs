@@ -1,5 +1,7 @@
 //! Configuration: one TOML file, every key overridable by `TICKETSYNC__SECTION__KEY`,
-//! secrets from `*_file` keys or systemd's `$CREDENTIALS_DIRECTORY`.
+//! secrets from `*_file` keys or systemd's `$CREDENTIALS_DIRECTORY`. The file is parsed once
+//! (`parse.rs`), keeping where every key was written, so that each error names its key and
+//! line (or variable), and all of them are reported together.
 
 use std::path::{Path, PathBuf};
 
