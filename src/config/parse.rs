@@ -443,7 +443,8 @@ fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnost
 fn coerce(s: &str, msg: &str) -> Option<Value> {
     let expected = msg.rsplit_once(", expected ")?.1;
     if expected.contains("bool") {
-        return match s.trim() {
+        // Strict as in the file (no `yes`, `on`, `1`), but any case: `TRUE` is unambiguous.
+        return match s.trim().to_ascii_lowercase().as_str() {
             "true" => Some(Value::Boolean(true)),
             "false" => Some(Value::Boolean(false)),
             _ => None,

@@ -144,7 +144,7 @@ fn env_override_errors_name_the_variable() {
         "t.toml",
         vec![
             ("TICKETSYNC__STORE__BUSY_TIMEOUT_MS".to_string(), "250".to_string()),
-            ("TICKETSYNC__SOURCES__TEAMVIEWER__ENABLED".into(), "false".into()),
+            ("TICKETSYNC__SOURCES__TEAMVIEWER__ENABLED".into(), "False".into()),
             ("TICKETSYNC__SINKS__REDMINE__MAX_RESPONSE_BYTES".into(), "4096".into()),
             ("TICKETSYNC__SINKS__REDMINE__URL".into(), "https://r.example".into()),
         ],
