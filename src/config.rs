@@ -1,10 +1,15 @@
 //! Configuration: one TOML file, every key overridable by `TICKETSYNC__SECTION__KEY`,
-//! secrets from `*_file` keys or systemd's `$CREDENTIALS_DIRECTORY`.
+//! secrets from `*_file` keys or systemd's `$CREDENTIALS_DIRECTORY`. The file is parsed once
+//! (`parse.rs`), keeping where every key was written, so that each error names its key and
+//! line (or variable), and all of them are reported together.
 
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+mod parse;
+pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
 pub const ENV_PREFIX: &str = "TICKETSYNC";
@@ -17,10 +22,44 @@ pub enum ConfigError {
     Key { key: String, message: String },
     #[error("{key}: cannot read secret file {path}: {source}")]
     SecretFile { key: String, path: String, source: std::io::Error },
+    /// Every error of one file, one line each (`check` prints them all).
+    #[error("{}", .errors.iter().map(|d| format!("{file}: {d}")).collect::<Vec<_>>().join("\n"))]
+    Many { file: String, errors: Vec<Diagnostic> },
+}
+
+impl ConfigError {
+    /// One line per error, with the column where the file has one (`ticketsync check`).
+    pub fn report_lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Many { file, errors } => errors.iter().map(|d| format!("{file}: {}", d.detailed())).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// The key this error is about, when it names one.
+    fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } | ConfigError::SecretFile { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key { key: key.to_string(), message: message.into() }
+}
+
+/// The errors of a validation that goes on after the first one.
+#[derive(Default)]
+pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
+
+impl Errors {
+    pub(crate) fn add<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.0.push(e)).ok()
+    }
+    pub(crate) fn key(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(key_err(key, message));
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +83,52 @@ pub struct Config {
     pub rooms: RoomsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Where each key was set (file line or environment variable), for error messages.
+    #[serde(skip)]
+    pub(crate) origins: std::sync::Arc<parse::Origins>,
 }
+
+/// The outbound HTTP keys of every component that calls a vendor or a ticket system. They
+/// are written in the component's own section (`[sinks.redmine]` `ca_file = …`, unchanged);
+/// the parse gathers them into the section's `outbound` field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
+}
+
+impl OutboundConfig {
+    pub const KEYS: [&'static str; 3] = ["allow_insecure_http", "ca_file", "max_response_bytes"];
+
+    /// These keys as the HTTP layer takes them, for the section `section`.
+    pub fn for_section<'a>(&'a self, section: &'a str) -> crate::http::Outbound<'a> {
+        crate::http::Outbound {
+            section,
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+/// `outbound()` of a section struct with an `outbound: OutboundConfig` field; its section
+/// must be listed in [`OUTBOUND_SECTIONS`] (a test checks).
+macro_rules! outbound_section {
+    ($t:ty, $section:literal) => {
+        impl $t {
+            /// This section's outbound HTTP keys (see `crate::http::Outbound`).
+            pub fn outbound(&self) -> crate::http::Outbound<'_> {
+                self.outbound.for_section($section)
+            }
+        }
+    };
+}
+pub(crate) use outbound_section;
 
 /// The optional HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,12 +172,7 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The listener's bearer token, if one is configured (inline, file or credential).
     pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
-            "http.metrics_token",
-            self.metrics_token.as_ref(),
-            self.metrics_token_file.as_deref(),
-            "metrics_token",
-        )
+        declared_secret("http.metrics_token", self.metrics_token.as_ref(), self.metrics_token_file.as_deref())
     }
 }
 
@@ -120,12 +199,7 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// `store.audit_key`, `store.audit_key_file`, or the systemd credential `audit_key`.
     pub fn audit_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
-            "store.audit_key",
-            self.audit_key.as_ref(),
-            self.audit_key_file.as_deref(),
-            crate::store::audit::CREDENTIAL,
-        )
+        declared_secret("store.audit_key", self.audit_key.as_ref(), self.audit_key_file.as_deref())
     }
 }
 
@@ -166,15 +240,13 @@ impl Default for NotesConfig {
     }
 }
 impl NotesConfig {
+    /// `notes.marker_key` as configured, not yet checked as a key.
+    pub fn secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("notes.marker_key", self.marker_key.as_ref(), self.marker_key_file.as_deref())
+    }
     /// The configured marker key, if any (see [`NotesConfig::marker_key`]).
     pub fn marker_key_value(&self) -> Result<Option<crate::marker::MarkerKey>, ConfigError> {
-        let Some(s) = resolve_secret(
-            "notes.marker_key",
-            self.marker_key.as_ref(),
-            self.marker_key_file.as_deref(),
-            "marker_key",
-        )?
-        else {
+        let Some(s) = self.secret()? else {
             return Ok(None);
         };
         crate::marker::MarkerKey::new(s.expose_secret().as_bytes())
@@ -255,12 +327,9 @@ pub struct SplashtopConfig {
     pub channel_id: Option<i64>,
     /// `customer_issue` of created support sessions; `{ticket}` is replaced.
     pub issue_template: String,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    pub max_response_bytes: Option<u64>,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::config::OutboundConfig,
 }
 impl Default for SplashtopConfig {
     fn default() -> Self {
@@ -290,9 +359,7 @@ impl Default for SplashtopConfig {
             team_id: None,
             channel_id: None,
             issue_template: "Ticket #{ticket}".into(),
-            allow_insecure_http: false,
-            ca_file: None,
-            max_response_bytes: None,
+            outbound: Default::default(),
         }
     }
 }
@@ -320,38 +387,36 @@ impl SplashtopConfig {
             .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::TOKEN_PATH))
     }
     pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref(), "splashtop_token")
+        declared_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
+        declared_secret(
             "sources.splashtop.client_secret",
             self.client_secret.as_ref(),
             self.client_secret_file.as_deref(),
-            "splashtop_client_secret",
         )
     }
-    fn validate(&self) -> Result<(), ConfigError> {
-        crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m))?;
+    fn validate_into(&self, e: &mut Errors) {
+        e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
         for (k, v) in [
             ("base_url", self.base_url()),
             ("console_url", self.console_url()),
             ("authorize_url", self.authorize_url()),
             ("token_url", self.token_url()),
         ] {
-            check_url(&v).map_err(|m| key_err(&format!("sources.splashtop.{k}"), m))?;
+            e.add(check_url(&v).map_err(|m| key_err(&format!("sources.splashtop.{k}"), m)));
         }
         if self.auth == SplashtopAuth::Oauth && self.client_id.as_deref().unwrap_or("").is_empty() {
-            return Err(key_err("sources.splashtop.client_id", "required when auth = \"oauth\""));
+            e.key("sources.splashtop.client_id", "required when auth = \"oauth\"");
         }
         if !(1..=1000).contains(&self.page_size) {
-            return Err(key_err("sources.splashtop.page_size", "must be between 1 and 1000"));
+            e.key("sources.splashtop.page_size", "must be between 1 and 1000");
         }
-        check_span("sources.splashtop.overlap_minutes", self.overlap_minutes, 60)?;
-        check_span("sources.splashtop.initial_lookback_days", self.initial_lookback_days, 86_400)?;
-        check_span("sources.splashtop.open_session_max_age_hours", self.open_session_max_age_hours, 3600)?;
-        check_span("sources.splashtop.refresh_token_days", self.refresh_token_days, 86_400)?;
-        check_span("sources.splashtop.refresh_warn_days", self.refresh_warn_days, 86_400)?;
-        Ok(())
+        e.add(check_span("sources.splashtop.overlap_minutes", self.overlap_minutes, 60));
+        e.add(check_span("sources.splashtop.initial_lookback_days", self.initial_lookback_days, 86_400));
+        e.add(check_span("sources.splashtop.open_session_max_age_hours", self.open_session_max_age_hours, 3600));
+        e.add(check_span("sources.splashtop.refresh_token_days", self.refresh_token_days, 86_400));
+        e.add(check_span("sources.splashtop.refresh_warn_days", self.refresh_warn_days, 86_400));
     }
 }
 
@@ -397,12 +462,9 @@ pub struct TeamViewerConfig {
     /// Template for the service-case description; `{ticket}` is replaced.
     pub description_template: String,
     pub valid_hours: u64,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    pub max_response_bytes: Option<u64>,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::config::OutboundConfig,
 }
 impl Default for TeamViewerConfig {
     fn default() -> Self {
@@ -426,9 +488,7 @@ impl Default for TeamViewerConfig {
             group_id: None,
             description_template: "Ticket #{ticket}".into(),
             valid_hours: 24,
-            allow_insecure_http: false,
-            ca_file: None,
-            max_response_bytes: None,
+            outbound: Default::default(),
         }
     }
 }
@@ -496,30 +556,46 @@ impl SinksConfig {
         }
     }
 
+    /// Every configured sink: its name, whether it is enabled, its routing keys.
+    pub fn sections(&self) -> Vec<(&'static str, bool, &RouteConfig)> {
+        let all: [(&'static str, Option<(bool, &RouteConfig)>); 6] = [
+            ("redmine", self.redmine.as_ref().map(|c| (c.enabled, &c.route))),
+            ("webhook", self.webhook.as_ref().map(|c| (c.enabled, &c.route))),
+            ("zendesk", self.zendesk.as_ref().map(|c| (c.enabled, &c.route))),
+            ("freshservice", self.freshservice.as_ref().map(|c| (c.enabled, &c.route))),
+            ("jsm", self.jsm.as_ref().map(|c| (c.enabled, &c.route))),
+            ("glpi", self.glpi.as_ref().map(|c| (c.enabled, &c.route))),
+        ];
+        all.into_iter().filter_map(|(name, c)| c.map(|(enabled, route)| (name, enabled, route))).collect()
+    }
+
     /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
     pub fn routes(&self) -> Vec<crate::sinks::routing::RouteKeys<'_>> {
-        let mut out = Vec::new();
-        if let Some(r) = self.redmine.as_ref().filter(|r| r.enabled) {
-            out.push(("redmine", r.tickets.as_deref(), r.sources.as_deref()));
-        }
-        if let Some(w) = self.webhook.as_ref().filter(|w| w.enabled) {
-            out.push(("webhook", w.tickets.as_deref(), w.sources.as_deref()));
-        }
-        out.extend(self.extra().routes());
-        out
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.map(|(name, _, r)| (name, r.tickets.as_deref(), r.sources.as_deref())).collect()
     }
 
     /// The `concurrency` key of each enabled sink that sets it, by sink name.
     pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
-        let mut out = self.extra().concurrency();
-        if let Some(c) = self.redmine.as_ref().filter(|r| r.enabled).and_then(|r| r.concurrency) {
-            out.insert("redmine".into(), c);
-        }
-        if let Some(c) = self.webhook.as_ref().filter(|w| w.enabled).and_then(|w| w.concurrency) {
-            out.insert("webhook".into(), c);
-        }
-        out
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.filter_map(|(name, _, r)| Some((name.to_string(), r.concurrency?))).collect()
     }
+}
+
+/// The routing keys every sink section has.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Only tickets whose id matches this regex go to this sink.
+    pub tickets: Option<String>,
+    /// Only sessions from these sources go to this sink.
+    pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default 16).
+    pub concurrency: Option<usize>,
+}
+
+impl RouteConfig {
+    pub const KEYS: [&'static str; 3] = ["tickets", "sources", "concurrency"];
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,24 +616,12 @@ pub struct RedmineConfig {
     /// inlined attachments are fenced (`<pre>` or a code fence).
     #[serde(default)]
     pub text_formatting: crate::sinks::redmine::TextFormatting,
-    /// Only tickets whose id matches this regex go to this sink.
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
-    /// Only sessions from these sources go to this sink.
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,71 +640,21 @@ pub struct WebhookConfig {
     /// `both` (the default, so receivers of the legacy header keep working).
     #[serde(default)]
     pub signature: crate::sinks::webhook::SignatureScheme,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this receiver (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
-impl TeamViewerConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sources.teamviewer",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(TeamViewerConfig, "sources.teamviewer");
 
-impl SplashtopConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sources.splashtop",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(SplashtopConfig, "sources.splashtop");
 
-impl RedmineConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.redmine",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(RedmineConfig, "sinks.redmine");
 
-impl WebhookConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.webhook",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(WebhookConfig, "sinks.webhook");
 
 fn default_sig_header() -> String {
     "X-Ticketsync-Signature".into()
@@ -671,137 +685,195 @@ impl Config {
         file: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        // Parse once with the toml crate first: its errors carry the line and column.
-        if let Err(e) = toml::from_str::<toml::Table>(text) {
-            return Err(ConfigError::Invalid {
-                file: file.into(),
-                message: one_line(&mask_toml_error(&e.to_string())),
-            });
+        let (cfg, errors) = Self::parse_all(text, file, env)?;
+        match cfg {
+            Some(cfg) if errors.is_empty() => Ok(cfg),
+            _ => Err(ConfigError::Many { file: file.into(), errors }),
         }
-        let env_map: std::collections::HashMap<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__"))).collect();
-        let built = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("__")
-                    .separator("__")
-                    // No type guessing: `…__API_KEY=007700` stays the string "007700" (parsed,
-                    // it was the integer 7700); serde converts numbers and booleans by the
-                    // field's own type.
-                    .try_parsing(false)
-                    .source(Some(env_map)),
-            )
-            .build()
-            .map_err(|e| ConfigError::Invalid { file: file.into(), message: one_line(&e.to_string()) })?;
-        let cfg: Config = built.try_deserialize().map_err(|e| {
-            let msg = one_line(&e.to_string());
-            let line = locate_key(text, &msg).map(|n| format!(" (line {n})")).unwrap_or_default();
-            ConfigError::Invalid { file: file.into(), message: format!("{msg}{line}") }
-        })?;
-        cfg.validate().map_err(|e| match e {
-            ConfigError::Key { key, message } => {
-                let line = locate_dotted(text, &key).map(|n| format!(" (line {n})")).unwrap_or_default();
-                ConfigError::Invalid { file: file.into(), message: format!("{key}: {message}{line}") }
-            }
-            other => other,
-        })?;
-        Ok(cfg)
     }
 
-    /// Checks serde cannot do: cron expressions, time zones, regexes, URLs, required secrets.
+    /// One parse of `text` with the overrides `env`: the configuration as far as it could be
+    /// built and every error found, each with its key and line (or variable). A TOML syntax
+    /// error stops it (what follows cannot be read reliably).
+    pub fn parse_all(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Option<Config>, Vec<Diagnostic>), ConfigError> {
+        let parsed = parse::parse(text, env).map_err(|errs| {
+            let mut masked = errs.iter().map(|e| one_line(&mask_toml_error(&e.to_string())));
+            match errs.len() {
+                1 => ConfigError::Invalid { file: file.into(), message: masked.next().unwrap_or_default() },
+                // Every syntax error of the file; what they leave cannot be read reliably.
+                _ => ConfigError::Many {
+                    file: file.into(),
+                    errors: masked
+                        .map(|message| Diagnostic { key: "TOML syntax".into(), message, origin: Origin::Unset })
+                        .collect(),
+                },
+            }
+        })?;
+        let mut errors = parsed.errors;
+        if let Some(cfg) = &parsed.config {
+            errors.extend(cfg.follow_ups_dropped(cfg.validation_errors()));
+        }
+        if parsed.config.is_none() && errors.is_empty() {
+            // Not expected (every way to fail records why), but never an empty error.
+            errors.push(Diagnostic {
+                key: "(file)".into(),
+                message: "cannot be read as a configuration".into(),
+                origin: Origin::Unset,
+            });
+        }
+        parse::sort(&mut errors);
+        Ok((parsed.config, errors))
+    }
+
+    /// `ticketsync check`: load the file at `path` like [`Config::load`], then every secret;
+    /// all errors at once.
+    pub fn check(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            file: file.clone(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        crate::redact::register_all(
+            crate::redact::secrets_in_config(&text, std::env::vars()).iter().map(String::as_str),
+        );
+        let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
+        if let Some(cfg) = &cfg {
+            crate::redact::register_config(cfg, &text);
+            errors.extend(cfg.follow_ups_dropped(cfg.secret_errors()));
+            parse::sort(&mut errors);
+        }
+        match cfg {
+            Some(cfg) if errors.is_empty() => Ok(cfg),
+            _ => Err(ConfigError::Many { file, errors }),
+        }
+    }
+
+    /// `errs` located, without those about keys already reported and taken out (`token = 5`
+    /// is not "missing" too, nor is a Zoom account taken out for a missing `client_id`).
+    fn follow_ups_dropped(&self, errs: Vec<ConfigError>) -> Vec<Diagnostic> {
+        let located = errs.into_iter().map(|e| self.diagnostic(e));
+        located.filter(|d| !self.origins.was_removed(&d.key)).collect()
+    }
+
+    /// `e` with the line of its key in the file, or the variable that set it.
+    pub fn diagnostic(&self, e: ConfigError) -> Diagnostic {
+        match e.key().map(str::to_string) {
+            Some(key) => {
+                let message = match e {
+                    ConfigError::Key { message, .. } => message,
+                    ConfigError::SecretFile { path, source, .. } => format!("cannot read secret file {path}: {source}"),
+                    _ => unreachable!("only these name a key"),
+                };
+                self.origins.diagnostic(&key, message)
+            }
+            None => Diagnostic { key: String::new(), message: e.to_string(), origin: Origin::Unset },
+        }
+    }
+
+    /// Checks serde cannot do: cron expressions, time zones, regexes, URLs. The first error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1)?;
-        check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1)?;
-        check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1)?;
-        check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1)?;
+        self.validation_errors().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every error of [`Config::validate`].
+    pub fn validation_errors(&self) -> Vec<ConfigError> {
+        let mut e = Errors::default();
+        e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
+        e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
+        e.add(check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1));
+        e.add(check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1));
         if self.http.header_read_timeout_secs == 0 {
-            return Err(key_err("http.header_read_timeout_secs", "at least 1"));
+            e.key("http.header_read_timeout_secs", "at least 1");
         }
         if self.http.max_connections == 0 {
-            return Err(key_err("http.max_connections", "at least 1"));
+            e.key("http.max_connections", "at least 1");
         }
-        check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1)?;
-        check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1)?;
-        check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600)?;
-        self.http
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|_| key_err("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\""))?;
-        parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m))?;
-        parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m))?;
+        e.add(check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1));
+        e.add(check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1));
+        e.add(check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600));
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\"");
+        }
+        e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
+        e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
         if let Some(tv) = &self.sources.teamviewer {
-            crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m))?;
-            check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m))?;
-            check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m))?;
-            check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60)?;
-            check_span("sources.teamviewer.initial_lookback_days", tv.initial_lookback_days, 86_400)?;
-            check_span("sources.teamviewer.open_session_max_age_hours", tv.open_session_max_age_hours, 3600)?;
-            check_span("sources.teamviewer.valid_hours", tv.valid_hours, 3600)?;
+            e.add(crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m)));
+            e.add(check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m)));
+            e.add(check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m)));
+            e.add(check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60));
+            e.add(check_span("sources.teamviewer.initial_lookback_days", tv.initial_lookback_days, 86_400));
+            e.add(check_span("sources.teamviewer.open_session_max_age_hours", tv.open_session_max_age_hours, 3600));
+            e.add(check_span("sources.teamviewer.valid_hours", tv.valid_hours, 3600));
             if tv.auth == TeamViewerAuth::Oauth && tv.client_id.as_deref().unwrap_or("").is_empty() {
-                return Err(key_err("sources.teamviewer.client_id", "required when auth = \"oauth\""));
+                e.key("sources.teamviewer.client_id", "required when auth = \"oauth\"");
             }
             if tv.group_id.is_none() && tv.group_name.trim().is_empty() {
-                return Err(key_err("sources.teamviewer.group_name", "group_name or group_id is required"));
+                e.key("sources.teamviewer.group_name", "group_name or group_id is required");
             }
         }
         if let Some(st) = &self.sources.splashtop {
-            st.validate()?;
+            st.validate_into(&mut e);
         }
         if let Some(z) = &self.sources.zoom {
-            z.validate()?;
+            z.validate_into(&mut e);
         }
         if let Some(v) = &self.rooms.visioconference {
-            check_url(&v.api_url).map_err(|m| key_err("rooms.visioconference.api_url", m))?;
+            e.add(check_url(&v.api_url).map_err(|m| key_err("rooms.visioconference.api_url", m)));
         }
         for (i, r) in self.matching.rules.iter().enumerate() {
             let key = format!("match.rules[{i}]");
             if r.kind == RuleKind::NotesRegex {
-                let p = r
-                    .pattern
-                    .as_deref()
-                    .ok_or_else(|| key_err(&format!("{key}.pattern"), "required for kind = \"notes_regex\""))?;
-                let re =
-                    regex::Regex::new(p).map_err(|e| key_err(&format!("{key}.pattern"), one_line(&e.to_string())))?;
-                if re.captures_len() < 2 {
-                    return Err(key_err(
-                        &format!("{key}.pattern"),
-                        "needs a capture group for the ticket id, e.g. \"#(\\\\d+)\"",
-                    ));
+                match r.pattern.as_deref() {
+                    None => e.key(&format!("{key}.pattern"), "required for kind = \"notes_regex\""),
+                    Some(p) => match regex::Regex::new(p) {
+                        Err(err) => e.key(&format!("{key}.pattern"), one_line(&err.to_string())),
+                        Ok(re) if re.captures_len() < 2 => e.key(
+                            &format!("{key}.pattern"),
+                            "needs a capture group for the ticket id, e.g. \"#(\\\\d+)\"",
+                        ),
+                        Ok(_) => {}
+                    },
                 }
                 for f in r.fields.iter().flatten() {
                     if !crate::matcher::TEXT_FIELDS.contains(&f.as_str()) {
-                        return Err(key_err(
+                        e.key(
                             &format!("{key}.fields"),
                             format!("unknown field {f:?}; expected one of {:?}", crate::matcher::TEXT_FIELDS),
-                        ));
+                        );
                     }
                 }
             } else if r.pattern.is_some() || r.fields.is_some() {
-                return Err(key_err(&format!("{key}.pattern"), "only allowed for kind = \"notes_regex\""));
+                e.key(&format!("{key}.pattern"), "only allowed for kind = \"notes_regex\"");
             }
             if r.json_key.is_some() && r.kind != RuleKind::CustomApi {
-                return Err(key_err(&format!("{key}.json_key"), "only allowed for kind = \"custom_api\""));
+                e.key(&format!("{key}.json_key"), "only allowed for kind = \"custom_api\"");
             }
         }
         if let Some(r) = &self.sinks.redmine {
-            check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m))?;
-            crate::sinks::config::check_route("sinks.redmine", r.tickets.as_deref(), r.sources.as_deref())?;
+            e.add(check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m)));
         }
         if let Some(w) = &self.sinks.webhook {
-            check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m))?;
-            reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes())
-                .map_err(|_| key_err("sinks.webhook.signature_header", "not a valid HTTP header name"))?;
-            crate::sinks::config::check_route("sinks.webhook", w.tickets.as_deref(), w.sources.as_deref())?;
-        }
-        self.sinks.extra().validate()?;
-        for (o, urls) in self.outbound_components() {
-            o.validate()?;
-            for (key, url) in &urls {
-                o.check_url(key, url)?;
+            e.add(check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m)));
+            if reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
+                e.key("sinks.webhook.signature_header", "not a valid HTTP header name");
             }
         }
-        Ok(())
+        self.sinks.extra().validate_into(&mut e);
+        for (name, _, r) in self.sinks.sections() {
+            let section = format!("sinks.{name}");
+            crate::sinks::config::check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
+        }
+        for (o, urls) in self.outbound_components() {
+            e.add(o.validate());
+            for (key, url) in &urls {
+                e.add(o.check_url(key, url));
+            }
+        }
+        e.0
     }
 
     /// Every configured component that calls out over HTTP, with its outbound keys and the
@@ -868,53 +940,87 @@ impl Config {
         out
     }
 
-    /// Resolve every secret the configured components need, so that a missing one is a
-    /// start-up error naming its key rather than a failure at the first poll.
-    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+    /// Every secret the enabled components use, resolved: the one list behind `check`,
+    /// start-up and `doctor`.
+    pub fn secret_uses(&self) -> Vec<SecretUse> {
+        let mut out = Vec::new();
+        let mut add = |key: &str, required: bool, value: Result<Option<SecretString>, ConfigError>| {
+            out.push(SecretUse { key: key.to_string(), credential: credential(key).to_string(), required, value });
+        };
         if let Some(tv) = self.sources.teamviewer.as_ref().filter(|t| t.enabled) {
             match tv.auth {
-                TeamViewerAuth::Script => {
-                    require(tv.token_secret()?, "sources.teamviewer.token", "teamviewer_token")?;
-                }
-                TeamViewerAuth::Oauth => {
-                    require(tv.client_secret()?, "sources.teamviewer.client_secret", "teamviewer_client_secret")?;
-                }
+                TeamViewerAuth::Script => add("sources.teamviewer.token", true, tv.token_secret()),
+                TeamViewerAuth::Oauth => add("sources.teamviewer.client_secret", true, tv.client_secret()),
             }
         }
         if let Some(st) = self.sources.splashtop.as_ref().filter(|t| t.enabled) {
             match st.auth {
-                SplashtopAuth::Token => {
-                    require(st.token_secret()?, "sources.splashtop.token", "splashtop_token")?;
-                }
-                SplashtopAuth::Oauth => {
-                    require(st.client_secret()?, "sources.splashtop.client_secret", "splashtop_client_secret")?;
-                }
+                SplashtopAuth::Token => add("sources.splashtop.token", true, st.token_secret()),
+                SplashtopAuth::Oauth => add("sources.splashtop.client_secret", true, st.client_secret()),
             }
         }
-        if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
-            for (i, a) in z.accounts.iter().enumerate() {
-                require(
-                    a.client_secret(i)?,
-                    &format!("sources.zoom.accounts[{i}].client_secret"),
-                    &a.credential_name(),
-                )?;
-            }
-        }
+        let zoom_at = usize::from(self.sources.teamviewer.as_ref().is_some_and(|t| t.enabled))
+            + usize::from(self.sources.splashtop.as_ref().is_some_and(|t| t.enabled));
         if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {
-            require(v.token_secret()?, "rooms.visioconference.token", "visioconference_token")?;
+            add("rooms.visioconference.token", true, v.token_secret());
         }
         if let Some(r) = self.sinks.redmine.as_ref().filter(|r| r.enabled) {
-            require(r.api_key_secret()?, "sinks.redmine.api_key", "redmine_api_key")?;
+            add("sinks.redmine.api_key", true, r.api_key_secret());
         }
         if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
-            require(w.secret_value()?, "sinks.webhook.secret", "webhook_secret")?;
+            add("sinks.webhook.secret", true, w.secret_value());
         }
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
-        self.http.metrics_token_secret()?;
-        self.notes.marker_key_value()?;
-        self.sinks.extra().check_secrets()?;
-        Ok(())
+        add("http.metrics_token", false, self.http.metrics_token_secret());
+        add("notes.marker_key", false, self.notes.secret());
+        let extra = self.sinks.extra();
+        if let Some(c) = extra.zendesk.filter(|c| c.enabled) {
+            add("sinks.zendesk.token", true, c.token_value());
+        }
+        if let Some(c) = extra.freshservice.filter(|c| c.enabled) {
+            add("sinks.freshservice.api_key", true, c.api_key_value());
+        }
+        if let Some(c) = extra.jsm.filter(|c| c.enabled) {
+            add("sinks.jsm.token", true, c.token_value());
+        }
+        if let Some(c) = extra.glpi.filter(|c| c.enabled) {
+            add("sinks.glpi.user_token", true, c.user_token_value());
+            add("sinks.glpi.app_token", false, c.app_token_secret());
+        }
+        // Zoom's credential names carry the account name (after Splashtop, as listed before).
+        if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
+            let accounts = z.accounts.iter().enumerate().map(|(i, a)| SecretUse {
+                key: format!("sources.zoom.accounts[{i}].client_secret"),
+                credential: a.credential_name(),
+                required: true,
+                value: a.client_secret(i),
+            });
+            out.splice(zoom_at..zoom_at, accounts.collect::<Vec<_>>());
+        }
+        out
+    }
+
+    /// Every missing or unreadable secret, and a marker key too short.
+    pub fn secret_errors(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for u in self.secret_uses() {
+            match u.value {
+                Err(e) => out.push(e),
+                Ok(None) if u.required => out.push(missing_secret(&u.key, &u.credential)),
+                Ok(_) => {}
+            }
+        }
+        if let Err(e @ ConfigError::Key { .. }) = self.notes.marker_key_value() {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Resolve every secret the configured components need, so that a missing one is a
+    /// start-up error naming its key rather than a failure at the first poll. The first error.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        self.secret_errors().into_iter().next().map_or(Ok(()), Err)
     }
 
     pub fn notes_tz(&self) -> chrono_tz::Tz {
@@ -925,36 +1031,92 @@ impl Config {
     }
 }
 
-pub(crate) fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
-    v.ok_or_else(|| {
-        key_err(
-            key,
-            format!("missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential), or TICKETSYNC__{}", key.replace('.', "__").to_uppercase()),
-        )
-    })
+/// One secret of an enabled component (see [`Config::secret_uses`]).
+#[derive(Debug)]
+pub struct SecretUse {
+    /// The key (`sinks.redmine.api_key`); `<key>_file` and `TICKETSYNC__…` set it too.
+    pub key: String,
+    /// The systemd credential (`LoadCredential=`) that provides it.
+    pub credential: String,
+    pub required: bool,
+    pub value: Result<Option<SecretString>, ConfigError>,
+}
+
+/// Every secret key with its systemd credential name: the declarations `check`, start-up,
+/// `doctor` and the unit's `LoadCredential=` lines share. Zoom accounts add
+/// `zoom_<account>_client_secret` ([`is_credential`]).
+pub const SECRET_KEYS: [(&str, &str); 16] = [
+    ("sources.teamviewer.token", "teamviewer_token"),
+    ("sources.teamviewer.client_secret", "teamviewer_client_secret"),
+    ("sources.splashtop.token", "splashtop_token"),
+    ("sources.splashtop.client_secret", "splashtop_client_secret"),
+    ("rooms.visioconference.token", "visioconference_token"),
+    ("sinks.redmine.api_key", "redmine_api_key"),
+    ("sinks.webhook.secret", "webhook_secret"),
+    ("sinks.zendesk.token", "zendesk_token"),
+    ("sinks.freshservice.api_key", "freshservice_api_key"),
+    ("sinks.jsm.token", "jsm_token"),
+    ("sinks.glpi.user_token", "glpi_user_token"),
+    ("sinks.glpi.app_token", "glpi_app_token"),
+    ("http.metrics_token", "metrics_token"),
+    ("notes.marker_key", "marker_key"),
+    ("store.audit_key", crate::store::audit::CREDENTIAL),
+    ("sources.zoom.accounts[].client_secret", "zoom_client_secret"),
+];
+
+/// The credential name of a secret key of [`SECRET_KEYS`].
+pub fn credential(key: &str) -> &'static str {
+    SECRET_KEYS.iter().find(|(k, _)| *k == key).map(|(_, c)| *c).expect("a key declared in SECRET_KEYS")
+}
+
+/// Whether a file name in the credentials directory is a credential of ours.
+pub fn is_credential(name: &str) -> bool {
+    SECRET_KEYS.iter().any(|(_, c)| *c == name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+}
+
+/// The secret of `key` from the value, its `_file`, or its declared credential.
+pub(crate) fn declared_secret(
+    key: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    resolve_secret(key, inline, file, credential(key))
+}
+
+pub(crate) fn missing_secret(key: &str, cred: &str) -> ConfigError {
+    // Keys inside arrays (`sources.zoom.accounts[0]…`) have no environment variable.
+    let env = match key.contains('[') {
+        true => String::new(),
+        false => format!(", or {ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase()),
+    };
+    key_err(key, format!("missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential){env}"))
+}
+
+/// A required secret: present, or an error naming the key and where it can come from.
+pub(crate) fn require(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {
+    v.ok_or_else(|| missing_secret(key, credential(key)))
 }
 
 impl TeamViewerConfig {
     pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref(), "teamviewer_token")
+        declared_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
+        declared_secret(
             "sources.teamviewer.client_secret",
             self.client_secret.as_ref(),
             self.client_secret_file.as_deref(),
-            "teamviewer_client_secret",
         )
     }
 }
 impl RedmineConfig {
     pub fn api_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref(), "redmine_api_key")
+        declared_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
     }
 }
 impl WebhookConfig {
     pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref(), "webhook_secret")
+        declared_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref())
     }
 }
 
@@ -1045,28 +1207,6 @@ fn mask_toml_error(msg: &str) -> String {
 
 fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
-}
-
-/// Best effort: the line of the key an error message names (`unknown field \`x\``).
-fn locate_key(text: &str, msg: &str) -> Option<usize> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    let key = &msg[start..start + len];
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key).map(|rest| rest.trim_start().starts_with('=')).unwrap_or(false)
-        })
-        .map(|i| i + 1)
-}
-
-/// The line of a dotted key's last segment (`sources.teamviewer.schedule` → `schedule = …`).
-fn locate_dotted(text: &str, key: &str) -> Option<usize> {
-    let last = key.rsplit('.').next()?;
-    let last = last.split('[').next()?;
-    text.lines()
-        .position(|l| l.trim_start().strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('=')))
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -14,30 +14,6 @@ use crate::store::Store;
 
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
 pub const CREDENTIALS_SOURCE: &str = "/etc/ticketsync/credentials";
-/// The credential names the shipped unit knows (`zoom_<account>_client_secret` too).
-const CREDENTIALS: [&str; 14] = [
-    "teamviewer_token",
-    "teamviewer_client_secret",
-    "splashtop_token",
-    "splashtop_client_secret",
-    "visioconference_token",
-    "redmine_api_key",
-    "webhook_secret",
-    "zendesk_token",
-    "freshservice_api_key",
-    "jsm_token",
-    "glpi_user_token",
-    "glpi_app_token",
-    "zoom_client_secret",
-    "metrics_token",
-];
-
-fn known_credential(name: &str) -> bool {
-    CREDENTIALS.contains(&name)
-        || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
-        || name == crate::store::audit::CREDENTIAL
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Ok,
@@ -80,7 +56,8 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
         Err(e) => {
             checks.push(fail(
                 "configuration",
-                e.to_string(),
+                // Every error, on the table's one line.
+                e.report_lines().join("; "),
                 format!("fix the named key; `ticketsync check --config {}` repeats this check", config_path.display()),
             ));
             return checks;
@@ -175,7 +152,7 @@ fn credentials_dir() -> Check {
             let present: Vec<String> = entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| known_credential(n))
+                .filter(|n| crate::config::is_credential(n))
                 .collect();
             // Used below as systemd would provide them.
             std::env::set_var("CREDENTIALS_DIRECTORY", src);
@@ -195,89 +172,25 @@ fn credentials_dir() -> Check {
     }
 }
 
+/// One row per secret the enabled components use ([`Config::secret_uses`]); an optional
+/// one only when it is set or cannot be read.
 fn secrets(cfg: &Config) -> Vec<Check> {
     let mut out = Vec::new();
-    let mut one = |name: &str,
-                   key: &str,
-                   cred: &str,
-                   r: Result<Option<secrecy::SecretString>, crate::config::ConfigError>| {
-        out.push(match r {
-            Ok(Some(_)) => ok(name, format!("{key} resolved")),
-            Ok(None) => fail(
-                name,
+    for u in cfg.secret_uses() {
+        let (name, key, cred) = (format!("secret {}", u.credential), &u.key, &u.credential);
+        out.push(match u.value {
+            Ok(Some(_)) if u.required => ok(&name, format!("{key} resolved")),
+            Ok(None) if u.required => fail(
+                &name,
                 format!("{key} is missing"),
                 format!("put it in {CREDENTIALS_SOURCE}/{cred} (mode 0600) for the unit's LoadCredential=, or set {key}_file"),
             ),
-            Err(e) => fail(name, e.to_string(), "make the file readable, or fix the path"),
-        })
-    };
-    if let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) {
-        match tv.auth {
-            TeamViewerAuth::Script => {
-                one("secret teamviewer_token", "sources.teamviewer.token", "teamviewer_token", tv.token_secret())
-            }
-            TeamViewerAuth::Oauth => one(
-                "secret teamviewer_client_secret",
-                "sources.teamviewer.client_secret",
-                "teamviewer_client_secret",
-                tv.client_secret(),
-            ),
-        }
-    }
-    if let Some(st) = cfg.sources.splashtop.as_ref().filter(|t| t.enabled) {
-        match st.auth {
-            SplashtopAuth::Token => {
-                one("secret splashtop_token", "sources.splashtop.token", "splashtop_token", st.token_secret())
-            }
-            SplashtopAuth::Oauth => one(
-                "secret splashtop_client_secret",
-                "sources.splashtop.client_secret",
-                "splashtop_client_secret",
-                st.client_secret(),
-            ),
-        }
-    }
-    if let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) {
-        for (i, a) in z.accounts.iter().enumerate() {
-            let cred = a.credential_name();
-            one(
-                &format!("secret {cred}"),
-                &format!("sources.zoom.accounts[{i}].client_secret"),
-                &cred,
-                a.client_secret(i),
-            );
-        }
-    }
-    if let Some(v) = cfg.rooms.visioconference.as_ref().filter(|v| v.enabled) {
-        one("secret visioconference_token", "rooms.visioconference.token", "visioconference_token", v.token_secret());
-    }
-    if let Some(r) = cfg.sinks.redmine.as_ref().filter(|r| r.enabled) {
-        one("secret redmine_api_key", "sinks.redmine.api_key", "redmine_api_key", r.api_key_secret());
-    }
-    if let Some(w) = cfg.sinks.webhook.as_ref().filter(|w| w.enabled) {
-        one("secret webhook_secret", "sinks.webhook.secret", "webhook_secret", w.secret_value());
-    }
-    // These sinks' accessors report a missing secret as an error naming the key.
-    let extra = cfg.sinks.extra();
-    if let Some(c) = extra.zendesk.filter(|c| c.enabled) {
-        one("secret zendesk_token", "sinks.zendesk.token", "zendesk_token", c.token_secret().map(Some));
-    }
-    if let Some(c) = extra.freshservice.filter(|c| c.enabled) {
-        one(
-            "secret freshservice_api_key",
-            "sinks.freshservice.api_key",
-            "freshservice_api_key",
-            c.api_key_secret().map(Some),
-        );
-    }
-    if let Some(c) = extra.jsm.filter(|c| c.enabled) {
-        one("secret jsm_token", "sinks.jsm.token", "jsm_token", c.token_secret().map(Some));
-    }
-    if let Some(c) = extra.glpi.filter(|c| c.enabled) {
-        one("secret glpi_user_token", "sinks.glpi.user_token", "glpi_user_token", c.user_token_secret().map(Some));
-        if let r @ (Ok(Some(_)) | Err(_)) = c.app_token_secret() {
-            one("secret glpi_app_token", "sinks.glpi.app_token", "glpi_app_token", r);
-        }
+            Err(e) => fail(&name, e.to_string(), "make the file readable, or fix the path"),
+            // Optional secrets are not the doctor's to list (the listener's token and the
+            // marker key have their own checks), except glpi's App-Token as before.
+            Ok(Some(_)) if key == "sinks.glpi.app_token" => ok(&name, format!("{key} resolved")),
+            Ok(_) => continue,
+        });
     }
     out
 }

@@ -2,7 +2,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::load;
 use ticketsync::cli::Cli;
 use ticketsync::config::Config;
 
@@ -17,8 +16,16 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         std::env::set_var("CREDENTIALS_DIRECTORY", ticketsync::doctor::CREDENTIALS_SOURCE);
         from_source = true;
     }
-    let cfg = load(cli)?;
-    cfg.check_secrets()?;
+    // Every error of the file at once, one line each, like `vector validate`.
+    let cfg = match Config::check(&cli.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            for line in e.report_lines() {
+                eprintln!("error: {}", ticketsync::redact::scrub(&line));
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
     println!("{}: OK", cli.config.display());
     if from_source {
         println!(

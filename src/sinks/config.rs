@@ -14,7 +14,7 @@ use super::glpi::GlpiSink;
 use super::jsm::{JsmAuth, JsmSink};
 use super::zendesk::{ZendeskAuth, ZendeskSink};
 use super::TicketSink;
-use crate::config::{resolve_secret, ConfigError};
+use crate::config::{declared_secret, require, ConfigError, Errors};
 
 fn yes() -> bool {
     true
@@ -48,22 +48,12 @@ pub struct ZendeskConfig {
     /// Id of a custom ticket field (text) that receives the session code.
     #[serde(default)]
     pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,22 +70,12 @@ pub struct FreshserviceConfig {
     /// Name of a custom ticket field holding the session code (`cf_session_code`), for lookups.
     #[serde(default)]
     pub session_code_field: Option<String>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -129,22 +109,12 @@ pub struct JsmConfig {
     /// Numeric id of a text custom field holding the session code (JQL `cf[id]`).
     #[serde(default)]
     pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,185 +135,106 @@ pub struct GlpiConfig {
     /// searchOption id of the Ticket field holding the session code.
     #[serde(default)]
     pub session_code_search_option: Option<u32>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
-    pub tickets: Option<String>,
+    pub route: crate::config::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
     #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<u64>,
-    /// Notes in flight at once to this system (default 16).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
+    pub outbound: crate::config::OutboundConfig,
 }
 
-impl ZendeskConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.zendesk",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(ZendeskConfig, "sinks.zendesk");
 
-impl FreshserviceConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.freshservice",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(FreshserviceConfig, "sinks.freshservice");
 
-impl JsmConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.jsm",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(JsmConfig, "sinks.jsm");
 
-impl GlpiConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sinks.glpi",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(GlpiConfig, "sinks.glpi");
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key { key: key.into(), message: message.into() }
 }
 
-fn check_url(key: &str, u: &str) -> Result<(), ConfigError> {
-    let parsed = url::Url::parse(u).map_err(|e| key_err(key, format!("not a valid URL ({e})")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(key_err(key, "must be an http:// or https:// URL"));
-    }
-    Ok(())
+fn check_url(e: &mut Errors, key: &str, u: &str) {
+    e.add(crate::config::check_url(u).map_err(|m| key_err(key, m)));
 }
 
 /// The routing keys of one sink section.
-pub fn check_route(section: &str, tickets: Option<&str>, sources: Option<&[String]>) -> Result<(), ConfigError> {
+pub(crate) fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, sources: Option<&[String]>) {
     if let Some(p) = tickets {
-        regex::Regex::new(p).map_err(|e| key_err(&format!("{section}.tickets"), e.to_string().replace('\n', " ")))?;
+        e.add(
+            regex::Regex::new(p)
+                .map_err(|err| key_err(&format!("{section}.tickets"), err.to_string().replace('\n', " "))),
+        );
     }
     if sources.is_some_and(|s| s.is_empty()) {
-        return Err(key_err(&format!("{section}.sources"), "must name at least one source, or be left out"));
+        e.key(&format!("{section}.sources"), "must name at least one source, or be left out");
     }
     // A misspelt source would silently route nothing to this sink.
     let known = crate::sources::ROUTING_NAMES;
-    if let Some(bad) = sources.into_iter().flatten().find(|s| !known.iter().any(|k| k.eq_ignore_ascii_case(s))) {
-        return Err(key_err(
-            &format!("{section}.sources"),
-            format!("unknown source {bad:?} (known: {})", known.join(", ")),
-        ));
+    for bad in sources.into_iter().flatten().filter(|s| !known.iter().any(|k| k.eq_ignore_ascii_case(s))) {
+        e.key(&format!("{section}.sources"), format!("unknown source {bad:?} (known: {})", known.join(", ")));
     }
-    Ok(())
-}
-
-fn require(v: Option<SecretString>, key: &str, cred: &str) -> Result<SecretString, ConfigError> {
-    v.ok_or_else(|| {
-        key_err(
-            key,
-            format!(
-                "missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential), or TICKETSYNC__{}",
-                key.replace('.', "__").to_uppercase()
-            ),
-        )
-    })
 }
 
 impl ZendeskConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("sinks.zendesk.url", &self.url)?;
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.zendesk.url", &self.url);
         if self.auth == ZendeskAuthKind::ApiToken && self.email.as_deref().unwrap_or("").is_empty() {
-            return Err(key_err("sinks.zendesk.email", "required when auth = \"api_token\""));
+            e.key("sinks.zendesk.email", "required when auth = \"api_token\"");
         }
-        check_route("sinks.zendesk", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
-        let v =
-            resolve_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref(), "zendesk_token")?;
-        require(v, "sinks.zendesk.token", "zendesk_token")
+        require(self.token_value()?, "sinks.zendesk.token")
     }
 }
 
 impl FreshserviceConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("sinks.freshservice.url", &self.url)?;
-        check_route("sinks.freshservice", self.tickets.as_deref(), self.sources.as_deref())
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.freshservice.url", &self.url);
+    }
+    pub(crate) fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.freshservice.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
     }
     pub fn api_key_secret(&self) -> Result<SecretString, ConfigError> {
-        let v = resolve_secret(
-            "sinks.freshservice.api_key",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-            "freshservice_api_key",
-        )?;
-        require(v, "sinks.freshservice.api_key", "freshservice_api_key")
+        require(self.api_key_value()?, "sinks.freshservice.api_key")
     }
 }
 
 impl JsmConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("sinks.jsm.url", &self.url)?;
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.jsm.url", &self.url);
         if self.deployment == JsmDeployment::Cloud && self.email.as_deref().unwrap_or("").is_empty() {
-            return Err(key_err("sinks.jsm.email", "required when deployment = \"cloud\""));
+            e.key("sinks.jsm.email", "required when deployment = \"cloud\"");
         }
-        check_route("sinks.jsm", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
-        let v = resolve_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref(), "jsm_token")?;
-        require(v, "sinks.jsm.token", "jsm_token")
+        require(self.token_value()?, "sinks.jsm.token")
     }
 }
 
 impl GlpiConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("sinks.glpi.url", &self.url)?;
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.glpi.url", &self.url);
         if !self.url.trim_end_matches('/').ends_with("apirest.php") {
-            return Err(key_err("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php"));
+            e.key("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php");
         }
-        check_route("sinks.glpi", self.tickets.as_deref(), self.sources.as_deref())
+    }
+    pub(crate) fn user_token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.glpi.user_token", self.user_token.as_ref(), self.user_token_file.as_deref())
     }
     pub fn user_token_secret(&self) -> Result<SecretString, ConfigError> {
-        let v = resolve_secret(
-            "sinks.glpi.user_token",
-            self.user_token.as_ref(),
-            self.user_token_file.as_deref(),
-            "glpi_user_token",
-        )?;
-        require(v, "sinks.glpi.user_token", "glpi_user_token")
+        require(self.user_token_value()?, "sinks.glpi.user_token")
     }
     /// Optional: only when the GLPI API client is configured with an App-Token.
     pub fn app_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
-            "sinks.glpi.app_token",
-            self.app_token.as_ref(),
-            self.app_token_file.as_deref(),
-            "glpi_app_token",
-        )
+        declared_secret("sinks.glpi.app_token", self.app_token.as_ref(), self.app_token_file.as_deref())
     }
 }
 
@@ -356,72 +247,19 @@ pub struct ExtraSinks<'a> {
 }
 
 impl<'a> ExtraSinks<'a> {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate_into(&self, e: &mut Errors) {
         if let Some(c) = self.zendesk {
-            c.validate()?;
+            c.validate_into(e);
         }
         if let Some(c) = self.freshservice {
-            c.validate()?;
+            c.validate_into(e);
         }
         if let Some(c) = self.jsm {
-            c.validate()?;
+            c.validate_into(e);
         }
         if let Some(c) = self.glpi {
-            c.validate()?;
+            c.validate_into(e);
         }
-        Ok(())
-    }
-
-    pub fn check_secrets(&self) -> Result<(), ConfigError> {
-        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
-            c.token_secret()?;
-        }
-        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
-            c.api_key_secret()?;
-        }
-        if let Some(c) = self.jsm.filter(|c| c.enabled) {
-            c.token_secret()?;
-        }
-        if let Some(c) = self.glpi.filter(|c| c.enabled) {
-            c.user_token_secret()?;
-            c.app_token_secret()?;
-        }
-        Ok(())
-    }
-
-    /// The `concurrency` key of each enabled sink that sets it, by sink name.
-    pub fn concurrency(&self) -> HashMap<String, usize> {
-        let mut out = HashMap::new();
-        let keys = [
-            ("zendesk", self.zendesk.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("freshservice", self.freshservice.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("jsm", self.jsm.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-            ("glpi", self.glpi.filter(|c| c.enabled).and_then(|c| c.concurrency)),
-        ];
-        for (name, c) in keys {
-            if let Some(c) = c {
-                out.insert(name.to_string(), c);
-            }
-        }
-        out
-    }
-
-    /// Names of the enabled sinks, with their routing keys.
-    pub fn routes(&self) -> Vec<super::routing::RouteKeys<'a>> {
-        let mut out = Vec::new();
-        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
-            out.push(("zendesk", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
-            out.push(("freshservice", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.jsm.filter(|c| c.enabled) {
-            out.push(("jsm", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        if let Some(c) = self.glpi.filter(|c| c.enabled) {
-            out.push(("glpi", c.tickets.as_deref(), c.sources.as_deref()));
-        }
-        out
     }
 
     pub fn build(

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{resolve_secret, ConfigError};
+use crate::config::{declared_secret, ConfigError};
 
 pub const VENDOR: &str = "visioconference";
 
@@ -27,12 +27,9 @@ pub struct VisioConfig {
     pub agent_name: String,
     pub duration_minutes: u32,
     pub request_timeout_secs: u64,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    pub max_response_bytes: Option<u64>,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::config::OutboundConfig,
 }
 
 impl Default for VisioConfig {
@@ -46,33 +43,16 @@ impl Default for VisioConfig {
             agent_name: "Helpdesk".into(),
             duration_minutes: 60,
             request_timeout_secs: 30,
-            allow_insecure_http: false,
-            ca_file: None,
-            max_response_bytes: None,
+            outbound: Default::default(),
         }
     }
 }
 
-impl VisioConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "rooms.visioconference",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(VisioConfig, "rooms.visioconference");
 
 impl VisioConfig {
     pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        resolve_secret(
-            "rooms.visioconference.token",
-            self.token.as_ref(),
-            self.token_file.as_deref(),
-            "visioconference_token",
-        )
+        declared_secret("rooms.visioconference.token", self.token.as_ref(), self.token_file.as_deref())
     }
 }
 

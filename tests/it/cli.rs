@@ -14,10 +14,10 @@ use ticketsync::sim::webhook::WebhookSim;
 
 const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -28,22 +28,22 @@ impl Run {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
     }
-    fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
-    fn failed(self) -> Run {
+    pub(crate) fn failed(self) -> Run {
         assert_ne!(self.code, 0, "expected failure\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
     /// The error line(s), without log lines.
-    fn error_lines(&self) -> Vec<&str> {
+    pub(crate) fn error_lines(&self) -> Vec<&str> {
         self.stderr.lines().filter(|l| l.starts_with("error")).collect()
     }
 }
 
 /// Run the binary with a clean environment plus `env`, stdin not a terminal.
-async fn ticketsync(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) async fn ticketsync(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"));
     cmd.arg("--config").arg(config).args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (k, v) in env {
@@ -56,7 +56,7 @@ async fn ticketsync(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(out.expect("spawn ticketsync"))
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p

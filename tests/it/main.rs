@@ -5,6 +5,7 @@ mod audit_evidence;
 mod backlog;
 mod bad_data;
 mod cli;
+mod config_check;
 mod crash;
 mod disk_full;
 mod faultproxy;

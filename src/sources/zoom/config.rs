@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::{check_url, key_err, resolve_secret, ConfigError};
+use crate::config::{check_url, key_err, resolve_secret, ConfigError, Errors};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,12 +40,9 @@ pub struct ZoomConfig {
     /// The account `session create --provider zoom` uses without `--account`.
     pub default_account: Option<String>,
     pub accounts: Vec<ZoomAccount>,
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    pub max_response_bytes: Option<u64>,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::config::OutboundConfig,
 }
 
 impl Default for ZoomConfig {
@@ -64,24 +61,12 @@ impl Default for ZoomConfig {
             auto_recording: "cloud".into(),
             default_account: None,
             accounts: Vec::new(),
-            allow_insecure_http: false,
-            ca_file: None,
-            max_response_bytes: None,
+            outbound: Default::default(),
         }
     }
 }
 
-impl ZoomConfig {
-    /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-    pub fn outbound(&self) -> crate::http::Outbound<'_> {
-        crate::http::Outbound {
-            section: "sources.zoom",
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
+crate::config::outbound_section!(ZoomConfig, "sources.zoom");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,47 +115,49 @@ impl ZoomAccount {
 }
 
 impl ZoomConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m))?;
-        check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m))?;
-        check_url(&self.oauth_url).map_err(|m| key_err("sources.zoom.oauth_url", m))?;
+    pub(crate) fn validate_into(&self, e: &mut Errors) {
+        e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m)));
+        e.add(check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m)));
+        e.add(check_url(&self.oauth_url).map_err(|m| key_err("sources.zoom.oauth_url", m)));
         if !(1..=300).contains(&self.page_size) {
-            return Err(key_err("sources.zoom.page_size", "must be between 1 and 300 (Zoom's maximum)"));
+            e.key("sources.zoom.page_size", "must be between 1 and 300 (Zoom's maximum)");
         }
-        crate::config::check_span("sources.zoom.recording_deadline_minutes", self.recording_deadline_minutes, 60)?;
-        crate::config::check_span("sources.zoom.lookback_days", self.lookback_days, 86_400)?;
+        e.add(crate::config::check_span(
+            "sources.zoom.recording_deadline_minutes",
+            self.recording_deadline_minutes,
+            60,
+        ));
+        e.add(crate::config::check_span("sources.zoom.lookback_days", self.lookback_days, 86_400));
         if !["none", "local", "cloud"].contains(&self.auto_recording.as_str()) {
-            return Err(key_err("sources.zoom.auto_recording", "expected \"none\", \"local\" or \"cloud\""));
+            e.key("sources.zoom.auto_recording", "expected \"none\", \"local\" or \"cloud\"");
         }
         if self.enabled && self.accounts.is_empty() {
-            return Err(key_err("sources.zoom.accounts", "at least one [[sources.zoom.accounts]] is required"));
+            e.key("sources.zoom.accounts", "at least one [[sources.zoom.accounts]] is required");
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let k = |f: &str| format!("sources.zoom.accounts[{i}].{f}");
             if a.name.is_empty() || !a.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(key_err(&k("name"), "letters, digits, '-' and '_' only, not empty"));
-            }
-            if !seen.insert(a.name.clone()) {
-                return Err(key_err(&k("name"), format!("duplicate account name {:?}", a.name)));
+                e.key(&k("name"), "letters, digits, '-' and '_' only, not empty");
+            } else if !seen.insert(a.name.clone()) {
+                e.key(&k("name"), format!("duplicate account name {:?}", a.name));
             }
             if a.client_id.trim().is_empty() {
-                return Err(key_err(&k("client_id"), "required"));
+                e.key(&k("client_id"), "required");
             }
             if a.auth == ZoomAuth::ServerToServer && a.account_id.as_deref().unwrap_or("").is_empty() {
-                return Err(key_err(&k("account_id"), "required when auth = \"server_to_server\""));
+                e.key(&k("account_id"), "required when auth = \"server_to_server\"");
             }
             if a.user_id.trim().is_empty() {
-                return Err(key_err(&k("user_id"), "must not be empty"));
+                e.key(&k("user_id"), "must not be empty");
             }
-            check_url(&a.redirect_uri).map_err(|m| key_err(&k("redirect_uri"), m))?;
+            e.add(check_url(&a.redirect_uri).map_err(|m| key_err(&k("redirect_uri"), m)));
         }
         if let Some(d) = &self.default_account {
             if !self.accounts.iter().any(|a| &a.name == d) {
-                return Err(key_err("sources.zoom.default_account", format!("no account named {d:?}")));
+                e.key("sources.zoom.default_account", format!("no account named {d:?}"));
             }
         }
-        Ok(())
     }
 
     pub fn account(&self, name: Option<&str>) -> Result<(usize, &ZoomAccount), String> {
