@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
 pub mod export;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod report;
 pub mod session;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod sinks;
 pub mod sources;

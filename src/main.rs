@@ -48,8 +48,14 @@ fn load(cli: &Cli) -> Result<Config> {
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo { state_dir } => {
             ticketsync::demo::run(state_dir).await?;
+        }
+        // The CLI keeps the command in every build; a product build names what it lacks.
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => {
+            anyhow::bail!("this build has no simulators: `demo` needs the `demo` cargo feature");
         }
         Command::Check => {
             let cfg = load(&cli)?;
