@@ -331,7 +331,7 @@ impl SplashtopConfig {
         )
     }
     fn validate(&self) -> Result<(), ConfigError> {
-        crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m))?;
+        crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m))?;
         for (k, v) in [
             ("base_url", self.base_url()),
             ("console_url", self.console_url()),
@@ -731,7 +731,7 @@ impl Config {
         parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m))?;
         parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m))?;
         if let Some(tv) = &self.sources.teamviewer {
-            crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m))?;
+            crate::schedule::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m))?;
             check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m))?;
             check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m))?;
             check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60)?;

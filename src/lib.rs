@@ -24,6 +24,7 @@ pub mod oauth;
 pub mod pipeline;
 pub mod redact;
 pub mod report;
+pub mod schedule;
 pub mod session;
 #[cfg(feature = "demo")]
 pub mod sim;

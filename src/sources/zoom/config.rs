@@ -131,7 +131,7 @@ impl ZoomAccount {
 
 impl ZoomConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m))?;
+        crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m))?;
         check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m))?;
         check_url(&self.oauth_url).map_err(|m| key_err("sources.zoom.oauth_url", m))?;
         if !(1..=300).contains(&self.page_size) {
