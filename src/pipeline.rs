@@ -22,6 +22,13 @@ pub struct MatchStats {
     pub enqueued: u64,
 }
 
+/// The page hook's report to the store, which checks that every ended session was examined.
+impl From<MatchStats> for crate::store::page::HookOutcome {
+    fn from(m: MatchStats) -> Self {
+        crate::store::page::HookOutcome { examined: m.examined, matched: m.matched, enqueued: m.enqueued }
+    }
+}
+
 impl MatchStats {
     pub fn add(&mut self, o: MatchStats) {
         self.examined += o.examined;
@@ -229,11 +236,11 @@ impl crate::store::PageHook for InlineMatch {
         &self,
         tx: &mut crate::store::Tx<'_>,
         fresh: &[(i64, &crate::session::NewSession)],
-    ) -> Result<MatchStats, StoreError> {
+    ) -> Result<crate::store::page::HookOutcome, StoreError> {
         let ended: Vec<StoredSession> =
             fresh.iter().filter(|(_, s)| s.ended_at.is_some()).map(|(id, s)| StoredSession::from_new(*id, s)).collect();
         if ended.is_empty() {
-            return Ok(MatchStats::default());
+            return Ok(crate::store::page::HookOutcome::default());
         }
         let hits = TicketFieldHits::new();
         let key = match &self.marker_key {
@@ -241,8 +248,9 @@ impl crate::store::PageHook for InlineMatch {
             None => crate::store::secrets::marker_key(tx).await?,
         };
         let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz, marker_key: &key };
-        // `upsert_many(.., matched_here)` inserted them marked examined.
-        ctx.match_batch(tx, &ended, false).await
+        // `store::page::upsert_page` inserted them marked examined, and checks that every
+        // one was examined here.
+        Ok(ctx.match_batch(tx, &ended, false).await?.into())
     }
 }
 

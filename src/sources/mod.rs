@@ -292,23 +292,15 @@ async fn write_page(
 ) -> Result<(), StoreError> {
     let mut page = PollStats::default();
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let mut fresh = Vec::new();
-    for ((id, outcome), s) in
-        sessions::upsert_many(tx, &good, Some(walk_id), store.page_hook().is_some()).await?.into_iter().zip(&good)
-    {
+    let (outcomes, hooked) = crate::store::page::upsert_page(tx, store.page_hook(), &good, walk_id).await?;
+    for (_, outcome) in outcomes {
         match outcome {
-            Upsert::Inserted => {
-                page.inserted += 1;
-                fresh.push((id, *s));
-            }
+            Upsert::Inserted => page.inserted += 1,
             Upsert::Updated => page.updated += 1,
             Upsert::Unchanged => {}
         }
     }
-    if let Some(hook) = store.page_hook().filter(|_| !fresh.is_empty()) {
-        let m = hook.fresh_sessions(tx, &fresh).await?;
-        (page.matched, page.enqueued) = (m.matched, m.enqueued);
-    }
+    (page.matched, page.enqueued) = (hooked.matched, hooked.enqueued);
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {
         tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
         sessions::quarantine(tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
