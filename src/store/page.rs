@@ -51,3 +51,57 @@ pub async fn upsert_page(
     }
     Ok((outcomes, done))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    /// A hook that breaks the contract: it examines only the first fresh session.
+    #[derive(Debug)]
+    struct ExaminesOne;
+
+    #[async_trait::async_trait]
+    impl PageHook for ExaminesOne {
+        async fn fresh_sessions(&self, _tx: &mut Tx<'_>, fresh: &[(i64, &NewSession)]) -> Result<HookOutcome> {
+            Ok(HookOutcome { examined: fresh.len().min(1) as u64, ..HookOutcome::default() })
+        }
+    }
+
+    fn ended(ext: &str) -> NewSession {
+        let start = Utc::now() - Duration::hours(2);
+        NewSession {
+            vendor: "teamviewer".into(),
+            external_id: ext.into(),
+            session_code: None,
+            technician: None,
+            technician_id: None,
+            device: None,
+            device_id: None,
+            group_name: None,
+            started_at: start,
+            ended_at: Some(start + Duration::minutes(5)),
+            notes: None,
+            description: None,
+            custom_api: None,
+            customer_name: None,
+            customer_email: None,
+            raw_json: format!("{{\"id\":\"{ext}\"}}"),
+        }
+    }
+
+    /// Sessions inserted marked examined that the hook did not examine would never be
+    /// matched: the page fails instead (and its transaction is not committed).
+    #[tokio::test]
+    async fn a_hook_that_skips_a_fresh_ended_session_fails_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::Store::open(&dir.path().join("t.db"), std::time::Duration::from_secs(5)).await.unwrap();
+        let (a, b) = (ended("a"), ended("b"));
+        let mut tx = store.begin().await.unwrap();
+        let one = upsert_page(&mut tx, Some(&ExaminesOne), &[&a], "w1").await;
+        assert_eq!(one.map(|(_, h)| h.examined).ok(), Some(1), "one of one examined passes");
+        let two = upsert_page(&mut tx, Some(&ExaminesOne), &[&b, &ended("c")], "w1").await;
+        assert!(matches!(two, Err(StoreError::Invalid(_))), "{two:?}");
+    }
+}
