@@ -23,6 +23,7 @@ pub mod note;
 pub mod oauth;
 pub mod pipeline;
 pub mod redact;
+pub mod render;
 pub mod report;
 pub mod schedule;
 pub mod session;
