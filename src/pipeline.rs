@@ -1,6 +1,8 @@
 //! The stages after the source: match ended sessions (match + outbox rows in one
 //! transaction) and deliver due outbox rows to their sinks.
 
+pub mod ticket_links;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
