@@ -614,3 +614,23 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
     let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
     Outcome::Retry { next_attempt_at: crate::session::ts(next), error, ambiguous }
 }
+
+#[cfg(test)]
+mod tests {
+    // Moved from `sinks::config`: the sinks' config sections know nothing of the pipeline
+    // that reads their `concurrency` keys.
+    #[test]
+    fn concurrency_is_per_sink_and_optional() {
+        let c = crate::config::Config::from_toml_with_env(
+            "[sinks.redmine]\nurl = \"https://r\"\nconcurrency = 4\n[sinks.webhook]\nurl = \"https://h\"\n\
+             [sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\nconcurrency = 2\n",
+            "t.toml",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        let m = c.sinks.concurrency();
+        assert_eq!(m, std::collections::HashMap::from([("redmine".into(), 4), ("zendesk".into(), 2)]));
+        let p = super::DeliveryPolicy::from_config(&c.outbox).with_sink_concurrency(m);
+        assert_eq!((p.concurrency_for("redmine"), p.concurrency_for("webhook")), (4, super::DEFAULT_CONCURRENCY));
+    }
+}
