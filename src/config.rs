@@ -397,7 +397,7 @@ impl SplashtopConfig {
         )
     }
     fn validate_into(&self, e: &mut Errors) {
-        e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
+        e.add(crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
         for (k, v) in [
             ("base_url", self.base_url()),
             ("console_url", self.console_url()),
@@ -801,7 +801,7 @@ impl Config {
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
         if let Some(tv) = &self.sources.teamviewer {
-            e.add(crate::daemon::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m)));
+            e.add(crate::schedule::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m)));
             e.add(check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m)));
             e.add(check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m)));
             e.add(check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60));

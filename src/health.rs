@@ -39,7 +39,7 @@ impl Health {
     pub fn from_app(app: &crate::app::App, started_at: DateTime<Utc>) -> anyhow::Result<Health> {
         let mut sources = Vec::new();
         for (src, schedule) in &app.sources {
-            let cron = crate::daemon::parse_cron(schedule).map_err(anyhow::Error::msg)?;
+            let cron = crate::schedule::parse_cron(schedule).map_err(anyhow::Error::msg)?;
             // A source polling several accounts (Zoom) is ready only when each of them is.
             for key in src.cursor_keys() {
                 sources.push((key, cron.clone()));

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::note::{Field, Link, Note, Visibility};
+use crate::pipeline::ticket_links::CreatedSession;
 use crate::sources::teamviewer::{self, TeamViewerApi};
 
 pub mod meetings;
@@ -103,28 +104,21 @@ async fn teamviewer_case(
         visibility: Visibility::Public,
         marker: app.store.marker_key().marker("teamviewer", &crate::session::normalize_code(&code), "customer_link"),
     });
-    // The link and the notes are committed together: a crash after the vendor call but
-    // before this commit leaves a service case with no ticket link (recoverable with
-    // `ticketsync link`), never a note pointing at an unrecorded session.
-    let mut tx = app.store.begin().await?;
-    let link_id =
-        crate::store::links::insert(&mut tx, "teamviewer", &code, ticket, "created", Some(&details), Some("cli"))
-            .await?;
-    crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&code)).await?;
-    let mut deliveries = Vec::new();
-    for sink in app.sinks_for("teamviewer", ticket) {
-        for (kind, note) in [("session_links", Some(&internal)), ("customer_link", customer.as_ref())] {
-            let Some(note) = note else { continue };
-            let j = serde_json::to_string(note)?;
-            if let Some(id) =
-                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
-                    .await?
-            {
-                deliveries.push(id);
-            }
-        }
-    }
-    tx.commit().await?;
+    let mut notes = vec![("session_links", &internal)];
+    notes.extend(customer.as_ref().map(|c| ("customer_link", c)));
+    let deliveries = crate::pipeline::ticket_links::record_created(
+        &app.store,
+        &app.routes,
+        &CreatedSession {
+            vendor: "teamviewer",
+            ticket,
+            code: &code,
+            also_known_as: None,
+            details: &details,
+            notes: &notes,
+        },
+    )
+    .await?;
     Ok(Created { provider: "teamviewer".into(), code, ticket: ticket.into(), deliveries, truncated })
 }
 
@@ -194,28 +188,19 @@ async fn splashtop_support_session(app: &App, ticket: &str, customer_name: Optio
         visibility: Visibility::Public,
         marker: app.store.marker_key().marker("splashtop", &code_norm, "customer_link"),
     };
-    let mut tx = app.store.begin().await?;
-    let link_id =
-        crate::store::links::insert(&mut tx, "splashtop", &code, ticket, "created", Some(&details), Some("cli"))
-            .await?;
-    crate::pipeline::rematch_code(&mut tx, &code_norm).await?;
-    if crate::session::normalize_code(&created.id) != code_norm {
-        crate::store::links::insert(&mut tx, "splashtop", &created.id, ticket, "created", None, Some("cli")).await?;
-        crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(&created.id)).await?;
-    }
-    let mut deliveries = Vec::new();
-    for sink in app.sinks_for("splashtop", ticket) {
-        for (kind, note) in [("session_links", &internal), ("customer_link", &customer)] {
-            let j = serde_json::to_string(note)?;
-            if let Some(id) =
-                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
-                    .await?
-            {
-                deliveries.push(id);
-            }
-        }
-    }
-    tx.commit().await?;
+    let deliveries = crate::pipeline::ticket_links::record_created(
+        &app.store,
+        &app.routes,
+        &CreatedSession {
+            vendor: "splashtop",
+            ticket,
+            code: &code,
+            also_known_as: Some(&created.id),
+            details: &details,
+            notes: &[("session_links", &internal), ("customer_link", &customer)],
+        },
+    )
+    .await?;
     Ok(Created { provider: "splashtop".into(), code, ticket: ticket.into(), deliveries, truncated })
 }
 
@@ -227,15 +212,11 @@ pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
     if crate::session::normalize_code(code).is_empty() {
         bail!("--session: empty session code");
     }
-    let mut tx = app.store.begin().await?;
-    let id = crate::store::links::insert(&mut tx, "*", code, ticket, "manual", None, Some("cli")).await?;
-    crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
-    tx.commit().await?;
-    Ok(id)
+    Ok(crate::pipeline::ticket_links::record_manual(&app.store, code, ticket).await?)
 }
 
-/// The ticket link of a created session and its notes, committed together (see
-/// `teamviewer_case`): the link's audit event is the record of the creation.
+/// The ticket link of a created session and its notes, committed together by the pipeline
+/// (`pipeline::ticket_links::record_created`).
 pub(crate) async fn record_created(
     app: &App,
     vendor: &str,
@@ -244,22 +225,6 @@ pub(crate) async fn record_created(
     details: &serde_json::Value,
     notes: &[(&str, &Note)],
 ) -> Result<Vec<i64>> {
-    let mut tx = app.store.begin().await?;
-    let link_id =
-        crate::store::links::insert(&mut tx, vendor, code, ticket, "created", Some(details), Some("cli")).await?;
-    crate::pipeline::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
-    let mut deliveries = Vec::new();
-    for sink in app.sinks_for(vendor, ticket) {
-        for (kind, note) in notes {
-            let j = serde_json::to_string(note)?;
-            if let Some(id) =
-                crate::store::outbox::enqueue(&mut tx, sink, ticket, None, Some(link_id), kind, &note.marker, &j)
-                    .await?
-            {
-                deliveries.push(id);
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(deliveries)
+    let created = CreatedSession { vendor, ticket, code, also_known_as: None, details, notes };
+    Ok(crate::pipeline::ticket_links::record_created(&app.store, &app.routes, &created).await?)
 }

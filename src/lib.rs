@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
 pub mod export;
@@ -23,8 +24,11 @@ pub mod note;
 pub mod oauth;
 pub mod pipeline;
 pub mod redact;
+pub mod render;
 pub mod report;
+pub mod schedule;
 pub mod session;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod sinks;
 pub mod sources;

@@ -1,6 +1,8 @@
 //! The stages after the source: match ended sessions (match + outbox rows in one
 //! transaction) and deliver due outbox rows to their sinks.
 
+pub mod ticket_links;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,13 @@ pub struct MatchStats {
     pub examined: u64,
     pub matched: u64,
     pub enqueued: u64,
+}
+
+/// The page hook's report to the store, which checks that every ended session was examined.
+impl From<MatchStats> for crate::store::page::HookOutcome {
+    fn from(m: MatchStats) -> Self {
+        crate::store::page::HookOutcome { examined: m.examined, matched: m.matched, enqueued: m.enqueued }
+    }
 }
 
 impl MatchStats {
@@ -229,11 +238,11 @@ impl crate::store::PageHook for InlineMatch {
         &self,
         tx: &mut crate::store::Tx<'_>,
         fresh: &[(i64, &crate::session::NewSession)],
-    ) -> Result<MatchStats, StoreError> {
+    ) -> Result<crate::store::page::HookOutcome, StoreError> {
         let ended: Vec<StoredSession> =
             fresh.iter().filter(|(_, s)| s.ended_at.is_some()).map(|(id, s)| StoredSession::from_new(*id, s)).collect();
         if ended.is_empty() {
-            return Ok(MatchStats::default());
+            return Ok(crate::store::page::HookOutcome::default());
         }
         let hits = TicketFieldHits::new();
         let key = match &self.marker_key {
@@ -241,8 +250,9 @@ impl crate::store::PageHook for InlineMatch {
             None => crate::store::secrets::marker_key(tx).await?,
         };
         let ctx = MatchContext { rules: &self.rules, routes: &self.routes, hits: &hits, tz: self.tz, marker_key: &key };
-        // `upsert_many(.., matched_here)` inserted them marked examined.
-        ctx.match_batch(tx, &ended, false).await
+        // `store::page::upsert_page` inserted them marked examined, and checks that every
+        // one was examined here.
+        Ok(ctx.match_batch(tx, &ended, false).await?.into())
     }
 }
 
@@ -599,4 +609,24 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
     };
     let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
     Outcome::Retry { next_attempt_at: crate::session::ts(next), error, ambiguous }
+}
+
+#[cfg(test)]
+mod tests {
+    // Moved from `sinks::config`: the sinks' config sections know nothing of the pipeline
+    // that reads their `concurrency` keys.
+    #[test]
+    fn concurrency_is_per_sink_and_optional() {
+        let c = crate::config::Config::from_toml_with_env(
+            "[sinks.redmine]\nurl = \"https://r\"\nconcurrency = 4\n[sinks.webhook]\nurl = \"https://h\"\n\
+             [sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\nconcurrency = 2\n",
+            "t.toml",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        let m = c.sinks.concurrency();
+        assert_eq!(m, std::collections::HashMap::from([("redmine".into(), 4), ("zendesk".into(), 2)]));
+        let p = super::DeliveryPolicy::from_config(&c.outbox).with_sink_concurrency(m);
+        assert_eq!((p.concurrency_for("redmine"), p.concurrency_for("webhook")), (4, super::DEFAULT_CONCURRENCY));
+    }
 }

@@ -388,22 +388,6 @@ user_token = "u"
     }
 
     #[test]
-    fn concurrency_is_per_sink_and_optional() {
-        let c = load(
-            "[sinks.redmine]\nurl = \"https://r\"\nconcurrency = 4\n[sinks.webhook]\nurl = \"https://h\"\n\
-             [sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\nconcurrency = 2\n",
-        )
-        .unwrap();
-        let m = c.sinks.concurrency();
-        assert_eq!(m, std::collections::HashMap::from([("redmine".into(), 4), ("zendesk".into(), 2)]));
-        let p = crate::pipeline::DeliveryPolicy::from_config(&c.outbox).with_sink_concurrency(m);
-        assert_eq!(
-            (p.concurrency_for("redmine"), p.concurrency_for("webhook")),
-            (4, crate::pipeline::DEFAULT_CONCURRENCY)
-        );
-    }
-
-    #[test]
     fn bad_keys_are_named() {
         let e = load("[sinks.zendesk]\nurl = \"https://x.zendesk.com\"\ntoken = \"t\"\n").unwrap_err().to_string();
         assert!(e.contains("sinks.zendesk.email"), "{e}");

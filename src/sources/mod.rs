@@ -11,9 +11,8 @@ pub mod zoom;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::note::{Attachment, Field, Link};
 use crate::session::NewSession;
-use crate::store::sessions::{self, StoredSession, Upsert};
+use crate::store::sessions::{self, Upsert};
 use crate::store::{cursors, Store, StoreError};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -297,23 +296,15 @@ async fn write_page(
 ) -> Result<(), StoreError> {
     let mut page = PollStats::default();
     let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let mut fresh = Vec::new();
-    for ((id, outcome), s) in
-        sessions::upsert_many(tx, &good, Some(walk_id), store.page_hook().is_some()).await?.into_iter().zip(&good)
-    {
+    let (outcomes, hooked) = crate::store::page::upsert_page(tx, store.page_hook(), &good, walk_id).await?;
+    for (_, outcome) in outcomes {
         match outcome {
-            Upsert::Inserted => {
-                page.inserted += 1;
-                fresh.push((id, *s));
-            }
+            Upsert::Inserted => page.inserted += 1,
             Upsert::Updated => page.updated += 1,
             Upsert::Unchanged => {}
         }
     }
-    if let Some(hook) = store.page_hook().filter(|_| !fresh.is_empty()) {
-        let m = hook.fresh_sessions(tx, &fresh).await?;
-        (page.matched, page.enqueued) = (m.matched, m.enqueued);
-    }
+    (page.matched, page.enqueued) = (hooked.matched, hooked.enqueued);
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {
         tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
         sessions::quarantine(tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
@@ -333,43 +324,22 @@ async fn write_page(
 pub const ROUTING_NAMES: &[&str] =
     &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
 
+// Kept here too: the vendors' modules and callers outside the crate name them from `sources`.
+pub use crate::render::{NoteExtras, VendorNotes};
+
+/// Every vendor's note content, each defined in the vendor's own module. Listed by every
+/// vendor whose sessions can be stored, configured or not: a session stored before its
+/// source was turned off still gets its vendor's note.
+pub static VENDOR_NOTES: &[&dyn VendorNotes] = &[&teamviewer::Notes, &splashtop::Notes, &zoom::Notes, &visio::Notes];
+
+/// The note content of the vendor whose sessions are stored under `vendor`.
+pub fn vendor_notes(vendor: &str) -> Option<&'static dyn VendorNotes> {
+    VENDOR_NOTES.iter().copied().find(|v| v.vendor() == vendor)
+}
+
 /// Human name of a vendor, for note titles.
 pub fn display_name(vendor: &str) -> &str {
-    match vendor {
-        "teamviewer" => "TeamViewer",
-        "splashtop" => "Splashtop",
-        "zoom" => "Zoom",
-        "visioconference" => "visioconference.me",
-        other => other,
-    }
-}
-
-/// Vendor links worth putting on a note (reconnect to the device, the vendor's report).
-pub fn links_for(s: &StoredSession) -> Vec<Link> {
-    match s.vendor.as_str() {
-        "teamviewer" => teamviewer::links_for(s),
-        "zoom" => zoom::links_for(s),
-        _ => Vec::new(),
-    }
-}
-
-/// Vendor content for a session's note beyond the normalized columns: extra fields, a
-/// body section (e.g. a file-transfer table, a participant list) and attachments (e.g. a
-/// chat transcript). The one hook every vendor fills in for its notes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NoteExtras {
-    pub fields: Vec<Field>,
-    pub body: Option<String>,
-    pub attachments: Vec<Attachment>,
-}
-
-/// The vendor's extra note content, read from the stored raw record.
-pub fn note_extras_for(s: &StoredSession) -> NoteExtras {
-    match s.vendor.as_str() {
-        "splashtop" => splashtop::note_extras(s),
-        "zoom" => zoom::note_extras(s),
-        _ => NoteExtras::default(),
-    }
+    vendor_notes(vendor).map(|v| v.display_name()).unwrap_or(vendor)
 }
 
 /// Where a new poll walk starts: the high watermark minus the overlap (or the initial
@@ -396,4 +366,20 @@ pub async fn walk_start(
         from = from.min(open);
     }
     Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every vendor a session can be stored under has its note content registered, once.
+    #[test]
+    fn every_vendor_has_its_note_content_registered_once() {
+        for name in ROUTING_NAMES {
+            let n = VENDOR_NOTES.iter().filter(|v| v.vendor() == *name).count();
+            assert_eq!(n, 1, "{name}: {n} registrations in VENDOR_NOTES");
+        }
+        assert_eq!(display_name("visioconference"), "visioconference.me");
+        assert_eq!(display_name("someone-else"), "someone-else");
+    }
 }

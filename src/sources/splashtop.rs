@@ -421,6 +421,21 @@ impl Source for SplashtopSource {
     }
 }
 
+/// Splashtop's part of a note: connection details, transfers and the chat transcript.
+pub struct Notes;
+
+impl super::VendorNotes for Notes {
+    fn vendor(&self) -> &'static str {
+        wire::VENDOR
+    }
+    fn display_name(&self) -> &'static str {
+        "Splashtop"
+    }
+    fn extras(&self, s: &StoredSession) -> NoteExtras {
+        note_extras(s)
+    }
+}
+
 /// The file-transfer table and the chat transcript of a session log, for its note.
 pub fn note_extras(s: &StoredSession) -> NoteExtras {
     let Ok(raw) = serde_json::from_str::<Value>(&s.raw_json) else { return NoteExtras::default() };

@@ -370,6 +370,21 @@ enum Written {
     Committed(PollStats),
 }
 
+/// TeamViewer's part of a note: the link back to the device.
+pub struct Notes;
+
+impl super::VendorNotes for Notes {
+    fn vendor(&self) -> &'static str {
+        wire::VENDOR
+    }
+    fn display_name(&self) -> &'static str {
+        "TeamViewer"
+    }
+    fn links(&self, s: &StoredSession) -> Vec<Link> {
+        links_for(s)
+    }
+}
+
 /// Links for a TeamViewer session note: reconnect to the same device.
 pub fn links_for(s: &StoredSession) -> Vec<Link> {
     s.device_id

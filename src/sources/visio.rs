@@ -13,6 +13,18 @@ use crate::config::{declared_secret, ConfigError};
 
 pub const VENDOR: &str = "visioconference";
 
+/// visioconference.me's part of a note: its name (a room has no report to add).
+pub struct Notes;
+
+impl super::VendorNotes for Notes {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+    fn display_name(&self) -> &'static str {
+        "visioconference.me"
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisioConfig {

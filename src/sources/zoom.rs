@@ -525,6 +525,24 @@ fn size(bytes: Option<i64>) -> String {
     }
 }
 
+/// Zoom's part of a note: recording links, participants and the recording status.
+pub struct Notes;
+
+impl super::VendorNotes for Notes {
+    fn vendor(&self) -> &'static str {
+        wire::VENDOR
+    }
+    fn display_name(&self) -> &'static str {
+        "Zoom"
+    }
+    fn links(&self, s: &StoredSession) -> Vec<Link> {
+        links_for(s)
+    }
+    fn extras(&self, s: &StoredSession) -> super::NoteExtras {
+        note_extras(s)
+    }
+}
+
 /// Recording links for the note: the share link, then each file.
 pub fn links_for(s: &StoredSession) -> Vec<Link> {
     let Some(r) = record_of(s).and_then(|r| r.recordings) else { return Vec::new() };

@@ -14,6 +14,7 @@ pub mod cursors;
 pub mod history;
 pub mod links;
 pub mod outbox;
+pub mod page;
 pub mod reads;
 pub mod secrets;
 pub mod sessions;
@@ -90,9 +91,10 @@ pub struct Store {
 /// from the saved cursor).
 ///
 /// The contract: a hook examines every fresh session that has ended. When a store has a
-/// hook, `sources::write_page` inserts those sessions already marked examined
-/// (`sessions::upsert_many(.., matched_here)`), so one the hook skipped would never reach the
-/// matching pass. Running sessions, and sessions the vendor changes later, go to the pass.
+/// hook, [`page::upsert_page`] inserts those sessions already marked examined, so one the
+/// hook skipped would never reach the matching pass: `upsert_page` fails the page when the
+/// hook's [`page::HookOutcome::examined`] falls short. Running sessions, and sessions the
+/// vendor changes later, go to the pass.
 #[async_trait::async_trait]
 pub trait PageHook: Send + Sync + std::fmt::Debug {
     /// `fresh`: the sessions this page inserted, with their new ids.
@@ -100,7 +102,7 @@ pub trait PageHook: Send + Sync + std::fmt::Debug {
         &self,
         tx: &mut Tx<'_>,
         fresh: &[(i64, &crate::session::NewSession)],
-    ) -> Result<crate::pipeline::MatchStats>;
+    ) -> Result<page::HookOutcome>;
 }
 
 #[derive(Debug, Default)]

@@ -251,10 +251,11 @@ fn the_units_credentials_are_declared_by_the_config() {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ticketsync.service")).unwrap();
     let names: Vec<&str> = unit
         .lines()
-        .filter_map(|l| l.trim_start_matches('#').strip_prefix("LoadCredential="))
+        .filter_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("LoadCredential="))
         .map(|l| l.split(':').next().unwrap())
         .collect();
-    assert!(names.len() >= 10, "{names:?}");
+    // The unit loads none by itself; its comments show the drop-in's lines.
+    assert!(names.len() >= 2, "{names:?}");
     for n in names {
         assert!(ticketsync::config::is_credential(n), "{n} is not declared in config::SECRET_KEYS");
     }

@@ -116,7 +116,7 @@ impl ZoomAccount {
 
 impl ZoomConfig {
     pub(crate) fn validate_into(&self, e: &mut Errors) {
-        e.add(crate::daemon::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m)));
+        e.add(crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m)));
         e.add(check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m)));
         e.add(check_url(&self.oauth_url).map_err(|m| key_err("sources.zoom.oauth_url", m)));
         if !(1..=300).contains(&self.page_size) {
