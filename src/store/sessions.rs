@@ -22,8 +22,51 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
     Ok(out.pop().expect("one result per session"))
 }
 
-/// Sessions per multi-row INSERT: 23 parameters each, under SQLite's 32 766 bound parameters.
-const SESSIONS_PER_INSERT: usize = 400;
+/// Sessions per multi-row INSERT, largest first: 24 parameters each, the largest under
+/// SQLite's 32 766 bound parameters. A page is split into chunks of these sizes only
+/// (`audit::fixed_chunks`), so every statement it runs is one of five, prepared once per
+/// connection and kept: a remainder chunk of any other size was prepared anew on every page.
+const SESSIONS_PER_INSERT: [usize; 5] = [500, 100, 20, 5, 1];
+
+/// First-seen sessions listed by one `sessions_seen` audit row. A page of the vendor
+/// (TeamViewer: 1 000 records) gets one row; a bigger batch (a backfill) several, so that a
+/// row, which the views parse to show one session's entry, stays small.
+const SESSIONS_PER_PAGE_ROW: usize = 1000;
+
+/// One session's entry in a `sessions_seen` row (migration 0007):
+/// `[id, external_id, session_code, ended, subject_sha256]`.
+struct SeenEntry<'a> {
+    id: i64,
+    s: &'a NewSession,
+    subject: audit::Subject,
+}
+
+/// The detail of a `sessions_seen` row, `{"sessions":[[id,"ext","code"|null,true,"hex"],…]}`,
+/// written directly: a `serde_json::Value` tree per session was one of the larger
+/// allocation sources of ingest (BENCHMARKS.md, session 6 profile).
+fn page_detail(entries: &[SeenEntry<'_>]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(16 + entries.len() * 150);
+    out.extend_from_slice(br#"{"sessions":["#);
+    let mut num = itoa::Buffer::new();
+    let mut hex = [0u8; 64];
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        out.extend_from_slice(num.format(e.id).as_bytes());
+        out.push(b',');
+        serde_json::to_writer(&mut out, &e.s.external_id).expect("a string serializes");
+        out.push(b',');
+        serde_json::to_writer(&mut out, &e.s.session_code).expect("a string serializes");
+        out.extend_from_slice(if e.s.ended_at.is_some() { b",true,\"" } else { b",false,\"" });
+        hex::encode_to_slice(e.subject.0, &mut hex).expect("64 hex digits for 32 bytes");
+        out.extend_from_slice(&hex);
+        out.extend_from_slice(b"\"]");
+    }
+    out.extend_from_slice(b"]}");
+    String::from_utf8(out).expect("JSON written from UTF-8 strings and ASCII")
+}
 
 /// Insert or update a page of sessions, one result per session in order; every insert or
 /// change is an audit event, as with [`upsert`].
@@ -33,6 +76,10 @@ const SESSIONS_PER_INSERT: usize = 400;
 /// known ids, multi-row inserts of the new sessions, one touch of the unchanged ones, the
 /// audit rows in multi-row inserts. Changed, reappearing or repeated records (rare) take
 /// the row-by-row path.
+///
+/// The first-seen sessions of the page are recorded by one `sessions_seen` audit row (per
+/// [`SESSIONS_PER_PAGE_ROW`]) listing each one's subject, not a row each: one chain link per
+/// page (migration 0007). Each session's `seen_event_id` names that row.
 ///
 /// `matched_here`: the caller matches the first-seen ended sessions in this same transaction
 /// (the store's page hook), so they are inserted already marked examined at revision 1,
@@ -62,61 +109,72 @@ pub async fn upsert_many(
             fresh.push(i);
         }
     }
-    for chunk in fresh.chunks(SESSIONS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
-             device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
-             customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev) ",
-        );
-        q.push_values(chunk, |mut b, &i| {
-            let s = records[i];
-            b.push_bind(&s.vendor)
-                .push_bind(&s.external_id)
-                .push_bind(&s.session_code)
-                .push_bind(s.session_code.as_deref().map(normalize_code))
-                .push_bind(&s.technician)
-                .push_bind(&s.technician_id)
-                .push_bind(&s.device)
-                .push_bind(&s.device_id)
-                .push_bind(&s.group_name)
-                .push_bind(ts(s.started_at))
-                .push_bind(s.ended_at.map(ts))
-                .push_bind(s.duration_s())
-                .push_bind(&s.notes)
-                .push_bind(&s.description)
-                .push_bind(&s.custom_api)
-                .push_bind(&s.customer_name)
-                .push_bind(&s.customer_email)
-                .push_bind(&s.raw_json)
-                .push_bind(&hashes[i])
-                .push_bind(&now)
-                .push_bind(&now)
-                .push_bind(walk_id)
-                .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64));
-        });
-        q.push(" RETURNING id, vendor, external_id");
-        // RETURNING order is unspecified: map the ids back by key.
-        // Only the full-size statement stays prepared (see `audit::Chain::flush`).
-        let rows: Vec<(i64, String, String)> =
-            q.build_query_as().persistent(chunk.len() == SESSIONS_PER_INSERT).fetch_all(&mut **tx).await?;
-        let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
-        for &i in chunk {
-            let s = records[i];
-            let key = (s.vendor.clone(), s.external_id.clone());
-            let id = *ids.get(&key).ok_or_else(|| {
-                super::StoreError::Invalid(format!("insert of {} {} returned no id", s.vendor, s.external_id))
-            })?;
-            chain.push(Event {
-                kind: "session_seen",
-                vendor: Some(&s.vendor),
-                session_id: Some(id),
-                detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
-                // The row as inserted, so an edit of it later is found by `audit verify`.
-                subject: Some(audit::session_subject_of(s, &hashes[i])),
-                ..Default::default()
+    for group in fresh.chunks(SESSIONS_PER_PAGE_ROW) {
+        // Nothing else is pushed onto the chain until this group's row: it gets this id.
+        let page_event = chain.next_id();
+        let mut entries = Vec::with_capacity(group.len());
+        for chunk in audit::fixed_chunks(group, &SESSIONS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+                 device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+                 customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev,
+                 seen_event_id) ",
+            );
+            q.push_values(chunk, |mut b, &i| {
+                let s = records[i];
+                b.push_bind(&s.vendor)
+                    .push_bind(&s.external_id)
+                    .push_bind(&s.session_code)
+                    .push_bind(s.session_code.as_deref().map(normalize_code))
+                    .push_bind(&s.technician)
+                    .push_bind(&s.technician_id)
+                    .push_bind(&s.device)
+                    .push_bind(&s.device_id)
+                    .push_bind(&s.group_name)
+                    .push_bind(ts(s.started_at))
+                    .push_bind(s.ended_at.map(ts))
+                    .push_bind(s.duration_s())
+                    .push_bind(&s.notes)
+                    .push_bind(&s.description)
+                    .push_bind(&s.custom_api)
+                    .push_bind(&s.customer_name)
+                    .push_bind(&s.customer_email)
+                    .push_bind(&s.raw_json)
+                    .push_bind(&hashes[i])
+                    .push_bind(&now)
+                    .push_bind(&now)
+                    .push_bind(walk_id)
+                    .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
+                    .push_bind(page_event);
             });
-            out[i] = Some((id, Upsert::Inserted));
-            known.insert(key, (id, hashes[i].clone(), None));
+            q.push(" RETURNING id, vendor, external_id");
+            // RETURNING order is unspecified: map the ids back by key.
+            let rows: Vec<(i64, String, String)> = q.build_query_as().persistent(true).fetch_all(&mut **tx).await?;
+            let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
+            for &i in chunk {
+                let s = records[i];
+                let key = (s.vendor.clone(), s.external_id.clone());
+                let id = *ids.get(&key).ok_or_else(|| {
+                    super::StoreError::Invalid(format!("insert of {} {} returned no id", s.vendor, s.external_id))
+                })?;
+                // The row as inserted, so an edit of it later is found by `audit verify`.
+                entries.push(SeenEntry { id, s, subject: audit::session_subject_of(s, &hashes[i]) });
+                out[i] = Some((id, Upsert::Inserted));
+                known.insert(key, (id, hashes[i].clone(), None));
+            }
+        }
+        let vendor = group.first().map(|&i| records[i].vendor.as_str());
+        let single_vendor = group.iter().all(|&i| Some(records[i].vendor.as_str()) == vendor);
+        let id = chain.push(Event {
+            kind: "sessions_seen",
+            // A page comes from one vendor; each entry's session row names its own anyway.
+            vendor: vendor.filter(|_| single_vendor),
+            detail_text: Some(page_detail(&entries)),
+            ..Default::default()
+        });
+        if id != page_event {
+            // Unreachable (nothing was pushed in between); the sessions would name a wrong row.
+            return Err(super::StoreError::Invalid(format!("page audit row got id {id}, expected {page_event}")));
         }
     }
 
