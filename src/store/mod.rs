@@ -119,6 +119,16 @@ fn pool_options(max: u32) -> SqlitePoolOptions {
 /// an existing database in WAL mode, which keeps the size it was created with.
 pub const PAGE_SIZE: u32 = 16384;
 
+/// Page cache of the writer connection, in pages (`PRAGMA cache_size` > 0), rather than
+/// SQLite's default of 2 000 KiB: measured against the 40 MB RSS target at 100k and 1M
+/// records (BENCHMARKS.md, session 7). `TICKETSYNC_WRITER_CACHE_PAGES` overrides it, for the
+/// benchmark only (bench/ measures the cache against the RSS without a rebuild).
+pub const WRITER_CACHE_PAGES: u32 = 128;
+
+fn writer_cache_pages() -> u32 {
+    std::env::var("TICKETSYNC_WRITER_CACHE_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(WRITER_CACHE_PAGES)
+}
+
 impl Store {
     /// Open (creating if missing) and migrate. WAL, foreign keys, busy timeout, and
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
@@ -145,7 +155,7 @@ impl Store {
         // Reads, and the odd single-statement write, use the other pool.
         let writer = pool_options(1)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(1)))
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("cache_size", writer_cache_pages().to_string()))
             .await
             .map_err(open_err)?;
         let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;

@@ -101,28 +101,38 @@ pub async fn upsert_many(
     let mut fresh = Vec::new();
     let mut again = Vec::new();
     let mut in_page = HashSet::new();
-    for (i, s) in records.iter().enumerate() {
+    for (i, &s) in records.iter().enumerate() {
         let key = (s.vendor.as_str(), s.external_id.as_str());
-        if known.contains_key(&(key.0.to_string(), key.1.to_string())) || !in_page.insert(key) {
+        if known.contains_key(&key) || !in_page.insert(key) {
             again.push(i);
         } else {
             fresh.push(i);
         }
     }
+    // New rows get explicit ids, max(id) + 1, + 2, …: what SQLite would assign (no
+    // AUTOINCREMENT, and this transaction holds the write lock), known here without a
+    // RETURNING clause handing every row's key back to be matched up again.
+    let mut next_session_id: i64 = if fresh.is_empty() {
+        0
+    } else {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetch_one(&mut **tx).await?
+    };
     for group in fresh.chunks(SESSIONS_PER_PAGE_ROW) {
         // Nothing else is pushed onto the chain until this group's row: it gets this id.
         let page_event = chain.next_id();
         let mut entries = Vec::with_capacity(group.len());
         for chunk in audit::fixed_chunks(group, &SESSIONS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+                "INSERT INTO sessions (id, vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
                  device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
                  customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev,
                  seen_event_id) ",
             );
-            q.push_values(chunk, |mut b, &i| {
+            let first_id = next_session_id;
+            q.push_values(chunk.iter().zip(first_id..), |mut b, (&i, id)| {
                 let s = records[i];
-                b.push_bind(&s.vendor)
+                b.push_bind(id)
+                    .push_bind(&s.vendor)
                     .push_bind(&s.external_id)
                     .push_bind(&s.session_code)
                     .push_bind(s.session_code.as_deref().map(normalize_code))
@@ -147,21 +157,15 @@ pub async fn upsert_many(
                     .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
                     .push_bind(page_event);
             });
-            q.push(" RETURNING id, vendor, external_id");
-            // RETURNING order is unspecified: map the ids back by key.
-            let rows: Vec<(i64, String, String)> = q.build_query_as().persistent(true).fetch_all(&mut **tx).await?;
-            let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
-            for &i in chunk {
+            q.build().persistent(true).execute(&mut **tx).await?;
+            for (&i, id) in chunk.iter().zip(first_id..) {
                 let s = records[i];
-                let key = (s.vendor.clone(), s.external_id.clone());
-                let id = *ids.get(&key).ok_or_else(|| {
-                    super::StoreError::Invalid(format!("insert of {} {} returned no id", s.vendor, s.external_id))
-                })?;
                 // The row as inserted, so an edit of it later is found by `audit verify`.
                 entries.push(SeenEntry { id, s, subject: audit::session_subject_of(s, &hashes[i]) });
                 out[i] = Some((id, Upsert::Inserted));
-                known.insert(key, (id, hashes[i].clone(), None));
+                known.insert((&s.vendor, &s.external_id), (id, hashes[i].clone(), None));
             }
+            next_session_id += chunk.len() as i64;
         }
         let vendor = group.first().map(|&i| records[i].vendor.as_str());
         let single_vendor = group.iter().all(|&i| Some(records[i].vendor.as_str()) == vendor);
@@ -181,7 +185,7 @@ pub async fn upsert_many(
     let mut touched = Vec::new();
     for i in again {
         let s = records[i];
-        let key = (s.vendor.clone(), s.external_id.clone());
+        let key = (s.vendor.as_str(), s.external_id.as_str());
         let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
         if old_hash == hashes[i] || same_content(tx, id, &s.raw_json).await? {
             // Seen again unchanged: one update for all of them below; a session the vendor
@@ -239,12 +243,13 @@ async fn same_content(tx: &mut Tx<'_>, id: i64, raw: &str) -> Result<bool> {
     Ok(matches!((parse(&stored), parse(raw)), (Some(a), Some(b)) if a == b))
 }
 
-type Known = HashMap<(String, String), (i64, String, Option<String>)>;
+/// By (vendor, external id) as the page's records hold them.
+type Known<'a> = HashMap<(&'a str, &'a str), (i64, String, Option<String>)>;
 
 /// The stored (id, content hash, vanished_at) of the page's records that are already known.
-async fn known_in_page(tx: &mut Tx<'_>, records: &[&NewSession]) -> Result<Known> {
+async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Result<Known<'a>> {
     let mut by_vendor: HashMap<&str, Vec<&str>> = HashMap::new();
-    for s in records {
+    for &s in records {
         by_vendor.entry(s.vendor.as_str()).or_default().push(s.external_id.as_str());
     }
     let mut known = Known::new();
@@ -257,8 +262,11 @@ async fn known_in_page(tx: &mut Tx<'_>, records: &[&NewSession]) -> Result<Known
         .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .fetch_all(&mut **tx)
         .await?;
+        let page: HashSet<&str> = ids.iter().copied().collect();
         for (id, ext, hash, vanished) in rows {
-            known.insert((vendor.to_string(), ext), (id, hash, vanished));
+            if let Some(&ext) = page.get(ext.as_str()) {
+                known.insert((vendor, ext), (id, hash, vanished));
+            }
         }
     }
     Ok(known)
