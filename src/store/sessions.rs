@@ -28,10 +28,12 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
 /// connection and kept: a remainder chunk of any other size was prepared anew on every page.
 const SESSIONS_PER_INSERT: [usize; 5] = [500, 100, 20, 5, 1];
 
-/// First-seen sessions listed by one `sessions_seen` audit row. A page of the vendor
-/// (TeamViewer: 1 000 records) gets one row; a bigger batch (a backfill) several, so that a
-/// row, which the views parse to show one session's entry, stays small.
-const SESSIONS_PER_PAGE_ROW: usize = 1000;
+/// First-seen sessions listed by one `sessions_seen` audit row, so a vendor page of 1 000
+/// records (TeamViewer) gets 10 rows. The views read one session's entry out of its row, a
+/// cost that grows with the row (a full scan of `v_session_events` at 100k sessions: 6 s
+/// of CPU with rows of 1 000, measured with the sqlite3 CLI, BENCHMARKS.md session 7),
+/// while a row's own cost, spread over its sessions, is ~3 bytes each at 100.
+const SESSIONS_PER_PAGE_ROW: usize = 100;
 
 /// One session's entry in a `sessions_seen` row (migration 0007):
 /// `[id, external_id, session_code, ended, subject_sha256]`.
