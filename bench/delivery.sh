@@ -34,7 +34,9 @@ printf '| %8s | %8s | %8s | %9s | %s |\n' pending tickets "wall s" "notes/s" "no
 printf '|%s|\n' "----------|----------|----------|-----------|------------------------------------------------"
 for N in "${SIZES[@]}"; do
   TICKETS=$((N / 10 > 0 ? N / 10 : 1))
-  rm -f "$W/progress"
+  # A fresh address file: the previous size's simulator wrote one, and its url= line would
+  # be read before the new simulator has written its own.
+  rm -f "$W/progress" "$W/sim.out"
   "$DRV" redmine-sim --key "$KEY" --tickets "$TICKETS" --latency-ms "$LATENCY_MS" --progress "$W/progress" >"$W/sim.out" &
   SIM=$!
   for _ in $(seq 100); do grep -q '^url=' "$W/sim.out" 2>/dev/null && break; sleep 0.1; done

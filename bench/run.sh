@@ -96,7 +96,7 @@ limit() { # <n> <api url>
 
 # The schema floor: the same records into ticketsync's own schema (migrations/*.sql), by the
 # sqlite3 CLI in one transaction, with what ticketsync writes for them: every column of the
-# session, one audit row per session, and for the sessions with a ticket in custom_api the
+# session, one sessions_seen audit row per 100 sessions (migration 0007), and for the sessions with a ticket in custom_api the
 # match, an outbox row with a note as long as the ones ticketsync rendered, and two more
 # audit rows. Hashes are sha3 (the CLI has no sha256), same length. Whole-table passes after
 # the sessions, no chaining, one commit: a lower bound of what the schema costs SQLite, not a
@@ -111,19 +111,22 @@ schema_floor() { # <n>
     echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
     echo "BEGIN;"
     for f in "$dir"/*.json; do
-      echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev)
+      echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev, seen_event_id)
         SELECT 'teamviewer', lower(json_extract(value,'\$.id')), json_extract(value,'\$.session_code'), replace(lower(json_extract(value,'\$.session_code')),'-',''),
           json_extract(value,'\$.username'), json_extract(value,'\$.userid'), json_extract(value,'\$.devicename'), json_extract(value,'\$.deviceid'), json_extract(value,'\$.groupname'),
           strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.start_date')), strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value,'\$.end_date')),
           CAST((julianday(json_extract(value,'\$.end_date')) - julianday(json_extract(value,'\$.start_date'))) * 86400 AS INTEGER),
           json_extract(value,'\$.notes'), json_extract(value,'\$.session_note'), json_extract(value,'\$.custom_api'),
           json_extract(value,'\$.end_customer.name'), json_extract(value,'\$.end_customer.email'), value, lower(hex(sha3(value, 256))),
-          '$now', '$now', '00000000-0000-4000-8000-000000000000', 1
+          '$now', '$now', '00000000-0000-4000-8000-000000000000', 1, (SELECT COALESCE(MAX(id), 0) FROM sessions) / 100 + 1
         FROM json_each(readfile('$f'), '\$.records');"
     done
-    echo "INSERT INTO audit_events (at, kind, vendor, session_id, detail_json, prev_hash, hash)
-      SELECT '$now', 'session_seen', vendor, id, json_object('external_id', external_id, 'session_code', session_code, 'ended', json('true')),
-        lower(hex(sha3(external_id, 256))), lower(hex(sha3(raw_json, 256))) FROM sessions ORDER BY id;"
+    # One sessions_seen row per 100 first sightings (migration 0007).
+    echo "INSERT INTO audit_events (at, kind, vendor, detail_json, prev_hash, hash)
+      SELECT '$now', 'sessions_seen', 'teamviewer',
+        json_object('sessions', json_group_array(json_array(id, external_id, session_code, json('true'), lower(hex(sha3(raw_json, 256)))))),
+        lower(hex(sha3(min(external_id), 256))), lower(hex(sha3(max(external_id), 256)))
+      FROM (SELECT * FROM sessions ORDER BY id) GROUP BY (id - 1) / 100 ORDER BY min(id);"
     echo "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at)
       SELECT id, json_extract(custom_api, '\$.ticket_id'), 'custom_api', 'ticket_id', '$now' FROM sessions
       WHERE json_valid(custom_api) AND json_extract(custom_api, '\$.ticket_id') IS NOT NULL ORDER BY id;"
@@ -177,6 +180,9 @@ write_cost() { # <n>
     echo "$stage"
     # Sessions go into an empty table in st's order, so sessions.id = st.rowid (and likewise
     # deliveries.id = sm.rowid): the audit rows are staged with their ids.
+    # The entries of the sessions_seen rows (one per 100 sessions), staged like the rest.
+    echo "CREATE TEMP TABLE sg AS SELECT (rowid - 1) / 100 AS page, prev_hash, content_hash,
+        json_array(rowid, external_id, session_code, json('true'), content_hash) AS entry FROM st ORDER BY rowid;"
     echo "CREATE TEMP TABLE sm AS SELECT rowid AS session_id, json_extract(custom_api, '\$.ticket_id') AS ticket_id,
         'tsd:v1:teamviewer:' || external_id || ':report' AS marker, printf('%.*c', $note_len, 'x') AS note
       FROM st WHERE json_valid(custom_api) AND json_extract(custom_api, '\$.ticket_id') IS NOT NULL ORDER BY rowid;"
@@ -186,9 +192,9 @@ write_cost() { # <n>
       FROM sm m, (SELECT 'session_matched' AS kind UNION ALL SELECT 'delivery_enqueued') k ORDER BY m.rowid, k.kind DESC;"
     echo ".timer on"
     echo "BEGIN;"
-    echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev)
-      SELECT 'teamviewer', external_id, session_code, session_code_norm, technician, userid, devicename, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw, content_hash, '$now', '$now', '00000000-0000-4000-8000-000000000000', 1 FROM st ORDER BY rowid;"
-    echo "INSERT INTO audit_events (at, kind, vendor, session_id, detail_json, prev_hash, hash) SELECT '$now', 'session_seen', 'teamviewer', rowid, detail, prev_hash, content_hash FROM st ORDER BY rowid;"
+    echo "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev, seen_event_id)
+      SELECT 'teamviewer', external_id, session_code, session_code_norm, technician, userid, devicename, device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name, customer_email, raw, content_hash, '$now', '$now', '00000000-0000-4000-8000-000000000000', 1, (rowid - 1) / 100 + 1 FROM st ORDER BY rowid;"
+    echo "INSERT INTO audit_events (at, kind, vendor, detail_json, prev_hash, hash) SELECT '$now', 'sessions_seen', 'teamviewer', json_object('sessions', json_group_array(json(entry))), min(prev_hash), max(content_hash) FROM sg GROUP BY page ORDER BY page;"
     echo "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) SELECT session_id, ticket_id, 'custom_api', 'ticket_id', '$now' FROM sm ORDER BY rowid;"
     echo "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at) SELECT 'webhook', ticket_id, session_id, 'session_report', marker, note, '$now', '$now', '$now' FROM sm ORDER BY rowid;"
     echo "INSERT INTO audit_events (at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash) SELECT '$now', kind, 'teamviewer', session_id, ticket_id, delivery_id, detail, prev_hash, hash FROM sa ORDER BY rowid;"

@@ -220,6 +220,9 @@ pub struct Event<'a> {
     pub ticket_id: Option<&'a str>,
     pub delivery_id: Option<i64>,
     pub detail: Option<Value>,
+    /// The detail already serialized, used instead of `detail` (a page row's list of
+    /// sessions is written directly, without a `Value` tree per session).
+    pub detail_text: Option<String>,
     /// The hash of the record this event fixes ([`session_subject`], [`delivery_subject`]):
     /// `verify` compares it with the record as it is now.
     pub subject: Option<Subject>,
@@ -465,8 +468,28 @@ struct PendingRow {
     subject: Option<String>,
 }
 
-/// Rows per INSERT: 12 parameters each, well under SQLite's 32 766 bound parameters.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT, largest first: 12 parameters each, well under SQLite's 32 766 bound
+/// parameters. Only these sizes are used ([`fixed_chunks`]), so each statement is prepared
+/// once per connection and kept.
+const ROWS_PER_INSERT: [usize; 5] = [500, 100, 20, 5, 1];
+
+/// `items` split into chunks whose lengths are all taken from `sizes` (descending, ending in
+/// 1), greedily, largest first. Multi-row statements are then of a few fixed shapes that
+/// stay in the connection's statement cache; a statement per remainder length would be
+/// prepared anew each time, or, kept, grow the cache (and the RSS) without bound.
+pub(crate) fn fixed_chunks<'a, T>(items: &'a [T], sizes: &'static [usize]) -> impl Iterator<Item = &'a [T]> + 'a {
+    debug_assert!(sizes.last() == Some(&1) && sizes.windows(2).all(|w| w[0] > w[1]));
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = sizes.iter().copied().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 impl Chain {
     /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`). The same
@@ -492,11 +515,20 @@ impl Chain {
         Ok(Chain { next_id, prev_hash, key, pending: Vec::new() })
     }
 
+    /// The id the next pushed event will get.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
     /// Hash the event onto the chain; returns the id its row will have.
     pub fn push(&mut self, ev: Event<'_>) -> i64 {
         let id = self.next_id;
         let at = super::now();
-        let detail = ev.detail.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
+        let detail = match (ev.detail_text, &ev.detail) {
+            (Some(text), _) => text,
+            (None, Some(v)) => v.to_string(),
+            (None, None) => "{}".into(),
+        };
         // Vendor text (an error body) may echo a secret; scrubbed before it is hashed.
         let detail = match crate::redact::scrub(&detail) {
             std::borrow::Cow::Owned(s) => s,
@@ -538,7 +570,7 @@ impl Chain {
 
     /// Write the pushed rows.
     pub async fn flush(&mut self, tx: &mut Tx<'_>) -> Result<()> {
-        for chunk in self.pending.chunks(ROWS_PER_INSERT) {
+        for chunk in fixed_chunks(&self.pending, &ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
                  chain_version, subject_sha256) ",
@@ -557,10 +589,9 @@ impl Chain {
                     .push_bind(r.version)
                     .push_bind(&r.subject);
             });
-            // Only the full-size statement is kept prepared: every other row count would be
-            // another cached statement, and a cache of multi-row statements grew the RSS by
-            // tens of MB in the benchmark.
-            q.build().persistent(chunk.len() == ROWS_PER_INSERT).execute(&mut **tx).await?;
+            // Kept prepared: there are only `ROWS_PER_INSERT.len()` shapes (a cache holding a
+            // statement per row count grew the RSS by tens of MB in the benchmark).
+            q.build().persistent(true).execute(&mut **tx).await?;
         }
         self.pending.clear();
         Ok(())
@@ -809,25 +840,60 @@ fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOpti
     Ok(Walk::Done { rows: last as u64, head, keyed_from })
 }
 
-/// Each session against the latest event that recorded its content.
+/// Each session against the latest event that recorded its content: its own latest event
+/// with a subject (`session_updated`, or `session_seen` before migration 0007), else its
+/// entry in the `sessions_seen` page row that first recorded it. A page row always comes
+/// before any event of its own about the session, so the order is kept.
 fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
+    let has_pages = conn
+        .prepare("SELECT 1 FROM pragma_table_info('sessions') WHERE name = 'seen_event_id'")
+        .and_then(|mut s| s.exists([]))?;
+    let seen = if has_pages { "s.seen_event_id" } else { "NULL" };
     let mut stmt = conn.prepare(&format!(
         "SELECT s.id, a.id, a.subject_sha256,
                 -- Only asked when nothing recorded the content (rare: rows from before 0005).
-                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END, {cols}
+                CASE WHEN a.id IS NULL AND {seen} IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END,
+                {seen}, {cols}
          FROM sessions s
          LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
               WHERE e.session_id = s.id AND e.delivery_id IS NULL AND e.subject_sha256 IS NOT NULL)
          ORDER BY s.id",
         cols = SESSION_SUBJECT_COLS.split(',').map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
     ))?;
+    let mut page_stmt = conn.prepare("SELECT kind, detail_json FROM audit_events WHERE id = ?")?;
+    // The page row last read: sessions come in id order, and a page's sessions are
+    // consecutive, so each page row is read and parsed about once.
+    let mut page: Option<(i64, Option<HashMap<i64, String>>)> = None;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let sid: i64 = row.get(0)?;
         let subject = format!("sessions row {sid}");
-        let event: Option<i64> = row.get(1)?;
-        let recorded: Option<String> = row.get(2)?;
+        let mut event: Option<i64> = row.get(1)?;
+        let mut recorded: Option<String> = row.get(2)?;
         let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
+        let page_event: Option<i64> = row.get(4)?;
+        if let (None, Some(pid)) = (&recorded, page_event) {
+            if page.as_ref().map(|p| p.0) != Some(pid) {
+                let entries = page_stmt
+                    .query_row([pid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .ok()
+                    .filter(|(kind, _)| kind == "sessions_seen")
+                    .and_then(|(_, detail)| page_entries(&detail));
+                page = Some((pid, entries));
+            }
+            let listed = page.as_ref().and_then(|p| p.1.as_ref()).and_then(|m| m.get(&sid));
+            let Some(listed) = listed else {
+                return Ok(Some(Verify::Evidence {
+                    subject,
+                    row_id: Some(pid),
+                    reason: "its seen_event_id names an audit row that is not a sessions_seen row listing it: \
+                             inserted or re-pointed outside ticketsync"
+                        .into(),
+                }));
+            };
+            event = Some(pid);
+            recorded = Some(listed.clone());
+        }
         let Some(recorded) = recorded else {
             if !any_event {
                 return Ok(Some(Verify::Evidence {
@@ -840,7 +906,7 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
             continue;
         };
         let current = (|| -> rusqlite::Result<Subject> {
-            let t = |i: usize| row.get_ref(i).and_then(|v| v.as_str_or_null().map_err(Into::into));
+            let t = |i: usize| row.get_ref(i + 1).and_then(|v| v.as_str_or_null().map_err(Into::into));
             let raw = t(21)?.unwrap_or("");
             let raw_hex = hex::encode(Sha256::digest(raw.as_bytes()));
             Ok(session_subject(&[
@@ -855,7 +921,7 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
                 Field::Text(t(12)?),
                 Field::Text(t(13)?),
                 Field::Text(t(14)?),
-                Field::Int(row.get(15)?),
+                Field::Int(row.get(16)?),
                 Field::Text(t(16)?),
                 Field::Text(t(17)?),
                 Field::Text(t(18)?),
@@ -874,6 +940,18 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
         stats.0 += 1;
     }
     Ok(None)
+}
+
+/// Session id → subject hex of a `sessions_seen` row's detail; `None` if it does not parse
+/// (the chain walk has already checked the row's hash, so that is not tampering after the
+/// fact, but it vouches for nothing either).
+fn page_entries(detail: &str) -> Option<HashMap<i64, String>> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        sessions: Vec<(i64, serde::de::IgnoredAny, serde::de::IgnoredAny, serde::de::IgnoredAny, String)>,
+    }
+    let page: Page = serde_json::from_str(detail).ok()?;
+    Some(page.sessions.into_iter().map(|(id, _, _, _, subject)| (id, subject)).collect())
 }
 
 /// Each delivery against the `delivery_enqueued` event that recorded its note.

@@ -141,8 +141,9 @@ pub async fn record_matches_in(
 ) -> Result<std::collections::HashSet<i64>> {
     let mut recorded = std::collections::HashSet::new();
     let now = super::now();
-    // 5 parameters a row, far under SQLite's bound for any batch the matcher takes.
-    for chunk in matches.chunks(1000) {
+    // 5 parameters a row. Fixed sizes only, so each statement stays prepared
+    // (`audit::fixed_chunks`); a statement per batch length was prepared on every page.
+    for chunk in audit::fixed_chunks(matches, &[500, 100, 20, 5, 1]) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
         );
@@ -150,7 +151,7 @@ pub async fn record_matches_in(
             b.push_bind(m.session_id).push_bind(m.ticket_id).push_bind(m.rule).push_bind(m.detail).push_bind(&now);
         });
         q.push(" RETURNING session_id");
-        let ids: Vec<i64> = q.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
+        let ids: Vec<i64> = q.build_query_scalar().persistent(true).fetch_all(&mut **tx).await?;
         recorded.extend(ids);
     }
     for m in matches.iter().filter(|m| recorded.contains(&m.session_id)) {

@@ -140,6 +140,18 @@ fn pool_options(max: u32) -> SqlitePoolOptions {
 /// an existing database in WAL mode, which keeps the size it was created with.
 pub const PAGE_SIZE: u32 = 16384;
 
+/// Page cache of the writer connection, in pages (`PRAGMA cache_size` > 0) rather than
+/// SQLite's default of 2 000 KiB (125 pages of 16 KiB). Ingest of 100k records, by writer
+/// cache (BENCHMARKS.md, session 7): 128 pages 164k pread64, peak RSS 35 MB; 384 pages
+/// (6 MiB) 95k, 37 MB; 512 pages 76k, 40.1 MB (over the 40 MB target); 1 024 pages 31k,
+/// 47 MB. `TICKETSYNC_WRITER_CACHE_PAGES` overrides it, for the benchmark only (bench/
+/// measures the cache against the RSS without a rebuild).
+pub const WRITER_CACHE_PAGES: u32 = 384;
+
+fn writer_cache_pages() -> u32 {
+    std::env::var("TICKETSYNC_WRITER_CACHE_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(WRITER_CACHE_PAGES)
+}
+
 impl Store {
     /// Open (creating if missing) and migrate. WAL, foreign keys, busy timeout, and
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
@@ -160,13 +172,12 @@ impl Store {
             .busy_timeout(busy_timeout);
         let open_err = |e| StoreError::Open { path: path.display().to_string(), source: e };
         // Every write transaction goes through one connection (`begin`), so writers queue in
-        // the pool rather than spin on SQLite's lock. It keeps SQLite's default 2 MiB page
-        // cache: 8 MiB bought nothing measurable at 100k or 1M records once new sessions
-        // were inserted already marked examined (BENCHMARKS.md), and cost 6 MB of RSS.
+        // the pool rather than spin on SQLite's lock. Its page cache is
+        // `WRITER_CACHE_PAGES`; the readers keep SQLite's default.
         // Reads, and the odd single-statement write, use the other pool.
         let writer = pool_options(1)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(1)))
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("cache_size", writer_cache_pages().to_string()))
             .await
             .map_err(open_err)?;
         let pool = pool_options(4).connect_with(opts).await.map_err(open_err)?;

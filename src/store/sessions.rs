@@ -22,8 +22,53 @@ pub async fn upsert(tx: &mut Tx<'_>, s: &NewSession, walk_id: Option<&str>) -> R
     Ok(out.pop().expect("one result per session"))
 }
 
-/// Sessions per multi-row INSERT: 23 parameters each, under SQLite's 32 766 bound parameters.
-const SESSIONS_PER_INSERT: usize = 400;
+/// Sessions per multi-row INSERT, largest first: 24 parameters each, the largest under
+/// SQLite's 32 766 bound parameters. A page is split into chunks of these sizes only
+/// (`audit::fixed_chunks`), so every statement it runs is one of five, prepared once per
+/// connection and kept: a remainder chunk of any other size was prepared anew on every page.
+const SESSIONS_PER_INSERT: [usize; 5] = [500, 100, 20, 5, 1];
+
+/// First-seen sessions listed by one `sessions_seen` audit row, so a vendor page of 1 000
+/// records (TeamViewer) gets 10 rows. The views read one session's entry out of its row, a
+/// cost that grows with the row (a full scan of `v_session_events` at 100k sessions: 6 s
+/// of CPU with rows of 1 000, measured with the sqlite3 CLI, BENCHMARKS.md session 7),
+/// while a row's own cost, spread over its sessions, is ~3 bytes each at 100.
+const SESSIONS_PER_PAGE_ROW: usize = 100;
+
+/// One session's entry in a `sessions_seen` row (migration 0007):
+/// `[id, external_id, session_code, ended, subject_sha256]`.
+struct SeenEntry<'a> {
+    id: i64,
+    s: &'a NewSession,
+    subject: audit::Subject,
+}
+
+/// The detail of a `sessions_seen` row, `{"sessions":[[id,"ext","code"|null,true,"hex"],…]}`,
+/// written directly: a `serde_json::Value` tree per session was one of the larger
+/// allocation sources of ingest (BENCHMARKS.md, session 6 profile).
+fn page_detail(entries: &[SeenEntry<'_>]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(16 + entries.len() * 150);
+    out.extend_from_slice(br#"{"sessions":["#);
+    let mut num = itoa::Buffer::new();
+    let mut hex = [0u8; 64];
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        out.extend_from_slice(num.format(e.id).as_bytes());
+        out.push(b',');
+        serde_json::to_writer(&mut out, &e.s.external_id).expect("a string serializes");
+        out.push(b',');
+        serde_json::to_writer(&mut out, &e.s.session_code).expect("a string serializes");
+        out.extend_from_slice(if e.s.ended_at.is_some() { b",true,\"" } else { b",false,\"" });
+        hex::encode_to_slice(e.subject.0, &mut hex).expect("64 hex digits for 32 bytes");
+        out.extend_from_slice(&hex);
+        out.extend_from_slice(b"\"]");
+    }
+    out.extend_from_slice(b"]}");
+    String::from_utf8(out).expect("JSON written from UTF-8 strings and ASCII")
+}
 
 /// Insert or update a page of sessions, one result per session in order; every insert or
 /// change is an audit event, as with [`upsert`].
@@ -33,6 +78,10 @@ const SESSIONS_PER_INSERT: usize = 400;
 /// known ids, multi-row inserts of the new sessions, one touch of the unchanged ones, the
 /// audit rows in multi-row inserts. Changed, reappearing or repeated records (rare) take
 /// the row-by-row path.
+///
+/// The first-seen sessions of the page are recorded by one `sessions_seen` audit row (per
+/// [`SESSIONS_PER_PAGE_ROW`]) listing each one's subject, not a row each: one chain link per
+/// page (migration 0007). Each session's `seen_event_id` names that row.
 ///
 /// `matched_here`: the caller matches the first-seen ended sessions in this same transaction
 /// (the store's page hook), so they are inserted already marked examined at revision 1,
@@ -54,76 +103,91 @@ pub async fn upsert_many(
     let mut fresh = Vec::new();
     let mut again = Vec::new();
     let mut in_page = HashSet::new();
-    for (i, s) in records.iter().enumerate() {
+    for (i, &s) in records.iter().enumerate() {
         let key = (s.vendor.as_str(), s.external_id.as_str());
-        if known.contains_key(&(key.0.to_string(), key.1.to_string())) || !in_page.insert(key) {
+        if known.contains_key(&key) || !in_page.insert(key) {
             again.push(i);
         } else {
             fresh.push(i);
         }
     }
-    for chunk in fresh.chunks(SESSIONS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
-             device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
-             customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev) ",
-        );
-        q.push_values(chunk, |mut b, &i| {
-            let s = records[i];
-            b.push_bind(&s.vendor)
-                .push_bind(&s.external_id)
-                .push_bind(&s.session_code)
-                .push_bind(s.session_code.as_deref().map(normalize_code))
-                .push_bind(&s.technician)
-                .push_bind(&s.technician_id)
-                .push_bind(&s.device)
-                .push_bind(&s.device_id)
-                .push_bind(&s.group_name)
-                .push_bind(ts(s.started_at))
-                .push_bind(s.ended_at.map(ts))
-                .push_bind(s.duration_s())
-                .push_bind(&s.notes)
-                .push_bind(&s.description)
-                .push_bind(&s.custom_api)
-                .push_bind(&s.customer_name)
-                .push_bind(&s.customer_email)
-                .push_bind(&s.raw_json)
-                .push_bind(&hashes[i])
-                .push_bind(&now)
-                .push_bind(&now)
-                .push_bind(walk_id)
-                .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64));
-        });
-        q.push(" RETURNING id, vendor, external_id");
-        // RETURNING order is unspecified: map the ids back by key.
-        // Only the full-size statement stays prepared (see `audit::Chain::flush`).
-        let rows: Vec<(i64, String, String)> =
-            q.build_query_as().persistent(chunk.len() == SESSIONS_PER_INSERT).fetch_all(&mut **tx).await?;
-        let ids: HashMap<(String, String), i64> = rows.into_iter().map(|(id, v, e)| ((v, e), id)).collect();
-        for &i in chunk {
-            let s = records[i];
-            let key = (s.vendor.clone(), s.external_id.clone());
-            let id = *ids.get(&key).ok_or_else(|| {
-                super::StoreError::Invalid(format!("insert of {} {} returned no id", s.vendor, s.external_id))
-            })?;
-            chain.push(Event {
-                kind: "session_seen",
-                vendor: Some(&s.vendor),
-                session_id: Some(id),
-                detail: Some(json!({"external_id": s.external_id, "session_code": s.session_code, "ended": s.ended_at.is_some()})),
-                // The row as inserted, so an edit of it later is found by `audit verify`.
-                subject: Some(audit::session_subject_of(s, &hashes[i])),
-                ..Default::default()
+    // New rows get explicit ids, max(id) + 1, + 2, …: what SQLite would assign (no
+    // AUTOINCREMENT, and this transaction holds the write lock), known here without a
+    // RETURNING clause handing every row's key back to be matched up again.
+    let mut next_session_id: i64 = if fresh.is_empty() {
+        0
+    } else {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetch_one(&mut **tx).await?
+    };
+    for group in fresh.chunks(SESSIONS_PER_PAGE_ROW) {
+        // Nothing else is pushed onto the chain until this group's row: it gets this id.
+        let page_event = chain.next_id();
+        let mut entries = Vec::with_capacity(group.len());
+        for chunk in audit::fixed_chunks(group, &SESSIONS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO sessions (id, vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+                 device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+                 customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev,
+                 seen_event_id) ",
+            );
+            let first_id = next_session_id;
+            q.push_values(chunk.iter().zip(first_id..), |mut b, (&i, id)| {
+                let s = records[i];
+                b.push_bind(id)
+                    .push_bind(&s.vendor)
+                    .push_bind(&s.external_id)
+                    .push_bind(&s.session_code)
+                    .push_bind(s.session_code.as_deref().map(normalize_code))
+                    .push_bind(&s.technician)
+                    .push_bind(&s.technician_id)
+                    .push_bind(&s.device)
+                    .push_bind(&s.device_id)
+                    .push_bind(&s.group_name)
+                    .push_bind(ts(s.started_at))
+                    .push_bind(s.ended_at.map(ts))
+                    .push_bind(s.duration_s())
+                    .push_bind(&s.notes)
+                    .push_bind(&s.description)
+                    .push_bind(&s.custom_api)
+                    .push_bind(&s.customer_name)
+                    .push_bind(&s.customer_email)
+                    .push_bind(&s.raw_json)
+                    .push_bind(&hashes[i])
+                    .push_bind(&now)
+                    .push_bind(&now)
+                    .push_bind(walk_id)
+                    .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
+                    .push_bind(page_event);
             });
-            out[i] = Some((id, Upsert::Inserted));
-            known.insert(key, (id, hashes[i].clone(), None));
+            q.build().persistent(true).execute(&mut **tx).await?;
+            for (&i, id) in chunk.iter().zip(first_id..) {
+                let s = records[i];
+                // The row as inserted, so an edit of it later is found by `audit verify`.
+                entries.push(SeenEntry { id, s, subject: audit::session_subject_of(s, &hashes[i]) });
+                out[i] = Some((id, Upsert::Inserted));
+                known.insert((&s.vendor, &s.external_id), (id, hashes[i].clone(), None));
+            }
+            next_session_id += chunk.len() as i64;
+        }
+        let vendor = group.first().map(|&i| records[i].vendor.as_str());
+        let single_vendor = group.iter().all(|&i| Some(records[i].vendor.as_str()) == vendor);
+        let id = chain.push(Event {
+            kind: "sessions_seen",
+            // A page comes from one vendor; each entry's session row names its own anyway.
+            vendor: vendor.filter(|_| single_vendor),
+            detail_text: Some(page_detail(&entries)),
+            ..Default::default()
+        });
+        if id != page_event {
+            // Unreachable (nothing was pushed in between); the sessions would name a wrong row.
+            return Err(super::StoreError::Invalid(format!("page audit row got id {id}, expected {page_event}")));
         }
     }
 
     let mut touched = Vec::new();
     for i in again {
         let s = records[i];
-        let key = (s.vendor.clone(), s.external_id.clone());
+        let key = (s.vendor.as_str(), s.external_id.as_str());
         let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
         if old_hash == hashes[i] || same_content(tx, id, &s.raw_json).await? {
             // Seen again unchanged: one update for all of them below; a session the vendor
@@ -181,12 +245,13 @@ async fn same_content(tx: &mut Tx<'_>, id: i64, raw: &str) -> Result<bool> {
     Ok(matches!((parse(&stored), parse(raw)), (Some(a), Some(b)) if a == b))
 }
 
-type Known = HashMap<(String, String), (i64, String, Option<String>)>;
+/// By (vendor, external id) as the page's records hold them.
+type Known<'a> = HashMap<(&'a str, &'a str), (i64, String, Option<String>)>;
 
 /// The stored (id, content hash, vanished_at) of the page's records that are already known.
-async fn known_in_page(tx: &mut Tx<'_>, records: &[&NewSession]) -> Result<Known> {
+async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Result<Known<'a>> {
     let mut by_vendor: HashMap<&str, Vec<&str>> = HashMap::new();
-    for s in records {
+    for &s in records {
         by_vendor.entry(s.vendor.as_str()).or_default().push(s.external_id.as_str());
     }
     let mut known = Known::new();
@@ -199,8 +264,11 @@ async fn known_in_page(tx: &mut Tx<'_>, records: &[&NewSession]) -> Result<Known
         .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .fetch_all(&mut **tx)
         .await?;
+        let page: HashSet<&str> = ids.iter().copied().collect();
         for (id, ext, hash, vanished) in rows {
-            known.insert((vendor.to_string(), ext), (id, hash, vanished));
+            if let Some(&ext) = page.get(ext.as_str()) {
+                known.insert((vendor, ext), (id, hash, vanished));
+            }
         }
     }
     Ok(known)

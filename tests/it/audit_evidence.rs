@@ -154,26 +154,34 @@ async fn rehash_from(db: &Path, from: i64, version: ChainVersion, key: Option<&A
     p.close().await;
 }
 
-/// Edit session 1's technician and make its latest audit event record the edited row, as
-/// an attacker who knows the subject format would; returns that event's id.
+/// Edit session 1's technician and make the audit event that recorded it (the page row of
+/// its first sighting, migration 0007) record the edited row, as an attacker who knows the
+/// subject format would; returns that event's id.
 async fn forge_session_1(db: &Path) -> i64 {
+    let subject_of = |s: &NewSession| {
+        let raw_hex = hex::encode(sha2::Sha256::digest(s.raw_json.as_bytes()));
+        audit::session_subject_of(s, &raw_hex).hex()
+    };
+    let original = subject_of(&session("a-1", "Jon Snow", 1));
     let mut forged = session("a-1", "Jon Snow", 1);
     forged.technician = Some("Mallory".into());
-    let raw_hex = hex::encode(sha2::Sha256::digest(forged.raw_json.as_bytes()));
-    let subject = audit::session_subject_of(&forged, &raw_hex).hex();
+    let subject = subject_of(&forged);
     let p = pool(db).await;
-    let event: i64 = sqlx::query_scalar(
-        "SELECT MAX(id) FROM audit_events WHERE session_id = 1 AND delivery_id IS NULL AND subject_sha256 IS NOT NULL",
+    let (event, listed): (i64, bool) = sqlx::query_as(
+        "SELECT a.id, instr(a.detail_json, ?) > 0 FROM sessions s JOIN audit_events a ON a.id = s.seen_event_id
+         WHERE s.id = 1 AND a.kind = 'sessions_seen'",
     )
+    .bind(&original)
     .fetch_one(&p)
     .await
     .unwrap();
+    assert!(listed, "session 1's page row lists its subject");
     p.close().await;
     tamper(
         db,
         &format!(
             "UPDATE sessions SET technician = 'Mallory' WHERE id = 1;
-             UPDATE audit_events SET subject_sha256 = '{subject}' WHERE id = {event};"
+             UPDATE audit_events SET detail_json = replace(detail_json, '{original}', '{subject}') WHERE id = {event};"
         ),
     )
     .await;
@@ -630,4 +638,175 @@ async fn audit_evidence_a_writer_without_the_key_cannot_append_after_a_keyed_row
     store.close().await;
     let v = verify(&db, &["--key-file", kf.to_str().unwrap()]);
     assert_eq!(v.code, 0, "{}", v.text);
+}
+
+/// Migration 0007 (one `sessions_seen` row per page): a database whose sessions each have a
+/// `session_seen` row of their own keeps verifying after the upgrade, beside sessions
+/// recorded by page rows; each kind of record is still checked against what was recorded,
+/// and the views show both as the same `session_seen` events.
+#[tokio::test]
+async fn audit_evidence_per_session_rows_and_page_rows_verify_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap() {
+        let name = e.unwrap().file_name();
+        if name.to_str().unwrap() < "0007" {
+            std::fs::copy(migration(&name), old.join(&name)).unwrap();
+        }
+    }
+    fn migration(name: &std::ffi::OsStr) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(name)
+    }
+    let db = dir.path().join("v6.db");
+    // As the release before 0007 wrote it: the session's own scheme-2 `session_seen` row,
+    // carrying the subject of the row as inserted.
+    let first = session("old-1", "Jon Snow", 1);
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).create_if_missing(true);
+        let p = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&p).await.unwrap();
+        let raw_hex = hex::encode(sha2::Sha256::digest(first.raw_json.as_bytes()));
+        sqlx::query(
+            "INSERT INTO sessions (vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
+             device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
+             customer_email, raw_json, content_hash, first_seen_at, last_seen_at)
+             VALUES ('teamviewer', 'old-1', 's1-1', ?, 'Jon Snow', 'u1', 'ACME-LT-042', '1234567890', 'Helpdesk',
+                     ?, ?, ?, 'printer', NULL, ?, NULL, NULL, ?, ?, 'x', 'x')",
+        )
+        .bind(ticketsync::session::normalize_code("s1-1"))
+        .bind(ticketsync::session::ts(first.started_at))
+        .bind(first.ended_at.map(ticketsync::session::ts))
+        .bind(first.duration_s())
+        .bind(&first.custom_api)
+        .bind(&first.raw_json)
+        .bind(&raw_hex)
+        .execute(&p)
+        .await
+        .unwrap();
+        let subject = audit::session_subject_of(&first, &raw_hex).hex();
+        let detail = r#"{"ended":true,"external_id":"old-1","session_code":"s1-1"}"#;
+        let at = "2026-11-02T10:00:00.000Z";
+        let f = RowFields {
+            prev: audit::GENESIS,
+            id: 1,
+            at,
+            kind: "session_seen",
+            vendor: Some("teamviewer"),
+            session_id: Some(1),
+            ticket_id: None,
+            delivery_id: None,
+            detail,
+            subject: Some(&subject),
+        };
+        let h = audit::hash_row(ChainVersion::Unkeyed, None, &f).unwrap();
+        sqlx::query(
+            "INSERT INTO audit_events (id, at, kind, vendor, session_id, detail_json, prev_hash, hash, chain_version, subject_sha256)
+             VALUES (1, ?, 'session_seen', 'teamviewer', 1, ?, ?, ?, 2, ?)",
+        )
+        .bind(at)
+        .bind(detail)
+        .bind(audit::GENESIS)
+        .bind(&h)
+        .bind(&subject)
+        .execute(&p)
+        .await
+        .unwrap();
+        p.close().await;
+    }
+    assert_eq!(verify(&db, &[]).code, 0, "the chain as the old release left it");
+
+    // Upgraded: two new sessions recorded by one page row.
+    let store = Store::open(&db, Duration::from_secs(5)).await.unwrap();
+    audit::use_key(&store, None).await.unwrap();
+    let (b, c) = (session("new-2", "Arya", 2), session("new-3", "Sansa", 3));
+    let mut tx = store.begin().await.unwrap();
+    sessions::upsert_many(&mut tx, &[&b, &c], Some("w"), false).await.unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "INSERT INTO matches (session_id, ticket_id, rule, matched_at) VALUES (1, '101', 'manual', 'x'), (3, '101', 'manual', 'x')",
+    )
+    .execute(store.sqlite_pool())
+    .await
+    .unwrap();
+    let chain: Vec<(i64, String, Option<i64>)> =
+        sqlx::query_as("SELECT id, kind, session_id FROM audit_events ORDER BY id")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .unwrap();
+    assert_eq!(chain, [(1, "session_seen".to_string(), Some(1)), (2, "sessions_seen".to_string(), None)]);
+    // Both kinds read the same in the views: one `session_seen` per session, same detail.
+    let events: Vec<(i64, i64, String, String)> = sqlx::query_as(
+        "SELECT session_id, event_id, kind, detail_json FROM v_session_events WHERE session_id IN (1, 2, 3)
+         ORDER BY session_id",
+    )
+    .fetch_all(store.sqlite_pool())
+    .await
+    .unwrap();
+    let detail = |ext: &str, code: &str| format!(r#"{{"ended":true,"external_id":"{ext}","session_code":"{code}"}}"#);
+    assert_eq!(
+        events,
+        [
+            (1, 1, "session_seen".into(), detail("old-1", "s1-1")),
+            (2, 2, "session_seen".into(), detail("new-2", "s1-2")),
+            (3, 2, "session_seen".into(), detail("new-3", "s1-3")),
+        ]
+    );
+    let history: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+        "SELECT event_id, session_id, kind FROM v_ticket_history WHERE ticket_id = '101' ORDER BY event_id",
+    )
+    .fetch_all(store.sqlite_pool())
+    .await
+    .unwrap();
+    assert_eq!(history, [(1, Some(1), "session_seen".into()), (2, Some(3), "session_seen".into())]);
+    let listed: Vec<(i64, Option<i64>, String)> =
+        sqlx::query_as("SELECT id, session_id, kind FROM v_audit ORDER BY id, session_id")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        listed,
+        [(1, Some(1), "session_seen".into()), (2, Some(2), "session_seen".into()), (2, Some(3), "session_seen".into())]
+    );
+    store.close().await;
+    let v = verify(&db, &[]);
+    assert_eq!(v.code, 0, "{}", v.text);
+    assert!(v.text.contains("3 sessions and 0 deliveries match"), "{}", v.text);
+
+    // Each record is still checked against the row that recorded it.
+    let cases = [
+        (
+            "old session edited",
+            "UPDATE sessions SET technician = 'Mallory' WHERE id = 1",
+            "sessions row 1 (recorded by audit row 1)",
+        ),
+        (
+            "paged session edited",
+            "UPDATE sessions SET notes = 'none' WHERE id = 3",
+            "sessions row 3 (recorded by audit row 2)",
+        ),
+        (
+            "paged session re-pointed to another row",
+            "UPDATE sessions SET seen_event_id = 1 WHERE id = 2",
+            "sessions row 2 (recorded by audit row 1): its seen_event_id names an audit row",
+        ),
+        (
+            "paged session unlinked",
+            "UPDATE sessions SET seen_event_id = NULL WHERE id = 3",
+            "no audit event records this session",
+        ),
+    ];
+    for (what, sql, says) in cases {
+        // The database with its WAL (the store's writer connection still holds it open).
+        let copy = dir.path().join(format!("copy-{}.db", what.len()));
+        std::fs::copy(&db, &copy).unwrap();
+        let wal = |p: &Path| PathBuf::from(format!("{}-wal", p.display()));
+        if wal(&db).exists() {
+            std::fs::copy(wal(&db), wal(&copy)).unwrap();
+        }
+        tamper(&copy, sql).await;
+        let v = verify(&copy, &[]);
+        assert_eq!(v.code, 3, "{what}: {}", v.text);
+        assert!(v.text.contains(says), "{what}: {}", v.text);
+    }
 }

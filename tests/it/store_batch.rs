@@ -33,7 +33,12 @@ fn session(ext: &str, notes: &str) -> NewSession {
 }
 
 async fn audit_kinds(pool: &sqlx::SqlitePool) -> Vec<(String, Option<i64>)> {
-    sqlx::query_as("SELECT kind, session_id FROM audit_events ORDER BY id").fetch_all(pool).await.unwrap()
+    // v_audit shows each session of a page's `sessions_seen` row as its `session_seen` event.
+    sqlx::query_as("SELECT kind, session_id FROM v_audit ORDER BY id, session_id").fetch_all(pool).await.unwrap()
+}
+
+async fn chain_rows(pool: &sqlx::SqlitePool, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE kind = ?").bind(kind).fetch_one(pool).await.unwrap()
 }
 
 #[tokio::test]
@@ -91,7 +96,9 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
             ("session_reappeared".to_string(), Some(id1)),
         ]
     );
-    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 5, .. }));
+    // Chain rows: a page row for #1 and #2, the update, a page row for #3, the reappearance.
+    assert_eq!(chain_rows(store.sqlite_pool(), "sessions_seen").await, 2);
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 4, checked_sessions: 3, .. }));
 }
 
 #[tokio::test]
@@ -119,7 +126,9 @@ async fn a_page_larger_than_one_insert_statement_stores_every_record() {
     let kinds = audit_kinds(store.sqlite_pool()).await;
     assert_eq!(kinds.len(), 1234);
     assert!(kinds.iter().zip(&out).all(|((k, sid), (id, _))| k == "session_seen" && *sid == Some(*id)));
-    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 1234, .. }));
+    // One chain row per 100 first sightings.
+    assert_eq!(chain_rows(store.sqlite_pool(), "sessions_seen").await, 13);
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 13, checked_sessions: 1234, .. }));
 }
 
 /// The matcher in the page's transaction (`InlineMatch`, the store's page hook): new ended
@@ -189,7 +198,9 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
     assert_eq!(tickets, ["4711", "4712"]);
     let kinds = audit_kinds(store.sqlite_pool()).await;
     assert_eq!(kinds.len(), 9, "3 seen, 1 matched + 1 queued, 2 updated, 1 matched + 1 queued: {kinds:?}");
-    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 9, .. }));
+    // Chain rows: the 3 first sightings are one page row.
+    assert_eq!(chain_rows(store.sqlite_pool(), "sessions_seen").await, 1);
+    assert!(matches!(audit::verify(&store).await.unwrap(), Verify::Ok { rows: 7, .. }));
 }
 
 #[test]

@@ -109,7 +109,9 @@ async fn session_row(store: &Store, ext: &str) -> (i64, Option<String>, Option<S
 
 async fn audit_kinds_for(store: &Store, ext: &str) -> Vec<String> {
     sqlx::query_scalar(
-        "SELECT a.kind FROM audit_events a JOIN sessions s ON s.id = a.session_id WHERE s.external_id = ? ORDER BY a.id",
+        // v_session_events: a first sighting is an entry of the page's `sessions_seen` row.
+        "SELECT kind FROM v_session_events WHERE session_id = (SELECT id FROM sessions WHERE external_id = ?)
+         ORDER BY event_id",
     )
     .bind(ext)
     .fetch_all(store.sqlite_pool())
@@ -196,7 +198,11 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 2500);
     assert_eq!(count(&store, "SELECT COUNT(DISTINCT external_id) FROM sessions").await, 2500);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions WHERE revision != 1").await, 0);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind = 'session_seen'").await, 2500);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM v_audit WHERE kind = 'session_seen'").await, 2500);
+    assert_eq!(count(&store, "SELECT COUNT(DISTINCT session_id) FROM v_audit WHERE kind = 'session_seen'").await, 2500);
+    // One chain link per 100 first sightings of a page (pages of 1 000, 1 000 and 500), not
+    // one per session.
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind = 'sessions_seen'").await, 25);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind = 'session_updated'").await, 0);
     let cur = cursor(&store).await;
     assert!(cur.walk.is_none(), "finished walk leaves only the watermark: {cur:?}");
@@ -245,7 +251,7 @@ async fn overlap_reread_updates_changed_records_only() {
     let s3 = poll(&src, &store).await;
     assert_eq!((s3.inserted, s3.updated), (0, 0));
     assert_eq!(
-        count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind IN ('session_seen', 'session_updated')").await,
+        count(&store, "SELECT COUNT(*) FROM v_audit WHERE kind IN ('session_seen', 'session_updated')").await,
         3
     );
 }
