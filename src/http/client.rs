@@ -153,6 +153,30 @@ impl VendorClient {
     where
         F: Fn(Answer) -> Result<T, ApiError>,
     {
+        // A vendor read is a page fetch of a poll: its duration, retries and holds included,
+        // goes to `ticketsync_page_fetch_duration_seconds{source}` (through the `metrics`
+        // facade, so this layer names no product module).
+        let started = std::time::Instant::now();
+        let read = method == reqwest::Method::GET;
+        let r = self.call_once(method, path, query, body, decode).await;
+        if read {
+            metrics::histogram!("ticketsync_page_fetch_duration_seconds", "source" => self.vendor)
+                .record(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn call_once<T, F>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        decode: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn(Answer) -> Result<T, ApiError>,
+    {
         let url = format!("{}{}", self.base, path);
         let mut refreshed = false;
         loop {

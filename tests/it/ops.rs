@@ -341,6 +341,7 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
             >= 2.0
     );
     assert!(metric(&all, "ticketsync_poll_duration_seconds_count", &[("source", "teamviewer")]).unwrap() >= 1.0);
+    assert!(metric(&all, "ticketsync_page_fetch_duration_seconds_count", &[("source", "teamviewer")]).unwrap() >= 1.0);
     // Series that had no event yet exist at zero, so rate() and absent() alerts work at once.
     assert_eq!(metric(&all, "ticketsync_polls_total", &[("source", "teamviewer"), ("outcome", "error")]), Some(0.0));
     assert_eq!(
