@@ -94,7 +94,7 @@ limit() { # <n> <api url>
   echo "curl_s=$(echo "$t1 - $t0" | calc) sqlite_s=$(echo "$t3 - $t2" | calc) pages=$i rows=$rows"
 }
 
-# The schema floor: the same records into ticketsync's own schema (migrations/*.sql), by the
+# The schema floor: the same records into ticketsync's own schema (crates/store/migrations/*.sql), by the
 # sqlite3 CLI in one transaction, with what ticketsync writes for them: every column of the
 # session, one sessions_seen audit row per 100 sessions (migration 0007), and for the sessions with a ticket in custom_api the
 # match, an outbox row with a note as long as the ones ticketsync rendered, and two more
@@ -104,7 +104,7 @@ limit() { # <n> <api url>
 schema_floor() { # <n>
   local dir=$W/pages.$1 db=$W/floor.$1.db note_len now
   rm -f "$db"
-  cat migrations/*.sql | sqlite3 "$db" >/dev/null
+  cat crates/store/migrations/*.sql | sqlite3 "$db" >/dev/null
   note_len=$(sqlite3 "$W/ingest.$1.db" 'SELECT CAST(coalesce(avg(length(note_json)), 700) AS INTEGER) FROM deliveries')
   now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
   {
@@ -204,7 +204,7 @@ write_cost() { # <n>
   rm -f "$W/limitw.$1.db" "$W/floorw.$1.db"
   local lw fw
   lw=$(sqlite3 "$W/limitw.$1.db" <"$W/limitw.$1.sql" 2>&1 | awk "$timed")
-  cat migrations/*.sql | sqlite3 "$W/floorw.$1.db" >/dev/null
+  cat crates/store/migrations/*.sql | sqlite3 "$W/floorw.$1.db" >/dev/null
   fw=$(sqlite3 "$W/floorw.$1.db" <"$W/floorw.$1.sql" 2>&1 | awk "$timed")
   echo "limit_w_s=$lw floor_w_s=$fw floorw_sessions=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM sessions') floorw_outbox=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM deliveries') floorw_audit=$(sqlite3 "$W/floorw.$1.db" 'SELECT count(*) FROM audit_events')"
 }

@@ -673,7 +673,7 @@ impl Config {
         // The secrets are registered with the redactor before validation, so that no error
         // below, nor any log line or vendor answer after, can show one.
         crate::redact::register_all(
-            crate::redact::secrets_in_config(&text, std::env::vars()).iter().map(String::as_str),
+            crate::redact::secrets_in_config(&text, ENV_PREFIX, std::env::vars()).iter().map(String::as_str),
         );
         let cfg = Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())?;
         crate::redact::register_config(&cfg, &text);
@@ -738,7 +738,7 @@ impl Config {
             message: format!("cannot read config file: {e}"),
         })?;
         crate::redact::register_all(
-            crate::redact::secrets_in_config(&text, std::env::vars()).iter().map(String::as_str),
+            crate::redact::secrets_in_config(&text, ENV_PREFIX, std::env::vars()).iter().map(String::as_str),
         );
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {

@@ -36,33 +36,6 @@ pub struct Filter {
 /// One exported `audit_events` row, exactly as stored (read by the store).
 pub use crate::store::history::ExportedEvent;
 
-impl ExportedEvent {
-    /// True when the row's content still produces its hash (a keyed row: never, without
-    /// the key; see [`ExportedEvent::hash_ok_with`]).
-    pub fn hash_ok(&self) -> bool {
-        self.hash_ok_with(None)
-    }
-
-    /// True when the row's content still produces its hash, under `key` for a keyed row.
-    pub fn hash_ok_with(&self, key: Option<&crate::store::audit::AuditKey>) -> bool {
-        use crate::store::audit::{hash_row, ChainVersion, RowFields};
-        let Some(version) = ChainVersion::from_i64(self.chain_version) else { return false };
-        let f = RowFields {
-            prev: &self.prev_hash,
-            id: self.id,
-            at: &self.at,
-            kind: &self.kind,
-            vendor: self.vendor.as_deref(),
-            session_id: self.session_id,
-            ticket_id: self.ticket_id.as_deref(),
-            delivery_id: self.delivery_id,
-            detail: &self.detail_json,
-            subject: self.subject_sha256.as_deref(),
-        };
-        hash_row(version, key, &f).as_deref() == Some(self.hash.as_str())
-    }
-}
-
 /// First line of a JSON-lines export (`"type": "export_header"`); in CSV the same keys
 /// appear as `key=value` pairs on a leading `#` comment line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,19 +17,20 @@ pub mod holds;
 pub mod http;
 pub mod init;
 pub mod launchers;
-pub mod marker;
+pub use ticketsync_model::marker;
 pub mod matcher;
 pub mod metrics;
-pub mod note;
+pub use ticketsync_model::note;
 pub mod oauth;
 pub mod pipeline;
 pub mod redact;
 pub mod render;
 pub mod report;
 pub mod schedule;
-pub mod session;
+pub use ticketsync_model::session;
+/// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
-pub mod sim;
+pub use ticketsync_sim as sim;
 pub mod sinks;
 pub mod sources;
-pub mod store;
+pub use ticketsync_store as store;

@@ -410,7 +410,8 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
     let old = dir.path().join("migrations");
     std::fs::create_dir(&old).unwrap();
     for f in ["0001_core.sql", "0002_auditor_views.sql", "0003_match_checked.sql"] {
-        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(f), old.join(f)).unwrap();
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/store/migrations").join(f), old.join(f))
+            .unwrap();
     }
     let db = dir.path().join("old.db");
     // The database as the release before audit evidence left it: scheme-1 rows, one of
@@ -649,14 +650,14 @@ async fn audit_evidence_per_session_rows_and_page_rows_verify_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("migrations");
     std::fs::create_dir(&old).unwrap();
-    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap() {
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/store/migrations")).unwrap() {
         let name = e.unwrap().file_name();
         if name.to_str().unwrap() < "0007" {
             std::fs::copy(migration(&name), old.join(&name)).unwrap();
         }
     }
     fn migration(name: &std::ffi::OsStr) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/store/migrations").join(name)
     }
     let db = dir.path().join("v6.db");
     // As the release before 0007 wrote it: the session's own scheme-2 `session_seen` row,

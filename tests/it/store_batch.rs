@@ -225,8 +225,11 @@ async fn migration_0003_brings_the_match_marks_of_an_older_database_in_line() {
     let old = dir.path().join("migrations");
     std::fs::create_dir(&old).unwrap();
     for f in ["0001_core.sql", "0002_auditor_views.sql"] {
-        std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(f), old.join(f))
-            .unwrap();
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/store/migrations").join(f),
+            old.join(f),
+        )
+        .unwrap();
     }
     let path = dir.path().join("old.db");
     {

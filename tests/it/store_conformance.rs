@@ -568,16 +568,17 @@ async fn schema_doctor_and_metrics_reads() {
     ro.close().await;
 }
 
-/// Every statement lives in `src/store/` (issue 16, point 5): a `sqlx::` path anywhere else
-/// in `src/` means SQL, a row type or a pool outside the store, which a second backend
-/// would not see.
+/// Every statement lives in the store crate (issue 16, point 5): a `sqlx::` path anywhere
+/// else means SQL, a row type or a pool outside the store, which a second backend would not
+/// see. The manifests say the same: only `crates/store` depends on sqlx or rusqlite (the
+/// binary has them as dev-dependencies, for the tests' raw SQL).
 #[test]
 fn no_sqlx_outside_the_store() {
     fn walk(dir: &Path, found: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if !path.ends_with("src/store") {
+                if !path.ends_with("crates/store") {
                     walk(&path, found);
                 }
             } else if path.extension().is_some_and(|e| e == "rs") {
@@ -590,9 +591,70 @@ fn no_sqlx_outside_the_store() {
             }
         }
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
-    assert!(found.is_empty(), "sqlx outside src/store/:\n{}", found.join("\n"));
+    walk(&root.join("src"), &mut found);
+    walk(&root.join("crates"), &mut found);
+    assert!(found.is_empty(), "sqlx outside crates/store:\n{}", found.join("\n"));
+    for (krate, deps) in workspace_dependencies() {
+        for db in ["sqlx", "rusqlite"] {
+            assert!(krate == "ticketsync-store" || !deps.contains(&db.to_string()), "{krate} depends on {db}");
+        }
+    }
+}
+
+/// Each workspace member's name and the names in its `[dependencies]` (the root package
+/// included; dev-dependencies left out: tests may reach anything).
+fn workspace_dependencies() -> Vec<(String, Vec<String>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut manifests = vec![root.join("Cargo.toml")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let m = entry.unwrap().path().join("Cargo.toml");
+        if m.exists() {
+            manifests.push(m);
+        }
+    }
+    manifests
+        .iter()
+        .map(|m| {
+            let t: toml::Table = toml::from_str(&std::fs::read_to_string(m).unwrap()).unwrap();
+            let name = t["package"]["name"].as_str().unwrap().to_string();
+            let deps = t
+                .get("dependencies")
+                .and_then(|d| d.as_table())
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            (name, deps)
+        })
+        .collect()
+}
+
+/// The crate graph is the pipeline (issue 16, point 1): each crate may depend only on the
+/// crates below it, so a backward import does not compile. This test keeps the manifests
+/// from growing an arrow upwards (Cargo refuses cycles, not a stage reaching up past one).
+#[test]
+fn the_crate_graph_runs_one_way() {
+    // Each workspace crate and the ticketsync crates it may depend on.
+    let allowed: &[(&str, &[&str])] = &[
+        ("ticketsync-model", &[]),
+        ("ticketsync-redact", &[]),
+        ("ticketsync-sim", &[]),
+        ("ticketsync-store", &["ticketsync-model", "ticketsync-redact"]),
+        ("ticketsync-http", &["ticketsync-model", "ticketsync-redact", "ticketsync-store"]),
+    ];
+    let crates = workspace_dependencies();
+    for (krate, deps) in &crates {
+        if krate == "ticketsync" {
+            continue; // the binary may use everything
+        }
+        let Some((_, may)) = allowed.iter().find(|(n, _)| n == krate) else {
+            panic!("{krate}: not placed in the crate graph; add it to this table (and ARCHITECTURE.md)");
+        };
+        for d in deps.iter().filter(|d| d.starts_with("ticketsync")) {
+            assert!(may.contains(&d.as_str()), "{krate} may not depend on {d} (allowed: {may:?})");
+        }
+    }
+    assert!(crates.len() >= 5, "the workspace's crates were found: {crates:?}");
 }
 
 /// The matcher's batch, as `pipeline` runs it: read the waiting sessions and their links,

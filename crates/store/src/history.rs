@@ -232,3 +232,30 @@ pub async fn ticket_record(store: &Store, ticket: &str) -> Result<TicketRecord> 
             .collect(),
     })
 }
+
+impl ExportedEvent {
+    /// True when the row's content still produces its hash (a keyed row: never, without
+    /// the key; see [`ExportedEvent::hash_ok_with`]).
+    pub fn hash_ok(&self) -> bool {
+        self.hash_ok_with(None)
+    }
+
+    /// True when the row's content still produces its hash, under `key` for a keyed row.
+    pub fn hash_ok_with(&self, key: Option<&crate::audit::AuditKey>) -> bool {
+        use crate::audit::{hash_row, ChainVersion, RowFields};
+        let Some(version) = ChainVersion::from_i64(self.chain_version) else { return false };
+        let f = RowFields {
+            prev: &self.prev_hash,
+            id: self.id,
+            at: &self.at,
+            kind: &self.kind,
+            vendor: self.vendor.as_deref(),
+            session_id: self.session_id,
+            ticket_id: self.ticket_id.as_deref(),
+            delivery_id: self.delivery_id,
+            detail: &self.detail_json,
+            subject: self.subject_sha256.as_deref(),
+        };
+        hash_row(version, key, &f).as_deref() == Some(self.hash.as_str())
+    }
+}

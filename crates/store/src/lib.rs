@@ -8,6 +8,10 @@
 //! issue 17) is the same functions dispatching on the store's dialect, run against the same
 //! suite.
 
+// The domain and the redactor under the names the modules below use.
+use ticketsync_model::{marker, session};
+use ticketsync_redact as redact;
+
 pub mod audit;
 pub mod backup;
 pub mod cursors;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use crate::sim::teamviewer::Fault;
+pub use crate::teamviewer::Fault;
 
 pub const SIM_TEAM_ID: i64 = 123456;
 pub const SIM_CHANNEL_ID: i64 = 4673;
