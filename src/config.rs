@@ -9,58 +9,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 mod parse;
+#[cfg(test)]
+mod sink_tests;
+pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookConfig};
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
+pub use ticketsync_config::{
+    check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
+    resolve_secret, ConfigError, Errors, ENV_PREFIX, MAX_SPAN_SECS, SECRET_KEYS,
+};
+pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
-pub const ENV_PREFIX: &str = "TICKETSYNC";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
-    #[error("{key}: {message}")]
-    Key { key: String, message: String },
-    #[error("{key}: cannot read secret file {path}: {source}")]
-    SecretFile { key: String, path: String, source: std::io::Error },
-    /// Every error of one file, one line each (`check` prints them all).
-    #[error("{}", .errors.iter().map(|d| format!("{file}: {d}")).collect::<Vec<_>>().join("\n"))]
-    Many { file: String, errors: Vec<Diagnostic> },
-}
-
-impl ConfigError {
-    /// One line per error, with the column where the file has one (`ticketsync check`).
-    pub fn report_lines(&self) -> Vec<String> {
-        match self {
-            ConfigError::Many { file, errors } => errors.iter().map(|d| format!("{file}: {}", d.detailed())).collect(),
-            other => vec![other.to_string()],
-        }
-    }
-
-    /// The key this error is about, when it names one.
-    fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Key { key, .. } | ConfigError::SecretFile { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
-
-pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Key { key: key.to_string(), message: message.into() }
-}
-
-/// The errors of a validation that goes on after the first one.
-#[derive(Default)]
-pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
-
-impl Errors {
-    pub(crate) fn add<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
-        r.map_err(|e| self.0.push(e)).ok()
-    }
-    pub(crate) fn key(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(key_err(key, message));
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,48 +46,6 @@ pub struct Config {
     #[serde(skip)]
     pub(crate) origins: std::sync::Arc<parse::Origins>,
 }
-
-/// The outbound HTTP keys of every component that calls a vendor or a ticket system. They
-/// are written in the component's own section (`[sinks.redmine]` `ca_file = …`, unchanged);
-/// the parse gathers them into the section's `outbound` field.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundConfig {
-    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
-    pub allow_insecure_http: bool,
-    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
-    pub ca_file: Option<PathBuf>,
-    /// Cap on one response body, in bytes (default 32 MiB).
-    pub max_response_bytes: Option<u64>,
-}
-
-impl OutboundConfig {
-    pub const KEYS: [&'static str; 3] = ["allow_insecure_http", "ca_file", "max_response_bytes"];
-
-    /// These keys as the HTTP layer takes them, for the section `section`.
-    pub fn for_section<'a>(&'a self, section: &'a str) -> crate::http::Outbound<'a> {
-        crate::http::Outbound {
-            section,
-            allow_insecure_http: self.allow_insecure_http,
-            ca_file: self.ca_file.as_deref(),
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
-
-/// `outbound()` of a section struct with an `outbound: OutboundConfig` field; its section
-/// must be listed in [`OUTBOUND_SECTIONS`] (a test checks).
-macro_rules! outbound_section {
-    ($t:ty, $section:literal) => {
-        impl $t {
-            /// This section's outbound HTTP keys (see `crate::http::Outbound`).
-            pub fn outbound(&self) -> crate::http::Outbound<'_> {
-                self.outbound.for_section($section)
-            }
-        }
-    };
-}
-pub(crate) use outbound_section;
 
 /// The optional HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics.
 #[derive(Debug, Clone, Deserialize)]
@@ -535,133 +452,9 @@ fn default_rules() -> Vec<RuleConfig> {
     vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinksConfig {
-    pub redmine: Option<RedmineConfig>,
-    pub webhook: Option<WebhookConfig>,
-    pub zendesk: Option<crate::sinks::config::ZendeskConfig>,
-    pub freshservice: Option<crate::sinks::config::FreshserviceConfig>,
-    pub jsm: Option<crate::sinks::config::JsmConfig>,
-    pub glpi: Option<crate::sinks::config::GlpiConfig>,
-}
-
-impl SinksConfig {
-    pub fn extra(&self) -> crate::sinks::config::ExtraSinks<'_> {
-        crate::sinks::config::ExtraSinks {
-            zendesk: self.zendesk.as_ref(),
-            freshservice: self.freshservice.as_ref(),
-            jsm: self.jsm.as_ref(),
-            glpi: self.glpi.as_ref(),
-        }
-    }
-
-    /// Every configured sink: its name, whether it is enabled, its routing keys.
-    pub fn sections(&self) -> Vec<(&'static str, bool, &RouteConfig)> {
-        let all: [(&'static str, Option<(bool, &RouteConfig)>); 6] = [
-            ("redmine", self.redmine.as_ref().map(|c| (c.enabled, &c.route))),
-            ("webhook", self.webhook.as_ref().map(|c| (c.enabled, &c.route))),
-            ("zendesk", self.zendesk.as_ref().map(|c| (c.enabled, &c.route))),
-            ("freshservice", self.freshservice.as_ref().map(|c| (c.enabled, &c.route))),
-            ("jsm", self.jsm.as_ref().map(|c| (c.enabled, &c.route))),
-            ("glpi", self.glpi.as_ref().map(|c| (c.enabled, &c.route))),
-        ];
-        all.into_iter().filter_map(|(name, c)| c.map(|(enabled, route)| (name, enabled, route))).collect()
-    }
-
-    /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
-    pub fn routes(&self) -> Vec<crate::sinks::routing::RouteKeys<'_>> {
-        let enabled = self.sections().into_iter().filter(|s| s.1);
-        enabled.map(|(name, _, r)| (name, r.tickets.as_deref(), r.sources.as_deref())).collect()
-    }
-
-    /// The `concurrency` key of each enabled sink that sets it, by sink name.
-    pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
-        let enabled = self.sections().into_iter().filter(|s| s.1);
-        enabled.filter_map(|(name, _, r)| Some((name.to_string(), r.concurrency?))).collect()
-    }
-}
-
-/// The routing keys every sink section has.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteConfig {
-    /// Only tickets whose id matches this regex go to this sink.
-    pub tickets: Option<String>,
-    /// Only sessions from these sources go to this sink.
-    pub sources: Option<Vec<String>>,
-    /// Notes in flight at once to this system (default 16).
-    pub concurrency: Option<usize>,
-}
-
-impl RouteConfig {
-    pub const KEYS: [&'static str; 3] = ["tickets", "sources", "concurrency"];
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedmineConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    pub url: String,
-    #[serde(default)]
-    pub api_key: Option<SecretString>,
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    /// Session notes are private notes (visible to agents only).
-    #[serde(default = "yes")]
-    pub private_notes: bool,
-    /// Redmine's text formatting (Administration > Settings > General): `textile` (default),
-    /// `markdown` or `common_mark`. Vendor text is escaped for all three; this picks how
-    /// inlined attachments are fenced (`<pre>` or a code fence).
-    #[serde(default)]
-    pub text_formatting: crate::sinks::redmine::TextFormatting,
-    /// `tickets`, `sources`, `concurrency`: written in this section.
-    #[serde(default)]
-    pub route: crate::config::RouteConfig,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    pub url: String,
-    #[serde(default)]
-    pub secret: Option<SecretString>,
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    #[serde(default = "default_sig_header")]
-    pub signature_header: String,
-    /// `standard` (Standard Webhooks headers), `legacy` (`signature_header` only) or
-    /// `both` (the default, so receivers of the legacy header keep working).
-    #[serde(default)]
-    pub signature: crate::sinks::webhook::SignatureScheme,
-    /// `tickets`, `sources`, `concurrency`: written in this section.
-    #[serde(default)]
-    pub route: crate::config::RouteConfig,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-
 crate::config::outbound_section!(TeamViewerConfig, "sources.teamviewer");
 
 crate::config::outbound_section!(SplashtopConfig, "sources.splashtop");
-
-crate::config::outbound_section!(RedmineConfig, "sinks.redmine");
-
-crate::config::outbound_section!(WebhookConfig, "sinks.webhook");
-
-fn default_sig_header() -> String {
-    "X-Ticketsync-Signature".into()
-}
-fn yes() -> bool {
-    true
-}
 
 impl Config {
     /// Load the file at `path`, apply `TICKETSYNC__…` environment overrides, validate.
@@ -865,7 +658,7 @@ impl Config {
         self.sinks.extra().validate_into(&mut e);
         for (name, _, r) in self.sinks.sections() {
             let section = format!("sinks.{name}");
-            crate::sinks::config::check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
+            check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
         }
         for (o, urls) in self.outbound_components() {
             e.add(o.validate());
@@ -1042,61 +835,6 @@ pub struct SecretUse {
     pub value: Result<Option<SecretString>, ConfigError>,
 }
 
-/// Every secret key with its systemd credential name: the declarations `check`, start-up,
-/// `doctor` and the unit's `LoadCredential=` lines share. Zoom accounts add
-/// `zoom_<account>_client_secret` ([`is_credential`]).
-pub const SECRET_KEYS: [(&str, &str); 16] = [
-    ("sources.teamviewer.token", "teamviewer_token"),
-    ("sources.teamviewer.client_secret", "teamviewer_client_secret"),
-    ("sources.splashtop.token", "splashtop_token"),
-    ("sources.splashtop.client_secret", "splashtop_client_secret"),
-    ("rooms.visioconference.token", "visioconference_token"),
-    ("sinks.redmine.api_key", "redmine_api_key"),
-    ("sinks.webhook.secret", "webhook_secret"),
-    ("sinks.zendesk.token", "zendesk_token"),
-    ("sinks.freshservice.api_key", "freshservice_api_key"),
-    ("sinks.jsm.token", "jsm_token"),
-    ("sinks.glpi.user_token", "glpi_user_token"),
-    ("sinks.glpi.app_token", "glpi_app_token"),
-    ("http.metrics_token", "metrics_token"),
-    ("notes.marker_key", "marker_key"),
-    ("store.audit_key", crate::store::audit::CREDENTIAL),
-    ("sources.zoom.accounts[].client_secret", "zoom_client_secret"),
-];
-
-/// The credential name of a secret key of [`SECRET_KEYS`].
-pub fn credential(key: &str) -> &'static str {
-    SECRET_KEYS.iter().find(|(k, _)| *k == key).map(|(_, c)| *c).expect("a key declared in SECRET_KEYS")
-}
-
-/// Whether a file name in the credentials directory is a credential of ours.
-pub fn is_credential(name: &str) -> bool {
-    SECRET_KEYS.iter().any(|(_, c)| *c == name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
-}
-
-/// The secret of `key` from the value, its `_file`, or its declared credential.
-pub(crate) fn declared_secret(
-    key: &str,
-    inline: Option<&SecretString>,
-    file: Option<&Path>,
-) -> Result<Option<SecretString>, ConfigError> {
-    resolve_secret(key, inline, file, credential(key))
-}
-
-pub(crate) fn missing_secret(key: &str, cred: &str) -> ConfigError {
-    // Keys inside arrays (`sources.zoom.accounts[0]…`) have no environment variable.
-    let env = match key.contains('[') {
-        true => String::new(),
-        false => format!(", or {ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase()),
-    };
-    key_err(key, format!("missing: set {key}_file, or provide the systemd credential {cred:?} (LoadCredential){env}"))
-}
-
-/// A required secret: present, or an error naming the key and where it can come from.
-pub(crate) fn require(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {
-    v.ok_or_else(|| missing_secret(key, credential(key)))
-}
-
 impl TeamViewerConfig {
     pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref())
@@ -1108,75 +846,6 @@ impl TeamViewerConfig {
             self.client_secret_file.as_deref(),
         )
     }
-}
-impl RedmineConfig {
-    pub fn api_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
-    }
-}
-impl WebhookConfig {
-    pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref())
-    }
-}
-
-/// Order: the inline value (file or `TICKETSYNC__…` env), then `<key>_file`, then
-/// `$CREDENTIALS_DIRECTORY/<credential>` as systemd's `LoadCredential=` provides it.
-pub fn resolve_secret(
-    key: &str,
-    inline: Option<&SecretString>,
-    file: Option<&Path>,
-    credential: &str,
-) -> Result<Option<SecretString>, ConfigError> {
-    if let Some(v) = inline.filter(|v| !v.expose_secret().is_empty()) {
-        return Ok(Some(v.clone()));
-    }
-    let read = |p: &Path, k: &str| -> Result<SecretString, ConfigError> {
-        let s = std::fs::read_to_string(p).map_err(|e| ConfigError::SecretFile {
-            key: k.to_string(),
-            path: p.display().to_string(),
-            source: e,
-        })?;
-        // Files written by `echo` end with a newline that is not part of the secret.
-        Ok(SecretString::from(s.trim_end_matches(['\n', '\r']).to_string()))
-    };
-    if let Some(p) = file {
-        return read(p, &format!("{key}_file")).map(Some);
-    }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let p = Path::new(&dir).join(credential);
-        if p.exists() {
-            return read(&p, &format!("$CREDENTIALS_DIRECTORY/{credential}")).map(Some);
-        }
-    }
-    Ok(None)
-}
-
-/// Ten years: the longest window, lifetime, grace or backoff a key may give. The
-/// components turn these numbers into chrono durations and dates at start-up, which
-/// panic far beyond this (`initial_lookback_days = 1e12`), so larger values are errors here.
-const MAX_SPAN_SECS: u64 = 10 * 365 * 86_400;
-
-/// `value` in units of `unit_secs` seconds must not exceed [`MAX_SPAN_SECS`].
-pub(crate) fn check_span(key: &str, value: u64, unit_secs: u64) -> Result<(), ConfigError> {
-    let max = MAX_SPAN_SECS / unit_secs;
-    if value > max {
-        return Err(key_err(key, format!("at most {max} (ten years)")));
-    }
-    Ok(())
-}
-
-pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
-    name.parse::<chrono_tz::Tz>()
-        .map_err(|_| format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"))
-}
-
-pub(crate) fn check_url(u: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(u).map_err(|e| format!("not a valid URL ({e})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
-    }
-    Ok(())
 }
 
 /// A TOML syntax error quotes the offending line(s) (`12 | api_key = "…`), which may hold a
@@ -1209,9 +878,35 @@ fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
+/// A sink's routing keys: a valid ticket pattern and known source names (the sources are
+/// the binary's to know, so this check is here, not in the sinks crate).
+fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, sources: Option<&[String]>) {
+    if let Some(p) = tickets {
+        e.add(
+            regex::Regex::new(p)
+                .map_err(|err| key_err(&format!("{section}.tickets"), err.to_string().replace('\n', " "))),
+        );
+    }
+    if sources.is_some_and(|s| s.is_empty()) {
+        e.key(&format!("{section}.sources"), "must name at least one source, or be left out");
+    }
+    // A misspelt source would silently route nothing to this sink.
+    let known = crate::sources::ROUTING_NAMES;
+    for bad in sources.into_iter().flatten().filter(|s| !known.iter().any(|k| k.eq_ignore_ascii_case(s))) {
+        e.key(&format!("{section}.sources"), format!("unknown source {bad:?} (known: {})", known.join(", ")));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config crate sits below the store, so it names the audit key's credential as a
+    /// string; this keeps the two spellings one.
+    #[test]
+    fn the_audit_key_credential_is_the_stores() {
+        assert_eq!(credential("store.audit_key"), crate::store::audit::CREDENTIAL);
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())

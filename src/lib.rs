@@ -13,15 +13,15 @@ pub mod demo;
 pub mod doctor;
 pub mod export;
 pub mod health;
-pub mod holds;
-pub mod http;
+pub use ticketsync_http as http;
+pub use ticketsync_http::holds;
 pub mod init;
 pub mod launchers;
 pub use ticketsync_model::marker;
 pub mod matcher;
 pub mod metrics;
+pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
-pub mod oauth;
 pub mod pipeline;
 pub mod redact;
 pub mod render;
@@ -31,6 +31,6 @@ pub use ticketsync_model::session;
 /// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
 pub use ticketsync_sim as sim;
-pub mod sinks;
+pub use ticketsync_sinks as sinks;
 pub mod sources;
 pub use ticketsync_store as store;

@@ -11,54 +11,7 @@ use toml::de::{DeTable, DeValue};
 use toml::{Table, Value};
 
 use super::{Config, ENV_PREFIX};
-
-/// Where a key's value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// Line and column (1-based) of the key in the file (of its section header when the key
-    /// itself is not written there).
-    File { line: usize, column: usize },
-    /// The environment variable that set it.
-    Env(String),
-    /// Neither: a default value.
-    Unset,
-}
-
-/// One configuration error: the dotted key (`sources.zoom.accounts[0].name`), what is
-/// wrong, and where the value came from. Never holds a value that could be a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub key: String,
-    pub message: String,
-    pub origin: Origin,
-}
-
-impl Diagnostic {
-    pub fn line(&self) -> Option<usize> {
-        match self.origin {
-            Origin::File { line, .. } => Some(line),
-            _ => None,
-        }
-    }
-
-    /// The long form `check` prints: with the column.
-    pub fn detailed(&self) -> String {
-        match &self.origin {
-            Origin::File { line, column } => format!("{}: {} (line {line}, column {column})", self.key, self.message),
-            _ => self.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.origin {
-            Origin::File { line, .. } => write!(f, "{}: {} (line {line})", self.key, self.message),
-            Origin::Env(var) => write!(f, "{}: {} (environment variable {var})", self.key, self.message),
-            Origin::Unset => write!(f, "{}: {}", self.key, self.message),
-        }
-    }
-}
+pub use ticketsync_config::{Diagnostic, Origin};
 
 /// The position of every key of the file and the variable behind every override.
 #[derive(Debug, Default)]

@@ -375,7 +375,7 @@ mod tests {
     }
 
     /// Vendor text with every construct issue 14 lists, in every vendor-supplied place.
-    pub(crate) fn hostile() -> Note {
+    pub fn hostile() -> Note {
         let evil = "!https://attacker/pixel.png! \"Reset password\":https://evil <img src=x onerror=alert(1)> </PRE> [[wiki]] {{macro}} [x|https://evil] {noformat} <script>x</script> javascript:alert(1)";
         Note {
             title: format!("Session {evil}"),

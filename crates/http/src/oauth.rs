@@ -184,7 +184,7 @@ pub fn parse_callback(input: &str, issued_state: Option<&str>) -> Result<Callbac
         }
     }
     if let Some(err) = error {
-        return Err(CallbackError::Refused(crate::http::short_body(&err)));
+        return Err(CallbackError::Refused(crate::short_body(&err)));
     }
     Ok(Callback { code: code.ok_or(CallbackError::NoCode)?, state })
 }
@@ -285,7 +285,7 @@ impl OAuthClient {
             refresh_lifetime: None,
             client_auth: ClientAuth::Form,
             account_credentials: None,
-            max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
+            max_response: crate::DEFAULT_MAX_RESPONSE_BYTES,
             pkce: false,
             recovered: tokio::sync::OnceCell::new(),
             last_commit: std::sync::Mutex::new(None),
@@ -618,18 +618,15 @@ impl OAuthClient {
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_redirect() {
-                OAuthError::Refusal {
-                    provider: self.provider.clone(),
-                    message: crate::http::describe_transport_error(&e),
-                }
+                OAuthError::Refusal { provider: self.provider.clone(), message: crate::describe_transport_error(&e) }
             } else {
                 OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() }
             }
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = crate::http::read_text(resp, self.max_response).await.map_err(|e| match e {
-            crate::http::BodyError::Transport(e) => {
+        let body = crate::read_text(resp, self.max_response).await.map_err(|e| match e {
+            crate::BodyError::Transport(e) => {
                 OAuthError::Transport { provider: self.provider.clone(), source: e.without_url() }
             }
             too_large => OAuthError::Refusal { provider: self.provider.clone(), message: too_large.to_string() },
@@ -638,7 +635,7 @@ impl OAuthClient {
             return Err(OAuthError::Unavailable {
                 provider: self.provider.clone(),
                 status: status.as_u16(),
-                retry_after: crate::http::retry_after(&headers),
+                retry_after: crate::retry_after(&headers),
             });
         }
         if !status.is_success() {
@@ -649,8 +646,8 @@ impl OAuthClient {
                 status: status.as_u16(),
                 error: if e.error.is_empty() { "unknown_error".into() } else { e.error },
                 desc: match (e.error_description.is_empty(), e.reason.is_empty()) {
-                    (false, _) => format!(": {}", crate::http::short_body(&e.error_description)),
-                    (true, false) => format!(": {}", crate::http::short_body(&e.reason)),
+                    (false, _) => format!(": {}", crate::short_body(&e.error_description)),
+                    (true, false) => format!(": {}", crate::short_body(&e.reason)),
                     (true, true) => String::new(),
                 },
             });

@@ -55,7 +55,7 @@ impl HoldKey {
 
 /// How long an answer asks the whole system to be left alone, if it does.
 pub fn hold_signal(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
-    let wait = crate::http::retry_after(headers);
+    let wait = crate::retry_after(headers);
     match status.as_u16() {
         429 | 503 => wait,
         403 => {
@@ -136,7 +136,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<Sent, reqwest::Error> 
 
 /// The longest hold a source's in-process retry waits out before giving the poll up to the
 /// next schedule: the same cap as for a `Retry-After` its own call received
-/// ([`crate::http::honour_retry_after`]).
+/// ([`crate::honour_retry_after`]).
 pub const SOURCE_WAIT_CAP: Duration = Duration::from_secs(900);
 
 /// For clients that retry in process (the sources' vendor calls): wait out a hold on the

@@ -16,13 +16,19 @@ pub mod auth;
 pub mod client;
 pub mod error;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use reqwest::header::HeaderMap;
 
-use crate::config::ConfigError;
+use ticketsync_config::{self as config, ConfigError};
+use ticketsync_model::session;
+use ticketsync_redact as redact;
+use ticketsync_store as store;
+
+pub mod holds;
+pub mod oauth;
 
 pub use auth::{Auth, OAuthApp};
 pub use client::{send, Answer, SendError, VendorClient};
@@ -476,4 +482,46 @@ mod tests {
         assert_eq!(short_body(&long).chars().count(), 301);
         assert_eq!(short_body("a\nb"), "a b");
     }
+}
+
+/// The outbound HTTP keys of every component that calls a vendor or a ticket system. They
+/// are written in the component's own section (`[sinks.redmine]` `ca_file = …`, unchanged);
+/// the parse gathers them into the section's `outbound` field.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// `http://` to a host that is not loopback (warned at start-up); https otherwise.
+    pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this component, beside the platform's.
+    pub ca_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes (default 32 MiB).
+    pub max_response_bytes: Option<u64>,
+}
+
+impl OutboundConfig {
+    pub const KEYS: [&'static str; 3] = ["allow_insecure_http", "ca_file", "max_response_bytes"];
+
+    /// These keys as the HTTP layer takes them, for the section `section`.
+    pub fn for_section<'a>(&'a self, section: &'a str) -> crate::Outbound<'a> {
+        crate::Outbound {
+            section,
+            allow_insecure_http: self.allow_insecure_http,
+            ca_file: self.ca_file.as_deref(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+/// `outbound()` of a section struct with an `outbound: OutboundConfig` field; its section
+/// must be listed in the binary's `OUTBOUND_SECTIONS` (a test checks).
+#[macro_export]
+macro_rules! outbound_section {
+    ($t:ty, $section:literal) => {
+        impl $t {
+            /// This section's outbound HTTP keys (see `ticketsync_http::Outbound`).
+            pub fn outbound(&self) -> $crate::Outbound<'_> {
+                self.outbound.for_section($section)
+            }
+        }
+    };
 }

@@ -8,10 +8,10 @@
 //! Test support: the checks panic with what broke.
 #![doc(hidden)]
 
+use crate::common as sc;
 use crate::marker::{final_marker, is_safe_url, parse_line, MarkerKey};
 use crate::note::Note;
-use crate::sinks::common as sc;
-use crate::sinks::redmine::{self, TextFormatting};
+use crate::redmine::{self, TextFormatting};
 
 /// Render `note` for every sink format and check each result; panics on a violation.
 pub fn assert_safe_renderings(note: &Note, key: &MarkerKey) {

@@ -14,7 +14,10 @@ use super::glpi::GlpiSink;
 use super::jsm::{JsmAuth, JsmSink};
 use super::zendesk::{ZendeskAuth, ZendeskSink};
 use super::TicketSink;
-use crate::config::{declared_secret, require, ConfigError, Errors};
+// What every component's configuration shares, under this module so the sinks' files name
+// it `crate::config::…` as they did inside the binary.
+pub use ticketsync_config::{declared_secret, require, ConfigError, Errors};
+pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 fn yes() -> bool {
     true
@@ -156,25 +159,7 @@ fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
 }
 
 fn check_url(e: &mut Errors, key: &str, u: &str) {
-    e.add(crate::config::check_url(u).map_err(|m| key_err(key, m)));
-}
-
-/// The routing keys of one sink section.
-pub(crate) fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, sources: Option<&[String]>) {
-    if let Some(p) = tickets {
-        e.add(
-            regex::Regex::new(p)
-                .map_err(|err| key_err(&format!("{section}.tickets"), err.to_string().replace('\n', " "))),
-        );
-    }
-    if sources.is_some_and(|s| s.is_empty()) {
-        e.key(&format!("{section}.sources"), "must name at least one source, or be left out");
-    }
-    // A misspelt source would silently route nothing to this sink.
-    let known = crate::sources::ROUTING_NAMES;
-    for bad in sources.into_iter().flatten().filter(|s| !known.iter().any(|k| k.eq_ignore_ascii_case(s))) {
-        e.key(&format!("{section}.sources"), format!("unknown source {bad:?} (known: {})", known.join(", ")));
-    }
+    e.add(ticketsync_config::check_url(u).map_err(|m| key_err(key, m)));
 }
 
 impl ZendeskConfig {
@@ -184,7 +169,7 @@ impl ZendeskConfig {
             e.key("sinks.zendesk.email", "required when auth = \"api_token\"");
         }
     }
-    pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+    pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
@@ -196,7 +181,7 @@ impl FreshserviceConfig {
     fn validate_into(&self, e: &mut Errors) {
         check_url(e, "sinks.freshservice.url", &self.url);
     }
-    pub(crate) fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
+    pub fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.freshservice.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
     }
     pub fn api_key_secret(&self) -> Result<SecretString, ConfigError> {
@@ -211,7 +196,7 @@ impl JsmConfig {
             e.key("sinks.jsm.email", "required when deployment = \"cloud\"");
         }
     }
-    pub(crate) fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+    pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref())
     }
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
@@ -226,7 +211,7 @@ impl GlpiConfig {
             e.key("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php");
         }
     }
-    pub(crate) fn user_token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+    pub fn user_token_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.glpi.user_token", self.user_token.as_ref(), self.user_token_file.as_deref())
     }
     pub fn user_token_secret(&self) -> Result<SecretString, ConfigError> {
@@ -247,7 +232,7 @@ pub struct ExtraSinks<'a> {
 }
 
 impl<'a> ExtraSinks<'a> {
-    pub(crate) fn validate_into(&self, e: &mut Errors) {
+    pub fn validate_into(&self, e: &mut Errors) {
         if let Some(c) = self.zendesk {
             c.validate_into(e);
         }
@@ -344,65 +329,133 @@ impl<'a> ExtraSinks<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::config::Config;
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    pub redmine: Option<RedmineConfig>,
+    pub webhook: Option<WebhookConfig>,
+    pub zendesk: Option<ZendeskConfig>,
+    pub freshservice: Option<FreshserviceConfig>,
+    pub jsm: Option<JsmConfig>,
+    pub glpi: Option<GlpiConfig>,
+}
 
-    fn load(text: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
+impl SinksConfig {
+    pub fn extra(&self) -> ExtraSinks<'_> {
+        ExtraSinks {
+            zendesk: self.zendesk.as_ref(),
+            freshservice: self.freshservice.as_ref(),
+            jsm: self.jsm.as_ref(),
+            glpi: self.glpi.as_ref(),
+        }
     }
 
-    #[test]
-    fn four_sinks_build_with_routes_and_secrets() {
-        let c = load(
-            r#"
-[sinks.zendesk]
-url = "https://x.zendesk.com"
-email = "a@x.test"
-token = "t"
-session_code_field_id = 360001
-tickets = '^\d+$'
-[sinks.freshservice]
-url = "https://x.freshservice.com"
-api_key = "k"
-[sinks.jsm]
-url = "https://x.atlassian.net"
-deployment = "data_center"
-token = "pat"
-tickets = '^[A-Z]+-\d+$'
-sources = ["teamviewer"]
-[sinks.glpi]
-url = "https://glpi.x.test/apirest.php"
-user_token = "u"
-"#,
-        )
-        .unwrap();
-        c.check_secrets().unwrap();
-        let routes = c.sinks.routes();
-        assert_eq!(routes.iter().map(|r| r.0).collect::<Vec<_>>(), ["zendesk", "freshservice", "jsm", "glpi"]);
-        let mut sinks = std::collections::HashMap::new();
-        c.sinks.extra().build(std::time::Duration::from_secs(5), 20_000, &mut sinks).unwrap();
-        assert_eq!(sinks.len(), 4);
-        assert_eq!(sinks["zendesk"].max_batch(), super::super::zendesk::DEFAULT_MAX_BATCH);
-        assert_eq!(sinks["glpi"].max_batch(), 1);
+    /// Every configured sink: its name, whether it is enabled, its routing keys.
+    pub fn sections(&self) -> Vec<(&'static str, bool, &RouteConfig)> {
+        let all: [(&'static str, Option<(bool, &RouteConfig)>); 6] = [
+            ("redmine", self.redmine.as_ref().map(|c| (c.enabled, &c.route))),
+            ("webhook", self.webhook.as_ref().map(|c| (c.enabled, &c.route))),
+            ("zendesk", self.zendesk.as_ref().map(|c| (c.enabled, &c.route))),
+            ("freshservice", self.freshservice.as_ref().map(|c| (c.enabled, &c.route))),
+            ("jsm", self.jsm.as_ref().map(|c| (c.enabled, &c.route))),
+            ("glpi", self.glpi.as_ref().map(|c| (c.enabled, &c.route))),
+        ];
+        all.into_iter().filter_map(|(name, c)| c.map(|(enabled, route)| (name, enabled, route))).collect()
     }
 
-    #[test]
-    fn bad_keys_are_named() {
-        let e = load("[sinks.zendesk]\nurl = \"https://x.zendesk.com\"\ntoken = \"t\"\n").unwrap_err().to_string();
-        assert!(e.contains("sinks.zendesk.email"), "{e}");
-        let e = load("[sinks.glpi]\nurl = \"https://glpi.x.test/\"\n").unwrap_err().to_string();
-        assert!(e.contains("sinks.glpi.url"), "{e}");
-        let e = load("[sinks.jsm]\nurl = \"https://x\"\nemail = \"a\"\ntickets = \"(\"\n").unwrap_err().to_string();
-        assert!(e.contains("sinks.jsm.tickets"), "{e}");
-        let e = load("[sinks.freshservice]\nurl = \"https://x\"\n").unwrap().check_secrets().unwrap_err().to_string();
-        assert!(e.starts_with("sinks.freshservice.api_key"), "{e}");
-        let e = load("[sinks.glpi]\nurl = \"https://g/apirest.php\"\nuser_tokn = \"x\"\n").unwrap_err().to_string();
-        assert!(e.contains("user_tokn"), "{e}");
-        let e = load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"zoom:helpdesk\"]\n").unwrap_err().to_string();
-        assert!(e.contains("sinks.webhook.sources") && e.contains("unknown source \"zoom:helpdesk\""), "{e}");
-        let c =
-            load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"Splashtop\", \"zoom\", \"visioconference\"]\n");
-        assert!(c.is_ok(), "{:?}", c.err());
+    /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
+    pub fn routes(&self) -> Vec<crate::routing::RouteKeys<'_>> {
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.map(|(name, _, r)| (name, r.tickets.as_deref(), r.sources.as_deref())).collect()
+    }
+
+    /// The `concurrency` key of each enabled sink that sets it, by sink name.
+    pub fn concurrency(&self) -> std::collections::HashMap<String, usize> {
+        let enabled = self.sections().into_iter().filter(|s| s.1);
+        enabled.filter_map(|(name, _, r)| Some((name.to_string(), r.concurrency?))).collect()
+    }
+}
+
+/// The routing keys every sink section has.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Only tickets whose id matches this regex go to this sink.
+    pub tickets: Option<String>,
+    /// Only sessions from these sources go to this sink.
+    pub sources: Option<Vec<String>>,
+    /// Notes in flight at once to this system (default 16).
+    pub concurrency: Option<usize>,
+}
+
+impl RouteConfig {
+    pub const KEYS: [&'static str; 3] = ["tickets", "sources", "concurrency"];
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedmineConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Session notes are private notes (visible to agents only).
+    #[serde(default = "yes")]
+    pub private_notes: bool,
+    /// Redmine's text formatting (Administration > Settings > General): `textile` (default),
+    /// `markdown` or `common_mark`. Vendor text is escaped for all three; this picks how
+    /// inlined attachments are fenced (`<pre>` or a code fence).
+    #[serde(default)]
+    pub text_formatting: crate::redmine::TextFormatting,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_sig_header")]
+    pub signature_header: String,
+    /// `standard` (Standard Webhooks headers), `legacy` (`signature_header` only) or
+    /// `both` (the default, so receivers of the legacy header keep working).
+    #[serde(default)]
+    pub signature: crate::webhook::SignatureScheme,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+crate::config::outbound_section!(RedmineConfig, "sinks.redmine");
+crate::config::outbound_section!(WebhookConfig, "sinks.webhook");
+
+fn default_sig_header() -> String {
+    "X-Ticketsync-Signature".into()
+}
+
+impl RedmineConfig {
+    pub fn api_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
+    }
+}
+impl WebhookConfig {
+    pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref())
     }
 }

@@ -1,6 +1,11 @@
 //! Ticket systems behind one trait. A sink knows nothing of vendors: it receives a
 //! [`Note`] and a ticket id, and must be safe to call again for the same marker.
 
+// The layers below, under the names the sinks' files use.
+use ticketsync_http::{self as http, holds};
+use ticketsync_model::{marker, note};
+use ticketsync_redact as redact;
+
 pub mod common;
 pub mod config;
 pub mod freshservice;

@@ -134,7 +134,7 @@ impl ApiError {
             status,
             // A refused redirect is the configuration's: retrying cannot help.
             transient: !e.is_redirect(),
-            ..Failure::answered(vendor, what, 0, crate::http::describe_transport_error(e))
+            ..Failure::answered(vendor, what, 0, crate::describe_transport_error(e))
         }
         .into()
     }
@@ -152,9 +152,9 @@ impl ApiError {
     }
 
     /// The body could not be read whole: too large (not retried) or cut off (retried).
-    pub fn body(vendor: &'static str, what: &str, e: crate::http::BodyError, status: u16) -> ApiError {
+    pub fn body(vendor: &'static str, what: &str, e: crate::BodyError, status: u16) -> ApiError {
         match e {
-            crate::http::BodyError::Transport(e) => ApiError::transport(vendor, what, &e, Some(status)),
+            crate::BodyError::Transport(e) => ApiError::transport(vendor, what, &e, Some(status)),
             too_large => {
                 Failure { kind: ErrorKind::TooLarge, ..Failure::answered(vendor, what, status, too_large.to_string()) }
                     .into()

@@ -1,0 +1,61 @@
+//! The sinks' sections as the whole configuration loads them (moved from the sinks crate,
+//! which cannot load a whole `Config`).
+
+use crate::config::Config;
+
+fn load(text: &str) -> Result<Config, crate::config::ConfigError> {
+    Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
+}
+
+#[test]
+fn four_sinks_build_with_routes_and_secrets() {
+    let c = load(
+        r#"
+[sinks.zendesk]
+url = "https://x.zendesk.com"
+email = "a@x.test"
+token = "t"
+session_code_field_id = 360001
+tickets = '^\d+$'
+[sinks.freshservice]
+url = "https://x.freshservice.com"
+api_key = "k"
+[sinks.jsm]
+url = "https://x.atlassian.net"
+deployment = "data_center"
+token = "pat"
+tickets = '^[A-Z]+-\d+$'
+sources = ["teamviewer"]
+[sinks.glpi]
+url = "https://glpi.x.test/apirest.php"
+user_token = "u"
+"#,
+    )
+    .unwrap();
+    c.check_secrets().unwrap();
+    let routes = c.sinks.routes();
+    assert_eq!(routes.iter().map(|r| r.0).collect::<Vec<_>>(), ["zendesk", "freshservice", "jsm", "glpi"]);
+    let mut sinks = std::collections::HashMap::new();
+    c.sinks.extra().build(std::time::Duration::from_secs(5), 20_000, &mut sinks).unwrap();
+    assert_eq!(sinks.len(), 4);
+    assert_eq!(sinks["zendesk"].max_batch(), crate::sinks::zendesk::DEFAULT_MAX_BATCH);
+    assert_eq!(sinks["glpi"].max_batch(), 1);
+}
+
+#[test]
+fn bad_keys_are_named() {
+    let e = load("[sinks.zendesk]\nurl = \"https://x.zendesk.com\"\ntoken = \"t\"\n").unwrap_err().to_string();
+    assert!(e.contains("sinks.zendesk.email"), "{e}");
+    let e = load("[sinks.glpi]\nurl = \"https://glpi.x.test/\"\n").unwrap_err().to_string();
+    assert!(e.contains("sinks.glpi.url"), "{e}");
+    let e = load("[sinks.jsm]\nurl = \"https://x\"\nemail = \"a\"\ntickets = \"(\"\n").unwrap_err().to_string();
+    assert!(e.contains("sinks.jsm.tickets"), "{e}");
+    let e = load("[sinks.freshservice]\nurl = \"https://x\"\n").unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.freshservice.api_key"), "{e}");
+    let e = load("[sinks.glpi]\nurl = \"https://g/apirest.php\"\nuser_tokn = \"x\"\n").unwrap_err().to_string();
+    assert!(e.contains("user_tokn"), "{e}");
+    let e = load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"zoom:helpdesk\"]\n").unwrap_err().to_string();
+    assert!(e.contains("sinks.webhook.sources") && e.contains("unknown source \"zoom:helpdesk\""), "{e}");
+    let c = load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"Splashtop\", \"zoom\", \"visioconference\"]\n");
+    assert!(c.is_ok(), "{:?}", c.err());
+}
