@@ -470,6 +470,20 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
         }
     }
     assert!(metrics.contains("outcome=\"error\""), "the daemon polled and failed: {metrics}");
+    // The refused paths of the metrics token: no token, and a wrong one that shares the real
+    // token's prefix. Their answers are checked for every canary below, like the rest.
+    let mut refused = Vec::new();
+    for (what, token) in [("no token", None), ("wrong token", Some(format!("{metrics_token}-wrong")))] {
+        let probe = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let mut req = probe.get(format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "/metrics with {what} is refused");
+        let head = format!("{:?}", resp.headers());
+        refused.push((format!("/metrics with {what}"), format!("{head}\n{}", resp.text().await.unwrap()).into_bytes()));
+    }
 
     // Let the delivery loop meet the sinks once more.
     let attempts_before: i64 = {
@@ -545,6 +559,7 @@ async fn canary_secrets_from_hostile_vendors_and_sinks_never_leave() {
         places.push((format!("stderr of {}", r.what), r.stderr.clone().into_bytes()));
     }
     places.push(("/metrics".into(), metrics.into_bytes()));
+    places.extend(refused);
     for entry in std::fs::read_dir(d).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
