@@ -2,7 +2,7 @@
 # Usage: bash bench/bytes-deliver.sh N   (debug build; WRAP="strace -f -y -e trace=pwrite64 -o F" to split writes by file)
 # Bytes written by delivery only: seed N pending (N/2 delivered), sync-once under GNU time.
 set -euo pipefail
-cd /work/wt/bytes
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 T=target/debug; BIN=$PWD/$T/ticketsync; DRV=$PWD/$T/examples/delivery_bench
 N=$1; TICKETS=$((N/10)); KEY=bench-redmine-key
 W=$(mktemp -d "$PWD/target/bytes-deliv.XXXXXX")
