@@ -172,6 +172,11 @@ impl Store {
             .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Statement journals and sorter spills in memory, not in deleted /var/tmp files:
+            // they only undo a failing statement inside its transaction (durability is the
+            // WAL's), and on disk they were ~1.6 MB of writes per delivery transaction
+            // (session 8, strace of a 10k drain: 1.97 GB to 1,253 temp files vs 367 MB WAL).
+            .pragma("temp_store", "memory")
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
         let open_err = |e| StoreError::Open { path: path.display().to_string(), source: e };
