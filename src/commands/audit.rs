@@ -36,7 +36,10 @@ pub async fn show(cli: &Cli) -> Result<ExitCode> {
     drop(out);
     store.close().await;
     if !found {
+        // Exit 1, as grep does: a script checking a ticket's history must not read a typo
+        // in the ticket id as "nothing happened".
         eprintln!("nothing recorded for ticket {ticket}");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

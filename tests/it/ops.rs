@@ -209,6 +209,10 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
     assert!(r.stdout.contains("attempt 1:") && r.stdout.contains("delivered"), "{}", r.stdout);
+    // A ticket with no history exits 1 and says so.
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "no-such-ticket"], &[]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("nothing recorded for ticket no-such-ticket"), "{}", r.stderr);
 }
 
 /// Every row re-hashes, links to the one before, and the last is the head.
