@@ -115,6 +115,13 @@ pub enum Command {
     Deliveries {
         #[arg(long)]
         state: Option<String>,
+        /// Only the N most recent deliveries (by id), printed oldest first.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// One JSON object per line (id, sink, ticket_id, session_id, state, kind, attempts,
+        /// next_attempt_at, last_error, remote_ref, created_at, delivered_at), for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Requeue a failed or dead delivery.
     Retry { id: i64 },

@@ -8,7 +8,9 @@ use ticketsync::store::outbox;
 
 /// `ticketsync deliveries`: the outbox.
 pub async fn list(cli: &Cli) -> Result<ExitCode> {
-    let Command::Deliveries { state } = &cli.command else { unreachable!("dispatched on Command::Deliveries") };
+    let Command::Deliveries { state, limit, json } = &cli.command else {
+        unreachable!("dispatched on Command::Deliveries")
+    };
     if let Some(s) = state {
         if !["pending", "sending", "delivered", "failed", "dead"].contains(&s.as_str()) {
             bail!("--state {s:?}: expected pending, sending, delivered, failed or dead");
@@ -16,7 +18,26 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
     }
     let cfg = load(cli)?;
     let store = ticketsync::app::open_store(&cfg).await?;
-    let rows = outbox::list(&store, state.as_deref()).await?;
+    let rows = match limit {
+        Some(n) => outbox::list_recent(&store, state.as_deref(), i64::from(*n)).await?,
+        None => outbox::list(&store, state.as_deref()).await?,
+    };
+    // Rows written before redaction existed, or before a token was known, are scrubbed here.
+    let error = |d: &outbox::Delivery| ticketsync::redact::scrubbed(d.last_error.as_deref().unwrap_or(""));
+    if *json {
+        for d in &rows {
+            let line = serde_json::json!({
+                "id": d.id, "sink": d.sink, "ticket_id": d.ticket_id, "session_id": d.session_id,
+                "state": d.state, "kind": d.kind, "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at,
+                "last_error": d.last_error.as_ref().map(|_| error(d)),
+                "remote_ref": d.remote_ref, "created_at": d.created_at, "delivered_at": d.delivered_at,
+            });
+            println!("{line}");
+        }
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error", "id", "sink", "ticket", "state", "kind", "attempts");
     for d in &rows {
         println!(
@@ -27,11 +48,13 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
             d.state,
             d.kind,
             d.attempts,
-            // Rows written before redaction existed, or before a token was known.
-            ticketsync::redact::scrub(d.last_error.as_deref().unwrap_or(""))
+            error(d)
         );
     }
-    println!("{} deliveries", rows.len());
+    match limit {
+        Some(n) => println!("{} deliveries (the {n} most recent at most)", rows.len()),
+        None => println!("{} deliveries", rows.len()),
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

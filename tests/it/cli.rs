@@ -414,4 +414,19 @@ async fn link_unmatched_deliveries_and_retry() {
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
     let r = ticketsync(&cfg, &["deliveries", "--state", "pending"], &[]).await.ok();
     assert!(r.stdout.contains("999") && r.stdout.contains("1 deliveries"), "{}", r.stdout);
+
+    // --limit keeps the most recent; --json is one object per line, for scripts.
+    let r = ticketsync(&cfg, &["deliveries", "--limit", "1"], &[]).await.ok();
+    let ids: Vec<&str> = r.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(ids, [delivered_id.as_str(), "1"], "one row, the newest, then the count line: {}", r.stdout);
+    assert!(r.stdout.contains("1 deliveries (the 1 most recent at most)"), "{}", r.stdout);
+    let r = ticketsync(&cfg, &["deliveries", "--json"], &[]).await.ok();
+    let rows: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{}", r.stdout);
+    assert_eq!(rows[0]["id"].to_string(), dead_id);
+    assert_eq!(rows[0]["ticket_id"], "999");
+    assert_eq!(rows[0]["state"], "pending");
+    assert!(rows[0]["last_error"].as_str().is_some_and(|e| e.contains("404")), "{}", r.stdout);
+    assert_eq!(rows[1]["id"].to_string(), delivered_id);
+    assert_eq!(rows[1]["state"], "delivered");
 }

@@ -375,7 +375,13 @@ async fn grouped_claims_and_the_pipelined_step() {
     let next = outbox::finish_and_claim(&store, &finished, &[claim], &ts(Utc::now())).await.unwrap();
     assert_eq!(next.len(), 1);
     assert!(next[0].is_empty());
-    assert_eq!(outbox::list(&store, Some("delivered")).await.unwrap().len(), 4);
+    let delivered = outbox::list(&store, Some("delivered")).await.unwrap();
+    assert_eq!(delivered.len(), 4);
+    // `deliveries --limit`: the most recent, oldest first, in the state asked for.
+    let recent: Vec<i64> =
+        outbox::list_recent(&store, Some("delivered"), 2).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(recent, delivered[2..].iter().map(|d| d.id).collect::<Vec<_>>());
+    assert!(outbox::list_recent(&store, Some("dead"), 2).await.unwrap().is_empty());
     assert_chain_ok(audit::verify(&store).await.unwrap());
 }
 

@@ -515,6 +515,15 @@ pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Deliv
         .await?)
 }
 
+/// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
+/// `deliveries --limit` prints, without reading a backlog of 100k rows to show the last 20.
+pub async fn list_recent(store: &super::Store, state: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
+    let sql = format!(
+        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) ORDER BY id"
+    );
+    Ok(sqlx::query_as(&sql).bind(state).bind(state).bind(limit).fetch_all(&store.pool).await?)
+}
+
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
     Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?"))
         .bind(id)
