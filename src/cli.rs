@@ -110,7 +110,15 @@ pub enum Command {
         ticket: String,
     },
     /// List sessions that no rule matched to a ticket.
-    Unmatched,
+    Unmatched {
+        /// Only the N most recent sessions (by start), printed oldest first.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// One JSON object per line (vendor, external_id, session_code, started_at, ended_at,
+        /// technician, state), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// List deliveries, optionally by state (pending, sending, delivered, failed, dead).
     Deliveries {
         #[arg(long)]

@@ -34,7 +34,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Auth { .. } => auth::run(cli).await,
         Command::Session { .. } => session::create(cli).await,
         Command::Link { .. } => link::run(cli).await,
-        Command::Unmatched => unmatched::run(cli).await,
+        Command::Unmatched { .. } => unmatched::run(cli).await,
         Command::Deliveries { .. } => deliveries::list(cli).await,
         Command::Retry { .. } => deliveries::retry(cli).await,
         Command::Audit { command: AuditCommand::Verify { .. } } => audit::verify(cli).await,

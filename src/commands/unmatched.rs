@@ -3,13 +3,30 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::load;
-use ticketsync::cli::Cli;
+use ticketsync::cli::{Cli, Command};
 
 /// `ticketsync unmatched`: the sessions no rule matched.
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
+    let Command::Unmatched { limit, json } = &cli.command else { unreachable!("dispatched on Command::Unmatched") };
     let cfg = load(cli)?;
     let store = ticketsync::app::open_store(&cfg).await?;
-    let rows = ticketsync::store::sessions::unmatched_all(&store).await?;
+    let rows = match limit {
+        Some(n) => ticketsync::store::sessions::unmatched_recent(&store, i64::from(*n)).await?,
+        None => ticketsync::store::sessions::unmatched_all(&store).await?,
+    };
+    let state = |s: &ticketsync::store::sessions::StoredSession| if s.ended_at.is_some() { "ended" } else { "running" };
+    if *json {
+        for s in &rows {
+            let line = serde_json::json!({
+                "vendor": s.vendor, "external_id": s.external_id, "session_code": s.session_code,
+                "started_at": s.started_at, "ended_at": s.ended_at, "technician": s.technician,
+                "state": state(s),
+            });
+            println!("{line}");
+        }
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{:<10} {:<38} {:<14} {:<20} {:<20} state", "vendor", "external id", "code", "start", "technician");
     for s in &rows {
         println!(
@@ -19,7 +36,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             s.session_code.as_deref().unwrap_or("-"),
             &s.started_at[..19.min(s.started_at.len())],
             s.technician.as_deref().unwrap_or("-"),
-            if s.ended_at.is_some() { "ended" } else { "running" }
+            state(s)
         );
     }
     println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());

@@ -382,6 +382,11 @@ async fn link_unmatched_deliveries_and_retry() {
     let r = ticketsync(&cfg, &["unmatched"], &[]).await.ok();
     assert!(r.stdout.contains(unlinked) && r.stdout.contains("s111-222-333"), "{}", r.stdout);
     assert!(r.stdout.contains("1 unmatched session(s)"), "{}", r.stdout);
+    let r = ticketsync(&cfg, &["unmatched", "--json", "--limit", "5"], &[]).await.ok();
+    let rows: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{}", r.stdout);
+    assert_eq!(rows[0]["external_id"], unlinked);
+    assert_eq!(rows[0]["session_code"], "s111-222-333");
 
     // Ticket 999 does not exist in Redmine: dead, listed with its error.
     let r = ticketsync(&cfg, &["deliveries", "--state", "dead"], &[]).await.ok();

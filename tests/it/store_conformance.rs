@@ -116,7 +116,12 @@ async fn sessions_page_commit_cursor_quarantine_and_reads() {
     let ended: Vec<String> =
         sessions::unmatched_ended(&store, 0, 10).await.unwrap().into_iter().map(|s| s.external_id).collect();
     assert_eq!(ended, ["a", "b"]);
-    assert_eq!(sessions::unmatched_all(&store).await.unwrap().len(), 3);
+    let all = sessions::unmatched_all(&store).await.unwrap();
+    assert_eq!(all.len(), 3);
+    // `unmatched --limit`: the most recently started, oldest first.
+    let recent = sessions::unmatched_recent(&store, 2).await.unwrap();
+    let ids = |v: &[sessions::StoredSession]| v.iter().map(|s| s.external_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&recent), ids(&all[1..]));
     let min_start = ts(Utc::now() - Duration::days(1));
     assert_eq!(
         sessions::earliest_open_start(&store, "teamviewer", &min_start).await.unwrap(),

@@ -448,6 +448,19 @@ pub async fn unmatched_all(store: &super::Store) -> Result<Vec<StoredSession>> {
     .await?)
 }
 
+/// The `limit` most recently started sessions without a match, oldest first, for
+/// `ticketsync unmatched --limit`: read with LIMIT, not by listing them all.
+pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<StoredSession>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT * FROM (SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
+         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at DESC, s.id DESC LIMIT ?)
+         ORDER BY started_at, id"
+    ))
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
 pub async fn count(store: &super::Store) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await?)
 }
