@@ -15,7 +15,7 @@ pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookC
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, ENV_PREFIX, MAX_SPAN_SECS, SECRET_KEYS,
+    resolve_secret, ConfigError, Errors, ENV_PREFIX, SECRET_KEYS,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 

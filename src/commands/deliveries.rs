@@ -35,25 +35,27 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
             });
             println!("{line}");
         }
-        store.close().await;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error", "id", "sink", "ticket", "state", "kind", "attempts");
-    for d in &rows {
+    } else {
         println!(
-            "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}",
-            d.id,
-            d.sink,
-            d.ticket_id,
-            d.state,
-            d.kind,
-            d.attempts,
-            error(d)
+            "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} last error",
+            "id", "sink", "ticket", "state", "kind", "attempts"
         );
-    }
-    match limit {
-        Some(n) => println!("{} deliveries (the {n} most recent at most)", rows.len()),
-        None => println!("{} deliveries", rows.len()),
+        for d in &rows {
+            println!(
+                "{:<6} {:<9} {:<10} {:<10} {:<15} {:<8} {}",
+                d.id,
+                d.sink,
+                d.ticket_id,
+                d.state,
+                d.kind,
+                d.attempts,
+                error(d)
+            );
+        }
+        match limit {
+            Some(n) => println!("{} deliveries (the {n} most recent at most)", rows.len()),
+            None => println!("{} deliveries", rows.len()),
+        }
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)

@@ -24,22 +24,26 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             });
             println!("{line}");
         }
-        store.close().await;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<10} {:<38} {:<14} {:<20} {:<20} state", "vendor", "external id", "code", "start", "technician");
-    for s in &rows {
+    } else {
+        println!("{:<10} {:<38} {:<14} {:<20} {:<20} state", "vendor", "external id", "code", "start", "technician");
+        for s in &rows {
+            println!(
+                "{:<10} {:<38} {:<14} {:<20} {:<20} {}",
+                s.vendor,
+                s.external_id,
+                s.session_code.as_deref().unwrap_or("-"),
+                &s.started_at[..19.min(s.started_at.len())],
+                s.technician.as_deref().unwrap_or("-"),
+                state(s)
+            );
+        }
+        // With --limit, the count is of the rows shown, and says so.
+        let shown = limit.map(|n| format!(" (the {n} most recently started at most)")).unwrap_or_default();
         println!(
-            "{:<10} {:<38} {:<14} {:<20} {:<20} {}",
-            s.vendor,
-            s.external_id,
-            s.session_code.as_deref().unwrap_or("-"),
-            &s.started_at[..19.min(s.started_at.len())],
-            s.technician.as_deref().unwrap_or("-"),
-            state(s)
+            "{} unmatched session(s){shown}; link one with `ticketsync link --session CODE --ticket ID`",
+            rows.len()
         );
     }
-    println!("{} unmatched session(s); link one with `ticketsync link --session CODE --ticket ID`", rows.len());
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

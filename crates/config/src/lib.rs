@@ -197,7 +197,7 @@ pub fn resolve_secret(
 /// Ten years: the longest window, lifetime, grace or backoff a key may give. The
 /// components turn these numbers into chrono durations and dates at start-up, which
 /// panic far beyond this (`initial_lookback_days = 1e12`), so larger values are errors here.
-pub const MAX_SPAN_SECS: u64 = 10 * 365 * 86_400;
+const MAX_SPAN_SECS: u64 = 10 * 365 * 86_400;
 
 /// `value` in units of `unit_secs` seconds must not exceed [`MAX_SPAN_SECS`].
 pub fn check_span(key: &str, value: u64, unit_secs: u64) -> Result<(), ConfigError> {

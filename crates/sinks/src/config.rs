@@ -16,7 +16,7 @@ use super::zendesk::{ZendeskAuth, ZendeskSink};
 use super::TicketSink;
 // What every component's configuration shares, under this module so the sinks' files name
 // it `crate::config::…` as they did inside the binary.
-pub use ticketsync_config::{declared_secret, require, ConfigError, Errors};
+pub use ticketsync_config::{declared_secret, key_err, require, ConfigError, Errors};
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 fn yes() -> bool {
@@ -153,10 +153,6 @@ crate::config::outbound_section!(FreshserviceConfig, "sinks.freshservice");
 crate::config::outbound_section!(JsmConfig, "sinks.jsm");
 
 crate::config::outbound_section!(GlpiConfig, "sinks.glpi");
-
-fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Key { key: key.into(), message: message.into() }
-}
 
 fn check_url(e: &mut Errors, key: &str, u: &str) {
     e.add(ticketsync_config::check_url(u).map_err(|m| key_err(key, m)));
