@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::matcher::Rule;
 use crate::pipeline::{DeliveryPolicy, Sinks};
-use crate::sinks::{redmine::RedmineSink, webhook::WebhookSink, TicketSink};
+use crate::sinks::TicketSink;
 use crate::sources::{splashtop::SplashtopSource, teamviewer::TeamViewerSource, Source};
 use crate::store::Store;
 
@@ -49,35 +49,8 @@ pub fn audit_key(cfg: &Config) -> Result<Option<crate::store::audit::AuditKey>> 
 pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn TicketSink>>> {
     // One client per sink: each has its own outbound keys (`ca_file`, `max_response_bytes`).
     let timeout = Duration::from_secs(cfg.outbox.request_timeout_secs.max(1));
-    let mut sinks: HashMap<String, Arc<dyn TicketSink>> = HashMap::new();
-    if let Some(r) = cfg.sinks.redmine.as_ref().filter(|r| r.enabled) {
-        let key = r
-            .api_key_secret()?
-            .context("sinks.redmine.api_key: missing (api_key_file or credential redmine_api_key)")?;
-        sinks.insert(
-            "redmine".into(),
-            Arc::new(
-                RedmineSink::new("redmine", &r.url, key, r.private_notes, r.outbound().client(timeout)?)
-                    .with_inline_limit(cfg.notes.inline_attachment_max_chars)
-                    .with_max_response_bytes(r.outbound().limit())
-                    .with_text_formatting(r.text_formatting),
-            ),
-        );
-    }
-    if let Some(w) = cfg.sinks.webhook.as_ref().filter(|w| w.enabled) {
-        let secret =
-            w.secret_value()?.context("sinks.webhook.secret: missing (secret_file or credential webhook_secret)")?;
-        sinks.insert(
-            "webhook".into(),
-            Arc::new(
-                WebhookSink::new("webhook", &w.url, secret, &w.signature_header, w.outbound().client(timeout)?)
-                    .with_scheme(w.signature)
-                    .with_max_response_bytes(w.outbound().limit()),
-            ),
-        );
-    }
-    cfg.sinks.extra().build(timeout, cfg.notes.inline_attachment_max_chars, &mut sinks)?;
-    Ok(sinks)
+    let ctx = crate::sinks::config::BuildCtx { timeout, inline_limit: cfg.notes.inline_attachment_max_chars };
+    Ok(cfg.sinks.build(&ctx)?)
 }
 
 impl App {

@@ -15,7 +15,7 @@ pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookC
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, ENV_PREFIX, SECRET_KEYS,
+    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX, SECRET_KEYS,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
@@ -646,16 +646,7 @@ impl Config {
                 e.key(&format!("{key}.json_key"), "only allowed for kind = \"custom_api\"");
             }
         }
-        if let Some(r) = &self.sinks.redmine {
-            e.add(check_url(&r.url).map_err(|m| key_err("sinks.redmine.url", m)));
-        }
-        if let Some(w) = &self.sinks.webhook {
-            e.add(check_url(&w.url).map_err(|m| key_err("sinks.webhook.url", m)));
-            if reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
-                e.key("sinks.webhook.signature_header", "not a valid HTTP header name");
-            }
-        }
-        self.sinks.extra().validate_into(&mut e);
+        self.sinks.validate_into(&mut e);
         for (name, _, r) in self.sinks.sections() {
             let section = format!("sinks.{name}");
             check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
@@ -696,24 +687,7 @@ impl Config {
         if let Some(v) = &self.rooms.visioconference {
             out.push((v.outbound(), keyed("rooms.visioconference", vec![("api_url", v.api_url.clone())])));
         }
-        if let Some(r) = &self.sinks.redmine {
-            out.push((r.outbound(), keyed("sinks.redmine", vec![("url", r.url.clone())])));
-        }
-        if let Some(w) = &self.sinks.webhook {
-            out.push((w.outbound(), keyed("sinks.webhook", vec![("url", w.url.clone())])));
-        }
-        if let Some(c) = &self.sinks.zendesk {
-            out.push((c.outbound(), keyed("sinks.zendesk", vec![("url", c.url.clone())])));
-        }
-        if let Some(c) = &self.sinks.freshservice {
-            out.push((c.outbound(), keyed("sinks.freshservice", vec![("url", c.url.clone())])));
-        }
-        if let Some(c) = &self.sinks.jsm {
-            out.push((c.outbound(), keyed("sinks.jsm", vec![("url", c.url.clone())])));
-        }
-        if let Some(c) = &self.sinks.glpi {
-            out.push((c.outbound(), keyed("sinks.glpi", vec![("url", c.url.clone())])));
-        }
+        out.extend(self.sinks.all().into_iter().map(|c| c.outbound_urls()));
         out
     }
 
@@ -738,7 +712,7 @@ impl Config {
     pub fn secret_uses(&self) -> Vec<SecretUse> {
         let mut out = Vec::new();
         let mut add = |key: &str, required: bool, value: Result<Option<SecretString>, ConfigError>| {
-            out.push(SecretUse { key: key.to_string(), credential: credential(key).to_string(), required, value });
+            out.push(SecretUse::declared(key, required, value));
         };
         if let Some(tv) = self.sources.teamviewer.as_ref().filter(|t| t.enabled) {
             match tv.auth {
@@ -757,30 +731,11 @@ impl Config {
         if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {
             add("rooms.visioconference.token", true, v.token_secret());
         }
-        if let Some(r) = self.sinks.redmine.as_ref().filter(|r| r.enabled) {
-            add("sinks.redmine.api_key", true, r.api_key_secret());
-        }
-        if let Some(w) = self.sinks.webhook.as_ref().filter(|w| w.enabled) {
-            add("sinks.webhook.secret", true, w.secret_value());
-        }
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
         add("http.metrics_token", false, self.http.metrics_token_secret());
         add("notes.marker_key", false, self.notes.secret());
-        let extra = self.sinks.extra();
-        if let Some(c) = extra.zendesk.filter(|c| c.enabled) {
-            add("sinks.zendesk.token", true, c.token_value());
-        }
-        if let Some(c) = extra.freshservice.filter(|c| c.enabled) {
-            add("sinks.freshservice.api_key", true, c.api_key_value());
-        }
-        if let Some(c) = extra.jsm.filter(|c| c.enabled) {
-            add("sinks.jsm.token", true, c.token_value());
-        }
-        if let Some(c) = extra.glpi.filter(|c| c.enabled) {
-            add("sinks.glpi.user_token", true, c.user_token_value());
-            add("sinks.glpi.app_token", false, c.app_token_secret());
-        }
+        out.extend(self.sinks.secret_uses());
         // Zoom's credential names carry the account name (after Splashtop, as listed before).
         if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
             let accounts = z.accounts.iter().enumerate().map(|(i, a)| SecretUse {
@@ -822,17 +777,6 @@ impl Config {
     pub fn daemon_tz(&self) -> chrono_tz::Tz {
         parse_tz(&self.daemon.timezone).unwrap_or(chrono_tz::UTC)
     }
-}
-
-/// One secret of an enabled component (see [`Config::secret_uses`]).
-#[derive(Debug)]
-pub struct SecretUse {
-    /// The key (`sinks.redmine.api_key`); `<key>_file` and `TICKETSYNC__…` set it too.
-    pub key: String,
-    /// The systemd credential (`LoadCredential=`) that provides it.
-    pub credential: String,
-    pub required: bool,
-    pub value: Result<Option<SecretString>, ConfigError>,
 }
 
 impl TeamViewerConfig {

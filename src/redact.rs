@@ -19,20 +19,7 @@ pub fn register_config(cfg: &crate::config::Config, text: &str) {
     }
     register_all(secrets.iter().map(String::as_str));
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let extra = cfg.sinks.extra();
-    if let Some(z) = extra.zendesk.filter(|z| z.auth == crate::sinks::config::ZendeskAuthKind::ApiToken) {
-        if let (Some(email), Ok(t)) = (&z.email, z.token_secret()) {
-            pairs.push((format!("{email}/token"), t.expose_secret().to_string()));
-        }
-    }
-    if let Some(Ok(k)) = extra.freshservice.map(|f| f.api_key_secret()) {
-        pairs.push((k.expose_secret().to_string(), "X".into()));
-    }
-    if let Some(j) = extra.jsm.filter(|j| j.deployment == crate::sinks::config::JsmDeployment::Cloud) {
-        if let (Some(email), Ok(t)) = (&j.email, j.token_secret()) {
-            pairs.push((email.clone(), t.expose_secret().to_string()));
-        }
-    }
+    pairs.extend(cfg.sinks.basic_pairs());
     if let Some(z) = &cfg.sources.zoom {
         for (i, a) in z.accounts.iter().enumerate() {
             if let Ok(Some(s)) = a.client_secret(i) {

@@ -109,8 +109,7 @@ pub const OUTBOUND_SECTIONS: [&str; 10] = [
     "sinks.glpi",
 ];
 /// The sink sections, whose routing keys [`super::RouteConfig`] holds as `route`.
-pub const SINK_SECTIONS: [&str; 6] =
-    ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
+pub use crate::sinks::config::SECTIONS as SINK_SECTIONS;
 
 /// Keys written in a section but held by a struct shared between sections: the field of
 /// the section's struct, the keys it holds, the sections that have it.

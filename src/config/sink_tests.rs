@@ -35,8 +35,8 @@ user_token = "u"
     c.check_secrets().unwrap();
     let routes = c.sinks.routes();
     assert_eq!(routes.iter().map(|r| r.0).collect::<Vec<_>>(), ["zendesk", "freshservice", "jsm", "glpi"]);
-    let mut sinks = std::collections::HashMap::new();
-    c.sinks.extra().build(std::time::Duration::from_secs(5), 20_000, &mut sinks).unwrap();
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let sinks = c.sinks.build(&ctx).unwrap();
     assert_eq!(sinks.len(), 4);
     assert_eq!(sinks["zendesk"].max_batch(), crate::sinks::zendesk::DEFAULT_MAX_BATCH);
     assert_eq!(sinks["glpi"].max_batch(), 1);

@@ -107,6 +107,24 @@ impl Errors {
     }
 }
 
+/// One secret a component uses, resolved: the list behind `check`, start-up and `doctor`.
+#[derive(Debug)]
+pub struct SecretUse {
+    /// The key (`sinks.redmine.api_key`); `<key>_file` and `TICKETSYNC__…` set it too.
+    pub key: String,
+    /// The systemd credential (`LoadCredential=`) that provides it.
+    pub credential: String,
+    pub required: bool,
+    pub value: Result<Option<SecretString>, ConfigError>,
+}
+
+impl SecretUse {
+    /// A secret declared in [`SECRET_KEYS`], under its declared credential.
+    pub fn declared(key: &str, required: bool, value: Result<Option<SecretString>, ConfigError>) -> SecretUse {
+        SecretUse { key: key.to_string(), credential: credential(key).to_string(), required, value }
+    }
+}
+
 /// Every secret key with its systemd credential name: the declarations `check`, start-up,
 /// `doctor` and the unit's `LoadCredential=` lines share. Zoom accounts add
 /// `zoom_<account>_client_secret` ([`is_credential`]).

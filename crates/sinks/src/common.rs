@@ -60,6 +60,49 @@ pub struct SinkHttp {
     pub auth: crate::http::Auth,
     /// Cap on one answer's body (`max_response_bytes`).
     pub max_response: u64,
+    /// `notes.inline_attachment_max_chars`: where inlined attachments are cut.
+    pub inline_limit: usize,
+}
+
+/// The inline-attachment cut a sink uses until its section says otherwise.
+pub const DEFAULT_INLINE_LIMIT: usize = 20_000;
+
+/// The knobs every HTTP sink takes from the configuration, written once: a sink hands out
+/// its [`SinkHttp`] and gets the builders.
+pub trait HttpKnobs: Sized {
+    fn http_mut(&mut self) -> &mut SinkHttp;
+
+    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
+    fn with_inline_limit(mut self, chars: usize) -> Self {
+        self.http_mut().inline_limit = chars;
+        self
+    }
+
+    /// The component's `max_response_bytes`: answers are read up to this many bytes.
+    fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.http_mut().max_response = bytes;
+        self
+    }
+}
+
+/// A ticket id that must be a positive decimal number (`#42` or `42`), or a permanent error
+/// naming the system's own word for it (`what`: "a Redmine issue id").
+pub fn numeric_ticket<'t>(sink: &str, ticket: &'t str, what: &str) -> Result<&'t str, SinkError> {
+    let id = ticket.trim_start_matches('#');
+    match is_decimal(id) {
+        true => Ok(id),
+        false => Err(not_a_ticket(sink, ticket, what)),
+    }
+}
+
+/// Non-empty and ASCII digits only.
+pub fn is_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The permanent error for a ticket reference the system cannot have.
+pub fn not_a_ticket(sink: &str, ticket: &str, what: &str) -> SinkError {
+    SinkError::new(sink, super::SinkErrorKind::Permanent, format!("ticket {ticket:?} is not {what}"))
 }
 
 impl SinkHttp {
@@ -70,6 +113,7 @@ impl SinkHttp {
             http,
             auth,
             max_response: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
+            inline_limit: DEFAULT_INLINE_LIMIT,
         }
     }
 

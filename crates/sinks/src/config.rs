@@ -9,15 +9,18 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::common::HttpKnobs;
 use super::freshservice::FreshserviceSink;
 use super::glpi::GlpiSink;
 use super::jsm::{JsmAuth, JsmSink};
+use super::redmine::RedmineSink;
+use super::webhook::WebhookSink;
 use super::zendesk::{ZendeskAuth, ZendeskSink};
 use super::TicketSink;
 // What every component's configuration shares, under this module so the sinks' files name
 // it `crate::config::…` as they did inside the binary.
-pub use ticketsync_config::{declared_secret, key_err, require, ConfigError, Errors};
-pub use ticketsync_http::{outbound_section, OutboundConfig};
+pub use ticketsync_config::{declared_secret, key_err, require, ConfigError, Errors, SecretUse};
+pub use ticketsync_http::{outbound_section, Outbound, OutboundConfig};
 
 fn yes() -> bool {
     true
@@ -159,7 +162,7 @@ fn check_url(e: &mut Errors, key: &str, u: &str) {
 }
 
 impl ZendeskConfig {
-    fn validate_into(&self, e: &mut Errors) {
+    fn check_into(&self, e: &mut Errors) {
         check_url(e, "sinks.zendesk.url", &self.url);
         if self.auth == ZendeskAuthKind::ApiToken && self.email.as_deref().unwrap_or("").is_empty() {
             e.key("sinks.zendesk.email", "required when auth = \"api_token\"");
@@ -174,7 +177,7 @@ impl ZendeskConfig {
 }
 
 impl FreshserviceConfig {
-    fn validate_into(&self, e: &mut Errors) {
+    fn check_into(&self, e: &mut Errors) {
         check_url(e, "sinks.freshservice.url", &self.url);
     }
     pub fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
@@ -186,7 +189,7 @@ impl FreshserviceConfig {
 }
 
 impl JsmConfig {
-    fn validate_into(&self, e: &mut Errors) {
+    fn check_into(&self, e: &mut Errors) {
         check_url(e, "sinks.jsm.url", &self.url);
         if self.deployment == JsmDeployment::Cloud && self.email.as_deref().unwrap_or("").is_empty() {
             e.key("sinks.jsm.email", "required when deployment = \"cloud\"");
@@ -201,7 +204,7 @@ impl JsmConfig {
 }
 
 impl GlpiConfig {
-    fn validate_into(&self, e: &mut Errors) {
+    fn check_into(&self, e: &mut Errors) {
         check_url(e, "sinks.glpi.url", &self.url);
         if !self.url.trim_end_matches('/').ends_with("apirest.php") {
             e.key("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php");
@@ -219,112 +222,6 @@ impl GlpiConfig {
     }
 }
 
-/// The four sink sections, as they sit in `[sinks]`.
-pub struct ExtraSinks<'a> {
-    pub zendesk: Option<&'a ZendeskConfig>,
-    pub freshservice: Option<&'a FreshserviceConfig>,
-    pub jsm: Option<&'a JsmConfig>,
-    pub glpi: Option<&'a GlpiConfig>,
-}
-
-impl<'a> ExtraSinks<'a> {
-    pub fn validate_into(&self, e: &mut Errors) {
-        if let Some(c) = self.zendesk {
-            c.validate_into(e);
-        }
-        if let Some(c) = self.freshservice {
-            c.validate_into(e);
-        }
-        if let Some(c) = self.jsm {
-            c.validate_into(e);
-        }
-        if let Some(c) = self.glpi {
-            c.validate_into(e);
-        }
-    }
-
-    pub fn build(
-        &self,
-        timeout: std::time::Duration,
-        inline_limit: usize,
-        sinks: &mut HashMap<String, Arc<dyn TicketSink>>,
-    ) -> Result<(), ConfigError> {
-        if let Some(c) = self.zendesk.filter(|c| c.enabled) {
-            let token = c.token_secret()?;
-            let auth = match c.auth {
-                ZendeskAuthKind::ApiToken => {
-                    ZendeskAuth::ApiToken { email: c.email.clone().unwrap_or_default(), token }
-                }
-                ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
-            };
-            sinks.insert(
-                "zendesk".into(),
-                Arc::new(
-                    ZendeskSink::new("zendesk", &c.url, auth, c.session_code_field_id, c.outbound().client(timeout)?)
-                        .with_inline_limit(inline_limit)
-                        .with_max_response_bytes(c.outbound().limit()),
-                ),
-            );
-        }
-        if let Some(c) = self.freshservice.filter(|c| c.enabled) {
-            sinks.insert(
-                "freshservice".into(),
-                Arc::new(
-                    FreshserviceSink::new(
-                        "freshservice",
-                        &c.url,
-                        c.api_key_secret()?,
-                        c.session_code_field.clone(),
-                        c.outbound().client(timeout)?,
-                    )
-                    .with_inline_limit(inline_limit)
-                    .with_max_response_bytes(c.outbound().limit()),
-                ),
-            );
-        }
-        if let Some(c) = self.jsm.filter(|c| c.enabled) {
-            let token = c.token_secret()?;
-            let auth = match c.deployment {
-                JsmDeployment::Cloud => JsmAuth::Cloud { email: c.email.clone().unwrap_or_default(), api_token: token },
-                JsmDeployment::DataCenter => JsmAuth::DataCenter { pat: token },
-            };
-            sinks.insert(
-                "jsm".into(),
-                Arc::new(
-                    JsmSink::new(
-                        "jsm",
-                        &c.url,
-                        auth,
-                        c.remote_links,
-                        c.session_code_field_id,
-                        c.outbound().client(timeout)?,
-                    )
-                    .with_inline_limit(inline_limit)
-                    .with_max_response_bytes(c.outbound().limit()),
-                ),
-            );
-        }
-        if let Some(c) = self.glpi.filter(|c| c.enabled) {
-            sinks.insert(
-                "glpi".into(),
-                Arc::new(
-                    GlpiSink::new(
-                        "glpi",
-                        &c.url,
-                        c.user_token_secret()?,
-                        c.app_token_secret()?,
-                        c.session_code_search_option,
-                        c.outbound().client(timeout)?,
-                    )
-                    .with_inline_limit(inline_limit)
-                    .with_max_response_bytes(c.outbound().limit()),
-                ),
-            );
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
@@ -337,26 +234,51 @@ pub struct SinksConfig {
 }
 
 impl SinksConfig {
-    pub fn extra(&self) -> ExtraSinks<'_> {
-        ExtraSinks {
-            zendesk: self.zendesk.as_ref(),
-            freshservice: self.freshservice.as_ref(),
-            jsm: self.jsm.as_ref(),
-            glpi: self.glpi.as_ref(),
-        }
+    /// Every configured sink section, in the order of [`SECTIONS`]: the one list of ticket
+    /// systems the binary builds, validates, routes and asks for secrets. Adding a ticket
+    /// system is its module, its field above and one line here (and in [`SECTIONS`]).
+    pub fn all(&self) -> Vec<&dyn SinkSection> {
+        let all: [Option<&dyn SinkSection>; 6] = [
+            self.redmine.as_ref().map(|c| c as _),
+            self.webhook.as_ref().map(|c| c as _),
+            self.zendesk.as_ref().map(|c| c as _),
+            self.freshservice.as_ref().map(|c| c as _),
+            self.jsm.as_ref().map(|c| c as _),
+            self.glpi.as_ref().map(|c| c as _),
+        ];
+        all.into_iter().flatten().collect()
+    }
+
+    /// The enabled sections.
+    pub fn enabled(&self) -> impl Iterator<Item = &dyn SinkSection> {
+        self.all().into_iter().filter(|c| c.enabled())
     }
 
     /// Every configured sink: its name, whether it is enabled, its routing keys.
     pub fn sections(&self) -> Vec<(&'static str, bool, &RouteConfig)> {
-        let all: [(&'static str, Option<(bool, &RouteConfig)>); 6] = [
-            ("redmine", self.redmine.as_ref().map(|c| (c.enabled, &c.route))),
-            ("webhook", self.webhook.as_ref().map(|c| (c.enabled, &c.route))),
-            ("zendesk", self.zendesk.as_ref().map(|c| (c.enabled, &c.route))),
-            ("freshservice", self.freshservice.as_ref().map(|c| (c.enabled, &c.route))),
-            ("jsm", self.jsm.as_ref().map(|c| (c.enabled, &c.route))),
-            ("glpi", self.glpi.as_ref().map(|c| (c.enabled, &c.route))),
-        ];
-        all.into_iter().filter_map(|(name, c)| c.map(|(enabled, route)| (name, enabled, route))).collect()
+        self.all().into_iter().map(|c| (c.kind(), c.enabled(), c.route())).collect()
+    }
+
+    /// Every section's own checks (URLs, keys required together), all of them.
+    pub fn validate_into(&self, e: &mut Errors) {
+        for c in self.all() {
+            c.validate_into(e);
+        }
+    }
+
+    /// The secrets of the enabled sinks, resolved.
+    pub fn secret_uses(&self) -> Vec<SecretUse> {
+        self.enabled().flat_map(|c| c.secrets()).collect()
+    }
+
+    /// The HTTP Basic pairs the enabled sinks send, for the redactor.
+    pub fn basic_pairs(&self) -> Vec<(String, String)> {
+        self.enabled().flat_map(|c| c.basic_pairs()).collect()
+    }
+
+    /// Every enabled sink, built, by name.
+    pub fn build(&self, ctx: &BuildCtx) -> Result<HashMap<String, Arc<dyn TicketSink>>, ConfigError> {
+        self.enabled().map(|c| Ok((c.kind().to_string(), c.build(ctx)?))).collect()
     }
 
     /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.
@@ -453,5 +375,259 @@ impl RedmineConfig {
 impl WebhookConfig {
     pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref())
+    }
+}
+
+/// The sink sections under `[sinks]`, as the config parse needs them before any section is
+/// read (their routing keys live in [`RouteConfig`]); a test checks them against
+/// [`SinksConfig::all`].
+pub const SECTIONS: [&str; 6] =
+    ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
+
+/// What building a sink takes besides its own section.
+pub struct BuildCtx {
+    /// `outbox.request_timeout_secs`: the whole of one request.
+    pub timeout: std::time::Duration,
+    /// `notes.inline_attachment_max_chars`.
+    pub inline_limit: usize,
+}
+
+/// One ticket system's section, everything the binary asks of it in one place: its name,
+/// routing keys, checks, secrets, outbound keys and how it is built.
+pub trait SinkSection: Send + Sync {
+    /// The section's name under `[sinks]`, which is also the sink's name in routes, the
+    /// outbox and metrics.
+    fn kind(&self) -> &'static str;
+    fn enabled(&self) -> bool;
+    fn route(&self) -> &RouteConfig;
+    /// The section's own checks, every error reported.
+    fn validate_into(&self, e: &mut Errors);
+    /// The secrets it uses, resolved.
+    fn secrets(&self) -> Vec<SecretUse>;
+    /// The HTTP Basic `(user, password)` pairs it sends, which the redactor scrubs in their
+    /// encoded form too.
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Its outbound keys and the URLs (key, value) it calls.
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>);
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError>;
+}
+
+/// `section.url`: what every sink but the webhook's calls.
+fn url_key(section: &str, url: &str) -> Vec<(String, String)> {
+    vec![(format!("{section}.url"), url.to_string())]
+}
+
+impl SinkSection for RedmineConfig {
+    fn kind(&self) -> &'static str {
+        "redmine"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.redmine.url", &self.url);
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.redmine.api_key", true, self.api_key_secret())]
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.redmine", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let key = require(self.api_key_secret()?, "sinks.redmine.api_key")?;
+        let http = self.outbound().client(ctx.timeout)?;
+        Ok(Arc::new(
+            RedmineSink::new("redmine", &self.url, key, self.private_notes, http)
+                .with_inline_limit(ctx.inline_limit)
+                .with_max_response_bytes(self.outbound().limit())
+                .with_text_formatting(self.text_formatting),
+        ))
+    }
+}
+
+impl SinkSection for WebhookConfig {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.webhook.url", &self.url);
+        if reqwest::header::HeaderName::from_bytes(self.signature_header.as_bytes()).is_err() {
+            e.key("sinks.webhook.signature_header", "not a valid HTTP header name");
+        }
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.webhook.secret", true, self.secret_value())]
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.webhook", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let secret = require(self.secret_value()?, "sinks.webhook.secret")?;
+        let http = self.outbound().client(ctx.timeout)?;
+        Ok(Arc::new(
+            WebhookSink::new("webhook", &self.url, secret, &self.signature_header, http)
+                .with_scheme(self.signature)
+                .with_max_response_bytes(self.outbound().limit()),
+        ))
+    }
+}
+
+impl SinkSection for ZendeskConfig {
+    fn kind(&self) -> &'static str {
+        "zendesk"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.zendesk.token", true, self.token_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        match (self.auth, &self.email, self.token_secret()) {
+            (ZendeskAuthKind::ApiToken, Some(email), Ok(t)) => {
+                vec![(format!("{email}/token"), t.expose_secret().to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.zendesk", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let token = self.token_secret()?;
+        let auth = match self.auth {
+            ZendeskAuthKind::ApiToken => ZendeskAuth::ApiToken { email: self.email.clone().unwrap_or_default(), token },
+            ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
+        };
+        let http = self.outbound().client(ctx.timeout)?;
+        Ok(Arc::new(
+            ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http)
+                .with_inline_limit(ctx.inline_limit)
+                .with_max_response_bytes(self.outbound().limit()),
+        ))
+    }
+}
+
+impl SinkSection for FreshserviceConfig {
+    fn kind(&self) -> &'static str {
+        "freshservice"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.freshservice.api_key", true, self.api_key_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        // Freshworks: the API key is the user name, any password (we send "X").
+        self.api_key_secret().map(|k| vec![(k.expose_secret().to_string(), "X".into())]).unwrap_or_default()
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.freshservice", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = FreshserviceSink::new(
+            "freshservice",
+            &self.url,
+            self.api_key_secret()?,
+            self.session_code_field.clone(),
+            http,
+        );
+        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
+    }
+}
+
+impl SinkSection for JsmConfig {
+    fn kind(&self) -> &'static str {
+        "jsm"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.jsm.token", true, self.token_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        match (self.deployment, &self.email, self.token_secret()) {
+            (JsmDeployment::Cloud, Some(email), Ok(t)) => vec![(email.clone(), t.expose_secret().to_string())],
+            _ => Vec::new(),
+        }
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.jsm", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let token = self.token_secret()?;
+        let auth = match self.deployment {
+            JsmDeployment::Cloud => JsmAuth::Cloud { email: self.email.clone().unwrap_or_default(), api_token: token },
+            JsmDeployment::DataCenter => JsmAuth::DataCenter { pat: token },
+        };
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = JsmSink::new("jsm", &self.url, auth, self.remote_links, self.session_code_field_id, http);
+        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
+    }
+}
+
+impl SinkSection for GlpiConfig {
+    fn kind(&self) -> &'static str {
+        "glpi"
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![
+            SecretUse::declared("sinks.glpi.user_token", true, self.user_token_value()),
+            // Optional: only when the GLPI API client is configured with an App-Token.
+            SecretUse::declared("sinks.glpi.app_token", false, self.app_token_secret()),
+        ]
+    }
+    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+        (self.outbound(), url_key("sinks.glpi", &self.url))
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let http = self.outbound().client(ctx.timeout)?;
+        let (user, app) = (self.user_token_secret()?, self.app_token_secret()?);
+        let sink = GlpiSink::new("glpi", &self.url, user, app, self.session_code_search_option, http);
+        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
     }
 }

@@ -16,10 +16,14 @@ pub struct FreshserviceSink {
     api: common::SinkHttp,
     /// Name of a custom field (`cf_session_code`) holding the session code, for lookups.
     session_field: Option<String>,
-    /// Attachments go inline (no private upload), cut at this many characters.
-    inline_limit: usize,
     /// The API key's agent id (`/api/v2/agents/me`), for the marker scan's author check.
     api_user: common::ApiUser,
+}
+
+impl common::HttpKnobs for FreshserviceSink {
+    fn http_mut(&mut self) -> &mut common::SinkHttp {
+        &mut self.api
+    }
 }
 
 impl FreshserviceSink {
@@ -39,7 +43,6 @@ impl FreshserviceSink {
                 http,
             ),
             session_field,
-            inline_limit: 20_000,
             api_user: Default::default(),
         }
     }
@@ -54,30 +57,14 @@ impl FreshserviceSink {
             .await
     }
 
-    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
-    pub fn with_inline_limit(mut self, chars: usize) -> Self {
-        self.inline_limit = chars;
-        self
-    }
-
-    /// The component's `max_response_bytes`: answers are read up to this many bytes.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.api.max_response = bytes;
-        self
-    }
-
     /// Freshservice shows tickets as `INC-42`; the API wants `42`.
     fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
         let t = ticket.trim_start_matches('#');
         let id = ["INC-", "SR-", "inc-", "sr-"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(SinkError::new(
-                &self.api.name,
-                SinkErrorKind::Permanent,
-                format!("ticket {ticket:?} is not a Freshservice ticket id"),
-            ));
+        match common::is_decimal(id) {
+            true => Ok(id.to_string()),
+            false => Err(common::not_a_ticket(&self.api.name, ticket, "a Freshservice ticket id")),
         }
-        Ok(id.to_string())
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
@@ -167,7 +154,7 @@ impl TicketSink for FreshserviceSink {
 
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let id = self.ticket_id(ticket)?;
-        let body = json!({"body": common::to_html(&note.with_inline_cut(self.inline_limit)), "private": note.visibility == Visibility::Internal});
+        let body = json!({"body": common::to_html(&note.with_inline_cut(self.api.inline_limit)), "private": note.visibility == Visibility::Internal});
         let r = self.call(self.api.post(&format!("/api/v2/tickets/{id}/notes")).json(&body)).await?;
         let cid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["conversation"]["id"].as_u64());
         Ok(match cid {

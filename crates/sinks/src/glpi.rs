@@ -22,8 +22,6 @@ pub struct GlpiSink {
     /// searchOption id of a Ticket field holding the session code (`listSearchOptions/Ticket`).
     session_search_option: Option<u32>,
     session: Mutex<Option<SecretString>>,
-    /// Attachments go inline (no private upload), cut at this many characters.
-    inline_limit: usize,
     /// The session's user id (`getFullSession`: `session.glpiID`), for the marker scan's
     /// author check against a followup's `users_id`.
     api_user: common::ApiUser,
@@ -42,6 +40,12 @@ fn followup_text(content: &str) -> String {
 }
 
 const PAGE: u64 = 50;
+
+impl common::HttpKnobs for GlpiSink {
+    fn http_mut(&mut self) -> &mut common::SinkHttp {
+        &mut self.api
+    }
+}
 
 impl GlpiSink {
     pub fn new(
@@ -65,7 +69,6 @@ impl GlpiSink {
             user_token,
             session_search_option,
             session: Mutex::new(None),
-            inline_limit: 20_000,
             api_user: Default::default(),
         }
     }
@@ -81,26 +84,10 @@ impl GlpiSink {
             .await
     }
 
-    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
-    pub fn with_inline_limit(mut self, chars: usize) -> Self {
-        self.inline_limit = chars;
-        self
-    }
-
-    /// The component's `max_response_bytes`: answers are read up to this many bytes.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.api.max_response = bytes;
-        self
-    }
-
     fn ticket_id(&self, ticket: &str) -> Result<u64, SinkError> {
-        ticket.trim_start_matches('#').parse::<u64>().map_err(|_| {
-            SinkError::new(
-                &self.api.name,
-                SinkErrorKind::Permanent,
-                format!("ticket {ticket:?} is not a GLPI ticket id"),
-            )
-        })
+        let what = "a GLPI ticket id";
+        let id = common::numeric_ticket(&self.api.name, ticket, what)?;
+        id.parse::<u64>().map_err(|_| common::not_a_ticket(&self.api.name, ticket, what))
     }
 
     fn error(&self, r: &Reply) -> SinkError {
@@ -235,7 +222,7 @@ impl TicketSink for GlpiSink {
         let body = json!({"input": {
             "itemtype": "Ticket",
             "items_id": id,
-            "content": common::to_html(&note.with_inline_cut(self.inline_limit)),
+            "content": common::to_html(&note.with_inline_cut(self.api.inline_limit)),
             "is_private": if note.visibility == Visibility::Internal { 1 } else { 0 },
         }});
         let url = format!("{}/Ticket/{id}/ITILFollowup", self.api.base);

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{Capabilities, RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -34,8 +34,6 @@ pub struct JsmSink {
     remote_links: bool,
     /// Numeric id of a text custom field holding the session code (JQL `cf[id] ~ "…"`).
     session_field: Option<u64>,
-    /// Attachments go inline (no private upload), cut at this many characters.
-    inline_limit: usize,
     /// The API user (`/rest/api/2/myself`: Cloud `accountId`, Data Center `key`/`name`), for
     /// the marker scan's author check.
     api_user: common::ApiUser,
@@ -52,6 +50,12 @@ pub fn global_id(marker: &str) -> String {
     format!("ticketsync:{marker}")
 }
 
+impl common::HttpKnobs for JsmSink {
+    fn http_mut(&mut self) -> &mut common::SinkHttp {
+        &mut self.api
+    }
+}
+
 impl JsmSink {
     pub fn new(
         name: &str,
@@ -65,7 +69,6 @@ impl JsmSink {
             api: common::SinkHttp::new(name, base_url, auth.into(), http),
             remote_links,
             session_field,
-            inline_limit: 20_000,
             api_user: Default::default(),
         }
     }
@@ -80,18 +83,6 @@ impl JsmSink {
             .await
     }
 
-    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
-    pub fn with_inline_limit(mut self, chars: usize) -> Self {
-        self.inline_limit = chars;
-        self
-    }
-
-    /// The component's `max_response_bytes`: answers are read up to this many bytes.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.api.max_response = bytes;
-        self
-    }
-
     /// An issue key (`HELP-42`) or a numeric issue id.
     fn key(&self, ticket: &str) -> Result<String, SinkError> {
         let t = ticket.trim();
@@ -103,11 +94,7 @@ impl JsmSink {
                     && n.chars().all(|c| c.is_ascii_digit())
             });
         if !ok {
-            return Err(SinkError::new(
-                &self.api.name,
-                SinkErrorKind::Permanent,
-                format!("ticket {ticket:?} is not a Jira issue key"),
-            ));
+            return Err(common::not_a_ticket(&self.api.name, ticket, "a Jira issue key"));
         }
         Ok(t.to_ascii_uppercase())
     }
@@ -200,7 +187,7 @@ impl TicketSink for JsmSink {
                 self.call(self.api.post(&format!("/rest/api/2/issue/{key}/remotelink")).json(&body)).await?;
             }
         }
-        let body = json!({"body": common::to_jira_wiki(&note.with_inline_cut(self.inline_limit)), "public": note.visibility == Visibility::Public});
+        let body = json!({"body": common::to_jira_wiki(&note.with_inline_cut(self.api.inline_limit)), "public": note.visibility == Visibility::Public});
         let r = self.call(self.api.post(&format!("/rest/servicedeskapi/request/{key}/comment")).json(&body)).await?;
         let id = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
         Ok(match id {

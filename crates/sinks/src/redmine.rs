@@ -10,14 +10,13 @@ use reqwest::header::HeaderName;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{Capabilities, RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
 pub struct RedmineSink {
     api: super::common::SinkHttp,
     private_notes: bool,
-    inline_limit: usize,
     text_formatting: TextFormatting,
     /// The id of the user the API key belongs to, for the marker scan's author check.
     api_user: super::common::ApiUser,
@@ -209,6 +208,12 @@ pub fn render(note: &Note, fmt: TextFormatting, inline_limit: usize) -> String {
     text
 }
 
+impl super::common::HttpKnobs for RedmineSink {
+    fn http_mut(&mut self) -> &mut super::common::SinkHttp {
+        &mut self.api
+    }
+}
+
 impl RedmineSink {
     pub fn new(name: &str, base_url: &str, api_key: SecretString, private_notes: bool, http: reqwest::Client) -> Self {
         Self {
@@ -219,7 +224,6 @@ impl RedmineSink {
                 http,
             ),
             private_notes,
-            inline_limit: 20_000,
             text_formatting: TextFormatting::default(),
             api_user: Default::default(),
         }
@@ -242,28 +246,9 @@ impl RedmineSink {
             .await
     }
 
-    /// Attachments are inlined (see `post_note`), cut at this many characters.
-    pub fn with_inline_limit(mut self, chars: usize) -> Self {
-        self.inline_limit = chars;
-        self
-    }
-
-    /// The component's `max_response_bytes`: answers are read up to this many bytes.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.api.max_response = bytes;
-        self
-    }
-
     fn issue_url(&self, ticket: &str) -> Result<String, SinkError> {
         // Redmine issue ids are integers; anything else cannot be a Redmine ticket.
-        let id = ticket.trim_start_matches('#');
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(SinkError::new(
-                &self.api.name,
-                SinkErrorKind::Permanent,
-                format!("ticket {ticket:?} is not a Redmine issue id"),
-            ));
-        }
+        let id = super::common::numeric_ticket(&self.api.name, ticket, "a Redmine issue id")?;
         Ok(format!("{}/issues/{id}.json", self.api.base))
     }
 
@@ -319,7 +304,7 @@ impl TicketSink for RedmineSink {
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
         let url = self.issue_url(ticket)?;
         let private = note.visibility == Visibility::Internal && self.private_notes;
-        let text = render(note, self.text_formatting, self.inline_limit);
+        let text = render(note, self.text_formatting, self.api.inline_limit);
         let body = json!({"issue": {"notes": text, "private_notes": private}});
         self.send(self.api.http.put(&url).json(&body)).await?;
         Ok(format!("issue:{}", ticket.trim_start_matches('#')))

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{Capabilities, RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -35,14 +35,18 @@ pub struct ZendeskSink {
     /// Numeric id of a custom ticket field that receives the session code.
     session_field: Option<u64>,
     max_batch: usize,
-    /// Attachments go inline (no private upload), cut at this many characters.
-    inline_limit: usize,
     /// The API user's id (`/api/v2/users/me.json`), for the marker scan's author check.
     api_user: common::ApiUser,
 }
 
 /// The most notes put into one update; keeps the comment readable and the body small.
 pub const DEFAULT_MAX_BATCH: usize = 20;
+
+impl common::HttpKnobs for ZendeskSink {
+    fn http_mut(&mut self) -> &mut common::SinkHttp {
+        &mut self.api
+    }
+}
 
 impl ZendeskSink {
     pub fn new(
@@ -56,7 +60,6 @@ impl ZendeskSink {
             api: common::SinkHttp::new(name, base_url, auth.into(), http),
             session_field,
             max_batch: DEFAULT_MAX_BATCH,
-            inline_limit: 20_000,
             api_user: Default::default(),
         }
     }
@@ -71,28 +74,8 @@ impl ZendeskSink {
             .await
     }
 
-    /// `notes.inline_attachment_max_chars`: the cut of inlined attachments.
-    pub fn with_inline_limit(mut self, chars: usize) -> Self {
-        self.inline_limit = chars;
-        self
-    }
-
-    /// The component's `max_response_bytes`: answers are read up to this many bytes.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.api.max_response = bytes;
-        self
-    }
-
     fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
-        let id = ticket.trim_start_matches('#');
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(SinkError::new(
-                &self.api.name,
-                SinkErrorKind::Permanent,
-                format!("ticket {ticket:?} is not a Zendesk ticket id"),
-            ));
-        }
-        Ok(id.to_string())
+        Ok(common::numeric_ticket(&self.api.name, ticket, "a Zendesk ticket id")?.to_string())
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Reply, SinkError> {
@@ -197,7 +180,7 @@ impl TicketSink for ZendeskSink {
     async fn post_notes(&self, ticket: &str, notes: &[Note]) -> Result<RemoteRef, SinkError> {
         let id = self.ticket_id(ticket)?;
         let public = notes.iter().all(|n| n.visibility == Visibility::Public);
-        let mut t = json!({"comment": {"html_body": common::to_html_many(&notes.iter().map(|n| n.with_inline_cut(self.inline_limit)).collect::<Vec<_>>()), "public": public}});
+        let mut t = json!({"comment": {"html_body": common::to_html_many(&notes.iter().map(|n| n.with_inline_cut(self.api.inline_limit)).collect::<Vec<_>>()), "public": public}});
         if let Some(fid) = self.session_field {
             if let Some(code) = notes.iter().rev().find_map(|n| common::field(n, "Session code")) {
                 t["custom_fields"] = json!([{"id": fid, "value": code}]);
