@@ -565,41 +565,18 @@ async fn audit_evidence_backup_of_a_running_database_keeps_the_wal() {
 
 #[tokio::test]
 async fn audit_evidence_the_daemon_logs_the_head_and_checkpoints_at_stop() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let db = populate(dir.path(), None).await;
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[store]\npath = \"{}\"\n", db.display())).unwrap();
     let head = bin(&["audit", "head", "--db", db.to_str().unwrap()]).text.trim().to_string();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TICKETSYNC_LOG_FORMAT", "json")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = crate::support::spawn_daemon(&cfg);
     let mut logged = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            let running = l.contains("ticketsync running");
-            logged.push(l);
-            if running {
-                return;
-            }
-        }
-        panic!("daemon exited before running: {logged:?}");
+    crate::support::read_until(&mut lines, 15, "the daemon running", &mut logged, |l| {
+        l.contains("ticketsync running").then_some(())
     })
-    .await
-    .expect("daemon started");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    .await;
+    crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
     while let Some(l) = lines.next_line().await.unwrap() {
         logged.push(l);
     }

@@ -122,28 +122,16 @@ async fn oauth_listen_refuses_forged_callbacks_and_keeps_waiting() {
     let port = free_port();
     let toml = format!("[store]\npath = \"{}\"\n{}", dir.path().join("t.db").display(), zoom_toml(&zoom, port));
     let cfg = write(dir.path(), "c.toml", &toml);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["auth", "zoom", "--account", "helpdesk", "--listen"])
-        .env_clear()
-        .stdin(Stdio::null())
+    let mut child = crate::support::ticketsync(&cfg, &["auth", "zoom", "--account", "helpdesk", "--listen"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(u) = l.trim().strip_prefix("http").filter(|u| u.contains("/oauth/authorize")) {
-                return format!("http{u}");
-            }
-        }
-        panic!("no authorize URL printed")
+    let url = crate::support::read_until(&mut lines, 20, "an authorize URL", &mut Vec::new(), |l| {
+        crate::support::authorize_url(l, "/oauth/authorize")
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(query(&url, "code_challenge_method").as_deref(), Some("S256"), "{url}");
     let state = query(&url, "state").unwrap();
 
@@ -511,16 +499,9 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
         (v.arm)();
         let answers = (v.answered)();
         let log = db.with_extension(format!("run-{i}.log"));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-            .arg("--config")
-            .arg(cfg)
-            .arg("run")
-            .env_clear()
+        let mut child = crate::support::ticketsync(cfg, &["run"])
             .env("TICKETSYNC_LOG", "info,ticketsync::oauth=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let waited = tokio::time::timeout(Duration::from_secs(60), async {

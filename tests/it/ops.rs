@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
 
 use ticketsync::export::{ExportedEvent, Header};
 use ticketsync::sim::redmine::RedmineSim;
@@ -274,32 +273,13 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &tv, &hook, "\n[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n");
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TICKETSYNC_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = crate::support::spawn_daemon(&cfg);
     // JSON log lines: the listener logs its address.
-    let addr = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            let v: Value = serde_json::from_str(&l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"));
-            if let Some(a) = v["address"].as_str() {
-                return a.to_string();
-            }
-        }
-        panic!("daemon exited without a listener address");
+    let addr = crate::support::read_until(&mut lines, 15, "the listener's address", &mut Vec::new(), |l| {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"));
+        v["address"].as_str().map(str::to_string)
     })
-    .await
-    .expect("listener address logged");
+    .await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let http = reqwest::Client::new();
@@ -381,8 +361,7 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["ready"], true, "{body}");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -3,12 +3,10 @@
 //! while the daemon goes on, and `[store]` changes wait for a restart.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use ticketsync::sim::teamviewer::{SimOptions, TeamViewerSim};
@@ -76,22 +74,9 @@ async fn sighup_switches_sinks_and_schedules_and_refuses_a_broken_file() {
     let (cfg, db) = (dir.path().join("ticketsync.toml"), dir.path().join("t.db"));
     write_config(&cfg, &db, &tv, &a, "*/5 * * * *", "");
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TICKETSYNC_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, mut stderr) = crate::support::spawn_daemon(&cfg);
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     let (tx, mut lines) = mpsc::unbounded_channel();
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::spawn(async move {
         while let Ok(Some(l)) = stderr.next_line().await {
             let v: Value = serde_json::from_str(&l).unwrap_or_else(|_| json!({"message": l}));

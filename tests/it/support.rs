@@ -80,3 +80,77 @@ pub async fn assert_db_sound(pool: &sqlx::SqlitePool, db: &Path) {
         .unwrap();
     assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
 }
+
+/// The binary with `--config cfg` and `args`, as an operator's shell would start it: a clean
+/// environment (only `PATH`), stdin closed, stdout and stderr discarded unless the caller
+/// pipes them, killed when dropped.
+pub fn ticketsync(cfg: &Path, args: &[&str]) -> tokio::process::Command {
+    use std::process::Stdio;
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"));
+    c.arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+pub type Lines<R> = tokio::io::Lines<tokio::io::BufReader<R>>;
+
+/// `ticketsync run` logging JSON lines, with its stderr to read.
+pub fn spawn_daemon(cfg: &Path) -> (tokio::process::Child, Lines<tokio::process::ChildStderr>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = ticketsync(cfg, &["run"])
+        .env("TICKETSYNC_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ticketsync run");
+    let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Read lines until `f` finds what it looks for; every line read is kept in `seen`. Panics
+/// naming `what` (and what was read) when the stream ends or after `secs` seconds.
+pub async fn read_until<R, T>(
+    lines: &mut Lines<R>,
+    secs: u64,
+    what: &str,
+    seen: &mut Vec<String>,
+    mut f: impl FnMut(&str) -> Option<T>,
+) -> T
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let found = tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            let hit = f(&l);
+            seen.push(l);
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(t)) => t,
+        Ok(None) => panic!("output ended before {what}: {seen:#?}"),
+        Err(_) => panic!("no {what} within {secs} s: {seen:#?}"),
+    }
+}
+
+/// The authorize URL an `auth … --listen` command prints (the line starting with `http`
+/// that contains `path`).
+pub fn authorize_url(line: &str, path: &str) -> Option<String> {
+    line.trim().strip_prefix("http").filter(|u| u.contains(path)).map(|u| format!("http{u}"))
+}
+
+/// Send `sig` to a running child.
+pub fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("child running") as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+}

@@ -187,28 +187,16 @@ async fn run_bin(config: &Path, args: &[&str]) -> std::process::Output {
 async fn auth_zoom_receives_the_redirect_on_loopback_or_takes_the_pasted_url() {
     let env = setup(ZoomSimOptions::default(), "").await;
     // --listen: the command prints the URL and waits for the browser's redirect.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&env.cfg_path)
-        .args(["auth", "zoom", "--account", "helpdesk", "--listen"])
-        .env_clear()
-        .stdin(Stdio::null())
+    let mut child = crate::support::ticketsync(&env.cfg_path, &["auth", "zoom", "--account", "helpdesk", "--listen"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(u) = l.trim().strip_prefix("http").filter(|u| u.contains("/oauth/authorize")) {
-                return format!("http{u}");
-            }
-        }
-        panic!("no authorize URL printed")
+    let url = crate::support::read_until(&mut lines, 10, "an authorize URL", &mut Vec::new(), |l| {
+        crate::support::authorize_url(l, "/oauth/authorize")
     })
-    .await
-    .unwrap();
+    .await;
     assert!(url.contains("client_id=zoom-client") && url.contains("state="), "{url}");
     // The browser follows the redirect to the loopback listener; the listener may need a moment to bind.
     let browser = reqwest::Client::new();
@@ -297,17 +285,7 @@ async fn sigkill_between_refresh_commit_and_token_use_does_not_lock_the_account_
     let grants_before = env.zoom.grants().len();
     // The API holds its answers: the daemon refreshes, then hangs on the first call.
     env.zoom.set_api_delay(Some(Duration::from_secs(30)));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
-        .arg("--config")
-        .arg(&env.cfg_path)
-        .arg("sync-once")
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::ticketsync(&env.cfg_path, &["sync-once"]).spawn().unwrap();
     let before = env.zoom.log().len();
     tokio::time::timeout(Duration::from_secs(10), async {
         while !env.zoom.log()[before..].iter().any(|r| r.status == 0) {
@@ -317,8 +295,7 @@ async fn sigkill_between_refresh_commit_and_token_use_does_not_lock_the_account_
     .await
     .expect("the daemon reached the API with a fresh token");
     assert_eq!(env.zoom.grants().len(), grants_before + 1, "one refresh happened");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().unwrap() as i32), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    crate::support::signal(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().await.unwrap();
     // The rotated refresh token reached the database before the access token was used.
     assert_eq!(env.zoom.valid_refresh_tokens(), vec![stored_refresh(&env).await]);
