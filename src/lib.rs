@@ -26,11 +26,11 @@ pub mod pipeline;
 pub mod redact;
 pub mod render;
 pub mod report;
-pub mod schedule;
 pub use ticketsync_model::session;
 /// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
 pub use ticketsync_sim as sim;
 pub use ticketsync_sinks as sinks;
-pub mod sources;
+pub use ticketsync_sources as sources;
+pub use ticketsync_sources::schedule;
 pub use ticketsync_store as store;
