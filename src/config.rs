@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 mod parse;
 #[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
 mod sink_tests;
 #[cfg(test)]
 mod source_tests;
@@ -18,6 +20,9 @@ pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookC
 // callers have always found them.
 pub use crate::sources::splashtop::config::{Region, SplashtopAuth, SplashtopConfig};
 pub use crate::sources::teamviewer::config::{TeamViewerAuth, TeamViewerConfig};
+// The pipeline's sections: `[outbox]` and `[match]` (its rules).
+pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
+pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
@@ -178,21 +183,6 @@ impl NotesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxConfig {
-    pub base_backoff_secs: u64,
-    pub max_backoff_secs: u64,
-    /// A delivery still failing after this many hours moves to `failed` (never dropped).
-    pub give_up_after_hours: u64,
-    pub request_timeout_secs: u64,
-}
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self { base_backoff_secs: 10, max_backoff_secs: 3600, give_up_after_hours: 168, request_timeout_secs: 30 }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
@@ -206,48 +196,6 @@ pub struct SourcesConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoomsConfig {
     pub visioconference: Option<crate::sources::visio::VisioConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleKind {
-    Manual,
-    /// The ticket whose custom field (configured on a sink) holds the session code.
-    TicketField,
-    CustomApi,
-    SessionCode,
-    NotesRegex,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub kind: RuleKind,
-    /// custom_api: the JSON key holding the ticket id (a plain string value is also accepted).
-    #[serde(default)]
-    pub json_key: Option<String>,
-    /// notes_regex: the first capture group is the ticket id.
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// notes_regex: which session fields are searched.
-    #[serde(default)]
-    pub fields: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    #[serde(default = "default_rules")]
-    pub rules: Vec<RuleConfig>,
-}
-impl Default for MatchConfig {
-    fn default() -> Self {
-        Self { rules: default_rules() }
-    }
-}
-fn default_rules() -> Vec<RuleConfig> {
-    let r = |kind| RuleConfig { kind, json_key: None, pattern: None, fields: None };
-    vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
 }
 
 impl Config {

@@ -18,15 +18,16 @@ pub use ticketsync_http::holds;
 pub mod init;
 pub mod launchers;
 pub use ticketsync_model::marker;
-pub mod matcher;
+pub use ticketsync_pipeline::matcher;
 pub mod metrics;
 pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
-pub mod pipeline;
+pub use ticketsync_pipeline as pipeline;
 pub mod redact;
-pub mod render;
-pub mod report;
 pub use ticketsync_model::session;
+pub use ticketsync_pipeline::render;
+/// `report::session_note`, as callers have always named it.
+pub use ticketsync_pipeline::render as report;
 /// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
 pub use ticketsync_sim as sim;
