@@ -211,7 +211,7 @@ impl Config {
             crate::redact::secrets_in_config(&text, ENV_PREFIX, std::env::vars()).iter().map(String::as_str),
         );
         let cfg = Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())?;
-        crate::redact::register_config(&cfg, &text);
+        register_config(&cfg, &text);
         Ok(cfg)
     }
 
@@ -277,7 +277,7 @@ impl Config {
         );
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {
-            crate::redact::register_config(cfg, &text);
+            register_config(cfg, &text);
             errors.extend(cfg.follow_ups_dropped(cfg.secret_errors()));
             parse::sort(&mut errors);
         }
@@ -507,6 +507,34 @@ impl Config {
     pub fn daemon_tz(&self) -> chrono_tz::Tz {
         parse_tz(&self.daemon.timezone).unwrap_or(chrono_tz::UTC)
     }
+}
+
+/// Register every secret of a loaded configuration with the redactor (crates/redact), and the
+/// HTTP Basic pairs its sinks and vendors send (Zendesk `email/token:TOKEN`, Freshservice
+/// `KEY:X`, JSM Cloud `email:TOKEN`, Zoom's token endpoint `client_id:client_secret`): only
+/// the binary's configuration knows which values those are.
+fn register_config(cfg: &Config, text: &str) {
+    use crate::redact::{register_all, register_pairs, secrets_in_config, MIN_SECRET_LEN};
+    let secrets = secrets_in_config(text, ENV_PREFIX, std::env::vars());
+    let short = secrets.iter().filter(|s| !s.is_empty() && s.chars().count() < MIN_SECRET_LEN).count();
+    if short > 0 {
+        tracing::warn!(
+            secrets = short,
+            min_len = MIN_SECRET_LEN,
+            "configured secret(s) too short to be redacted from logs and error text"
+        );
+    }
+    register_all(secrets.iter().map(String::as_str));
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    pairs.extend(cfg.sinks.basic_pairs());
+    if let Some(z) = &cfg.sources.zoom {
+        for (i, a) in z.accounts.iter().enumerate() {
+            if let Ok(Some(s)) = a.client_secret(i) {
+                pairs.push((a.client_id.clone(), s.expose_secret().to_string()));
+            }
+        }
+    }
+    register_pairs(&pairs);
 }
 
 /// A TOML syntax error quotes the offending line(s) (`12 | api_key = "…`), which may hold a

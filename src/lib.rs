@@ -22,12 +22,12 @@ pub use ticketsync_pipeline::matcher;
 pub mod metrics;
 pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
-pub use ticketsync_pipeline as pipeline;
-pub mod redact;
 pub use ticketsync_model::session;
+pub use ticketsync_pipeline as pipeline;
 pub use ticketsync_pipeline::render;
 /// `report::session_note`, as callers have always named it.
 pub use ticketsync_pipeline::render as report;
+pub use ticketsync_redact as redact;
 /// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
 pub use ticketsync_sim as sim;
