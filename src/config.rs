@@ -140,10 +140,36 @@ pub struct DaemonConfig {
     pub delivery_interval_secs: u64,
     /// Grace period on SIGTERM before in-flight requests are abandoned (they are retried).
     pub shutdown_grace_secs: u64,
+    /// Several instances run on this store: each source is polled by one instance at a time,
+    /// the holder of its lease (see `lease_ttl_secs`), and its page writes are fenced with it.
+    pub shared_store: bool,
+    /// This instance's name in leases, logs and metrics; default `<hostname>:<pid>`.
+    pub instance_id: Option<String>,
+    /// With `shared_store`: a source's lease lasts this long after its holder's last page
+    /// write or poll start; an instance that dies loses it after this, and another takes the
+    /// source at its next scheduled run.
+    pub lease_ttl_secs: u64,
 }
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { timezone: "UTC".into(), delivery_interval_secs: 5, shutdown_grace_secs: 8 }
+        Self {
+            timezone: "UTC".into(),
+            delivery_interval_secs: 5,
+            shutdown_grace_secs: 8,
+            shared_store: false,
+            instance_id: None,
+            lease_ttl_secs: 30,
+        }
+    }
+}
+impl DaemonConfig {
+    /// `instance_id`, or `<hostname>:<pid>`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!("{}:{}", if host.is_empty() { "localhost" } else { host }, std::process::id())
+        })
     }
 }
 
@@ -319,6 +345,10 @@ impl Config {
         let mut e = Errors::default();
         e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
         e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
+        e.add(check_span("daemon.lease_ttl_secs", self.daemon.lease_ttl_secs, 1));
+        if self.daemon.lease_ttl_secs < 5 {
+            e.key("daemon.lease_ttl_secs", "at least 5 (a lease must outlast one page write)");
+        }
         e.add(check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1));
         e.add(check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1));
         if self.http.header_read_timeout_secs == 0 {

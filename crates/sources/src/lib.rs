@@ -328,6 +328,11 @@ async fn write_page(
     if let Some((from, to)) = complete {
         page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
     }
+    // Several instances on one database: only the holder of this source's lease may move its
+    // cursor, checked (and the lease extended) in the page's own transaction.
+    if let Some((lease, ttl)) = store.fences().for_cursor(source) {
+        crate::store::leases::check_in(tx, &lease, ttl).await?;
+    }
     cursors::save(tx, source, cursor_json, complete.is_some()).await?;
     (page.pages, page.records) = (1, records.len() as u64);
     stats.add(&page);
