@@ -19,6 +19,7 @@ mod oauth;
 mod ops;
 mod package;
 mod pipeline;
+mod relink;
 mod reload;
 mod sinks;
 mod splashtop;

@@ -237,6 +237,96 @@ async fn links_matches_and_rematch() {
     assert_chain_ok(audit::verify(&store).await.unwrap());
 }
 
+/// `ticketsync relink`: the session named by report id, id or code; its match read and
+/// moved (audited) in one transaction; its reports for the old ticket, and whether each may
+/// be on the ticket; the relink count that numbers the new markers.
+#[tokio::test]
+async fn relink_reads_and_moves_a_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    page(
+        &store,
+        &[
+            Ok(session("teamviewer", "Ab-1", "s100-200", true)),
+            Ok(session("teamviewer", "b2", "s300", true)),
+            Ok(session("splashtop", "c3", "s300", true)),
+        ],
+        "w1",
+        "{}",
+        None,
+    )
+    .await;
+    let all = sessions::to_match_read(&store, 0, 10).await.unwrap();
+    let (a, b) = (all[0].id, all[1].id);
+    let names = |key: String| {
+        let store = store.clone();
+        async move { sessions::named(&store, &key, 10).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(names("Ab-1".into()).await, [a], "by report id");
+    assert_eq!(
+        names("ab-1".into()).await,
+        Vec::<i64>::new(),
+        "a report id is matched exactly or lower-cased, not folded"
+    );
+    assert_eq!(names("S100 200".into()).await, [a], "by normalized code");
+    assert_eq!(names("s300".into()).await.len(), 2, "a code two sessions share");
+    assert_eq!(names(b.to_string()).await, [b], "by id");
+    assert!(names("zz".into()).await.is_empty() && names(" - ".into()).await.is_empty());
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(links::record_match(&mut tx, a, "teamviewer", "10", "custom_api", "custom_api.ticket_id").await.unwrap());
+    assert_eq!(links::match_of(&mut tx, b).await.unwrap(), None);
+    let queued = outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
+    let refused =
+        outbox::enqueue(&mut tx, "webhook", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
+    outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_links", "m-l", "{}").await.unwrap();
+    tx.commit().await.unwrap();
+    // The webhook's note dies at its first attempt: it never reached the ticket.
+    let claimed = outbox::claim_due(&store, 10).await.unwrap();
+    let w = claimed.iter().find(|d| Some(d.id) == refused).unwrap();
+    outbox::finish(&store, w, &Outcome::Dead { error: "HTTP 404".into() }).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let m = links::match_of(&mut tx, a).await.unwrap().unwrap();
+    assert_eq!((m.ticket_id.as_str(), m.rule.as_str()), ("10", "custom_api"));
+    assert_eq!(links::relinks_of(&mut tx, a).await.unwrap(), 0);
+    let reports = outbox::session_reports_in(&mut tx, a, "10").await.unwrap();
+    let seen: Vec<(Option<i64>, bool)> = reports.iter().map(|q| (Some(q.delivery.id), q.may_be_on_ticket)).collect();
+    assert_eq!(seen, [(queued, true), (refused, false)], "reports only, in queue order");
+    assert!(outbox::session_reports_in(&mut tx, a, "11").await.unwrap().is_empty());
+
+    let mut chain = audit::Chain::load(&mut tx).await.unwrap();
+    let r = links::Relink {
+        session_id: a,
+        vendor: "teamviewer",
+        from_ticket: "10",
+        to_ticket: "11",
+        number: 1,
+        by: Some("ana"),
+        reason: Some("wrong ticket"),
+    };
+    assert!(links::move_match_in(&mut tx, &mut chain, &r).await.unwrap());
+    assert!(!links::move_match_in(&mut tx, &mut chain, &r).await.unwrap(), "no longer on ticket 10");
+    chain.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let m = links::match_for(&store, a).await.unwrap().unwrap();
+    assert_eq!((m.ticket_id.as_str(), m.rule.as_str(), m.rule_detail.as_deref()), ("11", "relink", Some("from 10")));
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(links::relinks_of(&mut tx, a).await.unwrap(), 1);
+    tx.rollback().await.unwrap();
+    let moved = history::ticket_record(&store, "11").await.unwrap();
+    assert_eq!(moved.sessions.len(), 1);
+    assert_eq!(moved.sessions[0].rule, "relink");
+    let relinked = moved.history.iter().find(|e| e.kind == "session_relinked").expect("session_relinked");
+    let detail: serde_json::Value = serde_json::from_str(&relinked.detail_json).unwrap();
+    assert_eq!(detail, serde_json::json!({"from": "10", "relink": 1, "by": "ana", "reason": "wrong ticket"}));
+    let old = history::ticket_record(&store, "10").await.unwrap();
+    assert!(old.sessions.is_empty());
+    assert!(old.history.iter().any(|e| e.kind == "session_unlinked" && e.detail_json.contains("\"to\":\"11\"")));
+    assert_chain_ok(audit::verify(&store).await.unwrap());
+}
+
 /// Queue one note per (ticket, marker) in one transaction.
 async fn enqueue(store: &Store, sink: &str, ticket: &str, marker: &str) -> Option<i64> {
     let mut tx = store.begin().await.unwrap();

@@ -173,6 +173,34 @@ pub async fn enqueue_many_in(
     Ok(out)
 }
 
+/// A session's report queued for a ticket, and whether it may be on the ticket.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedReport {
+    #[sqlx(flatten)]
+    pub delivery: Delivery,
+    /// Delivered, still to be sent (`pending`, `sending`), or an attempt that may have
+    /// reached the ticket (delivered, found, ambiguous, interrupted, unfinished). False for a
+    /// `failed` or `dead` one that the sink refused every time.
+    pub may_be_on_ticket: bool,
+}
+
+/// The `session_report` notes of `session_id` queued for `ticket`, in queue order, read in
+/// the caller's transaction: what a relink corrects.
+pub async fn session_reports_in(tx: &mut Tx<'_>, session_id: i64, ticket: &str) -> Result<Vec<QueuedReport>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLS},
+                (state IN ('pending', 'sending', 'delivered') OR EXISTS (
+                    SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = deliveries.id
+                      AND (a.outcome IS NULL OR a.outcome IN ('delivered', 'found_existing', 'ambiguous', 'interrupted'))
+                )) AS may_be_on_ticket
+         FROM deliveries WHERE session_id = ? AND ticket_id = ? AND kind = 'session_report' ORDER BY id"
+    ))
+    .bind(session_id)
+    .bind(ticket)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// Deliveries found in `sending` at start-up were interrupted: back to `pending`. Their
 /// attempt count is already above zero, so the next attempt scans for the marker first.
 pub async fn recover_sending(store: &super::Store) -> Result<u64> {

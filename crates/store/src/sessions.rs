@@ -461,6 +461,46 @@ pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<St
     .await?)
 }
 
+/// The sessions an operator may mean by `key`, at most `limit`, by id: those whose vendor
+/// report id is `key` (exactly, or its lower case: TeamViewer's GUIDs are stored lower-cased),
+/// else the session whose id is `key`, else those whose session code is `key` once normalized.
+/// The first of the three that finds any is the answer, so a report id or an id is never
+/// ambiguous with a code.
+pub async fn named(store: &super::Store, key: &str, limit: i64) -> Result<Vec<StoredSession>> {
+    let by_external: Vec<StoredSession> = sqlx::query_as(&format!(
+        "SELECT {SESSION_COLS} FROM sessions s WHERE s.external_id = ? OR s.external_id = ? ORDER BY s.id LIMIT ?"
+    ))
+    .bind(key)
+    .bind(key.to_lowercase())
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    if !by_external.is_empty() {
+        return Ok(by_external);
+    }
+    if let Ok(id) = key.trim().parse::<i64>() {
+        let by_id: Vec<StoredSession> =
+            sqlx::query_as(&format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = ?"))
+                .bind(id)
+                .fetch_all(&store.pool)
+                .await?;
+        if !by_id.is_empty() {
+            return Ok(by_id);
+        }
+    }
+    let code = normalize_code(key);
+    if code.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLS} FROM sessions s WHERE s.session_code_norm = ? ORDER BY s.id LIMIT ?"
+    ))
+    .bind(code)
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
 pub async fn count(store: &super::Store) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await?)
 }
