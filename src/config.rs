@@ -25,12 +25,31 @@ pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
 pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
-    check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX, SECRET_KEYS,
+    check_span, check_url, credential, declared_secret, element_credential, key_err, missing_secret, parse_tz, require,
+    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
+
+/// The top-level sections' secret keys; a top-level key's credential is its own name
+/// (`audit_key`, `marker_key`, `metrics_token`).
+const OWN_SECRET_KEYS: [&str; 3] = ["http.metrics_token", "notes.marker_key", "store.audit_key"];
+
+/// Every secret key of every component, as each declares them (the sources' in their
+/// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
+/// Their credentials follow from the keys ([`credential`]), so adding a component adds its
+/// credentials here without a table of names.
+pub fn secret_keys() -> Vec<&'static str> {
+    let sources = crate::sources::SECRET_KEYS.iter().flat_map(|k| k.iter().copied());
+    sources.chain(crate::sinks::config::SECRET_KEYS).chain(OWN_SECRET_KEYS).collect()
+}
+
+/// Whether a file name in the credentials directory is a credential of ours (Zoom's for any
+/// account name).
+pub fn is_credential(name: &str) -> bool {
+    ticketsync_config::is_credential_of(name, secret_keys())
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -630,6 +649,33 @@ mod tests {
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
     }
+
+    /// The secret keys the components declare are exactly those their sections use, in every
+    /// authentication variant, and each one's credential is one `doctor` recognizes.
+    #[test]
+    fn declared_secret_keys_are_the_ones_the_sections_use() {
+        let every_component = "[sources.zoom]\n[[sources.zoom.accounts]]\nname = \"a\"\nauth = \"oauth\"\n\
+            client_id = \"c\"\n[rooms.visioconference]\n[sinks.redmine]\nurl = \"https://r\"\n\
+            [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
+            [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
+            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n";
+        let mut used = std::collections::BTreeSet::new();
+        for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
+            let c = load(&format!("{auth}{every_component}")).unwrap();
+            for u in c.secret_uses() {
+                assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+                // An account's key by its index: declared once for every account.
+                used.insert(u.key.replace("accounts[0]", "accounts[]"));
+            }
+        }
+        // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
+        used.insert("store.audit_key".to_string());
+        let declared: std::collections::BTreeSet<String> = secret_keys().into_iter().map(String::from).collect();
+        assert_eq!(used, declared);
+    }
+
+    const TWO_OAUTH: &str = "[sources.teamviewer]\nauth = \"oauth\"\nclient_id = \"t\"\n\
+        [sources.splashtop]\nauth = \"oauth\"\nclient_id = \"s\"\n";
 
     #[test]
     fn empty_file_gives_defaults() {

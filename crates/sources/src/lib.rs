@@ -339,6 +339,11 @@ async fn write_page(
     Ok(())
 }
 
+/// Every vendor's secret keys, each list in the vendor's own `config.rs`: the binary's list
+/// of credentials (`doctor`, the unit's `LoadCredential=` lines) is made from these.
+pub const SECRET_KEYS: &[&[&str]] =
+    &[teamviewer::config::SECRETS, splashtop::config::SECRETS, zoom::config::SECRETS, visio::config::SECRETS];
+
 /// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
 /// stored sessions and of `session create` links. Zoom is one source over all its accounts.
 pub const ROUTING_NAMES: &[&str] =
