@@ -477,6 +477,25 @@ pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Re
 }
 
 async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outcome: &Outcome) -> Result<()> {
+    // The claim's attempt number is its fencing token: a delivery still `sending` under this
+    // attempt is ours to finish. Another instance that took it over after this one stopped
+    // answering (`recover_stale_sending`) has put it back to pending or claimed it again
+    // (attempt + 1), and its outcome is the one that counts: this late one is dropped, and
+    // the take-over's marker scan finds the note if this attempt posted it. The no-op
+    // update, not a read, so PostgreSQL locks the row until the commit.
+    let ours = sqlx::query(
+        "UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?",
+    )
+    .bind(d.id)
+    .bind(d.attempts)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if ours == 0 {
+        tracing::warn!(delivery = d.id, attempt = d.attempts, sink = %d.sink,
+            "delivery was taken over by another instance while this one was sending; its outcome here is dropped");
+        return Ok(());
+    }
     let outcome = &outcome.redacted();
     let now = super::now();
     let (state, kind, attempt_outcome, detail) = match outcome {
