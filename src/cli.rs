@@ -181,7 +181,11 @@ pub enum Command {
     /// call to every configured vendor and sink (TeamViewer ping, Splashtop basic_info, each
     /// sink's current-user call; Zoom and visioconference.me are reported "not checked"),
     /// OAuth token expiry. Exits 3 when a check failed.
-    Doctor,
+    Doctor {
+        /// One JSON object per check and line ({"check","status","detail","fix"}), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the database consistently while the daemon runs (SQLite online backup, the
     /// WAL's transactions included) into a new file of mode 0600.
     Backup {
@@ -233,6 +237,13 @@ pub enum AuditCommand {
     Show {
         #[arg(long)]
         ticket: String,
+        /// Only the N most recent sessions, deliveries and events (each part oldest first).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// One JSON object per line: {"record":"session",…}, {"record":"delivery",…,
+        /// "attempts":[…]}, {"record":"event",…}, in the order of the text output.
+        #[arg(long)]
+        json: bool,
         /// Database file (default: store.path from the configuration).
         #[arg(long)]
         db: Option<PathBuf>,

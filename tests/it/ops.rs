@@ -208,10 +208,37 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
     assert!(r.stdout.contains("attempt 1:") && r.stdout.contains("delivered"), "{}", r.stdout);
+    // --json: one object per line, sessions, then deliveries with their attempts, then
+    // events; --limit keeps the most recent of each part.
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &str| lines.iter().filter(|l| l["record"] == kind).cloned().collect::<Vec<_>>();
+    let (sessions, deliveries, events) = (of("session"), of("delivery"), of("event"));
+    assert_eq!(sessions.len() + deliveries.len() + events.len(), lines.len(), "{}", r.stdout);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0]["ticket_id"].as_str(), sessions[0]["rule"].as_str()), (Some("101"), Some("custom_api")));
+    assert!(
+        !deliveries.is_empty() && deliveries.iter().all(|d| d["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+    );
+    assert_eq!(deliveries[0]["attempts"][0]["outcome"], "delivered");
+    assert!(events.len() > 2 && events.iter().any(|e| e["kind"] == "session_matched"));
+    assert!(events.iter().all(|e| e["detail"].is_object() && e.get("detail_json").is_none()), "{}", r.stdout);
+    let ids: Vec<i64> = events.iter().map(|e| e["event_id"].as_i64().unwrap()).collect();
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json", "--limit", "2"], &[]).await;
+    let limited: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let limited_ids: Vec<i64> =
+        limited.iter().filter(|l| l["record"] == "event").map(|e| e["event_id"].as_i64().unwrap()).collect();
+    assert_eq!(limited_ids, ids[ids.len() - 2..], "the two most recent events, oldest first");
+    assert!(limited.iter().filter(|l| l["record"] == "delivery").count() <= 2);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--limit", "1"], &[]).await;
+    assert!(r.stdout.contains("History (1 events)"), "{}", r.stdout);
     // A ticket with no history exits 1 and says so.
     let r = run(&["audit", "show", "--db", dbs, "--ticket", "no-such-ticket"], &[]).await;
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("nothing recorded for ticket no-such-ticket"), "{}", r.stderr);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "no-such-ticket", "--json"], &[]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""), "{}", r.stderr);
 }
 
 /// Every row re-hashes, links to the one before, and the last is the head.
@@ -535,6 +562,23 @@ async fn doctor_prints_ok_and_fail_with_the_fix() {
         r.stdout
     );
     assert_eq!(hook.requests(), 0, "doctor sends no note");
+
+    // --json: one object per check, the same checks and exit code.
+    let j = run(&["--config", cfg.to_str().unwrap(), "doctor", "--json"], &[]).await;
+    assert_eq!(j.code, 0, "{}{}", j.stdout, j.stderr);
+    let checks: Vec<Value> = j.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(checks.len(), r.stdout.lines().filter(|l| l.contains("  OK  ") || l.contains("  WARN  ")).count());
+    let webhook = checks.iter().find(|c| c["check"] == "sink webhook").expect("sink webhook");
+    assert_eq!(webhook["status"], "OK");
+    assert!(checks.iter().all(|c| ["OK", "WARN", "FAIL"].contains(&c["status"].as_str().unwrap())));
+    let cfg = write("wrong-key");
+    let j = run(&["--config", cfg.to_str().unwrap(), "doctor", "--json"], &[]).await;
+    assert_eq!(j.code, 3, "{}{}", j.stdout, j.stderr);
+    let checks: Vec<Value> = j.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let redmine = checks.iter().find(|c| c["check"] == "sink redmine").expect("sink redmine");
+    assert_eq!(redmine["status"], "FAIL");
+    assert!(redmine["fix"].as_str().is_some_and(|f| f.contains("replace the API key")), "{redmine}");
+    assert!(!j.stdout.contains("wrong-key"), "no secrets in the lines");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
