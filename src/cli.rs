@@ -160,9 +160,10 @@ pub enum Command {
     ///
     /// Store, match and deliver as a poll does. Idempotent: a session already stored is not
     /// duplicated and a note already queued or delivered is not sent again. Shows a progress
-    /// bar on a terminal, a progress log line every 10 s otherwise.
+    /// bar on a terminal, a progress log line every --progress-secs otherwise; the log lines
+    /// of each matched session and delivered note are left out (TICKETSYNC_LOG=debug shows them).
     Backfill {
-        /// Source name as in the configuration (teamviewer, splashtop).
+        /// Source name as in the configuration (teamviewer, splashtop, zoom).
         #[arg(long)]
         source: String,
         /// First day (2026-11-01) or time (RFC 3339) to re-read, inclusive.
@@ -174,6 +175,9 @@ pub enum Command {
         /// Read and count what would change; write nothing, deliver nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Without a terminal, log a progress line at most every N seconds (0: after every page).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        progress_secs: u64,
     },
     /// Check the installation; prints OK/WARN/FAIL with the fix for each failure.
     ///

@@ -482,18 +482,22 @@ async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
         n
     };
 
-    let r =
-        run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to, "--dry-run"], &[])
-            .await;
+    let backfill = ["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to];
+    let progress = |stderr: &str| stderr.lines().filter(|l| l.contains("backfill progress")).count();
+    let r = run(&[&backfill[..], &["--dry-run", "--progress-secs", "3600"]].concat(), &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("would store 5 new"), "{}", r.stdout);
+    assert_eq!(progress(&r.stderr), 1, "the first page's line, then none for an hour: {}", r.stderr);
     assert_eq!(count(dir.path().join("t.db")).await, 0, "dry run stores nothing");
     assert_eq!(hook.requests(), 0);
 
-    let r = run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to], &[]).await;
+    let r = run(&[&backfill[..], &["--progress-secs", "0"]].concat(), &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("5 records in 3 pages — 5 new"), "{}", r.stdout);
-    assert!(r.stderr.contains("backfill progress"), "progress log line without a terminal: {}", r.stderr);
+    assert_eq!(progress(&r.stderr), 3, "a progress line a page without a terminal: {}", r.stderr);
+    // The notes' own lines stay out of the way (each matched session, each delivered note).
+    assert!(!r.stderr.contains("note delivered") && !r.stderr.contains("session matched"), "{}", r.stderr);
+    assert!(r.stderr.lines().all(|l| l.contains("backfill progress")), "only progress: {}", r.stderr);
     assert_eq!(hook.accepted().len(), 5);
     assert_eq!(count(dir.path().join("t.db")).await, 5);
 
