@@ -155,6 +155,49 @@ fn env_override_errors_name_the_variable() {
     assert_eq!(c.sinks.redmine.unwrap().outbound().limit(), 4096);
 }
 
+/// `[[match.rules]]` (and any array) from the environment, as JSON or a TOML inline array;
+/// the variable replaces the file's rules whole, and its errors name it.
+#[test]
+fn match_rules_from_the_environment() {
+    let load = |text: &str, rules: &str| {
+        Config::from_toml_with_env(text, "t.toml", vec![("TICKETSYNC__MATCH__RULES".to_string(), rules.to_string())])
+    };
+    let kinds = |c: &Config| c.matching.rules.iter().map(|r| format!("{:?}", r.kind)).collect::<Vec<_>>();
+    let c =
+        load("", r##"[{"kind": "notes_regex", "pattern": "#(\\d+)", "fields": ["notes"]}, {"kind": "custom_api"}]"##)
+            .unwrap();
+    assert_eq!(kinds(&c), ["NotesRegex", "CustomApi"]);
+    assert_eq!(c.matching.rules[0].pattern.as_deref(), Some("#(\\d+)"));
+    let file = "[[match.rules]]\nkind = \"custom_api\"\n\n[[match.rules]]\nkind = \"notes_regex\"\npattern = \"(\"\n";
+    let c = load(file, "[{ kind = \"session_code\" }, { kind = \"notes_regex\", pattern = '#(\\d+)' }]").unwrap();
+    assert_eq!(kinds(&c), ["SessionCode", "NotesRegex"], "the variable's rules, not the file's");
+    // The same for a plain array key (a sink's `sources`).
+    let c = Config::from_toml_with_env(
+        "[sinks.webhook]\nurl = \"https://h.example\"\n",
+        "t.toml",
+        vec![("TICKETSYNC__SINKS__WEBHOOK__SOURCES".to_string(), "[\"splashtop\"]".to_string())],
+    )
+    .unwrap();
+    assert_eq!(c.sinks.webhook.unwrap().route.sources, Some(vec!["splashtop".to_string()]));
+
+    let var = Origin::Env("TICKETSYNC__MATCH__RULES".into());
+    let e = errors_with_env(file, &[("TICKETSYNC__MATCH__RULES", r#"[{"kind": "custm_api"}]"#)]);
+    let d = at(&e, "match.rules[0].kind");
+    assert_eq!(d.origin, var, "{d}");
+    assert!(d.message.contains("did you mean \"custom_api\"") && d.message.contains("\"notes_regex\""), "{d}");
+    assert!(d.to_string().contains("environment variable TICKETSYNC__MATCH__RULES"), "{d}");
+    // Checks after parsing name the variable too, not the file's line of the rule it replaced.
+    let e =
+        errors_with_env(file, &[("TICKETSYNC__MATCH__RULES", r#"[{"kind": "custom_api"}, {"kind": "notes_regex"}]"#)]);
+    assert_eq!(at(&e, "match.rules[1].pattern").origin, var);
+    for bad in ["custom_api", "[{\"kind\": ", "{kind = \"custom_api\"}", "[{\"kind\": null}]"] {
+        let e = errors_with_env("", &[("TICKETSYNC__MATCH__RULES", bad)]);
+        let d = e.iter().find(|d| d.key.starts_with("match.rules")).unwrap_or_else(|| panic!("{bad}: {e:#?}"));
+        assert_eq!(d.origin, var, "{bad}: {d}");
+        assert!(d.message.contains("TOML") && d.message.contains("JSON") || d.key != "match.rules", "{bad}: {d}");
+    }
+}
+
 #[test]
 fn missing_secret_file_names_key_line_and_path_never_content() {
     let dir = tempfile::tempdir().unwrap();
