@@ -87,7 +87,7 @@ impl App {
         if marker(old)? != marker(new)? {
             needs_restart.push("notes.marker_key");
         }
-        if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
+        if old.http.active() != new.http.active() || old.http.listen != new.http.listen {
             needs_restart.push("[http]");
         }
         let mut config = config;

@@ -288,6 +288,34 @@ fn metric(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|m| m.2)
 }
 
+/// `listen = ""` and `enabled = false` each turn the listener off; the daemon says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_listener_turns_off_with_an_empty_listen_or_enabled_false() {
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for http in ["\n[http]\nlisten = \"\"\n", "\n[http]\nenabled = false\n"] {
+        let cfg = config(dir.path(), &tv, &hook, http);
+        // Not the harness's listen override: the file decides here.
+        let mut child = crate::support::ticketsync(&cfg, &["run"])
+            .env("TICKETSYNC_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut seen = Vec::new();
+        let msg = crate::support::read_until(&mut lines, 15, "the listener's line", &mut seen, |l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            v["message"].as_str().filter(|m| m.starts_with("http listener")).map(str::to_string)
+        })
+        .await;
+        assert!(msg.starts_with("http listener: off"), "{http}: {msg}");
+        crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        assert!(child.wait().await.unwrap().success());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     let tv =
@@ -298,7 +326,8 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     tv.add_connection(connection("5ae6d2a9-57e9-4c62-b236-280390954b6f", "102", now - chrono::Duration::hours(1)));
     tv.add_connection(json!({"userid": "u1", "start_date": date(now - chrono::Duration::minutes(30))}));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tv, &hook, "\n[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n");
+    // No [http] section: the listener is on by default (on a free port, as the harness sets).
+    let cfg = config(dir.path(), &tv, &hook, "");
 
     let (mut child, mut lines) = crate::support::spawn_daemon(&cfg);
     // JSON log lines: the listener logs its address.
