@@ -10,8 +10,19 @@ use serde::Deserialize;
 
 mod parse;
 #[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
 mod sink_tests;
+#[cfg(test)]
+mod source_tests;
 pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookConfig};
+// Each vendor's section lives in its own folder of the sources crate; named here too, where
+// callers have always found them.
+pub use crate::sources::splashtop::config::{Region, SplashtopAuth, SplashtopConfig};
+pub use crate::sources::teamviewer::config::{TeamViewerAuth, TeamViewerConfig};
+// The pipeline's sections: `[outbox]` and `[match]` (its rules).
+pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
+pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
@@ -180,21 +191,6 @@ impl NotesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxConfig {
-    pub base_backoff_secs: u64,
-    pub max_backoff_secs: u64,
-    /// A delivery still failing after this many hours moves to `failed` (never dropped).
-    pub give_up_after_hours: u64,
-    pub request_timeout_secs: u64,
-}
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self { base_backoff_secs: 10, max_backoff_secs: 3600, give_up_after_hours: 168, request_timeout_secs: 30 }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
@@ -203,266 +199,12 @@ pub struct SourcesConfig {
     pub zoom: Option<crate::sources::zoom::config::ZoomConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SplashtopAuth {
-    /// API token from the web console (Management > Settings > API).
-    Token,
-    Oauth,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Region {
-    Us,
-    Eu,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SplashtopConfig {
-    pub enabled: bool,
-    /// `us` (splashtop.com) or `eu` (splashtop.eu): picks the defaults of the URLs below.
-    pub region: Region,
-    pub base_url: Option<String>,
-    pub console_url: Option<String>,
-    pub authorize_url: Option<String>,
-    pub token_url: Option<String>,
-    pub schedule: String,
-    pub overlap_minutes: u64,
-    pub initial_lookback_days: u64,
-    pub open_session_max_age_hours: u64,
-    pub page_size: u64,
-    pub request_timeout_secs: u64,
-    pub auth: SplashtopAuth,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    pub redirect_uri: String,
-    pub scopes: Vec<String>,
-    /// Splashtop does not say when a refresh token expires; its documented lifetime.
-    pub refresh_token_days: u64,
-    /// Warn (logs, `ticketsync check`) this many days before the refresh token expires.
-    pub refresh_warn_days: u64,
-    /// PSA team id; read from `users/basic_info` when unset.
-    pub team_id: Option<i64>,
-    /// PSA channel; the default channel of `psa/channel_list` when unset.
-    pub channel_id: Option<i64>,
-    /// `customer_issue` of created support sessions; `{ticket}` is replaced.
-    pub issue_template: String,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-impl Default for SplashtopConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            region: Region::Us,
-            base_url: None,
-            console_url: None,
-            authorize_url: None,
-            token_url: None,
-            schedule: "*/5 * * * *".into(),
-            overlap_minutes: 120,
-            initial_lookback_days: 7,
-            open_session_max_age_hours: 48,
-            page_size: 100,
-            request_timeout_secs: 30,
-            auth: SplashtopAuth::Token,
-            token: None,
-            token_file: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_file: None,
-            redirect_uri: "http://127.0.0.1:8765/callback".into(),
-            scopes: vec!["logs".into(), "psa".into(), "users".into()],
-            refresh_token_days: 30,
-            refresh_warn_days: 7,
-            team_id: None,
-            channel_id: None,
-            issue_template: "Ticket #{ticket}".into(),
-            outbound: Default::default(),
-        }
-    }
-}
-
-impl SplashtopConfig {
-    fn eu(&self) -> bool {
-        self.region == Region::Eu
-    }
-    pub fn base_url(&self) -> String {
-        let d = crate::sources::splashtop::wire::default_base_url(self.eu());
-        self.base_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
-    }
-    pub fn console_url(&self) -> String {
-        let d = crate::sources::splashtop::wire::default_console_url(self.eu());
-        self.console_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
-    }
-    pub fn authorize_url(&self) -> String {
-        self.authorize_url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::AUTHORIZE_PATH))
-    }
-    pub fn token_url(&self) -> String {
-        self.token_url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::TOKEN_PATH))
-    }
-    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref())
-    }
-    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret(
-            "sources.splashtop.client_secret",
-            self.client_secret.as_ref(),
-            self.client_secret_file.as_deref(),
-        )
-    }
-    fn validate_into(&self, e: &mut Errors) {
-        e.add(crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
-        for (k, v) in [
-            ("base_url", self.base_url()),
-            ("console_url", self.console_url()),
-            ("authorize_url", self.authorize_url()),
-            ("token_url", self.token_url()),
-        ] {
-            e.add(check_url(&v).map_err(|m| key_err(&format!("sources.splashtop.{k}"), m)));
-        }
-        if self.auth == SplashtopAuth::Oauth && self.client_id.as_deref().unwrap_or("").is_empty() {
-            e.key("sources.splashtop.client_id", "required when auth = \"oauth\"");
-        }
-        if !(1..=1000).contains(&self.page_size) {
-            e.key("sources.splashtop.page_size", "must be between 1 and 1000");
-        }
-        e.add(check_span("sources.splashtop.overlap_minutes", self.overlap_minutes, 60));
-        e.add(check_span("sources.splashtop.initial_lookback_days", self.initial_lookback_days, 86_400));
-        e.add(check_span("sources.splashtop.open_session_max_age_hours", self.open_session_max_age_hours, 3600));
-        e.add(check_span("sources.splashtop.refresh_token_days", self.refresh_token_days, 86_400));
-        e.add(check_span("sources.splashtop.refresh_warn_days", self.refresh_warn_days, 86_400));
-    }
-}
-
 /// Meeting rooms that are created for tickets but have no report API to poll.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomsConfig {
     pub visioconference: Option<crate::sources::visio::VisioConfig>,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeamViewerAuth {
-    Script,
-    Oauth,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TeamViewerConfig {
-    pub enabled: bool,
-    pub base_url: String,
-    pub authorize_url: String,
-    /// Standard 5-field cron expression, in `daemon.timezone`.
-    pub schedule: String,
-    /// How far back each poll re-reads to catch late and changed reports.
-    pub overlap_minutes: u64,
-    /// First poll: how far back to start.
-    pub initial_lookback_days: u64,
-    /// Running sessions are re-read until they end, or until they are this old.
-    pub open_session_max_age_hours: u64,
-    pub request_timeout_secs: u64,
-    pub auth: TeamViewerAuth,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    pub redirect_uri: String,
-    /// Service cases are created in this group (`group_id` wins when both are set).
-    pub group_name: String,
-    pub group_id: Option<String>,
-    /// Template for the service-case description; `{ticket}` is replaced.
-    pub description_template: String,
-    pub valid_hours: u64,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-impl Default for TeamViewerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            base_url: "https://webapi.teamviewer.com".into(),
-            authorize_url: "https://login.teamviewer.com/oauth2/authorize".into(),
-            schedule: "*/5 * * * *".into(),
-            overlap_minutes: 120,
-            initial_lookback_days: 7,
-            open_session_max_age_hours: 48,
-            request_timeout_secs: 30,
-            auth: TeamViewerAuth::Script,
-            token: None,
-            token_file: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_file: None,
-            redirect_uri: "http://127.0.0.1:8765/callback".into(),
-            group_name: "Helpdesk".into(),
-            group_id: None,
-            description_template: "Ticket #{ticket}".into(),
-            valid_hours: 24,
-            outbound: Default::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleKind {
-    Manual,
-    /// The ticket whose custom field (configured on a sink) holds the session code.
-    TicketField,
-    CustomApi,
-    SessionCode,
-    NotesRegex,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub kind: RuleKind,
-    /// custom_api: the JSON key holding the ticket id (a plain string value is also accepted).
-    #[serde(default)]
-    pub json_key: Option<String>,
-    /// notes_regex: the first capture group is the ticket id.
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// notes_regex: which session fields are searched.
-    #[serde(default)]
-    pub fields: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    #[serde(default = "default_rules")]
-    pub rules: Vec<RuleConfig>,
-}
-impl Default for MatchConfig {
-    fn default() -> Self {
-        Self { rules: default_rules() }
-    }
-}
-fn default_rules() -> Vec<RuleConfig> {
-    let r = |kind| RuleConfig { kind, json_key: None, pattern: None, fields: None };
-    vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
-}
-
-crate::config::outbound_section!(TeamViewerConfig, "sources.teamviewer");
-
-crate::config::outbound_section!(SplashtopConfig, "sources.splashtop");
 
 impl Config {
     /// Load the file at `path`, apply `TICKETSYNC__…` environment overrides, validate.
@@ -477,7 +219,7 @@ impl Config {
             crate::redact::secrets_in_config(&text, ENV_PREFIX, std::env::vars()).iter().map(String::as_str),
         );
         let cfg = Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())?;
-        crate::redact::register_config(&cfg, &text);
+        register_config(&cfg, &text);
         Ok(cfg)
     }
 
@@ -543,7 +285,7 @@ impl Config {
         );
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {
-            crate::redact::register_config(cfg, &text);
+            register_config(cfg, &text);
             errors.extend(cfg.follow_ups_dropped(cfg.secret_errors()));
             parse::sort(&mut errors);
         }
@@ -602,19 +344,7 @@ impl Config {
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
         if let Some(tv) = &self.sources.teamviewer {
-            e.add(crate::schedule::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m)));
-            e.add(check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m)));
-            e.add(check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m)));
-            e.add(check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60));
-            e.add(check_span("sources.teamviewer.initial_lookback_days", tv.initial_lookback_days, 86_400));
-            e.add(check_span("sources.teamviewer.open_session_max_age_hours", tv.open_session_max_age_hours, 3600));
-            e.add(check_span("sources.teamviewer.valid_hours", tv.valid_hours, 3600));
-            if tv.auth == TeamViewerAuth::Oauth && tv.client_id.as_deref().unwrap_or("").is_empty() {
-                e.key("sources.teamviewer.client_id", "required when auth = \"oauth\"");
-            }
-            if tv.group_id.is_none() && tv.group_name.trim().is_empty() {
-                e.key("sources.teamviewer.group_name", "group_name or group_id is required");
-            }
+            tv.validate_into(&mut e);
         }
         if let Some(st) = &self.sources.splashtop {
             st.validate_into(&mut e);
@@ -787,17 +517,32 @@ impl Config {
     }
 }
 
-impl TeamViewerConfig {
-    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref())
+/// Register every secret of a loaded configuration with the redactor (crates/redact), and the
+/// HTTP Basic pairs its sinks and vendors send (Zendesk `email/token:TOKEN`, Freshservice
+/// `KEY:X`, JSM Cloud `email:TOKEN`, Zoom's token endpoint `client_id:client_secret`): only
+/// the binary's configuration knows which values those are.
+fn register_config(cfg: &Config, text: &str) {
+    use crate::redact::{register_all, register_pairs, secrets_in_config, MIN_SECRET_LEN};
+    let secrets = secrets_in_config(text, ENV_PREFIX, std::env::vars());
+    let short = secrets.iter().filter(|s| !s.is_empty() && s.chars().count() < MIN_SECRET_LEN).count();
+    if short > 0 {
+        tracing::warn!(
+            secrets = short,
+            min_len = MIN_SECRET_LEN,
+            "configured secret(s) too short to be redacted from logs and error text"
+        );
     }
-    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret(
-            "sources.teamviewer.client_secret",
-            self.client_secret.as_ref(),
-            self.client_secret_file.as_deref(),
-        )
+    register_all(secrets.iter().map(String::as_str));
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    pairs.extend(cfg.sinks.basic_pairs());
+    if let Some(z) = &cfg.sources.zoom {
+        for (i, a) in z.accounts.iter().enumerate() {
+            if let Ok(Some(s)) = a.client_secret(i) {
+                pairs.push((a.client_id.clone(), s.expose_secret().to_string()));
+            }
+        }
     }
+    register_pairs(&pairs);
 }
 
 /// A TOML syntax error quotes the offending line(s) (`12 | api_key = "…`), which may hold a

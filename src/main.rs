@@ -24,10 +24,7 @@ fn init_logging(v: Verbosity) {
     let default = match v {
         Verbosity::Quiet => "warn",
         Verbosity::Daemon => "info,sqlx=warn,hyper=warn,reqwest=warn",
-        // The pipeline under both names: the module today, its own crate after issue 16.
-        Verbosity::Backfill => {
-            "info,ticketsync::pipeline=warn,ticketsync_pipeline=warn,sqlx=warn,hyper=warn,reqwest=warn"
-        }
+        Verbosity::Backfill => "info,ticketsync_pipeline=warn,sqlx=warn,hyper=warn,reqwest=warn",
     };
     let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("TICKETSYNC_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));

@@ -80,7 +80,7 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child 
     tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
         .args(["run", "--config"])
         .arg(cfg)
-        .env("TICKETSYNC_LOG", "info,ticketsync::sources=debug")
+        .env("TICKETSYNC_LOG", "info,ticketsync_sources=debug")
         .env(crate::support::TEST_LISTEN.0, crate::support::TEST_LISTEN.1)
         .stdout(std::process::Stdio::null())
         .stderr(log)

@@ -744,6 +744,11 @@ fn the_crate_graph_runs_one_way() {
         ("ticketsync-store", &["ticketsync-model", "ticketsync-redact"]),
         ("ticketsync-http", &["ticketsync-config", "ticketsync-model", "ticketsync-redact", "ticketsync-store"]),
         ("ticketsync-sinks", &["ticketsync-config", "ticketsync-http", "ticketsync-model", "ticketsync-redact"]),
+        ("ticketsync-sources", &["ticketsync-config", "ticketsync-http", "ticketsync-model", "ticketsync-store"]),
+        (
+            "ticketsync-pipeline",
+            &["ticketsync-http", "ticketsync-model", "ticketsync-sinks", "ticketsync-sources", "ticketsync-store"],
+        ),
     ];
     let crates = workspace_dependencies();
     for (krate, deps) in &crates {

@@ -1,7 +1,22 @@
 //! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
-//! committed with its cursor in one transaction.
+//! committed with its cursor in one transaction. One module (and folder) per vendor: its
+//! config section, wire types, API client, poll, and what it adds to its sessions' notes.
+
+// The layers below, under the names the sources' files use.
+use ticketsync_http::{self as http, oauth};
+use ticketsync_model::{note, session};
+use ticketsync_store as store;
+
+/// What every vendor's config section uses: errors with key and line, secrets, checks, and
+/// the outbound HTTP keys.
+pub(crate) mod config {
+    pub use ticketsync_config::*;
+    pub use ticketsync_http::{outbound_section, OutboundConfig};
+}
 
 pub mod common;
+pub mod note_extras;
+pub mod schedule;
 pub mod screen;
 pub mod splashtop;
 pub mod teamviewer;
@@ -324,8 +339,8 @@ async fn write_page(
 pub const ROUTING_NAMES: &[&str] =
     &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
 
-// Kept here too: the vendors' modules and callers outside the crate name them from `sources`.
-pub use crate::render::{NoteExtras, VendorNotes};
+// The vendors' modules and callers outside the crate name them from the crate's root.
+pub use note_extras::{NoteExtras, VendorNotes};
 
 /// Every vendor's note content, each defined in the vendor's own module. Listed by every
 /// vendor whose sessions can be stored, configured or not: a session stored before its
