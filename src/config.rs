@@ -25,12 +25,31 @@ pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
 pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
-    check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX, SECRET_KEYS,
+    check_span, check_url, credential, declared_secret, element_credential, key_err, missing_secret, parse_tz, require,
+    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
+
+/// The top-level sections' secret keys; a top-level key's credential is its own name
+/// (`audit_key`, `marker_key`, `metrics_token`).
+const OWN_SECRET_KEYS: [&str; 3] = ["http.metrics_token", "notes.marker_key", "store.audit_key"];
+
+/// Every secret key of every component, as each declares them (the sources' in their
+/// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
+/// Their credentials follow from the keys ([`credential`]), so adding a component adds its
+/// credentials here without a table of names.
+pub fn secret_keys() -> Vec<&'static str> {
+    let sources = crate::sources::SECRET_KEYS.iter().flat_map(|k| k.iter().copied());
+    sources.chain(crate::sinks::config::SECRET_KEYS).chain(OWN_SECRET_KEYS).collect()
+}
+
+/// Whether a file name in the credentials directory is a credential of ours (Zoom's for any
+/// account name).
+pub fn is_credential(name: &str) -> bool {
+    ticketsync_config::is_credential_of(name, secret_keys())
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,10 +167,36 @@ pub struct DaemonConfig {
     pub delivery_interval_secs: u64,
     /// Grace period on SIGTERM before in-flight requests are abandoned (they are retried).
     pub shutdown_grace_secs: u64,
+    /// Several instances run on this store: each source is polled by one instance at a time,
+    /// the holder of its lease (see `lease_ttl_secs`), and its page writes are fenced with it.
+    pub shared_store: bool,
+    /// This instance's name in leases, logs and metrics; default `<hostname>:<pid>`.
+    pub instance_id: Option<String>,
+    /// With `shared_store`: a source's lease lasts this long after its holder's last page
+    /// write or poll start; an instance that dies loses it after this, and another takes the
+    /// source at its next scheduled run.
+    pub lease_ttl_secs: u64,
 }
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { timezone: "UTC".into(), delivery_interval_secs: 5, shutdown_grace_secs: 8 }
+        Self {
+            timezone: "UTC".into(),
+            delivery_interval_secs: 5,
+            shutdown_grace_secs: 8,
+            shared_store: false,
+            instance_id: None,
+            lease_ttl_secs: 30,
+        }
+    }
+}
+impl DaemonConfig {
+    /// `instance_id`, or `<hostname>:<pid>`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!("{}:{}", if host.is_empty() { "localhost" } else { host }, std::process::id())
+        })
     }
 }
 
@@ -327,6 +372,10 @@ impl Config {
         let mut e = Errors::default();
         e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
         e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
+        e.add(check_span("daemon.lease_ttl_secs", self.daemon.lease_ttl_secs, 1));
+        if self.daemon.lease_ttl_secs < 5 {
+            e.key("daemon.lease_ttl_secs", "at least 5 (a lease must outlast one page write)");
+        }
         e.add(check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1));
         e.add(check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1));
         if self.http.header_read_timeout_secs == 0 {
@@ -618,6 +667,33 @@ mod tests {
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
     }
+
+    /// The secret keys the components declare are exactly those their sections use, in every
+    /// authentication variant, and each one's credential is one `doctor` recognizes.
+    #[test]
+    fn declared_secret_keys_are_the_ones_the_sections_use() {
+        let every_component = "[sources.zoom]\n[[sources.zoom.accounts]]\nname = \"a\"\nauth = \"oauth\"\n\
+            client_id = \"c\"\n[rooms.visioconference]\n[sinks.redmine]\nurl = \"https://r\"\n\
+            [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
+            [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
+            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n";
+        let mut used = std::collections::BTreeSet::new();
+        for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
+            let c = load(&format!("{auth}{every_component}")).unwrap();
+            for u in c.secret_uses() {
+                assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+                // An account's key by its index: declared once for every account.
+                used.insert(u.key.replace("accounts[0]", "accounts[]"));
+            }
+        }
+        // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
+        used.insert("store.audit_key".to_string());
+        let declared: std::collections::BTreeSet<String> = secret_keys().into_iter().map(String::from).collect();
+        assert_eq!(used, declared);
+    }
+
+    const TWO_OAUTH: &str = "[sources.teamviewer]\nauth = \"oauth\"\nclient_id = \"t\"\n\
+        [sources.splashtop]\nauth = \"oauth\"\nclient_id = \"s\"\n";
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -335,6 +335,50 @@ async fn relink_reads_and_moves_a_match() {
 }
 
 /// Queue one note per (ticket, marker) in one transaction.
+#[tokio::test]
+async fn leases_grant_one_holder_fence_writes_and_change_hands_after_expiry() {
+    use ticketsync::store::leases;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let long = std::time::Duration::from_secs(60);
+
+    let a = leases::acquire(&store, "source:teamviewer", "host-a:1", long).await.unwrap().expect("free: granted");
+    assert_eq!((a.holder.as_str(), a.token), ("host-a:1", 1));
+    assert_eq!(leases::acquire(&store, "source:teamviewer", "host-b:2", long).await.unwrap(), None, "held by a");
+    let again = leases::acquire(&store, "source:teamviewer", "host-a:1", long).await.unwrap().expect("renewed");
+    assert_eq!(again.token, 1, "a renewal keeps the token");
+    assert!(again.expires_at_ms >= a.expires_at_ms);
+    let other = leases::acquire(&store, "source:zoom", "host-b:2", long).await.unwrap().expect("another name is free");
+    assert_eq!(other.token, 1);
+
+    // The holder's page commit is fenced with its lease.
+    store.fences().hold("teamviewer", a.clone(), long);
+    page(&store, &[Ok(session("teamviewer", "L1", "s1", true))], "w1", "{\"o\":1}", None).await;
+    assert_eq!(cursors::load(&store, "teamviewer").await.unwrap().as_deref(), Some("{\"o\":1}"));
+
+    // a's lease expires (released here, as at shutdown) and b takes it: a new token.
+    leases::release(&store, &a).await.unwrap();
+    let b = leases::acquire(&store, "source:teamviewer", "host-b:2", long).await.unwrap().expect("expired: taken over");
+    assert_eq!((b.holder.as_str(), b.token), ("host-b:2", 2));
+
+    // a, which still believes it holds token 1, cannot write a page any more: nothing of it lands.
+    let mut tx = OpenTx::begin(&store).await.unwrap();
+    let records = [Ok(session("teamviewer", "L2", "s2", true))];
+    let err = tx.write(&store, "teamviewer", &records, "w2", "{\"o\":2}", None).await.expect_err("fenced out");
+    drop(tx);
+    assert!(err.to_string().contains("held by another instance"), "{err}");
+    assert_eq!(cursors::load(&store, "teamviewer").await.unwrap().as_deref(), Some("{\"o\":1}"), "cursor unmoved");
+    assert!(sessions::named(&store, "L2", 5).await.unwrap().is_empty(), "the page rolled back");
+    // Keys of one source's accounts are guarded by the source's lease.
+    assert_eq!(store.fences().for_cursor("teamviewer:acme").map(|(l, _)| l.token), Some(1));
+    assert_eq!(store.fences().drop_key("teamviewer").map(|l| l.token), Some(1));
+    assert!(store.fences().for_cursor("teamviewer").is_none());
+
+    let all = leases::list(&store).await.unwrap();
+    let held: Vec<(&str, &str, i64)> = all.iter().map(|l| (l.name.as_str(), l.holder.as_str(), l.token)).collect();
+    assert_eq!(held, vec![("source:teamviewer", "host-b:2", 2), ("source:zoom", "host-b:2", 1)]);
+}
+
 async fn enqueue(store: &Store, sink: &str, ticket: &str, marker: &str) -> Option<i64> {
     let mut tx = store.begin().await.unwrap();
     let id =

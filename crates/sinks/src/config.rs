@@ -384,6 +384,19 @@ impl WebhookConfig {
 pub const SECTIONS: [&str; 6] =
     ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
 
+/// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
+/// `redmine_api_key`, …), as `doctor` needs them before any section is read; a test checks
+/// them against the sections' [`SinkSection::secrets`].
+pub const SECRET_KEYS: [&str; 7] = [
+    "sinks.redmine.api_key",
+    "sinks.webhook.secret",
+    "sinks.zendesk.token",
+    "sinks.freshservice.api_key",
+    "sinks.jsm.token",
+    "sinks.glpi.user_token",
+    "sinks.glpi.app_token",
+];
+
 /// What building a sink takes besides its own section.
 pub struct BuildCtx {
     /// `outbox.request_timeout_secs`: the whole of one request.

@@ -328,11 +328,21 @@ async fn write_page(
     if let Some((from, to)) = complete {
         page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
     }
+    // Several instances on one database: only the holder of this source's lease may move its
+    // cursor, checked (and the lease extended) in the page's own transaction.
+    if let Some((lease, ttl)) = store.fences().for_cursor(source) {
+        crate::store::leases::check_in(tx, &lease, ttl).await?;
+    }
     cursors::save(tx, source, cursor_json, complete.is_some()).await?;
     (page.pages, page.records) = (1, records.len() as u64);
     stats.add(&page);
     Ok(())
 }
+
+/// Every vendor's secret keys, each list in the vendor's own `config.rs`: the binary's list
+/// of credentials (`doctor`, the unit's `LoadCredential=` lines) is made from these.
+pub const SECRET_KEYS: &[&[&str]] =
+    &[teamviewer::config::SECRETS, splashtop::config::SECRETS, zoom::config::SECRETS, visio::config::SECRETS];
 
 /// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
 /// stored sessions and of `session create` links. Zoom is one source over all its accounts.

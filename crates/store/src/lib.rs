@@ -16,6 +16,7 @@ pub mod audit;
 pub mod backup;
 pub mod cursors;
 pub mod history;
+pub mod leases;
 pub mod links;
 pub mod outbox;
 pub mod page;
@@ -43,6 +44,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A guarded write found its lease taken over by another instance (fencing token `token`
+    /// no longer current): the write is rolled back, the new holder does the work.
+    #[error("lease {name} (token {token}) is held by another instance now; this write is refused")]
+    LeaseLost { name: String, token: i64 },
 }
 
 impl StoreError {
@@ -86,6 +91,8 @@ pub struct Store {
     /// The key of the notes' marker MAC: the store's own (`store_secrets`) unless the
     /// configuration sets one ([`Store::with_marker_key`]).
     marker_key: crate::marker::MarkerKey,
+    /// The leases this instance's guarded writes are fenced with ([`leases::Fences`]).
+    fences: std::sync::Arc<leases::Fences>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -202,6 +209,7 @@ impl Store {
             page_hook: None,
             busy_timeout,
             marker_key,
+            fences: Default::default(),
         })
     }
 
@@ -232,6 +240,7 @@ impl Store {
             page_hook: None,
             busy_timeout,
             marker_key,
+            fences: Default::default(),
         })
     }
 
@@ -287,6 +296,12 @@ impl Store {
     pub fn with_marker_key(mut self, key: crate::marker::MarkerKey) -> Store {
         self.marker_key = key;
         self
+    }
+
+    /// The leases this instance's cursor writes are fenced with: the daemon registers a
+    /// source's lease here when it acquires it.
+    pub fn fences(&self) -> &leases::Fences {
+        &self.fences
     }
 
     pub fn page_hook(&self) -> Option<&dyn PageHook> {

@@ -204,9 +204,27 @@ pub async fn session_reports_in(tx: &mut Tx<'_>, session_id: i64, ticket: &str) 
 /// Deliveries found in `sending` at start-up were interrupted: back to `pending`. Their
 /// attempt count is already above zero, so the next attempt scans for the marker first.
 pub async fn recover_sending(store: &super::Store) -> Result<u64> {
+    recover_sending_claimed_before(store, None).await
+}
+
+/// [`recover_sending`] for the deliveries claimed before `cutoff` only: with several
+/// instances on one store, a `sending` row claimed recently may be another instance's
+/// request in flight; one claimed longer ago than any request may last (request timeout
+/// plus the lease TTL) belongs to an instance that died, and is taken over the same way.
+pub async fn recover_stale_sending(store: &super::Store, cutoff: &str) -> Result<u64> {
+    recover_sending_claimed_before(store, Some(cutoff)).await
+}
+
+async fn recover_sending_claimed_before(store: &super::Store, cutoff: Option<&str>) -> Result<u64> {
     let mut tx = store.begin().await?;
-    let ids: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, ticket_id FROM deliveries WHERE state = 'sending'").fetch_all(&mut *tx).await?;
+    // A claim sets `updated_at`, and nothing else touches a `sending` row until it finishes.
+    let ids: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, ticket_id FROM deliveries WHERE state = 'sending' AND (? IS NULL OR updated_at < ?)",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
     let now = super::now();
     for (id, ticket) in &ids {
         sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?")

@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use crate::config::{check_span, check_url, declared_secret, key_err, ConfigError, Errors};
 
+/// The section's secret keys (their credentials: `teamviewer_token`, …, by
+/// `ticketsync_config::credential`).
+pub const SECRETS: &[&str] = &["sources.teamviewer.token", "sources.teamviewer.client_secret"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TeamViewerAuth {

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::config::{declared_secret, ConfigError};
 
+/// The section's secret key (its credential: `visioconference_token`).
+pub const SECRETS: &[&str] = &["rooms.visioconference.token"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisioConfig {

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::{check_url, key_err, resolve_secret, ConfigError, Errors};
+use crate::config::{check_url, element_credential, key_err, resolve_secret, ConfigError, Errors};
+
+/// The section's secret key: each account's, its credential named after the account
+/// (`zoom_<account>_client_secret`).
+pub const SECRETS: &[&str] = &["sources.zoom.accounts[].client_secret"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,7 +102,7 @@ fn default_redirect() -> String {
 
 impl ZoomAccount {
     pub fn credential_name(&self) -> String {
-        format!("zoom_{}_client_secret", self.name)
+        element_credential(SECRETS[0], &self.name)
     }
     pub fn client_secret(&self, index: usize) -> Result<Option<SecretString>, ConfigError> {
         resolve_secret(
