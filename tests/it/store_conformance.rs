@@ -233,6 +233,13 @@ async fn links_matches_and_rematch() {
     assert_eq!(open_links[0].details.as_ref(), Some(&details));
     page(&store, &[Ok(session("zoom", "m1", "8812", true))], "w1", "{}", None).await;
     assert!(links::open_created(&store, "zoom", &since).await.unwrap().is_empty(), "its meeting ended");
+    // Backfill re-reads the links of a range, ended or not: [from, to).
+    let until = ts(Utc::now() + Duration::hours(1));
+    let in_range = links::created_between(&store, "zoom", &since, &until).await.unwrap();
+    assert_eq!(in_range.iter().map(|l| l.id).collect::<Vec<_>>(), [created]);
+    assert_eq!(in_range[0].details.as_ref(), Some(&details));
+    assert!(links::created_between(&store, "zoom", &since, &since).await.unwrap().is_empty(), "to is exclusive");
+    assert!(links::created_between(&store, "teamviewer", &since, &until).await.unwrap().is_empty());
 
     assert_chain_ok(audit::verify(&store).await.unwrap());
 }
