@@ -128,7 +128,7 @@ impl SecretUse {
 /// Every secret key with its systemd credential name: the declarations `check`, start-up,
 /// `doctor` and the unit's `LoadCredential=` lines share. Zoom accounts add
 /// `zoom_<account>_client_secret` ([`is_credential`]).
-pub const SECRET_KEYS: [(&str, &str); 16] = [
+pub const SECRET_KEYS: [(&str, &str); 17] = [
     ("sources.teamviewer.token", "teamviewer_token"),
     ("sources.teamviewer.client_secret", "teamviewer_client_secret"),
     ("sources.splashtop.token", "splashtop_token"),
@@ -144,6 +144,7 @@ pub const SECRET_KEYS: [(&str, &str); 16] = [
     ("http.metrics_token", "metrics_token"),
     ("notes.marker_key", "marker_key"),
     ("store.audit_key", "audit_key"),
+    ("store.password", "store_password"),
     ("sources.zoom.accounts[].client_secret", "zoom_client_secret"),
 ];
 

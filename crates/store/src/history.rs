@@ -5,7 +5,7 @@
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store};
+use super::{on_pool, on_tx, Result, Store};
 
 /// One exported `audit_events` row, exactly as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -62,7 +62,7 @@ pub async fn export_events(
     range: EventRange<'_>,
     mut each: impl FnMut(ExportItem<'_>) -> Result<()>,
 ) -> Result<()> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.snapshot().await?;
     each(ExportItem::Head(super::audit::head_in(&mut tx).await?))?;
     let sql = match range.vendor {
         Some(_) => {
@@ -70,15 +70,17 @@ pub async fn export_events(
         }
         None => format!("{SELECT} ORDER BY id"),
     };
-    let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
-    if let Some(v) = range.vendor {
-        q = q.bind(v).bind(v);
-    }
-    let mut rows = q.fetch(&mut *tx);
-    while let Some(ev) = rows.try_next().await? {
-        each(ExportItem::Event(&ev))?;
-    }
-    drop(rows);
+    on_tx!(tx, |ex, d| {
+        let sql = d.sql(&sql);
+        let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
+        if let Some(v) = range.vendor {
+            q = q.bind(v).bind(v);
+        }
+        let mut rows = q.fetch(ex);
+        while let Some(ev) = rows.try_next().await? {
+            each(ExportItem::Event(&ev))?;
+        }
+    });
     tx.rollback().await?;
     Ok(())
 }
@@ -147,38 +149,34 @@ impl TicketRecord {
 }
 
 pub async fn ticket_record(store: &Store, ticket: &str) -> Result<TicketRecord> {
-    let pool = &store.pool;
     type S =
         (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
-    let sessions: Vec<S> = sqlx::query_as(
+    let sessions: Vec<S> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
-         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at",
-    )
+         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at"
+    ))
     .bind(ticket)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     type D = (i64, String, String, String, i64, Option<String>, Option<String>);
-    let deliveries: Vec<D> = sqlx::query_as(
-        "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ? ORDER BY delivery_id",
-    )
+    let deliveries: Vec<D> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql("SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ? ORDER BY delivery_id"))
     .bind(ticket)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex).await?
+    });
     type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
-    let attempts: Vec<A> = sqlx::query_as(
-        "SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts WHERE ticket_id = ?
-         ORDER BY delivery_id, attempt",
-    )
+    let attempts: Vec<A> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql("SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts WHERE ticket_id = ?
+         ORDER BY delivery_id, attempt"))
     .bind(ticket)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex).await?
+    });
     type H = (i64, String, String, Option<i64>, Option<i64>, String);
-    let history: Vec<H> = sqlx::query_as(
-        "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ? ORDER BY event_id",
-    )
+    let history: Vec<H> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql("SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ? ORDER BY event_id"))
     .bind(ticket)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex).await?
+    });
     Ok(TicketRecord {
         sessions: sessions
             .into_iter()
