@@ -285,6 +285,11 @@ async fn links_matches_and_rematch() {
     assert_eq!(r.sessions.len(), 1);
     assert_eq!((r.sessions[0].external_id.as_str(), r.sessions[0].rule.as_str()), ("x1", "link"));
     assert!(r.history.iter().any(|e| e.kind == "session_matched"));
+    // The session's page row shows as its `session_seen` event (the views of migration
+    // 0007), with the detail text SQLite's json_object writes, on either backend.
+    let seen: Vec<&str> =
+        r.history.iter().filter(|e| e.kind == "session_seen").map(|e| e.detail_json.as_str()).collect();
+    assert_eq!(seen, [r#"{"ended":true,"external_id":"x1","session_code":"S119-457"}"#]);
     assert!(history::ticket_record(&store, "9999").await.unwrap().is_empty());
 
     // A meeting source polls by `created` links whose session has not ended.
@@ -837,4 +842,51 @@ async fn audit_key_keys_the_chain() {
     }
     // The same key again appends nothing.
     assert_eq!(audit::use_key(&store, Some(key)).await.unwrap().started_keyed_at, None);
+}
+
+/// `audit verify` finds a session or a note edited after the fact, and the history refuses
+/// an edit of itself, on either backend. (Tampering needs SQL of the test's own, through the
+/// `test-support` hook; everything else here goes through the store's API.)
+#[tokio::test]
+async fn verify_finds_edits_and_the_history_is_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    page(
+        &store,
+        &[Ok(session("teamviewer", "a", "s1", true)), Ok(session("teamviewer", "b", "s2", true))],
+        "w1",
+        "{}",
+        None,
+    )
+    .await;
+    let d = enqueue(&store, "redmine", "4", "t1").await.unwrap();
+    match audit::verify(&store).await.unwrap() {
+        Verify::Ok { checked_sessions, checked_deliveries, uncovered, .. } => {
+            assert_eq!((checked_sessions, checked_deliveries, uncovered), (2, 1, 0))
+        }
+        other => panic!("audit chain not intact: {other:?}"),
+    }
+
+    for sql in ["UPDATE audit_events SET kind = 'x' WHERE id = 1", "DELETE FROM audit_events WHERE id = 1"] {
+        let err = store.execute_raw(sql).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+
+    assert_eq!(
+        store.execute_raw("UPDATE sessions SET technician = 'Mallory' WHERE external_id = 'b'").await.unwrap(),
+        1
+    );
+    match audit::verify(&store).await.unwrap() {
+        Verify::Evidence { subject, row_id: Some(_), .. } => assert!(subject.starts_with("sessions row"), "{subject}"),
+        other => panic!("the edited session is not reported: {other:?}"),
+    }
+    store.execute_raw("UPDATE sessions SET technician = 'Ana' WHERE external_id = 'b'").await.unwrap();
+    assert_chain_ok(audit::verify(&store).await.unwrap());
+
+    let edit = format!("UPDATE deliveries SET note_json = '{{\"body\":\"other\"}}' WHERE id = {d}");
+    assert_eq!(store.execute_raw(&edit).await.unwrap(), 1);
+    match audit::verify(&store).await.unwrap() {
+        Verify::Evidence { subject, .. } => assert_eq!(subject, format!("deliveries row {d}")),
+        other => panic!("the edited note is not reported: {other:?}"),
+    }
 }

@@ -707,6 +707,16 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One statement of a test's own (tampering with a row, checking a trigger), on either
+    /// backend: the rows it changed. Only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
+        Ok(on_pool!(self, |ex, _d| sqlx::query(sql).execute(ex).await?.rows_affected()))
+    }
+}
+
 /// The name SQLite gives the main database file (absolute), which registers its audit key.
 async fn sqlite_main_file(pool: &SqlitePool) -> Result<String> {
     Ok(sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'").fetch_one(pool).await?)

@@ -30,14 +30,13 @@ pub struct SinkBacklog {
 }
 
 pub async fn oldest_waiting_by_sink(store: &Store) -> Result<Vec<SinkBacklog>> {
-    let rows: Vec<(String, Option<String>)> =
-        on_pool!(store, |ex, d| {
-            sqlx::query_as(&d.sql(
+    let rows: Vec<(String, Option<String>)> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT sink, MIN(CASE WHEN state IN ('pending', 'sending') THEN created_at END) FROM deliveries GROUP BY sink"
     ))
     .fetch_all(ex)
     .await?
-        });
+    });
     Ok(rows.into_iter().map(|(sink, oldest_waiting_at)| SinkBacklog { sink, oldest_waiting_at }).collect())
 }
 
