@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::support::TestStore;
 use chrono::{Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -24,74 +25,10 @@ use ticketsync::store::{cursors, links, reads, sessions, Store};
 
 /// The backend under test: SQLite in `dir`, or, with `TICKETSYNC_TEST_STORE` set to a
 /// PostgreSQL URL (`postgres://postgres@127.0.0.1/postgres`), a throwaway database created
-/// on that server for this test and dropped after it. Every test below runs unchanged on
-/// either.
+/// on that server for this test and dropped after it ([`crate::support::TestDb`]). Every
+/// test below runs unchanged on either.
 async fn open(dir: &Path) -> TestStore {
-    match std::env::var("TICKETSYNC_TEST_STORE").ok().filter(|u| !u.is_empty()) {
-        None => TestStore {
-            store: crate::support::temp_store(dir).await,
-            url: format!("sqlite://{}", dir.join("t.db").display()),
-            drop_pg: None,
-        },
-        Some(admin) => pg_store(&admin).await,
-    }
-}
-
-/// A store under test, and the PostgreSQL database to drop when the test ends.
-struct TestStore {
-    store: Store,
-    url: String,
-    /// (server URL, database name) of a throwaway database.
-    drop_pg: Option<(String, String)>,
-}
-
-impl std::ops::Deref for TestStore {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        &self.store
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.drop_pg.take() else { return };
-        // Drop runs inside the test's runtime: the DROP gets a thread and a runtime of its
-        // own. FORCE ends the store's pooled connections.
-        let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::query(&drop_sql).execute(&mut c).await?;
-                c.close().await
-            })
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not drop the test database {name}: {done:?}");
-        }
-    }
-}
-
-/// `ts_test_<random>` on the server of `admin`, opened as the daemon opens its store.
-async fn pg_store(admin: &str) -> TestStore {
-    use sqlx::Connection;
-    let hint = "start PostgreSQL (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) \
-                or unset TICKETSYNC_TEST_STORE to test SQLite";
-    let mut c = sqlx::PgConnection::connect(admin)
-        .await
-        .unwrap_or_else(|e| panic!("TICKETSYNC_TEST_STORE: cannot connect ({e}): {hint}"));
-    let name = format!("ts_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("CREATE DATABASE");
-    c.close().await.ok();
-    // The server's URL with this database as its path.
-    let (scheme, rest) = admin.split_once("://").expect("a postgres:// URL");
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-    let url = format!("{scheme}://{authority}/{name}{query}");
-    let store = Store::connect(&url, std::time::Duration::from_secs(5), None).await.expect("open the test database");
-    TestStore { store, url, drop_pg: Some((admin.to_string(), name)) }
+    crate::support::test_store(dir).await
 }
 
 fn session(vendor: &str, ext: &str, code: &str, ended: bool) -> NewSession {
@@ -644,7 +581,7 @@ async fn schema_doctor_and_metrics_reads() {
     // A read-only open (auditors' commands) answers the same reads and keeps the marker key.
     let key = store.marker_key().bytes().to_vec();
     store.close().await;
-    let ro = Store::connect_read_only(&store.url, None).await.unwrap();
+    let ro = Store::connect_read_only(&store.db.url, None).await.unwrap();
     assert_eq!(ro.schema_version().await.unwrap(), Some(latest));
     assert_eq!(reads::database_health(&ro).await.unwrap().audit_rows, reads::audit_rows(&ro).await.unwrap());
     assert_eq!(outbox::list(&ro, None).await.unwrap().len(), 1);
