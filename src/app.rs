@@ -30,6 +30,12 @@ pub async fn open_store(cfg: &Config) -> Result<Store> {
     let store = Store::connect(&cfg.store.url(), Duration::from_millis(cfg.store.busy_timeout_ms), password.as_ref())
         .await
         .with_context(|| store_key(cfg))?;
+    // PostgreSQL has no file to keep the token journal beside: it goes where `store.path`
+    // points (the state directory), as it would for a SQLite store there.
+    let store = match store.file() {
+        Some(_) => store,
+        None => store.with_journal_base(&cfg.store.path),
+    };
     // Every writer of this process appends to the audit chain under the configured key.
     let status = crate::store::audit::use_key(&store, audit_key(cfg)?).await?;
     if let Some(id) = status.started_keyed_at {

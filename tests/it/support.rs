@@ -90,6 +90,11 @@ impl std::ops::Deref for TestStore {
 pub async fn test_store(dir: &Path) -> TestStore {
     let db = TestDb::new(dir).await;
     let store = Store::connect(&db.url, Duration::from_secs(5), None).await.expect("open the test store");
+    // As `app::open_store` does for PostgreSQL: the token journal in the state directory.
+    let store = match store.file() {
+        Some(_) => store,
+        None => store.with_journal_base(&dir.join("t.db")),
+    };
     TestStore { store, db }
 }
 

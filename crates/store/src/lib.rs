@@ -320,6 +320,9 @@ pub struct Store {
     db_id: Arc<str>,
     /// The SQLite file (`None` on PostgreSQL): the OAuth journal and the backup live beside it.
     file: Option<PathBuf>,
+    /// Where the OAuth token journal's files go (`<base>.oauth-<hash>`): beside the SQLite
+    /// file; on PostgreSQL wherever [`Store::with_journal_base`] says (none: no journal).
+    journal_base: Option<String>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -456,6 +459,7 @@ impl Store {
             marker_key: crate::marker::MarkerKey::generate(),
             db_id: db_id.into(),
             file: None,
+            journal_base: None,
         };
         store.marker_key = if read_only {
             // Read-only commands queue no notes; a store without a key gets a throw-away one.
@@ -515,6 +519,7 @@ impl Store {
             marker_key: crate::marker::MarkerKey::generate(),
             db_id: db_id.into(),
             file: Some(path.to_path_buf()),
+            journal_base: Some(path.display().to_string()),
         };
         store.marker_key = secrets::store_marker_key(&store).await?;
         Ok(store)
@@ -544,6 +549,7 @@ impl Store {
             marker_key: crate::marker::MarkerKey::generate(),
             db_id: db_id.into(),
             file: Some(path.to_path_buf()),
+            journal_base: Some(path.display().to_string()),
         };
         // Read-only commands queue no notes; a store without a key gets a throw-away one.
         if let Some(k) =
@@ -568,6 +574,23 @@ impl Store {
     /// The SQLite database file; `None` on PostgreSQL.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
+    }
+
+    /// Where the OAuth token journal's files go: `<base>.oauth-<hash>` (see
+    /// `tokens::journal_path`). The SQLite file's path; on PostgreSQL, what
+    /// [`Store::with_journal_base`] set, else `None` (tokens are then committed to the
+    /// database alone).
+    pub fn journal_base(&self) -> Option<&str> {
+        self.journal_base.as_deref()
+    }
+
+    /// This store with the token journal at `base` (a local file path whose directory the
+    /// service may write: the state directory). For PostgreSQL, which has no file of its
+    /// own: the journal protects a refresh answer while the commit waits for the write lock,
+    /// as it does on SQLite.
+    pub fn with_journal_base(mut self, base: &Path) -> Store {
+        self.journal_base = Some(base.display().to_string());
+        self
     }
 
     /// How long a writer waits for the write lock (`[store] busy_timeout_ms`).
@@ -714,6 +737,14 @@ impl Store {
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
         Ok(on_pool!(self, |ex, _d| sqlx::query(sql).execute(ex).await?.rows_affected()))
+    }
+
+    /// One integer a test's own query returns (a count), on either backend. Only with the
+    /// `test-support` feature.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub async fn query_i64(&self, sql: &str) -> Result<i64> {
+        Ok(on_pool!(self, |ex, _d| sqlx::query_scalar(sql).fetch_one(ex).await?))
     }
 }
 
