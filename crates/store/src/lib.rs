@@ -854,3 +854,33 @@ mod private_files {
 pub fn now() -> String {
     crate::session::ts(chrono::Utc::now())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Both dialects count their schema the same way: a migration added to one directory has
+    /// its twin, same version and name, in the other.
+    #[test]
+    fn the_dialects_have_the_same_migrations() {
+        let list = |m: &sqlx::migrate::Migrator| -> Vec<(i64, String)> {
+            m.iter().map(|m| (m.version, m.description.to_string())).collect()
+        };
+        assert_eq!(list(&super::MIGRATOR), list(&super::PG_MIGRATOR));
+    }
+
+    #[test]
+    fn urls_parse_and_never_show_a_password() {
+        use super::{scrub_url, Location};
+        assert_eq!(Location::parse("sqlite:///var/x.db").unwrap(), Location::Sqlite("/var/x.db".into()));
+        assert_eq!(Location::parse("sqlite://x.db").unwrap(), Location::Sqlite("x.db".into()));
+        assert!(matches!(Location::parse("postgres://u@h/db").unwrap(), Location::Postgres(_)));
+        assert!(Location::parse("sqlite://").is_err());
+        let err = Location::parse("mysql://u:hunter22@h/db").unwrap_err().to_string();
+        assert!(!err.contains("hunter22") && err.contains("sqlite://"), "{err}");
+        assert_eq!(scrub_url("postgres://u:hunter22@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(
+            scrub_url("postgres://h/db?password=hunter22&sslmode=require"),
+            "postgres://h/db?password=***&sslmode=require"
+        );
+        assert_eq!(Location::parse("postgres://u:hunter22@h/db").unwrap().to_string(), "postgres://u:***@h/db");
+    }
+}
