@@ -23,6 +23,8 @@ pub struct App {
     pub routes: Vec<crate::sinks::routing::Route>,
     pub rules: Vec<Rule>,
     pub policy: DeliveryPolicy,
+    /// This instance's name in leases and logs (`daemon.instance_id`, or `<host>:<pid>`).
+    pub instance_id: String,
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
@@ -59,7 +61,7 @@ fn store_key(cfg: &Config) -> String {
     }
 }
 
-/// PostgreSQL's password (`store.password_file`, the credential `store_password`), and one
+/// PostgreSQL's password (`store.password_file`, the credential `password`), and one
 /// written into the URL itself, given to the redactor: neither ever reaches a log line.
 fn store_password(cfg: &Config) -> Result<Option<secrecy::SecretString>> {
     use secrecy::ExposeSecret;
@@ -132,9 +134,15 @@ impl App {
         if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
             needs_restart.push("[http]");
         }
+        if old.daemon.shared_store != new.daemon.shared_store || old.daemon.instance_id != new.daemon.instance_id {
+            needs_restart.push("daemon.shared_store/instance_id");
+        }
         let mut config = config;
         config.store = self.config.store.clone();
         config.http = self.config.http.clone();
+        // This instance keeps its name in the leases it holds, and its mode.
+        config.daemon.shared_store = self.config.daemon.shared_store;
+        config.daemon.instance_id = Some(self.instance_id.clone());
         config.notes.marker_key = self.config.notes.marker_key.clone();
         config.notes.marker_key_file = self.config.notes.marker_key_file.clone();
         Ok((Self::with_store(config, self.store.clone())?, needs_restart))
@@ -175,7 +183,8 @@ impl App {
             }
             None => store,
         };
-        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy })
+        let instance_id = config.daemon.instance_id();
+        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy, instance_id })
     }
 
     /// The sinks whose routes accept a note from this source (a vendor name, as in

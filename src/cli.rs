@@ -109,6 +109,24 @@ pub enum Command {
         #[arg(long)]
         ticket: String,
     },
+    /// Move a wrongly matched session to another ticket.
+    ///
+    /// A correction note goes to the old ticket (for each sink its note may have reached),
+    /// the session's note to the new one, both through the outbox (sent once, scanned for
+    /// before any re-send) and audited (session_unlinked, session_relinked). Running it
+    /// again is a no-op; naming the ticket the session is already matched to is an error.
+    Relink {
+        /// The session: its id, its vendor report id, or its session code (when only one
+        /// session has that code).
+        #[arg(long)]
+        session: String,
+        /// The ticket the session belongs to.
+        #[arg(long)]
+        ticket: String,
+        /// Why, kept in the audit history (with the login name of whoever ran it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// List sessions that no rule matched to a ticket.
     Unmatched {
         /// Only the N most recent sessions (by start), printed oldest first.

@@ -10,16 +10,46 @@ use serde::Deserialize;
 
 mod parse;
 #[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
 mod sink_tests;
+#[cfg(test)]
+mod source_tests;
 pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookConfig};
+// Each vendor's section lives in its own folder of the sources crate; named here too, where
+// callers have always found them.
+pub use crate::sources::splashtop::config::{Region, SplashtopAuth, SplashtopConfig};
+pub use crate::sources::teamviewer::config::{TeamViewerAuth, TeamViewerConfig};
+// The pipeline's sections: `[outbox]` and `[match]` (its rules).
+pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
+pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
-    check_span, check_url, credential, declared_secret, is_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX, SECRET_KEYS,
+    check_span, check_url, credential, declared_secret, element_credential, key_err, missing_secret, parse_tz, require,
+    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
+
+/// The top-level sections' secret keys; a top-level key's credential is its own name
+/// (`audit_key`, `marker_key`, `metrics_token`, `password`).
+const OWN_SECRET_KEYS: [&str; 4] = ["http.metrics_token", "notes.marker_key", "store.audit_key", "store.password"];
+
+/// Every secret key of every component, as each declares them (the sources' in their
+/// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
+/// Their credentials follow from the keys ([`credential`]), so adding a component adds its
+/// credentials here without a table of names.
+pub fn secret_keys() -> Vec<&'static str> {
+    let sources = crate::sources::SECRET_KEYS.iter().flat_map(|k| k.iter().copied());
+    sources.chain(crate::sinks::config::SECRET_KEYS).chain(OWN_SECRET_KEYS).collect()
+}
+
+/// Whether a file name in the credentials directory is a credential of ours (Zoom's for any
+/// account name).
+pub fn is_credential(name: &str) -> bool {
+    ticketsync_config::is_credential_of(name, secret_keys())
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +133,7 @@ pub struct StoreConfig {
     pub path: PathBuf,
     pub busy_timeout_ms: u64,
     /// PostgreSQL's password, kept with the credentials (`password_file`, the credential
-    /// `store_password`) rather than in the URL.
+    /// `password`) rather than in the URL.
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     /// HMAC key of the audit chain (at least 32 bytes), kept with the credentials and never
@@ -130,7 +160,7 @@ impl StoreConfig {
         declared_secret("store.audit_key", self.audit_key.as_ref(), self.audit_key_file.as_deref())
     }
 
-    /// `store.password`, `store.password_file`, or the systemd credential `store_password`.
+    /// `store.password`, `store.password_file`, or the systemd credential `password`.
     pub fn password_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("store.password", self.password.as_ref(), self.password_file.as_deref())
     }
@@ -177,10 +207,36 @@ pub struct DaemonConfig {
     pub delivery_interval_secs: u64,
     /// Grace period on SIGTERM before in-flight requests are abandoned (they are retried).
     pub shutdown_grace_secs: u64,
+    /// Several instances run on this store: each source is polled by one instance at a time,
+    /// the holder of its lease (see `lease_ttl_secs`), and its page writes are fenced with it.
+    pub shared_store: bool,
+    /// This instance's name in leases, logs and metrics; default `<hostname>:<pid>`.
+    pub instance_id: Option<String>,
+    /// With `shared_store`: a source's lease lasts this long after its holder's last page
+    /// write or poll start; an instance that dies loses it after this, and another takes the
+    /// source at its next scheduled run.
+    pub lease_ttl_secs: u64,
 }
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { timezone: "UTC".into(), delivery_interval_secs: 5, shutdown_grace_secs: 8 }
+        Self {
+            timezone: "UTC".into(),
+            delivery_interval_secs: 5,
+            shutdown_grace_secs: 8,
+            shared_store: false,
+            instance_id: None,
+            lease_ttl_secs: 30,
+        }
+    }
+}
+impl DaemonConfig {
+    /// `instance_id`, or `<hostname>:<pid>`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!("{}:{}", if host.is_empty() { "localhost" } else { host }, std::process::id())
+        })
     }
 }
 
@@ -220,21 +276,6 @@ impl NotesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxConfig {
-    pub base_backoff_secs: u64,
-    pub max_backoff_secs: u64,
-    /// A delivery still failing after this many hours moves to `failed` (never dropped).
-    pub give_up_after_hours: u64,
-    pub request_timeout_secs: u64,
-}
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self { base_backoff_secs: 10, max_backoff_secs: 3600, give_up_after_hours: 168, request_timeout_secs: 30 }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
@@ -243,266 +284,12 @@ pub struct SourcesConfig {
     pub zoom: Option<crate::sources::zoom::config::ZoomConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SplashtopAuth {
-    /// API token from the web console (Management > Settings > API).
-    Token,
-    Oauth,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Region {
-    Us,
-    Eu,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SplashtopConfig {
-    pub enabled: bool,
-    /// `us` (splashtop.com) or `eu` (splashtop.eu): picks the defaults of the URLs below.
-    pub region: Region,
-    pub base_url: Option<String>,
-    pub console_url: Option<String>,
-    pub authorize_url: Option<String>,
-    pub token_url: Option<String>,
-    pub schedule: String,
-    pub overlap_minutes: u64,
-    pub initial_lookback_days: u64,
-    pub open_session_max_age_hours: u64,
-    pub page_size: u64,
-    pub request_timeout_secs: u64,
-    pub auth: SplashtopAuth,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    pub redirect_uri: String,
-    pub scopes: Vec<String>,
-    /// Splashtop does not say when a refresh token expires; its documented lifetime.
-    pub refresh_token_days: u64,
-    /// Warn (logs, `ticketsync check`) this many days before the refresh token expires.
-    pub refresh_warn_days: u64,
-    /// PSA team id; read from `users/basic_info` when unset.
-    pub team_id: Option<i64>,
-    /// PSA channel; the default channel of `psa/channel_list` when unset.
-    pub channel_id: Option<i64>,
-    /// `customer_issue` of created support sessions; `{ticket}` is replaced.
-    pub issue_template: String,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-impl Default for SplashtopConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            region: Region::Us,
-            base_url: None,
-            console_url: None,
-            authorize_url: None,
-            token_url: None,
-            schedule: "*/5 * * * *".into(),
-            overlap_minutes: 120,
-            initial_lookback_days: 7,
-            open_session_max_age_hours: 48,
-            page_size: 100,
-            request_timeout_secs: 30,
-            auth: SplashtopAuth::Token,
-            token: None,
-            token_file: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_file: None,
-            redirect_uri: "http://127.0.0.1:8765/callback".into(),
-            scopes: vec!["logs".into(), "psa".into(), "users".into()],
-            refresh_token_days: 30,
-            refresh_warn_days: 7,
-            team_id: None,
-            channel_id: None,
-            issue_template: "Ticket #{ticket}".into(),
-            outbound: Default::default(),
-        }
-    }
-}
-
-impl SplashtopConfig {
-    fn eu(&self) -> bool {
-        self.region == Region::Eu
-    }
-    pub fn base_url(&self) -> String {
-        let d = crate::sources::splashtop::wire::default_base_url(self.eu());
-        self.base_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
-    }
-    pub fn console_url(&self) -> String {
-        let d = crate::sources::splashtop::wire::default_console_url(self.eu());
-        self.console_url.clone().unwrap_or_else(|| d.into()).trim_end_matches('/').to_string()
-    }
-    pub fn authorize_url(&self) -> String {
-        self.authorize_url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::AUTHORIZE_PATH))
-    }
-    pub fn token_url(&self) -> String {
-        self.token_url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", self.console_url(), crate::sources::splashtop::wire::TOKEN_PATH))
-    }
-    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.splashtop.token", self.token.as_ref(), self.token_file.as_deref())
-    }
-    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret(
-            "sources.splashtop.client_secret",
-            self.client_secret.as_ref(),
-            self.client_secret_file.as_deref(),
-        )
-    }
-    fn validate_into(&self, e: &mut Errors) {
-        e.add(crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.splashtop.schedule", m)));
-        for (k, v) in [
-            ("base_url", self.base_url()),
-            ("console_url", self.console_url()),
-            ("authorize_url", self.authorize_url()),
-            ("token_url", self.token_url()),
-        ] {
-            e.add(check_url(&v).map_err(|m| key_err(&format!("sources.splashtop.{k}"), m)));
-        }
-        if self.auth == SplashtopAuth::Oauth && self.client_id.as_deref().unwrap_or("").is_empty() {
-            e.key("sources.splashtop.client_id", "required when auth = \"oauth\"");
-        }
-        if !(1..=1000).contains(&self.page_size) {
-            e.key("sources.splashtop.page_size", "must be between 1 and 1000");
-        }
-        e.add(check_span("sources.splashtop.overlap_minutes", self.overlap_minutes, 60));
-        e.add(check_span("sources.splashtop.initial_lookback_days", self.initial_lookback_days, 86_400));
-        e.add(check_span("sources.splashtop.open_session_max_age_hours", self.open_session_max_age_hours, 3600));
-        e.add(check_span("sources.splashtop.refresh_token_days", self.refresh_token_days, 86_400));
-        e.add(check_span("sources.splashtop.refresh_warn_days", self.refresh_warn_days, 86_400));
-    }
-}
-
 /// Meeting rooms that are created for tickets but have no report API to poll.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomsConfig {
     pub visioconference: Option<crate::sources::visio::VisioConfig>,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeamViewerAuth {
-    Script,
-    Oauth,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TeamViewerConfig {
-    pub enabled: bool,
-    pub base_url: String,
-    pub authorize_url: String,
-    /// Standard 5-field cron expression, in `daemon.timezone`.
-    pub schedule: String,
-    /// How far back each poll re-reads to catch late and changed reports.
-    pub overlap_minutes: u64,
-    /// First poll: how far back to start.
-    pub initial_lookback_days: u64,
-    /// Running sessions are re-read until they end, or until they are this old.
-    pub open_session_max_age_hours: u64,
-    pub request_timeout_secs: u64,
-    pub auth: TeamViewerAuth,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    pub redirect_uri: String,
-    /// Service cases are created in this group (`group_id` wins when both are set).
-    pub group_name: String,
-    pub group_id: Option<String>,
-    /// Template for the service-case description; `{ticket}` is replaced.
-    pub description_template: String,
-    pub valid_hours: u64,
-    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
-    #[serde(default)]
-    pub outbound: crate::config::OutboundConfig,
-}
-impl Default for TeamViewerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            base_url: "https://webapi.teamviewer.com".into(),
-            authorize_url: "https://login.teamviewer.com/oauth2/authorize".into(),
-            schedule: "*/5 * * * *".into(),
-            overlap_minutes: 120,
-            initial_lookback_days: 7,
-            open_session_max_age_hours: 48,
-            request_timeout_secs: 30,
-            auth: TeamViewerAuth::Script,
-            token: None,
-            token_file: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_file: None,
-            redirect_uri: "http://127.0.0.1:8765/callback".into(),
-            group_name: "Helpdesk".into(),
-            group_id: None,
-            description_template: "Ticket #{ticket}".into(),
-            valid_hours: 24,
-            outbound: Default::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleKind {
-    Manual,
-    /// The ticket whose custom field (configured on a sink) holds the session code.
-    TicketField,
-    CustomApi,
-    SessionCode,
-    NotesRegex,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub kind: RuleKind,
-    /// custom_api: the JSON key holding the ticket id (a plain string value is also accepted).
-    #[serde(default)]
-    pub json_key: Option<String>,
-    /// notes_regex: the first capture group is the ticket id.
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// notes_regex: which session fields are searched.
-    #[serde(default)]
-    pub fields: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    #[serde(default = "default_rules")]
-    pub rules: Vec<RuleConfig>,
-}
-impl Default for MatchConfig {
-    fn default() -> Self {
-        Self { rules: default_rules() }
-    }
-}
-fn default_rules() -> Vec<RuleConfig> {
-    let r = |kind| RuleConfig { kind, json_key: None, pattern: None, fields: None };
-    vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
-}
-
-crate::config::outbound_section!(TeamViewerConfig, "sources.teamviewer");
-
-crate::config::outbound_section!(SplashtopConfig, "sources.splashtop");
 
 impl Config {
     /// Load the file at `path`, apply `TICKETSYNC__…` environment overrides, validate.
@@ -517,7 +304,7 @@ impl Config {
             crate::redact::secrets_in_config(&text, ENV_PREFIX, std::env::vars()).iter().map(String::as_str),
         );
         let cfg = Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())?;
-        crate::redact::register_config(&cfg, &text);
+        register_config(&cfg, &text);
         Ok(cfg)
     }
 
@@ -583,7 +370,7 @@ impl Config {
         );
         let (cfg, mut errors) = Self::parse_all(&text, &file, std::env::vars())?;
         if let Some(cfg) = &cfg {
-            crate::redact::register_config(cfg, &text);
+            register_config(cfg, &text);
             errors.extend(cfg.follow_ups_dropped(cfg.secret_errors()));
             parse::sort(&mut errors);
         }
@@ -626,6 +413,10 @@ impl Config {
         e.add(self.store.location().map(|_| ()));
         e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
         e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
+        e.add(check_span("daemon.lease_ttl_secs", self.daemon.lease_ttl_secs, 1));
+        if self.daemon.lease_ttl_secs < 5 {
+            e.key("daemon.lease_ttl_secs", "at least 5 (a lease must outlast one page write)");
+        }
         e.add(check_span("http.readiness_grace_secs", self.http.readiness_grace_secs, 1));
         e.add(check_span("http.header_read_timeout_secs", self.http.header_read_timeout_secs, 1));
         if self.http.header_read_timeout_secs == 0 {
@@ -643,19 +434,7 @@ impl Config {
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
         if let Some(tv) = &self.sources.teamviewer {
-            e.add(crate::schedule::parse_cron(&tv.schedule).map_err(|m| key_err("sources.teamviewer.schedule", m)));
-            e.add(check_url(&tv.base_url).map_err(|m| key_err("sources.teamviewer.base_url", m)));
-            e.add(check_url(&tv.authorize_url).map_err(|m| key_err("sources.teamviewer.authorize_url", m)));
-            e.add(check_span("sources.teamviewer.overlap_minutes", tv.overlap_minutes, 60));
-            e.add(check_span("sources.teamviewer.initial_lookback_days", tv.initial_lookback_days, 86_400));
-            e.add(check_span("sources.teamviewer.open_session_max_age_hours", tv.open_session_max_age_hours, 3600));
-            e.add(check_span("sources.teamviewer.valid_hours", tv.valid_hours, 3600));
-            if tv.auth == TeamViewerAuth::Oauth && tv.client_id.as_deref().unwrap_or("").is_empty() {
-                e.key("sources.teamviewer.client_id", "required when auth = \"oauth\"");
-            }
-            if tv.group_id.is_none() && tv.group_name.trim().is_empty() {
-                e.key("sources.teamviewer.group_name", "group_name or group_id is required");
-            }
+            tv.validate_into(&mut e);
         }
         if let Some(st) = &self.sources.splashtop {
             st.validate_into(&mut e);
@@ -831,17 +610,32 @@ impl Config {
     }
 }
 
-impl TeamViewerConfig {
-    pub fn token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret("sources.teamviewer.token", self.token.as_ref(), self.token_file.as_deref())
+/// Register every secret of a loaded configuration with the redactor (crates/redact), and the
+/// HTTP Basic pairs its sinks and vendors send (Zendesk `email/token:TOKEN`, Freshservice
+/// `KEY:X`, JSM Cloud `email:TOKEN`, Zoom's token endpoint `client_id:client_secret`): only
+/// the binary's configuration knows which values those are.
+fn register_config(cfg: &Config, text: &str) {
+    use crate::redact::{register_all, register_pairs, secrets_in_config, MIN_SECRET_LEN};
+    let secrets = secrets_in_config(text, ENV_PREFIX, std::env::vars());
+    let short = secrets.iter().filter(|s| !s.is_empty() && s.chars().count() < MIN_SECRET_LEN).count();
+    if short > 0 {
+        tracing::warn!(
+            secrets = short,
+            min_len = MIN_SECRET_LEN,
+            "configured secret(s) too short to be redacted from logs and error text"
+        );
     }
-    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
-        declared_secret(
-            "sources.teamviewer.client_secret",
-            self.client_secret.as_ref(),
-            self.client_secret_file.as_deref(),
-        )
+    register_all(secrets.iter().map(String::as_str));
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    pairs.extend(cfg.sinks.basic_pairs());
+    if let Some(z) = &cfg.sources.zoom {
+        for (i, a) in z.accounts.iter().enumerate() {
+            if let Ok(Some(s)) = a.client_secret(i) {
+                pairs.push((a.client_id.clone(), s.expose_secret().to_string()));
+            }
+        }
     }
+    register_pairs(&pairs);
 }
 
 /// A TOML syntax error quotes the offending line(s) (`12 | api_key = "…`), which may hold a
@@ -907,6 +701,33 @@ mod tests {
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new())
     }
+
+    /// The secret keys the components declare are exactly those their sections use, in every
+    /// authentication variant, and each one's credential is one `doctor` recognizes.
+    #[test]
+    fn declared_secret_keys_are_the_ones_the_sections_use() {
+        let every_component = "[sources.zoom]\n[[sources.zoom.accounts]]\nname = \"a\"\nauth = \"oauth\"\n\
+            client_id = \"c\"\n[rooms.visioconference]\n[sinks.redmine]\nurl = \"https://r\"\n\
+            [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
+            [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
+            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n";
+        let mut used = std::collections::BTreeSet::new();
+        for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
+            let c = load(&format!("{auth}{every_component}")).unwrap();
+            for u in c.secret_uses() {
+                assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+                // An account's key by its index: declared once for every account.
+                used.insert(u.key.replace("accounts[0]", "accounts[]"));
+            }
+        }
+        // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
+        used.insert("store.audit_key".to_string());
+        let declared: std::collections::BTreeSet<String> = secret_keys().into_iter().map(String::from).collect();
+        assert_eq!(used, declared);
+    }
+
+    const TWO_OAUTH: &str = "[sources.teamviewer]\nauth = \"oauth\"\nclient_id = \"t\"\n\
+        [sources.splashtop]\nauth = \"oauth\"\nclient_id = \"s\"\n";
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -247,7 +247,7 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
         Err(e) => {
             let hint = match cfg.store.location() {
                 Ok(crate::store::Location::Postgres(_)) => {
-                    "check store.url, store.password_file (or the credential store_password) and that the server runs"
+                    "check store.url, store.password_file (or the credential password) and that the server runs"
                 }
                 _ => "check the file's owner and mode",
             };

@@ -87,8 +87,9 @@ struct Component {
     role: Role,
     section: &'static str,
     keys: &'static [Key],
-    /// Credential names (`$CREDENTIALS_DIRECTORY/<name>`); `{account}` is the Zoom account.
-    credentials: &'static [&'static str],
+    /// The secret keys it reads, in its section; their credentials
+    /// (`$CREDENTIALS_DIRECTORY/<name>`) follow from the keys ([`credential_of`]).
+    secrets: &'static [&'static str],
     /// What the operator still has to do after init, if anything.
     next: Option<&'static str>,
 }
@@ -99,7 +100,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Source,
         section: "sources.teamviewer",
         keys: &[],
-        credentials: &["teamviewer_token"],
+        secrets: &["token"],
         next: None,
     },
     Component {
@@ -107,7 +108,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Source,
         section: "sources.splashtop",
         keys: &[Key { name: "region", prompt: "Splashtop region", default: Some("us"), choices: &["us", "eu"] }],
-        credentials: &["splashtop_token"],
+        secrets: &["token"],
         next: None,
     },
     Component {
@@ -125,7 +126,7 @@ const COMPONENTS: &[Component] = &[
             key("client_id", "Zoom OAuth client id", None),
             key("account_id", "Zoom account id (Server-to-Server apps only; empty otherwise)", Some("")),
         ],
-        credentials: &["zoom_{account}_client_secret"],
+        secrets: &["accounts[].client_secret"],
         next: Some("ticketsync auth zoom --account {account} (a user-managed OAuth app needs one authorization)"),
     },
     Component {
@@ -133,7 +134,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Source,
         section: "rooms.visioconference",
         keys: &[],
-        credentials: &["visioconference_token"],
+        secrets: &["token"],
         next: None,
     },
     Component {
@@ -141,7 +142,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Sink,
         section: "sinks.redmine",
         keys: &[key("url", "Redmine URL (https://…)", None)],
-        credentials: &["redmine_api_key"],
+        secrets: &["api_key"],
         next: None,
     },
     Component {
@@ -152,7 +153,7 @@ const COMPONENTS: &[Component] = &[
             key("url", "Zendesk URL (https://<subdomain>.zendesk.com)", None),
             key("email", "Zendesk agent e-mail", None),
         ],
-        credentials: &["zendesk_token"],
+        secrets: &["token"],
         next: None,
     },
     Component {
@@ -160,7 +161,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Sink,
         section: "sinks.freshservice",
         keys: &[key("url", "Freshservice URL (https://<domain>.freshservice.com)", None)],
-        credentials: &["freshservice_api_key"],
+        secrets: &["api_key"],
         next: None,
     },
     Component {
@@ -171,7 +172,7 @@ const COMPONENTS: &[Component] = &[
             key("url", "Jira URL (https://<site>.atlassian.net)", None),
             key("email", "Atlassian account e-mail", None),
         ],
-        credentials: &["jsm_token"],
+        secrets: &["token"],
         next: None,
     },
     Component {
@@ -179,7 +180,7 @@ const COMPONENTS: &[Component] = &[
         role: Role::Sink,
         section: "sinks.glpi",
         keys: &[key("url", "GLPI API URL (https://…/apirest.php)", None)],
-        credentials: &["glpi_user_token", "glpi_app_token"],
+        secrets: &["user_token", "app_token"],
         next: None,
     },
     Component {
@@ -187,10 +188,19 @@ const COMPONENTS: &[Component] = &[
         role: Role::Sink,
         section: "sinks.webhook",
         keys: &[key("url", "Webhook URL (https://…)", None)],
-        credentials: &["webhook_secret"],
+        secrets: &["secret"],
         next: None,
     },
 ];
+
+/// The credential of a component's secret `key`; an account's is named after `account`.
+fn credential_of(c: &Component, key: &str, account: &str) -> String {
+    let key = format!("{}.{key}", c.section);
+    match key.contains("[].") {
+        true => crate::config::element_credential(&key, account),
+        false => crate::config::credential(&key),
+    }
+}
 
 fn names(role: Role) -> String {
     COMPONENTS.iter().filter(|c| c.role == role).map(|c| c.name).collect::<Vec<_>>().join(", ")
@@ -425,8 +435,8 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
             missing.push("zoom.account_id (Server-to-Server apps): --set zoom.account_id=…".into());
         }
         let mut secrets = Vec::new();
-        for cred in c.credentials {
-            let name = cred.replace("{account}", values.get("account").map(String::as_str).unwrap_or("helpdesk"));
+        for key in c.secrets {
+            let name = credential_of(c, key, values.get("account").map(String::as_str).unwrap_or("helpdesk"));
             match from.remove(&name) {
                 Some(f) => secrets.push((name.clone(), f.read(&name)?)),
                 None if opts.interactive => {
@@ -668,5 +678,21 @@ mod tests {
             }
             assert_eq!(v.get("enabled"), Some(&toml::Value::Boolean(true)), "{}", c.name);
         }
+    }
+
+    /// What `init` writes are the credentials the configuration reads: each component's
+    /// secret keys are declared by its section, and named as `check` and `doctor` name them.
+    #[test]
+    fn every_component_secret_is_a_declared_credential() {
+        let declared = crate::config::secret_keys();
+        for c in COMPONENTS {
+            for key in c.secrets {
+                assert!(declared.contains(&format!("{}.{key}", c.section).as_str()), "{}: {key}", c.name);
+                assert!(crate::config::is_credential(&credential_of(c, key, "helpdesk")), "{}: {key}", c.name);
+            }
+        }
+        let zoom = component("zoom").unwrap();
+        assert_eq!(credential_of(zoom, zoom.secrets[0], "a"), "zoom_a_client_secret");
+        assert_eq!(credential_of(component("glpi").unwrap(), "app_token", ""), "glpi_app_token");
     }
 }

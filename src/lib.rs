@@ -18,19 +18,20 @@ pub use ticketsync_http::holds;
 pub mod init;
 pub mod launchers;
 pub use ticketsync_model::marker;
-pub mod matcher;
+pub use ticketsync_pipeline::matcher;
 pub mod metrics;
 pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
-pub mod pipeline;
-pub mod redact;
-pub mod render;
-pub mod report;
-pub mod schedule;
 pub use ticketsync_model::session;
+pub use ticketsync_pipeline as pipeline;
+pub use ticketsync_pipeline::render;
+/// `report::session_note`, as callers have always named it.
+pub use ticketsync_pipeline::render as report;
+pub use ticketsync_redact as redact;
 /// The simulators (crates/sim), linked only with the `demo` feature.
 #[cfg(feature = "demo")]
 pub use ticketsync_sim as sim;
 pub use ticketsync_sinks as sinks;
-pub mod sources;
+pub use ticketsync_sources as sources;
+pub use ticketsync_sources::schedule;
 pub use ticketsync_store as store;

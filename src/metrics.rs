@@ -16,7 +16,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::sources::{PollStats, SourceError};
-use crate::store::outbox::Outcome;
+// Recorded by the delivery stage where deliveries happen; described and registered here.
+pub use crate::pipeline::metrics::{delivery_duration, delivery_finished, DELIVERY_SECONDS};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
@@ -29,7 +30,6 @@ const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 /// The histograms (their names end in `_seconds`, as Prometheus' conventions ask).
 pub const POLL_SECONDS: &str = "ticketsync_poll_duration_seconds";
 pub const PAGE_SECONDS: &str = "ticketsync_page_fetch_duration_seconds";
-pub const DELIVERY_SECONDS: &str = "ticketsync_delivery_duration_seconds";
 
 /// Install the Prometheus recorder once per process and return its handle.
 pub fn install() -> &'static PrometheusHandle {
@@ -92,11 +92,6 @@ pub fn poll_duration(source: &str, took: Duration) {
 /// How long one page (one vendor request of a poll, retries included) took to fetch.
 pub fn page_fetch_duration(source: &str, took: Duration) {
     histogram!(PAGE_SECONDS, "source" => source.to_string()).record(took.as_secs_f64());
-}
-
-/// How long one delivery attempt (one request to the sink, or one batch) took.
-pub fn delivery_duration(sink: &str, took: Duration) {
-    histogram!(DELIVERY_SECONDS, "sink" => sink.to_string()).record(took.as_secs_f64());
 }
 
 /// The process metrics, read from /proc now (called at each scrape).
@@ -162,21 +157,6 @@ pub fn poll_finished(source: &str, result: &Result<PollStats, SourceError>) {
             let kind = if e.is_transient() { "transient" } else { "permanent" };
             counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind).increment(1);
         }
-    }
-}
-
-pub fn delivery_finished(sink: &str, outcome: &Outcome) {
-    let (label, error_kind) = match outcome {
-        Outcome::Delivered { found_existing: true, .. } => ("found_existing", None),
-        Outcome::Delivered { .. } => ("delivered", None),
-        Outcome::Retry { ambiguous: true, .. } => ("retry", Some("ambiguous")),
-        Outcome::Retry { .. } => ("retry", Some("retry")),
-        Outcome::Failed { .. } => ("failed", Some("failed")),
-        Outcome::Dead { .. } => ("dead", Some("permanent")),
-    };
-    counter!("ticketsync_delivery_attempts_total", "sink" => sink.to_string(), "outcome" => label).increment(1);
-    if let Some(kind) = error_kind {
-        counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind).increment(1);
     }
 }
 

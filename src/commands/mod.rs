@@ -12,6 +12,7 @@ mod init;
 mod link;
 mod man;
 mod migrate;
+mod relink;
 mod run;
 mod session;
 mod unmatched;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Auth { .. } => auth::run(cli).await,
         Command::Session { .. } => session::create(cli).await,
         Command::Link { .. } => link::run(cli).await,
+        Command::Relink { .. } => relink::run(cli).await,
         Command::Unmatched { .. } => unmatched::run(cli).await,
         Command::Deliveries { .. } => deliveries::list(cli).await,
         Command::Retry { .. } => deliveries::retry(cli).await,

@@ -257,7 +257,7 @@ fn the_units_credentials_are_declared_by_the_config() {
     // The unit loads none by itself; its comments show the drop-in's lines.
     assert!(names.len() >= 2, "{names:?}");
     for n in names {
-        assert!(ticketsync::config::is_credential(n), "{n} is not declared in config::SECRET_KEYS");
+        assert!(ticketsync::config::is_credential(n), "{n} is not the credential of a key in config::secret_keys()");
     }
     assert!(!ticketsync::config::is_credential("teamviewer_tokn"));
 }

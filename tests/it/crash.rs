@@ -80,7 +80,7 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child 
     tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
         .args(["run", "--config"])
         .arg(cfg)
-        .env("TICKETSYNC_LOG", "info,ticketsync::sources=debug")
+        .env("TICKETSYNC_LOG", "info,ticketsync_sources=debug")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

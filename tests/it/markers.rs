@@ -3,6 +3,7 @@
 //! hostile vendor text renders as text on the real Redmine. Real HTTP against the
 //! simulators and the real Redmine, through the fault proxy; real SQLite.
 
+use crate::support::SendJson;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,19 +180,7 @@ impl System {
     async fn ticket(&self, n: u64) -> String {
         match &self.backend {
             Backend::Jsm(_) => format!("HELP-{n}"),
-            Backend::RealRedmine(ci) => {
-                let v: Value = http()
-                    .post(format!("{}/issues.json", ci.url))
-                    .header("X-Redmine-API-Key", &ci.api_key)
-                    .json(&json!({"issue": {"project_id": ci.project, "subject": "ticketsync forged markers"}}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                v["issue"]["id"].as_u64().expect("issue created").to_string()
-            }
+            Backend::RealRedmine(ci) => ci.new_issue("ticketsync forged markers").await.to_string(),
             _ => n.to_string(),
         }
     }
@@ -229,12 +218,8 @@ impl System {
                 let v: Value = http()
                     .get(format!("{}/issues/{ticket}.json?include=journals", ci.url))
                     .header("X-Redmine-API-Key", &ci.api_key)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                    .send_json()
+                    .await;
                 v["issue"]["journals"]
                     .as_array()
                     .into_iter()
@@ -416,17 +401,7 @@ async fn marker_key_is_kept_in_the_store() {
 async fn hostile_note_renders_as_text_on_real_redmine() {
     let Some(ci) = crate::support::redmine_ci() else { return };
     let sink = ticketsync::sinks::redmine::RedmineSink::new("redmine", &ci.url, secret(&ci.api_key), true, http());
-    let v: Value = http()
-        .post(format!("{}/issues.json", ci.url))
-        .header("X-Redmine-API-Key", &ci.api_key)
-        .json(&json!({"issue": {"project_id": ci.project, "subject": "ticketsync hostile markup"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ticket = v["issue"]["id"].as_u64().unwrap().to_string();
+    let ticket = ci.new_issue("ticketsync hostile markup").await.to_string();
     let evil = "!https://attacker.example/pixel.png! \"Reset password\":https://evil.example <img src=x onerror=alert(1)> </PRE> <pre> [[wiki]] {{collapse}} {{toc}} [t](https://evil.example/md) ![i](https://evil.example/i.png) <https://evil.example/auto> www.evil.example mail@evil.example #1 @admin attachment:x.png %{color:red}red% ==<b>raw</b>==";
     let note = Note {
         title: format!("h1. Session {evil}"),

@@ -3,6 +3,7 @@
 //! keeps waiting), PKCE for Zoom, stored tokens that a rotated client secret no longer opens,
 //! the token journal, and the kill-right-after-refresh loop (faults/run.sh, area 4).
 
+use crate::support::SendJson;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -335,12 +336,8 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
             ("client_id", TV_CLIENT_ID),
             ("client_secret", TV_SECRET),
         ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let (a2, r2) = (answer["access_token"].as_str().unwrap(), answer["refresh_token"].as_str().unwrap());
     let exp = ticketsync::session::ts(Utc::now() + TimeDelta::hours(1));
     let mut entry = tokens::Sealed::new(
@@ -504,7 +501,7 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
         let answers = (v.answered)();
         let log = db.with_extension(format!("run-{i}.log"));
         let mut child = crate::support::ticketsync(cfg, &["run"])
-            .env("TICKETSYNC_LOG", "info,ticketsync::oauth=debug")
+            .env("TICKETSYNC_LOG", "info,ticketsync_http::oauth=debug")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

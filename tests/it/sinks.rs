@@ -5,6 +5,7 @@
 //! [`FaultProxy`], which injects 404/401/429/5xx answers, late answers and dropped
 //! connections. Deliveries go through the real outbox and `deliver_due`.
 
+use crate::support::SendJson;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -260,18 +261,7 @@ impl Target {
     /// A fresh ticket with no notes.
     async fn make_ticket(&self) -> String {
         match &self.backend {
-            Backend::RealRedmine { ci, http } => {
-                let resp = http
-                    .post(format!("{}/issues.json", ci.url))
-                    .header("X-Redmine-API-Key", &ci.api_key)
-                    .json(&json!({"issue": {"project_id": ci.project, "subject": "ticketsync sink conformance"}}))
-                    .send()
-                    .await
-                    .expect("create Redmine issue");
-                assert_eq!(resp.status().as_u16(), 201, "creating an issue on the real Redmine");
-                let v: Value = resp.json().await.expect("issue JSON");
-                v["issue"]["id"].as_u64().expect("issue id").to_string()
-            }
+            Backend::RealRedmine { ci, .. } => ci.new_issue("ticketsync sink conformance").await.to_string(),
             Backend::SimRedmine(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
@@ -878,12 +868,8 @@ async fn case_splashtop_note(t: &Target) {
         let issue: Value = http
             .get(format!("{}/issues/{ticket}.json?include=attachments", ci.url))
             .header("X-Redmine-API-Key", &ci.customer_api_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .send_json()
+            .await;
         assert_eq!(issue["issue"]["attachments"], json!([]), "no file attached to the issue");
     }
 }

@@ -4,6 +4,7 @@
 //! rotation on and off, refresh-token expiry), support sessions created for a ticket, and
 //! what lands on the ticket (file-transfer table, transcript inline or attached).
 
+use crate::support::SendJson;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -548,28 +549,14 @@ secret = "whsec"
 async fn real_redmine_upload_with_private_note_is_public() {
     let Some(ci) = crate::support::redmine_ci() else { return };
     let http = reqwest::Client::new();
-    let issue: Value = http
-        .post(format!("{}/issues.json", ci.url))
-        .header("X-Redmine-API-Key", &ci.api_key)
-        .json(&json!({"issue": {"project_id": ci.project, "subject": "upload visibility probe"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = issue["issue"]["id"].as_u64().unwrap();
+    let id = ci.new_issue("upload visibility probe").await;
     let up: Value = http
         .post(format!("{}/uploads.json?filename=chat.txt", ci.url))
         .header("X-Redmine-API-Key", &ci.api_key)
         .header("Content-Type", "application/octet-stream")
         .body("Jane: my password is hunter2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let token = up["upload"]["token"].as_str().unwrap();
     let resp = http
         .put(format!("{}/issues/{id}.json", ci.url))
@@ -583,12 +570,8 @@ async fn real_redmine_upload_with_private_note_is_public() {
     let seen: Value = http
         .get(format!("{}/issues/{id}.json?include=attachments,journals", ci.url))
         .header("X-Redmine-API-Key", &ci.customer_api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let journals = seen["issue"]["journals"].as_array().cloned().unwrap_or_default();
     assert!(journals.iter().all(|j| j["notes"] != "private note with transcript"), "the note itself is private");
     let names: Vec<&str> =

@@ -245,7 +245,141 @@ async fn links_matches_and_rematch() {
     assert_chain_ok(audit::verify(&store).await.unwrap());
 }
 
+/// `ticketsync relink`: the session named by report id, id or code; its match read and
+/// moved (audited) in one transaction; its reports for the old ticket, and whether each may
+/// be on the ticket; the relink count that numbers the new markers.
+#[tokio::test]
+async fn relink_reads_and_moves_a_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    page(
+        &store,
+        &[
+            Ok(session("teamviewer", "Ab-1", "s100-200", true)),
+            Ok(session("teamviewer", "b2", "s300", true)),
+            Ok(session("splashtop", "c3", "s300", true)),
+        ],
+        "w1",
+        "{}",
+        None,
+    )
+    .await;
+    let all = sessions::to_match_read(&store, 0, 10).await.unwrap();
+    let (a, b) = (all[0].id, all[1].id);
+    let names = |key: String| {
+        let store = store.clone();
+        async move { sessions::named(&store, &key, 10).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(names("Ab-1".into()).await, [a], "by report id");
+    assert_eq!(
+        names("ab-1".into()).await,
+        Vec::<i64>::new(),
+        "a report id is matched exactly or lower-cased, not folded"
+    );
+    assert_eq!(names("S100 200".into()).await, [a], "by normalized code");
+    assert_eq!(names("s300".into()).await.len(), 2, "a code two sessions share");
+    assert_eq!(names(b.to_string()).await, [b], "by id");
+    assert!(names("zz".into()).await.is_empty() && names(" - ".into()).await.is_empty());
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(links::record_match(&mut tx, a, "teamviewer", "10", "custom_api", "custom_api.ticket_id").await.unwrap());
+    assert_eq!(links::match_of(&mut tx, b).await.unwrap(), None);
+    let queued = outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
+    let refused =
+        outbox::enqueue(&mut tx, "webhook", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
+    outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_links", "m-l", "{}").await.unwrap();
+    tx.commit().await.unwrap();
+    // The webhook's note dies at its first attempt: it never reached the ticket.
+    let claimed = outbox::claim_due(&store, 10).await.unwrap();
+    let w = claimed.iter().find(|d| Some(d.id) == refused).unwrap();
+    outbox::finish(&store, w, &Outcome::Dead { error: "HTTP 404".into() }).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let m = links::match_of(&mut tx, a).await.unwrap().unwrap();
+    assert_eq!((m.ticket_id.as_str(), m.rule.as_str()), ("10", "custom_api"));
+    assert_eq!(links::relinks_of(&mut tx, a).await.unwrap(), 0);
+    let reports = outbox::session_reports_in(&mut tx, a, "10").await.unwrap();
+    let seen: Vec<(Option<i64>, bool)> = reports.iter().map(|q| (Some(q.delivery.id), q.may_be_on_ticket)).collect();
+    assert_eq!(seen, [(queued, true), (refused, false)], "reports only, in queue order");
+    assert!(outbox::session_reports_in(&mut tx, a, "11").await.unwrap().is_empty());
+
+    let mut chain = audit::Chain::load(&mut tx).await.unwrap();
+    let r = links::Relink {
+        session_id: a,
+        vendor: "teamviewer",
+        from_ticket: "10",
+        to_ticket: "11",
+        number: 1,
+        by: Some("ana"),
+        reason: Some("wrong ticket"),
+    };
+    assert!(links::move_match_in(&mut tx, &mut chain, &r).await.unwrap());
+    assert!(!links::move_match_in(&mut tx, &mut chain, &r).await.unwrap(), "no longer on ticket 10");
+    chain.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let m = links::match_for(&store, a).await.unwrap().unwrap();
+    assert_eq!((m.ticket_id.as_str(), m.rule.as_str(), m.rule_detail.as_deref()), ("11", "relink", Some("from 10")));
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(links::relinks_of(&mut tx, a).await.unwrap(), 1);
+    tx.rollback().await.unwrap();
+    let moved = history::ticket_record(&store, "11").await.unwrap();
+    assert_eq!(moved.sessions.len(), 1);
+    assert_eq!(moved.sessions[0].rule, "relink");
+    let relinked = moved.history.iter().find(|e| e.kind == "session_relinked").expect("session_relinked");
+    let detail: serde_json::Value = serde_json::from_str(&relinked.detail_json).unwrap();
+    assert_eq!(detail, serde_json::json!({"from": "10", "relink": 1, "by": "ana", "reason": "wrong ticket"}));
+    let old = history::ticket_record(&store, "10").await.unwrap();
+    assert!(old.sessions.is_empty());
+    assert!(old.history.iter().any(|e| e.kind == "session_unlinked" && e.detail_json.contains("\"to\":\"11\"")));
+    assert_chain_ok(audit::verify(&store).await.unwrap());
+}
+
 /// Queue one note per (ticket, marker) in one transaction.
+#[tokio::test]
+async fn leases_grant_one_holder_fence_writes_and_change_hands_after_expiry() {
+    use ticketsync::store::leases;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let long = std::time::Duration::from_secs(60);
+
+    let a = leases::acquire(&store, "source:teamviewer", "host-a:1", long).await.unwrap().expect("free: granted");
+    assert_eq!((a.holder.as_str(), a.token), ("host-a:1", 1));
+    assert_eq!(leases::acquire(&store, "source:teamviewer", "host-b:2", long).await.unwrap(), None, "held by a");
+    let again = leases::acquire(&store, "source:teamviewer", "host-a:1", long).await.unwrap().expect("renewed");
+    assert_eq!(again.token, 1, "a renewal keeps the token");
+    assert!(again.expires_at_ms >= a.expires_at_ms);
+    let other = leases::acquire(&store, "source:zoom", "host-b:2", long).await.unwrap().expect("another name is free");
+    assert_eq!(other.token, 1);
+
+    // The holder's page commit is fenced with its lease.
+    store.fences().hold("teamviewer", a.clone(), long);
+    page(&store, &[Ok(session("teamviewer", "L1", "s1", true))], "w1", "{\"o\":1}", None).await;
+    assert_eq!(cursors::load(&store, "teamviewer").await.unwrap().as_deref(), Some("{\"o\":1}"));
+
+    // a's lease expires (released here, as at shutdown) and b takes it: a new token.
+    leases::release(&store, &a).await.unwrap();
+    let b = leases::acquire(&store, "source:teamviewer", "host-b:2", long).await.unwrap().expect("expired: taken over");
+    assert_eq!((b.holder.as_str(), b.token), ("host-b:2", 2));
+
+    // a, which still believes it holds token 1, cannot write a page any more: nothing of it lands.
+    let mut tx = OpenTx::begin(&store).await.unwrap();
+    let records = [Ok(session("teamviewer", "L2", "s2", true))];
+    let err = tx.write(&store, "teamviewer", &records, "w2", "{\"o\":2}", None).await.expect_err("fenced out");
+    drop(tx);
+    assert!(err.to_string().contains("held by another instance"), "{err}");
+    assert_eq!(cursors::load(&store, "teamviewer").await.unwrap().as_deref(), Some("{\"o\":1}"), "cursor unmoved");
+    assert!(sessions::named(&store, "L2", 5).await.unwrap().is_empty(), "the page rolled back");
+    // Keys of one source's accounts are guarded by the source's lease.
+    assert_eq!(store.fences().for_cursor("teamviewer:acme").map(|(l, _)| l.token), Some(1));
+    assert_eq!(store.fences().drop_key("teamviewer").map(|l| l.token), Some(1));
+    assert!(store.fences().for_cursor("teamviewer").is_none());
+
+    let all = leases::list(&store).await.unwrap();
+    let held: Vec<(&str, &str, i64)> = all.iter().map(|l| (l.name.as_str(), l.holder.as_str(), l.token)).collect();
+    assert_eq!(held, vec![("source:teamviewer", "host-b:2", 2), ("source:zoom", "host-b:2", 1)]);
+}
+
 async fn enqueue(store: &Store, sink: &str, ticket: &str, marker: &str) -> Option<i64> {
     let mut tx = store.begin().await.unwrap();
     let id =
@@ -664,6 +798,11 @@ fn the_crate_graph_runs_one_way() {
         ("ticketsync-store", &["ticketsync-model", "ticketsync-redact"]),
         ("ticketsync-http", &["ticketsync-config", "ticketsync-model", "ticketsync-redact", "ticketsync-store"]),
         ("ticketsync-sinks", &["ticketsync-config", "ticketsync-http", "ticketsync-model", "ticketsync-redact"]),
+        ("ticketsync-sources", &["ticketsync-config", "ticketsync-http", "ticketsync-model", "ticketsync-store"]),
+        (
+            "ticketsync-pipeline",
+            &["ticketsync-http", "ticketsync-model", "ticketsync-sinks", "ticketsync-sources", "ticketsync-store"],
+        ),
     ];
     let crates = workspace_dependencies();
     for (krate, deps) in &crates {

@@ -116,6 +116,33 @@ pub struct RedmineCi {
     pub customer_api_key: String,
 }
 
+impl RedmineCi {
+    /// A new issue in the test project, as the API user; its id.
+    pub async fn new_issue(&self, subject: &str) -> u64 {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/issues.json", self.url))
+            .header("X-Redmine-API-Key", &self.api_key)
+            .json(&serde_json::json!({"issue": {"project_id": self.project, "subject": subject}}))
+            .send()
+            .await
+            .expect("create Redmine issue");
+        assert_eq!(resp.status().as_u16(), 201, "creating an issue on the real Redmine");
+        let v: serde_json::Value = resp.json().await.expect("issue JSON");
+        v["issue"]["id"].as_u64().expect("issue id")
+    }
+}
+
+/// A request whose answer the test reads as JSON, failing on a transport or parse error.
+pub(crate) trait SendJson {
+    async fn send_json(self) -> serde_json::Value;
+}
+
+impl SendJson for reqwest::RequestBuilder {
+    async fn send_json(self) -> serde_json::Value {
+        self.send().await.expect("request sent").json().await.expect("JSON answer")
+    }
+}
+
 /// The real Redmine's variables. Missing ones fail the test with the command that starts
 /// Redmine; only an explicit `TICKETSYNC_SKIP_REDMINE=1` outside CI skips.
 pub fn redmine_ci() -> Option<RedmineCi> {

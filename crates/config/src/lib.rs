@@ -119,43 +119,52 @@ pub struct SecretUse {
 }
 
 impl SecretUse {
-    /// A secret declared in [`SECRET_KEYS`], under its declared credential.
+    /// A secret under its key's credential ([`credential`]).
     pub fn declared(key: &str, required: bool, value: Result<Option<SecretString>, ConfigError>) -> SecretUse {
-        SecretUse { key: key.to_string(), credential: credential(key).to_string(), required, value }
+        SecretUse { key: key.to_string(), credential: credential(key), required, value }
     }
 }
 
-/// Every secret key with its systemd credential name: the declarations `check`, start-up,
-/// `doctor` and the unit's `LoadCredential=` lines share. Zoom accounts add
-/// `zoom_<account>_client_secret` ([`is_credential`]).
-pub const SECRET_KEYS: [(&str, &str); 17] = [
-    ("sources.teamviewer.token", "teamviewer_token"),
-    ("sources.teamviewer.client_secret", "teamviewer_client_secret"),
-    ("sources.splashtop.token", "splashtop_token"),
-    ("sources.splashtop.client_secret", "splashtop_client_secret"),
-    ("rooms.visioconference.token", "visioconference_token"),
-    ("sinks.redmine.api_key", "redmine_api_key"),
-    ("sinks.webhook.secret", "webhook_secret"),
-    ("sinks.zendesk.token", "zendesk_token"),
-    ("sinks.freshservice.api_key", "freshservice_api_key"),
-    ("sinks.jsm.token", "jsm_token"),
-    ("sinks.glpi.user_token", "glpi_user_token"),
-    ("sinks.glpi.app_token", "glpi_app_token"),
-    ("http.metrics_token", "metrics_token"),
-    ("notes.marker_key", "marker_key"),
-    ("store.audit_key", "audit_key"),
-    ("store.password", "store_password"),
-    ("sources.zoom.accounts[].client_secret", "zoom_client_secret"),
-];
-
-/// The credential name of a secret key of [`SECRET_KEYS`].
-pub fn credential(key: &str) -> &'static str {
-    SECRET_KEYS.iter().find(|(k, _)| *k == key).map(|(_, c)| *c).expect("a key declared in SECRET_KEYS")
+/// The systemd credential (`LoadCredential=`) of a secret key, by one rule: a component's key
+/// is named `<section's last segment>_<key>` (`sinks.glpi.app_token` → `glpi_app_token`,
+/// `rooms.visioconference.token` → `visioconference_token`), a top-level section's by the key
+/// alone (`store.audit_key` → `audit_key`). A key in an array of named elements
+/// (`sources.zoom.accounts[].client_secret`) takes the element's name: see
+/// [`element_credential`]. Components declare their secret keys in their own sections; the
+/// binary lists them all, so no table of names is kept by hand.
+pub fn credential(key: &str) -> String {
+    let (section, field) = key.rsplit_once('.').unwrap_or(("", key));
+    match section.rsplit_once('.') {
+        Some((_, last)) => format!("{last}_{field}"),
+        None => field.to_string(),
+    }
 }
 
-/// Whether a file name in the credentials directory is a credential of ours.
-pub fn is_credential(name: &str) -> bool {
-    SECRET_KEYS.iter().any(|(_, c)| *c == name) || (name.starts_with("zoom_") && name.ends_with("_client_secret"))
+/// The credential of `key` (`sources.zoom.accounts[].client_secret`) for the array element
+/// named `element`: `zoom_<element>_client_secret`.
+pub fn element_credential(key: &str, element: &str) -> String {
+    let (prefix, suffix) = element_credential_parts(key);
+    format!("{prefix}{element}{suffix}")
+}
+
+/// `(prefix, suffix)` around the element's name in the credentials of an array key.
+fn element_credential_parts(key: &str) -> (String, String) {
+    let (array, field) = key.split_once("[].").unwrap_or((key, ""));
+    let section = array.rsplit_once('.').map_or(array, |(s, _)| s);
+    let last = section.rsplit_once('.').map_or(section, |(_, l)| l);
+    (format!("{last}_"), format!("_{field}"))
+}
+
+/// Whether `name` (a file in the credentials directory) is the credential of one of the
+/// secret keys `keys`, an array key's for any element name.
+pub fn is_credential_of<'a>(name: &str, keys: impl IntoIterator<Item = &'a str>) -> bool {
+    keys.into_iter().any(|k| match k.contains("[].") {
+        true => {
+            let (prefix, suffix) = element_credential_parts(k);
+            name.len() > prefix.len() + suffix.len() && name.starts_with(&prefix) && name.ends_with(&suffix)
+        }
+        false => credential(k) == name,
+    })
 }
 
 /// The secret of `key` from the value, its `_file`, or its declared credential.
@@ -164,7 +173,7 @@ pub fn declared_secret(
     inline: Option<&SecretString>,
     file: Option<&Path>,
 ) -> Result<Option<SecretString>, ConfigError> {
-    resolve_secret(key, inline, file, credential(key))
+    resolve_secret(key, inline, file, &credential(key))
 }
 
 pub fn missing_secret(key: &str, cred: &str) -> ConfigError {
@@ -178,7 +187,7 @@ pub fn missing_secret(key: &str, cred: &str) -> ConfigError {
 
 /// A required secret: present, or an error naming the key and where it can come from.
 pub fn require(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {
-    v.ok_or_else(|| missing_secret(key, credential(key)))
+    v.ok_or_else(|| missing_secret(key, &credential(key)))
 }
 
 /// Order: the inline value (file or `TICKETSYNC__…` env), then `<key>_file`, then
@@ -238,4 +247,41 @@ pub fn check_url(u: &str) -> Result<(), String> {
         return Err("must be an http:// or https:// URL".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule names every credential as the table kept by hand before it did.
+    #[test]
+    fn credentials_follow_from_their_keys() {
+        for (key, cred) in [
+            ("sources.teamviewer.token", "teamviewer_token"),
+            ("sources.teamviewer.client_secret", "teamviewer_client_secret"),
+            ("sources.splashtop.token", "splashtop_token"),
+            ("sources.splashtop.client_secret", "splashtop_client_secret"),
+            ("rooms.visioconference.token", "visioconference_token"),
+            ("sinks.redmine.api_key", "redmine_api_key"),
+            ("sinks.webhook.secret", "webhook_secret"),
+            ("sinks.zendesk.token", "zendesk_token"),
+            ("sinks.freshservice.api_key", "freshservice_api_key"),
+            ("sinks.jsm.token", "jsm_token"),
+            ("sinks.glpi.user_token", "glpi_user_token"),
+            ("sinks.glpi.app_token", "glpi_app_token"),
+            ("http.metrics_token", "metrics_token"),
+            ("notes.marker_key", "marker_key"),
+            ("store.audit_key", "audit_key"),
+        ] {
+            assert_eq!(credential(key), cred, "{key}");
+        }
+        let zoom = "sources.zoom.accounts[].client_secret";
+        assert_eq!(element_credential(zoom, "helpdesk"), "zoom_helpdesk_client_secret");
+        let keys = ["sinks.glpi.app_token", zoom];
+        assert!(is_credential_of("glpi_app_token", keys));
+        assert!(is_credential_of("zoom_a-b_client_secret", keys));
+        for not in ["glpi_app_tokn", "zoom__client_secret", "zoom_client_secret", "app_token"] {
+            assert!(!is_credential_of(not, keys), "{not}");
+        }
+    }
 }

@@ -47,13 +47,8 @@ struct Shared {
 pub struct FreshserviceSim {
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FreshserviceSim {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    // Held for its drop, which stops the server.
+    _server: crate::Served,
 }
 
 const TOTAL: u64 = 5000;
@@ -91,12 +86,8 @@ impl FreshserviceSim {
             .route("/api/v2/tickets/filter", get(filter))
             .route("/api/v2/agents/me", get(me))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FreshserviceSim { base_url, inner, task })
+        let (server, base_url) = crate::Served::start(app).await?;
+        Ok(FreshserviceSim { base_url, inner, _server: server })
     }
 
     pub fn conversations(&self, ticket: u64) -> Vec<Conversation> {

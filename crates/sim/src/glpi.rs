@@ -50,13 +50,8 @@ pub struct GlpiSim {
     /// Ends in `/apirest.php`, like a real GLPI's API URL.
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for GlpiSim {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    // Held for its drop, which stops the server.
+    _server: crate::Served,
 }
 
 fn glpi_err(status: StatusCode, code: &str, msg: &str) -> Response {
@@ -79,12 +74,8 @@ impl GlpiSim {
             .route("/apirest.php/Ticket/{id}/ITILFollowup", get(list_followups).post(add_followup))
             .route("/apirest.php/search/Ticket", get(search))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}/apirest.php", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(GlpiSim { base_url, inner, task })
+        let (server, url) = crate::Served::start(app).await?;
+        Ok(GlpiSim { base_url: format!("{url}/apirest.php"), inner, _server: server })
     }
 
     pub fn followups(&self, ticket: u64) -> Vec<Followup> {

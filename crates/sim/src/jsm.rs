@@ -54,13 +54,8 @@ struct Shared {
 pub struct JsmSim {
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for JsmSim {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    // Held for its drop, which stops the server.
+    _server: crate::Served,
 }
 
 impl JsmSim {
@@ -77,12 +72,8 @@ impl JsmSim {
             .route("/rest/api/2/search", get(search))
             .route("/rest/api/2/myself", get(myself))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(JsmSim { base_url, inner, task })
+        let (server, base_url) = crate::Served::start(app).await?;
+        Ok(JsmSim { base_url, inner, _server: server })
     }
 
     pub fn add_issue(&self, key: &str) {

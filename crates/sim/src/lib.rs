@@ -68,3 +68,60 @@ fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 /// The user id the simulators give a person (not the API user) who writes on a ticket.
 pub const PERSON_ID: u64 = 7;
+
+/// A simulator's HTTP server on 127.0.0.1: bound first (so the simulator can learn its own
+/// URL before building its router), then served until [`Served::stop`] or drop. Every
+/// simulator owns one, so starting and stopping them is written once.
+pub struct Served {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A listener on 127.0.0.1 (`port` 0: any free one) and its `http://addr` URL.
+pub async fn listen(port: u16) -> std::io::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+impl Served {
+    /// Serves `app` on `listener` in a task of its own.
+    pub fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> Served {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        });
+        Served { stop: Some(stop), task: Some(task) }
+    }
+
+    /// Binds any free port and serves `app` there; the `http://addr` URL.
+    pub async fn start(app: axum::Router) -> std::io::Result<(Served, String)> {
+        let (listener, url) = listen(0).await?;
+        Ok((Served::serve(listener, app), url))
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to 5 s, then aborts: a delay
+    /// fault can hold a request open far longer than a test wants to wait.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

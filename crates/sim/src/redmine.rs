@@ -57,7 +57,7 @@ struct Shared {
 pub struct RedmineSim {
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
+    server: crate::Served,
 }
 
 impl RedmineSim {
@@ -71,12 +71,8 @@ impl RedmineSim {
             .route("/issues/{file}", get(get_issue).put(put_issue))
             .route("/users/current.json", get(current_user))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(RedmineSim { base_url, inner, task })
+        let (server, base_url) = crate::Served::start(app).await?;
+        Ok(RedmineSim { base_url, inner, server })
     }
 
     pub fn journals(&self, issue: u64) -> Vec<Journal> {
@@ -128,8 +124,9 @@ impl RedmineSim {
         self.inner.lock().expect("sim lock").puts
     }
 
+    /// Stops the server (dropping it does the same).
     pub fn shutdown(self) {
-        self.task.abort();
+        drop(self.server);
     }
 }
 

@@ -19,8 +19,6 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use crate::teamviewer::Fault;
 
@@ -79,8 +77,7 @@ impl Inner {
 pub struct SplashtopSim {
     pub base_url: String,
     inner: Arc<Inner>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: crate::Served,
 }
 
 fn envelope_err(status: StatusCode, code: i64, message: &str) -> Response {
@@ -98,20 +95,11 @@ fn rand_token(prefix: &str) -> String {
 
 impl SplashtopSim {
     pub async fn start(opts: SimOptions) -> std::io::Result<SplashtopSim> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let (listener, base_url) = crate::listen(0).await?;
         let state = Mutex::new(St::default());
         let inner = Arc::new(Inner { opts, base_url: base_url.clone(), state, mis: Default::default() });
         let app = router(inner.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(SplashtopSim { base_url, inner, stop: Some(stop), task: Some(task) })
+        Ok(SplashtopSim { base_url, inner, server: crate::Served::serve(listener, app) })
     }
 
     /// From now on `text` goes out as `bytes` in every answer (see [`super::MisEncoding`]).
@@ -204,24 +192,9 @@ impl SplashtopSim {
         self.inner.lock().sessions.values().cloned().collect()
     }
 
+    /// Stops the server, letting in-flight requests finish (see [`crate::Served::stop`]).
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for SplashtopSim {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.server.stop().await;
     }
 }
 

@@ -23,8 +23,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// The user every issued token belongs to; sessions created via the API are assigned to them.
 pub const SIM_USERID: &str = "u11293276";
@@ -140,8 +138,7 @@ pub fn token_fingerprint(token: &str) -> String {
 pub struct TeamViewerSim {
     pub base_url: String,
     inner: Arc<Inner>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: crate::Served,
 }
 
 struct Inner {
@@ -811,22 +808,14 @@ impl ConnFilter {
 
 impl TeamViewerSim {
     pub async fn start(opts: SimOptions) -> std::io::Result<TeamViewerSim> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let (listener, base_url) = crate::listen(opts.port).await?;
         let mut st = St::default();
         let known = GROUPS.iter().filter(|(id, _)| !id.is_empty());
         st.groups = known.map(|(id, name)| (id.to_string(), name.to_string())).collect();
         let inner =
             Arc::new(Inner { opts, base_url: base_url.clone(), state: Mutex::new(st), mis: Default::default() });
         let app = router(inner.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-        });
-        Ok(TeamViewerSim { base_url, inner, stop: Some(stop), task: Some(task) })
+        Ok(TeamViewerSim { base_url, inner, server: crate::Served::serve(listener, app) })
     }
 
     /// `base_url` plus `/api/v1`.
@@ -1039,25 +1028,9 @@ impl TeamViewerSim {
         id
     }
 
+    /// Stops the server, letting in-flight requests finish (see [`crate::Served::stop`]).
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            // Graceful shutdown waits for in-flight requests, which a delay fault can stall.
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for TeamViewerSim {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.server.stop().await;
     }
 }
 

@@ -29,19 +29,15 @@ pub struct VisioSim {
     /// `api_url` for the configuration (`…/api/v1`).
     pub api_url: String,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    server: crate::Served,
 }
 
 impl VisioSim {
     pub async fn start(token: &str, shape: VisioShape) -> std::io::Result<VisioSim> {
         let inner = Arc::new(Inner { token: token.into(), shape: Mutex::new(shape), rooms: Mutex::new(vec![]) });
         let app = Router::new().route("/api/v1/entreprise/visio", post(create)).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let api_url = format!("http://{}/api/v1", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(VisioSim { api_url, inner, task })
+        let (server, url) = crate::Served::start(app).await?;
+        Ok(VisioSim { api_url: format!("{url}/api/v1"), inner, server })
     }
 
     pub fn set_shape(&self, s: VisioShape) {
@@ -53,8 +49,9 @@ impl VisioSim {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Stops the server (dropping it does the same).
     pub fn shutdown(self) {
-        self.task.abort();
+        drop(self.server);
     }
 }
 

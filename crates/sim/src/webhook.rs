@@ -36,7 +36,7 @@ struct Shared {
 pub struct WebhookSim {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
+    server: crate::Served,
 }
 
 impl WebhookSim {
@@ -44,12 +44,8 @@ impl WebhookSim {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = Shared { secret: secret.into(), header: header.to_ascii_lowercase(), inner: inner.clone() };
         let app = Router::new().route("/hook", post(receive)).with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(WebhookSim { url, inner, task })
+        let (server, url) = crate::Served::start(app).await?;
+        Ok(WebhookSim { url: format!("{url}/hook"), inner, server })
     }
 
     /// Payloads accepted once each (duplicates by Idempotency-Key are not included).
@@ -71,8 +67,9 @@ impl WebhookSim {
     pub fn standard_signed(&self) -> usize {
         self.inner.lock().expect("sim lock").standard_signed
     }
+    /// Stops the server (dropping it does the same).
     pub fn shutdown(self) {
-        self.task.abort();
+        drop(self.server);
     }
 }
 

@@ -48,13 +48,8 @@ struct Shared {
 pub struct ZendeskSim {
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ZendeskSim {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    // Held for its drop, which stops the server.
+    _server: crate::Served,
 }
 
 fn err(status: StatusCode, error: &str, description: &str) -> Response {
@@ -77,12 +72,8 @@ impl ZendeskSim {
             .route("/api/v2/search.json", get(search))
             .route("/api/v2/users/me.json", get(me))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(ZendeskSim { base_url, inner, task })
+        let (server, base_url) = crate::Served::start(app).await?;
+        Ok(ZendeskSim { base_url, inner, _server: server })
     }
 
     pub fn comments(&self, ticket: u64) -> Vec<Comment> {

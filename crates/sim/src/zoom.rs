@@ -113,7 +113,7 @@ impl Inner {
 pub struct ZoomSim {
     pub base_url: String,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    server: crate::Served,
 }
 
 fn err(status: u16, code: i64, message: &str) -> Response {
@@ -156,15 +156,11 @@ fn query_map(q: &str) -> HashMap<String, String> {
 
 impl ZoomSim {
     pub async fn start(opts: ZoomSimOptions) -> std::io::Result<ZoomSim> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let (listener, base_url) = crate::listen(0).await?;
         let st = St { next_id: 85_746_065_432, ..St::default() };
         let inner = Arc::new(Inner { opts, base_url: base_url.clone(), st: Mutex::new(st), mis: Default::default() });
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(ZoomSim { base_url, inner, task })
+        Ok(ZoomSim { base_url, inner, server: crate::Served::serve(listener, app) })
     }
 
     /// From now on `text` goes out as `bytes` in every API answer (see [`super::MisEncoding`]).
@@ -282,8 +278,9 @@ impl ZoomSim {
         self.inner.lock().log.clone()
     }
 
+    /// Stops the server (dropping it does the same).
     pub fn shutdown(self) {
-        self.task.abort();
+        drop(self.server);
     }
 }
 

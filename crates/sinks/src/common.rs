@@ -401,6 +401,26 @@ pub fn parse_listing(sink: &str, body: &str, what: &str) -> Result<serde_json::V
     })
 }
 
+/// The `TicketSink` methods every HTTP sink that keeps its client in `self.api` and scans the
+/// ticket for markers says the same way: its name, the request its host's hold is probed
+/// with, and what it can do (private notes, the marker scan, no attachments).
+macro_rules! scanning_http_sink {
+    () => {
+        fn name(&self) -> &str {
+            &self.api.name
+        }
+
+        fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
+            Some(self.api.hold_probe())
+        }
+
+        fn capabilities(&self) -> $crate::Capabilities {
+            $crate::Capabilities { marker_scan: true, private_notes: true, attachments: false }
+        }
+    };
+}
+pub(crate) use scanning_http_sink;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,6 +384,19 @@ impl WebhookConfig {
 pub const SECTIONS: [&str; 6] =
     ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
 
+/// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
+/// `redmine_api_key`, …), as `doctor` needs them before any section is read; a test checks
+/// them against the sections' [`SinkSection::secrets`].
+pub const SECRET_KEYS: [&str; 7] = [
+    "sinks.redmine.api_key",
+    "sinks.webhook.secret",
+    "sinks.zendesk.token",
+    "sinks.freshservice.api_key",
+    "sinks.jsm.token",
+    "sinks.glpi.user_token",
+    "sinks.glpi.app_token",
+];
+
 /// What building a sink takes besides its own section.
 pub struct BuildCtx {
     /// `outbox.request_timeout_secs`: the whole of one request.
@@ -414,52 +427,48 @@ pub trait SinkSection: Send + Sync {
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError>;
 }
 
-/// `section.url`: what every sink but the webhook's calls.
-fn url_key(section: &str, url: &str) -> Vec<(String, String)> {
-    vec![(format!("{section}.url"), url.to_string())]
+/// What every section's impl says the same way: its name, the `enabled` and `route` fields,
+/// and the one `url` key it calls (the webhook's included).
+macro_rules! section_basics {
+    ($kind:literal) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn enabled(&self) -> bool {
+            self.enabled
+        }
+        fn route(&self) -> &RouteConfig {
+            &self.route
+        }
+        fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
+            (self.outbound(), vec![(concat!("sinks.", $kind, ".url").to_string(), self.url.clone())])
+        }
+    };
+}
+
+/// An HTTP sink with the knobs every one of them takes from the context and its section.
+fn tuned<S: HttpKnobs + TicketSink + 'static>(sink: S, ctx: &BuildCtx, out: &Outbound<'_>) -> Arc<dyn TicketSink> {
+    Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(out.limit()))
 }
 
 impl SinkSection for RedmineConfig {
-    fn kind(&self) -> &'static str {
-        "redmine"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("redmine");
     fn validate_into(&self, e: &mut Errors) {
         check_url(e, "sinks.redmine.url", &self.url);
     }
     fn secrets(&self) -> Vec<SecretUse> {
         vec![SecretUse::declared("sinks.redmine.api_key", true, self.api_key_secret())]
     }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.redmine", &self.url))
-    }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let key = require(self.api_key_secret()?, "sinks.redmine.api_key")?;
         let http = self.outbound().client(ctx.timeout)?;
-        Ok(Arc::new(
-            RedmineSink::new("redmine", &self.url, key, self.private_notes, http)
-                .with_inline_limit(ctx.inline_limit)
-                .with_max_response_bytes(self.outbound().limit())
-                .with_text_formatting(self.text_formatting),
-        ))
+        let sink = RedmineSink::new("redmine", &self.url, key, self.private_notes, http);
+        Ok(tuned(sink.with_text_formatting(self.text_formatting), ctx, &self.outbound()))
     }
 }
 
 impl SinkSection for WebhookConfig {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("webhook");
     fn validate_into(&self, e: &mut Errors) {
         check_url(e, "sinks.webhook.url", &self.url);
         if reqwest::header::HeaderName::from_bytes(self.signature_header.as_bytes()).is_err() {
@@ -468,9 +477,6 @@ impl SinkSection for WebhookConfig {
     }
     fn secrets(&self) -> Vec<SecretUse> {
         vec![SecretUse::declared("sinks.webhook.secret", true, self.secret_value())]
-    }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.webhook", &self.url))
     }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let secret = require(self.secret_value()?, "sinks.webhook.secret")?;
@@ -484,15 +490,7 @@ impl SinkSection for WebhookConfig {
 }
 
 impl SinkSection for ZendeskConfig {
-    fn kind(&self) -> &'static str {
-        "zendesk"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("zendesk");
     fn validate_into(&self, e: &mut Errors) {
         self.check_into(e)
     }
@@ -508,9 +506,6 @@ impl SinkSection for ZendeskConfig {
             _ => Vec::new(),
         }
     }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.zendesk", &self.url))
-    }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let token = self.token_secret()?;
         let auth = match self.auth {
@@ -518,24 +513,13 @@ impl SinkSection for ZendeskConfig {
             ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
         };
         let http = self.outbound().client(ctx.timeout)?;
-        Ok(Arc::new(
-            ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http)
-                .with_inline_limit(ctx.inline_limit)
-                .with_max_response_bytes(self.outbound().limit()),
-        ))
+        let sink = ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http);
+        Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
 
 impl SinkSection for FreshserviceConfig {
-    fn kind(&self) -> &'static str {
-        "freshservice"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("freshservice");
     fn validate_into(&self, e: &mut Errors) {
         self.check_into(e)
     }
@@ -547,9 +531,6 @@ impl SinkSection for FreshserviceConfig {
         // Freshworks: the API key is the user name, any password (we send "X").
         self.api_key_secret().map(|k| vec![(k.expose_secret().to_string(), "X".into())]).unwrap_or_default()
     }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.freshservice", &self.url))
-    }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let http = self.outbound().client(ctx.timeout)?;
         let sink = FreshserviceSink::new(
@@ -559,20 +540,12 @@ impl SinkSection for FreshserviceConfig {
             self.session_code_field.clone(),
             http,
         );
-        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
+        Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
 
 impl SinkSection for JsmConfig {
-    fn kind(&self) -> &'static str {
-        "jsm"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("jsm");
     fn validate_into(&self, e: &mut Errors) {
         self.check_into(e)
     }
@@ -586,9 +559,6 @@ impl SinkSection for JsmConfig {
             _ => Vec::new(),
         }
     }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.jsm", &self.url))
-    }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let token = self.token_secret()?;
         let auth = match self.deployment {
@@ -597,20 +567,12 @@ impl SinkSection for JsmConfig {
         };
         let http = self.outbound().client(ctx.timeout)?;
         let sink = JsmSink::new("jsm", &self.url, auth, self.remote_links, self.session_code_field_id, http);
-        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
+        Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
 
 impl SinkSection for GlpiConfig {
-    fn kind(&self) -> &'static str {
-        "glpi"
-    }
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn route(&self) -> &RouteConfig {
-        &self.route
-    }
+    section_basics!("glpi");
     fn validate_into(&self, e: &mut Errors) {
         self.check_into(e)
     }
@@ -621,13 +583,10 @@ impl SinkSection for GlpiConfig {
             SecretUse::declared("sinks.glpi.app_token", false, self.app_token_secret()),
         ]
     }
-    fn outbound_urls(&self) -> (Outbound<'_>, Vec<(String, String)>) {
-        (self.outbound(), url_key("sinks.glpi", &self.url))
-    }
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
         let http = self.outbound().client(ctx.timeout)?;
         let (user, app) = (self.user_token_secret()?, self.app_token_secret()?);
         let sink = GlpiSink::new("glpi", &self.url, user, app, self.session_code_search_option, http);
-        Ok(Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(self.outbound().limit())))
+        Ok(tuned(sink, ctx, &self.outbound()))
     }
 }

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -111,17 +111,7 @@ pub fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
 
 #[async_trait]
 impl TicketSink for FreshserviceSink {
-    fn name(&self) -> &str {
-        &self.api.name
-    }
-
-    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.api.hold_probe())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { marker_scan: true, private_notes: true, attachments: false }
-    }
+    common::scanning_http_sink!();
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let id = self.ticket_id(ticket)?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -167,17 +167,7 @@ pub fn glpi_error(body: &str) -> (String, String) {
 
 #[async_trait]
 impl TicketSink for GlpiSink {
-    fn name(&self) -> &str {
-        &self.api.name
-    }
-
-    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.api.hold_probe())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { marker_scan: true, private_notes: true, attachments: false }
-    }
+    common::scanning_http_sink!();
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let id = self.ticket_id(ticket)?;

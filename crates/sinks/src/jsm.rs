@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, TicketSink};
+use super::{RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -131,17 +131,7 @@ pub fn jira_error(body: &str) -> String {
 
 #[async_trait]
 impl TicketSink for JsmSink {
-    fn name(&self) -> &str {
-        &self.api.name
-    }
-
-    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.api.hold_probe())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { marker_scan: true, private_notes: true, attachments: false }
-    }
+    common::scanning_http_sink!();
 
     async fn find_marker(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
         let key = self.key(ticket)?;

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, TicketSink};
+use super::{RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -127,17 +127,7 @@ pub fn zendesk_error(body: &str) -> String {
 
 #[async_trait]
 impl TicketSink for ZendeskSink {
-    fn name(&self) -> &str {
-        &self.api.name
-    }
-
-    fn hold_probe(&self) -> Option<reqwest::RequestBuilder> {
-        Some(self.api.hold_probe())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { marker_scan: true, private_notes: true, attachments: false }
-    }
+    common::scanning_http_sink!();
 
     fn max_batch(&self) -> usize {
         self.max_batch

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod cursors;
 mod dialect;
 pub mod history;
+pub mod leases;
 pub mod links;
 pub mod outbox;
 pub mod page;
@@ -111,6 +112,10 @@ pub enum StoreError {
     /// A SQLite-only feature (a file copy, `PRAGMA` checks) asked of a PostgreSQL store.
     #[error("{0} is not supported on PostgreSQL (use PostgreSQL's own tools)")]
     Unsupported(&'static str),
+    /// A guarded write found its lease taken over by another instance (fencing token `token`
+    /// no longer current): the write is rolled back, the new holder does the work.
+    #[error("lease {name} (token {token}) is held by another instance now; this write is refused")]
+    LeaseLost { name: String, token: i64 },
 }
 
 impl StoreError {
@@ -323,6 +328,8 @@ pub struct Store {
     /// Where the OAuth token journal's files go (`<base>.oauth-<hash>`): beside the SQLite
     /// file; on PostgreSQL wherever [`Store::with_journal_base`] says (none: no journal).
     journal_base: Option<String>,
+    /// The leases this instance's guarded writes are fenced with ([`leases::Fences`]).
+    fences: std::sync::Arc<leases::Fences>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -460,6 +467,7 @@ impl Store {
             db_id: db_id.into(),
             file: None,
             journal_base: None,
+            fences: Default::default(),
         };
         store.marker_key = if read_only {
             // Read-only commands queue no notes; a store without a key gets a throw-away one.
@@ -520,6 +528,7 @@ impl Store {
             db_id: db_id.into(),
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
+            fences: Default::default(),
         };
         store.marker_key = secrets::store_marker_key(&store).await?;
         Ok(store)
@@ -550,6 +559,7 @@ impl Store {
             db_id: db_id.into(),
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
+            fences: Default::default(),
         };
         // Read-only commands queue no notes; a store without a key gets a throw-away one.
         if let Some(k) =
@@ -645,6 +655,12 @@ impl Store {
     pub fn with_marker_key(mut self, key: crate::marker::MarkerKey) -> Store {
         self.marker_key = key;
         self
+    }
+
+    /// The leases this instance's cursor writes are fenced with: the daemon registers a
+    /// source's lease here when it acquires it.
+    pub fn fences(&self) -> &leases::Fences {
+        &self.fences
     }
 
     pub fn page_hook(&self) -> Option<&dyn PageHook> {

@@ -226,3 +226,107 @@ pub async fn rematch_code(tx: &mut Tx<'_>, code_norm: &str) -> Result<()> {
     });
     Ok(())
 }
+
+/// A session's match: the ticket, the rule that decided it, what decided.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Match {
+    pub session_id: i64,
+    pub ticket_id: String,
+    /// `relink` once an operator moved it (`ticketsync relink`).
+    pub rule: String,
+    pub rule_detail: Option<String>,
+    pub matched_at: String,
+}
+
+const MATCH_SQL: &str = "SELECT session_id, ticket_id, rule, rule_detail, matched_at FROM matches WHERE session_id = ?";
+
+/// The session's match, read in the caller's transaction (a relink decides on it there).
+pub async fn match_of(tx: &mut Tx<'_>, session_id: i64) -> Result<Option<Match>> {
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(MATCH_SQL)).bind(session_id).fetch_optional(ex).await?))
+}
+
+/// [`match_of`] outside a transaction (`retry` asks whether a report is still the session's).
+pub async fn match_for(store: &super::Store, session_id: i64) -> Result<Option<Match>> {
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(MATCH_SQL)).bind(session_id).fetch_optional(ex).await?))
+}
+
+/// How often the session was relinked before: each relink's notes carry the next number
+/// in their markers, so moving a session back to a ticket it left queues a fresh note.
+pub async fn relinks_of(tx: &mut Tx<'_>, session_id: i64) -> Result<i64> {
+    Ok(on_tx!(tx, |ex, d| sqlx::query_scalar(
+        &d.sql("SELECT COUNT(*) FROM audit_events WHERE session_id = ? AND kind = 'session_relinked'")
+    )
+    .bind(session_id)
+    .fetch_one(ex)
+    .await?))
+}
+
+/// An operator's move of a matched session to another ticket (`ticketsync relink`).
+#[derive(Debug, Clone, Copy)]
+pub struct Relink<'a> {
+    pub session_id: i64,
+    pub vendor: &'a str,
+    /// The ticket the session is matched to now (the move happens only if it still is).
+    pub from_ticket: &'a str,
+    pub to_ticket: &'a str,
+    /// This relink's number for the session (1 for the first), from [`relinks_of`].
+    pub number: i64,
+    /// Who asked (the login name), when known.
+    pub by: Option<&'a str>,
+    /// Why, as the operator wrote it.
+    pub reason: Option<&'a str>,
+}
+
+/// Move the match of `r.session_id` from `r.from_ticket` to `r.to_ticket` (rule `relink`,
+/// detail `from <ticket>`) with two audit events on the caller's chain: `session_unlinked`
+/// (the old ticket) and `session_relinked` (the new one). False, and nothing written, when
+/// the session is not matched to `from_ticket` any more (another relink came first).
+pub async fn move_match_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, r: &Relink<'_>) -> Result<bool> {
+    let old: Option<(String, Option<String>)> = on_tx!(tx, |ex, d| sqlx::query_as(
+        &d.sql("SELECT rule, rule_detail FROM matches WHERE session_id = ? AND ticket_id = ?")
+    )
+    .bind(r.session_id)
+    .bind(r.from_ticket)
+    .fetch_optional(ex)
+    .await?);
+    let Some((old_rule, old_detail)) = old else { return Ok(false) };
+    on_tx!(tx, |ex, d| {
+        sqlx::query(&d.sql(
+        "UPDATE matches SET ticket_id = ?, rule = 'relink', rule_detail = ?, matched_at = ? WHERE session_id = ? AND ticket_id = ?"
+    ))
+    .bind(r.to_ticket)
+    .bind(format!("from {}", r.from_ticket))
+    .bind(super::now())
+    .bind(r.session_id)
+    .bind(r.from_ticket)
+    .execute(ex)
+    .await
+    .map(|_| ())?
+    });
+    let who = |mut d: serde_json::Value| {
+        if let Some(by) = r.by {
+            d["by"] = json!(by);
+        }
+        if let Some(reason) = r.reason {
+            d["reason"] = json!(reason);
+        }
+        d
+    };
+    chain.push(Event {
+        kind: "session_unlinked",
+        vendor: Some(r.vendor),
+        session_id: Some(r.session_id),
+        ticket_id: Some(r.from_ticket),
+        detail: Some(who(json!({"to": r.to_ticket, "rule": old_rule, "detail": old_detail}))),
+        ..Default::default()
+    });
+    chain.push(Event {
+        kind: "session_relinked",
+        vendor: Some(r.vendor),
+        session_id: Some(r.session_id),
+        ticket_id: Some(r.to_ticket),
+        detail: Some(who(json!({"from": r.from_ticket, "relink": r.number}))),
+        ..Default::default()
+    });
+    Ok(true)
+}

@@ -177,14 +177,58 @@ pub async fn enqueue_many_in(
     Ok(out)
 }
 
+/// A session's report queued for a ticket, and whether it may be on the ticket.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedReport {
+    #[sqlx(flatten)]
+    pub delivery: Delivery,
+    /// Delivered, still to be sent (`pending`, `sending`), or an attempt that may have
+    /// reached the ticket (delivered, found, ambiguous, interrupted, unfinished). False for a
+    /// `failed` or `dead` one that the sink refused every time.
+    pub may_be_on_ticket: bool,
+}
+
+/// The `session_report` notes of `session_id` queued for `ticket`, in queue order, read in
+/// the caller's transaction: what a relink corrects.
+pub async fn session_reports_in(tx: &mut Tx<'_>, session_id: i64, ticket: &str) -> Result<Vec<QueuedReport>> {
+    let sql = format!(
+        "SELECT {COLS},
+                (state IN ('pending', 'sending', 'delivered') OR EXISTS (
+                    SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = deliveries.id
+                      AND (a.outcome IS NULL OR a.outcome IN ('delivered', 'found_existing', 'ambiguous', 'interrupted'))
+                )) AS may_be_on_ticket
+         FROM deliveries WHERE session_id = ? AND ticket_id = ? AND kind = 'session_report' ORDER BY id"
+    );
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(session_id).bind(ticket).fetch_all(ex).await?))
+}
+
 /// Deliveries found in `sending` at start-up were interrupted: back to `pending`. Their
 /// attempt count is already above zero, so the next attempt scans for the marker first.
 pub async fn recover_sending(store: &super::Store) -> Result<u64> {
+    recover_sending_claimed_before(store, None).await
+}
+
+/// [`recover_sending`] for the deliveries claimed before `cutoff` only: with several
+/// instances on one store, a `sending` row claimed recently may be another instance's
+/// request in flight; one claimed longer ago than any request may last (request timeout
+/// plus the lease TTL) belongs to an instance that died, and is taken over the same way.
+pub async fn recover_stale_sending(store: &super::Store, cutoff: &str) -> Result<u64> {
+    recover_sending_claimed_before(store, Some(cutoff)).await
+}
+
+async fn recover_sending_claimed_before(store: &super::Store, cutoff: Option<&str>) -> Result<u64> {
     let mut tx = store.begin().await?;
+    // A claim sets `updated_at`, and nothing else touches a `sending` row until it finishes.
     let ids: Vec<(i64, String)> =
-        on_tx!(tx, |ex, _d| sqlx::query_as("SELECT id, ticket_id FROM deliveries WHERE state = 'sending' ORDER BY id")
-            .fetch_all(ex)
-            .await?);
+        on_tx!(tx, |ex, d| {
+            sqlx::query_as(&d.sql(
+        "SELECT id, ticket_id FROM deliveries WHERE state = 'sending' AND (? IS NULL OR updated_at < ?) ORDER BY id",
+    ))
+    .bind(cutoff)
+    .bind(cutoff)
+    .fetch_all(ex)
+    .await?
+        });
     let now = super::now();
     for (id, ticket) in &ids {
         on_tx!(tx, |ex, d| sqlx::query(&d.sql("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?"))

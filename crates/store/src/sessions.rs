@@ -474,6 +474,37 @@ pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<St
     Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(limit).fetch_all(ex).await?))
 }
 
+/// The sessions an operator may mean by `key`, at most `limit`, by id: those whose vendor
+/// report id is `key` (exactly, or its lower case: TeamViewer's GUIDs are stored lower-cased),
+/// else the session whose id is `key`, else those whose session code is `key` once normalized.
+/// The first of the three that finds any is the answer, so a report id or an id is never
+/// ambiguous with a code.
+pub async fn named(store: &super::Store, key: &str, limit: i64) -> Result<Vec<StoredSession>> {
+    let sql = format!(
+        "SELECT {SESSION_COLS} FROM sessions s WHERE s.external_id = ? OR s.external_id = ? ORDER BY s.id LIMIT ?"
+    );
+    let lower = key.to_lowercase();
+    let by_external: Vec<StoredSession> =
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(key).bind(&lower).bind(limit).fetch_all(ex).await?);
+    if !by_external.is_empty() {
+        return Ok(by_external);
+    }
+    if let Ok(id) = key.trim().parse::<i64>() {
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = ?");
+        let by_id: Vec<StoredSession> =
+            on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(id).fetch_all(ex).await?);
+        if !by_id.is_empty() {
+            return Ok(by_id);
+        }
+    }
+    let code = normalize_code(key);
+    if code.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.session_code_norm = ? ORDER BY s.id LIMIT ?");
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(&code).bind(limit).fetch_all(ex).await?))
+}
+
 pub async fn count(store: &super::Store) -> Result<i64> {
     Ok(on_pool!(store, |ex, _d| sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(ex).await?))
 }

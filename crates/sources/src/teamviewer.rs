@@ -1,6 +1,7 @@
 //! TeamViewer connection reports (`GET /api/v1/reports/connections`) and service cases
 //! (`POST /api/v1/sessions`). Wire details live in `wire.rs`.
 
+pub mod config;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +15,13 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{PollStats, Source, SourceError};
-use crate::config::{TeamViewerAuth, TeamViewerConfig};
 use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::Link;
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
 use crate::store::sessions::StoredSession;
 use crate::store::{cursors, Store};
+pub use config::{TeamViewerAuth, TeamViewerConfig};
 use wire::{ConnectionsPage, CreatedSession, ErrorBody, VENDOR};
 
 pub struct TeamViewerApi {

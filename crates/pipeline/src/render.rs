@@ -1,40 +1,15 @@
-//! Session → note, the vendor-neutral part, and the trait through which a vendor adds its
-//! own content. It sits below the sources: each source implements [`VendorNotes`] in its
-//! own module, and the note stage above (`report::session_note`) hands the session's vendor
-//! in, so rendering never looks a vendor up by name.
+//! Session → note: what a helpdesk agent reads on the ticket. The vendor-neutral part is
+//! here; a vendor adds its own content through [`VendorNotes`] (in the sources crate, each
+//! source implementing it in its own module), and [`session_note`] hands the session's
+//! vendor in, so rendering never looks a vendor up by name.
 
 use chrono::TimeZone;
 
-use crate::note::{human_duration, Attachment, Field, Link, Note, Visibility};
+use crate::note::{human_duration, Field, Note, Visibility};
 use crate::session::parse_ts;
 use crate::store::sessions::StoredSession;
-
-/// Vendor content for a session's note beyond the normalized columns: extra fields, a
-/// body section (e.g. a file-transfer table, a participant list) and attachments (e.g. a
-/// chat transcript).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NoteExtras {
-    pub fields: Vec<Field>,
-    pub body: Option<String>,
-    pub attachments: Vec<Attachment>,
-}
-
-/// What a vendor contributes to its sessions' notes. The one hook every vendor fills in
-/// for its notes, from the stored session (its raw record included).
-pub trait VendorNotes: Send + Sync {
-    /// The vendor name its sessions are stored under (`sessions.vendor`).
-    fn vendor(&self) -> &'static str;
-    /// Human name of the vendor, for note titles.
-    fn display_name(&self) -> &'static str;
-    /// Vendor links worth putting on a note (reconnect to the device, the vendor's report).
-    fn links(&self, _s: &StoredSession) -> Vec<Link> {
-        Vec::new()
-    }
-    /// Extra fields, body and attachments, read from the stored raw record.
-    fn extras(&self, _s: &StoredSession) -> NoteExtras {
-        NoteExtras::default()
-    }
-}
+// Kept here too: callers name the vendor hook from `render`.
+pub use crate::sources::{NoteExtras, VendorNotes};
 
 fn local(ts: &str, tz: chrono_tz::Tz) -> String {
     match parse_ts(ts) {
@@ -109,5 +84,56 @@ pub fn session_note_with(
         attachments: extras.attachments,
         visibility: Visibility::Internal,
         marker: key.marker(&s.vendor, &s.external_id, "report"),
+    }
+}
+
+/// The marker version 1 (no MAC) that releases before issue 14 wrote; new notes use
+/// [`crate::marker::MarkerKey::marker`].
+pub fn marker(vendor: &str, external_id: &str, kind: &str) -> String {
+    crate::marker::v1(vendor, external_id, kind)
+}
+
+/// The note for a finished session, its v2 marker MACed under `key`: the vendor-neutral
+/// rendering with the content of the session's vendor, as that vendor's source defines it.
+pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz, key: &crate::marker::MarkerKey) -> Note {
+    session_note_with(s, tz, key, crate::sources::vendor_notes(&s.vendor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_shows_fields_in_local_time() {
+        let s = StoredSession {
+            id: 1,
+            vendor: "teamviewer".into(),
+            external_id: "abc".into(),
+            session_code: Some("s119-457-589".into()),
+            session_code_norm: Some("s119457589".into()),
+            technician: Some("Jon Snow".into()),
+            device: Some("ACME-LT-042".into()),
+            device_id: Some("1234567890".into()),
+            group_name: Some("Helpdesk".into()),
+            started_at: "2024-04-16T20:45:02.000Z".into(),
+            ended_at: Some("2024-04-16T21:03:47.000Z".into()),
+            duration_s: Some(1125),
+            notes: Some("Printer driver reinstalled".into()),
+            description: None,
+            custom_api: None,
+            customer_name: None,
+            revision: 1,
+            raw_json: "{}".into(),
+        };
+        let key = crate::marker::MarkerKey::new(b"a test key of 16+ bytes").unwrap();
+        let n = session_note(&s, chrono_tz::Europe::Paris, &key);
+        let t = n.to_plain_text();
+        assert!(t.starts_with("TeamViewer session s119-457-589 (18m 45s)"), "{t}");
+        assert!(t.contains("Start: 2024-04-16 22:45:02 CEST"), "{t}");
+        assert!(t.contains("Device: ACME-LT-042 (1234567890)"), "{t}");
+        assert!(t.contains("https://start.teamviewer.com/1234567890"), "{t}");
+        assert!(t.contains("Technician notes: Printer driver reinstalled"), "{t}");
+        assert!(n.marker.starts_with("tsd:v2:teamviewer:abc:report:"), "{}", n.marker);
+        assert!(key.verify(&n.marker));
     }
 }

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::common::{parse_date, text};
 use crate::session::NewSession;
-use crate::sources::common::{parse_date, text};
-use crate::sources::Rejected;
+use crate::Rejected;
 
 pub const VENDOR: &str = "splashtop";
 
@@ -227,7 +227,7 @@ pub struct LogsPage {
     pub logs: Vec<Box<RawValue>>,
     /// What decoding the body repaired (set by the client, not on the wire).
     #[serde(skip)]
-    pub repairs: crate::sources::screen::Repairs,
+    pub repairs: crate::screen::Repairs,
 }
 
 impl LogsPage {
@@ -235,7 +235,7 @@ impl LogsPage {
     /// from the page: each session keeps its record's text as `raw_json`, and only one record
     /// at a time is held as a JSON tree.
     pub fn take_sessions(&mut self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
-        crate::sources::screen::take_records(std::mem::take(&mut self.logs), self.repairs, now, parse_log_text)
+        crate::screen::take_records(std::mem::take(&mut self.logs), self.repairs, now, parse_log_text)
     }
 }
 

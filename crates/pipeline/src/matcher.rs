@@ -2,11 +2,53 @@
 //! decided. Rules run in configuration order; the first that yields a ticket wins.
 
 use regex::Regex;
-
-use crate::config::{RuleConfig, RuleKind};
+use serde::Deserialize;
 
 /// Session text fields a `notes_regex` rule may search.
 pub const TEXT_FIELDS: &[&str] = &["notes", "description", "custom_api"];
+
+/// `[[match.rules]]`: the rules, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Manual,
+    /// The ticket whose custom field (configured on a sink) holds the session code.
+    TicketField,
+    CustomApi,
+    SessionCode,
+    NotesRegex,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub kind: RuleKind,
+    /// custom_api: the JSON key holding the ticket id (a plain string value is also accepted).
+    #[serde(default)]
+    pub json_key: Option<String>,
+    /// notes_regex: the first capture group is the ticket id.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// notes_regex: which session fields are searched.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default = "default_rules")]
+    pub rules: Vec<RuleConfig>,
+}
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self { rules: default_rules() }
+    }
+}
+fn default_rules() -> Vec<RuleConfig> {
+    let r = |kind| RuleConfig { kind, json_key: None, pattern: None, fields: None };
+    vec![r(RuleKind::Manual), r(RuleKind::CustomApi), r(RuleKind::SessionCode)]
+}
 
 /// What the matcher needs to know about a session.
 #[derive(Debug, Clone, Default)]

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::common::{parse_date, text, type_name};
 use crate::session::NewSession;
-use crate::sources::common::{parse_date, text, type_name};
-use crate::sources::Rejected;
+use crate::Rejected;
 
 pub const VENDOR: &str = "teamviewer";
 
@@ -23,7 +23,7 @@ pub struct ConnectionsPage {
     pub next_offset: Option<String>,
     /// What decoding the body repaired (set by the client, not on the wire).
     #[serde(skip)]
-    pub repairs: crate::sources::screen::Repairs,
+    pub repairs: crate::screen::Repairs,
 }
 
 impl ConnectionsPage {
@@ -31,7 +31,7 @@ impl ConnectionsPage {
     /// taken from the page: each session keeps its record's text as `raw_json`, and only one
     /// record at a time is held as a JSON tree.
     pub fn take_sessions(&mut self, now: DateTime<Utc>) -> Vec<Result<NewSession, Rejected>> {
-        crate::sources::screen::take_records(std::mem::take(&mut self.records), self.repairs, now, parse_record_text)
+        crate::screen::take_records(std::mem::take(&mut self.records), self.repairs, now, parse_record_text)
     }
 }
 
@@ -159,7 +159,7 @@ mod tests {
     fn a_page_keeps_each_records_text_and_quarantines_what_a_tree_refuses() {
         let body = br#"{"records":[ {"id":"a", "start_date":"2024-04-16T22:10:00Z","x":1e400},
             {"id" : "B","start_date":"2024-04-16T22:10:00Z","username":"Jos\u00e9"} ],"records_remaining":0}"#;
-        let d = crate::sources::screen::json_body::<ConnectionsPage>(body).unwrap();
+        let d = crate::screen::json_body::<ConnectionsPage>(body).unwrap();
         let mut page = ConnectionsPage { repairs: d.repairs, ..d.value };
         let out = page.take_sessions(now());
         assert!(page.records.is_empty(), "taken");

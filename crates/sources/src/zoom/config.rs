@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::{check_url, key_err, resolve_secret, ConfigError, Errors};
+use crate::config::{check_url, element_credential, key_err, resolve_secret, ConfigError, Errors};
+
+/// The section's secret key: each account's, its credential named after the account
+/// (`zoom_<account>_client_secret`).
+pub const SECRETS: &[&str] = &["sources.zoom.accounts[].client_secret"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,7 +102,7 @@ fn default_redirect() -> String {
 
 impl ZoomAccount {
     pub fn credential_name(&self) -> String {
-        format!("zoom_{}_client_secret", self.name)
+        element_credential(SECRETS[0], &self.name)
     }
     pub fn client_secret(&self, index: usize) -> Result<Option<SecretString>, ConfigError> {
         resolve_secret(
@@ -115,7 +119,8 @@ impl ZoomAccount {
 }
 
 impl ZoomConfig {
-    pub(crate) fn validate_into(&self, e: &mut Errors) {
+    /// Every error of this section and its accounts, added to `e`.
+    pub fn validate_into(&self, e: &mut Errors) {
         e.add(crate::schedule::parse_cron(&self.schedule).map_err(|m| key_err("sources.zoom.schedule", m)));
         e.add(check_url(&self.api_url).map_err(|m| key_err("sources.zoom.api_url", m)));
         e.add(check_url(&self.oauth_url).map_err(|m| key_err("sources.zoom.oauth_url", m)));
@@ -173,34 +178,5 @@ impl ZoomConfig {
                 self.accounts.first().map(|a| (0, a)).ok_or_else(|| "no [[sources.zoom.accounts]] configured".into())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::Config;
-
-    fn load(extra: &str) -> Result<Config, String> {
-        load_with(extra, "account_id = \"x\"")
-    }
-
-    fn load_with(extra: &str, account: &str) -> Result<Config, String> {
-        let text = format!(
-            "[sources.zoom]\n{extra}\n[[sources.zoom.accounts]]\nname = \"a\"\nauth = \"server_to_server\"\nclient_id = \"c\"\n{account}\n"
-        );
-        Config::from_toml_with_env(&text, "t.toml", Vec::<(String, String)>::new()).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn bad_zoom_settings_name_their_key() {
-        assert!(load("").is_ok());
-        let err = load_with("", "").unwrap_err();
-        assert!(err.contains("sources.zoom.accounts[0].account_id"), "{err}");
-        let err = load("page_size = 301").unwrap_err();
-        assert!(err.contains("sources.zoom.page_size"), "{err}");
-        let err = load("pagesize = 3").unwrap_err();
-        assert!(err.contains("pagesize"), "{err}");
-        let err = load("default_account = \"b\"").unwrap_err();
-        assert!(err.contains("sources.zoom.default_account"), "{err}");
     }
 }

@@ -1,7 +1,22 @@
 //! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
-//! committed with its cursor in one transaction.
+//! committed with its cursor in one transaction. One module (and folder) per vendor: its
+//! config section, wire types, API client, poll, and what it adds to its sessions' notes.
+
+// The layers below, under the names the sources' files use.
+use ticketsync_http::{self as http, oauth};
+use ticketsync_model::{note, session};
+use ticketsync_store as store;
+
+/// What every vendor's config section uses: errors with key and line, secrets, checks, and
+/// the outbound HTTP keys.
+pub(crate) mod config {
+    pub use ticketsync_config::*;
+    pub use ticketsync_http::{outbound_section, OutboundConfig};
+}
 
 pub mod common;
+pub mod note_extras;
+pub mod schedule;
 pub mod screen;
 pub mod splashtop;
 pub mod teamviewer;
@@ -313,19 +328,29 @@ async fn write_page(
     if let Some((from, to)) = complete {
         page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
     }
+    // Several instances on one database: only the holder of this source's lease may move its
+    // cursor, checked (and the lease extended) in the page's own transaction.
+    if let Some((lease, ttl)) = store.fences().for_cursor(source) {
+        crate::store::leases::check_in(tx, &lease, ttl).await?;
+    }
     cursors::save(tx, source, cursor_json, complete.is_some()).await?;
     (page.pages, page.records) = (1, records.len() as u64);
     stats.add(&page);
     Ok(())
 }
 
+/// Every vendor's secret keys, each list in the vendor's own `config.rs`: the binary's list
+/// of credentials (`doctor`, the unit's `LoadCredential=` lines) is made from these.
+pub const SECRET_KEYS: &[&[&str]] =
+    &[teamviewer::config::SECRETS, splashtop::config::SECRETS, zoom::config::SECRETS, visio::config::SECRETS];
+
 /// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
 /// stored sessions and of `session create` links. Zoom is one source over all its accounts.
 pub const ROUTING_NAMES: &[&str] =
     &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
 
-// Kept here too: the vendors' modules and callers outside the crate name them from `sources`.
-pub use crate::render::{NoteExtras, VendorNotes};
+// The vendors' modules and callers outside the crate name them from the crate's root.
+pub use note_extras::{NoteExtras, VendorNotes};
 
 /// Every vendor's note content, each defined in the vendor's own module. Listed by every
 /// vendor whose sessions can be stored, configured or not: a session stored before its

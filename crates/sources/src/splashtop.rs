@@ -1,6 +1,7 @@
 //! Splashtop Open API: session logs (polled), attended-support sessions (created for a
 //! ticket), API token or OAuth. Every path, field and code lives in `wire.rs`.
 
+pub mod config;
 pub mod wire;
 
 use std::sync::Arc;
@@ -15,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::screen::Decoded;
 use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
-use crate::config::{SplashtopAuth, SplashtopConfig};
 use crate::http::{Auth, CallError, Failure, OAuthApp, VendorClient};
 use crate::note::{Attachment, Field};
 use crate::oauth::OAuthClient;
 use crate::session::{parse_ts, ts};
 use crate::store::sessions::StoredSession;
 use crate::store::{cursors, Store};
+pub use config::{Region, SplashtopAuth, SplashtopConfig};
 use wire::{ResultKind, SupportSession, VENDOR};
 
 /// A Splashtop call that failed, with the vendor's own `result` code and message kept.

@@ -1,13 +1,26 @@
 //! The stages after the source: match ended sessions (match + outbox rows in one
-//! transaction) and deliver due outbox rows to their sinks.
+//! transaction; in a page's own transaction through the store's page hook), render their
+//! notes, and deliver due outbox rows to their sinks.
 
+// The layers below, under the names the pipeline's files use.
+use ticketsync_http as http;
+use ticketsync_model::{marker, note, session};
+use ticketsync_sinks as sinks;
+use ticketsync_sources as sources;
+use ticketsync_store as store;
+
+pub mod matcher;
+pub mod metrics;
+pub mod render;
 pub mod ticket_links;
+
+use serde::Deserialize;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::matcher::{self, LinkFact, Rule, SessionFacts};
+use crate::matcher::{LinkFact, Rule, SessionFacts};
 use crate::note::Note;
 use crate::sinks::routing::Route;
 use crate::sinks::{SinkErrorKind, TicketSink};
@@ -173,7 +186,7 @@ impl MatchContext<'_> {
         for (s, m) in decided.iter().filter(|(s, _)| recorded.contains(&s.id)) {
             stats.matched += 1;
             tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
-            let note = crate::report::session_note(s, self.tz, self.marker_key);
+            let note = crate::render::session_note(s, self.tz, self.marker_key);
             let json = serde_json::to_string(&note).expect("notes serialize");
             notes.push((s, m, note.marker, json));
         }
@@ -296,6 +309,22 @@ pub async fn rematch_code(tx: &mut crate::store::Tx<'_>, code_norm: &str) -> Res
     links::rematch_code(tx, code_norm).await
 }
 
+/// `[outbox]`: how failed deliveries back off and when they give up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    pub base_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    /// A delivery still failing after this many hours moves to `failed` (never dropped).
+    pub give_up_after_hours: u64,
+    pub request_timeout_secs: u64,
+}
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { base_backoff_secs: 10, max_backoff_secs: 3600, give_up_after_hours: 168, request_timeout_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryPolicy {
     pub base_backoff: Duration,
@@ -316,7 +345,7 @@ pub struct DeliveryPolicy {
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
 impl DeliveryPolicy {
-    pub fn from_config(c: &crate::config::OutboxConfig) -> Self {
+    pub fn from_config(c: &OutboxConfig) -> Self {
         Self {
             base_backoff: Duration::from_secs(c.base_backoff_secs.max(1)),
             max_backoff: Duration::from_secs(c.max_backoff_secs.max(1)),
@@ -381,7 +410,7 @@ struct Lane {
 /// before it is delivered). The loop is pipelined: as attempts finish, one write transaction
 /// records their outcomes and claims as many new heads as slots came free, while the other
 /// requests stay on the wire. A claim reads the queue heads' index (O(batch), migration
-/// 0006). A sink whose system is held after a rate-limit answer ([`crate::holds`]) gets
+/// 0006). A sink whose system is held after a rate-limit answer ([`ticketsync_http::holds`]) gets
 /// nothing dispatched until the hold ends.
 pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) -> Result<DeliverStats, StoreError> {
     let mut stats = DeliverStats::default();
@@ -609,24 +638,4 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
     };
     let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
     Outcome::Retry { next_attempt_at: crate::session::ts(next), error, ambiguous }
-}
-
-#[cfg(test)]
-mod tests {
-    // Moved from `sinks::config`: the sinks' config sections know nothing of the pipeline
-    // that reads their `concurrency` keys.
-    #[test]
-    fn concurrency_is_per_sink_and_optional() {
-        let c = crate::config::Config::from_toml_with_env(
-            "[sinks.redmine]\nurl = \"https://r\"\nconcurrency = 4\n[sinks.webhook]\nurl = \"https://h\"\n\
-             [sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\nconcurrency = 2\n",
-            "t.toml",
-            Vec::<(String, String)>::new(),
-        )
-        .unwrap();
-        let m = c.sinks.concurrency();
-        assert_eq!(m, std::collections::HashMap::from([("redmine".into(), 4), ("zendesk".into(), 2)]));
-        let p = super::DeliveryPolicy::from_config(&c.outbox).with_sink_concurrency(m);
-        assert_eq!((p.concurrency_for("redmine"), p.concurrency_for("webhook")), (4, super::DEFAULT_CONCURRENCY));
-    }
 }
