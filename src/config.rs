@@ -720,6 +720,12 @@ mod tests {
                 used.insert(u.key.replace("accounts[0]", "accounts[]"));
             }
         }
+        // PostgreSQL's password, used with a postgres:// store only.
+        let pg = load("[store]\nurl = \"postgres://ticketsync@db.example/ticketsync\"\n").unwrap();
+        for u in pg.secret_uses() {
+            assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+            used.insert(u.key);
+        }
         // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
         used.insert("store.audit_key".to_string());
         let declared: std::collections::BTreeSet<String> = secret_keys().into_iter().map(String::from).collect();
