@@ -131,7 +131,7 @@ impl App {
         if marker(old)? != marker(new)? {
             needs_restart.push("notes.marker_key");
         }
-        if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
+        if old.http.active() != new.http.active() || old.http.listen != new.http.listen {
             needs_restart.push("[http]");
         }
         if old.daemon.shared_store != new.daemon.shared_store || old.daemon.instance_id != new.daemon.instance_id {

@@ -77,12 +77,15 @@ pub struct Config {
     pub(crate) origins: std::sync::Arc<parse::Origins>,
 }
 
-/// The optional HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics.
+/// The HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics. On by default, on
+/// loopback: an exporter that has to be switched on is one nobody scrapes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// `false` turns the listener off (as does an empty `listen`).
     pub enabled: bool,
-    /// Address and port; loopback by default (port 0 picks a free port, logged at start).
+    /// Address and port; loopback by default (port 0 picks a free port, logged at start);
+    /// `""`: no listener.
     pub listen: String,
     /// /readyz fails when a source's last successful poll is older than its previous
     /// scheduled run by more than this many seconds.
@@ -104,7 +107,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             listen: "127.0.0.1:9187".into(),
             readiness_grace_secs: 120,
             header_read_timeout_secs: 10,
@@ -117,6 +120,11 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// Whether `ticketsync run` listens: `enabled` and a `listen` address.
+    pub fn active(&self) -> bool {
+        self.enabled && !self.listen.trim().is_empty()
+    }
+
     /// The listener's bearer token, if one is configured (inline, file or credential).
     pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("http.metrics_token", self.metrics_token.as_ref(), self.metrics_token_file.as_deref())
@@ -428,8 +436,8 @@ impl Config {
         e.add(check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1));
         e.add(check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1));
         e.add(check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600));
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\"");
+        if self.http.active() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\", or \"\" for no listener");
         }
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
@@ -690,6 +698,16 @@ fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, source
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_listener_is_on_by_default_and_off_by_either_key() {
+        let c = |t: &str| Config::from_toml_with_env(t, "t.toml", Vec::<(String, String)>::new());
+        assert!(c("").unwrap().http.active());
+        assert_eq!(c("").unwrap().http.listen, "127.0.0.1:9187");
+        assert!(!c("[http]\nlisten = \"\"\n").unwrap().http.active(), "an empty listen is no listener");
+        assert!(!c("[http]\nenabled = false\nlisten = \"nonsense\"\n").unwrap().http.active());
+        assert!(c("[http]\nlisten = \"nonsense\"\n").unwrap_err().to_string().contains("http.listen"));
+    }
 
     /// The config crate sits below the store, so it names the audit key's credential as a
     /// string; this keeps the two spellings one.

@@ -58,7 +58,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     log_audit_head(&app.store, "start").await;
     let (app_tx, app_rx) = tokio::sync::watch::channel(app.clone());
     let mut health_tx: Option<tokio::sync::watch::Sender<Arc<crate::health::Health>>> = None;
-    if app.config.http.enabled {
+    if app.config.http.active() {
         let addr = &app.config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -76,6 +76,9 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
                 tracing::error!(error = %e, "http listener stopped");
             }
         });
+    } else {
+        // Said once, so that a missing /metrics is not a mystery.
+        tracing::info!("http listener: off ([http] enabled = false or listen = \"\")");
     }
     let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());

@@ -41,8 +41,17 @@ fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
 
 /// Run every check and print the table; true when nothing failed.
 pub async fn run(config_path: &Path, out: &mut dyn Write) -> bool {
+    run_as(config_path, false, out).await
+}
+
+/// [`run`], with `json`: one JSON object per check and line ([`print_json`]) instead of the table.
+pub async fn run_as(config_path: &Path, json: bool, out: &mut dyn Write) -> bool {
     let checks = checks(config_path).await;
-    print_table(&checks, out);
+    if json {
+        print_json(&checks, out);
+    } else {
+        print_table(&checks, out);
+    }
     !checks.iter().any(|c| c.status == Status::Fail)
 }
 
@@ -594,16 +603,32 @@ async fn tcp_connect(url: &str) -> Result<String, String> {
     }
 }
 
+impl Status {
+    /// As the table and the JSON lines write it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line per check: `{"check","status" (OK, WARN, FAIL),"detail","fix"}` (`fix`: null
+/// when there is none), for scripts and monitoring; the exit code is the table's.
+pub fn print_json(checks: &[Check], out: &mut dyn Write) {
+    for c in checks {
+        let v = serde_json::json!({"check": c.name, "status": c.status.as_str(), "detail": c.detail, "fix": c.fix});
+        let _ = writeln!(out, "{v}");
+    }
+    let _ = out.flush();
+}
+
 pub fn print_table(checks: &[Check], out: &mut dyn Write) {
     let w = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
     let _ = writeln!(out, "{:<w$}  {:<6}DETAIL", "CHECK", "STATUS");
     for c in checks {
-        let st = match c.status {
-            Status::Ok => "OK",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        };
-        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, st, c.detail);
+        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, c.status.as_str(), c.detail);
         if let Some(f) = &c.fix {
             let _ = writeln!(out, "{:<w$}  {:<6}fix: {f}", "", "");
         }

@@ -27,12 +27,13 @@ pub async fn head(cli: &Cli) -> Result<ExitCode> {
 
 /// `ticketsync audit show`: what happened to a ticket.
 pub async fn show(cli: &Cli) -> Result<ExitCode> {
-    let Command::Audit { command: AuditCommand::Show { ticket, db } } = &cli.command else {
+    let Command::Audit { command: AuditCommand::Show { ticket, limit, json, db } } = &cli.command else {
         unreachable!("dispatched on Command::Audit")
     };
     let store = audit_store(cli, db).await?;
     let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());
-    let found = ticketsync::export::show_ticket(&store, ticket, &mut out).await?;
+    let how = ticketsync::export::Show { limit: *limit, json: *json };
+    let found = ticketsync::export::show_ticket(&store, ticket, how, &mut out).await?;
     drop(out);
     store.close().await;
     if !found {

@@ -46,7 +46,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Backup { .. } => backup::run(cli).await,
         Command::Backfill { .. } => backfill::run(cli).await,
         Command::Man { .. } => man::run(cli).await,
-        Command::Doctor => doctor::run(cli).await,
+        Command::Doctor { .. } => doctor::run(cli).await,
     }
 }
 

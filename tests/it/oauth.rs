@@ -500,7 +500,7 @@ async fn kill_loop(v: Vendor<'_>, cfg: &Path, store: &Store) {
         (v.arm)();
         let answers = (v.answered)();
         let log = db.with_extension(format!("run-{i}.log"));
-        let mut child = crate::support::ticketsync(cfg, &["run"])
+        let mut child = crate::support::daemon(cfg)
             .env("TICKETSYNC_LOG", "info,ticketsync_http::oauth=debug")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

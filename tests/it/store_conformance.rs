@@ -241,6 +241,13 @@ async fn links_matches_and_rematch() {
     assert_eq!(open_links[0].details.as_ref(), Some(&details));
     page(&store, &[Ok(session("zoom", "m1", "8812", true))], "w1", "{}", None).await;
     assert!(links::open_created(&store, "zoom", &since).await.unwrap().is_empty(), "its meeting ended");
+    // Backfill re-reads the links of a range, ended or not: [from, to).
+    let until = ts(Utc::now() + Duration::hours(1));
+    let in_range = links::created_between(&store, "zoom", &since, &until).await.unwrap();
+    assert_eq!(in_range.iter().map(|l| l.id).collect::<Vec<_>>(), [created]);
+    assert_eq!(in_range[0].details.as_ref(), Some(&details));
+    assert!(links::created_between(&store, "zoom", &since, &since).await.unwrap().is_empty(), "to is exclusive");
+    assert!(links::created_between(&store, "teamviewer", &since, &until).await.unwrap().is_empty());
 
     assert_chain_ok(audit::verify(&store).await.unwrap());
 }
@@ -495,6 +502,33 @@ async fn outbox_claim_ack_retry_fail_dead_requeue() {
     assert_eq!(r.attempts.iter().filter(|a| a.delivery_id == d1).count(), 3);
 
     assert_chain_ok(audit::verify(&store).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_stale_claim_is_taken_over_and_its_late_outcome_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    enqueue(&store, "redmine", "42", "m-takeover").await.unwrap();
+    let first = outbox::claim_due(&store, 10).await.unwrap().pop().expect("claimed");
+    assert_eq!((first.state.as_str(), first.attempts), ("sending", 1));
+    // A claim younger than the cutoff is someone's request in flight: left alone.
+    let past = ts(Utc::now() - Duration::hours(1));
+    assert_eq!(outbox::recover_stale_sending(&store, &past).await.unwrap(), 0);
+    assert!(outbox::claim_due(&store, 10).await.unwrap().is_empty(), "still sending");
+    // Older than the cutoff: the instance that claimed it is gone; another takes it over.
+    let future = ts(Utc::now() + Duration::hours(1));
+    assert_eq!(outbox::recover_stale_sending(&store, &future).await.unwrap(), 1);
+    let second = outbox::claim_due(&store, 10).await.unwrap().pop().expect("claimed again");
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+    // The first claimer answers late: dropped, the take-over's claim stands.
+    let delivered = Outcome::Delivered { remote_ref: "late".into(), found_existing: false };
+    outbox::finish(&store, &first, &delivered).await.unwrap();
+    let now = outbox::get(&store, first.id).await.unwrap().unwrap();
+    assert_eq!((now.state.as_str(), now.attempts, now.remote_ref), ("sending", 2, None));
+    let found = Outcome::Delivered { remote_ref: "j-1".into(), found_existing: true };
+    outbox::finish(&store, &second, &found).await.unwrap();
+    let done = outbox::get(&store, first.id).await.unwrap().unwrap();
+    assert_eq!((done.state.as_str(), done.remote_ref.as_deref()), ("delivered", Some("j-1")));
 }
 
 #[tokio::test]

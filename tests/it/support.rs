@@ -216,10 +216,21 @@ pub fn ticketsync(cfg: &Path, args: &[&str]) -> tokio::process::Command {
 
 pub type Lines<R> = tokio::io::Lines<tokio::io::BufReader<R>>;
 
+/// The listen address daemons under test use: the listener is on by default, and parallel
+/// tests on the default port would collide (port 0 picks a free port; the daemon logs it).
+pub const TEST_LISTEN: (&str, &str) = ("TICKETSYNC__HTTP__LISTEN", "127.0.0.1:0");
+
+/// `ticketsync run` as [`ticketsync`] starts it, its listener on a free port ([`TEST_LISTEN`]).
+pub fn daemon(cfg: &Path) -> tokio::process::Command {
+    let mut c = ticketsync(cfg, &["run"]);
+    c.env(TEST_LISTEN.0, TEST_LISTEN.1);
+    c
+}
+
 /// `ticketsync run` logging JSON lines, with its stderr to read.
 pub fn spawn_daemon(cfg: &Path) -> (tokio::process::Child, Lines<tokio::process::ChildStderr>) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = ticketsync(cfg, &["run"])
+    let mut child = daemon(cfg)
         .env("TICKETSYNC_LOG_FORMAT", "json")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -211,6 +211,29 @@ pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Re
         .collect())
 }
 
+/// `created` links of a vendor made in [`from`, `to`), ended sessions or not, in id order:
+/// what a source that reads by link (meetings) re-reads for `ticketsync backfill`.
+pub async fn created_between(store: &super::Store, vendor: &str, from: &str, to: &str) -> Result<Vec<OpenLink>> {
+    let rows: Vec<(i64, String, String, Option<String>)> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+        "SELECT id, session_code, ticket_id, details_json FROM ticket_links
+         WHERE vendor = ? AND kind = 'created' AND created_at >= ? AND created_at < ? ORDER BY id",
+    ))
+    .bind(vendor)
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?);
+    Ok(rows
+        .into_iter()
+        .map(|(id, session_code, ticket_id, d)| OpenLink {
+            id,
+            session_code,
+            ticket_id,
+            details: d.and_then(|d| serde_json::from_str(&d).ok()),
+        })
+        .collect())
+}
+
 /// Make sessions with this code eligible for matching again (after a new link): in the
 /// link's transaction, so the next pass cannot miss a session the link now matches.
 pub async fn rematch_code(tx: &mut Tx<'_>, code_norm: &str) -> Result<()> {

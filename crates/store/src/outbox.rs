@@ -219,16 +219,15 @@ pub async fn recover_stale_sending(store: &super::Store, cutoff: &str) -> Result
 async fn recover_sending_claimed_before(store: &super::Store, cutoff: Option<&str>) -> Result<u64> {
     let mut tx = store.begin().await?;
     // A claim sets `updated_at`, and nothing else touches a `sending` row until it finishes.
-    let ids: Vec<(i64, String)> =
-        on_tx!(tx, |ex, d| {
-            sqlx::query_as(&d.sql(
+    let ids: Vec<(i64, String)> = on_tx!(tx, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT id, ticket_id FROM deliveries WHERE state = 'sending' AND (? IS NULL OR updated_at < ?) ORDER BY id",
     ))
     .bind(cutoff)
     .bind(cutoff)
     .fetch_all(ex)
     .await?
-        });
+    });
     let now = super::now();
     for (id, ticket) in &ids {
         on_tx!(tx, |ex, d| sqlx::query(&d.sql("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?"))
@@ -513,6 +512,28 @@ pub async fn finish(store: &super::Store, d: &Delivery, outcome: &Outcome) -> Re
 }
 
 async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outcome: &Outcome) -> Result<()> {
+    // The claim's attempt number is its fencing token: a delivery still `sending` under this
+    // attempt is ours to finish. Another instance that took it over after this one stopped
+    // answering (`recover_stale_sending`) has put it back to pending or claimed it again
+    // (attempt + 1), and its outcome is the one that counts: this late one is dropped, and
+    // the take-over's marker scan finds the note if this attempt posted it. The no-op
+    // update, not a read, so PostgreSQL locks the row until the commit.
+    let ours =
+        on_tx!(tx, |ex, q| {
+            sqlx::query(&q.sql(
+                "UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?",
+            ))
+            .bind(d.id)
+            .bind(d.attempts)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+    if ours == 0 {
+        tracing::warn!(delivery = d.id, attempt = d.attempts, sink = %d.sink,
+            "delivery was taken over by another instance while this one was sending; its outcome here is dropped");
+        return Ok(());
+    }
     let outcome = &outcome.redacted();
     let now = super::now();
     let (state, kind, attempt_outcome, detail) = match outcome {
