@@ -109,6 +109,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A read-only open of a database ticketsync has not created yet: the SQLite file is
+    /// missing, or the PostgreSQL database has no schema. The first start creates it.
+    #[error("database {path} does not exist{why}")]
+    NotCreated { path: String, why: &'static str },
     /// A SQLite-only feature (a file copy, `PRAGMA` checks) asked of a PostgreSQL store.
     #[error("{0} is not supported on PostgreSQL (use PostgreSQL's own tools)")]
     Unsupported(&'static str),
@@ -448,13 +452,34 @@ impl Store {
         }
         let opts = opts.options(settings);
         let db_id = format!("postgres://{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or(""));
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(if read_only { 2 } else { PG_MAX_CONNECTIONS })
             .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
-            .map_err(open_err)?;
-        if !read_only {
+        {
+            Ok(pool) => pool,
+            // The pool retries a refused or failed connection until its timeout and then
+            // says only that it timed out: one direct attempt tells the operator why.
+            Err(e @ sqlx::Error::PoolTimedOut) => {
+                use sqlx::Connection;
+                return Err(open_err(sqlx::PgConnection::connect_with(&opts).await.err().unwrap_or(e)));
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        if read_only {
+            // Read-only commands never migrate: a database without the schema is one the
+            // daemon has not started on yet, said as a missing SQLite file is.
+            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(open_err)?;
+            if !migrated {
+                pool.close().await;
+                let why = " yet: it has no ticketsync schema (created at the first start, or by `ticketsync migrate`)";
+                return Err(StoreError::NotCreated { path: shown, why });
+            }
+        } else {
             migrate_postgres(&pool).await?;
         }
         let writes = std::sync::Arc::new(WriteHealth { path: shown, ..Default::default() });
@@ -537,7 +562,7 @@ impl Store {
     /// Read-only open for auditors' commands: never migrates, never writes.
     pub async fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
-            return Err(StoreError::Invalid(format!("database {} does not exist", path.display())));
+            return Err(StoreError::NotCreated { path: path.display().to_string(), why: "" });
         }
         let busy_timeout = Duration::from_secs(5);
         // No slow-statement warnings: an export streams millions of rows through one statement.
