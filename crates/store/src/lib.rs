@@ -78,7 +78,7 @@ macro_rules! on_pool {
                 let $ex = pool;
                 $body
             }
-            $crate::Backend::Postgres { pool } => {
+            $crate::Backend::Postgres { pool, .. } => {
                 #[allow(unused_variables)]
                 let $d = $crate::Dialect::Postgres;
                 let $ex = pool;
@@ -244,7 +244,8 @@ pub fn scrub_url(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
     Sqlite { pool: SqlitePool, writer: SqlitePool },
-    Postgres { pool: PgPool },
+    /// `writers`: this process's turn at the write lock (one permit).
+    Postgres { pool: PgPool, writers: Arc<tokio::sync::Semaphore> },
 }
 
 /// A write transaction ([`Store::begin`]), or a read snapshot inside the store. Opaque: the
@@ -253,6 +254,9 @@ pub struct Tx<'a> {
     inner: TxInner<'a>,
     /// The name the audit key is registered under ([`audit::use_key`]).
     db_id: Arc<str>,
+    /// A PostgreSQL write transaction's turn among this process's writers, given back when
+    /// the transaction ends (committed, rolled back or dropped).
+    _writer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub(crate) enum TxInner<'a> {
@@ -484,7 +488,7 @@ impl Store {
         }
         let writes = std::sync::Arc::new(WriteHealth { path: shown, ..Default::default() });
         let mut store = Store {
-            backend: Backend::Postgres { pool },
+            backend: Backend::Postgres { pool, writers: Arc::new(tokio::sync::Semaphore::new(1)) },
             writes,
             page_hook: None,
             busy_timeout,
@@ -707,13 +711,21 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx<'static>> {
         let inner = match &self.backend {
             Backend::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, writers } => {
+                // This process's writers queue here first, holding no connection, as
+                // SQLite's queue for their one writer connection: a waiting writer never
+                // holds a pooled connection that the lock's holder may need for a read.
+                let wait = self.busy_timeout.max(Duration::from_secs(1));
+                let permit = tokio::time::timeout(wait, writers.clone().acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .expect("the writers' semaphore is never closed");
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-                TxInner::Postgres(tx)
+                return Ok(Tx { inner: TxInner::Postgres(tx), db_id: self.db_id.clone(), _writer: Some(permit) });
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone() })
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
     /// A read-only snapshot: the statements of one export or verify see one state of the
@@ -721,11 +733,11 @@ impl Store {
     pub(crate) async fn snapshot(&self) -> Result<Tx<'static>> {
         let inner = match &self.backend {
             Backend::Sqlite { pool, .. } => TxInner::Sqlite(pool.begin().await?),
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, .. } => {
                 TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone() })
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
     /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which
@@ -745,7 +757,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite { pool, .. } => pool.close().await,
-            Backend::Postgres { pool } => pool.close().await,
+            Backend::Postgres { pool, .. } => pool.close().await,
         }
     }
 
