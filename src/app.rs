@@ -254,3 +254,23 @@ pub struct CycleReport {
     pub matched: crate::pipeline::MatchStats,
     pub delivered: crate::pipeline::DeliverStats,
 }
+
+/// What `sync-once` and the demo print of a cycle: a line per source, then the matching and
+/// delivery pass.
+impl std::fmt::Display for CycleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, s) in &self.polled {
+            writeln!(
+                f,
+                "polled {name}: {} records in {} pages — {} new, {} updated, {} quarantined",
+                s.records, s.pages, s.inserted, s.updated, s.quarantined
+            )?;
+        }
+        let d = &self.delivered;
+        write!(
+            f,
+            "matched {} sessions; delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
+            self.matched.matched, d.delivered, d.found_existing, d.retrying, d.failed, d.dead
+        )
+    }
+}

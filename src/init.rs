@@ -184,6 +184,14 @@ const COMPONENTS: &[Component] = &[
         next: None,
     },
     Component {
+        name: "rt",
+        role: Role::Sink,
+        section: "sinks.rt",
+        keys: &[key("url", "Request Tracker URL (https://…, REST 2.0 is under <url>/REST/2.0)", None)],
+        secrets: &["token"],
+        next: None,
+    },
+    Component {
         name: "webhook",
         role: Role::Sink,
         section: "sinks.webhook",

@@ -77,6 +77,11 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     // b starts while a holds the lease: b's start-up run is a's.
     let (mut b, mut b_log) = spawn_daemon(&config(dir.path(), &store_section, "b", &tv, &hook));
     let mut b_seen = Vec::new();
+    let b_http = read_until(&mut b_log, 30, "b's listener", &mut b_seen, |l| {
+        let v = json(l)?;
+        field(&v, "message").starts_with("http listener").then(|| field(&v, "address").to_string())
+    })
+    .await;
     let holder = read_until(&mut b_log, 30, "b sees a's lease", &mut b_seen, |l| {
         let v = json(l)?;
         field(&v, "message").starts_with("another instance holds").then(|| field(&v, "holder").to_string())
@@ -104,6 +109,15 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     assert_eq!(token, Some(2), "a take-over is a new fencing token");
     read_until(&mut b_log, 60, "b's poll", &mut b_seen, |l| l.contains("poll finished").then_some(())).await;
     wait_for("all five notes", 30, || hook.accepted().len() == 5).await;
+    // b's /readyz says who polls what.
+    let ready: Value = reqwest::get(format!("http://{b_http}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["instance"], "b", "{ready}");
+    let lease = &ready["leases"][0];
+    assert_eq!(
+        (lease["name"].as_str(), lease["holder"].as_str(), lease["mine"].as_bool()),
+        (Some("source:teamviewer"), Some("b"), Some(true)),
+        "{ready}"
+    );
     eprintln!(
         "failover: kill -9 of the holder to the take-over's lease: {:.1} s (TTL 5 s, schedule every minute)",
         failover.as_secs_f64()

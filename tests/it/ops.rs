@@ -442,6 +442,8 @@ async fn readiness_flips_when_a_source_misses_its_schedule() {
         grace: chrono::Duration::seconds(120),
         sinks: vec![],
         added_at: Default::default(),
+        instance_id: "test".into(),
+        shared_store: false,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
