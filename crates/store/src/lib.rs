@@ -243,9 +243,15 @@ pub fn scrub_url(url: &str) -> String {
 /// write lock row instead ([`Store::begin`]).
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
-    Sqlite { pool: SqlitePool, writer: SqlitePool },
+    Sqlite {
+        pool: SqlitePool,
+        writer: SqlitePool,
+    },
     /// `writers`: this process's turn at the write lock (one permit).
-    Postgres { pool: PgPool, writers: Arc<tokio::sync::Semaphore> },
+    Postgres {
+        pool: PgPool,
+        writers: Arc<tokio::sync::Semaphore>,
+    },
 }
 
 /// A write transaction ([`Store::begin`]), or a read snapshot inside the store. Opaque: the
