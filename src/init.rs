@@ -192,6 +192,14 @@ const COMPONENTS: &[Component] = &[
         next: None,
     },
     Component {
+        name: "zammad",
+        role: Role::Sink,
+        section: "sinks.zammad",
+        keys: &[key("url", "Zammad URL (https://…)", None)],
+        secrets: &["token"],
+        next: None,
+    },
+    Component {
         name: "webhook",
         role: Role::Sink,
         section: "sinks.webhook",

@@ -81,3 +81,15 @@ tickets = '^\d+$'
     let e = load("[sinks.rt]\nurl = \"https://rt.x\"\ntoken = \"t\"\nsession_code_field = \"x}' OR '\"\n").unwrap_err();
     assert!(e.to_string().contains("sinks.rt.session_code_field"), "{e}");
 }
+
+#[test]
+fn zammad_builds_from_its_section() {
+    let c = load("[sinks.zammad]\nurl = \"https://zammad.example.test\"\nauth = \"oauth\"\ntoken = \"t\"\n").unwrap();
+    c.check_secrets().unwrap();
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    assert_eq!(c.sinks.build(&ctx).unwrap()["zammad"].name(), "zammad");
+    let e = load("[sinks.zammad]\nurl = \"https://z\"\n").unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.zammad.token") && e.contains("zammad_token"), "{e}");
+    let e = load("[sinks.zammad]\nurl = \"https://z\"\ntoken = \"t\"\nsession_code_field = \"a OR b\"\n").unwrap_err();
+    assert!(e.to_string().contains("sinks.zammad.session_code_field"), "{e}");
+}

@@ -16,6 +16,7 @@ use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
+use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::common::{decode_entities, html_to_text, unescape_html};
 use ticketsync::sinks::TicketSink;
@@ -77,6 +78,7 @@ enum Backend {
     Glpi(GlpiSim),
     Rt(RtSim),
     RealRt(crate::support::RtCi),
+    Zammad(ZammadSim),
 }
 
 struct System {
@@ -131,6 +133,11 @@ impl System {
                 let ci = crate::support::rt_ci().expect("real RT");
                 let u = ci.url.clone();
                 (Backend::RealRt(ci), u)
+            }
+            "zammad" => {
+                let sim = ZammadSim::start("Token token=zm-token", &(1..50).collect::<Vec<_>>()).await.unwrap();
+                let u = sim.base_url.clone();
+                (Backend::Zammad(sim), u)
             }
             k => panic!("unknown system {k}"),
         };
@@ -199,6 +206,16 @@ impl System {
             Backend::RealRt(ci) => {
                 (Arc::new(ticketsync::sinks::rt::RtSink::new("t", &base, secret(&ci.token), None, http())), "POST")
             }
+            Backend::Zammad(_) => (
+                Arc::new(ticketsync::sinks::zammad::ZammadSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::zammad::ZammadAuth::Token(secret("zm-token")),
+                    None,
+                    http(),
+                )),
+                "POST",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -234,6 +251,7 @@ impl System {
             Backend::Glpi(sim) => sim.add_person_followup(ticket.parse().unwrap(), &html),
             Backend::Rt(sim) => sim.add_person_comment(ticket.parse().unwrap(), text),
             Backend::RealRt(ci) => ci.person_comments(ticket, text).await,
+            Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
         }
     }
 
@@ -270,6 +288,9 @@ impl System {
                 .collect(),
             Backend::Rt(sim) => sim.messages(ticket.parse().unwrap()).into_iter().map(|t| t.text()).collect(),
             Backend::RealRt(ci) => ci.messages(ticket).await.into_iter().map(|(_, _, text)| text).collect(),
+            Backend::Zammad(sim) => {
+                sim.articles(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.body)).collect()
+            }
         }
     }
 
@@ -423,6 +444,11 @@ async fn forged_marker_does_not_suppress_a_note_rt_real() {
         return;
     }
     forged_markers("rt_real").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_zammad() {
+    forged_markers("zammad").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

@@ -23,6 +23,7 @@ use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
 use ticketsync::sim::webhook::WebhookSim;
+use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
@@ -30,6 +31,7 @@ use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::rt::RtSink;
 use ticketsync::sinks::webhook::WebhookSink;
+use ticketsync::sinks::zammad::{ZammadAuth, ZammadSink};
 use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
 use ticketsync::sinks::TicketSink;
 use ticketsync::store::outbox::{self, Delivery};
@@ -49,6 +51,7 @@ const JSM_TOKEN: &str = "sim-jsm-token-4e8a";
 const GLPI_USER_TOKEN: &str = "sim-glpi-user-token-c3d9";
 const GLPI_APP_TOKEN: &str = "sim-glpi-app-token-0f6b";
 /// RT's token shape: version, the owner's user id (14: root on a fresh RT), the secret.
+const ZAMMAD_TOKEN: &str = "sim-zammad-token-8c2e";
 const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
@@ -71,6 +74,7 @@ enum Backend {
     SimGlpi(GlpiSim),
     RealRt(RtCi),
     SimRt(RtSim),
+    SimZammad(ZammadSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -161,6 +165,14 @@ impl Target {
         Some(Target { backend: Backend::SimRt(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn zammad_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let auth = format!("Token token={ZAMMAD_TOKEN}");
+        let sim = ZammadSim::start(&auth, &ids).await.expect("start Zammad simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimZammad(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -172,6 +184,7 @@ impl Target {
             Backend::SimGlpi(_) => GLPI_USER_TOKEN.into(),
             Backend::RealRt(ci) => ci.token.clone(),
             Backend::SimRt(_) => RT_TOKEN.into(),
+            Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
         }
     }
 
@@ -231,6 +244,9 @@ impl Target {
             Backend::RealRt(_) | Backend::SimRt(_) => {
                 Arc::new(RtSink::new("rt", &self.proxy.base_url, secret, None, http))
             }
+            Backend::SimZammad(_) => {
+                Arc::new(ZammadSink::new("zammad", &self.proxy.base_url, ZammadAuth::Token(secret), None, http))
+            }
         }
     }
 
@@ -249,6 +265,7 @@ impl Target {
             Backend::SimJsm(_) => ("POST", "/servicedeskapi/request/"),
             Backend::SimGlpi(_) => ("POST", "/ITILFollowup"),
             Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
+            Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
         }
     }
 
@@ -293,9 +310,11 @@ impl Target {
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::RealRt(ci) => ci.new_ticket("ticketsync sink conformance").await.to_string(),
-            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) | Backend::SimRt(_) => {
-                self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string()
-            }
+            Backend::SimZendesk(_)
+            | Backend::SimFreshservice(_)
+            | Backend::SimGlpi(_)
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
         }
     }
 
@@ -308,7 +327,8 @@ impl Target {
             | Backend::SimZendesk(_)
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
-            | Backend::SimRt(_) => "999999".into(),
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimWebhook(_) => {
                 self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
@@ -380,6 +400,11 @@ impl Target {
                 .messages(ticket.parse().expect("sim ticket id"))
                 .into_iter()
                 .map(|t| Posted { text: t.text(), private: t.kind == "Comment" })
+                .collect(),
+            Backend::SimZammad(sim) => sim
+                .articles(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.body), private: a.internal })
                 .collect(),
         }
     }
@@ -959,3 +984,4 @@ conformance!(jsm_sim);
 conformance!(glpi_sim);
 conformance!(rt_real);
 conformance!(rt_sim);
+conformance!(zammad_sim);

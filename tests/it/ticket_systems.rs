@@ -492,3 +492,47 @@ async fn rt_real_keeps_non_ascii_and_explains_refusals() {
     assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Permanent);
     assert!(err.message.contains("ticket not found (HTTP 404)"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Zammad
+
+#[tokio::test]
+async fn zammad_note_is_escaped_html_and_oauth_and_lookups_work() {
+    use ticketsync::sim::zammad::ZammadSim;
+    use ticketsync::sinks::zammad::{ZammadAuth, ZammadSink};
+    let sim = ZammadSim::start("Bearer zm-oauth", &[4, 5]).await.unwrap();
+    let sink = ZammadSink::new(
+        "zammad",
+        &sim.base_url,
+        ZammadAuth::OAuth(secret("zm-oauth")),
+        Some("session_code".into()),
+        http(),
+    );
+    sink.check().await.unwrap();
+    let mut n = note("z-1", Visibility::Internal);
+    n.title = "Session <img src=x onerror=alert(1)> <a href=\"https://evil.example\">x</a>".into();
+    n.body = Some(format!("[quote]\n{}", note("other", Visibility::Internal).marker_line()));
+    sink.post_note("4", &n).await.unwrap();
+    let a = &sim.articles(4)[0];
+    assert!(a.internal && a.kind == "note" && a.content_type == "text/html", "{a:?}");
+    assert!(
+        a.body.contains("Session &lt;img src=x onerror=alert(1)&gt; &lt;a href=&quot;https://evil.example&quot;"),
+        "{}",
+        a.body
+    );
+    // The only anchor is the note's own link; the quoted marker line is neutralised.
+    assert_eq!(a.body.matches("<a ").count(), 1, "{}", a.body);
+    assert_eq!(a.body.matches("ticketsync-marker").count(), 1, "{}", a.body);
+    assert!(sink.find_marker("4", &n.marker).await.unwrap().is_some());
+    // A public note is an external note: shown to the customer, still no mail.
+    sink.post_note("5", &note("z-2", Visibility::Public)).await.unwrap();
+    assert!(!sim.articles(5)[0].internal);
+    sim.set_field(5, "session_code", "s-99");
+    assert_eq!(sink.find_ticket_by_session_code("s-99").await.unwrap().as_deref(), Some("5"));
+    assert_eq!(sink.find_ticket_by_session_code("nope").await.unwrap(), None);
+    // A token Zammad does not know (401 "Can't find User for Token"): failed, not dead.
+    let wrong = ZammadSink::new("zammad", &sim.base_url, ZammadAuth::Token(secret("zm-wrong")), None, http());
+    let err = wrong.post_note("4", &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Auth, "{err}");
+    assert!(err.to_string().starts_with("zammad: credentials rejected (HTTP 401)"), "{err}");
+}

@@ -11,6 +11,7 @@ pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;
 pub mod webhook;
+pub mod zammad;
 pub mod zendesk;
 pub mod zoom;
 

@@ -233,6 +233,7 @@ pub struct SinksConfig {
     pub jsm: Option<JsmConfig>,
     pub glpi: Option<GlpiConfig>,
     pub rt: Option<crate::rt::config::RtConfig>,
+    pub zammad: Option<crate::zammad::config::ZammadConfig>,
 }
 
 impl SinksConfig {
@@ -240,7 +241,7 @@ impl SinksConfig {
     /// systems the binary builds, validates, routes and asks for secrets. Adding a ticket
     /// system is its module, its field above and one line here (and in [`SECTIONS`]).
     pub fn all(&self) -> Vec<&dyn SinkSection> {
-        let all: [Option<&dyn SinkSection>; 7] = [
+        let all: [Option<&dyn SinkSection>; 8] = [
             self.redmine.as_ref().map(|c| c as _),
             self.webhook.as_ref().map(|c| c as _),
             self.zendesk.as_ref().map(|c| c as _),
@@ -248,6 +249,7 @@ impl SinksConfig {
             self.jsm.as_ref().map(|c| c as _),
             self.glpi.as_ref().map(|c| c as _),
             self.rt.as_ref().map(|c| c as _),
+            self.zammad.as_ref().map(|c| c as _),
         ];
         all.into_iter().flatten().collect()
     }
@@ -384,13 +386,21 @@ impl WebhookConfig {
 /// The sink sections under `[sinks]`, as the config parse needs them before any section is
 /// read (their routing keys live in [`RouteConfig`]); a test checks them against
 /// [`SinksConfig::all`].
-pub const SECTIONS: [&str; 7] =
-    ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi", "sinks.rt"];
+pub const SECTIONS: [&str; 8] = [
+    "sinks.redmine",
+    "sinks.webhook",
+    "sinks.zendesk",
+    "sinks.freshservice",
+    "sinks.jsm",
+    "sinks.glpi",
+    "sinks.rt",
+    "sinks.zammad",
+];
 
 /// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
 /// `redmine_api_key`, …), as `doctor` needs them before any section is read; a test checks
 /// them against the sections' [`SinkSection::secrets`].
-pub const SECRET_KEYS: [&str; 8] = [
+pub const SECRET_KEYS: [&str; 9] = [
     "sinks.redmine.api_key",
     "sinks.webhook.secret",
     "sinks.zendesk.token",
@@ -399,6 +409,7 @@ pub const SECRET_KEYS: [&str; 8] = [
     "sinks.glpi.user_token",
     "sinks.glpi.app_token",
     "sinks.rt.token",
+    "sinks.zammad.token",
 ];
 
 /// What building a sink takes besides its own section.

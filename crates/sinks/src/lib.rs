@@ -16,6 +16,7 @@ pub mod render_check;
 pub mod routing;
 pub mod rt;
 pub mod webhook;
+pub mod zammad;
 pub mod zendesk;
 
 use std::time::Duration;
