@@ -121,8 +121,16 @@ fn parse_range(from: &str, to: Option<&str>) -> Result<(DateTime<Utc>, DateTime<
     Ok((from, to))
 }
 
-/// The command: progress bar on a terminal, an info log line every 10 s otherwise.
-pub async fn run_cli(app: &App, source: &str, from: &str, to: Option<&str>, dry_run: bool) -> Result<()> {
+/// The command: progress bar on a terminal, otherwise an info log line after the first page
+/// and then at most every `progress_every` (zero: after every page).
+pub async fn run_cli(
+    app: &App,
+    source: &str,
+    from: &str,
+    to: Option<&str>,
+    dry_run: bool,
+    progress_every: Duration,
+) -> Result<()> {
     let (from, to) = parse_range(from, to)?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -140,7 +148,7 @@ pub async fn run_cli(app: &App, source: &str, from: &str, to: Option<&str>, dry_
             b.set_length(s.records + s.remaining.unwrap_or(0));
             b.set_position(s.records);
             b.set_message(msg);
-        } else if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        } else if last_log.is_none_or(|t| t.elapsed() >= progress_every) {
             last_log = Some(Instant::now());
             tracing::info!(
                 source,

@@ -160,9 +160,10 @@ pub enum Command {
     ///
     /// Store, match and deliver as a poll does. Idempotent: a session already stored is not
     /// duplicated and a note already queued or delivered is not sent again. Shows a progress
-    /// bar on a terminal, a progress log line every 10 s otherwise.
+    /// bar on a terminal, a progress log line every --progress-secs otherwise; the log lines
+    /// of each matched session and delivered note are left out (TICKETSYNC_LOG=debug shows them).
     Backfill {
-        /// Source name as in the configuration (teamviewer, splashtop).
+        /// Source name as in the configuration (teamviewer, splashtop, zoom).
         #[arg(long)]
         source: String,
         /// First day (2026-11-01) or time (RFC 3339) to re-read, inclusive.
@@ -174,6 +175,9 @@ pub enum Command {
         /// Read and count what would change; write nothing, deliver nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Without a terminal, log a progress line at most every N seconds (0: after every page).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        progress_secs: u64,
     },
     /// Check the installation; prints OK/WARN/FAIL with the fix for each failure.
     ///
@@ -181,7 +185,11 @@ pub enum Command {
     /// call to every configured vendor and sink (TeamViewer ping, Splashtop basic_info, each
     /// sink's current-user call; Zoom and visioconference.me are reported "not checked"),
     /// OAuth token expiry. Exits 3 when a check failed.
-    Doctor,
+    Doctor {
+        /// One JSON object per check and line ({"check","status","detail","fix"}), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the database consistently while the daemon runs (SQLite online backup, the
     /// WAL's transactions included) into a new file of mode 0600.
     Backup {
@@ -233,6 +241,13 @@ pub enum AuditCommand {
     Show {
         #[arg(long)]
         ticket: String,
+        /// Only the N most recent sessions, deliveries and events (each part oldest first).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// One JSON object per line: {"record":"session",…}, {"record":"delivery",…,
+        /// "attempts":[…]}, {"record":"event",…}, in the order of the text output.
+        #[arg(long)]
+        json: bool,
         /// Database file (default: store.path from the configuration).
         #[arg(long)]
         db: Option<PathBuf>,

@@ -33,8 +33,8 @@ pub use ticketsync_http::{outbound_section, OutboundConfig};
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
 
 /// The top-level sections' secret keys; a top-level key's credential is its own name
-/// (`audit_key`, `marker_key`, `metrics_token`).
-const OWN_SECRET_KEYS: [&str; 3] = ["http.metrics_token", "notes.marker_key", "store.audit_key"];
+/// (`audit_key`, `marker_key`, `metrics_token`, `password`).
+const OWN_SECRET_KEYS: [&str; 4] = ["http.metrics_token", "notes.marker_key", "store.audit_key", "store.password"];
 
 /// Every secret key of every component, as each declares them (the sources' in their
 /// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
@@ -77,12 +77,15 @@ pub struct Config {
     pub(crate) origins: std::sync::Arc<parse::Origins>,
 }
 
-/// The optional HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics.
+/// The HTTP listener of `ticketsync run`: /healthz, /readyz, /metrics. On by default, on
+/// loopback: an exporter that has to be switched on is one nobody scrapes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// `false` turns the listener off (as does an empty `listen`).
     pub enabled: bool,
-    /// Address and port; loopback by default (port 0 picks a free port, logged at start).
+    /// Address and port; loopback by default (port 0 picks a free port, logged at start);
+    /// `""`: no listener.
     pub listen: String,
     /// /readyz fails when a source's last successful poll is older than its previous
     /// scheduled run by more than this many seconds.
@@ -104,7 +107,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             listen: "127.0.0.1:9187".into(),
             readiness_grace_secs: 120,
             header_read_timeout_secs: 10,
@@ -117,6 +120,11 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// Whether `ticketsync run` listens: `enabled` and a `listen` address.
+    pub fn active(&self) -> bool {
+        self.enabled && !self.listen.trim().is_empty()
+    }
+
     /// The listener's bearer token, if one is configured (inline, file or credential).
     pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("http.metrics_token", self.metrics_token.as_ref(), self.metrics_token_file.as_deref())
@@ -126,8 +134,16 @@ impl HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Where the store lives: `sqlite:///var/lib/ticketsync/ticketsync.db` or
+    /// `postgres://user@host/db` (issue 17). Unset: the SQLite file at `path`, so a
+    /// configuration from before `url` keeps its database.
+    pub url: Option<String>,
     pub path: PathBuf,
     pub busy_timeout_ms: u64,
+    /// PostgreSQL's password, kept with the credentials (`password_file`, the credential
+    /// `password`) rather than in the URL.
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
     /// HMAC key of the audit chain (at least 32 bytes), kept with the credentials and never
     /// in the database (docs/security/audit.md). Without one the chain is unkeyed SHA-256.
     pub audit_key: Option<SecretString>,
@@ -136,8 +152,11 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: None,
             path: PathBuf::from("/var/lib/ticketsync/ticketsync.db"),
             busy_timeout_ms: 5000,
+            password: None,
+            password_file: None,
             audit_key: None,
             audit_key_file: None,
         }
@@ -147,6 +166,43 @@ impl StoreConfig {
     /// `store.audit_key`, `store.audit_key_file`, or the systemd credential `audit_key`.
     pub fn audit_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("store.audit_key", self.audit_key.as_ref(), self.audit_key_file.as_deref())
+    }
+
+    /// `store.password`, `store.password_file`, or the systemd credential `password`.
+    pub fn password_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("store.password", self.password.as_ref(), self.password_file.as_deref())
+    }
+
+    /// `store.url`, else the SQLite file at `store.path` as a URL.
+    pub fn url(&self) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.path.display()),
+        }
+    }
+
+    /// Where the store lives, checked (`store.url`).
+    pub fn location(&self) -> Result<crate::store::Location, ConfigError> {
+        crate::store::Location::parse(&self.url()).map_err(|e| key_err("store.url", e.to_string()))
+    }
+
+    /// The store as messages name it: the file, or the URL without a password.
+    pub fn display(&self) -> String {
+        match self.location() {
+            Ok(crate::store::Location::Sqlite(p)) => p.display().to_string(),
+            Ok(l) => l.to_string(),
+            Err(_) => crate::store::scrub_url(&self.url()),
+        }
+    }
+
+    /// Whether there may be a database to read without creating one: the SQLite file
+    /// exists, or the store is a server (which the read then asks).
+    pub fn may_exist(&self) -> bool {
+        match self.location() {
+            Ok(crate::store::Location::Sqlite(p)) => p.exists(),
+            Ok(crate::store::Location::Postgres(_)) => true,
+            Err(_) => false,
+        }
     }
 }
 
@@ -362,6 +418,7 @@ impl Config {
     /// Every error of [`Config::validate`].
     pub fn validation_errors(&self) -> Vec<ConfigError> {
         let mut e = Errors::default();
+        e.add(self.store.location().map(|_| ()));
         e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
         e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
         e.add(check_span("daemon.lease_ttl_secs", self.daemon.lease_ttl_secs, 1));
@@ -379,8 +436,8 @@ impl Config {
         e.add(check_span("outbox.base_backoff_secs", self.outbox.base_backoff_secs, 1));
         e.add(check_span("outbox.max_backoff_secs", self.outbox.max_backoff_secs, 1));
         e.add(check_span("outbox.give_up_after_hours", self.outbox.give_up_after_hours, 3600));
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\"");
+        if self.http.active() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\", or \"\" for no listener");
         }
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
@@ -513,6 +570,9 @@ impl Config {
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
         add("http.metrics_token", false, self.http.metrics_token_secret());
+        if matches!(self.store.location(), Ok(crate::store::Location::Postgres(_))) {
+            add("store.password", false, self.store.password_secret());
+        }
         add("notes.marker_key", false, self.notes.secret());
         out.extend(self.sinks.secret_uses());
         // Zoom's credential names carry the account name (after Splashtop, as listed before).
@@ -639,6 +699,16 @@ fn check_route_into(e: &mut Errors, section: &str, tickets: Option<&str>, source
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_http_listener_is_on_by_default_and_off_by_either_key() {
+        let c = |t: &str| Config::from_toml_with_env(t, "t.toml", Vec::<(String, String)>::new());
+        assert!(c("").unwrap().http.active());
+        assert_eq!(c("").unwrap().http.listen, "127.0.0.1:9187");
+        assert!(!c("[http]\nlisten = \"\"\n").unwrap().http.active(), "an empty listen is no listener");
+        assert!(!c("[http]\nenabled = false\nlisten = \"nonsense\"\n").unwrap().http.active());
+        assert!(c("[http]\nlisten = \"nonsense\"\n").unwrap_err().to_string().contains("http.listen"));
+    }
+
     /// The config crate sits below the store, so it names the audit key's credential as a
     /// string; this keeps the two spellings one.
     #[test]
@@ -667,6 +737,12 @@ mod tests {
                 // An account's key by its index: declared once for every account.
                 used.insert(u.key.replace("accounts[0]", "accounts[]"));
             }
+        }
+        // PostgreSQL's password, used with a postgres:// store only.
+        let pg = load("[store]\nurl = \"postgres://ticketsync@db.example/ticketsync\"\n").unwrap();
+        for u in pg.secret_uses() {
+            assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+            used.insert(u.key);
         }
         // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
         used.insert("store.audit_key".to_string());

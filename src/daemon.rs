@@ -43,7 +43,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let app = Arc::new(app);
     let cancel = CancellationToken::new();
-    let recovered = crate::store::outbox::recover_sending(&app.store).await?;
+    let recovered = recover_interrupted(&app).await?;
     if recovered > 0 {
         tracing::warn!(
             count = recovered,
@@ -58,7 +58,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     log_audit_head(&app.store, "start").await;
     let (app_tx, app_rx) = tokio::sync::watch::channel(app.clone());
     let mut health_tx: Option<tokio::sync::watch::Sender<Arc<crate::health::Health>>> = None;
-    if app.config.http.enabled {
+    if app.config.http.active() {
         let addr = &app.config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -76,6 +76,9 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
                 tracing::error!(error = %e, "http listener stopped");
             }
         });
+    } else {
+        // Said once, so that a missing /metrics is not a mystery.
+        tracing::info!("http listener: off ([http] enabled = false or listen = \"\")");
     }
     let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());
@@ -97,12 +100,20 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
                 let app = app_rx.borrow().clone();
                 let interval = Duration::from_secs(app.config.daemon.delivery_interval_secs.max(1));
                 beats.delivery.store(now_ms(), Ordering::Relaxed);
+                if app.config.daemon.shared_store {
+                    // Another instance that died mid-request left its claims `sending`.
+                    match recover_interrupted(&app).await {
+                        Ok(n) if n > 0 => tracing::warn!(deliveries = n, "deliveries claimed by an instance that stopped answering are taken over; they scan for their marker first"),
+                        Ok(_) => {}
+                        Err(e) => app.store.note_write(Err(&e)),
+                    }
+                }
                 if failed {
                     // A pass that failed on the store (e.g. a full disk) may have posted a note
                     // and then failed to record it: its delivery is still `sending`. This task
                     // is the only one delivering, so every such row is ours: back to pending,
                     // and the next attempt scans the ticket for the marker before posting.
-                    match crate::store::outbox::recover_sending(&app.store).await {
+                    match recover_interrupted(&app).await {
                         Ok(n) => {
                             failed = false;
                             if n > 0 {
@@ -181,7 +192,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
 
     let _ =
         sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
-    tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
+    tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.display(), "ticketsync running");
 
     loop {
         tokio::select! {
@@ -244,11 +255,15 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     for sink in app.sinks.values() {
         sink.close().await;
     }
+    release_leases(&app.store).await;
     log_audit_head(&app.store, "stop").await;
     // Everything committed into the database file itself: a copy of the file alone (or a
     // backup tool that skips the -wal) then misses nothing.
     match crate::store::backup::checkpoint(&app.store).await {
-        Ok((busy, frames, done)) => tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed"),
+        Ok(Some((busy, frames, done))) => {
+            tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed")
+        }
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint at stop failed; the next start replays the WAL"),
     }
     app.store.close().await;
@@ -294,6 +309,9 @@ fn spawn_sources(
                     }
                 }
                 first = false;
+                if !source_lease(&app, src.name()).await {
+                    continue;
+                }
                 // Sequential inside this task: a source never overlaps itself.
                 let started = std::time::Instant::now();
                 let result = src.poll(&app.store, &cancel).await;
@@ -320,6 +338,72 @@ fn spawn_sources(
         });
     }
     Ok(polls)
+}
+
+/// With `[daemon] shared_store`: take (or renew) the lease of `source` before polling it,
+/// and fence its page writes with it; `false` when another instance holds it (this run is
+/// theirs) or the store cannot say. Alone on the store: always `true`, no lease.
+async fn source_lease(app: &App, source: &str) -> bool {
+    let daemon = &app.config.daemon;
+    if !daemon.shared_store {
+        return true;
+    }
+    let ttl = Duration::from_secs(daemon.lease_ttl_secs);
+    let name = format!("source:{source}");
+    let holder = app.instance_id.as_str();
+    match crate::store::leases::acquire(&app.store, &name, holder, ttl).await {
+        Ok(Some(lease)) => {
+            if app.store.fences().for_cursor(source).map(|(l, _)| l.token) != Some(lease.token) {
+                tracing::info!(source, lease = %name, token = lease.token, instance = holder, "lease taken: this instance polls the source");
+            }
+            metrics::gauge!("ticketsync_lease_held", "lease" => name.clone()).set(1.0);
+            app.store.fences().hold(source, lease, ttl);
+            true
+        }
+        Ok(None) => {
+            if let Some(lost) = app.store.fences().drop_key(source) {
+                tracing::info!(source, lease = %name, token = lost.token, "lease held by another instance now; it polls the source");
+            }
+            metrics::gauge!("ticketsync_lease_held", "lease" => name.clone()).set(0.0);
+            let holder = match crate::store::leases::list(&app.store).await {
+                Ok(all) => all.into_iter().find(|l| l.name == name).map(|l| l.holder).unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            tracing::info!(source, lease = %name, holder = %holder, "another instance holds the source's lease; it polls this run");
+            false
+        }
+        Err(e) => {
+            app.store.note_write(Err(&e));
+            tracing::warn!(source, lease = %name, error = %e, "cannot take the source's lease; skipping this run");
+            false
+        }
+    }
+}
+
+/// Deliveries left `sending` by a stop: every one when this instance is alone on the store;
+/// with `shared_store`, only those claimed longer ago than a request may last (the request
+/// timeout plus the lease TTL), as the others may be another instance's requests in flight.
+async fn recover_interrupted(app: &App) -> Result<u64, crate::store::StoreError> {
+    let daemon = &app.config.daemon;
+    if !daemon.shared_store {
+        return crate::store::outbox::recover_sending(&app.store).await;
+    }
+    let horizon = app.config.outbox.request_timeout_secs + daemon.lease_ttl_secs;
+    let cutoff = Utc::now() - chrono::TimeDelta::seconds(horizon as i64);
+    crate::store::outbox::recover_stale_sending(&app.store, &crate::session::ts(cutoff)).await
+}
+
+/// Give up every lease this instance holds, so the others take its sources at their next
+/// run rather than after the TTL.
+async fn release_leases(store: &crate::store::Store) {
+    for lease in store.fences().all() {
+        match crate::store::leases::release(store, &lease).await {
+            Ok(()) => tracing::info!(lease = %lease.name, token = lease.token, "lease released"),
+            Err(e) => {
+                tracing::warn!(lease = %lease.name, error = %e, "cannot release the lease; it expires after its TTL")
+            }
+        }
+    }
 }
 
 const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);

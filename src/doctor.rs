@@ -41,8 +41,17 @@ fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
 
 /// Run every check and print the table; true when nothing failed.
 pub async fn run(config_path: &Path, out: &mut dyn Write) -> bool {
+    run_as(config_path, false, out).await
+}
+
+/// [`run`], with `json`: one JSON object per check and line ([`print_json`]) instead of the table.
+pub async fn run_as(config_path: &Path, json: bool, out: &mut dyn Write) -> bool {
     let checks = checks(config_path).await;
-    print_table(&checks, out);
+    if json {
+        print_json(&checks, out);
+    } else {
+        print_table(&checks, out);
+    }
     !checks.iter().any(|c| c.status == Status::Fail)
 }
 
@@ -222,48 +231,58 @@ async fn audit_chain_key(cfg: &Config, store: &Store) -> Option<Check> {
         Ok(Err(e)) => {
             fail(name, e.to_string(), "configure the audit key that keyed this database (see docs/security/audit.md)")
         }
-        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.path"),
+        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.url / store.path"),
     })
 }
 
 async fn database(cfg: &Config) -> (Check, Option<Store>) {
     let name = "database";
-    let path = &cfg.store.path;
-    if !path.exists() {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        return (
-            warn(
-                name,
-                format!("{} does not exist yet (created at the first start)", path.display()),
-                format!("check that {} is writable by the service, or run `ticketsync migrate`", parent.display()),
-            ),
-            None,
-        );
+    let shown = cfg.store.display();
+    if let Ok(crate::store::Location::Sqlite(path)) = cfg.store.location() {
+        if !path.exists() {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return (
+                warn(
+                    name,
+                    format!("{} does not exist yet (created at the first start)", path.display()),
+                    format!("check that {} is writable by the service, or run `ticketsync migrate`", parent.display()),
+                ),
+                None,
+            );
+        }
     }
-    let store = match Store::open_read_only(path).await {
+    let store = match crate::app::open_store_read_only(cfg).await {
         Ok(s) => s,
-        Err(e) => return (fail(name, e.to_string(), "check the file's owner and mode"), None),
+        Err(e) => {
+            let hint = match cfg.store.location() {
+                Ok(crate::store::Location::Postgres(_)) => {
+                    "check store.url, store.password_file (or the credential password) and that the server runs"
+                }
+                _ => "check the file's owner and mode",
+            };
+            return (fail(name, format!("{e:#}"), hint), None);
+        }
     };
     let check =
         crate::store::reads::database_health(&store).await.map(|h| (h.quick_check, h.schema_version, h.audit_rows));
     let latest = crate::store::latest_schema_version();
     let c = match check {
-        Ok((quick, _, _)) if quick != "ok" => fail(
+        Ok((Some(quick), _, _)) if quick != "ok" => fail(
             name,
-            format!("{}: integrity problem: {quick}", path.display()),
+            format!("{shown}: integrity problem: {quick}"),
             "restore the last backup (see docs/operations.md, Upgrade)",
         ),
         Ok((_, applied, rows)) if applied.unwrap_or(0) < latest => warn(
             name,
-            format!("{}: schema version {} of {latest}; {rows} audit rows", path.display(), applied.unwrap_or(0)),
+            format!("{shown}: schema version {} of {latest}; {rows} audit rows", applied.unwrap_or(0)),
             "the daemon upgrades it at start; or run `ticketsync migrate` now",
         ),
-        Ok((_, applied, rows)) => ok(
-            name,
-            format!("{}: integrity ok, schema version {}, {rows} audit rows", path.display(), applied.unwrap_or(0)),
-        ),
+        Ok((quick, applied, rows)) => {
+            let how = if quick.is_some() { "integrity ok" } else { "reachable" };
+            ok(name, format!("{shown}: {how}, schema version {}, {rows} audit rows", applied.unwrap_or(0)))
+        }
         Err(e) => {
-            fail(name, format!("{}: {}", path.display(), e.cause()), "is it a ticketsync database? check store.path")
+            fail(name, format!("{shown}: {}", e.cause()), "is it a ticketsync database? check store.url / store.path")
         }
     };
     (c, Some(store))
@@ -584,16 +603,32 @@ async fn tcp_connect(url: &str) -> Result<String, String> {
     }
 }
 
+impl Status {
+    /// As the table and the JSON lines write it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line per check: `{"check","status" (OK, WARN, FAIL),"detail","fix"}` (`fix`: null
+/// when there is none), for scripts and monitoring; the exit code is the table's.
+pub fn print_json(checks: &[Check], out: &mut dyn Write) {
+    for c in checks {
+        let v = serde_json::json!({"check": c.name, "status": c.status.as_str(), "detail": c.detail, "fix": c.fix});
+        let _ = writeln!(out, "{v}");
+    }
+    let _ = out.flush();
+}
+
 pub fn print_table(checks: &[Check], out: &mut dyn Write) {
     let w = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
     let _ = writeln!(out, "{:<w$}  {:<6}DETAIL", "CHECK", "STATUS");
     for c in checks {
-        let st = match c.status {
-            Status::Ok => "OK",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        };
-        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, st, c.detail);
+        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, c.status.as_str(), c.detail);
         if let Some(f) = &c.fix {
             let _ = writeln!(out, "{:<w$}  {:<6}fix: {f}", "", "");
         }

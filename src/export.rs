@@ -228,9 +228,66 @@ pub const CSV_COLUMNS: [&str; 12] = [
 ];
 
 /// `ticketsync audit show --ticket ID`: sessions, deliveries with attempts, history.
-pub async fn show_ticket(store: &Store, ticket: &str, out: &mut dyn Write) -> Result<bool> {
+/// How `audit show` prints: every record or the most recent, as text or JSON lines.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Show {
+    /// The N most recent of each part (sessions, deliveries, events).
+    pub limit: Option<u32>,
+    /// One JSON object per line instead of the text.
+    pub json: bool,
+}
+
+/// `audit show`: what is recorded about `ticket`, written to `out`; false when nothing is.
+pub async fn show_ticket(store: &Store, ticket: &str, how: Show, out: &mut dyn Write) -> Result<bool> {
+    let r = crate::store::history::ticket_record_recent(store, ticket, how.limit).await?;
+    if how.json {
+        show_json(&r, ticket, out)?;
+    } else {
+        show_text(&r, ticket, out)?;
+    }
+    Ok(!r.is_empty())
+}
+
+/// One line per session, delivery (its attempts inside) and event, each tagged `record`.
+fn show_json(r: &crate::store::history::TicketRecord, ticket: &str, out: &mut dyn Write) -> Result<()> {
     let io = |e: std::io::Error| StoreError::Invalid(format!("writing: {e}"));
-    let r = crate::store::history::ticket_record(store, ticket).await?;
+    let line = |v: serde_json::Value, out: &mut dyn Write| writeln!(out, "{v}").map_err(io);
+    let tagged = |record: &str, v: serde_json::Value| {
+        let mut o = serde_json::Map::new();
+        o.insert("record".into(), record.into());
+        o.insert("ticket_id".into(), ticket.into());
+        if let serde_json::Value::Object(m) = v {
+            o.extend(m);
+        }
+        serde_json::Value::Object(o)
+    };
+    fn value<T: Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).expect("records serialize")
+    }
+    for s in &r.sessions {
+        line(tagged("session", value(s)), out)?;
+    }
+    for d in &r.deliveries {
+        let mut v = tagged("delivery", value(d));
+        let attempts: Vec<serde_json::Value> =
+            r.attempts.iter().filter(|a| a.delivery_id == d.delivery_id).map(value).collect();
+        v["attempts"] = attempts.into();
+        line(v, out)?;
+    }
+    for h in &r.history {
+        let mut v = tagged("event", value(h));
+        // The detail as JSON, not as a string holding JSON.
+        if let Ok(d) = serde_json::from_str::<serde_json::Value>(&h.detail_json) {
+            v["detail"] = d;
+            v.as_object_mut().expect("an object").remove("detail_json");
+        }
+        line(v, out)?;
+    }
+    out.flush().map_err(io)
+}
+
+fn show_text(r: &crate::store::history::TicketRecord, ticket: &str, out: &mut dyn Write) -> Result<()> {
+    let io = |e: std::io::Error| StoreError::Invalid(format!("writing: {e}"));
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     writeln!(out, "Ticket {ticket}").map_err(io)?;
     writeln!(out, "\nSessions ({}):", r.sessions.len()).map_err(io)?;
@@ -282,8 +339,7 @@ pub async fn show_ticket(store: &Store, ticket: &str, out: &mut dyn Write) -> Re
         let d = h.delivery_id.map(|v| format!(" delivery={v}")).unwrap_or_default();
         writeln!(out, "  {:>6} {} {}{s}{d} {}", h.event_id, h.at, h.kind, h.detail_json).map_err(io)?;
     }
-    out.flush().map_err(io)?;
-    Ok(!r.is_empty())
+    out.flush().map_err(io)
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub struct Health {
     pub grace: chrono::Duration,
     /// Configured sink names, for the per-sink metrics.
     pub sinks: Vec<String>,
+    /// This instance's name, and whether several instances share the store (`/readyz`
+    /// then lists the leases: which instance polls which source).
+    pub instance_id: String,
+    pub shared_store: bool,
 }
 
 impl Health {
@@ -53,6 +57,8 @@ impl Health {
             started_at,
             grace: chrono::Duration::seconds(app.config.http.readiness_grace_secs as i64),
             sinks: app.sink_names.clone(),
+            instance_id: app.instance_id.clone(),
+            shared_store: app.config.daemon.shared_store,
         })
     }
 
@@ -141,10 +147,23 @@ async fn readyz(State(h): State<HealthCell>) -> Response {
     let h = h.borrow().clone();
     let checks = h.readiness(Utc::now()).await;
     let ready = checks.iter().all(|c| c.1);
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
+        "instance": h.instance_id,
         "checks": checks.iter().map(|(name, ok, detail)| json!({"name": name, "ok": ok, "detail": detail})).collect::<Vec<_>>(),
     });
+    if h.shared_store {
+        // Who polls what; informational: a source another instance holds is not a failure.
+        let now = crate::store::leases::now_ms();
+        let leases = crate::store::leases::list(&h.store).await.unwrap_or_default();
+        body["leases"] = leases
+            .iter()
+            .map(|l| {
+                json!({"name": l.name, "holder": l.holder, "token": l.token, "mine": l.holder == h.instance_id,
+                       "expires_in_secs": (l.expires_at_ms - now) as f64 / 1000.0})
+            })
+            .collect();
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

@@ -7,9 +7,25 @@ use ticketsync::cli::{Cli, Command};
 
 mod commands;
 
-fn init_logging(quiet: bool) {
+/// How much a command logs unless `TICKETSYNC_LOG` says otherwise.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verbosity {
+    /// Interactive one-shot commands print their own summary: warnings only.
+    Quiet,
+    /// The daemon and `sync-once`: every session matched, every note delivered.
+    Daemon,
+    /// `backfill`: its progress lines, but the per-session and per-note lines of matching and
+    /// delivery (thousands in a backfill) only at DEBUG; their warnings still show.
+    Backfill,
+}
+
+fn init_logging(v: Verbosity) {
     use tracing_subscriber::EnvFilter;
-    let default = if quiet { "warn" } else { "info,sqlx=warn,hyper=warn,reqwest=warn" };
+    let default = match v {
+        Verbosity::Quiet => "warn",
+        Verbosity::Daemon => "info,sqlx=warn,hyper=warn,reqwest=warn",
+        Verbosity::Backfill => "info,ticketsync_pipeline=warn,sqlx=warn,hyper=warn,reqwest=warn",
+    };
     let filter = EnvFilter::try_from_env("TICKETSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("TICKETSYNC_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // Every formatted line passes the redactor: vendor text in any field, at any level.
@@ -28,8 +44,11 @@ fn init_logging(quiet: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Interactive one-shot commands print their own summary; the daemon logs.
-    init_logging(!matches!(cli.command, Command::Run | Command::SyncOnce | Command::Backfill { .. }));
+    init_logging(match cli.command {
+        Command::Run | Command::SyncOnce => Verbosity::Daemon,
+        Command::Backfill { .. } => Verbosity::Backfill,
+        _ => Verbosity::Quiet,
+    });
     match commands::dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -53,7 +53,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
     let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
     println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
-    println!("  database: {}", cfg.store.path.display());
+    println!("  database: {}", cfg.store.display());
     match ticketsync::app::audit_key(&cfg)? {
             Some(_) => println!("  audit chain: keyed (HMAC-SHA256 under store.audit_key)"),
             None => println!(
@@ -76,11 +76,11 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
     else {
         return Ok(());
     };
-    if !cfg.store.path.exists() {
+    if !cfg.store.may_exist() {
         println!("  splashtop: not authorized yet: run `ticketsync auth splashtop`");
         return Ok(());
     }
-    let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+    let store = ticketsync::app::open_store_read_only(cfg).await?;
     let oauth = ticketsync::sources::splashtop::oauth_client(
         st,
         &store,
@@ -110,8 +110,8 @@ async fn check_lookback(cfg: &Config) -> Result<()> {
     if tv.initial_lookback_days >= retention {
         return Ok(());
     }
-    if cfg.store.path.exists() {
-        let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+    if cfg.store.may_exist() {
+        let store = ticketsync::app::open_store_read_only(cfg).await?;
         let polled = ticketsync::store::cursors::load(&store, "teamviewer").await;
         store.close().await;
         if polled?.is_some() {

@@ -219,6 +219,11 @@ fn apply_env(
         match section_for(root, &segs[..segs.len() - 1]) {
             Ok(t) => {
                 t.insert(segs[segs.len() - 1].clone(), Value::String(val));
+                // The file's value is replaced whole (an array of tables too): what the file
+                // wrote under it no longer locates anything.
+                origins.keys.retain(|k, _| {
+                    k.strip_prefix(path.as_str()).is_none_or(|rest| !rest.is_empty() && !rest.starts_with(['.', '[']))
+                });
                 origins.env.insert(path, var);
             }
             Err(i) => {
@@ -374,17 +379,21 @@ fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnost
         }
         let key = user_path(&segs);
         let origin = origins.locate(&key);
-        if let (Origin::Env(_), true) = (&origin, msg.starts_with("invalid type: string")) {
-            if coerced.insert(key.clone()) {
-                if let Some(v) = get_mut(&mut root, &segs) {
-                    if let Some(typed) = v.as_str().and_then(|s| coerce(s, &msg)) {
-                        *v = typed;
-                        continue;
-                    }
+        let from_env = matches!(origin, Origin::Env(_));
+        if from_env && msg.starts_with("invalid type: string") && coerced.insert(key.clone()) {
+            if let Some(v) = get_mut(&mut root, &segs) {
+                if let Some(typed) = v.as_str().and_then(|s| coerce(s, &msg)) {
+                    *v = typed;
+                    continue;
                 }
             }
         }
-        errors.push(Diagnostic { key, message: explain(&msg), origin });
+        let message = if from_env && msg.starts_with("invalid type: string") && msg.ends_with("expected a sequence") {
+            ARRAY_FROM_ENV.to_string()
+        } else {
+            explain(&msg)
+        };
+        errors.push(Diagnostic { key, message, origin });
         match remove(&mut root, &segs) {
             Some(gone) => removed.push(gone),
             None => return (None, removed),
@@ -393,9 +402,32 @@ fn deserialize_all(mut root: Table, origins: &Origins, errors: &mut Vec<Diagnost
     (None, removed)
 }
 
+/// What an override of an array key (`[[match.rules]]`, a sink's `sources`, …) must hold.
+const ARRAY_FROM_ENV: &str = "expected an array, written as TOML (`[{ kind = \"custom_api\" }]`) or JSON \
+                              (`[{\"kind\": \"custom_api\"}]`); the value does not parse as either";
+
+/// An override's text as an array: JSON (`[{"kind": "custom_api"}]`) or a TOML inline array
+/// (`[{ kind = "custom_api" }]`), so that arrays, arrays of tables included, can be set from
+/// the environment like every other key. `None` when it is neither, or not an array.
+fn parse_array(s: &str) -> Option<Value> {
+    let s = s.trim();
+    if !s.starts_with('[') {
+        return None;
+    }
+    if let Ok(j) = serde_json::from_str::<serde_json::Value>(s) {
+        // JSON's null has no TOML counterpart: such an array is not accepted.
+        return Value::try_from(j).ok().filter(Value::is_array);
+    }
+    let mut doc: Table = toml::from_str(&format!("v = {s}")).ok()?;
+    doc.remove("v").filter(Value::is_array)
+}
+
 /// An override's string as the type the key expects (serde names it after "expected").
 fn coerce(s: &str, msg: &str) -> Option<Value> {
     let expected = msg.rsplit_once(", expected ")?.1;
+    if expected == "a sequence" {
+        return parse_array(s);
+    }
     if expected.contains("bool") {
         // Strict as in the file (no `yes`, `on`, `1`), but any case: `TRUE` is unambiguous.
         return match s.trim().to_ascii_lowercase().as_str() {

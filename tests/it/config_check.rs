@@ -155,6 +155,49 @@ fn env_override_errors_name_the_variable() {
     assert_eq!(c.sinks.redmine.unwrap().outbound().limit(), 4096);
 }
 
+/// `[[match.rules]]` (and any array) from the environment, as JSON or a TOML inline array;
+/// the variable replaces the file's rules whole, and its errors name it.
+#[test]
+fn match_rules_from_the_environment() {
+    let load = |text: &str, rules: &str| {
+        Config::from_toml_with_env(text, "t.toml", vec![("TICKETSYNC__MATCH__RULES".to_string(), rules.to_string())])
+    };
+    let kinds = |c: &Config| c.matching.rules.iter().map(|r| format!("{:?}", r.kind)).collect::<Vec<_>>();
+    let c =
+        load("", r##"[{"kind": "notes_regex", "pattern": "#(\\d+)", "fields": ["notes"]}, {"kind": "custom_api"}]"##)
+            .unwrap();
+    assert_eq!(kinds(&c), ["NotesRegex", "CustomApi"]);
+    assert_eq!(c.matching.rules[0].pattern.as_deref(), Some("#(\\d+)"));
+    let file = "[[match.rules]]\nkind = \"custom_api\"\n\n[[match.rules]]\nkind = \"notes_regex\"\npattern = \"(\"\n";
+    let c = load(file, "[{ kind = \"session_code\" }, { kind = \"notes_regex\", pattern = '#(\\d+)' }]").unwrap();
+    assert_eq!(kinds(&c), ["SessionCode", "NotesRegex"], "the variable's rules, not the file's");
+    // The same for a plain array key (a sink's `sources`).
+    let c = Config::from_toml_with_env(
+        "[sinks.webhook]\nurl = \"https://h.example\"\n",
+        "t.toml",
+        vec![("TICKETSYNC__SINKS__WEBHOOK__SOURCES".to_string(), "[\"splashtop\"]".to_string())],
+    )
+    .unwrap();
+    assert_eq!(c.sinks.webhook.unwrap().route.sources, Some(vec!["splashtop".to_string()]));
+
+    let var = Origin::Env("TICKETSYNC__MATCH__RULES".into());
+    let e = errors_with_env(file, &[("TICKETSYNC__MATCH__RULES", r#"[{"kind": "custm_api"}]"#)]);
+    let d = at(&e, "match.rules[0].kind");
+    assert_eq!(d.origin, var, "{d}");
+    assert!(d.message.contains("did you mean \"custom_api\"") && d.message.contains("\"notes_regex\""), "{d}");
+    assert!(d.to_string().contains("environment variable TICKETSYNC__MATCH__RULES"), "{d}");
+    // Checks after parsing name the variable too, not the file's line of the rule it replaced.
+    let e =
+        errors_with_env(file, &[("TICKETSYNC__MATCH__RULES", r#"[{"kind": "custom_api"}, {"kind": "notes_regex"}]"#)]);
+    assert_eq!(at(&e, "match.rules[1].pattern").origin, var);
+    for bad in ["custom_api", "[{\"kind\": ", "{kind = \"custom_api\"}", "[{\"kind\": null}]"] {
+        let e = errors_with_env("", &[("TICKETSYNC__MATCH__RULES", bad)]);
+        let d = e.iter().find(|d| d.key.starts_with("match.rules")).unwrap_or_else(|| panic!("{bad}: {e:#?}"));
+        assert_eq!(d.origin, var, "{bad}: {d}");
+        assert!(d.message.contains("TOML") && d.message.contains("JSON") || d.key != "match.rules", "{bad}: {d}");
+    }
+}
+
 #[test]
 fn missing_secret_file_names_key_line_and_path_never_content() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,4 +345,190 @@ async fn check_prints_every_error_with_its_line_and_exits_1() {
     assert!(lines[0].contains("line 2") && lines[0].contains("api_key = ***"), "{}", r.stderr);
     assert!(lines[1].contains("line 3"), "{}", r.stderr);
     assert!(!r.stderr.contains(CANARY), "{}", r.stderr);
+}
+
+/// A key name no section has, far from every real one (so no "did you mean").
+const PROBE: &str = "zzzzzzzzzzzz_probe";
+
+/// The diagnostics of `text`, or none when it loads.
+fn diagnostics(text: &str) -> Vec<Diagnostic> {
+    match Config::from_toml_with_env(text, "t.toml", Vec::<(String, String)>::new()) {
+        Err(ConfigError::Many { errors, .. }) => errors,
+        _ => Vec::new(),
+    }
+}
+
+/// The keys the config types accept in the table at `header` (`[a.b]` or `[[a.b]]`, or
+/// "" for the top level), as the unknown-key message lists them; `None` when it is no
+/// table of keys (a value, a list of values).
+fn keys_of(header: &str, path: &str) -> Option<Vec<String>> {
+    let text = if header.is_empty() { format!("{PROBE} = 1\n") } else { format!("{header}\n{PROBE} = 1\n") };
+    let d = diagnostics(&text);
+    let d = d.iter().find(|d| d.key.ends_with(PROBE) && d.key.starts_with(path))?;
+    let list = d.message.split("(valid keys: ").nth(1).unwrap_or_else(|| panic!("no key list: {d}"));
+    Some(list.trim_end_matches(')').split(", ").map(str::to_string).collect())
+}
+
+/// Every section of the configuration and its keys, from the types: each key that is itself
+/// a table (or an array of tables) becomes a section of its own. Sections are named without
+/// indices (`sources.zoom.accounts`, `match.rules`).
+fn sections_from_types() -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(section) = todo.pop() {
+        let keys = if section.is_empty() {
+            keys_of("", "")
+        } else {
+            keys_of(&format!("[{section}]"), &section).or_else(|| keys_of(&format!("[[{section}]]"), &section))
+        }
+        .unwrap_or_else(|| panic!("{section} is no table"));
+        let mut leaves = Vec::new();
+        for k in keys {
+            let path = if section.is_empty() { k.clone() } else { format!("{section}.{k}") };
+            let table =
+                keys_of(&format!("[{path}]"), &path).is_some() || keys_of(&format!("[[{path}]]"), &path).is_some();
+            if table {
+                todo.push(path);
+            } else {
+                leaves.push(k);
+            }
+        }
+        if !leaves.is_empty() {
+            out.insert(section, leaves);
+        }
+    }
+    out
+}
+
+/// The keys docs/configuration.md documents, by section, from its "Keys" part: the first
+/// column of each section's table (the second in the sinks' table and for the match rules'
+/// kinds), each `name` before any parenthesis; and what every sink section and every
+/// outbound section takes, from the paragraph and the table that say so.
+struct DocKeys {
+    by_section: std::collections::BTreeMap<String, Vec<String>>,
+    every_sink: Vec<String>,
+    outbound: Vec<String>,
+}
+
+fn backticked_names(cell: &str) -> Vec<String> {
+    // What is in parentheses (defaults, values, notes) is not a key.
+    let mut plain = String::new();
+    let mut depth = 0;
+    for c in cell.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+fn doc_keys() -> DocKeys {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let keys_part = text.split("\n## Keys\n").nth(1).expect("a Keys part");
+    let mut by_section: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let (mut every_sink, mut outbound) = (Vec::new(), Vec::new());
+    #[derive(PartialEq)]
+    enum Mode {
+        FirstColumn,
+        SecondColumn,
+        Sinks,
+        Outbound,
+        Prose,
+    }
+    let mut mode = Mode::Prose;
+    let mut section = String::new();
+    let section_of = |s: &str| s.trim().trim_matches('`').trim_matches(|c| c == '[' || c == ']').to_string();
+    for line in keys_part.lines() {
+        if let Some(h) = line.strip_prefix("### ") {
+            if h.starts_with("`[") {
+                section = section_of(h);
+                mode = Mode::FirstColumn;
+            } else if h == "Sinks" {
+                mode = Mode::Sinks;
+            } else if h.starts_with("Outbound HTTP keys") {
+                mode = Mode::Outbound;
+            } else {
+                mode = Mode::Prose;
+            }
+            continue;
+        }
+        if line.starts_with("`[[") {
+            // A nested list's own table follows (`[[sources.zoom.accounts]]`).
+            section = section_of(line.split(',').next().unwrap());
+            continue;
+        }
+        if mode == Mode::Sinks && line.starts_with("Every sink section takes") {
+            let mut para = line.to_string();
+            for l in keys_part.lines().skip_while(|l| *l != line).skip(1).take_while(|l| !l.is_empty()) {
+                para.push(' ');
+                para.push_str(l);
+            }
+            every_sink = backticked_names(&para);
+            continue;
+        }
+        let Some(row) = line.strip_prefix('|') else { continue };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        if cells[0].starts_with("---") || cells[0] == "key" || cells[0] == "section" {
+            continue;
+        }
+        if cells[0] == "`kind`" && cells.get(1) == Some(&"keys") {
+            by_section.entry(section.clone()).or_default().push("kind".into());
+            mode = Mode::SecondColumn;
+            continue;
+        }
+        match mode {
+            Mode::FirstColumn => by_section.entry(section.clone()).or_default().extend(backticked_names(cells[0])),
+            Mode::SecondColumn => by_section.entry(section.clone()).or_default().extend(backticked_names(cells[1])),
+            Mode::Sinks => {
+                if !cells[0].is_empty() {
+                    section = section_of(cells[0]);
+                }
+                by_section.entry(section.clone()).or_default().extend(backticked_names(cells[1]));
+            }
+            Mode::Outbound => outbound.extend(backticked_names(cells[0])),
+            Mode::Prose => {}
+        }
+    }
+    DocKeys { by_section, every_sink, outbound }
+}
+
+/// docs/configuration.md names every key the configuration types accept, in its section,
+/// and names no key they do not (issue 18: "every key, checked against the types by a test").
+#[test]
+fn configuration_md_names_every_key_and_only_real_ones() {
+    let types = sections_from_types();
+    let docs = doc_keys();
+    assert!(
+        types.contains_key("store") && types.contains_key("match.rules") && types.contains_key("sources.zoom.accounts")
+    );
+    assert!(!docs.outbound.is_empty() && docs.every_sink.contains(&"concurrency".to_string()), "{:?}", docs.every_sink);
+    let mut missing = Vec::new();
+    for (section, keys) in &types {
+        let documented = docs.by_section.get(section).cloned().unwrap_or_default();
+        for k in keys {
+            let shared = (OUTBOUND_SECTIONS.contains(&section.as_str()) && docs.outbound.contains(k))
+                || (SINK_SECTIONS.contains(&section.as_str()) && docs.every_sink.contains(k));
+            if !documented.contains(k) && !shared {
+                missing.push(format!("{section}.{k}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "keys docs/configuration.md does not name: {missing:?}");
+    let mut unknown = Vec::new();
+    for (section, keys) in &docs.by_section {
+        let real =
+            types.get(section).unwrap_or_else(|| panic!("docs/configuration.md: no section [{section}] in the types"));
+        unknown.extend(keys.iter().filter(|k| !real.contains(k)).map(|k| format!("{section}.{k}")));
+    }
+    for s in SINK_SECTIONS {
+        unknown
+            .extend(docs.every_sink.iter().filter(|k| !types[s].contains(k)).map(|k| format!("{s}.{k} (every sink)")));
+    }
+    for s in OUTBOUND_SECTIONS {
+        unknown.extend(docs.outbound.iter().filter(|k| !types[s].contains(k)).map(|k| format!("{s}.{k} (outbound)")));
+    }
+    assert!(unknown.is_empty(), "docs/configuration.md names keys the types do not have: {unknown:?}");
 }

@@ -81,6 +81,7 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> tokio::process::Child 
         .args(["run", "--config"])
         .arg(cfg)
         .env("TICKETSYNC_LOG", "info,ticketsync_sources=debug")
+        .env(crate::support::TEST_LISTEN.0, crate::support::TEST_LISTEN.1)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

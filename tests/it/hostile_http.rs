@@ -446,6 +446,8 @@ async fn listener(
         grace: chrono::Duration::seconds(120),
         sinks: vec![],
         added_at: Default::default(),
+        instance_id: "test".into(),
+        shared_store: false,
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();

@@ -14,6 +14,7 @@ mod first_run;
 mod hostile;
 mod hostile_http;
 mod init;
+mod instances;
 mod markers;
 mod oauth;
 mod ops;

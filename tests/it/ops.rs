@@ -54,13 +54,18 @@ fn connection(id: &str, ticket: &str, start: chrono::DateTime<Utc>) -> Value {
 }
 
 fn config(dir: &Path, tv: &TeamViewerSim, hook: &WebhookSim, extra: &str) -> PathBuf {
+    let store = format!("[store]\npath = \"{}\"\n", dir.join("t.db").display());
+    config_on(dir, &store, tv, hook, extra)
+}
+
+/// [`config`] with the `[store]` section given (a [`crate::support::TestDb`]'s).
+fn config_on(dir: &Path, store: &str, tv: &TeamViewerSim, hook: &WebhookSim, extra: &str) -> PathBuf {
     let p = dir.join("ticketsync.toml");
     std::fs::write(
         &p,
         format!(
-            "[store]\npath = \"{db}\"\n\n[daemon]\ndelivery_interval_secs = 1\n\n[sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\n\n\
+            "{store}\n[daemon]\ndelivery_interval_secs = 1\n\n[sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\n\n\
              [sinks.webhook]\nurl = \"{hook}\"\nsecret = \"{HOOK_SECRET}\"\n{extra}",
-            db = dir.join("t.db").display(),
             tv = tv.base_url,
             hook = hook.url,
         ),
@@ -208,10 +213,37 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
     assert!(r.stdout.contains("attempt 1:") && r.stdout.contains("delivered"), "{}", r.stdout);
+    // --json: one object per line, sessions, then deliveries with their attempts, then
+    // events; --limit keeps the most recent of each part.
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &str| lines.iter().filter(|l| l["record"] == kind).cloned().collect::<Vec<_>>();
+    let (sessions, deliveries, events) = (of("session"), of("delivery"), of("event"));
+    assert_eq!(sessions.len() + deliveries.len() + events.len(), lines.len(), "{}", r.stdout);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0]["ticket_id"].as_str(), sessions[0]["rule"].as_str()), (Some("101"), Some("custom_api")));
+    assert!(
+        !deliveries.is_empty() && deliveries.iter().all(|d| d["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+    );
+    assert_eq!(deliveries[0]["attempts"][0]["outcome"], "delivered");
+    assert!(events.len() > 2 && events.iter().any(|e| e["kind"] == "session_matched"));
+    assert!(events.iter().all(|e| e["detail"].is_object() && e.get("detail_json").is_none()), "{}", r.stdout);
+    let ids: Vec<i64> = events.iter().map(|e| e["event_id"].as_i64().unwrap()).collect();
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json", "--limit", "2"], &[]).await;
+    let limited: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let limited_ids: Vec<i64> =
+        limited.iter().filter(|l| l["record"] == "event").map(|e| e["event_id"].as_i64().unwrap()).collect();
+    assert_eq!(limited_ids, ids[ids.len() - 2..], "the two most recent events, oldest first");
+    assert!(limited.iter().filter(|l| l["record"] == "delivery").count() <= 2);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--limit", "1"], &[]).await;
+    assert!(r.stdout.contains("History (1 events)"), "{}", r.stdout);
     // A ticket with no history exits 1 and says so.
     let r = run(&["audit", "show", "--db", dbs, "--ticket", "no-such-ticket"], &[]).await;
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("nothing recorded for ticket no-such-ticket"), "{}", r.stderr);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "no-such-ticket", "--json"], &[]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""), "{}", r.stderr);
 }
 
 /// Every row re-hashes, links to the one before, and the last is the head.
@@ -261,6 +293,34 @@ fn metric(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|m| m.2)
 }
 
+/// `listen = ""` and `enabled = false` each turn the listener off; the daemon says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_listener_turns_off_with_an_empty_listen_or_enabled_false() {
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for http in ["\n[http]\nlisten = \"\"\n", "\n[http]\nenabled = false\n"] {
+        let cfg = config(dir.path(), &tv, &hook, http);
+        // Not the harness's listen override: the file decides here.
+        let mut child = crate::support::ticketsync(&cfg, &["run"])
+            .env("TICKETSYNC_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut seen = Vec::new();
+        let msg = crate::support::read_until(&mut lines, 15, "the listener's line", &mut seen, |l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            v["message"].as_str().filter(|m| m.starts_with("http listener")).map(str::to_string)
+        })
+        .await;
+        assert!(msg.starts_with("http listener: off"), "{http}: {msg}");
+        crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        assert!(child.wait().await.unwrap().success());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     let tv =
@@ -271,7 +331,10 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     tv.add_connection(connection("5ae6d2a9-57e9-4c62-b236-280390954b6f", "102", now - chrono::Duration::hours(1)));
     tv.add_connection(json!({"userid": "u1", "start_date": date(now - chrono::Duration::minutes(30))}));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tv, &hook, "\n[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n");
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE: the daemon is read through /metrics only.
+    let db = crate::support::TestDb::new(dir.path()).await;
+    // No [http] section: the listener is on by default (on a free port, as the harness sets).
+    let cfg = config_on(dir.path(), &db.store_section(), &tv, &hook, "");
 
     let (mut child, mut lines) = crate::support::spawn_daemon(&cfg);
     // JSON log lines: the listener logs its address.
@@ -379,6 +442,8 @@ async fn readiness_flips_when_a_source_misses_its_schedule() {
         grace: chrono::Duration::seconds(120),
         sinks: vec![],
         added_at: Default::default(),
+        instance_id: "test".into(),
+        shared_store: false,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -455,18 +520,22 @@ async fn backfill_reads_old_history_once_and_dry_run_writes_nothing() {
         n
     };
 
-    let r =
-        run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to, "--dry-run"], &[])
-            .await;
+    let backfill = ["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to];
+    let progress = |stderr: &str| stderr.lines().filter(|l| l.contains("backfill progress")).count();
+    let r = run(&[&backfill[..], &["--dry-run", "--progress-secs", "3600"]].concat(), &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("would store 5 new"), "{}", r.stdout);
+    assert_eq!(progress(&r.stderr), 1, "the first page's line, then none for an hour: {}", r.stderr);
     assert_eq!(count(dir.path().join("t.db")).await, 0, "dry run stores nothing");
     assert_eq!(hook.requests(), 0);
 
-    let r = run(&["--config", cfgs, "backfill", "--source", "teamviewer", "--from", &from, "--to", &to], &[]).await;
+    let r = run(&[&backfill[..], &["--progress-secs", "0"]].concat(), &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("5 records in 3 pages — 5 new"), "{}", r.stdout);
-    assert!(r.stderr.contains("backfill progress"), "progress log line without a terminal: {}", r.stderr);
+    assert_eq!(progress(&r.stderr), 3, "a progress line a page without a terminal: {}", r.stderr);
+    // The notes' own lines stay out of the way (each matched session, each delivered note).
+    assert!(!r.stderr.contains("note delivered") && !r.stderr.contains("session matched"), "{}", r.stderr);
+    assert!(r.stderr.lines().all(|l| l.contains("backfill progress")), "only progress: {}", r.stderr);
     assert_eq!(hook.accepted().len(), 5);
     assert_eq!(count(dir.path().join("t.db")).await, 5);
 
@@ -535,6 +604,23 @@ async fn doctor_prints_ok_and_fail_with_the_fix() {
         r.stdout
     );
     assert_eq!(hook.requests(), 0, "doctor sends no note");
+
+    // --json: one object per check, the same checks and exit code.
+    let j = run(&["--config", cfg.to_str().unwrap(), "doctor", "--json"], &[]).await;
+    assert_eq!(j.code, 0, "{}{}", j.stdout, j.stderr);
+    let checks: Vec<Value> = j.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(checks.len(), r.stdout.lines().filter(|l| l.contains("  OK  ") || l.contains("  WARN  ")).count());
+    let webhook = checks.iter().find(|c| c["check"] == "sink webhook").expect("sink webhook");
+    assert_eq!(webhook["status"], "OK");
+    assert!(checks.iter().all(|c| ["OK", "WARN", "FAIL"].contains(&c["status"].as_str().unwrap())));
+    let cfg = write("wrong-key");
+    let j = run(&["--config", cfg.to_str().unwrap(), "doctor", "--json"], &[]).await;
+    assert_eq!(j.code, 3, "{}{}", j.stdout, j.stderr);
+    let checks: Vec<Value> = j.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let redmine = checks.iter().find(|c| c["check"] == "sink redmine").expect("sink redmine");
+    assert_eq!(redmine["status"], "FAIL");
+    assert!(redmine["fix"].as_str().is_some_and(|f| f.contains("replace the API key")), "{redmine}");
+    assert!(!j.stdout.contains("wrong-key"), "no secrets in the lines");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 
 use crate::cli::{ticketsync, write};
+use crate::support::SendJson;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::teamviewer::{SimOptions, TeamViewerSim};
 
@@ -152,17 +153,7 @@ async fn relink_on_real_redmine() {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let v: Value = http
-            .post(format!("{}/issues.json", ci.url))
-            .header("X-Redmine-API-Key", &ci.api_key)
-            .json(&json!({"issue": {"project_id": ci.project, "subject": format!("ticketsync relink {i}")}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(v["issue"]["id"].as_u64().unwrap().to_string());
+        ids.push(ci.new_issue(&format!("ticketsync relink {i}")).await.to_string());
     }
     let insecure = if ci.url.starts_with("http://") { "allow_insecure_http = true\n" } else { "" };
     let section = format!("[sinks.redmine]\nurl = \"{}\"\napi_key = \"{}\"\n{insecure}", ci.url, ci.api_key);
@@ -171,15 +162,11 @@ async fn relink_on_real_redmine() {
     let journals: Journals<'_> = Box::new(move |t: &str| {
         let t = t.to_string();
         Box::pin(async move {
-            let v: Value = http
+            let v = http
                 .get(format!("{url}/issues/{t}.json?include=journals"))
                 .header("X-Redmine-API-Key", key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .send_json()
+                .await;
             v["issue"]["journals"]
                 .as_array()
                 .cloned()

@@ -10,6 +10,94 @@ pub async fn temp_store(dir: &Path) -> Store {
     Store::open(&dir.join("t.db"), Duration::from_secs(5)).await.expect("open store")
 }
 
+/// A database for one test: the SQLite file `t.db` in `dir`, or, with
+/// `TICKETSYNC_TEST_STORE` set to a PostgreSQL server's URL
+/// (`postgres://postgres@127.0.0.1/postgres`), a throwaway database `ts_test_<random>`
+/// created there and dropped with this value. Tests that reach the store only through its
+/// API or the CLI run on either backend this way.
+pub struct TestDb {
+    /// What `[store] url` names.
+    pub url: String,
+    /// (server URL, database name) of a throwaway PostgreSQL database.
+    drop_pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &Path) -> TestDb {
+        match std::env::var("TICKETSYNC_TEST_STORE").ok().filter(|u| !u.is_empty()) {
+            None => TestDb { url: format!("sqlite://{}", dir.join("t.db").display()), drop_pg: None },
+            Some(admin) => TestDb::postgres(&admin).await,
+        }
+    }
+
+    async fn postgres(admin: &str) -> TestDb {
+        use sqlx::Connection;
+        let hint = "start PostgreSQL (`bash .ci/postgres.sh start`) or unset TICKETSYNC_TEST_STORE to test SQLite";
+        let mut c = sqlx::PgConnection::connect(admin)
+            .await
+            .unwrap_or_else(|e| panic!("TICKETSYNC_TEST_STORE: cannot connect ({e}): {hint}"));
+        let name = format!("ts_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("CREATE DATABASE");
+        c.close().await.ok();
+        // The server's URL with this database as its path.
+        let (scheme, rest) = admin.split_once("://").expect("a postgres:// URL");
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+        TestDb { url: format!("{scheme}://{authority}/{name}{query}"), drop_pg: Some((admin.to_string(), name)) }
+    }
+
+    /// The `[store]` section of a configuration using this database.
+    pub fn store_section(&self) -> String {
+        format!("[store]\nurl = \"{}\"\n", self.url)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.drop_pg.take() else { return };
+        // Drop runs inside the test's runtime: the DROP gets a thread and a runtime of its
+        // own. FORCE ends the connections still open (a store not closed, a killed daemon's).
+        let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&drop_sql).execute(&mut c).await?;
+                c.close().await
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {name}: {done:?}");
+        }
+    }
+}
+
+/// A store on a [`TestDb`], opened as the daemon opens its store.
+pub struct TestStore {
+    pub store: Store,
+    pub db: TestDb,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+pub async fn test_store(dir: &Path) -> TestStore {
+    let db = TestDb::new(dir).await;
+    let store = Store::connect(&db.url, Duration::from_secs(5), None).await.expect("open the test store");
+    // As `app::open_store` does for PostgreSQL: the token journal in the state directory.
+    let store = match store.file() {
+        Some(_) => store,
+        None => store.with_journal_base(&dir.join("t.db")),
+    };
+    TestStore { store, db }
+}
+
 /// Redmine under CI is a requirement, never a skip; locally a missing one fails with the
 /// command that starts it.
 pub fn redmine_env() -> Option<(String, String)> {
@@ -230,10 +318,21 @@ pub fn ticketsync(cfg: &Path, args: &[&str]) -> tokio::process::Command {
 
 pub type Lines<R> = tokio::io::Lines<tokio::io::BufReader<R>>;
 
+/// The listen address daemons under test use: the listener is on by default, and parallel
+/// tests on the default port would collide (port 0 picks a free port; the daemon logs it).
+pub const TEST_LISTEN: (&str, &str) = ("TICKETSYNC__HTTP__LISTEN", "127.0.0.1:0");
+
+/// `ticketsync run` as [`ticketsync`] starts it, its listener on a free port ([`TEST_LISTEN`]).
+pub fn daemon(cfg: &Path) -> tokio::process::Command {
+    let mut c = ticketsync(cfg, &["run"]);
+    c.env(TEST_LISTEN.0, TEST_LISTEN.1);
+    c
+}
+
 /// `ticketsync run` logging JSON lines, with its stderr to read.
 pub fn spawn_daemon(cfg: &Path) -> (tokio::process::Child, Lines<tokio::process::ChildStderr>) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = ticketsync(cfg, &["run"])
+    let mut child = daemon(cfg)
         .env("TICKETSYNC_LOG_FORMAT", "json")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -464,6 +464,56 @@ async fn participants_and_late_recordings_land_on_the_ticket() {
     assert!(c.1 && c.2.contains("last successful poll 20"), "{c:?}");
 }
 
+/// `backfill --source zoom`: the meetings created for tickets in a time range, read again
+/// as a poll reads them, even beyond `lookback_days` (a daemon down for longer) and more than
+/// a month back (their recordings are asked for in their own month); once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_rereads_the_meetings_of_a_range_beyond_the_lookback() {
+    let env = setup(ZoomSimOptions::default(), "lookback_days = 1\n").await;
+    authorize(&env).await;
+    let id = meeting_for(&env, "4811", None).await;
+    let start = now_s() - chrono::Duration::days(40);
+    env.zoom.end_meeting(id, None, start, start + chrono::Duration::minutes(25), people(3, start));
+    env.zoom.add_recording(id, true);
+    // The link was made when the meeting was, 40 days ago: the poll looks back one day.
+    sqlx::query("UPDATE ticket_links SET created_at = ? WHERE vendor = 'zoom'")
+        .bind(ticketsync::session::ts(start - chrono::Duration::minutes(5)))
+        .execute(env.app.store.sqlite_pool())
+        .await
+        .unwrap();
+    let r = env.app.cycle().await.unwrap();
+    assert_eq!(r.polled[0].1.inserted, 0, "beyond the poll's look-back");
+    let reports =
+        |env: &Env| texts(&env.hook).into_iter().filter(|t| t.starts_with("Zoom session")).collect::<Vec<_>>();
+    assert!(reports(&env).is_empty());
+
+    let day = |d: i64| (start + chrono::Duration::days(d)).format("%Y-%m-%d").to_string();
+    let (from, to) = (day(-1), day(1));
+    let args = ["backfill", "--source", "zoom", "--from", from.as_str(), "--to", to.as_str(), "--progress-secs", "0"];
+    let dry = run_bin(&env.cfg_path, &[&args[..], &["--dry-run"]].concat()).await;
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success() && out.contains("would store 1 new"), "{out}{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(reports(&env).is_empty(), "a dry run delivers nothing");
+
+    let o = run_bin(&env.cfg_path, &args).await;
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("1 records in 1 pages — 1 new") && out.contains("matched 1 sessions"), "{out}");
+    assert!(err.contains("backfill progress"), "{err}");
+    let report = reports(&env);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert!(report[0].contains("Participants (3)") && report[0].contains("/rec/share/"), "{}", report[0]);
+
+    // Again: nothing new, nothing sent twice; outside the range, nothing read.
+    let o = run_bin(&env.cfg_path, &args).await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 new, 0 updated, 1 unchanged"));
+    let before = env.zoom.log().len();
+    let o = run_bin(&env.cfg_path, &["backfill", "--source", "zoom", "--from", &day(-20), "--to", &day(-10)]).await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 records in 1 pages"));
+    assert_eq!(env.zoom.log().len(), before, "no meeting in that range: no call");
+    assert_eq!(reports(&env).len(), 1);
+}
+
 #[tokio::test]
 async fn expired_page_token_restarts_the_walk_and_loses_nothing() {
     let env = setup(ZoomSimOptions::default(), "auto_recording = \"none\"").await;

@@ -307,7 +307,12 @@ pub struct ZoomSource {
     lookback: chrono::Duration,
     expect_recordings: bool,
     default_account: String,
+    /// For backfill, which reads the links of a time range (a poll is handed the store).
+    store: Store,
 }
+
+/// Links a backfill page reads: each costs a few calls (the meeting, its participants).
+const BACKFILL_LINKS_PER_PAGE: usize = 20;
 
 impl ZoomSource {
     pub fn new(cfg: &ZoomConfig, store: &Store) -> Result<Self, SourceError> {
@@ -319,7 +324,13 @@ impl ZoomSource {
             lookback: chrono::Duration::days(cfg.lookback_days.max(1) as i64),
             expect_recordings: cfg.auto_recording == "cloud",
             default_account,
+            store: store.clone(),
         })
+    }
+
+    /// The account a link's meeting was created with (`default_account` before accounts were named).
+    fn account_of<'a>(&'a self, l: &'a crate::store::links::OpenLink) -> &'a str {
+        l.details.as_ref().and_then(|d| d.get("account")).and_then(Value::as_str).unwrap_or(&self.default_account)
     }
 
     async fn poll_account(
@@ -330,20 +341,32 @@ impl ZoomSource {
         stats: &mut PollStats,
     ) -> Result<(), SourceError> {
         let now = Utc::now();
-        let mine: Vec<_> = links
-            .iter()
-            .filter(|l| {
-                l.details
-                    .as_ref()
-                    .and_then(|d| d.get("account"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(&self.default_account)
-                    == api.account.name
-            })
-            .collect();
+        let mine: Vec<_> = links.iter().filter(|l| self.account_of(l) == api.account.name).collect();
+        let (records, ended) = self.read_meetings(api, &mine, now).await?;
+        let walk_id = uuid::Uuid::new_v4().simple().to_string();
+        let cursor_key = format!("{VENDOR}:{}", api.account.name);
+        let cursor = json!({"last_poll_at": ts(now), "ended_meetings_seen": ended}).to_string();
+        // A finished poll, but with an empty range: meetings are read by link, so a meeting
+        // missing from this poll has not vanished.
+        let now_s = ts(now);
+        let done = Some((now_s.as_str(), now_s.as_str()));
+        commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?;
+        Ok(())
+    }
+
+    /// The records of the meetings behind `links` (one account's) that have ended: each with
+    /// its participants and, when recordings are expected, its cloud recordings; what could
+    /// not be read as a session is rejected with the reason. Also how many had ended. The
+    /// poll and backfill read meetings this one way.
+    async fn read_meetings(
+        &self,
+        api: &ZoomApi,
+        links: &[&crate::store::links::OpenLink],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<NewSession, Rejected>>, usize), SourceError> {
         let mut ended: Vec<PastMeeting> = Vec::new();
         let mut records = Vec::new();
-        for l in mine {
+        for l in links {
             let Some(Decoded { value: v, repairs }) = api.past_meeting(&l.session_code).await? else { continue };
             if let Some(reason) = screen::problem(&v, repairs) {
                 records.push(Err(Rejected {
@@ -363,26 +386,25 @@ impl ZoomSource {
                 })),
             }
         }
-        let walk_id = uuid::Uuid::new_v4().simple().to_string();
-        let cursor_key = format!("{VENDOR}:{}", api.account.name);
-        let cursor = json!({"last_poll_at": ts(now), "ended_meetings_seen": ended.len()}).to_string();
-        // A finished poll, but with an empty range: meetings are read by link, so a meeting
-        // missing from this poll has not vanished.
-        let now_s = ts(now);
-        let done = Some((now_s.as_str(), now_s.as_str()));
+        let ended_count = ended.len();
         if ended.is_empty() {
-            return Ok(commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?);
+            return Ok((records, 0));
         }
         let mut recordings: HashMap<String, RecordingMeeting> = HashMap::new();
         if self.expect_recordings {
-            let earliest = ended.iter().filter_map(|m| parse_ts(&m.start_time)).min().unwrap_or(now);
-            let to = (now + chrono::Duration::days(1)).date_naive();
-            // Zoom answers at most one month per call.
-            let from = (earliest - chrono::Duration::days(1)).date_naive().max(to - chrono::Duration::days(30));
-            for v in api.recordings(from, to).await?.value {
-                if let Ok(r) = serde_json::from_value::<RecordingMeeting>(v) {
-                    recordings.insert(r.uuid.clone(), r);
+            let starts: Vec<DateTime<Utc>> = ended.iter().filter_map(|m| parse_ts(&m.start_time)).collect();
+            let latest = (now + chrono::Duration::days(1)).date_naive();
+            let to = starts.iter().max().map_or(latest, |t| (*t + chrono::Duration::days(1)).date_naive().min(latest));
+            let mut from = (starts.iter().min().copied().unwrap_or(now) - chrono::Duration::days(1)).date_naive();
+            // Zoom answers at most one month per call: older meetings (a backfill) take more.
+            while from <= to {
+                let until = (from + chrono::Duration::days(30)).min(to);
+                for v in api.recordings(from, until).await?.value {
+                    if let Ok(r) = serde_json::from_value::<RecordingMeeting>(v) {
+                        recordings.insert(r.uuid.clone(), r);
+                    }
                 }
+                from = until + chrono::Duration::days(1);
             }
         }
         for pm in ended {
@@ -420,8 +442,7 @@ impl ZoomSource {
                 now,
             ));
         }
-        commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?;
-        Ok(())
+        Ok((records, ended_count))
     }
 }
 
@@ -485,6 +506,34 @@ impl Source for ZoomSource {
 
     fn cursor_keys(&self) -> Vec<String> {
         self.apis.iter().map(|a| format!("{VENDOR}:{}", a.account.name)).collect()
+    }
+
+    /// The meetings created for tickets (`session create --provider zoom`) in [`from`, `to`),
+    /// by when they were created, read again as a poll reads them, ended or not in the store
+    /// and whatever `lookback_days` says; a page is [`BACKFILL_LINKS_PER_PAGE`] links.
+    async fn fetch_range(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page: Option<&str>,
+    ) -> Result<super::RangePage, SourceError> {
+        let start = match page {
+            None => 0,
+            Some(p) => p.parse::<usize>().map_err(|_| cfg_err(format!("backfill: bad page token {p:?}")))?,
+        };
+        let links = crate::store::links::created_between(&self.store, VENDOR, &ts(from), &ts(to)).await?;
+        let end = (start + BACKFILL_LINKS_PER_PAGE).min(links.len());
+        let batch = &links[start.min(end)..end];
+        let now = Utc::now();
+        let mut records = Vec::new();
+        for api in &self.apis {
+            let mine: Vec<_> = batch.iter().filter(|l| self.account_of(l) == api.account.name).collect();
+            if !mine.is_empty() {
+                records.extend(self.read_meetings(api, &mine, now).await?.0);
+            }
+        }
+        let left = links.len() - end;
+        Ok(super::RangePage { records, next: (left > 0).then(|| end.to_string()), remaining: Some(left as u64) })
     }
 
     async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
