@@ -16,6 +16,7 @@ use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
+use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::common::{decode_entities, html_to_text, unescape_html};
@@ -79,6 +80,7 @@ enum Backend {
     Rt(RtSim),
     RealRt(crate::support::RtCi),
     Zammad(ZammadSim),
+    ServiceNow(ServiceNowSim),
 }
 
 struct System {
@@ -133,6 +135,13 @@ impl System {
                 let ci = crate::support::rt_ci().expect("real RT");
                 let u = ci.url.clone();
                 (Backend::RealRt(ci), u)
+            }
+            "servicenow" => {
+                let numbers: Vec<String> = (1..50).map(|i| format!("INC{:07}", 10_000 + i)).collect();
+                let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+                let sim = ServiceNowSim::start("ticketsync.api", "sn-pw", &refs).await.unwrap();
+                let u = sim.base_url.clone();
+                (Backend::ServiceNow(sim), u)
             }
             "zammad" => {
                 let sim = ZammadSim::start("Token token=zm-token", &(1..50).collect::<Vec<_>>()).await.unwrap();
@@ -216,6 +225,20 @@ impl System {
                 )),
                 "POST",
             ),
+            Backend::ServiceNow(_) => (
+                Arc::new(ticketsync::sinks::servicenow::ServiceNowSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::servicenow::ServiceNowAuth::Basic {
+                        user: "ticketsync.api".into(),
+                        password: secret("sn-pw"),
+                    },
+                    "incident",
+                    None,
+                    http(),
+                )),
+                "PATCH",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -223,6 +246,7 @@ impl System {
     async fn ticket(&self, n: u64) -> String {
         match &self.backend {
             Backend::Jsm(_) => format!("HELP-{n}"),
+            Backend::ServiceNow(_) => format!("INC{:07}", 10_000 + n),
             Backend::RealRedmine(ci) => ci.new_issue("ticketsync forged markers").await.to_string(),
             Backend::RealRt(ci) => ci.new_ticket("ticketsync forged markers").await.to_string(),
             _ => n.to_string(),
@@ -252,6 +276,7 @@ impl System {
             Backend::Rt(sim) => sim.add_person_comment(ticket.parse().unwrap(), text),
             Backend::RealRt(ci) => ci.person_comments(ticket, text).await,
             Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
+            Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
         }
     }
 
@@ -291,6 +316,7 @@ impl System {
             Backend::Zammad(sim) => {
                 sim.articles(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.body)).collect()
             }
+            Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
         }
     }
 
@@ -449,6 +475,11 @@ async fn forged_marker_does_not_suppress_a_note_rt_real() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_zammad() {
     forged_markers("zammad").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_servicenow() {
+    forged_markers("servicenow").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

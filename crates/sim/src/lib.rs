@@ -7,6 +7,7 @@ pub mod html;
 pub mod jsm;
 pub mod redmine;
 pub mod rt;
+pub mod servicenow;
 pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;

@@ -15,6 +15,7 @@ pub mod redmine;
 pub mod render_check;
 pub mod routing;
 pub mod rt;
+pub mod servicenow;
 pub mod webhook;
 pub mod zammad;
 pub mod zendesk;
