@@ -194,16 +194,6 @@ impl StoreConfig {
             Err(_) => crate::store::scrub_url(&self.url()),
         }
     }
-
-    /// Whether there may be a database to read without creating one: the SQLite file
-    /// exists, or the store is a server (which the read then asks).
-    pub fn may_exist(&self) -> bool {
-        match self.location() {
-            Ok(crate::store::Location::Sqlite(p)) => p.exists(),
-            Ok(crate::store::Location::Postgres(_)) => true,
-            Err(_) => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

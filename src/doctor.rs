@@ -253,6 +253,10 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
     }
     let store = match crate::app::open_store_read_only(cfg).await {
         Ok(s) => s,
+        Err(e) if crate::app::not_created(&e) => {
+            let e = e.downcast_ref::<crate::store::StoreError>().map_or_else(|| e.to_string(), |s| s.to_string());
+            return (warn(name, e, "it is created at the first start, or run `ticketsync migrate`"), None);
+        }
         Err(e) => {
             let hint = match cfg.store.location() {
                 Ok(crate::store::Location::Postgres(_)) => {

@@ -76,11 +76,10 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
     else {
         return Ok(());
     };
-    if !cfg.store.may_exist() {
+    let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? else {
         println!("  splashtop: not authorized yet: run `ticketsync auth splashtop`");
         return Ok(());
-    }
-    let store = ticketsync::app::open_store_read_only(cfg).await?;
+    };
     let oauth = ticketsync::sources::splashtop::oauth_client(
         st,
         &store,
@@ -110,8 +109,7 @@ async fn check_lookback(cfg: &Config) -> Result<()> {
     if tv.initial_lookback_days >= retention {
         return Ok(());
     }
-    if cfg.store.may_exist() {
-        let store = ticketsync::app::open_store_read_only(cfg).await?;
+    if let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? {
         let polled = ticketsync::store::cursors::load(&store, "teamviewer").await;
         store.close().await;
         if polled?.is_some() {

@@ -437,3 +437,28 @@ async fn link_unmatched_deliveries_and_retry() {
     assert_eq!(rows[1]["id"].to_string(), delivered_id);
     assert_eq!(rows[1]["state"], "delivered");
 }
+
+/// Before the first start there is no database (no SQLite file; a PostgreSQL database without
+/// the schema): `check` passes, the auditors' commands say it does not exist yet, and once
+/// `migrate` made it they read an empty chain. Either backend (TICKETSYNC_TEST_STORE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_start_the_store_is_missing_not_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::new(dir.path()).await;
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "{}\n[sources.teamviewer]\nbase_url = \"http://127.0.0.1:9\"\ntoken = \"{TOKEN}\"\n",
+            db.store_section()
+        ),
+    );
+    ticketsync(&cfg, &["check"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.failed();
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    ticketsync(&cfg, &["migrate"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.ok();
+    assert_eq!(r.stdout.trim(), format!("0:{}", ticketsync::store::audit::GENESIS));
+    let r = ticketsync(&cfg, &["audit", "verify"], &[]).await.ok();
+    assert!(r.stdout.contains("audit chain OK: 0 rows"), "{}", r.stdout);
+}

@@ -170,14 +170,16 @@ pub async fn ticket_record_recent(store: &Store, ticket: &str, limit: Option<u32
     .await?);
     sessions.reverse();
     type D = (i64, String, String, String, i64, Option<String>, Option<String>);
-    let mut deliveries: Vec<D> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+    let mut deliveries: Vec<D> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ?
          ORDER BY delivery_id DESC LIMIT ?"
     ))
     .bind(ticket)
     .bind(limit)
     .fetch_all(ex)
-    .await?);
+    .await?
+    });
     deliveries.reverse();
     // The attempts of the deliveries shown: theirs are the ids from the first one shown on.
     let first_shown = deliveries.first().map_or(i64::MAX, |d| d.0);

@@ -518,17 +518,16 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
     // (attempt + 1), and its outcome is the one that counts: this late one is dropped, and
     // the take-over's marker scan finds the note if this attempt posted it. The no-op
     // update, not a read, so PostgreSQL locks the row until the commit.
-    let ours =
-        on_tx!(tx, |ex, q| {
-            sqlx::query(&q.sql(
-                "UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?",
-            ))
-            .bind(d.id)
-            .bind(d.attempts)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+    let ours = on_tx!(tx, |ex, q| {
+        sqlx::query(
+            &q.sql("UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?"),
+        )
+        .bind(d.id)
+        .bind(d.attempts)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
     if ours == 0 {
         tracing::warn!(delivery = d.id, attempt = d.attempts, sink = %d.sink,
             "delivery was taken over by another instance while this one was sending; its outcome here is dropped");
