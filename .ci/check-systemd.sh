@@ -60,7 +60,10 @@ systemd-analyze verify --man=no "$COPY" >"$TMP/verify.out" 2>"$TMP/verify.err" |
 cat "$TMP/verify.out" "$TMP/verify.err"
 if [ "$rc" -ne 0 ]; then
   echo "check-systemd: FAIL: verify exited $rc"; fail=1
-elif grep -Eqi 'Unknown key|Unknown section|ignoring' "$TMP/verify.err" "$TMP/verify.out"; then
+# Only lines about our unit count: verify also loads the units it depends on, and other
+# packages' units (request-tracker5.service, installed for the RT tests) warn about their own
+# dependencies.
+elif grep -v -E '^/(lib|usr/lib|etc)/systemd/system/' "$TMP/verify.err" "$TMP/verify.out" | grep -Eqi 'Unknown key|Unknown section|ignoring'; then
   echo "check-systemd: FAIL: verify ignored a line of the unit (see above)"; fail=1
 else
   echo "check-systemd: verify OK"
