@@ -11,13 +11,16 @@ use ticketsync_store as store;
 /// the outbound HTTP keys.
 pub(crate) mod config {
     pub use ticketsync_config::*;
-    pub use ticketsync_http::{outbound_section, OutboundConfig};
+    pub use ticketsync_http::{outbound_section, Outbound, OutboundConfig};
 }
 
 pub mod common;
+pub mod launch;
 pub mod note_extras;
+pub mod probe;
 pub mod schedule;
 pub mod screen;
+pub mod section;
 pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;
@@ -339,23 +342,9 @@ async fn write_page(
     Ok(())
 }
 
-/// Every vendor's secret keys, each list in the vendor's own `config.rs`: the binary's list
-/// of credentials (`doctor`, the unit's `LoadCredential=` lines) is made from these.
-pub const SECRET_KEYS: &[&[&str]] =
-    &[teamviewer::config::SECRETS, splashtop::config::SECRETS, zoom::config::SECRETS, visio::config::SECRETS];
-
-/// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
-/// stored sessions and of `session create` links. Zoom is one source over all its accounts.
-pub const ROUTING_NAMES: &[&str] =
-    &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
-
 // The vendors' modules and callers outside the crate name them from the crate's root.
 pub use note_extras::{NoteExtras, VendorNotes};
-
-/// Every vendor's note content, each defined in the vendor's own module. Listed by every
-/// vendor whose sessions can be stored, configured or not: a session stored before its
-/// source was turned off still gets its vendor's note.
-pub static VENDOR_NOTES: &[&dyn VendorNotes] = &[&teamviewer::Notes, &splashtop::Notes, &zoom::Notes, &visio::Notes];
+pub use section::{RoomsConfig, SourceSection, SourcesConfig, ROUTING_NAMES, SECRET_KEYS, VENDORS, VENDOR_NOTES};
 
 /// The note content of the vendor whose sessions are stored under `vendor`.
 pub fn vendor_notes(vendor: &str) -> Option<&'static dyn VendorNotes> {

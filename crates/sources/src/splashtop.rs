@@ -2,6 +2,8 @@
 //! ticket), API token or OAuth. Every path, field and code lives in `wire.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! (`POST /api/v1/sessions`). Wire details live in `wire.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};

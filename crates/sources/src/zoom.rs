@@ -3,6 +3,8 @@
 //! details live in `wire.rs`, configuration in `config.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -22,7 +24,8 @@ use crate::oauth::{ClientAuth, OAuthClient};
 use crate::session::{parse_ts, ts, NewSession};
 use crate::store::sessions::StoredSession;
 use crate::store::Store;
-use config::{ZoomAccount, ZoomAuth, ZoomConfig};
+pub use config::ZoomConfig;
+use config::{ZoomAccount, ZoomAuth};
 use wire::{
     uuid_segment, CreatedMeeting, ErrorBody, MeetingRecord, Page, Participant, PastMeeting, RecordingMeeting, VENDOR,
 };
