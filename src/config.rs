@@ -28,7 +28,7 @@ pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, element_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX,
+    resolve_secret, Component, ConfigError, Errors, SecretUse, Values, ENV_PREFIX,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
@@ -44,7 +44,7 @@ const OWN_SECRET_KEYS: [&str; 3] = ["http.metrics_token", "notes.marker_key", "s
 /// credentials here without a table of names.
 pub fn secret_keys() -> Vec<&'static str> {
     let sources = crate::sources::SECRET_KEYS.iter().flat_map(|k| k.iter().copied());
-    sources.chain(crate::sinks::config::SECRET_KEYS).chain(OWN_SECRET_KEYS).collect()
+    sources.chain(crate::sinks::config::secret_keys()).chain(OWN_SECRET_KEYS).collect()
 }
 
 /// Whether a file name in the credentials directory is a credential of ours (Zoom's for any

@@ -129,6 +129,14 @@ macro_rules! registry {
             }
         }
 
+        /// How many vendors there are.
+        pub const COUNT: usize = [$(stringify!($s),)* $(stringify!($r),)*].len();
+
+        /// Every vendor's section, `[sources]` then `[rooms]`, as the config parse needs
+        /// them before any section is read.
+        pub const SECTIONS: [&str; COUNT] =
+            [$(<$st as Described>::COMPONENT.section,)* $(<$rt as Described>::COMPONENT.section,)*];
+
         /// Every vendor, configured or not, `[sources]` then `[rooms]`.
         pub static VENDORS: &[&Component] =
             &[$(&<$st as Described>::COMPONENT,)* $(&<$rt as Described>::COMPONENT,)*];
