@@ -48,7 +48,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
     let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
     println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
-    println!("  database: {}", cfg.store.path.display());
+    println!("  database: {}", cfg.store.display());
     match ticketsync::app::audit_key(&cfg)? {
             Some(_) => println!("  audit chain: keyed (HMAC-SHA256 under store.audit_key)"),
             None => println!(
@@ -63,12 +63,12 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 }
 
 /// What each enabled vendor says of its state (an OAuth refresh token near its end, a first
-/// poll that reads less than the vendor keeps), read from an existing database, never
-/// creating one; an error fails the check.
+/// poll that reads less than the vendor keeps), read from an existing store, never creating
+/// one; an error fails the check.
 async fn remarks(cfg: &Config) -> Result<()> {
     let vendors: Vec<_> = cfg.vendors().into_iter().filter(|v| v.enabled()).collect();
-    let store = match cfg.store.path.exists() && !vendors.is_empty() {
-        true => Some(ticketsync::store::Store::open_read_only(&cfg.store.path).await?),
+    let store = match cfg.store.may_exist() && !vendors.is_empty() {
+        true => Some(ticketsync::app::open_store_read_only(cfg).await?),
         false => None,
     };
     let mut result = Ok(());

@@ -59,3 +59,25 @@ fn bad_keys_are_named() {
     let c = load("[sinks.webhook]\nurl = \"https://h\"\nsources = [\"Splashtop\", \"zoom\", \"visioconference\"]\n");
     assert!(c.is_ok(), "{:?}", c.err());
 }
+
+#[test]
+fn request_tracker_builds_from_its_section() {
+    let c = load(
+        r#"
+[sinks.rt]
+url = "https://rt.example.test/rt"
+token = "1-14-abc"
+session_code_field = "Session code"
+tickets = '^\d+$'
+"#,
+    )
+    .unwrap();
+    c.check_secrets().unwrap();
+    assert_eq!(c.sinks.routes().iter().map(|r| r.0).collect::<Vec<_>>(), ["rt"]);
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    assert_eq!(c.sinks.build(&ctx).unwrap()["rt"].name(), "rt");
+    let e = load("[sinks.rt]\nurl = \"https://rt.x\"\n").unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.rt.token") && e.contains("rt_token"), "{e}");
+    let e = load("[sinks.rt]\nurl = \"https://rt.x\"\ntoken = \"t\"\nsession_code_field = \"x}' OR '\"\n").unwrap_err();
+    assert!(e.to_string().contains("sinks.rt.session_code_field"), "{e}");
+}

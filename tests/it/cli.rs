@@ -365,12 +365,14 @@ async fn link_unmatched_deliveries_and_retry() {
     sim.add_connection(json!({"id": unlinked, "username": "Jon Snow", "start_date": d(50), "end_date": d(45), "session_code": "s111-222-333"}));
     sim.add_connection(json!({"id": "ffffffff-0000-4000-8000-000000000002", "start_date": d(40), "end_date": d(35), "custom_api": "{\"ticket_id\":\"999\"}"}));
     let dir = tempfile::tempdir().unwrap();
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE: the test reads the store through the CLI only.
+    let db = crate::support::TestDb::new(dir.path()).await;
     let cfg = write(
         dir.path(),
         "c.toml",
         &format!(
-            "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"rm-key\"\n",
-            dir.path().join("t.db").display(),
+            "{}\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"rm-key\"\n",
+            db.store_section(),
             sim.base_url,
             redmine.base_url
         ),

@@ -246,6 +246,7 @@ fn shared_keys_keep_their_names_in_every_section() {
         ("sinks.freshservice", "url = \"https://f.example\"\n"),
         ("sinks.jsm", "url = \"https://j.example\"\nemail = \"a@x.example\"\n"),
         ("sinks.glpi", "url = \"https://g.example/apirest.php\"\n"),
+        ("sinks.rt", "url = \"https://rt.example\"\n"),
         ("sinks.webhook", "url = \"https://h.example\"\n"),
     ];
     let mut text = String::new();

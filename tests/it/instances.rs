@@ -16,14 +16,14 @@ use ticketsync::sim::webhook::WebhookSim;
 const TOKEN: &str = "54213-instancesTokenXyz";
 const HOOK_SECRET: &str = "hook-secret-instances";
 
-fn config(dir: &Path, name: &str, tv: &TeamViewerSim, hook: &WebhookSim) -> PathBuf {
+fn config(dir: &Path, db: &crate::support::TestDb, name: &str, tv: &TeamViewerSim, hook: &WebhookSim) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     let text = format!(
-        "[store]\npath = \"{db}\"\n\n[daemon]\ndelivery_interval_secs = 1\nshared_store = true\ninstance_id = \"{name}\"\nlease_ttl_secs = 5\n\n\
+        "{store}\n[daemon]\ndelivery_interval_secs = 1\nshared_store = true\ninstance_id = \"{name}\"\nlease_ttl_secs = 5\n\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\n\
          [sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\nschedule = \"* * * * *\"\n\n\
          [sinks.webhook]\nurl = \"{hook}\"\nsecret = \"{HOOK_SECRET}\"\n",
-        db = dir.join("shared.db").display(),
+        store = db.store_section(),
         tv = tv.base_url,
         hook = hook.url,
     );
@@ -50,6 +50,8 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
+    // One SQLite file, or a throwaway PostgreSQL database with TICKETSYNC_TEST_STORE.
+    let db = crate::support::TestDb::new(dir.path()).await;
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
     let hook = WebhookSim::start(HOOK_SECRET, "X-Ticketsync-Signature").await.unwrap();
@@ -59,7 +61,7 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     }
 
     // a starts first and takes the source's lease (token 1).
-    let (mut a, mut a_log) = spawn_daemon(&config(dir.path(), "a", &tv, &hook));
+    let (mut a, mut a_log) = spawn_daemon(&config(dir.path(), &db, "a", &tv, &hook));
     let mut seen = Vec::new();
     let token = read_until(&mut a_log, 30, "a takes the lease", &mut seen, |l| {
         let v = json(l)?;
@@ -72,7 +74,7 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     wait_for("a's three notes", 30, || hook.accepted().len() == 3).await;
 
     // b starts while a holds the lease: b's start-up run is a's.
-    let (mut b, mut b_log) = spawn_daemon(&config(dir.path(), "b", &tv, &hook));
+    let (mut b, mut b_log) = spawn_daemon(&config(dir.path(), &db, "b", &tv, &hook));
     let mut b_seen = Vec::new();
     let b_http = read_until(&mut b_log, 30, "b's listener", &mut b_seen, |l| {
         let v = json(l)?;
@@ -130,7 +132,7 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
     unique.dedup();
     assert_eq!(unique.len(), 5, "one note per session: {tickets:?}");
     assert_eq!(hook.duplicates(), 0, "no note sent twice");
-    let store = ticketsync::store::Store::open_read_only(&dir.path().join("shared.db")).await.unwrap();
+    let store = ticketsync::store::Store::connect_read_only(&db.url, None).await.unwrap();
     for i in 0..5 {
         let stored = ticketsync::store::sessions::named(&store, &format!("c{i}"), 5).await.unwrap();
         assert_eq!(stored.len(), 1, "session c{i} stored once");

@@ -15,6 +15,7 @@ use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::rt::RtSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::common::{decode_entities, html_to_text, unescape_html};
 use ticketsync::sinks::TicketSink;
@@ -74,6 +75,8 @@ enum Backend {
     Freshservice(FreshserviceSim),
     Jsm(JsmSim),
     Glpi(GlpiSim),
+    Rt(RtSim),
+    RealRt(crate::support::RtCi),
 }
 
 struct System {
@@ -118,6 +121,16 @@ impl System {
                 let sim = GlpiSim::start("glpi-user", None, &(1..50).collect::<Vec<_>>()).await.unwrap();
                 let u = sim.base_url.clone();
                 (Backend::Glpi(sim), u)
+            }
+            "rt" => {
+                let sim = RtSim::start("1-14-rtsimtoken0123456789abcdef", &(1..50).collect::<Vec<_>>()).await.unwrap();
+                let u = sim.base_url.clone();
+                (Backend::Rt(sim), u)
+            }
+            "rt_real" => {
+                let ci = crate::support::rt_ci().expect("real RT");
+                let u = ci.url.clone();
+                (Backend::RealRt(ci), u)
             }
             k => panic!("unknown system {k}"),
         };
@@ -173,6 +186,19 @@ impl System {
                 Arc::new(ticketsync::sinks::glpi::GlpiSink::new("t", &base, secret("glpi-user"), None, None, http())),
                 "POST",
             ),
+            Backend::Rt(_) => (
+                Arc::new(ticketsync::sinks::rt::RtSink::new(
+                    "t",
+                    &base,
+                    secret("1-14-rtsimtoken0123456789abcdef"),
+                    None,
+                    http(),
+                )),
+                "POST",
+            ),
+            Backend::RealRt(ci) => {
+                (Arc::new(ticketsync::sinks::rt::RtSink::new("t", &base, secret(&ci.token), None, http())), "POST")
+            }
         };
         System { backend, proxy, sink, write }
     }
@@ -181,6 +207,7 @@ impl System {
         match &self.backend {
             Backend::Jsm(_) => format!("HELP-{n}"),
             Backend::RealRedmine(ci) => ci.new_issue("ticketsync forged markers").await.to_string(),
+            Backend::RealRt(ci) => ci.new_ticket("ticketsync forged markers").await.to_string(),
             _ => n.to_string(),
         }
     }
@@ -205,6 +232,8 @@ impl System {
             Backend::Freshservice(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
             Backend::Jsm(sim) => sim.add_person_comment(ticket, text),
             Backend::Glpi(sim) => sim.add_person_followup(ticket.parse().unwrap(), &html),
+            Backend::Rt(sim) => sim.add_person_comment(ticket.parse().unwrap(), text),
+            Backend::RealRt(ci) => ci.person_comments(ticket, text).await,
         }
     }
 
@@ -239,6 +268,8 @@ impl System {
                 .into_iter()
                 .map(|f| html_to_text(&unescape_html(&f.content)))
                 .collect(),
+            Backend::Rt(sim) => sim.messages(ticket.parse().unwrap()).into_iter().map(|t| t.text()).collect(),
+            Backend::RealRt(ci) => ci.messages(ticket).await.into_iter().map(|(_, _, text)| text).collect(),
         }
     }
 
@@ -379,6 +410,19 @@ async fn forged_marker_does_not_suppress_a_note_jsm() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_glpi() {
     forged_markers("glpi").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_rt() {
+    forged_markers("rt").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_rt_real() {
+    if crate::support::rt_ci().is_none() {
+        return;
+    }
+    forged_markers("rt_real").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

@@ -1,7 +1,8 @@
 //! The sink conformance suite: one set of cases, written once against a [`Target`], run
 //! against the Redmine sink on a real Redmine, the Redmine sink on the simulator, the
-//! webhook sink on the webhook simulator, and the Zendesk, Freshservice, Jira Service
-//! Management and GLPI sinks on their simulators. Every sink talks to its system through a
+//! webhook sink on the webhook simulator, the Zendesk, Freshservice, Jira Service
+//! Management and GLPI sinks on their simulators, and the Request Tracker sink on a real RT 5
+//! and on its simulator. Every sink talks to its system through a
 //! [`FaultProxy`], which injects 404/401/429/5xx answers, late answers and dropped
 //! connections. Deliveries go through the real outbox and `deliver_due`.
 
@@ -20,12 +21,14 @@ use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::rt::RtSim;
 use ticketsync::sim::webhook::WebhookSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
+use ticketsync::sinks::rt::RtSink;
 use ticketsync::sinks::webhook::WebhookSink;
 use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
 use ticketsync::sinks::TicketSink;
@@ -33,7 +36,7 @@ use ticketsync::store::outbox::{self, Delivery};
 use ticketsync::store::Store;
 
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::support::{self, RedmineCi};
+use crate::support::{self, RedmineCi, RtCi};
 
 const SIM_REDMINE_KEY: &str = "sim-redmine-key-5f1c";
 const WEBHOOK_SECRET: &str = "sim-webhook-secret-9a7e";
@@ -45,6 +48,8 @@ const JSM_EMAIL: &str = "bot@example.test";
 const JSM_TOKEN: &str = "sim-jsm-token-4e8a";
 const GLPI_USER_TOKEN: &str = "sim-glpi-user-token-c3d9";
 const GLPI_APP_TOKEN: &str = "sim-glpi-app-token-0f6b";
+/// RT's token shape: version, the owner's user id (14: root on a fresh RT), the secret.
+const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -64,6 +69,8 @@ enum Backend {
     SimFreshservice(FreshserviceSim),
     SimJsm(JsmSim),
     SimGlpi(GlpiSim),
+    RealRt(RtCi),
+    SimRt(RtSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -141,6 +148,19 @@ impl Target {
         Some(Target { backend: Backend::SimGlpi(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn rt_real() -> Option<Target> {
+        let ci = support::rt_ci()?;
+        let proxy = FaultProxy::start(&ci.url).await;
+        Some(Target { backend: Backend::RealRt(ci), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn rt_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = RtSim::start(RT_TOKEN, &ids).await.expect("start RT simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimRt(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -150,6 +170,8 @@ impl Target {
             Backend::SimFreshservice(_) => FRESHSERVICE_KEY.into(),
             Backend::SimJsm(_) => JSM_TOKEN.into(),
             Backend::SimGlpi(_) => GLPI_USER_TOKEN.into(),
+            Backend::RealRt(ci) => ci.token.clone(),
+            Backend::SimRt(_) => RT_TOKEN.into(),
         }
     }
 
@@ -159,6 +181,7 @@ impl Target {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => s.push(ci.customer_api_key.clone()),
             Backend::SimGlpi(_) => s.push(GLPI_APP_TOKEN.into()),
+            Backend::RealRt(ci) => s.push(ci.person_password.clone()),
             _ => {}
         }
         s
@@ -205,6 +228,9 @@ impl Target {
                 None,
                 http,
             )),
+            Backend::RealRt(_) | Backend::SimRt(_) => {
+                Arc::new(RtSink::new("rt", &self.proxy.base_url, secret, None, http))
+            }
         }
     }
 
@@ -222,6 +248,7 @@ impl Target {
             Backend::SimFreshservice(_) => ("POST", "/notes"),
             Backend::SimJsm(_) => ("POST", "/servicedeskapi/request/"),
             Backend::SimGlpi(_) => ("POST", "/ITILFollowup"),
+            Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
         }
     }
 
@@ -265,7 +292,8 @@ impl Target {
             Backend::SimRedmine(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
-            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
+            Backend::RealRt(ci) => ci.new_ticket("ticketsync sink conformance").await.to_string(),
+            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) | Backend::SimRt(_) => {
                 self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string()
             }
         }
@@ -275,10 +303,12 @@ impl Target {
     /// answer 404, as a receiver that knows its tickets would.
     async fn missing_ticket(&self) -> String {
         match &self.backend {
-            Backend::RealRedmine { .. } => "999999999".into(),
-            Backend::SimRedmine(_) | Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
-                "999999".into()
-            }
+            Backend::RealRedmine { .. } | Backend::RealRt(_) => "999999999".into(),
+            Backend::SimRedmine(_)
+            | Backend::SimZendesk(_)
+            | Backend::SimFreshservice(_)
+            | Backend::SimGlpi(_)
+            | Backend::SimRt(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimWebhook(_) => {
                 self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
@@ -338,6 +368,18 @@ impl Target {
                     text: ticketsync::sim::html::to_text(&ticketsync::sinks::common::unescape_html(&f.content)),
                     private: f.is_private,
                 })
+                .collect(),
+            // A comment is private (agents with ShowTicketComments); a reply reaches the requestors.
+            Backend::RealRt(ci) => ci
+                .messages(ticket)
+                .await
+                .into_iter()
+                .map(|(kind, _, text)| Posted { text, private: kind == "Comment" })
+                .collect(),
+            Backend::SimRt(sim) => sim
+                .messages(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|t| Posted { text: t.text(), private: t.kind == "Comment" })
                 .collect(),
         }
     }
@@ -915,3 +957,5 @@ conformance!(zendesk_sim);
 conformance!(freshservice_sim);
 conformance!(jsm_sim);
 conformance!(glpi_sim);
+conformance!(rt_real);
+conformance!(rt_sim);

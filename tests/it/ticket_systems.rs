@@ -1,7 +1,8 @@
 //! System-specific behaviour of the Zendesk, Freshservice, JSM and GLPI sinks beyond the
 //! shared conformance suite: Zendesk's per-ticket batching and custom field, Freshservice's
 //! no-retry rule for 4xx, JSM remote links and Data Center auth, GLPI session reuse and
-//! re-init, custom-field lookups, marker scans across pages, and routing to several sinks.
+//! re-init, Request Tracker's paired scan (simulator and real RT), custom-field lookups,
+//! marker scans across pages, and routing to several sinks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use ticketsync::pipeline::{deliver_due, DeliveryPolicy, Sinks};
 use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
+use ticketsync::sim::rt::RtSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
@@ -415,4 +417,78 @@ async fn ticket_field_rule_matches_through_a_sink_lookup() {
     let rule_used: String =
         sqlx::query_scalar("SELECT rule FROM matches").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(rule_used, "ticket_field");
+}
+
+// ---------------------------------------------------------------------------------------
+// Request Tracker
+
+const RT_TOKEN: &str = "1-14-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+fn rt(base: &str, field: Option<&str>) -> ticketsync::sinks::rt::RtSink {
+    ticketsync::sinks::rt::RtSink::new("rt", base, secret(RT_TOKEN), field.map(str::to_string), http())
+}
+
+#[tokio::test]
+async fn rt_scan_walks_pages_and_pairs_attachments_with_history() {
+    let sim = RtSim::start(RT_TOKEN, &[1, 2]).await.unwrap();
+    let sink = rt(&sim.base_url, Some("Session code"));
+    // More comments than one page of attachments (100) and of history.
+    sim.seed_comments(1, 150);
+    let n = note("rt-1", Visibility::Internal);
+    let posted = sink.post_note("1", &n).await.unwrap();
+    sim.seed_comments(1, 120);
+    let found = sink.find_marker("#1", &n.marker).await.unwrap();
+    assert_eq!(found, Some(posted.clone()), "the scan finds the note behind 120 newer comments");
+    assert!(posted.starts_with("ticket/1/transaction/"), "{posted}");
+    // A person's comment ending with another note's marker line proves nothing.
+    let other = note("rt-2", Visibility::Internal);
+    sim.add_person_comment(1, &format!("quoting it\n{}", other.marker_line()));
+    assert_eq!(sink.find_marker("1", &other.marker).await.unwrap(), None);
+    // A public note is a reply (correspondence), found by the scan too.
+    let public = note("rt-3", Visibility::Public);
+    sink.post_note("2", &public).await.unwrap();
+    let m = sim.messages(2);
+    assert_eq!((m.len(), m[0].kind.as_str()), (1, "Correspond"));
+    assert!(sink.find_marker("2", &public.marker).await.unwrap().is_some());
+    // ticket_field: TicketSQL on the custom field.
+    sim.set_custom_field(2, "Session code", "s-77");
+    assert_eq!(sink.find_ticket_by_session_code("s-77").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(sink.find_ticket_by_session_code("nope").await.unwrap(), None);
+    // Not an RT ticket number: dead, no request.
+    let err = sink.post_note("INC0010001", &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Permanent, "{err}");
+}
+
+/// On the real RT: non-ASCII text arrives intact (the JSON form), a wrong token is a clear
+/// `failed` naming the sink and its key, and a ticket RT does not have is found missing
+/// through `GET /ticket/{id}` after RT's 400.
+#[tokio::test]
+async fn rt_real_keeps_non_ascii_and_explains_refusals() {
+    let Some(ci) = crate::support::rt_ci() else { return };
+    let sink = ticketsync::sinks::rt::RtSink::new("rt", &ci.url, secret(&ci.token), None, http());
+    sink.check().await.unwrap();
+    let ticket = ci.new_ticket("ticketsync non-ASCII").await.to_string();
+    let mut n = note("rt-real-1", Visibility::Internal);
+    n.title = "Sitzung für José ✓ 💻 — « déjà vu »".into();
+    sink.post_note(&ticket, &n).await.unwrap();
+    let messages = ci.messages(&ticket).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].2.starts_with("Sitzung für José ✓ 💻 — « déjà vu »\n"), "{:?}", messages[0].2);
+    assert!(sink.find_marker(&ticket, &n.marker).await.unwrap().is_some());
+
+    let wrong = ticketsync::sinks::rt::RtSink::new(
+        "rt",
+        &ci.url,
+        secret("1-14-00000000000000000000000000000000"),
+        None,
+        http(),
+    );
+    let err = wrong.post_note(&ticket, &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Auth);
+    let text = err.to_string();
+    assert!(text.starts_with("rt: credentials rejected (HTTP 401)") && text.contains("sinks.rt.token"), "{text}");
+
+    let err = sink.post_note("999999998", &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Permanent);
+    assert!(err.message.contains("ticket not found (HTTP 404)"), "{err}");
 }

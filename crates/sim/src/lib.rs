@@ -6,6 +6,7 @@ pub mod glpi;
 pub mod html;
 pub mod jsm;
 pub mod redmine;
+pub mod rt;
 pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;

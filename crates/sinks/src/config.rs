@@ -293,6 +293,7 @@ registry! {
     freshservice: FreshserviceConfig,
     jsm: JsmConfig,
     glpi: GlpiConfig,
+    rt: crate::rt::config::RtConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,
@@ -475,12 +476,14 @@ macro_rules! section_basics {
         }
     };
 }
-// For sinks whose section lives in their own folder (unused while none does but the fake).
-#[allow(unused_imports)]
 pub(crate) use section_basics;
 
 /// An HTTP sink with the knobs every one of them takes from the context and its section.
-fn tuned<S: HttpKnobs + TicketSink + 'static>(sink: S, ctx: &BuildCtx, out: &Outbound<'_>) -> Arc<dyn TicketSink> {
+pub(crate) fn tuned<S: HttpKnobs + TicketSink + 'static>(
+    sink: S,
+    ctx: &BuildCtx,
+    out: &Outbound<'_>,
+) -> Arc<dyn TicketSink> {
     Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(out.limit()))
 }
 

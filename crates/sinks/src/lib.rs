@@ -16,6 +16,7 @@ pub mod jsm;
 pub mod redmine;
 pub mod render_check;
 pub mod routing;
+pub mod rt;
 pub mod webhook;
 pub mod zendesk;
 
