@@ -203,8 +203,8 @@ impl App {
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut report = CycleReport::default();
         for (src, _) in &self.sources {
-            let polled = src.poll(&self.store, &cancel).await;
-            crate::sources::note_poll(&self.store, &polled);
+            let polled = crate::pipeline::ingest::poll(src.as_ref(), &self.store, &cancel).await;
+            crate::pipeline::ingest::note_poll(&self.store, &polled);
             let stats = polled.with_context(|| format!("polling {}", src.name()))?;
             report.matched.matched += stats.matched;
             report.matched.enqueued += stats.enqueued;
