@@ -155,7 +155,9 @@ async fn ingest(config: PathBuf) -> Result<()> {
     // the daemon); the pass then finds only what that left.
     let mut m = ticketsync::pipeline::MatchStats::default();
     for (src, _) in &app.sources {
-        let s = src.poll(&app.store, &cancel).await.with_context(|| format!("polling {}", src.name()))?;
+        let s = ticketsync::pipeline::ingest::poll(src.as_ref(), &app.store, &cancel)
+            .await
+            .with_context(|| format!("polling {}", src.name()))?;
         anyhow::ensure!(s.complete, "{}: poll stopped before the last page", src.name());
         (pages, records, inserted, quarantined) =
             (pages + s.pages, records + s.records, inserted + s.inserted, quarantined + s.quarantined);

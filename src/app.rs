@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::matcher::Rule;
 use crate::pipeline::{DeliveryPolicy, Sinks};
 use crate::sinks::TicketSink;
-use crate::sources::{splashtop::SplashtopSource, teamviewer::TeamViewerSource, Source};
+use crate::sources::Source;
 use crate::store::Store;
 
 pub struct App {
@@ -170,14 +170,10 @@ impl App {
             None => store,
         };
         let mut sources: Vec<(Arc<dyn Source>, String)> = Vec::new();
-        if let Some(tv) = config.sources.teamviewer.as_ref().filter(|t| t.enabled) {
-            sources.push((Arc::new(TeamViewerSource::new(tv, &store)?), tv.schedule.clone()));
-        }
-        if let Some(st) = config.sources.splashtop.as_ref().filter(|t| t.enabled) {
-            sources.push((Arc::new(SplashtopSource::new(st, &store)?), st.schedule.clone()));
-        }
-        if let Some(z) = config.sources.zoom.as_ref().filter(|z| z.enabled) {
-            sources.push((Arc::new(crate::sources::zoom::ZoomSource::new(z, &store)?), z.schedule.clone()));
+        for v in config.vendors().into_iter().filter(|v| v.enabled()) {
+            if let (Some(src), Some(schedule)) = (v.build(&store)?, v.schedule()) {
+                sources.push((src, schedule.to_string()));
+            }
         }
         let sinks = build_sinks(&config)?;
         let mut sink_names: Vec<String> = sinks.keys().cloned().collect();
@@ -222,8 +218,8 @@ impl App {
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut report = CycleReport::default();
         for (src, _) in &self.sources {
-            let polled = src.poll(&self.store, &cancel).await;
-            crate::sources::note_poll(&self.store, &polled);
+            let polled = crate::pipeline::ingest::poll(src.as_ref(), &self.store, &cancel).await;
+            crate::pipeline::ingest::note_poll(&self.store, &polled);
             let stats = polled.with_context(|| format!("polling {}", src.name()))?;
             report.matched.matched += stats.matched;
             report.matched.enqueued += stats.enqueued;

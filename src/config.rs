@@ -20,13 +20,15 @@ pub use crate::sinks::config::{RedmineConfig, RouteConfig, SinksConfig, WebhookC
 // callers have always found them.
 pub use crate::sources::splashtop::config::{Region, SplashtopAuth, SplashtopConfig};
 pub use crate::sources::teamviewer::config::{TeamViewerAuth, TeamViewerConfig};
+// `[sources]` and `[rooms]`: the vendors' registry (crates/sources/src/section.rs).
+pub use crate::sources::{RoomsConfig, SourceSection, SourcesConfig};
 // The pipeline's sections: `[outbox]` and `[match]` (its rules).
 pub use crate::matcher::{MatchConfig, RuleConfig, RuleKind};
 pub use crate::pipeline::OutboxConfig;
 pub use parse::{Diagnostic, Origin, OUTBOUND_SECTIONS, SINK_SECTIONS};
 pub use ticketsync_config::{
     check_span, check_url, credential, declared_secret, element_credential, key_err, missing_secret, parse_tz, require,
-    resolve_secret, ConfigError, Errors, SecretUse, ENV_PREFIX,
+    resolve_secret, Component, ConfigError, Errors, SecretUse, Values, ENV_PREFIX,
 };
 pub use ticketsync_http::{outbound_section, OutboundConfig};
 
@@ -42,7 +44,7 @@ const OWN_SECRET_KEYS: [&str; 4] = ["http.metrics_token", "notes.marker_key", "s
 /// credentials here without a table of names.
 pub fn secret_keys() -> Vec<&'static str> {
     let sources = crate::sources::SECRET_KEYS.iter().flat_map(|k| k.iter().copied());
-    sources.chain(crate::sinks::config::SECRET_KEYS).chain(OWN_SECRET_KEYS).collect()
+    sources.chain(crate::sinks::config::secret_keys()).chain(OWN_SECRET_KEYS).collect()
 }
 
 /// Whether a file name in the credentials directory is a credential of ours (Zoom's for any
@@ -274,21 +276,6 @@ impl NotesConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourcesConfig {
-    pub teamviewer: Option<TeamViewerConfig>,
-    pub splashtop: Option<SplashtopConfig>,
-    pub zoom: Option<crate::sources::zoom::config::ZoomConfig>,
-}
-
-/// Meeting rooms that are created for tickets but have no report API to poll.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoomsConfig {
-    pub visioconference: Option<crate::sources::visio::VisioConfig>,
-}
-
 impl Config {
     /// Load the file at `path`, apply `TICKETSYNC__…` environment overrides, validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -431,17 +418,8 @@ impl Config {
         }
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
-        if let Some(tv) = &self.sources.teamviewer {
-            tv.validate_into(&mut e);
-        }
-        if let Some(st) = &self.sources.splashtop {
-            st.validate_into(&mut e);
-        }
-        if let Some(z) = &self.sources.zoom {
-            z.validate_into(&mut e);
-        }
-        if let Some(v) = &self.rooms.visioconference {
-            e.add(check_url(&v.api_url).map_err(|m| key_err("rooms.visioconference.api_url", m)));
+        for v in self.vendors() {
+            v.validate_into(&mut e);
         }
         for (i, r) in self.matching.rules.iter().enumerate() {
             let key = format!("match.rules[{i}]");
@@ -489,32 +467,8 @@ impl Config {
     /// Every configured component that calls out over HTTP, with its outbound keys and the
     /// URLs (key, value) it calls. The https rule and the `ca_file` check run over these.
     pub fn outbound_components(&self) -> Vec<(crate::http::Outbound<'_>, Vec<(String, String)>)> {
-        let mut out = Vec::new();
-        let keyed = |section: &str, pairs: Vec<(&str, String)>| {
-            pairs.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)).collect::<Vec<_>>()
-        };
-        if let Some(tv) = &self.sources.teamviewer {
-            let urls = vec![("base_url", tv.base_url.clone()), ("authorize_url", tv.authorize_url.clone())];
-            out.push((tv.outbound(), keyed("sources.teamviewer", urls)));
-        }
-        if let Some(st) = &self.sources.splashtop {
-            let urls = vec![
-                ("base_url", st.base_url()),
-                ("console_url", st.console_url()),
-                ("authorize_url", st.authorize_url()),
-                ("token_url", st.token_url()),
-            ];
-            out.push((st.outbound(), keyed("sources.splashtop", urls)));
-        }
-        if let Some(z) = &self.sources.zoom {
-            let urls = vec![("api_url", z.api_url.clone()), ("oauth_url", z.oauth_url.clone())];
-            out.push((z.outbound(), keyed("sources.zoom", urls)));
-        }
-        if let Some(v) = &self.rooms.visioconference {
-            out.push((v.outbound(), keyed("rooms.visioconference", vec![("api_url", v.api_url.clone())])));
-        }
-        out.extend(self.sinks.all().into_iter().map(|c| c.outbound_urls()));
-        out
+        let vendors = self.vendors().into_iter().map(|v| v.outbound_urls());
+        vendors.chain(self.sinks.all().into_iter().map(|c| c.outbound_urls())).collect()
     }
 
     /// One line per URL sent over plain http to a host that is not loopback (allowed by
@@ -536,45 +490,16 @@ impl Config {
     /// Every secret the enabled components use, resolved: the one list behind `check`,
     /// start-up and `doctor`.
     pub fn secret_uses(&self) -> Vec<SecretUse> {
-        let mut out = Vec::new();
-        let mut add = |key: &str, required: bool, value: Result<Option<SecretString>, ConfigError>| {
-            out.push(SecretUse::declared(key, required, value));
-        };
-        if let Some(tv) = self.sources.teamviewer.as_ref().filter(|t| t.enabled) {
-            match tv.auth {
-                TeamViewerAuth::Script => add("sources.teamviewer.token", true, tv.token_secret()),
-                TeamViewerAuth::Oauth => add("sources.teamviewer.client_secret", true, tv.client_secret()),
-            }
-        }
-        if let Some(st) = self.sources.splashtop.as_ref().filter(|t| t.enabled) {
-            match st.auth {
-                SplashtopAuth::Token => add("sources.splashtop.token", true, st.token_secret()),
-                SplashtopAuth::Oauth => add("sources.splashtop.client_secret", true, st.client_secret()),
-            }
-        }
-        let zoom_at = usize::from(self.sources.teamviewer.as_ref().is_some_and(|t| t.enabled))
-            + usize::from(self.sources.splashtop.as_ref().is_some_and(|t| t.enabled));
-        if let Some(v) = self.rooms.visioconference.as_ref().filter(|v| v.enabled) {
-            add("rooms.visioconference.token", true, v.token_secret());
-        }
+        let mut out: Vec<SecretUse> =
+            self.vendors().into_iter().filter(|v| v.enabled()).flat_map(|v| v.secrets()).collect();
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
-        add("http.metrics_token", false, self.http.metrics_token_secret());
+        out.push(SecretUse::declared("http.metrics_token", false, self.http.metrics_token_secret()));
         if matches!(self.store.location(), Ok(crate::store::Location::Postgres(_))) {
-            add("store.password", false, self.store.password_secret());
+            out.push(SecretUse::declared("store.password", false, self.store.password_secret()));
         }
-        add("notes.marker_key", false, self.notes.secret());
+        out.push(SecretUse::declared("notes.marker_key", false, self.notes.secret()));
         out.extend(self.sinks.secret_uses());
-        // Zoom's credential names carry the account name (after Splashtop, as listed before).
-        if let Some(z) = self.sources.zoom.as_ref().filter(|z| z.enabled) {
-            let accounts = z.accounts.iter().enumerate().map(|(i, a)| SecretUse {
-                key: format!("sources.zoom.accounts[{i}].client_secret"),
-                credential: a.credential_name(),
-                required: true,
-                value: a.client_secret(i),
-            });
-            out.splice(zoom_at..zoom_at, accounts.collect::<Vec<_>>());
-        }
         out
     }
 
@@ -598,6 +523,12 @@ impl Config {
     /// start-up error naming its key rather than a failure at the first poll. The first error.
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         self.secret_errors().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every configured vendor's section, `[sources]` then `[rooms]`: the one list of vendors
+    /// the binary builds, validates, probes and asks for secrets.
+    pub fn vendors(&self) -> Vec<&dyn SourceSection> {
+        crate::sources::section::all(&self.sources, &self.rooms)
     }
 
     pub fn notes_tz(&self) -> chrono_tz::Tz {
@@ -626,13 +557,7 @@ fn register_config(cfg: &Config, text: &str) {
     register_all(secrets.iter().map(String::as_str));
     let mut pairs: Vec<(String, String)> = Vec::new();
     pairs.extend(cfg.sinks.basic_pairs());
-    if let Some(z) = &cfg.sources.zoom {
-        for (i, a) in z.accounts.iter().enumerate() {
-            if let Ok(Some(s)) = a.client_secret(i) {
-                pairs.push((a.client_id.clone(), s.expose_secret().to_string()));
-            }
-        }
-    }
+    pairs.extend(cfg.vendors().into_iter().flat_map(|v| v.basic_pairs()));
     register_pairs(&pairs);
 }
 

@@ -314,10 +314,10 @@ fn spawn_sources(
                 }
                 // Sequential inside this task: a source never overlaps itself.
                 let started = std::time::Instant::now();
-                let result = src.poll(&app.store, &cancel).await;
+                let result = crate::pipeline::ingest::poll(src.as_ref(), &app.store, &cancel).await;
                 crate::metrics::poll_duration(src.name(), started.elapsed());
                 crate::metrics::poll_finished(src.name(), &result);
-                crate::sources::note_poll(&app.store, &result);
+                crate::pipeline::ingest::note_poll(&app.store, &result);
                 match result {
                     Ok(stats) => {
                         tracing::info!(source = src.name(), pages = stats.pages, records = stats.records, inserted = stats.inserted,

@@ -9,48 +9,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, SplashtopAuth, TeamViewerAuth};
+use crate::config::Config;
+use crate::sources::probe::{client_fail, fail, ok, warn, ProbeCtx, Scratch};
+pub use crate::sources::probe::{Check, Status};
 use crate::store::Store;
 
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
 pub const CREDENTIALS_SOURCE: &str = "/etc/ticketsync/credentials";
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub name: String,
-    pub status: Status,
-    pub detail: String,
-    pub fix: Option<String>,
-}
-
-fn ok(name: &str, detail: impl Into<String>) -> Check {
-    Check { name: name.into(), status: Status::Ok, detail: detail.into(), fix: None }
-}
-fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name: name.into(), status: Status::Warn, detail: detail.into(), fix: Some(fix.into()) }
-}
-fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name: name.into(), status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
-}
-
-/// A client that could not be built: the fix follows from why. A host without CA roots (a
-/// minimal Debian without ca-certificates) fails every https client alike, and "fix the named
-/// key" sent the operator looking at a configuration that was right.
-fn client_fail(name: &str, detail: String, otherwise: &str) -> Check {
-    let fix = if detail.contains("CA certificates") {
-        "the system has no CA certificates: install them (`apt-get install ca-certificates`), or set ca_file in the section"
-    } else {
-        otherwise
-    };
-    fail(name, detail, fix)
-}
-
 /// Run every check and print the table; true when nothing failed.
 pub async fn run(config_path: &Path, out: &mut dyn Write) -> bool {
     run_as(config_path, false, out).await
@@ -111,11 +76,10 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
             }
         },
     };
-    let vendor_store = store.as_ref().map(|s| (s, true)).or(scratch.as_ref().map(|s| (&s.store, false)));
-    checks.extend(teamviewer(&cfg, vendor_store).await);
-    checks.extend(splashtop(&cfg, vendor_store).await);
-    checks.extend(zoom(&cfg, store.as_ref()).await);
-    checks.extend(visio(&cfg));
+    let ctx = ProbeCtx { real: store.as_ref(), scratch: scratch.as_ref().map(|s| &s.store) };
+    for v in cfg.vendors().into_iter().filter(|v| v.enabled()) {
+        checks.extend(v.probe(&ctx).await);
+    }
     checks.extend(sinks(&cfg).await);
     if let Some(s) = scratch {
         s.close().await;
@@ -306,261 +270,6 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
     (c, Some(store))
 }
 
-/// `store`: the database and whether it is the real one (else a scratch one).
-async fn teamviewer(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
-    let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) else { return vec![] };
-    let name = "source teamviewer";
-    let Some((store, real)) = store else { return vec![] };
-    if tv.auth != TeamViewerAuth::Oauth {
-        return vec![ping(tv, store).await];
-    }
-    if !real {
-        return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth teamviewer`")];
-    }
-    let mut out = Vec::new();
-    let client = crate::sources::teamviewer::oauth_client(tv, store, token_http(tv.outbound()));
-    let token = oauth_token(store, "teamviewer", "ticketsync auth teamviewer", client).await;
-    let callable = token.1;
-    // Only with a valid access token: a refresh through this read-only database could not
-    // store the new refresh token.
-    out.push(if callable { ping(tv, store).await } else { not_called(name, &token.0) });
-    out.push(token.0);
-    out
-}
-
-/// The component's client (its `ca_file`); the config was validated, so a `ca_file`
-/// that became unreadable since falls back to the platform roots and the call says why.
-fn token_http(o: crate::http::Outbound<'_>) -> reqwest::Client {
-    o.client(Duration::from_secs(10)).unwrap_or_else(|_| crate::http::client(Duration::from_secs(10)))
-}
-
-fn zoom_client(
-    z: &crate::sources::zoom::config::ZoomConfig,
-    index: usize,
-    store: &Store,
-) -> Result<crate::oauth::OAuthClient, crate::sources::SourceError> {
-    crate::sources::zoom::oauth_client(z, index, store, token_http(z.outbound()))
-}
-
-/// The stored OAuth tokens of `provider`, and whether the access token is still valid
-/// for a call that must not refresh it. `client` (the vendor's OAuth client, when its
-/// configuration is complete) proves the tokens can be decrypted: their expiry dates are
-/// stored in clear, the tokens are not.
-async fn oauth_token(
-    store: &Store,
-    provider: &str,
-    fix: &str,
-    client: Result<crate::oauth::OAuthClient, crate::sources::SourceError>,
-) -> (Check, bool) {
-    let name = format!("token {provider}");
-    let row = crate::store::reads::token_expiry(store, provider)
-        .await
-        .ok()
-        .flatten()
-        .map(|t| (t.access_expires_at, t.refresh_expires_at));
-    let now = chrono::Utc::now();
-    let parse = |t: &Option<String>| t.as_deref().and_then(crate::session::parse_ts);
-    match row {
-        None => (fail(&name, "no OAuth tokens stored", format!("run `{fix}`")), false),
-        Some((access, refresh)) => {
-            // A client secret changed since `auth` leaves the tokens unreadable; no refresh
-            // can mend that.
-            if let Ok(c) = &client {
-                if let Err(e) = c.expiry_info().await {
-                    return (fail(&name, e.to_string(), format!("run `{fix}`")), false);
-                }
-            }
-            let access_ok = parse(&access).is_some_and(|t| t > now + chrono::Duration::minutes(1));
-            let access_txt = access.as_deref().unwrap_or("unknown");
-            let c = match parse(&refresh) {
-                Some(r) if r <= now => fail(
-                    &name,
-                    format!("the refresh token expired at {}", refresh.as_deref().unwrap_or_default()),
-                    format!("run `{fix}`"),
-                ),
-                Some(r) if r - chrono::Duration::days(7) <= now => warn(
-                    &name,
-                    format!("the refresh token expires at {}", refresh.as_deref().unwrap_or_default()),
-                    format!("run `{fix}` before then"),
-                ),
-                Some(_) => ok(
-                    &name,
-                    format!(
-                        "access token expires {access_txt} (refreshed automatically); refresh token valid until {}",
-                        refresh.as_deref().unwrap_or_default()
-                    ),
-                ),
-                None => ok(&name, format!("OAuth access token expires {access_txt} (refreshed automatically)")),
-            };
-            (c, access_ok)
-        }
-    }
-}
-
-fn not_called(name: &str, token: &Check) -> Check {
-    if token.status == Status::Fail {
-        return warn(name, "not checked: no usable OAuth tokens (see below)", "fix the token first");
-    }
-    warn(
-        name,
-        "not checked: the stored access token has expired, and a refresh from here could not be saved",
-        "the daemon refreshes it at its next poll; run doctor again after that",
-    )
-}
-
-async fn splashtop(cfg: &Config, store: Option<(&Store, bool)>) -> Vec<Check> {
-    let Some(st) = cfg.sources.splashtop.as_ref().filter(|t| t.enabled) else { return vec![] };
-    let name = "source splashtop";
-    let Some((store, real)) = store else { return vec![] };
-    if st.auth != SplashtopAuth::Oauth {
-        return vec![whoami(st, store).await];
-    }
-    if !real {
-        return vec![fail(name, "no database, so no OAuth tokens", "run `ticketsync auth splashtop`")];
-    }
-    let client = crate::sources::splashtop::oauth_client(st, store, token_http(st.outbound()));
-    let token = oauth_token(store, "splashtop", "ticketsync auth splashtop", client).await;
-    let call = if token.1 { whoami(st, store).await } else { not_called(name, &token.0) };
-    vec![call, token.0]
-}
-
-async fn whoami(st: &crate::config::SplashtopConfig, store: &Store) -> Check {
-    let name = "source splashtop";
-    let api = match crate::sources::splashtop::SplashtopApi::new(st, store) {
-        Ok(a) => a.with_max_retries(1),
-        Err(e) => return client_fail(name, e.to_string(), "fix the named key"),
-    };
-    match api.basic_info().await {
-        Ok(_) => ok(
-            name,
-            format!("GET {}{}: token accepted", st.base_url(), crate::sources::splashtop::wire::basic_info_path()),
-        ),
-        Err(e) => fail(name, e.to_string(), "check sources.splashtop.base_url (or region), the network and the token"),
-    }
-}
-
-/// Each Zoom account: one harmless read (today's recordings, one item), and for a
-/// user-managed app its stored tokens. A server-to-server app gets its token with its own
-/// credentials: the stored one while it is valid, else a new one through a scratch database
-/// (this one is read-only, and the daemon fetches a new one anyway once the old expires).
-async fn zoom(cfg: &Config, store: Option<&Store>) -> Vec<Check> {
-    let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) else { return vec![] };
-    let mut out = Vec::new();
-    for (i, a) in z.accounts.iter().enumerate() {
-        let key = a.token_key();
-        let name = format!("source {key}");
-        let fix = format!("ticketsync auth zoom --account {}", a.name);
-        match (a.auth, store) {
-            (crate::sources::zoom::config::ZoomAuth::ServerToServer, _) => {
-                let stored = match store {
-                    Some(s) => oauth_token(s, &key, &fix, zoom_client(z, i, s)).await.1,
-                    None => false,
-                };
-                let call = match (stored, store) {
-                    (true, Some(s)) => zoom_call(z, i, s).await,
-                    _ => match Scratch::open().await {
-                        Ok(scratch) => {
-                            let c = zoom_call(z, i, &scratch.store).await;
-                            scratch.close().await;
-                            c
-                        }
-                        Err(e) => fail(&name, e, "check the temporary directory"),
-                    },
-                };
-                out.push(call);
-                out.push(ok(&format!("token {key}"), "server-to-server app: a token is requested when needed"));
-            }
-            (_, None) => {
-                let token = fail(&format!("token {key}"), "no database, so no OAuth tokens", format!("run `{fix}`"));
-                out.push(not_called(&name, &token));
-                out.push(token);
-            }
-            (_, Some(s)) => {
-                let (token, callable) = oauth_token(s, &key, &fix, zoom_client(z, i, s)).await;
-                // Only with a valid access token: a refresh through this read-only database
-                // could not store the rotated refresh token.
-                out.push(if callable { zoom_call(z, i, s).await } else { not_called(&name, &token) });
-                out.push(token);
-            }
-        }
-    }
-    out
-}
-
-async fn zoom_call(z: &crate::sources::zoom::config::ZoomConfig, index: usize, store: &Store) -> Check {
-    let a = &z.accounts[index];
-    let name = format!("source {}", a.token_key());
-    let api = match crate::sources::zoom::ZoomApi::new(z, index, store) {
-        Ok(api) => api.with_max_retries(1),
-        Err(e) => return client_fail(&name, e.to_string(), "fix the named key"),
-    };
-    match api.check().await {
-        Ok(what) => ok(&name, format!("{what}: token and recording:read scope accepted")),
-        Err(e) => fail(
-            &name,
-            e.to_string(),
-            format!(
-                "check sources.zoom.api_url / oauth_url, the network, accounts[{index}] (client_id, client_secret{}, user_id) and the app's scopes",
-                if a.auth == crate::sources::zoom::config::ZoomAuth::ServerToServer { ", account_id" } else { "" }
-            ),
-        ),
-    }
-}
-
-/// visioconference.me has only the room-creating call: nothing harmless to try.
-fn visio(cfg: &Config) -> Vec<Check> {
-    if !cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
-        return vec![];
-    }
-    vec![warn(
-        "rooms visioconference",
-        "not checked (its API only creates rooms)",
-        "create one room: `ticketsync session create --provider visioconference --ticket ID`",
-    )]
-}
-
-/// A throwaway database in the temporary directory, removed by [`Scratch::close`].
-struct Scratch {
-    dir: std::path::PathBuf,
-    store: Store,
-}
-
-impl Scratch {
-    async fn open() -> Result<Scratch, String> {
-        let dir = std::env::temp_dir().join(format!("ticketsync-doctor-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        match Store::open(&dir.join("doctor.db"), Duration::from_secs(1)).await {
-            Ok(store) => Ok(Scratch { dir, store }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e.to_string())
-            }
-        }
-    }
-
-    async fn close(self) {
-        self.store.close().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn ping(tv: &crate::config::TeamViewerConfig, store: &Store) -> Check {
-    let name = "source teamviewer";
-    let api = match crate::sources::teamviewer::TeamViewerApi::new(tv, store) {
-        Ok(a) => a.with_max_retries(1),
-        Err(e) => return client_fail(name, e.to_string(), "fix the named key"),
-    };
-    match api.ping().await {
-        Ok(true) => ok(name, format!("GET {}/api/v1/ping: token valid", tv.base_url.trim_end_matches('/'))),
-        Ok(false) => fail(
-            name,
-            "GET /api/v1/ping: token_valid = false",
-            "create a new script token (Connections.Read, Sessions.Create) or run `ticketsync auth teamviewer`",
-        ),
-        Err(e) => fail(name, e.to_string(), "check sources.teamviewer.base_url, the network and the token"),
-    }
-}
-
 async fn sinks(cfg: &Config) -> Vec<Check> {
     let built = match crate::app::build_sinks(cfg) {
         Ok(s) => s,
@@ -575,11 +284,8 @@ async fn sinks(cfg: &Config) -> Vec<Check> {
         // A sink without a read API (webhook) has no harmless authenticated call: prove at
         // least that its address accepts connections.
         if !sink.capabilities().marker_scan {
-            let url = match n.as_str() {
-                "webhook" => cfg.sinks.webhook.as_ref().map(|w| w.url.clone()),
-                "redmine" => cfg.sinks.redmine.as_ref().map(|r| r.url.clone()),
-                _ => None,
-            };
+            let section = cfg.sinks.all().into_iter().find(|c| c.kind() == n.as_str());
+            let url = section.and_then(|c| c.outbound_urls().1.into_iter().next()).map(|(_, url)| url);
             out.push(match url.as_deref().map(tcp_connect) {
                 Some(fut) => match fut.await {
                     Ok(addr) => {
@@ -618,17 +324,6 @@ async fn tcp_connect(url: &str) -> Result<String, String> {
         Ok(Ok(_)) => Ok(target),
         Ok(Err(e)) => Err(format!("{target}: {e}")),
         Err(_) => Err(format!("{target}: no answer within 10 s")),
-    }
-}
-
-impl Status {
-    /// As the table and the JSON lines write it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        }
     }
 }
 

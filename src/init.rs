@@ -66,175 +66,45 @@ pub enum Role {
     Sink,
 }
 
-/// One key `init` asks for: written as `key = "value"` into the component's section.
-#[derive(Debug)]
-struct Key {
-    name: &'static str,
-    prompt: &'static str,
-    default: Option<&'static str>,
-    /// Allowed values, when the key is an enum.
-    choices: &'static [&'static str],
-}
-
-const fn key(name: &'static str, prompt: &'static str, default: Option<&'static str>) -> Key {
-    Key { name, prompt, default, choices: &[] }
-}
-
-/// A component `init` can configure: its section, the keys it needs, the credentials it reads.
-#[derive(Debug)]
+/// A component `init` can configure: a vendor or a ticket system, as its registry declares
+/// it (its section, the keys `init` asks for, the credentials it writes; see
+/// `ticketsync_config::Setup`, each in the component's own folder).
+#[derive(Debug, Clone, Copy)]
 struct Component {
-    name: &'static str,
     role: Role,
-    section: &'static str,
-    keys: &'static [Key],
-    /// The secret keys it reads, in its section; their credentials
-    /// (`$CREDENTIALS_DIRECTORY/<name>`) follow from the keys ([`credential_of`]).
-    secrets: &'static [&'static str],
-    /// What the operator still has to do after init, if anything.
-    next: Option<&'static str>,
+    declared: &'static crate::config::Component,
 }
 
-const COMPONENTS: &[Component] = &[
-    Component {
-        name: "teamviewer",
-        role: Role::Source,
-        section: "sources.teamviewer",
-        keys: &[],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "splashtop",
-        role: Role::Source,
-        section: "sources.splashtop",
-        keys: &[Key { name: "region", prompt: "Splashtop region", default: Some("us"), choices: &["us", "eu"] }],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "zoom",
-        role: Role::Source,
-        section: "sources.zoom",
-        keys: &[
-            key("account", "Zoom account name (letters, digits, - and _)", Some("helpdesk")),
-            Key {
-                name: "auth",
-                prompt: "Zoom app type",
-                default: Some("oauth"),
-                choices: &["oauth", "server_to_server"],
-            },
-            key("client_id", "Zoom OAuth client id", None),
-            key("account_id", "Zoom account id (Server-to-Server apps only; empty otherwise)", Some("")),
-        ],
-        secrets: &["accounts[].client_secret"],
-        next: Some("ticketsync auth zoom --account {account} (a user-managed OAuth app needs one authorization)"),
-    },
-    Component {
-        name: "visioconference",
-        role: Role::Source,
-        section: "rooms.visioconference",
-        keys: &[],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "redmine",
-        role: Role::Sink,
-        section: "sinks.redmine",
-        keys: &[key("url", "Redmine URL (https://…)", None)],
-        secrets: &["api_key"],
-        next: None,
-    },
-    Component {
-        name: "zendesk",
-        role: Role::Sink,
-        section: "sinks.zendesk",
-        keys: &[
-            key("url", "Zendesk URL (https://<subdomain>.zendesk.com)", None),
-            key("email", "Zendesk agent e-mail", None),
-        ],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "freshservice",
-        role: Role::Sink,
-        section: "sinks.freshservice",
-        keys: &[key("url", "Freshservice URL (https://<domain>.freshservice.com)", None)],
-        secrets: &["api_key"],
-        next: None,
-    },
-    Component {
-        name: "jsm",
-        role: Role::Sink,
-        section: "sinks.jsm",
-        keys: &[
-            key("url", "Jira URL (https://<site>.atlassian.net)", None),
-            key("email", "Atlassian account e-mail", None),
-        ],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "glpi",
-        role: Role::Sink,
-        section: "sinks.glpi",
-        keys: &[key("url", "GLPI API URL (https://…/apirest.php)", None)],
-        secrets: &["user_token", "app_token"],
-        next: None,
-    },
-    Component {
-        name: "rt",
-        role: Role::Sink,
-        section: "sinks.rt",
-        keys: &[key("url", "Request Tracker URL (https://…, REST 2.0 is under <url>/REST/2.0)", None)],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "zammad",
-        role: Role::Sink,
-        section: "sinks.zammad",
-        keys: &[key("url", "Zammad URL (https://…)", None)],
-        secrets: &["token"],
-        next: None,
-    },
-    Component {
-        name: "servicenow",
-        role: Role::Sink,
-        section: "sinks.servicenow",
-        keys: &[
-            key("url", "ServiceNow instance URL (https://<instance>.service-now.com)", None),
-            key("user", "ServiceNow integration user (user_name, Basic auth)", None),
-        ],
-        secrets: &["password"],
-        next: None,
-    },
-    Component {
-        name: "webhook",
-        role: Role::Sink,
-        section: "sinks.webhook",
-        keys: &[key("url", "Webhook URL (https://…)", None)],
-        secrets: &["secret"],
-        next: None,
-    },
-];
+impl std::ops::Deref for Component {
+    type Target = crate::config::Component;
+    fn deref(&self) -> &crate::config::Component {
+        self.declared
+    }
+}
 
-/// The credential of a component's secret `key`; an account's is named after `account`.
-fn credential_of(c: &Component, key: &str, account: &str) -> String {
+/// Every component, from the sources' and the sinks' registries: `init` keeps no list.
+fn components() -> impl Iterator<Item = Component> {
+    let sources = crate::sources::VENDORS.iter().map(|&declared| Component { role: Role::Source, declared });
+    let sinks = crate::sinks::config::components().into_iter();
+    sources.chain(sinks.map(|declared| Component { role: Role::Sink, declared }))
+}
+
+/// The credential of a component's secret `key`; an element's is named after the element
+/// the values name.
+fn credential_of(c: &Component, key: &str, values: &crate::config::Values) -> String {
     let key = format!("{}.{key}", c.section);
-    match key.contains("[].") {
-        true => crate::config::element_credential(&key, account),
-        false => crate::config::credential(&key),
+    match (key.contains("[]."), c.setup.element(values)) {
+        (true, Some(element)) => crate::config::element_credential(&key, element),
+        _ => crate::config::credential(&key),
     }
 }
 
 fn names(role: Role) -> String {
-    COMPONENTS.iter().filter(|c| c.role == role).map(|c| c.name).collect::<Vec<_>>().join(", ")
+    components().filter(|c| c.role == role).map(|c| c.kind).collect::<Vec<_>>().join(", ")
 }
 
-fn component(name: &str) -> Result<&'static Component> {
-    COMPONENTS.iter().find(|c| c.name == name).ok_or_else(|| InitError::UnknownComponent(name.to_string()))
+fn component(name: &str) -> Result<Component> {
+    components().find(|c| c.kind == name).ok_or_else(|| InitError::UnknownComponent(name.to_string()))
 }
 
 /// Where a secret comes from when no terminal is asked.
@@ -362,8 +232,8 @@ impl Ask for Terminal {
 
 /// A chosen component with its values and secrets.
 struct Chosen {
-    component: &'static Component,
-    values: BTreeMap<&'static str, String>,
+    component: Component,
+    values: crate::config::Values,
     /// (credential name, secret), names with `{account}` resolved.
     secrets: Vec<(String, SecretString)>,
 }
@@ -371,7 +241,7 @@ struct Chosen {
 /// Decide, collect, write. `ask` is used only when `opts.interactive`.
 pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
     // 1. Which components.
-    let mut chosen_names: Vec<&'static Component> = Vec::new();
+    let mut chosen_names: Vec<Component> = Vec::new();
     for s in &opts.sources {
         let c = component(s)?;
         if c.role != Role::Source {
@@ -388,8 +258,8 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
     }
     if chosen_names.is_empty() && opts.interactive {
         for (role, prompt) in [(Role::Source, "Sources to poll"), (Role::Sink, "Ticket systems to write to")] {
-            let items: Vec<&'static Component> = COMPONENTS.iter().filter(|c| c.role == role).collect();
-            let labels: Vec<&str> = items.iter().map(|c| c.name).collect();
+            let items: Vec<Component> = components().filter(|c| c.role == role).collect();
+            let labels: Vec<&str> = items.iter().map(|c| c.kind).collect();
             for i in ask.pick(prompt, &labels, role == Role::Source)? {
                 chosen_names.push(items[i]);
             }
@@ -398,7 +268,7 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
     if chosen_names.is_empty() {
         return Err(InitError::NothingChosen);
     }
-    chosen_names.dedup_by_key(|c| c.name);
+    chosen_names.dedup_by_key(|c| c.kind);
 
     // 2. The --set values: `component.key` or the full path of a chosen component's key;
     //    other full paths (`store.path`, `sources.teamviewer.base_url`) go in as given.
@@ -406,16 +276,18 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
     let mut given: BTreeMap<(String, String), String> = BTreeMap::new();
     for set in &opts.sets {
         let valid = || {
-            let mut v: Vec<String> =
-                chosen_names.iter().flat_map(|c| c.keys.iter().map(|k| format!("{}.{}", c.name, k.name))).collect();
+            let mut v: Vec<String> = chosen_names
+                .iter()
+                .flat_map(|c| c.setup.keys().iter().map(|k| format!("{}.{}", c.kind, k.name)))
+                .collect();
             v.push("<section>.<key> of the config (e.g. store.path)".into());
             v.join(", ")
         };
         let (path, value) = set.split_once('=').ok_or_else(|| InitError::BadSet(set.clone(), valid()))?;
         let (head, key) = path.rsplit_once('.').ok_or_else(|| InitError::BadSet(set.clone(), valid()))?;
-        match chosen_names.iter().find(|c| c.name == head || c.section == head) {
-            Some(c) if c.keys.iter().any(|k| k.name == key) => {
-                given.insert((c.name.to_string(), key.to_string()), value.to_string());
+        match chosen_names.iter().find(|c| c.kind == head || c.section == head) {
+            Some(c) if c.setup.keys().iter().any(|k| k.name == key) => {
+                given.insert((c.kind.to_string(), key.to_string()), value.to_string());
             }
             _ => {
                 extra.entry(head.to_string()).or_default().insert(key.to_string(), value.to_string());
@@ -435,8 +307,8 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
     let mut chosen = Vec::new();
     for c in chosen_names {
         let mut values = BTreeMap::new();
-        for k in c.keys {
-            let value = match given.get(&(c.name.to_string(), k.name.to_string())) {
+        for k in c.setup.keys() {
+            let value = match given.get(&(c.kind.to_string(), k.name.to_string())) {
                 Some(v) => Some(v.clone()),
                 None if opts.interactive => Some(ask.value(k.prompt, k.default, k.choices)?),
                 None => k.default.map(str::to_string),
@@ -444,7 +316,7 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
             match value {
                 Some(v) if !k.choices.is_empty() && !k.choices.contains(&v.as_str()) => {
                     return Err(InitError::BadChoice {
-                        key: format!("{}.{}", c.name, k.name),
+                        key: format!("{}.{}", c.kind, k.name),
                         value: v,
                         valid: k.choices.join(", "),
                     })
@@ -452,25 +324,20 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
                 Some(v) => {
                     values.insert(k.name, v);
                 }
-                None => missing.push(format!("{}.{} ({}): --set {}.{}=…", c.name, k.name, k.prompt, c.name, k.name)),
+                None => missing.push(format!("{}.{} ({}): --set {}.{}=…", c.kind, k.name, k.prompt, c.kind, k.name)),
             }
         }
-        if c.name == "zoom"
-            && values.get("auth").map(String::as_str) == Some("server_to_server")
-            && values.get("account_id").is_none_or(|v| v.is_empty())
-        {
-            missing.push("zoom.account_id (Server-to-Server apps): --set zoom.account_id=…".into());
-        }
+        missing.extend(c.setup.missing(&values));
         let mut secrets = Vec::new();
-        for key in c.secrets {
-            let name = credential_of(c, key, values.get("account").map(String::as_str).unwrap_or("helpdesk"));
+        for key in c.setup.secrets() {
+            let name = credential_of(&c, key, &values);
             match from.remove(&name) {
                 Some(f) => secrets.push((name.clone(), f.read(&name)?)),
                 None if opts.interactive => {
-                    let s = ask.secret(&format!("{} secret ({name}, not echoed)", c.name))?;
+                    let s = ask.secret(&format!("{} secret ({name}, not echoed)", c.kind))?;
                     secrets.push((name.clone(), s));
                 }
-                None => missing.push(format!("{name} (secret of {}): --secret {name}=@FILE|env:VAR|-", c.name)),
+                None => missing.push(format!("{name} (secret of {}): --secret {name}=@FILE|env:VAR|-", c.kind)),
             }
         }
         chosen.push(Chosen { component: c, values, secrets });
@@ -529,18 +396,8 @@ pub fn run(opts: &InitOptions, ask: &mut dyn Ask) -> Result<InitReport> {
         }
         None => None,
     };
-    let next = chosen
-        .iter()
-        .filter_map(|c| {
-            c.component.next.map(|n| n.replace("{account}", c.values.get("account").map(String::as_str).unwrap_or("")))
-        })
-        .filter(|n| !n.starts_with("ticketsync auth zoom") || chosen_zoom_is_oauth(&chosen))
-        .collect();
+    let next = chosen.iter().filter_map(|c| c.component.setup.next(&c.values)).collect();
     Ok(InitReport { config: opts.config.clone(), credentials, unit_dropin, encrypted: encrypt, next })
-}
-
-fn chosen_zoom_is_oauth(chosen: &[Chosen]) -> bool {
-    chosen.iter().any(|c| c.component.name == "zoom" && c.values.get("auth").map(String::as_str) == Some("oauth"))
 }
 
 /// The config text: the shipped header, the chosen sections, then any other `--set` paths.
@@ -570,23 +427,17 @@ fn render(chosen: &[Chosen], extra: &BTreeMap<String, BTreeMap<String, String>>)
     section(&mut t, &mut extra, "http", &[("enabled", "true".into()), ("listen", q("127.0.0.1:9187"))]);
     section(&mut t, &mut extra, "notes", &[("timezone", q("UTC"))]);
     for c in chosen {
+        let shaped = c.component.setup.shape(&c.values);
         let mut fixed: Vec<(&str, String)> = vec![("enabled", "true".into())];
-        if c.component.name == "zoom" {
-            section(&mut t, &mut extra, c.component.section, &fixed);
-            let _ = writeln!(t, "[[sources.zoom.accounts]]");
-            let _ = writeln!(t, "name = {}", q(&c.values["account"]));
-            let _ = writeln!(t, "auth = {}", q(&c.values["auth"]));
-            let _ = writeln!(t, "client_id = {}", q(&c.values["client_id"]));
-            if c.values["auth"] == "server_to_server" {
-                let _ = writeln!(t, "account_id = {}", q(&c.values["account_id"]));
+        fixed.extend(shaped.keys.iter().map(|(k, v)| (k.as_str(), q(v))));
+        section(&mut t, &mut extra, c.component.section, &fixed);
+        for (array, keys) in &shaped.elements {
+            let _ = writeln!(t, "[[{array}]]");
+            for (k, v) in keys {
+                let _ = writeln!(t, "{k} = {}", q(v));
             }
             t.push('\n');
-            continue;
         }
-        for (k, v) in &c.values {
-            fixed.push((k, q(v)));
-        }
-        section(&mut t, &mut extra, c.component.section, &fixed);
     }
     let rest: Vec<String> = extra.keys().cloned().collect();
     for name in rest {
@@ -721,12 +572,12 @@ mod tests {
 
     #[test]
     fn every_component_renders_a_section_the_config_accepts() {
-        let chosen: Vec<Chosen> = COMPONENTS
-            .iter()
+        let chosen: Vec<Chosen> = components()
             .map(|c| Chosen {
                 component: c,
                 values: c
-                    .keys
+                    .setup
+                    .keys()
                     .iter()
                     .map(|k| (k.name, k.default.unwrap_or("https://x.example.com").to_string()))
                     .collect(),
@@ -735,12 +586,12 @@ mod tests {
             .collect();
         let text = render(&chosen, &BTreeMap::new());
         let parsed: toml::Table = text.parse().expect(&text);
-        for c in COMPONENTS {
+        for c in components() {
             let mut v = toml::Value::Table(parsed.clone());
             for part in c.section.split('.') {
                 v = v.get(part).unwrap_or_else(|| panic!("{} in\n{text}", c.section)).clone();
             }
-            assert_eq!(v.get("enabled"), Some(&toml::Value::Boolean(true)), "{}", c.name);
+            assert_eq!(v.get("enabled"), Some(&toml::Value::Boolean(true)), "{}", c.kind);
         }
     }
 
@@ -749,14 +600,16 @@ mod tests {
     #[test]
     fn every_component_secret_is_a_declared_credential() {
         let declared = crate::config::secret_keys();
-        for c in COMPONENTS {
-            for key in c.secrets {
-                assert!(declared.contains(&format!("{}.{key}", c.section).as_str()), "{}: {key}", c.name);
-                assert!(crate::config::is_credential(&credential_of(c, key, "helpdesk")), "{}: {key}", c.name);
+        let values = |account: &str| crate::config::Values::from([("account", account.to_string())]);
+        for c in components() {
+            for key in c.setup.secrets() {
+                assert!(declared.contains(&format!("{}.{key}", c.section).as_str()), "{}: {key}", c.kind);
+                let cred = credential_of(&c, key, &values("helpdesk"));
+                assert!(crate::config::is_credential(&cred), "{}: {key}", c.kind);
             }
         }
         let zoom = component("zoom").unwrap();
-        assert_eq!(credential_of(zoom, zoom.secrets[0], "a"), "zoom_a_client_secret");
-        assert_eq!(credential_of(component("glpi").unwrap(), "app_token", ""), "glpi_app_token");
+        assert_eq!(credential_of(&zoom, zoom.setup.secrets()[0], &values("a")), "zoom_a_client_secret");
+        assert_eq!(credential_of(&component("glpi").unwrap(), "app_token", &values("")), "glpi_app_token");
     }
 }

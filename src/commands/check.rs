@@ -1,9 +1,10 @@
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use ticketsync::cli::Cli;
 use ticketsync::config::Config;
+use ticketsync::sources::section::Remark;
 
 /// `ticketsync check`: the configuration and the secrets it needs.
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -36,20 +37,14 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     for w in cfg.insecure_http_warnings() {
         println!("  warning: {w}");
     }
-    let mut sources = vec![];
-    if cfg.sources.teamviewer.as_ref().is_some_and(|t| t.enabled) {
-        sources.push("teamviewer".to_string());
-    }
-    if cfg.sources.splashtop.as_ref().is_some_and(|t| t.enabled) {
-        sources.push("splashtop".to_string());
-    }
-    if let Some(z) = cfg.sources.zoom.as_ref().filter(|z| z.enabled) {
-        let names: Vec<_> = z.accounts.iter().map(|a| a.name.as_str()).collect();
-        sources.push(format!("zoom (accounts: {})", names.join(", ")));
-    }
+    let list = |v: Vec<&dyn ticketsync::config::SourceSection>| -> Vec<String> {
+        v.into_iter().filter(|v| v.enabled()).map(|v| v.summary()).collect()
+    };
+    let sources = list(cfg.sources.all());
     println!("  sources: {}", if sources.is_empty() { "(none)".to_string() } else { sources.join(", ") });
-    if cfg.rooms.visioconference.as_ref().is_some_and(|v| v.enabled) {
-        println!("  rooms: visioconference");
+    let rooms = list(cfg.rooms.all());
+    if !rooms.is_empty() {
+        println!("  rooms: {}", rooms.join(", "));
     }
     let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
     println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
@@ -63,65 +58,38 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     if sinks.is_empty() {
         println!("  warning: no sink configured: sessions are stored and matched but not delivered");
     }
-    check_refresh_tokens(&cfg).await?;
-    check_lookback(&cfg).await?;
+    remarks(&cfg).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// OAuth refresh tokens close to their end are a warning, expired ones an error naming the
-/// command that fixes them. Only reads an existing database; never creates one.
-async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
-    let Some(st) =
-        cfg.sources.splashtop.as_ref().filter(|s| s.enabled && s.auth == ticketsync::config::SplashtopAuth::Oauth)
-    else {
-        return Ok(());
+/// What each enabled vendor says of its state (an OAuth refresh token near its end, a first
+/// poll that reads less than the vendor keeps), read from an existing store, never creating
+/// one; an error fails the check.
+async fn remarks(cfg: &Config) -> Result<()> {
+    let vendors: Vec<_> = cfg.vendors().into_iter().filter(|v| v.enabled()).collect();
+    let store = match vendors.is_empty() {
+        true => None,
+        false => ticketsync::app::open_existing_store_read_only(cfg).await?,
     };
-    let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? else {
-        println!("  splashtop: not authorized yet: run `ticketsync auth splashtop`");
-        return Ok(());
-    };
-    let oauth = ticketsync::sources::splashtop::oauth_client(
-        st,
-        &store,
-        st.outbound().client(std::time::Duration::from_secs(30))?,
-    )?;
-    let status = oauth.refresh_expiry().await;
-    store.close().await;
-    match status? {
-        None => println!("  splashtop: no refresh token stored: run `ticketsync auth splashtop`"),
-        Some((at, _)) if ticketsync::session::parse_ts(&at).is_some_and(|t| t <= chrono::Utc::now()) => {
-            bail!("sources.splashtop: the OAuth refresh token expired at {at}: run `ticketsync auth splashtop`")
-        }
-        Some((at, true)) => {
-            tracing::warn!(provider = "splashtop", refresh_expires_at = %at, "refresh token expires soon");
-            println!("  warning: splashtop refresh token expires at {at}: run `ticketsync auth splashtop` before then");
-        }
-        Some((at, false)) => println!("  splashtop: refresh token valid until {at}"),
-    }
-    Ok(())
-}
-
-/// Before the first poll of TeamViewer: warn when `initial_lookback_days` reads less than the
-/// vendor keeps, and say how to read the rest. Read only; nothing once the source has polled.
-async fn check_lookback(cfg: &Config) -> Result<()> {
-    let Some(tv) = cfg.sources.teamviewer.as_ref().filter(|t| t.enabled) else { return Ok(()) };
-    let retention = ticketsync::sources::teamviewer::REPORT_RETENTION_DAYS;
-    if tv.initial_lookback_days >= retention {
-        return Ok(());
-    }
-    if let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? {
-        let polled = ticketsync::store::cursors::load(&store, "teamviewer").await;
-        store.close().await;
-        if polled?.is_some() {
-            return Ok(());
+    let mut result = Ok(());
+    for v in vendors {
+        match v.remarks(store.as_ref()).await {
+            Ok(lines) => {
+                for line in lines {
+                    match line {
+                        Remark::Info(l) => println!("  {l}"),
+                        Remark::Warning(l) => println!("  warning: {l}"),
+                    }
+                }
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
         }
     }
-    let from = (chrono::Utc::now() - chrono::Duration::days(tv.initial_lookback_days as i64)).format("%Y-%m-%d");
-    println!(
-        "  warning: sources.teamviewer.initial_lookback_days = {}: the first poll reads connection reports from {from} on, \
-         but TeamViewer keeps about {retention} days of them (assumed; see docs/security/oauth.md); \
-         to read the older ones run `ticketsync backfill --source teamviewer --from <first day> --to {from}` after it",
-        tv.initial_lookback_days
-    );
-    Ok(())
+    if let Some(s) = store {
+        s.close().await;
+    }
+    result
 }

@@ -94,23 +94,24 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-/// The sections holding the outbound HTTP keys of [`super::OutboundConfig`]; the parse moves
-/// those keys into the section's `outbound` table, which the structs hold as one field.
-pub const OUTBOUND_SECTIONS: [&str; 13] = [
-    "sources.teamviewer",
-    "sources.splashtop",
-    "sources.zoom",
-    "rooms.visioconference",
-    "sinks.redmine",
-    "sinks.webhook",
-    "sinks.zendesk",
-    "sinks.freshservice",
-    "sinks.jsm",
-    "sinks.glpi",
-    "sinks.rt",
-    "sinks.zammad",
-    "sinks.servicenow",
-];
+/// The sections holding the outbound HTTP keys of [`super::OutboundConfig`]: every vendor's
+/// and every ticket system's, from their registries. The parse moves those keys into the
+/// section's `outbound` table, which the structs hold as one field.
+pub const OUTBOUND_SECTIONS: [&str; VENDORS + SINKS] = {
+    let mut out = [""; VENDORS + SINKS];
+    let mut i = 0;
+    while i < VENDORS {
+        out[i] = crate::sources::section::SECTIONS[i];
+        i += 1;
+    }
+    while i < VENDORS + SINKS {
+        out[i] = crate::sinks::config::SECTIONS[i - VENDORS];
+        i += 1;
+    }
+    out
+};
+const VENDORS: usize = crate::sources::section::COUNT;
+const SINKS: usize = crate::sinks::config::COUNT;
 /// The sink sections, whose routing keys [`super::RouteConfig`] holds as `route`.
 pub use crate::sinks::config::SECTIONS as SINK_SECTIONS;
 

@@ -240,8 +240,8 @@ fn shared_keys_keep_their_names_in_every_section() {
         ("sources.splashtop", ""),
         ("sources.zoom", "[[sources.zoom.accounts]]\nname = \"a\"\nauth = \"oauth\"\nclient_id = \"c\"\n"),
         ("rooms.visioconference", ""),
+        // The sinks in their registry's order (crates/sinks/src/config.rs).
         ("sinks.redmine", "url = \"https://r.example\"\n"),
-        ("sinks.webhook", "url = \"https://h.example\"\n"),
         ("sinks.zendesk", "url = \"https://z.example\"\nemail = \"a@x.example\"\n"),
         ("sinks.freshservice", "url = \"https://f.example\"\n"),
         ("sinks.jsm", "url = \"https://j.example\"\nemail = \"a@x.example\"\n"),
@@ -249,6 +249,7 @@ fn shared_keys_keep_their_names_in_every_section() {
         ("sinks.rt", "url = \"https://rt.example\"\n"),
         ("sinks.zammad", "url = \"https://zm.example\"\n"),
         ("sinks.servicenow", "url = \"https://sn.example\"\nuser = \"u\"\n"),
+        ("sinks.webhook", "url = \"https://h.example\"\n"),
     ];
     let mut text = String::new();
     for (i, (section, required)) in sections.iter().enumerate() {

@@ -12,12 +12,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use ticketsync::config::{Config, SplashtopConfig, TeamViewerConfig};
+use ticketsync::pipeline::ingest;
 use ticketsync::sim::splashtop::{SimOptions as StSimOptions, SplashtopSim, SIM_TEAM_ID};
 use ticketsync::sim::teamviewer::{Fault, SimOptions, TeamViewerSim};
 use ticketsync::sim::zoom::{participant, ZoomFault, ZoomSim, ZoomSimOptions};
 use ticketsync::sources::splashtop::{SplashtopApi, SplashtopSource};
 use ticketsync::sources::teamviewer::{TeamViewerApi, TeamViewerSource};
-use ticketsync::sources::Source;
 
 use crate::support::temp_store;
 
@@ -138,7 +138,7 @@ async fn unparsable_page_is_refetched_teamviewer() {
         ..Fault::new("/reports/connections", 200)
     });
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(3));
-    let s = src.poll(&store, &CancellationToken::new()).await.expect("the page is re-read");
+    let s = ingest::poll(&src, &store, &CancellationToken::new()).await.expect("the page is re-read");
     assert_eq!((s.inserted, s.complete), (5, true));
     let reads = sim.requests().iter().filter(|r| r.path == CONNECTIONS).count();
     assert_eq!(reads, 3, "two unparsable answers, then the page");
@@ -146,7 +146,7 @@ async fn unparsable_page_is_refetched_teamviewer() {
     // Never parsable: the poll fails (transient), naming the attempts; the cursor is kept.
     sim.push_fault(Fault { times: 10, body: "not json".into(), ..Fault::new("/reports/connections", 200) });
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(1));
-    let err = src.poll(&store, &CancellationToken::new()).await.unwrap_err();
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap_err();
     assert!(
         err.is_transient() && err.to_string().contains("malformed page") && err.to_string().contains("2 attempt"),
         "{err}"
@@ -176,7 +176,7 @@ async fn unparsable_page_is_refetched_splashtop() {
         ..Fault::new(logs.clone(), 200)
     });
     let src = SplashtopSource::with_api(&cfg, SplashtopApi::new(&cfg, &store).unwrap().with_max_retries(3));
-    let s = src.poll(&store, &CancellationToken::new()).await.expect("the page is re-read");
+    let s = ingest::poll(&src, &store, &CancellationToken::new()).await.expect("the page is re-read");
     assert_eq!((s.inserted, s.complete), (4, true));
     let reads = sim.requests().iter().filter(|(_, p, _)| *p == logs).count();
     assert_eq!(reads, 3, "two unparsable answers, then the page");

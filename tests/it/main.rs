@@ -20,6 +20,9 @@ mod oauth;
 mod ops;
 mod package;
 mod pipeline;
+// Only with the in-memory ticket system (`--features fake-sink`).
+#[cfg(feature = "fake-sink")]
+mod registry;
 mod relink;
 mod reload;
 mod sinks;

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use ticketsync::config::{Config, TeamViewerAuth, TeamViewerConfig};
 use ticketsync::oauth::{parse_callback, OAuthError};
+use ticketsync::pipeline::ingest;
 use ticketsync::sim::splashtop::{SimOptions as StSimOptions, SplashtopSim};
 use ticketsync::sim::teamviewer::{Fault, SimOptions, TeamViewerSim};
 use ticketsync::sim::zoom::{ZoomSim, ZoomSimOptions};
 use ticketsync::sources::teamviewer::{TeamViewerApi, TeamViewerSource};
-use ticketsync::sources::Source;
 use ticketsync::store::tokens::{self, TokenKey};
 use ticketsync::store::Store;
 
@@ -294,16 +294,16 @@ async fn oauth_rotated_secret_user_app_asks_for_auth_and_never_loops() {
 
     let cfg = tv_oauth_cfg(&sim);
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(0));
-    let err = src.poll(&store, &CancellationToken::new()).await.unwrap_err().to_string();
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap_err().to_string();
     assert!(err.contains("discarded") && err.contains("ticketsync auth teamviewer"), "{err}");
-    let err = src.poll(&store, &CancellationToken::new()).await.unwrap_err().to_string();
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap_err().to_string();
     assert!(err.contains("not authorized yet") && err.contains("ticketsync auth teamviewer"), "{err}");
     assert!(sim.requests().is_empty(), "the vendor was never called: {:?}", sim.requests());
     assert_eq!(count(&store, "SELECT COUNT(*) FROM oauth_tokens").await, 0);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_events WHERE kind = 'token_discarded'").await, 1);
 
     src.api().oauth().unwrap().exchange_code(&sim.authorization_code()).await.unwrap();
-    assert_eq!(src.poll(&store, &CancellationToken::new()).await.unwrap().inserted, 3);
+    assert_eq!(ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap().inserted, 3);
 }
 
 fn stored_refresh_of(t: Option<tokens::Tokens>) -> Option<String> {
@@ -358,7 +358,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
 
     // The next start: the poll works with the recovered tokens, no refresh needed.
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(0));
-    assert_eq!(src.poll(&store, &CancellationToken::new()).await.unwrap().inserted, 3);
+    assert_eq!(ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap().inserted, 3);
     assert_eq!(sim.refresh_count(), 1, "only the one the crashed process made");
     assert_eq!(stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap()).as_deref(), Some(r2));
     assert!(!tokens::journal_path(&journal_base, "teamviewer").exists(), "the entry is removed once committed");
@@ -373,7 +373,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
     tokens::journal_write(&journal_base, &entry).unwrap();
     let generation = count(&store, "SELECT generation FROM oauth_tokens").await;
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(0));
-    src.poll(&store, &CancellationToken::new()).await.unwrap();
+    ingest::poll(&src, &store, &CancellationToken::new()).await.unwrap();
     assert_eq!(count(&store, "SELECT generation FROM oauth_tokens").await, generation);
     assert!(!tokens::journal_path(&journal_base, "teamviewer").exists());
 }

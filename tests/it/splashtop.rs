@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use ticketsync::config::{Config, SplashtopAuth, SplashtopConfig};
+use ticketsync::pipeline::ingest;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::splashtop::{Fault, SimOptions, SplashtopSim, SIM_TEAM_ID};
 use ticketsync::sim::webhook::WebhookSim;
@@ -67,7 +68,7 @@ fn source(cfg: &SplashtopConfig, store: &Store, retries: usize) -> SplashtopSour
 }
 
 async fn poll(src: &SplashtopSource, store: &Store) -> Result<PollStats, SourceError> {
-    src.poll(store, &CancellationToken::new()).await
+    ingest::poll(src, store, &CancellationToken::new()).await
 }
 
 async fn cursor(store: &Store) -> Cursor {

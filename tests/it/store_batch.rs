@@ -156,7 +156,7 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
     let page: Vec<Result<NewSession, ticketsync::sources::Rejected>> =
         vec![Ok(with_ticket), Ok(without.clone()), Ok(running.clone())];
     let mut stats = ticketsync::sources::PollStats::default();
-    ticketsync::sources::commit_page(&store, "teamviewer", &page, "w1", "{}", None, &mut stats).await.unwrap();
+    ticketsync::pipeline::ingest::commit_page(&store, "teamviewer", &page, "w1", "{}", None, &mut stats).await.unwrap();
     assert_eq!((stats.inserted, stats.matched, stats.enqueued), (3, 1, 1), "{stats:?}");
 
     let rows: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
@@ -186,7 +186,7 @@ async fn new_sessions_are_matched_in_their_page_and_the_pass_gets_only_what_wait
     changed.notes = Some("ticket unknown".into());
     changed.raw_json = r#"{"id":"2","notes":"ticket unknown"}"#.into();
     let page = vec![Ok(ended), Ok(changed)];
-    ticketsync::sources::commit_page(&store, "teamviewer", &page, "w2", "{}", None, &mut stats).await.unwrap();
+    ticketsync::pipeline::ingest::commit_page(&store, "teamviewer", &page, "w2", "{}", None, &mut stats).await.unwrap();
     let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();
     assert_eq!((m.examined, m.matched, m.enqueued), (2, 1, 1), "{m:?}");
     let m = match_pending_routed(&store, &rules, &routes, chrono_tz::UTC).await.unwrap();

@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use ticketsync::config::{Config, TeamViewerAuth, TeamViewerConfig};
+use ticketsync::pipeline::ingest;
 use ticketsync::sim::teamviewer::{token_fingerprint, Fault, RateLimit, RequestLog, SimOptions, TeamViewerSim};
 use ticketsync::sim::webhook::WebhookSim;
 use ticketsync::sources::teamviewer::{Cursor, TeamViewerApi, TeamViewerSource};
-use ticketsync::sources::{PollStats, Source};
+use ticketsync::sources::PollStats;
 use ticketsync::store::tokens::{self, TokenKey};
 use ticketsync::store::Store;
 
@@ -75,7 +76,7 @@ fn source(cfg: &TeamViewerConfig, store: &Store, retries: usize) -> TeamViewerSo
 }
 
 async fn poll(src: &TeamViewerSource, store: &Store) -> PollStats {
-    src.poll(store, &CancellationToken::new()).await.expect("poll")
+    ingest::poll(src, store, &CancellationToken::new()).await.expect("poll")
 }
 
 fn conn_requests(sim: &TeamViewerSim) -> Vec<RequestLog> {
@@ -134,7 +135,7 @@ async fn pages_read_are_committed_while_the_vendor_is_slow_with_the_next() {
     sim.push_fault(Fault { delay: Some(Duration::from_secs(6)), ..Fault::new(CONNECTIONS, 0) });
     let polling = {
         let (src, store) = (src.clone(), store.clone());
-        tokio::spawn(async move { src.poll(&store, &CancellationToken::new()).await })
+        tokio::spawn(async move { ingest::poll(src.as_ref(), &store, &CancellationToken::new()).await })
     };
     let t = Instant::now();
     while count(&store, "SELECT COUNT(*) FROM sessions").await < 1000 && t.elapsed() < Duration::from_secs(5) {
@@ -165,7 +166,7 @@ async fn paging_follows_offset_id_and_resumes_after_a_failed_page() {
         body: r#"{"error":"internal_error","error_description":"boom","error_code":500}"#.into(),
         ..Fault::new(CONNECTIONS, 500)
     });
-    let err = src.poll(&store, &CancellationToken::new()).await.expect_err("page 2 fails");
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.expect_err("page 2 fails");
     assert!(err.is_transient(), "{err}");
     let reqs = conn_requests(&sim);
     assert_eq!(reqs.len(), 2, "{reqs:?}");
@@ -536,7 +537,7 @@ async fn server_error_once_is_retried() {
         body: r#"{"error":"invalid_permission","error_description":"no Connections.Read","error_code":7}"#.into(),
         ..Fault::new(CONNECTIONS, 403)
     });
-    let err = src.poll(&store, &CancellationToken::new()).await.expect_err("403");
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.expect_err("403");
     assert!(!err.is_transient());
     let msg = err.to_string();
     assert!(msg.contains("invalid_permission") && msg.contains("no Connections.Read"), "{msg}");
@@ -583,7 +584,7 @@ async fn oauth_expired_token_is_refreshed_once_and_rotation_committed() {
     let oauth = src.api().oauth().expect("oauth auth").clone();
 
     // Not authorized yet: a clear error, no request with a token.
-    let err = src.poll(&store, &CancellationToken::new()).await.expect_err("no tokens yet");
+    let err = ingest::poll(&src, &store, &CancellationToken::new()).await.expect_err("no tokens yet");
     assert!(err.to_string().contains("ticketsync auth teamviewer"), "{err}");
 
     oauth.exchange_code(&sim.authorization_code()).await.expect("exchange code");
@@ -662,7 +663,7 @@ async fn concurrent_refreshes_spend_the_refresh_token_once() {
     // Two polls through the same client: one refresh, the other uses its result.
     sim.expire_access_tokens();
     let cancel = CancellationToken::new();
-    let (p1, p2) = tokio::join!(src.poll(&store, &cancel), src.poll(&store, &cancel));
+    let (p1, p2) = tokio::join!(ingest::poll(&src, &store, &cancel), ingest::poll(&src, &store, &cancel));
     p1.expect("poll 1");
     p2.expect("poll 2");
     assert_eq!(sim.refresh_count(), 1);
@@ -847,7 +848,8 @@ async fn vendor_error_code_is_kept_typed() {
     });
     let dir = tempfile::tempdir().unwrap();
     let store = temp_store(dir.path()).await;
-    let err = source(&script_cfg(&sim), &store, 0).poll(&store, &CancellationToken::new()).await.expect_err("403");
+    let err =
+        ingest::poll(&source(&script_cfg(&sim), &store, 0), &store, &CancellationToken::new()).await.expect_err("403");
     let ticketsync::sources::SourceError::Api(e) = err else { panic!("expected a typed vendor error, got {err:?}") };
     assert_eq!(
         (e.kind, e.status, e.error.as_deref(), e.transient),

@@ -6,6 +6,9 @@
 
 use std::path::Path;
 
+pub mod component;
+pub use component::{Component, Described, HasComponent, InitKey, Plain, Setup, Shaped, Values};
+
 use secrecy::{ExposeSecret, SecretString};
 
 /// The prefix of environment overrides: `TICKETSYNC__SECTION__KEY`.

@@ -512,8 +512,9 @@ impl OutboundConfig {
     }
 }
 
-/// `outbound()` of a section struct with an `outbound: OutboundConfig` field; its section
-/// must be listed in the binary's `OUTBOUND_SECTIONS` (a test checks).
+/// `outbound()` of a section struct with an `outbound: OutboundConfig` field; the binary's
+/// `OUTBOUND_SECTIONS` (where the parse looks for these keys) is every registered component's
+/// section (a test checks).
 #[macro_export]
 macro_rules! outbound_section {
     ($t:ty, $section:literal) => {

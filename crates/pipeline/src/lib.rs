@@ -9,6 +9,7 @@ use ticketsync_sinks as sinks;
 use ticketsync_sources as sources;
 use ticketsync_store as store;
 
+pub mod ingest;
 pub mod matcher;
 pub mod metrics;
 pub mod render;

@@ -19,7 +19,10 @@ use super::zendesk::{ZendeskAuth, ZendeskSink};
 use super::TicketSink;
 // What every component's configuration shares, under this module so the sinks' files name
 // it `crate::config::…` as they did inside the binary.
-pub use ticketsync_config::{declared_secret, key_err, require, ConfigError, Errors, SecretUse};
+pub use ticketsync_config::{
+    declared_secret, key_err, require, Component, ConfigError, Described, Errors, HasComponent, InitKey, Plain,
+    SecretUse,
+};
 pub use ticketsync_http::{outbound_section, Outbound, OutboundConfig};
 
 /// Serde's default for `enabled` and the other keys that default to on.
@@ -223,39 +226,82 @@ impl GlpiConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinksConfig {
-    pub redmine: Option<RedmineConfig>,
-    pub webhook: Option<WebhookConfig>,
-    pub zendesk: Option<ZendeskConfig>,
-    pub freshservice: Option<FreshserviceConfig>,
-    pub jsm: Option<JsmConfig>,
-    pub glpi: Option<GlpiConfig>,
-    pub rt: Option<crate::rt::config::RtConfig>,
-    pub zammad: Option<crate::zammad::config::ZammadConfig>,
-    pub servicenow: Option<crate::servicenow::config::ServiceNowConfig>,
+/// Declares `[sinks]` and the lists read before any section is: each line names a ticket
+/// system's key and its section type, which says the rest ([`Described`], [`SinkSection`]).
+macro_rules! registry {
+    ($($(#[$attr:meta])* $name:ident: $t:ty),* $(,)?) => {
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct SinksConfig {
+            $($(#[$attr])* pub $name: Option<$t>,)*
+        }
+
+        /// How many ticket systems there are. (Counted by statements, which a `cfg` may
+        /// take out, as it takes out the field.)
+        pub const COUNT: usize = {
+            let mut n = 0;
+            $($(#[$attr])* {
+                n += 1;
+            })*
+            n
+        };
+
+        /// The sink sections under `[sinks]`, as the config parse needs them before any
+        /// section is read (their routing keys live in [`RouteConfig`]).
+        pub const SECTIONS: [&str; COUNT] = {
+            let mut out = [""; COUNT];
+            let mut i = 0;
+            $($(#[$attr])* {
+                out[i] = <$t as Described>::COMPONENT.section;
+                i += 1;
+            })*
+            let _ = i;
+            out
+        };
+
+        /// Every ticket system, configured or not, in registry order.
+        pub fn components() -> Vec<&'static Component> {
+            let mut out: Vec<&'static Component> = Vec::with_capacity(COUNT);
+            $($(#[$attr])* out.push(const { &<$t as Described>::COMPONENT });)*
+            out
+        }
+
+        impl SinksConfig {
+            /// Every configured sink section, in registry order: the one list of ticket
+            /// systems the binary builds, validates, routes and asks for secrets.
+            pub fn all(&self) -> Vec<&dyn SinkSection> {
+                let mut out: Vec<&dyn SinkSection> = Vec::with_capacity(COUNT);
+                $($(#[$attr])* if let Some(c) = &self.$name {
+                    out.push(c);
+                })*
+                out
+            }
+        }
+    };
+}
+
+/// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
+/// `redmine_api_key`, …), as `doctor` needs them before any section is read.
+pub fn secret_keys() -> Vec<&'static str> {
+    components().into_iter().flat_map(|c| c.secrets.iter().copied()).collect()
+}
+
+// The one list of ticket systems: adding one is its module and a line here.
+registry! {
+    redmine: RedmineConfig,
+    zendesk: ZendeskConfig,
+    freshservice: FreshserviceConfig,
+    jsm: JsmConfig,
+    glpi: GlpiConfig,
+    rt: crate::rt::config::RtConfig,
+    zammad: crate::zammad::config::ZammadConfig,
+    servicenow: crate::servicenow::config::ServiceNowConfig,
+    webhook: WebhookConfig,
+    #[cfg(feature = "fake-sink")]
+    fake: crate::fake::FakeConfig,
 }
 
 impl SinksConfig {
-    /// Every configured sink section, in the order of [`SECTIONS`]: the one list of ticket
-    /// systems the binary builds, validates, routes and asks for secrets. Adding a ticket
-    /// system is its module, its field above and one line here (and in [`SECTIONS`]).
-    pub fn all(&self) -> Vec<&dyn SinkSection> {
-        let all: [Option<&dyn SinkSection>; 9] = [
-            self.redmine.as_ref().map(|c| c as _),
-            self.webhook.as_ref().map(|c| c as _),
-            self.zendesk.as_ref().map(|c| c as _),
-            self.freshservice.as_ref().map(|c| c as _),
-            self.jsm.as_ref().map(|c| c as _),
-            self.glpi.as_ref().map(|c| c as _),
-            self.rt.as_ref().map(|c| c as _),
-            self.zammad.as_ref().map(|c| c as _),
-            self.servicenow.as_ref().map(|c| c as _),
-        ];
-        all.into_iter().flatten().collect()
-    }
-
     /// The enabled sections.
     pub fn enabled(&self) -> impl Iterator<Item = &dyn SinkSection> {
         self.all().into_iter().filter(|c| c.enabled())
@@ -385,38 +431,6 @@ impl WebhookConfig {
     }
 }
 
-/// The sink sections under `[sinks]`, as the config parse needs them before any section is
-/// read (their routing keys live in [`RouteConfig`]); a test checks them against
-/// [`SinksConfig::all`].
-pub const SECTIONS: [&str; 9] = [
-    "sinks.redmine",
-    "sinks.webhook",
-    "sinks.zendesk",
-    "sinks.freshservice",
-    "sinks.jsm",
-    "sinks.glpi",
-    "sinks.rt",
-    "sinks.zammad",
-    "sinks.servicenow",
-];
-
-/// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
-/// `redmine_api_key`, …), as `doctor` needs them before any section is read; a test checks
-/// them against the sections' [`SinkSection::secrets`].
-pub const SECRET_KEYS: [&str; 11] = [
-    "sinks.redmine.api_key",
-    "sinks.webhook.secret",
-    "sinks.zendesk.token",
-    "sinks.freshservice.api_key",
-    "sinks.jsm.token",
-    "sinks.glpi.user_token",
-    "sinks.glpi.app_token",
-    "sinks.rt.token",
-    "sinks.zammad.token",
-    "sinks.servicenow.password",
-    "sinks.servicenow.client_secret",
-];
-
 /// What building a sink takes besides its own section.
 pub struct BuildCtx {
     /// `outbox.request_timeout_secs`: the whole of one request.
@@ -427,10 +441,12 @@ pub struct BuildCtx {
 
 /// One ticket system's section, everything the binary asks of it in one place: its name,
 /// routing keys, checks, secrets, outbound keys and how it is built.
-pub trait SinkSection: Send + Sync {
+pub trait SinkSection: HasComponent + Send + Sync {
     /// The section's name under `[sinks]`, which is also the sink's name in routes, the
     /// outbox and metrics.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &'static str {
+        self.component().kind
+    }
     fn enabled(&self) -> bool;
     fn route(&self) -> &RouteConfig;
     /// The section's own checks, every error reported.
@@ -447,13 +463,10 @@ pub trait SinkSection: Send + Sync {
     fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError>;
 }
 
-/// What every section's impl says the same way: its name, the `enabled` and `route` fields,
-/// and the one `url` key it calls (the webhook's included).
+/// What every section's impl says the same way: the `enabled` and `route` fields, and the
+/// one `url` key it calls (the webhook's included).
 macro_rules! section_basics {
     ($kind:literal) => {
-        fn kind(&self) -> &'static str {
-            $kind
-        }
         fn enabled(&self) -> bool {
             self.enabled
         }

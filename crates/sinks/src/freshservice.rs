@@ -166,6 +166,19 @@ impl TicketSink for FreshserviceSink {
     }
 }
 
+/// `[sinks.freshservice]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::FreshserviceConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "freshservice",
+        section: "sinks.freshservice",
+        secrets: &["sinks.freshservice.api_key"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new("url", "Freshservice URL (https://<domain>.freshservice.com)", None)],
+            secrets: &["api_key"],
+        },
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

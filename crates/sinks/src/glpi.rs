@@ -261,3 +261,16 @@ impl TicketSink for GlpiSink {
         }
     }
 }
+
+/// `[sinks.glpi]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::GlpiConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "glpi",
+        section: "sinks.glpi",
+        secrets: &["sinks.glpi.user_token", "sinks.glpi.app_token"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new("url", "GLPI API URL (https://…/apirest.php)", None)],
+            secrets: &["user_token", "app_token"],
+        },
+    };
+}

@@ -204,3 +204,19 @@ impl TicketSink for JsmSink {
         self.call(self.api.get("/rest/api/2/myself")).await.map(|_| ())
     }
 }
+
+/// `[sinks.jsm]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::JsmConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "jsm",
+        section: "sinks.jsm",
+        secrets: &["sinks.jsm.token"],
+        setup: &crate::config::Plain {
+            keys: &[
+                crate::config::InitKey::new("url", "Jira URL (https://<site>.atlassian.net)", None),
+                crate::config::InitKey::new("email", "Atlassian account e-mail", None),
+            ],
+            secrets: &["token"],
+        },
+    };
+}

@@ -8,6 +8,8 @@ use ticketsync_redact as redact;
 
 pub mod common;
 pub mod config;
+#[cfg(feature = "fake-sink")]
+pub mod fake;
 pub mod freshservice;
 pub mod glpi;
 pub mod jsm;

@@ -319,6 +319,19 @@ impl TicketSink for RedmineSink {
     }
 }
 
+/// `[sinks.redmine]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::RedmineConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "redmine",
+        section: "sinks.redmine",
+        secrets: &["sinks.redmine.api_key"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new("url", "Redmine URL (https://…)", None)],
+            secrets: &["api_key"],
+        },
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

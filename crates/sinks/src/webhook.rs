@@ -240,6 +240,19 @@ impl TicketSink for WebhookSink {
     }
 }
 
+/// `[sinks.webhook]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::WebhookConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "webhook",
+        section: "sinks.webhook",
+        secrets: &["sinks.webhook.secret"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new("url", "Webhook URL (https://…)", None)],
+            secrets: &["secret"],
+        },
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

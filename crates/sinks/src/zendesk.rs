@@ -196,3 +196,19 @@ impl TicketSink for ZendeskSink {
         self.call(self.api.get("/api/v2/users/me.json")).await.map(|_| ())
     }
 }
+
+/// `[sinks.zendesk]` before it is read: its name, its secret keys and what `init` asks.
+impl crate::config::Described for crate::config::ZendeskConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "zendesk",
+        section: "sinks.zendesk",
+        secrets: &["sinks.zendesk.token"],
+        setup: &crate::config::Plain {
+            keys: &[
+                crate::config::InitKey::new("url", "Zendesk URL (https://<subdomain>.zendesk.com)", None),
+                crate::config::InitKey::new("email", "Zendesk agent e-mail", None),
+            ],
+            secrets: &["token"],
+        },
+    };
+}

@@ -1,6 +1,9 @@
-//! Vendor sources behind one trait: an incremental poll from a saved cursor, each page
-//! committed with its cursor in one transaction. One module (and folder) per vendor: its
-//! config section, wire types, API client, poll, and what it adds to its sessions' notes.
+//! Vendor sources behind one trait: an incremental poll from a saved cursor that yields
+//! pages (records, the cursor after them, and whether the walk ended); the pipeline's ingest
+//! commits each page with its cursor in one transaction. A source reads the store (its
+//! cursor, the sessions still running, the links it polls by) and never writes it. One
+//! module (and folder) per vendor: its config section, wire types, API client, poll, doctor
+//! probe, launcher, and what it adds to its sessions' notes.
 
 // The layers below, under the names the sources' files use.
 use ticketsync_http::{self as http, oauth};
@@ -11,13 +14,16 @@ use ticketsync_store as store;
 /// the outbound HTTP keys.
 pub(crate) mod config {
     pub use ticketsync_config::*;
-    pub use ticketsync_http::{outbound_section, OutboundConfig};
+    pub use ticketsync_http::{outbound_section, Outbound, OutboundConfig};
 }
 
 pub mod common;
+pub mod launch;
 pub mod note_extras;
+pub mod probe;
 pub mod schedule;
 pub mod screen;
+pub mod section;
 pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;
@@ -27,8 +33,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::NewSession;
-use crate::store::sessions::{self, Upsert};
-use crate::store::{cursors, Store, StoreError};
+use crate::store::sessions;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PollStats {
@@ -74,6 +80,10 @@ pub enum SourceError {
     OAuth(#[from] crate::oauth::OAuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The pipeline stopped taking this poll's pages (its write failed; that error is the
+    /// poll's).
+    #[error("the page writer stopped")]
+    Stopped,
 }
 
 impl SourceError {
@@ -85,7 +95,7 @@ impl SourceError {
                 crate::oauth::OAuthError::Transport { .. } | crate::oauth::OAuthError::Unavailable { .. },
             ) => true,
             SourceError::OAuth(_) => false,
-            SourceError::Store(_) => true,
+            SourceError::Store(_) | SourceError::Stopped => true,
         }
     }
 }
@@ -108,6 +118,50 @@ pub struct RangePage {
     pub remaining: Option<u64>,
 }
 
+/// One page of a poll: what the pipeline's ingest commits in one transaction (with the
+/// matches and notes of its new sessions), so that the cursor never runs ahead of the records.
+#[derive(Debug)]
+pub struct Page {
+    /// The cursor row it moves: the source's name, or one account's (`zoom:<account>`).
+    /// Its quarantined records are filed under it too.
+    pub source: String,
+    pub records: Vec<Result<NewSession, Rejected>>,
+    /// The walk the page belongs to (sessions it did not see again may have vanished).
+    pub walk_id: String,
+    /// Where the next poll starts, as the vendor's cursor JSON.
+    pub cursor: String,
+    /// The walk ended with this page; the range `(from, to)` it read, whose stored sessions
+    /// the walk did not see are marked vanished.
+    pub complete: Option<(String, String)>,
+}
+
+/// Where a source hands its pages: the pipeline's ingest, which writes them in order while
+/// the source fetches the next one.
+pub struct Pages(tokio::sync::mpsc::Sender<Page>);
+
+impl Pages {
+    /// A page channel: one page waits while the one before it is written, so the fetch of
+    /// the next page overlaps the write of this one.
+    pub fn channel() -> (Pages, tokio::sync::mpsc::Receiver<Page>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (Pages(tx), rx)
+    }
+
+    /// Hand over a page; [`SourceError::Stopped`] when the writer failed (stop polling).
+    pub async fn send(&self, page: Page) -> Result<(), SourceError> {
+        self.0.send(page).await.map_err(|_| SourceError::Stopped)
+    }
+}
+
+/// How a poll's walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// It reached the last page.
+    Complete,
+    /// `cancel` fired between pages.
+    Cancelled,
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     fn name(&self) -> &str;
@@ -117,8 +171,10 @@ pub trait Source: Send + Sync {
         vec![self.name().to_string()]
     }
     /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
-    /// fires (checked between pages, so a page is never half-committed).
-    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError>;
+    /// fires (checked between pages), handing each page to `pages`. The store is read (the
+    /// saved cursor, running sessions, links), never written: `ticketsync_pipeline::ingest`
+    /// commits the pages.
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError>;
 
     /// One page of the records that started in `[from, to)`, from `page` (`None`: the
     /// first). Used by backfill; it reads only, and the incremental cursor is not touched.
@@ -217,145 +273,9 @@ pub fn first_poll_notice(source: &str, from: chrono::DateTime<chrono::Utc>, look
     );
 }
 
-/// Tell the store how a poll's writes went ([`Store::note_write`]); a vendor error says
-/// nothing about the disk.
-pub fn note_poll(store: &Store, result: &Result<PollStats, SourceError>) {
-    match result {
-        Ok(_) => store.note_write(Ok(())),
-        Err(SourceError::Store(e)) => store.note_write(Err(e)),
-        Err(_) => {}
-    }
-}
-
-/// Commit one page: sessions, quarantined records and the cursor, in one transaction.
-pub async fn commit_page(
-    store: &Store,
-    source: &str,
-    records: &[Result<NewSession, Rejected>],
-    walk_id: &str,
-    cursor_json: &str,
-    complete: Option<(&str, &str)>,
-    stats: &mut PollStats,
-) -> Result<(), StoreError> {
-    let mut t = OpenTx::begin(store).await?;
-    t.write(store, source, records, walk_id, cursor_json, complete).await?;
-    stats.add(&t.commit().await?);
-    Ok(())
-}
-
-/// A page transaction a poll keeps open for the pages that follow, while they arrive faster
-/// than they are written (see `TeamViewerSource::poll`). On a backlog, fewer and larger
-/// commits rewrite the random-key index pages less often (1M records: 172 s with 1 s
-/// transactions, 130–137 s with 2–4 s; BENCHMARKS.md). Bounded so that another writer (the
-/// outbox, the matcher) waits at most about half its busy timeout for the write lock (2.5 s
-/// by default) and never fails for it, and a crash re-reads at most a few seconds of pages.
-pub struct OpenTx {
-    tx: crate::store::Tx<'static>,
-    since: std::time::Instant,
-    max_age: std::time::Duration,
-    /// Counts of the pages written and not yet committed.
-    pending: PollStats,
-}
-
-impl OpenTx {
-    /// At most this many records per transaction, and half the store's busy timeout.
-    const MAX_RECORDS: u64 = 20_000;
-
-    pub async fn begin(store: &Store) -> Result<OpenTx, StoreError> {
-        Ok(OpenTx {
-            tx: store.begin().await?,
-            since: std::time::Instant::now(),
-            max_age: store.busy_timeout() / 2,
-            pending: PollStats::default(),
-        })
-    }
-
-    pub async fn write(
-        &mut self,
-        store: &Store,
-        source: &str,
-        records: &[Result<NewSession, Rejected>],
-        walk_id: &str,
-        cursor_json: &str,
-        complete: Option<(&str, &str)>,
-    ) -> Result<(), StoreError> {
-        write_page(&mut self.tx, store, source, records, walk_id, cursor_json, complete, &mut self.pending).await
-    }
-
-    /// Time to commit: the transaction holds enough records, or has held the lock long enough.
-    pub fn full(&self) -> bool {
-        self.pending.records >= Self::MAX_RECORDS || self.since.elapsed() >= self.max_age
-    }
-
-    /// Commit; the counts of the pages it held.
-    pub async fn commit(self) -> Result<PollStats, StoreError> {
-        self.tx.commit().await?;
-        tracing::debug!(pages = self.pending.pages, records = self.pending.records, "page transaction committed");
-        Ok(self.pending)
-    }
-}
-
-/// Write one page (sessions, quarantined records, the cursor) into `tx` and add its counts
-/// to `stats`; the caller commits. Several pages may share a transaction: each writes its
-/// own cursor, so a commit always leaves the cursor of the last page it holds.
-#[allow(clippy::too_many_arguments)]
-async fn write_page(
-    tx: &mut crate::store::Tx<'_>,
-    store: &Store,
-    source: &str,
-    records: &[Result<NewSession, Rejected>],
-    walk_id: &str,
-    cursor_json: &str,
-    complete: Option<(&str, &str)>,
-    stats: &mut PollStats,
-) -> Result<(), StoreError> {
-    let mut page = PollStats::default();
-    let good: Vec<&NewSession> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let (outcomes, hooked) = crate::store::page::upsert_page(tx, store.page_hook(), &good, walk_id).await?;
-    for (_, outcome) in outcomes {
-        match outcome {
-            Upsert::Inserted => page.inserted += 1,
-            Upsert::Updated => page.updated += 1,
-            Upsert::Unchanged => {}
-        }
-    }
-    (page.matched, page.enqueued) = (hooked.matched, hooked.enqueued);
-    for rej in records.iter().filter_map(|r| r.as_ref().err()) {
-        tracing::warn!(source, external_id = rej.external_id.as_deref().unwrap_or("?"), reason = %rej.reason, "record quarantined");
-        sessions::quarantine(tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
-        page.quarantined += 1;
-    }
-    if let Some((from, to)) = complete {
-        page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
-    }
-    // Several instances on one database: only the holder of this source's lease may move its
-    // cursor, checked (and the lease extended) in the page's own transaction.
-    if let Some((lease, ttl)) = store.fences().for_cursor(source) {
-        crate::store::leases::check_in(tx, &lease, ttl).await?;
-    }
-    cursors::save(tx, source, cursor_json, complete.is_some()).await?;
-    (page.pages, page.records) = (1, records.len() as u64);
-    stats.add(&page);
-    Ok(())
-}
-
-/// Every vendor's secret keys, each list in the vendor's own `config.rs`: the binary's list
-/// of credentials (`doctor`, the unit's `LoadCredential=` lines) is made from these.
-pub const SECRET_KEYS: &[&[&str]] =
-    &[teamviewer::config::SECRETS, splashtop::config::SECRETS, zoom::config::SECRETS, visio::config::SECRETS];
-
-/// The source names that `sinks.<name>.sources` routing keys accept: the vendor names of
-/// stored sessions and of `session create` links. Zoom is one source over all its accounts.
-pub const ROUTING_NAMES: &[&str] =
-    &[teamviewer::wire::VENDOR, splashtop::wire::VENDOR, zoom::wire::VENDOR, visio::VENDOR];
-
 // The vendors' modules and callers outside the crate name them from the crate's root.
 pub use note_extras::{NoteExtras, VendorNotes};
-
-/// Every vendor's note content, each defined in the vendor's own module. Listed by every
-/// vendor whose sessions can be stored, configured or not: a session stored before its
-/// source was turned off still gets its vendor's note.
-pub static VENDOR_NOTES: &[&dyn VendorNotes] = &[&teamviewer::Notes, &splashtop::Notes, &zoom::Notes, &visio::Notes];
+pub use section::{RoomsConfig, SourceSection, SourcesConfig, ROUTING_NAMES, SECRET_KEYS, VENDORS, VENDOR_NOTES};
 
 /// The note content of the vendor whose sessions are stored under `vendor`.
 pub fn vendor_notes(vendor: &str) -> Option<&'static dyn VendorNotes> {

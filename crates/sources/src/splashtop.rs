@@ -2,6 +2,8 @@
 //! ticket), API token or OAuth. Every path, field and code lives in `wire.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::screen::Decoded;
-use super::{commit_page, NoteExtras, PollStats, Source, SourceError};
+use super::{NoteExtras, Page, Pages, Source, SourceError, WalkEnd};
 use crate::http::{Auth, CallError, Failure, OAuthApp, VendorClient};
 use crate::note::{Attachment, Field};
 use crate::oauth::OAuthClient;
@@ -354,7 +356,7 @@ impl Source for SplashtopSource {
         })
     }
 
-    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
         let now = Utc::now();
         let saved = cursors::load(store, VENDOR).await?;
         let first_poll = saved.is_none();
@@ -370,11 +372,10 @@ impl Source for SplashtopSource {
         if first_poll {
             super::first_poll_notice(VENDOR, from, self.initial_lookback.num_days().max(0) as u64);
         }
-        let mut stats = PollStats::default();
         let mut previous_first: Option<String> = None;
         loop {
             if cancel.is_cancelled() {
-                return Ok(stats);
+                return Ok(WalkEnd::Cancelled);
             }
             let mut page = self.api.logs_page(team, from, to, walk.page, self.per_page).await?;
             let first = page.logs.first().map(|r| r.get().to_string());
@@ -404,19 +405,11 @@ impl Source for SplashtopSource {
             // still ends the walk, which is what marks the poll successful (readiness, the
             // staleness metric): it is committed as complete over an empty range, as Zoom's.
             let now_s = ts(Utc::now());
-            commit_page(
-                store,
-                VENDOR,
-                &records,
-                &walk.id,
-                &serde_json::to_string(&cur).unwrap_or_default(),
-                (!more).then_some((now_s.as_str(), now_s.as_str())),
-                &mut stats,
-            )
-            .await?;
+            let cursor = serde_json::to_string(&cur).unwrap_or_default();
+            let complete = (!more).then(|| (now_s.clone(), now_s));
+            pages.send(Page { source: VENDOR.into(), records, walk_id: walk.id.clone(), cursor, complete }).await?;
             if !more {
-                stats.complete = true;
-                return Ok(stats);
+                return Ok(WalkEnd::Complete);
             }
         }
     }

@@ -2,9 +2,10 @@
 //! (`POST /api/v1/sessions`). Wire details live in `wire.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{PollStats, Source, SourceError};
+use super::{Page, Pages, Source, SourceError, WalkEnd};
 use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::Link;
 use crate::oauth::OAuthClient;
@@ -266,7 +267,7 @@ impl Source for TeamViewerSource {
         Ok(super::RangePage { records, next, remaining: p.records_remaining })
     }
 
-    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
         let now = Utc::now();
         let saved = cursors::load(store, VENDOR).await?;
         let first_poll = saved.is_none();
@@ -282,37 +283,14 @@ impl Source for TeamViewerSource {
         if first_poll {
             super::first_poll_notice(VENDOR, from, self.initial_lookback.num_days().max(0) as u64);
         }
-        let mut stats = PollStats::default();
-        // While a page is written (on its own task: SQLite's work is on sqlx's worker thread,
-        // and it needs this task only between statements) the next page is fetched and
-        // decoded here. Pages are written one after the other, each with its cursor, and a
-        // transaction takes further pages while the next one is already fetched, up to
-        // `OpenTx`'s bounds: on a backlog, fewer commits rewrite the same index pages less
-        // often. A crash loses only uncommitted pages, which the committed cursor re-reads.
-        let fetch = |offset: Option<String>| async move {
-            let mut page = self.api.connections_page(from, offset.as_deref()).await?;
-            let records = page.take_sessions(Utc::now());
-            Ok::<_, SourceError>((page, records))
-        };
-        let mut prefetched = None;
-        let mut open: Option<super::OpenTx> = None;
+        // Each page is handed over with its cursor and the next one fetched while it is
+        // written (the ingest's task).
         loop {
             if cancel.is_cancelled() {
-                if let Some(t) = open.take() {
-                    stats.add(&t.commit().await?);
-                }
-                return Ok(stats);
+                return Ok(WalkEnd::Cancelled);
             }
-            let (page, records) = match prefetched.take() {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    if let Some(t) = open.take() {
-                        stats.add(&t.commit().await?);
-                    }
-                    return Err(e);
-                }
-                None => fetch(walk.offset_id.clone()).await?,
-            };
+            let mut page = self.api.connections_page(from, walk.offset_id.as_deref()).await?;
+            let records = page.take_sessions(Utc::now());
             cur.observe(&records);
             let more = page.records_remaining.unwrap_or(0) > 0 && page.next_offset.is_some();
             // A cursor that does not move would loop forever (seen in the wild): end the walk.
@@ -322,53 +300,26 @@ impl Source for TeamViewerSource {
             if stuck {
                 tracing::warn!(source = VENDOR, offset = ?walk.offset_id, "vendor repeated next_offset; ending this walk");
             }
-            let mut t = match open.take() {
-                Some(t) => t,
-                None => super::OpenTx::begin(store).await?,
-            };
-            if more && !stuck {
+            let complete = if more && !stuck {
                 walk.offset_id = page.next_offset.clone();
                 cur.walk = Some(walk.clone());
-                let (store, walk_id, cursor) =
-                    (store.clone(), walk.id.clone(), serde_json::to_string(&cur).unwrap_or_default());
-                let next_ready = Arc::new(AtomicBool::new(false));
-                let ready = next_ready.clone();
-                let write = tokio::spawn(async move {
-                    t.write(&store, VENDOR, &records, &walk_id, &cursor, None).await?;
-                    // The transaction stays open only if the next page is already here: the
-                    // write lock is never held while waiting on the vendor.
-                    if t.full() || !ready.load(Ordering::Acquire) {
-                        return Ok::<_, SourceError>(Written::Committed(t.commit().await?));
-                    }
-                    Ok(Written::Open(t))
-                });
-                prefetched = Some(fetch(walk.offset_id.clone()).await);
-                next_ready.store(true, Ordering::Release);
-                match write.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))? {
-                    Written::Open(t) => open = Some(t),
-                    Written::Committed(page_stats) => stats.add(&page_stats),
-                }
+                None
             } else {
                 cur.walk = None;
-                // Vanished detection only for a clean walk: a stuck cursor may have skipped records.
-                // Either way the walk ended, which marks the poll successful (readiness): a stuck
-                // one is committed as complete over an empty range.
-                let from = if stuck { walk.started_at.as_str() } else { walk.from.as_str() };
-                let range = Some((from, walk.started_at.as_str()));
-                t.write(store, VENDOR, &records, &walk.id, &serde_json::to_string(&cur).unwrap_or_default(), range)
-                    .await?;
-                stats.add(&t.commit().await?);
-                stats.complete = true;
-                return Ok(stats);
+                // Vanished detection only for a clean walk: a stuck cursor may have skipped
+                // records. Either way the walk ended, which marks the poll successful
+                // (readiness): a stuck one is committed as complete over an empty range.
+                let from = if stuck { walk.started_at.clone() } else { walk.from.clone() };
+                Some((from, walk.started_at.clone()))
+            };
+            let end = complete.is_some();
+            let cursor = serde_json::to_string(&cur).unwrap_or_default();
+            pages.send(Page { source: VENDOR.into(), records, walk_id: walk.id.clone(), cursor, complete }).await?;
+            if end {
+                return Ok(WalkEnd::Complete);
             }
         }
     }
-}
-
-/// How a page write ended: its transaction left open for the next page, or committed.
-enum Written {
-    Open(super::OpenTx),
-    Committed(PollStats),
 }
 
 /// TeamViewer's part of a note: the link back to the device.

@@ -3,6 +3,7 @@
 //! event) is the record.
 
 pub mod config;
+mod section;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! details live in `wire.rs`, configuration in `config.rs`.
 
 pub mod config;
+mod launch;
+mod section;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -15,14 +17,15 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::screen::{self, json_body, Decoded, Repairs};
-use super::{commit_page, PollStats, Rejected, Source, SourceError};
+use super::{Pages, Rejected, Source, SourceError, WalkEnd};
 use crate::http::{ApiError, Auth, CallError, ErrorKind, Failure, OAuthApp, VendorClient};
 use crate::note::{human_duration, Link};
 use crate::oauth::{ClientAuth, OAuthClient};
 use crate::session::{parse_ts, ts, NewSession};
 use crate::store::sessions::StoredSession;
 use crate::store::Store;
-use config::{ZoomAccount, ZoomAuth, ZoomConfig};
+pub use config::ZoomConfig;
+use config::{ZoomAccount, ZoomAuth};
 use wire::{
     uuid_segment, CreatedMeeting, ErrorBody, MeetingRecord, Page, Participant, PastMeeting, RecordingMeeting, VENDOR,
 };
@@ -336,9 +339,8 @@ impl ZoomSource {
     async fn poll_account(
         &self,
         api: &ZoomApi,
-        store: &Store,
         links: &[crate::store::links::OpenLink],
-        stats: &mut PollStats,
+        pages: &Pages,
     ) -> Result<(), SourceError> {
         let now = Utc::now();
         let mine: Vec<_> = links.iter().filter(|l| self.account_of(l) == api.account.name).collect();
@@ -349,9 +351,8 @@ impl ZoomSource {
         // A finished poll, but with an empty range: meetings are read by link, so a meeting
         // missing from this poll has not vanished.
         let now_s = ts(now);
-        let done = Some((now_s.as_str(), now_s.as_str()));
-        commit_page(store, &cursor_key, &records, &walk_id, &cursor, done, stats).await?;
-        Ok(())
+        let complete = Some((now_s.clone(), now_s));
+        pages.send(super::Page { source: cursor_key, records, walk_id, cursor, complete }).await
     }
 
     /// The records of the meetings behind `links` (one account's) that have ended: each with
@@ -536,27 +537,28 @@ impl Source for ZoomSource {
         Ok(super::RangePage { records, next: (left > 0).then(|| end.to_string()), remaining: Some(left as u64) })
     }
 
-    async fn poll(&self, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
         let since = ts(Utc::now() - self.lookback);
         let links = crate::store::links::open_created(store, VENDOR, &since).await?;
-        let mut stats = PollStats::default();
         // One account failing (revoked app, outage) does not keep the others from polling.
         let mut first_err = None;
         for api in &self.apis {
             if cancel.is_cancelled() {
-                return Ok(stats);
+                return Ok(WalkEnd::Cancelled);
             }
-            if let Err(e) = self.poll_account(api, store, &links, &mut stats).await {
-                tracing::warn!(source = VENDOR, account = %api.account.name, error = %e, "Zoom account poll failed");
-                first_err.get_or_insert(e);
+            match self.poll_account(api, &links, &pages).await {
+                Ok(()) => {}
+                // The write failed: that is the poll's error, for every account.
+                Err(SourceError::Stopped) => return Err(SourceError::Stopped),
+                Err(e) => {
+                    tracing::warn!(source = VENDOR, account = %api.account.name, error = %e, "Zoom account poll failed");
+                    first_err.get_or_insert(e);
+                }
             }
         }
         match first_err {
             Some(e) => Err(e),
-            None => {
-                stats.complete = true;
-                Ok(stats)
-            }
+            None => Ok(WalkEnd::Complete),
         }
     }
 }

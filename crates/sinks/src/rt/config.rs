@@ -68,3 +68,20 @@ impl SinkSection for RtConfig {
         Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
+
+/// `[sinks.rt]` before it is read: its name, its secret key and what `init` asks.
+impl crate::config::Described for RtConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "rt",
+        section: "sinks.rt",
+        secrets: &["sinks.rt.token"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new(
+                "url",
+                "Request Tracker URL (https://…, REST 2.0 is under <url>/REST/2.0)",
+                None,
+            )],
+            secrets: &["token"],
+        },
+    };
+}

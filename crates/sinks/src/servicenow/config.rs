@@ -149,3 +149,22 @@ impl SinkSection for ServiceNowConfig {
         Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
+
+impl crate::config::Described for ServiceNowConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "servicenow",
+        section: "sinks.servicenow",
+        secrets: &["sinks.servicenow.password", "sinks.servicenow.client_secret"],
+        setup: &crate::config::Plain {
+            keys: &[
+                crate::config::InitKey::new(
+                    "url",
+                    "ServiceNow instance URL (https://<instance>.service-now.com)",
+                    None,
+                ),
+                crate::config::InitKey::new("user", "ServiceNow integration user (user_name, Basic auth)", None),
+            ],
+            secrets: &["password"],
+        },
+    };
+}

@@ -83,3 +83,15 @@ impl SinkSection for ZammadConfig {
         Ok(tuned(sink, ctx, &self.outbound()))
     }
 }
+
+impl crate::config::Described for ZammadConfig {
+    const COMPONENT: crate::config::Component = crate::config::Component {
+        kind: "zammad",
+        section: "sinks.zammad",
+        secrets: &["sinks.zammad.token"],
+        setup: &crate::config::Plain {
+            keys: &[crate::config::InitKey::new("url", "Zammad URL (https://…)", None)],
+            secrets: &["token"],
+        },
+    };
+}
