@@ -200,6 +200,11 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// The store as a whole: `store copy` moves the history to another database.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print the man page (roff) to standard output; with --dir, write ticketsync(1) and one
     /// page per subcommand (ticketsync-run(1), …) into that directory, as the .deb ships them.
     #[command(hide = true)]
@@ -207,6 +212,28 @@ pub enum Command {
         /// Directory to write every page into (ticketsync.1, ticketsync-<command>.1, …).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the whole history (sessions, quarantine, links, matches, deliveries and their
+    /// attempts, cursors, OAuth tokens, the store's secrets, the audit chain) into a new,
+    /// empty database, ids preserved, in one transaction; then verify the audit chain on
+    /// both sides and compare the rows per table (exit 1 on any difference). Stop the
+    /// daemon first. Typically SQLite → PostgreSQL; leases are not copied.
+    Copy {
+        /// The store to read (sqlite:///path or postgres://user@host/db).
+        #[arg(long)]
+        from: String,
+        /// The store to write: created and migrated if needed, refused unless empty.
+        /// PostgreSQL's password: in the URL or PGPASSWORD, never in a file given here.
+        #[arg(long)]
+        to: String,
+        /// The audit key file, for a keyed chain (default: store.audit_key of the
+        /// configuration, if readable).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 

@@ -14,6 +14,7 @@ use ticketsync_redact as redact;
 
 pub mod audit;
 pub mod backup;
+pub mod copy;
 pub mod cursors;
 mod dialect;
 pub mod history;
