@@ -32,9 +32,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         },
     };
     let busy = Duration::from_secs(30);
-    // The source is opened for writing only so that an older schema is migrated as the
-    // target is: the copy needs both at the same version. It writes nothing else.
-    let source = Store::connect(from, busy, None).await.with_context(|| format!("--from {}", scrub(from)))?;
+    // Read-only: the source is never written (nor created, for a mistyped path); an older
+    // schema is refused by the copy, which needs both at this build's version.
+    let source = Store::connect_read_only(from, None).await.with_context(|| format!("--from {}", scrub(from)))?;
     let target = Store::connect(to, busy, None).await.with_context(|| format!("--to {}", scrub(to)))?;
     let counts = copy::copy(&source, &target).await.with_context(|| {
         format!("copying {} to {} (nothing was written to the target)", source.path(), target.path())
@@ -50,7 +50,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     for (side, store) in [("source", &source), ("target", &target)] {
         let verdict = audit::verify_with(store, VerifyOptions { key: key.clone(), expect_head: None }).await?;
         match verdict {
-            Verify::Ok { rows, head, .. } => println!("audit chain of the {side} ({}): OK, {rows} rows, head {head}", store.path()),
+            Verify::Ok { rows, head, .. } => {
+                println!("audit chain of the {side} ({}): OK, {rows} rows, head {head}", store.path())
+            }
             Verify::Broken { row_id, reason } => {
                 ok = false;
                 println!("audit chain of the {side} ({}): BROKEN at row {row_id}: {reason}", store.path());

@@ -26,6 +26,7 @@ mod sinks;
 mod splashtop;
 mod store_batch;
 mod store_conformance;
+mod store_copy;
 mod support;
 mod teamviewer;
 mod ticket_systems;

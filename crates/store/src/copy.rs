@@ -105,8 +105,8 @@ pub async fn copy(from: &Store, to: &Store) -> Result<Vec<TableCount>> {
     let (sv, dv) = (schema_version(&mut src).await?, schema_version(&mut dst).await?);
     if sv != dv {
         return Err(StoreError::Invalid(format!(
-            "the source is at schema version {} and the target at {}: open both with this build first \
-             (`ticketsync migrate`)",
+            "the source is at schema version {} and the target at {}: migrate the source with this build \
+             first (`ticketsync migrate`)",
             sv.unwrap_or(0),
             dv.unwrap_or(0)
         )));
