@@ -72,11 +72,16 @@ pub enum Command {
     Migrate,
     /// Run one full cycle (poll every source, match, deliver) and exit.
     SyncOnce,
-    /// Start built-in simulators on 127.0.0.1 and run a full cycle into a SQLite file.
+    /// Start built-in simulators on 127.0.0.1 and run a full cycle into a SQLite file (or --store).
     Demo {
         /// Where the demo database and configuration go.
         #[arg(long, default_value = "ticketsync-demo")]
         state_dir: PathBuf,
+        /// The history in this PostgreSQL database instead of a SQLite file
+        /// (postgres://user@host/ticketsync_demo): created if missing, replaced if an
+        /// earlier demo created it, refused if it holds another ticketsync history.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// OAuth authorization for a vendor: prints the authorize URL, then exchanges the code.
     Auth {

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod backup;
 pub mod copy;
 pub mod cursors;
+pub mod demo_db;
 mod dialect;
 pub mod history;
 pub mod leases;
