@@ -51,7 +51,8 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
         }
     };
     let store_line = match &pg {
-        Some(url) => format!("url = {}", toml_str(url)),
+        // `path` too: on PostgreSQL the OAuth token journal goes beside it, in the state dir.
+        Some(url) => format!("url = {}\npath = {}", toml_str(url), toml_str(&db.display().to_string())),
         None => format!("path = {}", toml_str(&db.display().to_string())),
     };
     let secrets = state_dir.join("secrets");
