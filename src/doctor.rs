@@ -39,6 +39,18 @@ fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
     Check { name: name.into(), status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
 }
 
+/// A client that could not be built: the fix follows from why. A host without CA roots (a
+/// minimal Debian without ca-certificates) fails every https client alike, and "fix the named
+/// key" sent the operator looking at a configuration that was right.
+fn client_fail(name: &str, detail: String, otherwise: &str) -> Check {
+    let fix = if detail.contains("CA certificates") {
+        "the system has no CA certificates: install them (`apt-get install ca-certificates`), or set ca_file in the section"
+    } else {
+        otherwise
+    };
+    fail(name, detail, fix)
+}
+
 /// Run every check and print the table; true when nothing failed.
 pub async fn run(config_path: &Path, out: &mut dyn Write) -> bool {
     run_as(config_path, false, out).await
@@ -213,7 +225,9 @@ fn audit_key(cfg: &Config) -> Check {
         Ok(None) => warn(
             name,
             "no store.audit_key: the audit chain is unkeyed SHA-256; whoever can write the database file can edit it and recompute the chain",
-            format!("create one (`head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key`, mode 0600) for LoadCredential=, or set store.audit_key_file; keep a copy with the other credentials"),
+            // The LoadCredential= line is named: with the file alone, root's commands read the
+            // key from the directory while the service, which never got it, stays unkeyed.
+            format!("create one (`(umask 077; head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key)`), add `LoadCredential=audit_key:{CREDENTIALS_SOURCE}/audit_key` to the unit's drop-in (`systemctl edit ticketsync`) and restart; or set store.audit_key_file; keep a copy with the other credentials"),
         ),
         Err(e) => fail(name, format!("{e:#}"), "fix store.audit_key_file, or the key's length"),
     }
@@ -414,7 +428,7 @@ async fn whoami(st: &crate::config::SplashtopConfig, store: &Store) -> Check {
     let name = "source splashtop";
     let api = match crate::sources::splashtop::SplashtopApi::new(st, store) {
         Ok(a) => a.with_max_retries(1),
-        Err(e) => return fail(name, e.to_string(), "fix the named key"),
+        Err(e) => return client_fail(name, e.to_string(), "fix the named key"),
     };
     match api.basic_info().await {
         Ok(_) => ok(
@@ -478,7 +492,7 @@ async fn zoom_call(z: &crate::sources::zoom::config::ZoomConfig, index: usize, s
     let name = format!("source {}", a.token_key());
     let api = match crate::sources::zoom::ZoomApi::new(z, index, store) {
         Ok(api) => api.with_max_retries(1),
-        Err(e) => return fail(&name, e.to_string(), "fix the named key"),
+        Err(e) => return client_fail(&name, e.to_string(), "fix the named key"),
     };
     match api.check().await {
         Ok(what) => ok(&name, format!("{what}: token and recording:read scope accepted")),
@@ -534,7 +548,7 @@ async fn ping(tv: &crate::config::TeamViewerConfig, store: &Store) -> Check {
     let name = "source teamviewer";
     let api = match crate::sources::teamviewer::TeamViewerApi::new(tv, store) {
         Ok(a) => a.with_max_retries(1),
-        Err(e) => return fail(name, e.to_string(), "fix the named key"),
+        Err(e) => return client_fail(name, e.to_string(), "fix the named key"),
     };
     match api.ping().await {
         Ok(true) => ok(name, format!("GET {}/api/v1/ping: token valid", tv.base_url.trim_end_matches('/'))),
@@ -550,7 +564,7 @@ async fn ping(tv: &crate::config::TeamViewerConfig, store: &Store) -> Check {
 async fn sinks(cfg: &Config) -> Vec<Check> {
     let built = match crate::app::build_sinks(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![fail("sinks", format!("{e:#}"), "see the secret checks above")],
+        Err(e) => return vec![client_fail("sinks", format!("{e:#}"), "see the secret checks above")],
     };
     let mut names: Vec<&String> = built.keys().collect();
     names.sort();
@@ -630,13 +644,39 @@ pub fn print_json(checks: &[Check], out: &mut dyn Write) {
 
 pub fn print_table(checks: &[Check], out: &mut dyn Write) {
     let w = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
-    let _ = writeln!(out, "{:<w$}  {:<6}DETAIL", "CHECK", "STATUS");
+    // "STATUS" is as wide as the column was, which printed the header as "STATUSDETAIL".
+    let _ = writeln!(out, "{:<w$}  {:<8}DETAIL", "CHECK", "STATUS");
     for c in checks {
-        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, c.status.as_str(), c.detail);
+        let _ = writeln!(out, "{:<w$}  {:<8}{}", c.name, c.status.as_str(), c.detail);
         if let Some(f) = &c.fix {
-            let _ = writeln!(out, "{:<w$}  {:<6}fix: {f}", "", "");
+            let _ = writeln!(out, "{:<w$}  {:<8}fix: {f}", "", "");
         }
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     let _ = writeln!(out, "\n{} checks, {failed} failed", checks.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_header_names_each_column_apart() {
+        let mut out = Vec::new();
+        print_table(&[warn("audit key", "none", "create one"), ok("configuration", "valid")], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["CHECK", "STATUS", "DETAIL"], "{text}");
+        let detail_at = text.lines().next().unwrap().find("DETAIL").unwrap();
+        let row = text.lines().find(|l| l.starts_with("configuration")).unwrap();
+        assert_eq!(row.find("valid"), Some(detail_at), "details line up under DETAIL:\n{text}");
+    }
+
+    #[test]
+    fn a_host_without_ca_roots_is_told_to_install_them() {
+        let c = client_fail("sinks", "No CA certificates were loaded from the system".into(), "see above");
+        assert!(c.fix.as_deref().is_some_and(|f| f.contains("ca-certificates")), "{:?}", c.fix);
+        let c = client_fail("sinks", "bad url".into(), "see above");
+        assert_eq!(c.fix.as_deref(), Some("see above"));
+    }
 }

@@ -85,6 +85,21 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// Under systemd (JOURNAL_STREAM set) journald stamps each line itself: the log lines carry
+/// no timestamp of their own, elsewhere they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_no_timestamp_for_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &format!("[store]\npath = \"{}\"\n", dir.path().join("db").display()));
+    let stamped = |l: &str| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T';
+    let plain = ticketsync(&cfg, &["sync-once"], &[("TICKETSYNC_LOG", "debug")]).await.ok();
+    assert!(plain.stderr.lines().next().is_some_and(stamped), "a timestamp elsewhere:\n{}", plain.stderr);
+    let journal =
+        ticketsync(&cfg, &["sync-once"], &[("TICKETSYNC_LOG", "debug"), ("JOURNAL_STREAM", "8:12345")]).await.ok();
+    assert!(journal.stderr.lines().count() > 0, "log lines were written");
+    assert!(!journal.stderr.lines().any(stamped), "no timestamp for journald:\n{}", journal.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_bad_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
