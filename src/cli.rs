@@ -72,11 +72,16 @@ pub enum Command {
     Migrate,
     /// Run one full cycle (poll every source, match, deliver) and exit.
     SyncOnce,
-    /// Start built-in simulators on 127.0.0.1 and run a full cycle into a SQLite file.
+    /// Start built-in simulators on 127.0.0.1 and run a full cycle into a SQLite file (or --store).
     Demo {
         /// Where the demo database and configuration go.
         #[arg(long, default_value = "ticketsync-demo")]
         state_dir: PathBuf,
+        /// The history in this PostgreSQL database instead of a SQLite file
+        /// (postgres://user@host/ticketsync_demo): created if missing, replaced if an
+        /// earlier demo created it, refused if it holds another ticketsync history.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// OAuth authorization for a vendor: prints the authorize URL, then exchanges the code.
     Auth {
@@ -200,6 +205,11 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// The store as a whole: `store copy` moves the history to another database.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print the man page (roff) to standard output; with --dir, write ticketsync(1) and one
     /// page per subcommand (ticketsync-run(1), …) into that directory, as the .deb ships them.
     #[command(hide = true)]
@@ -207,6 +217,28 @@ pub enum Command {
         /// Directory to write every page into (ticketsync.1, ticketsync-<command>.1, …).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the whole history (sessions, quarantine, links, matches, deliveries and their
+    /// attempts, cursors, OAuth tokens, the store's secrets, the audit chain) into a new,
+    /// empty database, ids preserved, in one transaction; then verify the audit chain on
+    /// both sides and compare the rows per table (exit 1 on any difference). Stop the
+    /// daemon first. Typically SQLite → PostgreSQL; leases are not copied.
+    Copy {
+        /// The store to read (sqlite:///path or postgres://user@host/db).
+        #[arg(long)]
+        from: String,
+        /// The store to write: created and migrated if needed, refused unless empty.
+        /// PostgreSQL's password: in the URL or PGPASSWORD, never in a file given here.
+        #[arg(long)]
+        to: String,
+        /// The audit key file, for a keyed chain (default: store.audit_key of the
+        /// configuration, if readable).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 

@@ -1,7 +1,8 @@
 //! `ticketsync demo`: the whole pipeline on one machine. Built-in simulators (TeamViewer,
 //! Splashtop, Zoom, visioconference.me, Redmine, a webhook receiver) on 127.0.0.1, a real
-//! config file and a real SQLite file in the state directory, two cycles (before and after
-//! a Zoom recording finishes), and a summary of what landed where.
+//! config file and a real SQLite file in the state directory (or a PostgreSQL database,
+//! `--store postgres://…`), two cycles (before and after a Zoom recording finishes), and a
+//! summary of what landed where.
 
 use std::path::Path;
 
@@ -21,14 +22,39 @@ use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
 
 pub async fn run(state_dir: &Path) -> Result<()> {
+    run_on(state_dir, None).await
+}
+
+/// The demo, its history in the SQLite file of `state_dir`, or with `store` a PostgreSQL
+/// URL, in that database: created if missing (the user needs CREATEDB), replaced if an
+/// earlier demo created it, used if it holds no ticketsync history, refused otherwise.
+pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("--state-dir {}", state_dir.display()))?;
     let state_dir = state_dir.canonicalize()?;
     let db = state_dir.join("ticketsync.db");
     // Each demo run starts from an empty history so the (fresh) simulators and the
-    // database agree; the files of the last run are replaced.
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    // database agree; the files (or the demo's database) of the last run are replaced.
+    let pg = match store {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            fresh_postgres(url).await?;
+            Some(url.to_string())
+        }
+        Some(url) => anyhow::bail!(
+            "--store {}: the demo's store is a postgres:// URL (without it, a SQLite file in --state-dir)",
+            crate::store::scrub_url(url)
+        ),
+        None => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            None
+        }
+    };
+    let store_line = match &pg {
+        // `path` too: on PostgreSQL the OAuth token journal goes beside it, in the state dir.
+        Some(url) => format!("url = {}\npath = {}", toml_str(url), toml_str(&db.display().to_string())),
+        None => format!("path = {}", toml_str(&db.display().to_string())),
+    };
     let secrets = state_dir.join("secrets");
     std::fs::create_dir_all(&secrets)?;
     let write_secret = |name: &str| -> Result<(String, std::path::PathBuf)> {
@@ -89,7 +115,7 @@ pub async fn run(state_dir: &Path) -> Result<()> {
     let cfg_text = format!(
         r##"# Written by `ticketsync demo`: the simulators' addresses change on every run.
 [store]
-path = "{db}"
+{store_line}
 
 [notes]
 timezone = "Europe/Paris"
@@ -150,7 +176,6 @@ api_key_file = "{rmf}"
 url = "{wh}"
 secret_file = "{whf}"
 "##,
-        db = db.display(),
         tv = tv.base_url,
         tvf = tv_token_file.display(),
         st = st.base_url,
@@ -283,9 +308,19 @@ secret_file = "{whf}"
         }
     }
     println!();
-    println!("Database: {}", db.display());
-    println!("Config:   {}", cfg_path.display());
-    println!("Try:      sqlite3 {} 'SELECT * FROM v_deliveries'", db.display());
+    match &pg {
+        Some(url) => {
+            let shown = crate::store::scrub_url(url);
+            println!("Database: {shown}");
+            println!("Config:   {}", cfg_path.display());
+            println!("Try:      psql '{shown}' -c 'SELECT * FROM v_deliveries'");
+        }
+        None => {
+            println!("Database: {}", db.display());
+            println!("Config:   {}", cfg_path.display());
+            println!("Try:      sqlite3 {} 'SELECT * FROM v_deliveries'", db.display());
+        }
+    }
     tv.shutdown().await;
     st.shutdown().await;
     redmine.shutdown();
@@ -321,4 +356,14 @@ fn restrict(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Make the database of `url` an empty one for this run (see [`run_on`]).
+async fn fresh_postgres(url: &str) -> Result<()> {
+    crate::store::demo_db::fresh(url).await.with_context(|| format!("--store {}", crate::store::scrub_url(url)))
 }

@@ -7,8 +7,8 @@ use ticketsync::cli::{Cli, Command};
 /// `ticketsync demo`: the simulators, a temporary database, every vendor and sink.
 #[cfg(feature = "demo")]
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
-    let Command::Demo { state_dir } = &cli.command else { unreachable!("dispatched on Command::Demo") };
-    ticketsync::demo::run(state_dir).await?;
+    let Command::Demo { state_dir, store } = &cli.command else { unreachable!("dispatched on Command::Demo") };
+    ticketsync::demo::run_on(state_dir, store.as_deref()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ mod migrate;
 mod relink;
 mod run;
 mod session;
+mod store;
 mod unmatched;
 
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Audit { command: AuditCommand::Show { .. } } => audit::show(cli).await,
         Command::Audit { command: AuditCommand::Export { .. } } => audit::export(cli).await,
         Command::Backup { .. } => backup::run(cli).await,
+        Command::Store { .. } => store::run(cli).await,
         Command::Backfill { .. } => backfill::run(cli).await,
         Command::Man { .. } => man::run(cli).await,
         Command::Doctor { .. } => doctor::run(cli).await,

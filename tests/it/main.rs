@@ -29,6 +29,7 @@ mod sinks;
 mod splashtop;
 mod store_batch;
 mod store_conformance;
+mod store_copy;
 mod support;
 mod teamviewer;
 mod ticket_systems;

@@ -14,7 +14,9 @@ use ticketsync_redact as redact;
 
 pub mod audit;
 pub mod backup;
+pub mod copy;
 pub mod cursors;
+pub mod demo_db;
 mod dialect;
 pub mod history;
 pub mod leases;
