@@ -280,7 +280,12 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
             warn(
                 name,
                 format!("{} does not exist yet (created at the first start)", path.display()),
-                format!("check that {} is writable by the service, or run `ticketsync migrate`", parent.display()),
+                // Expected before the first start. `ticketsync migrate` run as root here would
+                // make root the owner of what the service's dynamic user must write.
+                format!(
+                    "none before the first start (the service creates it); after it, check that {} is writable by the service (`journalctl -u ticketsync`)",
+                    parent.display()
+                ),
             ),
             None,
         );
