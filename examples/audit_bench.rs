@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         .bind(&detail)
         .bind(&prev)
         .bind(&hash)
-        .execute(&mut *tx)
+        .execute(tx.sqlite_conn())
         .await?;
         prev = hash;
         if id % 100_000 == 0 {

@@ -28,15 +28,71 @@ pub struct App {
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
-    let store = Store::open(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms))
+    let password = store_password(cfg)?;
+    let store = Store::connect(&cfg.store.url(), Duration::from_millis(cfg.store.busy_timeout_ms), password.as_ref())
         .await
-        .with_context(|| format!("store.path = {}", cfg.store.path.display()))?;
+        .with_context(|| store_key(cfg))?;
+    // PostgreSQL has no file to keep the token journal beside: it goes where `store.path`
+    // points (the state directory), as it would for a SQLite store there.
+    let store = match store.file() {
+        Some(_) => store,
+        None => store.with_journal_base(&cfg.store.path),
+    };
     // Every writer of this process appends to the audit chain under the configured key.
     let status = crate::store::audit::use_key(&store, audit_key(cfg)?).await?;
     if let Some(id) = status.started_keyed_at {
         tracing::warn!(row = id, "audit chain keyed (HMAC-SHA256 under store.audit_key) from this row on");
     }
     Ok(store)
+}
+
+/// The configured store opened read-only (auditors' commands, `check`, `doctor`): never
+/// created, migrated or written.
+pub async fn open_store_read_only(cfg: &Config) -> Result<Store> {
+    let password = store_password(cfg)?;
+    Store::connect_read_only(&cfg.store.url(), password.as_ref()).await.with_context(|| store_key(cfg))
+}
+
+/// [`open_store_read_only`], or `None` when there is no database yet (the SQLite file is
+/// missing, or PostgreSQL has no schema): what `check` reads before the first start.
+pub async fn open_existing_store_read_only(cfg: &Config) -> Result<Option<Store>> {
+    match open_store_read_only(cfg).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if not_created(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `e` says the store has not been created yet.
+pub fn not_created(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NotCreated { .. }))
+}
+
+/// `store.url = …` (without a password) or `store.path = …`, whichever names the store.
+fn store_key(cfg: &Config) -> String {
+    match cfg.store.url {
+        Some(_) => format!("store.url = {}", cfg.store.display()),
+        None => format!("store.path = {}", cfg.store.path.display()),
+    }
+}
+
+/// PostgreSQL's password (`store.password_file`, the credential `password`), and one
+/// written into the URL itself, given to the redactor: neither ever reaches a log line.
+fn store_password(cfg: &Config) -> Result<Option<secrecy::SecretString>> {
+    use secrecy::ExposeSecret;
+    let password = cfg.store.password_secret()?;
+    if let Some(p) = &password {
+        crate::redact::register(p.expose_secret());
+    }
+    if let Some(url) = cfg.store.url.as_deref() {
+        let authority = url.split_once("://").map(|(_, r)| r.split(['/', '?']).next().unwrap_or("")).unwrap_or("");
+        if let Some((user_info, _)) = authority.rsplit_once('@') {
+            if let Some((_, inline)) = user_info.split_once(':') {
+                crate::redact::register(inline);
+            }
+        }
+    }
+    Ok(password)
 }
 
 /// The audit chain's HMAC key from the credentials (`store.audit_key`), if configured.
@@ -79,8 +135,9 @@ impl App {
         let mut needs_restart = Vec::new();
         let (old, new) = (&self.config, &config);
         let secret = |s: Option<secrecy::SecretString>| s.map(|s| s.expose_secret().to_string());
-        if old.store.path != new.store.path
+        if old.store.url() != new.store.url()
             || old.store.busy_timeout_ms != new.store.busy_timeout_ms
+            || secret(old.store.password_secret()?) != secret(new.store.password_secret()?)
             || secret(old.store.audit_key_secret()?) != secret(new.store.audit_key_secret()?)
         {
             needs_restart.push("[store]");
@@ -196,4 +253,24 @@ pub struct CycleReport {
     pub polled: Vec<(String, crate::sources::PollStats)>,
     pub matched: crate::pipeline::MatchStats,
     pub delivered: crate::pipeline::DeliverStats,
+}
+
+/// What `sync-once` and the demo print of a cycle: a line per source, then the matching and
+/// delivery pass.
+impl std::fmt::Display for CycleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, s) in &self.polled {
+            writeln!(
+                f,
+                "polled {name}: {} records in {} pages — {} new, {} updated, {} quarantined",
+                s.records, s.pages, s.inserted, s.updated, s.quarantined
+            )?;
+        }
+        let d = &self.delivered;
+        write!(
+            f,
+            "matched {} sessions; delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
+            self.matched.matched, d.delivered, d.found_existing, d.retrying, d.failed, d.dead
+        )
+    }
 }

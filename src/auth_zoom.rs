@@ -46,7 +46,7 @@ pub async fn run(
         println!(
             "zoom account {}: authorized; access token valid until {exp}; tokens stored encrypted in {}",
             acct.name,
-            cfg.store.path.display()
+            cfg.store.display()
         );
     }
     store.close().await;

@@ -39,7 +39,7 @@ pub enum Command {
         /// A source to enable (teamviewer, splashtop, zoom, visioconference); repeatable.
         #[arg(long = "source")]
         sources: Vec<String>,
-        /// A ticket system to enable (redmine, zendesk, freshservice, jsm, glpi, webhook); repeatable.
+        /// A ticket system to enable (redmine, zendesk, freshservice, jsm, glpi, rt, zammad, servicenow, webhook); repeatable.
         #[arg(long = "sink")]
         sinks: Vec<String>,
         /// A value: COMPONENT.KEY=VALUE (redmine.url=https://…) or SECTION.KEY=VALUE of the config.

@@ -33,8 +33,8 @@ pub use ticketsync_http::{outbound_section, OutboundConfig};
 pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
 
 /// The top-level sections' secret keys; a top-level key's credential is its own name
-/// (`audit_key`, `marker_key`, `metrics_token`).
-const OWN_SECRET_KEYS: [&str; 3] = ["http.metrics_token", "notes.marker_key", "store.audit_key"];
+/// (`audit_key`, `marker_key`, `metrics_token`, `password`).
+const OWN_SECRET_KEYS: [&str; 4] = ["http.metrics_token", "notes.marker_key", "store.audit_key", "store.password"];
 
 /// Every secret key of every component, as each declares them (the sources' in their
 /// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
@@ -134,8 +134,16 @@ impl HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Where the store lives: `sqlite:///var/lib/ticketsync/ticketsync.db` or
+    /// `postgres://user@host/db` (issue 17). Unset: the SQLite file at `path`, so a
+    /// configuration from before `url` keeps its database.
+    pub url: Option<String>,
     pub path: PathBuf,
     pub busy_timeout_ms: u64,
+    /// PostgreSQL's password, kept with the credentials (`password_file`, the credential
+    /// `password`) rather than in the URL.
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
     /// HMAC key of the audit chain (at least 32 bytes), kept with the credentials and never
     /// in the database (docs/security/audit.md). Without one the chain is unkeyed SHA-256.
     pub audit_key: Option<SecretString>,
@@ -144,8 +152,11 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: None,
             path: PathBuf::from("/var/lib/ticketsync/ticketsync.db"),
             busy_timeout_ms: 5000,
+            password: None,
+            password_file: None,
             audit_key: None,
             audit_key_file: None,
         }
@@ -155,6 +166,33 @@ impl StoreConfig {
     /// `store.audit_key`, `store.audit_key_file`, or the systemd credential `audit_key`.
     pub fn audit_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("store.audit_key", self.audit_key.as_ref(), self.audit_key_file.as_deref())
+    }
+
+    /// `store.password`, `store.password_file`, or the systemd credential `password`.
+    pub fn password_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("store.password", self.password.as_ref(), self.password_file.as_deref())
+    }
+
+    /// `store.url`, else the SQLite file at `store.path` as a URL.
+    pub fn url(&self) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.path.display()),
+        }
+    }
+
+    /// Where the store lives, checked (`store.url`).
+    pub fn location(&self) -> Result<crate::store::Location, ConfigError> {
+        crate::store::Location::parse(&self.url()).map_err(|e| key_err("store.url", e.to_string()))
+    }
+
+    /// The store as messages name it: the file, or the URL without a password.
+    pub fn display(&self) -> String {
+        match self.location() {
+            Ok(crate::store::Location::Sqlite(p)) => p.display().to_string(),
+            Ok(l) => l.to_string(),
+            Err(_) => crate::store::scrub_url(&self.url()),
+        }
     }
 }
 
@@ -370,6 +408,7 @@ impl Config {
     /// Every error of [`Config::validate`].
     pub fn validation_errors(&self) -> Vec<ConfigError> {
         let mut e = Errors::default();
+        e.add(self.store.location().map(|_| ()));
         e.add(check_span("daemon.delivery_interval_secs", self.daemon.delivery_interval_secs, 1));
         e.add(check_span("daemon.shutdown_grace_secs", self.daemon.shutdown_grace_secs, 1));
         e.add(check_span("daemon.lease_ttl_secs", self.daemon.lease_ttl_secs, 1));
@@ -521,6 +560,9 @@ impl Config {
         // Optional, but a configured file that cannot be read is an error now, not an
         // open /metrics later.
         add("http.metrics_token", false, self.http.metrics_token_secret());
+        if matches!(self.store.location(), Ok(crate::store::Location::Postgres(_))) {
+            add("store.password", false, self.store.password_secret());
+        }
         add("notes.marker_key", false, self.notes.secret());
         out.extend(self.sinks.secret_uses());
         // Zoom's credential names carry the account name (after Splashtop, as listed before).
@@ -676,7 +718,8 @@ mod tests {
             client_id = \"c\"\n[rooms.visioconference]\n[sinks.redmine]\nurl = \"https://r\"\n\
             [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
-            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n";
+            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
+            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();
@@ -685,6 +728,12 @@ mod tests {
                 // An account's key by its index: declared once for every account.
                 used.insert(u.key.replace("accounts[0]", "accounts[]"));
             }
+        }
+        // PostgreSQL's password, used with a postgres:// store only.
+        let pg = load("[store]\nurl = \"postgres://ticketsync@db.example/ticketsync\"\n").unwrap();
+        for u in pg.secret_uses() {
+            assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+            used.insert(u.key);
         }
         // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
         used.insert("store.audit_key".to_string());

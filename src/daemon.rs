@@ -192,7 +192,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
 
     let _ =
         sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("polling and delivering")]);
-    tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.path.display(), "ticketsync running");
+    tracing::info!(sources = app.sources.len(), sinks = ?app.sink_names, db = %app.config.store.display(), "ticketsync running");
 
     loop {
         tokio::select! {
@@ -260,7 +260,10 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     // Everything committed into the database file itself: a copy of the file alone (or a
     // backup tool that skips the -wal) then misses nothing.
     match crate::store::backup::checkpoint(&app.store).await {
-        Ok((busy, frames, done)) => tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed"),
+        Ok(Some((busy, frames, done))) => {
+            tracing::info!(busy, wal_frames = frames, checkpointed = done, "WAL checkpointed")
+        }
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint at stop failed; the next start replays the WAL"),
     }
     app.store.close().await;

@@ -296,20 +296,7 @@ secret_file = "{whf}"
 }
 
 fn print_cycle(report: &crate::app::CycleReport) {
-    for (name, s) in &report.polled {
-        println!(
-            "polled {name}: {} records in {} pages — {} new, {} updated, {} quarantined",
-            s.records, s.pages, s.inserted, s.updated, s.quarantined
-        );
-    }
-    println!(
-        "matched {} sessions; delivered {} notes ({} retrying, {} failed, {} dead)",
-        report.matched.matched,
-        report.delivered.delivered,
-        report.delivered.retrying,
-        report.delivered.failed,
-        report.delivered.dead
-    );
+    println!("{report}");
 }
 
 /// What `ticketsync auth zoom` does, with the simulator's authorize page as the browser.

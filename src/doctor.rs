@@ -267,53 +267,67 @@ async fn audit_chain_key(cfg: &Config, store: &Store) -> Option<Check> {
         Ok(Err(e)) => {
             fail(name, e.to_string(), "configure the audit key that keyed this database (see docs/security/audit.md)")
         }
-        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.path"),
+        Err(e) => fail(name, e.to_string(), "is it a ticketsync database? check store.url / store.path"),
     })
 }
 
 async fn database(cfg: &Config) -> (Check, Option<Store>) {
     let name = "database";
-    let path = &cfg.store.path;
-    if !path.exists() {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        return (
-            warn(
-                name,
-                format!("{} does not exist yet (created at the first start)", path.display()),
-                // Expected before the first start. `ticketsync migrate` run as root here would
-                // make root the owner of what the service's dynamic user must write.
-                format!(
-                    "none before the first start (the service creates it); after it, check that {} is writable by the service (`journalctl -u ticketsync`)",
-                    parent.display()
+    let shown = cfg.store.display();
+    if let Ok(crate::store::Location::Sqlite(path)) = cfg.store.location() {
+        if !path.exists() {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return (
+                warn(
+                    name,
+                    format!("{} does not exist yet (created at the first start)", path.display()),
+                    // Expected before the first start. `ticketsync migrate` run as root here would
+                    // make root the owner of what the service's dynamic user must write.
+                    format!(
+                        "none before the first start (the service creates it); after it, check that {} is writable by the service (`journalctl -u ticketsync`)",
+                        parent.display()
+                    ),
                 ),
-            ),
-            None,
-        );
+                None,
+            );
+        }
     }
-    let store = match Store::open_read_only(path).await {
+    let store = match crate::app::open_store_read_only(cfg).await {
         Ok(s) => s,
-        Err(e) => return (fail(name, e.to_string(), "check the file's owner and mode"), None),
+        Err(e) if crate::app::not_created(&e) => {
+            let e = e.downcast_ref::<crate::store::StoreError>().map_or_else(|| e.to_string(), |s| s.to_string());
+            return (warn(name, e, "it is created at the first start, or run `ticketsync migrate`"), None);
+        }
+        Err(e) => {
+            let hint = match cfg.store.location() {
+                Ok(crate::store::Location::Postgres(_)) => {
+                    "check store.url, store.password_file (or the credential password) and that the server runs"
+                }
+                _ => "check the file's owner and mode",
+            };
+            return (fail(name, format!("{e:#}"), hint), None);
+        }
     };
     let check =
         crate::store::reads::database_health(&store).await.map(|h| (h.quick_check, h.schema_version, h.audit_rows));
     let latest = crate::store::latest_schema_version();
     let c = match check {
-        Ok((quick, _, _)) if quick != "ok" => fail(
+        Ok((Some(quick), _, _)) if quick != "ok" => fail(
             name,
-            format!("{}: integrity problem: {quick}", path.display()),
+            format!("{shown}: integrity problem: {quick}"),
             "restore the last backup (see docs/operations.md, Upgrade)",
         ),
         Ok((_, applied, rows)) if applied.unwrap_or(0) < latest => warn(
             name,
-            format!("{}: schema version {} of {latest}; {rows} audit rows", path.display(), applied.unwrap_or(0)),
+            format!("{shown}: schema version {} of {latest}; {rows} audit rows", applied.unwrap_or(0)),
             "the daemon upgrades it at start; or run `ticketsync migrate` now",
         ),
-        Ok((_, applied, rows)) => ok(
-            name,
-            format!("{}: integrity ok, schema version {}, {rows} audit rows", path.display(), applied.unwrap_or(0)),
-        ),
+        Ok((quick, applied, rows)) => {
+            let how = if quick.is_some() { "integrity ok" } else { "reachable" };
+            ok(name, format!("{shown}: {how}, schema version {}, {rows} audit rows", applied.unwrap_or(0)))
+        }
         Err(e) => {
-            fail(name, format!("{}: {}", path.display(), e.cause()), "is it a ticketsync database? check store.path")
+            fail(name, format!("{shown}: {}", e.cause()), "is it a ticketsync database? check store.url / store.path")
         }
     };
     (c, Some(store))

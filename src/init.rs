@@ -184,6 +184,33 @@ const COMPONENTS: &[Component] = &[
         next: None,
     },
     Component {
+        name: "rt",
+        role: Role::Sink,
+        section: "sinks.rt",
+        keys: &[key("url", "Request Tracker URL (https://…, REST 2.0 is under <url>/REST/2.0)", None)],
+        secrets: &["token"],
+        next: None,
+    },
+    Component {
+        name: "zammad",
+        role: Role::Sink,
+        section: "sinks.zammad",
+        keys: &[key("url", "Zammad URL (https://…)", None)],
+        secrets: &["token"],
+        next: None,
+    },
+    Component {
+        name: "servicenow",
+        role: Role::Sink,
+        section: "sinks.servicenow",
+        keys: &[
+            key("url", "ServiceNow instance URL (https://<instance>.service-now.com)", None),
+            key("user", "ServiceNow integration user (user_name, Basic auth)", None),
+        ],
+        secrets: &["password"],
+        next: None,
+    },
+    Component {
         name: "webhook",
         role: Role::Sink,
         section: "sinks.webhook",

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{audit_db, load};
+use super::{audit_store, load};
 use ticketsync::cli::{AuditCommand, Cli, Command};
 
 /// `ticketsync audit verify`.
@@ -18,7 +18,7 @@ pub async fn head(cli: &Cli) -> Result<ExitCode> {
     let Command::Audit { command: AuditCommand::Head { db } } = &cli.command else {
         unreachable!("dispatched on Command::Audit")
     };
-    let store = ticketsync::store::Store::open_read_only(&audit_db(cli, db)?).await?;
+    let store = audit_store(cli, db).await?;
     let head = ticketsync::store::audit::head(&store).await?;
     store.close().await;
     println!("{head}");
@@ -30,7 +30,7 @@ pub async fn show(cli: &Cli) -> Result<ExitCode> {
     let Command::Audit { command: AuditCommand::Show { ticket, limit, json, db } } = &cli.command else {
         unreachable!("dispatched on Command::Audit")
     };
-    let store = ticketsync::store::Store::open_read_only(&audit_db(cli, db)?).await?;
+    let store = audit_store(cli, db).await?;
     let mut out = ticketsync::redact::ScrubWriter::new(std::io::stdout().lock());
     let how = ticketsync::export::Show { limit: *limit, json: *json };
     let found = ticketsync::export::show_ticket(&store, ticket, how, &mut out).await?;
@@ -55,7 +55,7 @@ pub async fn export(cli: &Cli) -> Result<ExitCode> {
         to: ticketsync::export::parse_bound(to, true).map_err(|e| anyhow::anyhow!("--to {e}"))?,
         vendor: vendor.clone(),
     };
-    let store = ticketsync::store::Store::open_read_only(&audit_db(cli, db)?).await?;
+    let store = audit_store(cli, db).await?;
     // Scrubbed: rows stored before redaction existed may hold a vendor's echo. The digest is
     // taken under the redactor: it is that of the bytes written.
     let (sink, digest): (Box<dyn std::io::Write>, _) = match output {
@@ -122,11 +122,11 @@ async fn audit_verify(
             Err(e) => return Err(e),
         },
     };
-    let path = audit_db(cli, db)?;
-    let store = ticketsync::store::Store::open_read_only(&path).await?;
-    store.close().await;
+    let store = audit_store(cli, db).await?;
     let started = std::time::Instant::now();
-    match audit::verify_path(&path, VerifyOptions { key, expect_head }).await? {
+    let verdict = audit::verify_with(&store, VerifyOptions { key, expect_head }).await;
+    store.close().await;
+    match verdict? {
         Verify::Ok { rows, head, keyed_from, checked_sessions, checked_deliveries, uncovered } => {
             let scheme = match keyed_from {
                 Some(1) => "keyed (HMAC-SHA256)".to_string(),

@@ -48,7 +48,7 @@ async fn auth(cli: &Cli, provider: &str, code: Option<&str>, state: Option<&str>
     };
     println!(
         "{provider}: authorized; access token valid until {exp}; tokens stored encrypted in {}",
-        cfg.store.path.display()
+        cfg.store.display()
     );
     Ok(())
 }

@@ -58,7 +58,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
     let sinks: Vec<&str> = cfg.sinks.routes().into_iter().map(|r| r.0).collect();
     println!("  sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
-    println!("  database: {}", cfg.store.path.display());
+    println!("  database: {}", cfg.store.display());
     match ticketsync::app::audit_key(&cfg)? {
             Some(_) => println!("  audit chain: keyed (HMAC-SHA256 under store.audit_key)"),
             None => println!(
@@ -81,11 +81,10 @@ async fn check_refresh_tokens(cfg: &Config) -> Result<()> {
     else {
         return Ok(());
     };
-    if !cfg.store.path.exists() {
+    let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? else {
         println!("  splashtop: not authorized yet: run `ticketsync auth splashtop`");
         return Ok(());
-    }
-    let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+    };
     let oauth = ticketsync::sources::splashtop::oauth_client(
         st,
         &store,
@@ -115,8 +114,7 @@ async fn check_lookback(cfg: &Config) -> Result<()> {
     if tv.initial_lookback_days >= retention {
         return Ok(());
     }
-    if cfg.store.path.exists() {
-        let store = ticketsync::store::Store::open_read_only(&cfg.store.path).await?;
+    if let Some(store) = ticketsync::app::open_existing_store_read_only(cfg).await? {
         let polled = ticketsync::store::cursors::load(&store, "teamviewer").await;
         store.close().await;
         if polled?.is_some() {

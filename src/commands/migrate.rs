@@ -10,7 +10,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let cfg = load(cli)?;
     let store = ticketsync::app::open_store(&cfg).await?;
     let v = store.schema_version().await?;
-    println!("database {} at schema version {}", cfg.store.path.display(), v.unwrap_or(0));
+    println!("database {} at schema version {}", cfg.store.display(), v.unwrap_or(0));
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

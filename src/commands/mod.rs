@@ -55,10 +55,25 @@ fn load(cli: &Cli) -> Result<Config> {
     Ok(Config::load(&cli.config)?)
 }
 
-/// `--db FILE`, else `store.path` of the configuration (with its environment override).
+/// `--db FILE`, else `store.path` of the configuration (with its environment override):
+/// the SQLite file of `backup`, which copies a file. A PostgreSQL store has no file.
 fn audit_db(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
     Ok(match db {
         Some(p) => p.clone(),
-        None => load(cli)?.store.path,
+        None => match load(cli)?.store.location()? {
+            ticketsync::store::Location::Sqlite(p) => p,
+            ticketsync::store::Location::Postgres(_) => {
+                return Err(ticketsync::store::StoreError::Unsupported("a file copy of the database").into())
+            }
+        },
     })
+}
+
+/// The database of `--db FILE`, else the configuration's store (SQLite or PostgreSQL),
+/// opened read-only for the auditors' commands.
+async fn audit_store(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<ticketsync::store::Store> {
+    match db {
+        Some(p) => Ok(ticketsync::store::Store::open_read_only(p).await?),
+        None => ticketsync::app::open_store_read_only(&load(cli)?).await,
+    }
 }

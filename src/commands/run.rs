@@ -20,21 +20,7 @@ pub async fn sync_once(cli: &Cli) -> Result<ExitCode> {
     for sink in app.sinks.values() {
         sink.close().await;
     }
-    for (name, s) in &r.polled {
-        println!(
-            "{name}: {} records in {} pages ({} new, {} updated, {} quarantined)",
-            s.records, s.pages, s.inserted, s.updated, s.quarantined
-        );
-    }
-    println!(
-        "matched {} sessions, delivered {} notes ({} already present, {} retrying, {} failed, {} dead)",
-        r.matched.matched,
-        r.delivered.delivered,
-        r.delivered.found_existing,
-        r.delivered.retrying,
-        r.delivered.failed,
-        r.delivered.dead
-    );
+    println!("{r}");
     app.store.close().await;
     Ok(ExitCode::SUCCESS)
 }

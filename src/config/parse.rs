@@ -96,7 +96,7 @@ fn join(prefix: &str, key: &str) -> String {
 
 /// The sections holding the outbound HTTP keys of [`super::OutboundConfig`]; the parse moves
 /// those keys into the section's `outbound` table, which the structs hold as one field.
-pub const OUTBOUND_SECTIONS: [&str; 10] = [
+pub const OUTBOUND_SECTIONS: [&str; 13] = [
     "sources.teamviewer",
     "sources.splashtop",
     "sources.zoom",
@@ -107,6 +107,9 @@ pub const OUTBOUND_SECTIONS: [&str; 10] = [
     "sinks.freshservice",
     "sinks.jsm",
     "sinks.glpi",
+    "sinks.rt",
+    "sinks.zammad",
+    "sinks.servicenow",
 ];
 /// The sink sections, whose routing keys [`super::RouteConfig`] holds as `route`.
 pub use crate::sinks::config::SECTIONS as SINK_SECTIONS;

@@ -380,12 +380,14 @@ async fn link_unmatched_deliveries_and_retry() {
     sim.add_connection(json!({"id": unlinked, "username": "Jon Snow", "start_date": d(50), "end_date": d(45), "session_code": "s111-222-333"}));
     sim.add_connection(json!({"id": "ffffffff-0000-4000-8000-000000000002", "start_date": d(40), "end_date": d(35), "custom_api": "{\"ticket_id\":\"999\"}"}));
     let dir = tempfile::tempdir().unwrap();
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE: the test reads the store through the CLI only.
+    let db = crate::support::TestDb::new(dir.path()).await;
     let cfg = write(
         dir.path(),
         "c.toml",
         &format!(
-            "[store]\npath = \"{}\"\n\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"rm-key\"\n",
-            dir.path().join("t.db").display(),
+            "{}\n[sources.teamviewer]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"rm-key\"\n",
+            db.store_section(),
             sim.base_url,
             redmine.base_url
         ),
@@ -449,4 +451,29 @@ async fn link_unmatched_deliveries_and_retry() {
     assert!(rows[0]["last_error"].as_str().is_some_and(|e| e.contains("404")), "{}", r.stdout);
     assert_eq!(rows[1]["id"].to_string(), delivered_id);
     assert_eq!(rows[1]["state"], "delivered");
+}
+
+/// Before the first start there is no database (no SQLite file; a PostgreSQL database without
+/// the schema): `check` passes, the auditors' commands say it does not exist yet, and once
+/// `migrate` made it they read an empty chain. Either backend (TICKETSYNC_TEST_STORE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_start_the_store_is_missing_not_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::new(dir.path()).await;
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "{}\n[sources.teamviewer]\nbase_url = \"http://127.0.0.1:9\"\ntoken = \"{TOKEN}\"\n",
+            db.store_section()
+        ),
+    );
+    ticketsync(&cfg, &["check"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.failed();
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    ticketsync(&cfg, &["migrate"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.ok();
+    assert_eq!(r.stdout.trim(), format!("0:{}", ticketsync::store::audit::GENESIS));
+    let r = ticketsync(&cfg, &["audit", "verify"], &[]).await.ok();
+    assert!(r.stdout.contains("audit chain OK: 0 rows"), "{}", r.stdout);
 }

@@ -89,8 +89,9 @@ fn query(url: &str, key: &str) -> Option<String> {
     url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
+/// A count (or other integer) of the test's own SQL, on either backend.
 async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(store.sqlite_pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    store.query_i64(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn tv_oauth_cfg(sim: &TeamViewerSim) -> TeamViewerConfig {
@@ -316,7 +317,9 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
     let sim = tv_oauth_sim().await;
     sim.generate(3, 11, Utc::now() - TimeDelta::hours(3));
     let dir = tempfile::tempdir().unwrap();
-    let store = temp_store(dir.path()).await;
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE (the journal then in `dir`).
+    let store = crate::support::test_store(dir.path()).await;
+    let journal_base = store.journal_base().expect("a journal").to_string();
     let cfg = tv_oauth_cfg(&sim);
     let key = TokenKey::derive("teamviewer", &SecretString::from(TV_SECRET.to_string()));
     {
@@ -350,7 +353,7 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
     // left to it, see `writer_alive`).
     entry.writer = Some((u32::MAX, 0));
     assert!(!tokens::writer_alive(entry.writer) && tokens::writer_alive(tokens::this_process()));
-    tokens::journal_write(store.path(), &entry).unwrap();
+    tokens::journal_write(&journal_base, &entry).unwrap();
     assert_eq!(sim.valid_refresh_tokens(), [r2.to_string()]);
 
     // The next start: the poll works with the recovered tokens, no refresh needed.
@@ -358,21 +361,21 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
     assert_eq!(src.poll(&store, &CancellationToken::new()).await.unwrap().inserted, 3);
     assert_eq!(sim.refresh_count(), 1, "only the one the crashed process made");
     assert_eq!(stored_refresh_of(tokens::load(&store, "teamviewer", &key).await.unwrap()).as_deref(), Some(r2));
-    assert!(!tokens::journal_path(store.path(), "teamviewer").exists(), "the entry is removed once committed");
+    assert!(!tokens::journal_path(&journal_base, "teamviewer").exists(), "the entry is removed once committed");
     let replayed = count(
         &store,
-        "SELECT COUNT(*) FROM audit_events WHERE kind = 'token_saved' AND json_extract(detail_json, '$.reason') LIKE '%journal%'",
+        "SELECT COUNT(*) FROM audit_events WHERE kind = 'token_saved' AND detail_json LIKE '%replayed from the token journal%'",
     )
     .await;
     assert_eq!(replayed, 1);
 
     // A leftover entry the database already holds (crash after the commit): removed, no new row.
-    tokens::journal_write(store.path(), &entry).unwrap();
+    tokens::journal_write(&journal_base, &entry).unwrap();
     let generation = count(&store, "SELECT generation FROM oauth_tokens").await;
     let src = TeamViewerSource::with_api(&cfg, TeamViewerApi::new(&cfg, &store).unwrap().with_max_retries(0));
     src.poll(&store, &CancellationToken::new()).await.unwrap();
     assert_eq!(count(&store, "SELECT generation FROM oauth_tokens").await, generation);
-    assert!(!tokens::journal_path(store.path(), "teamviewer").exists());
+    assert!(!tokens::journal_path(&journal_base, "teamviewer").exists());
 }
 
 /// The refresh answer is durable while a page transaction holds the database's write lock:
@@ -382,13 +385,14 @@ async fn token_journal_recovers_a_refresh_the_database_never_got() {
 async fn token_commit_never_waits_behind_a_page_transaction() {
     let sim = tv_oauth_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = temp_store(dir.path()).await;
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE: the same write lock, taken by `begin`.
+    let store = crate::support::test_store(dir.path()).await;
     let cfg = tv_oauth_cfg(&sim);
     let api = TeamViewerApi::new(&cfg, &store).unwrap();
     let oauth = api.oauth().unwrap().clone();
     oauth.exchange_code(&sim.authorization_code()).await.unwrap();
     let key = TokenKey::derive("teamviewer", &SecretString::from(TV_SECRET.to_string()));
-    let journal = tokens::journal_path(store.path(), "teamviewer");
+    let journal = tokens::journal_path(store.journal_base().expect("a journal"), "teamviewer");
     let mut journal_ms = Vec::new();
     let mut synced_ms = Vec::new();
     let mut commit_ms = Vec::new();

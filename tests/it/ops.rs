@@ -54,13 +54,18 @@ fn connection(id: &str, ticket: &str, start: chrono::DateTime<Utc>) -> Value {
 }
 
 fn config(dir: &Path, tv: &TeamViewerSim, hook: &WebhookSim, extra: &str) -> PathBuf {
+    let store = format!("[store]\npath = \"{}\"\n", dir.join("t.db").display());
+    config_on(dir, &store, tv, hook, extra)
+}
+
+/// [`config`] with the `[store]` section given (a [`crate::support::TestDb`]'s).
+fn config_on(dir: &Path, store: &str, tv: &TeamViewerSim, hook: &WebhookSim, extra: &str) -> PathBuf {
     let p = dir.join("ticketsync.toml");
     std::fs::write(
         &p,
         format!(
-            "[store]\npath = \"{db}\"\n\n[daemon]\ndelivery_interval_secs = 1\n\n[sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\n\n\
+            "{store}\n[daemon]\ndelivery_interval_secs = 1\n\n[sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\n\n\
              [sinks.webhook]\nurl = \"{hook}\"\nsecret = \"{HOOK_SECRET}\"\n{extra}",
-            db = dir.join("t.db").display(),
             tv = tv.base_url,
             hook = hook.url,
         ),
@@ -326,8 +331,10 @@ async fn metrics_endpoint_is_scraped_over_http_and_parsed() {
     tv.add_connection(connection("5ae6d2a9-57e9-4c62-b236-280390954b6f", "102", now - chrono::Duration::hours(1)));
     tv.add_connection(json!({"userid": "u1", "start_date": date(now - chrono::Duration::minutes(30))}));
     let dir = tempfile::tempdir().unwrap();
+    // SQLite, or PostgreSQL with TICKETSYNC_TEST_STORE: the daemon is read through /metrics only.
+    let db = crate::support::TestDb::new(dir.path()).await;
     // No [http] section: the listener is on by default (on a free port, as the harness sets).
-    let cfg = config(dir.path(), &tv, &hook, "");
+    let cfg = config_on(dir.path(), &db.store_section(), &tv, &hook, "");
 
     let (mut child, mut lines) = crate::support::spawn_daemon(&cfg);
     // JSON log lines: the listener logs its address.

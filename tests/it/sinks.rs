@@ -1,7 +1,8 @@
 //! The sink conformance suite: one set of cases, written once against a [`Target`], run
 //! against the Redmine sink on a real Redmine, the Redmine sink on the simulator, the
-//! webhook sink on the webhook simulator, and the Zendesk, Freshservice, Jira Service
-//! Management and GLPI sinks on their simulators. Every sink talks to its system through a
+//! webhook sink on the webhook simulator, the Zendesk, Freshservice, Jira Service
+//! Management and GLPI sinks on their simulators, and the Request Tracker sink on a real RT 5
+//! and on its simulator. Every sink talks to its system through a
 //! [`FaultProxy`], which injects 404/401/429/5xx answers, late answers and dropped
 //! connections. Deliveries go through the real outbox and `deliver_due`.
 
@@ -20,20 +21,26 @@ use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
+use ticketsync::sim::rt::RtSim;
+use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::webhook::WebhookSim;
+use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
+use ticketsync::sinks::rt::RtSink;
+use ticketsync::sinks::servicenow::{Grant, OAuthSettings, ServiceNowAuth, ServiceNowSink};
 use ticketsync::sinks::webhook::WebhookSink;
+use ticketsync::sinks::zammad::{ZammadAuth, ZammadSink};
 use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
 use ticketsync::sinks::TicketSink;
 use ticketsync::store::outbox::{self, Delivery};
 use ticketsync::store::Store;
 
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::support::{self, RedmineCi};
+use crate::support::{self, RedmineCi, RtCi};
 
 const SIM_REDMINE_KEY: &str = "sim-redmine-key-5f1c";
 const WEBHOOK_SECRET: &str = "sim-webhook-secret-9a7e";
@@ -45,6 +52,13 @@ const JSM_EMAIL: &str = "bot@example.test";
 const JSM_TOKEN: &str = "sim-jsm-token-4e8a";
 const GLPI_USER_TOKEN: &str = "sim-glpi-user-token-c3d9";
 const GLPI_APP_TOKEN: &str = "sim-glpi-app-token-0f6b";
+/// RT's token shape: version, the owner's user id (14: root on a fresh RT), the secret.
+const SN_USER: &str = "ticketsync.api";
+const SN_PASSWORD: &str = "sim-servicenow-password-3d71";
+const SN_CLIENT_ID: &str = "4f1d0c5e9a7b4c2d8e6f0a1b2c3d4e5f";
+const SN_CLIENT_SECRET: &str = "sim-servicenow-client-secret-b9a0";
+const ZAMMAD_TOKEN: &str = "sim-zammad-token-8c2e";
+const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -57,13 +71,24 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
 // Targets
 
 enum Backend {
-    RealRedmine { ci: RedmineCi, http: reqwest::Client },
+    RealRedmine {
+        ci: RedmineCi,
+        http: reqwest::Client,
+    },
     SimRedmine(RedmineSim),
     SimWebhook(WebhookSim),
     SimZendesk(ZendeskSim),
     SimFreshservice(FreshserviceSim),
     SimJsm(JsmSim),
     SimGlpi(GlpiSim),
+    RealRt(RtCi),
+    SimRt(RtSim),
+    SimZammad(ZammadSim),
+    /// `oauth`: the sink takes a token with the password grant instead of Basic auth.
+    SimServiceNow {
+        sim: ServiceNowSim,
+        oauth: bool,
+    },
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -141,6 +166,44 @@ impl Target {
         Some(Target { backend: Backend::SimGlpi(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn rt_real() -> Option<Target> {
+        let ci = support::rt_ci()?;
+        let proxy = FaultProxy::start(&ci.url).await;
+        Some(Target { backend: Backend::RealRt(ci), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn rt_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = RtSim::start(RT_TOKEN, &ids).await.expect("start RT simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimRt(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn zammad_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let auth = format!("Token token={ZAMMAD_TOKEN}");
+        let sim = ZammadSim::start(&auth, &ids).await.expect("start Zammad simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimZammad(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn servicenow(oauth: bool) -> Option<Target> {
+        let numbers: Vec<String> = (1..=SIM_TICKETS).map(|i| format!("INC{:07}", 10_000 + i)).collect();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let sim = ServiceNowSim::start(SN_USER, SN_PASSWORD, &numbers).await.expect("start ServiceNow simulator");
+        sim.enable_oauth(SN_CLIENT_ID, SN_CLIENT_SECRET, 1799);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimServiceNow { sim, oauth }, proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn servicenow_sim() -> Option<Target> {
+        Self::servicenow(false).await
+    }
+
+    async fn servicenow_oauth_sim() -> Option<Target> {
+        Self::servicenow(true).await
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -150,6 +213,10 @@ impl Target {
             Backend::SimFreshservice(_) => FRESHSERVICE_KEY.into(),
             Backend::SimJsm(_) => JSM_TOKEN.into(),
             Backend::SimGlpi(_) => GLPI_USER_TOKEN.into(),
+            Backend::RealRt(ci) => ci.token.clone(),
+            Backend::SimRt(_) => RT_TOKEN.into(),
+            Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
+            Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
         }
     }
 
@@ -159,6 +226,8 @@ impl Target {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => s.push(ci.customer_api_key.clone()),
             Backend::SimGlpi(_) => s.push(GLPI_APP_TOKEN.into()),
+            Backend::RealRt(ci) => s.push(ci.person_password.clone()),
+            Backend::SimServiceNow { .. } => s.push(SN_CLIENT_SECRET.into()),
             _ => {}
         }
         s
@@ -205,6 +274,24 @@ impl Target {
                 None,
                 http,
             )),
+            Backend::RealRt(_) | Backend::SimRt(_) => {
+                Arc::new(RtSink::new("rt", &self.proxy.base_url, secret, None, http))
+            }
+            Backend::SimZammad(_) => {
+                Arc::new(ZammadSink::new("zammad", &self.proxy.base_url, ZammadAuth::Token(secret), None, http))
+            }
+            Backend::SimServiceNow { oauth, .. } => {
+                let auth = match oauth {
+                    false => ServiceNowAuth::Basic { user: SN_USER.into(), password: secret },
+                    true => ServiceNowAuth::OAuth(OAuthSettings {
+                        client_id: SN_CLIENT_ID.into(),
+                        client_secret: SecretString::from(SN_CLIENT_SECRET.to_string()),
+                        grant: Grant::Password { user: SN_USER.into(), password: secret },
+                        token_url: None,
+                    }),
+                };
+                Arc::new(ServiceNowSink::new("servicenow", &self.proxy.base_url, auth, "incident", None, http))
+            }
         }
     }
 
@@ -222,6 +309,9 @@ impl Target {
             Backend::SimFreshservice(_) => ("POST", "/notes"),
             Backend::SimJsm(_) => ("POST", "/servicedeskapi/request/"),
             Backend::SimGlpi(_) => ("POST", "/ITILFollowup"),
+            Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
+            Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
+            Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
         }
     }
 
@@ -244,7 +334,8 @@ impl Target {
     /// ticket is missing before writing (GLPI reads the ticket, JSM's remote link is refused).
     fn writes_for_missing_ticket(&self) -> usize {
         match &self.backend {
-            Backend::SimGlpi(_) | Backend::SimJsm(_) => 0,
+            // ServiceNow resolves the number first: a number it does not have is never written.
+            Backend::SimGlpi(_) | Backend::SimJsm(_) | Backend::SimServiceNow { .. } => 0,
             _ => 1,
         }
     }
@@ -265,9 +356,15 @@ impl Target {
             Backend::SimRedmine(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
-            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
-                self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string()
+            Backend::RealRt(ci) => ci.new_ticket("ticketsync sink conformance").await.to_string(),
+            Backend::SimServiceNow { .. } => {
+                format!("INC{:07}", 10_000 + self.next_ticket.fetch_add(1, Ordering::SeqCst))
             }
+            Backend::SimZendesk(_)
+            | Backend::SimFreshservice(_)
+            | Backend::SimGlpi(_)
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
         }
     }
 
@@ -275,11 +372,15 @@ impl Target {
     /// answer 404, as a receiver that knows its tickets would.
     async fn missing_ticket(&self) -> String {
         match &self.backend {
-            Backend::RealRedmine { .. } => "999999999".into(),
-            Backend::SimRedmine(_) | Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) => {
-                "999999".into()
-            }
+            Backend::RealRedmine { .. } | Backend::RealRt(_) => "999999999".into(),
+            Backend::SimRedmine(_)
+            | Backend::SimZendesk(_)
+            | Backend::SimFreshservice(_)
+            | Backend::SimGlpi(_)
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
+            Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
                 self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
                 "WH-404".into()
@@ -338,6 +439,28 @@ impl Target {
                     text: ticketsync::sim::html::to_text(&ticketsync::sinks::common::unescape_html(&f.content)),
                     private: f.is_private,
                 })
+                .collect(),
+            // A comment is private (agents with ShowTicketComments); a reply reaches the requestors.
+            Backend::RealRt(ci) => ci
+                .messages(ticket)
+                .await
+                .into_iter()
+                .map(|(kind, _, text)| Posted { text, private: kind == "Comment" })
+                .collect(),
+            Backend::SimRt(sim) => sim
+                .messages(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|t| Posted { text: t.text(), private: t.kind == "Comment" })
+                .collect(),
+            Backend::SimServiceNow { sim, .. } => sim
+                .journal(ticket)
+                .into_iter()
+                .map(|j| Posted { text: j.value, private: j.element == "work_notes" })
+                .collect(),
+            Backend::SimZammad(sim) => sim
+                .articles(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.body), private: a.internal })
                 .collect(),
         }
     }
@@ -915,3 +1038,8 @@ conformance!(zendesk_sim);
 conformance!(freshservice_sim);
 conformance!(jsm_sim);
 conformance!(glpi_sim);
+conformance!(rt_real);
+conformance!(rt_sim);
+conformance!(zammad_sim);
+conformance!(servicenow_sim);
+conformance!(servicenow_oauth_sim);

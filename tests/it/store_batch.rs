@@ -58,7 +58,7 @@ async fn a_page_upsert_records_each_state_change_once_and_keeps_the_chain() {
     // The vendor stops returning #1; it is marked vanished, then comes back unchanged.
     let mut tx = store.begin().await.unwrap();
     sqlx::query("UPDATE sessions SET vanished_at = '2026-01-01T00:00:00.000Z' WHERE external_id = '1'")
-        .execute(&mut *tx)
+        .execute(tx.sqlite_conn())
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::support::TestStore;
 use chrono::{Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -22,10 +23,12 @@ use ticketsync::store::outbox::{self, Outcome};
 use ticketsync::store::tokens::{self, Loaded, TokenKey};
 use ticketsync::store::{cursors, links, reads, sessions, Store};
 
-/// The backend under test. A second implementation opens its own store here (a throwaway
-/// database per test) and runs every test below unchanged.
-async fn open(dir: &Path) -> Store {
-    crate::support::temp_store(dir).await
+/// The backend under test: SQLite in `dir`, or, with `TICKETSYNC_TEST_STORE` set to a
+/// PostgreSQL URL (`postgres://postgres@127.0.0.1/postgres`), a throwaway database created
+/// on that server for this test and dropped after it ([`crate::support::TestDb`]). Every
+/// test below runs unchanged on either.
+async fn open(dir: &Path) -> TestStore {
+    crate::support::test_store(dir).await
 }
 
 fn session(vendor: &str, ext: &str, code: &str, ended: bool) -> NewSession {
@@ -219,6 +222,11 @@ async fn links_matches_and_rematch() {
     assert_eq!(r.sessions.len(), 1);
     assert_eq!((r.sessions[0].external_id.as_str(), r.sessions[0].rule.as_str()), ("x1", "link"));
     assert!(r.history.iter().any(|e| e.kind == "session_matched"));
+    // The session's page row shows as its `session_seen` event (the views of migration
+    // 0007), with the detail text SQLite's json_object writes, on either backend.
+    let seen: Vec<&str> =
+        r.history.iter().filter(|e| e.kind == "session_seen").map(|e| e.detail_json.as_str()).collect();
+    assert_eq!(seen, [r#"{"ended":true,"external_id":"x1","session_code":"S119-457"}"#]);
     assert!(history::ticket_record(&store, "9999").await.unwrap().is_empty());
 
     // A meeting source polls by `created` links whose session has not ended.
@@ -724,9 +732,11 @@ async fn schema_doctor_and_metrics_reads() {
     let latest = ticketsync::store::latest_schema_version();
     assert!(latest > 0);
     assert_eq!(store.schema_version().await.unwrap(), Some(latest), "opened means migrated");
+    // SQLite's PRAGMA checks; PostgreSQL has none to report.
+    let check = (store.dialect() == ticketsync::store::Dialect::Sqlite).then(|| "ok".to_string());
     let h = reads::database_health(&store).await.unwrap();
-    assert_eq!((h.quick_check.as_str(), h.schema_version, h.audit_rows), ("ok", Some(latest), 0));
-    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    assert_eq!((h.quick_check.clone(), h.schema_version, h.audit_rows), (check.clone(), Some(latest), 0));
+    assert_eq!(store.integrity_check().await.unwrap(), check);
 
     // The metrics scrape reads every gauge's query (configured sinks without rows too).
     enqueue(&store, "redmine", "3", "k1").await.unwrap();
@@ -739,7 +749,7 @@ async fn schema_doctor_and_metrics_reads() {
     // A read-only open (auditors' commands) answers the same reads and keeps the marker key.
     let key = store.marker_key().bytes().to_vec();
     store.close().await;
-    let ro = Store::open_read_only(&dir.path().join("t.db")).await.unwrap();
+    let ro = Store::connect_read_only(&store.db.url, None).await.unwrap();
     assert_eq!(ro.schema_version().await.unwrap(), Some(latest));
     assert_eq!(reads::database_health(&ro).await.unwrap().audit_rows, reads::audit_rows(&ro).await.unwrap());
     assert_eq!(outbox::list(&ro, None).await.unwrap().len(), 1);
@@ -942,4 +952,51 @@ async fn audit_key_keys_the_chain() {
     }
     // The same key again appends nothing.
     assert_eq!(audit::use_key(&store, Some(key)).await.unwrap().started_keyed_at, None);
+}
+
+/// `audit verify` finds a session or a note edited after the fact, and the history refuses
+/// an edit of itself, on either backend. (Tampering needs SQL of the test's own, through the
+/// `test-support` hook; everything else here goes through the store's API.)
+#[tokio::test]
+async fn verify_finds_edits_and_the_history_is_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    page(
+        &store,
+        &[Ok(session("teamviewer", "a", "s1", true)), Ok(session("teamviewer", "b", "s2", true))],
+        "w1",
+        "{}",
+        None,
+    )
+    .await;
+    let d = enqueue(&store, "redmine", "4", "t1").await.unwrap();
+    match audit::verify(&store).await.unwrap() {
+        Verify::Ok { checked_sessions, checked_deliveries, uncovered, .. } => {
+            assert_eq!((checked_sessions, checked_deliveries, uncovered), (2, 1, 0))
+        }
+        other => panic!("audit chain not intact: {other:?}"),
+    }
+
+    for sql in ["UPDATE audit_events SET kind = 'x' WHERE id = 1", "DELETE FROM audit_events WHERE id = 1"] {
+        let err = store.execute_raw(sql).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+
+    assert_eq!(
+        store.execute_raw("UPDATE sessions SET technician = 'Mallory' WHERE external_id = 'b'").await.unwrap(),
+        1
+    );
+    match audit::verify(&store).await.unwrap() {
+        Verify::Evidence { subject, row_id: Some(_), .. } => assert!(subject.starts_with("sessions row"), "{subject}"),
+        other => panic!("the edited session is not reported: {other:?}"),
+    }
+    store.execute_raw("UPDATE sessions SET technician = 'Ana' WHERE external_id = 'b'").await.unwrap();
+    assert_chain_ok(audit::verify(&store).await.unwrap());
+
+    let edit = format!("UPDATE deliveries SET note_json = '{{\"body\":\"other\"}}' WHERE id = {d}");
+    assert_eq!(store.execute_raw(&edit).await.unwrap(), 1);
+    match audit::verify(&store).await.unwrap() {
+        Verify::Evidence { subject, .. } => assert_eq!(subject, format!("deliveries row {d}")),
+        other => panic!("the edited note is not reported: {other:?}"),
+    }
 }

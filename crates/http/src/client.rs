@@ -155,28 +155,8 @@ impl VendorClient {
     {
         // A vendor read is a page fetch of a poll: its duration, retries and holds included,
         // goes to `ticketsync_page_fetch_duration_seconds{source}` (through the `metrics`
-        // facade, so this layer names no product module).
-        let started = std::time::Instant::now();
-        let read = method == reqwest::Method::GET;
-        let r = self.call_once(method, path, query, body, decode).await;
-        if read {
-            metrics::histogram!("ticketsync_page_fetch_duration_seconds", "source" => self.vendor)
-                .record(started.elapsed().as_secs_f64());
-        }
-        r
-    }
-
-    async fn call_once<T, F>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        decode: F,
-    ) -> Result<T, CallError>
-    where
-        F: Fn(Answer) -> Result<T, ApiError>,
-    {
+        // facade, so this layer names no product module), on every way out of this function.
+        let _timer = (method == reqwest::Method::GET).then(|| ReadTimer::new(self.vendor));
         let url = format!("{}{}", self.base, path);
         let mut refreshed = false;
         loop {
@@ -212,5 +192,24 @@ impl VendorClient {
                 (res, _) => return res.map_err(CallError::Api),
             }
         }
+    }
+}
+
+/// Records the time from its creation to its drop as a page fetch of `source`.
+struct ReadTimer {
+    source: &'static str,
+    started: std::time::Instant,
+}
+
+impl ReadTimer {
+    fn new(source: &'static str) -> ReadTimer {
+        ReadTimer { source, started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for ReadTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("ticketsync_page_fetch_duration_seconds", "source" => self.source)
+            .record(self.started.elapsed().as_secs_f64());
     }
 }

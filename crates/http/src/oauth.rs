@@ -343,7 +343,7 @@ impl OAuthClient {
     /// after the vendor answered). Only onto the row it was meant to follow: if the database
     /// already holds that refresh token, or moved on since, the entry is just removed.
     async fn replay_journal(&self) {
-        let db = self.store.path().to_string();
+        let Some(db) = self.store.journal_base().map(str::to_string) else { return };
         let Some(entry) = tokens::journal_read(&db, &self.provider) else { return };
         // A save still under way in a live process (this one included: another client of the
         // same provider) is that process's to commit; replaying it too would commit it twice.
@@ -682,12 +682,13 @@ impl OAuthClient {
             refresh_exp.as_deref(),
             reason,
         );
-        let db = self.store.path().to_string();
+        let db = self.store.journal_base().map(str::to_string);
         let mut journal = Duration::ZERO;
         let mut synced = Duration::ZERO;
         // Staged on this thread (a small write and a rename, no waiting): a kill from here on
-        // loses nothing. The fsyncs for power loss follow on the blocking pool.
-        let journaled = match refresh.is_some().then(|| tokens::journal_stage(&db, &sealed)) {
+        // loses nothing. The fsyncs for power loss follow on the blocking pool. No journal
+        // without a place for it (a PostgreSQL store not given one).
+        let journaled = match db.as_deref().filter(|_| refresh.is_some()).map(|db| tokens::journal_stage(db, &sealed)) {
             None => false,
             Some(Ok(path)) => {
                 journal = answered.elapsed();
@@ -710,8 +711,8 @@ impl OAuthClient {
             .await
             .map_err(|e| self.store_err(e))?
             .expect("an unconditional save always writes");
-        if journaled {
-            tokens::journal_remove(&db, &self.provider);
+        if let Some(db) = db.as_deref().filter(|_| journaled) {
+            tokens::journal_remove(db, &self.provider);
         }
         let timing = CommitTiming { journal, journal_synced: synced, database: answered.elapsed() };
         *self.last_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(timing);

@@ -22,7 +22,8 @@ use super::TicketSink;
 pub use ticketsync_config::{declared_secret, key_err, require, ConfigError, Errors, SecretUse};
 pub use ticketsync_http::{outbound_section, Outbound, OutboundConfig};
 
-fn yes() -> bool {
+/// Serde's default for `enabled` and the other keys that default to on.
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -157,7 +158,7 @@ crate::config::outbound_section!(JsmConfig, "sinks.jsm");
 
 crate::config::outbound_section!(GlpiConfig, "sinks.glpi");
 
-fn check_url(e: &mut Errors, key: &str, u: &str) {
+pub(crate) fn check_url(e: &mut Errors, key: &str, u: &str) {
     e.add(ticketsync_config::check_url(u).map_err(|m| key_err(key, m)));
 }
 
@@ -231,6 +232,9 @@ pub struct SinksConfig {
     pub freshservice: Option<FreshserviceConfig>,
     pub jsm: Option<JsmConfig>,
     pub glpi: Option<GlpiConfig>,
+    pub rt: Option<crate::rt::config::RtConfig>,
+    pub zammad: Option<crate::zammad::config::ZammadConfig>,
+    pub servicenow: Option<crate::servicenow::config::ServiceNowConfig>,
 }
 
 impl SinksConfig {
@@ -238,13 +242,16 @@ impl SinksConfig {
     /// systems the binary builds, validates, routes and asks for secrets. Adding a ticket
     /// system is its module, its field above and one line here (and in [`SECTIONS`]).
     pub fn all(&self) -> Vec<&dyn SinkSection> {
-        let all: [Option<&dyn SinkSection>; 6] = [
+        let all: [Option<&dyn SinkSection>; 9] = [
             self.redmine.as_ref().map(|c| c as _),
             self.webhook.as_ref().map(|c| c as _),
             self.zendesk.as_ref().map(|c| c as _),
             self.freshservice.as_ref().map(|c| c as _),
             self.jsm.as_ref().map(|c| c as _),
             self.glpi.as_ref().map(|c| c as _),
+            self.rt.as_ref().map(|c| c as _),
+            self.zammad.as_ref().map(|c| c as _),
+            self.servicenow.as_ref().map(|c| c as _),
         ];
         all.into_iter().flatten().collect()
     }
@@ -381,13 +388,22 @@ impl WebhookConfig {
 /// The sink sections under `[sinks]`, as the config parse needs them before any section is
 /// read (their routing keys live in [`RouteConfig`]); a test checks them against
 /// [`SinksConfig::all`].
-pub const SECTIONS: [&str; 6] =
-    ["sinks.redmine", "sinks.webhook", "sinks.zendesk", "sinks.freshservice", "sinks.jsm", "sinks.glpi"];
+pub const SECTIONS: [&str; 9] = [
+    "sinks.redmine",
+    "sinks.webhook",
+    "sinks.zendesk",
+    "sinks.freshservice",
+    "sinks.jsm",
+    "sinks.glpi",
+    "sinks.rt",
+    "sinks.zammad",
+    "sinks.servicenow",
+];
 
 /// The sink sections' secret keys (credentials named by `ticketsync_config::credential`:
 /// `redmine_api_key`, …), as `doctor` needs them before any section is read; a test checks
 /// them against the sections' [`SinkSection::secrets`].
-pub const SECRET_KEYS: [&str; 7] = [
+pub const SECRET_KEYS: [&str; 11] = [
     "sinks.redmine.api_key",
     "sinks.webhook.secret",
     "sinks.zendesk.token",
@@ -395,6 +411,10 @@ pub const SECRET_KEYS: [&str; 7] = [
     "sinks.jsm.token",
     "sinks.glpi.user_token",
     "sinks.glpi.app_token",
+    "sinks.rt.token",
+    "sinks.zammad.token",
+    "sinks.servicenow.password",
+    "sinks.servicenow.client_secret",
 ];
 
 /// What building a sink takes besides its own section.
@@ -445,9 +465,14 @@ macro_rules! section_basics {
         }
     };
 }
+pub(crate) use section_basics;
 
 /// An HTTP sink with the knobs every one of them takes from the context and its section.
-fn tuned<S: HttpKnobs + TicketSink + 'static>(sink: S, ctx: &BuildCtx, out: &Outbound<'_>) -> Arc<dyn TicketSink> {
+pub(crate) fn tuned<S: HttpKnobs + TicketSink + 'static>(
+    sink: S,
+    ctx: &BuildCtx,
+    out: &Outbound<'_>,
+) -> Arc<dyn TicketSink> {
     Arc::new(sink.with_inline_limit(ctx.inline_limit).with_max_response_bytes(out.limit()))
 }
 

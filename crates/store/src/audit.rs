@@ -19,7 +19,9 @@ use serde_json::Value;
 use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 
-use super::{Result, StoreError, Tx};
+use futures::TryStreamExt;
+
+use super::{on_pool, on_tx, Result, StoreError, Tx};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -83,12 +85,11 @@ impl AuditKey {
     }
 }
 
-/// Audit keys by database file (as SQLite names it), for the writers: events are appended
-/// from deep inside write transactions that only hold the connection, and threading the key
-/// through every one of them would touch every writer for a value fixed at start-up.
+/// Audit keys by database (the file as SQLite names it; host, port and database on
+/// PostgreSQL), for the writers: events are appended from deep inside write transactions
+/// that only hold the transaction, and threading the key through every one of them would
+/// touch every writer for a value fixed at start-up.
 static KEYS: LazyLock<RwLock<HashMap<String, Arc<AuditKey>>>> = LazyLock::new(Default::default);
-
-const MAIN_FILE: &str = "(SELECT file FROM pragma_database_list WHERE name = 'main')";
 
 fn registered(file: &str) -> Option<Arc<AuditKey>> {
     KEYS.read().unwrap_or_else(|e| e.into_inner()).get(file).cloned()
@@ -118,20 +119,26 @@ pub async fn key_fits(
     store: &super::Store,
     key: Option<&AuditKey>,
 ) -> Result<std::result::Result<Option<i64>, KeyUseError>> {
-    let evidence: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'chain_version')",
-    )
-    .fetch_one(&store.pool)
-    .await?;
-    if !evidence {
-        return Ok(Ok(None));
+    // A SQLite database from before the audit evidence migration has no chain_version (a
+    // read-only open does not migrate); PostgreSQL's schema always had it.
+    if store.dialect() == super::Dialect::Sqlite {
+        let evidence: bool = on_pool!(store, |ex, _d| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'chain_version')",
+        )
+        .fetch_one(ex)
+        .await?);
+        if !evidence {
+            return Ok(Ok(None));
+        }
     }
-    let tail: Option<TailRow> = sqlx::query_as(
+    let tail: Option<TailRow> = on_pool!(store, |ex, _d| {
+        sqlx::query_as(
         "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
          subject_sha256 FROM audit_events ORDER BY id DESC LIMIT 1",
     )
-    .fetch_optional(&store.pool)
-    .await?;
+    .fetch_optional(ex)
+    .await?
+    });
     let Some(t) = tail.filter(|t| t.chain_version == ChainVersion::Keyed as i64) else { return Ok(Ok(None)) };
     Ok(match key {
         None => Err(KeyUseError::Missing(t.id)),
@@ -149,7 +156,7 @@ pub async fn key_fits(
 /// that does not match the chain's last row (appending would break the chain).
 pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyStatus> {
     // Read first, without the write lock: read-only commands open the store this way too.
-    let file: String = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(&store.pool).await?;
+    let file = store.db_id.to_string();
     let tail_keyed = key_fits(store, key.as_ref()).await?.map_err(|e| StoreError::Invalid(e.to_string()))?.is_some();
     {
         let mut keys = KEYS.write().unwrap_or_else(|e| e.into_inner());
@@ -159,7 +166,7 @@ pub async fn use_key(store: &super::Store, key: Option<AuditKey>) -> Result<KeyS
         };
     }
     let mut started_keyed_at = None;
-    let mut head = head_in(&mut *store.pool.acquire().await?).await?.unwrap_or((0, GENESIS.to_string()));
+    let mut head = head_of(store).await?.unwrap_or((0, GENESIS.to_string()));
     if key.is_some() && !tail_keyed {
         let mut tx = store.begin().await?;
         let previous = head.0;
@@ -492,21 +499,20 @@ pub(crate) fn fixed_chunks<'a, T>(items: &'a [T], sizes: &'static [usize]) -> im
 }
 
 impl Chain {
-    /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`). The same
-    /// statement names the database file, which selects the audit key ([`use_key`]).
+    /// Read the tail inside `tx`, which must hold the write lock (`Store::begin`). The
+    /// transaction names the database, which selects the audit key ([`use_key`]).
     pub async fn load(tx: &mut Tx<'_>) -> Result<Chain> {
-        let (file, id, hash, version): (Option<String>, Option<i64>, Option<String>, Option<i64>) =
-            sqlx::query_as(&format!(
-                "SELECT {MAIN_FILE}, t.id, t.hash, t.chain_version FROM (SELECT 1) LEFT JOIN
-                 (SELECT id, hash, chain_version FROM audit_events ORDER BY id DESC LIMIT 1) t"
-            ))
-            .fetch_one(&mut **tx)
-            .await?;
-        let (next_id, prev_hash) = match (id, hash) {
-            (Some(id), Some(h)) => (id + 1, h),
-            _ => (1, GENESIS.to_string()),
+        let tail: Option<(i64, String, i64)> = on_tx!(tx, |ex, _d| sqlx::query_as(
+            "SELECT id, hash, chain_version FROM audit_events ORDER BY id DESC LIMIT 1"
+        )
+        .fetch_optional(ex)
+        .await?);
+        let version = tail.as_ref().map(|t| t.2);
+        let (next_id, prev_hash) = match tail {
+            Some((id, h, _)) => (id + 1, h),
+            None => (1, GENESIS.to_string()),
         };
-        let key = file.as_deref().and_then(registered);
+        let key = registered(tx.db_id());
         // Never an unkeyed row after a keyed one (another process keyed the chain after this
         // one started without the key): the write fails instead of weakening the chain.
         if key.is_none() && version == Some(ChainVersion::Keyed as i64) {
@@ -571,27 +577,29 @@ impl Chain {
     /// Write the pushed rows.
     pub async fn flush(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for chunk in fixed_chunks(&self.pending, &ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            on_tx!(tx, |ex, _d, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
                 "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
                  chain_version, subject_sha256) ",
             );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id)
-                    .push_bind(&r.at)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.vendor)
-                    .push_bind(r.session_id)
-                    .push_bind(&r.ticket_id)
-                    .push_bind(r.delivery_id)
-                    .push_bind(&r.detail)
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash)
-                    .push_bind(r.version)
-                    .push_bind(&r.subject);
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.id)
+                        .push_bind(&r.at)
+                        .push_bind(&r.kind)
+                        .push_bind(&r.vendor)
+                        .push_bind(r.session_id)
+                        .push_bind(&r.ticket_id)
+                        .push_bind(r.delivery_id)
+                        .push_bind(&r.detail)
+                        .push_bind(&r.prev_hash)
+                        .push_bind(&r.hash)
+                        .push_bind(r.version)
+                        .push_bind(&r.subject);
+                });
+                // Kept prepared: there are only `ROWS_PER_INSERT.len()` shapes (a cache holding a
+                // statement per row count grew the RSS by tens of MB in the benchmark).
+                q.build().persistent(true).execute(ex).await?;
             });
-            // Kept prepared: there are only `ROWS_PER_INSERT.len()` shapes (a cache holding a
-            // statement per row count grew the RSS by tens of MB in the benchmark).
-            q.build().persistent(true).execute(&mut **tx).await?;
         }
         self.pending.clear();
         Ok(())
@@ -641,14 +649,22 @@ pub fn parse_head(s: &str) -> std::result::Result<(i64, String), String> {
     Ok((id, hash))
 }
 
-/// Walk the chain of the database of `store` (see [`verify_path`]), with the audit key
+/// Walk the chain of the database of `store` (see [`verify_with`]), with the audit key
 /// this process writes that database with, if any.
 pub async fn verify(store: &super::Store) -> Result<Verify> {
-    let pool = &store.pool;
-    let path = pool.connect_options().get_filename().to_path_buf();
-    let file: Option<String> = sqlx::query_scalar(&format!("SELECT {MAIN_FILE}")).fetch_one(pool).await?;
-    let key = file.as_deref().and_then(registered).map(|k| (*k).clone());
-    verify_path(&path, VerifyOptions { key, expect_head: None }).await
+    let key = registered(&store.db_id).map(|k| (*k).clone());
+    verify_with(store, VerifyOptions { key, expect_head: None }).await
+}
+
+/// Walk the chain of `store` in id order, read-only, in constant memory (see
+/// [`verify_path`] for what is checked). SQLite: through its file, as `verify_path`;
+/// PostgreSQL: the same checks over one repeatable-read snapshot, the chain streamed and
+/// the sessions and deliveries read in batches.
+pub async fn verify_with(store: &super::Store, opts: VerifyOptions) -> Result<Verify> {
+    match store.file() {
+        Some(path) => verify_path(path, opts).await,
+        None => verify_sql(store, &opts).await,
+    }
 }
 
 /// Walk the chain in id order, read-only, in constant memory: ids without gaps, each
@@ -680,42 +696,43 @@ fn verify_blocking(path: &std::path::Path, opts: &VerifyOptions) -> Result<Verif
         .and_then(|mut s| s.exists([]))
         .map_err(db_err)?;
     let walk = walk_chain(&conn, has_evidence, opts).map_err(db_err)?;
-    let (rows, head, keyed_from) = match walk {
-        Walk::Done { rows, head, keyed_from } => (rows, head, keyed_from),
-        Walk::Broken(v) => return Ok(v),
-        Walk::NeedsKey(id) => {
-            return Err(StoreError::Invalid(format!(
-                "the audit chain is keyed (HMAC) from row {id}: verifying it needs the audit key \
-                 (store.audit_key_file in the configuration, or --key-file)"
-            )))
-        }
+    let (rows, head, keyed_from) = match walked(walk, opts)? {
+        Ok(done) => done,
+        Err(v) => return Ok(v),
     };
-    if opts.key.is_some() && keyed_from.is_none() && rows > 0 {
-        return Ok(Verify::Broken {
-            row_id: rows as i64,
-            reason: "no row is keyed although an audit key was given: the chain was rewritten without the key, \
-                     or this database was never written with it (start ticketsync once with the key)"
-                .into(),
-        });
-    }
     if !has_evidence {
         return Ok(Verify::Ok { rows, head, keyed_from, checked_sessions: 0, checked_deliveries: 0, uncovered: 0 });
     }
-    let mut stats = (0u64, 0u64, 0u64);
+    let mut stats = Stats::default();
     if let Some(v) = check_sessions(&conn, &mut stats).map_err(db_err)? {
         return Ok(v);
     }
     if let Some(v) = check_deliveries(&conn, &mut stats).map_err(db_err)? {
         return Ok(v);
     }
-    Ok(Verify::Ok {
-        rows,
-        head,
-        keyed_from,
-        checked_sessions: stats.0,
-        checked_deliveries: stats.1,
-        uncovered: stats.2,
-    })
+    Ok(stats.ok(rows, head, keyed_from))
+}
+
+/// Sessions and deliveries checked against the chain, and those recorded only before
+/// audit evidence existed.
+#[derive(Debug, Default)]
+struct Stats {
+    sessions: u64,
+    deliveries: u64,
+    uncovered: u64,
+}
+
+impl Stats {
+    fn ok(self, rows: u64, head: String, keyed_from: Option<i64>) -> Verify {
+        Verify::Ok {
+            rows,
+            head,
+            keyed_from,
+            checked_sessions: self.sessions,
+            checked_deliveries: self.deliveries,
+            uncovered: self.uncovered,
+        }
+    }
 }
 
 enum Walk {
@@ -729,6 +746,129 @@ enum Walk {
     NeedsKey(i64),
 }
 
+/// A chain walked to its end: rows, head, first keyed row.
+type Walked = (u64, String, Option<i64>);
+
+/// What a finished walk means: `Ok(walked)` to go on with the subject checks,
+/// `Err(verdict)` when the chain alone decides.
+fn walked(walk: Walk, opts: &VerifyOptions) -> Result<std::result::Result<Walked, Verify>> {
+    let (rows, head, keyed_from) = match walk {
+        Walk::Done { rows, head, keyed_from } => (rows, head, keyed_from),
+        Walk::Broken(v) => return Ok(Err(v)),
+        Walk::NeedsKey(id) => {
+            return Err(StoreError::Invalid(format!(
+                "the audit chain is keyed (HMAC) from row {id}: verifying it needs the audit key \
+                 (store.audit_key_file in the configuration, or --key-file)"
+            )))
+        }
+    };
+    if opts.key.is_some() && keyed_from.is_none() && rows > 0 {
+        return Ok(Err(Verify::Broken {
+            row_id: rows as i64,
+            reason: "no row is keyed although an audit key was given: the chain was rewritten without the key, \
+                     or this database was never written with it (start ticketsync once with the key)"
+                .into(),
+        }));
+    }
+    Ok(Ok((rows, head, keyed_from)))
+}
+
+/// The chain walk, one row at a time, whatever reads the rows.
+struct ChainWalk<'o> {
+    opts: &'o VerifyOptions,
+    prev: [u8; 64],
+    buf: [u8; 64],
+    expected_id: i64,
+    scheme: ChainVersion,
+    keyed_from: Option<i64>,
+    expected_seen: bool,
+}
+
+impl<'o> ChainWalk<'o> {
+    fn new(opts: &'o VerifyOptions) -> ChainWalk<'o> {
+        let mut prev = [0u8; 64];
+        prev.copy_from_slice(GENESIS.as_bytes());
+        ChainWalk {
+            opts,
+            prev,
+            buf: [0u8; 64],
+            expected_id: 1,
+            scheme: ChainVersion::Legacy,
+            keyed_from: None,
+            expected_seen: false,
+        }
+    }
+
+    /// Check one row (`f.prev` is the row's stored `prev_hash`); `Some` ends the walk.
+    fn step(&mut self, f: &RowFields<'_>, hash: &str, version: i64) -> Option<Walk> {
+        let id = f.id;
+        let broken = |reason: String| Some(Walk::Broken(Verify::Broken { row_id: id, reason }));
+        if id != self.expected_id {
+            return broken(format!("expected row {}: a row was deleted or renumbered", self.expected_id));
+        }
+        let Some(version) = ChainVersion::from_i64(version) else {
+            return broken(format!("unknown chain_version {version}"));
+        };
+        if version < self.scheme {
+            return broken(format!(
+                "chain_version {} after rows of version {}: the chain never goes back to a weaker scheme (rewritten by someone without the audit key)",
+                version as i64, self.scheme as i64
+            ));
+        }
+        if version == ChainVersion::Legacy && f.subject.is_some() {
+            return broken("a version 1 row carries a subject hash (re-labelled)".into());
+        }
+        self.scheme = version;
+        if version == ChainVersion::Keyed {
+            if self.opts.key.is_none() {
+                // Not proof of tampering, but nothing from here on can be vouched for.
+                return Some(Walk::NeedsKey(id));
+            }
+            self.keyed_from.get_or_insert(id);
+        }
+        if f.prev.as_bytes() != self.prev {
+            return broken("prev_hash does not match the previous row".into());
+        }
+        hash_row_hex(&mut self.buf, version, self.opts.key.as_ref(), f);
+        if self.buf != hash.as_bytes() {
+            let why = if version == ChainVersion::Keyed {
+                "content does not match its HMAC (row edited, or not the audit key that wrote it)"
+            } else {
+                "content does not match its hash (row edited)"
+            };
+            return broken(why.into());
+        }
+        if let Some((eid, ehash)) = &self.opts.expect_head {
+            if *eid == id {
+                if ehash.as_bytes() != self.buf {
+                    return broken(format!("hash {} differs from the expected head {eid}:{ehash}", hash));
+                }
+                self.expected_seen = true;
+            }
+        }
+        self.prev = self.buf;
+        self.expected_id += 1;
+        None
+    }
+
+    fn finish(self) -> Walk {
+        let last = self.expected_id - 1;
+        let head = std::str::from_utf8(&self.prev).expect("hex is ASCII").to_string();
+        if let Some((eid, ehash)) = &self.opts.expect_head {
+            let genesis_ok = *eid == 0 && ehash == GENESIS;
+            if !self.expected_seen && !genesis_ok {
+                return Walk::Broken(Verify::Broken {
+                    row_id: *eid,
+                    reason: format!(
+                        "the expected head row {eid} is missing: the chain ends at row {last} (rows were deleted from the end)"
+                    ),
+                });
+            }
+        }
+        Walk::Done { rows: last as u64, head, keyed_from: self.keyed_from }
+    }
+}
+
 fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOptions) -> rusqlite::Result<Walk> {
     let extra = if has_evidence { "chain_version, subject_sha256" } else { "1, NULL" };
     let mut stmt = conn.prepare(&format!(
@@ -736,19 +876,9 @@ fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOpti
          FROM audit_events ORDER BY id"
     ))?;
     let mut rows = stmt.query([])?;
-    let mut prev = [0u8; 64];
-    prev.copy_from_slice(GENESIS.as_bytes());
-    let mut buf = [0u8; 64];
-    let mut expected_id = 1i64;
-    let mut scheme = ChainVersion::Legacy;
-    let mut keyed_from = None;
-    let mut expected_seen = false;
+    let mut walk = ChainWalk::new(opts);
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
-        let broken = |reason: String| Ok(Walk::Broken(Verify::Broken { row_id: id, reason }));
-        if id != expected_id {
-            return broken(format!("expected row {expected_id}: a row was deleted or renumbered"));
-        }
         // A column whose type was changed behind SQLite's back is tampering too.
         let fields = (|| -> rusqlite::Result<_> {
             Ok((
@@ -767,33 +897,14 @@ fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOpti
         })();
         let (at, kind, vendor, sid, tid, did, detail, prev_hash, hash, version, subject) = match fields {
             Ok(f) => f,
-            Err(e) => return broken(format!("unreadable column ({e})")),
-        };
-        let Some(version) = ChainVersion::from_i64(version) else {
-            return broken(format!("unknown chain_version {version}"));
-        };
-        if version < scheme {
-            return broken(format!(
-                "chain_version {} after rows of version {}: the chain never goes back to a weaker scheme (rewritten by someone without the audit key)",
-                version as i64, scheme as i64
-            ));
-        }
-        if version == ChainVersion::Legacy && subject.is_some() {
-            return broken("a version 1 row carries a subject hash (re-labelled)".into());
-        }
-        scheme = version;
-        if version == ChainVersion::Keyed {
-            if opts.key.is_none() {
-                // Not proof of tampering, but nothing from here on can be vouched for.
-                return Ok(Walk::NeedsKey(id));
+            Err(e) if id == walk.expected_id => {
+                return Ok(Walk::Broken(Verify::Broken { row_id: id, reason: format!("unreadable column ({e})") }))
             }
-            keyed_from.get_or_insert(id);
-        }
-        if prev_hash.as_bytes() != prev {
-            return broken("prev_hash does not match the previous row".into());
-        }
+            // The id check comes first, as for any row.
+            Err(_) => ("", "", None, None, None, None, "", "", "", 0, None),
+        };
         let f = RowFields {
-            prev: std::str::from_utf8(&prev).expect("hex is ASCII"),
+            prev: prev_hash,
             id,
             at,
             kind,
@@ -804,47 +915,139 @@ fn walk_chain(conn: &rusqlite::Connection, has_evidence: bool, opts: &VerifyOpti
             detail,
             subject,
         };
-        hash_row_hex(&mut buf, version, opts.key.as_ref(), &f);
-        if buf != hash.as_bytes() {
-            let why = if version == ChainVersion::Keyed {
-                "content does not match its HMAC (row edited, or not the audit key that wrote it)"
-            } else {
-                "content does not match its hash (row edited)"
-            };
-            return broken(why.into());
-        }
-        if let Some((eid, ehash)) = &opts.expect_head {
-            if *eid == id {
-                if ehash.as_bytes() != buf {
-                    return broken(format!("hash {} differs from the expected head {eid}:{ehash}", hash));
-                }
-                expected_seen = true;
-            }
-        }
-        prev = buf;
-        expected_id += 1;
-    }
-    let last = expected_id - 1;
-    let head = std::str::from_utf8(&prev).expect("hex is ASCII").to_string();
-    if let Some((eid, ehash)) = &opts.expect_head {
-        let genesis_ok = *eid == 0 && ehash == GENESIS;
-        if !expected_seen && !genesis_ok {
-            return Ok(Walk::Broken(Verify::Broken {
-                row_id: *eid,
-                reason: format!(
-                    "the expected head row {eid} is missing: the chain ends at row {last} (rows were deleted from the end)"
-                ),
-            }));
+        if let Some(end) = walk.step(&f, hash, version) {
+            return Ok(end);
         }
     }
-    Ok(Walk::Done { rows: last as u64, head, keyed_from })
+    Ok(walk.finish())
 }
 
-/// Each session against the latest event that recorded its content: its own latest event
-/// with a subject (`session_updated`, or `session_seen` before migration 0007), else its
-/// entry in the `sessions_seen` page row that first recorded it. A page row always comes
-/// before any event of its own about the session, so the order is kept.
-fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
+/// Which page row a session's subject is read from, kept across sessions: they come in id
+/// order, and a page's sessions are consecutive, so each page row is parsed about once.
+#[derive(Default)]
+struct SessionCheck {
+    page: Option<(i64, Option<HashMap<i64, String>>)>,
+}
+
+/// One session as the subject check reads it.
+struct SessionSeen {
+    sid: i64,
+    /// The latest event of its own with a subject, and that subject.
+    event: Option<i64>,
+    recorded: Option<String>,
+    /// Whether any event names it (asked only when nothing recorded its content).
+    any_event: bool,
+    /// `seen_event_id`: the page row that first recorded it.
+    page_event: Option<i64>,
+}
+
+impl SessionCheck {
+    /// Each session against the latest event that recorded its content: its own latest
+    /// event with a subject (`session_updated`, or `session_seen` before migration 0007),
+    /// else its entry in the `sessions_seen` page row that first recorded it. A page row
+    /// always comes before any event of its own about the session, so the order is kept.
+    /// `page_row(id)`: (kind, detail) of an audit row; `current()`: the subject of the row
+    /// as it is now.
+    fn check(
+        &mut self,
+        stats: &mut Stats,
+        s: SessionSeen,
+        page_row: impl FnOnce(i64) -> Option<(String, String)>,
+        current: impl FnOnce() -> std::result::Result<Subject, String>,
+    ) -> Option<Verify> {
+        let subject = format!("sessions row {}", s.sid);
+        let (mut event, mut recorded) = (s.event, s.recorded);
+        if let (None, Some(pid)) = (&recorded, s.page_event) {
+            if self.page.as_ref().map(|p| p.0) != Some(pid) {
+                let entries = page_row(pid)
+                    .filter(|(kind, _)| kind == "sessions_seen")
+                    .and_then(|(_, detail)| page_entries(&detail));
+                self.page = Some((pid, entries));
+            }
+            let listed = self.page.as_ref().and_then(|p| p.1.as_ref()).and_then(|m| m.get(&s.sid));
+            let Some(listed) = listed else {
+                return Some(Verify::Evidence {
+                    subject,
+                    row_id: Some(pid),
+                    reason: "its seen_event_id names an audit row that is not a sessions_seen row listing it: \
+                             inserted or re-pointed outside ticketsync"
+                        .into(),
+                });
+            };
+            event = Some(pid);
+            recorded = Some(listed.clone());
+        }
+        let Some(recorded) = recorded else {
+            if !s.any_event {
+                return Some(Verify::Evidence {
+                    subject,
+                    row_id: None,
+                    reason: "no audit event records this session: inserted outside ticketsync".into(),
+                });
+            }
+            stats.uncovered += 1;
+            return None;
+        };
+        let mismatch = match current() {
+            Ok(c) => (c.hex() != recorded).then_some("its content (technician, raw record or another column) differs from what the audit chain recorded: edited after the fact".to_string()),
+            Err(e) => Some(format!("unreadable column ({e})")),
+        };
+        if let Some(reason) = mismatch {
+            return Some(Verify::Evidence { subject, row_id: event, reason });
+        }
+        stats.sessions += 1;
+        None
+    }
+}
+
+/// Each delivery against the `delivery_enqueued` event that recorded its note.
+fn check_delivery(
+    stats: &mut Stats,
+    did: i64,
+    event: Option<i64>,
+    recorded: Option<String>,
+    any_event: bool,
+    current: impl FnOnce() -> std::result::Result<Subject, String>,
+) -> Option<Verify> {
+    let subject = format!("deliveries row {did}");
+    let Some(recorded) = recorded else {
+        if !any_event {
+            return Some(Verify::Evidence {
+                subject,
+                row_id: None,
+                reason: "no audit event records this delivery: inserted outside ticketsync".into(),
+            });
+        }
+        stats.uncovered += 1;
+        return None;
+    };
+    let mismatch = match current() {
+        Ok(c) => (c.hex() != recorded).then_some(
+            "its note (note_json) or destination differs from what the audit chain recorded: edited after the fact"
+                .to_string(),
+        ),
+        Err(e) => Some(format!("unreadable column ({e})")),
+    };
+    if let Some(reason) = mismatch {
+        return Some(Verify::Evidence { subject, row_id: event, reason });
+    }
+    stats.deliveries += 1;
+    None
+}
+
+/// The latest event with a subject about each session: the join both backends use.
+const SESSION_EVENT_JOIN: &str = "LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
+              WHERE e.session_id = s.id AND e.delivery_id IS NULL AND e.subject_sha256 IS NOT NULL)";
+
+/// The latest event with a subject about each delivery.
+const DELIVERY_EVENT_JOIN: &str = "LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
+              WHERE e.delivery_id = d.id AND e.subject_sha256 IS NOT NULL)";
+
+fn prefixed(cols: &str, table: &str) -> String {
+    cols.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+fn check_sessions(conn: &rusqlite::Connection, stats: &mut Stats) -> rusqlite::Result<Option<Verify>> {
     let has_pages = conn
         .prepare("SELECT 1 FROM pragma_table_info('sessions') WHERE name = 'seen_event_id'")
         .and_then(|mut s| s.exists([]))?;
@@ -854,90 +1057,53 @@ fn check_sessions(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> r
                 -- Only asked when nothing recorded the content (rare: rows from before 0005).
                 CASE WHEN a.id IS NULL AND {seen} IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END,
                 {seen}, {cols}
-         FROM sessions s
-         LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
-              WHERE e.session_id = s.id AND e.delivery_id IS NULL AND e.subject_sha256 IS NOT NULL)
+         FROM sessions s {SESSION_EVENT_JOIN}
          ORDER BY s.id",
-        cols = SESSION_SUBJECT_COLS.split(',').map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        cols = prefixed(SESSION_SUBJECT_COLS, "s")
     ))?;
     let mut page_stmt = conn.prepare("SELECT kind, detail_json FROM audit_events WHERE id = ?")?;
-    // The page row last read: sessions come in id order, and a page's sessions are
-    // consecutive, so each page row is read and parsed about once.
-    let mut page: Option<(i64, Option<HashMap<i64, String>>)> = None;
+    let mut check = SessionCheck::default();
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let sid: i64 = row.get(0)?;
-        let subject = format!("sessions row {sid}");
-        let mut event: Option<i64> = row.get(1)?;
-        let mut recorded: Option<String> = row.get(2)?;
-        let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
-        let page_event: Option<i64> = row.get(4)?;
-        if let (None, Some(pid)) = (&recorded, page_event) {
-            if page.as_ref().map(|p| p.0) != Some(pid) {
-                let entries = page_stmt
-                    .query_row([pid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                    .ok()
-                    .filter(|(kind, _)| kind == "sessions_seen")
-                    .and_then(|(_, detail)| page_entries(&detail));
-                page = Some((pid, entries));
-            }
-            let listed = page.as_ref().and_then(|p| p.1.as_ref()).and_then(|m| m.get(&sid));
-            let Some(listed) = listed else {
-                return Ok(Some(Verify::Evidence {
-                    subject,
-                    row_id: Some(pid),
-                    reason: "its seen_event_id names an audit row that is not a sessions_seen row listing it: \
-                             inserted or re-pointed outside ticketsync"
-                        .into(),
-                }));
-            };
-            event = Some(pid);
-            recorded = Some(listed.clone());
-        }
-        let Some(recorded) = recorded else {
-            if !any_event {
-                return Ok(Some(Verify::Evidence {
-                    subject,
-                    row_id: None,
-                    reason: "no audit event records this session: inserted outside ticketsync".into(),
-                }));
-            }
-            stats.2 += 1;
-            continue;
+        let seen = SessionSeen {
+            sid: row.get(0)?,
+            event: row.get(1)?,
+            recorded: row.get(2)?,
+            any_event: row.get::<_, Option<bool>>(3)?.unwrap_or(true),
+            page_event: row.get(4)?,
         };
-        let current = (|| -> rusqlite::Result<Subject> {
-            let t = |i: usize| row.get_ref(i + 1).and_then(|v| v.as_str_or_null().map_err(Into::into));
-            let raw = t(21)?.unwrap_or("");
-            let raw_hex = hex::encode(Sha256::digest(raw.as_bytes()));
-            Ok(session_subject(&[
-                Field::Text(t(4)?),
-                Field::Text(t(5)?),
-                Field::Text(t(6)?),
-                Field::Text(t(7)?),
-                Field::Text(t(8)?),
-                Field::Text(t(9)?),
-                Field::Text(t(10)?),
-                Field::Text(t(11)?),
-                Field::Text(t(12)?),
-                Field::Text(t(13)?),
-                Field::Text(t(14)?),
-                Field::Int(row.get(16)?),
-                Field::Text(t(16)?),
-                Field::Text(t(17)?),
-                Field::Text(t(18)?),
-                Field::Text(t(19)?),
-                Field::Text(t(20)?),
-                Field::Text(Some(&raw_hex)),
-            ]))
-        })();
-        let mismatch = match current {
-            Ok(c) => (c.hex() != recorded).then_some("its content (technician, raw record or another column) differs from what the audit chain recorded: edited after the fact".to_string()),
-            Err(e) => Some(format!("unreadable column ({e})")),
+        let page_row = |pid: i64| page_stmt.query_row([pid], |r| Ok((r.get(0)?, r.get(1)?))).ok();
+        let current = || -> std::result::Result<Subject, String> {
+            (|| -> rusqlite::Result<Subject> {
+                let t = |i: usize| row.get_ref(i + 1).and_then(|v| v.as_str_or_null().map_err(Into::into));
+                let raw = t(21)?.unwrap_or("");
+                let raw_hex = hex::encode(Sha256::digest(raw.as_bytes()));
+                Ok(session_subject(&[
+                    Field::Text(t(4)?),
+                    Field::Text(t(5)?),
+                    Field::Text(t(6)?),
+                    Field::Text(t(7)?),
+                    Field::Text(t(8)?),
+                    Field::Text(t(9)?),
+                    Field::Text(t(10)?),
+                    Field::Text(t(11)?),
+                    Field::Text(t(12)?),
+                    Field::Text(t(13)?),
+                    Field::Text(t(14)?),
+                    Field::Int(row.get(16)?),
+                    Field::Text(t(16)?),
+                    Field::Text(t(17)?),
+                    Field::Text(t(18)?),
+                    Field::Text(t(19)?),
+                    Field::Text(t(20)?),
+                    Field::Text(Some(&raw_hex)),
+                ]))
+            })()
+            .map_err(|e| e.to_string())
         };
-        if let Some(reason) = mismatch {
-            return Ok(Some(Verify::Evidence { subject, row_id: event, reason }));
+        if let Some(v) = check.check(stats, seen, page_row, current) {
+            return Ok(Some(v));
         }
-        stats.0 += 1;
     }
     Ok(None)
 }
@@ -954,63 +1120,228 @@ fn page_entries(detail: &str) -> Option<HashMap<i64, String>> {
     Some(page.sessions.into_iter().map(|(id, _, _, _, subject)| (id, subject)).collect())
 }
 
-/// Each delivery against the `delivery_enqueued` event that recorded its note.
-fn check_deliveries(conn: &rusqlite::Connection, stats: &mut (u64, u64, u64)) -> rusqlite::Result<Option<Verify>> {
+fn check_deliveries(conn: &rusqlite::Connection, stats: &mut Stats) -> rusqlite::Result<Option<Verify>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT d.id, a.id, a.subject_sha256,
                 CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.delivery_id = d.id) END, {cols}
-         FROM deliveries d
-         LEFT JOIN audit_events a ON a.id = (SELECT MAX(e.id) FROM audit_events e
-              WHERE e.delivery_id = d.id AND e.subject_sha256 IS NOT NULL)
+         FROM deliveries d {DELIVERY_EVENT_JOIN}
          ORDER BY d.id",
-        cols = DELIVERY_SUBJECT_COLS.split(',').map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        cols = prefixed(DELIVERY_SUBJECT_COLS, "d")
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let did: i64 = row.get(0)?;
-        let subject = format!("deliveries row {did}");
-        let event: Option<i64> = row.get(1)?;
-        let recorded: Option<String> = row.get(2)?;
+        let current = || -> std::result::Result<Subject, String> {
+            (|| -> rusqlite::Result<Subject> {
+                let t = |i: usize| row.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+                Ok(delivery_subject(t(4)?, t(5)?, row.get(6)?, row.get(7)?, t(8)?, t(9)?, t(10)?))
+            })()
+            .map_err(|e| e.to_string())
+        };
         let any_event = row.get::<_, Option<bool>>(3)?.unwrap_or(true);
-        let Some(recorded) = recorded else {
-            if !any_event {
-                return Ok(Some(Verify::Evidence {
-                    subject,
-                    row_id: None,
-                    reason: "no audit event records this delivery: inserted outside ticketsync".into(),
-                }));
-            }
-            stats.2 += 1;
-            continue;
-        };
-        let current = (|| -> rusqlite::Result<Subject> {
-            let t = |i: usize| row.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
-            Ok(delivery_subject(t(4)?, t(5)?, row.get(6)?, row.get(7)?, t(8)?, t(9)?, t(10)?))
-        })();
-        let mismatch = match current {
-            Ok(c) => (c.hex() != recorded).then_some(
-                "its note (note_json) or destination differs from what the audit chain recorded: edited after the fact"
-                    .to_string(),
-            ),
-            Err(e) => Some(format!("unreadable column ({e})")),
-        };
-        if let Some(reason) = mismatch {
-            return Ok(Some(Verify::Evidence { subject, row_id: event, reason }));
+        if let Some(v) = check_delivery(stats, row.get(0)?, row.get(1)?, row.get(2)?, any_event, current) {
+            return Ok(Some(v));
         }
-        stats.1 += 1;
     }
     Ok(None)
 }
 
+/// Sessions and deliveries read per statement by the PostgreSQL walk: a batch in memory,
+/// then the page rows it names, all in the walk's snapshot.
+const VERIFY_BATCH: i64 = 1000;
+
+/// A session row as the PostgreSQL check reads it (the subject's columns by name).
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    sid: i64,
+    event_id: Option<i64>,
+    recorded: Option<String>,
+    any_event: Option<bool>,
+    seen_event_id: Option<i64>,
+    vendor: Option<String>,
+    external_id: Option<String>,
+    session_code: Option<String>,
+    session_code_norm: Option<String>,
+    technician: Option<String>,
+    technician_id: Option<String>,
+    device: Option<String>,
+    device_id: Option<String>,
+    group_name: Option<String>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration_s: Option<i64>,
+    notes: Option<String>,
+    description: Option<String>,
+    custom_api: Option<String>,
+    customer_name: Option<String>,
+    customer_email: Option<String>,
+    raw_json: Option<String>,
+}
+
+impl SessionRow {
+    fn subject(&self) -> Subject {
+        let raw_hex = hex::encode(Sha256::digest(self.raw_json.as_deref().unwrap_or("").as_bytes()));
+        fn t(v: &Option<String>) -> Field<'_> {
+            Field::Text(v.as_deref())
+        }
+        session_subject(&[
+            t(&self.vendor),
+            t(&self.external_id),
+            t(&self.session_code),
+            t(&self.session_code_norm),
+            t(&self.technician),
+            t(&self.technician_id),
+            t(&self.device),
+            t(&self.device_id),
+            t(&self.group_name),
+            t(&self.started_at),
+            t(&self.ended_at),
+            Field::Int(self.duration_s),
+            t(&self.notes),
+            t(&self.description),
+            t(&self.custom_api),
+            t(&self.customer_name),
+            t(&self.customer_email),
+            Field::Text(Some(&raw_hex)),
+        ])
+    }
+}
+
+/// A delivery row as the PostgreSQL check reads it.
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    did: i64,
+    event_id: Option<i64>,
+    recorded: Option<String>,
+    any_event: Option<bool>,
+    sink: String,
+    ticket_id: String,
+    session_id: Option<i64>,
+    link_id: Option<i64>,
+    kind: String,
+    marker: String,
+    note_json: String,
+}
+
+/// [`verify_path`]'s checks through sqlx, for PostgreSQL: one repeatable-read snapshot,
+/// the chain streamed in id order, sessions and deliveries by keyset batches.
+async fn verify_sql(store: &super::Store, opts: &VerifyOptions) -> Result<Verify> {
+    let mut tx = store.snapshot().await?;
+    let walk = on_tx!(tx, |ex, _d| {
+        let mut walk = ChainWalk::new(opts);
+        let mut rows = sqlx::query_as::<_, TailRow>(
+            "SELECT id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash, chain_version,
+             subject_sha256 FROM audit_events ORDER BY id",
+        )
+        .fetch(ex);
+        let mut end = None;
+        while let Some(r) = rows.try_next().await? {
+            if let Some(e) = walk.step(&r.fields(), &r.hash, r.chain_version) {
+                end = Some(e);
+                break;
+            }
+        }
+        end.unwrap_or_else(|| walk.finish())
+    });
+    let (rows, head, keyed_from) = match walked(walk, opts)? {
+        Ok(done) => done,
+        Err(v) => return Ok(v),
+    };
+    let mut stats = Stats::default();
+    let session_sql = format!(
+        "SELECT s.id AS sid, a.id AS event_id, a.subject_sha256 AS recorded,
+                CASE WHEN a.id IS NULL AND s.seen_event_id IS NULL
+                     THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.id) END AS any_event,
+                s.seen_event_id, {cols}
+         FROM sessions s {SESSION_EVENT_JOIN}
+         WHERE s.id > ? ORDER BY s.id LIMIT ?",
+        cols = prefixed(SESSION_SUBJECT_COLS, "s")
+    );
+    let mut check = SessionCheck::default();
+    let mut after = 0i64;
+    loop {
+        let batch: Vec<SessionRow> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&session_sql))
+            .bind(after)
+            .bind(VERIFY_BATCH)
+            .fetch_all(ex)
+            .await?);
+        let Some(last) = batch.last() else { break };
+        after = last.sid;
+        let mut wanted: Vec<i64> =
+            batch.iter().filter(|r| r.recorded.is_none()).filter_map(|r| r.seen_event_id).collect();
+        wanted.dedup();
+        let pages: HashMap<i64, (String, String)> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            let got: Vec<(i64, String, String)> = on_tx!(tx, |ex, d| sqlx::query_as(
+                &d.sql("SELECT id, kind, detail_json FROM audit_events WHERE id IN (SELECT value FROM json_each(?))")
+            )
+            .bind(super::List(&wanted))
+            .fetch_all(ex)
+            .await?);
+            got.into_iter().map(|(id, kind, detail)| (id, (kind, detail))).collect()
+        };
+        for r in &batch {
+            let seen = SessionSeen {
+                sid: r.sid,
+                event: r.event_id,
+                recorded: r.recorded.clone(),
+                any_event: r.any_event.unwrap_or(true),
+                page_event: r.seen_event_id,
+            };
+            if let Some(v) = check.check(&mut stats, seen, |pid| pages.get(&pid).cloned(), || Ok(r.subject())) {
+                tx.rollback().await?;
+                return Ok(v);
+            }
+        }
+    }
+    let delivery_sql = format!(
+        "SELECT d.id AS did, a.id AS event_id, a.subject_sha256 AS recorded,
+                CASE WHEN a.id IS NULL THEN EXISTS (SELECT 1 FROM audit_events e WHERE e.delivery_id = d.id) END AS any_event,
+                {cols}
+         FROM deliveries d {DELIVERY_EVENT_JOIN}
+         WHERE d.id > ? ORDER BY d.id LIMIT ?",
+        cols = prefixed(DELIVERY_SUBJECT_COLS, "d")
+    );
+    let mut after = 0i64;
+    loop {
+        let batch: Vec<DeliveryRow> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&delivery_sql))
+            .bind(after)
+            .bind(VERIFY_BATCH)
+            .fetch_all(ex)
+            .await?);
+        let Some(last) = batch.last() else { break };
+        after = last.did;
+        for r in &batch {
+            let current = || {
+                Ok(delivery_subject(&r.sink, &r.ticket_id, r.session_id, r.link_id, &r.kind, &r.marker, &r.note_json))
+            };
+            let any = r.any_event.unwrap_or(true);
+            if let Some(v) = check_delivery(&mut stats, r.did, r.event_id, r.recorded.clone(), any, current) {
+                tx.rollback().await?;
+                return Ok(v);
+            }
+        }
+    }
+    tx.rollback().await?;
+    Ok(stats.ok(rows, head, keyed_from))
+}
+
 /// Id and hash of the last row: the chain head an export records.
-pub async fn head_in(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>> {
-    Ok(sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetch_optional(conn).await?)
+pub async fn head_in(tx: &mut Tx<'_>) -> Result<Option<(i64, String)>> {
+    Ok(on_tx!(tx, |ex, _d| sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+        .fetch_optional(ex)
+        .await?))
+}
+
+async fn head_of(store: &super::Store) -> Result<Option<(i64, String)>> {
+    Ok(on_pool!(store, |ex, _d| sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+        .fetch_optional(ex)
+        .await?))
 }
 
 /// The head as `ID:HASH` (`0:<GENESIS>` for an empty chain), for an external anchor.
 pub async fn head(store: &super::Store) -> Result<String> {
-    let mut conn = store.pool.acquire().await?;
-    let (id, hash) = head_in(&mut conn).await?.unwrap_or((0, GENESIS.to_string()));
+    let (id, hash) = head_of(store).await?.unwrap_or((0, GENESIS.to_string()));
     Ok(format!("{id}:{hash}"))
 }
 

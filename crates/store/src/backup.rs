@@ -115,8 +115,10 @@ fn backup_blocking(src: &Path, dest: &Path) -> Result<BackupReport> {
 /// `PRAGMA wal_checkpoint(TRUNCATE)`: at stop, so the database file alone holds every
 /// committed transaction and the `-wal` file is empty. Returns (busy, wal frames,
 /// checkpointed frames) as SQLite reports them; busy = 1 means a reader kept it from
-/// finishing (harmless: the next open replays the WAL).
-pub async fn checkpoint(store: &super::Store) -> Result<(i64, i64, i64)> {
-    let mut conn = store.writer.acquire().await?;
-    Ok(sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await?)
+/// finishing (harmless: the next open replays the WAL). `None` on PostgreSQL, which
+/// checkpoints by itself.
+pub async fn checkpoint(store: &super::Store) -> Result<Option<(i64, i64, i64)>> {
+    let super::Backend::Sqlite { writer, .. } = store.backend() else { return Ok(None) };
+    let mut conn = writer.acquire().await?;
+    Ok(Some(sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await?))
 }

@@ -1,44 +1,51 @@
 //! Source cursors, written in the same transaction as the page they describe.
 
-use super::{Result, Tx};
+use super::{on_pool, on_tx, Result, Tx};
 
 pub async fn load(store: &super::Store, source: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT cursor_json FROM source_cursors WHERE source = ?")
+    Ok(on_pool!(store, |ex, d| sqlx::query_scalar(&d.sql("SELECT cursor_json FROM source_cursors WHERE source = ?"))
         .bind(source)
-        .fetch_optional(&store.pool)
-        .await?)
+        .fetch_optional(ex)
+        .await?))
 }
 
 pub async fn save(tx: &mut Tx<'_>, source: &str, cursor_json: &str, success: bool) -> Result<()> {
     let now = super::now();
-    sqlx::query(
+    on_tx!(tx, |ex, d| {
+        sqlx::query(&d.sql(
         "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_success_at, updated_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(source) DO UPDATE SET cursor_json = excluded.cursor_json, last_poll_at = excluded.last_poll_at,
            last_success_at = COALESCE(excluded.last_success_at, source_cursors.last_success_at),
            last_error = CASE WHEN excluded.last_success_at IS NOT NULL THEN NULL ELSE source_cursors.last_error END,
            updated_at = excluded.updated_at",
-    )
+    ))
     .bind(source)
     .bind(cursor_json)
     .bind(&now)
     .bind(if success { Some(now.clone()) } else { None })
     .bind(&now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex)
+    .await
+    .map(|_| ())?
+    });
     Ok(())
 }
 
 pub async fn record_error(store: &super::Store, source: &str, error: &str) -> Result<()> {
     let now = super::now();
-    sqlx::query(
+    let error = crate::redact::scrubbed(error);
+    on_pool!(store, |ex, d| {
+        sqlx::query(&d.sql(
         "INSERT INTO source_cursors (source, cursor_json, last_poll_at, last_error, updated_at) VALUES (?, '{}', ?, ?, ?)
          ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at, last_error = excluded.last_error, updated_at = excluded.updated_at",
-    )
+    ))
     .bind(source)
     .bind(&now)
-    .bind(crate::redact::scrubbed(error))
+    .bind(&error)
     .bind(&now)
-    .execute(&store.pool)
-    .await?;
+    .execute(ex)
+    .await
+    .map(|_| ())?
+    });
     Ok(())
 }

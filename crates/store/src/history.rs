@@ -5,7 +5,7 @@
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store};
+use super::{on_pool, on_tx, Result, Store};
 
 /// One exported `audit_events` row, exactly as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -62,7 +62,7 @@ pub async fn export_events(
     range: EventRange<'_>,
     mut each: impl FnMut(ExportItem<'_>) -> Result<()>,
 ) -> Result<()> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.snapshot().await?;
     each(ExportItem::Head(super::audit::head_in(&mut tx).await?))?;
     let sql = match range.vendor {
         Some(_) => {
@@ -70,15 +70,17 @@ pub async fn export_events(
         }
         None => format!("{SELECT} ORDER BY id"),
     };
-    let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
-    if let Some(v) = range.vendor {
-        q = q.bind(v).bind(v);
-    }
-    let mut rows = q.fetch(&mut *tx);
-    while let Some(ev) = rows.try_next().await? {
-        each(ExportItem::Event(&ev))?;
-    }
-    drop(rows);
+    on_tx!(tx, |ex, d| {
+        let sql = d.sql(&sql);
+        let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
+        if let Some(v) = range.vendor {
+            q = q.bind(v).bind(v);
+        }
+        let mut rows = q.fetch(ex);
+        while let Some(ev) = rows.try_next().await? {
+            each(ExportItem::Event(&ev))?;
+        }
+    });
     tx.rollback().await?;
     Ok(())
 }
@@ -154,50 +156,51 @@ pub async fn ticket_record(store: &Store, ticket: &str) -> Result<TicketRecord> 
 /// start), deliveries (with their attempts) and events of each part, each part still
 /// oldest first: what `audit show --limit` prints, read with LIMIT.
 pub async fn ticket_record_recent(store: &Store, ticket: &str, limit: Option<u32>) -> Result<TicketRecord> {
-    let pool = &store.pool;
     // No limit is the largest one, so one statement serves both.
     let limit = limit.map_or(i64::MAX, i64::from);
     type S =
         (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
-    let mut sessions: Vec<S> = sqlx::query_as(
+    let mut sessions: Vec<S> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
-         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at DESC, external_id DESC LIMIT ?",
-    )
+         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at DESC, external_id DESC LIMIT ?"
+    ))
     .bind(ticket)
     .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     sessions.reverse();
     type D = (i64, String, String, String, i64, Option<String>, Option<String>);
-    let mut deliveries: Vec<D> = sqlx::query_as(
+    let mut deliveries: Vec<D> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ?
-         ORDER BY delivery_id DESC LIMIT ?",
-    )
+         ORDER BY delivery_id DESC LIMIT ?"
+    ))
     .bind(ticket)
     .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex)
+    .await?
+    });
     deliveries.reverse();
     // The attempts of the deliveries shown: theirs are the ids from the first one shown on.
     let first_shown = deliveries.first().map_or(i64::MAX, |d| d.0);
     type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
-    let attempts: Vec<A> = sqlx::query_as(
+    let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts
-         WHERE ticket_id = ? AND delivery_id >= ? ORDER BY delivery_id, attempt",
-    )
+         WHERE ticket_id = ? AND delivery_id >= ? ORDER BY delivery_id, attempt"
+    ))
     .bind(ticket)
     .bind(first_shown)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     type H = (i64, String, String, Option<i64>, Option<i64>, String);
-    let mut history: Vec<H> = sqlx::query_as(
+    let mut history: Vec<H> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ?
-         ORDER BY event_id DESC LIMIT ?",
-    )
+         ORDER BY event_id DESC LIMIT ?"
+    ))
     .bind(ticket)
     .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     history.reverse();
     Ok(TicketRecord {
         sessions: sessions

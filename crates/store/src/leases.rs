@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use super::{Result, StoreError, Tx};
+use super::{on_pool, on_tx, Result, StoreError, Tx};
 
 /// A lease as granted: its name, holder, fencing token and expiry.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -39,7 +39,8 @@ pub async fn acquire(store: &super::Store, name: &str, holder: &str, ttl: Durati
     let now = now_ms();
     let mut tx = store.begin().await?;
     // The SET expressions read the row as it was: `leases.*` is the old holder and expiry.
-    let lease = sqlx::query_as::<_, Lease>(
+    let lease: Option<Lease> = on_tx!(tx, |ex, d| {
+        sqlx::query_as(&d.sql(
         "INSERT INTO leases (name, holder, token, acquired_at, expires_at_ms) VALUES (?, ?, 1, ?, ?)
          ON CONFLICT (name) DO UPDATE SET
            token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at_ms >= ? THEN leases.token ELSE leases.token + 1 END,
@@ -48,7 +49,7 @@ pub async fn acquire(store: &super::Store, name: &str, holder: &str, ttl: Durati
            expires_at_ms = excluded.expires_at_ms
          WHERE leases.holder = excluded.holder OR leases.expires_at_ms < ?
          RETURNING name, holder, token, acquired_at, expires_at_ms",
-    )
+    ))
     .bind(name)
     .bind(holder)
     .bind(super::now())
@@ -56,8 +57,9 @@ pub async fn acquire(store: &super::Store, name: &str, holder: &str, ttl: Durati
     .bind(now)
     .bind(now)
     .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(ex)
+    .await?
+    });
     tx.commit().await?;
     Ok(lease)
 }
@@ -66,13 +68,16 @@ pub async fn acquire(store: &super::Store, name: &str, holder: &str, ttl: Durati
 /// next try instead of after the TTL. A lease that already changed hands is left alone.
 pub async fn release(store: &super::Store, lease: &Lease) -> Result<()> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE leases SET expires_at_ms = ? WHERE name = ? AND holder = ? AND token = ?")
-        .bind(now_ms() - 1)
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(tx, |ex, d| sqlx::query(
+        &d.sql("UPDATE leases SET expires_at_ms = ? WHERE name = ? AND holder = ? AND token = ?")
+    )
+    .bind(now_ms() - 1)
+    .bind(&lease.name)
+    .bind(&lease.holder)
+    .bind(lease.token)
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     tx.commit().await?;
     Ok(())
 }
@@ -82,14 +87,17 @@ pub async fn release(store: &super::Store, lease: &Lease) -> Result<()> {
 /// back. On PostgreSQL the update also locks the lease row until the commit, so a takeover
 /// waits for this write and then sees the extended expiry.
 pub async fn check_in(tx: &mut Tx<'_>, lease: &Lease, ttl: Duration) -> Result<()> {
-    let done = sqlx::query("UPDATE leases SET expires_at_ms = ? WHERE name = ? AND holder = ? AND token = ?")
-        .bind(now_ms() + ttl_ms(ttl))
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(&mut **tx)
-        .await?;
-    match done.rows_affected() {
+    let done = on_tx!(tx, |ex, d| sqlx::query(
+        &d.sql("UPDATE leases SET expires_at_ms = ? WHERE name = ? AND holder = ? AND token = ?")
+    )
+    .bind(now_ms() + ttl_ms(ttl))
+    .bind(&lease.name)
+    .bind(&lease.holder)
+    .bind(lease.token)
+    .execute(ex)
+    .await?
+    .rows_affected());
+    match done {
         1 => Ok(()),
         _ => Err(StoreError::LeaseLost { name: lease.name.clone(), token: lease.token }),
     }
@@ -97,9 +105,11 @@ pub async fn check_in(tx: &mut Tx<'_>, lease: &Lease, ttl: Duration) -> Result<(
 
 /// Every lease, by name: who holds what, for `/readyz` and `/metrics`.
 pub async fn list(store: &super::Store) -> Result<Vec<Lease>> {
-    Ok(sqlx::query_as("SELECT name, holder, token, acquired_at, expires_at_ms FROM leases ORDER BY name")
-        .fetch_all(&store.pool)
-        .await?)
+    Ok(on_pool!(store, |ex, _d| sqlx::query_as(
+        "SELECT name, holder, token, acquired_at, expires_at_ms FROM leases ORDER BY name"
+    )
+    .fetch_all(ex)
+    .await?))
 }
 
 /// The leases this instance holds for the writes it guards, by the cursor key they guard

@@ -15,6 +15,7 @@ use ticketsync_redact as redact;
 pub mod audit;
 pub mod backup;
 pub mod cursors;
+mod dialect;
 pub mod history;
 pub mod leases;
 pub mod links;
@@ -25,17 +26,81 @@ pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 
-use std::path::Path;
+pub use dialect::{Dialect, List};
+
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Postgres, Sqlite, SqlitePool, Transaction};
+
+/// `$body` against the connection of a transaction (`&mut Tx`): `$ex` is the executor and
+/// `$d` the [`Dialect`], and with a third name, that name is the sqlx database type (for a
+/// `QueryBuilder`). The body is compiled once per backend, so each statement is written once.
+macro_rules! on_tx {
+    ($tx:expr, |$ex:ident, $d:ident| $body:expr) => {
+        on_tx!($tx, |$ex, $d, _Db| $body)
+    };
+    ($tx:expr, |$ex:ident, $d:ident, $db:ident| $body:expr) => {
+        match $tx.inner_mut() {
+            $crate::TxInner::Sqlite(t) => {
+                #[allow(unused_variables)]
+                let $d = $crate::Dialect::Sqlite;
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                let $ex = &mut **t;
+                $body
+            }
+            $crate::TxInner::Postgres(t) => {
+                #[allow(unused_variables)]
+                let $d = $crate::Dialect::Postgres;
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                let $ex = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// `$body` against the store's read pool (SQLite's readers, or PostgreSQL's pool), as
+/// [`on_tx!`] does for a transaction: statements of their own, outside any write transaction.
+macro_rules! on_pool {
+    ($store:expr, |$ex:ident, $d:ident| $body:expr) => {
+        match $store.backend() {
+            $crate::Backend::Sqlite { pool, .. } => {
+                #[allow(unused_variables)]
+                let $d = $crate::Dialect::Sqlite;
+                let $ex = pool;
+                $body
+            }
+            $crate::Backend::Postgres { pool, .. } => {
+                #[allow(unused_variables)]
+                let $d = $crate::Dialect::Postgres;
+                let $ex = pool;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {on_pool, on_tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The PostgreSQL schema: the same versions as [`MIGRATOR`], in PostgreSQL's types. sqlx's
+/// own migration lock is an advisory lock, which breaks behind connection poolers (issue
+/// 17): it is off, and [`Store::connect`] serialises migrations on a table lock instead.
+pub static PG_MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate::Migrator { locking: false, ..sqlx::migrate!("./migrations-postgres") };
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `path`: the SQLite file, or the PostgreSQL URL without its password.
     #[error("database {path}: {source}")]
     Open { path: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]
@@ -44,6 +109,13 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A read-only open of a database ticketsync has not created yet: the SQLite file is
+    /// missing, or the PostgreSQL database has no schema. The first start creates it.
+    #[error("database {path} does not exist{why}")]
+    NotCreated { path: String, why: &'static str },
+    /// A SQLite-only feature (a file copy, `PRAGMA` checks) asked of a PostgreSQL store.
+    #[error("{0} is not supported on PostgreSQL (use PostgreSQL's own tools)")]
+    Unsupported(&'static str),
     /// A guarded write found its lease taken over by another instance (fencing token `token`
     /// no longer current): the write is rolled back, the new holder does the work.
     #[error("lease {name} (token {token}) is held by another instance now; this write is refused")]
@@ -51,12 +123,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A write the disk refused: full (SQLITE_FULL, which SQLite reports for ENOSPC) or an
-    /// I/O error. Unlike a busy lock, it will not pass by itself.
+    /// A write the disk refused: full (SQLITE_FULL, which SQLite reports for ENOSPC;
+    /// SQLSTATE class 53 on PostgreSQL) or an I/O error. Unlike a busy lock, it will not
+    /// pass by itself.
     pub fn is_write_failure(&self) -> bool {
         let StoreError::Sql(sqlx::Error::Database(e)) = self else {
             return matches!(self, StoreError::Sql(sqlx::Error::Io(_)));
         };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            // 53: insufficient resources (disk full, out of memory); 58030: io_error.
+            return pg.code().starts_with("53") || pg.code() == "58030";
+        }
         let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
         // Extended codes carry the primary one in the low byte (SQLITE_IOERR_WRITE = 778).
         matches!(code & 0xff, 10 | 13)
@@ -73,15 +150,181 @@ impl StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-pub type Tx<'a> = Transaction<'a, Sqlite>;
+
+/// Where a store lives, as `[store] url` names it: `sqlite:///var/lib/ticketsync/ticketsync.db`
+/// (a path after `sqlite://`: three slashes for an absolute one) or
+/// `postgres://user@host[:port]/database` (`postgresql://` too).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_string())
+    }
+}
+
+/// Without a password: a URL that carries one is shown with `***` in its place.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Location::Postgres(u) => f.write_str(&scrub_url(u)),
+        }
+    }
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Result<Location> {
+        let url = url.trim();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(StoreError::Invalid(
+                    "a sqlite:// URL needs a file path (sqlite:///var/lib/ticketsync/ticketsync.db)".into(),
+                ));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Checked here so that `check` reports a bad URL, without echoing a password.
+            PgConnectOptions::from_str(url)
+                .map_err(|_| StoreError::Invalid(format!("{}: not a valid PostgreSQL URL", scrub_url(url))))?;
+            return Ok(Location::Postgres(url.to_string()));
+        }
+        Err(StoreError::Invalid(format!("{}: the store URL starts with sqlite:// or postgres://", scrub_url(url))))
+    }
+
+    /// The SQLite file at `path`.
+    pub fn sqlite(path: &Path) -> Location {
+        Location::Sqlite(path.to_path_buf())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Location::Sqlite(_) => Dialect::Sqlite,
+            Location::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// `url` without its password (`user:***@`) or a `password=` parameter: for messages and
+/// logs, which never carry a secret.
+pub fn scrub_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..].find(['/', '?', '#']).map(|e| rest_start + e).unwrap_or(out.len());
+        if let Some(at) = out[rest_start..authority_end].rfind('@').map(|a| rest_start + a) {
+            if let Some(colon) = out[rest_start..at].find(':').map(|c| rest_start + c) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let scrubbed: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") => {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", scrubbed.join("&"));
+    }
+    out
+}
+
+/// The pools of one backend. SQLite: the readers, and the one connection every write
+/// transaction goes through. PostgreSQL: one pool; write transactions serialise on the
+/// write lock row instead ([`Store::begin`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Sqlite {
+        pool: SqlitePool,
+        writer: SqlitePool,
+    },
+    /// `writers`: this process's turn at the write lock (one permit).
+    Postgres {
+        pool: PgPool,
+        writers: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+/// A write transaction ([`Store::begin`]), or a read snapshot inside the store. Opaque: the
+/// store's functions run their statements in it; the caller commits or rolls back.
+pub struct Tx<'a> {
+    inner: TxInner<'a>,
+    /// The name the audit key is registered under ([`audit::use_key`]).
+    db_id: Arc<str>,
+    /// A PostgreSQL write transaction's turn among this process's writers, given back when
+    /// the transaction ends (committed, rolled back or dropped).
+    _writer: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+pub(crate) enum TxInner<'a> {
+    Sqlite(Transaction<'a, Sqlite>),
+    Postgres(Transaction<'a, Postgres>),
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tx({})", self.dialect().name())
+    }
+}
+
+impl<'a> Tx<'a> {
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite connection of this transaction, for the tests' own SQL (seeding inside a
+    /// store transaction). Only with the `test-support` feature; a SQLite test's accessor.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn sqlite_conn(&mut self) -> &mut sqlx::SqliteConnection {
+        match &mut self.inner {
+            TxInner::Sqlite(t) => t,
+            TxInner::Postgres(_) => panic!("sqlite_conn() of a PostgreSQL transaction: this test is a SQLite test"),
+        }
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut TxInner<'a> {
+        &mut self.inner
+    }
+
+    pub(crate) fn db_id(&self) -> &str {
+        &self.db_id
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Reads, and single statements. Private to the store: every statement lives in this
-    /// module tree, so a second backend has one place to implement (issue 16, point 5).
-    pool: SqlitePool,
-    /// The one connection of the write transactions ([`Store::begin`]).
-    writer: SqlitePool,
+    /// The pools. Private to the store: every statement lives in this module tree, so a
+    /// backend has one place to implement (issue 16, point 5).
+    backend: Backend,
     /// The last write the disk refused, until a write succeeds again (`/readyz`, metrics).
     writes: std::sync::Arc<WriteHealth>,
     /// Work done in the transaction of each page of new sessions (see [`PageHook`]).
@@ -91,6 +334,14 @@ pub struct Store {
     /// The key of the notes' marker MAC: the store's own (`store_secrets`) unless the
     /// configuration sets one ([`Store::with_marker_key`]).
     marker_key: crate::marker::MarkerKey,
+    /// Names this database for the audit keys' registry: SQLite's name of the main file,
+    /// or host, port and database on PostgreSQL.
+    db_id: Arc<str>,
+    /// The SQLite file (`None` on PostgreSQL): the OAuth journal and the backup live beside it.
+    file: Option<PathBuf>,
+    /// Where the OAuth token journal's files go (`<base>.oauth-<hash>`): beside the SQLite
+    /// file; on PostgreSQL wherever [`Store::with_journal_base`] says (none: no journal).
+    journal_base: Option<String>,
     /// The leases this instance's guarded writes are fenced with ([`leases::Fences`]).
     fences: std::sync::Arc<leases::Fences>,
 }
@@ -118,6 +369,7 @@ pub trait PageHook: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug, Default)]
 struct WriteHealth {
+    /// The database as messages name it: the file, or the URL without its password.
     path: String,
     /// (since, error) of the first refused write of the current run of failures.
     failing: std::sync::Mutex<Option<(String, String)>>,
@@ -163,7 +415,107 @@ fn writer_cache_pages() -> u32 {
     std::env::var("TICKETSYNC_WRITER_CACHE_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(WRITER_CACHE_PAGES)
 }
 
+/// Connections of a PostgreSQL store: the daemon's concurrent work (sources, the delivery
+/// lanes, the listener's reads) with room to spare, small against PostgreSQL's default 100.
+const PG_MAX_CONNECTIONS: u32 = 8;
+
 impl Store {
+    /// Open the store at `url` ([`Location`]), creating and migrating it as needed.
+    /// `password`: PostgreSQL's, from `store.password_file` or the credential (never in the
+    /// URL of a configuration file, though one there is accepted).
+    pub async fn connect(url: &str, busy_timeout: Duration, password: Option<&SecretString>) -> Result<Store> {
+        match Location::parse(url)? {
+            Location::Sqlite(path) => Store::open(&path, busy_timeout).await,
+            Location::Postgres(url) => Store::connect_postgres(&url, busy_timeout, password, false).await,
+        }
+    }
+
+    /// Read-only open for auditors' commands: never migrates, never writes.
+    pub async fn connect_read_only(url: &str, password: Option<&SecretString>) -> Result<Store> {
+        match Location::parse(url)? {
+            Location::Sqlite(path) => Store::open_read_only(&path).await,
+            Location::Postgres(url) => Store::connect_postgres(&url, Duration::from_secs(5), password, true).await,
+        }
+    }
+
+    async fn connect_postgres(
+        url: &str,
+        busy_timeout: Duration,
+        password: Option<&SecretString>,
+        read_only: bool,
+    ) -> Result<Store> {
+        let shown = scrub_url(url);
+        let open_err = |e| StoreError::Open { path: shown.clone(), source: e };
+        let mut opts = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Invalid(format!("{shown}: not a valid PostgreSQL URL")))?
+            .application_name("ticketsync");
+        if let Some(p) = password {
+            opts = opts.password(p.expose_secret());
+        }
+        // A writer waits for the write lock as long as a SQLite writer waits for its
+        // connection; past that its work fails and is retried, as on SQLite.
+        let lock_ms = busy_timeout.max(Duration::from_secs(1)).as_millis().to_string();
+        let mut settings = vec![("lock_timeout", lock_ms)];
+        if read_only {
+            settings.push(("default_transaction_read_only", "on".to_string()));
+            opts = sqlx::ConnectOptions::disable_statement_logging(opts);
+        }
+        let opts = opts.options(settings);
+        let db_id = format!("postgres://{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or(""));
+        let pool = match PgPoolOptions::new()
+            .max_connections(if read_only { 2 } else { PG_MAX_CONNECTIONS })
+            .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
+            .connect_with(opts.clone())
+            .await
+        {
+            Ok(pool) => pool,
+            // The pool retries a refused or failed connection until its timeout and then
+            // says only that it timed out: one direct attempt tells the operator why.
+            Err(e @ sqlx::Error::PoolTimedOut) => {
+                use sqlx::Connection;
+                return Err(open_err(sqlx::PgConnection::connect_with(&opts).await.err().unwrap_or(e)));
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        if read_only {
+            // Read-only commands never migrate: a database without the schema is one the
+            // daemon has not started on yet, said as a missing SQLite file is.
+            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(open_err)?;
+            if !migrated {
+                pool.close().await;
+                let why = " yet: it has no ticketsync schema (created at the first start, or by `ticketsync migrate`)";
+                return Err(StoreError::NotCreated { path: shown, why });
+            }
+        } else {
+            migrate_postgres(&pool).await?;
+        }
+        let writes = std::sync::Arc::new(WriteHealth { path: shown, ..Default::default() });
+        let mut store = Store {
+            backend: Backend::Postgres { pool, writers: Arc::new(tokio::sync::Semaphore::new(1)) },
+            writes,
+            page_hook: None,
+            busy_timeout,
+            marker_key: crate::marker::MarkerKey::generate(),
+            db_id: db_id.into(),
+            file: None,
+            journal_base: None,
+            fences: Default::default(),
+        };
+        store.marker_key = if read_only {
+            // Read-only commands queue no notes; a store without a key gets a throw-away one.
+            secrets::get(&store, secrets::MARKER_KEY)
+                .await
+                .and_then(|b| crate::marker::MarkerKey::new(&b).ok())
+                .unwrap_or_else(crate::marker::MarkerKey::generate)
+        } else {
+            secrets::store_marker_key(&store).await?
+        };
+        Ok(store)
+    }
+
     /// Open (creating if missing) and migrate. WAL, foreign keys, busy timeout, and
     /// `synchronous=FULL`: the outbox and cursors are worth an fsync per commit.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Store> {
@@ -201,22 +553,26 @@ impl Store {
         // SQLite made the -wal and -shm files at the first write, with the database's mode
         // (0600 above); an existing database from an older version may have 0644 ones.
         private_files::restrict(path).map_err(io_err)?;
-        let marker_key = secrets::marker_key(&mut *writer.acquire().await?).await?;
-        Ok(Store {
-            pool,
-            writer,
+        let db_id = sqlite_main_file(&pool).await?;
+        let mut store = Store {
+            backend: Backend::Sqlite { pool, writer },
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
             busy_timeout,
-            marker_key,
+            marker_key: crate::marker::MarkerKey::generate(),
+            db_id: db_id.into(),
+            file: Some(path.to_path_buf()),
+            journal_base: Some(path.display().to_string()),
             fences: Default::default(),
-        })
+        };
+        store.marker_key = secrets::store_marker_key(&store).await?;
+        Ok(store)
     }
 
     /// Read-only open for auditors' commands: never migrates, never writes.
     pub async fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
-            return Err(StoreError::Invalid(format!("database {} does not exist", path.display())));
+            return Err(StoreError::NotCreated { path: path.display().to_string(), why: "" });
         }
         let busy_timeout = Duration::from_secs(5);
         // No slow-statement warnings: an export streams millions of rows through one statement.
@@ -228,20 +584,58 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), source: e })?;
-        // Read-only commands queue no notes; a store without a key gets a throw-away one.
-        let marker_key = secrets::get(&pool, secrets::MARKER_KEY)
-            .await
-            .and_then(|b| crate::marker::MarkerKey::new(&b).ok())
-            .unwrap_or_else(crate::marker::MarkerKey::generate);
-        Ok(Store {
-            writer: pool.clone(),
-            pool,
+        let db_id = sqlite_main_file(&pool).await?;
+        let mut store = Store {
+            backend: Backend::Sqlite { writer: pool.clone(), pool },
             writes: std::sync::Arc::new(WriteHealth { path: path.display().to_string(), ..Default::default() }),
             page_hook: None,
             busy_timeout,
-            marker_key,
+            marker_key: crate::marker::MarkerKey::generate(),
+            db_id: db_id.into(),
+            file: Some(path.to_path_buf()),
+            journal_base: Some(path.display().to_string()),
             fences: Default::default(),
-        })
+        };
+        // Read-only commands queue no notes; a store without a key gets a throw-away one.
+        if let Some(k) =
+            secrets::get(&store, secrets::MARKER_KEY).await.and_then(|b| crate::marker::MarkerKey::new(&b).ok())
+        {
+            store.marker_key = k;
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Where the OAuth token journal's files go: `<base>.oauth-<hash>` (see
+    /// `tokens::journal_path`). The SQLite file's path; on PostgreSQL, what
+    /// [`Store::with_journal_base`] set, else `None` (tokens are then committed to the
+    /// database alone).
+    pub fn journal_base(&self) -> Option<&str> {
+        self.journal_base.as_deref()
+    }
+
+    /// This store with the token journal at `base` (a local file path whose directory the
+    /// service may write: the state directory). For PostgreSQL, which has no file of its
+    /// own: the journal protects a refresh answer while the commit waits for the write lock,
+    /// as it does on SQLite.
+    pub fn with_journal_base(mut self, base: &Path) -> Store {
+        self.journal_base = Some(base.display().to_string());
+        self
     }
 
     /// How long a writer waits for the write lock (`[store] busy_timeout_ms`).
@@ -308,41 +702,143 @@ impl Store {
         self.page_hook.as_deref()
     }
 
+    /// The database as messages name it: the SQLite file, or the PostgreSQL URL without
+    /// its password.
     pub fn path(&self) -> &str {
         &self.writes.path
     }
 
     /// A write transaction that takes the write lock up front, so two writers never
-    /// deadlock on a lock upgrade.
+    /// deadlock on a lock upgrade, and writers run one at a time, as they did on SQLite:
+    /// `BEGIN IMMEDIATE` there, the one row of `write_lock` `FOR UPDATE` on PostgreSQL (a
+    /// row lock, which a connection pooler passes through; never an advisory lock). Every
+    /// audit append happens in such a transaction, so the chain is appended to by one
+    /// writer at a time and cannot fork.
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        let inner = match &self.backend {
+            Backend::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres { pool, writers } => {
+                // This process's writers queue here first, holding no connection, as
+                // SQLite's queue for their one writer connection: a waiting writer never
+                // holds a pooled connection that the lock's holder may need for a read.
+                let wait = self.busy_timeout.max(Duration::from_secs(1));
+                let permit = tokio::time::timeout(wait, writers.clone().acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .expect("the writers' semaphore is never closed");
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+                return Ok(Tx { inner: TxInner::Postgres(tx), db_id: self.db_id.clone(), _writer: Some(permit) });
+            }
+        };
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
-    pub async fn integrity_check(&self) -> Result<String> {
-        let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&self.pool).await?;
-        Ok(s)
+    /// A read-only snapshot: the statements of one export or verify see one state of the
+    /// database while the daemon writes.
+    pub(crate) async fn snapshot(&self) -> Result<Tx<'static>> {
+        let inner = match &self.backend {
+            Backend::Sqlite { pool, .. } => TxInner::Sqlite(pool.begin().await?),
+            Backend::Postgres { pool, .. } => {
+                TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
+            }
+        };
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
-    /// Close the read pool, waiting for its connections to finish (the writer is left to
-    /// drop with the store, as before: its last commit is already durable).
+    /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which
+    /// has no such check (its pages carry checksums when the cluster enables them).
+    pub async fn integrity_check(&self) -> Result<Option<String>> {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => {
+                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(pool).await?;
+                Ok(Some(s))
+            }
+            Backend::Postgres { .. } => Ok(None),
+        }
+    }
+
+    /// Close the pools, waiting for their connections to finish (SQLite's writer is left
+    /// to drop with the store, as before: its last commit is already durable).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Postgres { pool, .. } => pool.close().await,
+        }
     }
 
     /// The schema version the database is at (`None`: never migrated).
     pub async fn schema_version(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&self.pool).await?)
+        Ok(on_pool!(self, |ex, _d| sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(ex)
+            .await?))
     }
 
     /// The read pool itself, for the integration tests' own SQL (seeding, tampering,
     /// assertions on raw rows) and their fault injection. Only with the `test-support`
     /// feature, which only the tests enable (the dev-dependency on this crate): product
-    /// code that reached for it would not build.
+    /// code that reached for it would not build. Those tests are SQLite tests: a
+    /// PostgreSQL store has no such pool, and asking for it is a bug in the test.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn sqlite_pool(&self) -> &SqlitePool {
-        &self.pool
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool,
+            Backend::Postgres { .. } => panic!("sqlite_pool() of a PostgreSQL store: this test is a SQLite test"),
+        }
     }
+}
+
+impl Store {
+    /// One statement of a test's own (tampering with a row, checking a trigger), on either
+    /// backend: the rows it changed. Only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
+        Ok(on_pool!(self, |ex, _d| sqlx::query(sql).execute(ex).await?.rows_affected()))
+    }
+
+    /// One integer a test's own query returns (a count), on either backend. Only with the
+    /// `test-support` feature.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub async fn query_i64(&self, sql: &str) -> Result<i64> {
+        Ok(on_pool!(self, |ex, _d| sqlx::query_scalar(sql).fetch_one(ex).await?))
+    }
+}
+
+/// The name SQLite gives the main database file (absolute), which registers its audit key.
+async fn sqlite_main_file(pool: &SqlitePool) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'").fetch_one(pool).await?)
+}
+
+/// Apply [`PG_MIGRATOR`], one instance at a time: a second connection holds an exclusive
+/// lock on `ticketsync_migrations_lock` in an open transaction while the first runs the
+/// migrations (each in its own transaction), so two instances starting together do not
+/// both apply the same migration. The lock table is created first, outside any
+/// transaction; two first starts racing on that `CREATE` retry.
+async fn migrate_postgres(pool: &PgPool) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let created = sqlx::query("CREATE TABLE IF NOT EXISTS ticketsync_migrations_lock (id INTEGER PRIMARY KEY)")
+            .execute(pool)
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(_) if attempt < 3 => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut lock = pool.begin().await?;
+    // Longer than the writers' `lock_timeout`: another instance may be migrating.
+    sqlx::query("SET LOCAL lock_timeout = '120s'").execute(&mut *lock).await?;
+    sqlx::query("LOCK TABLE ticketsync_migrations_lock IN EXCLUSIVE MODE").execute(&mut *lock).await?;
+    let mut conn = pool.acquire().await?;
+    let ran = PG_MIGRATOR.run_direct(&mut *conn).await;
+    drop(conn);
+    lock.commit().await?;
+    Ok(ran?)
 }
 
 /// The newest schema version this build knows (the migrations it embeds).
@@ -416,4 +912,34 @@ mod private_files {
 
 pub fn now() -> String {
     crate::session::ts(chrono::Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both dialects count their schema the same way: a migration added to one directory has
+    /// its twin, same version and name, in the other.
+    #[test]
+    fn the_dialects_have_the_same_migrations() {
+        let list = |m: &sqlx::migrate::Migrator| -> Vec<(i64, String)> {
+            m.iter().map(|m| (m.version, m.description.to_string())).collect()
+        };
+        assert_eq!(list(&super::MIGRATOR), list(&super::PG_MIGRATOR));
+    }
+
+    #[test]
+    fn urls_parse_and_never_show_a_password() {
+        use super::{scrub_url, Location};
+        assert_eq!(Location::parse("sqlite:///var/x.db").unwrap(), Location::Sqlite("/var/x.db".into()));
+        assert_eq!(Location::parse("sqlite://x.db").unwrap(), Location::Sqlite("x.db".into()));
+        assert!(matches!(Location::parse("postgres://u@h/db").unwrap(), Location::Postgres(_)));
+        assert!(Location::parse("sqlite://").is_err());
+        let err = Location::parse("mysql://u:hunter22@h/db").unwrap_err().to_string();
+        assert!(!err.contains("hunter22") && err.contains("sqlite://"), "{err}");
+        assert_eq!(scrub_url("postgres://u:hunter22@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(
+            scrub_url("postgres://h/db?password=hunter22&sslmode=require"),
+            "postgres://h/db?password=***&sslmode=require"
+        );
+        assert_eq!(Location::parse("postgres://u:hunter22@h/db").unwrap().to_string(), "postgres://u:***@h/db");
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::audit::{self, Event};
-use super::{Result, Tx};
+use super::{on_pool, on_tx, List, Result, Tx};
 use crate::session::normalize_code;
 
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq, Eq)]
@@ -28,10 +28,11 @@ pub async fn insert(
     details: Option<&serde_json::Value>,
     created_by: Option<&str>,
 ) -> Result<i64> {
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = on_tx!(tx, |ex, d| {
+        sqlx::query_scalar(&d.sql(
         "INSERT INTO ticket_links (vendor, session_code, session_code_norm, ticket_id, kind, details_json, created_at, created_by)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
+    ))
     .bind(vendor)
     .bind(code)
     .bind(normalize_code(code))
@@ -40,8 +41,9 @@ pub async fn insert(
     .bind(details.map(|d| d.to_string()))
     .bind(super::now())
     .bind(created_by)
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_one(ex)
+    .await?
+    });
     audit::append(
         tx,
         Event {
@@ -60,13 +62,13 @@ pub async fn insert(
 /// looks a session up by its code and by its external id (manual links may name either),
 /// one query for the whole batch.
 pub async fn for_codes(tx: &mut Tx<'_>, codes: &[&str]) -> Result<HashMap<String, Vec<TicketLink>>> {
-    let rows: Vec<TicketLink> = sqlx::query_as(
+    let rows: Vec<TicketLink> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(
         "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
          WHERE session_code_norm IN (SELECT value FROM json_each(?)) ORDER BY id",
-    )
-    .bind(serde_json::to_string(codes).expect("codes serialize"))
-    .fetch_all(&mut **tx)
-    .await?;
+    ))
+    .bind(List(codes))
+    .fetch_all(ex)
+    .await?);
     let mut by_code: HashMap<String, Vec<TicketLink>> = HashMap::new();
     for l in rows {
         by_code.entry(l.session_code_norm.clone()).or_default().push(l);
@@ -98,17 +100,20 @@ pub async fn record_match_in(
     rule: &str,
     detail: &str,
 ) -> Result<bool> {
-    let res = sqlx::query(
+    let affected = on_tx!(tx, |ex, d| {
+        sqlx::query(&d.sql(
         "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) VALUES (?, ?, ?, ?, ?)",
-    )
+    ))
     .bind(session_id)
     .bind(ticket)
     .bind(rule)
     .bind(detail)
     .bind(super::now())
-    .execute(&mut **tx)
-    .await?;
-    if res.rows_affected() == 0 {
+    .execute(ex)
+    .await?
+    .rows_affected()
+    });
+    if affected == 0 {
         return Ok(false);
     }
     chain.push(Event {
@@ -144,14 +149,19 @@ pub async fn record_matches_in(
     // 5 parameters a row. Fixed sizes only, so each statement stays prepared
     // (`audit::fixed_chunks`); a statement per batch length was prepared on every page.
     for chunk in audit::fixed_chunks(matches, &[500, 100, 20, 5, 1]) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
-        );
-        q.push_values(chunk, |mut b, m| {
-            b.push_bind(m.session_id).push_bind(m.ticket_id).push_bind(m.rule).push_bind(m.detail).push_bind(&now);
+        let ids: Vec<i64> = on_tx!(tx, |ex, d, Db| {
+            // The builder numbers PostgreSQL's placeholders itself; only the conflict clause
+            // is the dialect's.
+            let mut q = sqlx::QueryBuilder::<Db>::new(d.pick(
+                "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
+                "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
+            ));
+            q.push_values(chunk, |mut b, m| {
+                b.push_bind(m.session_id).push_bind(m.ticket_id).push_bind(m.rule).push_bind(m.detail).push_bind(&now);
+            });
+            q.push(d.pick(" RETURNING session_id", " ON CONFLICT DO NOTHING RETURNING session_id"));
+            q.build_query_scalar().persistent(true).fetch_all(ex).await?
         });
-        q.push(" RETURNING session_id");
-        let ids: Vec<i64> = q.build_query_scalar().persistent(true).fetch_all(&mut **tx).await?;
         recorded.extend(ids);
     }
     for m in matches.iter().filter(|m| recorded.contains(&m.session_id)) {
@@ -179,17 +189,17 @@ pub struct OpenLink {
 /// `created` links of a vendor since `since` with no ended session of that code: what a
 /// source that polls by link (meetings) still has to look at.
 pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Result<Vec<OpenLink>> {
-    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<(i64, String, String, Option<String>)> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT l.id, l.session_code, l.ticket_id, l.details_json FROM ticket_links l
          WHERE l.vendor = ? AND l.kind = 'created' AND l.created_at >= ?
            AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.vendor = l.vendor
                            AND s.session_code_norm = l.session_code_norm AND s.ended_at IS NOT NULL)
          ORDER BY l.id",
-    )
+    ))
     .bind(vendor)
     .bind(since)
-    .fetch_all(&store.pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     Ok(rows
         .into_iter()
         .map(|(id, session_code, ticket_id, d)| OpenLink {
@@ -204,15 +214,15 @@ pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Re
 /// `created` links of a vendor made in [`from`, `to`), ended sessions or not, in id order:
 /// what a source that reads by link (meetings) re-reads for `ticketsync backfill`.
 pub async fn created_between(store: &super::Store, vendor: &str, from: &str, to: &str) -> Result<Vec<OpenLink>> {
-    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<(i64, String, String, Option<String>)> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT id, session_code, ticket_id, details_json FROM ticket_links
          WHERE vendor = ? AND kind = 'created' AND created_at >= ? AND created_at < ? ORDER BY id",
-    )
+    ))
     .bind(vendor)
     .bind(from)
     .bind(to)
-    .fetch_all(&store.pool)
-    .await?;
+    .fetch_all(ex)
+    .await?);
     Ok(rows
         .into_iter()
         .map(|(id, session_code, ticket_id, d)| OpenLink {
@@ -227,11 +237,16 @@ pub async fn created_between(store: &super::Store, vendor: &str, from: &str, to:
 /// Make sessions with this code eligible for matching again (after a new link): in the
 /// link's transaction, so the next pass cannot miss a session the link now matches.
 pub async fn rematch_code(tx: &mut Tx<'_>, code_norm: &str) -> Result<()> {
-    sqlx::query("UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?")
-        .bind(code_norm)
-        .bind(code_norm)
-        .execute(&mut **tx)
-        .await?;
+    on_tx!(tx, |ex, d| {
+        sqlx::query(&d.sql(
+        "UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?"
+    ))
+    .bind(code_norm)
+    .bind(code_norm)
+    .execute(ex)
+    .await
+    .map(|_| ())?
+    });
     Ok(())
 }
 
@@ -250,21 +265,23 @@ const MATCH_SQL: &str = "SELECT session_id, ticket_id, rule, rule_detail, matche
 
 /// The session's match, read in the caller's transaction (a relink decides on it there).
 pub async fn match_of(tx: &mut Tx<'_>, session_id: i64) -> Result<Option<Match>> {
-    Ok(sqlx::query_as(MATCH_SQL).bind(session_id).fetch_optional(&mut **tx).await?)
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(MATCH_SQL)).bind(session_id).fetch_optional(ex).await?))
 }
 
 /// [`match_of`] outside a transaction (`retry` asks whether a report is still the session's).
 pub async fn match_for(store: &super::Store, session_id: i64) -> Result<Option<Match>> {
-    Ok(sqlx::query_as(MATCH_SQL).bind(session_id).fetch_optional(&store.pool).await?)
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(MATCH_SQL)).bind(session_id).fetch_optional(ex).await?))
 }
 
 /// How often the session was relinked before: each relink's notes carry the next number
 /// in their markers, so moving a session back to a ticket it left queues a fresh note.
 pub async fn relinks_of(tx: &mut Tx<'_>, session_id: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE session_id = ? AND kind = 'session_relinked'")
-        .bind(session_id)
-        .fetch_one(&mut **tx)
-        .await?)
+    Ok(on_tx!(tx, |ex, d| sqlx::query_scalar(
+        &d.sql("SELECT COUNT(*) FROM audit_events WHERE session_id = ? AND kind = 'session_relinked'")
+    )
+    .bind(session_id)
+    .fetch_one(ex)
+    .await?))
 }
 
 /// An operator's move of a matched session to another ticket (`ticketsync relink`).
@@ -288,21 +305,27 @@ pub struct Relink<'a> {
 /// (the old ticket) and `session_relinked` (the new one). False, and nothing written, when
 /// the session is not matched to `from_ticket` any more (another relink came first).
 pub async fn move_match_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, r: &Relink<'_>) -> Result<bool> {
-    let old: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT rule, rule_detail FROM matches WHERE session_id = ? AND ticket_id = ?")
-            .bind(r.session_id)
-            .bind(r.from_ticket)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let old: Option<(String, Option<String>)> = on_tx!(tx, |ex, d| sqlx::query_as(
+        &d.sql("SELECT rule, rule_detail FROM matches WHERE session_id = ? AND ticket_id = ?")
+    )
+    .bind(r.session_id)
+    .bind(r.from_ticket)
+    .fetch_optional(ex)
+    .await?);
     let Some((old_rule, old_detail)) = old else { return Ok(false) };
-    sqlx::query("UPDATE matches SET ticket_id = ?, rule = 'relink', rule_detail = ?, matched_at = ? WHERE session_id = ? AND ticket_id = ?")
-        .bind(r.to_ticket)
-        .bind(format!("from {}", r.from_ticket))
-        .bind(super::now())
-        .bind(r.session_id)
-        .bind(r.from_ticket)
-        .execute(&mut **tx)
-        .await?;
+    on_tx!(tx, |ex, d| {
+        sqlx::query(&d.sql(
+        "UPDATE matches SET ticket_id = ?, rule = 'relink', rule_detail = ?, matched_at = ? WHERE session_id = ? AND ticket_id = ?"
+    ))
+    .bind(r.to_ticket)
+    .bind(format!("from {}", r.from_ticket))
+    .bind(super::now())
+    .bind(r.session_id)
+    .bind(r.from_ticket)
+    .execute(ex)
+    .await
+    .map(|_| ())?
+    });
     let who = |mut d: serde_json::Value| {
         if let Some(by) = r.by {
             d["by"] = json!(by);

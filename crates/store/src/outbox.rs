@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::audit::{self, Event};
-use super::{Result, Tx};
+use super::{on_pool, on_tx, Dialect, Result, Tx};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
@@ -57,10 +57,11 @@ pub async fn enqueue_in(
     note_json: &str,
 ) -> Result<Option<i64>> {
     let now = super::now();
-    let id: Option<i64> = sqlx::query_scalar(
+    let id: Option<i64> = on_tx!(tx, |ex, d| {
+        sqlx::query_scalar(&d.sql(
         "INSERT INTO deliveries (sink, ticket_id, session_id, link_id, kind, marker, note_json, next_attempt_at, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, marker) DO NOTHING RETURNING id",
-    )
+    ))
     .bind(sink)
     .bind(ticket)
     .bind(session_id)
@@ -71,8 +72,9 @@ pub async fn enqueue_in(
     .bind(&now)
     .bind(&now)
     .bind(&now)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .fetch_optional(ex)
+    .await?
+    });
     if let Some(id) = id {
         chain.push(Event {
             kind: "delivery_enqueued",
@@ -123,23 +125,25 @@ pub async fn enqueue_many_in(
     let now = super::now();
     let mut ids = std::collections::HashMap::new();
     for chunk in audit::fixed_chunks(rows, &DELIVERIES_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, d| {
-            b.push_bind(d.sink)
-                .push_bind(d.ticket_id)
-                .push_bind(d.session_id)
-                .push_bind(d.kind)
-                .push_bind(d.marker)
-                .push_bind(d.note_json)
-                .push_bind(&now)
-                .push_bind(&now)
-                .push_bind(&now);
+        let got: Vec<(i64, String, String)> = on_tx!(tx, |ex, _d, Db| {
+            let mut q = sqlx::QueryBuilder::<Db>::new(
+                "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(d.sink)
+                    .push_bind(d.ticket_id)
+                    .push_bind(d.session_id)
+                    .push_bind(d.kind)
+                    .push_bind(d.marker)
+                    .push_bind(d.note_json)
+                    .push_bind(&now)
+                    .push_bind(&now)
+                    .push_bind(&now);
+            });
+            // RETURNING order is unspecified: the ids are mapped back by (sink, marker).
+            q.push(" ON CONFLICT (sink, marker) DO NOTHING RETURNING id, sink, marker");
+            q.build_query_as().persistent(true).fetch_all(ex).await?
         });
-        // RETURNING order is unspecified: the ids are mapped back by (sink, marker).
-        q.push(" ON CONFLICT (sink, marker) DO NOTHING RETURNING id, sink, marker");
-        let got: Vec<(i64, String, String)> = q.build_query_as().persistent(true).fetch_all(&mut **tx).await?;
         ids.extend(got.into_iter().map(|(id, sink, marker)| ((sink, marker), id)));
     }
     let mut out = Vec::with_capacity(rows.len());
@@ -187,18 +191,15 @@ pub struct QueuedReport {
 /// The `session_report` notes of `session_id` queued for `ticket`, in queue order, read in
 /// the caller's transaction: what a relink corrects.
 pub async fn session_reports_in(tx: &mut Tx<'_>, session_id: i64, ticket: &str) -> Result<Vec<QueuedReport>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {COLS},
                 (state IN ('pending', 'sending', 'delivered') OR EXISTS (
                     SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = deliveries.id
                       AND (a.outcome IS NULL OR a.outcome IN ('delivered', 'found_existing', 'ambiguous', 'interrupted'))
                 )) AS may_be_on_ticket
          FROM deliveries WHERE session_id = ? AND ticket_id = ? AND kind = 'session_report' ORDER BY id"
-    ))
-    .bind(session_id)
-    .bind(ticket)
-    .fetch_all(&mut **tx)
-    .await?)
+    );
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(session_id).bind(ticket).fetch_all(ex).await?))
 }
 
 /// Deliveries found in `sending` at start-up were interrupted: back to `pending`. Their
@@ -218,25 +219,33 @@ pub async fn recover_stale_sending(store: &super::Store, cutoff: &str) -> Result
 async fn recover_sending_claimed_before(store: &super::Store, cutoff: Option<&str>) -> Result<u64> {
     let mut tx = store.begin().await?;
     // A claim sets `updated_at`, and nothing else touches a `sending` row until it finishes.
-    let ids: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, ticket_id FROM deliveries WHERE state = 'sending' AND (? IS NULL OR updated_at < ?)",
-    )
+    let ids: Vec<(i64, String)> = on_tx!(tx, |ex, d| {
+        sqlx::query_as(&d.sql(
+        "SELECT id, ticket_id FROM deliveries WHERE state = 'sending' AND (? IS NULL OR updated_at < ?) ORDER BY id",
+    ))
     .bind(cutoff)
     .bind(cutoff)
-    .fetch_all(&mut *tx)
-    .await?;
+    .fetch_all(ex)
+    .await?
+    });
     let now = super::now();
     for (id, ticket) in &ids {
-        sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?")
+        on_tx!(tx, |ex, d| sqlx::query(&d.sql("UPDATE deliveries SET state = 'pending', updated_at = ? WHERE id = ?"))
             .bind(&now)
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE delivery_attempts SET finished_at = ?, outcome = 'interrupted' WHERE delivery_id = ? AND finished_at IS NULL")
-            .bind(&now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await
+            .map(|_| ())?);
+        on_tx!(tx, |ex, d| {
+            sqlx::query(&d.sql(
+            "UPDATE delivery_attempts SET finished_at = ?, outcome = 'interrupted' WHERE delivery_id = ? AND finished_at IS NULL"
+        ))
+        .bind(&now)
+        .bind(id)
+        .execute(ex)
+        .await
+        .map(|_| ())?
+        });
         audit::append(
             &mut tx,
             Event {
@@ -311,22 +320,36 @@ pub const CLAIM_SQL: &str = "SELECT id, sink, ticket_id, session_id, kind, marke
      WHERE sink = ? AND state = 'pending' AND is_head = 1 AND next_attempt_at <= ?
      ORDER BY next_attempt_at, id LIMIT ?";
 
+/// [`CLAIM_SQL`] as `dialect` runs it. PostgreSQL locks the heads it returns and skips
+/// those another transaction holds, so two claimers never take the same note even when
+/// they do not share the write lock.
+fn claim_sql(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => CLAIM_SQL.to_string(),
+        Dialect::Postgres => format!("{} FOR UPDATE SKIP LOCKED", dialect.sql(CLAIM_SQL)),
+    }
+}
+
 /// The sinks that have a pending head, by a skip-scan of `deliveries_heads` (one index
 /// seek per sink): a pass also drains the queues of a sink that is no longer configured.
 pub async fn sinks_with_heads(store: &super::Store) -> Result<Vec<String>> {
-    sinks_with_heads_in(&mut *store.pool.acquire().await?).await
+    let mut tx = store.snapshot().await?;
+    let sinks = sinks_with_heads_in(&mut tx).await?;
+    tx.rollback().await?;
+    Ok(sinks)
 }
 
-async fn sinks_with_heads_in(conn: &mut sqlx::SqliteConnection) -> Result<Vec<String>> {
+async fn sinks_with_heads_in(tx: &mut Tx<'_>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     loop {
-        let next: Option<String> = sqlx::query_scalar(
+        let after = out.last().map(String::as_str).unwrap_or("");
+        let next: Option<String> = on_tx!(tx, |ex, d| sqlx::query_scalar(&d.sql(
             "SELECT sink FROM deliveries INDEXED BY deliveries_heads
              WHERE state = 'pending' AND is_head = 1 AND sink > ? ORDER BY sink LIMIT 1",
-        )
-        .bind(out.last().map(String::as_str).unwrap_or(""))
-        .fetch_optional(&mut *conn)
-        .await?;
+        ))
+        .bind(after)
+        .fetch_optional(ex)
+        .await?);
         match next {
             Some(s) => out.push(s),
             None => return Ok(out),
@@ -351,24 +374,30 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
     if want.groups == 0 {
         return Ok(Vec::new());
     }
-    let heads: Vec<Delivery> =
-        sqlx::query_as(CLAIM_SQL).bind(want.sink).bind(due).bind(want.groups as i64).fetch_all(&mut **tx).await?;
+    let sql = claim_sql(tx.dialect());
+    let heads: Vec<Delivery> = on_tx!(tx, |ex, _d| sqlx::query_as(&sql)
+        .bind(want.sink)
+        .bind(due)
+        .bind(want.groups as i64)
+        .fetch_all(ex)
+        .await?);
     let mut out = Vec::with_capacity(heads.len());
     let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
         let mut group = vec![head];
         if want.max_batch > 1 {
-            let later: Vec<Delivery> = sqlx::query_as(&format!(
+            let sql = format!(
                 "SELECT {COLS} FROM deliveries INDEXED BY deliveries_queue
                  WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ?
                  ORDER BY id LIMIT ?"
-            ))
-            .bind(&group[0].sink)
-            .bind(&group[0].ticket_id)
-            .bind(group[0].id)
-            .bind((want.max_batch - 1) as i64)
-            .fetch_all(&mut **tx)
-            .await?;
+            );
+            let later: Vec<Delivery> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql))
+                .bind(&group[0].sink)
+                .bind(&group[0].ticket_id)
+                .bind(group[0].id)
+                .bind((want.max_batch - 1) as i64)
+                .fetch_all(ex)
+                .await?);
             let vis = visibility(&group[0].note_json);
             for d in later {
                 if d.state != "pending" || d.next_attempt_at.as_str() > due || visibility(&d.note_json) != vis {
@@ -421,18 +450,24 @@ fn visibility(note_json: &str) -> Option<String> {
 async fn mark_claimed(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &mut Delivery, now: &str) -> Result<()> {
     d.attempts += 1;
     d.state = "sending".into();
-    sqlx::query("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
-        .bind(d.attempts)
-        .bind(now)
-        .bind(d.id)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, started_at) VALUES (?, ?, ?)")
-        .bind(d.id)
-        .bind(d.attempts)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    on_tx!(tx, |ex, q| sqlx::query(
+        &q.sql("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
+    )
+    .bind(d.attempts)
+    .bind(now)
+    .bind(d.id)
+    .execute(ex)
+    .await
+    .map(|_| ())?);
+    on_tx!(tx, |ex, q| sqlx::query(
+        &q.sql("INSERT INTO delivery_attempts (delivery_id, attempt, started_at) VALUES (?, ?, ?)")
+    )
+    .bind(d.id)
+    .bind(d.attempts)
+    .bind(now)
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     chain.push(Event {
         kind: "delivery_attempted",
         session_id: d.session_id,
@@ -483,14 +518,16 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
     // (attempt + 1), and its outcome is the one that counts: this late one is dropped, and
     // the take-over's marker scan finds the note if this attempt posted it. The no-op
     // update, not a read, so PostgreSQL locks the row until the commit.
-    let ours = sqlx::query(
-        "UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?",
-    )
-    .bind(d.id)
-    .bind(d.attempts)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let ours = on_tx!(tx, |ex, q| {
+        sqlx::query(
+            &q.sql("UPDATE deliveries SET updated_at = updated_at WHERE id = ? AND state = 'sending' AND attempts = ?"),
+        )
+        .bind(d.id)
+        .bind(d.attempts)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
     if ours == 0 {
         tracing::warn!(delivery = d.id, attempt = d.attempts, sink = %d.sink,
             "delivery was taken over by another instance while this one was sending; its outcome here is dropped");
@@ -500,13 +537,18 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
     let now = super::now();
     let (state, kind, attempt_outcome, detail) = match outcome {
         Outcome::Delivered { remote_ref, found_existing } => {
-            sqlx::query("UPDATE deliveries SET state = 'delivered', remote_ref = ?, last_error = NULL, delivered_at = ?, updated_at = ? WHERE id = ?")
-                .bind(remote_ref)
-                .bind(&now)
-                .bind(&now)
-                .bind(d.id)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(tx, |ex, q| {
+                sqlx::query(&q.sql(
+                "UPDATE deliveries SET state = 'delivered', remote_ref = ?, last_error = NULL, delivered_at = ?, updated_at = ? WHERE id = ?"
+            ))
+            .bind(remote_ref)
+            .bind(&now)
+            .bind(&now)
+            .bind(d.id)
+            .execute(ex)
+            .await
+            .map(|_| ())?
+            });
             let o = if *found_existing { "found_existing" } else { "delivered" };
             (
                 "delivered",
@@ -516,13 +558,18 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
             )
         }
         Outcome::Retry { next_attempt_at, error, ambiguous } => {
-            sqlx::query("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
-                .bind(next_attempt_at)
-                .bind(error)
-                .bind(&now)
-                .bind(d.id)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(tx, |ex, q| {
+                sqlx::query(&q.sql(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?"
+            ))
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(&now)
+            .bind(d.id)
+            .execute(ex)
+            .await
+            .map(|_| ())?
+            });
             let o = if *ambiguous { "ambiguous" } else { "retry" };
             (
                 "pending",
@@ -532,35 +579,42 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
             )
         }
         Outcome::Failed { error } => {
-            sqlx::query("UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
-                .bind(error)
-                .bind(&now)
-                .bind(d.id)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(tx, |ex, q| sqlx::query(
+                &q.sql("UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
+            )
+            .bind(error)
+            .bind(&now)
+            .bind(d.id)
+            .execute(ex)
+            .await
+            .map(|_| ())?);
             ("failed", "delivery_failed", "failed", json!({"sink": d.sink, "error": error}))
         }
         Outcome::Dead { error } => {
-            sqlx::query("UPDATE deliveries SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?")
-                .bind(error)
-                .bind(&now)
-                .bind(d.id)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(tx, |ex, q| sqlx::query(
+                &q.sql("UPDATE deliveries SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?")
+            )
+            .bind(error)
+            .bind(&now)
+            .bind(d.id)
+            .execute(ex)
+            .await
+            .map(|_| ())?);
             ("dead", "delivery_dead", "dead", json!({"sink": d.sink, "error": error}))
         }
     };
     let _ = state;
-    sqlx::query(
+    on_tx!(tx, |ex, q| sqlx::query(&q.sql(
         "UPDATE delivery_attempts SET finished_at = ?, outcome = ?, detail = ? WHERE delivery_id = ? AND attempt = ?",
-    )
+    ))
     .bind(&now)
     .bind(attempt_outcome)
     .bind(detail.to_string())
     .bind(d.id)
     .bind(d.attempts)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     chain.push(Event {
         kind,
         session_id: d.session_id,
@@ -573,48 +627,47 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
 }
 
 pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id"))
-        .bind(state)
-        .bind(state)
-        .fetch_all(&store.pool)
-        .await?)
+    let sql = format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id");
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).fetch_all(ex).await?))
 }
 
 /// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
 /// `deliveries --limit` prints, without reading a backlog of 100k rows to show the last 20.
 pub async fn list_recent(store: &super::Store, state: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) ORDER BY id"
+        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
     );
-    Ok(sqlx::query_as(&sql).bind(state).bind(state).bind(limit).fetch_all(&store.pool).await?)
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(limit).fetch_all(ex).await?))
 }
 
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLS} FROM deliveries WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?)
+    let sql = format!("SELECT {COLS} FROM deliveries WHERE id = ?");
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(id).fetch_optional(ex).await?))
 }
 
 /// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
 /// attempt scans for the marker before posting.
 pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
     let mut tx = store.begin().await?;
-    let row: Option<(String, String)> = sqlx::query_as("SELECT state, ticket_id FROM deliveries WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<(String, String)> =
+        on_tx!(tx, |ex, d| sqlx::query_as(&d.sql("SELECT state, ticket_id FROM deliveries WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(ex)
+            .await?);
     let Some((state, ticket)) = row else { return Ok(None) };
     if state != "failed" && state != "dead" {
         return Ok(Some(state));
     }
     let now = super::now();
-    sqlx::query("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?")
-        .bind(&now)
-        .bind(&now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(tx, |ex, d| sqlx::query(
+        &d.sql("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?")
+    )
+    .bind(&now)
+    .bind(&now)
+    .bind(id)
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     audit::append(
         &mut tx,
         Event {
@@ -632,13 +685,15 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
 
 /// Oldest pending delivery's creation time (for health and the demo).
 pub async fn counts_by_state(store: &super::Store) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
-        .fetch_all(&store.pool)
-        .await?)
+    Ok(on_pool!(store, |ex, _d| sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+        .fetch_all(ex)
+        .await?))
 }
 
 pub async fn next_due_at(store: &super::Store) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
-        .fetch_one(&store.pool)
-        .await?)
+    Ok(on_pool!(store, |ex, _d| sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+    )
+    .fetch_one(ex)
+    .await?))
 }

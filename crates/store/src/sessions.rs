@@ -6,7 +6,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::audit::{self, Event};
-use super::{Result, Tx};
+use super::{on_pool, on_tx, List, Result, Tx};
 use crate::session::{normalize_code, ts, NewSession};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,49 +117,51 @@ pub async fn upsert_many(
     let mut next_session_id: i64 = if fresh.is_empty() {
         0
     } else {
-        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetch_one(&mut **tx).await?
+        on_tx!(tx, |ex, _d| sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetch_one(ex).await?)
     };
     for group in fresh.chunks(SESSIONS_PER_PAGE_ROW) {
         // Nothing else is pushed onto the chain until this group's row: it gets this id.
         let page_event = chain.next_id();
         let mut entries = Vec::with_capacity(group.len());
         for chunk in audit::fixed_chunks(group, &SESSIONS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let first_id = next_session_id;
+            on_tx!(tx, |ex, _d, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
                 "INSERT INTO sessions (id, vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
                  device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
                  customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev,
                  seen_event_id) ",
             );
-            let first_id = next_session_id;
-            q.push_values(chunk.iter().zip(first_id..), |mut b, (&i, id)| {
-                let s = records[i];
-                b.push_bind(id)
-                    .push_bind(&s.vendor)
-                    .push_bind(&s.external_id)
-                    .push_bind(&s.session_code)
-                    .push_bind(s.session_code.as_deref().map(normalize_code))
-                    .push_bind(&s.technician)
-                    .push_bind(&s.technician_id)
-                    .push_bind(&s.device)
-                    .push_bind(&s.device_id)
-                    .push_bind(&s.group_name)
-                    .push_bind(ts(s.started_at))
-                    .push_bind(s.ended_at.map(ts))
-                    .push_bind(s.duration_s())
-                    .push_bind(&s.notes)
-                    .push_bind(&s.description)
-                    .push_bind(&s.custom_api)
-                    .push_bind(&s.customer_name)
-                    .push_bind(&s.customer_email)
-                    .push_bind(&s.raw_json)
-                    .push_bind(&hashes[i])
-                    .push_bind(&now)
-                    .push_bind(&now)
-                    .push_bind(walk_id)
-                    .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
-                    .push_bind(page_event);
+                q.push_values(chunk.iter().zip(first_id..), |mut b, (&i, id)| {
+                    let s = records[i];
+                    b.push_bind(id)
+                        .push_bind(&s.vendor)
+                        .push_bind(&s.external_id)
+                        .push_bind(&s.session_code)
+                        .push_bind(s.session_code.as_deref().map(normalize_code))
+                        .push_bind(&s.technician)
+                        .push_bind(&s.technician_id)
+                        .push_bind(&s.device)
+                        .push_bind(&s.device_id)
+                        .push_bind(&s.group_name)
+                        .push_bind(ts(s.started_at))
+                        .push_bind(s.ended_at.map(ts))
+                        .push_bind(s.duration_s())
+                        .push_bind(&s.notes)
+                        .push_bind(&s.description)
+                        .push_bind(&s.custom_api)
+                        .push_bind(&s.customer_name)
+                        .push_bind(&s.customer_email)
+                        .push_bind(&s.raw_json)
+                        .push_bind(&hashes[i])
+                        .push_bind(&now)
+                        .push_bind(&now)
+                        .push_bind(walk_id)
+                        .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
+                        .push_bind(page_event);
+                });
+                q.build().persistent(true).execute(ex).await?;
             });
-            q.build().persistent(true).execute(&mut **tx).await?;
             for (&i, id) in chunk.iter().zip(first_id..) {
                 let s = records[i];
                 // The row as inserted, so an edit of it later is found by `audit verify`.
@@ -220,15 +222,16 @@ pub async fn upsert_many(
         known.insert(key, (id, hashes[i].clone(), None));
     }
     if !touched.is_empty() {
-        sqlx::query(
+        on_tx!(tx, |ex, d| sqlx::query(&d.sql(
             "UPDATE sessions SET last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL
              WHERE id IN (SELECT value FROM json_each(?))",
-        )
+        ))
         .bind(&now)
         .bind(walk_id)
-        .bind(serde_json::to_string(&touched).expect("ids serialize"))
-        .execute(&mut **tx)
-        .await?;
+        .bind(List(&touched))
+        .execute(ex)
+        .await
+        .map(|_| ())?);
     }
     chain.flush(tx).await?;
     Ok(out.into_iter().map(|r| r.expect("every record handled")).collect())
@@ -239,8 +242,10 @@ pub async fn upsert_many(
 /// is added. Databases written before TeamViewer records were kept as the vendor's text hold
 /// them re-serialized with sorted keys; their next overlap read must not mark them changed.
 async fn same_content(tx: &mut Tx<'_>, id: i64, raw: &str) -> Result<bool> {
-    let stored: String =
-        sqlx::query_scalar("SELECT raw_json FROM sessions WHERE id = ?").bind(id).fetch_one(&mut **tx).await?;
+    let stored: String = on_tx!(tx, |ex, d| sqlx::query_scalar(&d.sql("SELECT raw_json FROM sessions WHERE id = ?"))
+        .bind(id)
+        .fetch_one(ex)
+        .await?);
     let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
     Ok(matches!((parse(&stored), parse(raw)), (Some(a), Some(b)) if a == b))
 }
@@ -256,14 +261,14 @@ async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Resul
     }
     let mut known = Known::new();
     for (vendor, ids) in by_vendor {
-        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(i64, String, String, Option<String>)> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(
             "SELECT id, external_id, content_hash, vanished_at FROM sessions
              WHERE vendor = ? AND external_id IN (SELECT value FROM json_each(?))",
-        )
+        ))
         .bind(vendor)
-        .bind(serde_json::to_string(&ids).expect("ids serialize"))
-        .fetch_all(&mut **tx)
-        .await?;
+        .bind(List(&ids))
+        .fetch_all(ex)
+        .await?);
         let page: HashSet<&str> = ids.iter().copied().collect();
         for (id, ext, hash, vanished) in rows {
             if let Some(&ext) = page.get(ext.as_str()) {
@@ -282,14 +287,14 @@ async fn update_changed(
     now: &str,
     walk_id: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    on_tx!(tx, |ex, d| sqlx::query(&d.sql(
         "UPDATE sessions SET session_code = ?, session_code_norm = ?, technician = ?, technician_id = ?, device = ?,
          device_id = ?, group_name = ?, started_at = ?, ended_at = ?, duration_s = ?, notes = ?, description = ?,
          custom_api = ?, customer_name = ?, customer_email = ?, raw_json = ?, content_hash = ?,
          revision = revision + 1, last_seen_at = ?, last_walk_id = COALESCE(?, last_walk_id), vanished_at = NULL,
          match_checked_rev = NULL
          WHERE id = ?",
-    )
+    ))
     .bind(&s.session_code)
     .bind(s.session_code.as_deref().map(normalize_code))
     .bind(&s.technician)
@@ -310,8 +315,9 @@ async fn update_changed(
     .bind(now)
     .bind(walk_id)
     .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     Ok(())
 }
 
@@ -324,24 +330,28 @@ pub async fn quarantine(
     reason: &str,
     raw: &str,
 ) -> Result<i64> {
-    let seen: Option<i64> = sqlx::query_scalar("SELECT id FROM quarantine WHERE source = ? AND raw = ? LIMIT 1")
-        .bind(source)
-        .bind(raw)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let seen: Option<i64> = on_tx!(tx, |ex, d| sqlx::query_scalar(
+        &d.sql("SELECT id FROM quarantine WHERE source = ? AND raw = ? LIMIT 1")
+    )
+    .bind(source)
+    .bind(raw)
+    .fetch_optional(ex)
+    .await?);
     if let Some(id) = seen {
         return Ok(id);
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = on_tx!(tx, |ex, d| {
+        sqlx::query_scalar(&d.sql(
         "INSERT INTO quarantine (source, external_id, reason, raw, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
+    ))
     .bind(source)
     .bind(external_id)
     .bind(crate::redact::scrubbed(reason))
     .bind(raw)
     .bind(super::now())
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_one(ex)
+    .await?
+    });
     audit::append(
         tx,
         Event {
@@ -358,19 +368,26 @@ pub async fn quarantine(
 /// After a complete walk from `from`: sessions the vendor no longer returns are marked
 /// vanished (never deleted: the audit history keeps what was seen).
 pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, walk_id: &str) -> Result<u64> {
-    let ids: Vec<(i64, String)> = sqlx::query_as(
+    let ids: Vec<(i64, String)> = on_tx!(tx, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT id, external_id FROM sessions WHERE vendor = ? AND started_at >= ? AND started_at < ? AND vanished_at IS NULL
          AND (last_walk_id IS NULL OR last_walk_id != ?)",
-    )
+    ))
     .bind(vendor)
     .bind(from)
     .bind(to)
     .bind(walk_id)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex)
+    .await?
+    });
     let now = super::now();
     for (id, ext) in &ids {
-        sqlx::query("UPDATE sessions SET vanished_at = ? WHERE id = ?").bind(&now).bind(id).execute(&mut **tx).await?;
+        on_tx!(tx, |ex, d| sqlx::query(&d.sql("UPDATE sessions SET vanished_at = ? WHERE id = ?"))
+            .bind(&now)
+            .bind(id)
+            .execute(ex)
+            .await
+            .map(|_| ())?);
         audit::append(
             tx,
             Event {
@@ -389,13 +406,15 @@ pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, 
 /// The earliest start of a still-running session younger than `min_start`, so the next
 /// poll window reaches back to it (TeamViewer filters on start_date only).
 pub async fn earliest_open_start(store: &super::Store, vendor: &str, min_start: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(on_pool!(store, |ex, d| {
+        sqlx::query_scalar(&d.sql(
         "SELECT MIN(started_at) FROM sessions WHERE vendor = ? AND ended_at IS NULL AND vanished_at IS NULL AND started_at >= ?",
-    )
+    ))
     .bind(vendor)
     .bind(min_start)
-    .fetch_one(&store.pool)
-    .await?)
+    .fetch_one(ex)
+    .await?
+    }))
 }
 
 /// A stored session as the matcher and the note renderer see it.
@@ -427,38 +446,32 @@ const SESSION_COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.ses
 
 /// Ended sessions without a match, oldest first.
 pub async fn unmatched_ended(store: &super::Store, after_id: i64, limit: i64) -> Result<Vec<StoredSession>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE m.session_id IS NULL AND s.ended_at IS NOT NULL AND s.vanished_at IS NULL AND s.id > ?
          ORDER BY s.id LIMIT ?"
-    ))
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?)
+    );
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(after_id).bind(limit).fetch_all(ex).await?))
 }
 
 /// Every session without a match (running ones included), for `ticketsync unmatched`.
 pub async fn unmatched_all(store: &super::Store) -> Result<Vec<StoredSession>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at"
-    ))
-    .fetch_all(&store.pool)
-    .await?)
+    );
+    Ok(on_pool!(store, |ex, _d| sqlx::query_as(&sql).fetch_all(ex).await?))
 }
 
 /// The `limit` most recently started sessions without a match, oldest first, for
 /// `ticketsync unmatched --limit`: read with LIMIT, not by listing them all.
 pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<StoredSession>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT * FROM (SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
-         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at DESC, s.id DESC LIMIT ?)
+         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at DESC, s.id DESC LIMIT ?) AS recent
          ORDER BY started_at, id"
-    ))
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?)
+    );
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(limit).fetch_all(ex).await?))
 }
 
 /// The sessions an operator may mean by `key`, at most `limit`, by id: those whose vendor
@@ -467,23 +480,19 @@ pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<St
 /// The first of the three that finds any is the answer, so a report id or an id is never
 /// ambiguous with a code.
 pub async fn named(store: &super::Store, key: &str, limit: i64) -> Result<Vec<StoredSession>> {
-    let by_external: Vec<StoredSession> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {SESSION_COLS} FROM sessions s WHERE s.external_id = ? OR s.external_id = ? ORDER BY s.id LIMIT ?"
-    ))
-    .bind(key)
-    .bind(key.to_lowercase())
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
+    );
+    let lower = key.to_lowercase();
+    let by_external: Vec<StoredSession> =
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(key).bind(&lower).bind(limit).fetch_all(ex).await?);
     if !by_external.is_empty() {
         return Ok(by_external);
     }
     if let Ok(id) = key.trim().parse::<i64>() {
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = ?");
         let by_id: Vec<StoredSession> =
-            sqlx::query_as(&format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = ?"))
-                .bind(id)
-                .fetch_all(&store.pool)
-                .await?;
+            on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(id).fetch_all(ex).await?);
         if !by_id.is_empty() {
             return Ok(by_id);
         }
@@ -492,17 +501,12 @@ pub async fn named(store: &super::Store, key: &str, limit: i64) -> Result<Vec<St
     if code.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_as(&format!(
-        "SELECT {SESSION_COLS} FROM sessions s WHERE s.session_code_norm = ? ORDER BY s.id LIMIT ?"
-    ))
-    .bind(code)
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?)
+    let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.session_code_norm = ? ORDER BY s.id LIMIT ?");
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(&code).bind(limit).fetch_all(ex).await?))
 }
 
 pub async fn count(store: &super::Store) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&store.pool).await?)
+    Ok(on_pool!(store, |ex, _d| sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(ex).await?))
 }
 
 /// Ended, unmatched sessions the matcher has not examined since they last changed, with an
@@ -511,26 +515,24 @@ pub async fn count(store: &super::Store) -> Result<i64> {
 /// index `sessions_to_match`: a pass reads only the sessions waiting for it, not the table
 /// (a change or a new link clears `match_checked_rev`; see `update_changed`).
 pub async fn to_match(tx: &mut Tx<'_>, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
-    to_match_on(&mut **tx, after, limit).await
+    let sql = to_match_sql();
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(after).bind(limit).fetch_all(ex).await?))
 }
 
-async fn to_match_on<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
-    Ok(sqlx::query_as(&format!(
+fn to_match_sql() -> String {
+    format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE s.id > ? AND s.ended_at IS NOT NULL AND s.match_checked_rev IS NULL AND m.session_id IS NULL
            AND s.vanished_at IS NULL
          ORDER BY s.id LIMIT ?"
-    ))
-    .bind(after)
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
+    )
 }
 
 /// [`to_match`] outside a write transaction: for work that must not hold one (the
 /// ticket-field lookup calls sinks over HTTP).
 pub async fn to_match_read(store: &super::Store, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
-    to_match_on(&store.pool, after, limit).await
+    let sql = to_match_sql();
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(after).bind(limit).fetch_all(ex).await?))
 }
 
 /// Mark sessions the matcher examined, matched or not, as checked at their current revision
@@ -539,10 +541,13 @@ pub async fn mark_match_checked(tx: &mut Tx<'_>, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE sessions SET match_checked_rev = revision WHERE id IN (SELECT value FROM json_each(?))")
-        .bind(serde_json::to_string(ids).expect("ids serialize"))
-        .execute(&mut **tx)
-        .await?;
+    on_tx!(tx, |ex, d| sqlx::query(
+        &d.sql("UPDATE sessions SET match_checked_rev = revision WHERE id IN (SELECT value FROM json_each(?))")
+    )
+    .bind(List(ids))
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     Ok(())
 }
 

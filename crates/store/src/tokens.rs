@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::audit::{self, Event};
-use super::{Result, StoreError};
+use super::{on_pool, on_tx, Result, StoreError};
 
 pub struct TokenKey(Key);
 
@@ -117,12 +117,14 @@ pub enum Loaded {
 /// caller can discard it (see `OAuthClient`).
 pub async fn load_checked(store: &super::Store, provider: &str, key: &TokenKey) -> Result<Loaded> {
     type Row = (Option<String>, Option<String>, Option<String>, Option<String>, i64, String);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, generation, updated_at FROM oauth_tokens WHERE provider = ?",
-    )
+    ))
     .bind(provider)
-    .fetch_optional(&store.pool)
-    .await?;
+    .fetch_optional(ex)
+    .await?
+    });
     let Some((a, r, exp, refresh_exp, generation, updated_at)) = row else { return Ok(Loaded::Missing) };
     let open = |v: Option<String>| v.map(|v| key.decrypt(&v)).transpose();
     match (open(a), open(r)) {
@@ -142,12 +144,12 @@ pub async fn load_checked(store: &super::Store, provider: &str, key: &TokenKey) 
 /// token another process saved meanwhile stays), with an audit event saying why.
 pub async fn discard(store: &super::Store, provider: &str, generation: i64, why: &str) -> Result<bool> {
     let mut tx = store.begin().await?;
-    let n = sqlx::query("DELETE FROM oauth_tokens WHERE provider = ? AND generation = ?")
+    let n = on_tx!(tx, |ex, d| sqlx::query(&d.sql("DELETE FROM oauth_tokens WHERE provider = ? AND generation = ?"))
         .bind(provider)
         .bind(generation)
-        .execute(&mut *tx)
+        .execute(ex)
         .await?
-        .rows_affected();
+        .rows_affected());
     if n == 1 {
         audit::append(
             &mut tx,
@@ -166,12 +168,14 @@ pub async fn discard(store: &super::Store, provider: &str, generation: i64, why:
 
 pub async fn load(store: &super::Store, provider: &str, key: &TokenKey) -> Result<Option<Tokens>> {
     type Row = (Option<String>, Option<String>, Option<String>, Option<String>, i64);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
         "SELECT access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, generation FROM oauth_tokens WHERE provider = ?",
-    )
+    ))
     .bind(provider)
-    .fetch_optional(&store.pool)
-    .await?;
+    .fetch_optional(ex)
+    .await?
+    });
     let Some((a, r, exp, refresh_exp, generation)) = row else { return Ok(None) };
     Ok(Some(Tokens {
         access: a.map(|a| key.open(&a)).transpose()?,
@@ -265,16 +269,18 @@ pub async fn save(
 pub async fn save_sealed(store: &super::Store, t: &Sealed, expect_generation: Option<i64>) -> Result<Option<i64>> {
     let mut tx = store.begin().await?;
     if let Some(expected) = expect_generation {
-        let current: Option<i64> = sqlx::query_scalar("SELECT generation FROM oauth_tokens WHERE provider = ?")
-            .bind(&t.provider)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let current: Option<i64> =
+            on_tx!(tx, |ex, d| sqlx::query_scalar(&d.sql("SELECT generation FROM oauth_tokens WHERE provider = ?"))
+                .bind(&t.provider)
+                .fetch_optional(ex)
+                .await?);
         if current.unwrap_or(0) != expected {
             return Ok(None);
         }
     }
     let now = super::now();
-    let generation: i64 = sqlx::query_scalar(
+    let generation: i64 = on_tx!(tx, |ex, d| {
+        sqlx::query_scalar(&d.sql(
         "INSERT INTO oauth_tokens (provider, access_token_enc, refresh_token_enc, access_expires_at, refresh_expires_at, updated_at, generation)
          VALUES (?, ?, ?, ?, ?, ?, 1)
          ON CONFLICT(provider) DO UPDATE SET access_token_enc = excluded.access_token_enc,
@@ -284,15 +290,16 @@ pub async fn save_sealed(store: &super::Store, t: &Sealed, expect_generation: Op
            access_expires_at = excluded.access_expires_at, updated_at = excluded.updated_at,
            generation = oauth_tokens.generation + 1
          RETURNING generation",
-    )
+    ))
     .bind(&t.provider)
     .bind(&t.access_token_enc)
     .bind(&t.refresh_token_enc)
     .bind(&t.access_expires_at)
     .bind(&t.refresh_expires_at)
     .bind(&now)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(ex)
+    .await?
+    });
     audit::append(
         &mut tx,
         Event {
@@ -311,10 +318,12 @@ pub async fn save_sealed(store: &super::Store, t: &Sealed, expect_generation: Op
 
 /// The refresh token of a provider as stored (sealed), to compare with a journal entry.
 pub async fn stored_refresh_enc(store: &super::Store, provider: &str) -> Result<Option<(i64, Option<String>)>> {
-    Ok(sqlx::query_as("SELECT generation, refresh_token_enc FROM oauth_tokens WHERE provider = ?")
-        .bind(provider)
-        .fetch_optional(&store.pool)
-        .await?)
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(
+        &d.sql("SELECT generation, refresh_token_enc FROM oauth_tokens WHERE provider = ?")
+    )
+    .bind(provider)
+    .fetch_optional(ex)
+    .await?))
 }
 
 /// The token journal: a token response that carries a refresh token is written here, sealed,
@@ -380,23 +389,27 @@ pub fn journal_remove(db_path: &str, provider: &str) {
 }
 
 pub async fn save_state(store: &super::Store, provider: &str, state: &str) -> Result<()> {
-    sqlx::query("INSERT INTO oauth_states (state, provider, created_at) VALUES (?, ?, ?)")
-        .bind(state)
-        .bind(provider)
-        .bind(super::now())
-        .execute(&store.pool)
-        .await?;
+    on_pool!(store, |ex, d| sqlx::query(
+        &d.sql("INSERT INTO oauth_states (state, provider, created_at) VALUES (?, ?, ?)")
+    )
+    .bind(state)
+    .bind(provider)
+    .bind(super::now())
+    .execute(ex)
+    .await
+    .map(|_| ())?);
     Ok(())
 }
 
 /// True when the state was issued for this provider; it is consumed either way.
 pub async fn take_state(store: &super::Store, provider: &str, state: &str) -> Result<bool> {
-    let n = sqlx::query("DELETE FROM oauth_states WHERE state = ? AND provider = ?")
+    let n = on_pool!(store, |ex, d| sqlx::query(&d.sql("DELETE FROM oauth_states WHERE state = ? AND provider = ?"))
         .bind(state)
         .bind(provider)
-        .execute(&store.pool)
-        .await?;
-    Ok(n.rows_affected() == 1)
+        .execute(ex)
+        .await?
+        .rows_affected());
+    Ok(n == 1)
 }
 
 /// How long an issued `state` is accepted: longer than any vendor's code lifetime
@@ -408,7 +421,11 @@ pub const STATE_VALIDITY: chrono::Duration = chrono::Duration::minutes(30);
 /// state is purged on the way.
 pub async fn take_fresh_state(store: &super::Store, provider: &str, state: &str) -> Result<bool> {
     let cutoff = crate::session::ts(chrono::Utc::now() - STATE_VALIDITY);
-    sqlx::query("DELETE FROM oauth_states WHERE created_at < ?").bind(&cutoff).execute(&store.pool).await?;
+    on_pool!(store, |ex, d| sqlx::query(&d.sql("DELETE FROM oauth_states WHERE created_at < ?"))
+        .bind(&cutoff)
+        .execute(ex)
+        .await
+        .map(|_| ())?);
     take_state(store, provider, state).await
 }
 
