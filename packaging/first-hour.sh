@@ -134,6 +134,7 @@ case $MODE in
     command -v systemd-nspawn >/dev/null || step "systemd-nspawn (host)" "apt-get install -y systemd-container" \
       apt-get install -y systemd-container
     # --keep-unit --register=no: no systemd on the host to register with.
+    t0=$EPOCHREALTIME
     systemd-nspawn -q -b -D "$ROOT" --keep-unit --register=no >"$OUT/console.log" 2>&1 &
     NSPAWN=$!
     PIDS+=("$NSPAWN")
@@ -148,6 +149,8 @@ case $MODE in
       sleep 0.5
     done
     echo "first-hour: booted ($state): $(box 'systemctl --version | head -n1')" | tee -a "$LOG"
+    printf '| %s | boot (systemd as PID 1) | `systemd-nspawn -b -D root` | %s |\n' "$((N += 1))" \
+      "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')" >>"$OUT/walk.md"
     ;;
   chroot)
     for m in proc sys dev dev/pts; do
