@@ -33,7 +33,9 @@ pub async fn run_as(config_path: &Path, json: bool, out: &mut dyn Write) -> bool
 }
 
 pub async fn checks(config_path: &Path) -> Vec<Check> {
-    let mut checks = vec![credentials_dir()];
+    // Kept until every check has read the secrets: a decrypted copy is removed on drop.
+    let (creds, _decrypted) = credentials_dir();
+    let mut checks = vec![creds];
     let cfg = match Config::load(config_path) {
         Ok(c) => {
             checks.push(ok("configuration", format!("{} loaded and valid", config_path.display())));
@@ -90,11 +92,11 @@ pub async fn checks(config_path: &Path) -> Vec<Check> {
     checks
 }
 
-fn credentials_dir() -> Check {
+fn credentials_dir() -> (Check, Option<crate::credentials::Decrypted>) {
     let name = "systemd credentials";
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let dir = Path::new(&dir);
-        return match std::fs::read_dir(dir) {
+        let check = match std::fs::read_dir(dir) {
             Ok(entries) => {
                 let mut names: Vec<String> =
                     entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
@@ -107,13 +109,19 @@ fn credentials_dir() -> Check {
                 "run doctor as the service user, or unset CREDENTIALS_DIRECTORY",
             ),
         };
+        return (check, None);
     }
     let src = Path::new(CREDENTIALS_SOURCE);
     if !src.is_dir() {
-        return warn(
-            name,
-            format!("{CREDENTIALS_SOURCE} does not exist (the unit's LoadCredential= lines read from it)"),
-            format!("install -d -m 0700 {CREDENTIALS_SOURCE}; put each secret in a file named after its credential"),
+        return (
+            warn(
+                name,
+                format!("{CREDENTIALS_SOURCE} does not exist (the unit's LoadCredential= lines read from it)"),
+                format!(
+                    "install -d -m 0700 {CREDENTIALS_SOURCE}; put each secret in a file named after its credential"
+                ),
+            ),
+            None,
         );
     }
     #[cfg(unix)]
@@ -121,7 +129,7 @@ fn credentials_dir() -> Check {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(m) = std::fs::metadata(src) {
             if m.permissions().mode() & 0o077 != 0 {
-                return fail(
+                let check = fail(
                     name,
                     format!(
                         "{CREDENTIALS_SOURCE} is readable by group or others (mode {:o})",
@@ -129,30 +137,44 @@ fn credentials_dir() -> Check {
                     ),
                     format!("chmod 0700 {CREDENTIALS_SOURCE} && chmod 0600 {CREDENTIALS_SOURCE}/*"),
                 );
+                return (check, None);
             }
         }
     }
-    match std::fs::read_dir(src) {
-        Ok(entries) => {
-            let present: Vec<String> = entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| crate::config::is_credential(n))
-                .collect();
-            // Used below as systemd would provide them.
-            std::env::set_var("CREDENTIALS_DIRECTORY", src);
-            ok(
+    let entries = match std::fs::read_dir(src) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let check = warn(
                 name,
-                format!(
-                    "{CREDENTIALS_SOURCE} holds: {}",
-                    if present.is_empty() { "(none)".into() } else { present.join(", ") }
-                ),
-            )
+                format!("{CREDENTIALS_SOURCE} is not readable ({e}); secrets from it are not checked"),
+                "run doctor as root",
+            );
+            return (check, None);
         }
-        Err(e) => warn(
-            name,
-            format!("{CREDENTIALS_SOURCE} is not readable ({e}); secrets from it are not checked"),
-            "run `sudo ticketsync doctor`",
+    };
+    let mut present: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::config::is_credential(n.strip_suffix(".cred").unwrap_or(n)))
+        .collect();
+    present.sort();
+    // Used below as systemd would provide them: encrypted ones decrypted, as for the unit.
+    match crate::credentials::use_dir(src) {
+        Ok(decrypted) => {
+            let detail = format!(
+                "{CREDENTIALS_SOURCE} holds: {}{}",
+                if present.is_empty() { "(none)".into() } else { present.join(", ") },
+                if decrypted.is_some() { " (.cred: systemd-creds encrypted, decrypted for this check)" } else { "" }
+            );
+            (ok(name, detail), decrypted)
+        }
+        Err(e) => (
+            fail(
+                name,
+                e.to_string(),
+                "run doctor as root on the host that encrypted them, or write them again with `ticketsync init`",
+            ),
+            None,
         ),
     }
 }
@@ -223,7 +245,12 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
                 warn(
                     name,
                     format!("{} does not exist yet (created at the first start)", path.display()),
-                    format!("check that {} is writable by the service, or run `ticketsync migrate`", parent.display()),
+                    // Expected before the first start. `ticketsync migrate` run as root here would
+                    // make root the owner of what the service's dynamic user must write.
+                    format!(
+                        "none before the first start (the service creates it); after it, check that {} is writable by the service (`journalctl -u ticketsync`)",
+                        parent.display()
+                    ),
                 ),
                 None,
             );

@@ -7,6 +7,7 @@ pub mod auth_zoom;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -58,14 +58,12 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let step = |cmd: &str| -> Result<bool> {
         println!("\n$ ticketsync {cmd} --config {}", report.config.display());
         let mut c = std::process::Command::new(&exe);
-        c.arg(cmd).arg("--config").arg(&report.config);
-        if !report.encrypted {
-            c.env("CREDENTIALS_DIRECTORY", credentials_dir);
-        }
+        // Encrypted credentials too: the command decrypts them as systemd will for the unit.
+        c.arg(cmd).arg("--config").arg(&report.config).env("CREDENTIALS_DIRECTORY", credentials_dir);
         Ok(c.status().with_context(|| format!("running ticketsync {cmd}"))?.success())
     };
-    let checked = report.encrypted || step("check")?;
-    let doctored = *no_doctor || report.encrypted || !checked || step("doctor")?;
+    let checked = step("check")?;
+    let doctored = *no_doctor || !checked || step("doctor")?;
     println!("\nnext:");
     for n in &report.next {
         println!("  {n}");
