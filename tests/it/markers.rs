@@ -287,7 +287,9 @@ impl System {
 async fn enqueue(store: &Store, ticket: &str, n: &Note) -> i64 {
     let mut tx = store.begin().await.unwrap();
     let json = serde_json::to_string(n).unwrap();
-    let id = outbox::enqueue(&mut tx, "t", ticket, None, None, "session_report", &n.marker, &json).await.unwrap();
+    let id = outbox::enqueue(&mut tx, "t", ticket, None, None, outbox::NoteKind::SessionReport, &n.marker, &json)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     id.expect("new delivery")
 }
