@@ -42,7 +42,8 @@ fn who() -> Option<String> {
 }
 
 fn describe(s: &StoredSession) -> String {
-    format!("{} {} ({})", s.vendor, s.session_code.as_deref().unwrap_or(&s.external_id), s.started_at)
+    let started = ticketsync::session::ts(s.started_at);
+    format!("{} {} ({started})", s.vendor, s.session_code.as_deref().unwrap_or(&s.external_id))
 }
 
 /// The one stored session `key` names.
