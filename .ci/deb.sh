@@ -3,7 +3,8 @@
 #   1. cargo-deb is installed with `cargo install` when missing (a few minutes, once);
 #   2. cargo build (release profile; DEB_PROFILE=dev packages the debug build instead, which
 #      .ci/run uses: the tests already built it, and a release build from scratch would take
-#      most of CI's time budget), the man page from `ticketsync man`, then `cargo deb --no-build`;
+#      most of CI's time budget), then `cargo deb --no-build` (the man pages are committed in
+#      man/, which cargo-deb compresses; tests/it/package.rs checks they are current);
 #   3. dpkg-deb -I / -c: control fields and the files that must be in the package;
 #   4. when root with dpkg (CI: Debian bookworm): dpkg -i, check that the files landed, the
 #      unit is not enabled, the binary runs, an edited config survives a reinstall, the installed
@@ -25,13 +26,10 @@ fi
 
 PROFILE=${DEB_PROFILE:-release}
 case $PROFILE in
-  release) BIN=target/release/ticketsync; cargo build --release --locked; FAST= ;;
-  dev) BIN=target/debug/ticketsync; cargo build --locked; FAST=--fast ;;
+  release) cargo build --release --locked; FAST= ;;
+  dev) cargo build --locked; FAST=--fast ;;
   *) die "DEB_PROFILE must be release or dev" ;;
 esac
-rm -rf target/man && mkdir -p target/man
-"$BIN" man --dir target/man
-gzip -9nf target/man/*.1
 rm -f target/debian/ticketsync_*.deb
 cargo deb --no-build --locked --profile "$PROFILE" $FAST -o target/debian/ >/dev/null
 DEB=$(ls -t target/debian/ticketsync_*.deb | head -n 1)

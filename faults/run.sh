@@ -5,7 +5,9 @@
 #                 and the backlog under a Retry-After storm at 100 000 pending
 #                 (TICKETSYNC_BACKLOG_N; CI: 5 000),
 #                 and 50 kills right after an OAuth refresh per vendor (TICKETSYNC_REFRESH_KILLS;
-#                 10 by default).
+#                 10 by default),
+#                 and 100 kills of three instances sharing one store (TICKETSYNC_KILLS; CI: 30;
+#                 with TICKETSYNC_TEST_STORE=postgres://… on a throwaway PostgreSQL database).
 # Each area lists the tests that prove it (they live next to the code they exercise, in
 # tests/it/); the summary prints the counts the tests report (lost/duplicates, attempts...).
 # Needs the Redmine env for the sink conformance suite (see .ci/test).
@@ -21,6 +23,9 @@ export TICKETSYNC_BACKLOG_N=${TICKETSYNC_BACKLOG_N:-$BACKLOG}
 REFRESH_KILLS=10
 [[ ${1:-} == --full ]] && REFRESH_KILLS=${TICKETSYNC_REFRESH_KILLS:-50}
 export TICKETSYNC_REFRESH_KILLS=$REFRESH_KILLS
+KILLS=30
+[[ ${1:-} == --full ]] && KILLS=100
+export TICKETSYNC_KILLS=${TICKETSYNC_KILLS:-$KILLS}
 
 NAMES=(
   "1 kill -9 loop"
@@ -34,6 +39,7 @@ NAMES=(
   "9 audit evidence"
   "10 backlog under a Retry-After storm (holds per system)"
   "11 forged markers and markup"
+  "12 several instances: lease failover, kill loop over three instances"
 )
 FILTERS=(
   "crash::sigkill_mid_page_and_mid_delivery zoom::sigkill_between_refresh_commit"
@@ -47,6 +53,7 @@ FILTERS=(
   "audit_evidence"
   "backlog::redmine_retry_after_holds backlog::backlog_under_retry_after_storm"
   "markers::"
+  "instances::"
 )
 LOG=target/faults.log
 mkdir -p target
@@ -58,7 +65,7 @@ for i in "${!NAMES[@]}"; do
   # shellcheck disable=SC2086
   cargo test -q --locked --test it -- --nocapture ${FILTERS[$i]} >"$out" 2>&1 || fail=1
   cat "$out" >>"$LOG"
-  grep -E '^test result|lost [0-9]+|page transactions|^sink outage|^auditor|^disk full|^bad data|^canary|redirects: [0-9]|endless body: 10|listener: (1000|header_read)|webhook: 3 schemes|http refused: |ca_file: with|page transaction open|^oauth' "$out" || true
+  grep -E '^test result|lost [0-9]+|page transactions|^sink outage|^auditor|^disk full|^bad data|^canary|redirects: [0-9]|endless body: 10|^kill loop|^failover|listener: (1000|header_read)|webhook: 3 schemes|http refused: |ca_file: with|page transaction open|^oauth' "$out" || true
   grep -q 'test result: ok' "$out" || fail=1
   rm -f "$out"
 done

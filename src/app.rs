@@ -53,6 +53,21 @@ pub async fn open_store_read_only(cfg: &Config) -> Result<Store> {
     Store::connect_read_only(&cfg.store.url(), password.as_ref()).await.with_context(|| store_key(cfg))
 }
 
+/// [`open_store_read_only`], or `None` when there is no database yet (the SQLite file is
+/// missing, or PostgreSQL has no schema): what `check` reads before the first start.
+pub async fn open_existing_store_read_only(cfg: &Config) -> Result<Option<Store>> {
+    match open_store_read_only(cfg).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if not_created(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `e` says the store has not been created yet.
+pub fn not_created(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NotCreated { .. }))
+}
+
 /// `store.url = …` (without a password) or `store.path = …`, whichever names the store.
 fn store_key(cfg: &Config) -> String {
     match cfg.store.url {

@@ -196,16 +196,6 @@ impl StoreConfig {
             Err(_) => crate::store::scrub_url(&self.url()),
         }
     }
-
-    /// Whether there may be a database to read without creating one: the SQLite file
-    /// exists, or the store is a server (which the read then asks).
-    pub fn may_exist(&self) -> bool {
-        match self.location() {
-            Ok(crate::store::Location::Sqlite(p)) => p.exists(),
-            Ok(crate::store::Location::Postgres(_)) => true,
-            Err(_) => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -653,7 +643,8 @@ mod tests {
             client_id = \"c\"\n[rooms.visioconference]\n[sinks.redmine]\nurl = \"https://r\"\n\
             [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
-            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n";
+            [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
+            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::sources::probe::{fail, ok, warn, ProbeCtx, Scratch};
+use crate::sources::probe::{client_fail, fail, ok, warn, ProbeCtx, Scratch};
 pub use crate::sources::probe::{Check, Status};
 use crate::store::Store;
 
@@ -189,7 +189,9 @@ fn audit_key(cfg: &Config) -> Check {
         Ok(None) => warn(
             name,
             "no store.audit_key: the audit chain is unkeyed SHA-256; whoever can write the database file can edit it and recompute the chain",
-            format!("create one (`head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key`, mode 0600) for LoadCredential=, or set store.audit_key_file; keep a copy with the other credentials"),
+            // The LoadCredential= line is named: with the file alone, root's commands read the
+            // key from the directory while the service, which never got it, stays unkeyed.
+            format!("create one (`(umask 077; head -c 32 /dev/urandom | base64 > {CREDENTIALS_SOURCE}/audit_key)`), add `LoadCredential=audit_key:{CREDENTIALS_SOURCE}/audit_key` to the unit's drop-in (`systemctl edit ticketsync`) and restart; or set store.audit_key_file; keep a copy with the other credentials"),
         ),
         Err(e) => fail(name, format!("{e:#}"), "fix store.audit_key_file, or the key's length"),
     }
@@ -229,6 +231,10 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
     }
     let store = match crate::app::open_store_read_only(cfg).await {
         Ok(s) => s,
+        Err(e) if crate::app::not_created(&e) => {
+            let e = e.downcast_ref::<crate::store::StoreError>().map_or_else(|| e.to_string(), |s| s.to_string());
+            return (warn(name, e, "it is created at the first start, or run `ticketsync migrate`"), None);
+        }
         Err(e) => {
             let hint = match cfg.store.location() {
                 Ok(crate::store::Location::Postgres(_)) => {
@@ -267,7 +273,7 @@ async fn database(cfg: &Config) -> (Check, Option<Store>) {
 async fn sinks(cfg: &Config) -> Vec<Check> {
     let built = match crate::app::build_sinks(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![fail("sinks", format!("{e:#}"), "see the secret checks above")],
+        Err(e) => return vec![client_fail("sinks", format!("{e:#}"), "see the secret checks above")],
     };
     let mut names: Vec<&String> = built.keys().collect();
     names.sort();
@@ -333,13 +339,39 @@ pub fn print_json(checks: &[Check], out: &mut dyn Write) {
 
 pub fn print_table(checks: &[Check], out: &mut dyn Write) {
     let w = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
-    let _ = writeln!(out, "{:<w$}  {:<6}DETAIL", "CHECK", "STATUS");
+    // "STATUS" is as wide as the column was, which printed the header as "STATUSDETAIL".
+    let _ = writeln!(out, "{:<w$}  {:<8}DETAIL", "CHECK", "STATUS");
     for c in checks {
-        let _ = writeln!(out, "{:<w$}  {:<6}{}", c.name, c.status.as_str(), c.detail);
+        let _ = writeln!(out, "{:<w$}  {:<8}{}", c.name, c.status.as_str(), c.detail);
         if let Some(f) = &c.fix {
-            let _ = writeln!(out, "{:<w$}  {:<6}fix: {f}", "", "");
+            let _ = writeln!(out, "{:<w$}  {:<8}fix: {f}", "", "");
         }
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     let _ = writeln!(out, "\n{} checks, {failed} failed", checks.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_header_names_each_column_apart() {
+        let mut out = Vec::new();
+        print_table(&[warn("audit key", "none", "create one"), ok("configuration", "valid")], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["CHECK", "STATUS", "DETAIL"], "{text}");
+        let detail_at = text.lines().next().unwrap().find("DETAIL").unwrap();
+        let row = text.lines().find(|l| l.starts_with("configuration")).unwrap();
+        assert_eq!(row.find("valid"), Some(detail_at), "details line up under DETAIL:\n{text}");
+    }
+
+    #[test]
+    fn a_host_without_ca_roots_is_told_to_install_them() {
+        let c = client_fail("sinks", "No CA certificates were loaded from the system".into(), "see above");
+        assert!(c.fix.as_deref().is_some_and(|f| f.contains("ca-certificates")), "{:?}", c.fix);
+        let c = client_fail("sinks", "bad url".into(), "see above");
+        assert_eq!(c.fix.as_deref(), Some("see above"));
+    }
 }

@@ -99,7 +99,8 @@ fn credential_of(c: &Component, key: &str, values: &crate::config::Values) -> St
     }
 }
 
-fn names(role: Role) -> String {
+/// The components of `role`, as `init` lists them (and `--source`/`--sink`'s help).
+pub fn names(role: Role) -> String {
     components().filter(|c| c.role == role).map(|c| c.kind).collect::<Vec<_>>().join(", ")
 }
 
@@ -416,7 +417,7 @@ fn render(chosen: &[Chosen], extra: &BTreeMap<String, BTreeMap<String, String>>)
         let _ = writeln!(t, "[{name}]");
         let mut keys: BTreeMap<String, String> = fixed.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         for (k, v) in extra.remove(name).unwrap_or_default() {
-            keys.insert(k, q(&v));
+            keys.insert(k, set_value(&v));
         }
         for (k, v) in keys {
             let _ = writeln!(t, "{k} = {v}");
@@ -444,6 +445,26 @@ fn render(chosen: &[Chosen], extra: &BTreeMap<String, BTreeMap<String, String>>)
         section(&mut t, &mut extra, &name, &[]);
     }
     t
+}
+
+/// A `--set` value as TOML: a number, `true`/`false`, a `[list]` or a `"quoted string"` as
+/// written, anything else (URLs, paths, schedules, time zones, dates) as a string. Every value
+/// was quoted before, so `--set daemon.delivery_interval_secs=30` wrote `"30"`, which `check`
+/// refuses ("expected u64, found a string") after init had written its files.
+fn set_value(v: &str) -> String {
+    let as_string = || toml::Value::String(v.to_string()).to_string();
+    // Parsed as the value of one key and only that value re-rendered: a value with a newline
+    // cannot add keys of its own.
+    match format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")) {
+        Some(
+            val @ (toml::Value::Integer(_)
+            | toml::Value::Float(_)
+            | toml::Value::Boolean(_)
+            | toml::Value::Array(_)
+            | toml::Value::String(_)),
+        ) => val.to_string(),
+        _ => as_string(),
+    }
 }
 
 fn guard_existing(path: &Path, force: bool) -> Result<()> {
@@ -531,6 +552,23 @@ mod tests {
         assert_eq!(SecretFrom::parse("a=-").unwrap(), ("a".into(), SecretFrom::Stdin));
         let e = SecretFrom::parse("redmine_api_key=hunter2hunter2").unwrap_err().to_string();
         assert!(e.contains("redmine_api_key") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn set_values_keep_their_toml_type_and_everything_else_is_a_string() {
+        assert_eq!(set_value("30"), "30");
+        assert_eq!(set_value("true"), "true");
+        assert_eq!(set_value("1.5"), "1.5");
+        assert_eq!(set_value(r#"["a", "b"]"#), r#"["a", "b"]"#);
+        assert_eq!(set_value(r#""123""#), r#""123""#);
+        assert_eq!(set_value("https://redmine.example.com"), r#""https://redmine.example.com""#);
+        assert_eq!(set_value("*/5 * * * *"), r#""*/5 * * * *""#);
+        assert_eq!(set_value("Europe/Paris"), r#""Europe/Paris""#);
+        assert_eq!(set_value("2026-01-01"), r#""2026-01-01""#);
+        assert_eq!(set_value("{a = 1}"), r#""{a = 1}""#);
+        let injected = set_value("1\nenabled = false");
+        let t: toml::Table = format!("k = {injected}").parse().unwrap();
+        assert_eq!(t.len(), 1, "{injected}");
     }
 
     #[test]

@@ -35,9 +35,16 @@ fn init_logging(v: Verbosity) {
     if json {
         builder.json().flatten_event(true).init();
     } else {
-        // journald adds its own timestamps; keep lines short and free of colour codes there.
+        // journald adds its own timestamps; keep lines short and free of colour codes there
+        // (the unit's lines carried a second timestamp in the journal before: seen in the
+        // first-hour walkthrough under a real systemd).
         let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-        builder.with_ansi(!under_systemd && std::io::stderr().is_terminal()).with_target(false).init();
+        let builder = builder.with_ansi(!under_systemd && std::io::stderr().is_terminal()).with_target(false);
+        if under_systemd {
+            builder.without_time().init();
+        } else {
+            builder.init();
+        }
     }
 }
 

@@ -67,9 +67,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 /// one; an error fails the check.
 async fn remarks(cfg: &Config) -> Result<()> {
     let vendors: Vec<_> = cfg.vendors().into_iter().filter(|v| v.enabled()).collect();
-    let store = match cfg.store.may_exist() && !vendors.is_empty() {
-        true => Some(ticketsync::app::open_store_read_only(cfg).await?),
-        false => None,
+    let store = match vendors.is_empty() {
+        false => ticketsync::app::open_existing_store_read_only(cfg).await?,
+        true => None,
     };
     let mut result = Ok(());
     for v in vendors {

@@ -81,3 +81,40 @@ tickets = '^\d+$'
     let e = load("[sinks.rt]\nurl = \"https://rt.x\"\ntoken = \"t\"\nsession_code_field = \"x}' OR '\"\n").unwrap_err();
     assert!(e.to_string().contains("sinks.rt.session_code_field"), "{e}");
 }
+
+#[test]
+fn zammad_builds_from_its_section() {
+    let c = load("[sinks.zammad]\nurl = \"https://zammad.example.test\"\nauth = \"oauth\"\ntoken = \"t\"\n").unwrap();
+    c.check_secrets().unwrap();
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    assert_eq!(c.sinks.build(&ctx).unwrap()["zammad"].name(), "zammad");
+    let e = load("[sinks.zammad]\nurl = \"https://z\"\n").unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.zammad.token") && e.contains("zammad_token"), "{e}");
+    let e = load("[sinks.zammad]\nurl = \"https://z\"\ntoken = \"t\"\nsession_code_field = \"a OR b\"\n").unwrap_err();
+    assert!(e.to_string().contains("sinks.zammad.session_code_field"), "{e}");
+}
+
+#[test]
+fn servicenow_sections_ask_for_the_secrets_of_their_auth() {
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let basic = "[sinks.servicenow]\nurl = \"https://x.service-now.com\"\nuser = \"u\"\npassword = \"p\"\n";
+    let c = load(basic).unwrap();
+    c.check_secrets().unwrap();
+    assert_eq!(c.sinks.build(&ctx).unwrap()["servicenow"].name(), "servicenow");
+    assert_eq!(c.sinks.basic_pairs(), [("u".to_string(), "p".to_string())]);
+    let cc = "[sinks.servicenow]\nurl = \"https://x.service-now.com\"\nauth = \"oauth_client_credentials\"\n\
+              client_id = \"c\"\nclient_secret = \"s\"\ntable = \"u_support_case\"\n";
+    load(cc).unwrap().check_secrets().unwrap();
+    let e = load("[sinks.servicenow]\nurl = \"https://x\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\npassword = \"p\"\n")
+        .unwrap()
+        .check_secrets()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("sinks.servicenow.client_secret") && e.contains("servicenow_client_secret"), "{e}");
+    let e = load("[sinks.servicenow]\nurl = \"https://x\"\n").unwrap_err().to_string();
+    assert!(e.contains("sinks.servicenow.user"), "{e}");
+    let e = load("[sinks.servicenow]\nurl = \"https://x\"\nuser = \"u\"\ntable = \"incident^x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sinks.servicenow.table"), "{e}");
+}

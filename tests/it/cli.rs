@@ -85,6 +85,21 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// Under systemd (JOURNAL_STREAM set) journald stamps each line itself: the log lines carry
+/// no timestamp of their own, elsewhere they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_no_timestamp_for_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &format!("[store]\npath = \"{}\"\n", dir.path().join("db").display()));
+    let stamped = |l: &str| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T';
+    let plain = ticketsync(&cfg, &["sync-once"], &[("TICKETSYNC_LOG", "debug")]).await.ok();
+    assert!(plain.stderr.lines().next().is_some_and(stamped), "a timestamp elsewhere:\n{}", plain.stderr);
+    let journal =
+        ticketsync(&cfg, &["sync-once"], &[("TICKETSYNC_LOG", "debug"), ("JOURNAL_STREAM", "8:12345")]).await.ok();
+    assert!(journal.stderr.lines().count() > 0, "log lines were written");
+    assert!(!journal.stderr.lines().any(stamped), "no timestamp for journald:\n{}", journal.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_bad_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -436,4 +451,29 @@ async fn link_unmatched_deliveries_and_retry() {
     assert!(rows[0]["last_error"].as_str().is_some_and(|e| e.contains("404")), "{}", r.stdout);
     assert_eq!(rows[1]["id"].to_string(), delivered_id);
     assert_eq!(rows[1]["state"], "delivered");
+}
+
+/// Before the first start there is no database (no SQLite file; a PostgreSQL database without
+/// the schema): `check` passes, the auditors' commands say it does not exist yet, and once
+/// `migrate` made it they read an empty chain. Either backend (TICKETSYNC_TEST_STORE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_start_the_store_is_missing_not_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::new(dir.path()).await;
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "{}\n[sources.teamviewer]\nbase_url = \"http://127.0.0.1:9\"\ntoken = \"{TOKEN}\"\n",
+            db.store_section()
+        ),
+    );
+    ticketsync(&cfg, &["check"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.failed();
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    ticketsync(&cfg, &["migrate"], &[]).await.ok();
+    let r = ticketsync(&cfg, &["audit", "head"], &[]).await.ok();
+    assert_eq!(r.stdout.trim(), format!("0:{}", ticketsync::store::audit::GENESIS));
+    let r = ticketsync(&cfg, &["audit", "verify"], &[]).await.ok();
+    assert!(r.stdout.contains("audit chain OK: 0 rows"), "{}", r.stdout);
 }

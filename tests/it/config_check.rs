@@ -247,6 +247,8 @@ fn shared_keys_keep_their_names_in_every_section() {
         ("sinks.jsm", "url = \"https://j.example\"\nemail = \"a@x.example\"\n"),
         ("sinks.glpi", "url = \"https://g.example/apirest.php\"\n"),
         ("sinks.rt", "url = \"https://rt.example\"\n"),
+        ("sinks.zammad", "url = \"https://zm.example\"\n"),
+        ("sinks.servicenow", "url = \"https://sn.example\"\nuser = \"u\"\n"),
         ("sinks.webhook", "url = \"https://h.example\"\n"),
     ];
     let mut text = String::new();

@@ -74,6 +74,13 @@ async fn init_writes_config_credentials_and_dropin_then_check_and_doctor_pass() 
             &format!("store.path={}", db.display()),
             "--set",
             "http.listen=127.0.0.1:0",
+            // Typed keys: written as the integer and boolean they are, not as strings.
+            "--set",
+            "daemon.delivery_interval_secs=30",
+            "--set",
+            "sources.teamviewer.initial_lookback_days=3",
+            "--set",
+            "sinks.redmine.private_notes=true",
             "--secret",
             &format!("teamviewer_token=@{}", tv_file.display()),
             "--secret",
@@ -100,6 +107,7 @@ async fn init_writes_config_credentials_and_dropin_then_check_and_doctor_pass() 
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(!text.contains(TV) && !text.contains(RM), "no secret in the config:\n{text}");
     assert!(text.contains("[sinks.redmine]") && text.contains(&rm.base_url), "{text}");
+    assert!(text.contains("delivery_interval_secs = 30\n") && text.contains("initial_lookback_days = 3\n"), "{text}");
     assert_eq!(mode(&creds), 0o700, "credentials directory");
     for (name, secret) in [("teamviewer_token", TV), ("redmine_api_key", RM)] {
         let p = creds.join(name);

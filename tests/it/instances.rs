@@ -142,3 +142,112 @@ async fn one_instance_polls_a_source_and_another_takes_over_after_a_kill() {
         other => panic!("audit chain: {other:?}"),
     }
 }
+
+/// Kills in the loop: `TICKETSYNC_KILLS` (CI: 30; the long fault run: 100).
+fn kills() -> usize {
+    std::env::var("TICKETSYNC_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
+}
+
+/// Three instances on one store, a Redmine that answers in 80 ms, sessions arriving while a
+/// random instance is killed (SIGKILL) and restarted under a new id again and again: at the
+/// end every session is stored once and every note is on its ticket once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::new(dir.path()).await;
+    let tv =
+        TeamViewerSim::start(SimOptions { script_tokens: vec![TOKEN.into()], ..Default::default() }).await.unwrap();
+    let redmine = ticketsync::sim::redmine::RedmineSim::start("kill-loop-key", &[]).await.unwrap();
+    redmine.add_issues(1000..1400);
+    redmine.set_delay(Duration::from_millis(80));
+    let t0 = Utc::now() - TimeDelta::hours(2);
+    let mut sessions = 0usize;
+    let mut add = |n: usize| {
+        for _ in 0..n {
+            let i = sessions;
+            tv.add_connection(tv_connection(&format!("k{i}"), &format!("kc{i}"), &format!("{}", 1000 + i), t0));
+            sessions += 1;
+        }
+    };
+    add(20);
+    let cfg = |name: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "{store}\n[daemon]\ndelivery_interval_secs = 1\nshared_store = true\ninstance_id = \"{name}\"\nlease_ttl_secs = 5\n\n\
+             [outbox]\nrequest_timeout_secs = 2\nbase_backoff_secs = 1\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\nschedule = \"* * * * *\"\n\n\
+             [sinks.redmine]\nurl = \"{rm}\"\napi_key = \"kill-loop-key\"\n",
+            store = db.store_section(),
+            tv = tv.base_url,
+            rm = redmine.base_url,
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // Each instance's log is drained (a full pipe would stall it) and kept for the failure message.
+    let spawn = |name: String| {
+        let (child, mut lines) = spawn_daemon(&cfg(&name));
+        let log = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.contains("\"ERROR\"") || l.contains("panicked") {
+                    kept.push(l);
+                }
+            }
+            kept
+        });
+        (child, log)
+    };
+    let mut generation = 0usize;
+    let mut alive: Vec<_> = (0..3)
+        .map(|k| {
+            generation += 1;
+            spawn(format!("i{k}-{generation}"))
+        })
+        .collect();
+    let n = kills();
+    let mut rng = rand::rng();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+        let k = rng.random_range(0..alive.len());
+        crate::support::signal(&alive[k].0, nix::sys::signal::Signal::SIGKILL);
+        let _ = alive[k].0.wait().await;
+        add(1);
+        generation += 1;
+        alive[k] = spawn(format!("i{k}-{generation}"));
+    }
+    // The last sessions arrive after the last restart: at most a minute's tick away.
+    let notes = |i: usize| redmine.journals((1000 + i) as u64).iter().filter(|j| j.notes.contains("tsd:v2:")).count();
+    let until = Instant::now() + Duration::from_secs(150);
+    while (0..sessions).any(|i| notes(i) == 0) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let missing: Vec<usize> = (0..sessions).filter(|&i| notes(i) == 0).collect();
+    let twice: Vec<(usize, usize)> = (0..sessions).map(|i| (i, notes(i))).filter(|(_, c)| *c > 1).collect();
+    let mut errors = Vec::new();
+    for (mut child, log) in alive {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        errors.extend(log.await.unwrap_or_default());
+    }
+    eprintln!(
+        "kill loop: {n} kills of 3 instances, {sessions} sessions, {} notes, missing {missing:?}, twice {twice:?}, {} PUTs",
+        (0..sessions).map(notes).sum::<usize>(),
+        redmine.put_count()
+    );
+    assert!(missing.is_empty(), "every session's note lands: missing {missing:?}; errors: {errors:#?}");
+    assert!(twice.is_empty(), "no note twice: {twice:?}");
+    let store = ticketsync::store::Store::connect_read_only(&db.url, None).await.unwrap();
+    for i in 0..sessions {
+        assert_eq!(
+            ticketsync::store::sessions::named(&store, &format!("k{i}"), 5).await.unwrap().len(),
+            1,
+            "k{i} once"
+        );
+    }
+    match ticketsync::store::audit::verify(&store).await.unwrap() {
+        ticketsync::store::audit::Verify::Ok { .. } => {}
+        other => panic!("audit chain: {other:?}"),
+    }
+}

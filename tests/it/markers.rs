@@ -16,6 +16,8 @@ use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
+use ticketsync::sim::servicenow::ServiceNowSim;
+use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::common::{decode_entities, html_to_text, unescape_html};
 use ticketsync::sinks::TicketSink;
@@ -77,6 +79,8 @@ enum Backend {
     Glpi(GlpiSim),
     Rt(RtSim),
     RealRt(crate::support::RtCi),
+    Zammad(ZammadSim),
+    ServiceNow(ServiceNowSim),
 }
 
 struct System {
@@ -131,6 +135,18 @@ impl System {
                 let ci = crate::support::rt_ci().expect("real RT");
                 let u = ci.url.clone();
                 (Backend::RealRt(ci), u)
+            }
+            "servicenow" => {
+                let numbers: Vec<String> = (1..50).map(|i| format!("INC{:07}", 10_000 + i)).collect();
+                let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+                let sim = ServiceNowSim::start("ticketsync.api", "sn-pw", &refs).await.unwrap();
+                let u = sim.base_url.clone();
+                (Backend::ServiceNow(sim), u)
+            }
+            "zammad" => {
+                let sim = ZammadSim::start("Token token=zm-token", &(1..50).collect::<Vec<_>>()).await.unwrap();
+                let u = sim.base_url.clone();
+                (Backend::Zammad(sim), u)
             }
             k => panic!("unknown system {k}"),
         };
@@ -199,6 +215,30 @@ impl System {
             Backend::RealRt(ci) => {
                 (Arc::new(ticketsync::sinks::rt::RtSink::new("t", &base, secret(&ci.token), None, http())), "POST")
             }
+            Backend::Zammad(_) => (
+                Arc::new(ticketsync::sinks::zammad::ZammadSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::zammad::ZammadAuth::Token(secret("zm-token")),
+                    None,
+                    http(),
+                )),
+                "POST",
+            ),
+            Backend::ServiceNow(_) => (
+                Arc::new(ticketsync::sinks::servicenow::ServiceNowSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::servicenow::ServiceNowAuth::Basic {
+                        user: "ticketsync.api".into(),
+                        password: secret("sn-pw"),
+                    },
+                    "incident",
+                    None,
+                    http(),
+                )),
+                "PATCH",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -206,6 +246,7 @@ impl System {
     async fn ticket(&self, n: u64) -> String {
         match &self.backend {
             Backend::Jsm(_) => format!("HELP-{n}"),
+            Backend::ServiceNow(_) => format!("INC{:07}", 10_000 + n),
             Backend::RealRedmine(ci) => ci.new_issue("ticketsync forged markers").await.to_string(),
             Backend::RealRt(ci) => ci.new_ticket("ticketsync forged markers").await.to_string(),
             _ => n.to_string(),
@@ -234,6 +275,8 @@ impl System {
             Backend::Glpi(sim) => sim.add_person_followup(ticket.parse().unwrap(), &html),
             Backend::Rt(sim) => sim.add_person_comment(ticket.parse().unwrap(), text),
             Backend::RealRt(ci) => ci.person_comments(ticket, text).await,
+            Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
+            Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
         }
     }
 
@@ -270,6 +313,10 @@ impl System {
                 .collect(),
             Backend::Rt(sim) => sim.messages(ticket.parse().unwrap()).into_iter().map(|t| t.text()).collect(),
             Backend::RealRt(ci) => ci.messages(ticket).await.into_iter().map(|(_, _, text)| text).collect(),
+            Backend::Zammad(sim) => {
+                sim.articles(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.body)).collect()
+            }
+            Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
         }
     }
 
@@ -425,6 +472,16 @@ async fn forged_marker_does_not_suppress_a_note_rt_real() {
         return;
     }
     forged_markers("rt_real").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_zammad() {
+    forged_markers("zammad").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_servicenow() {
+    forged_markers("servicenow").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

@@ -22,14 +22,18 @@ use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
+use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::webhook::WebhookSim;
+use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::rt::RtSink;
+use ticketsync::sinks::servicenow::{Grant, OAuthSettings, ServiceNowAuth, ServiceNowSink};
 use ticketsync::sinks::webhook::WebhookSink;
+use ticketsync::sinks::zammad::{ZammadAuth, ZammadSink};
 use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
 use ticketsync::sinks::TicketSink;
 use ticketsync::store::outbox::{self, Delivery};
@@ -50,6 +54,11 @@ const JSM_TOKEN: &str = "sim-jsm-token-4e8a";
 const GLPI_USER_TOKEN: &str = "sim-glpi-user-token-c3d9";
 const GLPI_APP_TOKEN: &str = "sim-glpi-app-token-0f6b";
 /// RT's token shape: version, the owner's user id (14: root on a fresh RT), the secret.
+const SN_USER: &str = "ticketsync.api";
+const SN_PASSWORD: &str = "sim-servicenow-password-3d71";
+const SN_CLIENT_ID: &str = "4f1d0c5e9a7b4c2d8e6f0a1b2c3d4e5f";
+const SN_CLIENT_SECRET: &str = "sim-servicenow-client-secret-b9a0";
+const ZAMMAD_TOKEN: &str = "sim-zammad-token-8c2e";
 const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
@@ -63,7 +72,10 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
 // Targets
 
 enum Backend {
-    RealRedmine { ci: RedmineCi, http: reqwest::Client },
+    RealRedmine {
+        ci: RedmineCi,
+        http: reqwest::Client,
+    },
     SimRedmine(RedmineSim),
     SimWebhook(WebhookSim),
     SimZendesk(ZendeskSim),
@@ -72,6 +84,12 @@ enum Backend {
     SimGlpi(GlpiSim),
     RealRt(RtCi),
     SimRt(RtSim),
+    SimZammad(ZammadSim),
+    /// `oauth`: the sink takes a token with the password grant instead of Basic auth.
+    SimServiceNow {
+        sim: ServiceNowSim,
+        oauth: bool,
+    },
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -162,6 +180,31 @@ impl Target {
         Some(Target { backend: Backend::SimRt(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn zammad_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let auth = format!("Token token={ZAMMAD_TOKEN}");
+        let sim = ZammadSim::start(&auth, &ids).await.expect("start Zammad simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimZammad(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn servicenow(oauth: bool) -> Option<Target> {
+        let numbers: Vec<String> = (1..=SIM_TICKETS).map(|i| format!("INC{:07}", 10_000 + i)).collect();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let sim = ServiceNowSim::start(SN_USER, SN_PASSWORD, &numbers).await.expect("start ServiceNow simulator");
+        sim.enable_oauth(SN_CLIENT_ID, SN_CLIENT_SECRET, 1799);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimServiceNow { sim, oauth }, proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn servicenow_sim() -> Option<Target> {
+        Self::servicenow(false).await
+    }
+
+    async fn servicenow_oauth_sim() -> Option<Target> {
+        Self::servicenow(true).await
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -173,6 +216,8 @@ impl Target {
             Backend::SimGlpi(_) => GLPI_USER_TOKEN.into(),
             Backend::RealRt(ci) => ci.token.clone(),
             Backend::SimRt(_) => RT_TOKEN.into(),
+            Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
+            Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
         }
     }
 
@@ -183,6 +228,7 @@ impl Target {
             Backend::RealRedmine { ci, .. } => s.push(ci.customer_api_key.clone()),
             Backend::SimGlpi(_) => s.push(GLPI_APP_TOKEN.into()),
             Backend::RealRt(ci) => s.push(ci.person_password.clone()),
+            Backend::SimServiceNow { .. } => s.push(SN_CLIENT_SECRET.into()),
             _ => {}
         }
         s
@@ -232,6 +278,21 @@ impl Target {
             Backend::RealRt(_) | Backend::SimRt(_) => {
                 Arc::new(RtSink::new("rt", &self.proxy.base_url, secret, None, http))
             }
+            Backend::SimZammad(_) => {
+                Arc::new(ZammadSink::new("zammad", &self.proxy.base_url, ZammadAuth::Token(secret), None, http))
+            }
+            Backend::SimServiceNow { oauth, .. } => {
+                let auth = match oauth {
+                    false => ServiceNowAuth::Basic { user: SN_USER.into(), password: secret },
+                    true => ServiceNowAuth::OAuth(OAuthSettings {
+                        client_id: SN_CLIENT_ID.into(),
+                        client_secret: SecretString::from(SN_CLIENT_SECRET.to_string()),
+                        grant: Grant::Password { user: SN_USER.into(), password: secret },
+                        token_url: None,
+                    }),
+                };
+                Arc::new(ServiceNowSink::new("servicenow", &self.proxy.base_url, auth, "incident", None, http))
+            }
         }
     }
 
@@ -250,6 +311,8 @@ impl Target {
             Backend::SimJsm(_) => ("POST", "/servicedeskapi/request/"),
             Backend::SimGlpi(_) => ("POST", "/ITILFollowup"),
             Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
+            Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
+            Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
         }
     }
 
@@ -272,7 +335,8 @@ impl Target {
     /// ticket is missing before writing (GLPI reads the ticket, JSM's remote link is refused).
     fn writes_for_missing_ticket(&self) -> usize {
         match &self.backend {
-            Backend::SimGlpi(_) | Backend::SimJsm(_) => 0,
+            // ServiceNow resolves the number first: a number it does not have is never written.
+            Backend::SimGlpi(_) | Backend::SimJsm(_) | Backend::SimServiceNow { .. } => 0,
             _ => 1,
         }
     }
@@ -294,9 +358,14 @@ impl Target {
             Backend::SimWebhook(_) => format!("WH-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::SimJsm(_) => format!("HELP-{}", self.next_ticket.fetch_add(1, Ordering::SeqCst)),
             Backend::RealRt(ci) => ci.new_ticket("ticketsync sink conformance").await.to_string(),
-            Backend::SimZendesk(_) | Backend::SimFreshservice(_) | Backend::SimGlpi(_) | Backend::SimRt(_) => {
-                self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string()
+            Backend::SimServiceNow { .. } => {
+                format!("INC{:07}", 10_000 + self.next_ticket.fetch_add(1, Ordering::SeqCst))
             }
+            Backend::SimZendesk(_)
+            | Backend::SimFreshservice(_)
+            | Backend::SimGlpi(_)
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
         }
     }
 
@@ -309,8 +378,10 @@ impl Target {
             | Backend::SimZendesk(_)
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
-            | Backend::SimRt(_) => "999999".into(),
+            | Backend::SimRt(_)
+            | Backend::SimZammad(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
+            Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
                 self.proxy.push_on("POST", Fault::status(404, &[], "unknown ticket WH-404"));
                 "WH-404".into()
@@ -381,6 +452,16 @@ impl Target {
                 .messages(ticket.parse().expect("sim ticket id"))
                 .into_iter()
                 .map(|t| Posted { text: t.text(), private: t.kind == "Comment" })
+                .collect(),
+            Backend::SimServiceNow { sim, .. } => sim
+                .journal(ticket)
+                .into_iter()
+                .map(|j| Posted { text: j.value, private: j.element == "work_notes" })
+                .collect(),
+            Backend::SimZammad(sim) => sim
+                .articles(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.body), private: a.internal })
                 .collect(),
         }
     }
@@ -959,3 +1040,6 @@ conformance!(jsm_sim);
 conformance!(glpi_sim);
 conformance!(rt_real);
 conformance!(rt_sim);
+conformance!(zammad_sim);
+conformance!(servicenow_sim);
+conformance!(servicenow_oauth_sim);

@@ -494,3 +494,213 @@ async fn rt_real_keeps_non_ascii_and_explains_refusals() {
     assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Permanent);
     assert!(err.message.contains("ticket not found (HTTP 404)"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Zammad
+
+#[tokio::test]
+async fn zammad_note_is_escaped_html_and_oauth_and_lookups_work() {
+    use ticketsync::sim::zammad::ZammadSim;
+    use ticketsync::sinks::zammad::{ZammadAuth, ZammadSink};
+    let sim = ZammadSim::start("Bearer zm-oauth", &[4, 5]).await.unwrap();
+    let sink = ZammadSink::new(
+        "zammad",
+        &sim.base_url,
+        ZammadAuth::OAuth(secret("zm-oauth")),
+        Some("session_code".into()),
+        http(),
+    );
+    sink.check().await.unwrap();
+    let mut n = note("z-1", Visibility::Internal);
+    n.title = "Session <img src=x onerror=alert(1)> <a href=\"https://evil.example\">x</a>".into();
+    n.body = Some(format!("[quote]\n{}", note("other", Visibility::Internal).marker_line()));
+    sink.post_note("4", &n).await.unwrap();
+    let a = &sim.articles(4)[0];
+    assert!(a.internal && a.kind == "note" && a.content_type == "text/html", "{a:?}");
+    assert!(
+        a.body.contains("Session &lt;img src=x onerror=alert(1)&gt; &lt;a href=&quot;https://evil.example&quot;"),
+        "{}",
+        a.body
+    );
+    // The only anchor is the note's own link; the quoted marker line is neutralised.
+    assert_eq!(a.body.matches("<a ").count(), 1, "{}", a.body);
+    assert_eq!(a.body.matches("ticketsync-marker").count(), 1, "{}", a.body);
+    assert!(sink.find_marker("4", &n.marker).await.unwrap().is_some());
+    // A public note is an external note: shown to the customer, still no mail.
+    sink.post_note("5", &note("z-2", Visibility::Public)).await.unwrap();
+    assert!(!sim.articles(5)[0].internal);
+    sim.set_field(5, "session_code", "s-99");
+    assert_eq!(sink.find_ticket_by_session_code("s-99").await.unwrap().as_deref(), Some("5"));
+    assert_eq!(sink.find_ticket_by_session_code("nope").await.unwrap(), None);
+    // A token Zammad does not know (401 "Can't find User for Token"): failed, not dead.
+    let wrong = ZammadSink::new("zammad", &sim.base_url, ZammadAuth::Token(secret("zm-wrong")), None, http());
+    let err = wrong.post_note("4", &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Auth, "{err}");
+    assert!(err.to_string().starts_with("zammad: credentials rejected (HTTP 401)"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// ServiceNow
+
+const SN_NUMBERS: [&str; 4] = ["INC0010001", "INC0010002", "RITM0010001", "SCTASK0010001"];
+
+fn servicenow(
+    base: &str,
+    auth: ticketsync::sinks::servicenow::ServiceNowAuth,
+    field: Option<&str>,
+) -> Arc<dyn TicketSink> {
+    Arc::new(ticketsync::sinks::servicenow::ServiceNowSink::new(
+        "servicenow",
+        base,
+        auth,
+        "incident",
+        field.map(str::to_string),
+        http(),
+    ))
+}
+
+fn sn_basic() -> ticketsync::sinks::servicenow::ServiceNowAuth {
+    ticketsync::sinks::servicenow::ServiceNowAuth::Basic { user: "ticketsync.api".into(), password: secret("sn-pw") }
+}
+
+fn sn_oauth(
+    grant: ticketsync::sinks::servicenow::Grant,
+    client_secret: &str,
+) -> ticketsync::sinks::servicenow::ServiceNowAuth {
+    ticketsync::sinks::servicenow::ServiceNowAuth::OAuth(ticketsync::sinks::servicenow::OAuthSettings {
+        client_id: "sn-client".into(),
+        client_secret: secret(client_secret),
+        grant,
+        token_url: None,
+    })
+}
+
+#[tokio::test]
+async fn servicenow_resolves_numbers_once_per_table_and_keeps_vendor_text_plain() {
+    use ticketsync::sim::servicenow::ServiceNowSim;
+    let sim = ServiceNowSim::start("ticketsync.api", "sn-pw", &SN_NUMBERS).await.unwrap();
+    let sn = servicenow(&sim.base_url, sn_basic(), None);
+    let mut n = note("sn-1", Visibility::Internal);
+    n.title = "Session [code]<img src=x onerror=alert(1)>[/code] done".into();
+    sn.post_note("INC0010001", &n).await.unwrap();
+    assert!(sn.find_marker("inc0010001", &n.marker).await.unwrap().is_some());
+    sn.post_note("INC0010001", &note("sn-2", Visibility::Internal)).await.unwrap();
+    assert_eq!(sim.reads("/api/now/table/incident"), 1, "the number was resolved once");
+    let j = sim.journal("INC0010001");
+    assert_eq!(j.len(), 2);
+    assert!(j.iter().all(|e| e.element == "work_notes" && e.sys_created_by == "ticketsync.api"));
+    assert!(j[0].value.starts_with("Session [ code]<img src=x onerror=alert(1)>[ /code] done\n"), "{}", j[0].value);
+    // Request items and catalog tasks live on their own tables; a public note is a comment.
+    sn.post_note("RITM0010001", &note("sn-3", Visibility::Internal)).await.unwrap();
+    sn.post_note("SCTASK0010001", &note("sn-4", Visibility::Public)).await.unwrap();
+    assert_eq!(sim.reads("/api/now/table/sc_req_item"), 1);
+    assert_eq!(sim.journal("SCTASK0010001")[0].element, "comments");
+    // A sys_id addresses the configured table without a lookup.
+    let sys_id = sim.sys_id("INC0010002").unwrap();
+    sn.post_note(&sys_id, &note("sn-5", Visibility::Internal)).await.unwrap();
+    assert_eq!(sim.journal("INC0010002").len(), 1);
+    assert_eq!(sim.reads("/api/now/table/incident"), 1);
+    // A number the instance does not have: dead, nothing written; not a number at all: dead.
+    let before = sim.patch_count();
+    for (ticket, want) in [("INC0999999", "ticket not found (HTTP 404)"), ("42-x", "is not a ServiceNow record")] {
+        let err = sn.post_note(ticket, &n).await.unwrap_err();
+        assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Permanent, "{err}");
+        assert!(err.message.contains(want), "{err}");
+    }
+    assert_eq!(sim.patch_count(), before);
+}
+
+#[tokio::test]
+async fn servicenow_oauth_grants_refresh_and_renew_after_a_revoked_token() {
+    use ticketsync::sim::servicenow::ServiceNowSim;
+    use ticketsync::sinks::servicenow::Grant;
+    let sim = ServiceNowSim::start("ticketsync.api", "sn-pw", &SN_NUMBERS).await.unwrap();
+    sim.enable_oauth("sn-client", "sn-secret", 1799);
+    let password = || Grant::Password { user: "ticketsync.api".into(), password: secret("sn-pw") };
+    let sn = servicenow(&sim.base_url, sn_oauth(password(), "sn-secret"), None);
+    sn.post_note("INC0010001", &note("o-1", Visibility::Internal)).await.unwrap();
+    sn.post_note("INC0010001", &note("o-2", Visibility::Internal)).await.unwrap();
+    assert_eq!(sim.grants(), ["password"], "one token for both calls");
+    // The instance drops its tokens: the 401 brings a new one (the refresh token first).
+    sim.revoke_access_tokens();
+    sn.post_note("INC0010001", &note("o-3", Visibility::Internal)).await.unwrap();
+    assert_eq!(sim.grants(), ["password", "refresh_token"]);
+    assert_eq!(sim.journal("INC0010001").len(), 3);
+
+    // A token that lives less than the renewal margin is renewed before every use.
+    sim.enable_oauth("sn-client", "sn-secret", 30);
+    let short = servicenow(&sim.base_url, sn_oauth(password(), "sn-secret"), None);
+    short.check().await.unwrap();
+    short.check().await.unwrap();
+    assert_eq!(&sim.grants()[2..], ["password", "refresh_token"]);
+
+    // Client credentials: no refresh token, the grant again; the writer is the client's user.
+    let cc = servicenow(&sim.base_url, sn_oauth(Grant::ClientCredentials { user: None }, "sn-secret"), None);
+    let n = note("o-4", Visibility::Internal);
+    cc.post_note("INC0010002", &n).await.unwrap();
+    assert!(cc.find_marker("INC0010002", &n.marker).await.unwrap().is_some());
+    assert_eq!(sim.grants().last().map(String::as_str), Some("client_credentials"));
+
+    // A refused token request is the operator's to fix, named by its keys, no secret in it.
+    let wrong = servicenow(&sim.base_url, sn_oauth(password(), "sn-wrong-secret"), None);
+    let err = wrong.post_note("INC0010001", &n).await.unwrap_err();
+    assert_eq!(err.kind, ticketsync::sinks::SinkErrorKind::Auth, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sinks.servicenow.client_id") && !text.contains("sn-wrong-secret") && !text.contains("sn-pw"),
+        "{text}"
+    );
+}
+
+/// Issue 19 pt 5: the incident number reaches ServiceNow by a `ticket_field` lookup (the
+/// number whose field holds the session code) or by a notes regex, and routes by pattern.
+#[tokio::test]
+async fn servicenow_numbers_match_by_ticket_field_and_notes_regex() {
+    use ticketsync::sim::servicenow::ServiceNowSim;
+    let sim = ServiceNowSim::start("ticketsync.api", "sn-pw", &SN_NUMBERS).await.unwrap();
+    sim.set_field("INC0010002", "u_session_code", "s555-666-777");
+    let s = sinks(vec![servicenow(&sim.base_url, sn_basic(), Some("u_session_code"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    for (ext, code, notes) in [("f-1", Some("s555-666-777"), None), ("r-1", None, Some("Fixed, see INC0010001"))] {
+        let session = ticketsync::session::NewSession {
+            vendor: "teamviewer".into(),
+            external_id: ext.into(),
+            session_code: code.map(str::to_string),
+            technician: None,
+            technician_id: None,
+            device: None,
+            device_id: None,
+            group_name: None,
+            started_at: chrono::Utc::now() - chrono::Duration::minutes(5),
+            ended_at: Some(chrono::Utc::now()),
+            notes: notes.map(str::to_string),
+            description: None,
+            custom_api: None,
+            customer_name: None,
+            customer_email: None,
+            raw_json: format!("{{\"id\":\"{ext}\"}}"),
+        };
+        ticketsync::store::sessions::upsert(&mut tx, &session, None).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let rules: Vec<ticketsync::config::RuleConfig> = vec![
+        toml::from_str("kind = \"ticket_field\"").unwrap(),
+        toml::from_str("kind = \"notes_regex\"\npattern = '(INC\\d{7})'").unwrap(),
+    ];
+    let rules = ticketsync::matcher::compile_all(&rules).unwrap();
+    let hits = ticketsync::pipeline::lookup_ticket_fields(&store, &rules, &s).await.unwrap();
+    let routes = [Route::new("servicenow", Some(r"^(INC|RITM|SCTASK)\d{7}$"), None).unwrap()];
+    let m = ticketsync::pipeline::match_pending_with(&store, &rules, &routes, &hits, chrono_tz::UTC).await.unwrap();
+    assert_eq!((m.matched, m.enqueued), (2, 2), "{m:?}");
+    let mut got: Vec<String> = outbox::list(&store, None).await.unwrap().into_iter().map(|d| d.ticket_id).collect();
+    got.sort();
+    assert_eq!(got, ["INC0010001", "INC0010002"]);
+    let stats = deliver_due(&store, &s, &policy()).await.unwrap();
+    assert_eq!(stats.delivered, 2, "{stats:?}");
+    // The lookup already gave INC0010002's sys_id: besides it, only INC0010001 was resolved.
+    assert_eq!(sim.reads("/api/now/table/incident"), 2);
+    assert_eq!(sim.journal("INC0010002").len(), 1);
+    assert_eq!(sim.journal("INC0010001").len(), 1);
+}

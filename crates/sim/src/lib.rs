@@ -7,10 +7,12 @@ pub mod html;
 pub mod jsm;
 pub mod redmine;
 pub mod rt;
+pub mod servicenow;
 pub mod splashtop;
 pub mod teamviewer;
 pub mod visio;
 pub mod webhook;
+pub mod zammad;
 pub mod zendesk;
 pub mod zoom;
 

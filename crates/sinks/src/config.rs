@@ -294,6 +294,8 @@ registry! {
     jsm: JsmConfig,
     glpi: GlpiConfig,
     rt: crate::rt::config::RtConfig,
+    zammad: crate::zammad::config::ZammadConfig,
+    servicenow: crate::servicenow::config::ServiceNowConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,

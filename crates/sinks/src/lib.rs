@@ -17,7 +17,9 @@ pub mod redmine;
 pub mod render_check;
 pub mod routing;
 pub mod rt;
+pub mod servicenow;
 pub mod webhook;
+pub mod zammad;
 pub mod zendesk;
 
 use std::time::Duration;

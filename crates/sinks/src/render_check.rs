@@ -3,7 +3,8 @@
 //! the only marker line, and nothing from vendor text survives as markup (HTML: every `<` in
 //! the output opens one of our own tags and every link is http(s); Redmine: no markup
 //! character raw outside the attachment fence, no fence break, no block signature; Jira
-//! wiki: vendor text stays inside `{noformat}`, the rest is escaped).
+//! wiki: vendor text stays inside `{noformat}`, the rest is escaped; ServiceNow: no `[code]`
+//! tag from vendor text; Request Tracker: plain text, the marker last).
 //!
 //! Test support: the checks panic with what broke.
 #![doc(hidden)]
@@ -22,6 +23,20 @@ pub fn assert_safe_renderings(note: &Note, key: &MarkerKey) {
         redmine(note, fmt);
     }
     wiki(note);
+    // Zammad's article is `to_html` (checked above) after the inline cut.
+    marker_last_and_unique("rt", &crate::rt::render(note, 20_000), &note.marker);
+    servicenow(note);
+}
+
+/// ServiceNow shows a journal entry escaped except inside `[code]…[/code]`: no such tag may
+/// come from vendor text.
+fn servicenow(note: &Note) {
+    let t = crate::servicenow::render(note, 20_000);
+    marker_last_and_unique("servicenow", &t, &note.marker);
+    let re = regex::Regex::new(r"(?i)\[\s*/?\s*code").expect("valid regex");
+    for m in re.find_iter(&t) {
+        assert!(m.as_str().starts_with("[ "), "a [code] tag survives at {:?} in {t:?}", m.as_str());
+    }
 }
 
 /// The marker is the text's final line and no other line is a marker line, nor carries
@@ -208,6 +223,11 @@ mod tests {
         "{NoFormat}",
         "{{macro}}",
         "[[wiki]]",
+        "[code]",
+        "[/CODE]",
+        "[ code ]",
+        "[",
+        "code]",
         "!https://a/p.png!",
         "\"x\":https://evil",
         "https://",

@@ -46,6 +46,18 @@ pub fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Ch
     Check { name: name.into(), status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
 }
 
+/// A client that could not be built: the fix follows from why. A host without CA roots (a
+/// minimal Debian without ca-certificates) fails every https client alike, and "fix the named
+/// key" sent the operator looking at a configuration that was right.
+pub fn client_fail(name: &str, detail: String, otherwise: &str) -> Check {
+    let fix = if detail.contains("CA certificates") {
+        "the system has no CA certificates: install them (`apt-get install ca-certificates`), or set ca_file in the section"
+    } else {
+        otherwise
+    };
+    fail(name, detail, fix)
+}
+
 /// The databases a probe may use: the real one (opened read-only), and a throwaway one when
 /// there is no real one yet, so that token-authenticated vendors can be pinged before the
 /// first start (OAuth vendors need the real one, which holds their tokens).

@@ -78,7 +78,7 @@ macro_rules! on_pool {
                 let $ex = pool;
                 $body
             }
-            $crate::Backend::Postgres { pool } => {
+            $crate::Backend::Postgres { pool, .. } => {
                 #[allow(unused_variables)]
                 let $d = $crate::Dialect::Postgres;
                 let $ex = pool;
@@ -109,6 +109,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A read-only open of a database ticketsync has not created yet: the SQLite file is
+    /// missing, or the PostgreSQL database has no schema. The first start creates it.
+    #[error("database {path} does not exist{why}")]
+    NotCreated { path: String, why: &'static str },
     /// A SQLite-only feature (a file copy, `PRAGMA` checks) asked of a PostgreSQL store.
     #[error("{0} is not supported on PostgreSQL (use PostgreSQL's own tools)")]
     Unsupported(&'static str),
@@ -239,8 +243,15 @@ pub fn scrub_url(url: &str) -> String {
 /// write lock row instead ([`Store::begin`]).
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
-    Sqlite { pool: SqlitePool, writer: SqlitePool },
-    Postgres { pool: PgPool },
+    Sqlite {
+        pool: SqlitePool,
+        writer: SqlitePool,
+    },
+    /// `writers`: this process's turn at the write lock (one permit).
+    Postgres {
+        pool: PgPool,
+        writers: Arc<tokio::sync::Semaphore>,
+    },
 }
 
 /// A write transaction ([`Store::begin`]), or a read snapshot inside the store. Opaque: the
@@ -249,6 +260,9 @@ pub struct Tx<'a> {
     inner: TxInner<'a>,
     /// The name the audit key is registered under ([`audit::use_key`]).
     db_id: Arc<str>,
+    /// A PostgreSQL write transaction's turn among this process's writers, given back when
+    /// the transaction ends (committed, rolled back or dropped).
+    _writer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub(crate) enum TxInner<'a> {
@@ -448,18 +462,39 @@ impl Store {
         }
         let opts = opts.options(settings);
         let db_id = format!("postgres://{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or(""));
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(if read_only { 2 } else { PG_MAX_CONNECTIONS })
             .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
-            .map_err(open_err)?;
-        if !read_only {
+        {
+            Ok(pool) => pool,
+            // The pool retries a refused or failed connection until its timeout and then
+            // says only that it timed out: one direct attempt tells the operator why.
+            Err(e @ sqlx::Error::PoolTimedOut) => {
+                use sqlx::Connection;
+                return Err(open_err(sqlx::PgConnection::connect_with(&opts).await.err().unwrap_or(e)));
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        if read_only {
+            // Read-only commands never migrate: a database without the schema is one the
+            // daemon has not started on yet, said as a missing SQLite file is.
+            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(open_err)?;
+            if !migrated {
+                pool.close().await;
+                let why = " yet: it has no ticketsync schema (created at the first start, or by `ticketsync migrate`)";
+                return Err(StoreError::NotCreated { path: shown, why });
+            }
+        } else {
             migrate_postgres(&pool).await?;
         }
         let writes = std::sync::Arc::new(WriteHealth { path: shown, ..Default::default() });
         let mut store = Store {
-            backend: Backend::Postgres { pool },
+            backend: Backend::Postgres { pool, writers: Arc::new(tokio::sync::Semaphore::new(1)) },
             writes,
             page_hook: None,
             busy_timeout,
@@ -537,7 +572,7 @@ impl Store {
     /// Read-only open for auditors' commands: never migrates, never writes.
     pub async fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
-            return Err(StoreError::Invalid(format!("database {} does not exist", path.display())));
+            return Err(StoreError::NotCreated { path: path.display().to_string(), why: "" });
         }
         let busy_timeout = Duration::from_secs(5);
         // No slow-statement warnings: an export streams millions of rows through one statement.
@@ -682,13 +717,21 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx<'static>> {
         let inner = match &self.backend {
             Backend::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, writers } => {
+                // This process's writers queue here first, holding no connection, as
+                // SQLite's queue for their one writer connection: a waiting writer never
+                // holds a pooled connection that the lock's holder may need for a read.
+                let wait = self.busy_timeout.max(Duration::from_secs(1));
+                let permit = tokio::time::timeout(wait, writers.clone().acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .expect("the writers' semaphore is never closed");
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-                TxInner::Postgres(tx)
+                return Ok(Tx { inner: TxInner::Postgres(tx), db_id: self.db_id.clone(), _writer: Some(permit) });
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone() })
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
     /// A read-only snapshot: the statements of one export or verify see one state of the
@@ -696,11 +739,11 @@ impl Store {
     pub(crate) async fn snapshot(&self) -> Result<Tx<'static>> {
         let inner = match &self.backend {
             Backend::Sqlite { pool, .. } => TxInner::Sqlite(pool.begin().await?),
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, .. } => {
                 TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone() })
+        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
     }
 
     /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which
@@ -720,7 +763,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite { pool, .. } => pool.close().await,
-            Backend::Postgres { pool } => pool.close().await,
+            Backend::Postgres { pool, .. } => pool.close().await,
         }
     }
 

@@ -156,7 +156,7 @@ pub async fn database_health(store: &Store) -> Result<DatabaseHealth> {
     let quick_check = match store.backend() {
         Backend::Sqlite { pool, .. } => Some(sqlx::query_scalar("PRAGMA quick_check").fetch_one(pool).await?),
         // A round trip instead: the server answers and the database exists.
-        Backend::Postgres { pool } => {
+        Backend::Postgres { pool, .. } => {
             sqlx::query("SELECT 1").execute(pool).await?;
             None
         }

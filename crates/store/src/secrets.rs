@@ -20,7 +20,7 @@ pub async fn get_or_create(store: &Store, name: &str, generate: impl FnOnce() ->
             sqlx::query(insert).bind(name).bind(value).bind(now).execute(&mut *db).await?;
             sqlx::query_as(select).bind(name).fetch_one(&mut *db).await?
         }
-        Backend::Postgres { pool } => {
+        Backend::Postgres { pool, .. } => {
             let d = store.dialect();
             sqlx::query(&d.sql(insert)).bind(name).bind(value).bind(now).execute(pool).await?;
             sqlx::query_as(&d.sql(select)).bind(name).fetch_one(pool).await?
