@@ -36,11 +36,10 @@ pub enum Command {
     /// doctor. Asks on a terminal; otherwise from the flags. Secrets never go on the command
     /// line: --secret NAME=@FILE, NAME=env:VARIABLE or NAME=- (a line of stdin).
     Init {
-        /// A source to enable (teamviewer, splashtop, zoom, visioconference); repeatable.
-        #[arg(long = "source")]
+        // The names come from the sources' and the sinks' registries.
+        #[arg(long = "source", help = format!("A source to enable ({}); repeatable", crate::init::names(crate::init::Role::Source)))]
         sources: Vec<String>,
-        /// A ticket system to enable (redmine, zendesk, freshservice, jsm, glpi, rt, zammad, servicenow, webhook); repeatable.
-        #[arg(long = "sink")]
+        #[arg(long = "sink", help = format!("A ticket system to enable ({}); repeatable", crate::init::names(crate::init::Role::Sink)))]
         sinks: Vec<String>,
         /// A value: COMPONENT.KEY=VALUE (redmine.url=https://…) or SECTION.KEY=VALUE of the config.
         #[arg(long = "set")]

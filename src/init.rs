@@ -99,7 +99,8 @@ fn credential_of(c: &Component, key: &str, values: &crate::config::Values) -> St
     }
 }
 
-fn names(role: Role) -> String {
+/// The components of `role`, as `init` lists them (and `--source`/`--sink`'s help).
+pub fn names(role: Role) -> String {
     components().filter(|c| c.role == role).map(|c| c.kind).collect::<Vec<_>>().join(", ")
 }
 

@@ -49,7 +49,7 @@ pub async fn create_session_on(
         section.launcher().with_context(|| format!("{provider}: sessions cannot be created for a ticket"))?;
     let req = LaunchRequest { ticket, account, customer_name, customer_email };
     let l = launcher.launch(&app.store, &req).await?;
-    let notes: Vec<(&str, &crate::note::Note)> = l.notes.iter().map(|(k, n)| (*k, n)).collect();
+    let notes: Vec<_> = l.notes.iter().map(|(k, n)| (*k, n)).collect();
     let created = CreatedSession {
         vendor: vendor.kind,
         ticket,

@@ -11,11 +11,10 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     // Run by hand (by root), check reads the secrets where the unit's LoadCredential=
     // lines take them from, as doctor does: the same answer as the service will get.
     let mut from_source = false;
-    let mut _decrypted = None;
     if std::env::var_os("CREDENTIALS_DIRECTORY").is_none()
         && std::fs::read_dir(ticketsync::doctor::CREDENTIALS_SOURCE).is_ok()
     {
-        _decrypted = ticketsync::credentials::use_dir(std::path::Path::new(ticketsync::doctor::CREDENTIALS_SOURCE))?;
+        std::env::set_var("CREDENTIALS_DIRECTORY", ticketsync::doctor::CREDENTIALS_SOURCE);
         from_source = true;
     }
     // Every error of the file at once, one line each, like `vector validate`.
@@ -31,12 +30,8 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     println!("{}: OK", cli.config.display());
     if from_source {
         println!(
-            "  secrets: read from {} (as the unit's LoadCredential= lines provide them{})",
-            ticketsync::doctor::CREDENTIALS_SOURCE,
-            match &_decrypted {
-                Some(d) => format!("; decrypted with systemd-creds: {}", d.names().join(", ")),
-                None => String::new(),
-            }
+            "  secrets: read from {} (as the unit's LoadCredential= lines provide them)",
+            ticketsync::doctor::CREDENTIALS_SOURCE
         );
     }
     for w in cfg.insecure_http_warnings() {
@@ -73,8 +68,8 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 async fn remarks(cfg: &Config) -> Result<()> {
     let vendors: Vec<_> = cfg.vendors().into_iter().filter(|v| v.enabled()).collect();
     let store = match vendors.is_empty() {
-        true => None,
         false => ticketsync::app::open_existing_store_read_only(cfg).await?,
+        true => None,
     };
     let mut result = Ok(());
     for v in vendors {

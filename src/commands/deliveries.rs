@@ -23,15 +23,17 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
         None => outbox::list(&store, state.as_deref()).await?,
     };
     // Rows written before redaction existed, or before a token was known, are scrubbed here.
+    // Times as stored (`session::ts`), not chrono's shortest form.
+    let ts = ticketsync::session::ts;
     let error = |d: &outbox::Delivery| ticketsync::redact::scrubbed(d.last_error.as_deref().unwrap_or(""));
     if *json {
         for d in &rows {
             let line = serde_json::json!({
                 "id": d.id, "sink": d.sink, "ticket_id": d.ticket_id, "session_id": d.session_id,
                 "state": d.state, "kind": d.kind, "attempts": d.attempts,
-                "next_attempt_at": d.next_attempt_at,
+                "next_attempt_at": ts(d.next_attempt_at),
                 "last_error": d.last_error.as_ref().map(|_| error(d)),
-                "remote_ref": d.remote_ref, "created_at": d.created_at, "delivered_at": d.delivered_at,
+                "remote_ref": d.remote_ref, "created_at": ts(d.created_at), "delivered_at": d.delivered_at.map(ts),
             });
             println!("{line}");
         }

@@ -20,7 +20,7 @@ use ticketsync::store::{audit, links, outbox, sessions};
 
 /// The delivery kind of the note on the old ticket (the new ticket's note is a
 /// `session_report`, like any other).
-pub const CORRECTION_KIND: &str = "relink_correction";
+pub const CORRECTION_KIND: outbox::NoteKind = outbox::NoteKind::RelinkCorrection;
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let Command::Relink { session, ticket, reason } = &cli.command else {
@@ -42,7 +42,8 @@ fn who() -> Option<String> {
 }
 
 fn describe(s: &StoredSession) -> String {
-    format!("{} {} ({})", s.vendor, s.session_code.as_deref().unwrap_or(&s.external_id), s.started_at)
+    let started = ticketsync::session::ts(s.started_at);
+    format!("{} {} ({started})", s.vendor, s.session_code.as_deref().unwrap_or(&s.external_id))
 }
 
 /// The one stored session `key` names.
@@ -146,8 +147,8 @@ async fn relink(app: &App, key: &str, to: &str, reason: Option<&str>) -> Result<
     let json = serde_json::to_string(&moved)?;
     let mut noted: Vec<&str> = Vec::new();
     for sink in app.sinks_for(&s.vendor, to) {
-        outbox::enqueue_in(&mut tx, &mut chain, sink, to, Some(s.id), None, "session_report", &moved.marker, &json)
-            .await?;
+        let report = outbox::NoteKind::SessionReport;
+        outbox::enqueue_in(&mut tx, &mut chain, sink, to, Some(s.id), None, report, &moved.marker, &json).await?;
         noted.push(sink);
     }
     chain.flush(&mut tx).await?;

@@ -14,12 +14,14 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Some(n) => ticketsync::store::sessions::unmatched_recent(&store, i64::from(*n)).await?,
         None => ticketsync::store::sessions::unmatched_all(&store).await?,
     };
+    // Times as stored (`session::ts`).
+    let ts = ticketsync::session::ts;
     let state = |s: &ticketsync::store::sessions::StoredSession| if s.ended_at.is_some() { "ended" } else { "running" };
     if *json {
         for s in &rows {
             let line = serde_json::json!({
                 "vendor": s.vendor, "external_id": s.external_id, "session_code": s.session_code,
-                "started_at": s.started_at, "ended_at": s.ended_at, "technician": s.technician,
+                "started_at": ts(s.started_at), "ended_at": s.ended_at.map(ts), "technician": s.technician,
                 "state": state(s),
             });
             println!("{line}");
@@ -32,7 +34,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 s.vendor,
                 s.external_id,
                 s.session_code.as_deref().unwrap_or("-"),
-                &s.started_at[..19.min(s.started_at.len())],
+                s.started_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
                 s.technician.as_deref().unwrap_or("-"),
                 state(s)
             );

@@ -90,9 +90,18 @@ async fn populate(dir: &Path, key: Option<&str>) -> PathBuf {
     for (i, (id, _)) in ids.iter().take(2).enumerate() {
         let note =
             serde_json::json!({"title": format!("Remote session {i}"), "body": "12 minutes, Jon Snow"}).to_string();
-        outbox::enqueue(&mut tx, "redmine", "101", Some(*id), None, "session_report", &format!("m{i}"), &note)
-            .await
-            .unwrap();
+        outbox::enqueue(
+            &mut tx,
+            "redmine",
+            "101",
+            Some(*id),
+            None,
+            outbox::NoteKind::SessionReport,
+            &format!("m{i}"),
+            &note,
+        )
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     store.close().await;
@@ -461,9 +470,18 @@ async fn audit_evidence_an_old_unkeyed_chain_upgraded_then_keyed_verifies_across
     let keyed_from = status.started_keyed_at.expect("a row marks the switch");
     let mut tx = store.begin().await.unwrap();
     let (sid, _) = sessions::upsert(&mut tx, &session("new-2", "Arya", 6), Some("w")).await.unwrap();
-    outbox::enqueue(&mut tx, "redmine", "7", Some(sid), None, "session_report", "m", "{\"title\":\"t\"}")
-        .await
-        .unwrap();
+    outbox::enqueue(
+        &mut tx,
+        "redmine",
+        "7",
+        Some(sid),
+        None,
+        outbox::NoteKind::SessionReport,
+        "m",
+        "{\"title\":\"t\"}",
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let kinds: Vec<(i64, i64)> = sqlx::query_as("SELECT id, chain_version FROM audit_events ORDER BY id")
         .fetch_all(store.sqlite_pool())

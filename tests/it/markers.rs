@@ -57,8 +57,8 @@ fn session(external_id: &str, notes: Option<&str>) -> StoredSession {
         device: Some("ACME-LT-042".into()),
         device_id: Some("1234567890".into()),
         group_name: None,
-        started_at: "2026-11-23T10:00:00Z".into(),
-        ended_at: Some("2026-11-23T10:15:00Z".into()),
+        started_at: "2026-11-23T10:00:00Z".parse().unwrap(),
+        ended_at: Some("2026-11-23T10:15:00Z".parse().unwrap()),
         duration_s: Some(900),
         notes: notes.map(str::to_string),
         description: None,
@@ -334,7 +334,9 @@ impl System {
 async fn enqueue(store: &Store, ticket: &str, n: &Note) -> i64 {
     let mut tx = store.begin().await.unwrap();
     let json = serde_json::to_string(n).unwrap();
-    let id = outbox::enqueue(&mut tx, "t", ticket, None, None, "session_report", &n.marker, &json).await.unwrap();
+    let id = outbox::enqueue(&mut tx, "t", ticket, None, None, outbox::NoteKind::SessionReport, &n.marker, &json)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     id.expect("new delivery")
 }

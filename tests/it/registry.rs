@@ -12,6 +12,7 @@ use std::time::Duration;
 use ticketsync::config::{Config, OUTBOUND_SECTIONS, SINK_SECTIONS};
 use ticketsync::note::{Note, Visibility};
 use ticketsync::pipeline::ticket_links::CreatedSession;
+use ticketsync::store::outbox::NoteKind;
 
 const TOKEN: &str = "fake-sink-token-0123456789";
 
@@ -93,7 +94,7 @@ async fn a_ticket_system_added_by_one_registry_line_is_everywhere() {
         body: None,
         attachments: vec![],
         visibility: Visibility::Internal,
-        marker: app.store.marker_key().marker("teamviewer", "123456789", "session_links"),
+        marker: app.store.marker_key().marker("teamviewer", "123456789", NoteKind::SessionLinks.as_str()),
     };
     let created = CreatedSession {
         vendor: "teamviewer",
@@ -101,7 +102,7 @@ async fn a_ticket_system_added_by_one_registry_line_is_everywhere() {
         code: "123 456 789",
         also_known_as: None,
         details: &serde_json::json!({}),
-        notes: &[("session_links", &note)],
+        notes: &[(NoteKind::SessionLinks, &note)],
     };
     let queued = ticketsync::pipeline::ticket_links::record_created(&app.store, &app.routes, &created).await.unwrap();
     assert_eq!(queued.len(), 1);

@@ -42,6 +42,7 @@ use ticketsync::store::Store;
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::support::{self, RedmineCi, RtCi};
 
+const REPORT: outbox::NoteKind = outbox::NoteKind::SessionReport;
 const SIM_REDMINE_KEY: &str = "sim-redmine-key-5f1c";
 const WEBHOOK_SECRET: &str = "sim-webhook-secret-9a7e";
 const WEBHOOK_HEADER: &str = "X-Ticketsync-Signature";
@@ -526,9 +527,8 @@ impl Run {
     async fn enqueue(&self, ticket: &str, note: &Note) -> i64 {
         let mut tx = self.store.begin().await.unwrap();
         let json = serde_json::to_string(note).unwrap();
-        let id = outbox::enqueue(&mut tx, self.sink.name(), ticket, None, None, "session_report", &note.marker, &json)
-            .await
-            .unwrap();
+        let id =
+            outbox::enqueue(&mut tx, self.sink.name(), ticket, None, None, REPORT, &note.marker, &json).await.unwrap();
         tx.commit().await.unwrap();
         id.expect("a new delivery")
     }
@@ -771,7 +771,7 @@ async fn case_throttled(
         (None, None) => unreachable!(),
     };
     assert!(
-        ms(ts(&d.next_attempt_at)) >= ms(allowed),
+        ms(d.next_attempt_at) >= ms(allowed),
         "next attempt {} is before the server's time {allowed}",
         d.next_attempt_at
     );
@@ -832,7 +832,7 @@ async fn case_rate_limited_zero(t: &Target) {
     assert_eq!((stats.attempted, stats.retrying), (1, 1), "one call, one attempt: {stats:?}");
     let d = run.get(id).await;
     assert_eq!((d.state.as_str(), d.attempts), ("pending", 1));
-    assert!(ts(&d.next_attempt_at) > ts(&run.attempts(id).await[0].1), "a zero Retry-After still waits");
+    assert!(d.next_attempt_at > ts(&run.attempts(id).await[0].1), "a zero Retry-After still waits");
 
     let d = run.settle(id).await;
     assert_eq!((d.state.as_str(), d.attempts), ("delivered", 4));
@@ -938,8 +938,8 @@ async fn case_splashtop_note(t: &Target) {
         device: s.device.clone(),
         device_id: None,
         group_name: None,
-        started_at: ticketsync::session::ts(s.started_at),
-        ended_at: s.ended_at.map(ticketsync::session::ts),
+        started_at: s.started_at,
+        ended_at: s.ended_at,
         duration_s: s.duration_s(),
         notes: s.notes.clone(),
         description: None,

@@ -292,10 +292,16 @@ async fn relink_reads_and_moves_a_match() {
     let mut tx = store.begin().await.unwrap();
     assert!(links::record_match(&mut tx, a, "teamviewer", "10", "custom_api", "custom_api.ticket_id").await.unwrap());
     assert_eq!(links::match_of(&mut tx, b).await.unwrap(), None);
-    let queued = outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
+    let queued = outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, outbox::NoteKind::SessionReport, "m-a", "{}")
+        .await
+        .unwrap();
     let refused =
-        outbox::enqueue(&mut tx, "webhook", "10", Some(a), None, "session_report", "m-a", "{}").await.unwrap();
-    outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, "session_links", "m-l", "{}").await.unwrap();
+        outbox::enqueue(&mut tx, "webhook", "10", Some(a), None, outbox::NoteKind::SessionReport, "m-a", "{}")
+            .await
+            .unwrap();
+    outbox::enqueue(&mut tx, "redmine", "10", Some(a), None, outbox::NoteKind::SessionLinks, "m-l", "{}")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     // The webhook's note dies at its first attempt: it never reached the ticket.
     let claimed = outbox::claim_due(&store, 10).await.unwrap();
@@ -391,7 +397,9 @@ async fn leases_grant_one_holder_fence_writes_and_change_hands_after_expiry() {
 async fn enqueue(store: &Store, sink: &str, ticket: &str, marker: &str) -> Option<i64> {
     let mut tx = store.begin().await.unwrap();
     let id =
-        outbox::enqueue(&mut tx, sink, ticket, None, None, "session_note", marker, "{\"body\":\"n\"}").await.unwrap();
+        outbox::enqueue(&mut tx, sink, ticket, None, None, outbox::NoteKind::SessionReport, marker, "{\"body\":\"n\"}")
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
     id
 }
@@ -903,7 +911,7 @@ async fn matcher_batch_in_one_transaction() {
             sink: "redmine",
             ticket_id: t,
             session_id: *id,
-            kind: "session_report",
+            kind: outbox::NoteKind::SessionReport,
             marker: m,
             note_json: "{}",
         })

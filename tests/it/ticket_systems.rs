@@ -66,7 +66,9 @@ async fn store(dir: &tempfile::TempDir) -> Store {
 async fn enqueue(store: &Store, sink: &str, ticket: &str, n: &Note) -> i64 {
     let mut tx = store.begin().await.unwrap();
     let json = serde_json::to_string(n).unwrap();
-    let id = outbox::enqueue(&mut tx, sink, ticket, None, None, "session_report", &n.marker, &json).await.unwrap();
+    let id = outbox::enqueue(&mut tx, sink, ticket, None, None, outbox::NoteKind::SessionReport, &n.marker, &json)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     id.expect("new delivery")
 }
@@ -76,7 +78,7 @@ fn sinks(list: Vec<Arc<dyn TicketSink>>) -> Sinks {
 }
 
 async fn state(store: &Store, id: i64) -> String {
-    outbox::get(store, id).await.unwrap().unwrap().state
+    outbox::get(store, id).await.unwrap().unwrap().state.to_string()
 }
 
 // ---------------------------------------------------------------------------------------

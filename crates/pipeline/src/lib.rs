@@ -198,7 +198,7 @@ impl MatchContext<'_> {
                     sink: &r.sink,
                     ticket_id: &m.ticket_id,
                     session_id: s.id,
-                    kind: "session_report",
+                    kind: outbox::NoteKind::SessionReport,
                     marker,
                     note_json: json,
                 })
@@ -620,7 +620,7 @@ fn classify(d: &Delivery, e: crate::sinks::SinkError, policy: &DeliveryPolicy) -
         }
         SinkErrorKind::Permanent => return Outcome::Dead { error },
     };
-    let created = crate::session::parse_ts(&d.created_at).unwrap_or_else(chrono::Utc::now);
+    let created = d.created_at;
     if chrono::Utc::now() - created > policy.give_up_after {
         return Outcome::Failed {
             error: format!(

@@ -6,16 +6,12 @@
 use chrono::TimeZone;
 
 use crate::note::{human_duration, Field, Note, Visibility};
-use crate::session::parse_ts;
 use crate::store::sessions::StoredSession;
 // Kept here too: callers name the vendor hook from `render`.
 pub use crate::sources::{NoteExtras, VendorNotes};
 
-fn local(ts: &str, tz: chrono_tz::Tz) -> String {
-    match parse_ts(ts) {
-        Some(t) => tz.from_utc_datetime(&t.naive_utc()).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
-        None => ts.to_string(),
-    }
+fn local(t: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    tz.from_utc_datetime(&t.naive_utc()).format("%Y-%m-%d %H:%M:%S %Z").to_string()
 }
 
 /// The note for a finished session, its v2 marker MACed under `key`, with `vendor`'s own
@@ -46,10 +42,10 @@ pub fn session_note_with(
     if let Some(c) = s.customer_name.as_deref().filter(|c| !c.is_empty()) {
         fields.push(Field { label: "Customer".into(), value: c.to_string() });
     }
-    fields.push(Field { label: "Start".into(), value: local(&s.started_at, tz) });
+    fields.push(Field { label: "Start".into(), value: local(s.started_at, tz) });
     fields.push(Field {
         label: "End".into(),
-        value: s.ended_at.as_deref().map(|e| local(e, tz)).unwrap_or_else(|| "running".into()),
+        value: s.ended_at.map(|e| local(e, tz)).unwrap_or_else(|| "running".into()),
     });
     fields.push(Field {
         label: "Duration".into(),
@@ -115,8 +111,8 @@ mod tests {
             device: Some("ACME-LT-042".into()),
             device_id: Some("1234567890".into()),
             group_name: Some("Helpdesk".into()),
-            started_at: "2024-04-16T20:45:02.000Z".into(),
-            ended_at: Some("2024-04-16T21:03:47.000Z".into()),
+            started_at: "2024-04-16T20:45:02.000Z".parse().unwrap(),
+            ended_at: Some("2024-04-16T21:03:47.000Z".parse().unwrap()),
             duration_s: Some(1125),
             notes: Some("Printer driver reinstalled".into()),
             description: None,

@@ -6,6 +6,7 @@
 
 use crate::note::Note;
 use crate::sinks::routing::Route;
+use crate::store::outbox::NoteKind;
 use crate::store::{links, outbox, Store, StoreError};
 
 /// A session a vendor created for a ticket, and the notes that announce it.
@@ -22,7 +23,7 @@ pub struct CreatedSession<'a> {
     /// The vendor's answer, kept on the link: its audit event is the record of the creation.
     pub details: &'a serde_json::Value,
     /// (kind, note), queued for every sink whose route accepts the vendor and the ticket.
-    pub notes: &'a [(&'a str, &'a Note)],
+    pub notes: &'a [(NoteKind, &'a Note)],
 }
 
 /// Record a created session: its link(s), and its notes for the sinks `routes` accept, in
@@ -31,7 +32,7 @@ pub struct CreatedSession<'a> {
 /// at an unrecorded session. The ids of the deliveries queued (a note already queued under
 /// its marker is not queued twice).
 pub async fn record_created(store: &Store, routes: &[Route], c: &CreatedSession<'_>) -> Result<Vec<i64>, StoreError> {
-    let notes: Vec<(&str, &Note, String)> = c
+    let notes: Vec<(NoteKind, &Note, String)> = c
         .notes
         .iter()
         .map(|(kind, note)| {
@@ -52,7 +53,7 @@ pub async fn record_created(store: &Store, routes: &[Route], c: &CreatedSession<
     for route in routes.iter().filter(|r| r.accepts(c.vendor, c.ticket)) {
         for (kind, note, json) in &notes {
             if let Some(id) =
-                outbox::enqueue(&mut tx, &route.sink, c.ticket, None, Some(link_id), kind, &note.marker, json).await?
+                outbox::enqueue(&mut tx, &route.sink, c.ticket, None, Some(link_id), *kind, &note.marker, json).await?
             {
                 deliveries.push(id);
             }

@@ -3,14 +3,22 @@
 //! `page`/`per_page` and a `Link: <…>; rel="next"` header). API key as Basic `{key}:X`.
 //! Failed calls count against Freshservice's rate limit, so no 4xx but 429 is retried.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
+use crate::section::{
+    check_url, declared_secret, require, section_basics, tuned, yes, BuildCtx, ConfigError, Errors, Outbound,
+    RouteConfig, SecretUse, SinkSection,
+};
 
 pub struct FreshserviceSink {
     api: common::SinkHttp,
@@ -167,16 +175,80 @@ impl TicketSink for FreshserviceSink {
 }
 
 /// `[sinks.freshservice]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::FreshserviceConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for FreshserviceConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "freshservice",
         section: "sinks.freshservice",
         secrets: &["sinks.freshservice.api_key"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new("url", "Freshservice URL (https://<domain>.freshservice.com)", None)],
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new("url", "Freshservice URL (https://<domain>.freshservice.com)", None)],
             secrets: &["api_key"],
         },
     };
+}
+
+// Its section, `[sinks.freshservice]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshserviceConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{domain}.freshservice.com`
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Name of a custom ticket field holding the session code (`cf_session_code`), for lookups.
+    #[serde(default)]
+    pub session_code_field: Option<String>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: crate::section::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(FreshserviceConfig, "sinks.freshservice");
+
+impl FreshserviceConfig {
+    fn check_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.freshservice.url", &self.url);
+    }
+    pub fn api_key_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.freshservice.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
+    }
+    pub fn api_key_secret(&self) -> Result<SecretString, ConfigError> {
+        require(self.api_key_value()?, "sinks.freshservice.api_key")
+    }
+}
+
+impl SinkSection for FreshserviceConfig {
+    section_basics!("freshservice");
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.freshservice.api_key", true, self.api_key_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        // Freshworks: the API key is the user name, any password (we send "X").
+        self.api_key_secret().map(|k| vec![(k.expose_secret().to_string(), "X".into())]).unwrap_or_default()
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = FreshserviceSink::new(
+            "freshservice",
+            &self.url,
+            self.api_key_secret()?,
+            self.session_code_field.clone(),
+            http,
+        );
+        Ok(tuned(sink, ctx, &self.outbound()))
+    }
 }
 
 #[cfg(test)]

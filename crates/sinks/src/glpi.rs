@@ -4,9 +4,13 @@
 //! The session is reused across calls, opened again when GLPI reports it invalid
 //! (`ERROR_SESSION_TOKEN_INVALID`, e.g. expired), and ended with `killSession` at close.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use reqwest::header::HeaderName;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
@@ -14,6 +18,10 @@ use super::common::{self, Reply};
 use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
+use crate::section::{
+    check_url, declared_secret, require, section_basics, tuned, yes, BuildCtx, ConfigError, Errors, Outbound,
+    RouteConfig, SecretUse, SinkSection,
+};
 
 pub struct GlpiSink {
     /// Its credentials are the App-Token, when there is one; the session token is per call.
@@ -263,14 +271,83 @@ impl TicketSink for GlpiSink {
 }
 
 /// `[sinks.glpi]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::GlpiConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for GlpiConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "glpi",
         section: "sinks.glpi",
         secrets: &["sinks.glpi.user_token", "sinks.glpi.app_token"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new("url", "GLPI API URL (https://…/apirest.php)", None)],
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new("url", "GLPI API URL (https://…/apirest.php)", None)],
             secrets: &["user_token", "app_token"],
         },
     };
+}
+
+// Its section, `[sinks.glpi]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlpiConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The legacy REST endpoint, ending in `/apirest.php`.
+    pub url: String,
+    #[serde(default)]
+    pub user_token: Option<SecretString>,
+    #[serde(default)]
+    pub user_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub app_token: Option<SecretString>,
+    #[serde(default)]
+    pub app_token_file: Option<PathBuf>,
+    /// searchOption id of the Ticket field holding the session code.
+    #[serde(default)]
+    pub session_code_search_option: Option<u32>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: crate::section::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(GlpiConfig, "sinks.glpi");
+
+impl GlpiConfig {
+    fn check_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.glpi.url", &self.url);
+        if !self.url.trim_end_matches('/').ends_with("apirest.php") {
+            e.key("sinks.glpi.url", "must be the legacy REST endpoint, ending in /apirest.php");
+        }
+    }
+    pub fn user_token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.glpi.user_token", self.user_token.as_ref(), self.user_token_file.as_deref())
+    }
+    pub fn user_token_secret(&self) -> Result<SecretString, ConfigError> {
+        require(self.user_token_value()?, "sinks.glpi.user_token")
+    }
+    /// Optional: only when the GLPI API client is configured with an App-Token.
+    pub fn app_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.glpi.app_token", self.app_token.as_ref(), self.app_token_file.as_deref())
+    }
+}
+
+impl SinkSection for GlpiConfig {
+    section_basics!("glpi");
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![
+            SecretUse::declared("sinks.glpi.user_token", true, self.user_token_value()),
+            // Optional: only when the GLPI API client is configured with an App-Token.
+            SecretUse::declared("sinks.glpi.app_token", false, self.app_token_secret()),
+        ]
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let http = self.outbound().client(ctx.timeout)?;
+        let (user, app) = (self.user_token_secret()?, self.app_token_secret()?);
+        let sink = GlpiSink::new("glpi", &self.url, user, app, self.session_code_search_option, http);
+        Ok(tuned(sink, ctx, &self.outbound()))
+    }
 }

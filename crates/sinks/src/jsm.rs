@@ -4,14 +4,22 @@
 //! with a stable `globalId` (an upsert: a retry updates the link instead of adding one).
 //! Cloud: Basic `email:api_token`; Data Center: a personal access token as Bearer.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
+use crate::section::{
+    check_url, declared_secret, require, section_basics, tuned, yes, BuildCtx, ConfigError, Errors, Outbound,
+    RouteConfig, SecretUse, SinkSection,
+};
 
 pub enum JsmAuth {
     Cloud { email: String, api_token: SecretString },
@@ -206,17 +214,102 @@ impl TicketSink for JsmSink {
 }
 
 /// `[sinks.jsm]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::JsmConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for JsmConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "jsm",
         section: "sinks.jsm",
         secrets: &["sinks.jsm.token"],
-        setup: &crate::config::Plain {
+        setup: &crate::section::Plain {
             keys: &[
-                crate::config::InitKey::new("url", "Jira URL (https://<site>.atlassian.net)", None),
-                crate::config::InitKey::new("email", "Atlassian account e-mail", None),
+                crate::section::InitKey::new("url", "Jira URL (https://<site>.atlassian.net)", None),
+                crate::section::InitKey::new("email", "Atlassian account e-mail", None),
             ],
             secrets: &["token"],
         },
     };
+}
+
+// Its section, `[sinks.jsm]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JsmDeployment {
+    /// Atlassian Cloud: `email` + API token.
+    #[default]
+    Cloud,
+    /// Data Center / Server: personal access token.
+    DataCenter,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsmConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{site}.atlassian.net` or the Data Center base URL.
+    pub url: String,
+    #[serde(default)]
+    pub deployment: JsmDeployment,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Add a remote link (upserted by a stable globalId) for the note's first link.
+    #[serde(default = "yes")]
+    pub remote_links: bool,
+    /// Numeric id of a text custom field holding the session code (JQL `cf[id]`).
+    #[serde(default)]
+    pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: crate::section::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(JsmConfig, "sinks.jsm");
+
+impl JsmConfig {
+    fn check_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.jsm.url", &self.url);
+        if self.deployment == JsmDeployment::Cloud && self.email.as_deref().unwrap_or("").is_empty() {
+            e.key("sinks.jsm.email", "required when deployment = \"cloud\"");
+        }
+    }
+    pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.jsm.token", self.token.as_ref(), self.token_file.as_deref())
+    }
+    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
+        require(self.token_value()?, "sinks.jsm.token")
+    }
+}
+
+impl SinkSection for JsmConfig {
+    section_basics!("jsm");
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.jsm.token", true, self.token_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        match (self.deployment, &self.email, self.token_secret()) {
+            (JsmDeployment::Cloud, Some(email), Ok(t)) => vec![(email.clone(), t.expose_secret().to_string())],
+            _ => Vec::new(),
+        }
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let token = self.token_secret()?;
+        let auth = match self.deployment {
+            JsmDeployment::Cloud => JsmAuth::Cloud { email: self.email.clone().unwrap_or_default(), api_token: token },
+            JsmDeployment::DataCenter => JsmAuth::DataCenter { pat: token },
+        };
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = JsmSink::new("jsm", &self.url, auth, self.remote_links, self.session_code_field_id, http);
+        Ok(tuned(sink, ctx, &self.outbound()))
+    }
 }

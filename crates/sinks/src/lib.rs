@@ -17,6 +17,7 @@ pub mod redmine;
 pub mod render_check;
 pub mod routing;
 pub mod rt;
+pub mod section;
 pub mod servicenow;
 pub mod webhook;
 pub mod zammad;

@@ -5,14 +5,22 @@
 //! Vendor text is escaped for Textile, Markdown and CommonMark at once (see [`escape`]);
 //! [`TextFormatting`] only picks how inlined attachments are fenced.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use reqwest::header::HeaderName;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Capabilities, RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
+use crate::section::{
+    check_url, declared_secret, require, section_basics, tuned, yes, BuildCtx, ConfigError, Errors, Outbound,
+    RouteConfig, SecretUse, SinkSection,
+};
 
 pub struct RedmineSink {
     api: super::common::SinkHttp,
@@ -320,16 +328,68 @@ impl TicketSink for RedmineSink {
 }
 
 /// `[sinks.redmine]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::RedmineConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for RedmineConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "redmine",
         section: "sinks.redmine",
         secrets: &["sinks.redmine.api_key"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new("url", "Redmine URL (https://…)", None)],
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new("url", "Redmine URL (https://…)", None)],
             secrets: &["api_key"],
         },
     };
+}
+
+// Its section, `[sinks.redmine]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedmineConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Session notes are private notes (visible to agents only).
+    #[serde(default = "yes")]
+    pub private_notes: bool,
+    /// Redmine's text formatting (Administration > Settings > General): `textile` (default),
+    /// `markdown` or `common_mark`. Vendor text is escaped for all three; this picks how
+    /// inlined attachments are fenced (`<pre>` or a code fence).
+    #[serde(default)]
+    pub text_formatting: crate::redmine::TextFormatting,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(RedmineConfig, "sinks.redmine");
+
+impl RedmineConfig {
+    pub fn api_key_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.redmine.api_key", self.api_key.as_ref(), self.api_key_file.as_deref())
+    }
+}
+
+impl SinkSection for RedmineConfig {
+    section_basics!("redmine");
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.redmine.url", &self.url);
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.redmine.api_key", true, self.api_key_secret())]
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let key = require(self.api_key_secret()?, "sinks.redmine.api_key")?;
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = RedmineSink::new("redmine", &self.url, key, self.private_notes, http);
+        Ok(tuned(sink.with_text_formatting(self.text_formatting), ctx, &self.outbound()))
+    }
 }
 
 #[cfg(test)]

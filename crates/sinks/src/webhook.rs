@@ -10,6 +10,9 @@
 //! - legacy: `X-Ticketsync-Signature: sha256=<hex HMAC-SHA256 of the body>` (header name
 //!   set by `signature_header`), with no timestamp: a captured request replays forever.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -20,6 +23,10 @@ use sha2::Sha256;
 
 use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::note::Note;
+use crate::section::{
+    check_url, declared_secret, require, section_basics, yes, BuildCtx, ConfigError, Errors, Outbound, RouteConfig,
+    SecretUse, SinkSection,
+};
 
 /// Which signature headers the webhook sink sends.
 ///
@@ -241,16 +248,76 @@ impl TicketSink for WebhookSink {
 }
 
 /// `[sinks.webhook]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::WebhookConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for WebhookConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "webhook",
         section: "sinks.webhook",
         secrets: &["sinks.webhook.secret"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new("url", "Webhook URL (https://…)", None)],
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new("url", "Webhook URL (https://…)", None)],
             secrets: &["secret"],
         },
     };
+}
+
+// Its section, `[sinks.webhook]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_sig_header")]
+    pub signature_header: String,
+    /// `standard` (Standard Webhooks headers), `legacy` (`signature_header` only) or
+    /// `both` (the default, so receivers of the legacy header keep working).
+    #[serde(default)]
+    pub signature: crate::webhook::SignatureScheme,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(WebhookConfig, "sinks.webhook");
+
+fn default_sig_header() -> String {
+    "X-Ticketsync-Signature".into()
+}
+
+impl WebhookConfig {
+    pub fn secret_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.webhook.secret", self.secret.as_ref(), self.secret_file.as_deref())
+    }
+}
+
+impl SinkSection for WebhookConfig {
+    section_basics!("webhook");
+    fn validate_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.webhook.url", &self.url);
+        if reqwest::header::HeaderName::from_bytes(self.signature_header.as_bytes()).is_err() {
+            e.key("sinks.webhook.signature_header", "not a valid HTTP header name");
+        }
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.webhook.secret", true, self.secret_value())]
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let secret = require(self.secret_value()?, "sinks.webhook.secret")?;
+        let http = self.outbound().client(ctx.timeout)?;
+        Ok(Arc::new(
+            WebhookSink::new("webhook", &self.url, secret, &self.signature_header, http)
+                .with_scheme(self.signature)
+                .with_max_response_bytes(self.outbound().limit()),
+        ))
+    }
 }
 
 #[cfg(test)]

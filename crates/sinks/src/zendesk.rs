@@ -3,14 +3,22 @@
 //! `next_page`). Zendesk allows 30 updates per ticket per 10 minutes, so due notes for
 //! one ticket are written in one update ([`TicketSink::max_batch`]).
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
 use super::{RemoteRef, SinkError, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
+use crate::section::{
+    check_url, declared_secret, require, section_basics, tuned, yes, BuildCtx, ConfigError, Errors, Outbound,
+    RouteConfig, SecretUse, SinkSection,
+};
 
 pub enum ZendeskAuth {
     /// `Authorization: Basic base64("{email}/token:{api_token}")`.
@@ -198,17 +206,101 @@ impl TicketSink for ZendeskSink {
 }
 
 /// `[sinks.zendesk]` before it is read: its name, its secret keys and what `init` asks.
-impl crate::config::Described for crate::config::ZendeskConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for ZendeskConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "zendesk",
         section: "sinks.zendesk",
         secrets: &["sinks.zendesk.token"],
-        setup: &crate::config::Plain {
+        setup: &crate::section::Plain {
             keys: &[
-                crate::config::InitKey::new("url", "Zendesk URL (https://<subdomain>.zendesk.com)", None),
-                crate::config::InitKey::new("email", "Zendesk agent e-mail", None),
+                crate::section::InitKey::new("url", "Zendesk URL (https://<subdomain>.zendesk.com)", None),
+                crate::section::InitKey::new("email", "Zendesk agent e-mail", None),
             ],
             secrets: &["token"],
         },
     };
+}
+
+// Its section, `[sinks.zendesk]`: keys, checks, secrets and how the sink is built.
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ZendeskAuthKind {
+    /// `email` + API token (Basic `{email}/token:{token}`).
+    #[default]
+    ApiToken,
+    /// An OAuth access token (Bearer).
+    Oauth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZendeskConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `https://{subdomain}.zendesk.com`
+    pub url: String,
+    #[serde(default)]
+    pub auth: ZendeskAuthKind,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Id of a custom ticket field (text) that receives the session code.
+    #[serde(default)]
+    pub session_code_field_id: Option<u64>,
+    /// `tickets`, `sources`, `concurrency`: written in this section.
+    #[serde(default)]
+    pub route: crate::section::RouteConfig,
+    /// `allow_insecure_http`, `ca_file`, `max_response_bytes`: written in this section.
+    #[serde(default)]
+    pub outbound: crate::section::OutboundConfig,
+}
+
+crate::section::outbound_section!(ZendeskConfig, "sinks.zendesk");
+
+impl ZendeskConfig {
+    fn check_into(&self, e: &mut Errors) {
+        check_url(e, "sinks.zendesk.url", &self.url);
+        if self.auth == ZendeskAuthKind::ApiToken && self.email.as_deref().unwrap_or("").is_empty() {
+            e.key("sinks.zendesk.email", "required when auth = \"api_token\"");
+        }
+    }
+    pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
+        declared_secret("sinks.zendesk.token", self.token.as_ref(), self.token_file.as_deref())
+    }
+    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
+        require(self.token_value()?, "sinks.zendesk.token")
+    }
+}
+
+impl SinkSection for ZendeskConfig {
+    section_basics!("zendesk");
+    fn validate_into(&self, e: &mut Errors) {
+        self.check_into(e)
+    }
+    fn secrets(&self) -> Vec<SecretUse> {
+        vec![SecretUse::declared("sinks.zendesk.token", true, self.token_value())]
+    }
+    fn basic_pairs(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        match (self.auth, &self.email, self.token_secret()) {
+            (ZendeskAuthKind::ApiToken, Some(email), Ok(t)) => {
+                vec![(format!("{email}/token"), t.expose_secret().to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn build(&self, ctx: &BuildCtx) -> Result<Arc<dyn TicketSink>, ConfigError> {
+        let token = self.token_secret()?;
+        let auth = match self.auth {
+            ZendeskAuthKind::ApiToken => ZendeskAuth::ApiToken { email: self.email.clone().unwrap_or_default(), token },
+            ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
+        };
+        let http = self.outbound().client(ctx.timeout)?;
+        let sink = ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http);
+        Ok(tuned(sink, ctx, &self.outbound()))
+    }
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::note::Note;
 use crate::store::Store;
 use crate::SourceError;
+pub use ticketsync_model::delivery::NoteKind;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy)]
@@ -28,8 +29,8 @@ pub struct Launched {
     pub also_known_as: Option<String>,
     /// The vendor's answer as kept on the link (never a host's secret link).
     pub details: serde_json::Value,
-    /// (kind, note): `session_links` (internal) and `customer_link` (public).
-    pub notes: Vec<(&'static str, Note)>,
+    /// (kind, note): `SessionLinks` (internal) and `CustomerLink` (public).
+    pub notes: Vec<(NoteKind, Note)>,
     /// What was cut to fit the vendor's limits, said to the operator.
     pub truncated: Vec<String>,
 }

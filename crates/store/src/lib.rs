@@ -9,7 +9,7 @@
 //! suite.
 
 // The domain and the redactor under the names the modules below use.
-use ticketsync_model::{marker, session};
+use ticketsync_model::{self as model, marker, session};
 use ticketsync_redact as redact;
 
 pub mod audit;
@@ -846,6 +846,48 @@ async fn migrate_postgres(pool: &PgPool) -> Result<()> {
 /// The newest schema version this build knows (the migrations it embeds).
 pub fn latest_schema_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// A column's stored text as a closed set's value (`DeliveryState`, `NoteKind`).
+fn text_as<'r, R, T>(row: &'r R, col: &'r str) -> sqlx::Result<T>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    T: std::str::FromStr<Err = model::delivery::Unknown>,
+{
+    let text: String = row.try_get(col)?;
+    text.parse()
+        .map_err(|e: model::delivery::Unknown| sqlx::Error::ColumnDecode { index: col.into(), source: e.into() })
+}
+
+/// A column's stored time (RFC 3339 text, `session::ts`) as a `DateTime<Utc>`.
+fn time<'r, R>(row: &'r R, col: &'r str) -> sqlx::Result<chrono::DateTime<chrono::Utc>>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text: String = row.try_get(col)?;
+    parse_time(col, &text)
+}
+
+/// [`time`] of a column that may be NULL.
+fn time_opt<'r, R>(row: &'r R, col: &'r str) -> sqlx::Result<Option<chrono::DateTime<chrono::Utc>>>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| parse_time(col, &t)).transpose()
+}
+
+fn parse_time(col: &str, text: &str) -> sqlx::Result<chrono::DateTime<chrono::Utc>> {
+    session::parse_ts(text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: col.into(),
+        source: format!("not an RFC 3339 time: {text:?}").into(),
+    })
 }
 
 /// The database holds sessions, customers' names and e-mails, and (encrypted) OAuth tokens:

@@ -1,27 +1,58 @@
 //! The outbox: `pending → sending → delivered | failed | dead`, each move committed
 //! before the network call that follows it.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
+
+pub use crate::model::delivery::{DeliveryState, NoteKind};
 
 use super::audit::{self, Event};
 use super::{on_pool, on_tx, Dialect, Result, Tx};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: i64,
     pub sink: String,
     pub ticket_id: String,
     pub session_id: Option<i64>,
-    pub kind: String,
+    pub kind: NoteKind,
     pub marker: String,
     pub note_json: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
-    pub next_attempt_at: String,
+    pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub remote_ref: Option<String>,
-    pub created_at: String,
-    pub delivered_at: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Read from the stored text: the state and kind by their closed sets, the times by the
+/// store's one format (`session::ts`), on either backend.
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for Delivery
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Delivery> {
+        Ok(Delivery {
+            id: row.try_get("id")?,
+            sink: row.try_get("sink")?,
+            ticket_id: row.try_get("ticket_id")?,
+            session_id: row.try_get("session_id")?,
+            kind: super::text_as(row, "kind")?,
+            marker: row.try_get("marker")?,
+            note_json: row.try_get("note_json")?,
+            state: super::text_as(row, "state")?,
+            attempts: row.try_get("attempts")?,
+            next_attempt_at: super::time(row, "next_attempt_at")?,
+            last_error: row.try_get("last_error")?,
+            remote_ref: row.try_get("remote_ref")?,
+            created_at: super::time(row, "created_at")?,
+            delivered_at: super::time_opt(row, "delivered_at")?,
+        })
+    }
 }
 
 const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at";
@@ -33,7 +64,7 @@ pub async fn enqueue(
     ticket: &str,
     session_id: Option<i64>,
     link_id: Option<i64>,
-    kind: &str,
+    kind: NoteKind,
     marker: &str,
     note_json: &str,
 ) -> Result<Option<i64>> {
@@ -52,10 +83,11 @@ pub async fn enqueue_in(
     ticket: &str,
     session_id: Option<i64>,
     link_id: Option<i64>,
-    kind: &str,
+    kind: NoteKind,
     marker: &str,
     note_json: &str,
 ) -> Result<Option<i64>> {
+    let kind = kind.as_str();
     let now = super::now();
     let id: Option<i64> = on_tx!(tx, |ex, d| {
         sqlx::query_scalar(&d.sql(
@@ -96,7 +128,7 @@ pub struct NewDelivery<'a> {
     pub sink: &'a str,
     pub ticket_id: &'a str,
     pub session_id: i64,
-    pub kind: &'a str,
+    pub kind: NoteKind,
     pub marker: &'a str,
     pub note_json: &'a str,
 }
@@ -133,7 +165,7 @@ pub async fn enqueue_many_in(
                 b.push_bind(d.sink)
                     .push_bind(d.ticket_id)
                     .push_bind(d.session_id)
-                    .push_bind(d.kind)
+                    .push_bind(d.kind.as_str())
                     .push_bind(d.marker)
                     .push_bind(d.note_json)
                     .push_bind(&now)
@@ -157,7 +189,7 @@ pub async fn enqueue_many_in(
                 ticket_id: Some(d.ticket_id),
                 delivery_id: Some(id),
                 detail_text: Some(
-                    serde_json::to_string(&EnqueuedDetail { kind: d.kind, marker: d.marker, sink: d.sink })
+                    serde_json::to_string(&EnqueuedDetail { kind: d.kind.as_str(), marker: d.marker, sink: d.sink })
                         .expect("strings serialize"),
                 ),
                 subject: Some(audit::delivery_subject(
@@ -165,7 +197,7 @@ pub async fn enqueue_many_in(
                     d.ticket_id,
                     Some(d.session_id),
                     None,
-                    d.kind,
+                    d.kind.as_str(),
                     d.marker,
                     d.note_json,
                 )),
@@ -399,8 +431,10 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
                 .fetch_all(ex)
                 .await?);
             let vis = visibility(&group[0].note_json);
+            let due_at = crate::session::parse_ts(due);
             for d in later {
-                if d.state != "pending" || d.next_attempt_at.as_str() > due || visibility(&d.note_json) != vis {
+                let not_due = due_at.is_none_or(|due| d.next_attempt_at > due);
+                if d.state != DeliveryState::Pending || not_due || visibility(&d.note_json) != vis {
                     break;
                 }
                 group.push(d);
@@ -449,7 +483,7 @@ fn visibility(note_json: &str) -> Option<String> {
 
 async fn mark_claimed(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &mut Delivery, now: &str) -> Result<()> {
     d.attempts += 1;
-    d.state = "sending".into();
+    d.state = DeliveryState::Sending;
     on_tx!(tx, |ex, q| sqlx::query(
         &q.sql("UPDATE deliveries SET state = 'sending', attempts = ?, updated_at = ? WHERE id = ?")
     )

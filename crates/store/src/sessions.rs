@@ -7,7 +7,14 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{self, Event};
 use super::{on_pool, on_tx, List, Result, Tx};
-use crate::session::{normalize_code, ts, NewSession};
+use chrono::{DateTime, Utc};
+
+use crate::session::{normalize_code, parse_ts, ts, NewSession};
+
+/// A time as the store keeps it (`session::ts`: milliseconds), read back.
+fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    parse_ts(&ts(t)).unwrap_or(t)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -418,7 +425,7 @@ pub async fn earliest_open_start(store: &super::Store, vendor: &str, min_start: 
 }
 
 /// A stored session as the matcher and the note renderer see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredSession {
     pub id: i64,
     pub vendor: String,
@@ -429,8 +436,8 @@ pub struct StoredSession {
     pub device: Option<String>,
     pub device_id: Option<String>,
     pub group_name: Option<String>,
-    pub started_at: String,
-    pub ended_at: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
     pub duration_s: Option<i64>,
     pub notes: Option<String>,
     pub description: Option<String>,
@@ -439,6 +446,37 @@ pub struct StoredSession {
     pub revision: i64,
     /// The vendor's record, for vendor-specific note content (`sources::note_extras_for`).
     pub raw_json: String,
+}
+
+/// Read as stored; the times from their RFC 3339 text (`session::ts`), on either backend.
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for StoredSession
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<StoredSession> {
+        Ok(StoredSession {
+            id: row.try_get("id")?,
+            vendor: row.try_get("vendor")?,
+            external_id: row.try_get("external_id")?,
+            session_code: row.try_get("session_code")?,
+            session_code_norm: row.try_get("session_code_norm")?,
+            technician: row.try_get("technician")?,
+            device: row.try_get("device")?,
+            device_id: row.try_get("device_id")?,
+            group_name: row.try_get("group_name")?,
+            started_at: super::time(row, "started_at")?,
+            ended_at: super::time_opt(row, "ended_at")?,
+            duration_s: row.try_get("duration_s")?,
+            notes: row.try_get("notes")?,
+            description: row.try_get("description")?,
+            custom_api: row.try_get("custom_api")?,
+            customer_name: row.try_get("customer_name")?,
+            revision: row.try_get("revision")?,
+            raw_json: row.try_get("raw_json")?,
+        })
+    }
 }
 
 const SESSION_COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_code_norm, s.technician, s.device, s.device_id,
@@ -564,8 +602,9 @@ impl StoredSession {
             device: s.device.clone(),
             device_id: s.device_id.clone(),
             group_name: s.group_name.clone(),
-            started_at: ts(s.started_at),
-            ended_at: s.ended_at.map(ts),
+            // As stored: to the millisecond.
+            started_at: as_stored(s.started_at),
+            ended_at: s.ended_at.map(as_stored),
             duration_s: s.duration_s(),
             notes: s.notes.clone(),
             description: s.description.clone(),

@@ -12,17 +12,17 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::{
+use crate::note::Note;
+use crate::section::{
     check_url, declared_secret, require, section_basics, BuildCtx, Component, ConfigError, Described, Errors, InitKey,
     Outbound, OutboundConfig, Plain, RouteConfig, SecretUse, SinkSection,
 };
-use crate::note::Note;
 use crate::{Capabilities, RemoteRef, SinkError, TicketSink};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FakeConfig {
-    #[serde(default = "crate::config::yes")]
+    #[serde(default = "crate::section::yes")]
     pub enabled: bool,
     /// Names the in-memory system (nothing is connected to).
     pub url: String,
@@ -36,7 +36,7 @@ pub struct FakeConfig {
     pub outbound: OutboundConfig,
 }
 
-crate::config::outbound_section!(FakeConfig, "sinks.fake");
+crate::section::outbound_section!(FakeConfig, "sinks.fake");
 
 impl Described for FakeConfig {
     const COMPONENT: Component = Component {

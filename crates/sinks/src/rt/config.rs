@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::RtSink;
-use crate::config::{
+use crate::section::{
     check_url, declared_secret, require, section_basics, tuned, BuildCtx, ConfigError, Errors, Outbound,
     OutboundConfig, RouteConfig, SecretUse, SinkSection,
 };
@@ -16,7 +16,7 @@ use crate::TicketSink;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtConfig {
-    #[serde(default = "crate::config::yes")]
+    #[serde(default = "crate::section::yes")]
     pub enabled: bool,
     /// RT's web address (`https://rt.example.org`, or with its WebPath `…/rt`); REST 2.0 is
     /// called under `<url>/REST/2.0` (a URL already ending in `/REST/2.0` is taken as is).
@@ -39,7 +39,7 @@ pub struct RtConfig {
     pub outbound: OutboundConfig,
 }
 
-crate::config::outbound_section!(RtConfig, "sinks.rt");
+crate::section::outbound_section!(RtConfig, "sinks.rt");
 
 impl RtConfig {
     pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
@@ -70,13 +70,13 @@ impl SinkSection for RtConfig {
 }
 
 /// `[sinks.rt]` before it is read: its name, its secret key and what `init` asks.
-impl crate::config::Described for RtConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+impl crate::section::Described for RtConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "rt",
         section: "sinks.rt",
         secrets: &["sinks.rt.token"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new(
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new(
                 "url",
                 "Request Tracker URL (https://…, REST 2.0 is under <url>/REST/2.0)",
                 None,

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{Grant, OAuthSettings, ServiceNowAuth, ServiceNowSink};
-use crate::config::{
+use crate::section::{
     check_url, declared_secret, require, section_basics, tuned, BuildCtx, ConfigError, Errors, Outbound,
     OutboundConfig, RouteConfig, SecretUse, SinkSection,
 };
@@ -29,7 +29,7 @@ pub enum ServiceNowAuthKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceNowConfig {
-    #[serde(default = "crate::config::yes")]
+    #[serde(default = "crate::section::yes")]
     pub enabled: bool,
     /// `https://<instance>.service-now.com`
     pub url: String,
@@ -68,7 +68,7 @@ fn default_table() -> String {
     "incident".into()
 }
 
-crate::config::outbound_section!(ServiceNowConfig, "sinks.servicenow");
+crate::section::outbound_section!(ServiceNowConfig, "sinks.servicenow");
 
 /// A table or field name: it goes into a URL path and an encoded query.
 fn is_name(s: &str) -> bool {
@@ -150,19 +150,21 @@ impl SinkSection for ServiceNowConfig {
     }
 }
 
-impl crate::config::Described for ServiceNowConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+/// `[sinks.servicenow]` before it is read: its name, its secret keys and what `init` asks
+/// (Basic auth: a user and its password).
+impl crate::section::Described for ServiceNowConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "servicenow",
         section: "sinks.servicenow",
         secrets: &["sinks.servicenow.password", "sinks.servicenow.client_secret"],
-        setup: &crate::config::Plain {
+        setup: &crate::section::Plain {
             keys: &[
-                crate::config::InitKey::new(
+                crate::section::InitKey::new(
                     "url",
                     "ServiceNow instance URL (https://<instance>.service-now.com)",
                     None,
                 ),
-                crate::config::InitKey::new("user", "ServiceNow integration user (user_name, Basic auth)", None),
+                crate::section::InitKey::new("user", "ServiceNow integration user (user_name, Basic auth)", None),
             ],
             secrets: &["password"],
         },

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{ZammadAuth, ZammadSink};
-use crate::config::{
+use crate::section::{
     check_url, declared_secret, require, section_basics, tuned, BuildCtx, ConfigError, Errors, Outbound,
     OutboundConfig, RouteConfig, SecretUse, SinkSection,
 };
@@ -26,7 +26,7 @@ pub enum ZammadAuthKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZammadConfig {
-    #[serde(default = "crate::config::yes")]
+    #[serde(default = "crate::section::yes")]
     pub enabled: bool,
     /// `https://zammad.example.com`
     pub url: String,
@@ -50,7 +50,7 @@ pub struct ZammadConfig {
     pub outbound: OutboundConfig,
 }
 
-crate::config::outbound_section!(ZammadConfig, "sinks.zammad");
+crate::section::outbound_section!(ZammadConfig, "sinks.zammad");
 
 impl ZammadConfig {
     pub fn token_value(&self) -> Result<Option<SecretString>, ConfigError> {
@@ -84,13 +84,14 @@ impl SinkSection for ZammadConfig {
     }
 }
 
-impl crate::config::Described for ZammadConfig {
-    const COMPONENT: crate::config::Component = crate::config::Component {
+/// `[sinks.zammad]` before it is read: its name, its secret key and what `init` asks.
+impl crate::section::Described for ZammadConfig {
+    const COMPONENT: crate::section::Component = crate::section::Component {
         kind: "zammad",
         section: "sinks.zammad",
         secrets: &["sinks.zammad.token"],
-        setup: &crate::config::Plain {
-            keys: &[crate::config::InitKey::new("url", "Zammad URL (https://…)", None)],
+        setup: &crate::section::Plain {
+            keys: &[crate::section::InitKey::new("url", "Zammad URL (https://…)", None)],
             secrets: &["token"],
         },
     };

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::config::SplashtopConfig;
 use super::{wire, SplashtopApi};
-use crate::launch::{launch_err, LaunchRequest, Launched, Launcher};
+use crate::launch::{launch_err, LaunchRequest, Launched, Launcher, NoteKind};
 use crate::note::{Field, Link, Note, Visibility};
 use crate::store::Store;
 use crate::SourceError;
@@ -69,7 +69,7 @@ impl Launcher for SplashtopConfig {
             )),
             attachments: vec![],
             visibility: Visibility::Internal,
-            marker: store.marker_key().marker(wire::VENDOR, &code_norm, "session_links"),
+            marker: store.marker_key().marker(wire::VENDOR, &code_norm, NoteKind::SessionLinks.as_str()),
         };
         let customer = Note {
             title: "Remote support session".into(),
@@ -81,13 +81,13 @@ impl Launcher for SplashtopConfig {
             ),
             attachments: vec![],
             visibility: Visibility::Public,
-            marker: store.marker_key().marker(wire::VENDOR, &code_norm, "customer_link"),
+            marker: store.marker_key().marker(wire::VENDOR, &code_norm, NoteKind::CustomerLink.as_str()),
         };
         Ok(Launched {
             code,
             also_known_as: Some(created.id.clone()),
             details,
-            notes: vec![("session_links", internal), ("customer_link", customer)],
+            notes: vec![(NoteKind::SessionLinks, internal), (NoteKind::CustomerLink, customer)],
             truncated,
         })
     }

@@ -118,7 +118,7 @@ async fn whoami(st: &SplashtopConfig, store: Store) -> Check {
     let name = "source splashtop";
     let api = match SplashtopApi::new(st, &store) {
         Ok(a) => a.with_max_retries(1),
-        Err(e) => return crate::probe::client_fail(name, e.to_string(), "fix the named key"),
+        Err(e) => return probe::client_fail(name, e.to_string(), "fix the named key"),
     };
     match api.basic_info().await {
         Ok(_) => ok(name, format!("GET {}{}: token accepted", st.base_url(), super::wire::basic_info_path())),

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::config::TeamViewerConfig;
 use super::TeamViewerApi;
-use crate::launch::{LaunchRequest, Launched, Launcher};
+use crate::launch::{LaunchRequest, Launched, Launcher, NoteKind};
 use crate::note::{Field, Link, Note, Visibility};
 use crate::session::normalize_code;
 use crate::store::Store;
@@ -49,7 +49,7 @@ impl Launcher for TeamViewerConfig {
             ),
             attachments: vec![],
             visibility: Visibility::Internal,
-            marker: marker("session_links"),
+            marker: marker(NoteKind::SessionLinks.as_str()),
         };
         let customer = created.end_customer_link.as_ref().map(|l| Note {
             title: "Remote support session".into(),
@@ -58,10 +58,10 @@ impl Launcher for TeamViewerConfig {
             body: Some("Open the link above to let our technician connect to your computer.".into()),
             attachments: vec![],
             visibility: Visibility::Public,
-            marker: marker("customer_link"),
+            marker: marker(NoteKind::CustomerLink.as_str()),
         });
-        let mut notes = vec![("session_links", internal)];
-        notes.extend(customer.map(|c| ("customer_link", c)));
+        let mut notes = vec![(NoteKind::SessionLinks, internal)];
+        notes.extend(customer.map(|c| (NoteKind::CustomerLink, c)));
         Ok(Launched { code, also_known_as: None, details, notes, truncated })
     }
 }

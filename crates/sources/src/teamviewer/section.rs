@@ -94,7 +94,7 @@ async fn ping(tv: &TeamViewerConfig, store: Store) -> Check {
     let name = "source teamviewer";
     let api = match TeamViewerApi::new(tv, &store) {
         Ok(a) => a.with_max_retries(1),
-        Err(e) => return crate::probe::client_fail(name, e.to_string(), "fix the named key"),
+        Err(e) => return probe::client_fail(name, e.to_string(), "fix the named key"),
     };
     match api.ping().await {
         Ok(true) => ok(name, format!("GET {}/api/v1/ping: token valid", tv.base_url.trim_end_matches('/'))),

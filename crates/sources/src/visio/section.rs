@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::config::{VisioConfig, SECRETS};
 use crate::config::{Component, Described, Errors, InitKey, Outbound, Plain, SecretUse};
-use crate::launch::{LaunchRequest, Launched, Launcher};
+use crate::launch::{LaunchRequest, Launched, Launcher, NoteKind};
 use crate::note::{Field, Link, Note, Visibility};
 use crate::probe::{warn, Check, ProbeCtx};
 use crate::section::{SourceSection, Vendor};
@@ -102,7 +102,7 @@ impl Launcher for VisioConfig {
             body: Some(body),
             attachments: vec![],
             visibility: Visibility::Internal,
-            marker: store.marker_key().marker(super::VENDOR, &room.uniqid, "session_links"),
+            marker: store.marker_key().marker(super::VENDOR, &room.uniqid, NoteKind::SessionLinks.as_str()),
         };
         let customer = Note {
             title: "Video call for your request".into(),
@@ -111,13 +111,13 @@ impl Launcher for VisioConfig {
             body: Some("Open the link above in your browser at the agreed time.".into()),
             attachments: vec![],
             visibility: Visibility::Public,
-            marker: store.marker_key().marker(super::VENDOR, &room.uniqid, "customer_link"),
+            marker: store.marker_key().marker(super::VENDOR, &room.uniqid, NoteKind::CustomerLink.as_str()),
         };
         Ok(Launched {
             code: room.uniqid.clone(),
             also_known_as: None,
             details,
-            notes: vec![("session_links", internal), ("customer_link", customer)],
+            notes: vec![(NoteKind::SessionLinks, internal), (NoteKind::CustomerLink, customer)],
             truncated: vec![],
         })
     }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::config::ZoomConfig;
 use super::ZoomApi;
-use crate::launch::{launch_err, LaunchRequest, Launched, Launcher};
+use crate::launch::{launch_err, LaunchRequest, Launched, Launcher, NoteKind};
 use crate::note::{Field, Link, Note, Visibility};
 use crate::store::Store;
 use crate::SourceError;
@@ -38,7 +38,7 @@ impl Launcher for ZoomConfig {
             body: Some("Start the meeting with the host link; never send it to the customer.".into()),
             attachments: vec![],
             visibility: Visibility::Internal,
-            marker: store.marker_key().marker(super::wire::VENDOR, &code, "session_links"),
+            marker: store.marker_key().marker(super::wire::VENDOR, &code, NoteKind::SessionLinks.as_str()),
         };
         let customer = Note {
             title: "Video call for your request".into(),
@@ -47,13 +47,13 @@ impl Launcher for ZoomConfig {
             body: Some("Open the link above at the agreed time; our technician will let you in.".into()),
             attachments: vec![],
             visibility: Visibility::Public,
-            marker: store.marker_key().marker(super::wire::VENDOR, &code, "customer_link"),
+            marker: store.marker_key().marker(super::wire::VENDOR, &code, NoteKind::CustomerLink.as_str()),
         };
         Ok(Launched {
             code,
             also_known_as: None,
             details,
-            notes: vec![("session_links", internal), ("customer_link", customer)],
+            notes: vec![(NoteKind::SessionLinks, internal), (NoteKind::CustomerLink, customer)],
             truncated: vec![],
         })
     }

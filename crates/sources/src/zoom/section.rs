@@ -193,7 +193,7 @@ async fn zoom_call(z: &ZoomConfig, index: usize, store: &Store) -> Check {
     let name = format!("source {}", a.token_key());
     let api = match ZoomApi::new(z, index, store) {
         Ok(api) => api.with_max_retries(1),
-        Err(e) => return crate::probe::client_fail(&name, e.to_string(), "fix the named key"),
+        Err(e) => return probe::client_fail(&name, e.to_string(), "fix the named key"),
     };
     match api.check().await {
         Ok(what) => ok(&name, format!("{what}: token and recording:read scope accepted")),
