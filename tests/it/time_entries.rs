@@ -373,3 +373,45 @@ async fn real_redmine_takes_the_entry_once_and_refuses_a_closed_project() {
     assert_eq!(entries[0]["hours"].as_f64(), Some(0.5), "20 minutes billed as 30");
     assert!(entries[0]["comments"].as_str().unwrap().ends_with(&format!("ticketsync-marker: {}", open.marker)));
 }
+
+/// `ticketsync audit export --kind time-entries --from --to --format csv`: one row per entry
+/// whose work started in the range, with raw and billed minutes, billable flag and state.
+#[tokio::test]
+async fn audit_export_writes_the_time_entries_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::temp_store(dir.path()).await;
+    ingest_and_match(
+        &store,
+        &[
+            session("teamviewer", "k1", "s7", "501", "2026-11-02T09:00:00Z", 20, "Bill"),
+            session("teamviewer", "k2", "s8", "502", "2026-11-05T09:00:00Z", 7, "DoNotBill"),
+            session("teamviewer", "k3", "s9", "503", "2026-12-01T09:00:00Z", 7, "Bill"),
+        ],
+        &["redmine"],
+    )
+    .await;
+    let pol = policies("redmine", TimePolicy::default(), &[]);
+    assert_eq!(close_groups(&store, &pol, chrono_tz::UTC, ts("2026-12-03T00:00:00Z")).await.unwrap().queued, 3);
+    store.close().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketsync"))
+        .args(["audit", "export", "--kind", "time-entries", "--from", "2026-11-01", "--to", "2026-11-30"])
+        .args(["--format", "csv", "--db"])
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(head, ticketsync::export::TIME_ENTRY_COLUMNS);
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "December's entry is outside the range: {text}");
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][col("ticket_id")], "501");
+    assert_eq!(&rows[0][col("minutes_raw")], "20.00");
+    assert_eq!(&rows[0][col("minutes_billed")], "30");
+    assert_eq!(&rows[0][col("billable")], "true");
+    assert_eq!(&rows[0][col("state")], "pending");
+    assert_eq!(&rows[1][col("billable")], "false", "DoNotBill");
+    assert_eq!(&rows[1][col("minutes_billed")], "15");
+}
