@@ -71,8 +71,7 @@ async fn main() -> ExitCode {
     match commands::dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            // One clear line: the context chain, scrubbed (a vendor's answer may echo a secret).
-            eprintln!("error: {}", ticketsync::redact::scrub(&format!("{e:#}")));
+            eprintln!("error: {}", commands::error_line(&e));
             ExitCode::from(1)
         }
     }
