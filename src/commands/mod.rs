@@ -10,6 +10,7 @@ mod demo;
 mod doctor;
 mod init;
 mod link;
+pub mod logging;
 mod man;
 mod migrate;
 mod relink;
