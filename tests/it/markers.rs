@@ -82,6 +82,7 @@ enum Backend {
     Zammad(ZammadSim),
     ServiceNow(ServiceNowSim),
     ConnectWise(ticketsync::sim::connectwise::ConnectWiseSim),
+    Autotask(ticketsync::sim::autotask::AutotaskSim),
 }
 
 struct System {
@@ -163,9 +164,25 @@ impl System {
                 let u = sim.base_url.clone();
                 (Backend::ConnectWise(sim), u)
             }
+            "autotask" => {
+                let sim = ticketsync::sim::autotask::AutotaskSim::start(
+                    "api@x.test",
+                    "CODE",
+                    "at-secret",
+                    &(1..50).collect::<Vec<_>>(),
+                )
+                .await
+                .unwrap();
+                sim.set_max_per_page(2);
+                let u = sim.base_url.clone();
+                (Backend::Autotask(sim), u)
+            }
             k => panic!("unknown system {k}"),
         };
         let proxy = FaultProxy::start(&upstream).await;
+        if let Backend::Autotask(sim) = &backend {
+            sim.set_zone_url(&format!("{}/atservicesrest/", proxy.base_url));
+        }
         let base = match &backend {
             Backend::Glpi(_) => format!("{}/apirest.php", proxy.base_url),
             _ => proxy.base_url.clone(),
@@ -269,6 +286,21 @@ impl System {
                 )),
                 "POST",
             ),
+            Backend::Autotask(_) => (
+                Arc::new(ticketsync::sinks::autotask::AutotaskSink::new(
+                    "t",
+                    &base,
+                    None,
+                    ticketsync::sinks::autotask::AutotaskCredentials {
+                        username: "api@x.test".into(),
+                        integration_code: "CODE".into(),
+                        secret: secret("at-secret"),
+                    },
+                    Default::default(),
+                    http(),
+                )),
+                "POST",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -308,6 +340,7 @@ impl System {
             Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
             Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
             Backend::ConnectWise(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
+            Backend::Autotask(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
         }
     }
 
@@ -349,6 +382,7 @@ impl System {
             }
             Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
             Backend::ConnectWise(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.text).collect(),
+            Backend::Autotask(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.description).collect(),
         }
     }
 
@@ -519,6 +553,11 @@ async fn forged_marker_does_not_suppress_a_note_servicenow() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_connectwise() {
     forged_markers("connectwise").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_autotask() {
+    forged_markers("autotask").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

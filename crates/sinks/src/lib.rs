@@ -6,7 +6,7 @@ use ticketsync_http::{self as http, holds};
 use ticketsync_model::{marker, note};
 use ticketsync_redact as redact;
 
-//TMP pub mod autotask;
+pub mod autotask;
 pub mod common;
 pub mod config;
 pub mod connectwise;
