@@ -83,6 +83,7 @@ enum Backend {
     ServiceNow(ServiceNowSim),
     ConnectWise(ticketsync::sim::connectwise::ConnectWiseSim),
     Autotask(ticketsync::sim::autotask::AutotaskSim),
+    HaloPsa(ticketsync::sim::halopsa::HaloPsaSim),
 }
 
 struct System {
@@ -176,6 +177,18 @@ impl System {
                 sim.set_max_per_page(2);
                 let u = sim.base_url.clone();
                 (Backend::Autotask(sim), u)
+            }
+            "halopsa" => {
+                let sim = ticketsync::sim::halopsa::HaloPsaSim::start(
+                    "halo-id",
+                    "halo-secret",
+                    None,
+                    &(1..50).collect::<Vec<_>>(),
+                )
+                .await
+                .unwrap();
+                let u = sim.base_url.clone();
+                (Backend::HaloPsa(sim), u)
             }
             k => panic!("unknown system {k}"),
         };
@@ -301,6 +314,21 @@ impl System {
                 )),
                 "POST",
             ),
+            Backend::HaloPsa(_) => (
+                Arc::new(ticketsync::sinks::halopsa::HaloPsaSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::halopsa::HaloCredentials {
+                        client_id: "halo-id".into(),
+                        client_secret: secret("halo-secret"),
+                        tenant: None,
+                        auth_url: None,
+                    },
+                    Default::default(),
+                    http(),
+                )),
+                "POST",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -341,6 +369,7 @@ impl System {
             Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
             Backend::ConnectWise(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
             Backend::Autotask(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
+            Backend::HaloPsa(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
         }
     }
 
@@ -383,6 +412,9 @@ impl System {
             Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
             Backend::ConnectWise(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.text).collect(),
             Backend::Autotask(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.description).collect(),
+            Backend::HaloPsa(sim) => {
+                sim.actions(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.note_html)).collect()
+            }
         }
     }
 
@@ -558,6 +590,11 @@ async fn forged_marker_does_not_suppress_a_note_connectwise() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_autotask() {
     forged_markers("autotask").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_halopsa() {
+    forged_markers("halopsa").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

@@ -21,6 +21,7 @@ use ticketsync::sim::autotask::AutotaskSim;
 use ticketsync::sim::connectwise::ConnectWiseSim;
 use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
+use ticketsync::sim::halopsa::HaloPsaSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
@@ -32,6 +33,7 @@ use ticketsync::sinks::autotask::{AutotaskCredentials, AutotaskSink, NoteKinds};
 use ticketsync::sinks::connectwise::{ConnectWiseKeys, ConnectWiseSink};
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
+use ticketsync::sinks::halopsa::{HaloCredentials, HaloPsaSink, Outcomes};
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::rt::RtSink;
@@ -71,6 +73,9 @@ const CW_CLIENT_ID: &str = "0b5d8f2e-6c1a-4e7b-9f3d-2a8c7e1b4d60";
 const AT_USER: &str = "q7xk2mplhy3fzq@example.test";
 const AT_CODE: &str = "HUKQ3J5ZL7X2QGLHKF6WJBN4P5A";
 const AT_SECRET: &str = "sim-autotask-secret-$9p*Q2";
+const HALO_CLIENT_ID: &str = "7c0d6a1e-3f52-4b8e-a9d1-5e2f8c4b7a13";
+const HALO_SECRET: &str = "sim-halo-client-secret-4f0a-9b2e";
+const HALO_TENANT: &str = "acmemsp";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -104,6 +109,8 @@ enum Backend {
     SimConnectWise(ConnectWiseSim),
     /// Tickets are addressed by number (`T20261201.0001`), resolved by the sink.
     SimAutotask(AutotaskSim),
+    /// A Halo-hosted instance: the token request names the tenant.
+    SimHaloPsa(HaloPsaSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -239,6 +246,15 @@ impl Target {
         Some(Target { backend: Backend::SimAutotask(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn halopsa_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = HaloPsaSim::start(HALO_CLIENT_ID, HALO_SECRET, Some(HALO_TENANT), &ids)
+            .await
+            .expect("start HaloPSA simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimHaloPsa(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -254,6 +270,7 @@ impl Target {
             Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
             Backend::SimConnectWise(_) => CW_PRIVATE.into(),
             Backend::SimAutotask(_) => AT_SECRET.into(),
+            Backend::SimHaloPsa(_) => HALO_SECRET.into(),
         }
     }
 
@@ -343,6 +360,15 @@ impl Target {
                 let creds = AutotaskCredentials { username: AT_USER.into(), integration_code: AT_CODE.into(), secret };
                 Arc::new(AutotaskSink::new("autotask", &self.proxy.base_url, None, creds, NoteKinds::default(), http))
             }
+            Backend::SimHaloPsa(_) => {
+                let creds = HaloCredentials {
+                    client_id: HALO_CLIENT_ID.into(),
+                    client_secret: secret,
+                    tenant: Some(HALO_TENANT.into()),
+                    auth_url: None,
+                };
+                Arc::new(HaloPsaSink::new("halopsa", &self.proxy.base_url, creds, Outcomes::default(), http))
+            }
         }
     }
 
@@ -365,6 +391,7 @@ impl Target {
             Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
             Backend::SimConnectWise(_) => ("POST", "/notes"),
             Backend::SimAutotask(_) => ("POST", "/Notes"),
+            Backend::SimHaloPsa(_) => ("POST", "/api/Actions"),
         }
     }
 
@@ -418,7 +445,8 @@ impl Target {
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
             | Backend::SimZammad(_)
-            | Backend::SimConnectWise(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            | Backend::SimConnectWise(_)
+            | Backend::SimHaloPsa(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
             Backend::SimAutotask(_) => {
                 ticketsync::sim::autotask::ticket_number(self.next_ticket.fetch_add(1, Ordering::SeqCst))
             }
@@ -437,7 +465,8 @@ impl Target {
             | Backend::SimRt(_)
             | Backend::SimZammad(_)
             | Backend::SimConnectWise(_)
-            | Backend::SimAutotask(_) => "999999".into(),
+            | Backend::SimAutotask(_)
+            | Backend::SimHaloPsa(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
@@ -530,6 +559,11 @@ impl Target {
                 .notes(autotask_id(ticket))
                 .into_iter()
                 .map(|n| Posted { text: format!("{}\n\n{}", n.title, n.description), private: n.publish == 1 })
+                .collect(),
+            Backend::SimHaloPsa(sim) => sim
+                .actions(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.note_html), private: a.hidden_from_user })
                 .collect(),
         }
     }
@@ -1118,3 +1152,4 @@ conformance!(servicenow_sim);
 conformance!(servicenow_oauth_sim);
 conformance!(connectwise_sim);
 conformance!(autotask_sim);
+conformance!(halopsa_sim);

@@ -5,6 +5,7 @@ pub mod autotask;
 pub mod connectwise;
 pub mod freshservice;
 pub mod glpi;
+pub mod halopsa;
 pub mod html;
 pub mod jsm;
 pub mod redmine;

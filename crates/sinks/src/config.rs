@@ -89,7 +89,7 @@ registry! {
     servicenow: crate::servicenow::config::ServiceNowConfig,
     connectwise: crate::connectwise::config::ConnectWiseConfig,
     autotask: crate::autotask::config::AutotaskConfig,
-//TMP    halopsa: crate::halopsa::config::HaloPsaConfig,
+    halopsa: crate::halopsa::config::HaloPsaConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,

@@ -14,7 +14,7 @@ pub mod connectwise;
 pub mod fake;
 pub mod freshservice;
 pub mod glpi;
-//TMP pub mod halopsa;
+pub mod halopsa;
 pub mod jsm;
 pub mod redmine;
 pub mod render_check;

@@ -229,9 +229,11 @@ impl AutotaskSink {
         let detail = autotask_error(&r.body);
         let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &detail);
         match r.status.as_u16() {
-            401 => err.message = format!(
+            401 => {
+                err.message = format!(
                 "credentials rejected (HTTP 401): check sinks.autotask.username, secret and integration_code: {detail}"
-            ),
+            )
+            }
             403 => {
                 err.message =
                     format!("forbidden (HTTP 403): the API user's security level lacks ticket note rights: {detail}")
