@@ -645,7 +645,9 @@ mod tests {
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
             [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
             [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n\
-            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n";
+            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n\
+            [sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\n\
+            [sinks.halopsa]\nurl = \"https://h\"\nclient_id = \"c\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();
