@@ -683,9 +683,9 @@ impl ChannelWriter {
         }
         let chunk = std::mem::take(&mut self.buf);
         // The export runs on a blocking thread of its own (see `export`): waiting for room
-        // here stalls no async worker.
-        self.tx
-            .blocking_send(Ok(chunk))
+        // here stalls no async worker. (Inside that thread's `block_on`, tokio's own
+        // `blocking_send` refuses to block, so the send is driven by a plain executor.)
+        futures::executor::block_on(self.tx.send(Ok(chunk)))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 }
@@ -714,12 +714,17 @@ async fn export(State(c): Shared, headers: HeaderMap, peer: MaybePeer, Form(f): 
         other => return refuse(StatusCode::BAD_REQUEST, &format!("format {other:?}: expected csv or jsonl")),
     };
     let from = nonempty(&f.from).unwrap_or_else(|| "1970-01-01".into());
-    let to = nonempty(&f.to).unwrap_or_else(|| "9999-12-31".into());
+    // No end: up to tomorrow (UTC), past anything written so far.
+    let to = nonempty(&f.to)
+        .unwrap_or_else(|| (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string());
     let (from, to) = match (crate::export::parse_bound(&from, false), crate::export::parse_bound(&to, true)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) => return refuse(StatusCode::BAD_REQUEST, &format!("from: {e}")),
         (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, &format!("to: {e}")),
     };
+    if from >= to {
+        return refuse(StatusCode::BAD_REQUEST, "the range is empty: from must be before to");
+    }
     let ext = if format == crate::export::Format::Csv { "csv" } else { "jsonl" };
     let detail = serde_json::json!({"format": ext, "from": from, "to": to});
     // Recorded before the first byte leaves: an export that is cut off was still taken.
