@@ -798,7 +798,8 @@ mod tests {
             [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
             [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
-            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n";
+            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n\
+            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();

@@ -81,6 +81,7 @@ enum Backend {
     RealRt(crate::support::RtCi),
     Zammad(ZammadSim),
     ServiceNow(ServiceNowSim),
+    ConnectWise(ticketsync::sim::connectwise::ConnectWiseSim),
 }
 
 struct System {
@@ -147,6 +148,20 @@ impl System {
                 let sim = ZammadSim::start("Token token=zm-token", &(1..50).collect::<Vec<_>>()).await.unwrap();
                 let u = sim.base_url.clone();
                 (Backend::Zammad(sim), u)
+            }
+            "connectwise" => {
+                let sim = ticketsync::sim::connectwise::ConnectWiseSim::start(
+                    "acme",
+                    "pub",
+                    "cw-private",
+                    "cw-client",
+                    &(1..50).collect::<Vec<_>>(),
+                )
+                .await
+                .unwrap();
+                sim.set_max_per_page(2);
+                let u = sim.base_url.clone();
+                (Backend::ConnectWise(sim), u)
             }
             k => panic!("unknown system {k}"),
         };
@@ -239,6 +254,21 @@ impl System {
                 )),
                 "PATCH",
             ),
+            Backend::ConnectWise(_) => (
+                Arc::new(ticketsync::sinks::connectwise::ConnectWiseSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::connectwise::ConnectWiseKeys {
+                        company: "acme".into(),
+                        public_key: "pub".into(),
+                        private_key: secret("cw-private"),
+                        client_id: "cw-client".into(),
+                    },
+                    ticketsync::sim::connectwise::API_MEMBER,
+                    http(),
+                )),
+                "POST",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -277,6 +307,7 @@ impl System {
             Backend::RealRt(ci) => ci.person_comments(ticket, text).await,
             Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
             Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
+            Backend::ConnectWise(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
         }
     }
 
@@ -317,6 +348,7 @@ impl System {
                 sim.articles(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.body)).collect()
             }
             Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
+            Backend::ConnectWise(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.text).collect(),
         }
     }
 
@@ -482,6 +514,11 @@ async fn forged_marker_does_not_suppress_a_note_zammad() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_servicenow() {
     forged_markers("servicenow").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_connectwise() {
+    forged_markers("connectwise").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

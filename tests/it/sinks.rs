@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use ticketsync::note::{Field, Link, Note, Visibility};
 use ticketsync::pipeline::{deliver_due, DeliverStats, DeliveryPolicy, Sinks};
+use ticketsync::sim::connectwise::ConnectWiseSim;
 use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
 use ticketsync::sim::jsm::JsmSim;
@@ -26,6 +27,7 @@ use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::webhook::WebhookSim;
 use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
+use ticketsync::sinks::connectwise::{ConnectWiseKeys, ConnectWiseSink};
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
@@ -60,6 +62,10 @@ const SN_CLIENT_ID: &str = "4f1d0c5e9a7b4c2d8e6f0a1b2c3d4e5f";
 const SN_CLIENT_SECRET: &str = "sim-servicenow-client-secret-b9a0";
 const ZAMMAD_TOKEN: &str = "sim-zammad-token-8c2e";
 const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
+const CW_COMPANY: &str = "acme";
+const CW_PUBLIC: &str = "Pub9kq2LmN";
+const CW_PRIVATE: &str = "sim-cw-private-key-71d3";
+const CW_CLIENT_ID: &str = "0b5d8f2e-6c1a-4e7b-9f3d-2a8c7e1b4d60";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -90,6 +96,7 @@ enum Backend {
         sim: ServiceNowSim,
         oauth: bool,
     },
+    SimConnectWise(ConnectWiseSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -205,6 +212,16 @@ impl Target {
         Self::servicenow(true).await
     }
 
+    async fn connectwise_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = ConnectWiseSim::start(CW_COMPANY, CW_PUBLIC, CW_PRIVATE, CW_CLIENT_ID, &ids)
+            .await
+            .expect("start ConnectWise simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimConnectWise(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -218,6 +235,7 @@ impl Target {
             Backend::SimRt(_) => RT_TOKEN.into(),
             Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
             Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
+            Backend::SimConnectWise(_) => CW_PRIVATE.into(),
         }
     }
 
@@ -293,6 +311,16 @@ impl Target {
                 };
                 Arc::new(ServiceNowSink::new("servicenow", &self.proxy.base_url, auth, "incident", None, http))
             }
+            Backend::SimConnectWise(_) => {
+                let keys = ConnectWiseKeys {
+                    company: CW_COMPANY.into(),
+                    public_key: CW_PUBLIC.into(),
+                    private_key: secret,
+                    client_id: CW_CLIENT_ID.into(),
+                };
+                let member = ticketsync::sim::connectwise::API_MEMBER;
+                Arc::new(ConnectWiseSink::new("connectwise", &self.proxy.base_url, keys, member, http))
+            }
         }
     }
 
@@ -313,6 +341,7 @@ impl Target {
             Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
             Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
             Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
+            Backend::SimConnectWise(_) => ("POST", "/notes"),
         }
     }
 
@@ -365,7 +394,8 @@ impl Target {
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
-            | Backend::SimZammad(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            | Backend::SimZammad(_)
+            | Backend::SimConnectWise(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
         }
     }
 
@@ -379,7 +409,8 @@ impl Target {
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
-            | Backend::SimZammad(_) => "999999".into(),
+            | Backend::SimZammad(_)
+            | Backend::SimConnectWise(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
@@ -462,6 +493,11 @@ impl Target {
                 .articles(ticket.parse().expect("sim ticket id"))
                 .into_iter()
                 .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.body), private: a.internal })
+                .collect(),
+            Backend::SimConnectWise(sim) => sim
+                .notes(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|n| Posted { text: n.text, private: n.internal && !n.detail })
                 .collect(),
         }
     }
@@ -1043,3 +1079,4 @@ conformance!(rt_sim);
 conformance!(zammad_sim);
 conformance!(servicenow_sim);
 conformance!(servicenow_oauth_sim);
+conformance!(connectwise_sim);

@@ -1,6 +1,7 @@
 //! Vendor and ticket-system simulators on 127.0.0.1, speaking the real wire formats.
 //! Used by the integration tests, `ticketsync demo` and the benchmarks.
 
+pub mod connectwise;
 pub mod freshservice;
 pub mod glpi;
 pub mod html;

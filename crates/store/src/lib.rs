@@ -27,6 +27,7 @@ pub mod page;
 pub mod reads;
 pub mod secrets;
 pub mod sessions;
+pub mod time;
 pub mod tokens;
 
 pub use dialect::{Dialect, List};

@@ -107,6 +107,10 @@ pub async fn enqueue_in(
     .fetch_optional(ex)
     .await?
     });
+    if let (Some(id), Some(session), "session_report") = (id, session_id, kind) {
+        // The session now waits for its time entry on this sink (migration 0010).
+        super::time::open_in(tx, &[(id, sink, ticket, session)]).await?;
+    }
     if let Some(id) = id {
         chain.push(Event {
             kind: "delivery_enqueued",
@@ -179,6 +183,7 @@ pub async fn enqueue_many_in(
         ids.extend(got.into_iter().map(|(id, sink, marker)| ((sink, marker), id)));
     }
     let mut out = Vec::with_capacity(rows.len());
+    let mut reports = Vec::new();
     for d in rows {
         // A (sink, marker) twice in one batch is queued once: the first takes the id.
         let id = ids.remove(&(d.sink.to_string(), d.marker.to_string()));
@@ -204,8 +209,13 @@ pub async fn enqueue_many_in(
                 ..Default::default()
             });
         }
+        if let (Some(id), NoteKind::SessionReport) = (id, d.kind) {
+            reports.push((id, d.sink, d.ticket_id, d.session_id));
+        }
         out.push(id);
     }
+    // The sessions now wait for their time entries on these sinks (migration 0010).
+    super::time::open_in(tx, &reports).await?;
     Ok(out)
 }
 
