@@ -14,6 +14,7 @@ use ticketsync_redact as redact;
 
 pub mod audit;
 pub mod backup;
+pub mod console;
 pub mod copy;
 pub mod cursors;
 pub mod demo_db;

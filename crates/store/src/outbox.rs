@@ -692,6 +692,11 @@ pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
 /// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
 /// attempt scans for the marker before posting.
 pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
+    requeue_by(store, id, None).await
+}
+
+/// [`requeue`] by a person: the audit row names them (`by`, `via`).
+pub async fn requeue_by(store: &super::Store, id: i64, actor: Option<audit::Actor<'_>>) -> Result<Option<String>> {
     let mut tx = store.begin().await?;
     let row: Option<(String, String)> =
         on_tx!(tx, |ex, d| sqlx::query_as(&d.sql("SELECT state, ticket_id FROM deliveries WHERE id = ?"))
@@ -718,7 +723,10 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
             kind: "delivery_requeued",
             ticket_id: Some(&ticket),
             delivery_id: Some(id),
-            detail: Some(json!({"from": state})),
+            detail: Some(match actor {
+                Some(a) => a.stamp(json!({"from": state})),
+                None => json!({"from": state}),
+            }),
             ..Default::default()
         },
     )
