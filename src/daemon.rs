@@ -321,7 +321,10 @@ fn spawn_sources(
                     }
                 }
                 first = false;
-                if !source_lease(&app, src.name()).await {
+                // A tenant's source leases, fences and reports under its qualified key
+                // (`acme/teamviewer`; the default tenant's is the source's name, unchanged).
+                let key = src.tenant().qualify(src.name());
+                if !source_lease(&app, &key).await {
                     continue;
                 }
                 // Sequential inside this task: a source never overlaps itself.
@@ -340,7 +343,8 @@ fn spawn_sources(
                     Err(e) => {
                         let msg = e.to_string();
                         tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
-                        let _ = crate::store::cursors::record_error(&app.store, src.name(), &msg).await;
+                        let store = app.store.for_tenant(&src.tenant());
+                        let _ = crate::store::cursors::record_error(&store, src.name(), &msg).await;
                     }
                 }
                 if cancel.is_cancelled() {
