@@ -87,6 +87,9 @@ registry! {
     rt: crate::rt::config::RtConfig,
     zammad: crate::zammad::config::ZammadConfig,
     servicenow: crate::servicenow::config::ServiceNowConfig,
+    connectwise: crate::connectwise::config::ConnectWiseConfig,
+    autotask: crate::autotask::config::AutotaskConfig,
+    halopsa: crate::halopsa::config::HaloPsaConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,

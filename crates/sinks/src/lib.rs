@@ -6,12 +6,15 @@ use ticketsync_http::{self as http, holds};
 use ticketsync_model::{marker, note, time_entry};
 use ticketsync_redact as redact;
 
+pub mod autotask;
 pub mod common;
 pub mod config;
+pub mod connectwise;
 #[cfg(feature = "fake-sink")]
 pub mod fake;
 pub mod freshservice;
 pub mod glpi;
+pub mod halopsa;
 pub mod jsm;
 pub mod redmine;
 pub mod render_check;
