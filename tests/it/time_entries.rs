@@ -415,3 +415,98 @@ async fn audit_export_writes_the_time_entries_as_csv() {
     assert_eq!(&rows[1][col("billable")], "false", "DoNotBill");
     assert_eq!(&rows[1][col("minutes_billed")], "15");
 }
+
+/// A time entry whose first attempt reached the system before the process died (claimed,
+/// written, never recorded): after the restart the scan finds it, and it is not written
+/// again. `count` says how many entries the system holds for the ticket.
+async fn entry_lands_once_after_a_crash<F, Fut>(sink: Arc<dyn TicketSink>, ticket: &str, count: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::test_store(dir.path()).await;
+    let name = sink.name().to_string();
+    let sinks: Sinks = Arc::new(HashMap::from([(name.clone(), sink.clone())]));
+    let id = format!("x-{}", uuid::Uuid::new_v4().simple());
+    ingest_and_match(&store, &[session("teamviewer", &id, "s1", ticket, "2026-11-02T09:00:00Z", 20, "Bill")], &[&name])
+        .await;
+    settle(&store, &sinks, &fast_policy()).await;
+    let pol = policies(&name, TimePolicy::default(), &[]);
+    assert_eq!(close_groups(&store, &pol, chrono_tz::UTC, Utc::now()).await.unwrap().queued, 1);
+    let claimed = outbox::claim_due(&store, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let d = &claimed[0];
+    assert_eq!(d.kind, outbox::NoteKind::TimeEntry);
+    let entry: ticketsync::time_entry::TimeEntry = serde_json::from_str(&d.note_json).unwrap();
+    sink.post_time_entry(ticket, &entry).await.expect("the first attempt lands");
+    assert_eq!(count().await, 1);
+    // kill -9 here: the row stays `sending`; the restart puts it back, and the next attempt scans.
+    assert_eq!(outbox::recover_sending(&store).await.unwrap(), 1);
+    settle(&store, &sinks, &fast_policy()).await;
+    let after = outbox::get(&store, d.id).await.unwrap().unwrap();
+    assert_eq!(after.state, outbox::DeliveryState::Delivered);
+    assert_eq!(count().await, 1, "found by its marker, not written twice");
+    let attempts = outbox::list(&store, None).await.unwrap().into_iter().find(|x| x.id == d.id).unwrap().attempts;
+    assert_eq!(attempts, 2);
+}
+
+#[tokio::test]
+async fn rt_sim_time_entry_is_a_comment_with_time_taken_once() {
+    use ticketsync::sim::rt::RtSim;
+    let sim = RtSim::start("1-14-5e1d0c0ffee0123456789abcdef01234", &[601]).await.unwrap();
+    let http = reqwest::Client::new();
+    let sink = ticketsync::sinks::rt::RtSink::new(
+        "rt",
+        &sim.base_url,
+        SecretString::from("1-14-5e1d0c0ffee0123456789abcdef01234".to_string()),
+        None,
+        http,
+    );
+    let count = || async { sim.messages(601).iter().filter(|t| t.text().contains("Technician Jon Snow")).count() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "601", count).await;
+    assert_eq!(sim.time_worked(601), 30);
+}
+
+#[tokio::test]
+async fn rt_real_time_entry_adds_to_time_worked_once() {
+    let Some(ci) = support::rt_ci() else { return };
+    let ticket = ci.new_ticket("time entry test").await.to_string();
+    let sink = ticketsync::sinks::rt::RtSink::new(
+        "rt",
+        &ci.url,
+        SecretString::from(ci.token.clone()),
+        None,
+        reqwest::Client::new(),
+    );
+    let http = reqwest::Client::new();
+    let worked = || async {
+        let v: serde_json::Value = http
+            .get(format!("{}/ticket/{ticket}", ci.rest()))
+            .header("Authorization", format!("token {}", ci.token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["TimeWorked"].as_str().and_then(|t| t.parse::<usize>().ok()).unwrap_or(0) / 30
+    };
+    entry_lands_once_after_a_crash(Arc::new(sink), &ticket, worked).await;
+}
+
+#[tokio::test]
+async fn zammad_sim_time_entry_is_an_article_with_time_unit_once() {
+    use ticketsync::sim::zammad::ZammadSim;
+    let sim = ZammadSim::start("Token token=zammad-token", &[701]).await.unwrap();
+    let sink = ticketsync::sinks::zammad::ZammadSink::new(
+        "zammad",
+        &sim.base_url,
+        ticketsync::sinks::zammad::ZammadAuth::Token(SecretString::from("zammad-token".to_string())),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.time_accountings(701).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "701", count).await;
+    assert_eq!(sim.time_accountings(701)[0].1, "30");
+}

@@ -133,9 +133,11 @@ impl HaloPsaSink {
         let mut err = SinkError::from_status(&self.api.name, r.status, &r.headers, &detail);
         match r.status.as_u16() {
             401 => err.message = format!("credentials rejected (HTTP 401): HaloPSA refused a fresh token: {detail}"),
-            403 => err.message = format!(
+            403 => {
+                err.message = format!(
                 "forbidden (HTTP 403): the API application or its agent lacks ticket rights (edit:tickets): {detail}"
-            ),
+            )
+            }
             _ => {}
         }
         err
