@@ -510,3 +510,30 @@ async fn zammad_sim_time_entry_is_an_article_with_time_unit_once() {
     entry_lands_once_after_a_crash(Arc::new(sink), "701", count).await;
     assert_eq!(sim.time_accountings(701)[0].1, "30");
 }
+
+/// `doctor` asks the ticket system about each technician mapping: one whose user is gone is
+/// a FAIL naming the key to fix.
+#[tokio::test]
+async fn doctor_reports_a_technician_mapping_that_no_longer_exists() {
+    let sim = RedmineSim::start(KEY, &[101]).await.unwrap();
+    sim.remove_user(12);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"{KEY}\"\nallow_insecure_http = true\n\
+             time_entries = true\ntime_technicians = [\"Jon Snow = 12\", \"admin@example.net = 1\"]\n",
+            dir.path().join("t.db").display(),
+            sim.base_url
+        ),
+    )
+    .unwrap();
+    let checks = ticketsync::doctor::checks(&cfg).await;
+    let find = |n: &str| checks.iter().find(|c| c.name == n).unwrap_or_else(|| panic!("{n}: {checks:#?}"));
+    let gone = find("sink redmine technician jon snow");
+    assert_eq!(gone.status.as_str(), "FAIL", "{gone:?}");
+    assert!(gone.detail.contains("user 12, who no longer exists"), "{gone:?}");
+    assert!(gone.fix.as_deref().is_some_and(|f| f.contains("sinks.redmine.time_technicians")), "{gone:?}");
+    assert_eq!(find("sink redmine technician admin@example.net").status.as_str(), "OK");
+}
