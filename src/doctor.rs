@@ -358,7 +358,7 @@ async fn technicians(cfg: &Config, name: &str, sink: &dyn crate::sinks::TicketSi
             Ok(Some(false)) => fail(
                 &label,
                 format!("mapped to user {user}, who no longer exists: time entries go in as the API user"),
-                &format!("fix sinks.{name}.time_technicians"),
+                format!("fix sinks.{name}.time_technicians"),
             ),
             Ok(None) => warn(&label, format!("mapped to user {user}; {name} cannot tell whether it exists"), "none"),
             Err(e) => warn(&label, format!("mapped to user {user}; not checked: {e}"), "check the sink first"),
