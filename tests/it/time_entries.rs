@@ -537,3 +537,24 @@ async fn doctor_reports_a_technician_mapping_that_no_longer_exists() {
     assert!(gone.fix.as_deref().is_some_and(|f| f.contains("sinks.redmine.time_technicians")), "{gone:?}");
     assert_eq!(find("sink redmine technician admin@example.net").status.as_str(), "OK");
 }
+
+#[tokio::test]
+async fn freshservice_sim_time_entry_lands_once_with_hh_mm_and_the_api_agent() {
+    use ticketsync::sim::freshservice::FreshserviceSim;
+    let sim = FreshserviceSim::start("fs-key", &[801]).await.unwrap();
+    let sink = ticketsync::sinks::freshservice::FreshserviceSink::new(
+        "freshservice",
+        &sim.base_url,
+        SecretString::from("fs-key".to_string()),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.time_entries(801).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "801", count).await;
+    let e = &sim.time_entries(801)[0];
+    assert_eq!(
+        (e["time_spent"].as_str(), e["agent_id"].as_u64(), e["billable"].as_bool()),
+        (Some("00:30"), Some(1), Some(true))
+    );
+    assert!(e["note"].as_str().unwrap().contains("posted as the API user"), "{e}");
+}
