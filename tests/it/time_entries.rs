@@ -558,3 +558,29 @@ async fn freshservice_sim_time_entry_lands_once_with_hh_mm_and_the_api_agent() {
     );
     assert!(e["note"].as_str().unwrap().contains("posted as the API user"), "{e}");
 }
+
+#[tokio::test]
+async fn jsm_sim_time_entry_is_a_worklog_once_adf_on_cloud_text_on_data_center() {
+    use base64::Engine;
+    use ticketsync::sim::jsm::JsmSim;
+    use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("a@example.com:tok"));
+    let sim = JsmSim::start(&basic, &["HELP-1"]).await.unwrap();
+    let cloud = JsmAuth::Cloud { email: "a@example.com".into(), api_token: SecretString::from("tok".to_string()) };
+    let sink = JsmSink::new("jsm", &sim.base_url, cloud, false, None, reqwest::Client::new());
+    let count = || async { sim.worklogs("HELP-1").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "HELP-1", count).await;
+    let (version, w) = &sim.worklogs("HELP-1")[0];
+    assert_eq!((*version, w["timeSpentSeconds"].as_u64()), (3, Some(1800)));
+    assert_eq!(w["comment"]["type"], "doc", "Cloud: an Atlassian Document");
+    assert_eq!(w["started"], "2026-11-02T09:00:00.000+0000");
+
+    let dc_sim = JsmSim::start("Bearer pat", &["HELP-2"]).await.unwrap();
+    let dc = JsmAuth::DataCenter { pat: SecretString::from("pat".to_string()) };
+    let sink = JsmSink::new("jsm", &dc_sim.base_url, dc, false, None, reqwest::Client::new());
+    let count = || async { dc_sim.worklogs("HELP-2").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "HELP-2", count).await;
+    let (version, w) = &dc_sim.worklogs("HELP-2")[0];
+    assert_eq!(*version, 2);
+    assert!(w["comment"].as_str().unwrap().contains("ticketsync-marker: "), "Data Center: plain text");
+}
