@@ -584,3 +584,21 @@ async fn jsm_sim_time_entry_is_a_worklog_once_adf_on_cloud_text_on_data_center()
     assert_eq!(*version, 2);
     assert!(w["comment"].as_str().unwrap().contains("ticketsync-marker: "), "Data Center: plain text");
 }
+
+#[tokio::test]
+async fn glpi_sim_time_entry_is_a_private_ticket_task_with_actiontime_once() {
+    use ticketsync::sim::glpi::GlpiSim;
+    let sim = GlpiSim::start("glpi-user", Some("glpi-app"), &[901]).await.unwrap();
+    let sink = ticketsync::sinks::glpi::GlpiSink::new(
+        "glpi",
+        &sim.base_url,
+        SecretString::from("glpi-user".to_string()),
+        Some(SecretString::from("glpi-app".to_string())),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.tasks(901).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "901", count).await;
+    let t = &sim.tasks(901)[0];
+    assert_eq!((t["actiontime"].as_u64(), t["is_private"].as_i64()), (Some(1800), Some(1)));
+}
