@@ -602,3 +602,17 @@ async fn glpi_sim_time_entry_is_a_private_ticket_task_with_actiontime_once() {
     let t = &sim.tasks(901)[0];
     assert_eq!((t["actiontime"].as_u64(), t["is_private"].as_i64()), (Some(1800), Some(1)));
 }
+
+#[tokio::test]
+async fn servicenow_sim_time_entry_is_a_task_time_worked_row_once() {
+    use ticketsync::sim::servicenow::ServiceNowSim;
+    use ticketsync::sinks::servicenow::{ServiceNowAuth, ServiceNowSink};
+    let sim = ServiceNowSim::start("ts.integration", "sn-pw", &["INC0010001"]).await.unwrap();
+    let auth =
+        ServiceNowAuth::Basic { user: "ts.integration".into(), password: SecretString::from("sn-pw".to_string()) };
+    let sink = ServiceNowSink::new("servicenow", &sim.base_url, auth, "incident", None, reqwest::Client::new());
+    let count = || async { sim.time_worked("INC0010001").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "INC0010001", count).await;
+    let row = &sim.time_worked("INC0010001")[0];
+    assert_eq!(row["time_worked"], "1970-01-01 00:30:00");
+}
