@@ -616,3 +616,26 @@ async fn servicenow_sim_time_entry_is_a_task_time_worked_row_once() {
     let row = &sim.time_worked("INC0010001")[0];
     assert_eq!(row["time_worked"], "1970-01-01 00:30:00");
 }
+
+#[tokio::test]
+async fn zendesk_sim_time_entry_is_a_private_comment_raising_the_total_field_once() {
+    use ticketsync::sim::zendesk::ZendeskSim;
+    use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
+    let sim = ZendeskSim::start("agent@example.com", "zd-token", &[1001]).await.unwrap();
+    let auth =
+        ZendeskAuth::ApiToken { email: "agent@example.com".into(), token: SecretString::from("zd-token".to_string()) };
+    let sink =
+        ZendeskSink::new("zendesk", &sim.base_url, auth, None, reqwest::Client::new()).with_time_field(Some(555));
+    assert!(sink.supports_time_entries());
+    let count = || async { sim.comments(1001).iter().filter(|c| c.plain_body.contains("min billed")).count() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "1001", count).await;
+    assert_eq!(sim.custom_field(1001, 555), Some(json!(1800)), "the total raised once");
+    let no_field = ZendeskSink::new(
+        "zendesk",
+        &sim.base_url,
+        ZendeskAuth::OAuth { token: SecretString::from("t".to_string()) },
+        None,
+        reqwest::Client::new(),
+    );
+    assert!(!no_field.supports_time_entries(), "Zendesk has no time tracking without the field");
+}
