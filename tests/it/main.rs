@@ -20,6 +20,7 @@ mod oauth;
 mod ops;
 mod package;
 mod pipeline;
+mod psa;
 // Only with the in-memory ticket system (`--features fake-sink`).
 #[cfg(feature = "fake-sink")]
 mod registry;
