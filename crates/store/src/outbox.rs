@@ -59,7 +59,7 @@ where
     }
 }
 
-const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
+pub(crate) const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
 
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
