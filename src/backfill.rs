@@ -77,6 +77,7 @@ async fn commit(
             Upsert::Inserted => stats.inserted += 1,
             Upsert::Updated => stats.updated += 1,
             Upsert::Unchanged => stats.unchanged += 1,
+            Upsert::Refused => stats.quarantined += 1,
         }
     }
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {

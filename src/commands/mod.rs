@@ -5,6 +5,7 @@ mod auth;
 mod backfill;
 mod backup;
 mod check;
+mod console;
 mod deliveries;
 mod demo;
 mod doctor;
@@ -41,6 +42,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Unmatched { .. } => unmatched::run(cli).await,
         Command::Deliveries { .. } => deliveries::list(cli).await,
         Command::Retry { .. } => deliveries::retry(cli).await,
+        Command::Console { .. } => console::hash_password().await,
         Command::Audit { command: AuditCommand::Verify { .. } } => audit::verify(cli).await,
         Command::Audit { command: AuditCommand::Head { .. } } => audit::head(cli).await,
         Command::Audit { command: AuditCommand::Show { .. } } => audit::show(cli).await,

@@ -170,6 +170,12 @@ pub trait Source: Send + Sync {
     fn cursor_keys(&self) -> Vec<String> {
         vec![self.name().to_string()]
     }
+    /// The tenant whose accounts this source polls (issue 17): `default` unless built for a
+    /// `[[tenants]]` entry ([`TenantSource`]). Its pages are written through a store handle
+    /// scoped to this tenant, so its sessions, cursors and tokens are the tenant's.
+    fn tenant(&self) -> TenantName {
+        TenantName::default()
+    }
     /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
     /// fires (checked between pages), handing each page to `pages`. The store is read (the
     /// saved cursor, running sessions, links), never written: `ticketsync_pipeline::ingest`
@@ -275,6 +281,48 @@ pub fn first_poll_notice(source: &str, from: chrono::DateTime<chrono::Utc>, look
 
 // The vendors' modules and callers outside the crate name them from the crate's root.
 pub use note_extras::{NoteExtras, VendorNotes};
+pub use ticketsync_model::tenant::TenantName;
+
+/// A vendor's source polling a tenant's account (`[[tenants.sources]]`). The source itself
+/// is the vendor's, unchanged: it is handed the tenant's store handle at each poll, so the
+/// cursors and tokens it reads are the tenant's ([`Store::for_tenant`]); its cursor keys and
+/// its name in leases and metrics are qualified with the tenant (`acme/teamviewer`), while
+/// [`Source::name`] stays the vendor's key its pages and cursor rows are written under.
+pub struct TenantSource {
+    inner: std::sync::Arc<dyn Source>,
+    tenant: TenantName,
+}
+
+impl TenantSource {
+    pub fn new(inner: std::sync::Arc<dyn Source>, tenant: TenantName) -> TenantSource {
+        TenantSource { inner, tenant }
+    }
+}
+
+#[async_trait]
+impl Source for TenantSource {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn cursor_keys(&self) -> Vec<String> {
+        self.inner.cursor_keys().iter().map(|k| self.tenant.qualify(k)).collect()
+    }
+    fn tenant(&self) -> TenantName {
+        self.tenant.clone()
+    }
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
+        // Whatever handle the caller passes, the source reads its own tenant's rows.
+        self.inner.poll(&store.for_tenant(&self.tenant), pages, cancel).await
+    }
+    async fn fetch_range(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        page: Option<&str>,
+    ) -> Result<RangePage, SourceError> {
+        self.inner.fetch_range(from, to, page).await
+    }
+}
 pub use section::{RoomsConfig, SourceSection, SourcesConfig, ROUTING_NAMES, SECRET_KEYS, VENDORS, VENDOR_NOTES};
 
 /// The note content of the vendor whose sessions are stored under `vendor`.

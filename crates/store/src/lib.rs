@@ -14,6 +14,7 @@ use ticketsync_redact as redact;
 
 pub mod audit;
 pub mod backup;
+pub mod console;
 pub mod copy;
 pub mod cursors;
 pub mod demo_db;
@@ -30,6 +31,7 @@ pub mod time;
 pub mod tokens;
 
 pub use dialect::{Dialect, List};
+pub use ticketsync_model::tenant::TenantName;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -263,6 +265,9 @@ pub struct Tx<'a> {
     inner: TxInner<'a>,
     /// The name the audit key is registered under ([`audit::use_key`]).
     db_id: Arc<str>,
+    /// The tenant whose work this transaction reads and writes: the store handle's
+    /// ([`Store::for_tenant`]), `default` for an unscoped one.
+    tenant: crate::model::tenant::TenantName,
     /// A PostgreSQL write transaction's turn among this process's writers, given back when
     /// the transaction ends (committed, rolled back or dropped).
     _writer: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -294,6 +299,11 @@ impl<'a> Tx<'a> {
             TxInner::Postgres(t) => t.rollback().await?,
         }
         Ok(())
+    }
+
+    /// The tenant whose rows this transaction reads and writes.
+    pub fn tenant(&self) -> &crate::model::tenant::TenantName {
+        &self.tenant
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -347,6 +357,9 @@ pub struct Store {
     journal_base: Option<String>,
     /// The leases this instance's guarded writes are fenced with ([`leases::Fences`]).
     fences: std::sync::Arc<leases::Fences>,
+    /// The tenant this handle works for ([`Store::for_tenant`]); `None`: unscoped, which
+    /// writes and works as the tenant `default` and lets the operator's views see all.
+    tenant: Option<crate::model::tenant::TenantName>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -506,6 +519,7 @@ impl Store {
             file: None,
             journal_base: None,
             fences: Default::default(),
+            tenant: None,
         };
         store.marker_key = if read_only {
             // Read-only commands queue no notes; a store without a key gets a throw-away one.
@@ -567,6 +581,7 @@ impl Store {
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
+            tenant: None,
         };
         store.marker_key = secrets::store_marker_key(&store).await?;
         Ok(store)
@@ -598,6 +613,7 @@ impl Store {
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
+            tenant: None,
         };
         // Read-only commands queue no notes; a store without a key gets a throw-away one.
         if let Some(k) =
@@ -684,6 +700,27 @@ impl Store {
         self
     }
 
+    /// This store handle working for `tenant` only (issue 17): its transactions and the
+    /// pipeline's reads and writes through it see and write that tenant's rows, and the keys
+    /// by name (cursors, OAuth tokens) are the tenant's ([`TenantName::qualify`]). Same pools,
+    /// same fences, same hook.
+    ///
+    /// [`TenantName::qualify`]: crate::model::tenant::TenantName::qualify
+    pub fn for_tenant(&self, tenant: &crate::model::tenant::TenantName) -> Store {
+        Store { tenant: Some(tenant.clone()), ..self.clone() }
+    }
+
+    /// The tenant this handle works for: `default` when unscoped.
+    pub fn tenant(&self) -> crate::model::tenant::TenantName {
+        self.tenant.clone().unwrap_or_default()
+    }
+
+    /// The tenant an operator's view is narrowed to (`--tenant`): `None` on an unscoped handle,
+    /// which shows every tenant.
+    pub fn tenant_filter(&self) -> Option<&crate::model::tenant::TenantName> {
+        self.tenant.as_ref()
+    }
+
     /// The key every new note's marker is MACed with.
     pub fn marker_key(&self) -> &crate::marker::MarkerKey {
         &self.marker_key
@@ -731,10 +768,15 @@ impl Store {
                     .expect("the writers' semaphore is never closed");
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-                return Ok(Tx { inner: TxInner::Postgres(tx), db_id: self.db_id.clone(), _writer: Some(permit) });
+                return Ok(Tx {
+                    inner: TxInner::Postgres(tx),
+                    db_id: self.db_id.clone(),
+                    tenant: self.tenant(),
+                    _writer: Some(permit),
+                });
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), _writer: None })
     }
 
     /// A read-only snapshot: the statements of one export or verify see one state of the
@@ -746,7 +788,7 @@ impl Store {
                 TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), _writer: None })
     }
 
     /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which
@@ -860,6 +902,17 @@ where
     let text: String = row.try_get(col)?;
     text.parse()
         .map_err(|e: model::delivery::Unknown| sqlx::Error::ColumnDecode { index: col.into(), source: e.into() })
+}
+
+/// A column's stored tenant name (`tenant`, migration 0009).
+fn tenant_col<'r, R>(row: &'r R, col: &'r str) -> sqlx::Result<TenantName>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text: String = row.try_get(col)?;
+    TenantName::new(&text).map_err(|e| sqlx::Error::ColumnDecode { index: col.into(), source: e.into() })
 }
 
 /// A column's stored time (RFC 3339 text, `session::ts`) as a `DateTime<Utc>`.
