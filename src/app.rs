@@ -25,6 +25,8 @@ pub struct App {
     pub policy: DeliveryPolicy,
     /// This instance's name in leases and logs (`daemon.instance_id`, or `<host>:<pid>`).
     pub instance_id: String,
+    /// The time-entry policy of each sink with `time_entries = true` (issue 20).
+    pub time: Arc<crate::pipeline::time::TimePolicies>,
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
@@ -195,7 +197,8 @@ impl App {
             None => store,
         };
         let instance_id = config.daemon.instance_id();
-        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy, instance_id })
+        let time = Arc::new(config.sinks.time_policies());
+        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy, instance_id, time })
     }
 
     /// The sinks whose routes accept a note from this source (a vendor name, as in
@@ -210,7 +213,23 @@ impl App {
     /// match for the sinks its route accepts.
     pub async fn match_pass(&self) -> Result<crate::pipeline::MatchStats, crate::store::StoreError> {
         let hits = crate::pipeline::lookup_ticket_fields(&self.store, &self.rules, &self.sinks).await?;
-        crate::pipeline::match_pending_with(&self.store, &self.rules, &self.routes, &hits, self.config.notes_tz()).await
+        let m =
+            crate::pipeline::match_pending_with(&self.store, &self.rules, &self.routes, &hits, self.config.notes_tz())
+                .await?;
+        self.time_pass().await?;
+        Ok(m)
+    }
+
+    /// The time pass (issue 20): the closed groups of matched sessions queued as time
+    /// entries on the sinks with `time_entries = true` (crates/pipeline/src/time.rs).
+    pub async fn time_pass(&self) -> Result<crate::pipeline::time::TimeStats, crate::store::StoreError> {
+        let t =
+            crate::pipeline::time::close_groups(&self.store, &self.time, self.config.notes_tz(), chrono::Utc::now())
+                .await?;
+        if t.queued + t.skipped > 0 {
+            tracing::info!(queued = t.queued, skipped = t.skipped, waiting = t.waiting, "time pass");
+        }
+        Ok(t)
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.

@@ -35,4 +35,5 @@ mod store_copy;
 mod support;
 mod teamviewer;
 mod ticket_systems;
+mod time_entries;
 mod zoom;
