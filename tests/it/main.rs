@@ -32,5 +32,6 @@ mod store_conformance;
 mod store_copy;
 mod support;
 mod teamviewer;
+mod tenants;
 mod ticket_systems;
 mod zoom;

@@ -677,8 +677,12 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
 }
 
 pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
-    let sql = format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id");
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).fetch_all(ex).await?))
+    // A tenant-scoped handle (`--tenant`) lists that tenant's deliveries only.
+    let sql = format!(
+        "SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant) ORDER BY id"
+    );
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(tenant).fetch_all(ex).await?))
 }
 
 /// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
