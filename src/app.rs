@@ -250,7 +250,9 @@ impl App {
     /// `sessions.vendor`) for this ticket. Every writer of ticket notes goes through the
     /// routes: the matcher (`match_pending_with`) and the launchers (`session create`).
     pub fn sinks_for<'a>(&'a self, source: &'a str, ticket: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        self.routes.iter().filter(move |r| r.accepts(source, ticket)).map(|r| &r.sink)
+        // `session create` works for the default tenant (its top-level sections) only.
+        let default = crate::store::TenantName::default();
+        self.routes.iter().filter(move |r| r.serves(&default) && r.accepts(source, ticket)).map(|r| &r.sink)
     }
 
     /// One matching pass as every command runs it (daemon, `sync-once`, `link`, demo): the

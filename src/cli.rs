@@ -155,6 +155,11 @@ pub enum Command {
     },
     /// Requeue a failed or dead delivery.
     Retry { id: i64 },
+    /// The web console (`[console]`): helpers.
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
+    },
     /// The audit history (read-only).
     Audit {
         #[command(subcommand)]
@@ -239,6 +244,13 @@ pub enum StoreCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Print the argon2 hash of a password read from standard input (never echoed), for a
+    /// user's `password_hash_file` in `[[console.users]]`.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]

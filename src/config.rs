@@ -38,7 +38,11 @@ pub const DEFAULT_PATH: &str = "/etc/ticketsync/ticketsync.toml";
 
 /// The top-level sections' secret keys; a top-level key's credential is its own name
 /// (`audit_key`, `marker_key`, `metrics_token`, `password`).
-const OWN_SECRET_KEYS: [&str; 4] = ["http.metrics_token", "notes.marker_key", "store.audit_key", "store.password"];
+const OWN_SECRET_KEYS: [&str; 5] =
+    ["http.metrics_token", "notes.marker_key", "store.audit_key", "store.password", CONSOLE_PASSWORD_HASH];
+
+/// A console user's password hash: the credential `console_<name>_password_hash`.
+pub const CONSOLE_PASSWORD_HASH: &str = "console.users[].password_hash";
 
 /// Every secret key of every component, as each declares them (the sources' in their
 /// vendor's `config.rs`, the sinks' beside their sections), and the top-level sections'.
@@ -76,6 +80,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// `[[tenants]]` (issue 17): other companies' accounts and ticket systems; the sections
     /// above are the tenant `default`.
     #[serde(default)]
@@ -136,6 +142,83 @@ impl HttpConfig {
     /// The listener's bearer token, if one is configured (inline, file or credential).
     pub fn metrics_token_secret(&self) -> Result<Option<SecretString>, ConfigError> {
         declared_secret("http.metrics_token", self.metrics_token.as_ref(), self.metrics_token_file.as_deref())
+    }
+}
+
+/// The web console (`/ui/` on the `[http]` listener, issue 21). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// The session cookie's `Secure` attribute. Off only for a loopback `http.listen`
+    /// (a browser on the same machine, or a TLS-terminating proxy in front of it).
+    pub secure_cookie: bool,
+    /// A login lasts this long (seconds), then the person logs in again.
+    pub session_ttl_secs: u64,
+    /// Addresses of reverse proxies whose `X-Forwarded-User` header names the person; from
+    /// any other peer the header is ignored. The user must still be in `users`.
+    pub trusted_proxies: Vec<String>,
+    /// Failed logins allowed per user name and per client address in `login_window_secs`.
+    pub login_attempts: u32,
+    pub login_window_secs: u64,
+    pub users: Vec<ConsoleUser>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            secure_cookie: true,
+            session_ttl_secs: 8 * 3600,
+            trusted_proxies: Vec::new(),
+            login_attempts: 5,
+            login_window_secs: 300,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// What a console user may do: read every page, or also link, retry, verify and export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleRole {
+    Viewer,
+    Operator,
+}
+
+impl ConsoleRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleRole::Viewer => "viewer",
+            ConsoleRole::Operator => "operator",
+        }
+    }
+}
+
+/// `[[console.users]]`: a person, their role and their argon2 password hash (a PHC string
+/// from `ticketsync console hash-password`). No hash: the person logs in only through a
+/// trusted proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleUser {
+    pub name: String,
+    pub role: ConsoleRole,
+    #[serde(default)]
+    pub password_hash: Option<SecretString>,
+    #[serde(default)]
+    pub password_hash_file: Option<PathBuf>,
+}
+
+impl ConsoleUser {
+    /// The hash from the value, the file, or the credential `console_<name>_password_hash`.
+    /// `index`: the user's place in `[[console.users]]`, which errors name.
+    pub fn password_hash_secret(&self, index: usize) -> Result<Option<SecretString>, ConfigError> {
+        resolve_secret(
+            &format!("console.users[{index}].password_hash"),
+            self.password_hash.as_ref(),
+            self.password_hash_file.as_deref(),
+            &element_credential(CONSOLE_PASSWORD_HASH, &self.name),
+        )
     }
 }
 
@@ -422,6 +505,9 @@ impl Config {
         if self.http.active() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             e.key("http.listen", "expected an address and port, e.g. \"127.0.0.1:9187\", or \"\" for no listener");
         }
+        if self.console.enabled {
+            self.validate_console(&mut e);
+        }
         e.add(parse_tz(&self.daemon.timezone).map_err(|m| key_err("daemon.timezone", m)));
         e.add(parse_tz(&self.notes.timezone).map_err(|m| key_err("notes.timezone", m)));
         for v in self.vendors() {
@@ -471,6 +557,64 @@ impl Config {
         e.0
     }
 
+    fn validate_console(&self, e: &mut Errors) {
+        let c = &self.console;
+        if !self.http.active() {
+            e.key("console.enabled", "the console is served on the [http] listener, which is off");
+        }
+        let loopback = self.http.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        if !c.secure_cookie && !loopback {
+            e.key(
+                "console.secure_cookie",
+                "may be false only when http.listen is a loopback address (the cookie would travel in clear)",
+            );
+        }
+        if c.session_ttl_secs == 0 {
+            e.key("console.session_ttl_secs", "at least 1");
+        }
+        if c.login_attempts == 0 {
+            e.key("console.login_attempts", "at least 1");
+        }
+        for (i, p) in c.trusted_proxies.iter().enumerate() {
+            if p.parse::<std::net::IpAddr>().is_err() {
+                e.key(&format!("console.trusted_proxies[{i}]"), format!("{p:?}: expected an IP address"));
+            }
+        }
+        if c.users.is_empty() {
+            e.key("console.users", "the console is enabled but names no user");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in c.users.iter().enumerate() {
+            let key = format!("console.users[{i}].name");
+            let valid = !u.name.is_empty()
+                && u.name.len() <= 64
+                && u.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-@".contains(ch));
+            if !valid {
+                e.key(&key, "1 to 64 letters, digits, '.', '_', '-' or '@'");
+            } else if !seen.insert(u.name.as_str()) {
+                e.key(&key, format!("{:?} is named twice", u.name));
+            }
+            match u.password_hash_secret(i) {
+                Ok(Some(h)) => {
+                    if argon2::PasswordHash::new(h.expose_secret()).is_err() {
+                        e.key(
+                            &format!("console.users[{i}].password_hash"),
+                            "not an argon2 PHC string (make one with `ticketsync console hash-password`)",
+                        );
+                    }
+                }
+                Ok(None) if c.trusted_proxies.is_empty() => e.key(
+                    &format!("console.users[{i}].password_hash"),
+                    "missing: set password_hash_file (or the credential), or log in through a trusted proxy",
+                ),
+                Ok(None) => {}
+                Err(err) => {
+                    e.add::<()>(Err(err));
+                }
+            }
+        }
+    }
+
     /// Every configured component that calls out over HTTP, with its outbound keys and the
     /// URLs (key, value) it calls. The https rule and the `ca_file` check run over these.
     pub fn outbound_components(&self) -> Vec<(crate::http::Outbound<'_>, Vec<(String, String)>)> {
@@ -507,6 +651,16 @@ impl Config {
         out.push(SecretUse::declared("http.metrics_token", false, self.http.metrics_token_secret()));
         if matches!(self.store.location(), Ok(crate::store::Location::Postgres(_))) {
             out.push(SecretUse::declared("store.password", false, self.store.password_secret()));
+        }
+        if self.console.enabled {
+            for (i, u) in self.console.users.iter().enumerate() {
+                out.push(SecretUse {
+                    key: format!("console.users[{i}].password_hash"),
+                    credential: element_credential(CONSOLE_PASSWORD_HASH, &u.name),
+                    required: false,
+                    value: u.password_hash_secret(i),
+                });
+            }
         }
         out.push(SecretUse::declared("notes.marker_key", false, self.notes.secret()));
         out.extend(self.sinks.secret_uses());
@@ -657,7 +811,10 @@ mod tests {
             [sinks.webhook]\nurl = \"https://h\"\n[sinks.zendesk]\nurl = \"https://z\"\nemail = \"a@x\"\n\
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
             [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
-            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n";
+            [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n\
+            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n\
+            [sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\n\
+            [sinks.halopsa]\nurl = \"https://h\"\nclient_id = \"c\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();
@@ -675,6 +832,16 @@ mod tests {
         }
         // Read where the store is opened (`StoreConfig::audit_key_secret`), not among the uses.
         used.insert("store.audit_key".to_string());
+        // A console user's password hash, used only with the console on.
+        let console = load(
+            "[console]\nenabled = true\nsecure_cookie = false\n[[console.users]]\nname = \"ann\"\nrole = \"viewer\"\n\
+             password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA\"\n",
+        )
+        .unwrap();
+        for u in console.secret_uses().into_iter().filter(|u| u.key.starts_with("console.")) {
+            assert!(is_credential(&u.credential), "{}: credential {} not recognized", u.key, u.credential);
+            used.insert(u.key.replace("users[0]", "users[]"));
+        }
         let declared: std::collections::BTreeSet<String> = secret_keys().into_iter().map(String::from).collect();
         assert_eq!(used, declared);
     }

@@ -58,6 +58,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
     log_audit_head(&app.store, "start").await;
     let (app_tx, app_rx) = tokio::sync::watch::channel(app.clone());
     let mut health_tx: Option<tokio::sync::watch::Sender<Arc<crate::health::Health>>> = None;
+    let wake = Arc::new(Notify::new());
     if app.config.http.active() {
         let addr = &app.config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -70,9 +71,21 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
         if opts.token.is_none() {
             tracing::info!("http listener: no metrics_token; /metrics is open to whoever reaches http.listen");
         }
+        let console = if app.config.console.enabled {
+            let c = crate::console::Console::new(
+                &app.config.console,
+                app.store.clone(),
+                app.sink_names.clone(),
+                Some(wake.clone()),
+            )?;
+            tracing::info!(users = app.config.console.users.len(), "web console on /ui/");
+            Some(Arc::new(c))
+        } else {
+            None
+        };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve_cell(listener, rx, opts, cancel).await {
+            if let Err(e) = crate::health::serve_console(listener, rx, opts, console, cancel).await {
                 tracing::error!(error = %e, "http listener stopped");
             }
         });
@@ -80,7 +93,6 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
         // Said once, so that a missing /metrics is not a mystery.
         tracing::info!("http listener: off ([http] enabled = false or listen = \"\")");
     }
-    let wake = Arc::new(Notify::new());
     let beats = Arc::new(Beats::default());
     beats.delivery.store(now_ms(), Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();

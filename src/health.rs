@@ -280,7 +280,22 @@ pub async fn serve_cell(
     opts: ListenerOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router_cell(health).layer(axum::middleware::from_fn_with_state(Arc::new(Guard::new(&opts)), guard));
+    serve_console(listener, health, opts, None, cancel).await
+}
+
+/// [`serve_cell`] with the web console's `/ui/` routes when `console` is given.
+pub async fn serve_console(
+    listener: tokio::net::TcpListener,
+    health: HealthCell,
+    opts: ListenerOptions,
+    console: Option<Arc<crate::console::Console>>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let mut app = router_cell(health);
+    if let Some(c) = console {
+        app = app.merge(c.router());
+    }
+    let app = app.layer(axum::middleware::from_fn_with_state(Arc::new(Guard::new(&opts)), guard));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
@@ -288,9 +303,9 @@ pub async fn serve_cell(
         .keep_alive(true);
     let conns = Arc::new(Mutex::new(Connections::default()));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, peer)) => (s, peer),
                 Err(e) => {
                     // Out of file descriptors (EMFILE) and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "http listener: accept failed");
@@ -307,10 +322,13 @@ pub async fn serve_cell(
         };
         let app = app.clone();
         let counter = in_flight.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let app = app.clone();
             let counter = counter.clone();
             counter.fetch_add(1, Ordering::AcqRel);
+            // Who is on the other end: the console trusts `X-Forwarded-User` only from
+            // its configured proxies.
+            req.extensions_mut().insert(crate::console::Peer(peer));
             async move {
                 let resp = tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await;
                 counter.fetch_sub(1, Ordering::AcqRel);
@@ -363,7 +381,8 @@ async fn guard(State(g): State<Arc<Guard>>, req: axum::extract::Request, next: a
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
     }
     let path = req.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    // The console (`/ui`) has logins of its own; a browser sends no bearer token.
+    if path == "/healthz" || path == "/readyz" || path == "/ui" || path.starts_with("/ui/") {
         return next.run(req).await;
     }
     if let Some(want) = &g.token {

@@ -68,7 +68,8 @@ pub async fn create_session_on(
     })
 }
 
-/// `ticketsync link --session CODE --ticket ID`: a manual link, matched on the next pass.
+/// `ticketsync link --session CODE --ticket ID`: a manual link, matched on the next pass;
+/// its audit row names the OS user who ran the command.
 pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
     if !crate::matcher::valid_ticket_id(ticket) {
         bail!("--ticket {ticket:?}: not a valid ticket id (letters, digits, '-', '_', '.')");
@@ -76,5 +77,7 @@ pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
     if crate::session::normalize_code(code).is_empty() {
         bail!("--session: empty session code");
     }
-    Ok(crate::pipeline::ticket_links::record_manual(&app.store, code, ticket).await?)
+    let who = crate::operator::os_user();
+    let actor = crate::store::audit::Actor { by: &who, via: "cli" };
+    Ok(crate::operator::link_session(&app.store, code, ticket, actor).await?)
 }

@@ -7,6 +7,7 @@ pub mod auth_zoom;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "demo")]
@@ -21,6 +22,7 @@ pub mod launchers;
 pub use ticketsync_model::marker;
 pub use ticketsync_pipeline::matcher;
 pub mod metrics;
+pub mod operator;
 pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
 pub use ticketsync_model::session;

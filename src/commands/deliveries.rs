@@ -68,30 +68,10 @@ pub async fn retry(cli: &Cli) -> Result<ExitCode> {
     let Command::Retry { id } = &cli.command else { unreachable!("dispatched on Command::Retry") };
     let cfg = load(cli)?;
     let store = ticketsync::app::open_store(&cfg).await?;
-    // `requeue` answers with the row's state, and "pending" also means "was already
-    // pending, nothing requeued": refuse that case before calling it.
-    let existing = outbox::get(&store, *id).await?;
-    if let Some(d) = existing.as_ref().filter(|d| d.state != "failed" && d.state != "dead") {
-        bail!("delivery {id} is {}; only failed or dead deliveries can be requeued", d.state);
-    }
-    // A session's note for a ticket it was moved away from (`relink`) must not reach that
-    // ticket now: the move queued the note for the right one.
-    if let Some((d, sid)) =
-        existing.as_ref().filter(|d| d.kind == "session_report").and_then(|d| Some((d, d.session_id?)))
-    {
-        if let Some(m) = ticketsync::store::links::match_for(&store, sid).await?.filter(|m| m.ticket_id != d.ticket_id)
-        {
-            bail!(
-                "delivery {id} is session {sid}'s note for ticket {}, but the session was relinked to ticket {}: not requeued",
-                d.ticket_id,
-                m.ticket_id
-            );
-        }
-    }
-    match outbox::requeue(&store, *id).await? {
-        None => bail!("delivery {id} does not exist"),
-        Some(s) if s == "pending" => println!("delivery {id} requeued"),
-        Some(s) => bail!("delivery {id} is {s}; only failed or dead deliveries can be requeued"),
-    }
+    // The audit row names the OS user who ran the command.
+    let who = ticketsync::operator::os_user();
+    let actor = ticketsync::store::audit::Actor { by: &who, via: "cli" };
+    ticketsync::operator::retry_delivery(&store, *id, actor).await?;
+    println!("delivery {id} requeued");
     Ok(ExitCode::SUCCESS)
 }

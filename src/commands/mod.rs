@@ -5,11 +5,13 @@ mod auth;
 mod backfill;
 mod backup;
 mod check;
+mod console;
 mod deliveries;
 mod demo;
 mod doctor;
 mod init;
 mod link;
+pub mod logging;
 mod man;
 mod migrate;
 mod relink;
@@ -40,6 +42,7 @@ pub async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Unmatched { .. } => unmatched::run(cli).await,
         Command::Deliveries { .. } => deliveries::list(cli).await,
         Command::Retry { .. } => deliveries::retry(cli).await,
+        Command::Console { .. } => console::hash_password().await,
         Command::Audit { command: AuditCommand::Verify { .. } } => audit::verify(cli).await,
         Command::Audit { command: AuditCommand::Head { .. } } => audit::head(cli).await,
         Command::Audit { command: AuditCommand::Show { .. } } => audit::show(cli).await,
@@ -77,5 +80,45 @@ async fn audit_store(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<ticke
     match db {
         Some(p) => Ok(ticketsync::store::Store::open_read_only(p).await?),
         None => ticketsync::app::open_store_read_only(&load(cli)?).await,
+    }
+}
+
+/// The one line a failed command prints: the error and its causes joined by ": ", each cause
+/// left out when the text before it already says it (sqlx and our own errors quote their
+/// source in their message, so a plain `{:#}` said "database x does not exist" three times),
+/// scrubbed (a vendor's answer may echo a secret).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    ticketsync::redact::scrub(&line).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_line_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("database x does not exist")]
+        struct Root;
+        #[derive(Debug, thiserror::Error)]
+        #[error("error returned from database: {0}")]
+        struct Mid(#[source] Root);
+        let e = anyhow::Error::new(Mid(Root))
+            .context("opening the store")
+            .context("database x: error returned from database: database x does not exist");
+        let line = super::error_line(&e);
+        assert_eq!(line.matches("does not exist").count(), 1, "{line}");
+        assert!(line.starts_with("database x: "), "{line}");
+        let plain = anyhow::anyhow!("first").context("second");
+        assert_eq!(super::error_line(&plain), "second: first");
     }
 }

@@ -6,6 +6,7 @@ mod backlog;
 mod bad_data;
 mod cli;
 mod config_check;
+mod console;
 mod crash;
 mod disk_full;
 mod faultproxy;

@@ -17,8 +17,11 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use ticketsync::note::{Field, Link, Note, Visibility};
 use ticketsync::pipeline::{deliver_due, DeliverStats, DeliveryPolicy, Sinks};
+use ticketsync::sim::autotask::AutotaskSim;
+use ticketsync::sim::connectwise::ConnectWiseSim;
 use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
+use ticketsync::sim::halopsa::HaloPsaSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
@@ -26,8 +29,11 @@ use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::webhook::WebhookSim;
 use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
+use ticketsync::sinks::autotask::{AutotaskCredentials, AutotaskSink, NoteKinds};
+use ticketsync::sinks::connectwise::{ConnectWiseKeys, ConnectWiseSink};
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
+use ticketsync::sinks::halopsa::{HaloCredentials, HaloPsaSink, Outcomes};
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::rt::RtSink;
@@ -60,6 +66,16 @@ const SN_CLIENT_ID: &str = "4f1d0c5e9a7b4c2d8e6f0a1b2c3d4e5f";
 const SN_CLIENT_SECRET: &str = "sim-servicenow-client-secret-b9a0";
 const ZAMMAD_TOKEN: &str = "sim-zammad-token-8c2e";
 const RT_TOKEN: &str = "1-14-5e1d0c0ffee0123456789abcdef01234";
+const CW_COMPANY: &str = "acme";
+const CW_PUBLIC: &str = "Pub9kq2LmN";
+const CW_PRIVATE: &str = "sim-cw-private-key-71d3";
+const CW_CLIENT_ID: &str = "0b5d8f2e-6c1a-4e7b-9f3d-2a8c7e1b4d60";
+const AT_USER: &str = "q7xk2mplhy3fzq@example.test";
+const AT_CODE: &str = "HUKQ3J5ZL7X2QGLHKF6WJBN4P5A";
+const AT_SECRET: &str = "sim-autotask-secret-$9p*Q2";
+const HALO_CLIENT_ID: &str = "7c0d6a1e-3f52-4b8e-a9d1-5e2f8c4b7a13";
+const HALO_SECRET: &str = "sim-halo-client-secret-4f0a-9b2e";
+const HALO_TENANT: &str = "acmemsp";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -90,6 +106,11 @@ enum Backend {
         sim: ServiceNowSim,
         oauth: bool,
     },
+    SimConnectWise(ConnectWiseSim),
+    /// Tickets are addressed by number (`T20261201.0001`), resolved by the sink.
+    SimAutotask(AutotaskSim),
+    /// A Halo-hosted instance: the token request names the tenant.
+    SimHaloPsa(HaloPsaSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -205,6 +226,35 @@ impl Target {
         Self::servicenow(true).await
     }
 
+    async fn connectwise_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = ConnectWiseSim::start(CW_COMPANY, CW_PUBLIC, CW_PRIVATE, CW_CLIENT_ID, &ids)
+            .await
+            .expect("start ConnectWise simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimConnectWise(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn autotask_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = AutotaskSim::start(AT_USER, AT_CODE, AT_SECRET, &ids).await.expect("start Autotask simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        // The zone the discovery names is reached through the proxy too.
+        sim.set_zone_url(&format!("{}/atservicesrest/", proxy.base_url));
+        Some(Target { backend: Backend::SimAutotask(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn halopsa_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = HaloPsaSim::start(HALO_CLIENT_ID, HALO_SECRET, Some(HALO_TENANT), &ids)
+            .await
+            .expect("start HaloPSA simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimHaloPsa(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -218,6 +268,9 @@ impl Target {
             Backend::SimRt(_) => RT_TOKEN.into(),
             Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
             Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
+            Backend::SimConnectWise(_) => CW_PRIVATE.into(),
+            Backend::SimAutotask(_) => AT_SECRET.into(),
+            Backend::SimHaloPsa(_) => HALO_SECRET.into(),
         }
     }
 
@@ -293,6 +346,29 @@ impl Target {
                 };
                 Arc::new(ServiceNowSink::new("servicenow", &self.proxy.base_url, auth, "incident", None, http))
             }
+            Backend::SimConnectWise(_) => {
+                let keys = ConnectWiseKeys {
+                    company: CW_COMPANY.into(),
+                    public_key: CW_PUBLIC.into(),
+                    private_key: secret,
+                    client_id: CW_CLIENT_ID.into(),
+                };
+                let member = ticketsync::sim::connectwise::API_MEMBER;
+                Arc::new(ConnectWiseSink::new("connectwise", &self.proxy.base_url, keys, member, http))
+            }
+            Backend::SimAutotask(_) => {
+                let creds = AutotaskCredentials { username: AT_USER.into(), integration_code: AT_CODE.into(), secret };
+                Arc::new(AutotaskSink::new("autotask", &self.proxy.base_url, None, creds, NoteKinds::default(), http))
+            }
+            Backend::SimHaloPsa(_) => {
+                let creds = HaloCredentials {
+                    client_id: HALO_CLIENT_ID.into(),
+                    client_secret: secret,
+                    tenant: Some(HALO_TENANT.into()),
+                    auth_url: None,
+                };
+                Arc::new(HaloPsaSink::new("halopsa", &self.proxy.base_url, creds, Outcomes::default(), http))
+            }
         }
     }
 
@@ -313,6 +389,9 @@ impl Target {
             Backend::RealRt(_) | Backend::SimRt(_) => ("POST", "/comment"),
             Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
             Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
+            Backend::SimConnectWise(_) => ("POST", "/notes"),
+            Backend::SimAutotask(_) => ("POST", "/Notes"),
+            Backend::SimHaloPsa(_) => ("POST", "/api/Actions"),
         }
     }
 
@@ -365,7 +444,12 @@ impl Target {
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
-            | Backend::SimZammad(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            | Backend::SimZammad(_)
+            | Backend::SimConnectWise(_)
+            | Backend::SimHaloPsa(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            Backend::SimAutotask(_) => {
+                ticketsync::sim::autotask::ticket_number(self.next_ticket.fetch_add(1, Ordering::SeqCst))
+            }
         }
     }
 
@@ -379,7 +463,10 @@ impl Target {
             | Backend::SimFreshservice(_)
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
-            | Backend::SimZammad(_) => "999999".into(),
+            | Backend::SimZammad(_)
+            | Backend::SimConnectWise(_)
+            | Backend::SimAutotask(_)
+            | Backend::SimHaloPsa(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
@@ -463,6 +550,21 @@ impl Target {
                 .into_iter()
                 .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.body), private: a.internal })
                 .collect(),
+            Backend::SimConnectWise(sim) => sim
+                .notes(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|n| Posted { text: n.text, private: n.internal && !n.detail })
+                .collect(),
+            Backend::SimAutotask(sim) => sim
+                .notes(autotask_id(ticket))
+                .into_iter()
+                .map(|n| Posted { text: format!("{}\n\n{}", n.title, n.description), private: n.publish == 1 })
+                .collect(),
+            Backend::SimHaloPsa(sim) => sim
+                .actions(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.note_html), private: a.hidden_from_user })
+                .collect(),
         }
     }
 
@@ -479,6 +581,11 @@ impl Target {
             _ => None,
         }
     }
+}
+
+/// The simulator's id of an Autotask ticket given by id or number (`T20261201.0007` is 7).
+fn autotask_id(ticket: &str) -> u64 {
+    ticket.rsplit('.').next().unwrap_or(ticket).parse().expect("Autotask sim ticket")
 }
 
 async fn redmine_journals(http: &reqwest::Client, base: &str, key: &str, ticket: &str) -> (u16, Vec<Value>) {
@@ -1043,3 +1150,6 @@ conformance!(rt_sim);
 conformance!(zammad_sim);
 conformance!(servicenow_sim);
 conformance!(servicenow_oauth_sim);
+conformance!(connectwise_sim);
+conformance!(autotask_sim);
+conformance!(halopsa_sim);

@@ -110,6 +110,9 @@ pub enum NoteKind {
     SessionLinks,
     CustomerLink,
     RelinkCorrection,
+    /// Not a note: a billable time entry (`crate::time_entry::TimeEntry` in `note_json`),
+    /// delivered through the sink's time-entry methods, in the same queue as the notes.
+    TimeEntry,
 }
 
 stored_text!(NoteKind, "note kind",
@@ -117,6 +120,7 @@ stored_text!(NoteKind, "note kind",
     SessionLinks => "session_links",
     CustomerLink => "customer_link",
     RelinkCorrection => "relink_correction",
+    TimeEntry => "time_entry",
 );
 
 #[cfg(test)]

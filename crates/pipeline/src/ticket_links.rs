@@ -66,8 +66,20 @@ pub async fn record_created(store: &Store, routes: &[Route], c: &CreatedSession<
 /// A link an operator made between a session code and a ticket, for any vendor (`*`);
 /// the sessions already stored with that code are matched on the next pass.
 pub async fn record_manual(store: &Store, code: &str, ticket: &str) -> Result<i64, StoreError> {
+    record_manual_by(store, code, ticket, None).await
+}
+
+/// [`record_manual`] by a person (`ticketsync link` as an OS user, the console's link form):
+/// the link's `created_by` is the way they came, its audit row names them.
+pub async fn record_manual_by(
+    store: &Store,
+    code: &str,
+    ticket: &str,
+    actor: Option<crate::store::audit::Actor<'_>>,
+) -> Result<i64, StoreError> {
     let mut tx = store.begin().await?;
-    let id = links::insert(&mut tx, "*", code, ticket, "manual", None, Some("cli")).await?;
+    let via = actor.map_or("cli", |a| a.via);
+    let id = links::insert_by(&mut tx, "*", code, ticket, "manual", None, Some(via), actor).await?;
     super::rematch_code(&mut tx, &crate::session::normalize_code(code)).await?;
     tx.commit().await?;
     Ok(id)

@@ -401,6 +401,34 @@ pub fn parse_listing(sink: &str, body: &str, what: &str) -> Result<serde_json::V
     })
 }
 
+/// Plain text as the PSAs (ConnectWise, Autotask) store a note: title, fields, links, body,
+/// attachments inlined (cut at `inline_limit`), vendor text [`Note::sanitized`], the marker
+/// line last. No markup: these systems show the text as typed.
+pub fn to_plain(note: &Note, inline_limit: usize) -> String {
+    let n = note.with_inline_cut(inline_limit).sanitized();
+    let mut out = format!("{}\n\n", n.title.trim_end());
+    for f in &n.fields {
+        out.push_str(&format!("{}: {}\n", f.label, f.value));
+    }
+    if !n.links.is_empty() {
+        out.push('\n');
+        for l in &n.links {
+            out.push_str(&format!("{}: {}\n", l.label, l.url));
+        }
+    }
+    if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
+        out.push('\n');
+        out.push_str(body.trim_end());
+        out.push('\n');
+    }
+    for a in &n.attachments {
+        out.push_str(&format!("\n{}:\n{}\n", a.filename, a.text.trim_end()));
+    }
+    out.push('\n');
+    out.push_str(&n.marker_line());
+    out
+}
+
 /// The `TicketSink` methods every HTTP sink that keeps its client in `self.api` and scans the
 /// ticket for markers says the same way: its name, the request its host's hold is probed
 /// with, and what it can do (private notes, the marker scan, no attachments).

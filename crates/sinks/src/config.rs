@@ -87,6 +87,9 @@ registry! {
     rt: crate::rt::config::RtConfig,
     zammad: crate::zammad::config::ZammadConfig,
     servicenow: crate::servicenow::config::ServiceNowConfig,
+    connectwise: crate::connectwise::config::ConnectWiseConfig,
+    autotask: crate::autotask::config::AutotaskConfig,
+    halopsa: crate::halopsa::config::HaloPsaConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,
@@ -107,6 +110,7 @@ impl SinksConfig {
     pub fn validate_into(&self, e: &mut Errors) {
         for c in self.all() {
             c.validate_into(e);
+            c.route().validate_time_into(c.component().section, e);
         }
     }
 
@@ -122,7 +126,30 @@ impl SinksConfig {
 
     /// Every enabled sink, built, by name.
     pub fn build(&self, ctx: &BuildCtx) -> Result<HashMap<String, Arc<dyn TicketSink>>, ConfigError> {
-        self.enabled().map(|c| Ok((c.kind().to_string(), c.build(ctx)?))).collect()
+        self.enabled()
+            .map(|c| {
+                let sink = c.build(ctx)?;
+                if c.route().time_entries && !sink.supports_time_entries() {
+                    return Err(ConfigError::Key {
+                        key: format!("{}.time_entries", c.component().section),
+                        message: format!(
+                            "{} has no time entries ticketsync can write (docs/time-entries.md)",
+                            c.kind()
+                        ),
+                    });
+                }
+                Ok((c.kind().to_string(), sink))
+            })
+            .collect()
+    }
+
+    /// The time-entry policy and technician map of each enabled sink with `time_entries = true`.
+    pub fn time_policies(
+        &self,
+    ) -> HashMap<String, (crate::time_entry::TimePolicy, std::collections::BTreeMap<String, String>)> {
+        self.enabled()
+            .filter_map(|c| Some((c.kind().to_string(), (c.route().time_policy()?, c.route().technicians()))))
+            .collect()
     }
 
     /// Every enabled sink with its routing keys (ticket-id pattern, sources), by name.

@@ -3,15 +3,18 @@
 
 // The layers below, under the names the sinks' files use.
 use ticketsync_http::{self as http, holds};
-use ticketsync_model::{marker, note};
+use ticketsync_model::{marker, note, time_entry};
 use ticketsync_redact as redact;
 
+pub mod autotask;
 pub mod common;
 pub mod config;
+pub mod connectwise;
 #[cfg(feature = "fake-sink")]
 pub mod fake;
 pub mod freshservice;
 pub mod glpi;
+pub mod halopsa;
 pub mod jsm;
 pub mod redmine;
 pub mod render_check;
@@ -28,6 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::note::Note;
+pub use crate::time_entry::TimeEntry;
 
 /// What the sink returned for a note that landed (journal id, comment id, "webhook:200").
 pub type RemoteRef = String;
@@ -157,6 +161,42 @@ pub trait TicketSink: Send + Sync {
     /// The ticket whose configured custom field holds this session code, where the system
     /// and the configuration support it.
     async fn find_ticket_by_session_code(&self, _code: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
+    // Time entries (issue 20). A time entry is a delivery like a note: claimed, fenced and
+    // finished the same way, and scanned for before any re-send. A system without time
+    // tracking keeps these defaults: `supports_time_entries` false (a `time_entries = true`
+    // on its section is a configuration error), and the two calls refuse permanently.
+
+    /// Whether this sink writes time entries ([`TicketSink::post_time_entry`]).
+    fn supports_time_entries(&self) -> bool {
+        false
+    }
+
+    /// Look through the ticket's own time entries (direct listing, never search) for one
+    /// whose comment ends with `marker`'s line ([`crate::time_entry::ends_with_marker`]) and,
+    /// where the system names authors, that the API user wrote: its reference if found.
+    async fn find_time_entry(&self, _ticket: &str, _marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        Err(SinkError::new(self.name(), SinkErrorKind::Permanent, "this ticket system has no time entries"))
+    }
+
+    /// Write the time entry onto the ticket, for `entry.user` when set (else for the user
+    /// [`TicketSink::user_by_email`] finds for `entry.technician_email`, else as the API
+    /// user, and the comment says so: [`TimeEntry::comment`]).
+    async fn post_time_entry(&self, _ticket: &str, _entry: &TimeEntry) -> Result<RemoteRef, SinkError> {
+        Err(SinkError::new(self.name(), SinkErrorKind::Permanent, "this ticket system has no time entries"))
+    }
+
+    /// The system's user id for a technician's e-mail address, where the system can look
+    /// users up by e-mail: `Ok(None)` when it cannot or finds nobody.
+    async fn user_by_email(&self, _email: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
+    /// Whether the user a technician is mapped to (`time_technicians`) still exists:
+    /// `Ok(None)` where the system cannot tell (`doctor` reports `Some(false)`).
+    async fn user_exists(&self, _user: &str) -> Result<Option<bool>, SinkError> {
         Ok(None)
     }
 

@@ -435,6 +435,39 @@ fn hash_row_hex(out: &mut [u8; 64], version: ChainVersion, key: Option<&AuditKey
     true
 }
 
+/// The person behind an operator's action (issue 21): their name (the OS user for the CLI,
+/// the console user) and the way they came. Written into the event's detail as `by` and
+/// `via`, so it is part of the hashed (and, under `store.audit_key`, MAC'd) content.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub by: &'a str,
+    /// `cli` or `console`.
+    pub via: &'a str,
+}
+
+impl Actor<'_> {
+    /// `detail` with `by` and `via` added (an object; anything else is wrapped).
+    pub fn stamp(&self, detail: Value) -> Value {
+        let mut d = match detail {
+            Value::Object(m) => Value::Object(m),
+            Value::Null => serde_json::json!({}),
+            other => serde_json::json!({ "detail": other }),
+        };
+        d["by"] = Value::from(self.by);
+        d["via"] = Value::from(self.via);
+        d
+    }
+}
+
+/// An operator's action that changes nothing else (an on-demand verify, an export), in a
+/// transaction of its own: `kind` with `detail` stamped by the actor. Returns the row's id.
+pub async fn record_action(store: &super::Store, kind: &str, actor: Actor<'_>, detail: Value) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let id = append(&mut tx, Event { kind, detail: Some(actor.stamp(detail)), ..Default::default() }).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
 /// Append one event inside the caller's transaction (which holds the write lock, so the
 /// chain cannot fork).
 pub async fn append(tx: &mut Tx<'_>, ev: Event<'_>) -> Result<i64> {

@@ -23,6 +23,8 @@ pub const TABLES: &[&str] = &[
     "matches",
     "deliveries",
     "delivery_attempts",
+    "time_entries",
+    "time_sessions",
     "oauth_tokens",
     "oauth_states",
     "store_secrets",
@@ -31,7 +33,7 @@ pub const TABLES: &[&str] = &[
 
 /// Tables whose ids PostgreSQL draws from an identity sequence: after rows are inserted
 /// with their own ids, the sequence is moved past them, or the next insert would collide.
-const IDENTITY_TABLES: &[&str] = &["quarantine", "ticket_links", "deliveries", "delivery_attempts"];
+const IDENTITY_TABLES: &[&str] = &["quarantine", "ticket_links", "deliveries", "delivery_attempts", "time_entries"];
 
 /// Rows read and inserted per statement: 200 rows of `sessions` (26 columns) stay well
 /// under both backends' limit of bound parameters.

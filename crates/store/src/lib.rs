@@ -14,6 +14,7 @@ use ticketsync_redact as redact;
 
 pub mod audit;
 pub mod backup;
+pub mod console;
 pub mod copy;
 pub mod cursors;
 pub mod demo_db;
@@ -26,6 +27,7 @@ pub mod page;
 pub mod reads;
 pub mod secrets;
 pub mod sessions;
+pub mod time;
 pub mod tokens;
 
 pub use dialect::{Dialect, List};

@@ -28,6 +28,21 @@ pub async fn insert(
     details: Option<&serde_json::Value>,
     created_by: Option<&str>,
 ) -> Result<i64> {
+    insert_by(tx, vendor, code, ticket, kind, details, created_by, None).await
+}
+
+/// [`insert`] by a person: the audit row names them (`by`, `via`).
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_by(
+    tx: &mut Tx<'_>,
+    vendor: &str,
+    code: &str,
+    ticket: &str,
+    kind: &str,
+    details: Option<&serde_json::Value>,
+    created_by: Option<&str>,
+    actor: Option<audit::Actor<'_>>,
+) -> Result<i64> {
     let tenant = tx.tenant().clone();
     let id: i64 = on_tx!(tx, |ex, d| {
         sqlx::query_scalar(&d.sql(
@@ -52,7 +67,13 @@ pub async fn insert(
             kind: "link_created",
             vendor: Some(vendor),
             ticket_id: Some(ticket),
-            detail: Some(json!({"link_id": id, "kind": kind, "session_code": code})),
+            detail: Some({
+                let d = json!({"link_id": id, "kind": kind, "session_code": code});
+                match actor {
+                    Some(a) => a.stamp(d),
+                    None => d,
+                }
+            }),
             ..Default::default()
         },
     )

@@ -113,6 +113,10 @@ pub async fn enqueue_in(
     .fetch_optional(ex)
     .await?
     });
+    if let (Some(id), Some(session), "session_report") = (id, session_id, kind) {
+        // The session now waits for its time entry on this sink (migration 0010).
+        super::time::open_in(tx, &[(id, sink, ticket, session)]).await?;
+    }
     if let Some(id) = id {
         chain.push(Event {
             kind: "delivery_enqueued",
@@ -188,6 +192,7 @@ pub async fn enqueue_many_in(
         ids.extend(got.into_iter().map(|(id, sink, marker)| ((sink, marker), id)));
     }
     let mut out = Vec::with_capacity(rows.len());
+    let mut reports = Vec::new();
     for d in rows {
         // A (sink, marker) twice in one batch is queued once: the first takes the id.
         let id = ids.remove(&(d.sink.to_string(), d.marker.to_string()));
@@ -213,8 +218,13 @@ pub async fn enqueue_many_in(
                 ..Default::default()
             });
         }
+        if let (Some(id), NoteKind::SessionReport) = (id, d.kind) {
+            reports.push((id, d.sink, d.ticket_id, d.session_id));
+        }
         out.push(id);
     }
+    // The sessions now wait for their time entries on these sinks (migration 0010).
+    super::time::open_in(tx, &reports).await?;
     Ok(out)
 }
 
@@ -702,6 +712,11 @@ pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
 /// Operator requeue of a failed or dead delivery. Its attempt count stays, so the next
 /// attempt scans for the marker before posting.
 pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
+    requeue_by(store, id, None).await
+}
+
+/// [`requeue`] by a person: the audit row names them (`by`, `via`).
+pub async fn requeue_by(store: &super::Store, id: i64, actor: Option<audit::Actor<'_>>) -> Result<Option<String>> {
     let mut tx = store.begin().await?;
     let row: Option<(String, String)> =
         on_tx!(tx, |ex, d| sqlx::query_as(&d.sql("SELECT state, ticket_id FROM deliveries WHERE id = ?"))
@@ -728,7 +743,10 @@ pub async fn requeue(store: &super::Store, id: i64) -> Result<Option<String>> {
             kind: "delivery_requeued",
             ticket_id: Some(&ticket),
             delivery_id: Some(id),
-            detail: Some(json!({"from": state})),
+            detail: Some(match actor {
+                Some(a) => a.stamp(json!({"from": state})),
+                None => json!({"from": state}),
+            }),
             ..Default::default()
         },
     )

@@ -1,0 +1,338 @@
+//! The web console's reads (issue 21): the overview, the session search and a session's
+//! page, the unmatched queue and the failed/dead deliveries. Lists are paginated by keyset
+//! (`id < before`, newest first), so the 1000th page costs what the first does.
+
+use super::outbox::Delivery;
+use super::sessions::StoredSession;
+use super::{on_pool, Result, Store};
+
+/// A source's cursor row: when it last polled, last succeeded, and its last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    pub source: String,
+    pub last_poll_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+pub async fn source_status(store: &Store) -> Result<Vec<SourceStatus>> {
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Row> = on_pool!(store, |ex, d| {
+        sqlx::query_as(
+            &d.sql("SELECT source, last_poll_at, last_success_at, last_error FROM source_cursors ORDER BY source"),
+        )
+        .fetch_all(ex)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(source, last_poll_at, last_success_at, last_error)| SourceStatus {
+            source,
+            last_poll_at,
+            last_success_at,
+            last_error,
+        })
+        .collect())
+}
+
+/// A sink's outbox: waiting for a first attempt, waiting for a retry (pending or sending
+/// after a failure), failed, dead, delivered, and the creation time of the oldest waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkOutbox {
+    pub sink: String,
+    pub pending: i64,
+    pub retrying: i64,
+    pub failed: i64,
+    pub dead: i64,
+    pub delivered: i64,
+    pub oldest_pending_at: Option<String>,
+}
+
+pub async fn sink_outboxes(store: &Store) -> Result<Vec<SinkOutbox>> {
+    type Row = (String, i64, i64, i64, i64, i64, Option<String>);
+    let rows: Vec<Row> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+        "SELECT sink,
+            COALESCE(SUM(CASE WHEN state IN ('pending', 'sending') AND attempts = 0 THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN state IN ('pending', 'sending') AND attempts > 0 THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END), 0),
+            MIN(CASE WHEN state IN ('pending', 'sending') THEN created_at END)
+         FROM deliveries GROUP BY sink ORDER BY sink"
+    ))
+    .fetch_all(ex)
+    .await?);
+    Ok(rows
+        .into_iter()
+        .map(|(sink, pending, retrying, failed, dead, delivered, oldest_pending_at)| SinkOutbox {
+            sink,
+            pending,
+            retrying,
+            failed,
+            dead,
+            delivered,
+            oldest_pending_at,
+        })
+        .collect())
+}
+
+/// What the sessions page searches by; every field optional, all given ones must hold.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// A session code as typed (normalized here: `s119-457-589` finds `S119457589`).
+    pub code: Option<String>,
+    /// Sessions matched to this ticket.
+    pub ticket: Option<String>,
+    /// The technician's name, exactly as the vendor wrote it.
+    pub technician: Option<String>,
+    pub vendor: Option<String>,
+    /// Started at or after / before (stored timestamp text, `2026-01-02T00:00:00.000Z`).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Keyset: only sessions with an id below this.
+    pub before: Option<i64>,
+}
+
+/// A session as the lists show it, with its match if it has one.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub session: StoredSession,
+    pub ticket_id: Option<String>,
+    pub rule: Option<String>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+const COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_code_norm, s.technician, s.device, s.device_id,
+    s.group_name, s.started_at, s.ended_at, s.duration_s, s.notes, s.description, s.custom_api, s.customer_name, s.revision, s.raw_json";
+
+/// One page of the search, newest id first; `limit` rows at most.
+pub async fn search_sessions(store: &Store, f: &SessionFilter, limit: i64) -> Result<Vec<SessionRow>> {
+    let mut cond = Vec::new();
+    let mut binds = Vec::new();
+    if let Some(code) = f.code.as_deref().map(crate::session::normalize_code).filter(|c| !c.is_empty()) {
+        // A manual link may name the vendor's id instead of a code: both are looked for.
+        cond.push("(s.session_code_norm = ? OR s.external_id = ?)");
+        binds.push(Bind::Text(code));
+        binds.push(Bind::Text(f.code.clone().unwrap_or_default().trim().to_lowercase()));
+    }
+    if let Some(t) = &f.ticket {
+        cond.push("s.id IN (SELECT session_id FROM matches WHERE ticket_id = ?)");
+        binds.push(Bind::Text(t.clone()));
+    }
+    if let Some(t) = &f.technician {
+        cond.push("s.technician = ?");
+        binds.push(Bind::Text(t.clone()));
+    }
+    if let Some(v) = &f.vendor {
+        cond.push("s.vendor = ?");
+        binds.push(Bind::Text(v.clone()));
+    }
+    if let Some(t) = &f.from {
+        cond.push("s.started_at >= ?");
+        binds.push(Bind::Text(t.clone()));
+    }
+    if let Some(t) = &f.to {
+        cond.push("s.started_at < ?");
+        binds.push(Bind::Text(t.clone()));
+    }
+    if let Some(b) = f.before {
+        cond.push("s.id < ?");
+        binds.push(Bind::Int(b));
+    }
+    let wh = if cond.is_empty() { String::new() } else { format!("WHERE {}", cond.join(" AND ")) };
+    let sql = format!("SELECT {COLS} FROM sessions s {wh} ORDER BY s.id DESC LIMIT ?");
+    binds.push(Bind::Int(limit));
+    let sessions: Vec<StoredSession> = on_pool!(store, |ex, d| {
+        let sql = d.sql(&sql);
+        let mut q = sqlx::query_as(&sql);
+        for b in &binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        q.fetch_all(ex).await?
+    });
+    with_matches(store, sessions).await
+}
+
+/// The sessions with their matches (one query for the page).
+async fn with_matches(store: &Store, sessions: Vec<StoredSession>) -> Result<Vec<SessionRow>> {
+    let (lo, hi) = match (sessions.iter().map(|s| s.id).min(), sessions.iter().map(|s| s.id).max()) {
+        (Some(lo), Some(hi)) => (lo, hi),
+        _ => return Ok(Vec::new()),
+    };
+    let matched: Vec<(i64, String, String)> = on_pool!(store, |ex, d| sqlx::query_as(
+        &d.sql("SELECT session_id, ticket_id, rule FROM matches WHERE session_id BETWEEN ? AND ?")
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(ex)
+    .await?);
+    let by_id: std::collections::HashMap<i64, (String, String)> =
+        matched.into_iter().map(|(id, t, r)| (id, (t, r))).collect();
+    Ok(sessions
+        .into_iter()
+        .map(|s| {
+            let m = by_id.get(&s.id).cloned();
+            SessionRow { ticket_id: m.as_ref().map(|m| m.0.clone()), rule: m.map(|m| m.1), session: s }
+        })
+        .collect())
+}
+
+/// Unmatched sessions (running ones included, vanished ones not), newest first, by keyset.
+pub async fn unmatched_page(store: &Store, before: Option<i64>, limit: i64) -> Result<Vec<StoredSession>> {
+    let sql = format!(
+        "SELECT {COLS} FROM sessions s WHERE NOT EXISTS (SELECT 1 FROM matches m WHERE m.session_id = s.id)
+         AND s.vanished_at IS NULL AND s.id < ? ORDER BY s.id DESC LIMIT ?"
+    );
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
+}
+
+/// One attempt at a delivery, as `delivery_attempts` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub attempt: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// An audit row about the session (or one of its deliveries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub ticket_id: Option<String>,
+    pub delivery_id: Option<i64>,
+    pub detail_json: String,
+}
+
+/// Everything a session's page shows.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub session: StoredSession,
+    pub vanished_at: Option<String>,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+    pub match_checked_rev: Option<i64>,
+    pub ticket_id: Option<String>,
+    pub rule: Option<String>,
+    pub matched_at: Option<String>,
+    pub deliveries: Vec<Delivery>,
+    pub attempts: Vec<Attempt>,
+    pub audit: Vec<AuditRow>,
+}
+
+/// At most this many audit rows on a session's page (the newest).
+pub const SESSION_AUDIT_ROWS: i64 = 200;
+
+pub async fn session_record(store: &Store, id: i64) -> Result<Option<SessionRecord>> {
+    let sql = format!("SELECT {COLS} FROM sessions s WHERE s.id = ?");
+    let session: Option<StoredSession> =
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(id).fetch_optional(ex).await?);
+    let Some(session) = session else { return Ok(None) };
+    let extra: (Option<String>, String, String, Option<i64>) = on_pool!(store, |ex, d| sqlx::query_as(
+        &d.sql("SELECT vanished_at, first_seen_at, last_seen_at, match_checked_rev FROM sessions WHERE id = ?")
+    )
+    .bind(id)
+    .fetch_one(ex)
+    .await?);
+    let m: Option<(String, String, String)> = on_pool!(store, |ex, d| sqlx::query_as(
+        &d.sql("SELECT ticket_id, rule, matched_at FROM matches WHERE session_id = ?")
+    )
+    .bind(id)
+    .fetch_optional(ex)
+    .await?);
+    let dsql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant FROM deliveries WHERE session_id = ? ORDER BY id";
+    let deliveries: Vec<Delivery> =
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(dsql)).bind(id).fetch_all(ex).await?);
+    type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
+    let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+        "SELECT a.delivery_id, a.attempt, a.started_at, a.finished_at, a.outcome, a.detail
+             FROM delivery_attempts a JOIN deliveries dl ON dl.id = a.delivery_id
+             WHERE dl.session_id = ? ORDER BY a.delivery_id, a.attempt"
+    ))
+    .bind(id)
+    .fetch_all(ex)
+    .await?);
+    type E = (i64, String, String, Option<String>, Option<i64>, String);
+    let mut audit: Vec<E> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+        "SELECT id, at, kind, ticket_id, delivery_id, detail_json FROM audit_events
+             WHERE session_id = ? ORDER BY id DESC LIMIT ?"
+    ))
+    .bind(id)
+    .bind(SESSION_AUDIT_ROWS)
+    .fetch_all(ex)
+    .await?);
+    audit.reverse();
+    Ok(Some(SessionRecord {
+        session,
+        vanished_at: extra.0,
+        first_seen_at: extra.1,
+        last_seen_at: extra.2,
+        match_checked_rev: extra.3,
+        ticket_id: m.as_ref().map(|m| m.0.clone()),
+        rule: m.as_ref().map(|m| m.1.clone()),
+        matched_at: m.map(|m| m.2),
+        deliveries,
+        attempts: attempts
+            .into_iter()
+            .map(|(delivery_id, attempt, started_at, finished_at, outcome, detail)| Attempt {
+                delivery_id,
+                attempt,
+                started_at,
+                finished_at,
+                outcome,
+                detail,
+            })
+            .collect(),
+        audit: audit
+            .into_iter()
+            .map(|(id, at, kind, ticket_id, delivery_id, detail_json)| AuditRow {
+                id,
+                at,
+                kind,
+                ticket_id,
+                delivery_id,
+                detail_json,
+            })
+            .collect(),
+    }))
+}
+
+/// Which deliveries the deliveries page lists and a bulk retry requeues.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `failed` or `dead`; `None`: both.
+    pub state: Option<String>,
+    pub sink: Option<String>,
+    pub before: Option<i64>,
+}
+
+/// Failed and dead deliveries, newest first, by keyset.
+pub async fn failed_deliveries(store: &Store, f: &DeliveryFilter, limit: i64) -> Result<Vec<Delivery>> {
+    let sql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant
+        FROM deliveries WHERE state IN ('failed', 'dead') AND (? IS NULL OR state = ?) AND (? IS NULL OR sink = ?) AND id < ?
+        ORDER BY id DESC LIMIT ?";
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(sql))
+        .bind(f.state.as_deref())
+        .bind(f.state.as_deref())
+        .bind(f.sink.as_deref())
+        .bind(f.sink.as_deref())
+        .bind(f.before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
+}
