@@ -284,8 +284,10 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
 }
 
 fn register_metrics(app: &App) {
-    let sources: Vec<String> = app.sources.iter().map(|(s, _)| s.name().to_string()).collect();
-    crate::metrics::register(&sources, &app.sink_names);
+    let sources: Vec<(String, String)> = app.sources.iter().map(|(s, _)| (s.key(), s.tenant().to_string())).collect();
+    let sinks: Vec<(String, String)> =
+        app.tenant_sinks.iter().flat_map(|(t, s)| s.keys().map(move |name| (name.clone(), t.to_string()))).collect();
+    crate::metrics::register(&sources, &sinks);
 }
 
 /// One task per source of `app`, each on its schedule, never overlapping itself, stopped by
@@ -330,8 +332,8 @@ fn spawn_sources(
                 // Sequential inside this task: a source never overlaps itself.
                 let started = std::time::Instant::now();
                 let result = crate::pipeline::ingest::poll(src.as_ref(), &app.store, &cancel).await;
-                crate::metrics::poll_duration(&src.key(), started.elapsed());
-                crate::metrics::poll_finished(&src.key(), &result);
+                crate::metrics::poll_duration(&src.key(), src.tenant().as_str(), started.elapsed());
+                crate::metrics::poll_finished(&src.key(), src.tenant().as_str(), &result);
                 crate::pipeline::ingest::note_poll(&app.store, &result);
                 match result {
                     Ok(stats) => {

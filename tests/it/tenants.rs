@@ -20,7 +20,22 @@ async fn tv(token: &str) -> TeamViewerSim {
 }
 
 fn config(store: &str, tv_d: &TeamViewerSim, tv_a: &TeamViewerSim, rm_d: &RedmineSim, rm_a: &RedmineSim) -> Config {
-    let toml = format!(
+    Config::from_toml_with_env(
+        &config_text(store, tv_d, tv_a, rm_d, rm_a),
+        "tenants.toml",
+        Vec::<(String, String)>::new(),
+    )
+    .expect("config")
+}
+
+fn config_text(
+    store: &str,
+    tv_d: &TeamViewerSim,
+    tv_a: &TeamViewerSim,
+    rm_d: &RedmineSim,
+    rm_a: &RedmineSim,
+) -> String {
+    format!(
         r#"{store}
 [sources.teamviewer]
 base_url = "{tvd}"
@@ -50,8 +65,7 @@ tickets = "^\\d+$"
         tva = tv_a.base_url,
         rmd = rm_d.base_url,
         rma = rm_a.base_url,
-    );
-    Config::from_toml_with_env(&toml, "tenants.toml", Vec::<(String, String)>::new()).expect("config")
+    )
 }
 
 /// An ended connection without a ticket in `custom_api`: only a link can match it.
@@ -184,6 +198,56 @@ async fn a_session_of_one_tenant_never_reaches_another_tenants_ticket_system() {
     // Audit rows of acme's work name acme, and the chain verifies.
     assert!(store.query_i64("SELECT COUNT(*) FROM audit_events WHERE tenant = 'acme'").await.unwrap() > 0);
     assert!(matches!(audit::verify(&store).await.unwrap(), audit::Verify::Ok { .. }));
+
+    // The operator's views, per tenant (`--tenant`) and all together.
+    let cfg_path = dir.path().join("tenants.toml");
+    std::fs::write(&cfg_path, config_text(&store.db.store_section(), &tv_d, &tv_a, &rm_d, &rm_a)).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let cfg_path = cfg_path.clone();
+        async move {
+            let out = crate::support::ticketsync(&cfg_path, args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let acme: Vec<serde_json::Value> = run(&["deliveries", "--json", "--tenant", "acme"])
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(acme.len(), 2, "{acme:?}");
+    assert!(acme.iter().all(|d| d["tenant"] == "acme" && d["sink"] == "acme-redmine"), "{acme:?}");
+    let all = run(&["deliveries", "--json"]).await;
+    assert_eq!(all.lines().count(), 4, "{all}");
+    let unmatched = run(&["unmatched", "--json", "--tenant", "default"]).await;
+    assert!(!unmatched.contains("s999"), "acme's unmatched session is not default's: {unmatched}");
+    let unmatched = run(&["unmatched", "--json", "--tenant", "acme"]).await;
+    assert!(unmatched.contains("s999-999-999"), "{unmatched}");
+    let show = run(&["audit", "show", "--ticket", "101", "--tenant", "acme"]).await;
+    assert!(show.contains("acme-redmine") && !show.contains("d0000000"), "{show}");
+    let show_all = run(&["audit", "show", "--ticket", "101"]).await;
+    assert!(show_all.contains("acme-redmine") && show_all.contains("d0000000"), "{show_all}");
+    let export = run(&[
+        "audit",
+        "export",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--format",
+        "jsonl",
+        "--tenant",
+        "acme",
+    ])
+    .await;
+    let everything = run(&["audit", "export", "--from", "2000-01-01", "--to", "2100-01-01", "--format", "jsonl"]).await;
+    assert!(export.lines().count() > 1 && export.lines().count() < everything.lines().count());
+    assert!(export.lines().filter(|l| l.contains("\"kind\":\"delivery")).all(|l| !l.contains("\"sink\":\"redmine\"")));
 }
 
 /// A vendor id already stored for another tenant is quarantined for the second tenant, and
