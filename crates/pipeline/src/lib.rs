@@ -489,7 +489,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
             let claimed = outbox::finish_and_claim(store, &finished, &claims, &pass_start).await?;
             for (d, outcome) in finished.drain(..) {
                 stats.count(&outcome);
-                crate::metrics::delivery_finished(&d.sink, &outcome);
+                crate::metrics::delivery_finished(&d.sink, d.tenant.as_str(), &outcome);
             }
             let asked: Vec<(String, usize)> = claims.iter().map(|c| (c.sink.to_string(), c.groups)).collect();
             for ((name, groups), got) in asked.into_iter().zip(claimed) {
@@ -512,7 +512,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
                             attempt_batch(&sinks, &g, &policy).await
                         };
                         if let Some(d) = g.first() {
-                            crate::metrics::delivery_duration(&d.sink, started.elapsed());
+                            crate::metrics::delivery_duration(&d.sink, d.tenant.as_str(), started.elapsed());
                         }
                         (g, outcomes)
                     });

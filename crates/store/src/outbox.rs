@@ -59,7 +59,7 @@ where
     }
 }
 
-const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
+pub(crate) const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
 
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
@@ -692,17 +692,29 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
 }
 
 pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
-    let sql = format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id");
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).fetch_all(ex).await?))
+    // A tenant-scoped handle (`--tenant`) lists that tenant's deliveries only.
+    let sql = format!(
+        "SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant) ORDER BY id"
+    );
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(tenant).fetch_all(ex).await?))
 }
 
 /// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
 /// `deliveries --limit` prints, without reading a backlog of 100k rows to show the last 20.
 pub async fn list_recent(store: &super::Store, state: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
+        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant)
+         ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
     );
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(limit).fetch_all(ex).await?))
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(state)
+        .bind(state)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
 }
 
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
