@@ -639,3 +639,38 @@ async fn zendesk_sim_time_entry_is_a_private_comment_raising_the_total_field_onc
     );
     assert!(!no_field.supports_time_entries(), "Zendesk has no time tracking without the field");
 }
+
+/// A session moved to another ticket (`relink` queues its report there) is billed once,
+/// where it is now; one already counted stays counted where it was.
+#[tokio::test]
+async fn a_relinked_session_is_billed_once_where_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::test_store(dir.path()).await;
+    ingest_and_match(
+        &store,
+        &[session("teamviewer", "r1", "s1", "1101", "2026-11-02T09:00:00Z", 20, "Bill")],
+        &["redmine"],
+    )
+    .await;
+    let sid = time::session_states(&store).await.unwrap()[0].1;
+    let mut tx = store.begin().await.unwrap();
+    outbox::enqueue(&mut tx, "redmine", "1102", Some(sid), None, outbox::NoteKind::SessionReport, "m-relinked", "{}")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let pol = policies("redmine", TimePolicy::default(), &[]);
+    assert_eq!(close_groups(&store, &pol, chrono_tz::UTC, ts("2026-11-03T00:00:00Z")).await.unwrap().queued, 1);
+    let rows = time::list(&store, None, None).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].ticket_id, "1102", "billed on the ticket it was moved to");
+    // Moved again after its entry was queued: not billed a second time.
+    let mut tx = store.begin().await.unwrap();
+    outbox::enqueue(&mut tx, "redmine", "1103", Some(sid), None, outbox::NoteKind::SessionReport, "m-again", "{}")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(close_groups(&store, &pol, chrono_tz::UTC, ts("2026-11-03T00:00:00Z")).await.unwrap().queued, 0);
+    let states = time::session_states(&store).await.unwrap();
+    assert_eq!(states.iter().filter(|s| s.2 == "entered").count(), 1, "{states:?}");
+    assert_eq!(states.iter().filter(|s| s.2 == "skipped").count(), 2, "{states:?}");
+}

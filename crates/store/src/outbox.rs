@@ -115,7 +115,7 @@ pub async fn enqueue_in(
     });
     if let (Some(id), Some(session), "session_report") = (id, session_id, kind) {
         // The session now waits for its time entry on this sink (migration 0010).
-        super::time::open_in(tx, &[(id, sink, ticket, session)]).await?;
+        super::time::open_one_in(tx, id, sink, ticket, session).await?;
     }
     if let Some(id) = id {
         chain.push(Event {

@@ -38,6 +38,46 @@ pub async fn open_in(tx: &mut Tx<'_>, reports: &[(i64, &str, &str, i64)]) -> Res
     Ok(())
 }
 
+/// [`open_in`] for one report that may follow an earlier one of the same session on the same
+/// sink (a `relink` to another ticket): the session is billed once, where it is now. An
+/// earlier row still open is skipped (moved); when an entry already counted the session, the
+/// new row is skipped instead, with the reason.
+pub async fn open_one_in(tx: &mut Tx<'_>, report: i64, sink: &str, ticket: &str, session: i64) -> Result<()> {
+    let now = super::now();
+    let earlier: Vec<(i64, String, String, Option<i64>)> = on_tx!(tx, |ex, d| {
+        sqlx::query_as(&d.sql(
+        "SELECT report_id, ticket_id, state, time_entry_id FROM time_sessions WHERE sink = ? AND session_id = ? AND report_id <> ?"
+    ))
+    .bind(sink)
+    .bind(session)
+    .bind(report)
+    .fetch_all(ex)
+    .await?
+    });
+    open_in(tx, &[(report, sink, ticket, session)]).await?;
+    for (id, old_ticket, state, entry) in earlier {
+        let (target, reason) = match state.as_str() {
+            "open" => (id, format!("moved to ticket {ticket}: billed there")),
+            "entered" => {
+                (report, format!("already counted in time entry {} on ticket {old_ticket}", entry.unwrap_or(0)))
+            }
+            _ => continue,
+        };
+        on_tx!(tx, |ex, d| {
+            sqlx::query(&d.sql(
+            "UPDATE time_sessions SET state = 'skipped', reason = ?, updated_at = ? WHERE report_id = ? AND state = 'open'"
+        ))
+        .bind(&reason)
+        .bind(&now)
+        .bind(target)
+        .execute(ex)
+        .await
+        .map(|_| ())?
+        });
+    }
+    Ok(())
+}
+
 /// Open rows of the sinks not in `with_policy` become `off`: a sink without `time_entries`
 /// bills nothing, and turning it on later bills the sessions matched from then on only.
 pub async fn turn_off_others(store: &Store, with_policy: &[String]) -> Result<u64> {
