@@ -181,7 +181,7 @@ pub async fn run_cli(
         stats.records, stats.pages, stats.inserted, stats.updated, stats.unchanged, stats.quarantined
     );
     let m = app.match_pass().await?;
-    let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+    let d = app.deliver_pass().await?;
     println!(
         "matched {} sessions, queued {} notes; delivered {} ({} already present, {} retrying, {} failed, {} dead)",
         m.matched, m.enqueued, d.delivered, d.found_existing, d.retrying, d.failed, d.dead

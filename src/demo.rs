@@ -23,6 +23,8 @@ use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
 /// The ConnectWise service ticket a technician names in a session's notes.
 const CW_TICKET: u64 = 5012;
+/// Tenant acme's Redmine: a #101 of its own.
+const ACME_TICKETS: &[u64] = &[101];
 
 pub async fn run(state_dir: &Path) -> Result<()> {
     run_on(state_dir, None).await
@@ -74,6 +76,9 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let (zoom_secret, zoom_secret_file) = write_secret("zoom_helpdesk_client_secret")?;
     let (visio_token, visio_token_file) = write_secret("visioconference_token")?;
     let (cw_key, cw_key_file) = write_secret("connectwise_private_key")?;
+    // The second tenant's own TeamViewer account and Redmine (issue 17, `[[tenants]]`).
+    let (acme_tv_token, acme_tv_token_file) = write_secret("acme_teamviewer_token")?;
+    let (acme_rm_key, acme_rm_key_file) = write_secret("acme_redmine_api_key")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
@@ -83,6 +88,8 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let zoom = ZoomSim::start(ZoomSimOptions { client_secret: zoom_secret, ..Default::default() }).await?;
     let visio = VisioSim::start(&visio_token, VisioShape::Current).await?;
     let cw = ConnectWiseSim::start("acme", "demoPublicKey", &cw_key, "demo-client-id", &[CW_TICKET]).await?;
+    let acme_tv = TeamViewerSim::start(SimOptions { script_tokens: vec![acme_tv_token], ..Default::default() }).await?;
+    let acme_redmine = RedmineSim::start(&acme_rm_key, ACME_TICKETS).await?;
 
     let now = Utc::now();
     let t = |mins: i64| now - Duration::minutes(mins);
@@ -121,6 +128,14 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     }));
     // Malformed (no id): quarantined with its reason, the rest of the page is stored.
     tv.add_connection(json!({"userid": "u1", "username": "broken", "start_date": date(t(60))}));
+    // Tenant acme: the same session code and ticket number as #101 above, in acme's own
+    // TeamViewer account; its note goes to acme's Redmine #101 only.
+    acme_tv.add_connection(json!({
+        "id": "a3c9e1f0-2b4d-4e6f-8a1c-3e5f7a9b1c2d", "userid": "u7700", "username": "Acme Tech",
+        "deviceid": "7700770077", "devicename": "ACME-HQ-001", "groupid": "g1", "groupname": "Acme",
+        "start_date": date(t(80)), "end_date": date(t(65)), "billing_state": "Bill", "support_session_type": 2,
+        "session_code": "s119-457-589", "custom_api": "{\"ticket_id\":\"101\"}"
+    }));
 
     let cfg_path = state_dir.join("ticketsync.toml");
     let cfg_text = format!(
@@ -196,6 +211,24 @@ tickets = '^50\d\d$'
 [sinks.webhook]
 url = "{wh}"
 secret_file = "{whf}"
+
+# A second tenant (issue 17): its own TeamViewer account and its own Redmine. The sections
+# above are the tenant "default".
+[[tenants]]
+name = "acme"
+
+[[tenants.sources]]
+kind = "teamviewer"
+name = "acme-tv"
+base_url = "{acme_tv}"
+schedule = "*/5 * * * *"
+token_file = "{acme_tvf}"
+
+[[tenants.sinks]]
+kind = "redmine"
+name = "acme-redmine"
+url = "{acme_rm}"
+api_key_file = "{acme_rmf}"
 "##,
         tv = tv.base_url,
         tvf = tv_token_file.display(),
@@ -212,6 +245,10 @@ secret_file = "{whf}"
         zsf = zoom_secret_file.display(),
         visio = visio.api_url,
         vtf = visio_token_file.display(),
+        acme_tv = acme_tv.base_url,
+        acme_tvf = acme_tv_token_file.display(),
+        acme_rm = acme_redmine.base_url,
+        acme_rmf = acme_rm_key_file.display(),
     );
     std::fs::write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path)?;
@@ -306,6 +343,19 @@ secret_file = "{whf}"
         );
     }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
+    println!();
+    println!("Tenant acme, on its own Redmine (the same session code and #101 as the default tenant's):");
+    for id in ACME_TICKETS {
+        let js = acme_redmine.journals(*id);
+        if js.is_empty() {
+            println!("  acme #{id}: (nothing)");
+        }
+        for j in js {
+            let notes = crate::sinks::common::decode_entities(&j.notes);
+            let first = notes.lines().next().unwrap_or("");
+            println!("  acme #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
+        }
+    }
 
     let rows = crate::store::reads::matches_by_ticket(&app.store).await?;
     println!();

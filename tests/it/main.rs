@@ -34,5 +34,7 @@ mod store_conformance;
 mod store_copy;
 mod support;
 mod teamviewer;
+mod tenants;
 mod ticket_systems;
+mod time_entries;
 mod zoom;

@@ -176,6 +176,16 @@ pub trait Source: Send + Sync {
     fn tenant(&self) -> TenantName {
         TenantName::default()
     }
+    /// The store handle this source's pages are read and written through: `store` itself, or
+    /// the tenant's account's ([`Store::for_account`]).
+    fn store_for(&self, store: &Store) -> Store {
+        store.clone()
+    }
+    /// The source's key in leases, fences, metrics and logs: its name, or
+    /// `<tenant>/<account>/<name>` for a tenant's account.
+    fn key(&self) -> String {
+        self.name().to_string()
+    }
     /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
     /// fires (checked between pages), handing each page to `pages`. The store is read (the
     /// saved cursor, running sessions, links), never written: `ticketsync_pipeline::ingest`
@@ -284,18 +294,24 @@ pub use note_extras::{NoteExtras, VendorNotes};
 pub use ticketsync_model::tenant::TenantName;
 
 /// A vendor's source polling a tenant's account (`[[tenants.sources]]`). The source itself
-/// is the vendor's, unchanged: it is handed the tenant's store handle at each poll, so the
-/// cursors and tokens it reads are the tenant's ([`Store::for_tenant`]); its cursor keys and
-/// its name in leases and metrics are qualified with the tenant (`acme/teamviewer`), while
-/// [`Source::name`] stays the vendor's key its pages and cursor rows are written under.
+/// is the vendor's, unchanged: it is handed the account's store handle at each poll, so the
+/// sessions it reads and the cursors it keeps are its own ([`Store::for_account`]); its
+/// cursor keys and its key in leases and metrics are qualified (`acme/tv-main/teamviewer`),
+/// while [`Source::name`] stays the vendor's.
 pub struct TenantSource {
     inner: std::sync::Arc<dyn Source>,
     tenant: TenantName,
+    /// The account's name in the tenant (`[[tenants.sources]] name`).
+    account: String,
 }
 
 impl TenantSource {
-    pub fn new(inner: std::sync::Arc<dyn Source>, tenant: TenantName) -> TenantSource {
-        TenantSource { inner, tenant }
+    pub fn new(inner: std::sync::Arc<dyn Source>, tenant: TenantName, account: &str) -> TenantSource {
+        TenantSource { inner, tenant, account: account.to_string() }
+    }
+
+    fn qualify(&self, key: &str) -> String {
+        format!("{}/{}/{key}", self.tenant, self.account)
     }
 }
 
@@ -305,14 +321,20 @@ impl Source for TenantSource {
         self.inner.name()
     }
     fn cursor_keys(&self) -> Vec<String> {
-        self.inner.cursor_keys().iter().map(|k| self.tenant.qualify(k)).collect()
+        self.inner.cursor_keys().iter().map(|k| self.qualify(k)).collect()
     }
     fn tenant(&self) -> TenantName {
         self.tenant.clone()
     }
+    fn store_for(&self, store: &Store) -> Store {
+        store.for_account(&self.tenant, &self.account)
+    }
+    fn key(&self) -> String {
+        self.qualify(self.inner.name())
+    }
     async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
-        // Whatever handle the caller passes, the source reads its own tenant's rows.
-        self.inner.poll(&store.for_tenant(&self.tenant), pages, cancel).await
+        // Whatever handle the caller passes, the source reads its own account's rows.
+        self.inner.poll(&self.store_for(store), pages, cancel).await
     }
     async fn fetch_range(
         &self,

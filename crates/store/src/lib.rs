@@ -268,6 +268,8 @@ pub struct Tx<'a> {
     /// The tenant whose work this transaction reads and writes: the store handle's
     /// ([`Store::for_tenant`]), `default` for an unscoped one.
     tenant: crate::model::tenant::TenantName,
+    /// The store handle's key namespace ([`Store::key`]).
+    ns: Option<Arc<str>>,
     /// A PostgreSQL write transaction's turn among this process's writers, given back when
     /// the transaction ends (committed, rolled back or dropped).
     _writer: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -304,6 +306,19 @@ impl<'a> Tx<'a> {
     /// The tenant whose rows this transaction reads and writes.
     pub fn tenant(&self) -> &crate::model::tenant::TenantName {
         &self.tenant
+    }
+
+    /// `key` in the namespace of the handle that began this transaction ([`Store::key`]).
+    pub fn key(&self, key: &str) -> String {
+        match &self.ns {
+            Some(ns) => format!("{ns}/{key}"),
+            None => self.tenant.qualify(key),
+        }
+    }
+
+    /// Whether the handle that began this transaction works for one account of a tenant.
+    pub fn is_account(&self) -> bool {
+        self.ns.is_some()
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -360,6 +375,9 @@ pub struct Store {
     /// The tenant this handle works for ([`Store::for_tenant`]); `None`: unscoped, which
     /// writes and works as the tenant `default` and lets the operator's views see all.
     tenant: Option<crate::model::tenant::TenantName>,
+    /// The namespace of the keys by name (cursors) of one account of a tenant
+    /// (`<tenant>/<account>`, [`Store::for_account`]); `None`: the tenant's own.
+    ns: Option<Arc<str>>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -520,6 +538,7 @@ impl Store {
             journal_base: None,
             fences: Default::default(),
             tenant: None,
+            ns: None,
         };
         store.marker_key = if read_only {
             // Read-only commands queue no notes; a store without a key gets a throw-away one.
@@ -582,6 +601,7 @@ impl Store {
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
             tenant: None,
+            ns: None,
         };
         store.marker_key = secrets::store_marker_key(&store).await?;
         Ok(store)
@@ -614,6 +634,7 @@ impl Store {
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
             tenant: None,
+            ns: None,
         };
         // Read-only commands queue no notes; a store without a key gets a throw-away one.
         if let Some(k) =
@@ -707,7 +728,28 @@ impl Store {
     ///
     /// [`TenantName::qualify`]: crate::model::tenant::TenantName::qualify
     pub fn for_tenant(&self, tenant: &crate::model::tenant::TenantName) -> Store {
-        Store { tenant: Some(tenant.clone()), ..self.clone() }
+        Store { tenant: Some(tenant.clone()), ns: None, ..self.clone() }
+    }
+
+    /// [`Store::for_tenant`] for one of the tenant's vendor accounts (`[[tenants.sources]]`
+    /// `name`): a tenant may poll several accounts of one vendor, each with its own cursor
+    /// rows, keyed `<tenant>/<account>/<key>`.
+    pub fn for_account(&self, tenant: &crate::model::tenant::TenantName, account: &str) -> Store {
+        Store { tenant: Some(tenant.clone()), ns: Some(Arc::from(format!("{tenant}/{account}"))), ..self.clone() }
+    }
+
+    /// `key` (a cursor key) in this handle's namespace: unchanged on an unscoped or default
+    /// handle, `<tenant>/<key>` for a tenant, `<tenant>/<account>/<key>` for an account.
+    pub fn key(&self, key: &str) -> String {
+        match &self.ns {
+            Some(ns) => format!("{ns}/{key}"),
+            None => self.tenant().qualify(key),
+        }
+    }
+
+    /// Whether this handle works for one account of a tenant ([`Store::for_account`]).
+    pub fn is_account(&self) -> bool {
+        self.ns.is_some()
     }
 
     /// The tenant this handle works for: `default` when unscoped.
@@ -772,11 +814,12 @@ impl Store {
                     inner: TxInner::Postgres(tx),
                     db_id: self.db_id.clone(),
                     tenant: self.tenant(),
+                    ns: self.ns.clone(),
                     _writer: Some(permit),
                 });
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), ns: self.ns.clone(), _writer: None })
     }
 
     /// A read-only snapshot: the statements of one export or verify see one state of the
@@ -788,7 +831,7 @@ impl Store {
                 TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), ns: self.ns.clone(), _writer: None })
     }
 
     /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which

@@ -442,7 +442,8 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
     let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
         let mut group = vec![head];
-        if want.max_batch > 1 {
+        // A time entry goes alone: batching is for notes written in one ticket update.
+        if want.max_batch > 1 && group[0].kind != NoteKind::TimeEntry {
             let sql = format!(
                 "SELECT {COLS} FROM deliveries INDEXED BY deliveries_queue
                  WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ? AND tenant = ?
@@ -460,7 +461,11 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
             let due_at = crate::session::parse_ts(due);
             for d in later {
                 let not_due = due_at.is_none_or(|due| d.next_attempt_at > due);
-                if d.state != DeliveryState::Pending || not_due || visibility(&d.note_json) != vis {
+                if d.state != DeliveryState::Pending
+                    || not_due
+                    || d.kind == NoteKind::TimeEntry
+                    || visibility(&d.note_json) != vis
+                {
                     break;
                 }
                 group.push(d);
@@ -687,17 +692,29 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
 }
 
 pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
-    let sql = format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id");
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).fetch_all(ex).await?))
+    // A tenant-scoped handle (`--tenant`) lists that tenant's deliveries only.
+    let sql = format!(
+        "SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant) ORDER BY id"
+    );
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(tenant).fetch_all(ex).await?))
 }
 
 /// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
 /// `deliveries --limit` prints, without reading a backlog of 100k rows to show the last 20.
 pub async fn list_recent(store: &super::Store, state: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
+        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant)
+         ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
     );
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(limit).fetch_all(ex).await?))
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(state)
+        .bind(state)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
 }
 
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {
