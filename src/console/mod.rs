@@ -419,6 +419,7 @@ impl SessionQuery {
             from: bound(&self.from, false, "from")?,
             to: bound(&self.to, true, "to")?,
             before: self.before,
+            vendors: crate::sources::VENDORS.iter().map(|v| v.kind.to_string()).collect(),
         })
     }
 

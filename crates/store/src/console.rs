@@ -98,6 +98,8 @@ pub struct SessionFilter {
     pub to: Option<String>,
     /// Keyset: only sessions with an id below this.
     pub before: Option<i64>,
+    /// Every vendor there is: a code is also looked up as a vendor's session id in each.
+    pub vendors: Vec<String>,
 }
 
 /// A session as the lists show it, with its match if it has one.
@@ -120,11 +122,25 @@ const COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_cod
 pub async fn search_sessions(store: &Store, f: &SessionFilter, limit: i64) -> Result<Vec<SessionRow>> {
     let mut cond = Vec::new();
     let mut binds = Vec::new();
+    let mut code_cond = String::new();
     if let Some(code) = f.code.as_deref().map(crate::session::normalize_code).filter(|c| !c.is_empty()) {
-        // A manual link may name the vendor's id instead of a code: both are looked for.
-        cond.push("(s.session_code_norm = ? OR s.external_id = ?)");
+        // A manual link may name the vendor's id instead of a code: both are looked for. The
+        // id through the `(vendor, external_id)` key, one seek per vendor (an index of its own
+        // would cost every ingest a write).
         binds.push(Bind::Text(code));
-        binds.push(Bind::Text(f.code.clone().unwrap_or_default().trim().to_lowercase()));
+        if f.vendors.is_empty() {
+            code_cond.push_str("s.session_code_norm = ?");
+        } else {
+            let marks = vec!["?"; f.vendors.len()].join(", ");
+            // As typed, and lower-cased (TeamViewer's GUIDs are stored so; Zoom's ids are
+            // case-sensitive).
+            code_cond = format!("(s.session_code_norm = ? OR (s.vendor IN ({marks}) AND s.external_id IN (?, ?)))");
+            binds.extend(f.vendors.iter().map(|v| Bind::Text(v.clone())));
+            let typed = f.code.clone().unwrap_or_default().trim().to_string();
+            binds.push(Bind::Text(typed.to_lowercase()));
+            binds.push(Bind::Text(typed));
+        }
+        cond.push(code_cond.as_str());
     }
     if let Some(t) = &f.ticket {
         cond.push("s.id IN (SELECT session_id FROM matches WHERE ticket_id = ?)");
