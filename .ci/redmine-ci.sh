@@ -79,6 +79,13 @@ install_redmine() {
     (cd "$APP" && bundle install --local --quiet) >>"$LOG" 2>&1 || die "bundle install --local failed; see $LOG"
     chown www-data:www-data /var/lib/redmine/Gemfile.lock
   fi
+  # The Debian package's database.yml gives SQLite no busy timeout, so two requests writing
+  # at once make Redmine answer 500 (SQLite3::BusyException: database is locked): seen in CI
+  # when notes were PUT to two issues concurrently. Rails' own template sets 5000 ms.
+  local yml=/etc/redmine/default/database.yml
+  if [ -f "$yml" ] && grep -q '^  adapter: sqlite3' "$yml" && ! grep -q '^  timeout:' "$yml"; then
+    sed -i '/^  adapter: sqlite3/a\  timeout: 10000' "$yml"
+  fi
 }
 
 # Run a command as www-data with the right environment (no sudo needed).

@@ -17,7 +17,11 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub sources: Vec<(Arc<dyn Source>, String)>,
+    /// The tenant `default`'s sinks (the top-level `[sinks]`), by name.
     pub sinks: Sinks,
+    /// Every tenant's sinks, `default` included: what the delivery passes send through.
+    pub tenant_sinks: crate::pipeline::TenantSinks,
+    /// Every sink's name, every tenant's.
     pub sink_names: Vec<String>,
     /// Which sinks receive which matched sessions (`tickets`, `sources` keys).
     pub routes: Vec<crate::sinks::routing::Route>,
@@ -25,6 +29,8 @@ pub struct App {
     pub policy: DeliveryPolicy,
     /// This instance's name in leases and logs (`daemon.instance_id`, or `<host>:<pid>`).
     pub instance_id: String,
+    /// The time-entry policy of each sink with `time_entries = true` (issue 20).
+    pub time: Arc<crate::pipeline::time::TimePolicies>,
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
@@ -175,18 +181,51 @@ impl App {
                 sources.push((src, schedule.to_string()));
             }
         }
+        // The tenants' accounts: each a vendor's source, polled through its account's store
+        // handle (its sessions, cursors and lease are the tenant's).
+        for (tenant, account, v) in config.tenant_vendors().into_iter().filter(|(_, _, v)| v.enabled()) {
+            let scoped = store.for_account(&tenant, account);
+            if let (Some(src), Some(schedule)) = (v.build(&scoped)?, v.schedule()) {
+                let src = crate::sources::TenantSource::new(src, tenant.clone(), account);
+                sources.push((Arc::new(src), schedule.to_string()));
+            }
+        }
         let sinks = build_sinks(&config)?;
-        let mut sink_names: Vec<String> = sinks.keys().cloned().collect();
+        let mut tenant_sinks = std::collections::BTreeMap::new();
+        tenant_sinks.insert(crate::store::TenantName::default(), Arc::new(sinks.clone()));
+        let timeout = Duration::from_secs(config.outbox.request_timeout_secs.max(1));
+        let ctx = crate::sinks::config::BuildCtx { timeout, inline_limit: config.notes.inline_attachment_max_chars };
+        let mut sink_concurrency = config.sinks.concurrency();
+        let mut routes = Vec::new();
+        for t in &config.tenants {
+            // Validation refused a bad name before any app is built; skipped all the same.
+            let Some(tenant) = t.tenant() else { continue };
+            let mut own: HashMap<String, Arc<dyn TicketSink>> = HashMap::new();
+            for entry in &t.sinks {
+                let Some(c) = entry.sink().filter(|c| c.enabled()) else { continue };
+                own.insert(entry.name.clone(), c.build(&ctx)?);
+                let r = c.route();
+                routes.push(
+                    crate::sinks::routing::Route::new(&entry.name, r.tickets.as_deref(), r.sources.as_deref())
+                        .with_context(|| format!("tenant {}: sink {}: tickets", t.name, entry.name))?
+                        .for_tenant(&tenant),
+                );
+                if let Some(n) = r.concurrency {
+                    sink_concurrency.insert(entry.name.clone(), n);
+                }
+            }
+            tenant_sinks.insert(tenant, Arc::new(own));
+        }
+        let mut sink_names: Vec<String> = tenant_sinks.values().flat_map(|s| s.keys().cloned()).collect();
         sink_names.sort();
         let rules = crate::matcher::compile_all(&config.matching.rules).context("match.rules")?;
-        let mut routes = Vec::new();
         for (name, tickets, srcs) in config.sinks.routes() {
             routes.push(
                 crate::sinks::routing::Route::new(name, tickets, srcs)
                     .with_context(|| format!("sinks.{name}.tickets"))?,
             );
         }
-        let policy = DeliveryPolicy::from_config(&config.outbox).with_sink_concurrency(config.sinks.concurrency());
+        let policy = DeliveryPolicy::from_config(&config.outbox).with_sink_concurrency(sink_concurrency);
         let store = match crate::pipeline::InlineMatch::for_rules(&rules, &routes, config.notes_tz()) {
             Some(m) => {
                 let m = m.with_marker_key(store.marker_key().clone());
@@ -195,22 +234,66 @@ impl App {
             None => store,
         };
         let instance_id = config.daemon.instance_id();
-        Ok(App { config, store, sources, sinks: Arc::new(sinks), sink_names, routes, rules, policy, instance_id })
+        let time = Arc::new(config.sinks.time_policies());
+        Ok(App {
+            config,
+            store,
+            sources,
+            sinks: Arc::new(sinks),
+            tenant_sinks: Arc::new(tenant_sinks),
+            sink_names,
+            routes,
+            rules,
+            policy,
+            instance_id,
+            time,
+        })
     }
 
     /// The sinks whose routes accept a note from this source (a vendor name, as in
     /// `sessions.vendor`) for this ticket. Every writer of ticket notes goes through the
     /// routes: the matcher (`match_pending_with`) and the launchers (`session create`).
     pub fn sinks_for<'a>(&'a self, source: &'a str, ticket: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        self.routes.iter().filter(move |r| r.accepts(source, ticket)).map(|r| &r.sink)
+        // `session create` works for the default tenant (its top-level sections) only.
+        let default = crate::store::TenantName::default();
+        self.routes.iter().filter(move |r| r.serves(&default) && r.accepts(source, ticket)).map(|r| &r.sink)
     }
 
     /// One matching pass as every command runs it (daemon, `sync-once`, `link`, demo): the
     /// sinks' session-code lookups for the `ticket_field` rule, then the rules, queueing each
     /// match for the sinks its route accepts.
+    ///
+    /// One pass per tenant, through a store handle scoped to it: a tenant's sessions are
+    /// matched against its own links and queued for its own sinks only.
     pub async fn match_pass(&self) -> Result<crate::pipeline::MatchStats, crate::store::StoreError> {
-        let hits = crate::pipeline::lookup_ticket_fields(&self.store, &self.rules, &self.sinks).await?;
-        crate::pipeline::match_pending_with(&self.store, &self.rules, &self.routes, &hits, self.config.notes_tz()).await
+        let mut stats = crate::pipeline::MatchStats::default();
+        for (tenant, sinks) in self.tenant_sinks.iter() {
+            let store = self.store.for_tenant(tenant);
+            let hits = crate::pipeline::lookup_ticket_fields(&store, &self.rules, sinks).await?;
+            let tz = self.config.notes_tz();
+            stats.add(crate::pipeline::match_pending_with(&store, &self.rules, &self.routes, &hits, tz).await?);
+        }
+        self.time_pass().await?;
+        Ok(stats)
+    }
+
+    /// The time pass (issue 20): the closed groups of matched sessions queued as time
+    /// entries on the sinks with `time_entries = true` (crates/pipeline/src/time.rs). The
+    /// tenant `default`'s sinks only: a `[[tenants.sinks]]` section's time keys are refused
+    /// by `check` until time entries are kept per tenant.
+    pub async fn time_pass(&self) -> Result<crate::pipeline::time::TimeStats, crate::store::StoreError> {
+        let t =
+            crate::pipeline::time::close_groups(&self.store, &self.time, self.config.notes_tz(), chrono::Utc::now())
+                .await?;
+        if t.queued + t.skipped > 0 {
+            tracing::info!(queued = t.queued, skipped = t.skipped, waiting = t.waiting, "time pass");
+        }
+        Ok(t)
+    }
+
+    /// One delivery pass over every tenant ([`crate::pipeline::deliver_tenants`]).
+    pub async fn deliver_pass(&self) -> Result<crate::pipeline::DeliverStats, crate::store::StoreError> {
+        crate::pipeline::deliver_tenants(&self.store, &self.tenant_sinks, &self.policy).await
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.
@@ -227,7 +310,7 @@ impl App {
         }
         let passes = async {
             let matched = self.match_pass().await?;
-            let delivered = crate::pipeline::deliver_due(&self.store, &self.sinks, &self.policy).await?;
+            let delivered = self.deliver_pass().await?;
             Ok::<_, crate::store::StoreError>((matched, delivered))
         };
         match passes.await {

@@ -77,6 +77,7 @@ async fn commit(
             Upsert::Inserted => stats.inserted += 1,
             Upsert::Updated => stats.updated += 1,
             Upsert::Unchanged => stats.unchanged += 1,
+            Upsert::Refused => stats.quarantined += 1,
         }
     }
     for rej in records.iter().filter_map(|r| r.as_ref().err()) {
@@ -180,7 +181,7 @@ pub async fn run_cli(
         stats.records, stats.pages, stats.inserted, stats.updated, stats.unchanged, stats.quarantined
     );
     let m = app.match_pass().await?;
-    let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+    let d = app.deliver_pass().await?;
     println!(
         "matched {} sessions, queued {} notes; delivered {} ({} already present, {} retrying, {} failed, {} dead)",
         m.matched, m.enqueued, d.delivered, d.found_existing, d.retrying, d.failed, d.dead

@@ -21,6 +21,11 @@ pub struct Cli {
     /// Configuration file (TOML). Every key can be overridden by TICKETSYNC__SECTION__KEY.
     #[arg(long, global = true, env = "TICKETSYNC_CONFIG", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Only this tenant's rows (`[[tenants]]`, or `default`): the views and exports
+    /// (deliveries, unmatched, audit show, audit export) show only its sessions, deliveries
+    /// and events; `link` links in this tenant. Without it: every tenant (`link`: default).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tenant: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -308,6 +313,10 @@ pub enum AuditCommand {
         to: String,
         #[arg(long, value_enum)]
         format: crate::export::Format,
+        /// What to export: the audit events, or the time entries whose work started in the
+        /// range (docs/time-entries.md).
+        #[arg(long, value_enum, default_value = "events")]
+        kind: crate::export::ExportKind,
         /// Only events of this vendor (and of its sessions' deliveries).
         #[arg(long)]
         vendor: Option<String>,

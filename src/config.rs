@@ -9,6 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 mod parse;
+mod tenants;
+pub use tenants::{TenantConfig, TenantSinkConfig, TenantSourceConfig};
 #[cfg(test)]
 mod pipeline_tests;
 #[cfg(test)]
@@ -80,6 +82,10 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// `[[tenants]]` (issue 17): other companies' accounts and ticket systems; the sections
+    /// above are the tenant `default`.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
     /// Where each key was set (file line or environment variable), for error messages.
     #[serde(skip)]
     pub(crate) origins: std::sync::Arc<parse::Origins>,
@@ -541,6 +547,7 @@ impl Config {
             let section = format!("sinks.{name}");
             check_route_into(&mut e, &section, r.tickets.as_deref(), r.sources.as_deref());
         }
+        self.tenant_validation_into(&mut e);
         for (o, urls) in self.outbound_components() {
             e.add(o.validate());
             for (key, url) in &urls {
@@ -612,7 +619,10 @@ impl Config {
     /// URLs (key, value) it calls. The https rule and the `ca_file` check run over these.
     pub fn outbound_components(&self) -> Vec<(crate::http::Outbound<'_>, Vec<(String, String)>)> {
         let vendors = self.vendors().into_iter().map(|v| v.outbound_urls());
-        vendors.chain(self.sinks.all().into_iter().map(|c| c.outbound_urls())).collect()
+        let tenants = self.tenant_vendors().into_iter().map(|(_, _, v)| v.outbound_urls());
+        let tenant_sinks = self.tenant_sinks().into_iter().map(|(_, _, c)| c.outbound_urls());
+        let sinks = self.sinks.all().into_iter().map(|c| c.outbound_urls());
+        vendors.chain(sinks).chain(tenants).chain(tenant_sinks).collect()
     }
 
     /// One line per URL sent over plain http to a host that is not loopback (allowed by
@@ -654,6 +664,7 @@ impl Config {
         }
         out.push(SecretUse::declared("notes.marker_key", false, self.notes.secret()));
         out.extend(self.sinks.secret_uses());
+        out.extend(self.tenant_secret_uses());
         out
     }
 
@@ -712,6 +723,8 @@ fn register_config(cfg: &Config, text: &str) {
     let mut pairs: Vec<(String, String)> = Vec::new();
     pairs.extend(cfg.sinks.basic_pairs());
     pairs.extend(cfg.vendors().into_iter().flat_map(|v| v.basic_pairs()));
+    pairs.extend(cfg.tenant_vendors().into_iter().flat_map(|(_, _, v)| v.basic_pairs()));
+    pairs.extend(cfg.tenant_sinks().into_iter().flat_map(|(_, _, c)| c.basic_pairs()));
     register_pairs(&pairs);
 }
 
@@ -799,7 +812,9 @@ mod tests {
             [sinks.freshservice]\nurl = \"https://f\"\n[sinks.jsm]\nurl = \"https://j\"\nemail = \"a@x\"\n\
             [sinks.glpi]\nurl = \"https://g/apirest.php\"\n[sinks.rt]\nurl = \"https://rt\"\n[sinks.zammad]\nurl = \"https://zm\"\n\
             [sinks.servicenow]\nurl = \"https://sn\"\nauth = \"oauth_password\"\nuser = \"u\"\nclient_id = \"c\"\n\
-            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n";
+            [sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n\
+            [sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\n\
+            [sinks.halopsa]\nurl = \"https://h\"\nclient_id = \"c\"\n";
         let mut used = std::collections::BTreeSet::new();
         for auth in ["[sources.teamviewer]\n[sources.splashtop]\n", TWO_OAUTH] {
             let c = load(&format!("{auth}{every_component}")).unwrap();

@@ -137,7 +137,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
                 }
                 let step = async {
                     let m = app.match_pass().await?;
-                    let d = crate::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+                    let d = app.deliver_pass().await?;
                     Ok::<_, crate::store::StoreError>((m, d))
                 };
                 tokio::select! {
@@ -264,7 +264,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
         tasks.abort_all();
         polls.abort_all();
     }
-    for sink in app.sinks.values() {
+    for sink in app.tenant_sinks.values().flat_map(|s| s.values()) {
         sink.close().await;
     }
     release_leases(&app.store).await;
@@ -284,8 +284,10 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
 }
 
 fn register_metrics(app: &App) {
-    let sources: Vec<String> = app.sources.iter().map(|(s, _)| s.name().to_string()).collect();
-    crate::metrics::register(&sources, &app.sink_names);
+    let sources: Vec<(String, String)> = app.sources.iter().map(|(s, _)| (s.key(), s.tenant().to_string())).collect();
+    let sinks: Vec<(String, String)> =
+        app.tenant_sinks.iter().flat_map(|(t, s)| s.keys().map(move |name| (name.clone(), t.to_string()))).collect();
+    crate::metrics::register(&sources, &sinks);
 }
 
 /// One task per source of `app`, each on its schedule, never overlapping itself, stopped by
@@ -321,14 +323,17 @@ fn spawn_sources(
                     }
                 }
                 first = false;
-                if !source_lease(&app, src.name()).await {
+                // A tenant's source leases, fences and reports under its qualified key
+                // (`acme/tv-main/teamviewer`; the default tenant's is its name, unchanged).
+                let key = src.key();
+                if !source_lease(&app, &key).await {
                     continue;
                 }
                 // Sequential inside this task: a source never overlaps itself.
                 let started = std::time::Instant::now();
                 let result = crate::pipeline::ingest::poll(src.as_ref(), &app.store, &cancel).await;
-                crate::metrics::poll_duration(src.name(), started.elapsed());
-                crate::metrics::poll_finished(src.name(), &result);
+                crate::metrics::poll_duration(&src.key(), src.tenant().as_str(), started.elapsed());
+                crate::metrics::poll_finished(&src.key(), src.tenant().as_str(), &result);
                 crate::pipeline::ingest::note_poll(&app.store, &result);
                 match result {
                     Ok(stats) => {
@@ -340,7 +345,8 @@ fn spawn_sources(
                     Err(e) => {
                         let msg = e.to_string();
                         tracing::error!(source = src.name(), error = %msg, transient = e.is_transient(), "poll failed; cursor kept, next run retries");
-                        let _ = crate::store::cursors::record_error(&app.store, src.name(), &msg).await;
+                        let store = src.store_for(&app.store);
+                        let _ = crate::store::cursors::record_error(&store, src.name(), &msg).await;
                     }
                 }
                 if cancel.is_cancelled() {

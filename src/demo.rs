@@ -1,5 +1,5 @@
 //! `ticketsync demo`: the whole pipeline on one machine. Built-in simulators (TeamViewer,
-//! Splashtop, Zoom, visioconference.me, Redmine, a webhook receiver) on 127.0.0.1, a real
+//! Splashtop, Zoom, visioconference.me, Redmine, ConnectWise PSA, a webhook receiver) on 127.0.0.1, a real
 //! config file and a real SQLite file in the state directory (or a PostgreSQL database,
 //! `--store postgres://…`), two cycles (before and after a Zoom recording finishes), and a
 //! summary of what landed where.
@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::sim::connectwise::ConnectWiseSim;
 use crate::sim::redmine::RedmineSim;
 use crate::sim::splashtop::{SimOptions as SplashtopSimOptions, SplashtopSim};
 use crate::sim::teamviewer::{SimOptions, TeamViewerSim};
@@ -20,6 +21,10 @@ use crate::sim::webhook::WebhookSim;
 use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 
 const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
+/// The ConnectWise service ticket a technician names in a session's notes.
+const CW_TICKET: u64 = 5012;
+/// Tenant acme's Redmine: a #101 of its own.
+const ACME_TICKETS: &[u64] = &[101];
 
 pub async fn run(state_dir: &Path) -> Result<()> {
     run_on(state_dir, None).await
@@ -70,6 +75,10 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let (wh_secret, wh_secret_file) = write_secret("webhook_secret")?;
     let (zoom_secret, zoom_secret_file) = write_secret("zoom_helpdesk_client_secret")?;
     let (visio_token, visio_token_file) = write_secret("visioconference_token")?;
+    let (cw_key, cw_key_file) = write_secret("connectwise_private_key")?;
+    // The second tenant's own TeamViewer account and Redmine (issue 17, `[[tenants]]`).
+    let (acme_tv_token, acme_tv_token_file) = write_secret("acme_teamviewer_token")?;
+    let (acme_rm_key, acme_rm_key_file) = write_secret("acme_redmine_api_key")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
@@ -78,6 +87,9 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let hook = WebhookSim::start(&wh_secret, "X-Ticketsync-Signature").await?;
     let zoom = ZoomSim::start(ZoomSimOptions { client_secret: zoom_secret, ..Default::default() }).await?;
     let visio = VisioSim::start(&visio_token, VisioShape::Current).await?;
+    let cw = ConnectWiseSim::start("acme", "demoPublicKey", &cw_key, "demo-client-id", &[CW_TICKET]).await?;
+    let acme_tv = TeamViewerSim::start(SimOptions { script_tokens: vec![acme_tv_token], ..Default::default() }).await?;
+    let acme_redmine = RedmineSim::start(&acme_rm_key, ACME_TICKETS).await?;
 
     let now = Utc::now();
     let t = |mins: i64| now - Duration::minutes(mins);
@@ -108,8 +120,22 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
         "id": "d3e0c6a1-7b25-4f38-8e9c-1a2b3c4d5e6f", "userid": "u11293276", "username": "Jon Snow",
         "deviceid": "1234567890", "start_date": date(t(10)), "support_session_type": 1
     }));
+    // 5012: a ConnectWise service ticket named in the notes (routed to ConnectWise).
+    tv.add_connection(json!({
+        "id": "3f6c2a8e-1d4b-4c7a-9e2f-8b5a6c7d9e01", "userid": "u11293276", "username": "Jon Snow",
+        "deviceid": "1234567890", "devicename": "ACME-LT-042", "start_date": date(t(95)), "end_date": date(t(71)),
+        "billing_state": "Bill", "support_session_type": 1, "notes": "Outlook profile rebuilt, see #5012"
+    }));
     // Malformed (no id): quarantined with its reason, the rest of the page is stored.
     tv.add_connection(json!({"userid": "u1", "username": "broken", "start_date": date(t(60))}));
+    // Tenant acme: the same session code and ticket number as #101 above, in acme's own
+    // TeamViewer account; its note goes to acme's Redmine #101 only.
+    acme_tv.add_connection(json!({
+        "id": "a3c9e1f0-2b4d-4e6f-8a1c-3e5f7a9b1c2d", "userid": "u7700", "username": "Acme Tech",
+        "deviceid": "7700770077", "devicename": "ACME-HQ-001", "groupid": "g1", "groupname": "Acme",
+        "start_date": date(t(80)), "end_date": date(t(65)), "billing_state": "Bill", "support_session_type": 2,
+        "session_code": "s119-457-589", "custom_api": "{\"ticket_id\":\"101\"}"
+    }));
 
     let cfg_path = state_dir.join("ticketsync.toml");
     let cfg_text = format!(
@@ -171,10 +197,38 @@ pattern = "#(\\d+)"
 [sinks.redmine]
 url = "{rm}"
 api_key_file = "{rmf}"
+tickets = '^10\d$'
+
+[sinks.connectwise]
+url = "{cw}"
+company = "acme"
+public_key = "demoPublicKey"
+private_key_file = "{cwf}"
+client_id = "demo-client-id"
+member = "ticketsync"
+tickets = '^50\d\d$'
 
 [sinks.webhook]
 url = "{wh}"
 secret_file = "{whf}"
+
+# A second tenant (issue 17): its own TeamViewer account and its own Redmine. The sections
+# above are the tenant "default".
+[[tenants]]
+name = "acme"
+
+[[tenants.sources]]
+kind = "teamviewer"
+name = "acme-tv"
+base_url = "{acme_tv}"
+schedule = "*/5 * * * *"
+token_file = "{acme_tvf}"
+
+[[tenants.sinks]]
+kind = "redmine"
+name = "acme-redmine"
+url = "{acme_rm}"
+api_key_file = "{acme_rmf}"
 "##,
         tv = tv.base_url,
         tvf = tv_token_file.display(),
@@ -182,6 +236,8 @@ secret_file = "{whf}"
         stf = st_token_file.display(),
         rm = redmine.base_url,
         rmf = rm_key_file.display(),
+        cw = cw.base_url,
+        cwf = cw_key_file.display(),
         wh = hook.url,
         whf = wh_secret_file.display(),
         zapi = zoom.api_url(),
@@ -189,6 +245,10 @@ secret_file = "{whf}"
         zsf = zoom_secret_file.display(),
         visio = visio.api_url,
         vtf = visio_token_file.display(),
+        acme_tv = acme_tv.base_url,
+        acme_tvf = acme_tv_token_file.display(),
+        acme_rm = acme_redmine.base_url,
+        acme_rmf = acme_rm_key_file.display(),
     );
     std::fs::write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path)?;
@@ -198,6 +258,7 @@ secret_file = "{whf}"
     println!("  TeamViewer simulator  {}", tv.base_url);
     println!("  Splashtop simulator   {}", st.base_url);
     println!("  Redmine simulator     {}", redmine.base_url);
+    println!("  ConnectWise simulator {}", cw.base_url);
     println!("  webhook receiver      {}", hook.url);
     println!("  Zoom simulator        {}", zoom.base_url);
     println!("  visioconference.me    {}", visio.api_url);
@@ -273,7 +334,28 @@ secret_file = "{whf}"
             println!("  #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
         }
     }
+    for n in cw.notes(CW_TICKET) {
+        let kind = if n.internal { "internal analysis" } else { "discussion" };
+        println!(
+            "ConnectWise ticket {CW_TICKET}: {kind} note by {} — {}",
+            n.created_by,
+            n.text.lines().next().unwrap_or("")
+        );
+    }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
+    println!();
+    println!("Tenant acme, on its own Redmine (the same session code and #101 as the default tenant's):");
+    for id in ACME_TICKETS {
+        let js = acme_redmine.journals(*id);
+        if js.is_empty() {
+            println!("  acme #{id}: (nothing)");
+        }
+        for j in js {
+            let notes = crate::sinks::common::decode_entities(&j.notes);
+            let first = notes.lines().next().unwrap_or("");
+            println!("  acme #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
+        }
+    }
 
     let rows = crate::store::reads::matches_by_ticket(&app.store).await?;
     println!();

@@ -71,6 +71,12 @@ pub async fn create_session_on(
 /// `ticketsync link --session CODE --ticket ID`: a manual link, matched on the next pass;
 /// its audit row names the OS user who ran the command.
 pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
+    manual_link_in(app, &app.store, code, ticket).await
+}
+
+/// [`manual_link`] through `store`, a tenant's handle (`link --tenant`): the link is that
+/// tenant's.
+pub async fn manual_link_in(_app: &App, store: &crate::store::Store, code: &str, ticket: &str) -> Result<i64> {
     if !crate::matcher::valid_ticket_id(ticket) {
         bail!("--ticket {ticket:?}: not a valid ticket id (letters, digits, '-', '_', '.')");
     }
@@ -79,5 +85,5 @@ pub async fn manual_link(app: &App, code: &str, ticket: &str) -> Result<i64> {
     }
     let who = crate::operator::os_user();
     let actor = crate::store::audit::Actor { by: &who, via: "cli" };
-    Ok(crate::operator::link_session(&app.store, code, ticket, actor).await?)
+    Ok(crate::operator::link_session(store, code, ticket, actor).await?)
 }

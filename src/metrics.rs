@@ -54,30 +54,38 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// Every series of the configured sources and sinks, at zero until their first event.
-pub fn register(sources: &[String], sinks: &[String]) {
+/// Every series of the configured sources and sinks, at zero until their first event. Each
+/// is a (name, tenant) pair: every series of a source or sink names its tenant (issue 17).
+pub fn register(sources: &[(String, String)], sinks: &[(String, String)]) {
     install();
-    for source in sources {
+    for (source, tenant) in sources {
+        let tenant = tenant.clone();
         for outcome in ["ok", "error"] {
-            counter!("ticketsync_polls_total", "source" => source.clone(), "outcome" => outcome).absolute(0);
+            counter!("ticketsync_polls_total", "source" => source.clone(), "outcome" => outcome, "tenant" => tenant.clone())
+                .absolute(0);
         }
         for what in ["read", "inserted", "updated", "quarantined", "vanished"] {
-            counter!("ticketsync_records_total", "source" => source.clone(), "result" => what).absolute(0);
+            counter!("ticketsync_records_total", "source" => source.clone(), "result" => what, "tenant" => tenant.clone())
+                .absolute(0);
         }
         for kind in ["transient", "permanent"] {
-            counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind).absolute(0);
+            counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind, "tenant" => tenant.clone())
+                .absolute(0);
         }
-        let _ = histogram!(POLL_SECONDS, "source" => source.clone());
+        let _ = histogram!(POLL_SECONDS, "source" => source.clone(), "tenant" => tenant.clone());
         let _ = histogram!(PAGE_SECONDS, "source" => source.clone());
     }
-    for sink in sinks {
+    for (sink, tenant) in sinks {
+        let tenant = tenant.clone();
         for outcome in ["delivered", "found_existing", "retry", "failed", "dead"] {
-            counter!("ticketsync_delivery_attempts_total", "sink" => sink.clone(), "outcome" => outcome).absolute(0);
+            counter!("ticketsync_delivery_attempts_total", "sink" => sink.clone(), "outcome" => outcome, "tenant" => tenant.clone())
+                .absolute(0);
         }
         for kind in ["ambiguous", "retry", "failed", "permanent"] {
-            counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind).absolute(0);
+            counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind, "tenant" => tenant.clone())
+                .absolute(0);
         }
-        let _ = histogram!(DELIVERY_SECONDS, "sink" => sink.clone());
+        let _ = histogram!(DELIVERY_SECONDS, "sink" => sink.clone(), "tenant" => tenant);
     }
     for kind in ["disk_full", "io"] {
         counter!("ticketsync_errors_total", "component" => "store", "kind" => kind).absolute(0);
@@ -85,8 +93,8 @@ pub fn register(sources: &[String], sinks: &[String]) {
 }
 
 /// How long one poll of a source took, whatever its outcome.
-pub fn poll_duration(source: &str, took: Duration) {
-    histogram!(POLL_SECONDS, "source" => source.to_string()).record(took.as_secs_f64());
+pub fn poll_duration(source: &str, tenant: &str, took: Duration) {
+    histogram!(POLL_SECONDS, "source" => source.to_string(), "tenant" => tenant.to_string()).record(took.as_secs_f64());
 }
 
 /// How long one page (one vendor request of a poll, retries included) took to fetch.
@@ -138,10 +146,12 @@ fn describe() {
     );
 }
 
-pub fn poll_finished(source: &str, result: &Result<PollStats, SourceError>) {
+pub fn poll_finished(source: &str, tenant: &str, result: &Result<PollStats, SourceError>) {
+    let tenant = tenant.to_string();
     match result {
         Ok(s) => {
-            counter!("ticketsync_polls_total", "source" => source.to_string(), "outcome" => "ok").increment(1);
+            counter!("ticketsync_polls_total", "source" => source.to_string(), "outcome" => "ok", "tenant" => tenant.clone())
+                .increment(1);
             for (what, n) in [
                 ("read", s.records),
                 ("inserted", s.inserted),
@@ -149,13 +159,16 @@ pub fn poll_finished(source: &str, result: &Result<PollStats, SourceError>) {
                 ("quarantined", s.quarantined),
                 ("vanished", s.vanished),
             ] {
-                counter!("ticketsync_records_total", "source" => source.to_string(), "result" => what).increment(n);
+                counter!("ticketsync_records_total", "source" => source.to_string(), "result" => what, "tenant" => tenant.clone())
+                    .increment(n);
             }
         }
         Err(e) => {
-            counter!("ticketsync_polls_total", "source" => source.to_string(), "outcome" => "error").increment(1);
+            counter!("ticketsync_polls_total", "source" => source.to_string(), "outcome" => "error", "tenant" => tenant.clone())
+                .increment(1);
             let kind = if e.is_transient() { "transient" } else { "permanent" };
-            counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind).increment(1);
+            counter!("ticketsync_errors_total", "component" => format!("source:{source}"), "kind" => kind, "tenant" => tenant)
+                .increment(1);
         }
     }
 }

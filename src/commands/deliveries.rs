@@ -17,7 +17,7 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
         }
     }
     let cfg = load(cli)?;
-    let store = ticketsync::app::open_store(&cfg).await?;
+    let store = super::for_cli_tenant(cli, ticketsync::app::open_store(&cfg).await?)?;
     let rows = match limit {
         Some(n) => outbox::list_recent(&store, state.as_deref(), i64::from(*n)).await?,
         None => outbox::list(&store, state.as_deref()).await?,
@@ -34,6 +34,7 @@ pub async fn list(cli: &Cli) -> Result<ExitCode> {
                 "next_attempt_at": ts(d.next_attempt_at),
                 "last_error": d.last_error.as_ref().map(|_| error(d)),
                 "remote_ref": d.remote_ref, "created_at": ts(d.created_at), "delivered_at": d.delivered_at.map(ts),
+                "tenant": d.tenant,
             });
             println!("{line}");
         }

@@ -10,7 +10,9 @@ use ticketsync::cli::{Cli, Command};
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let Command::Link { session, ticket } = &cli.command else { unreachable!("dispatched on Command::Link") };
     let app = App::build(load(cli)?).await?;
-    let id = ticketsync::launchers::manual_link(&app, session, ticket).await?;
+    // In `--tenant`'s namespace: the link matches that tenant's sessions only.
+    let store = super::for_cli_tenant(cli, app.store.clone())?;
+    let id = ticketsync::launchers::manual_link_in(&app, &store, session, ticket).await?;
     let m = app.match_pass().await?;
     println!("link {id}: session {session} → ticket {ticket} ({} session(s) matched now)", m.matched);
     app.store.close().await;

@@ -60,6 +60,18 @@ fn load(cli: &Cli) -> Result<Config> {
     Ok(Config::load(&cli.config)?)
 }
 
+/// `store` narrowed to `--tenant`, when given: every view and export through it shows that
+/// tenant's rows only.
+fn for_cli_tenant(cli: &Cli, store: ticketsync::store::Store) -> Result<ticketsync::store::Store> {
+    match cli.tenant.as_deref() {
+        None => Ok(store),
+        Some(t) => {
+            let t = ticketsync::store::TenantName::new(t).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            Ok(store.for_tenant(&t))
+        }
+    }
+}
+
 /// `--db FILE`, else `store.path` of the configuration (with its environment override):
 /// the SQLite file of `backup`, which copies a file. A PostgreSQL store has no file.
 fn audit_db(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
@@ -77,10 +89,11 @@ fn audit_db(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<std::path::Pat
 /// The database of `--db FILE`, else the configuration's store (SQLite or PostgreSQL),
 /// opened read-only for the auditors' commands.
 async fn audit_store(cli: &Cli, db: &Option<std::path::PathBuf>) -> Result<ticketsync::store::Store> {
-    match db {
-        Some(p) => Ok(ticketsync::store::Store::open_read_only(p).await?),
-        None => ticketsync::app::open_store_read_only(&load(cli)?).await,
-    }
+    let store = match db {
+        Some(p) => ticketsync::store::Store::open_read_only(p).await?,
+        None => ticketsync::app::open_store_read_only(&load(cli)?).await?,
+    };
+    for_cli_tenant(cli, store)
 }
 
 /// The one line a failed command prints: the error and its causes joined by ": ", each cause

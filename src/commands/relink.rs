@@ -169,7 +169,7 @@ async fn relink(app: &App, key: &str, to: &str, reason: Option<&str>) -> Result<
         [] => println!("  no sink routes {} notes for ticket {to}: no note queued there", s.vendor),
         n => println!("  note queued on ticket {to} for: {}", n.join(", ")),
     }
-    let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+    let d = app.deliver_pass().await?;
     println!(
         "notes: {} delivered, {} retrying, {} failed, {} dead (the daemon finishes retries; `ticketsync deliveries` lists them)",
         d.delivered + d.found_existing,

@@ -28,7 +28,7 @@ pub async fn create(cli: &Cli) -> Result<ExitCode> {
         println!("note: {t}");
     }
     println!("{} session {} created for ticket {}", c.provider, c.code, c.ticket);
-    let d = ticketsync::pipeline::deliver_due(&app.store, &app.sinks, &app.policy).await?;
+    let d = app.deliver_pass().await?;
     println!(
         "links posted: {} delivered, {} retrying (the daemon will finish them)",
         d.delivered + d.found_existing,

@@ -9,7 +9,7 @@ use ticketsync::cli::{Cli, Command};
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let Command::Unmatched { limit, json } = &cli.command else { unreachable!("dispatched on Command::Unmatched") };
     let cfg = load(cli)?;
-    let store = ticketsync::app::open_store(&cfg).await?;
+    let store = super::for_cli_tenant(cli, ticketsync::app::open_store(&cfg).await?)?;
     let rows = match limit {
         Some(n) => ticketsync::store::sessions::unmatched_recent(&store, i64::from(*n)).await?,
         None => ticketsync::store::sessions::unmatched_all(&store).await?,

@@ -145,6 +145,7 @@ pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Res
     let mut root = table(doc.get_ref(), "", &mut origins, &mut errors);
     apply_env(&mut root, env, &mut origins, &mut errors);
     nest_groups(&mut root, &origins, &mut errors);
+    super::tenants::nest_tenants(&mut root, &origins, &mut errors);
     let (config, removed) = deserialize_all(root, &origins, &mut errors);
     origins.removed = removed;
     let config = config.map(|mut c| {
@@ -283,6 +284,10 @@ fn file_keys(mut valid: Vec<String>) -> Vec<String> {
 
 /// The user's name of a deserializer path: `sinks.redmine.outbound.ca_file` → `sinks.redmine.ca_file`.
 fn user_path(segs: &[Seg]) -> String {
+    super::tenants::user_key(&section_path(segs))
+}
+
+fn section_path(segs: &[Seg]) -> String {
     let mut out = String::new();
     for s in segs {
         match s {

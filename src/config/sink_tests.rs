@@ -141,3 +141,59 @@ fn connectwise_section_names_each_missing_key_and_sends_its_basic_pair() {
     let e = load(&no_key).unwrap().check_secrets().unwrap_err().to_string();
     assert!(e.starts_with("sinks.connectwise.private_key") && e.contains("connectwise_private_key"), "{e}");
 }
+
+#[test]
+fn autotask_section_defaults_its_discovery_and_names_bad_keys() {
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let ok = "[sinks.autotask]\nusername = \"api@x.example\"\nintegration_code = \"CODE\"\nsecret = \"s\"\n";
+    let c = load(ok).unwrap();
+    c.check_secrets().unwrap();
+    let at = c.sinks.autotask.as_ref().unwrap();
+    assert_eq!(
+        (at.url.as_str(), at.note_type, at.publish, at.publish_public),
+        ("https://webservices.autotask.net", 1, 1, 3)
+    );
+    assert_eq!(c.sinks.build(&ctx).unwrap()["autotask"].name(), "autotask");
+    let e = load("[sinks.autotask]\nzone_url = \"https://webservices5.autotask.net/api\"\npublish = 0\n")
+        .unwrap_err()
+        .to_string();
+    for key in ["zone_url", "username", "integration_code", "publish"] {
+        assert!(e.contains(&format!("sinks.autotask.{key}")), "{key} missing from {e}");
+    }
+    let e = load(&ok.replace("secret = \"s\"\n", "")).unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.autotask.secret") && e.contains("autotask_secret"), "{e}");
+}
+
+#[test]
+fn halopsa_section_checks_its_url_tenant_and_secret() {
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let ok = "[sinks.halopsa]\nurl = \"https://acme.halopsa.com\"\ntenant = \"acme\"\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+    let c = load(ok).unwrap();
+    c.check_secrets().unwrap();
+    assert_eq!(c.sinks.build(&ctx).unwrap()["halopsa"].name(), "halopsa");
+    let e = load("[sinks.halopsa]\nurl = \"https://acme.halopsa.com/api\"\ntenant = \"a b\"\noutcome = \"\"\n")
+        .unwrap_err()
+        .to_string();
+    for key in ["url", "tenant", "client_id", "outcome"] {
+        assert!(e.contains(&format!("sinks.halopsa.{key}")), "{key} missing from {e}");
+    }
+    let e = load(&ok.replace("client_secret = \"s\"\n", "")).unwrap().check_secrets().unwrap_err().to_string();
+    assert!(e.starts_with("sinks.halopsa.client_secret") && e.contains("halopsa_client_secret"), "{e}");
+}
+
+#[test]
+fn the_psas_take_time_entries_and_autotask_wants_its_role() {
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let text = "[sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nprivate_key = \"k\"\n\
+                client_id = \"i\"\nmember = \"m\"\ntime_entries = true\n\
+                [sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\nsecret = \"s\"\ntime_entries = true\ntime_role_id = 7\n\
+                [sinks.halopsa]\nurl = \"https://h\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntime_entries = true\n";
+    let built = load(text).unwrap().sinks.build(&ctx).unwrap();
+    for name in ["connectwise", "autotask", "halopsa"] {
+        assert!(built[name].supports_time_entries(), "{name}");
+    }
+    let e = load("[sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\ntime_entries = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sinks.autotask.time_role_id") && e.contains("required with time_entries"), "{e}");
+}

@@ -253,6 +253,8 @@ fn shared_keys_keep_their_names_in_every_section() {
             "sinks.connectwise",
             "url = \"https://cw.example\"\ncompany = \"c\"\npublic_key = \"p\"\nclient_id = \"i\"\nmember = \"m\"\n",
         ),
+        ("sinks.autotask", "username = \"u@x.example\"\nintegration_code = \"C\"\n"),
+        ("sinks.halopsa", "url = \"https://h.example\"\nclient_id = \"c\"\n"),
         ("sinks.webhook", "url = \"https://h.example\"\n"),
     ];
     let mut text = String::new();

@@ -82,6 +82,8 @@ enum Backend {
     Zammad(ZammadSim),
     ServiceNow(ServiceNowSim),
     ConnectWise(ticketsync::sim::connectwise::ConnectWiseSim),
+    Autotask(ticketsync::sim::autotask::AutotaskSim),
+    HaloPsa(ticketsync::sim::halopsa::HaloPsaSim),
 }
 
 struct System {
@@ -163,9 +165,37 @@ impl System {
                 let u = sim.base_url.clone();
                 (Backend::ConnectWise(sim), u)
             }
+            "autotask" => {
+                let sim = ticketsync::sim::autotask::AutotaskSim::start(
+                    "api@x.test",
+                    "CODE",
+                    "at-secret",
+                    &(1..50).collect::<Vec<_>>(),
+                )
+                .await
+                .unwrap();
+                sim.set_max_per_page(2);
+                let u = sim.base_url.clone();
+                (Backend::Autotask(sim), u)
+            }
+            "halopsa" => {
+                let sim = ticketsync::sim::halopsa::HaloPsaSim::start(
+                    "halo-id",
+                    "halo-secret",
+                    None,
+                    &(1..50).collect::<Vec<_>>(),
+                )
+                .await
+                .unwrap();
+                let u = sim.base_url.clone();
+                (Backend::HaloPsa(sim), u)
+            }
             k => panic!("unknown system {k}"),
         };
         let proxy = FaultProxy::start(&upstream).await;
+        if let Backend::Autotask(sim) = &backend {
+            sim.set_zone_url(&format!("{}/atservicesrest/", proxy.base_url));
+        }
         let base = match &backend {
             Backend::Glpi(_) => format!("{}/apirest.php", proxy.base_url),
             _ => proxy.base_url.clone(),
@@ -269,6 +299,36 @@ impl System {
                 )),
                 "POST",
             ),
+            Backend::Autotask(_) => (
+                Arc::new(ticketsync::sinks::autotask::AutotaskSink::new(
+                    "t",
+                    &base,
+                    None,
+                    ticketsync::sinks::autotask::AutotaskCredentials {
+                        username: "api@x.test".into(),
+                        integration_code: "CODE".into(),
+                        secret: secret("at-secret"),
+                    },
+                    Default::default(),
+                    http(),
+                )),
+                "POST",
+            ),
+            Backend::HaloPsa(_) => (
+                Arc::new(ticketsync::sinks::halopsa::HaloPsaSink::new(
+                    "t",
+                    &base,
+                    ticketsync::sinks::halopsa::HaloCredentials {
+                        client_id: "halo-id".into(),
+                        client_secret: secret("halo-secret"),
+                        tenant: None,
+                        auth_url: None,
+                    },
+                    Default::default(),
+                    http(),
+                )),
+                "POST",
+            ),
         };
         System { backend, proxy, sink, write }
     }
@@ -308,6 +368,8 @@ impl System {
             Backend::Zammad(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
             Backend::ServiceNow(sim) => sim.add_person_work_note(ticket, text),
             Backend::ConnectWise(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
+            Backend::Autotask(sim) => sim.add_person_note(ticket.parse().unwrap(), text),
+            Backend::HaloPsa(sim) => sim.add_person_note(ticket.parse().unwrap(), &html),
         }
     }
 
@@ -349,6 +411,10 @@ impl System {
             }
             Backend::ServiceNow(sim) => sim.journal(ticket).into_iter().map(|j| j.value).collect(),
             Backend::ConnectWise(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.text).collect(),
+            Backend::Autotask(sim) => sim.notes(ticket.parse().unwrap()).into_iter().map(|n| n.description).collect(),
+            Backend::HaloPsa(sim) => {
+                sim.actions(ticket.parse().unwrap()).into_iter().map(|a| html_to_text(&a.note_html)).collect()
+            }
         }
     }
 
@@ -519,6 +585,16 @@ async fn forged_marker_does_not_suppress_a_note_servicenow() {
 #[tokio::test]
 async fn forged_marker_does_not_suppress_a_note_connectwise() {
     forged_markers("connectwise").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_autotask() {
+    forged_markers("autotask").await;
+}
+
+#[tokio::test]
+async fn forged_marker_does_not_suppress_a_note_halopsa() {
+    forged_markers("halopsa").await;
 }
 
 /// The marker key is generated once per store and shared by every instance opening it.

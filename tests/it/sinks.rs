@@ -17,9 +17,11 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use ticketsync::note::{Field, Link, Note, Visibility};
 use ticketsync::pipeline::{deliver_due, DeliverStats, DeliveryPolicy, Sinks};
+use ticketsync::sim::autotask::AutotaskSim;
 use ticketsync::sim::connectwise::ConnectWiseSim;
 use ticketsync::sim::freshservice::FreshserviceSim;
 use ticketsync::sim::glpi::GlpiSim;
+use ticketsync::sim::halopsa::HaloPsaSim;
 use ticketsync::sim::jsm::JsmSim;
 use ticketsync::sim::redmine::RedmineSim;
 use ticketsync::sim::rt::RtSim;
@@ -27,9 +29,11 @@ use ticketsync::sim::servicenow::ServiceNowSim;
 use ticketsync::sim::webhook::WebhookSim;
 use ticketsync::sim::zammad::ZammadSim;
 use ticketsync::sim::zendesk::ZendeskSim;
+use ticketsync::sinks::autotask::{AutotaskCredentials, AutotaskSink, NoteKinds};
 use ticketsync::sinks::connectwise::{ConnectWiseKeys, ConnectWiseSink};
 use ticketsync::sinks::freshservice::FreshserviceSink;
 use ticketsync::sinks::glpi::GlpiSink;
+use ticketsync::sinks::halopsa::{HaloCredentials, HaloPsaSink, Outcomes};
 use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
 use ticketsync::sinks::redmine::RedmineSink;
 use ticketsync::sinks::rt::RtSink;
@@ -66,6 +70,12 @@ const CW_COMPANY: &str = "acme";
 const CW_PUBLIC: &str = "Pub9kq2LmN";
 const CW_PRIVATE: &str = "sim-cw-private-key-71d3";
 const CW_CLIENT_ID: &str = "0b5d8f2e-6c1a-4e7b-9f3d-2a8c7e1b4d60";
+const AT_USER: &str = "q7xk2mplhy3fzq@example.test";
+const AT_CODE: &str = "HUKQ3J5ZL7X2QGLHKF6WJBN4P5A";
+const AT_SECRET: &str = "sim-autotask-secret-$9p*Q2";
+const HALO_CLIENT_ID: &str = "7c0d6a1e-3f52-4b8e-a9d1-5e2f8c4b7a13";
+const HALO_SECRET: &str = "sim-halo-client-secret-4f0a-9b2e";
+const HALO_TENANT: &str = "acmemsp";
 /// Tickets every simulator starts with (JSM keys are `HELP-<n>`).
 const SIM_TICKETS: u64 = 40;
 /// Small pages, so every marker scan in the suite walks the simulators' paging.
@@ -97,6 +107,10 @@ enum Backend {
         oauth: bool,
     },
     SimConnectWise(ConnectWiseSim),
+    /// Tickets are addressed by number (`T20261201.0001`), resolved by the sink.
+    SimAutotask(AutotaskSim),
+    /// A Halo-hosted instance: the token request names the tenant.
+    SimHaloPsa(HaloPsaSim),
 }
 
 fn jsm_basic(email: &str, token: &str) -> String {
@@ -222,6 +236,25 @@ impl Target {
         Some(Target { backend: Backend::SimConnectWise(sim), proxy, next_ticket: AtomicU64::new(1) })
     }
 
+    async fn autotask_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = AutotaskSim::start(AT_USER, AT_CODE, AT_SECRET, &ids).await.expect("start Autotask simulator");
+        sim.set_max_per_page(SIM_PAGE);
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        // The zone the discovery names is reached through the proxy too.
+        sim.set_zone_url(&format!("{}/atservicesrest/", proxy.base_url));
+        Some(Target { backend: Backend::SimAutotask(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
+    async fn halopsa_sim() -> Option<Target> {
+        let ids: Vec<u64> = (1..=SIM_TICKETS).collect();
+        let sim = HaloPsaSim::start(HALO_CLIENT_ID, HALO_SECRET, Some(HALO_TENANT), &ids)
+            .await
+            .expect("start HaloPSA simulator");
+        let proxy = FaultProxy::start(&sim.base_url).await;
+        Some(Target { backend: Backend::SimHaloPsa(sim), proxy, next_ticket: AtomicU64::new(1) })
+    }
+
     fn good_secret(&self) -> String {
         match &self.backend {
             Backend::RealRedmine { ci, .. } => ci.api_key.clone(),
@@ -236,6 +269,8 @@ impl Target {
             Backend::SimZammad(_) => ZAMMAD_TOKEN.into(),
             Backend::SimServiceNow { .. } => SN_PASSWORD.into(),
             Backend::SimConnectWise(_) => CW_PRIVATE.into(),
+            Backend::SimAutotask(_) => AT_SECRET.into(),
+            Backend::SimHaloPsa(_) => HALO_SECRET.into(),
         }
     }
 
@@ -321,6 +356,19 @@ impl Target {
                 let member = ticketsync::sim::connectwise::API_MEMBER;
                 Arc::new(ConnectWiseSink::new("connectwise", &self.proxy.base_url, keys, member, http))
             }
+            Backend::SimAutotask(_) => {
+                let creds = AutotaskCredentials { username: AT_USER.into(), integration_code: AT_CODE.into(), secret };
+                Arc::new(AutotaskSink::new("autotask", &self.proxy.base_url, None, creds, NoteKinds::default(), http))
+            }
+            Backend::SimHaloPsa(_) => {
+                let creds = HaloCredentials {
+                    client_id: HALO_CLIENT_ID.into(),
+                    client_secret: secret,
+                    tenant: Some(HALO_TENANT.into()),
+                    auth_url: None,
+                };
+                Arc::new(HaloPsaSink::new("halopsa", &self.proxy.base_url, creds, Outcomes::default(), http))
+            }
         }
     }
 
@@ -342,6 +390,8 @@ impl Target {
             Backend::SimZammad(_) => ("POST", "/api/v1/ticket_articles"),
             Backend::SimServiceNow { .. } => ("PATCH", "/api/now/table/incident/"),
             Backend::SimConnectWise(_) => ("POST", "/notes"),
+            Backend::SimAutotask(_) => ("POST", "/Notes"),
+            Backend::SimHaloPsa(_) => ("POST", "/api/Actions"),
         }
     }
 
@@ -395,7 +445,11 @@ impl Target {
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
             | Backend::SimZammad(_)
-            | Backend::SimConnectWise(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            | Backend::SimConnectWise(_)
+            | Backend::SimHaloPsa(_) => self.next_ticket.fetch_add(1, Ordering::SeqCst).to_string(),
+            Backend::SimAutotask(_) => {
+                ticketsync::sim::autotask::ticket_number(self.next_ticket.fetch_add(1, Ordering::SeqCst))
+            }
         }
     }
 
@@ -410,7 +464,9 @@ impl Target {
             | Backend::SimGlpi(_)
             | Backend::SimRt(_)
             | Backend::SimZammad(_)
-            | Backend::SimConnectWise(_) => "999999".into(),
+            | Backend::SimConnectWise(_)
+            | Backend::SimAutotask(_)
+            | Backend::SimHaloPsa(_) => "999999".into(),
             Backend::SimJsm(_) => "HELP-99999".into(),
             Backend::SimServiceNow { .. } => "INC0999999".into(),
             Backend::SimWebhook(_) => {
@@ -499,6 +555,16 @@ impl Target {
                 .into_iter()
                 .map(|n| Posted { text: n.text, private: n.internal && !n.detail })
                 .collect(),
+            Backend::SimAutotask(sim) => sim
+                .notes(autotask_id(ticket))
+                .into_iter()
+                .map(|n| Posted { text: format!("{}\n\n{}", n.title, n.description), private: n.publish == 1 })
+                .collect(),
+            Backend::SimHaloPsa(sim) => sim
+                .actions(ticket.parse().expect("sim ticket id"))
+                .into_iter()
+                .map(|a| Posted { text: ticketsync::sim::html::to_text(&a.note_html), private: a.hidden_from_user })
+                .collect(),
         }
     }
 
@@ -515,6 +581,11 @@ impl Target {
             _ => None,
         }
     }
+}
+
+/// The simulator's id of an Autotask ticket given by id or number (`T20261201.0007` is 7).
+fn autotask_id(ticket: &str) -> u64 {
+    ticket.rsplit('.').next().unwrap_or(ticket).parse().expect("Autotask sim ticket")
 }
 
 async fn redmine_journals(http: &reqwest::Client, base: &str, key: &str, ticket: &str) -> (u16, Vec<Value>) {
@@ -1080,3 +1151,5 @@ conformance!(zammad_sim);
 conformance!(servicenow_sim);
 conformance!(servicenow_oauth_sim);
 conformance!(connectwise_sim);
+conformance!(autotask_sim);
+conformance!(halopsa_sim);

@@ -1,8 +1,9 @@
 //! `ticketsync store copy` (issue 17 point 4): a SQLite history moved to PostgreSQL keeps
 //! every row and its id, both audit chains verify, and a daemon on the copy carries on
-//! without sending any note again. Needs a PostgreSQL server: `TICKETSYNC_TEST_STORE`
-//! (`postgres://postgres@127.0.0.1/postgres`, `bash .ci/postgres.sh start`); outside CI the
-//! tests say they are skipped when it is unset.
+//! without sending any note again. Needs a PostgreSQL server: `TICKETSYNC_TEST_PG` or
+//! `TICKETSYNC_TEST_STORE` (`postgres://postgres@127.0.0.1/postgres`, `bash .ci/postgres.sh
+//! start`; .ci/test sets the first under CI); outside CI the tests say they are skipped when
+//! neither is set.
 
 use std::path::Path;
 
@@ -18,18 +19,17 @@ const TOKEN: &str = "54213-2YotnFZFEjr1zCsicMWp";
 
 /// A throwaway PostgreSQL database, or `None` (skipped, said on stderr) when no server is
 /// configured outside CI. Under CI a missing server is a failure.
-async fn postgres_db(dir: &Path) -> Option<TestDb> {
-    let url = std::env::var("TICKETSYNC_TEST_STORE").ok().filter(|u| u.starts_with("postgres"));
-    if url.is_none() {
+async fn postgres_db(_dir: &Path) -> Option<TestDb> {
+    let Some(url) = TestDb::postgres_server() else {
         assert_ne!(
             std::env::var("CI").as_deref(),
             Ok("true"),
-            "TICKETSYNC_TEST_STORE must name a PostgreSQL server under CI (bash .ci/postgres.sh start)"
+            "TICKETSYNC_TEST_PG must name a PostgreSQL server under CI (bash .ci/postgres.sh start)"
         );
-        eprintln!("skipped: set TICKETSYNC_TEST_STORE=postgres://postgres@127.0.0.1/postgres to test store copy");
+        eprintln!("skipped: set TICKETSYNC_TEST_PG=postgres://postgres@127.0.0.1/postgres to test store copy");
         return None;
-    }
-    Some(TestDb::new(dir).await)
+    };
+    Some(TestDb::postgres(&url).await)
 }
 
 /// The table lines of `store copy`'s output: (table, source rows, target rows).

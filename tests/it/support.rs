@@ -30,7 +30,18 @@ impl TestDb {
         }
     }
 
-    async fn postgres(admin: &str) -> TestDb {
+    /// The PostgreSQL server for tests that need one whatever the backend under test
+    /// (`store copy`'s target): `TICKETSYNC_TEST_PG` (.ci/test sets it under CI), else
+    /// `TICKETSYNC_TEST_STORE` when it names PostgreSQL.
+    pub fn postgres_server() -> Option<String> {
+        ["TICKETSYNC_TEST_PG", "TICKETSYNC_TEST_STORE"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok())
+            .find(|u| u.starts_with("postgres"))
+    }
+
+    /// A throwaway database on the PostgreSQL server `admin` (its URL).
+    pub async fn postgres(admin: &str) -> TestDb {
         use sqlx::Connection;
         let hint = "start PostgreSQL (`bash .ci/postgres.sh start`) or unset TICKETSYNC_TEST_STORE to test SQLite";
         let mut c = sqlx::PgConnection::connect(admin)

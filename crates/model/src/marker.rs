@@ -84,10 +84,27 @@ impl MarkerKey {
         format!("{body}:{mac}")
     }
 
+    /// The v2 marker of a tenant's note (issue 17). The default tenant's is [`MarkerKey::marker`]'s,
+    /// byte for byte, so the markers already on tickets keep matching; another tenant's names
+    /// the tenant first, under the MAC: `tsd:v2:<tenant>:<source>:<id>:<kind>:<mac>`. Two
+    /// tenants' notes of the same vendor id therefore never share a marker, and no one can
+    /// move a note's marker to another tenant without the key.
+    pub fn marker_for(&self, tenant: &crate::tenant::TenantName, source: &str, id: &str, kind: &str) -> String {
+        if tenant.is_default() {
+            return self.marker(source, id, kind);
+        }
+        // A tenant name needs no encoding (lower-case letters, digits, '-').
+        let body =
+            format!("tsd:v2:{}:{}:{}:{}", tenant.as_str(), encode_part(source), encode_part(id), encode_part(kind));
+        let mac = self.mac(&body);
+        format!("{body}:{mac}")
+    }
+
     /// Whether `marker` is a v2 marker whose MAC is right under this key.
     pub fn verify(&self, marker: &str) -> bool {
         let Some((body, mac)) = marker.rsplit_once(':') else { return false };
-        if !body.starts_with("tsd:v2:") || body.split(':').count() != 5 {
+        // 5 parts: the default tenant's body; 6: another tenant's (`marker_for`).
+        if !body.starts_with("tsd:v2:") || !matches!(body.split(':').count(), 5 | 6) {
             return false;
         }
         let want = self.mac(body);
@@ -268,6 +285,19 @@ mod tests {
         assert!(!key().verify(&m.replace("abc-1", "abc-2")));
         assert!(!key().verify(&v1("teamviewer", "abc-1", "report")));
         assert_eq!(MarkerKey::new(b"short").unwrap_err(), MarkerKeyError::TooShort { min: 16, got: 5 });
+    }
+
+    #[test]
+    fn a_tenants_marker_names_it_and_the_default_tenants_is_unchanged() {
+        use crate::tenant::TenantName;
+        let d = key().marker_for(&TenantName::default(), "teamviewer", "abc-1", "report");
+        assert_eq!(d, key().marker("teamviewer", "abc-1", "report"), "byte-identical for the default tenant");
+        let acme = TenantName::new("acme").unwrap();
+        let a = key().marker_for(&acme, "teamviewer", "abc-1", "report");
+        assert!(a.starts_with("tsd:v2:acme:teamviewer:abc-1:report:"), "{a}");
+        assert!(key().verify(&a));
+        assert_ne!(a, key().marker_for(&TenantName::new("beta").unwrap(), "teamviewer", "abc-1", "report"));
+        assert!(!key().verify(&a.replace("acme", "beta")), "the tenant is under the MAC");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::store::{cursors, Store, StoreError};
 /// write fails the source is stopped at its next page and the poll fails with the store's
 /// error, the transaction's pages rolled back (the cursor re-reads them).
 pub async fn poll(src: &dyn Source, store: &Store, cancel: &CancellationToken) -> Result<PollStats, SourceError> {
+    // The source's tenant owns everything its pages write (sessions, quarantine, cursor).
+    let store = &src.store_for(store);
     let (pages, rx) = Pages::channel();
     // The source stops at its next page when a write fails; it is not dropped mid-call (a
     // vendor call may be rotating an OAuth token, which must be committed).
@@ -179,6 +181,8 @@ async fn write_page(
             Upsert::Inserted => page.inserted += 1,
             Upsert::Updated => page.updated += 1,
             Upsert::Unchanged => {}
+            // Quarantined by the store (another tenant's vendor id).
+            Upsert::Refused => page.quarantined += 1,
         }
     }
     (page.matched, page.enqueued) = (hooked.matched, hooked.enqueued);
@@ -187,12 +191,14 @@ async fn write_page(
         sessions::quarantine(tx, source, rej.external_id.as_deref(), &rej.reason, &rej.raw).await?;
         page.quarantined += 1;
     }
-    if let Some((from, to)) = complete {
+    // A tenant may poll several accounts of one vendor, whose sessions the store does not tell
+    // apart: one account's complete walk proves nothing about the other's sessions.
+    if let Some((from, to)) = complete.filter(|_| !tx.is_account()) {
         page.vanished = sessions::mark_vanished(tx, source, from, to, walk_id).await?;
     }
     // Several instances on one database: only the holder of this source's lease may move its
     // cursor, checked (and the lease extended) in the page's own transaction.
-    if let Some((lease, ttl)) = store.fences().for_cursor(source) {
+    if let Some((lease, ttl)) = store.fences().for_cursor(&tx.key(source)) {
         crate::store::leases::check_in(tx, &lease, ttl).await?;
     }
     cursors::save(tx, source, cursor_json, complete.is_some()).await?;

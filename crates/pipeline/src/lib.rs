@@ -14,6 +14,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod render;
 pub mod ticket_links;
+pub mod time;
 
 use serde::Deserialize;
 
@@ -30,6 +31,24 @@ use crate::store::sessions::StoredSession;
 use crate::store::{audit, links, Store, StoreError};
 
 pub type Sinks = Arc<HashMap<String, Arc<dyn TicketSink>>>;
+
+/// Every tenant's sinks, by tenant, then by sink name (issue 17): a delivery's sink is looked
+/// up by (tenant, sink), so a note is only ever sent to its own tenant's ticket system.
+pub type TenantSinks = Arc<std::collections::BTreeMap<crate::store::TenantName, Sinks>>;
+
+/// [`deliver_due`] for every tenant: each tenant's pass claims only that tenant's deliveries
+/// (a store handle scoped to it) and sends them only to that tenant's sinks.
+pub async fn deliver_tenants(
+    store: &Store,
+    sinks: &TenantSinks,
+    policy: &DeliveryPolicy,
+) -> Result<DeliverStats, StoreError> {
+    let mut total = DeliverStats::default();
+    for (tenant, own) in sinks.iter() {
+        total.add(deliver_due(&store.for_tenant(tenant), own, policy).await?);
+    }
+    Ok(total)
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MatchStats {
@@ -129,6 +148,9 @@ impl MatchContext<'_> {
         let ext_norms: Vec<String> = batch.iter().map(|s| crate::session::normalize_code(&s.external_id)).collect();
         let mut codes: Vec<&str> = batch.iter().filter_map(|s| s.session_code_norm.as_deref()).collect();
         codes.extend(ext_norms.iter().map(String::as_str));
+        // Everything below is the transaction's tenant's: its sessions (`to_match`, the page),
+        // its links (`for_codes`), its routes (`Route::serves`), its deliveries (`enqueue_many_in`).
+        let tenant = tx.tenant().clone();
         let links_by_code = links::for_codes(tx, &codes).await?;
         let mut chain = audit::Chain::load(tx).await?;
         let mut decided = Vec::new();
@@ -187,14 +209,15 @@ impl MatchContext<'_> {
         for (s, m) in decided.iter().filter(|(s, _)| recorded.contains(&s.id)) {
             stats.matched += 1;
             tracing::info!(session_id = s.id, vendor = %s.vendor, ticket = %m.ticket_id, rule = m.rule, "session matched");
-            let note = crate::render::session_note(s, self.tz, self.marker_key);
+            let note = crate::render::session_note_for(s, self.tz, self.marker_key, &tenant);
             let json = serde_json::to_string(&note).expect("notes serialize");
             notes.push((s, m, note.marker, json));
         }
         let rows: Vec<outbox::NewDelivery<'_>> = notes
             .iter()
             .flat_map(|(s, m, marker, json)| {
-                self.routes.iter().filter(|r| r.accepts(&s.vendor, &m.ticket_id)).map(|r| outbox::NewDelivery {
+                let routes = self.routes.iter().filter(|r| r.serves(&tenant));
+                routes.filter(|r| r.accepts(&s.vendor, &m.ticket_id)).map(|r| outbox::NewDelivery {
                     sink: &r.sink,
                     ticket_id: &m.ticket_id,
                     session_id: s.id,
@@ -379,6 +402,15 @@ pub struct DeliverStats {
 }
 
 impl DeliverStats {
+    pub fn add(&mut self, o: DeliverStats) {
+        self.attempted += o.attempted;
+        self.delivered += o.delivered;
+        self.found_existing += o.found_existing;
+        self.retrying += o.retrying;
+        self.failed += o.failed;
+        self.dead += o.dead;
+    }
+
     fn count(&mut self, outcome: &Outcome) {
         self.attempted += 1;
         match outcome {
@@ -457,7 +489,7 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
             let claimed = outbox::finish_and_claim(store, &finished, &claims, &pass_start).await?;
             for (d, outcome) in finished.drain(..) {
                 stats.count(&outcome);
-                crate::metrics::delivery_finished(&d.sink, &outcome);
+                crate::metrics::delivery_finished(&d.sink, d.tenant.as_str(), &outcome);
             }
             let asked: Vec<(String, usize)> = claims.iter().map(|c| (c.sink.to_string(), c.groups)).collect();
             for ((name, groups), got) in asked.into_iter().zip(claimed) {
@@ -466,15 +498,21 @@ pub async fn deliver_due(store: &Store, sinks: &Sinks, policy: &DeliveryPolicy) 
                 lane.inflight += got.len();
                 for group in got {
                     let (sinks, policy, g) = (sinks.clone(), policy.clone(), group.clone());
+                    let tenant = store.tenant();
                     let handle = inflight.spawn(async move {
                         let started = std::time::Instant::now();
-                        let outcomes = if g.len() == 1 {
+                        // The claim read this tenant's rows only; `sinks` are this tenant's.
+                        // Checked again here, so no change to either can cross tenants.
+                        let outcomes = if let Some(d) = g.iter().find(|d| d.tenant != tenant) {
+                            let error = format!("delivery of tenant {} in tenant {tenant}'s pass: not sent", d.tenant);
+                            g.iter().map(|_| Outcome::Failed { error: error.clone() }).collect()
+                        } else if g.len() == 1 {
                             vec![attempt(&sinks, &g[0], &policy).await]
                         } else {
                             attempt_batch(&sinks, &g, &policy).await
                         };
                         if let Some(d) = g.first() {
-                            crate::metrics::delivery_duration(&d.sink, started.elapsed());
+                            crate::metrics::delivery_duration(&d.sink, d.tenant.as_str(), started.elapsed());
                         }
                         (g, outcomes)
                     });
@@ -532,6 +570,14 @@ async fn attempt_batch(sinks: &Sinks, group: &[Delivery], policy: &DeliveryPolic
         let error = format!("sink {:?} is not configured any more", group[0].sink);
         return group.iter().map(|_| Outcome::Failed { error: error.clone() }).collect();
     };
+    if group.iter().any(|d| d.kind == outbox::NoteKind::TimeEntry) {
+        // The claim never batches a time entry; one that came anyway is sent on its own.
+        let mut out = Vec::with_capacity(group.len());
+        for d in group {
+            out.push(attempt(sinks, d, policy).await);
+        }
+        return out;
+    }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; group.len()];
     let mut to_send: Vec<(usize, Note)> = Vec::new();
     for (i, d) in group.iter().enumerate() {
@@ -584,6 +630,9 @@ async fn attempt(sinks: &Sinks, d: &Delivery, policy: &DeliveryPolicy) -> Outcom
     let Some(sink) = sinks.get(&d.sink) else {
         return Outcome::Failed { error: format!("sink {:?} is not configured any more", d.sink) };
     };
+    if d.kind == outbox::NoteKind::TimeEntry {
+        return attempt_time_entry(sink.as_ref(), d, policy).await;
+    }
     let note: Note = match serde_json::from_str(&d.note_json) {
         Ok(n) => n,
         Err(e) => return Outcome::Dead { error: format!("stored note is unreadable: {e}") },
@@ -601,6 +650,32 @@ async fn attempt(sinks: &Sinks, d: &Delivery, policy: &DeliveryPolicy) -> Outcom
     match sink.post_note(&d.ticket_id, &note).await {
         Ok(remote_ref) => {
             tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, attempt = d.attempts, "note delivered");
+            Outcome::Delivered { remote_ref, found_existing: false }
+        }
+        Err(e) => classify(d, e, policy),
+    }
+}
+
+/// One attempt at a time entry: as a note's, the ticket's time entries scanned for the
+/// entry's marker before any re-send.
+async fn attempt_time_entry(sink: &dyn TicketSink, d: &Delivery, policy: &DeliveryPolicy) -> Outcome {
+    let entry: crate::sinks::TimeEntry = match serde_json::from_str(&d.note_json) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Dead { error: format!("stored time entry is unreadable: {e}") },
+    };
+    if d.attempts > 1 {
+        match sink.find_time_entry(&d.ticket_id, &d.marker).await {
+            Ok(Some(remote_ref)) => {
+                tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, "time entry already on ticket; not posting again");
+                return Outcome::Delivered { remote_ref, found_existing: true };
+            }
+            Ok(None) => {}
+            Err(e) => return classify(d, e, policy),
+        }
+    }
+    match sink.post_time_entry(&d.ticket_id, &entry).await {
+        Ok(remote_ref) => {
+            tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, minutes = entry.minutes, attempt = d.attempts, "time entry delivered");
             Outcome::Delivered { remote_ref, found_existing: false }
         }
         Err(e) => classify(d, e, policy),

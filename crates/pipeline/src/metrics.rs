@@ -12,11 +12,12 @@ use crate::store::outbox::Outcome;
 pub const DELIVERY_SECONDS: &str = "ticketsync_delivery_duration_seconds";
 
 /// How long one delivery attempt (one request to the sink, or one batch) took.
-pub fn delivery_duration(sink: &str, took: Duration) {
-    histogram!(DELIVERY_SECONDS, "sink" => sink.to_string()).record(took.as_secs_f64());
+/// Every series names the sink's tenant (`tenant`, issue 17) beside the sink.
+pub fn delivery_duration(sink: &str, tenant: &str, took: Duration) {
+    histogram!(DELIVERY_SECONDS, "sink" => sink.to_string(), "tenant" => tenant.to_string()).record(took.as_secs_f64());
 }
 
-pub fn delivery_finished(sink: &str, outcome: &Outcome) {
+pub fn delivery_finished(sink: &str, tenant: &str, outcome: &Outcome) {
     let (label, error_kind) = match outcome {
         Outcome::Delivered { found_existing: true, .. } => ("found_existing", None),
         Outcome::Delivered { .. } => ("delivered", None),
@@ -25,8 +26,11 @@ pub fn delivery_finished(sink: &str, outcome: &Outcome) {
         Outcome::Failed { .. } => ("failed", Some("failed")),
         Outcome::Dead { .. } => ("dead", Some("permanent")),
     };
-    counter!("ticketsync_delivery_attempts_total", "sink" => sink.to_string(), "outcome" => label).increment(1);
+    let tenant = tenant.to_string();
+    counter!("ticketsync_delivery_attempts_total", "sink" => sink.to_string(), "outcome" => label, "tenant" => tenant.clone())
+        .increment(1);
     if let Some(kind) = error_kind {
-        counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind).increment(1);
+        counter!("ticketsync_errors_total", "component" => format!("sink:{sink}"), "kind" => kind, "tenant" => tenant)
+            .increment(1);
     }
 }

@@ -95,6 +95,19 @@ pub fn session_note(s: &StoredSession, tz: chrono_tz::Tz, key: &crate::marker::M
     session_note_with(s, tz, key, crate::sources::vendor_notes(&s.vendor))
 }
 
+/// [`session_note`] for a session of `tenant`: its marker names the tenant
+/// ([`crate::marker::MarkerKey::marker_for`]; the default tenant's is unchanged).
+pub fn session_note_for(
+    s: &StoredSession,
+    tz: chrono_tz::Tz,
+    key: &crate::marker::MarkerKey,
+    tenant: &crate::store::TenantName,
+) -> Note {
+    let mut note = session_note(s, tz, key);
+    note.marker = key.marker_for(tenant, &s.vendor, &s.external_id, "report");
+    note
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
 //! Vendor and ticket-system simulators on 127.0.0.1, speaking the real wire formats.
 //! Used by the integration tests, `ticketsync demo` and the benchmarks.
 
+pub mod autotask;
 pub mod connectwise;
 pub mod freshservice;
 pub mod glpi;
+pub mod halopsa;
 pub mod html;
 pub mod jsm;
 pub mod redmine;

@@ -88,8 +88,8 @@ registry! {
     zammad: crate::zammad::config::ZammadConfig,
     servicenow: crate::servicenow::config::ServiceNowConfig,
     connectwise: crate::connectwise::config::ConnectWiseConfig,
-//TMP    autotask: crate::autotask::config::AutotaskConfig,
-//TMP    halopsa: crate::halopsa::config::HaloPsaConfig,
+    autotask: crate::autotask::config::AutotaskConfig,
+    halopsa: crate::halopsa::config::HaloPsaConfig,
     webhook: WebhookConfig,
     #[cfg(feature = "fake-sink")]
     fake: crate::fake::FakeConfig,

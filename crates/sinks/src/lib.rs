@@ -6,7 +6,7 @@ use ticketsync_http::{self as http, holds};
 use ticketsync_model::{marker, note, time_entry};
 use ticketsync_redact as redact;
 
-//TMP pub mod autotask;
+pub mod autotask;
 pub mod common;
 pub mod config;
 pub mod connectwise;
@@ -14,7 +14,7 @@ pub mod connectwise;
 pub mod fake;
 pub mod freshservice;
 pub mod glpi;
-//TMP pub mod halopsa;
+pub mod halopsa;
 pub mod jsm;
 pub mod redmine;
 pub mod render_check;

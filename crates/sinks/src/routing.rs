@@ -3,6 +3,7 @@
 //! is its own outbox row, delivered independently.
 
 use regex::Regex;
+use ticketsync_model::tenant::TenantName;
 
 /// A sink's routing keys as configured: (sink name, ticket-id regex, sources).
 pub type RouteKeys<'a> = (&'static str, Option<&'a str>, Option<&'a [String]>);
@@ -12,12 +13,14 @@ pub struct Route {
     pub sink: String,
     pub tickets: Option<Regex>,
     pub sources: Option<Vec<String>>,
+    /// The tenant whose sink this is (issue 17): only that tenant's sessions are routed here.
+    pub tenant: TenantName,
 }
 
 impl Route {
     /// A route that accepts everything (a sink without routing keys).
     pub fn all(sink: &str) -> Route {
-        Route { sink: sink.into(), tickets: None, sources: None }
+        Route { sink: sink.into(), tickets: None, sources: None, tenant: TenantName::default() }
     }
 
     /// `tickets` is a regex over the ticket id; `sources` are source names (`teamviewer`).
@@ -26,7 +29,19 @@ impl Route {
             sink: sink.into(),
             tickets: tickets.map(Regex::new).transpose()?,
             sources: sources.map(|s| s.iter().map(|v| v.to_ascii_lowercase()).collect()),
+            tenant: TenantName::default(),
         })
+    }
+
+    /// This route as `tenant`'s (a `[[tenants.sinks]]` entry's).
+    pub fn for_tenant(mut self, tenant: &TenantName) -> Route {
+        self.tenant = tenant.clone();
+        self
+    }
+
+    /// Whether a session of `tenant` may be routed here at all: the tenant's own sinks only.
+    pub fn serves(&self, tenant: &TenantName) -> bool {
+        self.tenant == *tenant
     }
 
     pub fn accepts(&self, source: &str, ticket: &str) -> bool {

@@ -170,6 +170,22 @@ pub trait Source: Send + Sync {
     fn cursor_keys(&self) -> Vec<String> {
         vec![self.name().to_string()]
     }
+    /// The tenant whose accounts this source polls (issue 17): `default` unless built for a
+    /// `[[tenants]]` entry ([`TenantSource`]). Its pages are written through a store handle
+    /// scoped to this tenant, so its sessions, cursors and tokens are the tenant's.
+    fn tenant(&self) -> TenantName {
+        TenantName::default()
+    }
+    /// The store handle this source's pages are read and written through: `store` itself, or
+    /// the tenant's account's ([`Store::for_account`]).
+    fn store_for(&self, store: &Store) -> Store {
+        store.clone()
+    }
+    /// The source's key in leases, fences, metrics and logs: its name, or
+    /// `<tenant>/<account>/<name>` for a tenant's account.
+    fn key(&self) -> String {
+        self.name().to_string()
+    }
     /// Poll from the saved cursor until the vendor has nothing more, or until `cancel`
     /// fires (checked between pages), handing each page to `pages`. The store is read (the
     /// saved cursor, running sessions, links), never written: `ticketsync_pipeline::ingest`
@@ -275,6 +291,60 @@ pub fn first_poll_notice(source: &str, from: chrono::DateTime<chrono::Utc>, look
 
 // The vendors' modules and callers outside the crate name them from the crate's root.
 pub use note_extras::{NoteExtras, VendorNotes};
+pub use ticketsync_model::tenant::TenantName;
+
+/// A vendor's source polling a tenant's account (`[[tenants.sources]]`). The source itself
+/// is the vendor's, unchanged: it is handed the account's store handle at each poll, so the
+/// sessions it reads and the cursors it keeps are its own ([`Store::for_account`]); its
+/// cursor keys and its key in leases and metrics are qualified (`acme/tv-main/teamviewer`),
+/// while [`Source::name`] stays the vendor's.
+pub struct TenantSource {
+    inner: std::sync::Arc<dyn Source>,
+    tenant: TenantName,
+    /// The account's name in the tenant (`[[tenants.sources]] name`).
+    account: String,
+}
+
+impl TenantSource {
+    pub fn new(inner: std::sync::Arc<dyn Source>, tenant: TenantName, account: &str) -> TenantSource {
+        TenantSource { inner, tenant, account: account.to_string() }
+    }
+
+    fn qualify(&self, key: &str) -> String {
+        format!("{}/{}/{key}", self.tenant, self.account)
+    }
+}
+
+#[async_trait]
+impl Source for TenantSource {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn cursor_keys(&self) -> Vec<String> {
+        self.inner.cursor_keys().iter().map(|k| self.qualify(k)).collect()
+    }
+    fn tenant(&self) -> TenantName {
+        self.tenant.clone()
+    }
+    fn store_for(&self, store: &Store) -> Store {
+        store.for_account(&self.tenant, &self.account)
+    }
+    fn key(&self) -> String {
+        self.qualify(self.inner.name())
+    }
+    async fn poll(&self, store: &Store, pages: Pages, cancel: &CancellationToken) -> Result<WalkEnd, SourceError> {
+        // Whatever handle the caller passes, the source reads its own account's rows.
+        self.inner.poll(&self.store_for(store), pages, cancel).await
+    }
+    async fn fetch_range(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        page: Option<&str>,
+    ) -> Result<RangePage, SourceError> {
+        self.inner.fetch_range(from, to, page).await
+    }
+}
 pub use section::{RoomsConfig, SourceSection, SourcesConfig, ROUTING_NAMES, SECRET_KEYS, VENDORS, VENDOR_NOTES};
 
 /// The note content of the vendor whose sessions are stored under `vendor`.

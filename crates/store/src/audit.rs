@@ -490,6 +490,8 @@ pub struct Chain {
     prev_hash: String,
     key: Option<Arc<AuditKey>>,
     pending: Vec<PendingRow>,
+    /// The tenant of the transaction's work: every row pushed names it (issue 17).
+    tenant: crate::TenantName,
 }
 
 #[derive(Debug)]
@@ -506,6 +508,21 @@ struct PendingRow {
     hash: String,
     version: i64,
     subject: Option<String>,
+}
+
+/// `detail` (a JSON object's text) with `"tenant":"<name>"` first, for another tenant than
+/// `default`: the row's tenant is then under its hash as well as in its `tenant` column. The
+/// default tenant's details are unchanged, byte for byte.
+fn with_tenant(detail: String, tenant: &crate::TenantName) -> String {
+    if tenant.is_default() {
+        return detail;
+    }
+    // A tenant name is lower-case letters, digits and '-': nothing to escape.
+    match detail.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"tenant\":\"{tenant}\"}}"),
+        Some(rest) => format!("{{\"tenant\":\"{tenant}\",{rest}"),
+        None => detail,
+    }
 }
 
 /// Rows per INSERT, largest first: 12 parameters each, well under SQLite's 32 766 bound
@@ -551,7 +568,7 @@ impl Chain {
         if key.is_none() && version == Some(ChainVersion::Keyed as i64) {
             return Err(StoreError::Invalid(KeyUseError::Missing(next_id - 1).to_string()));
         }
-        Ok(Chain { next_id, prev_hash, key, pending: Vec::new() })
+        Ok(Chain { next_id, prev_hash, key, pending: Vec::new(), tenant: tx.tenant().clone() })
     }
 
     /// The id the next pushed event will get.
@@ -573,6 +590,7 @@ impl Chain {
             std::borrow::Cow::Owned(s) => s,
             std::borrow::Cow::Borrowed(_) => detail,
         };
+        let detail = with_tenant(detail, &self.tenant);
         let subject = ev.subject.map(|s| s.hex());
         let version = if self.key.is_some() { ChainVersion::Keyed } else { ChainVersion::Unkeyed };
         let fields = RowFields {
@@ -613,7 +631,7 @@ impl Chain {
             on_tx!(tx, |ex, _d, Db| {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
                 "INSERT INTO audit_events (id, at, kind, vendor, session_id, ticket_id, delivery_id, detail_json, prev_hash, hash,
-                 chain_version, subject_sha256) ",
+                 chain_version, subject_sha256, tenant) ",
             );
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(r.id)
@@ -627,7 +645,8 @@ impl Chain {
                         .push_bind(&r.prev_hash)
                         .push_bind(&r.hash)
                         .push_bind(r.version)
-                        .push_bind(&r.subject);
+                        .push_bind(&r.subject)
+                        .push_bind(self.tenant.as_str());
                 });
                 // Kept prepared: there are only `ROWS_PER_INSERT.len()` shapes (a cache holding a
                 // statement per row count grew the RSS by tens of MB in the benchmark).

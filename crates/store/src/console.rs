@@ -282,9 +282,9 @@ pub async fn session_record(store: &Store, id: i64) -> Result<Option<SessionReco
     .bind(id)
     .fetch_optional(ex)
     .await?);
-    let dsql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at FROM deliveries WHERE session_id = ? ORDER BY id";
+    let dsql = format!("SELECT {} FROM deliveries WHERE session_id = ? ORDER BY id", crate::outbox::COLS);
     let deliveries: Vec<Delivery> =
-        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(dsql)).bind(id).fetch_all(ex).await?);
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&dsql)).bind(id).fetch_all(ex).await?);
     type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
     let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT a.delivery_id, a.attempt, a.started_at, a.finished_at, a.outcome, a.detail
@@ -350,10 +350,12 @@ pub struct DeliveryFilter {
 
 /// Failed and dead deliveries, newest first, by keyset.
 pub async fn failed_deliveries(store: &Store, f: &DeliveryFilter, limit: i64) -> Result<Vec<Delivery>> {
-    let sql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at
-        FROM deliveries WHERE state IN ('failed', 'dead') AND (? IS NULL OR state = ?) AND (? IS NULL OR sink = ?) AND id < ?
-        ORDER BY id DESC LIMIT ?";
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(sql))
+    let sql = format!(
+        "SELECT {} FROM deliveries WHERE state IN ('failed', 'dead') AND (? IS NULL OR state = ?) AND (? IS NULL OR sink = ?)
+         AND id < ? ORDER BY id DESC LIMIT ?",
+        crate::outbox::COLS
+    );
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
         .bind(f.state.as_deref())
         .bind(f.state.as_deref())
         .bind(f.sink.as_deref())

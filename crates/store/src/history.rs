@@ -64,15 +64,21 @@ pub async fn export_events(
 ) -> Result<()> {
     let mut tx = store.snapshot().await?;
     each(ExportItem::Head(super::audit::head_in(&mut tx).await?))?;
+    // A tenant-scoped handle (`--tenant`) exports that tenant's events only.
+    let tenant = store.tenant_filter().map(|t| t.as_str().to_string());
+    let by_tenant = if tenant.is_some() { " AND tenant = ?" } else { "" };
     let sql = match range.vendor {
-        Some(_) => {
-            format!("{SELECT} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id")
-        }
-        None => format!("{SELECT} ORDER BY id"),
+        Some(_) => format!(
+            "{SELECT}{by_tenant} AND (vendor = ? OR session_id IN (SELECT id FROM sessions WHERE vendor = ?)) ORDER BY id"
+        ),
+        None => format!("{SELECT}{by_tenant} ORDER BY id"),
     };
     on_tx!(tx, |ex, d| {
         let sql = d.sql(&sql);
         let mut q = sqlx::query_as::<_, ExportedEvent>(&sql).bind(range.from).bind(range.to);
+        if let Some(t) = &tenant {
+            q = q.bind(t.as_str());
+        }
         if let Some(v) = range.vendor {
             q = q.bind(v).bind(v);
         }
@@ -158,24 +164,37 @@ pub async fn ticket_record(store: &Store, ticket: &str) -> Result<TicketRecord> 
 pub async fn ticket_record_recent(store: &Store, ticket: &str, limit: Option<u32>) -> Result<TicketRecord> {
     // No limit is the largest one, so one statement serves both.
     let limit = limit.map_or(i64::MAX, i64::from);
+    // `--tenant`: only that tenant's sessions, deliveries and events of the ticket (the
+    // views have no tenant column; the base tables do). Without it: every tenant's.
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    // Two placeholders, both bound to the tenant or to NULL (no filter).
+    let only =
+        |col: &str, table: &str| format!(" AND (? IS NULL OR {col} IN (SELECT id FROM {table} WHERE tenant = ?))");
+    let s_only = " AND (? IS NULL OR external_id IN (SELECT s.external_id FROM sessions s
+                   WHERE s.tenant = ? AND s.vendor = v_sessions_by_ticket.vendor))";
+    let (d_only, h_only) = (only("delivery_id", "deliveries"), only("event_id", "audit_events"));
     type S =
         (String, String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<i64>, String);
-    let mut sessions: Vec<S> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+    let mut sessions: Vec<S> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&format!(
         "SELECT vendor, external_id, session_code, technician, device, started_at, ended_at, duration_s, rule
-         FROM v_sessions_by_ticket WHERE ticket_id = ? ORDER BY started_at DESC, external_id DESC LIMIT ?"
-    ))
+         FROM v_sessions_by_ticket WHERE ticket_id = ?{s_only} ORDER BY started_at DESC, external_id DESC LIMIT ?"
+    )))
     .bind(ticket)
+    .bind(tenant)
+    .bind(tenant)
     .bind(limit)
     .fetch_all(ex)
     .await?);
     sessions.reverse();
     type D = (i64, String, String, String, i64, Option<String>, Option<String>);
     let mut deliveries: Vec<D> = on_pool!(store, |ex, d| {
-        sqlx::query_as(&d.sql(
-        "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ?
+        sqlx::query_as(&d.sql(&format!(
+        "SELECT delivery_id, sink, kind, state, attempts, remote_ref, last_error FROM v_deliveries WHERE ticket_id = ?{d_only}
          ORDER BY delivery_id DESC LIMIT ?"
-    ))
+    )))
     .bind(ticket)
+    .bind(tenant)
+    .bind(tenant)
     .bind(limit)
     .fetch_all(ex)
     .await?
@@ -184,23 +203,29 @@ pub async fn ticket_record_recent(store: &Store, ticket: &str, limit: Option<u32
     // The attempts of the deliveries shown: theirs are the ids from the first one shown on.
     let first_shown = deliveries.first().map_or(i64::MAX, |d| d.0);
     type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
-    let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
+    let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&format!(
         "SELECT delivery_id, attempt, started_at, finished_at, outcome, detail FROM v_delivery_attempts
-         WHERE ticket_id = ? AND delivery_id >= ? ORDER BY delivery_id, attempt"
-    ))
+         WHERE ticket_id = ? AND delivery_id >= ?{d_only} ORDER BY delivery_id, attempt"
+    )))
     .bind(ticket)
     .bind(first_shown)
+    .bind(tenant)
+    .bind(tenant)
     .fetch_all(ex)
     .await?);
     type H = (i64, String, String, Option<i64>, Option<i64>, String);
-    let mut history: Vec<H> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
-        "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ?
+    let mut history: Vec<H> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(&format!(
+        "SELECT event_id, at, kind, session_id, delivery_id, detail_json FROM v_ticket_history WHERE ticket_id = ?{h_only}
          ORDER BY event_id DESC LIMIT ?"
-    ))
+    )))
     .bind(ticket)
+    .bind(tenant)
+    .bind(tenant)
     .bind(limit)
     .fetch_all(ex)
-    .await?);
+    .await?
+    });
     history.reverse();
     Ok(TicketRecord {
         sessions: sessions

@@ -31,6 +31,7 @@ pub mod time;
 pub mod tokens;
 
 pub use dialect::{Dialect, List};
+pub use ticketsync_model::tenant::TenantName;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -264,6 +265,11 @@ pub struct Tx<'a> {
     inner: TxInner<'a>,
     /// The name the audit key is registered under ([`audit::use_key`]).
     db_id: Arc<str>,
+    /// The tenant whose work this transaction reads and writes: the store handle's
+    /// ([`Store::for_tenant`]), `default` for an unscoped one.
+    tenant: crate::model::tenant::TenantName,
+    /// The store handle's key namespace ([`Store::key`]).
+    ns: Option<Arc<str>>,
     /// A PostgreSQL write transaction's turn among this process's writers, given back when
     /// the transaction ends (committed, rolled back or dropped).
     _writer: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -295,6 +301,24 @@ impl<'a> Tx<'a> {
             TxInner::Postgres(t) => t.rollback().await?,
         }
         Ok(())
+    }
+
+    /// The tenant whose rows this transaction reads and writes.
+    pub fn tenant(&self) -> &crate::model::tenant::TenantName {
+        &self.tenant
+    }
+
+    /// `key` in the namespace of the handle that began this transaction ([`Store::key`]).
+    pub fn key(&self, key: &str) -> String {
+        match &self.ns {
+            Some(ns) => format!("{ns}/{key}"),
+            None => self.tenant.qualify(key),
+        }
+    }
+
+    /// Whether the handle that began this transaction works for one account of a tenant.
+    pub fn is_account(&self) -> bool {
+        self.ns.is_some()
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -348,6 +372,12 @@ pub struct Store {
     journal_base: Option<String>,
     /// The leases this instance's guarded writes are fenced with ([`leases::Fences`]).
     fences: std::sync::Arc<leases::Fences>,
+    /// The tenant this handle works for ([`Store::for_tenant`]); `None`: unscoped, which
+    /// writes and works as the tenant `default` and lets the operator's views see all.
+    tenant: Option<crate::model::tenant::TenantName>,
+    /// The namespace of the keys by name (cursors) of one account of a tenant
+    /// (`<tenant>/<account>`, [`Store::for_account`]); `None`: the tenant's own.
+    ns: Option<Arc<str>>,
 }
 
 /// Work that belongs in the same transaction as a page of first-seen sessions. `App` wires
@@ -507,6 +537,8 @@ impl Store {
             file: None,
             journal_base: None,
             fences: Default::default(),
+            tenant: None,
+            ns: None,
         };
         store.marker_key = if read_only {
             // Read-only commands queue no notes; a store without a key gets a throw-away one.
@@ -568,6 +600,8 @@ impl Store {
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
+            tenant: None,
+            ns: None,
         };
         store.marker_key = secrets::store_marker_key(&store).await?;
         Ok(store)
@@ -599,6 +633,8 @@ impl Store {
             file: Some(path.to_path_buf()),
             journal_base: Some(path.display().to_string()),
             fences: Default::default(),
+            tenant: None,
+            ns: None,
         };
         // Read-only commands queue no notes; a store without a key gets a throw-away one.
         if let Some(k) =
@@ -685,6 +721,48 @@ impl Store {
         self
     }
 
+    /// This store handle working for `tenant` only (issue 17): its transactions and the
+    /// pipeline's reads and writes through it see and write that tenant's rows, and the keys
+    /// by name (cursors, OAuth tokens) are the tenant's ([`TenantName::qualify`]). Same pools,
+    /// same fences, same hook.
+    ///
+    /// [`TenantName::qualify`]: crate::model::tenant::TenantName::qualify
+    pub fn for_tenant(&self, tenant: &crate::model::tenant::TenantName) -> Store {
+        Store { tenant: Some(tenant.clone()), ns: None, ..self.clone() }
+    }
+
+    /// [`Store::for_tenant`] for one of the tenant's vendor accounts (`[[tenants.sources]]`
+    /// `name`): a tenant may poll several accounts of one vendor, each with its own cursor
+    /// rows, keyed `<tenant>/<account>/<key>`.
+    pub fn for_account(&self, tenant: &crate::model::tenant::TenantName, account: &str) -> Store {
+        Store { tenant: Some(tenant.clone()), ns: Some(Arc::from(format!("{tenant}/{account}"))), ..self.clone() }
+    }
+
+    /// `key` (a cursor key) in this handle's namespace: unchanged on an unscoped or default
+    /// handle, `<tenant>/<key>` for a tenant, `<tenant>/<account>/<key>` for an account.
+    pub fn key(&self, key: &str) -> String {
+        match &self.ns {
+            Some(ns) => format!("{ns}/{key}"),
+            None => self.tenant().qualify(key),
+        }
+    }
+
+    /// Whether this handle works for one account of a tenant ([`Store::for_account`]).
+    pub fn is_account(&self) -> bool {
+        self.ns.is_some()
+    }
+
+    /// The tenant this handle works for: `default` when unscoped.
+    pub fn tenant(&self) -> crate::model::tenant::TenantName {
+        self.tenant.clone().unwrap_or_default()
+    }
+
+    /// The tenant an operator's view is narrowed to (`--tenant`): `None` on an unscoped handle,
+    /// which shows every tenant.
+    pub fn tenant_filter(&self) -> Option<&crate::model::tenant::TenantName> {
+        self.tenant.as_ref()
+    }
+
     /// The key every new note's marker is MACed with.
     pub fn marker_key(&self) -> &crate::marker::MarkerKey {
         &self.marker_key
@@ -732,10 +810,16 @@ impl Store {
                     .expect("the writers' semaphore is never closed");
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-                return Ok(Tx { inner: TxInner::Postgres(tx), db_id: self.db_id.clone(), _writer: Some(permit) });
+                return Ok(Tx {
+                    inner: TxInner::Postgres(tx),
+                    db_id: self.db_id.clone(),
+                    tenant: self.tenant(),
+                    ns: self.ns.clone(),
+                    _writer: Some(permit),
+                });
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), ns: self.ns.clone(), _writer: None })
     }
 
     /// A read-only snapshot: the statements of one export or verify see one state of the
@@ -747,7 +831,7 @@ impl Store {
                 TxInner::Postgres(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)
             }
         };
-        Ok(Tx { inner, db_id: self.db_id.clone(), _writer: None })
+        Ok(Tx { inner, db_id: self.db_id.clone(), tenant: self.tenant(), ns: self.ns.clone(), _writer: None })
     }
 
     /// `PRAGMA integrity_check` ("ok", else the problems); `None` on PostgreSQL, which
@@ -861,6 +945,17 @@ where
     let text: String = row.try_get(col)?;
     text.parse()
         .map_err(|e: model::delivery::Unknown| sqlx::Error::ColumnDecode { index: col.into(), source: e.into() })
+}
+
+/// A column's stored tenant name (`tenant`, migration 0009).
+fn tenant_col<'r, R>(row: &'r R, col: &'r str) -> sqlx::Result<TenantName>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text: String = row.try_get(col)?;
+    TenantName::new(&text).map_err(|e| sqlx::Error::ColumnDecode { index: col.into(), source: e.into() })
 }
 
 /// A column's stored time (RFC 3339 text, `session::ts`) as a `DateTime<Utc>`.

@@ -43,10 +43,11 @@ pub async fn insert_by(
     created_by: Option<&str>,
     actor: Option<audit::Actor<'_>>,
 ) -> Result<i64> {
+    let tenant = tx.tenant().clone();
     let id: i64 = on_tx!(tx, |ex, d| {
         sqlx::query_scalar(&d.sql(
-        "INSERT INTO ticket_links (vendor, session_code, session_code_norm, ticket_id, kind, details_json, created_at, created_by)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO ticket_links (vendor, session_code, session_code_norm, ticket_id, kind, details_json, created_at, created_by,
+         tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     ))
     .bind(vendor)
     .bind(code)
@@ -56,6 +57,7 @@ pub async fn insert_by(
     .bind(details.map(|d| d.to_string()))
     .bind(super::now())
     .bind(created_by)
+    .bind(tenant.as_str())
     .fetch_one(ex)
     .await?
     });
@@ -83,11 +85,14 @@ pub async fn insert_by(
 /// looks a session up by its code and by its external id (manual links may name either),
 /// one query for the whole batch.
 pub async fn for_codes(tx: &mut Tx<'_>, codes: &[&str]) -> Result<HashMap<String, Vec<TicketLink>>> {
+    // The transaction's tenant's links only: a session is never matched by another tenant's.
+    let tenant = tx.tenant().clone();
     let rows: Vec<TicketLink> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(
         "SELECT id, vendor, session_code, session_code_norm, ticket_id, kind, created_at FROM ticket_links
-         WHERE session_code_norm IN (SELECT value FROM json_each(?)) ORDER BY id",
+         WHERE session_code_norm IN (SELECT value FROM json_each(?)) AND tenant = ? ORDER BY id",
     ))
     .bind(List(codes))
+    .bind(tenant.as_str())
     .fetch_all(ex)
     .await?);
     let mut by_code: HashMap<String, Vec<TicketLink>> = HashMap::new();
@@ -121,15 +126,17 @@ pub async fn record_match_in(
     rule: &str,
     detail: &str,
 ) -> Result<bool> {
+    let tenant = tx.tenant().clone();
     let affected = on_tx!(tx, |ex, d| {
         sqlx::query(&d.sql(
-        "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at, tenant) VALUES (?, ?, ?, ?, ?, ?)",
     ))
     .bind(session_id)
     .bind(ticket)
     .bind(rule)
     .bind(detail)
     .bind(super::now())
+    .bind(tenant.as_str())
     .execute(ex)
     .await?
     .rows_affected()
@@ -167,18 +174,24 @@ pub async fn record_matches_in(
 ) -> Result<std::collections::HashSet<i64>> {
     let mut recorded = std::collections::HashSet::new();
     let now = super::now();
-    // 5 parameters a row. Fixed sizes only, so each statement stays prepared
+    let tenant = tx.tenant().clone();
+    // 6 parameters a row. Fixed sizes only, so each statement stays prepared
     // (`audit::fixed_chunks`); a statement per batch length was prepared on every page.
     for chunk in audit::fixed_chunks(matches, &[500, 100, 20, 5, 1]) {
         let ids: Vec<i64> = on_tx!(tx, |ex, d, Db| {
             // The builder numbers PostgreSQL's placeholders itself; only the conflict clause
             // is the dialect's.
             let mut q = sqlx::QueryBuilder::<Db>::new(d.pick(
-                "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
-                "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at) ",
+                "INSERT OR IGNORE INTO matches (session_id, ticket_id, rule, rule_detail, matched_at, tenant) ",
+                "INSERT INTO matches (session_id, ticket_id, rule, rule_detail, matched_at, tenant) ",
             ));
             q.push_values(chunk, |mut b, m| {
-                b.push_bind(m.session_id).push_bind(m.ticket_id).push_bind(m.rule).push_bind(m.detail).push_bind(&now);
+                b.push_bind(m.session_id)
+                    .push_bind(m.ticket_id)
+                    .push_bind(m.rule)
+                    .push_bind(m.detail)
+                    .push_bind(&now)
+                    .push_bind(tenant.as_str());
             });
             q.push(d.pick(" RETURNING session_id", " ON CONFLICT DO NOTHING RETURNING session_id"));
             q.build_query_scalar().persistent(true).fetch_all(ex).await?
@@ -212,13 +225,14 @@ pub struct OpenLink {
 pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Result<Vec<OpenLink>> {
     let rows: Vec<(i64, String, String, Option<String>)> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT l.id, l.session_code, l.ticket_id, l.details_json FROM ticket_links l
-         WHERE l.vendor = ? AND l.kind = 'created' AND l.created_at >= ?
-           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.vendor = l.vendor
+         WHERE l.vendor = ? AND l.kind = 'created' AND l.created_at >= ? AND l.tenant = ?
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.vendor = l.vendor AND s.tenant = l.tenant
                            AND s.session_code_norm = l.session_code_norm AND s.ended_at IS NOT NULL)
          ORDER BY l.id",
     ))
     .bind(vendor)
     .bind(since)
+    .bind(store.tenant().as_str())
     .fetch_all(ex)
     .await?);
     Ok(rows
@@ -237,11 +251,12 @@ pub async fn open_created(store: &super::Store, vendor: &str, since: &str) -> Re
 pub async fn created_between(store: &super::Store, vendor: &str, from: &str, to: &str) -> Result<Vec<OpenLink>> {
     let rows: Vec<(i64, String, String, Option<String>)> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT id, session_code, ticket_id, details_json FROM ticket_links
-         WHERE vendor = ? AND kind = 'created' AND created_at >= ? AND created_at < ? ORDER BY id",
+         WHERE vendor = ? AND kind = 'created' AND created_at >= ? AND created_at < ? AND tenant = ? ORDER BY id",
     ))
     .bind(vendor)
     .bind(from)
     .bind(to)
+    .bind(store.tenant().as_str())
     .fetch_all(ex)
     .await?);
     Ok(rows
@@ -258,15 +273,18 @@ pub async fn created_between(store: &super::Store, vendor: &str, from: &str, to:
 /// Make sessions with this code eligible for matching again (after a new link): in the
 /// link's transaction, so the next pass cannot miss a session the link now matches.
 pub async fn rematch_code(tx: &mut Tx<'_>, code_norm: &str) -> Result<()> {
+    let tenant = tx.tenant().clone();
     on_tx!(tx, |ex, d| {
         sqlx::query(&d.sql(
-        "UPDATE sessions SET match_checked_rev = NULL WHERE session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?"
-    ))
-    .bind(code_norm)
-    .bind(code_norm)
-    .execute(ex)
-    .await
-    .map(|_| ())?
+            "UPDATE sessions SET match_checked_rev = NULL
+         WHERE (session_code_norm = ? OR lower(replace(external_id, '-', '')) = ?) AND tenant = ?",
+        ))
+        .bind(code_norm)
+        .bind(code_norm)
+        .bind(tenant.as_str())
+        .execute(ex)
+        .await
+        .map(|_| ())?
     });
     Ok(())
 }

@@ -25,6 +25,9 @@ pub struct Delivery {
     pub remote_ref: Option<String>,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The tenant whose ticket system `sink` is (issue 17): the delivery pass looks the sink
+    /// up by (tenant, sink), never by the name alone.
+    pub tenant: crate::TenantName,
 }
 
 /// Read from the stored text: the state and kind by their closed sets, the times by the
@@ -51,11 +54,12 @@ where
             remote_ref: row.try_get("remote_ref")?,
             created_at: super::time(row, "created_at")?,
             delivered_at: super::time_opt(row, "delivered_at")?,
+            tenant: super::tenant_col(row, "tenant")?,
         })
     }
 }
 
-const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at";
+pub(crate) const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
 
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
@@ -89,10 +93,11 @@ pub async fn enqueue_in(
 ) -> Result<Option<i64>> {
     let kind = kind.as_str();
     let now = super::now();
+    let tenant = tx.tenant().clone();
     let id: Option<i64> = on_tx!(tx, |ex, d| {
         sqlx::query_scalar(&d.sql(
-        "INSERT INTO deliveries (sink, ticket_id, session_id, link_id, kind, marker, note_json, next_attempt_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, marker) DO NOTHING RETURNING id",
+        "INSERT INTO deliveries (sink, ticket_id, session_id, link_id, kind, marker, note_json, next_attempt_at, created_at, updated_at,
+         tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, marker) DO NOTHING RETURNING id",
     ))
     .bind(sink)
     .bind(ticket)
@@ -104,6 +109,7 @@ pub async fn enqueue_in(
     .bind(&now)
     .bind(&now)
     .bind(&now)
+    .bind(tenant.as_str())
     .fetch_optional(ex)
     .await?
     });
@@ -159,11 +165,13 @@ pub async fn enqueue_many_in(
     rows: &[NewDelivery<'_>],
 ) -> Result<Vec<Option<i64>>> {
     let now = super::now();
+    let tenant = tx.tenant().clone();
     let mut ids = std::collections::HashMap::new();
     for chunk in audit::fixed_chunks(rows, &DELIVERIES_PER_INSERT) {
         let got: Vec<(i64, String, String)> = on_tx!(tx, |ex, _d, Db| {
             let mut q = sqlx::QueryBuilder::<Db>::new(
-                "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at) ",
+                "INSERT INTO deliveries (sink, ticket_id, session_id, kind, marker, note_json, next_attempt_at, created_at, updated_at,
+                 tenant) ",
             );
             q.push_values(chunk, |mut b, d| {
                 b.push_bind(d.sink)
@@ -174,7 +182,8 @@ pub async fn enqueue_many_in(
                     .push_bind(d.note_json)
                     .push_bind(&now)
                     .push_bind(&now)
-                    .push_bind(&now);
+                    .push_bind(&now)
+                    .push_bind(tenant.as_str());
             });
             // RETURNING order is unspecified: the ids are mapped back by (sink, marker).
             q.push(" ON CONFLICT (sink, marker) DO NOTHING RETURNING id, sink, marker");
@@ -357,9 +366,9 @@ async fn claim_inner(
 /// The claim query: due heads of one sink's queues, in due order, read from the partial
 /// index `deliveries_heads` (migration 0006) and nothing else. `INDEXED BY` makes SQLite
 /// refuse the statement rather than silently fall back to a scan.
-pub const CLAIM_SQL: &str = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at
+pub const CLAIM_SQL: &str = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant
      FROM deliveries INDEXED BY deliveries_heads
-     WHERE sink = ? AND state = 'pending' AND is_head = 1 AND next_attempt_at <= ?
+     WHERE sink = ? AND state = 'pending' AND is_head = 1 AND next_attempt_at <= ? AND tenant = ?
      ORDER BY next_attempt_at, id LIMIT ?";
 
 /// [`CLAIM_SQL`] as `dialect` runs it. PostgreSQL locks the heads it returns and skips
@@ -383,13 +392,16 @@ pub async fn sinks_with_heads(store: &super::Store) -> Result<Vec<String>> {
 
 async fn sinks_with_heads_in(tx: &mut Tx<'_>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
+    let tenant = tx.tenant().clone();
     loop {
         let after = out.last().map(String::as_str).unwrap_or("");
+        // The transaction's tenant's sinks (a sink name belongs to one tenant: `[[tenants]]`).
         let next: Option<String> = on_tx!(tx, |ex, d| sqlx::query_scalar(&d.sql(
             "SELECT sink FROM deliveries INDEXED BY deliveries_heads
-             WHERE state = 'pending' AND is_head = 1 AND sink > ? ORDER BY sink LIMIT 1",
+             WHERE state = 'pending' AND is_head = 1 AND sink > ? AND tenant = ? ORDER BY sink LIMIT 1",
         ))
         .bind(after)
+        .bind(tenant.as_str())
         .fetch_optional(ex)
         .await?);
         match next {
@@ -417,9 +429,12 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
         return Ok(Vec::new());
     }
     let sql = claim_sql(tx.dialect());
+    // Only the transaction's tenant's deliveries: a tenant's pass never claims another's.
+    let tenant = tx.tenant().clone();
     let heads: Vec<Delivery> = on_tx!(tx, |ex, _d| sqlx::query_as(&sql)
         .bind(want.sink)
         .bind(due)
+        .bind(tenant.as_str())
         .bind(want.groups as i64)
         .fetch_all(ex)
         .await?);
@@ -427,16 +442,18 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
     let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
         let mut group = vec![head];
-        if want.max_batch > 1 {
+        // A time entry goes alone: batching is for notes written in one ticket update.
+        if want.max_batch > 1 && group[0].kind != NoteKind::TimeEntry {
             let sql = format!(
                 "SELECT {COLS} FROM deliveries INDEXED BY deliveries_queue
-                 WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ?
+                 WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ? AND tenant = ?
                  ORDER BY id LIMIT ?"
             );
             let later: Vec<Delivery> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql))
                 .bind(&group[0].sink)
                 .bind(&group[0].ticket_id)
                 .bind(group[0].id)
+                .bind(tenant.as_str())
                 .bind((want.max_batch - 1) as i64)
                 .fetch_all(ex)
                 .await?);
@@ -444,7 +461,11 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
             let due_at = crate::session::parse_ts(due);
             for d in later {
                 let not_due = due_at.is_none_or(|due| d.next_attempt_at > due);
-                if d.state != DeliveryState::Pending || not_due || visibility(&d.note_json) != vis {
+                if d.state != DeliveryState::Pending
+                    || not_due
+                    || d.kind == NoteKind::TimeEntry
+                    || visibility(&d.note_json) != vis
+                {
                     break;
                 }
                 group.push(d);
@@ -671,17 +692,29 @@ async fn finish_in(tx: &mut Tx<'_>, chain: &mut audit::Chain, d: &Delivery, outc
 }
 
 pub async fn list(store: &super::Store, state: Option<&str>) -> Result<Vec<Delivery>> {
-    let sql = format!("SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id");
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).fetch_all(ex).await?))
+    // A tenant-scoped handle (`--tenant`) lists that tenant's deliveries only.
+    let sql = format!(
+        "SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant) ORDER BY id"
+    );
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(tenant).fetch_all(ex).await?))
 }
 
 /// The `limit` most recent deliveries (by id), optionally in one state, oldest first: what
 /// `deliveries --limit` prints, without reading a backlog of 100k rows to show the last 20.
 pub async fn list_recent(store: &super::Store, state: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
+        "SELECT * FROM (SELECT {COLS} FROM deliveries WHERE (? IS NULL OR state = ?) AND tenant = COALESCE(?, tenant)
+         ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
     );
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(state).bind(state).bind(limit).fetch_all(ex).await?))
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(state)
+        .bind(state)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
 }
 
 pub async fn get(store: &super::Store, id: i64) -> Result<Option<Delivery>> {

@@ -21,6 +21,10 @@ pub enum Upsert {
     Inserted,
     Updated,
     Unchanged,
+    /// Not stored: the vendor id is already a session of another tenant (issue 17). The
+    /// record is quarantined with that reason; the other tenant's session is left alone, so
+    /// no tenant's poll can change, match or deliver another's session.
+    Refused,
 }
 
 /// Insert or update one session; every insert or change is an audit event.
@@ -109,10 +113,15 @@ pub async fn upsert_many(
     // page, is compared with what is stored once the new ones are in.
     let mut fresh = Vec::new();
     let mut again = Vec::new();
+    let mut refused = Vec::new();
     let mut in_page = HashSet::new();
+    let tenant = tx.tenant().clone();
     for (i, &s) in records.iter().enumerate() {
         let key = (s.vendor.as_str(), s.external_id.as_str());
-        if known.contains_key(&key) || !in_page.insert(key) {
+        if known.get(&key).is_some_and(|k| k.3 != tenant.as_str()) {
+            refused.push(i);
+            out[i] = Some((0, Upsert::Refused));
+        } else if known.contains_key(&key) || !in_page.insert(key) {
             again.push(i);
         } else {
             fresh.push(i);
@@ -137,7 +146,7 @@ pub async fn upsert_many(
                 "INSERT INTO sessions (id, vendor, external_id, session_code, session_code_norm, technician, technician_id, device,
                  device_id, group_name, started_at, ended_at, duration_s, notes, description, custom_api, customer_name,
                  customer_email, raw_json, content_hash, first_seen_at, last_seen_at, last_walk_id, match_checked_rev,
-                 seen_event_id) ",
+                 seen_event_id, tenant) ",
             );
                 q.push_values(chunk.iter().zip(first_id..), |mut b, (&i, id)| {
                     let s = records[i];
@@ -165,7 +174,8 @@ pub async fn upsert_many(
                         .push_bind(&now)
                         .push_bind(walk_id)
                         .push_bind((matched_here && s.ended_at.is_some()).then_some(1i64))
-                        .push_bind(page_event);
+                        .push_bind(page_event)
+                        .push_bind(tenant.as_str());
                 });
                 q.build().persistent(true).execute(ex).await?;
             });
@@ -174,7 +184,7 @@ pub async fn upsert_many(
                 // The row as inserted, so an edit of it later is found by `audit verify`.
                 entries.push(SeenEntry { id, s, subject: audit::session_subject_of(s, &hashes[i]) });
                 out[i] = Some((id, Upsert::Inserted));
-                known.insert((&s.vendor, &s.external_id), (id, hashes[i].clone(), None));
+                known.insert((&s.vendor, &s.external_id), (id, hashes[i].clone(), None, tenant.to_string()));
             }
             next_session_id += chunk.len() as i64;
         }
@@ -197,7 +207,7 @@ pub async fn upsert_many(
     for i in again {
         let s = records[i];
         let key = (s.vendor.as_str(), s.external_id.as_str());
-        let (id, old_hash, vanished) = known.get(&key).cloned().expect("known or inserted above");
+        let (id, old_hash, vanished, _) = known.get(&key).cloned().expect("known or inserted above");
         if old_hash == hashes[i] || same_content(tx, id, &s.raw_json).await? {
             // Seen again unchanged: one update for all of them below; a session the vendor
             // had stopped returning is back, and that is an audit event.
@@ -226,7 +236,7 @@ pub async fn upsert_many(
             });
             out[i] = Some((id, Upsert::Updated));
         }
-        known.insert(key, (id, hashes[i].clone(), None));
+        known.insert(key, (id, hashes[i].clone(), None, tenant.to_string()));
     }
     if !touched.is_empty() {
         on_tx!(tx, |ex, d| sqlx::query(&d.sql(
@@ -241,6 +251,14 @@ pub async fn upsert_many(
         .map(|_| ())?);
     }
     chain.flush(tx).await?;
+    for i in refused {
+        let s = records[i];
+        let reason = format!(
+            "the vendor id {}/{} is already stored for another tenant; not stored for tenant {tenant}",
+            s.vendor, s.external_id
+        );
+        quarantine(tx, &s.vendor, Some(&s.external_id), &reason, &s.raw_json).await?;
+    }
     Ok(out.into_iter().map(|r| r.expect("every record handled")).collect())
 }
 
@@ -257,8 +275,9 @@ async fn same_content(tx: &mut Tx<'_>, id: i64, raw: &str) -> Result<bool> {
     Ok(matches!((parse(&stored), parse(raw)), (Some(a), Some(b)) if a == b))
 }
 
-/// By (vendor, external id) as the page's records hold them.
-type Known<'a> = HashMap<(&'a str, &'a str), (i64, String, Option<String>)>;
+/// By (vendor, external id) as the page's records hold them: id, content hash, vanished_at,
+/// tenant.
+type Known<'a> = HashMap<(&'a str, &'a str), (i64, String, Option<String>, String)>;
 
 /// The stored (id, content hash, vanished_at) of the page's records that are already known.
 async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Result<Known<'a>> {
@@ -268,8 +287,8 @@ async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Resul
     }
     let mut known = Known::new();
     for (vendor, ids) in by_vendor {
-        let rows: Vec<(i64, String, String, Option<String>)> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(
-            "SELECT id, external_id, content_hash, vanished_at FROM sessions
+        let rows: Vec<(i64, String, String, Option<String>, String)> = on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(
+            "SELECT id, external_id, content_hash, vanished_at, tenant FROM sessions
              WHERE vendor = ? AND external_id IN (SELECT value FROM json_each(?))",
         ))
         .bind(vendor)
@@ -277,9 +296,9 @@ async fn known_in_page<'a>(tx: &mut Tx<'_>, records: &[&'a NewSession]) -> Resul
         .fetch_all(ex)
         .await?);
         let page: HashSet<&str> = ids.iter().copied().collect();
-        for (id, ext, hash, vanished) in rows {
+        for (id, ext, hash, vanished, tenant) in rows {
             if let Some(&ext) = page.get(ext.as_str()) {
-                known.insert((vendor, ext), (id, hash, vanished));
+                known.insert((vendor, ext), (id, hash, vanished, tenant));
             }
         }
     }
@@ -337,11 +356,13 @@ pub async fn quarantine(
     reason: &str,
     raw: &str,
 ) -> Result<i64> {
+    let tenant = tx.tenant().clone();
     let seen: Option<i64> = on_tx!(tx, |ex, d| sqlx::query_scalar(
-        &d.sql("SELECT id FROM quarantine WHERE source = ? AND raw = ? LIMIT 1")
+        &d.sql("SELECT id FROM quarantine WHERE source = ? AND raw = ? AND tenant = ? LIMIT 1")
     )
     .bind(source)
     .bind(raw)
+    .bind(tenant.as_str())
     .fetch_optional(ex)
     .await?);
     if let Some(id) = seen {
@@ -349,13 +370,14 @@ pub async fn quarantine(
     }
     let id: i64 = on_tx!(tx, |ex, d| {
         sqlx::query_scalar(&d.sql(
-        "INSERT INTO quarantine (source, external_id, reason, raw, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO quarantine (source, external_id, reason, raw, received_at, tenant) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
     ))
     .bind(source)
     .bind(external_id)
     .bind(crate::redact::scrubbed(reason))
     .bind(raw)
     .bind(super::now())
+    .bind(tenant.as_str())
     .fetch_one(ex)
     .await?
     });
@@ -375,11 +397,14 @@ pub async fn quarantine(
 /// After a complete walk from `from`: sessions the vendor no longer returns are marked
 /// vanished (never deleted: the audit history keeps what was seen).
 pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, walk_id: &str) -> Result<u64> {
+    // Only the walking tenant's sessions: another tenant's account of the same vendor was not walked.
+    let tenant = tx.tenant().clone();
     let ids: Vec<(i64, String)> = on_tx!(tx, |ex, d| {
         sqlx::query_as(&d.sql(
-        "SELECT id, external_id FROM sessions WHERE vendor = ? AND started_at >= ? AND started_at < ? AND vanished_at IS NULL
-         AND (last_walk_id IS NULL OR last_walk_id != ?)",
+        "SELECT id, external_id FROM sessions WHERE tenant = ? AND vendor = ? AND started_at >= ? AND started_at < ?
+         AND vanished_at IS NULL AND (last_walk_id IS NULL OR last_walk_id != ?)",
     ))
+    .bind(tenant.as_str())
     .bind(vendor)
     .bind(from)
     .bind(to)
@@ -415,8 +440,10 @@ pub async fn mark_vanished(tx: &mut Tx<'_>, vendor: &str, from: &str, to: &str, 
 pub async fn earliest_open_start(store: &super::Store, vendor: &str, min_start: &str) -> Result<Option<String>> {
     Ok(on_pool!(store, |ex, d| {
         sqlx::query_scalar(&d.sql(
-        "SELECT MIN(started_at) FROM sessions WHERE vendor = ? AND ended_at IS NULL AND vanished_at IS NULL AND started_at >= ?",
+        "SELECT MIN(started_at) FROM sessions WHERE tenant = ? AND vendor = ? AND ended_at IS NULL AND vanished_at IS NULL
+         AND started_at >= ?",
     ))
+    .bind(store.tenant().as_str())
     .bind(vendor)
     .bind(min_start)
     .fetch_one(ex)
@@ -496,9 +523,10 @@ pub async fn unmatched_ended(store: &super::Store, after_id: i64, limit: i64) ->
 pub async fn unmatched_all(store: &super::Store) -> Result<Vec<StoredSession>> {
     let sql = format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
-         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at"
+         WHERE m.session_id IS NULL AND s.vanished_at IS NULL AND s.tenant = COALESCE(?, s.tenant) ORDER BY s.started_at"
     );
-    Ok(on_pool!(store, |ex, _d| sqlx::query_as(&sql).fetch_all(ex).await?))
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(tenant).fetch_all(ex).await?))
 }
 
 /// The `limit` most recently started sessions without a match, oldest first, for
@@ -506,10 +534,12 @@ pub async fn unmatched_all(store: &super::Store) -> Result<Vec<StoredSession>> {
 pub async fn unmatched_recent(store: &super::Store, limit: i64) -> Result<Vec<StoredSession>> {
     let sql = format!(
         "SELECT * FROM (SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
-         WHERE m.session_id IS NULL AND s.vanished_at IS NULL ORDER BY s.started_at DESC, s.id DESC LIMIT ?) AS recent
+         WHERE m.session_id IS NULL AND s.vanished_at IS NULL AND s.tenant = COALESCE(?, s.tenant)
+         ORDER BY s.started_at DESC, s.id DESC LIMIT ?) AS recent
          ORDER BY started_at, id"
     );
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(limit).fetch_all(ex).await?))
+    let tenant = store.tenant_filter().map(|t| t.as_str());
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(tenant).bind(limit).fetch_all(ex).await?))
 }
 
 /// The sessions an operator may mean by `key`, at most `limit`, by id: those whose vendor
@@ -554,14 +584,20 @@ pub async fn count(store: &super::Store) -> Result<i64> {
 /// (a change or a new link clears `match_checked_rev`; see `update_changed`).
 pub async fn to_match(tx: &mut Tx<'_>, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     let sql = to_match_sql();
-    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(after).bind(limit).fetch_all(ex).await?))
+    let tenant = tx.tenant().clone();
+    Ok(on_tx!(tx, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(after)
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
 }
 
 fn to_match_sql() -> String {
     format!(
         "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN matches m ON m.session_id = s.id
          WHERE s.id > ? AND s.ended_at IS NOT NULL AND s.match_checked_rev IS NULL AND m.session_id IS NULL
-           AND s.vanished_at IS NULL
+           AND s.vanished_at IS NULL AND s.tenant = ?
          ORDER BY s.id LIMIT ?"
     )
 }
@@ -570,7 +606,12 @@ fn to_match_sql() -> String {
 /// ticket-field lookup calls sinks over HTTP).
 pub async fn to_match_read(store: &super::Store, after: i64, limit: i64) -> Result<Vec<StoredSession>> {
     let sql = to_match_sql();
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(after).bind(limit).fetch_all(ex).await?))
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+        .bind(after)
+        .bind(store.tenant().as_str())
+        .bind(limit)
+        .fetch_all(ex)
+        .await?))
 }
 
 /// Mark sessions the matcher examined, matched or not, as checked at their current revision

@@ -12,7 +12,7 @@
 //! ServiceNow's documentation: `docs/vendors/servicenow.md`.
 
 pub mod config;
-mod oauth;
+pub(crate) mod oauth;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

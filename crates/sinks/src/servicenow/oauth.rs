@@ -60,6 +60,10 @@ pub struct TokenSource {
     settings: OAuthSettings,
     http: reqwest::Client,
     current: Mutex<Option<Token>>,
+    /// Form fields every token request adds (HaloPSA's `scope=all`).
+    extra: Vec<(&'static str, String)>,
+    /// The configuration keys a refused token request names.
+    keys: String,
 }
 
 impl TokenSource {
@@ -68,7 +72,31 @@ impl TokenSource {
             Some(u) => u.clone(),
             None => format!("{}/oauth_token.do", base_url.trim_end_matches('/')),
         };
-        Self { sink: sink.into(), url, settings, http, current: Mutex::new(None) }
+        let keys = match settings.grant {
+            Grant::Password { .. } => "sinks.servicenow.client_id, client_secret, user, password",
+            Grant::ClientCredentials { .. } => "sinks.servicenow.client_id, client_secret",
+        };
+        Self { sink: sink.into(), url, settings, http, current: Mutex::new(None), extra: Vec::new(), keys: keys.into() }
+    }
+
+    /// Another system's client-credentials endpoint (HaloPSA's `/auth/token`): `url` in
+    /// full, `extra` form fields on every request, `keys` named when the grant is refused.
+    pub fn client_credentials(
+        sink: &str,
+        url: &str,
+        client_id: &str,
+        client_secret: SecretString,
+        extra: Vec<(&'static str, String)>,
+        keys: &str,
+        http: reqwest::Client,
+    ) -> Self {
+        let settings = OAuthSettings {
+            client_id: client_id.into(),
+            client_secret,
+            grant: Grant::ClientCredentials { user: None },
+            token_url: Some(url.into()),
+        };
+        Self { sink: sink.into(), url: url.into(), settings, http, current: Mutex::new(None), extra, keys: keys.into() }
     }
 
     /// An access token and its generation; a new one when `fresh` or when the current one is
@@ -126,6 +154,7 @@ impl TokenSource {
             ("client_secret", self.settings.client_secret.expose_secret()),
         ];
         form.extend_from_slice(params);
+        form.extend(self.extra.iter().map(|(k, v)| (*k, v.as_str())));
         let req = self.http.post(&self.url).header("Accept", "application/json").form(&form);
         let r = common::send(&self.sink, crate::http::DEFAULT_MAX_RESPONSE_BYTES, req).await?;
         if !r.status.is_success() {
@@ -141,12 +170,9 @@ impl TokenSource {
             if matches!(r.status.as_u16(), 400 | 401 | 403) {
                 err.kind = SinkErrorKind::Auth;
                 err.message = format!(
-                    "credentials rejected (HTTP {}): the OAuth token request failed (sinks.servicenow.client_id, client_secret{}): {detail}",
+                    "credentials rejected (HTTP {}): the OAuth token request failed ({}): {detail}",
                     r.status.as_u16(),
-                    match self.settings.grant {
-                        Grant::Password { .. } => ", user, password",
-                        Grant::ClientCredentials { .. } => "",
-                    }
+                    self.keys
                 );
             }
             return Err(err);
