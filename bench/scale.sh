@@ -12,7 +12,7 @@
 #      sqlite3 (WAL, synchronous=FULL) for SQLite, COPY + INSERT … SELECT for PostgreSQL.
 #      RUNS runs each (default 3), alternated, median (min–max).
 #   --quick: 2 000 notes, 10 000 records, 1 run. BENCH_PROFILE=debug to try the script
-#   (its figures mean nothing). Needs psql, curl, sqlite3 (>= 3.38), GNU time.
+#   (its figures mean nothing); BENCH_NO_BUILD=1 to use the binaries built before. Needs psql, curl, sqlite3 (>= 3.38), GNU time.
 #   PG_URL (default postgres://postgres@127.0.0.1:5432): the server; the script creates and
 #   drops its own databases (ticketsync_bench_*).
 set -euo pipefail
@@ -26,7 +26,10 @@ PG=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 export PGOPTIONS="-c client_min_messages=warning"
 bash .ci/postgres.sh start >/dev/null
 
-if [[ ${BENCH_PROFILE:-release} == debug ]]; then
+if [[ -n ${BENCH_NO_BUILD:-} ]]; then
+  # The binaries already built (by an earlier run): the header says when.
+  P=${BENCH_PROFILE:-release}
+elif [[ ${BENCH_PROFILE:-release} == debug ]]; then
   cargo build -q --locked --bin ticketsync --example bench --example delivery_bench; P=debug
 else
   cargo build -q --release --locked --bin ticketsync --example bench --example delivery_bench; P=release
@@ -57,7 +60,7 @@ fresh_db() { # <name>: drop and create a database on the server
 }
 now() { date +%s.%N; }
 
-echo "scaling out — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), $(nproc) cores, $P build," \
+echo "scaling out — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD) (binary built $(date -u -r "$BIN" +%H:%MZ)), $(nproc) cores, $P build," \
   "PostgreSQL $(psql -Atq "$PG/postgres" -c 'SHOW server_version'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- 1. delivery by instance count -------------------------------------------------------
@@ -215,8 +218,9 @@ echo
 printf '| %-9s | %22s | %22s | %8s |\n' backend "ticketsync wall s" "limit wall s" ratio
 printf '|%s|\n' "-----------|------------------------|------------------------|----------"
 for b in sqlite postgres; do
-  tw=$(for r in $(seq "$RUNS"); do cat "$W/ingest.$b.$r/wall"; done | stats)
-  lw=$(for r in $(seq "$RUNS"); do cat "$W/limit.$b.$r/wall"; done | stats)
+  # One figure a line (calc prints none of its own).
+  tw=$(for r in $(seq "$RUNS"); do echo "$(cat "$W/ingest.$b.$r/wall")"; done | stats)
+  lw=$(for r in $(seq "$RUNS"); do echo "$(cat "$W/limit.$b.$r/wall")"; done | stats)
   printf '| %-9s | %22s | %22s | %7.2f× |\n' "$b" "$tw" "$lw" "$(echo "${tw%% *} / ${lw%% *}" | calc)"
 done
 stored=$(psql -Atq "$PG/ticketsync_bench_ingest" -c "SELECT count(*) FROM sessions")

@@ -291,6 +291,16 @@ impl App {
         Ok(t)
     }
 
+    /// Replace the tenant `default`'s sinks in both places that hold them (`sinks` for
+    /// matching and `session create`, `tenant_sinks` for delivery), as a test that moves a
+    /// sink's address does: assigning `sinks` alone left delivery on the old ones.
+    pub fn set_default_sinks(&mut self, sinks: Sinks) {
+        let mut all = (*self.tenant_sinks).clone();
+        all.insert(crate::store::TenantName::default(), sinks.clone());
+        self.tenant_sinks = Arc::new(all);
+        self.sinks = sinks;
+    }
+
     /// One delivery pass over every tenant ([`crate::pipeline::deliver_tenants`]).
     pub async fn deliver_pass(&self) -> Result<crate::pipeline::DeliverStats, crate::store::StoreError> {
         crate::pipeline::deliver_tenants(&self.store, &self.tenant_sinks, &self.policy).await

@@ -209,13 +209,23 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert!(!bad.hash_ok());
 
     // `audit show` reads the same database read-only.
+    // The demo has two tenants with a #101 each: without --tenant, both tenants' history of
+    // the ticket; with it, one tenant's only.
     let r = run(&["audit", "show", "--db", dbs, "--ticket", "101"], &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Sessions (2)") && r.stdout.contains("acme-redmine"), "{}", r.stdout);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--tenant", "acme"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("acme-redmine"), "{}", r.stdout);
+    assert!(!r.stdout.contains(" redmine session_report") && !r.stdout.contains("webhook"), "{}", r.stdout);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--tenant", "default"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
+    assert!(!r.stdout.contains("acme"), "{}", r.stdout);
     assert!(r.stdout.contains("attempt 1:") && r.stdout.contains("delivered"), "{}", r.stdout);
     // --json: one object per line, sessions, then deliveries with their attempts, then
     // events; --limit keeps the most recent of each part.
-    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json"], &[]).await;
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json", "--tenant", "default"], &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let of = |kind: &str| lines.iter().filter(|l| l["record"] == kind).cloned().collect::<Vec<_>>();
@@ -230,7 +240,9 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert!(events.len() > 2 && events.iter().any(|e| e["kind"] == "session_matched"));
     assert!(events.iter().all(|e| e["detail"].is_object() && e.get("detail_json").is_none()), "{}", r.stdout);
     let ids: Vec<i64> = events.iter().map(|e| e["event_id"].as_i64().unwrap()).collect();
-    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json", "--limit", "2"], &[]).await;
+    let r =
+        run(&["audit", "show", "--db", dbs, "--ticket", "101", "--json", "--limit", "2", "--tenant", "default"], &[])
+            .await;
     let limited: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let limited_ids: Vec<i64> =
         limited.iter().filter(|l| l["record"] == "event").map(|e| e["event_id"].as_i64().unwrap()).collect();
