@@ -253,6 +253,13 @@ async fn console_refuses_csrf_less_and_viewer_posts_and_escapes_vendor_text() {
     // The session's own page: fields and the raw record, escaped.
     let (_, sessions) = op.get(&format!("/ui/sessions?code={UNMATCHED_ID}")).await;
     let id = sessions.split("href=\"/ui/sessions/").nth(1).unwrap().split('"').next().unwrap().to_string();
+    // By tenant: the sessions of a configuration without [[tenants]] are the default's.
+    assert!(op
+        .get(&format!("/ui/sessions?code={UNMATCHED_ID}&tenant=default"))
+        .await
+        .1
+        .contains(&format!("/ui/sessions/{id}\"")));
+    assert!(!op.get(&format!("/ui/sessions?code={UNMATCHED_ID}&tenant=acme")).await.1.contains("/ui/sessions/"));
     let (status, page) = op.get(&format!("/ui/sessions/{id}")).await;
     assert_eq!(status, 200);
     assert!(page.contains(UNMATCHED_ID) && page.contains("&lt;img src=x"), "{page}");
