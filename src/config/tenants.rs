@@ -205,6 +205,13 @@ impl super::Config {
     /// sink over all tenants), each entry's section's own checks under the entry's keys.
     pub(super) fn tenant_validation_into(&self, e: &mut Errors) {
         let mut tenants = std::collections::HashMap::new();
+        let mut zoom_accounts: std::collections::HashMap<String, String> = self
+            .sources
+            .zoom
+            .iter()
+            .flat_map(|z| z.accounts.iter().enumerate())
+            .map(|(k, a)| (a.name.clone(), format!("sources.zoom.accounts[{k}]")))
+            .collect();
         // Sink names are unique over all tenants (the default tenant's are its kinds): a
         // delivery row's sink then names one tenant's system, whatever reads it.
         let mut sinks: std::collections::HashMap<String, String> = self
@@ -236,6 +243,24 @@ impl super::Config {
                         &format!("{at}.name"),
                         format!("duplicate source name {:?} in tenant {} (also sources[{first}])", s.name, t.name),
                     );
+                }
+                // OAuth tokens are kept per provider (`oauth_tokens.provider`), not per tenant
+                // yet: a tenant's OAuth app would share the default tenant's tokens, and poll
+                // its account. Refused; API tokens (Zoom: accounts of their own names) only.
+                if s.section.teamviewer.as_ref().is_some_and(|c| c.auth == super::TeamViewerAuth::Oauth) {
+                    e.key(&format!("{at}.auth"), "a tenant's TeamViewer account uses a script token (auth = \"script\"): OAuth tokens are not kept per tenant yet");
+                }
+                if s.section.splashtop.as_ref().is_some_and(|c| c.auth == super::SplashtopAuth::Oauth) {
+                    e.key(&format!("{at}.auth"), "a tenant's Splashtop account uses an API token (auth = \"token\"): OAuth tokens are not kept per tenant yet");
+                }
+                for (k, acc) in s.section.zoom.iter().flat_map(|z| z.accounts.iter()).enumerate() {
+                    // Zoom keeps tokens per account name (`zoom:<name>`): unique over the file.
+                    if let Some(first) = zoom_accounts.insert(acc.name.clone(), format!("{at}.accounts[{k}]")) {
+                        e.key(
+                            &format!("{at}.accounts[{k}].name"),
+                            format!("Zoom account name {:?} is also {first}'s: its tokens would be shared", acc.name),
+                        );
+                    }
                 }
                 if let Some(v) = s.vendor() {
                     let mut own = Errors::default();

@@ -339,6 +339,12 @@ kind = "teamviewer"
 name = "beta-tv"
 token = "tv-beta-0123456789"
 no_such_key = 1
+[[tenants.sources]]
+kind = "teamviewer"
+name = "beta-oauth"
+auth = "oauth"
+client_id = "beta-client"
+client_secret = "beta-secret-0123456789"
 "#;
     let (_, errors) = Config::parse_all(toml, "t.toml", Vec::<(String, String)>::new()).expect("parses");
     let line = |key: &str| {
@@ -360,4 +366,6 @@ no_such_key = 1
     assert!(bad.contains("lower-case"), "{bad}");
     let (unknown, at) = line("tenants[3].sources[0].no_such_key");
     assert!(unknown.contains("unknown key") && unknown.contains("line 33") && at, "{unknown}");
+    let (oauth, _) = line("tenants[3].sources[1].auth");
+    assert!(oauth.contains("not kept per tenant"), "{oauth}");
 }
