@@ -29,6 +29,8 @@ pub struct App {
     pub policy: DeliveryPolicy,
     /// This instance's name in leases and logs (`daemon.instance_id`, or `<host>:<pid>`).
     pub instance_id: String,
+    /// The time-entry policy of each sink with `time_entries = true` (issue 20).
+    pub time: Arc<crate::pipeline::time::TimePolicies>,
 }
 
 pub async fn open_store(cfg: &Config) -> Result<Store> {
@@ -232,6 +234,7 @@ impl App {
             None => store,
         };
         let instance_id = config.daemon.instance_id();
+        let time = Arc::new(config.sinks.time_policies());
         Ok(App {
             config,
             store,
@@ -243,6 +246,7 @@ impl App {
             rules,
             policy,
             instance_id,
+            time,
         })
     }
 
@@ -269,12 +273,25 @@ impl App {
             let tz = self.config.notes_tz();
             stats.add(crate::pipeline::match_pending_with(&store, &self.rules, &self.routes, &hits, tz).await?);
         }
+        self.time_pass().await?;
         Ok(stats)
     }
 
     /// One delivery pass over every tenant ([`crate::pipeline::deliver_tenants`]).
     pub async fn deliver_pass(&self) -> Result<crate::pipeline::DeliverStats, crate::store::StoreError> {
         crate::pipeline::deliver_tenants(&self.store, &self.tenant_sinks, &self.policy).await
+    }
+
+    /// The time pass (issue 20): the closed groups of matched sessions queued as time
+    /// entries on the sinks with `time_entries = true` (crates/pipeline/src/time.rs).
+    pub async fn time_pass(&self) -> Result<crate::pipeline::time::TimeStats, crate::store::StoreError> {
+        let t =
+            crate::pipeline::time::close_groups(&self.store, &self.time, self.config.notes_tz(), chrono::Utc::now())
+                .await?;
+        if t.queued + t.skipped > 0 {
+            tracing::info!(queued = t.queued, skipped = t.skipped, waiting = t.waiting, "time pass");
+        }
+        Ok(t)
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.

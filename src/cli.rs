@@ -313,6 +313,10 @@ pub enum AuditCommand {
         to: String,
         #[arg(long, value_enum)]
         format: crate::export::Format,
+        /// What to export: the audit events, or the time entries whose work started in the
+        /// range (docs/time-entries.md).
+        #[arg(long, value_enum, default_value = "events")]
+        kind: crate::export::ExportKind,
         /// Only events of this vendor (and of its sessions' deliveries).
         #[arg(long)]
         vendor: Option<String>,

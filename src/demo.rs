@@ -1,5 +1,5 @@
 //! `ticketsync demo`: the whole pipeline on one machine. Built-in simulators (TeamViewer,
-//! Splashtop, Zoom, visioconference.me, Redmine, a webhook receiver) on 127.0.0.1, a real
+//! Splashtop, Zoom, visioconference.me, Redmine, ConnectWise PSA, a webhook receiver) on 127.0.0.1, a real
 //! config file and a real SQLite file in the state directory (or a PostgreSQL database,
 //! `--store postgres://…`), two cycles (before and after a Zoom recording finishes), and a
 //! summary of what landed where.
@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::sim::connectwise::ConnectWiseSim;
 use crate::sim::redmine::RedmineSim;
 use crate::sim::splashtop::{SimOptions as SplashtopSimOptions, SplashtopSim};
 use crate::sim::teamviewer::{SimOptions, TeamViewerSim};
@@ -22,6 +23,8 @@ use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
 /// Tenant acme's Redmine: a #101 of its own.
 const ACME_TICKETS: &[u64] = &[101];
+/// The ConnectWise service ticket a technician names in a session's notes.
+const CW_TICKET: u64 = 5012;
 
 pub async fn run(state_dir: &Path) -> Result<()> {
     run_on(state_dir, None).await
@@ -75,6 +78,7 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     // The second tenant's own TeamViewer account and Redmine (issue 17, `[[tenants]]`).
     let (acme_tv_token, acme_tv_token_file) = write_secret("acme_teamviewer_token")?;
     let (acme_rm_key, acme_rm_key_file) = write_secret("acme_redmine_api_key")?;
+    let (cw_key, cw_key_file) = write_secret("connectwise_private_key")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
@@ -85,6 +89,7 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let visio = VisioSim::start(&visio_token, VisioShape::Current).await?;
     let acme_tv = TeamViewerSim::start(SimOptions { script_tokens: vec![acme_tv_token], ..Default::default() }).await?;
     let acme_redmine = RedmineSim::start(&acme_rm_key, ACME_TICKETS).await?;
+    let cw = ConnectWiseSim::start("acme", "demoPublicKey", &cw_key, "demo-client-id", &[CW_TICKET]).await?;
 
     let now = Utc::now();
     let t = |mins: i64| now - Duration::minutes(mins);
@@ -114,6 +119,12 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     tv.add_connection(json!({
         "id": "d3e0c6a1-7b25-4f38-8e9c-1a2b3c4d5e6f", "userid": "u11293276", "username": "Jon Snow",
         "deviceid": "1234567890", "start_date": date(t(10)), "support_session_type": 1
+    }));
+    // 5012: a ConnectWise service ticket named in the notes (routed to ConnectWise).
+    tv.add_connection(json!({
+        "id": "3f6c2a8e-1d4b-4c7a-9e2f-8b5a6c7d9e01", "userid": "u11293276", "username": "Jon Snow",
+        "deviceid": "1234567890", "devicename": "ACME-LT-042", "start_date": date(t(95)), "end_date": date(t(71)),
+        "billing_state": "Bill", "support_session_type": 1, "notes": "Outlook profile rebuilt, see #5012"
     }));
     // Malformed (no id): quarantined with its reason, the rest of the page is stored.
     tv.add_connection(json!({"userid": "u1", "username": "broken", "start_date": date(t(60))}));
@@ -186,6 +197,16 @@ pattern = "#(\\d+)"
 [sinks.redmine]
 url = "{rm}"
 api_key_file = "{rmf}"
+tickets = '^10\d$'
+
+[sinks.connectwise]
+url = "{cw}"
+company = "acme"
+public_key = "demoPublicKey"
+private_key_file = "{cwf}"
+client_id = "demo-client-id"
+member = "ticketsync"
+tickets = '^50\d\d$'
 
 [sinks.webhook]
 url = "{wh}"
@@ -215,6 +236,8 @@ api_key_file = "{acme_rmf}"
         stf = st_token_file.display(),
         rm = redmine.base_url,
         rmf = rm_key_file.display(),
+        cw = cw.base_url,
+        cwf = cw_key_file.display(),
         wh = hook.url,
         whf = wh_secret_file.display(),
         zapi = zoom.api_url(),
@@ -235,6 +258,7 @@ api_key_file = "{acme_rmf}"
     println!("  TeamViewer simulator  {}", tv.base_url);
     println!("  Splashtop simulator   {}", st.base_url);
     println!("  Redmine simulator     {}", redmine.base_url);
+    println!("  ConnectWise simulator {}", cw.base_url);
     println!("  webhook receiver      {}", hook.url);
     println!("  Zoom simulator        {}", zoom.base_url);
     println!("  visioconference.me    {}", visio.api_url);
@@ -309,6 +333,14 @@ api_key_file = "{acme_rmf}"
             let first = notes.lines().next().unwrap_or("");
             println!("  #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
         }
+    }
+    for n in cw.notes(CW_TICKET) {
+        let kind = if n.internal { "internal analysis" } else { "discussion" };
+        println!(
+            "ConnectWise ticket {CW_TICKET}: {kind} note by {} — {}",
+            n.created_by,
+            n.text.lines().next().unwrap_or("")
+        );
     }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
     println!();

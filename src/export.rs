@@ -354,3 +354,113 @@ mod tests {
         assert!(parse_bound("yesterday", false).unwrap_err().contains("yesterday"));
     }
 }
+
+/// What `--kind` exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportKind {
+    /// The audit chain's events (the default).
+    #[default]
+    Events,
+    /// The time entries (`v_time_entries`) whose work started in the range, for a billing
+    /// clerk to reconcile with the ticket system's invoice (issue 20).
+    TimeEntries,
+}
+
+/// One exported time entry: the `v_time_entries` row, `minutes_raw` to the hundredth.
+#[derive(Debug, Clone, Serialize)]
+struct TimeEntryLine {
+    time_entry_id: i64,
+    delivery_id: i64,
+    sink: String,
+    ticket_id: String,
+    vendor: String,
+    session_code: Option<String>,
+    external_id: String,
+    sessions: i64,
+    started_at: String,
+    ended_at: String,
+    raw_seconds: i64,
+    minutes_raw: String,
+    minutes_billed: i64,
+    billable: bool,
+    technician: Option<String>,
+    ticket_user: Option<String>,
+    state: String,
+    last_error: Option<String>,
+    remote_ref: Option<String>,
+    delivered_at: Option<String>,
+}
+
+/// The CSV columns of `--kind time-entries`, in order.
+pub const TIME_ENTRY_COLUMNS: [&str; 20] = [
+    "time_entry_id",
+    "delivery_id",
+    "sink",
+    "ticket_id",
+    "vendor",
+    "session_code",
+    "external_id",
+    "sessions",
+    "started_at",
+    "ended_at",
+    "raw_seconds",
+    "minutes_raw",
+    "minutes_billed",
+    "billable",
+    "technician",
+    "ticket_user",
+    "state",
+    "last_error",
+    "remote_ref",
+    "delivered_at",
+];
+
+/// `audit export --kind time-entries`: the entries whose work started in `[from, to)`, as
+/// RFC 4180 CSV (a column row, then a row per entry) or JSON lines; the rows written.
+pub async fn export_time_entries(store: &Store, filter: &Filter, format: Format, out: &mut dyn Write) -> Result<u64> {
+    let io = |e: std::io::Error| StoreError::Invalid(format!("writing the export: {e}"));
+    let rows = crate::store::time::list(store, Some(&filter.from), Some(&filter.to)).await?;
+    let lines = rows.into_iter().filter(|r| filter.vendor.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(&r.vendor)));
+    let lines: Vec<TimeEntryLine> = lines
+        .map(|r| TimeEntryLine {
+            minutes_raw: format!("{:.2}", r.raw_seconds as f64 / 60.0),
+            billable: r.billable != 0,
+            time_entry_id: r.time_entry_id,
+            delivery_id: r.delivery_id,
+            sink: r.sink,
+            ticket_id: r.ticket_id,
+            vendor: r.vendor,
+            session_code: r.session_code,
+            external_id: r.external_id,
+            sessions: r.sessions,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            raw_seconds: r.raw_seconds,
+            minutes_billed: r.minutes_billed,
+            technician: r.technician,
+            ticket_user: r.ticket_user,
+            state: r.state,
+            last_error: r.last_error,
+            remote_ref: r.remote_ref,
+            delivered_at: r.delivered_at,
+        })
+        .collect();
+    match format {
+        Format::Jsonl => {
+            for l in &lines {
+                serde_json::to_writer(&mut *out, l).map_err(|e| io(e.into()))?;
+                writeln!(out).map_err(io)?;
+            }
+        }
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut *out);
+            w.write_record(TIME_ENTRY_COLUMNS).map_err(|e| io(e.into()))?;
+            for l in &lines {
+                w.serialize(l).map_err(|e| io(e.into()))?;
+            }
+            w.flush().map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)?;
+    Ok(lines.len() as u64)
+}

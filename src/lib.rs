@@ -26,6 +26,7 @@ pub mod operator;
 pub use ticketsync_http::oauth;
 pub use ticketsync_model::note;
 pub use ticketsync_model::session;
+pub use ticketsync_model::time_entry;
 pub use ticketsync_pipeline as pipeline;
 pub use ticketsync_pipeline::render;
 /// `report::session_note`, as callers have always named it.

@@ -47,7 +47,8 @@ pub async fn show(cli: &Cli) -> Result<ExitCode> {
 
 /// `ticketsync audit export`: the history as CSV or JSON lines.
 pub async fn export(cli: &Cli) -> Result<ExitCode> {
-    let Command::Audit { command: AuditCommand::Export { from, to, format, vendor, output, db } } = &cli.command else {
+    let Command::Audit { command: AuditCommand::Export { from, to, format, kind, vendor, output, db } } = &cli.command
+    else {
         unreachable!("dispatched on Command::Audit")
     };
     let filter = ticketsync::export::Filter {
@@ -70,6 +71,14 @@ pub async fn export(cli: &Cli) -> Result<ExitCode> {
         }
     };
     let mut out = ticketsync::redact::ScrubWriter::new(sink);
+    if *kind == ticketsync::export::ExportKind::TimeEntries {
+        let n = ticketsync::export::export_time_entries(&store, &filter, *format, &mut out).await?;
+        std::io::Write::flush(&mut out)?;
+        drop(out);
+        store.close().await;
+        eprintln!("exported {n} time entries");
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = ticketsync::export::export(&store, &filter, *format, &mut out).await?;
     std::io::Write::flush(&mut out)?;
     drop(out);

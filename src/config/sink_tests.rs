@@ -180,3 +180,20 @@ fn halopsa_section_checks_its_url_tenant_and_secret() {
     let e = load(&ok.replace("client_secret = \"s\"\n", "")).unwrap().check_secrets().unwrap_err().to_string();
     assert!(e.starts_with("sinks.halopsa.client_secret") && e.contains("halopsa_client_secret"), "{e}");
 }
+
+#[test]
+fn the_psas_take_time_entries_and_autotask_wants_its_role() {
+    let ctx = crate::sinks::config::BuildCtx { timeout: std::time::Duration::from_secs(5), inline_limit: 20_000 };
+    let text = "[sinks.connectwise]\nurl = \"https://cw\"\ncompany = \"c\"\npublic_key = \"p\"\nprivate_key = \"k\"\n\
+                client_id = \"i\"\nmember = \"m\"\ntime_entries = true\n\
+                [sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\nsecret = \"s\"\ntime_entries = true\ntime_role_id = 7\n\
+                [sinks.halopsa]\nurl = \"https://h\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntime_entries = true\n";
+    let built = load(text).unwrap().sinks.build(&ctx).unwrap();
+    for name in ["connectwise", "autotask", "halopsa"] {
+        assert!(built[name].supports_time_entries(), "{name}");
+    }
+    let e = load("[sinks.autotask]\nusername = \"u@x\"\nintegration_code = \"C\"\ntime_entries = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sinks.autotask.time_role_id") && e.contains("required with time_entries"), "{e}");
+}

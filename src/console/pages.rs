@@ -121,7 +121,7 @@ pub fn overview(
             }
             h2 { "Sinks" }
             table #sinks {
-                tr { th { "sink" } th { "pending" } th { "retrying" } th { "failed" } th { "dead" } th { "delivered" } th { "oldest pending" } }
+                tr { th { "sink" } th { "pending" } th { "retrying" } th { "failed" } th { "dead" } th { "oldest pending" } }
                 @for s in sinks {
                     tr {
                         td { (s.sink) }
@@ -129,7 +129,6 @@ pub fn overview(
                         td { (s.retrying) }
                         td { a href={ "/ui/deliveries?state=failed&sink=" (s.sink) } { (s.failed) } }
                         td { a href={ "/ui/deliveries?state=dead&sink=" (s.sink) } { (s.dead) } }
-                        td { (s.delivered) }
                         td { (age(s.oldest_pending_at.as_deref(), now)) }
                     }
                 }

@@ -222,8 +222,23 @@ async fn stop(mut env: Env) {
 /// POST (with a token), a login flood; and vendor text is escaped on every page that shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_refuses_csrf_less_and_viewer_posts_and_escapes_vendor_text() {
-    let env = start("login_attempts = 3\n").await;
+    let env = start("login_attempts = 3\ntrusted_proxies = [\"127.0.0.1\"]\n").await;
     let anon = Http::new(&env.base);
+    // From a trusted proxy, X-Forwarded-User names a configured user, with that user's role;
+    // a name that is no user gets nothing.
+    let as_user = |name: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/ui/unmatched", env.base))
+            .header("x-forwarded-user", name)
+    };
+    let r = as_user(VIEWER.0).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("vic (viewer)") && !page.contains("method=\"post\""), "{page}");
+    assert_eq!(as_user("mallory").send().await.unwrap().status().as_u16(), 303);
     let (status, _) = anon.get("/ui/").await;
     assert_eq!(status, 303, "no login: to the login page");
     assert_eq!(anon.post("/ui/retry", &[("id", "1"), ("csrf", "x")]).await.0, 401);
@@ -481,7 +496,18 @@ async fn console_in_chromium_links_retries_and_viewers_only_read() {
 /// The CLI's `link` and `retry` name the OS user in their audit rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_link_and_retry_name_the_os_user() {
-    let env = start("").await;
+    // X-Forwarded-User from an address that is not a trusted proxy: ignored.
+    let env = start("trusted_proxies = [\"192.0.2.1\"]\n").await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/ui/", env.base))
+        .header("x-forwarded-user", OPERATOR.0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "the header counts only from a trusted proxy");
     let cfg = env._dir.path().join("ticketsync.toml");
     let run = |args: &'static [&'static str]| {
         let mut c = crate::support::ticketsync(&cfg, args);

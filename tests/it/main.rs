@@ -21,6 +21,7 @@ mod oauth;
 mod ops;
 mod package;
 mod pipeline;
+mod psa;
 // Only with the in-memory ticket system (`--features fake-sink`).
 #[cfg(feature = "fake-sink")]
 mod registry;
@@ -35,4 +36,5 @@ mod support;
 mod teamviewer;
 mod tenants;
 mod ticket_systems;
+mod time_entries;
 mod zoom;

@@ -14,6 +14,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod render;
 pub mod ticket_links;
+pub mod time;
 
 use serde::Deserialize;
 
@@ -569,6 +570,14 @@ async fn attempt_batch(sinks: &Sinks, group: &[Delivery], policy: &DeliveryPolic
         let error = format!("sink {:?} is not configured any more", group[0].sink);
         return group.iter().map(|_| Outcome::Failed { error: error.clone() }).collect();
     };
+    if group.iter().any(|d| d.kind == outbox::NoteKind::TimeEntry) {
+        // The claim never batches a time entry; one that came anyway is sent on its own.
+        let mut out = Vec::with_capacity(group.len());
+        for d in group {
+            out.push(attempt(sinks, d, policy).await);
+        }
+        return out;
+    }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; group.len()];
     let mut to_send: Vec<(usize, Note)> = Vec::new();
     for (i, d) in group.iter().enumerate() {
@@ -621,6 +630,9 @@ async fn attempt(sinks: &Sinks, d: &Delivery, policy: &DeliveryPolicy) -> Outcom
     let Some(sink) = sinks.get(&d.sink) else {
         return Outcome::Failed { error: format!("sink {:?} is not configured any more", d.sink) };
     };
+    if d.kind == outbox::NoteKind::TimeEntry {
+        return attempt_time_entry(sink.as_ref(), d, policy).await;
+    }
     let note: Note = match serde_json::from_str(&d.note_json) {
         Ok(n) => n,
         Err(e) => return Outcome::Dead { error: format!("stored note is unreadable: {e}") },
@@ -638,6 +650,32 @@ async fn attempt(sinks: &Sinks, d: &Delivery, policy: &DeliveryPolicy) -> Outcom
     match sink.post_note(&d.ticket_id, &note).await {
         Ok(remote_ref) => {
             tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, attempt = d.attempts, "note delivered");
+            Outcome::Delivered { remote_ref, found_existing: false }
+        }
+        Err(e) => classify(d, e, policy),
+    }
+}
+
+/// One attempt at a time entry: as a note's, the ticket's time entries scanned for the
+/// entry's marker before any re-send.
+async fn attempt_time_entry(sink: &dyn TicketSink, d: &Delivery, policy: &DeliveryPolicy) -> Outcome {
+    let entry: crate::sinks::TimeEntry = match serde_json::from_str(&d.note_json) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Dead { error: format!("stored time entry is unreadable: {e}") },
+    };
+    if d.attempts > 1 {
+        match sink.find_time_entry(&d.ticket_id, &d.marker).await {
+            Ok(Some(remote_ref)) => {
+                tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, "time entry already on ticket; not posting again");
+                return Outcome::Delivered { remote_ref, found_existing: true };
+            }
+            Ok(None) => {}
+            Err(e) => return classify(d, e, policy),
+        }
+    }
+    match sink.post_time_entry(&d.ticket_id, &entry).await {
+        Ok(remote_ref) => {
+            tracing::info!(delivery = d.id, sink = %d.sink, ticket = %d.ticket_id, minutes = entry.minutes, attempt = d.attempts, "time entry delivered");
             Outcome::Delivered { remote_ref, found_existing: false }
         }
         Err(e) => classify(d, e, policy),

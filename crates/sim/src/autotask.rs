@@ -38,8 +38,29 @@ pub struct TicketNote {
     pub creator_resource_id: u64,
 }
 
+#[derive(Debug, Clone)]
+pub struct TimeEntry {
+    pub id: u64,
+    pub ticket_id: u64,
+    pub resource_id: u64,
+    pub role_id: i64,
+    pub hours_worked: f64,
+    pub start: String,
+    pub end: String,
+    pub summary_notes: String,
+    pub is_non_billable: bool,
+    pub creator_user_id: u64,
+}
+
+/// A technician's resource, found by e-mail.
+pub const TECHNICIAN_RESOURCE_ID: u64 = 29_682_887;
+pub const TECHNICIAN_EMAIL: &str = "jon.snow@example.test";
+
 #[derive(Default)]
 struct Inner {
+    time: Vec<TimeEntry>,
+    /// Tickets whose status is Complete.
+    complete: Vec<u64>,
     /// id → ticket number.
     tickets: BTreeMap<u64, String>,
     notes: Vec<TicketNote>,
@@ -92,6 +113,7 @@ impl AutotaskSim {
         let app = Router::new()
             .route("/atservicesrest/v1.0/zoneInformation", get(zone_information))
             .route("/atservicesrest/V1.0/Tickets/{id}/Notes", post(add_note))
+            .route("/atservicesrest/V1.0/TimeEntries", post(add_time))
             .route("/atservicesrest/V1.0/{entity}/query", post(query))
             .route("/atservicesrest/V1.0/{entity}/query/next", get(query_next))
             .with_state(shared);
@@ -119,6 +141,34 @@ impl AutotaskSim {
 
     pub fn post_count(&self) -> usize {
         self.inner.lock().expect("sim lock").posts
+    }
+
+    pub fn time_entries(&self, ticket: u64) -> Vec<TimeEntry> {
+        self.inner.lock().expect("sim lock").time.iter().filter(|t| t.ticket_id == ticket).cloned().collect()
+    }
+
+    /// A time entry another resource typed, its summary ending as `notes` says.
+    pub fn add_person_time_entry(&self, ticket: u64, notes: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        g.time.push(TimeEntry {
+            id,
+            ticket_id: ticket,
+            resource_id: PERSON_RESOURCE_ID,
+            role_id: 1,
+            hours_worked: 0.25,
+            start: String::new(),
+            end: String::new(),
+            summary_notes: notes.into(),
+            is_non_billable: false,
+            creator_user_id: PERSON_RESOURCE_ID,
+        });
+    }
+
+    /// The ticket's status becomes Complete.
+    pub fn complete_ticket(&self, ticket: u64) {
+        self.inner.lock().expect("sim lock").complete.push(ticket);
     }
 
     /// A note typed by another resource in the web UI.
@@ -256,9 +306,11 @@ fn entity_items(g: &Inner, entity: &str, username: &str) -> Option<Vec<Value>> {
                 .collect(),
         ),
         "ticketnotes" => Some(g.notes.iter().map(note_json).collect()),
+        "timeentries" => Some(g.time.iter().map(time_json).collect()),
         "resources" => Some(vec![
             json!({"id": API_RESOURCE_ID, "userName": username, "email": "api-user@example.test", "isActive": true}),
             json!({"id": PERSON_RESOURCE_ID, "userName": "pat.person", "email": "pat@example.test", "isActive": true}),
+            json!({"id": TECHNICIAN_RESOURCE_ID, "userName": "jsnow", "email": TECHNICIAN_EMAIL, "isActive": true}),
         ]),
         _ => None,
     }
@@ -314,4 +366,58 @@ async fn query_next(
         return errors(StatusCode::BAD_REQUEST, "Invalid paging token.");
     };
     page(&s, &entity, &p["filter"], p["offset"].as_u64().unwrap_or(0) as usize)
+}
+
+fn time_json(t: &TimeEntry) -> Value {
+    json!({
+        "id": t.id, "ticketID": t.ticket_id, "resourceID": t.resource_id, "roleID": t.role_id,
+        "hoursWorked": t.hours_worked, "startDateTime": t.start, "endDateTime": t.end,
+        "summaryNotes": t.summary_notes, "isNonBillable": t.is_non_billable,
+        "creatorUserID": t.creator_user_id, "createDateTime": "2026-12-01T10:00:00.000Z",
+    })
+}
+
+async fn add_time(State(s): State<Shared>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&s, &h) {
+        return r;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return errors(StatusCode::BAD_REQUEST, "The request body could not be read as JSON.");
+    };
+    let mut g = s.inner.lock().expect("sim lock");
+    let Some(ticket) = v["ticketID"].as_u64().filter(|t| g.tickets.contains_key(t)) else {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Unable to find Tickets with Id {}.", v["ticketID"]),
+        );
+    };
+    if g.complete.contains(&ticket) {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Time Entries cannot be added to a ticket whose status is Complete.",
+        );
+    }
+    let Some(role) = v["roleID"].as_i64() else {
+        return errors(StatusCode::INTERNAL_SERVER_ERROR, "Missing Required Field: roleID");
+    };
+    let resource = v["resourceID"].as_u64().unwrap_or(0);
+    if ![API_RESOURCE_ID, PERSON_RESOURCE_ID, TECHNICIAN_RESOURCE_ID].contains(&resource) {
+        return errors(StatusCode::INTERNAL_SERVER_ERROR, &format!("Unable to find Resources with Id {resource}."));
+    }
+    let id = g.next_id;
+    g.next_id += 1;
+    g.posts += 1;
+    g.time.push(TimeEntry {
+        id,
+        ticket_id: ticket,
+        resource_id: resource,
+        role_id: role,
+        hours_worked: v["hoursWorked"].as_f64().unwrap_or(0.0),
+        start: v["startDateTime"].as_str().unwrap_or("").into(),
+        end: v["endDateTime"].as_str().unwrap_or("").into(),
+        summary_notes: v["summaryNotes"].as_str().unwrap_or("").into(),
+        is_non_billable: v["isNonBillable"].as_bool().unwrap_or(false),
+        creator_user_id: API_RESOURCE_ID,
+    });
+    Json(json!({ "itemId": id })).into_response()
 }

@@ -28,6 +28,9 @@ pub const API_MEMBER: &str = "ticketsync";
 pub const API_MEMBER_ID: u64 = 150;
 /// Another member, who types notes in the web UI.
 pub const PERSON: &str = "pperson";
+/// A technician with a member of their own, found by `officeEmail`.
+pub const TECHNICIAN: &str = "jsnow";
+pub const TECHNICIAN_EMAIL: &str = "jon.snow@example.test";
 
 #[derive(Debug, Clone)]
 pub struct TicketNote {
@@ -38,9 +41,24 @@ pub struct TicketNote {
     pub created_by: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct TimeEntry {
+    pub id: u64,
+    pub charge_to_id: u64,
+    pub member: String,
+    pub time_start: String,
+    pub time_end: String,
+    pub actual_hours: f64,
+    pub billable_option: String,
+    pub notes: String,
+    pub entered_by: String,
+}
+
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Vec<TicketNote>>,
+    time: Vec<TimeEntry>,
+    closed: Vec<u64>,
     next_id: u64,
     posts: usize,
     max_page: usize,
@@ -90,6 +108,7 @@ impl ConnectWiseSim {
         let api = Router::new()
             .route("/service/tickets/{id}/notes", get(list_notes).post(add_note))
             .route("/system/members", get(members))
+            .route("/time/entries", get(list_time).post(add_time))
             .with_state(shared);
         let app = Router::new().nest(API_PATH, api);
         let (server, url) = crate::Served::start(app).await?;
@@ -108,6 +127,33 @@ impl ConnectWiseSim {
     /// Caps `pageSize`, so that scans walk several pages.
     pub fn set_max_per_page(&self, n: usize) {
         self.inner.lock().expect("sim lock").max_page = n.max(1);
+    }
+
+    pub fn time_entries(&self, ticket: u64) -> Vec<TimeEntry> {
+        self.inner.lock().expect("sim lock").time.iter().filter(|t| t.charge_to_id == ticket).cloned().collect()
+    }
+
+    /// The ticket's status becomes a closed one: time can no longer be charged to it.
+    pub fn close_ticket(&self, ticket: u64) {
+        self.inner.lock().expect("sim lock").closed.push(ticket);
+    }
+
+    /// A time entry another member typed, its notes ending as `notes` says.
+    pub fn add_person_time_entry(&self, ticket: u64, notes: &str) {
+        let mut g = self.inner.lock().expect("sim lock");
+        let id = g.next_id;
+        g.next_id += 1;
+        g.time.push(TimeEntry {
+            id,
+            charge_to_id: ticket,
+            member: PERSON.into(),
+            time_start: "2026-12-01T10:00:00Z".into(),
+            time_end: "2026-12-01T10:15:00Z".into(),
+            actual_hours: 0.25,
+            billable_option: "Billable".into(),
+            notes: notes.into(),
+            entered_by: PERSON.into(),
+        });
     }
 
     /// A note typed by another member in the web UI.
@@ -231,12 +277,126 @@ async fn members(State(s): State<Shared>, Query(q): Query<BTreeMap<String, Strin
         return r;
     }
     let cond = q.get("conditions").cloned().unwrap_or_default();
-    let wanted = cond.strip_prefix("identifier=").map(|v| v.trim_matches('"').to_string());
-    let all = [(API_MEMBER_ID, API_MEMBER), (151, PERSON)];
+    let (field, wanted) = match cond.split_once('=') {
+        Some((f, v)) => (f.trim().to_string(), Some(v.trim().trim_matches('"').to_string())),
+        None => (String::new(), None),
+    };
+    let all = [
+        (API_MEMBER_ID, API_MEMBER, "ticketsync-api@example.test"),
+        (151, PERSON, "pat.person@example.test"),
+        (152, TECHNICIAN, TECHNICIAN_EMAIL),
+    ];
     let out: Vec<Value> = all
         .iter()
-        .filter(|(_, ident)| wanted.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(ident)))
-        .map(|(id, ident)| json!({"id": id, "identifier": ident}))
+        .filter(|(id, ident, mail)| match (field.as_str(), wanted.as_deref()) {
+            (_, None) => true,
+            ("identifier", Some(w)) => w.eq_ignore_ascii_case(ident),
+            ("officeEmail", Some(w)) => w.eq_ignore_ascii_case(mail),
+            ("id", Some(w)) => w == id.to_string(),
+            _ => false,
+        })
+        .map(|(id, ident, mail)| json!({"id": id, "identifier": ident, "officeEmail": mail}))
         .collect();
     Json(Value::Array(out)).into_response()
+}
+
+fn time_json(t: &TimeEntry) -> Value {
+    json!({
+        "id": t.id, "company": {"id": 250, "identifier": "Customer"},
+        "chargeToId": t.charge_to_id, "chargeToType": "ServiceTicket",
+        "member": {"id": if t.member == API_MEMBER { API_MEMBER_ID } else { 152 }, "identifier": t.member},
+        "timeStart": t.time_start, "timeEnd": t.time_end, "actualHours": t.actual_hours,
+        "billableOption": t.billable_option, "notes": t.notes, "enteredBy": t.entered_by,
+        "dateEntered": "2026-12-01T10:00:00Z",
+        "_info": {"lastUpdated": "2026-12-01T10:00:00Z", "updatedBy": t.entered_by},
+    })
+}
+
+fn invalid(field: &str, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"code": "InvalidObject", "message": "timeEntry object is invalid",
+            "errors": [{"code": "InvalidField", "message": message, "resource": "timeEntry", "field": field}]})),
+    )
+        .into_response()
+}
+
+async fn add_time(State(s): State<Shared>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&s, &h) {
+        return r;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return err(StatusCode::BAD_REQUEST, "InvalidObject", "The request body could not be parsed");
+    };
+    let mut g = s.inner.lock().expect("sim lock");
+    if v["chargeToType"].as_str() != Some("ServiceTicket") {
+        return invalid("chargeToType", "chargeToType must be ServiceTicket, ProjectTicket, ChargeCode or Activity");
+    }
+    let Some(ticket) = v["chargeToId"].as_u64().filter(|t| g.tickets.contains_key(t)) else {
+        return invalid("chargeToId", &format!("Service ticket {} not found", v["chargeToId"]));
+    };
+    if g.closed.contains(&ticket) {
+        return invalid("chargeToId", "Time cannot be entered against a closed ticket");
+    }
+    let (Some(start), Some(end)) = (v["timeStart"].as_str(), v["timeEnd"].as_str()) else {
+        return invalid("timeStart", "timeStart and timeEnd are required");
+    };
+    let option = v["billableOption"].as_str().unwrap_or("Billable");
+    if !["Billable", "DoNotBill", "NoCharge", "NoDefault"].contains(&option) {
+        return invalid("billableOption", "billableOption must be Billable, DoNotBill, NoCharge or NoDefault");
+    }
+    let member = match (&v["member"]["identifier"], &v["member"]["id"]) {
+        (Value::String(i), _) => i.clone(),
+        (_, Value::Number(n)) if n.as_u64() == Some(152) => TECHNICIAN.to_string(),
+        (_, Value::Number(n)) if n.as_u64() == Some(API_MEMBER_ID) => API_MEMBER.to_string(),
+        (Value::Null, Value::Null) => API_MEMBER.to_string(),
+        _ => return invalid("member", "Member not found"),
+    };
+    if ![API_MEMBER, TECHNICIAN, PERSON].iter().any(|m| m.eq_ignore_ascii_case(&member)) {
+        return invalid("member/identifier", &format!("Member {member} not found"));
+    }
+    let id = g.next_id;
+    g.next_id += 1;
+    g.posts += 1;
+    let t = TimeEntry {
+        id,
+        charge_to_id: ticket,
+        member,
+        time_start: start.into(),
+        time_end: end.into(),
+        actual_hours: v["actualHours"].as_f64().unwrap_or(0.0),
+        billable_option: option.into(),
+        notes: v["notes"].as_str().unwrap_or("").into(),
+        entered_by: API_MEMBER.into(),
+    };
+    let out = time_json(&t);
+    g.time.push(t);
+    (StatusCode::CREATED, Json(out)).into_response()
+}
+
+/// `conditions=chargeToId=<id> AND chargeToType="ServiceTicket"`, paged like the notes.
+async fn list_time(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>, h: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &h) {
+        return r;
+    }
+    let g = s.inner.lock().expect("sim lock");
+    let cond = q.get("conditions").cloned().unwrap_or_default();
+    let charge: Option<u64> = cond
+        .split(" AND ")
+        .filter_map(|c| c.trim().strip_prefix("chargeToId="))
+        .next()
+        .and_then(|v| v.trim().parse().ok());
+    let all: Vec<&TimeEntry> = g.time.iter().filter(|t| charge.is_none_or(|c| t.charge_to_id == c)).collect();
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let size: usize = q.get("pageSize").and_then(|p| p.parse().ok()).unwrap_or(25).clamp(1, g.max_page);
+    let items: Vec<Value> = all.iter().skip((page - 1) * size).take(size).map(|t| time_json(t)).collect();
+    let mut resp = Json(Value::Array(items)).into_response();
+    if page * size < all.len() {
+        let base = s.base_url.lock().expect("sim lock").clone();
+        let next = format!("<{base}{API_PATH}/time/entries?pageSize={size}&page={}>; rel=\"next\"", page + 1);
+        if let Ok(v) = next.parse() {
+            resp.headers_mut().insert("link", v);
+        }
+    }
+    resp
 }

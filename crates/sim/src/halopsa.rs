@@ -35,10 +35,18 @@ pub struct Action {
     /// Hours.
     pub time_taken: f64,
     pub who_agentid: u64,
+    pub billable: Option<bool>,
+    pub agent_id: Option<u64>,
 }
+
+/// A technician's agent, found by e-mail.
+pub const TECHNICIAN_AGENT_ID: u64 = 21;
+pub const TECHNICIAN_EMAIL: &str = "jon.snow@example.test";
 
 #[derive(Default)]
 struct Inner {
+    /// Tickets that are closed: no more time on them.
+    closed: Vec<u64>,
     tickets: Vec<u64>,
     actions: Vec<Action>,
     next_id: u64,
@@ -88,6 +96,8 @@ impl HaloPsaSim {
         let app = Router::new()
             .route("/auth/token", post(token))
             .route("/api/Agent/me", get(me))
+            .route("/api/Agent", get(agents))
+            .route("/api/Agent/{id}", get(agent))
             .route("/api/Actions", get(list_actions).post(add_actions))
             .with_state(shared);
         let (server, base_url) = crate::Served::start(app).await?;
@@ -112,6 +122,11 @@ impl HaloPsaSim {
         self.inner.lock().expect("sim lock").token_requests.clone()
     }
 
+    /// The ticket is closed: time can no longer be logged on it.
+    pub fn close_ticket(&self, ticket: u64) {
+        self.inner.lock().expect("sim lock").closed.push(ticket);
+    }
+
     /// Every token issued so far stops working (as after a secret rotation).
     pub fn revoke_tokens(&self) {
         self.inner.lock().expect("sim lock").tokens.clear();
@@ -130,6 +145,8 @@ impl HaloPsaSim {
             outcome: "Private Note".into(),
             time_taken: 0.0,
             who_agentid: PERSON_AGENT_ID,
+            billable: None,
+            agent_id: None,
         });
     }
 }
@@ -218,6 +235,18 @@ async fn add_actions(State(s): State<Shared>, h: HeaderMap, body: axum::body::By
             return (StatusCode::NOT_FOUND, Json(json!(format!("Ticket {} not found", v["ticket_id"]))))
                 .into_response();
         };
+        if g.closed.contains(&ticket) && v["timetaken"].as_f64().is_some_and(|t| t > 0.0) {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!(format!("Ticket {ticket} is closed: time cannot be logged against it"))),
+            )
+                .into_response();
+        }
+        if let Some(a) =
+            v["agent_id"].as_u64().filter(|a| ![API_AGENT_ID, PERSON_AGENT_ID, TECHNICIAN_AGENT_ID].contains(a))
+        {
+            return (StatusCode::BAD_REQUEST, Json(json!(format!("Agent {a} not found")))).into_response();
+        }
         let note_html = match (v["note_html"].as_str(), v["note"].as_str()) {
             (Some(h), _) => h.to_string(),
             (None, Some(n)) => n.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
@@ -233,7 +262,9 @@ async fn add_actions(State(s): State<Shared>, h: HeaderMap, body: axum::body::By
             hidden_from_user: v["hiddenfromuser"].as_bool().unwrap_or(false),
             outcome: v["outcome"].as_str().unwrap_or("Note").to_string(),
             time_taken: v["timetaken"].as_f64().unwrap_or(0.0),
-            who_agentid: API_AGENT_ID,
+            who_agentid: v["agent_id"].as_u64().unwrap_or(API_AGENT_ID),
+            billable: v["actisbillable"].as_bool(),
+            agent_id: v["agent_id"].as_u64(),
         };
         out.push(action_json(&a, true));
         g.actions.push(a);
@@ -256,4 +287,43 @@ async fn list_actions(State(s): State<Shared>, Query(q): Query<BTreeMap<String, 
     let list: Vec<Value> =
         g.actions.iter().filter(|a| Some(a.ticket_id) == ticket).map(|a| action_json(a, html)).collect();
     Json(json!({"record_count": list.len(), "actions": list})).into_response()
+}
+
+fn agent_json(id: u64) -> Value {
+    let (name, email) = match id {
+        API_AGENT_ID => ("ticketsync API", "ticketsync@example.test"),
+        PERSON_AGENT_ID => ("Pat Person", "pat.person@example.test"),
+        _ => ("Jon Snow", TECHNICIAN_EMAIL),
+    };
+    json!({"id": id, "name": name, "email": email, "isdisabled": false})
+}
+
+/// `?search=` matches names and e-mail addresses; an array of agents.
+async fn agents(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>, h: HeaderMap) -> Response {
+    if let Err(r) = bearer_ok(&s, &h) {
+        return r;
+    }
+    let search = q.get("search").map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    let list: Vec<Value> = [API_AGENT_ID, PERSON_AGENT_ID, TECHNICIAN_AGENT_ID]
+        .into_iter()
+        .map(agent_json)
+        .filter(|a| a.to_string().to_ascii_lowercase().contains(&search))
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+async fn agent(
+    State(s): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(r) = bearer_ok(&s, &h) {
+        return r;
+    }
+    match id.parse::<u64>() {
+        Ok(a) if [API_AGENT_ID, PERSON_AGENT_ID, TECHNICIAN_AGENT_ID].contains(&a) => {
+            Json(agent_json(a)).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, Json(json!(format!("Agent {id} not found")))).into_response(),
+    }
 }

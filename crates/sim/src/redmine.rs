@@ -1,5 +1,9 @@
 //! A small Redmine simulator: `PUT /issues/{id}.json` (204), `GET /issues/{id}.json?include=journals`,
-//! `GET /users/current.json`, API key in `X-Redmine-API-Key`. The tests also run the same
+//! `GET /users/current.json`, API key in `X-Redmine-API-Key`; time entries (`POST` and
+//! `GET /time_entries.json?issue_id=`, paged by `offset`/`limit` with `total_count`),
+//! `GET /users.json?name=` and `GET /users/{id}.json`, with the answers Redmine 5.0.4 gave
+//! (201 with the entry; 422 `{"errors":[…]}` for a closed project's issue, an unknown issue,
+//! a missing activity, an unknown user). The tests also run the same
 //! sink against a real Redmine; this one backs the demo and fault tests.
 
 use std::collections::BTreeMap;
@@ -34,8 +38,27 @@ pub struct SimRequest {
     pub retry_after: Option<u64>,
 }
 
+/// A time entry as Redmine lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeEntryRec {
+    pub id: u64,
+    pub issue: u64,
+    pub user_id: u64,
+    pub hours: f64,
+    pub spent_on: String,
+    pub activity_id: u64,
+    pub comments: String,
+}
+
 #[derive(Default)]
 struct Inner {
+    time_entries: Vec<TimeEntryRec>,
+    /// Issues of a closed project: notes 403, time entries 422.
+    closed: std::collections::BTreeSet<u64>,
+    /// Users by id → e-mail (1 is the API user).
+    users: BTreeMap<u64, String>,
+    /// The next `n` time entry POSTs answer 429 with this Retry-After.
+    throttle_time: Option<(u64, usize)>,
     issues: BTreeMap<u64, Vec<Journal>>,
     next_journal: u64,
     puts: usize,
@@ -62,7 +85,8 @@ pub struct RedmineSim {
 
 impl RedmineSim {
     pub async fn start(api_key: &str, issues: &[u64]) -> std::io::Result<RedmineSim> {
-        let inner = Arc::new(Mutex::new(Inner { next_journal: 1, ..Default::default() }));
+        let users = BTreeMap::from([(1, "admin@example.net".to_string()), (12, "jon.snow@example.com".to_string())]);
+        let inner = Arc::new(Mutex::new(Inner { next_journal: 1, users, ..Default::default() }));
         for i in issues {
             inner.lock().expect("sim lock").issues.insert(*i, Vec::new());
         }
@@ -70,6 +94,9 @@ impl RedmineSim {
         let app = Router::new()
             .route("/issues/{file}", get(get_issue).put(put_issue))
             .route("/users/current.json", get(current_user))
+            .route("/users.json", get(list_users))
+            .route("/users/{file}", get(get_user))
+            .route("/time_entries.json", get(list_time_entries).post(post_time_entry))
             .with_state(shared);
         let (server, base_url) = crate::Served::start(app).await?;
         Ok(RedmineSim { base_url, inner, server })
@@ -90,6 +117,26 @@ impl RedmineSim {
             private_notes: false,
             user_id: super::PERSON_ID,
         });
+    }
+
+    /// The time entries written so far.
+    pub fn time_entries(&self) -> Vec<TimeEntryRec> {
+        self.inner.lock().expect("sim lock").time_entries.clone()
+    }
+
+    /// The issue's project is closed: notes answer 403, time entries 422 "Issue is invalid".
+    pub fn close_project_of(&self, issue: u64) {
+        self.inner.lock().expect("sim lock").closed.insert(issue);
+    }
+
+    /// Remove a user (a technician who left): a time entry for them answers 422 "User is invalid".
+    pub fn remove_user(&self, id: u64) {
+        self.inner.lock().expect("sim lock").users.remove(&id);
+    }
+
+    /// The next `times` time entry POSTs answer 429 with `Retry-After: secs`.
+    pub fn throttle_time_entries(&self, secs: u64, times: usize) {
+        self.inner.lock().expect("sim lock").throttle_time = Some((secs, times));
     }
 
     pub fn set_delay(&self, d: std::time::Duration) {
@@ -195,8 +242,17 @@ async fn put_issue(
             g.log.push(SimRequest { at, method: "PUT", issue: Some(id), status: 429, retry_after: Some(secs) });
             return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())]).into_response();
         }
-        let status = if g.issues.contains_key(&id) { 204 } else { 404 };
+        let status = if !g.issues.contains_key(&id) {
+            404
+        } else if g.closed.contains(&id) {
+            403
+        } else {
+            204
+        };
         g.log.push(SimRequest { at, method: "PUT", issue: Some(id), status, retry_after: None });
+        if status == 403 {
+            return StatusCode::FORBIDDEN.into_response();
+        }
         let jid = g.next_journal;
         let delay = g.delay;
         let Some(journals) = g.issues.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
@@ -216,4 +272,131 @@ async fn put_issue(
         tokio::time::sleep(delay).await;
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn unprocessable(errors: &[&str]) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": errors}))).into_response()
+}
+
+fn entry_json(t: &TimeEntryRec) -> Value {
+    let name = if t.user_id == 1 { "Redmine Admin" } else { "Jon Snow" };
+    json!({
+        "id": t.id, "project": {"id": 1, "name": "CI"}, "issue": {"id": t.issue},
+        "user": {"id": t.user_id, "name": name}, "activity": {"id": t.activity_id, "name": "Development"},
+        "hours": t.hours, "comments": t.comments, "spent_on": t.spent_on,
+        "created_on": "2026-12-06T05:55:41Z", "updated_on": "2026-12-06T05:55:41Z",
+    })
+}
+
+async fn post_time_entry(State(s): State<Shared>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else { return unprocessable(&["Invalid JSON"]) };
+    let t = &v["time_entry"];
+    let delay = {
+        let mut g = s.inner.lock().expect("sim lock");
+        let at = std::time::Instant::now();
+        let issue = t["issue_id"].as_u64();
+        if let Some((secs, left)) = g.throttle_time.as_mut().filter(|(_, left)| *left > 0) {
+            *left -= 1;
+            let secs = *secs;
+            g.log.push(SimRequest { at, method: "POST", issue, status: 429, retry_after: Some(secs) });
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())]).into_response();
+        }
+        let mut errors = Vec::new();
+        match issue {
+            Some(i) if g.closed.contains(&i) => errors.push("Issue is invalid"),
+            Some(i) if g.issues.contains_key(&i) => {}
+            _ => errors.extend(["Project cannot be blank", "Project is invalid", "Issue is invalid"]),
+        }
+        let hours = t["hours"].as_f64().unwrap_or(0.0);
+        if hours <= 0.0 {
+            errors.push("Hours is invalid");
+        }
+        let Some(activity_id) = t["activity_id"].as_u64() else {
+            errors.push("Activity cannot be blank");
+            g.log.push(SimRequest { at, method: "POST", issue, status: 422, retry_after: None });
+            return unprocessable(&errors);
+        };
+        let user_id = match &t["user_id"] {
+            Value::Null => 1,
+            u => match u.as_u64().or_else(|| u.as_str().and_then(|x| x.parse().ok())) {
+                Some(id) if g.users.contains_key(&id) => id,
+                _ => {
+                    errors.push("User is invalid");
+                    0
+                }
+            },
+        };
+        let status = if errors.is_empty() { 201 } else { 422 };
+        g.log.push(SimRequest { at, method: "POST", issue, status, retry_after: None });
+        if !errors.is_empty() {
+            return unprocessable(&errors);
+        }
+        let rec = TimeEntryRec {
+            id: g.time_entries.len() as u64 + 1,
+            issue: issue.expect("checked"),
+            user_id,
+            hours,
+            spent_on: t["spent_on"].as_str().unwrap_or("2026-12-06").to_string(),
+            activity_id,
+            comments: t["comments"].as_str().unwrap_or("").to_string(),
+        };
+        g.time_entries.push(rec.clone());
+        (g.delay, rec)
+    };
+    // Applied already: a client that times out now is the duplicate window, as for notes.
+    if !delay.0.is_zero() {
+        tokio::time::sleep(delay.0).await;
+    }
+    (StatusCode::CREATED, Json(json!({"time_entry": entry_json(&delay.1)}))).into_response()
+}
+
+async fn list_time_entries(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let g = s.inner.lock().expect("sim lock");
+    let issue: Option<u64> = q.get("issue_id").and_then(|i| i.parse().ok());
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(25).min(100);
+    let offset: usize = q.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+    // Redmine lists the newest first.
+    let all: Vec<&TimeEntryRec> = g.time_entries.iter().rev().filter(|t| issue.is_none_or(|i| t.issue == i)).collect();
+    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(|t| entry_json(t)).collect();
+    Json(json!({"time_entries": page, "total_count": all.len(), "offset": offset, "limit": limit})).into_response()
+}
+
+async fn list_users(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let g = s.inner.lock().expect("sim lock");
+    let name = q.get("name").map(|n| n.to_lowercase()).unwrap_or_default();
+    let users: Vec<Value> = g
+        .users
+        .iter()
+        .filter(|(_, mail)| mail.to_lowercase().contains(&name))
+        .map(|(id, mail)| json!({"id": id, "login": mail.split('@').next(), "mail": mail}))
+        .collect();
+    Json(json!({"users": users, "total_count": users.len(), "offset": 0, "limit": 25})).into_response()
+}
+
+async fn get_user(State(s): State<Shared>, Path(file): Path<String>, h: HeaderMap) -> Response {
+    if !authorized(&s, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let g = s.inner.lock().expect("sim lock");
+    match issue_id(&file).and_then(|id| g.users.get(&id).map(|m| (id, m))) {
+        Some((id, mail)) => Json(json!({"user": {"id": id, "mail": mail}})).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }

@@ -36,7 +36,9 @@ pub async fn source_status(store: &Store) -> Result<Vec<SourceStatus>> {
 }
 
 /// A sink's outbox: waiting for a first attempt, waiting for a retry (pending or sending
-/// after a failure), failed, dead, delivered, and the creation time of the oldest waiting.
+/// after a failed attempt), failed, dead, and the creation time of the oldest waiting.
+/// Delivered rows are not counted: they are nearly all rows, and counting them would read
+/// the whole table on every overview.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SinkOutbox {
     pub sink: String,
@@ -44,36 +46,41 @@ pub struct SinkOutbox {
     pub retrying: i64,
     pub failed: i64,
     pub dead: i64,
-    pub delivered: i64,
     pub oldest_pending_at: Option<String>,
 }
 
 pub async fn sink_outboxes(store: &Store) -> Result<Vec<SinkOutbox>> {
-    type Row = (String, i64, i64, i64, i64, i64, Option<String>);
-    let rows: Vec<Row> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
-        "SELECT sink,
-            COALESCE(SUM(CASE WHEN state IN ('pending', 'sending') AND attempts = 0 THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN state IN ('pending', 'sending') AND attempts > 0 THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END), 0),
-            MIN(CASE WHEN state IN ('pending', 'sending') THEN created_at END)
-         FROM deliveries GROUP BY sink ORDER BY sink"
+    type Row = (String, String, i64, i64, Option<String>);
+    // Through the `(state, next_attempt_at)` index: only the rows not delivered are read.
+    let rows: Vec<Row> = on_pool!(store, |ex, d| {
+        sqlx::query_as(&d.sql(
+        "SELECT sink, state, CAST(CASE WHEN attempts > 0 THEN 1 ELSE 0 END AS BIGINT), COUNT(*), MIN(created_at) FROM deliveries
+         WHERE state IN ('pending', 'sending', 'failed', 'dead')
+         GROUP BY sink, state, CASE WHEN attempts > 0 THEN 1 ELSE 0 END ORDER BY sink"
     ))
     .fetch_all(ex)
-    .await?);
-    Ok(rows
-        .into_iter()
-        .map(|(sink, pending, retrying, failed, dead, delivered, oldest_pending_at)| SinkOutbox {
-            sink,
-            pending,
-            retrying,
-            failed,
-            dead,
-            delivered,
-            oldest_pending_at,
-        })
-        .collect())
+    .await?
+    });
+    let mut out: Vec<SinkOutbox> = Vec::new();
+    for (sink, state, tried, count, oldest) in rows {
+        if out.last().is_none_or(|o| o.sink != sink) {
+            out.push(SinkOutbox { sink: sink.clone(), ..Default::default() });
+        }
+        let o = out.last_mut().expect("pushed above");
+        match (state.as_str(), tried) {
+            ("failed", _) => o.failed += count,
+            ("dead", _) => o.dead += count,
+            (_, 0) => o.pending += count,
+            _ => o.retrying += count,
+        }
+        if state == "pending" || state == "sending" {
+            o.oldest_pending_at = match (o.oldest_pending_at.take(), oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    Ok(out)
 }
 
 /// What the sessions page searches by; every field optional, all given ones must hold.
@@ -160,19 +167,23 @@ pub async fn search_sessions(store: &Store, f: &SessionFilter, limit: i64) -> Re
     with_matches(store, sessions).await
 }
 
-/// The sessions with their matches (one query for the page).
+/// The sessions with their matches: one query for the page, by the ids shown (a range
+/// would read every match between a page's first and last id: all of them for a search
+/// whose hits are spread over the table).
 async fn with_matches(store: &Store, sessions: Vec<StoredSession>) -> Result<Vec<SessionRow>> {
-    let (lo, hi) = match (sessions.iter().map(|s| s.id).min(), sessions.iter().map(|s| s.id).max()) {
-        (Some(lo), Some(hi)) => (lo, hi),
-        _ => return Ok(Vec::new()),
-    };
-    let matched: Vec<(i64, String, String)> = on_pool!(store, |ex, d| sqlx::query_as(
-        &d.sql("SELECT session_id, ticket_id, rule FROM matches WHERE session_id BETWEEN ? AND ?")
-    )
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(ex)
-    .await?);
+    if sessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; sessions.len()].join(", ");
+    let sql = format!("SELECT session_id, ticket_id, rule FROM matches WHERE session_id IN ({marks})");
+    let matched: Vec<(i64, String, String)> = on_pool!(store, |ex, d| {
+        let sql = d.sql(&sql);
+        let mut q = sqlx::query_as(&sql);
+        for s in &sessions {
+            q = q.bind(s.id);
+        }
+        q.fetch_all(ex).await?
+    });
     let by_id: std::collections::HashMap<i64, (String, String)> =
         matched.into_iter().map(|(id, t, r)| (id, (t, r))).collect();
     Ok(sessions
@@ -255,9 +266,9 @@ pub async fn session_record(store: &Store, id: i64) -> Result<Option<SessionReco
     .bind(id)
     .fetch_optional(ex)
     .await?);
-    let dsql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant FROM deliveries WHERE session_id = ? ORDER BY id";
+    let dsql = format!("SELECT {} FROM deliveries WHERE session_id = ? ORDER BY id", crate::outbox::COLS);
     let deliveries: Vec<Delivery> =
-        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(dsql)).bind(id).fetch_all(ex).await?);
+        on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&dsql)).bind(id).fetch_all(ex).await?);
     type A = (i64, i64, String, Option<String>, Option<String>, Option<String>);
     let attempts: Vec<A> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(
         "SELECT a.delivery_id, a.attempt, a.started_at, a.finished_at, a.outcome, a.detail
@@ -323,10 +334,12 @@ pub struct DeliveryFilter {
 
 /// Failed and dead deliveries, newest first, by keyset.
 pub async fn failed_deliveries(store: &Store, f: &DeliveryFilter, limit: i64) -> Result<Vec<Delivery>> {
-    let sql = "SELECT id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant
-        FROM deliveries WHERE state IN ('failed', 'dead') AND (? IS NULL OR state = ?) AND (? IS NULL OR sink = ?) AND id < ?
-        ORDER BY id DESC LIMIT ?";
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(sql))
+    let sql = format!(
+        "SELECT {} FROM deliveries WHERE state IN ('failed', 'dead') AND (? IS NULL OR state = ?) AND (? IS NULL OR sink = ?)
+         AND id < ? ORDER BY id DESC LIMIT ?",
+        crate::outbox::COLS
+    );
+    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
         .bind(f.state.as_deref())
         .bind(f.state.as_deref())
         .bind(f.sink.as_deref())

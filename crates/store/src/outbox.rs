@@ -59,7 +59,7 @@ where
     }
 }
 
-const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
+pub(crate) const COLS: &str = "id, sink, ticket_id, session_id, kind, marker, note_json, state, attempts, next_attempt_at, last_error, remote_ref, created_at, delivered_at, tenant";
 
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
@@ -442,7 +442,8 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
     let mut chain = audit::Chain::load(tx).await?;
     for head in heads {
         let mut group = vec![head];
-        if want.max_batch > 1 {
+        // A time entry goes alone: batching is for notes written in one ticket update.
+        if want.max_batch > 1 && group[0].kind != NoteKind::TimeEntry {
             let sql = format!(
                 "SELECT {COLS} FROM deliveries INDEXED BY deliveries_queue
                  WHERE sink = ? AND ticket_id = ? AND state IN ('pending', 'sending') AND id > ? AND tenant = ?
@@ -460,7 +461,11 @@ async fn claim_sink_in(tx: &mut Tx<'_>, want: &SinkClaim<'_>, due: &str, now: &s
             let due_at = crate::session::parse_ts(due);
             for d in later {
                 let not_due = due_at.is_none_or(|due| d.next_attempt_at > due);
-                if d.state != DeliveryState::Pending || not_due || visibility(&d.note_json) != vis {
+                if d.state != DeliveryState::Pending
+                    || not_due
+                    || d.kind == NoteKind::TimeEntry
+                    || visibility(&d.note_json) != vis
+                {
                     break;
                 }
                 group.push(d);

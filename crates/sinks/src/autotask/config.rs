@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{AutotaskCredentials, AutotaskSink, NoteKinds};
+use super::{AutotaskCredentials, AutotaskSink, NoteKinds, TimeSettings};
 use crate::section::{
     check_url, declared_secret, require, tuned, BuildCtx, ConfigError, Errors, Outbound, OutboundConfig, RouteConfig,
     SecretUse, SinkSection,
@@ -45,6 +45,12 @@ pub struct AutotaskConfig {
     /// `TicketNotes.publish` picklist value of a note the contact may see.
     #[serde(default = "three")]
     pub publish_public: i64,
+    /// Time entries: the role (`roleID`) they are written with; required with `time_entries`.
+    #[serde(default)]
+    pub time_role_id: Option<i64>,
+    /// Time entries: the work type (`billingCodeID`), when the instance wants one.
+    #[serde(default)]
+    pub time_billing_code_id: Option<i64>,
     /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
     pub route: RouteConfig,
@@ -104,6 +110,12 @@ impl SinkSection for AutotaskConfig {
         if !is_header_value(&self.integration_code) {
             e.key("sinks.autotask.integration_code", "required: the API tracking identifier of the integration");
         }
+        if self.route.time_entries && self.time_role_id.is_none_or(|r| r <= 0) {
+            e.key("sinks.autotask.time_role_id", "required with time_entries = true: the roleID time is billed at");
+        }
+        if self.time_billing_code_id.is_some_and(|c| c <= 0) {
+            e.key("sinks.autotask.time_billing_code_id", "a billing code id (a positive integer)");
+        }
         for (key, v) in
             [("note_type", self.note_type), ("publish", self.publish), ("publish_public", self.publish_public)]
         {
@@ -123,7 +135,10 @@ impl SinkSection for AutotaskConfig {
         };
         let kinds = NoteKinds { note_type: self.note_type, publish: self.publish, publish_public: self.publish_public };
         let http = self.outbound().client(ctx.timeout)?;
-        let sink = AutotaskSink::new("autotask", &self.url, self.zone_url.as_deref(), creds, kinds, http);
+        let mut sink = AutotaskSink::new("autotask", &self.url, self.zone_url.as_deref(), creds, kinds, http);
+        if let (true, Some(role_id)) = (self.route.time_entries, self.time_role_id) {
+            sink = sink.with_time_entries(TimeSettings { role_id, billing_code_id: self.time_billing_code_id });
+        }
         Ok(tuned(sink, ctx, &self.outbound()))
     }
 }

@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use super::common::{self, Reply};
-use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{Capabilities, RemoteRef, SinkError, SinkErrorKind, TicketSink, TimeEntry};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -86,6 +86,16 @@ pub struct AutotaskSink {
     me: common::ApiUser,
     /// Ticket numbers resolved to ids.
     resolved: Mutex<HashMap<String, u64>>,
+    /// Time entries: `roleID` (required by Autotask for ticket time) and `billingCodeID`.
+    time: Option<TimeSettings>,
+}
+
+/// What a ticket time entry needs beyond the session: the role the work is billed at, and
+/// optionally the work type (billing code).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeSettings {
+    pub role_id: i64,
+    pub billing_code_id: Option<i64>,
 }
 
 impl common::HttpKnobs for AutotaskSink {
@@ -181,7 +191,25 @@ impl AutotaskSink {
             zone,
             me: Default::default(),
             resolved: Mutex::new(HashMap::new()),
+            time: None,
         }
+    }
+
+    /// Time entries on, with the role (and work type) they are written with.
+    pub fn with_time_entries(mut self, time: TimeSettings) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    /// A resource's id, found by a filter.
+    async fn resource(&self, filter: Value) -> Result<Option<String>, SinkError> {
+        let mut id = None;
+        self.query("Resources", filter, |items| {
+            id = items.first().and_then(|r| common::id_text(&r["id"]));
+            true
+        })
+        .await?;
+        Ok(id)
     }
 
     fn with_creds(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -237,6 +265,12 @@ impl AutotaskSink {
             403 => {
                 err.message =
                     format!("forbidden (HTTP 403): the API user's security level lacks ticket note rights: {detail}")
+            }
+            // Autotask answers a business-rule refusal (a completed ticket, a missing role)
+            // with 500 and its `errors` array; an outage answers without one.
+            500 if has_errors_array(&r.body) => {
+                err.kind = SinkErrorKind::Permanent;
+                err.message = format!("Autotask refused the request (HTTP 500): {detail}");
             }
             _ => {}
         }
@@ -350,6 +384,14 @@ impl AutotaskSink {
     }
 }
 
+/// Whether an answer body is Autotask's `{"errors":[…]}` with at least one message.
+fn has_errors_array(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["errors"].as_array().map(|a| a.iter().any(|e| e.as_str().is_some_and(|m| !m.is_empty()))))
+        .unwrap_or(false)
+}
+
 fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
@@ -414,6 +456,93 @@ impl TicketSink for AutotaskSink {
             Some(n) => format!("ticket:{id}#note-{n}"),
             None => format!("ticket:{id}"),
         })
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        self.time.is_some()
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket).await?;
+        let me = self.me().await?.map(str::to_string);
+        let filter = json!([
+            { "op": "eq", "field": "ticketID", "value": id },
+            { "op": "contains", "field": "summaryNotes", "value": marker },
+        ]);
+        let mut hit = None;
+        self.query("TimeEntries", filter, |items| {
+            // `creatorUserID` is who wrote the entry (the API user), `resourceID` whom it is for.
+            hit = items
+                .iter()
+                .find(|e| {
+                    e["summaryNotes"].as_str().is_some_and(|t| crate::time_entry::ends_with_marker(t, marker))
+                        && common::author_ok(me.as_deref(), common::id_text(&e["creatorUserID"]))
+                })
+                .and_then(|e| common::id_text(&e["id"]));
+            hit.is_some()
+        })
+        .await?;
+        Ok(hit.map(|t| format!("ticket:{id}#time-{t}")))
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &TimeEntry) -> Result<RemoteRef, SinkError> {
+        let Some(time) = self.time else {
+            return Err(SinkError::new(
+                &self.api.name,
+                SinkErrorKind::Permanent,
+                "time entries are off (time_entries)",
+            ));
+        };
+        let id = self.ticket_id(ticket).await?;
+        let user = match &entry.user {
+            Some(u) => Some(u.clone()),
+            None => match entry.technician_email.as_deref() {
+                Some(mail) => self.user_by_email(mail).await?,
+                None => None,
+            },
+        };
+        // Without a technician's resource the entry is the API user's own.
+        let resource = match &user {
+            Some(u) => u.clone(),
+            None => self.me().await?.map(str::to_string).ok_or_else(|| {
+                SinkError::new(
+                    &self.api.name,
+                    SinkErrorKind::Permanent,
+                    "no resource to write the time entry for: the API user's own resource was not found",
+                )
+            })?,
+        };
+        let resource: Value = resource.parse::<u64>().map(Value::from).unwrap_or(Value::String(resource));
+        let fmt = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let mut body = json!({
+            "ticketID": id,
+            "resourceID": resource,
+            "roleID": time.role_id,
+            "dateWorked": format!("{}T00:00:00", entry.spent_on.format("%Y-%m-%d")),
+            "startDateTime": fmt(&entry.started_at),
+            "endDateTime": fmt(&entry.ended_at),
+            "hoursWorked": entry.hours(),
+            "summaryNotes": entry.comment(user.is_none()),
+            "isNonBillable": !entry.billable,
+        });
+        if let Some(code) = time.billing_code_id {
+            body["billingCodeID"] = json!(code);
+        }
+        let r = self.call(|c, u| c.post(u).json(&body), "/V1.0/TimeEntries").await?;
+        let item = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| common::id_text(&v["itemId"]));
+        Ok(match item {
+            Some(t) => format!("ticket:{id}#time-{t}"),
+            None => format!("ticket:{id}#time"),
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SinkError> {
+        self.resource(json!([{ "op": "eq", "field": "email", "value": email }])).await
+    }
+
+    async fn user_exists(&self, user: &str) -> Result<Option<bool>, SinkError> {
+        let Ok(id) = user.parse::<u64>() else { return Ok(Some(false)) };
+        Ok(Some(self.resource(json!([{ "op": "eq", "field": "id", "value": id }])).await?.is_some()))
     }
 
     async fn check(&self) -> Result<(), SinkError> {

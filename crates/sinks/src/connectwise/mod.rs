@@ -26,7 +26,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink, TimeEntry};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 
@@ -215,6 +215,92 @@ impl TicketSink for ConnectWiseSink {
         })
     }
 
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        // The ticket's own time entries, by a condition on what they are charged to.
+        let cond = format!("chargeToId={id} AND chargeToType=\"ServiceTicket\"");
+        let size = PAGE.to_string();
+        for page in 1..=MAX_PAGES {
+            let p = page.to_string();
+            let q = [("conditions", cond.as_str()), ("page", p.as_str()), ("pageSize", size.as_str())];
+            let r = self.call(self.api.get("/time/entries").query(&q)).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "time entries")?;
+            let entries = v.as_array().cloned().unwrap_or_default();
+            // `enteredBy` is who wrote the entry (the API member), `member` whom it is for.
+            let found = entries.iter().find(|e| {
+                e["notes"].as_str().is_some_and(|t| crate::time_entry::ends_with_marker(t, marker))
+                    && e["enteredBy"].as_str().is_some_and(|by| by.eq_ignore_ascii_case(&self.member))
+            });
+            if let Some(e) = found {
+                return Ok(Some(format!("ticket:{id}#time-{}", e["id"])));
+            }
+            let more = match r.headers.contains_key(reqwest::header::LINK) {
+                true => has_next_link(&r.headers),
+                false => entries.len() >= PAGE,
+            };
+            if !more || entries.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &TimeEntry) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let user = match &entry.user {
+            Some(u) => Some(u.clone()),
+            None => match entry.technician_email.as_deref() {
+                Some(mail) => self.user_by_email(mail).await?,
+                None => None,
+            },
+        };
+        // `timeStart`/`timeEnd` are the sessions' span; `actualHours` the billed (rounded) time.
+        let mut body = json!({
+            "chargeToType": "ServiceTicket",
+            "chargeToId": id,
+            "timeStart": entry.started_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "timeEnd": entry.ended_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "actualHours": entry.hours(),
+            "billableOption": if entry.billable { "Billable" } else { "DoNotBill" },
+            "notes": entry.comment(user.is_none()),
+            "addToDetailDescriptionFlag": false,
+            "addToInternalAnalysisFlag": false,
+            "addToResolutionFlag": false,
+        });
+        if let Some(u) = &user {
+            body["member"] = member_ref(u);
+        }
+        let r = self.call(self.api.post("/time/entries").json(&body)).await?;
+        let tid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| common::id_text(&v["id"]));
+        Ok(match tid {
+            Some(t) => format!("ticket:{id}#time-{t}"),
+            None => format!("ticket:{id}#time"),
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SinkError> {
+        let cond = format!("officeEmail=\"{}\"", email.replace(['"', '\\'], ""));
+        let q = [("conditions", cond.as_str()), ("pageSize", "1"), ("fields", "id,identifier")];
+        let r = self.call(self.api.get("/system/members").query(&q)).await?;
+        let v = common::parse_listing(&self.api.name, &r.body, "members")?;
+        Ok(v.as_array().and_then(|a| a.first()).and_then(|m| m["identifier"].as_str().map(str::to_string)))
+    }
+
+    async fn user_exists(&self, user: &str) -> Result<Option<bool>, SinkError> {
+        let cond = match common::is_decimal(user) {
+            true => format!("id={user}"),
+            false => format!("identifier=\"{}\"", user.replace(['"', '\\'], "")),
+        };
+        let q = [("conditions", cond.as_str()), ("pageSize", "1"), ("fields", "id,identifier")];
+        let r = self.call(self.api.get("/system/members").query(&q)).await?;
+        let v = common::parse_listing(&self.api.name, &r.body, "members")?;
+        Ok(Some(v.as_array().is_some_and(|a| !a.is_empty())))
+    }
+
     async fn check(&self) -> Result<(), SinkError> {
         // Proves the keys, the clientId and that the configured API member exists (the scan's
         // author check depends on it).
@@ -230,6 +316,14 @@ impl TicketSink for ConnectWiseSink {
                 format!("no ConnectWise member with identifier {:?} (sinks.connectwise.member)", self.member),
             )),
         }
+    }
+}
+
+/// A member reference: `{"id": n}` for a numeric id, `{"identifier": …}` otherwise.
+fn member_ref(user: &str) -> Value {
+    match user.parse::<u64>() {
+        Ok(n) => json!({ "id": n }),
+        Err(_) => json!({ "identifier": user }),
     }
 }
 

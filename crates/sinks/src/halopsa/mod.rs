@@ -32,7 +32,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
+use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink, TimeEntry};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 use crate::servicenow::oauth::TokenSource;
@@ -215,6 +215,91 @@ impl TicketSink for HaloPsaSink {
             Some(a) => format!("ticket:{id}#action-{a}"),
             None => format!("ticket:{id}"),
         })
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?.to_string();
+        let q = [("ticket_id", id.as_str()), ("excludesys", "true"), ("includehtmlnote", "true")];
+        let r = self.call(|| self.api.get("/api/Actions").query(&q)).await?;
+        let v = common::parse_listing(&self.api.name, &r.body, "actions")?;
+        // A time entry is an action with time taken; it is written for the technician's agent,
+        // so the author is not ours to check: the MAC'd marker as the last line decides.
+        let found = v["actions"].as_array().into_iter().flatten().find(|a| {
+            let text = match (a["note_html"].as_str().filter(|h| !h.is_empty()), a["note"].as_str()) {
+                (Some(html), _) => common::html_to_text(html),
+                (None, Some(t)) => t.to_string(),
+                _ => String::new(),
+            };
+            a["timetaken"].as_f64().is_some_and(|h| h > 0.0) && crate::time_entry::ends_with_marker(&text, marker)
+        });
+        Ok(found.map(|a| format!("ticket:{id}#action-{}", a["id"])))
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &TimeEntry) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let user = match &entry.user {
+            Some(u) => Some(u.clone()),
+            None => match entry.technician_email.as_deref() {
+                Some(mail) => self.user_by_email(mail).await?,
+                None => None,
+            },
+        };
+        let comment = entry.comment(user.is_none());
+        let html: Vec<String> = comment.lines().map(common::escape_html).collect();
+        let mut action = json!({
+            "ticket_id": id,
+            "note_html": format!("<p>{}</p>", html.join("<br>\n")),
+            "hiddenfromuser": true,
+            "outcome": self.outcomes.internal,
+            "timetaken": entry.hours(),
+            "actisbillable": entry.billable,
+            "actionarrivaldate": entry.started_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "actioncompletiondate": entry.ended_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "sendemail": false,
+        });
+        if let Some(agent) = user.as_deref().and_then(|u| u.parse::<u64>().ok()) {
+            action["agent_id"] = json!(agent);
+        }
+        let body = Value::Array(vec![action]);
+        let r = self.call(|| self.api.post("/api/Actions").json(&body)).await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let created = match &v {
+            Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        Ok(match common::id_text(&created["id"]) {
+            Some(a) => format!("ticket:{id}#action-{a}"),
+            None => format!("ticket:{id}#time"),
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SinkError> {
+        let r = self.call(|| self.api.get("/api/Agent").query(&[("search", email)])).await?;
+        let v = common::parse_listing(&self.api.name, &r.body, "agents")?;
+        let list = match &v {
+            Value::Array(a) => a.clone(),
+            other => other["agents"].as_array().cloned().unwrap_or_default(),
+        };
+        // The search also matches names and phone numbers: only an exact e-mail counts.
+        let hit = list.iter().find(|a| a["email"].as_str().is_some_and(|m| m.eq_ignore_ascii_case(email)));
+        Ok(hit.and_then(|a| common::id_text(&a["id"])))
+    }
+
+    async fn user_exists(&self, user: &str) -> Result<Option<bool>, SinkError> {
+        let Ok(agent) = user.parse::<u64>() else { return Ok(Some(false)) };
+        let req = || self.api.get(&format!("/api/Agent/{agent}"));
+        match self.call(req).await {
+            Ok(r) => {
+                let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                Ok(Some(v["id"].as_u64() == Some(agent) && v["isdisabled"].as_bool() != Some(true)))
+            }
+            Err(e) if e.kind == SinkErrorKind::Permanent && e.message.contains("404") => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn check(&self) -> Result<(), SinkError> {
