@@ -53,6 +53,10 @@ pub struct TenantSourceConfig {
     pub name: String,
     /// The entry's other keys, as the vendor's section (only `kind`'s field is set).
     pub section: SourcesConfig,
+    /// The keys the entry wrote (set by the parse, not by the file): a secret of the entry
+    /// must be one of them (or its `_file`), never the default tenant's credential.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// A `[[tenants.sinks]]` entry: one ticket system of the tenant.
@@ -64,6 +68,9 @@ pub struct TenantSinkConfig {
     pub name: String,
     /// The entry's other keys, as the ticket system's section (only `kind`'s field is set).
     pub section: SinksConfig,
+    /// The keys the entry wrote (set by the parse), as [`TenantSourceConfig::keys`].
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 impl TenantConfig {
@@ -138,9 +145,11 @@ pub(super) fn nest_tenants(root: &mut Table, origins: &Origins, errors: &mut Vec
                     t.remove(SECTION);
                 }
                 let mut keys = Table::new();
-                for k in t.keys().filter(|k| *k != "kind" && *k != "name").cloned().collect::<Vec<_>>() {
-                    keys.insert(k.clone(), t.remove(&k).expect("listed above"));
+                let written: Vec<String> = t.keys().filter(|k| *k != "kind" && *k != "name").cloned().collect();
+                for k in &written {
+                    keys.insert(k.clone(), t.remove(k).expect("listed above"));
                 }
+                t.insert("keys".into(), Value::Array(written.into_iter().map(Value::String).collect()));
                 let mut groups = vec![("outbound", &super::OutboundConfig::KEYS[..])];
                 if list == "sinks" {
                     groups.push(("route", &super::RouteConfig::KEYS[..]));
@@ -306,12 +315,12 @@ impl super::Config {
             for (j, s) in t.sources.iter().enumerate() {
                 let Some(v) = s.vendor().filter(|v| v.enabled()) else { continue };
                 let (from, to) = (format!("sources.{}", v.kind()), format!("tenants[{i}].sources[{j}]"));
-                out.extend(v.secrets().into_iter().map(|u| rekey_use(u, &from, &to)));
+                out.extend(v.secrets().into_iter().map(|u| own_secret(rekey_use(u, &from, &to), &to, &s.keys)));
             }
             for (j, s) in t.sinks.iter().enumerate() {
                 let Some(c) = s.sink().filter(|c| c.enabled()) else { continue };
                 let (from, to) = (format!("sinks.{}", c.kind()), format!("tenants[{i}].sinks[{j}]"));
-                out.extend(c.secrets().into_iter().map(|u| rekey_use(u, &from, &to)));
+                out.extend(c.secrets().into_iter().map(|u| own_secret(rekey_use(u, &from, &to), &to, &s.keys)));
             }
         }
         out
@@ -343,6 +352,29 @@ fn rekey_use(mut u: SecretUse, from: &str, to: &str) -> SecretUse {
         u.key = format!("{to}{rest}");
     }
     u.value = u.value.map_err(|e| rekey(e, from, to));
+    u
+}
+
+/// A secret of a tenant's entry found although the entry does not write it (nor its `_file`):
+/// it came from the systemd credential named after the key (`redmine_api_key`), which is the
+/// default tenant's. An error, so a tenant never sends with another tenant's credentials.
+fn own_secret(mut u: SecretUse, entry: &str, written: &[String]) -> SecretUse {
+    let Some(field) = u.key.strip_prefix(entry).and_then(|r| r.strip_prefix('.')) else { return u };
+    // Keys of nested lists (Zoom's accounts) are the element's; their credentials are named
+    // by the account, unique over the file.
+    if field.contains(['.', '[']) {
+        return u;
+    }
+    let own = written.iter().any(|k| k == field || *k == format!("{field}_file"));
+    if !own && matches!(u.value, Ok(Some(_))) {
+        u.value = Err(key_err(
+            &u.key,
+            format!(
+                "set it in the entry ({field} or {field}_file): the credential {} is the default tenant's",
+                u.credential
+            ),
+        ));
+    }
     u
 }
 

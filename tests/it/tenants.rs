@@ -303,6 +303,38 @@ async fn a_vendor_id_of_another_tenant_is_quarantined_not_taken_over() {
     assert!(matches!(audit::verify(&store).await.unwrap(), audit::Verify::Ok { .. }));
 }
 
+/// A tenant's secret comes from its entry, never from the default tenant's credential named
+/// after the key (`redmine_api_key` in `$CREDENTIALS_DIRECTORY`).
+#[tokio::test]
+async fn a_tenants_secret_is_never_the_default_tenants_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("redmine_api_key"), "default-tenant-redmine-key").unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n\n[sinks.redmine]\nurl = \"https://redmine.default.example\"\n\n\
+             [[tenants]]\nname = \"acme\"\n[[tenants.sinks]]\nkind = \"redmine\"\nname = \"acme-redmine\"\n\
+             url = \"https://redmine.acme.example\"\n",
+            dir.path().join("t.db").display()
+        ),
+    )
+    .unwrap();
+    let out = crate::support::ticketsync(&cfg, &["check"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("tenants[0].sinks[0].api_key") && text.contains("default tenant's"), "{text}");
+    assert!(!text.contains("sinks.redmine.api_key"), "the default tenant's own use is fine: {text}");
+}
+
 /// Bad `[[tenants]]`: each error names its key and line, and the rest is still checked.
 #[test]
 fn tenant_config_errors_name_the_key_and_line() {
