@@ -60,6 +60,9 @@ pattern = "#(\\d+)"
 [sinks.redmine]
 url = "{rm}"
 api_key_file = "{rmf}"
+time_entries = true
+time_activity_id = 9
+time_merge_gap_minutes = 0
 [sinks.webhook]
 url = "{wh}"
 secret_file = "{whf}"
@@ -186,7 +189,12 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
                 .await
                 .unwrap_or_default();
         let walk_done = cursors.len() == 2 && cursors.iter().all(|c| c.contains("\"walk\":null"));
-        if sessions as usize == RECORDS && open == 0 && to_match == 0 && walk_done {
+        // Every matched session's time entry decided (issue 20), and delivered above.
+        let time_open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM time_sessions WHERE state = 'open'")
+            .fetch_one(store.sqlite_pool())
+            .await
+            .unwrap_or(1);
+        if sessions as usize == RECORDS && open == 0 && to_match == 0 && walk_done && time_open == 0 {
             break;
         }
         assert!(
@@ -226,7 +234,7 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
 
     // Every expected note on its ticket exactly once, nothing unexpected.
     let deliveries: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries")
+        sqlx::query_as("SELECT sink, ticket_id, marker, state FROM deliveries WHERE kind <> 'time_entry'")
             .fetch_all(store.sqlite_pool())
             .await
             .unwrap();
@@ -279,6 +287,38 @@ async fn sigkill_mid_page_and_mid_delivery_loses_nothing_and_posts_nothing_twice
     );
     assert_eq!((lost, duplicates), (0, 0));
     assert_eq!(redmine_notes as i64, matched, "no note on a ticket without a delivery");
+    // Time entries (issue 20) went through the same kills: each delivered exactly once.
+    let entries: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT ticket_id, marker, state FROM deliveries WHERE kind = 'time_entry'")
+            .fetch_all(store.sqlite_pool())
+            .await
+            .unwrap();
+    let counted: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(sessions), 0) FROM time_entries")
+        .fetch_one(store.sqlite_pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, matched, "every session matched to Redmine counted in one entry");
+    let on_redmine = redmine.time_entries();
+    let (mut time_lost, mut time_twice) = (0, 0);
+    for (ticket, marker, state) in &entries {
+        assert_eq!(state, "delivered", "time entry {ticket} {marker}");
+        let n = on_redmine
+            .iter()
+            .filter(|e| e.issue.to_string() == *ticket && ticketsync::time_entry::ends_with_marker(&e.comments, marker))
+            .count();
+        match n {
+            0 => time_lost += 1,
+            1 => {}
+            _ => time_twice += 1,
+        }
+    }
+    println!(
+        "crash test: {} time entries for {counted} sessions; on Redmine {}, lost {time_lost}, twice {time_twice}",
+        entries.len(),
+        on_redmine.len()
+    );
+    assert_eq!((time_lost, time_twice), (0, 0));
+    assert_eq!(on_redmine.len(), entries.len(), "no time entry without a delivery");
     assert_eq!(webhook_accepted as i64, matched);
     let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(store.sqlite_pool()).await.unwrap();
     assert_eq!(ok, "ok");
