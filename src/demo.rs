@@ -207,6 +207,8 @@ private_key_file = "{cwf}"
 client_id = "demo-client-id"
 member = "ticketsync"
 tickets = '^50\d\d$'
+time_entries = true
+time_technicians = ["Jon Snow = jsnow"]
 
 [sinks.webhook]
 url = "{wh}"
@@ -333,6 +335,12 @@ api_key_file = "{acme_rmf}"
             let first = notes.lines().next().unwrap_or("");
             println!("  #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
         }
+    }
+    for t in cw.time_entries(CW_TICKET) {
+        println!(
+            "ConnectWise ticket {CW_TICKET}: time entry for {}, {} h ({}), {} to {}",
+            t.member, t.actual_hours, t.billable_option, t.time_start, t.time_end
+        );
     }
     for n in cw.notes(CW_TICKET) {
         let kind = if n.internal { "internal analysis" } else { "discussion" };
