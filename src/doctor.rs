@@ -338,6 +338,31 @@ async fn sinks(cfg: &Config) -> Vec<Check> {
                 fail(&name, e.to_string(), fix)
             }
         });
+        out.extend(technicians(cfg, n, sink.as_ref()).await);
+    }
+    out
+}
+
+/// The `time_technicians` of a sink with time entries: each mapped user asked of the system
+/// where it can tell (issue 20); a user that no longer exists is a FAIL naming the line.
+async fn technicians(cfg: &Config, name: &str, sink: &dyn crate::sinks::TicketSink) -> Vec<Check> {
+    let Some(section) = cfg.sinks.all().into_iter().find(|c| c.kind() == name) else { return Vec::new() };
+    if !section.route().time_entries {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (tech, user) in section.route().technicians() {
+        let label = format!("sink {name} technician {tech}");
+        out.push(match sink.user_exists(&user).await {
+            Ok(Some(true)) => ok(&label, format!("mapped to user {user}, who exists")),
+            Ok(Some(false)) => fail(
+                &label,
+                format!("mapped to user {user}, who no longer exists: time entries go in as the API user"),
+                format!("fix sinks.{name}.time_technicians"),
+            ),
+            Ok(None) => warn(&label, format!("mapped to user {user}; {name} cannot tell whether it exists"), "none"),
+            Err(e) => warn(&label, format!("mapped to user {user}; not checked: {e}"), "check the sink first"),
+        });
     }
     out
 }

@@ -415,3 +415,227 @@ async fn audit_export_writes_the_time_entries_as_csv() {
     assert_eq!(&rows[1][col("billable")], "false", "DoNotBill");
     assert_eq!(&rows[1][col("minutes_billed")], "15");
 }
+
+/// A time entry whose first attempt reached the system before the process died (claimed,
+/// written, never recorded): after the restart the scan finds it, and it is not written
+/// again. `count` says how many entries the system holds for the ticket.
+async fn entry_lands_once_after_a_crash<F, Fut>(sink: Arc<dyn TicketSink>, ticket: &str, count: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::test_store(dir.path()).await;
+    let name = sink.name().to_string();
+    let sinks: Sinks = Arc::new(HashMap::from([(name.clone(), sink.clone())]));
+    let id = format!("x-{}", uuid::Uuid::new_v4().simple());
+    ingest_and_match(&store, &[session("teamviewer", &id, "s1", ticket, "2026-11-02T09:00:00Z", 20, "Bill")], &[&name])
+        .await;
+    settle(&store, &sinks, &fast_policy()).await;
+    let pol = policies(&name, TimePolicy::default(), &[]);
+    assert_eq!(close_groups(&store, &pol, chrono_tz::UTC, Utc::now()).await.unwrap().queued, 1);
+    let claimed = outbox::claim_due(&store, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let d = &claimed[0];
+    assert_eq!(d.kind, outbox::NoteKind::TimeEntry);
+    let entry: ticketsync::time_entry::TimeEntry = serde_json::from_str(&d.note_json).unwrap();
+    sink.post_time_entry(ticket, &entry).await.expect("the first attempt lands");
+    assert_eq!(count().await, 1);
+    // kill -9 here: the row stays `sending`; the restart puts it back, and the next attempt scans.
+    assert_eq!(outbox::recover_sending(&store).await.unwrap(), 1);
+    settle(&store, &sinks, &fast_policy()).await;
+    let after = outbox::get(&store, d.id).await.unwrap().unwrap();
+    assert_eq!(after.state, outbox::DeliveryState::Delivered);
+    assert_eq!(count().await, 1, "found by its marker, not written twice");
+    let attempts = outbox::list(&store, None).await.unwrap().into_iter().find(|x| x.id == d.id).unwrap().attempts;
+    assert_eq!(attempts, 2);
+}
+
+#[tokio::test]
+async fn rt_sim_time_entry_is_a_comment_with_time_taken_once() {
+    use ticketsync::sim::rt::RtSim;
+    let sim = RtSim::start("1-14-5e1d0c0ffee0123456789abcdef01234", &[601]).await.unwrap();
+    let http = reqwest::Client::new();
+    let sink = ticketsync::sinks::rt::RtSink::new(
+        "rt",
+        &sim.base_url,
+        SecretString::from("1-14-5e1d0c0ffee0123456789abcdef01234".to_string()),
+        None,
+        http,
+    );
+    let count = || async { sim.messages(601).iter().filter(|t| t.text().contains("Technician Jon Snow")).count() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "601", count).await;
+    assert_eq!(sim.time_worked(601), 30);
+}
+
+#[tokio::test]
+async fn rt_real_time_entry_adds_to_time_worked_once() {
+    let Some(ci) = support::rt_ci() else { return };
+    let ticket = ci.new_ticket("time entry test").await.to_string();
+    let sink = ticketsync::sinks::rt::RtSink::new(
+        "rt",
+        &ci.url,
+        SecretString::from(ci.token.clone()),
+        None,
+        reqwest::Client::new(),
+    );
+    let http = reqwest::Client::new();
+    let worked = || async {
+        let v: serde_json::Value = http
+            .get(format!("{}/ticket/{ticket}", ci.rest()))
+            .header("Authorization", format!("token {}", ci.token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["TimeWorked"].as_str().and_then(|t| t.parse::<usize>().ok()).unwrap_or(0) / 30
+    };
+    entry_lands_once_after_a_crash(Arc::new(sink), &ticket, worked).await;
+}
+
+#[tokio::test]
+async fn zammad_sim_time_entry_is_an_article_with_time_unit_once() {
+    use ticketsync::sim::zammad::ZammadSim;
+    let sim = ZammadSim::start("Token token=zammad-token", &[701]).await.unwrap();
+    let sink = ticketsync::sinks::zammad::ZammadSink::new(
+        "zammad",
+        &sim.base_url,
+        ticketsync::sinks::zammad::ZammadAuth::Token(SecretString::from("zammad-token".to_string())),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.time_accountings(701).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "701", count).await;
+    assert_eq!(sim.time_accountings(701)[0].1, "30");
+}
+
+/// `doctor` asks the ticket system about each technician mapping: one whose user is gone is
+/// a FAIL naming the key to fix.
+#[tokio::test]
+async fn doctor_reports_a_technician_mapping_that_no_longer_exists() {
+    let sim = RedmineSim::start(KEY, &[101]).await.unwrap();
+    sim.remove_user(12);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n\n[sinks.redmine]\nurl = \"{}\"\napi_key = \"{KEY}\"\nallow_insecure_http = true\n\
+             time_entries = true\ntime_technicians = [\"Jon Snow = 12\", \"admin@example.net = 1\"]\n",
+            dir.path().join("t.db").display(),
+            sim.base_url
+        ),
+    )
+    .unwrap();
+    let checks = ticketsync::doctor::checks(&cfg).await;
+    let find = |n: &str| checks.iter().find(|c| c.name == n).unwrap_or_else(|| panic!("{n}: {checks:#?}"));
+    let gone = find("sink redmine technician jon snow");
+    assert_eq!(gone.status.as_str(), "FAIL", "{gone:?}");
+    assert!(gone.detail.contains("user 12, who no longer exists"), "{gone:?}");
+    assert!(gone.fix.as_deref().is_some_and(|f| f.contains("sinks.redmine.time_technicians")), "{gone:?}");
+    assert_eq!(find("sink redmine technician admin@example.net").status.as_str(), "OK");
+}
+
+#[tokio::test]
+async fn freshservice_sim_time_entry_lands_once_with_hh_mm_and_the_api_agent() {
+    use ticketsync::sim::freshservice::FreshserviceSim;
+    let sim = FreshserviceSim::start("fs-key", &[801]).await.unwrap();
+    let sink = ticketsync::sinks::freshservice::FreshserviceSink::new(
+        "freshservice",
+        &sim.base_url,
+        SecretString::from("fs-key".to_string()),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.time_entries(801).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "801", count).await;
+    let e = &sim.time_entries(801)[0];
+    assert_eq!(
+        (e["time_spent"].as_str(), e["agent_id"].as_u64(), e["billable"].as_bool()),
+        (Some("00:30"), Some(1), Some(true))
+    );
+    assert!(e["note"].as_str().unwrap().contains("posted as the API user"), "{e}");
+}
+
+#[tokio::test]
+async fn jsm_sim_time_entry_is_a_worklog_once_adf_on_cloud_text_on_data_center() {
+    use base64::Engine;
+    use ticketsync::sim::jsm::JsmSim;
+    use ticketsync::sinks::jsm::{JsmAuth, JsmSink};
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("a@example.com:tok"));
+    let sim = JsmSim::start(&basic, &["HELP-1"]).await.unwrap();
+    let cloud = JsmAuth::Cloud { email: "a@example.com".into(), api_token: SecretString::from("tok".to_string()) };
+    let sink = JsmSink::new("jsm", &sim.base_url, cloud, false, None, reqwest::Client::new());
+    let count = || async { sim.worklogs("HELP-1").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "HELP-1", count).await;
+    let (version, w) = &sim.worklogs("HELP-1")[0];
+    assert_eq!((*version, w["timeSpentSeconds"].as_u64()), (3, Some(1800)));
+    assert_eq!(w["comment"]["type"], "doc", "Cloud: an Atlassian Document");
+    assert_eq!(w["started"], "2026-11-02T09:00:00.000+0000");
+
+    let dc_sim = JsmSim::start("Bearer pat", &["HELP-2"]).await.unwrap();
+    let dc = JsmAuth::DataCenter { pat: SecretString::from("pat".to_string()) };
+    let sink = JsmSink::new("jsm", &dc_sim.base_url, dc, false, None, reqwest::Client::new());
+    let count = || async { dc_sim.worklogs("HELP-2").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "HELP-2", count).await;
+    let (version, w) = &dc_sim.worklogs("HELP-2")[0];
+    assert_eq!(*version, 2);
+    assert!(w["comment"].as_str().unwrap().contains("ticketsync-marker: "), "Data Center: plain text");
+}
+
+#[tokio::test]
+async fn glpi_sim_time_entry_is_a_private_ticket_task_with_actiontime_once() {
+    use ticketsync::sim::glpi::GlpiSim;
+    let sim = GlpiSim::start("glpi-user", Some("glpi-app"), &[901]).await.unwrap();
+    let sink = ticketsync::sinks::glpi::GlpiSink::new(
+        "glpi",
+        &sim.base_url,
+        SecretString::from("glpi-user".to_string()),
+        Some(SecretString::from("glpi-app".to_string())),
+        None,
+        reqwest::Client::new(),
+    );
+    let count = || async { sim.tasks(901).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "901", count).await;
+    let t = &sim.tasks(901)[0];
+    assert_eq!((t["actiontime"].as_u64(), t["is_private"].as_i64()), (Some(1800), Some(1)));
+}
+
+#[tokio::test]
+async fn servicenow_sim_time_entry_is_a_task_time_worked_row_once() {
+    use ticketsync::sim::servicenow::ServiceNowSim;
+    use ticketsync::sinks::servicenow::{ServiceNowAuth, ServiceNowSink};
+    let sim = ServiceNowSim::start("ts.integration", "sn-pw", &["INC0010001"]).await.unwrap();
+    let auth =
+        ServiceNowAuth::Basic { user: "ts.integration".into(), password: SecretString::from("sn-pw".to_string()) };
+    let sink = ServiceNowSink::new("servicenow", &sim.base_url, auth, "incident", None, reqwest::Client::new());
+    let count = || async { sim.time_worked("INC0010001").len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "INC0010001", count).await;
+    let row = &sim.time_worked("INC0010001")[0];
+    assert_eq!(row["time_worked"], "1970-01-01 00:30:00");
+}
+
+#[tokio::test]
+async fn zendesk_sim_time_entry_is_a_private_comment_raising_the_total_field_once() {
+    use ticketsync::sim::zendesk::ZendeskSim;
+    use ticketsync::sinks::zendesk::{ZendeskAuth, ZendeskSink};
+    let sim = ZendeskSim::start("agent@example.com", "zd-token", &[1001]).await.unwrap();
+    let auth =
+        ZendeskAuth::ApiToken { email: "agent@example.com".into(), token: SecretString::from("zd-token".to_string()) };
+    let sink =
+        ZendeskSink::new("zendesk", &sim.base_url, auth, None, reqwest::Client::new()).with_time_field(Some(555));
+    assert!(sink.supports_time_entries());
+    let count = || async { sim.comments(1001).iter().filter(|c| c.plain_body.contains("min billed")).count() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "1001", count).await;
+    assert_eq!(sim.custom_field(1001, 555), Some(json!(1800)), "the total raised once");
+    let no_field = ZendeskSink::new(
+        "zendesk",
+        &sim.base_url,
+        ZendeskAuth::OAuth { token: SecretString::from("t".to_string()) },
+        None,
+        reqwest::Client::new(),
+    );
+    assert!(!no_field.supports_time_entries(), "Zendesk has no time tracking without the field");
+}

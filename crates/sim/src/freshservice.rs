@@ -31,6 +31,8 @@ pub struct Conversation {
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Vec<Conversation>>,
+    /// Time entries: (ticket, the entry as Freshservice answers it).
+    time_entries: Vec<(u64, Value)>,
     session_codes: BTreeMap<u64, String>,
     next_id: u64,
     notes_created: usize,
@@ -82,6 +84,7 @@ impl FreshserviceSim {
         let shared = Shared { auth, inner: inner.clone() };
         let app = Router::new()
             .route("/api/v2/tickets/{id}/notes", post(create_note))
+            .route("/api/v2/tickets/{id}/time_entries", post(create_time_entry).get(list_time_entries))
             .route("/api/v2/tickets/{id}/conversations", get(conversations))
             .route("/api/v2/tickets/filter", get(filter))
             .route("/api/v2/agents/me", get(me))
@@ -92,6 +95,12 @@ impl FreshserviceSim {
 
     pub fn conversations(&self, ticket: u64) -> Vec<Conversation> {
         self.inner.lock().expect("sim lock").tickets.get(&ticket).cloned().unwrap_or_default()
+    }
+
+    /// The ticket's time entries, as Freshservice lists them.
+    pub fn time_entries(&self, ticket: u64) -> Vec<Value> {
+        let g = self.inner.lock().expect("sim lock");
+        g.time_entries.iter().filter(|t| t.0 == ticket).map(|t| t.1.clone()).collect()
     }
 
     pub fn notes_created(&self) -> usize {
@@ -274,4 +283,76 @@ async fn filter(State(s): State<Shared>, Query(q): Query<FilterQ>, h: HeaderMap)
             .collect()
     };
     with_limits(&s.inner, StatusCode::OK, json!({"tickets": tickets, "total": tickets.len()}))
+}
+
+/// `POST /api/v2/tickets/{id}/time_entries` (Freshservice API v2, "Create a Time Entry"):
+/// `time_spent` "hh:mm", `agent_id` mandatory, `billable`, `executed_at`, `note`; 201 with
+/// `{"time_entry":{…}}`.
+async fn create_time_entry(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check_auth(&s, &h) {
+        return r;
+    }
+    let Ok(id) = id.parse::<u64>() else { return not_found(&s) };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut errors = Vec::new();
+    let spent = v["time_spent"].as_str().unwrap_or("");
+    let valid_spent = spent
+        .split_once(':')
+        .is_some_and(|(h, m)| h.len() == 2 && m.len() == 2 && h.chars().chain(m.chars()).all(|c| c.is_ascii_digit()));
+    if !valid_spent {
+        errors.push(
+            json!({"field": "time_spent", "message": "It should be in the 'hh:mm' format", "code": "invalid_value"}),
+        );
+    }
+    if v["agent_id"].as_u64().is_none() {
+        errors.push(
+            json!({"field": "agent_id", "message": "It should be a/an Positive Integer", "code": "missing_field"}),
+        );
+    }
+    if !errors.is_empty() {
+        return with_limits(
+            &s.inner,
+            StatusCode::BAD_REQUEST,
+            json!({"description": "Validation failed", "errors": errors}),
+        );
+    }
+    let entry = {
+        let mut g = s.inner.lock().expect("sim lock");
+        if !g.tickets.contains_key(&id) {
+            drop(g);
+            return not_found(&s);
+        }
+        let eid = g.next_id;
+        g.next_id += 1;
+        let e = json!({
+            "id": eid, "task_id": null, "agent_id": v["agent_id"], "billable": v["billable"].as_bool().unwrap_or(true),
+            "note": v["note"].as_str().unwrap_or(""), "time_spent": spent, "timer_running": false,
+            "executed_at": v["executed_at"], "start_time": v["start_time"], "custom_fields": {},
+            "created_at": "2026-12-06T06:00:00Z", "updated_at": "2026-12-06T06:00:00Z",
+        });
+        g.time_entries.push((id, e.clone()));
+        e
+    };
+    with_limits(&s.inner, StatusCode::CREATED, json!({"time_entry": entry}))
+}
+
+async fn list_time_entries(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Err(r) = check_auth(&s, &h) {
+        return r;
+    }
+    let Ok(id) = id.parse::<u64>() else { return not_found(&s) };
+    let list: Vec<Value> = {
+        let g = s.inner.lock().expect("sim lock");
+        if !g.tickets.contains_key(&id) {
+            drop(g);
+            return not_found(&s);
+        }
+        g.time_entries.iter().filter(|t| t.0 == id).map(|t| t.1.clone()).collect()
+    };
+    with_limits(&s.inner, StatusCode::OK, json!({"time_entries": list}))
 }

@@ -31,6 +31,8 @@ pub struct Followup {
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Vec<Followup>>,
+    /// TicketTasks: (ticket, the task as GLPI lists it).
+    tasks: Vec<(u64, Value)>,
     session_codes: BTreeMap<u64, String>,
     sessions: BTreeSet<String>,
     sessions_opened: usize,
@@ -59,6 +61,12 @@ fn glpi_err(status: StatusCode, code: &str, msg: &str) -> Response {
 }
 
 impl GlpiSim {
+    /// The ticket's tasks (TicketTask), as GLPI lists them.
+    pub fn tasks(&self, ticket: u64) -> Vec<Value> {
+        let g = self.inner.lock().expect("sim lock");
+        g.tasks.iter().filter(|t| t.0 == ticket).map(|t| t.1.clone()).collect()
+    }
+
     pub async fn start(user_token: &str, app_token: Option<&str>, tickets: &[u64]) -> std::io::Result<GlpiSim> {
         let inner = Arc::new(Mutex::new(Inner { next_id: 1, max_per_page: 1000, ..Default::default() }));
         for t in tickets {
@@ -73,6 +81,7 @@ impl GlpiSim {
             .route("/apirest.php/Ticket/{id}", get(get_ticket))
             .route("/apirest.php/Ticket/{id}/ITILFollowup", get(list_followups).post(add_followup))
             .route("/apirest.php/search/Ticket", get(search))
+            .route("/apirest.php/Ticket/{id}/TicketTask", get(list_tasks).post(add_task))
             .with_state(shared);
         let (server, url) = crate::Served::start(app).await?;
         Ok(GlpiSim { base_url: format!("{url}/apirest.php"), inner, _server: server })
@@ -314,4 +323,47 @@ async fn search(
         .map(|(t, _)| json!({"2": t, "1": format!("Ticket {t}")}))
         .collect();
     Json(json!({"totalcount": data.len(), "count": data.len(), "data": data})).into_response()
+}
+
+/// `POST /Ticket/{id}/TicketTask` with `{"input":{"tickets_id","content","actiontime",…}}`:
+/// 201 `{"id":N,"message":""}`; the content stored entity-encoded, as for followups.
+async fn add_task(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = session_ok(&s, &h) {
+        return r;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return glpi_err(StatusCode::BAD_REQUEST, "ERROR_JSON_PAYLOAD_INVALID", "JSON payload seems not valid");
+    };
+    let input = &v["input"];
+    let (Some(content), Some(ticket)) = (input["content"].as_str(), input["tickets_id"].as_u64()) else {
+        return glpi_err(StatusCode::BAD_REQUEST, "ERROR_BAD_ARRAY", "input parameter must be an array of objects");
+    };
+    let mut g = s.inner.lock().expect("sim lock");
+    if id.parse::<u64>().ok() != Some(ticket) || !g.tickets.contains_key(&ticket) {
+        return glpi_err(
+            StatusCode::BAD_REQUEST,
+            "ERROR_GLPI_ADD",
+            "You don't have permission to perform this action.",
+        );
+    }
+    let tid = g.next_id;
+    g.next_id += 1;
+    let task = json!({
+        "id": tid, "tickets_id": ticket, "users_id": 2, "users_id_tech": input["users_id_tech"].as_u64().unwrap_or(2),
+        "content": encode(content), "actiontime": input["actiontime"].as_u64().unwrap_or(0),
+        "is_private": input["is_private"].as_i64().unwrap_or(0), "date": input["date"], "state": input["state"].as_i64().unwrap_or(1),
+    });
+    g.tasks.push((ticket, task));
+    (StatusCode::CREATED, Json(json!({"id": tid, "message": ""}))).into_response()
+}
+
+async fn list_tasks(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Err(r) = session_ok(&s, &h) {
+        return r;
+    }
+    let g = s.inner.lock().expect("sim lock");
+    let Some(ticket) = id.parse::<u64>().ok().filter(|i| g.tickets.contains_key(i)) else { return not_found() };
+    let items: Vec<Value> = g.tasks.iter().filter(|t| t.0 == ticket).map(|t| t.1.clone()).collect();
+    let total = items.len();
+    ([("Content-Range", format!("0-{}/{total}", total.saturating_sub(1)))], Json(Value::Array(items))).into_response()
 }

@@ -40,6 +40,8 @@ pub struct RemoteLink {
 #[derive(Default)]
 struct Inner {
     issues: BTreeMap<String, (Vec<JsmComment>, Vec<RemoteLink>)>,
+    /// Worklogs: (issue key, id, REST version it was written with, the worklog as stored).
+    worklogs: Vec<(String, u64, u8, Value)>,
     session_codes: BTreeMap<String, String>,
     next_id: u64,
     max_per_page: usize,
@@ -59,6 +61,12 @@ pub struct JsmSim {
 }
 
 impl JsmSim {
+    /// The issue's worklogs as stored: (REST version written with, worklog JSON).
+    pub fn worklogs(&self, key: &str) -> Vec<(u8, Value)> {
+        let g = self.inner.lock().expect("sim lock");
+        g.worklogs.iter().filter(|w| w.0 == key).map(|w| (w.2, w.3.clone())).collect()
+    }
+
     /// `authorization` is the exact header value accepted (Basic for Cloud, Bearer for DC).
     pub async fn start(authorization: &str, keys: &[&str]) -> std::io::Result<JsmSim> {
         let inner = Arc::new(Mutex::new(Inner { next_id: 10000, max_per_page: 50, ..Default::default() }));
@@ -71,6 +79,8 @@ impl JsmSim {
             .route("/rest/api/2/issue/{key}/remotelink", post(remote_link).get(list_links))
             .route("/rest/api/2/search", get(search))
             .route("/rest/api/2/myself", get(myself))
+            .route("/rest/api/3/issue/{key}/worklog", get(list_worklogs_v3).post(add_worklog_v3))
+            .route("/rest/api/2/issue/{key}/worklog", get(list_worklogs_v2).post(add_worklog_v2))
             .with_state(shared);
         let (server, base_url) = crate::Served::start(app).await?;
         Ok(JsmSim { base_url, inner, _server: server })
@@ -274,4 +284,75 @@ async fn search(State(s): State<Shared>, Query(q): Query<SearchQ>, h: HeaderMap)
         .map(|(k, _)| json!({"key": k, "fields": {}}))
         .collect();
     Json(json!({"startAt": 0, "maxResults": 2, "total": issues.len(), "issues": issues})).into_response()
+}
+
+async fn add_worklog_v3(s: State<Shared>, key: Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    add_worklog(s, key, h, body, 3).await
+}
+
+async fn add_worklog_v2(s: State<Shared>, key: Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    add_worklog(s, key, h, body, 2).await
+}
+
+/// `POST /rest/api/{3|2}/issue/{key}/worklog`: v3 wants the comment as an Atlassian
+/// Document, v2 as a string; `timeSpentSeconds` at least 60; 201 with the worklog.
+async fn add_worklog(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+    version: u8,
+) -> Response {
+    if let Err(r) = check_auth(&s, &h) {
+        return r;
+    }
+    let bad = |m: &str| {
+        (StatusCode::BAD_REQUEST, Json(json!({"errorMessages": [], "errors": {"comment": m}}))).into_response()
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else { return bad("Invalid JSON") };
+    match (version, &v["comment"]) {
+        (3, Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("doc") => {}
+        (3, _) => return bad("Comment must be an Atlassian Document."),
+        (_, Value::String(_)) => {}
+        _ => return bad("Comment must be a string."),
+    }
+    if v["timeSpentSeconds"].as_u64().is_none_or(|t| t < 60) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errorMessages": [], "errors": {"timeLogged": "You must indicate the time spent working."}})),
+        )
+            .into_response();
+    }
+    let mut g = s.inner.lock().expect("sim lock");
+    if !g.issues.contains_key(&key) {
+        return (StatusCode::NOT_FOUND, Json(json!({"errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}}))).into_response();
+    }
+    let id = g.next_id;
+    g.next_id += 1;
+    let w = json!({
+        "id": id.to_string(), "issueId": "10001", "author": {"accountId": API_ACCOUNT, "key": API_ACCOUNT},
+        "comment": v["comment"], "started": v["started"], "timeSpentSeconds": v["timeSpentSeconds"],
+    });
+    g.worklogs.push((key, id, version, w.clone()));
+    (StatusCode::CREATED, Json(w)).into_response()
+}
+
+async fn list_worklogs_v3(s: State<Shared>, key: Path<String>, h: HeaderMap) -> Response {
+    list_worklogs(s, key, h, 3).await
+}
+
+async fn list_worklogs_v2(s: State<Shared>, key: Path<String>, h: HeaderMap) -> Response {
+    list_worklogs(s, key, h, 2).await
+}
+
+async fn list_worklogs(State(s): State<Shared>, Path(key): Path<String>, h: HeaderMap, _version: u8) -> Response {
+    if let Err(r) = check_auth(&s, &h) {
+        return r;
+    }
+    let g = s.inner.lock().expect("sim lock");
+    if !g.issues.contains_key(&key) {
+        return (StatusCode::NOT_FOUND, Json(json!({"errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}}))).into_response();
+    }
+    let logs: Vec<Value> = g.worklogs.iter().filter(|w| w.0 == key).map(|w| w.3.clone()).collect();
+    Json(json!({"startAt": 0, "maxResults": logs.len(), "total": logs.len(), "worklogs": logs})).into_response()
 }

@@ -57,6 +57,8 @@ impl Txn {
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Vec<Txn>>,
+    /// Minutes worked per ticket: the sum of the messages' `TimeTaken`, as RT keeps `TimeWorked`.
+    time_worked: BTreeMap<u64, i64>,
     custom_fields: BTreeMap<u64, BTreeMap<String, String>>,
     next_txn: u64,
     next_attachment: u64,
@@ -136,6 +138,11 @@ impl RtSim {
     }
 
     /// Comments and replies recorded through the API.
+    /// The ticket's `TimeWorked` in minutes.
+    pub fn time_worked(&self, ticket: u64) -> i64 {
+        self.inner.lock().expect("sim lock").time_worked.get(&ticket).copied().unwrap_or(0)
+    }
+
     pub fn post_count(&self) -> usize {
         self.inner.lock().expect("sim lock").posts
     }
@@ -180,6 +187,7 @@ async fn get_ticket(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMa
         Some(i) => axum::Json(json!({
             "id": i, "Subject": format!("Ticket {i}"), "Status": "open", "Queue": {"type": "queue", "id": "1"},
             "Creator": user_ref(&s, PERSON), "_hyperlinks": [],
+            "TimeWorked": g.time_worked.get(&i).copied().unwrap_or(0).to_string(),
         }))
         .into_response(),
         None => msg(StatusCode::NOT_FOUND, "Not Found"),
@@ -211,7 +219,7 @@ async fn post_message(
         return r;
     }
     let ctype = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-    let (content_type, content) = if ctype.starts_with("application/json") {
+    let (content_type, content, taken) = if ctype.starts_with("application/json") {
         // Malformed JSON: RT dies in the decoder and Plack answers 500 with no body.
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -219,9 +227,10 @@ async fn post_message(
         let Some(ct) = v["ContentType"].as_str() else {
             return msg(StatusCode::BAD_REQUEST, "ContentType is a required field for application/json");
         };
-        (ct.to_string(), v["Content"].as_str().unwrap_or_default().to_string())
+        let taken = v["TimeTaken"].as_str().and_then(|t| t.trim().parse::<i64>().ok()).or(v["TimeTaken"].as_i64());
+        (ct.to_string(), v["Content"].as_str().unwrap_or_default().to_string(), taken)
     } else if ctype.starts_with("text/plain") || ctype.starts_with("text/html") {
-        (ctype.split(';').next().unwrap_or("text/plain").trim().to_string(), double_encoded(&body))
+        (ctype.split(';').next().unwrap_or("text/plain").trim().to_string(), double_encoded(&body), None)
     } else {
         return msg(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
     };
@@ -230,6 +239,7 @@ async fn post_message(
         return msg(StatusCode::BAD_REQUEST, "Message could not be recorded");
     };
     let tid = g.add(ticket, txn_kind, API_USER, &content_type, &content);
+    *g.time_worked.entry(ticket).or_default() += taken.unwrap_or(0);
     g.posts += 1;
     (
         StatusCode::CREATED,

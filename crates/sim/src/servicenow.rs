@@ -45,6 +45,8 @@ pub struct JournalEntry {
 #[derive(Default)]
 struct Inner {
     records: Vec<Record>,
+    /// `task_time_worked` rows (time worked on a task, rolled up into its `time_worked`).
+    time_worked: Vec<Map<String, Value>>,
     journal: Vec<JournalEntry>,
     patches: usize,
     /// OAuth client (id, secret), when OAuth is on.
@@ -97,6 +99,17 @@ fn table_for(number: &str) -> &'static str {
 }
 
 impl ServiceNowSim {
+    /// The `task_time_worked` rows of the record numbered `number`.
+    pub fn time_worked(&self, number: &str) -> Vec<Map<String, Value>> {
+        let g = self.inner.lock().expect("sim lock");
+        let Some(r) = g.records.iter().find(|r| r.number == number) else { return Vec::new() };
+        g.time_worked
+            .iter()
+            .filter(|t| t.get("task").and_then(Value::as_str) == Some(r.sys_id.as_str()))
+            .cloned()
+            .collect()
+    }
+
     /// An instance where `user`/`password` may log in (Basic, and the OAuth password grant),
     /// with a record per number (`INC0010001`, `RITM0010001`, …).
     pub async fn start(user: &str, password: &str, numbers: &[&str]) -> std::io::Result<ServiceNowSim> {
@@ -114,7 +127,7 @@ impl ServiceNowSim {
         }
         let shared = Shared { user: user.into(), password: password.into(), inner: inner.clone() };
         let app = Router::new()
-            .route("/api/now/table/{table}", get(list))
+            .route("/api/now/table/{table}", get(list).post(insert))
             .route("/api/now/table/{table}/{sys_id}", get(get_record).patch(patch_record))
             .route("/oauth_token.do", post(token))
             .with_state(shared);
@@ -293,6 +306,7 @@ async fn list(
     *g.reads.entry(format!("/api/now/table/{table}")).or_default() += 1;
     let rows: Vec<Map<String, Value>> = match table.as_str() {
         "sys_journal_field" => g.journal.iter().map(journal_row).collect(),
+        "task_time_worked" => g.time_worked.clone(),
         t => g.records.iter().filter(|r| r.table == t).map(record_row).collect(),
     };
     let total = rows.iter().filter(|r| matches(r, &conds)).count();
@@ -396,4 +410,37 @@ async fn token(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
         out["refresh_token"] = json!(refresh);
     }
     Json(out).into_response()
+}
+
+/// `POST /api/now/table/task_time_worked` (the only table this simulator inserts into):
+/// `task` (a record's sys_id), `time_worked` (a glide duration, `1970-01-01 HH:MM:SS`),
+/// `comments`; 201 with the row, `sys_created_by` the caller.
+async fn insert(State(s): State<Shared>, Path(table): Path<String>, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    let user = match authorized(&s, &h) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if table != "task_time_worked" {
+        return failure(StatusCode::FORBIDDEN, "Operation Failed", "insert not allowed in this simulator");
+    }
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&body) else {
+        return failure(StatusCode::BAD_REQUEST, "Exception while reading request", "The payload is not valid JSON.");
+    };
+    let mut g = s.inner.lock().expect("sim lock");
+    let task = v.get("task").and_then(Value::as_str).unwrap_or_default().to_string();
+    if !g.records.iter().any(|r| r.sys_id == task) {
+        return failure(StatusCode::BAD_REQUEST, "Invalid reference", "task: no such record");
+    }
+    let duration = v.get("time_worked").and_then(Value::as_str).unwrap_or_default();
+    if !duration.starts_with("1970-01-01 ") {
+        return failure(StatusCode::BAD_REQUEST, "Invalid duration", "time_worked must be a glide duration");
+    }
+    let mut row = Map::new();
+    row.insert("sys_id".into(), json!(new_sys_id()));
+    row.insert("task".into(), json!(task));
+    row.insert("time_worked".into(), json!(duration));
+    row.insert("comments".into(), v.get("comments").cloned().unwrap_or(json!("")));
+    row.insert("sys_created_by".into(), json!(user));
+    g.time_worked.push(row.clone());
+    (StatusCode::CREATED, Json(json!({"result": row}))).into_response()
 }

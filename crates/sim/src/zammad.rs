@@ -2,7 +2,8 @@
 //! (`ticket_articles_controller.rb`, `application_controller/handles_errors.rb`,
 //! `authenticates.rb`): `POST /api/v1/ticket_articles` (201 with the article; a missing
 //! ticket is 404 `{"error":"Couldn't find Ticket with 'id'=…","error_human":…}`),
-//! `GET /api/v1/ticket_articles/by_ticket/{id}` (every article, no paging), `GET
+//! `GET /api/v1/ticket_articles/by_ticket/{id}` (every article, no paging), an article's
+//! `time_unit` recorded as its time accounting (`GET /api/v1/tickets/{id}/time_accountings`), `GET
 //! /api/v1/users/me`, `GET /api/v1/tickets/{id}`, `GET /api/v1/tickets/search`. Auth
 //! `Authorization: Token token=…` (401 "Can't find User for Token") or Bearer; none at all
 //! is 403 "Authentication required". Text/html bodies are sanitised as Zammad does for the
@@ -38,6 +39,8 @@ pub struct Article {
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Vec<Article>>,
+    /// Time accountings: (ticket, article, time_unit), as an article's `time_unit` creates them.
+    time_accountings: Vec<(u64, u64, String)>,
     fields: BTreeMap<u64, BTreeMap<String, String>>,
     next_id: u64,
     posts: usize,
@@ -75,9 +78,16 @@ impl ZammadSim {
             .route("/api/v1/users/me", get(me))
             .route("/api/v1/tickets/search", get(search))
             .route("/api/v1/tickets/{id}", get(get_ticket))
+            .route("/api/v1/tickets/{id}/time_accountings", get(time_accountings))
             .with_state(shared);
         let (server, base_url) = crate::Served::start(app).await?;
         Ok(ZammadSim { base_url, inner, _server: server })
+    }
+
+    /// The ticket's time accountings: (article id, time_unit).
+    pub fn time_accountings(&self, ticket: u64) -> Vec<(u64, String)> {
+        let g = self.inner.lock().expect("sim lock");
+        g.time_accountings.iter().filter(|t| t.0 == ticket).map(|t| (t.1, t.2.clone())).collect()
     }
 
     pub fn articles(&self, ticket: u64) -> Vec<Article> {
@@ -161,6 +171,13 @@ async fn add_article(State(s): State<Shared>, h: HeaderMap, body: axum::body::By
         kind: v["type"].as_str().unwrap_or("note").to_string(),
         created_by_id: API_USER_ID,
     };
+    // An article's `time_unit` creates the ticket's time accounting for it
+    // (`creates_ticket_articles.rb`), listed by `GET /api/v1/tickets/{id}/time_accountings`.
+    if let Some(unit) =
+        v["time_unit"].as_str().map(str::to_string).or_else(|| v["time_unit"].as_f64().map(|f| f.to_string()))
+    {
+        g.time_accountings.push((ticket, id, unit));
+    }
     let out = article_json(ticket, &a);
     g.tickets.get_mut(&ticket).expect("checked").push(a);
     (StatusCode::CREATED, Json(out)).into_response()
@@ -213,4 +230,25 @@ async fn search(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String
     let ids: Vec<u64> =
         g.fields.iter().filter(|(_, f)| f.get(field).map(String::as_str) == Some(value)).map(|(t, _)| *t).collect();
     Json(json!({"tickets": ids, "tickets_count": ids.len(), "assets": {}})).into_response()
+}
+
+async fn time_accountings(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &h) {
+        return r;
+    }
+    let g = s.inner.lock().expect("sim lock");
+    let Some(ticket) = id.parse::<u64>().ok().filter(|t| g.tickets.contains_key(t)) else {
+        return err(StatusCode::NOT_FOUND, &format!("Couldn't find Ticket with 'id'={id}"));
+    };
+    let list: Vec<Value> = g
+        .time_accountings
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.0 == ticket)
+        .map(|(i, t)| {
+            json!({"id": i + 1, "ticket_id": t.0, "ticket_article_id": t.1, "time_unit": t.2,
+            "type_id": null, "created_by_id": API_USER_ID})
+        })
+        .collect();
+    Json(Value::Array(list)).into_response()
 }

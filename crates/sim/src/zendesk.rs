@@ -164,7 +164,10 @@ async fn get_ticket(State(s): State<Shared>, Path(file): Path<String>, h: Header
     let g = s.inner.lock().expect("sim lock");
     match ticket_id(&file).filter(|id| g.tickets.contains_key(id)) {
         Some(id) => {
-            (rate_headers(), Json(json!({"ticket": {"id": id, "subject": format!("Ticket {id}")}}))).into_response()
+            let fields: Vec<Value> =
+                g.fields.get(&id).into_iter().flatten().map(|(fid, v)| json!({"id": fid, "value": v})).collect();
+            let t = json!({"ticket": {"id": id, "subject": format!("Ticket {id}"), "custom_fields": fields}});
+            (rate_headers(), Json(t)).into_response()
         }
         None => err(StatusCode::NOT_FOUND, "RecordNotFound", "Not found"),
     }

@@ -2,6 +2,14 @@
 //! `body`, 201), marker scan through `GET /api/v2/tickets/{id}/conversations` (paged with
 //! `page`/`per_page` and a `Link: <…>; rel="next"` header). API key as Basic `{key}:X`.
 //! Failed calls count against Freshservice's rate limit, so no 4xx but 429 is retried.
+//!
+//! Time entries (issue 20): `POST /api/v2/tickets/{id}/time_entries` with `time_spent`
+//! (`hh:mm`), `billable`, `agent_id` (mandatory: the mapped technician, else the agent found
+//! by e-mail through `GET /api/v2/agents?email=`, else the API user's own agent id from
+//! `/api/v2/agents/me`), `start_time`, `executed_at` and `note` (the entry's comment, the
+//! marker line last); the scan lists `GET /api/v2/tickets/{id}/time_entries`. Documents:
+//! Freshservice API v2 reference, "Time Entries" (create, list) and "Agents" (filter by
+//! email); not checked against a live Freshservice (none runs here).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -159,6 +167,57 @@ impl TicketSink for FreshserviceSink {
             Some(c) => format!("ticket:{id}#conversation-{c}"),
             None => format!("ticket:{id}"),
         })
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let r = self.call(self.api.get(&format!("/api/v2/tickets/{id}/time_entries"))).await?;
+        let v = common::parse_listing(&self.api.name, &r.body, "time entries")?;
+        let found = v["time_entries"].as_array().into_iter().flatten().find(|t| {
+            t["note"].as_str().is_some_and(|n| crate::time_entry::ends_with_marker(&common::html_to_text(n), marker))
+        });
+        Ok(found.map(|t| format!("ticket:{id}#time-entry-{}", t["id"])))
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let mut agent = entry.user.clone();
+        if agent.is_none() {
+            if let Some(mail) = entry.technician_email.as_deref() {
+                agent = self.user_by_email(mail).await?;
+            }
+        }
+        let as_api_user = agent.is_none();
+        if agent.is_none() {
+            agent = self.api_user().await?.map(str::to_string);
+        }
+        let Some(agent) = agent.and_then(|a| a.parse::<u64>().ok()) else {
+            return Err(SinkError::new(&self.api.name, SinkErrorKind::Permanent, "no agent id for the time entry"));
+        };
+        let body = json!({
+            "time_spent": entry.hh_mm(),
+            "billable": entry.billable,
+            "agent_id": agent,
+            "start_time": entry.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "executed_at": entry.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "note": entry.comment(as_api_user),
+        });
+        let r = self.call(self.api.post(&format!("/api/v2/tickets/{id}/time_entries")).json(&body)).await?;
+        let tid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["time_entry"]["id"].as_u64());
+        Ok(match tid {
+            Some(t) => format!("ticket:{id}#time-entry-{t}"),
+            None => format!("ticket:{id}"),
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SinkError> {
+        let r = self.call(self.api.get("/api/v2/agents").query(&[("email", email)])).await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        Ok(v["agents"].as_array().and_then(|a| a.first()).and_then(|a| common::id_text(&a["id"])))
     }
 
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {

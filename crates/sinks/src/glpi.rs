@@ -3,6 +3,13 @@
 //! through `GET /Ticket/{id}/ITILFollowup` (paged by `range`, 206 + `Content-Range`).
 //! The session is reused across calls, opened again when GLPI reports it invalid
 //! (`ERROR_SESSION_TOKEN_INVALID`, e.g. expired), and ended with `killSession` at close.
+//!
+//! Time entries (issue 20): a private `TicketTask` (`POST /Ticket/{id}/TicketTask`,
+//! `tickets_id`, `content` with the marker paragraph last, `actiontime` in seconds, `date`,
+//! `state` 2 = done, `users_id_tech` for a mapped technician), the scan paging
+//! `GET /Ticket/{id}/TicketTask` for a task of the session's user ending with the marker.
+//! Documents: GLPI's `apirest.md` (sub-items, `range`, `Content-Range`) and the TicketTask
+//! fields of GLPI 10's CommonITILTask; not checked against a live GLPI.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -228,6 +235,68 @@ impl TicketSink for GlpiSink {
         let fid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_u64());
         Ok(match fid {
             Some(f) => format!("Ticket/{id}/ITILFollowup/{f}"),
+            None => format!("Ticket/{id}"),
+        })
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let me = self.api_user().await?;
+        let mut start = 0u64;
+        for _ in 0..1000 {
+            let url = format!("{}/Ticket/{id}/TicketTask", self.api.base);
+            let range = format!("{start}-{}", start + PAGE - 1);
+            let r = self.call(|| self.api.http.get(&url).query(&[("range", range.as_str())])).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "tasks")?;
+            let items = v.as_array().cloned().unwrap_or_default();
+            if let Some(t) = items.iter().find(|t| {
+                t["content"].as_str().is_some_and(|c| crate::marker::ends_with_marker(&followup_text(c), marker))
+                    && common::author_ok(me, common::id_text(&t["users_id"]))
+            }) {
+                return Ok(Some(format!("Ticket/{id}/TicketTask/{}", t["id"])));
+            }
+            let total = r
+                .headers
+                .get("content-range")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.rsplit('/').next())
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            start += items.len() as u64;
+            if items.is_empty() || start >= total {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let ticket_url = format!("{}/Ticket/{id}", self.api.base);
+        self.call(|| self.api.http.get(&ticket_url)).await?;
+        let html: String =
+            entry.comment(entry.user.is_none()).lines().map(|l| format!("<p>{}</p>", common::escape_html(l))).collect();
+        let mut input = json!({
+            "tickets_id": id,
+            "content": html,
+            "actiontime": entry.seconds(),
+            "date": entry.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            "is_private": 1,
+            "state": 2,
+        });
+        if let Some(u) = entry.user.as_deref().and_then(|u| u.parse::<u64>().ok()) {
+            input["users_id_tech"] = json!(u);
+        }
+        let body = json!({"input": input});
+        let url = format!("{}/Ticket/{id}/TicketTask", self.api.base);
+        let r = self.call(|| self.api.http.post(&url).json(&body)).await?;
+        let tid = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_u64());
+        Ok(match tid {
+            Some(t) => format!("Ticket/{id}/TicketTask/{t}"),
             None => format!("Ticket/{id}"),
         })
     }

@@ -3,6 +3,15 @@
 //! `isLastPage`), and one remote link per note via `POST /rest/api/2/issue/{key}/remotelink`
 //! with a stable `globalId` (an upsert: a retry updates the link instead of adding one).
 //! Cloud: Basic `email:api_token`; Data Center: a personal access token as Bearer.
+//!
+//! Time entries (issue 20) are worklogs: Cloud `POST /rest/api/3/issue/{key}/worklog` with
+//! `timeSpentSeconds`, `started` (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`) and `comment` as an Atlassian
+//! Document (one paragraph per line, the marker's last); Data Center the same on
+//! `/rest/api/2/…` with `comment` as plain text. The scan pages `GET …/worklog` (`startAt`,
+//! `maxResults`, `total`) for a worklog of the API user whose comment ends with the marker.
+//! A worklog is the API user's own (Jira logs work for the caller). Documents: Jira Cloud
+//! platform REST API v3 "Issue worklogs" and Jira Server/Data Center REST API 2 "worklog";
+//! not checked against a live Jira (none runs here).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +48,8 @@ impl From<JsmAuth> for Auth {
 
 pub struct JsmSink {
     api: common::SinkHttp,
+    /// Jira Cloud (REST v3, ADF comments) rather than Data Center (v2, plain comments).
+    cloud: bool,
     remote_links: bool,
     /// Numeric id of a text custom field holding the session code (JQL `cf[id] ~ "…"`).
     session_field: Option<u64>,
@@ -51,6 +62,24 @@ pub struct JsmSink {
 /// the Data Center `key`, else `name`.
 fn jira_user(v: &Value) -> Option<String> {
     ["accountId", "key", "name"].iter().find_map(|k| common::id_text(&v[*k]))
+}
+
+/// A worklog's comment as text: Data Center's string, or Cloud's Atlassian Document with a
+/// line per paragraph.
+fn worklog_comment(c: &Value) -> String {
+    match c {
+        Value::String(s) => s.clone(),
+        Value::Object(_) => c["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                p["content"].as_array().into_iter().flatten().filter_map(|t| t["text"].as_str()).collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
 }
 
 /// The remote link's `globalId` for a note: the same on every attempt.
@@ -74,6 +103,7 @@ impl JsmSink {
         http: reqwest::Client,
     ) -> Self {
         Self {
+            cloud: matches!(auth, JsmAuth::Cloud { .. }),
             api: common::SinkHttp::new(name, base_url, auth.into(), http),
             remote_links,
             session_field,
@@ -190,6 +220,62 @@ impl TicketSink for JsmSink {
         let id = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
         Ok(match id {
             Some(c) => format!("{key}#comment-{c}"),
+            None => key,
+        })
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let key = self.key(ticket)?;
+        let me = self.api_user().await?;
+        let version = if self.cloud { 3 } else { 2 };
+        let mut start = 0u64;
+        for _ in 0..1000 {
+            let url =
+                format!("{}/rest/api/{version}/issue/{key}/worklog?startAt={start}&maxResults=100", self.api.base);
+            let r = self.call(self.api.http.get(&url)).await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "worklogs")?;
+            let logs = v["worklogs"].as_array().cloned().unwrap_or_default();
+            if let Some(w) = logs.iter().find(|w| {
+                crate::time_entry::ends_with_marker(&worklog_comment(&w["comment"]), marker)
+                    && common::author_ok(me, jira_user(&w["author"]))
+            }) {
+                return Ok(Some(format!("{key}#worklog-{}", common::id_text(&w["id"]).unwrap_or_default())));
+            }
+            start += logs.len() as u64;
+            if logs.is_empty() || start >= v["total"].as_u64().unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let key = self.key(ticket)?;
+        let text = entry.comment(entry.technician.is_some());
+        let comment = match self.cloud {
+            true => {
+                let paragraphs: Vec<Value> = text
+                    .lines()
+                    .map(|l| json!({"type": "paragraph", "content": [{"type": "text", "text": l}]}))
+                    .collect();
+                json!({"type": "doc", "version": 1, "content": paragraphs})
+            }
+            false => json!(text),
+        };
+        let body = json!({
+            "timeSpentSeconds": entry.seconds(),
+            "started": entry.started_at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+            "comment": comment,
+        });
+        let version = if self.cloud { 3 } else { 2 };
+        let r = self.call(self.api.post(&format!("/rest/api/{version}/issue/{key}/worklog")).json(&body)).await?;
+        let id = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| common::id_text(&v["id"]));
+        Ok(match id {
+            Some(w) => format!("{key}#worklog-{w}"),
             None => key,
         })
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::{self, Reply};
-use super::{RemoteRef, SinkError, TicketSink};
+use super::{RemoteRef, SinkError, SinkErrorKind, TicketSink};
 use crate::http::Auth;
 use crate::note::{Note, Visibility};
 use crate::section::{
@@ -42,6 +42,8 @@ pub struct ZendeskSink {
     api: common::SinkHttp,
     /// Numeric id of a custom ticket field that receives the session code.
     session_field: Option<u64>,
+    /// `time_field_id`: the numeric custom field holding the ticket's total time in seconds.
+    time_field: Option<u64>,
     max_batch: usize,
     /// The API user's id (`/api/v2/users/me.json`), for the marker scan's author check.
     api_user: common::ApiUser,
@@ -67,6 +69,7 @@ impl ZendeskSink {
         Self {
             api: common::SinkHttp::new(name, base_url, auth.into(), http),
             session_field,
+            time_field: None,
             max_batch: DEFAULT_MAX_BATCH,
             api_user: Default::default(),
         }
@@ -80,6 +83,12 @@ impl ZendeskSink {
                 Ok(common::id_text(&v["user"]["id"]))
             })
             .await
+    }
+
+    /// `sinks.zendesk.time_field_id`: where the total time of the time entries goes.
+    pub fn with_time_field(mut self, field: Option<u64>) -> Self {
+        self.time_field = field;
+        self
     }
 
     fn ticket_id(&self, ticket: &str) -> Result<String, SinkError> {
@@ -192,6 +201,47 @@ impl TicketSink for ZendeskSink {
         })
     }
 
+    /// Zendesk has no time tracking of its own: with `time_field_id`, an entry is a private
+    /// comment (the entry's text, the marker last) and the custom field's total raised by the
+    /// entry's seconds, in one ticket update.
+    fn supports_time_entries(&self) -> bool {
+        self.time_field.is_some()
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        self.find_marker(ticket, marker).await
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let Some(fid) = self.time_field else {
+            return Err(SinkError::new(&self.api.name, SinkErrorKind::Permanent, "no time_field_id configured"));
+        };
+        let id = self.ticket_id(ticket)?;
+        let r = self.call(self.api.get(&format!("/api/v2/tickets/{id}.json"))).await?;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let field =
+            v["ticket"]["custom_fields"].as_array().into_iter().flatten().find(|f| f["id"].as_u64() == Some(fid));
+        let before = field
+            .map(|f| &f["value"])
+            .and_then(|x| x.as_i64().or_else(|| x.as_str().and_then(|t| t.trim().parse().ok())))
+            .unwrap_or(0);
+        let html: String = entry
+            .comment(entry.technician.is_some())
+            .lines()
+            .map(|l| format!("<p>{}</p>", common::escape_html(l)))
+            .collect();
+        let t = json!({
+            "comment": {"html_body": html, "public": false},
+            "custom_fields": [{"id": fid, "value": before + entry.seconds()}],
+        });
+        let r = self.call(self.api.put(&format!("/api/v2/tickets/{id}.json")).json(&json!({"ticket": t}))).await?;
+        let audit = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["audit"]["id"].as_u64());
+        Ok(match audit {
+            Some(a) => format!("ticket:{id}#audit-{a}"),
+            None => format!("ticket:{id}"),
+        })
+    }
+
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
         let Some(fid) = self.session_field else { return Ok(None) };
         let query = format!("type:ticket custom_field_{fid}:\"{}\"", code.replace('"', ""));
@@ -251,6 +301,11 @@ pub struct ZendeskConfig {
     /// Id of a custom ticket field (text) that receives the session code.
     #[serde(default)]
     pub session_code_field_id: Option<u64>,
+    /// A numeric custom ticket field for the total time spent, in seconds (Zendesk has no time
+    /// tracking of its own): with it, `time_entries = true` writes a private comment and
+    /// raises the field by the entry (docs/time-entries.md).
+    #[serde(default)]
+    pub time_field_id: Option<u64>,
     /// `tickets`, `sources`, `concurrency`: written in this section.
     #[serde(default)]
     pub route: crate::section::RouteConfig,
@@ -300,7 +355,8 @@ impl SinkSection for ZendeskConfig {
             ZendeskAuthKind::Oauth => ZendeskAuth::OAuth { token },
         };
         let http = self.outbound().client(ctx.timeout)?;
-        let sink = ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http);
+        let sink = ZendeskSink::new("zendesk", &self.url, auth, self.session_code_field_id, http)
+            .with_time_field(self.time_field_id);
         Ok(tuned(sink, ctx, &self.outbound()))
     }
 }

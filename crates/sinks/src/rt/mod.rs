@@ -6,6 +6,12 @@
 //! `Content` as plain text in collections) and pairs a hit with the ticket's history (`GET
 //! /ticket/{id}/history`: the transaction's `Type` and `Creator`). Wire shapes as a real RT
 //! 5.0.3 answered them: `docs/vendors/rt.md`.
+//!
+//! Time entries (issue 20): a comment with `TimeTaken` in minutes (RT adds it to the
+//! ticket's `TimeWorked`, for the comment's author, the token's user), its text the entry's
+//! comment with the marker line last, found by the same scan as a note. Documents: RT 5's
+//! REST2 documentation (lib/RT/REST2.pm, "Replying/Commenting Tickets": `TimeTaken`) in
+//! Debian's request-tracker5, checked against the real RT of `.ci/rt-ci.sh`.
 
 pub mod config;
 
@@ -223,6 +229,34 @@ impl RtSink {
     }
 }
 
+impl RtSink {
+    /// Post a comment or reply (`kind`) with `body`: RT's answers turned into the sink's errors.
+    async fn post_message(&self, ticket: &str, kind: &str, body: Value) -> Result<RemoteRef, SinkError> {
+        let id = self.ticket_id(ticket)?;
+        let r = self.api.send(self.api.post(&format!("/ticket/{id}/{kind}")).json(&body)).await?;
+        if !r.status.is_success() {
+            let mut err = self.error(&r);
+            if r.status.as_u16() == 400 {
+                let detail = rt_error(&r.body);
+                err.message = format!("RT refused the {kind} (HTTP 400): {detail}");
+                if detail == NOT_RECORDED {
+                    return Err(self.missing_ticket(id, err).await);
+                }
+                if detail.eq_ignore_ascii_case("Permission Denied") {
+                    err.message.push_str(" (the RT user needs CommentOnTicket or ReplyToTicket on the queue)");
+                }
+            }
+            return Err(err);
+        }
+        let location = r.headers.get(reqwest::header::LOCATION).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let txn = location.rsplit_once("/transaction/").map(|(_, t)| t.trim_end_matches('/'));
+        Ok(match txn.filter(|t| common::is_decimal(t)) {
+            Some(t) => format!("ticket/{id}/transaction/{t}"),
+            None => format!("ticket/{id}"),
+        })
+    }
+}
+
 #[async_trait]
 impl TicketSink for RtSink {
     common::scanning_http_sink!();
@@ -255,34 +289,35 @@ impl TicketSink for RtSink {
     }
 
     async fn post_note(&self, ticket: &str, note: &Note) -> Result<RemoteRef, SinkError> {
-        let id = self.ticket_id(ticket)?;
         // A comment is for agents (ShowTicketComments); a reply reaches the requestors.
         let kind = match note.visibility {
             Visibility::Internal => "comment",
             Visibility::Public => "correspond",
         };
         let body = json!({"Content": render(note, self.api.inline_limit), "ContentType": "text/plain"});
-        let r = self.api.send(self.api.post(&format!("/ticket/{id}/{kind}")).json(&body)).await?;
-        if !r.status.is_success() {
-            let mut err = self.error(&r);
-            if r.status.as_u16() == 400 {
-                let detail = rt_error(&r.body);
-                err.message = format!("RT refused the {kind} (HTTP 400): {detail}");
-                if detail == NOT_RECORDED {
-                    return Err(self.missing_ticket(id, err).await);
-                }
-                if detail.eq_ignore_ascii_case("Permission Denied") {
-                    err.message.push_str(" (the RT user needs CommentOnTicket or ReplyToTicket on the queue)");
-                }
-            }
-            return Err(err);
-        }
-        let location = r.headers.get(reqwest::header::LOCATION).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        let txn = location.rsplit_once("/transaction/").map(|(_, t)| t.trim_end_matches('/'));
-        Ok(match txn.filter(|t| common::is_decimal(t)) {
-            Some(t) => format!("ticket/{id}/transaction/{t}"),
-            None => format!("ticket/{id}"),
-        })
+        self.post_message(ticket, kind, body).await
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    /// A time entry is a comment whose text ends with its marker: the same scan as a note's.
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        self.find_marker(ticket, marker).await
+    }
+
+    /// A comment with `TimeTaken` (minutes, added to the ticket's TimeWorked by RT). RT
+    /// records the time for the comment's author, the token's user: the comment says so when
+    /// a technician is named.
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let body = json!({
+            "Subject": "Time worked",
+            "Content": entry.comment(entry.technician.is_some()),
+            "ContentType": "text/plain",
+            "TimeTaken": entry.minutes.to_string(),
+        });
+        self.post_message(ticket, "comment", body).await
     }
 
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {

@@ -10,6 +10,14 @@
 //! `{"error":{"message","detail"},"status":"failure"}`; a rate limit is 429 with
 //! `X-RateLimit-Reset` (and `Retry-After` where the instance sends it). Details from
 //! ServiceNow's documentation: `docs/vendors/servicenow.md`.
+//!
+//! Time entries (issue 20): a `task_time_worked` row (`POST /api/now/table/task_time_worked`
+//! with `task` = the record's sys_id, `time_worked` as a glide duration `1970-01-01 HH:MM:SS`,
+//! `comments` with the marker line last; the platform rolls it up into the task's
+//! `time_worked`), one atomic insert; the scan lists the record's rows
+//! (`sysparm_query=task=<sys_id>`) for one of the API user ending with the marker. Documents:
+//! ServiceNow's Table API reference and the `task_time_worked` table (Time Worked); not
+//! checked against a live instance.
 
 pub mod config;
 pub(crate) mod oauth;
@@ -316,6 +324,59 @@ impl TicketSink for ServiceNowSink {
         let reply = self.call(|| self.api.http.patch(format!("{}{path}", self.api.base)).query(&fields).json(&body));
         reply.await?;
         Ok(format!("{table}/{sys_id}#{field}"))
+    }
+
+    fn supports_time_entries(&self) -> bool {
+        true
+    }
+
+    async fn find_time_entry(&self, ticket: &str, marker: &str) -> Result<Option<RemoteRef>, SinkError> {
+        let (table, sys_id) = self.record(ticket).await?;
+        let query = format!("task={sys_id}");
+        let limit = PAGE.to_string();
+        for page in 0..MAX_PAGES {
+            let offset = (page * PAGE).to_string();
+            let r = self
+                .call(|| {
+                    self.api.get("/api/now/table/task_time_worked").query(&[
+                        ("sysparm_query", query.as_str()),
+                        ("sysparm_fields", "sys_id,comments,sys_created_by"),
+                        ("sysparm_limit", limit.as_str()),
+                        ("sysparm_offset", offset.as_str()),
+                    ])
+                })
+                .await?;
+            let v = common::parse_listing(&self.api.name, &r.body, "time worked")?;
+            let rows = v["result"].as_array().cloned().unwrap_or_default();
+            if let Some(t) = rows.iter().find(|t| {
+                t["comments"].as_str().is_some_and(|c| crate::time_entry::ends_with_marker(c, marker))
+                    && common::author_ok(self.user.as_deref(), common::id_text(&t["sys_created_by"]))
+            }) {
+                return Ok(Some(format!("{table}/{sys_id}#time-worked-{}", t["sys_id"].as_str().unwrap_or_default())));
+            }
+            if rows.len() < PAGE {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_time_entry(&self, ticket: &str, entry: &crate::TimeEntry) -> Result<RemoteRef, SinkError> {
+        let (table, sys_id) = self.record(ticket).await?;
+        let (h, m) = (entry.minutes / 60, entry.minutes % 60);
+        let mut body = json!({
+            "task": sys_id,
+            "time_worked": format!("1970-01-01 {h:02}:{m:02}:00"),
+            "comments": entry.comment(entry.user.is_none()),
+        });
+        if let Some(u) = &entry.user {
+            body["user"] = json!(u);
+        }
+        let r = self.call(|| self.api.post("/api/now/table/task_time_worked").json(&body)).await?;
+        let id = serde_json::from_str::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v["result"]["sys_id"].as_str().map(str::to_string));
+        Ok(format!("{table}/{sys_id}#time-worked-{}", id.unwrap_or_default()))
     }
 
     async fn find_ticket_by_session_code(&self, code: &str) -> Result<Option<String>, SinkError> {
