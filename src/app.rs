@@ -19,7 +19,7 @@ pub struct App {
     pub sources: Vec<(Arc<dyn Source>, String)>,
     /// The tenant `default`'s sinks (the top-level `[sinks]`), by name.
     pub sinks: Sinks,
-    /// Every tenant's sinks, `default` included: what the delivery passes send through.
+    /// The other tenants' sinks (`[[tenants.sinks]]`), by tenant; `default`'s are `sinks`.
     pub tenant_sinks: crate::pipeline::TenantSinks,
     /// Every sink's name, every tenant's.
     pub sink_names: Vec<String>,
@@ -192,7 +192,6 @@ impl App {
         }
         let sinks = build_sinks(&config)?;
         let mut tenant_sinks = std::collections::BTreeMap::new();
-        tenant_sinks.insert(crate::store::TenantName::default(), Arc::new(sinks.clone()));
         let timeout = Duration::from_secs(config.outbox.request_timeout_secs.max(1));
         let ctx = crate::sinks::config::BuildCtx { timeout, inline_limit: config.notes.inline_attachment_max_chars };
         let mut sink_concurrency = config.sinks.concurrency();
@@ -216,7 +215,8 @@ impl App {
             }
             tenant_sinks.insert(tenant, Arc::new(own));
         }
-        let mut sink_names: Vec<String> = tenant_sinks.values().flat_map(|s| s.keys().cloned()).collect();
+        let mut sink_names: Vec<String> =
+            sinks.keys().chain(tenant_sinks.values().flat_map(|s| s.keys())).cloned().collect();
         sink_names.sort();
         let rules = crate::matcher::compile_all(&config.matching.rules).context("match.rules")?;
         for (name, tickets, srcs) in config.sinks.routes() {
@@ -267,9 +267,9 @@ impl App {
     /// matched against its own links and queued for its own sinks only.
     pub async fn match_pass(&self) -> Result<crate::pipeline::MatchStats, crate::store::StoreError> {
         let mut stats = crate::pipeline::MatchStats::default();
-        for (tenant, sinks) in self.tenant_sinks.iter() {
-            let store = self.store.for_tenant(tenant);
-            let hits = crate::pipeline::lookup_ticket_fields(&store, &self.rules, sinks).await?;
+        for (tenant, sinks) in self.all_sinks() {
+            let store = self.store.for_tenant(&tenant);
+            let hits = crate::pipeline::lookup_ticket_fields(&store, &self.rules, &sinks).await?;
             let tz = self.config.notes_tz();
             stats.add(crate::pipeline::match_pending_with(&store, &self.rules, &self.routes, &hits, tz).await?);
         }
@@ -277,10 +277,19 @@ impl App {
         Ok(stats)
     }
 
+    /// One delivery pass over every tenant ([`crate::pipeline::deliver_tenants`]).
+    pub async fn deliver_pass(&self) -> Result<crate::pipeline::DeliverStats, crate::store::StoreError> {
+        crate::pipeline::deliver_tenants(&self.store, &self.all_sinks(), &self.policy).await
+    }
+
+    /// Every tenant's sinks: `default`'s (`sinks`) first, then `[[tenants]]`'s.
+    pub fn all_sinks(&self) -> Vec<(crate::store::TenantName, crate::pipeline::Sinks)> {
+        let others = self.tenant_sinks.iter().map(|(t, s)| (t.clone(), s.clone()));
+        std::iter::once((crate::store::TenantName::default(), self.sinks.clone())).chain(others).collect()
+    }
+
     /// The time pass (issue 20): the closed groups of matched sessions queued as time
-    /// entries on the sinks with `time_entries = true` (crates/pipeline/src/time.rs). The
-    /// tenant `default`'s sinks only: a `[[tenants.sinks]]` section's time keys are refused
-    /// by `check` until time entries are kept per tenant.
+    /// entries on the sinks with `time_entries = true` (crates/pipeline/src/time.rs).
     pub async fn time_pass(&self) -> Result<crate::pipeline::time::TimeStats, crate::store::StoreError> {
         let t =
             crate::pipeline::time::close_groups(&self.store, &self.time, self.config.notes_tz(), chrono::Utc::now())
@@ -289,21 +298,6 @@ impl App {
             tracing::info!(queued = t.queued, skipped = t.skipped, waiting = t.waiting, "time pass");
         }
         Ok(t)
-    }
-
-    /// Replace the tenant `default`'s sinks in both places that hold them (`sinks` for
-    /// matching and `session create`, `tenant_sinks` for delivery), as a test that moves a
-    /// sink's address does: assigning `sinks` alone left delivery on the old ones.
-    pub fn set_default_sinks(&mut self, sinks: Sinks) {
-        let mut all = (*self.tenant_sinks).clone();
-        all.insert(crate::store::TenantName::default(), sinks.clone());
-        self.tenant_sinks = Arc::new(all);
-        self.sinks = sinks;
-    }
-
-    /// One delivery pass over every tenant ([`crate::pipeline::deliver_tenants`]).
-    pub async fn deliver_pass(&self) -> Result<crate::pipeline::DeliverStats, crate::store::StoreError> {
-        crate::pipeline::deliver_tenants(&self.store, &self.tenant_sinks, &self.policy).await
     }
 
     /// One full cycle: poll every source, match, deliver. Used by `sync-once` and the demo.

@@ -264,7 +264,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
         tasks.abort_all();
         polls.abort_all();
     }
-    for sink in app.tenant_sinks.values().flat_map(|s| s.values()) {
+    for sink in app.all_sinks().iter().flat_map(|(_, s)| s.values()) {
         sink.close().await;
     }
     release_leases(&app.store).await;
@@ -286,7 +286,7 @@ pub async fn run_reloadable(app: App, config_path: Option<std::path::PathBuf>) -
 fn register_metrics(app: &App) {
     let sources: Vec<(String, String)> = app.sources.iter().map(|(s, _)| (s.key(), s.tenant().to_string())).collect();
     let sinks: Vec<(String, String)> =
-        app.tenant_sinks.iter().flat_map(|(t, s)| s.keys().map(move |name| (name.clone(), t.to_string()))).collect();
+        app.all_sinks().iter().flat_map(|(t, s)| s.keys().map(move |name| (name.clone(), t.to_string()))).collect();
     crate::metrics::register(&sources, &sinks);
 }
 

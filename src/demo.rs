@@ -21,10 +21,10 @@ use crate::sim::webhook::WebhookSim;
 use crate::sim::zoom::{ZoomSim, ZoomSimOptions};
 
 const TICKETS: &[u64] = &[101, 102, 103, 104, 105, 106];
+/// Tenant acme's Redmine: tickets of its own.
+const ACME_TICKETS: &[u64] = &[201];
 /// The ConnectWise service ticket a technician names in a session's notes.
 const CW_TICKET: u64 = 5012;
-/// Tenant acme's Redmine: a #101 of its own.
-const ACME_TICKETS: &[u64] = &[101];
 
 pub async fn run(state_dir: &Path) -> Result<()> {
     run_on(state_dir, None).await
@@ -75,10 +75,10 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let (wh_secret, wh_secret_file) = write_secret("webhook_secret")?;
     let (zoom_secret, zoom_secret_file) = write_secret("zoom_helpdesk_client_secret")?;
     let (visio_token, visio_token_file) = write_secret("visioconference_token")?;
-    let (cw_key, cw_key_file) = write_secret("connectwise_private_key")?;
     // The second tenant's own TeamViewer account and Redmine (issue 17, `[[tenants]]`).
     let (acme_tv_token, acme_tv_token_file) = write_secret("acme_teamviewer_token")?;
     let (acme_rm_key, acme_rm_key_file) = write_secret("acme_redmine_api_key")?;
+    let (cw_key, cw_key_file) = write_secret("connectwise_private_key")?;
 
     let tv =
         TeamViewerSim::start(SimOptions { script_tokens: vec![tv_token], page_size: 3, ..Default::default() }).await?;
@@ -87,9 +87,9 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     let hook = WebhookSim::start(&wh_secret, "X-Ticketsync-Signature").await?;
     let zoom = ZoomSim::start(ZoomSimOptions { client_secret: zoom_secret, ..Default::default() }).await?;
     let visio = VisioSim::start(&visio_token, VisioShape::Current).await?;
-    let cw = ConnectWiseSim::start("acme", "demoPublicKey", &cw_key, "demo-client-id", &[CW_TICKET]).await?;
     let acme_tv = TeamViewerSim::start(SimOptions { script_tokens: vec![acme_tv_token], ..Default::default() }).await?;
     let acme_redmine = RedmineSim::start(&acme_rm_key, ACME_TICKETS).await?;
+    let cw = ConnectWiseSim::start("acme", "demoPublicKey", &cw_key, "demo-client-id", &[CW_TICKET]).await?;
 
     let now = Utc::now();
     let t = |mins: i64| now - Duration::minutes(mins);
@@ -128,13 +128,13 @@ pub async fn run_on(state_dir: &Path, store: Option<&str>) -> Result<()> {
     }));
     // Malformed (no id): quarantined with its reason, the rest of the page is stored.
     tv.add_connection(json!({"userid": "u1", "username": "broken", "start_date": date(t(60))}));
-    // Tenant acme: the same session code and ticket number as #101 above, in acme's own
-    // TeamViewer account; its note goes to acme's Redmine #101 only.
+    // Tenant acme: the same session code as #101's above, in acme's own TeamViewer account;
+    // its note goes to acme's Redmine #201 only.
     acme_tv.add_connection(json!({
         "id": "a3c9e1f0-2b4d-4e6f-8a1c-3e5f7a9b1c2d", "userid": "u7700", "username": "Acme Tech",
         "deviceid": "7700770077", "devicename": "ACME-HQ-001", "groupid": "g1", "groupname": "Acme",
         "start_date": date(t(80)), "end_date": date(t(65)), "billing_state": "Bill", "support_session_type": 2,
-        "session_code": "s119-457-589", "custom_api": "{\"ticket_id\":\"101\"}"
+        "session_code": "s119-457-589", "custom_api": "{\"ticket_id\":\"201\"}"
     }));
 
     let cfg_path = state_dir.join("ticketsync.toml");
@@ -197,8 +197,6 @@ pattern = "#(\\d+)"
 [sinks.redmine]
 url = "{rm}"
 api_key_file = "{rmf}"
-time_entries = true
-time_activity_id = 9
 tickets = '^10\d$'
 
 [sinks.connectwise]
@@ -209,6 +207,8 @@ private_key_file = "{cwf}"
 client_id = "demo-client-id"
 member = "ticketsync"
 tickets = '^50\d\d$'
+time_entries = true
+time_technicians = ["Jon Snow = jsnow"]
 
 [sinks.webhook]
 url = "{wh}"
@@ -336,6 +336,12 @@ api_key_file = "{acme_rmf}"
             println!("  #{id}: {} note — {first}", if j.private_notes { "private" } else { "public" });
         }
     }
+    for t in cw.time_entries(CW_TICKET) {
+        println!(
+            "ConnectWise ticket {CW_TICKET}: time entry for {}, {} h ({}), {} to {}",
+            t.member, t.actual_hours, t.billable_option, t.time_start, t.time_end
+        );
+    }
     for n in cw.notes(CW_TICKET) {
         let kind = if n.internal { "internal analysis" } else { "discussion" };
         println!(
@@ -346,35 +352,7 @@ api_key_file = "{acme_rmf}"
     }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
     println!();
-    println!("Time entries (view v_time_entries; Redmine's time tracking):");
-    let entries = crate::store::time::list(&app.store, None, None).await?;
-    if entries.is_empty() {
-        println!("  (none yet: a session's group closes once its reconnect gap has elapsed)");
-    }
-    for e in &entries {
-        println!(
-            "  ticket #{:<4} {} {}: {} s in session → {} min billed{}, {} ({})",
-            e.ticket_id,
-            e.vendor,
-            e.session_code.as_deref().unwrap_or(&e.external_id),
-            e.raw_seconds,
-            e.minutes_billed,
-            if e.billable == 1 { "" } else { " (non-billable)" },
-            e.technician.as_deref().unwrap_or("no technician"),
-            e.state
-        );
-    }
-    if let Some(t) = redmine.time_entries().first() {
-        println!(
-            "The time entry on ticket #{} ({} h, activity {}, spent on {}):",
-            t.issue, t.hours, t.activity_id, t.spent_on
-        );
-        for l in t.comments.lines() {
-            println!("  | {l}");
-        }
-    }
-    println!();
-    println!("Tenant acme, on its own Redmine (the same session code and #101 as the default tenant's):");
+    println!("Tenant acme, on its own Redmine (the same session code as the default tenant's #101):");
     for id in ACME_TICKETS {
         let js = acme_redmine.journals(*id);
         if js.is_empty() {

@@ -53,6 +53,10 @@ pub struct TenantSourceConfig {
     pub name: String,
     /// The entry's other keys, as the vendor's section (only `kind`'s field is set).
     pub section: SourcesConfig,
+    /// The keys the entry wrote (set by the parse, not by the file): a secret of the entry
+    /// must be one of them (or its `_file`), never the default tenant's credential.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// A `[[tenants.sinks]]` entry: one ticket system of the tenant.
@@ -64,6 +68,9 @@ pub struct TenantSinkConfig {
     pub name: String,
     /// The entry's other keys, as the ticket system's section (only `kind`'s field is set).
     pub section: SinksConfig,
+    /// The keys the entry wrote (set by the parse), as [`TenantSourceConfig::keys`].
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 impl TenantConfig {
@@ -156,9 +163,11 @@ pub(super) fn nest_tenants(root: &mut Table, origins: &Origins, errors: &mut Vec
                     t.remove(SECTION);
                 }
                 let mut keys = Table::new();
-                for k in t.keys().filter(|k| *k != "kind" && *k != "name").cloned().collect::<Vec<_>>() {
-                    keys.insert(k.clone(), t.remove(&k).expect("listed above"));
+                let written: Vec<String> = t.keys().filter(|k| *k != "kind" && *k != "name").cloned().collect();
+                for k in &written {
+                    keys.insert(k.clone(), t.remove(k).expect("listed above"));
                 }
+                t.insert("keys".into(), Value::Array(written.into_iter().map(Value::String).collect()));
                 let mut groups = vec![("outbound", &super::OutboundConfig::KEYS[..])];
                 if list == "sinks" {
                     groups.push(("route", &super::RouteConfig::KEYS[..]));
@@ -223,6 +232,13 @@ impl super::Config {
     /// sink over all tenants), each entry's section's own checks under the entry's keys.
     pub(super) fn tenant_validation_into(&self, e: &mut Errors) {
         let mut tenants = std::collections::HashMap::new();
+        let mut zoom_accounts: std::collections::HashMap<String, String> = self
+            .sources
+            .zoom
+            .iter()
+            .flat_map(|z| z.accounts.iter().enumerate())
+            .map(|(k, a)| (a.name.clone(), format!("sources.zoom.accounts[{k}]")))
+            .collect();
         // Sink names are unique over all tenants (the default tenant's are its kinds): a
         // delivery row's sink then names one tenant's system, whatever reads it.
         let mut sinks: std::collections::HashMap<String, String> = self
@@ -255,6 +271,24 @@ impl super::Config {
                         &format!("{at}.name"),
                         format!("duplicate source name {:?} in tenant {} (also sources[{first}])", s.name, t.name),
                     );
+                }
+                // OAuth tokens are kept per provider (`oauth_tokens.provider`), not per tenant
+                // yet: a tenant's OAuth app would share the default tenant's tokens, and poll
+                // its account. Refused; API tokens (Zoom: accounts of their own names) only.
+                if s.section.teamviewer.as_ref().is_some_and(|c| c.auth == super::TeamViewerAuth::Oauth) {
+                    e.key(&format!("{at}.auth"), "a tenant's TeamViewer account uses a script token (auth = \"script\"): OAuth tokens are not kept per tenant yet");
+                }
+                if s.section.splashtop.as_ref().is_some_and(|c| c.auth == super::SplashtopAuth::Oauth) {
+                    e.key(&format!("{at}.auth"), "a tenant's Splashtop account uses an API token (auth = \"token\"): OAuth tokens are not kept per tenant yet");
+                }
+                for (k, acc) in s.section.zoom.iter().flat_map(|z| z.accounts.iter()).enumerate() {
+                    // Zoom keeps tokens per account name (`zoom:<name>`): unique over the file.
+                    if let Some(first) = zoom_accounts.insert(acc.name.clone(), format!("{at}.accounts[{k}]")) {
+                        e.key(
+                            &format!("{at}.accounts[{k}].name"),
+                            format!("Zoom account name {:?} is also {first}'s: its tokens would be shared", acc.name),
+                        );
+                    }
                 }
                 if let Some(v) = s.vendor() {
                     let mut own = Errors::default();
@@ -308,12 +342,12 @@ impl super::Config {
             for (j, s) in t.sources.iter().enumerate() {
                 let Some(v) = s.vendor().filter(|v| v.enabled()) else { continue };
                 let (from, to) = (format!("sources.{}", v.kind()), format!("tenants[{i}].sources[{j}]"));
-                out.extend(v.secrets().into_iter().map(|u| rekey_use(u, &from, &to)));
+                out.extend(v.secrets().into_iter().map(|u| own_secret(rekey_use(u, &from, &to), &to, &s.keys)));
             }
             for (j, s) in t.sinks.iter().enumerate() {
                 let Some(c) = s.sink().filter(|c| c.enabled()) else { continue };
                 let (from, to) = (format!("sinks.{}", c.kind()), format!("tenants[{i}].sinks[{j}]"));
-                out.extend(c.secrets().into_iter().map(|u| rekey_use(u, &from, &to)));
+                out.extend(c.secrets().into_iter().map(|u| own_secret(rekey_use(u, &from, &to), &to, &s.keys)));
             }
         }
         out
@@ -345,6 +379,29 @@ fn rekey_use(mut u: SecretUse, from: &str, to: &str) -> SecretUse {
         u.key = format!("{to}{rest}");
     }
     u.value = u.value.map_err(|e| rekey(e, from, to));
+    u
+}
+
+/// A secret of a tenant's entry found although the entry does not write it (nor its `_file`):
+/// it came from the systemd credential named after the key (`redmine_api_key`), which is the
+/// default tenant's. An error, so a tenant never sends with another tenant's credentials.
+fn own_secret(mut u: SecretUse, entry: &str, written: &[String]) -> SecretUse {
+    let Some(field) = u.key.strip_prefix(entry).and_then(|r| r.strip_prefix('.')) else { return u };
+    // Keys of nested lists (Zoom's accounts) are the element's; their credentials are named
+    // by the account, unique over the file.
+    if field.contains(['.', '[']) {
+        return u;
+    }
+    let own = written.iter().any(|k| k == field || *k == format!("{field}_file"));
+    if !own && matches!(u.value, Ok(Some(_))) {
+        u.value = Err(key_err(
+            &u.key,
+            format!(
+                "set it in the entry ({field} or {field}_file): the credential {} is the default tenant's",
+                u.credential
+            ),
+        ));
+    }
     u
 }
 

@@ -391,6 +391,8 @@ pub struct SessionQuery {
     pub technician: String,
     #[serde(default)]
     pub vendor: String,
+    #[serde(default)]
+    pub tenant: String,
     /// `YYYY-MM-DD` (UTC) or a stored timestamp.
     #[serde(default)]
     pub from: String,
@@ -419,6 +421,8 @@ impl SessionQuery {
             from: bound(&self.from, false, "from")?,
             to: bound(&self.to, true, "to")?,
             before: self.before,
+            vendors: crate::sources::VENDORS.iter().map(|v| v.kind.to_string()).collect(),
+            tenant: nonempty(&self.tenant),
         })
     }
 
@@ -430,6 +434,7 @@ impl SessionQuery {
             ("ticket", &self.ticket),
             ("technician", &self.technician),
             ("vendor", &self.vendor),
+            ("tenant", &self.tenant),
             ("from", &self.from),
             ("to", &self.to),
         ] {
@@ -489,6 +494,9 @@ struct LinkForm {
     code: String,
     #[serde(default)]
     ticket: String,
+    /// The session's tenant: the link is that tenant's (`link --tenant`).
+    #[serde(default)]
+    tenant: String,
 }
 
 fn back(to: &str, key: &str, msg: &str) -> Response {
@@ -502,7 +510,12 @@ async fn link(State(c): Shared, headers: HeaderMap, peer: MaybePeer, Form(f): Fo
         Err(Refused(status, why)) => return refuse(status, why),
     };
     let ticket = f.ticket.trim().trim_start_matches('#');
-    match crate::operator::link_session(&c.store, f.code.trim(), ticket, l.actor()).await {
+    let store = match nonempty(&f.tenant).map(|t| crate::store::TenantName::new(&t)) {
+        None => c.store.clone(),
+        Some(Ok(t)) => c.store.for_tenant(&t),
+        Some(Err(e)) => return back("/ui/unmatched", "error", &format!("tenant: {e}")),
+    };
+    match crate::operator::link_session(&store, f.code.trim(), ticket, l.actor()).await {
         Ok(id) => {
             tracing::info!(user = %l.user, link = id, code = %f.code, ticket, "console: session linked");
             c.wake();

@@ -8,7 +8,6 @@ use maud::{html, Markup, DOCTYPE};
 use super::{DeliveryQuery, Login, SessionQuery, VerifyResult};
 use crate::store::console::{SessionRecord, SessionRow, SinkOutbox, SourceStatus};
 use crate::store::outbox::Delivery;
-use crate::store::sessions::StoredSession;
 
 const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}
 header{background:#1f3a5f;color:#fff;padding:.5em 1em;display:flex;gap:1.2em;align-items:center}
@@ -155,11 +154,12 @@ fn verify_line(v: Option<&VerifyResult>) -> Markup {
 fn session_rows(rows: &[SessionRow]) -> Markup {
     html! {
         table #results {
-            tr { th { "id" } th { "vendor" } th { "code" } th { "started" } th { "ended" } th { "technician" } th { "device" } th { "ticket" } th { "rule" } }
+            tr { th { "id" } th { "tenant" } th { "vendor" } th { "code" } th { "started" } th { "ended" } th { "technician" } th { "device" } th { "ticket" } th { "rule" } }
             @for r in rows {
                 @let s = &r.session;
                 tr {
                     td { a href={ "/ui/sessions/" (s.id) } { (s.id) } }
+                    td { (r.tenant) }
                     td { (s.vendor) }
                     td { (opt(&s.session_code)) }
                     td { (ts(s.started_at)) }
@@ -184,6 +184,7 @@ pub fn sessions(l: &Login, q: &SessionQuery, rows: &[SessionRow], error: Option<
                 label { "ticket " input type="text" name="ticket" value=(q.ticket); } " "
                 label { "technician " input type="text" name="technician" value=(q.technician); } " "
                 label { "vendor " input type="text" name="vendor" value=(q.vendor); } " "
+                label { "tenant " input type="text" name="tenant" value=(q.tenant); } " "
                 label { "from " input type="text" name="from" placeholder="YYYY-MM-DD" value=(q.from); } " "
                 label { "to " input type="text" name="to" placeholder="YYYY-MM-DD" value=(q.to); } " "
                 button type="submit" { "Search" }
@@ -205,8 +206,9 @@ pub fn session(l: &Login, r: &SessionRecord) -> Markup {
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| s.raw_json.clone());
-    let fields: [(&str, String); 17] = [
+    let fields: [(&str, String); 18] = [
         ("id", s.id.to_string()),
+        ("tenant", r.tenant.clone()),
         ("vendor", s.vendor.clone()),
         ("external id", s.external_id.clone()),
         ("session code", opt(&s.session_code).into()),
@@ -279,7 +281,7 @@ pub fn session(l: &Login, r: &SessionRecord) -> Markup {
     )
 }
 
-pub fn unmatched(l: &Login, rows: &[StoredSession], done: Option<&str>, error: Option<&str>) -> Markup {
+pub fn unmatched(l: &Login, rows: &[SessionRow], done: Option<&str>, error: Option<&str>) -> Markup {
     layout(
         Some(l),
         "Unmatched sessions",
@@ -288,14 +290,16 @@ pub fn unmatched(l: &Login, rows: &[StoredSession], done: Option<&str>, error: O
             p { "Sessions no rule matched, newest first, with the fields the rules look at. A link flows through the normal pipeline: the next match pass matches the session and queues its notes." }
             table #unmatched {
                 tr {
-                    th { "id" } th { "vendor" } th { "code / vendor id" } th { "started" } th { "technician" }
+                    th { "id" } th { "tenant" } th { "vendor" } th { "code / vendor id" } th { "started" } th { "technician" }
                     th { "custom_api" } th { "notes / description" } th { "customer" }
                     @if l.operator() { th { "link to ticket" } }
                 }
-                @for s in rows {
+                @for r in rows {
+                    @let s = &r.session;
                     @let key = s.session_code.clone().unwrap_or_else(|| s.external_id.clone());
                     tr {
                         td { a href={ "/ui/sessions/" (s.id) } { (s.id) } }
+                        td { (r.tenant) }
                         td { (s.vendor) }
                         td.code { (key) }
                         td { (ts(s.started_at)) }
@@ -308,6 +312,7 @@ pub fn unmatched(l: &Login, rows: &[StoredSession], done: Option<&str>, error: O
                                 form.inline.link method="post" action="/ui/link" {
                                     (csrf(l))
                                     input type="hidden" name="code" value=(key);
+                                    input type="hidden" name="tenant" value=(r.tenant);
                                     input type="text" name="ticket" placeholder="ticket id" required;
                                     " " button type="submit" { "Link" }
                                 }
@@ -318,7 +323,7 @@ pub fn unmatched(l: &Login, rows: &[StoredSession], done: Option<&str>, error: O
             }
             @if rows.len() as i64 == super::PAGE {
                 @if let Some(last) = rows.last() {
-                    p { a #next href={ "/ui/unmatched?before=" (last.id) } { "older →" } }
+                    p { a #next href={ "/ui/unmatched?before=" (last.session.id) } { "older →" } }
                 }
             }
         },

@@ -3,7 +3,7 @@
 //! a browser never sends (a POST without its CSRF token, a viewer's POST, a login flood);
 //! headless Chromium through chromedriver (WebDriver, fantoccini) for what a person does:
 //! link an unmatched session, retry a dead delivery, read every page as a viewer. The same
-//! run takes the screenshots in docs/console/.
+//! run takes the screenshots (into docs/console/ with `TICKETSYNC_UPDATE_SCREENSHOTS=1`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -253,6 +253,13 @@ async fn console_refuses_csrf_less_and_viewer_posts_and_escapes_vendor_text() {
     // The session's own page: fields and the raw record, escaped.
     let (_, sessions) = op.get(&format!("/ui/sessions?code={UNMATCHED_ID}")).await;
     let id = sessions.split("href=\"/ui/sessions/").nth(1).unwrap().split('"').next().unwrap().to_string();
+    // By tenant: the sessions of a configuration without [[tenants]] are the default's.
+    assert!(op
+        .get(&format!("/ui/sessions?code={UNMATCHED_ID}&tenant=default"))
+        .await
+        .1
+        .contains(&format!("/ui/sessions/{id}\"")));
+    assert!(!op.get(&format!("/ui/sessions?code={UNMATCHED_ID}&tenant=acme")).await.1.contains("/ui/sessions/"));
     let (status, page) = op.get(&format!("/ui/sessions/{id}")).await;
     assert_eq!(status, 200);
     assert!(page.contains(UNMATCHED_ID) && page.contains("&lt;img src=x"), "{page}");
@@ -361,8 +368,16 @@ async fn browser(driver: &Driver, profile: &Path) -> fantoccini::Client {
     fantoccini::ClientBuilder::new(connector).capabilities(caps).connect(&driver.url).await.expect("a Chromium session")
 }
 
+/// Every run takes the screenshots; they replace the committed ones in docs/console/ only
+/// with `TICKETSYNC_UPDATE_SCREENSHOTS=1` (else each test run rewrote tracked files, and the
+/// PNGs conflicted at every merge), otherwise they go to target/console-screenshots/.
 fn shots_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = if std::env::var_os("TICKETSYNC_UPDATE_SCREENSHOTS").is_some() {
+        root.join("docs/console")
+    } else {
+        root.join("target/console-screenshots")
+    };
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -121,7 +121,7 @@ async fn long_sink_outage_then_everything_delivered_in_order_with_capped_backoff
     // The ticket system answers again, but with 503 for a while.
     let mut sink_cfg = cfg.clone();
     sink_cfg.sinks.webhook.as_mut().unwrap().url = format!("{}/hook", proxy.base_url);
-    app.set_default_sinks(Arc::new(build_sinks(&sink_cfg).unwrap()));
+    app.sinks = Arc::new(build_sinks(&sink_cfg).unwrap());
     // 30 passes of 503s: one attempt per ticket per pass (a ticket's notes go in order, one at a time).
     for _ in 0..30 * TICKETS.len() {
         proxy.push(Fault::status(503, &[], "maintenance"));

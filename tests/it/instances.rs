@@ -148,9 +148,11 @@ fn kills() -> usize {
     std::env::var("TICKETSYNC_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
 }
 
-/// Three instances on one store, a Redmine that answers in 80 ms, sessions arriving while a
-/// random instance is killed (SIGKILL) and restarted under a new id again and again: at the
-/// end every session is stored once and every note is on its ticket once.
+/// Three instances on one store, two tenants (each its own TeamViewer account and its own
+/// Redmine answering in 80 ms, with the same ticket numbers), sessions arriving while a random
+/// instance is killed (SIGKILL) and restarted under a new id again and again: at the end every
+/// session is stored once, every note is on its own tenant's ticket once, nothing crossed to
+/// the other tenant's Redmine, and the audit chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
     use rand::Rng;
@@ -161,12 +163,27 @@ async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
     let redmine = ticketsync::sim::redmine::RedmineSim::start("kill-loop-key", &[]).await.unwrap();
     redmine.add_issues(1000..1400);
     redmine.set_delay(Duration::from_millis(80));
+    // Tenant acme: its own account and Redmine, whose tickets have the same numbers.
+    const ACME_TOKEN: &str = "77001-acmeInstancesToken";
+    let acme_tv = TeamViewerSim::start(SimOptions { script_tokens: vec![ACME_TOKEN.into()], ..Default::default() })
+        .await
+        .unwrap();
+    let acme_redmine = ticketsync::sim::redmine::RedmineSim::start("acme-kill-loop-key", &[]).await.unwrap();
+    acme_redmine.add_issues(1000..1400);
+    acme_redmine.set_delay(Duration::from_millis(80));
     let t0 = Utc::now() - TimeDelta::hours(2);
     let mut sessions = 0usize;
+    // Session i is acme's when i is odd: ticket 1000 + i in its tenant's Redmine.
+    let acme = |i: usize| i % 2 == 1;
     let mut add = |n: usize| {
         for _ in 0..n {
             let i = sessions;
-            tv.add_connection(tv_connection(&format!("k{i}"), &format!("kc{i}"), &format!("{}", 1000 + i), t0));
+            let (vendor, code, ticket) = (format!("k{i}"), format!("kc{i}"), format!("{}", 1000 + i));
+            if acme(i) {
+                acme_tv.add_connection(tv_connection(&vendor, &code, &ticket, t0));
+            } else {
+                tv.add_connection(tv_connection(&vendor, &code, &ticket, t0));
+            }
             sessions += 1;
         }
     };
@@ -177,10 +194,16 @@ async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
             "{store}\n[daemon]\ndelivery_interval_secs = 1\nshared_store = true\ninstance_id = \"{name}\"\nlease_ttl_secs = 5\n\n\
              [outbox]\nrequest_timeout_secs = 2\nbase_backoff_secs = 1\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [sources.teamviewer]\nbase_url = \"{tv}\"\ntoken = \"{TOKEN}\"\nschedule = \"* * * * *\"\n\n\
-             [sinks.redmine]\nurl = \"{rm}\"\napi_key = \"kill-loop-key\"\n",
+             [sinks.redmine]\nurl = \"{rm}\"\napi_key = \"kill-loop-key\"\n\n\
+             [[tenants]]\nname = \"acme\"\n\n\
+             [[tenants.sources]]\nkind = \"teamviewer\"\nname = \"acme-tv\"\nbase_url = \"{atv}\"\ntoken = \"{ACME_TOKEN}\"\n\
+             schedule = \"* * * * *\"\n\n\
+             [[tenants.sinks]]\nkind = \"redmine\"\nname = \"acme-redmine\"\nurl = \"{arm}\"\napi_key = \"acme-kill-loop-key\"\n",
             store = db.store_section(),
             tv = tv.base_url,
             rm = redmine.base_url,
+            atv = acme_tv.base_url,
+            arm = acme_redmine.base_url,
         );
         std::fs::write(&p, text).unwrap();
         p
@@ -218,13 +241,19 @@ async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
         alive[k] = spawn(format!("i{k}-{generation}"));
     }
     // The last sessions arrive after the last restart: at most a minute's tick away.
-    let notes = |i: usize| redmine.journals((1000 + i) as u64).iter().filter(|j| j.notes.contains("tsd:v2:")).count();
+    // Notes on session i's ticket in its own tenant's Redmine, and in the other tenant's.
+    let on = |rm: &ticketsync::sim::redmine::RedmineSim, i: usize| {
+        rm.journals((1000 + i) as u64).iter().filter(|j| j.notes.contains(&format!(":k{i}:report:"))).count()
+    };
+    let notes = |i: usize| if acme(i) { on(&acme_redmine, i) } else { on(&redmine, i) };
+    let crossed = |i: usize| if acme(i) { on(&redmine, i) } else { on(&acme_redmine, i) };
     let until = Instant::now() + Duration::from_secs(150);
     while (0..sessions).any(|i| notes(i) == 0) && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let missing: Vec<usize> = (0..sessions).filter(|&i| notes(i) == 0).collect();
     let twice: Vec<(usize, usize)> = (0..sessions).map(|i| (i, notes(i))).filter(|(_, c)| *c > 1).collect();
+    let crossing: Vec<usize> = (0..sessions).filter(|&i| crossed(i) > 0).collect();
     let mut errors = Vec::new();
     for (mut child, log) in alive {
         let _ = child.start_kill();
@@ -232,12 +261,19 @@ async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
         errors.extend(log.await.unwrap_or_default());
     }
     eprintln!(
-        "kill loop: {n} kills of 3 instances, {sessions} sessions, {} notes, missing {missing:?}, twice {twice:?}, {} PUTs",
+        "kill loop: {n} kills of 3 instances, 2 tenants, {sessions} sessions, {} notes, missing {missing:?}, twice {twice:?}, \
+         crossing {crossing:?}, {} + {} PUTs",
         (0..sessions).map(notes).sum::<usize>(),
-        redmine.put_count()
+        redmine.put_count(),
+        acme_redmine.put_count()
     );
     assert!(missing.is_empty(), "every session's note lands: missing {missing:?}; errors: {errors:#?}");
     assert!(twice.is_empty(), "no note twice: {twice:?}");
+    assert!(crossing.is_empty(), "no note on the other tenant's Redmine: {crossing:?}");
+    let acme_marked = (0..sessions)
+        .filter(|&i| acme(i))
+        .all(|i| acme_redmine.journals((1000 + i) as u64).iter().all(|j| j.notes.contains("tsd:v2:acme:teamviewer:")));
+    assert!(acme_marked, "acme's notes carry acme's markers");
     let store = ticketsync::store::Store::connect_read_only(&db.url, None).await.unwrap();
     for i in 0..sessions {
         assert_eq!(
@@ -246,6 +282,8 @@ async fn three_instances_under_a_kill_loop_store_and_deliver_everything_once() {
             "k{i} once"
         );
     }
+    let acme_sessions = store.query_i64("SELECT COUNT(*) FROM sessions WHERE tenant = 'acme'").await.unwrap();
+    assert_eq!(acme_sessions as usize, (0..sessions).filter(|&i| acme(i)).count(), "acme's sessions are acme's");
     match ticketsync::store::audit::verify(&store).await.unwrap() {
         ticketsync::store::audit::Verify::Ok { .. } => {}
         other => panic!("audit chain: {other:?}"),

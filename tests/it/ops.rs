@@ -209,16 +209,14 @@ async fn export_round_trips_in_csv_and_jsonl_with_the_verified_head() {
     assert!(!bad.hash_ok());
 
     // `audit show` reads the same database read-only.
-    // The demo has two tenants with a #101 each: without --tenant, both tenants' history of
-    // the ticket; with it, one tenant's only.
-    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101"], &[]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("Sessions (2)") && r.stdout.contains("acme-redmine"), "{}", r.stdout);
-    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--tenant", "acme"], &[]).await;
+    // The demo has two tenants: the default's #101, acme's own #201. --tenant keeps one
+    // tenant's history; a ticket of another tenant is not found under it.
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "201", "--tenant", "acme"], &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("acme-redmine"), "{}", r.stdout);
-    assert!(!r.stdout.contains(" redmine session_report") && !r.stdout.contains("webhook"), "{}", r.stdout);
-    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--tenant", "default"], &[]).await;
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101", "--tenant", "acme"], &[]).await;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let r = run(&["audit", "show", "--db", dbs, "--ticket", "101"], &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Sessions (1)") && r.stdout.contains("session_matched"), "{}", r.stdout);
     assert!(!r.stdout.contains("acme"), "{}", r.stdout);

@@ -303,6 +303,38 @@ async fn a_vendor_id_of_another_tenant_is_quarantined_not_taken_over() {
     assert!(matches!(audit::verify(&store).await.unwrap(), audit::Verify::Ok { .. }));
 }
 
+/// A tenant's secret comes from its entry, never from the default tenant's credential named
+/// after the key (`redmine_api_key` in `$CREDENTIALS_DIRECTORY`).
+#[tokio::test]
+async fn a_tenants_secret_is_never_the_default_tenants_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("redmine_api_key"), "default-tenant-redmine-key").unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n\n[sinks.redmine]\nurl = \"https://redmine.default.example\"\n\n\
+             [[tenants]]\nname = \"acme\"\n[[tenants.sinks]]\nkind = \"redmine\"\nname = \"acme-redmine\"\n\
+             url = \"https://redmine.acme.example\"\n",
+            dir.path().join("t.db").display()
+        ),
+    )
+    .unwrap();
+    let out = crate::support::ticketsync(&cfg, &["check"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("tenants[0].sinks[0].api_key") && text.contains("default tenant's"), "{text}");
+    assert!(!text.contains("sinks.redmine.api_key"), "the default tenant's own use is fine: {text}");
+}
+
 /// Bad `[[tenants]]`: each error names its key and line, and the rest is still checked.
 #[test]
 fn tenant_config_errors_name_the_key_and_line() {
@@ -346,6 +378,12 @@ kind = "teamviewer"
 name = "beta-tv"
 token = "tv-beta-0123456789"
 no_such_key = 1
+[[tenants.sources]]
+kind = "teamviewer"
+name = "beta-oauth"
+auth = "oauth"
+client_id = "beta-client"
+client_secret = "beta-secret-0123456789"
 "#;
     let (_, errors) = Config::parse_all(toml, "t.toml", Vec::<(String, String)>::new()).expect("parses");
     let line = |key: &str| {
@@ -367,6 +405,8 @@ no_such_key = 1
     assert!(bad.contains("lower-case"), "{bad}");
     let (unknown, at) = line("tenants[3].sources[0].no_such_key");
     assert!(unknown.contains("unknown key") && unknown.contains("line 40") && at, "{unknown}");
+    let (oauth, _) = line("tenants[3].sources[1].auth");
+    assert!(oauth.contains("not kept per tenant"), "{oauth}");
     // Time entries are the top-level sinks' only (so far): refused, not silently never sent.
     let (time, _) = line("tenants[0].sinks[3].time_entries");
     assert!(time.contains("not kept for [[tenants.sinks]]"), "{time}");

@@ -674,3 +674,55 @@ async fn a_relinked_session_is_billed_once_where_it_is_now() {
     assert_eq!(states.iter().filter(|s| s.2 == "entered").count(), 1, "{states:?}");
     assert_eq!(states.iter().filter(|s| s.2 == "skipped").count(), 2, "{states:?}");
 }
+
+#[tokio::test]
+async fn connectwise_sim_time_entry_lands_once_after_a_crash() {
+    use ticketsync::sim::connectwise::{ConnectWiseSim, API_MEMBER};
+    use ticketsync::sinks::connectwise::{ConnectWiseKeys, ConnectWiseSink};
+    let sim = ConnectWiseSim::start("acme", "pub", "priv", "cid", &[601]).await.unwrap();
+    let keys = ConnectWiseKeys {
+        company: "acme".into(),
+        public_key: "pub".into(),
+        private_key: SecretString::from("priv".to_string()),
+        client_id: "cid".into(),
+    };
+    let sink = ConnectWiseSink::new("connectwise", &sim.base_url, keys, API_MEMBER, reqwest::Client::new());
+    let count = || async { sim.time_entries(601).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "601", count).await;
+    let t = &sim.time_entries(601)[0];
+    assert_eq!((t.actual_hours, t.billable_option.as_str()), (0.5, "Billable"), "{t:?}");
+}
+
+#[tokio::test]
+async fn autotask_sim_time_entry_lands_once_after_a_crash() {
+    use ticketsync::sim::autotask::AutotaskSim;
+    use ticketsync::sinks::autotask::{AutotaskCredentials, AutotaskSink, NoteKinds, TimeSettings};
+    let sim = AutotaskSim::start("api@x.test", "CODE", "at-secret", &[601]).await.unwrap();
+    let creds = AutotaskCredentials {
+        username: "api@x.test".into(),
+        integration_code: "CODE".into(),
+        secret: SecretString::from("at-secret".to_string()),
+    };
+    let sink = AutotaskSink::new("autotask", &sim.base_url, None, creds, NoteKinds::default(), reqwest::Client::new())
+        .with_time_entries(TimeSettings { role_id: 29_683_000, billing_code_id: None });
+    let count = || async { sim.time_entries(601).len() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "601", count).await;
+    assert_eq!(sim.time_entries(601)[0].hours_worked, 0.5);
+}
+
+#[tokio::test]
+async fn halopsa_sim_time_entry_lands_once_after_a_crash() {
+    use ticketsync::sim::halopsa::HaloPsaSim;
+    use ticketsync::sinks::halopsa::{HaloCredentials, HaloPsaSink, Outcomes};
+    let sim = HaloPsaSim::start("hid", "hsecret", None, &[601]).await.unwrap();
+    let creds = HaloCredentials {
+        client_id: "hid".into(),
+        client_secret: SecretString::from("hsecret".to_string()),
+        tenant: None,
+        auth_url: None,
+    };
+    let sink = HaloPsaSink::new("halopsa", &sim.base_url, creds, Outcomes::default(), reqwest::Client::new());
+    let count = || async { sim.actions(601).iter().filter(|a| a.time_taken > 0.0).count() };
+    entry_lands_once_after_a_crash(Arc::new(sink), "601", count).await;
+    assert_eq!(sim.actions(601).iter().map(|a| a.time_taken).sum::<f64>(), 0.5);
+}

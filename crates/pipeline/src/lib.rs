@@ -32,19 +32,19 @@ use crate::store::{audit, links, Store, StoreError};
 
 pub type Sinks = Arc<HashMap<String, Arc<dyn TicketSink>>>;
 
-/// Every tenant's sinks, by tenant, then by sink name (issue 17): a delivery's sink is looked
-/// up by (tenant, sink), so a note is only ever sent to its own tenant's ticket system.
+/// Tenants' sinks, by tenant, then by sink name (issue 17): a delivery's sink is looked up by
+/// (tenant, sink), so a note is only ever sent to its own tenant's ticket system.
 pub type TenantSinks = Arc<std::collections::BTreeMap<crate::store::TenantName, Sinks>>;
 
 /// [`deliver_due`] for every tenant: each tenant's pass claims only that tenant's deliveries
 /// (a store handle scoped to it) and sends them only to that tenant's sinks.
 pub async fn deliver_tenants(
     store: &Store,
-    sinks: &TenantSinks,
+    sinks: &[(crate::store::TenantName, Sinks)],
     policy: &DeliveryPolicy,
 ) -> Result<DeliverStats, StoreError> {
     let mut total = DeliverStats::default();
-    for (tenant, own) in sinks.iter() {
+    for (tenant, own) in sinks {
         total.add(deliver_due(&store.for_tenant(tenant), own, policy).await?);
     }
     Ok(total)

@@ -50,7 +50,10 @@ pub async fn record_created(store: &Store, routes: &[Route], c: &CreatedSession<
         super::rematch_code(&mut tx, &crate::session::normalize_code(other)).await?;
     }
     let mut deliveries = Vec::new();
-    for route in routes.iter().filter(|r| r.accepts(c.vendor, c.ticket)) {
+    // The transaction's tenant's sinks only (the store handle's tenant: `default` for
+    // `session create`).
+    let tenant = tx.tenant().clone();
+    for route in routes.iter().filter(|r| r.serves(&tenant) && r.accepts(c.vendor, c.ticket)) {
         for (kind, note, json) in &notes {
             if let Some(id) =
                 outbox::enqueue(&mut tx, &route.sink, c.ticket, None, Some(link_id), *kind, &note.marker, json).await?

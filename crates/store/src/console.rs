@@ -98,12 +98,17 @@ pub struct SessionFilter {
     pub to: Option<String>,
     /// Keyset: only sessions with an id below this.
     pub before: Option<i64>,
+    /// Every vendor there is: a code is also looked up as a vendor's session id in each.
+    pub vendors: Vec<String>,
+    /// One tenant's sessions (`[[tenants]]`, or `default`).
+    pub tenant: Option<String>,
 }
 
-/// A session as the lists show it, with its match if it has one.
+/// A session as the lists show it, with its tenant and its match if it has one.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
     pub session: StoredSession,
+    pub tenant: String,
     pub ticket_id: Option<String>,
     pub rule: Option<String>,
 }
@@ -120,11 +125,25 @@ const COLS: &str = "s.id, s.vendor, s.external_id, s.session_code, s.session_cod
 pub async fn search_sessions(store: &Store, f: &SessionFilter, limit: i64) -> Result<Vec<SessionRow>> {
     let mut cond = Vec::new();
     let mut binds = Vec::new();
+    let mut code_cond = String::new();
     if let Some(code) = f.code.as_deref().map(crate::session::normalize_code).filter(|c| !c.is_empty()) {
-        // A manual link may name the vendor's id instead of a code: both are looked for.
-        cond.push("(s.session_code_norm = ? OR s.external_id = ?)");
+        // A manual link may name the vendor's id instead of a code: both are looked for. The
+        // id through the `(vendor, external_id)` key, one seek per vendor (an index of its own
+        // would cost every ingest a write).
         binds.push(Bind::Text(code));
-        binds.push(Bind::Text(f.code.clone().unwrap_or_default().trim().to_lowercase()));
+        if f.vendors.is_empty() {
+            code_cond.push_str("s.session_code_norm = ?");
+        } else {
+            let marks = vec!["?"; f.vendors.len()].join(", ");
+            // As typed, and lower-cased (TeamViewer's GUIDs are stored so; Zoom's ids are
+            // case-sensitive).
+            code_cond = format!("(s.session_code_norm = ? OR (s.vendor IN ({marks}) AND s.external_id IN (?, ?)))");
+            binds.extend(f.vendors.iter().map(|v| Bind::Text(v.clone())));
+            let typed = f.code.clone().unwrap_or_default().trim().to_string();
+            binds.push(Bind::Text(typed.to_lowercase()));
+            binds.push(Bind::Text(typed));
+        }
+        cond.push(code_cond.as_str());
     }
     if let Some(t) = &f.ticket {
         cond.push("s.id IN (SELECT session_id FROM matches WHERE ticket_id = ?)");
@@ -132,6 +151,10 @@ pub async fn search_sessions(store: &Store, f: &SessionFilter, limit: i64) -> Re
     }
     if let Some(t) = &f.technician {
         cond.push("s.technician = ?");
+        binds.push(Bind::Text(t.clone()));
+    }
+    if let Some(t) = &f.tenant {
+        cond.push("s.tenant = ?");
         binds.push(Bind::Text(t.clone()));
     }
     if let Some(v) = &f.vendor {
@@ -184,28 +207,44 @@ async fn with_matches(store: &Store, sessions: Vec<StoredSession>) -> Result<Vec
         }
         q.fetch_all(ex).await?
     });
+    let tsql = format!("SELECT id, tenant FROM sessions WHERE id IN ({marks})");
+    let tenants: Vec<(i64, String)> = on_pool!(store, |ex, d| {
+        let sql = d.sql(&tsql);
+        let mut q = sqlx::query_as(&sql);
+        for s in &sessions {
+            q = q.bind(s.id);
+        }
+        q.fetch_all(ex).await?
+    });
+    let tenants: std::collections::HashMap<i64, String> = tenants.into_iter().collect();
     let by_id: std::collections::HashMap<i64, (String, String)> =
         matched.into_iter().map(|(id, t, r)| (id, (t, r))).collect();
     Ok(sessions
         .into_iter()
         .map(|s| {
             let m = by_id.get(&s.id).cloned();
-            SessionRow { ticket_id: m.as_ref().map(|m| m.0.clone()), rule: m.map(|m| m.1), session: s }
+            SessionRow {
+                tenant: tenants.get(&s.id).cloned().unwrap_or_else(|| "default".into()),
+                ticket_id: m.as_ref().map(|m| m.0.clone()),
+                rule: m.map(|m| m.1),
+                session: s,
+            }
         })
         .collect())
 }
 
 /// Unmatched sessions (running ones included, vanished ones not), newest first, by keyset.
-pub async fn unmatched_page(store: &Store, before: Option<i64>, limit: i64) -> Result<Vec<StoredSession>> {
+pub async fn unmatched_page(store: &Store, before: Option<i64>, limit: i64) -> Result<Vec<SessionRow>> {
     let sql = format!(
         "SELECT {COLS} FROM sessions s WHERE NOT EXISTS (SELECT 1 FROM matches m WHERE m.session_id = s.id)
          AND s.vanished_at IS NULL AND s.id < ? ORDER BY s.id DESC LIMIT ?"
     );
-    Ok(on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
+    let sessions: Vec<StoredSession> = on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql))
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
         .fetch_all(ex)
-        .await?))
+        .await?);
+    with_matches(store, sessions).await
 }
 
 /// One attempt at a delivery, as `delivery_attempts` holds it.
@@ -234,6 +273,7 @@ pub struct AuditRow {
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub session: StoredSession,
+    pub tenant: String,
     pub vanished_at: Option<String>,
     pub first_seen_at: String,
     pub last_seen_at: String,
@@ -254,8 +294,9 @@ pub async fn session_record(store: &Store, id: i64) -> Result<Option<SessionReco
     let session: Option<StoredSession> =
         on_pool!(store, |ex, d| sqlx::query_as(&d.sql(&sql)).bind(id).fetch_optional(ex).await?);
     let Some(session) = session else { return Ok(None) };
-    let extra: (Option<String>, String, String, Option<i64>) = on_pool!(store, |ex, d| sqlx::query_as(
-        &d.sql("SELECT vanished_at, first_seen_at, last_seen_at, match_checked_rev FROM sessions WHERE id = ?")
+    type Extra = (Option<String>, String, String, Option<i64>, String);
+    let extra: Extra = on_pool!(store, |ex, d| sqlx::query_as(
+        &d.sql("SELECT vanished_at, first_seen_at, last_seen_at, match_checked_rev, tenant FROM sessions WHERE id = ?")
     )
     .bind(id)
     .fetch_one(ex)
@@ -290,6 +331,7 @@ pub async fn session_record(store: &Store, id: i64) -> Result<Option<SessionReco
     audit.reverse();
     Ok(Some(SessionRecord {
         session,
+        tenant: extra.4,
         vanished_at: extra.0,
         first_seen_at: extra.1,
         last_seen_at: extra.2,

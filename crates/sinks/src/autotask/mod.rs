@@ -15,7 +15,12 @@
 //! origin) and counts a note only when its last line is the marker and its
 //! `creatorResourceID` is the API user's resource (looked up once: `POST
 //! /V1.0/Resources/query`, `userName` or `email` equal to the configured user name).
-//! Errors are `{"errors":["…"]}`.
+//! A time entry (issue 20) is `POST /V1.0/TimeEntries` (`ticketID`, `resourceID`, `roleID`,
+//! `hoursWorked`, `summaryNotes` ending with the marker, `isNonBillable`), scanned for with
+//! `TimeEntries/query` (author: `creatorUserID`). Errors are `{"errors":["…"]}`; Autotask
+//! answers a business-rule refusal with 500 and that array, which is therefore final, while
+//! a 500 without it is an outage and retried. The zone is kept for the process's life (a
+//! failed lookup is not kept; a database moved to another zone needs a restart).
 //!
 //! Sources, checked 2026-12-06: Autotask's REST developer help (zone information, the
 //! `TicketNotes` entity page: title/description/publish rules and its child path under

@@ -6,7 +6,12 @@
 //! (`GET /service/tickets/{id}/notes?page=&pageSize=`, a JSON array per page, the next page
 //! announced by a `Link: <…>; rel="next"` header) and counts a note only when its last line
 //! is the marker and its `createdBy` is the configured API member. Auth is HTTP Basic
-//! `company+publicKey:privateKey` plus the integration's `clientId` header. Errors are
+//! `company+publicKey:privateKey` plus the integration's `clientId` header. A time entry
+//! (issue 20) is `POST /time/entries` charged to the ticket (`chargeToType: "ServiceTicket"`,
+//! `chargeToId`, `timeStart`, `timeEnd`, `actualHours`, `billableOption`, `notes` ending with
+//! the marker, `member` when the technician has one), scanned for with
+//! `GET /time/entries?conditions=chargeToId=… AND chargeToType="ServiceTicket"` (author:
+//! `enteredBy`). Errors are
 //! `{"code","message","errors":[{"code","message","resource","field"}]}`; a rate limit is 429
 //! (with `Retry-After` where the server sends one).
 //!

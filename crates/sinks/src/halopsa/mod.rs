@@ -10,7 +10,10 @@
 //! otherwise; `?tenant=…` for Halo-hosted instances; form `grant_type=client_credentials`,
 //! `client_id`, `client_secret`, `scope=all`), the access token kept in memory, renewed
 //! before it expires and once more when the API answers 401 (the same token source as
-//! ServiceNow's client-credentials grant).
+//! ServiceNow's client-credentials grant). A time entry (issue 20) is an action with
+//! `timetaken` (billed hours), `actisbillable` and `agent_id` (the technician's agent); its
+//! scan accepts an action with time taken whose note ends with the MAC'd marker, whoever
+//! the agent (it is written for the technician).
 //!
 //! Sources, checked 2026-12-06: HaloPSA's API documentation as integrators republish it
 //! (Configuration → Integrations → Halo API: authorisation server, resource server, tenant;
