@@ -198,6 +198,8 @@ pattern = "#(\\d+)"
 url = "{rm}"
 api_key_file = "{rmf}"
 tickets = '^10\d$'
+time_entries = true
+time_activity_id = 9
 
 [sinks.connectwise]
 url = "{cw}"
@@ -351,6 +353,34 @@ api_key_file = "{acme_rmf}"
         );
     }
     println!("Webhook receiver got {} notes (signature verified).", hook.accepted().len());
+    println!();
+    println!("Time entries (view v_time_entries; Redmine's time tracking, ConnectWise's above):");
+    let entries = crate::store::time::list(&app.store, None, None).await?;
+    if entries.is_empty() {
+        println!("  (none yet: a session's group closes once its reconnect gap has elapsed)");
+    }
+    for e in &entries {
+        println!(
+            "  ticket #{:<4} {} {}: {} s in session → {} min billed{}, {} ({})",
+            e.ticket_id,
+            e.vendor,
+            e.session_code.as_deref().unwrap_or(&e.external_id),
+            e.raw_seconds,
+            e.minutes_billed,
+            if e.billable == 1 { "" } else { " (non-billable)" },
+            e.technician.as_deref().unwrap_or("no technician"),
+            e.state
+        );
+    }
+    if let Some(t) = redmine.time_entries().first() {
+        println!(
+            "The time entry on ticket #{} ({} h, activity {}, spent on {}):",
+            t.issue, t.hours, t.activity_id, t.spent_on
+        );
+        for l in t.comments.lines() {
+            println!("  | {l}");
+        }
+    }
     println!();
     println!("Tenant acme, on its own Redmine (the same session code as the default tenant's #101):");
     for id in ACME_TICKETS {
