@@ -10,11 +10,14 @@ use ticketsync::sources::section::Remark;
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     // Run by hand (by root), check reads the secrets where the unit's LoadCredential=
     // lines take them from, as doctor does: the same answer as the service will get.
+    // `init` writes them encrypted (`*.cred`, systemd-creds) where systemd runs: decrypted for
+    // as long as check runs (this was lost once in a merge; the first-hour walk caught it).
     let mut from_source = false;
+    let mut _decrypted = None;
     if std::env::var_os("CREDENTIALS_DIRECTORY").is_none()
         && std::fs::read_dir(ticketsync::doctor::CREDENTIALS_SOURCE).is_ok()
     {
-        std::env::set_var("CREDENTIALS_DIRECTORY", ticketsync::doctor::CREDENTIALS_SOURCE);
+        _decrypted = ticketsync::credentials::use_dir(std::path::Path::new(ticketsync::doctor::CREDENTIALS_SOURCE))?;
         from_source = true;
     }
     // Every error of the file at once, one line each, like `vector validate`.
@@ -30,8 +33,12 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     println!("{}: OK", cli.config.display());
     if from_source {
         println!(
-            "  secrets: read from {} (as the unit's LoadCredential= lines provide them)",
-            ticketsync::doctor::CREDENTIALS_SOURCE
+            "  secrets: read from {} (as the unit's LoadCredential= lines provide them{})",
+            ticketsync::doctor::CREDENTIALS_SOURCE,
+            match &_decrypted {
+                Some(d) => format!("; decrypted with systemd-creds: {}", d.names().join(", ")),
+                None => String::new(),
+            }
         );
     }
     for w in cfg.insecure_http_warnings() {
